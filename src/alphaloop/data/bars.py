@@ -1,0 +1,171 @@
+"""The Bars panel: aligned (T bars × N symbols) OHLCV arrays.
+
+Every array is float64 with NaN where a symbol has no bar (not yet listed,
+delisted, holiday of its own exchange). The timestamp index is UTC. ``data_ref``
+is a content hash of the whole panel, so any result can name exactly which data
+produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from alphaloop.errors import DataError
+
+FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, eq=False)
+class Bars:
+    """A (T × N) OHLCV panel.
+
+    Build one with :func:`alphaloop.data.load_bars`, :meth:`Bars.from_long`,
+    :meth:`Bars.from_wide` or :func:`alphaloop.data.synthetic.generate`.
+    """
+
+    index: pd.DatetimeIndex
+    symbols: tuple[str, ...]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    name: str = field(default="")
+
+    def __post_init__(self) -> None:
+        t, n = len(self.index), len(self.symbols)
+        if self.index.tz is None or str(self.index.tz) != "UTC":
+            raise DataError("Bars.index must be a UTC DatetimeIndex", code="DQ_TIMEZONE")
+        if self.index.unit != "ns":  # one resolution, so data_ref does not depend on it
+            object.__setattr__(self, "index", self.index.as_unit("ns"))
+        if self.index.unit != "ns":  # one resolution, so data_ref and spacing agree
+            object.__setattr__(self, "index", self.index.as_unit("ns"))
+        if len(set(self.symbols)) != n:
+            raise DataError("Bars.symbols contains duplicates", code="DQ_DUPLICATE_SYMBOL")
+        for f in FIELDS:
+            arr = getattr(self, f)
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.float64:
+                got = getattr(arr, "dtype", type(arr).__name__)
+                raise DataError(f"Bars.{f} must be a float64 array, got {got}", code="DQ_DTYPE")
+            if arr.shape != (t, n):
+                raise DataError(f"Bars.{f} has shape {arr.shape}, expected {(t, n)}",
+                                code="DQ_SHAPE")
+            arr.setflags(write=False)
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_bars(self) -> int:
+        return len(self.index)
+
+    @property
+    def n_symbols(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_bars, self.n_symbols)
+
+    def field(self, name: str) -> np.ndarray:
+        if name not in FIELDS:
+            raise DataError(f"unknown bar field {name!r}; expected one of {FIELDS}",
+                            code="DQ_FIELD")
+        arr: np.ndarray = getattr(self, name)
+        return arr
+
+    # ------------------------------------------------------------- identity
+    @cached_property
+    def data_ref(self) -> str:
+        """sha256 over timestamps, symbols and the five arrays (content hash)."""
+        h = hashlib.sha256()
+        h.update(self.index.asi8.tobytes())
+        h.update("\x1f".join(self.symbols).encode())
+        for f in FIELDS:
+            h.update(np.ascontiguousarray(getattr(self, f)).tobytes())
+        return "sha256:" + h.hexdigest()
+
+    @cached_property
+    def periods_per_year(self) -> float:
+        """Bars per year used for annualization.
+
+        Daily (or coarser business-day) data annualizes with 252 trading days;
+        intraday data with 252 × bars per day, inferred from the median spacing.
+        """
+        if self.n_bars < 2:
+            return 252.0
+        step = float(np.median(np.diff(self.index.asi8))) / 1e9  # seconds
+        day = 86400.0
+        if step > 3 * day:  # weekly, monthly: calendar time
+            return 365.25 * day / step
+        if step >= 0.5 * day:
+            return 252.0
+        return 252.0 * max(1, round(6.5 * 3600 / step))
+
+    # ------------------------------------------------------------ slicing
+    def slice(self, start: int | None = None, stop: int | None = None) -> Bars:
+        """Rows ``start:stop`` as a new panel (used by truncation tests, walk-forward)."""
+        sl = slice(start, stop)
+        return Bars(index=self.index[sl], symbols=self.symbols,
+                    **{f: np.array(getattr(self, f)[sl]) for f in FIELDS}, name=self.name)
+
+    def select(self, symbols: list[str] | tuple[str, ...]) -> Bars:
+        missing = [s for s in symbols if s not in self.symbols]
+        if missing:
+            raise DataError(f"unknown symbols {missing}", code="DQ_UNKNOWN_SYMBOL")
+        cols = [self.symbols.index(s) for s in symbols]
+        return Bars(index=self.index, symbols=tuple(symbols),
+                    **{f: np.array(getattr(self, f)[:, cols]) for f in FIELDS}, name=self.name)
+
+    # ------------------------------------------------------- constructors
+    @classmethod
+    def from_long(cls, df: pd.DataFrame, *, name: str = "", sort: bool = False) -> Bars:
+        """From long format: columns ``timestamp, symbol, open, high, low, close, volume``."""
+        from alphaloop.data.quality import check_long_frame
+
+        df = check_long_frame(df, sort=sort)
+        index = pd.DatetimeIndex(sorted(df["timestamp"].unique()), tz="UTC")
+        symbols = tuple(sorted(df["symbol"].astype(str).unique()))
+        arrays = {}
+        for f in FIELDS:
+            wide = df.pivot(index="timestamp", columns="symbol", values=f)
+            wide = wide.reindex(index=index, columns=list(symbols))
+            arrays[f] = np.ascontiguousarray(wide.to_numpy(dtype=np.float64))
+        return cls(index=index, symbols=symbols, **arrays, name=name)
+
+    @classmethod
+    def from_wide(cls, close: pd.DataFrame, *, name: str = "") -> Bars:
+        """From a wide close-only frame (index timestamps, one column per symbol).
+
+        With only closes known, open = high = low = close and volume is NaN: a
+        signal at t's close then fills at t+1's close, which is conservative.
+        """
+        from alphaloop.data.quality import check_wide_frame
+
+        close = check_wide_frame(close)
+        c = np.ascontiguousarray(close.to_numpy(dtype=np.float64))
+        index = pd.DatetimeIndex(close.index)
+        index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        return cls(index=index, symbols=tuple(str(s) for s in close.columns),
+                   open=c.copy(), high=c.copy(), low=c.copy(), close=c,
+                   volume=np.full(c.shape, np.nan), name=name)
+
+    def to_long(self) -> pd.DataFrame:
+        t, n = self.shape
+        out = pd.DataFrame({
+            "timestamp": self.index.repeat(n),  # keeps datetime64[ns, UTC]
+            "symbol": np.tile(np.array(self.symbols, dtype=object), t),
+            **{f: getattr(self, f).reshape(-1) for f in FIELDS},
+        })
+        return out.dropna(subset=["close"]).reset_index(drop=True)
+
+    def frame(self, f: str) -> pd.DataFrame:
+        """One field as a (T × N) DataFrame."""
+        return pd.DataFrame(self.field(f), index=self.index, columns=list(self.symbols))
+
+    def __repr__(self) -> str:
+        span = f"{self.index[0].date()}..{self.index[-1].date()}" if self.n_bars else "empty"
+        return f"Bars({self.name or 'unnamed'}: {self.n_bars} bars × {self.n_symbols} symbols, {span})"

@@ -1,0 +1,198 @@
+"""Engine A: the fast explorer.
+
+Runs a batch of :class:`StrategySpec` over a :class:`Bars` panel: signals are
+evaluated once per distinct sub-expression (see :class:`SignalEvaluator`), then the
+numba kernel in :mod:`alphaloop.engines.kernel_a` simulates every candidate ×
+symbol sleeve in parallel. Semantics are documented in ``kernel_a``; in short:
+signal at t's close, fill at t+1's open, per-side fees and slippage always applied,
+equal-weight sleeves per symbol, gap-aware intrabar stops.
+
+>>> from alphaloop import load_bars, StrategySpec, backtest
+>>> bars = load_bars("us_indices")
+>>> spec = StrategySpec(entry="sma(close, 10) > sma(close, 50)",
+...                     exit="sma(close, 10) < sma(close, 50)")
+>>> result = backtest(spec, bars)            # doctest: +SKIP
+>>> result.metrics["sharpe"]                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alphaloop.data.bars import Bars
+from alphaloop.engines import indicators as ind
+from alphaloop.engines.costs import CostModel
+from alphaloop.engines.kernel_a import BOTH, LONG, SHORT, simulate_batch
+from alphaloop.engines.metrics import CORE_METRICS, core_metrics
+from alphaloop.engines.signals import SignalEvaluator
+from alphaloop.strategy.expression import lookback
+from alphaloop.strategy.spec import StrategySpec
+
+_DIRECTION = {"long": LONG, "short": SHORT, "both": BOTH}
+ENGINE_VERSION = "engine-a-v1"
+
+
+@dataclass
+class BatchResult:
+    """Results of a batch, row k for ``specs[k]``.
+
+    ``returns`` are per-bar simple portfolio returns (K, T); ``metrics`` has one row
+    per candidate (index ``strategy_id``) and the :data:`CORE_METRICS` columns.
+    """
+
+    specs: list[StrategySpec]
+    index: pd.DatetimeIndex
+    returns: np.ndarray
+    equity: np.ndarray
+    metrics: pd.DataFrame
+    costs: CostModel
+    data_ref: str
+    periods_per_year: float
+    engine_version: str = ENGINE_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def returns_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.returns.T, index=self.index,
+                            columns=[s.strategy_id for s in self.specs])
+
+
+@dataclass
+class BacktestResult:
+    """One strategy's result: per-bar returns, equity curve and core metrics."""
+
+    spec: StrategySpec
+    returns: pd.Series
+    equity: pd.Series
+    metrics: dict[str, float]
+    costs: CostModel
+    data_ref: str
+    engine_version: str = ENGINE_VERSION
+
+
+def backtest(spec: StrategySpec, bars: Bars, costs: CostModel | None = None) -> BacktestResult:
+    """Backtest one spec on ``bars`` with ``costs`` (default: fees and slippage on)."""
+    res = run_batch([spec], bars, costs)
+    row = res.metrics.iloc[0]
+    metrics = {k: (int(row[k]) if k == "n_trades" else float(row[k])) for k in CORE_METRICS}
+    return BacktestResult(
+        spec=spec,
+        returns=pd.Series(res.returns[0], index=bars.index, name="returns"),
+        equity=pd.Series(res.equity[0], index=bars.index, name="equity"),
+        metrics=metrics, costs=res.costs, data_ref=res.data_ref)
+
+
+def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None = None, *,
+              evaluator: SignalEvaluator | None = None, chunk_size: int = 64,
+              progress: Callable[[int], None] | None = None) -> BatchResult:
+    """Backtest many specs on one panel; ``progress(n_done)`` is called per chunk."""
+    costs = costs or CostModel()
+    specs = list(specs)
+    if not specs:
+        raise ValueError("run_batch needs at least one spec")
+    ev = evaluator or SignalEvaluator(bars)
+    k_total, (n_sym, n_bars) = len(specs), ev.shape
+    equity = np.empty((k_total, n_bars))
+    traded = np.empty((k_total, n_bars))
+    gross = np.empty((k_total, n_bars))
+    stats = np.empty((k_total, 4))
+    for start in range(0, k_total, chunk_size):
+        chunk = specs[start:start + chunk_size]
+        out = _simulate_chunk(chunk, ev, bars, costs)
+        sl = slice(start, start + len(chunk))
+        equity[sl], traded[sl], gross[sl], stats[sl] = out
+        if progress is not None:
+            progress(sl.stop)
+    returns = _returns(equity)
+    ppy = bars.periods_per_year
+    prev = np.concatenate([np.ones((k_total, 1)), equity[:, :-1]], axis=1)
+    years = n_bars / ppy
+    with np.errstate(divide="ignore", invalid="ignore"):
+        turnover = np.where(prev > 0, traded / prev, 0.0).sum(axis=1) / years
+        exposure = np.where(equity > 0, gross / equity, 0.0).mean(axis=1)
+    hist = _effective_years(specs, bars)
+    m = core_metrics(returns, ppy, n_trades=stats[:, 0], n_wins=stats[:, 1],
+                     gross_profit=stats[:, 2], gross_loss=stats[:, 3], turnover=turnover,
+                     exposure=exposure, effective_history_years=hist)
+    frame = pd.DataFrame({k: np.asarray(m[k]) for k in CORE_METRICS},
+                         index=pd.Index([s.strategy_id for s in specs], name="strategy_id"))
+    frame["n_trades"] = frame["n_trades"].astype(np.int64)
+    return BatchResult(specs=specs, index=bars.index, returns=returns, equity=equity,
+                       metrics=frame, costs=costs, data_ref=bars.data_ref,
+                       periods_per_year=ppy)
+
+
+def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
+                    costs: CostModel) -> tuple[np.ndarray, ...]:
+    n_sym, n_bars = ev.shape
+    k = len(chunk)
+    entries = np.empty((k, n_sym, n_bars), dtype=np.bool_)
+    exits = np.empty((k, n_sym, n_bars), dtype=np.bool_)
+    for j, spec in enumerate(chunk):
+        ev.signal(spec.entry_node, out=entries[j], canonical=True)
+        ev.signal(spec.exit_node, out=exits[j], canonical=True)
+    sizes, size_idx = _sizes(chunk, ev, bars)
+    risk = [s.risk for s in chunk]
+    f = ev.fields
+    return simulate_batch(  # type: ignore[no-any-return]
+        f["open"], f["high"], f["low"], f["close"], entries, exits,
+        np.array([_DIRECTION[s.direction] for s in chunk], dtype=np.int64),
+        np.array([r.stop_loss or 0.0 for r in risk]),
+        np.array([r.trailing_stop or 0.0 for r in risk]),
+        np.array([r.take_profit or 0.0 for r in risk]),
+        np.array([r.max_bars or 0 for r in risk], dtype=np.int64),
+        size_idx, sizes, costs.fee, costs.slippage)
+
+
+def _sizes(chunk: list[StrategySpec], ev: SignalEvaluator,
+           bars: Bars) -> tuple[np.ndarray, np.ndarray]:
+    """Per-candidate sleeve fractions for vol-targeted sizing (decided at the signal bar)."""
+    keys: dict[tuple[float, int, float], int] = {}
+    arrays: list[np.ndarray] = []
+    idx = np.full(len(chunk), -1, dtype=np.int64)
+    for j, spec in enumerate(chunk):
+        s = spec.sizing
+        if s.method != "vol_target":
+            continue
+        key = (float(s.target_vol or 0.0), s.vol_window, s.max_leverage)
+        if key not in keys:
+            keys[key] = len(arrays)
+            arrays.append(vol_target_fraction(ev, bars, *key))
+        idx[j] = keys[key]
+    if not arrays:
+        return np.ones((1, 1, 1)), idx
+    return np.ascontiguousarray(np.stack(arrays)), idx
+
+
+def vol_target_fraction(ev: SignalEvaluator, bars: Bars, target_vol: float, window: int,
+                        max_leverage: float) -> np.ndarray:
+    """target_vol / realized vol, capped at ``max_leverage``; realized vol is the
+    annualized sample std of close-to-close returns over ``window`` bars up to t."""
+    close = ev.fields["close"]
+    rets = np.full(close.shape, np.nan)
+    rets[:, 1:] = close[:, 1:] / close[:, :-1] - 1.0
+    vol = ind.rolling_std(rets, window) * np.sqrt(bars.periods_per_year)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(vol > 0, np.minimum(target_vol / vol, max_leverage), np.nan)
+    return np.ascontiguousarray(frac)
+
+
+def _returns(equity: np.ndarray) -> np.ndarray:
+    """Per-bar simple returns from equity that starts at 1.0 before the first bar."""
+    prev = np.concatenate([np.ones((equity.shape[0], 1)), equity[:, :-1]], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(prev > 0, equity / prev - 1.0, 0.0)
+    return r
+
+
+def _effective_years(specs: list[StrategySpec], bars: Bars) -> np.ndarray:
+    """Years from the first bar where any symbol's signals are defined to the end:
+    the first bar with a close in the panel plus the expressions' static warm-up."""
+    valid = ~np.isnan(bars.close)
+    first = int(valid.any(axis=1).argmax()) if valid.any() else bars.n_bars
+    warm = np.array([max(lookback(s.entry_node), lookback(s.exit_node)) for s in specs])
+    return np.maximum(bars.n_bars - first - warm, 0) / bars.periods_per_year

@@ -1,0 +1,295 @@
+"""Causal indicator kernels (numba).
+
+Every kernel takes asset-major arrays of shape (N symbols, T bars), C-contiguous,
+so that the time loop walks memory in order, and returns a new array of the same
+shape. The value at bar ``t`` uses inputs at bars ``<= t`` only; a window that
+contains a NaN gives NaN (a symbol that has no bar does not get an invented value).
+
+The kernels know nothing about pandas or expressions: :mod:`alphaloop.engines.signals`
+maps expression operators onto them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+NAN = np.nan
+
+
+@njit(cache=True, parallel=True)
+def lag(x: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(x.shape, NAN)
+    for i in prange(x.shape[0]):
+        for t in range(n, x.shape[1]):
+            out[i, t] = x[i, t - n]
+    return out
+
+
+@njit(cache=True, parallel=True)
+def sma(x: np.ndarray, n: int) -> np.ndarray:
+    """Mean of the last ``n`` values; a running sum with a count of NaNs in the window."""
+    out = np.full(x.shape, NAN)
+    for i in prange(x.shape[0]):
+        s = 0.0
+        nans = 0
+        for t in range(x.shape[1]):
+            v = x[i, t]
+            if np.isnan(v):
+                nans += 1
+            else:
+                s += v
+            if t >= n:
+                old = x[i, t - n]
+                if np.isnan(old):
+                    nans -= 1
+                else:
+                    s -= old
+            if t >= n - 1 and nans == 0:
+                out[i, t] = s / n
+            if nans == 0 and t >= n - 1 and (t % 4096) == 0:
+                # re-sum now and then so rounding drift of the running sum stays tiny
+                s = 0.0
+                for k in range(t - n + 1, t + 1):
+                    s += x[i, k]
+    return out
+
+
+@njit(cache=True, parallel=True)
+def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
+    """Sample standard deviation (ddof = 1) of the last ``n`` values, two-pass per window."""
+    out = np.full(x.shape, NAN)
+    for i in prange(x.shape[0]):
+        run = 0  # consecutive non-NaN values ending at t
+        for t in range(x.shape[1]):
+            run = 0 if np.isnan(x[i, t]) else run + 1
+            if run >= n:
+                m = 0.0
+                for k in range(t - n + 1, t + 1):
+                    m += x[i, k]
+                m /= n
+                ss = 0.0
+                for k in range(t - n + 1, t + 1):
+                    d = x[i, k] - m
+                    ss += d * d
+                out[i, t] = np.sqrt(ss / (n - 1))
+    return out
+
+
+@njit(cache=True, parallel=True)
+def ema(x: np.ndarray, n: int) -> np.ndarray:
+    """EMA with alpha = 2 / (n + 1), seeded by the mean of the first ``n`` values.
+
+    A NaN input gives NaN and restarts the seed: the EMA never bridges a hole.
+    """
+    out = np.full(x.shape, NAN)
+    alpha = 2.0 / (n + 1.0)
+    for i in prange(x.shape[0]):
+        run = 0
+        acc = 0.0
+        for t in range(x.shape[1]):
+            v = x[i, t]
+            if np.isnan(v):
+                run = 0
+                acc = 0.0
+                continue
+            run += 1
+            if run < n:
+                acc += v
+            elif run == n:
+                acc = (acc + v) / n
+                out[i, t] = acc
+            else:
+                acc = acc + alpha * (v - acc)
+                out[i, t] = acc
+    return out
+
+
+@njit(cache=True, parallel=True)
+def rsi(x: np.ndarray, n: int) -> np.ndarray:
+    """Wilder's RSI: averages of gains and losses seeded by their n-change mean, then
+    smoothed with weight 1/n. 100 when there were no losses, 50 when no change at all."""
+    out = np.full(x.shape, NAN)
+    for i in prange(x.shape[0]):
+        run = 0  # number of valid changes in the current unbroken stretch
+        g = 0.0
+        lo = 0.0
+        for t in range(1, x.shape[1]):
+            a = x[i, t - 1]
+            b = x[i, t]
+            if np.isnan(a) or np.isnan(b):
+                run = 0
+                g = 0.0
+                lo = 0.0
+                continue
+            d = b - a
+            up = d if d > 0 else 0.0
+            dn = -d if d < 0 else 0.0
+            run += 1
+            if run < n:
+                g += up
+                lo += dn
+                continue
+            if run == n:
+                g = (g + up) / n
+                lo = (lo + dn) / n
+            else:
+                g = (g * (n - 1) + up) / n
+                lo = (lo * (n - 1) + dn) / n
+            if lo == 0.0:
+                out[i, t] = 50.0 if g == 0.0 else 100.0
+            else:
+                out[i, t] = 100.0 - 100.0 / (1.0 + g / lo)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndarray:
+    """Wilder's ATR. True range at t needs close at t-1; seeded by the mean of n ranges."""
+    out = np.full(close.shape, NAN)
+    for i in prange(close.shape[0]):
+        run = 0
+        acc = 0.0
+        for t in range(1, close.shape[1]):
+            h = high[i, t]
+            lw = low[i, t]
+            pc = close[i, t - 1]
+            if np.isnan(h) or np.isnan(lw) or np.isnan(pc):
+                run = 0
+                acc = 0.0
+                continue
+            tr = max(h - lw, abs(h - pc), abs(lw - pc))
+            run += 1
+            if run < n:
+                acc += tr
+                continue
+            acc = (acc + tr) / n if run == n else (acc * (n - 1) + tr) / n
+            out[i, t] = acc
+    return out
+
+
+@njit(cache=True, parallel=True)
+def highest_prev(x: np.ndarray, n: int) -> np.ndarray:
+    """Max of x over the previous n bars (t-n .. t-1); NaN if any is NaN."""
+    out = np.full(x.shape, NAN)
+    for i in prange(x.shape[0]):
+        for t in range(n, x.shape[1]):
+            m = -np.inf
+            for k in range(t - n, t):
+                v = x[i, k]
+                if np.isnan(v):
+                    m = NAN
+                    break
+                m = max(m, v)
+            out[i, t] = m
+    return out
+
+
+@njit(cache=True, parallel=True)
+def lowest_prev(x: np.ndarray, n: int) -> np.ndarray:
+    """Min of x over the previous n bars (t-n .. t-1); NaN if any is NaN."""
+    out = np.full(x.shape, NAN)
+    for i in prange(x.shape[0]):
+        for t in range(n, x.shape[1]):
+            m = np.inf
+            for k in range(t - n, t):
+                v = x[i, k]
+                if np.isnan(v):
+                    m = NAN
+                    break
+                m = min(m, v)
+            out[i, t] = m
+    return out
+
+
+@njit(cache=True)
+def cross_rank(x: np.ndarray) -> np.ndarray:
+    """Cross-sectional percentile rank per bar in [0, 1] among symbols with a value.
+
+    Ties share their average rank; a lone value ranks 0.5. Uses column t only, so it
+    is causal by construction.
+    """
+    n_sym, n_bars = x.shape
+    out = np.full(x.shape, NAN)
+    vals = np.empty(n_sym)
+    idx = np.empty(n_sym, dtype=np.int64)
+    for t in range(n_bars):
+        m = 0
+        for i in range(n_sym):
+            v = x[i, t]
+            if not np.isnan(v):
+                vals[m] = v
+                idx[m] = i
+                m += 1
+        if m == 0:
+            continue
+        if m == 1:
+            out[idx[0], t] = 0.5
+            continue
+        order = np.argsort(vals[:m], kind="mergesort")
+        j = 0
+        while j < m:
+            k = j
+            while k + 1 < m and vals[order[k + 1]] == vals[order[j]]:
+                k += 1
+            r = 0.5 * (j + k) / (m - 1)  # average of 0-based ranks j..k, scaled
+            for q in range(j, k + 1):
+                out[idx[order[q]], t] = r
+            j = k + 1
+    return out
+
+
+# Three-valued booleans: signals are uint8 codes FALSE=0, UNKNOWN=1, TRUE=2, so that
+# "and" is a minimum, "or" a maximum and "not" is 2 - x (Kleene logic). A comparison
+# that touches a NaN is UNKNOWN, and ``not`` of UNKNOWN stays UNKNOWN: a negated
+# condition is never true merely because its indicators have not warmed up yet.
+FALSE, UNKNOWN, TRUE = np.uint8(0), np.uint8(1), np.uint8(2)
+
+
+@njit(cache=True, inline="always")
+def _cmp(a: float, b: float, op: int) -> np.uint8:
+    if np.isnan(a) or np.isnan(b):
+        return UNKNOWN
+    if op == 0:
+        r = a > b
+    elif op == 1:
+        r = a >= b
+    elif op == 2:
+        r = a == b
+    else:
+        r = a != b
+    return TRUE if r else FALSE
+
+
+@njit(cache=True, parallel=True)
+def compare(a: np.ndarray, b: np.ndarray, op: int) -> np.ndarray:
+    """op: 0 ``>``, 1 ``>=``, 2 ``==``, 3 ``!=`` of two (N, T) arrays."""
+    out = np.empty(a.shape, dtype=np.uint8)
+    for i in prange(a.shape[0]):
+        for t in range(a.shape[1]):
+            out[i, t] = _cmp(a[i, t], b[i, t], op)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def compare_scalar(a: np.ndarray, b: float, op: int, swap: bool) -> np.ndarray:
+    """Compare an array with a constant; ``swap`` puts the constant on the left."""
+    out = np.empty(a.shape, dtype=np.uint8)
+    for i in prange(a.shape[0]):
+        for t in range(a.shape[1]):
+            out[i, t] = _cmp(b, a[i, t], op) if swap else _cmp(a[i, t], b, op)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def cross(a: np.ndarray, b: np.ndarray, above: bool) -> np.ndarray:
+    """``a`` crosses above (below) ``b`` at t: a > b now and a <= b at t-1 (mirrored)."""
+    out = np.full(a.shape, UNKNOWN, dtype=np.uint8)
+    for i in prange(a.shape[0]):
+        for t in range(1, a.shape[1]):
+            a0, b0, a1, b1 = a[i, t - 1], b[i, t - 1], a[i, t], b[i, t]
+            if np.isnan(a0) or np.isnan(b0) or np.isnan(a1) or np.isnan(b1):
+                continue
+            hit = (a1 > b1 and a0 <= b0) if above else (a1 < b1 and a0 >= b0)
+            out[i, t] = TRUE if hit else FALSE
+    return out

@@ -1,0 +1,161 @@
+"""Evaluate expression trees on a Bars panel, sharing sub-expressions.
+
+:class:`SignalEvaluator` keeps every numeric sub-expression it computed, keyed by
+its canonical text, so a batch of 174 SMA crossovers computes each distinct
+``sma(close, n)`` once. Arrays are asset-major (N symbols × T bars): the layout the
+indicator and simulation kernels walk fastest.
+
+Boolean sub-expressions are three-valued (false, unknown, true): a comparison that
+touches a NaN is unknown, ``not unknown`` is unknown, and only a *true* final value
+fires. So a signal is never true before its indicators have warmed up or where a
+symbol has no bar, even when the condition is negated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from alphaloop.data.bars import FIELDS, Bars
+from alphaloop.engines import indicators as ind
+from alphaloop.strategy.expression import Call, Field, Node, Num, canonicalize
+
+Value = np.ndarray | float
+_COMPARE = {"gt": 0, "ge": 1, "eq": 2, "ne": 3}
+
+_NUMERIC: dict[str, Callable[..., np.ndarray]] = {
+    "lag": ind.lag, "sma": ind.sma, "ema": ind.ema, "std": ind.rolling_std, "rsi": ind.rsi,
+    "highest": ind.highest_prev, "lowest": ind.lowest_prev,
+}
+
+
+class SignalEvaluator:
+    """Evaluates canonical expression trees on one panel, caching numeric results."""
+
+    def __init__(self, bars: Bars, *, max_cache_bytes: int = 2 << 30) -> None:
+        self.bars = bars
+        self.fields: dict[str, np.ndarray] = {
+            f: np.ascontiguousarray(bars.field(f).T) for f in FIELDS}
+        self.cache: dict[str, np.ndarray] = {}
+        self.max_cache_bytes = max_cache_bytes
+        self._cache_bytes = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.fields["close"].shape  # type: ignore[return-value]
+
+    def signal(self, node: Node, *, out: np.ndarray | None = None,
+               canonical: bool = False) -> np.ndarray:
+        """A boolean (N × T) array: True where the expression is (known to be) true.
+
+        ``canonical=True`` skips canonicalization for trees that already are
+        (``StrategySpec.entry_node``); ``out`` receives the result in place.
+        """
+        codes = self._eval(node if canonical else canonicalize(node))
+        if isinstance(codes, float):
+            raise TypeError("a boolean expression evaluated to a constant")
+        return np.equal(codes, ind.TRUE, out=out)
+
+    def values(self, node: Node) -> np.ndarray:
+        """A float (N × T) array for a numeric expression (constants broadcast)."""
+        out = self._eval(canonicalize(node))
+        return np.full(self.shape, out) if isinstance(out, float) else out
+
+    # ----------------------------------------------------------- internals
+    def _eval(self, node: Node) -> Value:
+        if isinstance(node, Num):
+            return float(node.value)
+        if isinstance(node, Field):
+            return self.fields[node.name]
+        key = str(node)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        out = self._compute(node)
+        if isinstance(out, np.ndarray) and out.dtype == np.float64:
+            self._remember(key, out)
+        return out
+
+    def _remember(self, key: str, arr: np.ndarray) -> None:
+        # boolean nodes are cheap to recompute and numerous in a sweep: only numeric
+        # intermediate results (the indicators) are worth keeping.
+        if self._cache_bytes + arr.nbytes > self.max_cache_bytes:
+            self.cache.clear()
+            self._cache_bytes = 0
+        self.cache[key] = arr
+        self._cache_bytes += arr.nbytes
+
+    def _compute(self, node: Call) -> Value:
+        op, args = node.op, node.args
+        if op in _NUMERIC:
+            return _NUMERIC[op](self._array(args[0]), _window(args[1]))
+        if op == "atr":
+            f = self.fields
+            return ind.atr(f["high"], f["low"], f["close"], _window(args[0]))
+        if op == "zscore":
+            x, n = args[0], args[1]
+            mean = self._eval(Call("sma", (x, n)))
+            sd = self._eval(Call("std", (x, n)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = (self._eval(x) - mean) / sd
+            return np.where(sd > 0, z, np.nan)
+        if op == "roc":
+            past = self._eval(Call("lag", (args[0], args[1])))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(past != 0, self._eval(args[0]) / past - 1.0, np.nan)
+        if op == "rank":
+            return ind.cross_rank(self._array(args[0]))
+        if op in ("cross_above", "cross_below"):
+            return ind.cross(self._array(args[0]), self._array(args[1]), op == "cross_above")
+        if op in _COMPARE:
+            return self._compare(op, self._eval(args[0]), self._eval(args[1]))
+        vals = [self._eval(a) for a in args]
+        return _elementwise(op, vals)
+
+    def _compare(self, op: str, a: Value, b: Value) -> np.ndarray:
+        code = _COMPARE[op]
+        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+            return ind.compare(a, b, code)
+        if isinstance(a, np.ndarray):
+            return ind.compare_scalar(a, float(b), code, False)
+        if isinstance(b, np.ndarray):
+            return ind.compare_scalar(b, float(a), code, True)
+        return np.full(self.shape, ind._cmp(float(a), float(b), code))
+
+    def _array(self, node: Node) -> np.ndarray:
+        out = self._eval(node)
+        return np.full(self.shape, out) if isinstance(out, float) else out
+
+
+def _window(node: Node) -> int:
+    assert isinstance(node, Num), "window arguments are constants after canonicalization"
+    return int(node.value)
+
+
+def _elementwise(op: str, v: list[Value]) -> Value:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if op == "add":
+            return v[0] + v[1]
+        if op == "sub":
+            return v[0] - v[1]
+        if op == "mul":
+            return v[0] * v[1]
+        if op == "div":
+            return np.where(np.asarray(v[1]) != 0, np.divide(v[0], v[1]), np.nan)
+        if op == "neg":
+            return -v[0]
+        if op == "abs":
+            return np.abs(v[0])
+        if op == "min":
+            return np.minimum(v[0], v[1])
+        if op == "max":
+            return np.maximum(v[0], v[1])
+        # booleans are three-valued uint8 codes (see indicators.FALSE/UNKNOWN/TRUE)
+        if op == "and":
+            return np.minimum(v[0], v[1])
+        if op == "or":
+            return np.maximum(v[0], v[1])
+        if op == "not":
+            return ind.TRUE - v[0]
+    raise ValueError(f"no evaluation rule for operator {op!r}")

@@ -1,0 +1,450 @@
+"""The strategy expression language.
+
+A small, causal language for entry and exit conditions::
+
+    sma(close, 10) > sma(close, 50) and rsi(close, 14) < 70
+
+Source text is parsed with Python's :mod:`ast` and every node is checked against a
+whitelist; nothing is ever passed to ``eval``. The parsed form is a tree of
+:class:`Num`, :class:`Field` and :class:`Call` nodes in which operators are calls
+too (``a + b`` is ``Call("add", (a, b))``), which keeps validation,
+canonicalization and evaluation uniform.
+
+Every operator is causal: its value at bar ``t`` depends on bars ``<= t`` only.
+``highest``/``lowest`` look at the *previous* ``n`` bars (excluding ``t``) so that
+``close > highest(high, 20)`` expresses a breakout.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from alphaloop.errors import ExpressionError
+
+Kind = Literal["num", "bool", "window"]
+FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+MAX_WINDOW = 1000
+MAX_SOURCE_LEN = 2000
+MAX_DEPTH = 256  # nesting limit, far below Python's recursion limit
+
+
+# --------------------------------------------------------------------- nodes
+@dataclass(frozen=True)
+class Num:
+    value: float
+
+    def __str__(self) -> str:
+        return format_number(self.value)
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Call:
+    op: str
+    args: tuple[Node, ...]
+
+    def __str__(self) -> str:
+        return f"{self.op}({','.join(str(a) for a in self.args)})"
+
+
+Node = Num | Field | Call
+
+
+def format_number(v: float) -> str:
+    """One spelling per number: ``10``, ``10.0`` and ``1e1`` all print as ``10``."""
+    f = float(v)
+    if f.is_integer() and abs(f) < 1e15:
+        return str(int(f))
+    return repr(f)
+
+
+# ----------------------------------------------------------------- operators
+@dataclass(frozen=True)
+class OpSpec:
+    """Signature of an operator: argument kinds, result kind and properties."""
+
+    name: str
+    args: tuple[Kind, ...]
+    result: Kind
+    arg_names: tuple[str, ...]
+    commutative: bool = False
+    associative: bool = False
+    min_window: int = 1
+    doc: str = ""
+
+
+def _fn(name: str, args: tuple[Kind, ...], names: tuple[str, ...], result: Kind = "num",
+        min_window: int = 1, doc: str = "") -> OpSpec:
+    return OpSpec(name, args, result, names, min_window=min_window, doc=doc)
+
+
+OPS: dict[str, OpSpec] = {
+    # arithmetic
+    "add": OpSpec("add", ("num", "num"), "num", ("a", "b"), True, True, doc="a + b"),
+    "sub": OpSpec("sub", ("num", "num"), "num", ("a", "b"), doc="a - b"),
+    "mul": OpSpec("mul", ("num", "num"), "num", ("a", "b"), True, True, doc="a * b"),
+    "div": OpSpec("div", ("num", "num"), "num", ("a", "b"), doc="a / b (NaN where b == 0)"),
+    "neg": OpSpec("neg", ("num",), "num", ("a",), doc="-a"),
+    "abs": OpSpec("abs", ("num",), "num", ("x",), doc="|x|"),
+    "min": OpSpec("min", ("num", "num"), "num", ("a", "b"), True, True, doc="elementwise min"),
+    "max": OpSpec("max", ("num", "num"), "num", ("a", "b"), True, True, doc="elementwise max"),
+    # comparisons (NaN compares False)
+    "gt": OpSpec("gt", ("num", "num"), "bool", ("a", "b"), doc="a > b"),
+    "ge": OpSpec("ge", ("num", "num"), "bool", ("a", "b"), doc="a >= b"),
+    "eq": OpSpec("eq", ("num", "num"), "bool", ("a", "b"), True, doc="a == b"),
+    "ne": OpSpec("ne", ("num", "num"), "bool", ("a", "b"), True, doc="a != b"),
+    # logic
+    "and": OpSpec("and", ("bool", "bool"), "bool", ("a", "b"), True, True, doc="a and b"),
+    "or": OpSpec("or", ("bool", "bool"), "bool", ("a", "b"), True, True, doc="a or b"),
+    "not": OpSpec("not", ("bool",), "bool", ("a",), doc="not a"),
+    # time-series (per symbol, causal)
+    "lag": _fn("lag", ("num", "window"), ("x", "n"), doc="x n bars ago"),
+    "sma": _fn("sma", ("num", "window"), ("x", "n"), doc="simple moving average"),
+    "ema": _fn("ema", ("num", "window"), ("x", "n"),
+               doc="exponential moving average, alpha = 2/(n+1), seeded with the first n-bar SMA"),
+    "std": _fn("std", ("num", "window"), ("x", "n"), min_window=2,
+               doc="rolling sample standard deviation (ddof = 1)"),
+    "zscore": _fn("zscore", ("num", "window"), ("x", "n"), min_window=2,
+                  doc="(x - sma(x, n)) / std(x, n)"),
+    "roc": _fn("roc", ("num", "window"), ("x", "n"), doc="x / lag(x, n) - 1"),
+    "rsi": _fn("rsi", ("num", "window"), ("x", "n"), doc="Wilder's RSI in 0..100"),
+    "atr": _fn("atr", ("window",), ("n",), doc="Wilder's average true range of the bars"),
+    "highest": _fn("highest", ("num", "window"), ("x", "n"),
+                   doc="max of x over the previous n bars (t-n .. t-1)"),
+    "lowest": _fn("lowest", ("num", "window"), ("x", "n"),
+                  doc="min of x over the previous n bars (t-n .. t-1)"),
+    "cross_above": _fn("cross_above", ("num", "num"), ("a", "b"), "bool",
+                       doc="a > b now and a <= b on the previous bar"),
+    "cross_below": _fn("cross_below", ("num", "num"), ("a", "b"), "bool",
+                       doc="a < b now and a >= b on the previous bar"),
+    # cross-sectional
+    "rank": _fn("rank", ("num",), ("x",),
+                doc="cross-sectional percentile rank in [0, 1] among symbols with a value at t"),
+}
+
+# names users may call directly (operators spelled with symbols are internal)
+FUNCTIONS: frozenset[str] = frozenset(
+    {"abs", "min", "max", "lag", "sma", "ema", "std", "zscore", "roc", "rsi", "atr",
+     "highest", "lowest", "cross_above", "cross_below", "rank"})
+
+_BINOPS: dict[type, str] = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
+_CMPOPS: dict[type, tuple[str, bool]] = {  # op name, swap operands
+    ast.Gt: ("gt", False), ast.GtE: ("ge", False), ast.Lt: ("gt", True),
+    ast.LtE: ("ge", True), ast.Eq: ("eq", False), ast.NotEq: ("ne", False)}
+_SYMBOL_HINT = {ast.BitAnd: "use 'and'", ast.BitOr: "use 'or'", ast.Invert: "use 'not'",
+                ast.Pow: "'**' is not supported", ast.Mod: "'%' is not supported",
+                ast.FloorDiv: "'//' is not supported; use '/'"}
+
+
+# -------------------------------------------------------------------- parse
+def parse(source: str, *, expect: Kind | None = None, where: str = "expression") -> Node:
+    """Parse, validate and type-check ``source``; return its tree.
+
+    ``expect`` ("bool" or "num") checks the type of the whole expression.
+    Raises :class:`ExpressionError` naming the operator, argument and reason.
+    """
+    if not isinstance(source, str):
+        raise ExpressionError(f"{where}: expected a string, got {type(source).__name__}")
+    text = source.strip()
+    if not text:
+        raise ExpressionError(f"{where}: empty expression")
+    if len(text) > MAX_SOURCE_LEN:
+        raise ExpressionError(f"{where}: expression longer than {MAX_SOURCE_LEN} characters")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise ExpressionError(
+            f"{where}: syntax error at column {(exc.offset or 0)}: {exc.msg} in {text!r}",
+            code="EXPRESSION_SYNTAX") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+        raise ExpressionError(f"{where}: cannot parse: {exc}", code="EXPRESSION_SYNTAX") from None
+    _check_depth(_tree_depth(tree.body, ast.iter_child_nodes), where)
+    node = _convert(tree.body, where)
+    _check_depth(_tree_depth(node, lambda n: n.args if isinstance(n, Call) else ()), where)
+    kind = check_types(node, where)
+    if expect is not None and kind != expect:
+        want = "boolean" if expect == "bool" else "numeric"
+        got = "boolean" if kind == "bool" else "numeric"
+        raise ExpressionError(f"{where}: must be a {want} expression, got a {got} one: {text!r}",
+                              code="EXPRESSION_TYPE")
+    return node
+
+
+def _tree_depth(root: Any, children: Callable[[Any], Iterable[Any]]) -> int:
+    """Depth of a tree, computed without recursion (so absurd input cannot overflow)."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children(node))
+    return deepest
+
+
+def _check_depth(depth: int, where: str) -> None:
+    if depth > MAX_DEPTH:
+        raise ExpressionError(f"{where}: expression nested too deeply ({depth} levels, "
+                              f"at most {MAX_DEPTH})", code="EXPRESSION_SYNTAX")
+
+
+def _convert(n: ast.AST, where: str) -> Node:
+    col = getattr(n, "col_offset", 0) + 1
+    if isinstance(n, ast.Constant):
+        if isinstance(n.value, bool) or not isinstance(n.value, int | float):
+            raise ExpressionError(f"{where}: unsupported constant {n.value!r} at column {col}; "
+                                  "only numbers are allowed", code="EXPRESSION_SYNTAX")
+        if not math.isfinite(float(n.value)):
+            raise ExpressionError(f"{where}: non-finite number at column {col}")
+        return Num(float(n.value))
+    if isinstance(n, ast.Name):
+        if n.id in FIELDS:
+            return Field(n.id)
+        hint = f"; did you mean {n.id}(...)?" if n.id in FUNCTIONS else ""
+        raise ExpressionError(f"{where}: unknown name {n.id!r} at column {col}; "
+                              f"bar fields are {', '.join(FIELDS)}{hint}",
+                              code="EXPRESSION_UNKNOWN_NAME")
+    if isinstance(n, ast.BoolOp):
+        op = "and" if isinstance(n.op, ast.And) else "or"
+        args = [_convert(v, where) for v in n.values]
+        out = args[0]
+        for a in args[1:]:
+            out = Call(op, (out, a))
+        return out
+    if isinstance(n, ast.UnaryOp):
+        if isinstance(n.op, ast.Not):
+            return Call("not", (_convert(n.operand, where),))
+        if isinstance(n.op, ast.USub):
+            return Call("neg", (_convert(n.operand, where),))
+        if isinstance(n.op, ast.UAdd):
+            return _convert(n.operand, where)
+        raise _unsupported(n.op, col, where)
+    if isinstance(n, ast.BinOp):
+        name = _BINOPS.get(type(n.op))
+        if name is None:
+            raise _unsupported(n.op, col, where)
+        return Call(name, (_convert(n.left, where), _convert(n.right, where)))
+    if isinstance(n, ast.Compare):
+        parts: list[Node] = []
+        left = _convert(n.left, where)
+        for cmp, comp in zip(n.ops, n.comparators, strict=True):
+            right = _convert(comp, where)
+            spec = _CMPOPS.get(type(cmp))
+            if spec is None:
+                raise ExpressionError(f"{where}: comparison {type(cmp).__name__} at column {col} "
+                                      "is not supported", code="EXPRESSION_UNKNOWN_OPERATOR")
+            name, swap = spec
+            parts.append(Call(name, (right, left) if swap else (left, right)))
+            left = right
+        out = parts[0]
+        for p in parts[1:]:
+            out = Call("and", (out, p))
+        return out
+    if isinstance(n, ast.Call):
+        if not isinstance(n.func, ast.Name):
+            raise ExpressionError(f"{where}: only plain function calls are allowed "
+                                  f"(column {col})", code="EXPRESSION_SYNTAX")
+        fname = n.func.id
+        if fname not in FUNCTIONS:
+            known = ", ".join(sorted(FUNCTIONS))
+            raise ExpressionError(f"{where}: unknown operator {fname!r} at column {col}; "
+                                  f"known operators: {known}", code="EXPRESSION_UNKNOWN_OPERATOR")
+        if n.keywords:
+            raise ExpressionError(f"{fname}: keyword arguments are not supported; pass "
+                                  f"{', '.join(OPS[fname].arg_names)} by position",
+                                  code="EXPRESSION_ARGUMENT")
+        return Call(fname, tuple(_convert(a, where) for a in n.args))
+    raise ExpressionError(f"{where}: {type(n).__name__} at column {col} is not allowed in "
+                          "strategy expressions", code="EXPRESSION_SYNTAX")
+
+
+def _unsupported(op: ast.AST, col: int, where: str) -> ExpressionError:
+    hint = _SYMBOL_HINT.get(type(op), "not supported")
+    return ExpressionError(f"{where}: operator {type(op).__name__} at column {col}: {hint}",
+                           code="EXPRESSION_UNKNOWN_OPERATOR")
+
+
+# --------------------------------------------------------------- type check
+def check_types(node: Node, where: str = "expression") -> Kind:
+    """Return ``"num"`` or ``"bool"``; raise naming operator, argument and reason."""
+    if isinstance(node, Num | Field):
+        return "num"
+    spec = OPS.get(node.op)
+    if spec is None:
+        raise ExpressionError(f"{where}: unknown operator {node.op!r}",
+                              code="EXPRESSION_UNKNOWN_OPERATOR")
+    if len(node.args) != len(spec.args):
+        sig = ", ".join(spec.arg_names)
+        raise ExpressionError(f"{spec.name}: expects {len(spec.args)} argument(s) ({sig}), "
+                              f"got {len(node.args)}", code="EXPRESSION_ARGUMENT")
+    for i, (arg, kind) in enumerate(zip(node.args, spec.args, strict=True), start=1):
+        label = f"{spec.name}: argument {i} ({spec.arg_names[i - 1]})"
+        if kind == "window":
+            value = _constant_value(arg)
+            if value is None or not float(value).is_integer():
+                raise ExpressionError(f"{label} must be a positive integer constant, got {arg}",
+                                      code="EXPRESSION_ARGUMENT")
+            if not spec.min_window <= value <= MAX_WINDOW:
+                raise ExpressionError(
+                    f"{label} must be an integer in {spec.min_window}..{MAX_WINDOW}, "
+                    f"got {format_number(value)}", code="EXPRESSION_ARGUMENT")
+            continue
+        got = check_types(arg, where)
+        if got != kind:
+            want = "boolean" if kind == "bool" else "numeric"
+            have = "boolean" if got == "bool" else "numeric"
+            raise ExpressionError(f"{label} must be {want}, got a {have} expression: {arg}",
+                                  code="EXPRESSION_TYPE")
+    return spec.result
+
+
+def _constant_value(node: Node) -> float | None:
+    folded = fold_constants(node)
+    return folded.value if isinstance(folded, Num) else None
+
+
+# ------------------------------------------------------------ canonical form
+_FOLD: dict[str, Callable[..., float]] = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "neg": operator.neg,
+    "abs": abs, "min": min, "max": max,
+    "div": lambda a, b: a / b if b != 0 else math.nan,
+}
+
+
+def fold_constants(node: Node) -> Node:
+    """Evaluate arithmetic whose operands are all constants."""
+    if not isinstance(node, Call):
+        return node
+    args = tuple(fold_constants(a) for a in node.args)
+    if node.op in _FOLD and all(isinstance(a, Num) for a in args):
+        value = _FOLD[node.op](*(a.value for a in args if isinstance(a, Num)))
+        if math.isfinite(value):
+            return Num(float(value))
+    return Call(node.op, args)
+
+
+def canonicalize(node: Node) -> Node:
+    """Canonical tree: equal trees for expressions that mean the same thing.
+
+    Rules: constants folded; ``a < b`` becomes ``b > a`` (done at parse time);
+    associative operators flattened and constants among their operands combined;
+    operands of commutative operators sorted by their canonical text;
+    ``not not a`` is ``a``; ``a - c`` with constant ``c`` is ``a + (-c)``.
+    """
+    node = fold_constants(node)
+    if not isinstance(node, Call):
+        return node
+    op = node.op
+    # operands of a whole chain such as ``a + b + c``, so constants fold in one step
+    raw = _flatten(op, list(node.args)) if OPS[op].associative else list(node.args)
+    args = [canonicalize(a) for a in raw]
+    if op == "sub" and isinstance(args[1], Num):
+        op, args = "add", [args[0], Num(-args[1].value)]
+    if op == "not" and isinstance(args[0], Call) and args[0].op == "not":
+        return args[0].args[0]
+    spec = OPS[op]
+    if spec.associative:
+        flat = _flatten(op, args)
+        consts = [a for a in flat if isinstance(a, Num)]
+        if len(consts) > 1 and op in _FOLD:
+            rest = [a for a in flat if not isinstance(a, Num)]
+            flat = [*rest, Num(_combine(op, [c.value for c in consts]))]
+        if op == "add":
+            flat = [a for a in flat if not (isinstance(a, Num) and a.value == 0)] or [Num(0.0)]
+        if op == "mul":
+            flat = [a for a in flat if not (isinstance(a, Num) and a.value == 1)] or [Num(1.0)]
+        args = flat
+    if spec.commutative:
+        args = sorted(args, key=str)
+    if spec.associative:
+        if len(args) == 1:
+            return args[0]
+        return _nest(op, args)
+    return Call(op, tuple(args))
+
+
+def _combine(op: str, values: list[float]) -> float:
+    """Fold the constants of an associative chain independently of their order.
+
+    ``fsum`` is exactly rounded and products are taken in sorted order, so
+    ``x + 0.1 + 0.7`` and ``x + 0.7 + 0.1`` fold to the same number.
+    """
+    if op == "add":
+        return math.fsum(values)
+    acc = 1.0 if op == "mul" else sorted(values)[0]
+    for v in sorted(values):
+        acc = _FOLD[op](acc, v)
+    return float(acc)
+
+
+def _flatten(op: str, args: list[Node]) -> list[Node]:
+    """Operands of a chain of ``op``: ``add(add(a,b),add(c,d))`` → ``[a, b, c, d]``."""
+    flat: list[Node] = []
+    for a in args:
+        if isinstance(a, Call) and a.op == op:
+            flat.extend(_flatten(op, list(a.args)))
+        else:
+            flat.append(a)
+    return flat
+
+
+def _nest(op: str, args: list[Node]) -> Node:
+    """Binary left-nested form of an associative operator: ``op(op(a,b),c)``."""
+    out = args[0]
+    for a in args[1:]:
+        out = Call(op, (out, a))
+    return out
+
+
+def canonical_text(source: str | Node, *, expect: Kind | None = None) -> str:
+    """The canonical spelling of an expression (the input of the normalizer hash)."""
+    node = parse(source, expect=expect) if isinstance(source, str) else source
+    return str(canonicalize(node))
+
+
+# ------------------------------------------------------------- static facts
+def lookback(node: Node) -> int:
+    """Bars of history the expression needs before its first defined value.
+
+    A static warm-up count: ``sma(x, n)`` needs ``n - 1`` bars more than ``x``,
+    ``lag``/``highest``/``lowest``/``roc`` need ``n``, crosses need one.
+    """
+    if not isinstance(node, Call):
+        return 0
+    spec = OPS[node.op]
+    inner = max((lookback(a) for a, k in zip(node.args, spec.args, strict=True)
+                 if k != "window"), default=0)
+    window = int(_constant_value(node.args[-1]) or 0) if spec.args[-1] == "window" else 0
+    extra = {"sma": window - 1, "ema": window - 1, "std": window - 1, "zscore": window - 1,
+             "lag": window, "roc": window, "highest": window, "lowest": window,
+             "rsi": window, "atr": window, "cross_above": 1, "cross_below": 1}.get(node.op, 0)
+    return inner + extra
+
+
+def operators_used(node: Node) -> set[str]:
+    if not isinstance(node, Call):
+        return set()
+    out = {node.op}
+    for a in node.args:
+        out |= operators_used(a)
+    return out
+
+
+def walk(node: Node) -> list[Node]:
+    """All nodes, children before parents."""
+    out: list[Node] = []
+    if isinstance(node, Call):
+        for a in node.args:
+            out.extend(walk(a))
+    out.append(node)
+    return out

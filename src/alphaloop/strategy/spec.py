@@ -1,0 +1,198 @@
+"""StrategySpec: the declarative description of one strategy.
+
+A spec is plain data (JSON/YAML) validated by pydantic::
+
+    family: sma_cross
+    entry: "sma(close, 10) > sma(close, 50)"
+    exit:  "sma(close, 10) < sma(close, 50)"
+    direction: long
+    risk: {stop_loss: 0.05}
+    sizing: {method: equal_weight}
+
+Semantics (both engines): conditions are evaluated at bar t's close and orders
+execute at bar t+1's open.
+
+- ``long``: flat and ``entry`` true (and ``exit`` false) → buy; long and ``exit``
+  true → sell.
+- ``short``: the same with a short position.
+- ``both``: ``entry`` → be long, ``exit`` → be short (stop-and-reverse).
+
+Entries are *levels*, not edges: after a stop, a still-true ``entry`` re-enters at
+the next open. Use ``cross_above`` for edge-triggered entries.
+
+Its identity is :attr:`StrategySpec.strategy_id`, the normalizer hash (MOD-412):
+sha256 of the canonical form, so specs that mean the same thing share an id.
+``family``, ``params`` and ``name`` are informational and not hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alphaloop.errors import ExpressionError, SpecError
+from alphaloop.strategy.expression import Node, canonicalize, parse
+
+HASH_VERSION = "v1"
+_CACHED = ("entry_node", "exit_node", "strategy_id")  # cached_property names
+
+
+class Risk(BaseModel):
+    """Exits that do not depend on the signal. Fractions of the entry price; None = off.
+
+    - ``stop_loss``: exit when the price moves against the entry by this fraction.
+    - ``trailing_stop``: exit when the price falls this fraction below the highest
+      high since entry (for shorts: rises above the lowest low), using bars before
+      the current one.
+    - ``take_profit``: exit when the price moves in favour by this fraction.
+    - ``max_bars``: exit at the open after the position has been held this many bars.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stop_loss: float | None = Field(default=None, gt=0, lt=1)
+    trailing_stop: float | None = Field(default=None, gt=0, lt=1)
+    take_profit: float | None = Field(default=None, gt=0, le=100)
+    max_bars: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class Sizing(BaseModel):
+    """How much of a symbol's sleeve a position uses.
+
+    - ``equal_weight``: capital is split equally across the symbols of the panel
+      (one sleeve per symbol); a position uses its whole sleeve.
+    - ``vol_target``: a position uses ``target_vol / realized_vol`` of its sleeve,
+      capped at ``max_leverage``; realized volatility is the annualized sample std of
+      close-to-close returns over ``vol_window`` bars, known at the signal bar.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["equal_weight", "vol_target"] = "equal_weight"
+    target_vol: float | None = Field(default=None, gt=0, le=5)
+    vol_window: int = Field(default=20, ge=2, le=1000)
+    max_leverage: float = Field(default=1.0, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _target_needed(self) -> Sizing:
+        if self.method == "vol_target" and self.target_vol is None:
+            raise ValueError("sizing.target_vol is required when method is vol_target")
+        return self
+
+
+class StrategySpec(BaseModel):
+    """A declarative strategy. See the module docstring for the semantics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entry: str
+    exit: str
+    direction: Literal["long", "short", "both"] = "long"
+    risk: Risk = Field(default_factory=Risk)
+    sizing: Sizing = Field(default_factory=Sizing)
+    family: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None
+
+    @field_validator("entry", "exit")
+    @classmethod
+    def _valid_expression(cls, v: str, info: Any) -> str:
+        try:
+            parse(v, expect="bool", where=info.field_name)
+        except ExpressionError as exc:
+            raise ValueError(exc.message) from None
+        return v
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> StrategySpec:
+        """A copy without the cached parse and hash, so ``update`` cannot leave a stale id.
+
+        As in pydantic, ``update`` is not validated; prefer ``model_validate`` for
+        untrusted values.
+        """
+        copy = super().model_copy(update=update, deep=deep)
+        for key in _CACHED:
+            copy.__dict__.pop(key, None)
+        return copy
+
+    # ------------------------------------------------------------- parsed
+    @cached_property
+    def entry_node(self) -> Node:
+        return canonicalize(parse(self.entry, expect="bool", where="entry"))
+
+    @cached_property
+    def exit_node(self) -> Node:
+        return canonicalize(parse(self.exit, expect="bool", where="exit"))
+
+    # ----------------------------------------------------------- identity
+    def canonical(self) -> dict[str, Any]:
+        """The canonical form hashed into :attr:`strategy_id` (defaults filled in)."""
+        return {
+            "hash_version": HASH_VERSION,
+            "entry": str(self.entry_node),
+            "exit": str(self.exit_node),
+            "direction": self.direction,
+            "risk": self.risk.model_dump(),
+            "sizing": _sizing_canonical(self.sizing),
+        }
+
+    @cached_property
+    def strategy_id(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"),
+                          allow_nan=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    # -------------------------------------------------------------- I/O
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "spec") -> StrategySpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: a strategy spec must be a mapping, "
+                            f"got {type(data).__name__}", code="SPEC_INVALID")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(f"{source}: {format_validation_error(exc)}",
+                            code="SPEC_INVALID") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> StrategySpec:
+        p = Path(path)
+        if not p.is_file():
+            raise SpecError(f"spec file not found: {p}", code="SPEC_NOT_FOUND")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise SpecError(f"{p}: malformed YAML{where}: "
+                            f"{getattr(exc, 'problem', None) or exc}",
+                            code="SPEC_MALFORMED_YAML") from None
+        return cls.from_dict(data, source=str(p))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(exclude_none=True, exclude_defaults=True),
+                              sort_keys=False)
+
+
+def _sizing_canonical(s: Sizing) -> dict[str, Any]:
+    # vol_window/target_vol/max_leverage mean nothing under equal_weight
+    if s.method == "equal_weight":
+        return {"method": "equal_weight"}
+    return s.model_dump()
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field.path: reason``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "spec"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
