@@ -122,11 +122,18 @@ class Bars:
 
     # ------------------------------------------------------- constructors
     @classmethod
-    def from_long(cls, df: pd.DataFrame, *, name: str = "", sort: bool = False) -> Bars:
-        """From long format: columns ``timestamp, symbol, open, high, low, close, volume``."""
+    def from_long(cls, df: pd.DataFrame, *, name: str = "", sort: bool = False,
+                  validate: bool = True) -> Bars:
+        """From long format: columns ``timestamp, symbol, open, high, low, close, volume``.
+
+        ``validate=False`` skips the price-value checks (positivity, high >= low,
+        close within range, volume >= 0) so dirty data can be loaded and inspected
+        with :func:`~alphaloop.data.quality.quality_report`; structural checks
+        (columns, types, duplicates, order) always run.
+        """
         from alphaloop.data.quality import check_long_frame
 
-        df = check_long_frame(df, sort=sort)
+        df = check_long_frame(df, sort=sort, check_values=validate)
         index = pd.DatetimeIndex(sorted(df["timestamp"].unique()), tz="UTC")
         symbols = tuple(sorted(df["symbol"].astype(str).unique()))
         arrays = {}
@@ -137,7 +144,7 @@ class Bars:
         return cls(index=index, symbols=symbols, **arrays, name=name)
 
     @classmethod
-    def from_wide(cls, close: pd.DataFrame, *, name: str = "") -> Bars:
+    def from_wide(cls, close: pd.DataFrame, *, name: str = "", validate: bool = True) -> Bars:
         """From a wide close-only frame (index timestamps, one column per symbol).
 
         With only closes known, open = high = low = close and volume is NaN: a
@@ -145,7 +152,7 @@ class Bars:
         """
         from alphaloop.data.quality import check_wide_frame
 
-        close = check_wide_frame(close)
+        close = check_wide_frame(close, check_values=validate)
         c = np.ascontiguousarray(close.to_numpy(dtype=np.float64))
         index = pd.DatetimeIndex(close.index)
         index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")

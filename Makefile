@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh clone with only python3 and make:
+#   make demo   creates .venv, installs alphaloop[dev], runs a sweep on bundled real data
+#   make test   the same install, then the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# numba's compiled kernels are cached on disk here, so a second process does not recompile
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+
+.PHONY: demo test lint bench install clean
+
+install: $(STAMP)
+
+# re-install whenever pyproject.toml changes
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/alphaloop data list
+	$(BIN)/alphaloop backtest examples/sma_cross.yaml --data us_indices
+	$(BIN)/alphaloop sweep sma_cross --data us_indices --n 174 --sampler grid --out out/demo_sweep.parquet
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_engine_a.py
+
+clean:
+	rm -rf $(VENV) .numba_cache out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,238 @@
+"""The ``alphaloop`` command line.
+
+    alphaloop backtest SPEC.yaml --data us_indices [--fees-bps 10] [--json]
+    alphaloop sweep sma_cross --data us_indices --n 500 --sampler sobol --out results.parquet
+    alphaloop data list | show NAME | import FILE [--name NAME]
+    alphaloop families
+
+Bad input (unknown family, bad expression, missing file, malformed YAML) prints one
+line naming what is wrong and exits with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from alphaloop.errors import AlphaloopError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="alphaloop: search, backtest and verify systematic trading strategies.")
+data_app = typer.Typer(no_args_is_help=True, help="Market data sets: list, show, import.")
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DataOpt = Annotated[str, typer.Option("--data", "-d",
+                                      help="Bundled data set name or a CSV/Parquet path.")]
+FeesOpt = Annotated[float | None, typer.Option("--fees-bps", help="Commission per side, bps.")]
+SlipOpt = Annotated[float | None, typer.Option("--slippage-bps", help="Slippage per side, bps.")]
+
+
+def _friendly(fn: F) -> F:
+    """Turn alphaloop's own errors into one line on stderr and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AlphaloopError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _costs(fees_bps: float | None, slippage_bps: float | None) -> Any:
+    from pydantic import ValidationError
+
+    from alphaloop.engines.costs import CostModel
+    from alphaloop.errors import SpecError
+    from alphaloop.strategy.spec import format_validation_error
+
+    kwargs = {k: v for k, v in (("fees_bps", fees_bps), ("slippage_bps", slippage_bps))
+              if v is not None}
+    try:
+        return CostModel(**kwargs)
+    except ValidationError as exc:
+        raise SpecError(f"costs: {format_validation_error(exc)}", code="COST_INVALID") from None
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if key == "n_trades":
+        return f"{int(value)}"
+    if key in ("total_return", "cagr", "ann_volatility", "max_drawdown", "exposure", "win_rate"):
+        return f"{100 * float(value):.2f}%"
+    return f"{float(value):.3f}"
+
+
+# ------------------------------------------------------------------ backtest
+@app.command()
+@_friendly
+def backtest(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Strategy spec file.")],
+    data: DataOpt,
+    fees_bps: FeesOpt = None,
+    slippage_bps: SlipOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Backtest one strategy spec with engine A and print its metrics."""
+    from alphaloop.data import load_bars
+    from alphaloop.engines import backtest as run_backtest
+    from alphaloop.engines.metrics import to_jsonable
+    from alphaloop.strategy.spec import StrategySpec
+
+    spec = StrategySpec.from_yaml(spec_path)
+    costs = _costs(fees_bps, slippage_bps)
+    bars = load_bars(data)
+    result = run_backtest(spec, bars, costs)
+    if as_json:
+        payload = {**to_jsonable(result.metrics), "strategy_id": spec.strategy_id,
+                   "data_ref": bars.data_ref, "fees_bps": costs.fees_bps,
+                   "slippage_bps": costs.slippage_bps, "periods_per_year": bars.periods_per_year}
+        sys.stdout.write(json.dumps(payload, allow_nan=False) + "\n")
+        return
+    table = Table(title=f"{spec.name or spec.family or spec_path.name} on {bars!r}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.metrics.items():
+        table.add_row(key, _fmt(key, value))
+    out.print(table)
+    out.print(f"strategy_id {spec.strategy_id[:16]}…  fees {costs.fees_bps:g} bps, slippage "
+              f"{costs.slippage_bps:g} bps per side; annualized with "
+              f"{bars.periods_per_year:g} bars/year", highlight=False)
+
+
+# --------------------------------------------------------------------- sweep
+@app.command()
+@_friendly
+def sweep(
+    family: Annotated[str, typer.Argument(help="Template family, e.g. sma_cross.")],
+    data: DataOpt,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Results Parquet file.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Candidates to sample.")] = 500,
+    sampler: Annotated[str, typer.Option(help="grid | random | sobol | tpe")] = "sobol",
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    fees_bps: FeesOpt = None,
+    slippage_bps: SlipOpt = None,
+    top: Annotated[int, typer.Option(help="Rows of the ranked table to print.")] = 10,
+) -> None:
+    """Sample candidates of FAMILY, run them through engine A, write one row each."""
+    from alphaloop.data import load_bars
+    from alphaloop.sweep import run_sweep
+
+    costs = _costs(fees_bps, slippage_bps)
+    bars = load_bars(data)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(f"{family} on {bars.name or data}", total=n)
+        frame = run_sweep(family, bars, n=n, sampler=sampler, seed=seed, costs=costs,
+                          progress=lambda done: bar.update(task, completed=done))
+    _write_parquet(frame, out_path)
+    ranked = frame.sort_values("sharpe", ascending=False, na_position="last").head(top)
+    table = Table(title=f"{family}: {len(frame)} candidates on {bars!r}, top {len(ranked)} "
+                        "by Sharpe")
+    cols = ["params", "sharpe", "total_return", "max_drawdown", "n_trades", "turnover"]
+    for c in cols:
+        table.add_column(c, justify="left" if c == "params" else "right")
+    for _, row in ranked.iterrows():
+        table.add_row(*(_params(row[c]) if c == "params" else _fmt(c, row[c]) for c in cols))
+    out.print(table)
+    out.print(f"wrote {out_path} ({len(frame)} rows)", highlight=False)
+
+
+def _params(text: str) -> str:
+    return " ".join(f"{k}={v}" for k, v in json.loads(text).items())
+
+
+def _write_parquet(frame: Any, path: Path) -> None:
+    """Write atomically: a crash never leaves half a results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- data
+@data_app.command("list")
+@_friendly
+def data_list() -> None:
+    """List bundled and imported data sets."""
+    from alphaloop.data import list_datasets
+
+    table = Table(title="data sets")
+    for c in ("name", "kind", "description"):
+        table.add_column(c)
+    for info in list_datasets():
+        table.add_row(info.name, info.kind, info.description)
+    out.print(table)
+
+
+@data_app.command("show")
+@_friendly
+def data_show(name: Annotated[str, typer.Argument(help="Data set name.")]) -> None:
+    """Describe one data set: origin, licence, span, symbols, quality warnings."""
+    from alphaloop.data import dataset_info, load_bars, quality_report
+
+    info = dataset_info(name, load=True)
+    bars = load_bars(name)
+    report = quality_report(bars)
+    table = Table(title=name, show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in info.to_dict().items():
+        if value not in (None, "", []):
+            shown = ", ".join(map(str, value[:20])) if isinstance(value, list) else str(value)
+            table.add_row(key, shown)
+    table.add_row("data_ref", bars.data_ref)
+    table.add_row("quality", "ok" if report.ok and not report.warnings else
+                  "; ".join(f"{i.code}: {i.message}" for i in report.issues[:5]))
+    out.print(table)
+
+
+@data_app.command("import")
+@_friendly
+def data_import(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet file (long or wide format).")],
+    name: Annotated[str | None, typer.Option(help="Name to store it under.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing data set.")] = False,
+) -> None:
+    """Validate a file and store it as a named data set."""
+    from alphaloop.data import import_dataset
+
+    info = import_dataset(file, name=name, overwrite=overwrite)
+    out.print(f"imported {info.name}: {info.n_bars} bars × {info.n_symbols} symbols", highlight=False)
+
+
+# ------------------------------------------------------------------ families
+@app.command()
+def families() -> None:
+    """List the template families and their parameter spaces."""
+    from alphaloop.strategy.templates import FAMILIES
+
+    table = Table(title="template families")
+    for c in ("family", "parameters", "rules", "grid size"):
+        table.add_column(c)
+    for fam in FAMILIES.values():
+        d = fam.describe()
+        params = ", ".join(f"{k}: {v}" for k, v in d["params"].items())
+        table.add_row(fam.name, params, ", ".join(d.get("rules", [])), str(fam.size()))
+    out.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

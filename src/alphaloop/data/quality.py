@@ -1,0 +1,498 @@
+"""The data-quality gate: coded checks on market data before anyone trusts it.
+
+Two kinds of check live here.
+
+*Hard checks* run while a frame becomes a :class:`~alphaloop.data.bars.Bars` panel
+(:func:`check_long_frame`, :func:`check_wide_frame`). Data that fails one cannot be
+used at all, so they raise :class:`~alphaloop.errors.DataError` with a stable code and
+a message that names the column, symbol, timestamp and row at fault.
+
+*The report* (:func:`quality_report`) looks at a finished panel and lists what is
+suspicious without being fatal: holes in the history (``DQ_GAP``), prices that stop
+moving (``DQ_STALE_RUN``), too little history to judge a strategy
+(``DQ_SHORT_HISTORY``). It re-checks the price invariants as errors too, so that a
+panel built by hand (or a stored file edited behind our back) is caught as well.
+
+Codes (all ``DQ_*``) and what they mean:
+
+=========================  ==============================================================
+``DQ_FORMAT``              not a DataFrame / layout cannot be recognised
+``DQ_MISSING_COLUMN``      a required column is absent
+``DQ_DUPLICATE_COLUMN``    two columns have the same name after lowercasing/stripping
+``DQ_EMPTY``               no rows (or no symbols)
+``DQ_BAD_TIMESTAMP``       a timestamp that does not parse (or is missing, or numeric)
+``DQ_BAD_SYMBOL``          a missing or empty symbol
+``DQ_DUPLICATE_SYMBOL``    a wide frame with two columns for one symbol
+``DQ_DTYPE``               a value that is not a number
+``DQ_ALL_NAN``             a price column, or a symbol, with no values at all
+``DQ_NAN_VALUES``          a bar with some but not all of open/high/low/close
+``DQ_INFINITE``            a price or volume that is ±inf
+``DQ_DUPLICATE_TIMESTAMP`` the same symbol twice at one timestamp (CRITICAL)
+``DQ_UNSORTED``            timestamps going backwards within a symbol
+``DQ_NONPOSITIVE_PRICE``   a price <= 0
+``DQ_HIGH_LT_LOW``         high below low
+``DQ_CLOSE_OUTSIDE_RANGE`` close or open outside [low, high]
+``DQ_NEGATIVE_VOLUME``     volume < 0
+``DQ_GAP``                 (warning) a hole much longer than the usual bar spacing
+``DQ_STALE_RUN``           (warning) many identical closes in a row
+``DQ_SHORT_HISTORY``       (warning) fewer bars than ``min_years`` of history
+=========================  ==============================================================
+
+Every check is a vectorized numpy expression over whole columns or the whole
+(T × N) panel; Python loops only run over the (few) symbols that actually fail.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+import numpy as np
+import pandas as pd
+
+from alphaloop.errors import DataError, ErrorClass
+
+if TYPE_CHECKING:
+    from alphaloop.data.bars import Bars
+
+PRICES: tuple[str, ...] = ("open", "high", "low", "close")
+NUMERIC: tuple[str, ...] = (*PRICES, "volume")
+REQUIRED: tuple[str, ...] = ("timestamp", "symbol", *PRICES)
+REL_TOL = 1e-9
+"""Relative tolerance for ``low <= open, close <= high`` (float round-off in vendor data)."""
+
+_NULL_TOKENS = frozenset({"", "nan", "none", "null", "na", "n/a", "<na>", "nat"})
+
+Severity = Literal["error", "warning"]
+
+
+def _fail(code: str, message: str, *, error_class: ErrorClass | None = None) -> NoReturn:
+    raise DataError(message, code=code, error_class=error_class)
+
+
+def _ts(value: Any) -> str:
+    """A timestamp as ISO text for messages."""
+    return pd.Timestamp(value).isoformat()
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+# =============================================================== column parsing
+def normalize_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Lowercase and strip column names; two names that collide are an error."""
+    names = [str(c).strip().lower() for c in df.columns]
+    dups = sorted(n for n, k in Counter(names).items() if k > 1)
+    if dups:
+        _fail("DQ_DUPLICATE_COLUMN",
+              f"columns {dups} appear more than once (after lowercasing and stripping)")
+    out = df.copy(deep=False)
+    out.columns = pd.Index(names)
+    return out
+
+
+def parse_timestamps(values: pd.Series | pd.Index, what: str = "timestamp") -> pd.DatetimeIndex:
+    """Parse to a UTC, nanosecond DatetimeIndex.
+
+    Naive times are taken to be UTC; aware ones are converted. Numbers are refused:
+    an integer could be epoch seconds, milliseconds or nanoseconds, and guessing
+    wrong silently shifts the data by decades. The error names the first value that
+    does not parse and its row.
+    """
+    s = pd.Series(values).reset_index(drop=True)
+    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        _fail("DQ_BAD_TIMESTAMP",
+              f"{what} is numeric (first value {s.iloc[0]!r}); epoch units are ambiguous — "
+              "give datetimes or ISO-8601 strings")
+    if not pd.api.types.is_datetime64_any_dtype(s.dtype):
+        s = _parse_text_times(s, what)
+    else:
+        s = pd.to_datetime(s, utc=True)
+    missing = s.isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        _fail("DQ_BAD_TIMESTAMP", f"{what} is missing at row {row} "
+              f"({_plural(int(missing.sum()), 'missing value')})")
+    return pd.DatetimeIndex(s).as_unit("ns")
+
+
+def _parse_text_times(s: pd.Series, what: str) -> pd.Series:
+    """Strings/objects → UTC datetimes; a value that cannot parse is an error."""
+    try:
+        return pd.to_datetime(s, utc=True)
+    except (ValueError, TypeError, OverflowError):
+        pass  # mixed formats or a bad value: parse element by element to find out
+    parsed = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+    bad = (parsed.isna() & s.notna()).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _fail("DQ_BAD_TIMESTAMP", f"{what} value {s.iloc[row]!r} at row {row} is not a "
+              f"date/time ({_plural(int(bad.sum()), 'bad value')})")
+    return parsed
+
+
+def to_float(values: pd.Series, what: str) -> np.ndarray:
+    """A column as float64; text that is not a number is an error naming an example.
+
+    Missing markers (empty, "nan", "null", None) become NaN; the NaN rules are
+    applied later, where we know whether a missing value is acceptable.
+    """
+    s = values.reset_index(drop=True)
+    if pd.api.types.is_bool_dtype(s.dtype):
+        _fail("DQ_DTYPE", f"{what} holds booleans, not numbers")
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return np.asarray(s.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+    num = pd.to_numeric(s, errors="coerce")
+    text = s.astype(str).str.strip().str.lower()
+    bad = (num.isna() & s.notna() & ~text.isin(_NULL_TOKENS)).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _fail("DQ_DTYPE", f"{what} must be numeric; found {s.iloc[row]!r} at row {row} "
+              f"({_plural(int(bad.sum()), 'non-numeric value')})")
+    return np.asarray(num.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+
+
+# ================================================================ long frames
+def check_long_frame(df: pd.DataFrame, *, sort: bool = False,
+                     check_values: bool = True) -> pd.DataFrame:
+    """Validate and clean a long OHLCV frame; the input of :meth:`Bars.from_long`.
+
+    Returns a new frame with exactly the columns ``timestamp`` (UTC, ns), ``symbol``
+    (str), ``open, high, low, close, volume`` (float64). Rows whose four prices are
+    all NaN are dropped (a "no bar" placeholder); any other problem raises
+    :class:`DataError`. With ``sort=True`` rows are sorted by (symbol, timestamp)
+    instead of rejecting out-of-order timestamps. ``check_values=False`` skips the
+    price invariants (``DQ_NONPOSITIVE_PRICE``, ``DQ_HIGH_LT_LOW``,
+    ``DQ_CLOSE_OUTSIDE_RANGE``, ``DQ_NEGATIVE_VOLUME``) so that dirty data can still be
+    loaded and inspected with :func:`quality_report`. Extra columns are ignored.
+    """
+    if not isinstance(df, pd.DataFrame):
+        _fail("DQ_FORMAT", f"expected a pandas DataFrame, got {type(df).__name__}")
+    df = normalize_columns(df)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        _fail("DQ_MISSING_COLUMN", f"missing required columns {missing}; long format needs "
+              f"{[*REQUIRED, 'volume']} (volume optional), got {list(df.columns)}")
+    if len(df) == 0:
+        _fail("DQ_EMPTY", "the frame has no rows")
+    out = _coerce_long(df)
+    out = _drop_empty_bars(out)
+    _check_long_nans(out)
+    _check_duplicates(out)
+    out = _check_order(out, sort)
+    if check_values:
+        _check_long_values(out)
+    return out
+
+
+def _coerce_long(df: pd.DataFrame) -> pd.DataFrame:
+    """Parse every required column into its final dtype (row order unchanged)."""
+    cols: dict[str, Any] = {
+        "timestamp": parse_timestamps(df["timestamp"], "column 'timestamp'"),
+        "symbol": _parse_symbols(df["symbol"]),
+    }
+    n = len(df)
+    for c in NUMERIC:
+        cols[c] = (to_float(df[c], f"column {c!r}") if c in df.columns
+                   else np.full(n, np.nan))
+    return pd.DataFrame(cols)
+
+
+def _parse_symbols(s: pd.Series) -> np.ndarray:
+    raw = s.reset_index(drop=True)
+    text = raw.astype(str).str.strip()
+    bad = (raw.isna() | (text == "")).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _fail("DQ_BAD_SYMBOL", f"column 'symbol' is missing or empty at row {row} "
+              f"({_plural(int(bad.sum()), 'row')})")
+    return np.asarray(text.to_numpy(dtype=object))
+
+
+def _where(df: pd.DataFrame, mask: np.ndarray) -> str:
+    """'symbol 'X' at <ts> (row r; k rows)' for the first row where ``mask``."""
+    rows = np.flatnonzero(mask)
+    r = int(rows[0])
+    return (f"symbol {df['symbol'].iat[r]!r} at {_ts(df['timestamp'].iat[r])} "
+            f"(row {int(df.index[r])}; {_plural(len(rows), 'row')} in all)")
+
+
+def _drop_empty_bars(df: pd.DataFrame) -> pd.DataFrame:
+    """Refuse all-NaN columns/symbols, then drop rows whose OHLC are all NaN."""
+    prices = df[list(PRICES)].to_numpy()
+    nan = np.isnan(prices)
+    dead = [c for c, all_nan in zip(PRICES, nan.all(axis=0), strict=True) if all_nan]
+    if dead:
+        _fail("DQ_ALL_NAN", f"price columns {dead} contain no values (all NaN)")
+    empty = nan.all(axis=1)
+    has_bar = pd.Series(~empty).groupby(df["symbol"].to_numpy()).any()
+    hollow = sorted(has_bar.index[~has_bar.to_numpy()].astype(str))
+    if hollow:
+        _fail("DQ_ALL_NAN", f"symbols {hollow[:10]} have only NaN prices "
+              f"({_plural(len(hollow), 'symbol')})")
+    return df[~empty] if empty.any() else df
+
+
+def _check_long_nans(df: pd.DataFrame) -> None:
+    prices = df[list(PRICES)].to_numpy()
+    part = np.isnan(prices).any(axis=1)
+    if part.any():
+        cols = [c for c, k in zip(PRICES, np.isnan(prices[part]).any(axis=0), strict=True) if k]
+        _fail("DQ_NAN_VALUES", f"partially missing prices (NaN in {cols}) for {_where(df, part)}; "
+              "a bar needs all of open/high/low/close, or none")
+    inf = np.isinf(df[list(NUMERIC)].to_numpy()).any(axis=1)
+    if inf.any():
+        _fail("DQ_INFINITE", f"infinite price or volume for {_where(df, inf)}")
+
+
+def _check_duplicates(df: pd.DataFrame) -> None:
+    dup = df.duplicated(["symbol", "timestamp"], keep="first").to_numpy()
+    if dup.any():
+        _fail("DQ_DUPLICATE_TIMESTAMP", f"duplicate bar: {_where(df, dup)} appears more than once",
+              error_class=ErrorClass.CRITICAL)
+
+
+def _check_order(df: pd.DataFrame, sort: bool) -> pd.DataFrame:
+    """Timestamps must increase within each symbol (unless ``sort`` asks us to fix it)."""
+    if sort:
+        return df.sort_values(["symbol", "timestamp"], kind="stable")
+    back = (df.groupby("symbol", sort=False)["timestamp"].diff() < pd.Timedelta(0)).to_numpy()
+    if back.any():
+        _fail("DQ_UNSORTED", f"timestamps go backwards within a symbol: {_where(df, back)} comes "
+              "after a later bar of that symbol; pass sort=True to sort the rows")
+    return df
+
+
+def _check_long_values(df: pd.DataFrame) -> None:
+    o, h, lo, c, v = (df[k].to_numpy() for k in NUMERIC)
+    for code, mask, what in _price_violations(o, h, lo, c, v):
+        if mask.any():
+            _fail(code, f"{what}: {_where(df, mask)}")
+
+
+def _price_violations(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                      v: np.ndarray) -> list[tuple[str, np.ndarray, str]]:
+    """The price invariants as boolean masks (NaN compares False, so holes pass).
+
+    Works on 1-d columns and (T × N) panels alike.
+    """
+    with np.errstate(invalid="ignore"):
+        up, down = h * (1 + REL_TOL), lo * (1 - REL_TOL)
+        return [
+            ("DQ_NONPOSITIVE_PRICE", (o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0),
+             "price <= 0 in open/high/low/close"),
+            ("DQ_HIGH_LT_LOW", h < lo, "high is below low"),
+            ("DQ_CLOSE_OUTSIDE_RANGE", (c > up) | (c < down) | (o > up) | (o < down),
+             "close or open outside [low, high]"),
+            ("DQ_NEGATIVE_VOLUME", v < 0, "negative volume"),
+        ]
+
+
+# ================================================================ wide frames
+def check_wide_frame(close_df: pd.DataFrame, *, sort: bool = False,
+                     check_values: bool = True) -> pd.DataFrame:
+    """Validate a wide close-only frame (index timestamps, one column per symbol).
+
+    The index may be a DatetimeIndex or anything that parses as dates. Returns a
+    float64 frame with a UTC nanosecond index named ``timestamp`` and string
+    symbol columns; rows where every symbol is NaN are dropped. ``check_values=False``
+    skips the ``DQ_NONPOSITIVE_PRICE`` check (infinite values are always refused).
+    """
+    if not isinstance(close_df, pd.DataFrame):
+        _fail("DQ_FORMAT", f"expected a pandas DataFrame, got {type(close_df).__name__}")
+    if close_df.shape[0] == 0 or close_df.shape[1] == 0:
+        _fail("DQ_EMPTY", f"the wide frame is empty (shape {close_df.shape})")
+    symbols = [str(c).strip() for c in close_df.columns]
+    dups = sorted(s for s, k in Counter(symbols).items() if k > 1)
+    if dups:
+        _fail("DQ_DUPLICATE_SYMBOL", f"symbol columns {dups} appear more than once")
+    index = parse_timestamps(close_df.index, "index (timestamp)")
+    values = np.column_stack([to_float(close_df.iloc[:, j], f"column {s!r}")
+                              for j, s in enumerate(symbols)])
+    out = pd.DataFrame(values, index=pd.DatetimeIndex(index, name="timestamp"), columns=symbols)
+    out = _drop_empty_rows_wide(out)
+    return _check_wide_values(_check_wide_index(out, sort), check_values)
+
+
+def _drop_empty_rows_wide(df: pd.DataFrame) -> pd.DataFrame:
+    nan = np.isnan(df.to_numpy())
+    dead = [s for s, k in zip(df.columns, nan.all(axis=0), strict=True) if k]
+    if dead:
+        _fail("DQ_ALL_NAN", f"symbols {dead[:10]} have no values (all NaN)")
+    empty = nan.all(axis=1)
+    return df[~empty] if empty.any() else df
+
+
+def _check_wide_index(df: pd.DataFrame, sort: bool) -> pd.DataFrame:
+    idx = pd.DatetimeIndex(df.index)
+    dup = idx.duplicated()
+    if dup.any():
+        _fail("DQ_DUPLICATE_TIMESTAMP", f"timestamp {_ts(idx[dup][0])} appears more than once "
+              f"({_plural(int(dup.sum()), 'duplicate')})", error_class=ErrorClass.CRITICAL)
+    if sort:
+        return df.sort_index(kind="stable")
+    back = np.flatnonzero(np.diff(idx.asi8) < 0)
+    if back.size:
+        r = int(back[0]) + 1
+        _fail("DQ_UNSORTED", f"timestamp {_ts(idx[r])} at row {r} comes after "
+              f"{_ts(idx[r - 1])}; pass sort=True to sort the rows")
+    return df
+
+
+def _check_wide_values(df: pd.DataFrame, check_values: bool) -> pd.DataFrame:
+    v = df.to_numpy()
+    checks = [("DQ_INFINITE", np.isinf(v), "infinite price")]
+    if check_values:
+        checks.append(("DQ_NONPOSITIVE_PRICE", v <= 0, "price <= 0"))
+    for code, mask, what in checks:
+        if mask.any():
+            t, j = divmod(int(np.flatnonzero(mask)[0]), v.shape[1])
+            _fail(code, f"{what}: symbol {df.columns[j]!r} at {_ts(df.index[t])} "
+                  f"(row {t}; {_plural(int(mask.sum()), 'value')} in all)")
+    return df
+
+
+# ================================================================ the report
+@dataclass(frozen=True)
+class QualityIssue:
+    """One finding: a code, how bad it is, a message, which symbol, how many bars."""
+
+    code: str
+    severity: Severity
+    message: str
+    symbol: str | None = None
+    count: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "severity": self.severity, "message": self.message,
+                "symbol": self.symbol, "count": self.count}
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """All findings on one panel. ``ok`` means no *errors* (warnings are allowed)."""
+
+    issues: tuple[QualityIssue, ...] = field(default_factory=tuple)
+
+    @property
+    def errors(self) -> list[QualityIssue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[QualityIssue]:
+        return [i for i in self.issues if i.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def codes(self) -> set[str]:
+        return {i.code for i in self.issues}
+
+    def raise_for_errors(self, where: str = "") -> None:
+        """Raise the first error as a :class:`DataError` (no-op when ``ok``)."""
+        if self.errors:
+            first = self.errors[0]
+            more = f" (+{len(self.errors) - 1} more errors)" if len(self.errors) > 1 else ""
+            _fail(first.code, f"{where}{first.message}{more}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "n_errors": len(self.errors), "n_warnings": len(self.warnings),
+                "issues": [i.to_dict() for i in self.issues]}
+
+
+def quality_report(bars: Bars, *, min_years: float = 1.0, stale_run: int = 5,
+                   gap_factor: float = 5.0) -> QualityReport:
+    """Check a panel; return every finding instead of raising.
+
+    Errors: ``DQ_NONPOSITIVE_PRICE``, ``DQ_HIGH_LT_LOW``, ``DQ_CLOSE_OUTSIDE_RANGE``,
+    ``DQ_NEGATIVE_VOLUME``, ``DQ_NAN_VALUES``. Warnings: ``DQ_GAP`` (two consecutive
+    bars of a symbol further apart than ``gap_factor`` × the panel's median bar
+    spacing — for daily bars a hole of more than ~5 calendar days, while weekends and
+    holidays pass), ``DQ_STALE_RUN`` (``stale_run`` or more identical closes in a row)
+    and ``DQ_SHORT_HISTORY`` (fewer than ``min_years`` × bars-per-year bars).
+    One issue per (code, symbol), with the number of offending bars as ``count``.
+    """
+    if bars.n_bars == 0 or bars.n_symbols == 0:
+        return QualityReport((QualityIssue("DQ_EMPTY", "error", "the panel has no bars"),))
+    issues: list[QualityIssue] = []
+    issues += _panel_errors(bars)
+    issues += _gap_warnings(bars, gap_factor)
+    issues += _stale_warnings(bars, stale_run)
+    issues += _history_warnings(bars, min_years)
+    return QualityReport(tuple(issues))
+
+
+def _per_symbol(bars: Bars, code: str, severity: Severity, mask: np.ndarray,
+                what: str, unit: str = "bar") -> list[QualityIssue]:
+    """One issue per symbol column of a (T × N) mask that has any True."""
+    counts = mask.sum(axis=0)
+    first = mask.argmax(axis=0)
+    return [QualityIssue(code, severity,
+                         f"{what}: symbol {bars.symbols[j]!r}, first at "
+                         f"{_ts(bars.index[first[j]])} ({_plural(int(counts[j]), unit)})",
+                         symbol=bars.symbols[j], count=int(counts[j]))
+            for j in np.flatnonzero(counts)]
+
+
+def _panel_errors(bars: Bars) -> list[QualityIssue]:
+    o, h, lo, c, v = (np.asarray(bars.field(f)) for f in NUMERIC)
+    nan = np.isnan(np.stack([o, h, lo, c]))
+    out = _per_symbol(bars, "DQ_NAN_VALUES", "error", nan.any(axis=0) & ~nan.all(axis=0),
+                      "partially missing prices")
+    for code, mask, what in _price_violations(o, h, lo, c, v):
+        out += _per_symbol(bars, code, "error", mask, what)
+    return out
+
+
+def _gap_warnings(bars: Bars, gap_factor: float) -> list[QualityIssue]:
+    """Gaps between consecutive *valid* bars of each symbol, all symbols at once.
+
+    ``prev[t, j]`` is the row of symbol j's previous valid bar (a running maximum
+    of valid row numbers), so the spacing at each valid bar is one subtraction.
+    """
+    if bars.n_bars < 3:
+        return []
+    ts = bars.index.asi8
+    step = float(np.median(np.diff(ts)))
+    valid = ~np.isnan(bars.close)
+    rows = np.where(valid, np.arange(bars.n_bars)[:, None], -1)
+    last = np.maximum.accumulate(rows, axis=0)
+    prev = np.vstack([np.full((1, bars.n_symbols), -1), last[:-1]])
+    has_prev = valid & (prev >= 0)
+    spacing = np.where(has_prev, ts[:, None] - ts[np.maximum(prev, 0)], 0)
+    gaps = has_prev & (spacing > gap_factor * step)
+    return _per_symbol(bars, "DQ_GAP", "warning", gaps,
+                       f"gap longer than {gap_factor:g}× the median bar spacing "
+                       "(timestamp of the bar after the hole)", unit="gap")
+
+
+def _stale_warnings(bars: Bars, stale_run: int) -> list[QualityIssue]:
+    """Runs of identical closes: count consecutive equal pairs with a reset trick.
+
+    ``run[t]`` = number of consecutive ``close[t] == close[t-1]`` ending at t
+    (cumulative sum minus its value at the last break). A run of k equal closes
+    has k-1 equal pairs, and passes ``run == stale_run - 1`` exactly once.
+    """
+    if bars.n_bars < stale_run or stale_run < 2:
+        return []
+    c = bars.close
+    eq = c[1:] == c[:-1]
+    csum = np.cumsum(eq, axis=0)
+    at_break = np.maximum.accumulate(np.where(eq, 0, csum), axis=0)
+    run = csum - at_break
+    starts = np.vstack([np.zeros((1, bars.n_symbols), bool), run == stale_run - 1])
+    return _per_symbol(bars, "DQ_STALE_RUN", "warning", starts,
+                       f"{stale_run} or more identical closes in a row "
+                       f"(timestamp of the {stale_run}th)", unit="run")
+
+
+def _history_warnings(bars: Bars, min_years: float) -> list[QualityIssue]:
+    need = min_years * bars.periods_per_year
+    have = (~np.isnan(bars.close)).sum(axis=0)
+    return [QualityIssue("DQ_SHORT_HISTORY", "warning",
+                         f"symbol {s!r} has {int(n)} bars, less than {min_years:g} years "
+                         f"(~{need:.0f} bars)", symbol=s, count=int(n))
+            for s, n in zip(bars.symbols, have, strict=True) if n < need]

@@ -1,0 +1,360 @@
+"""Core performance metrics (v1): the one implementation used by the engines,
+scoring and the world service.
+
+Conventions (they hold for every function in this module):
+
+- ``returns`` are *simple* returns per bar (``0.01`` = +1 %), net of costs, in
+  time order. Shape ``(T,)`` gives Python floats; shape ``(K, T)`` gives arrays
+  of shape ``(K,)``, one value per row, computed along the last axis without a
+  Python loop over rows.
+- The risk-free rate is 0 and the Sortino target return is 0.
+- Annualization: ``periods_per_year`` (``ppy``) is the number of bars in a year
+  (252 for US daily bars, 252 * 390 for minute bars, 52 for weekly, ...).
+  ``years = T / ppy`` where ``T`` is the number of return periods. Volatility
+  and ratios are annualized with ``sqrt(ppy)``; growth with ``1 / years``.
+- Equity starts at 1.0 *before* the first return, and that initial 1.0 counts
+  as a peak for the drawdown.
+- Undefined values are NaN (never an exception): Sharpe of a series with no
+  variation, Calmar without a drawdown, win rate without trades, ...
+  :func:`to_jsonable` maps NaN and ±inf to ``None`` for JSON.
+- Input errors raise :class:`ValueError`: empty returns, NaN or ±inf inside the
+  returns (the engine never produces them, so they signal a bug upstream),
+  a non-positive ``periods_per_year``.
+
+Definitions (``r`` one row of returns, ``T`` its length):
+
+==========================  =====================================================
+``total_return``            ``prod(1 + r) - 1``
+``cagr``                    ``(1 + total_return) ** (1 / years) - 1``;
+                            ``-1.0`` when ``1 + total_return <= 0``
+``ann_volatility``          ``std(r, ddof=1) * sqrt(ppy)``; NaN when ``T < 2``
+``sharpe``                  ``mean(r) / std(r, ddof=1) * sqrt(ppy)``;
+                            NaN when the std is 0 or ``T < 2``
+``sortino``                 ``mean(r) / dd * sqrt(ppy)`` with downside deviation
+                            ``dd = sqrt(mean(min(r, 0) ** 2))`` over *all* T
+                            periods; NaN when ``dd == 0``
+``max_drawdown``            ``min_t(equity_t / running_max_t - 1)``, ``<= 0``;
+                            0.0 if equity never falls below a previous peak;
+                            floored at -1.0 (equity at or below zero is a total
+                            loss)
+``calmar``                  ``cagr / |max_drawdown|``; NaN when
+                            ``max_drawdown == 0``
+``win_rate``                ``n_wins / n_trades``; NaN when ``n_trades == 0``
+``profit_factor``           ``gross_profit / gross_loss`` (``gross_loss`` given
+                            as a positive number); ``+inf`` when
+                            ``gross_loss == 0 < gross_profit``; NaN when both 0
+``turnover``, ``exposure``, passed through unchanged: the engine computes them.
+``n_trades``,
+``effective_history_years``
+==========================  =====================================================
+
+"The std is 0" is judged with a floating-point tolerance: a series whose
+values are all equal can have a computed sample std of a few ulps (the mean is
+rounded), so a std ``<= 16 * eps * max|r|`` counts as zero; ``ann_volatility``
+is then reported as exactly 0.0 and ``sharpe`` as NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CORE_METRICS",
+    "RETURN_METRICS",
+    "TRADE_METRICS",
+    "core_metrics",
+    "return_metrics",
+    "to_jsonable",
+    "trade_metrics",
+]
+
+CORE_METRICS: tuple[str, ...] = (
+    "total_return",
+    "cagr",
+    "ann_volatility",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "turnover",
+    "exposure",
+    "n_trades",
+    "win_rate",
+    "profit_factor",
+    "effective_history_years",
+)
+
+RETURN_METRICS: tuple[str, ...] = (
+    "total_return",
+    "cagr",
+    "ann_volatility",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+)
+
+TRADE_METRICS: tuple[str, ...] = ("win_rate", "profit_factor")
+
+# A sample std at or below this multiple of eps * max|r| is treated as zero.
+_ZERO_STD_ULPS = 16.0
+
+MetricValue = np.ndarray | float | int
+MetricDict = dict[str, MetricValue]
+
+
+def _check_returns(returns: Any) -> np.ndarray:
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim not in (1, 2):
+        raise ValueError(
+            f"returns must have shape (T,) or (K, T); got an array with {r.ndim} "
+            f"dimension(s), shape {r.shape}"
+        )
+    if r.shape[-1] == 0:
+        raise ValueError(f"returns are empty (shape {r.shape}); need at least one period")
+    n_nan = int(np.count_nonzero(np.isnan(r)))
+    if n_nan:
+        raise ValueError(
+            f"returns contain {n_nan} NaN value(s) out of {r.size}; "
+            "the engine must not produce NaN returns"
+        )
+    n_inf = int(np.count_nonzero(np.isinf(r)))
+    if n_inf:
+        raise ValueError(
+            f"returns contain {n_inf} infinite value(s) out of {r.size}; "
+            "the engine must not produce infinite returns"
+        )
+    return r
+
+
+def _check_ppy(periods_per_year: float) -> float:
+    try:
+        ppy = float(periods_per_year)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"periods_per_year must be a positive number; got {periods_per_year!r}"
+        ) from None
+    if not math.isfinite(ppy) or ppy <= 0.0:
+        raise ValueError(f"periods_per_year must be a positive finite number; got {ppy!r}")
+    return ppy
+
+
+def _out(values: np.ndarray, scalar: bool) -> np.ndarray | float:
+    """A (K,) array, or a Python float when the input was one series."""
+    if scalar:
+        return float(values.reshape(-1)[0])
+    return values
+
+
+def return_metrics(returns: np.ndarray, periods_per_year: float) -> dict[str, np.ndarray | float]:
+    """The return-based core metrics of one series ``(T,)`` or of K series ``(K, T)``.
+
+    Keys: ``total_return``, ``cagr``, ``ann_volatility``, ``sharpe``, ``sortino``,
+    ``max_drawdown``, ``calmar`` (definitions in the module docstring). A ``(T,)``
+    input gives Python floats; a ``(K, T)`` input gives float64 arrays of shape
+    ``(K,)``, vectorized along the last axis.
+
+    Raises ``ValueError`` for empty returns, NaN/inf returns, or a non-positive
+    ``periods_per_year``.
+    """
+    r = _check_returns(returns)
+    ppy = _check_ppy(periods_per_year)
+    scalar = r.ndim == 1
+    r2 = r.reshape(1, -1) if scalar else r
+    t = r2.shape[1]
+    years = t / ppy
+    sqrt_ppy = math.sqrt(ppy)
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # Equity path, starting at 1.0 before the first return.
+        equity = np.cumprod(1.0 + r2, axis=1)
+        total_return = equity[:, -1] - 1.0
+
+        growth = 1.0 + total_return
+        cagr = np.where(
+            growth > 0.0,
+            np.power(np.where(growth > 0.0, growth, 1.0), 1.0 / years) - 1.0,
+            -1.0,
+        )
+
+        mean = r2.mean(axis=1)
+        if t >= 2:
+            std = r2.std(axis=1, ddof=1)
+            scale = np.abs(r2).max(axis=1)
+            zero_std = std <= _ZERO_STD_ULPS * np.finfo(np.float64).eps * scale
+            std = np.where(zero_std, 0.0, std)
+            ann_volatility = std * sqrt_ppy
+            sharpe = np.where(zero_std, np.nan, mean / np.where(zero_std, 1.0, std) * sqrt_ppy)
+        else:
+            ann_volatility = np.full(r2.shape[0], np.nan)
+            sharpe = np.full(r2.shape[0], np.nan)
+
+        downside = np.sqrt(np.mean(np.minimum(r2, 0.0) ** 2, axis=1))
+        no_downside = downside == 0.0
+        sortino = np.where(
+            no_downside, np.nan, mean / np.where(no_downside, 1.0, downside) * sqrt_ppy
+        )
+
+        # The initial 1.0 is a peak: running max is at least 1.0 (so never 0).
+        running_max = np.maximum(np.maximum.accumulate(equity, axis=1), 1.0)
+        drawdown = equity / running_max - 1.0
+        max_drawdown = np.maximum(drawdown.min(axis=1), -1.0)
+        max_drawdown = np.minimum(max_drawdown, 0.0)
+
+        no_dd = max_drawdown == 0.0
+        calmar = np.where(no_dd, np.nan, cagr / np.where(no_dd, 1.0, -max_drawdown))
+
+    return {
+        "total_return": _out(total_return, scalar),
+        "cagr": _out(cagr, scalar),
+        "ann_volatility": _out(ann_volatility, scalar),
+        "sharpe": _out(sharpe, scalar),
+        "sortino": _out(sortino, scalar),
+        "max_drawdown": _out(max_drawdown, scalar),
+        "calmar": _out(calmar, scalar),
+    }
+
+
+def _nonneg(name: str, value: Any) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if np.isnan(arr).any():
+        raise ValueError(f"{name} contains NaN")
+    if (arr < 0).any():
+        raise ValueError(f"{name} must be >= 0; got a negative value (min {arr.min()!r})")
+    return arr
+
+
+def trade_metrics(
+    n_trades: Any, n_wins: Any, gross_profit: Any, gross_loss: Any
+) -> dict[str, np.ndarray | float]:
+    """``win_rate`` and ``profit_factor`` from trade counts and gross P&L.
+
+    - ``win_rate = n_wins / n_trades``; NaN when ``n_trades == 0``.
+    - ``profit_factor = gross_profit / gross_loss`` where ``gross_loss`` is the
+      (positive) sum of losing trades' losses; ``+inf`` when ``gross_loss == 0``
+      and ``gross_profit > 0``; NaN when both are 0.
+
+    Scalars give Python floats; arrays (broadcast together) give float64 arrays.
+    Raises ``ValueError`` for negative or NaN inputs or ``n_wins > n_trades``.
+    """
+    nt = _nonneg("n_trades", n_trades)
+    nw = _nonneg("n_wins", n_wins)
+    gp = _nonneg("gross_profit", gross_profit)
+    gl = _nonneg("gross_loss", gross_loss)
+    if (nw > nt).any():
+        raise ValueError("n_wins must not exceed n_trades")
+    nt, nw, gp, gl = np.broadcast_arrays(nt, nw, gp, gl)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        win_rate = np.where(nt > 0, nw / np.where(nt > 0, nt, 1.0), np.nan)
+        profit_factor = np.where(
+            gl > 0,
+            gp / np.where(gl > 0, gl, 1.0),
+            np.where(gp > 0, np.inf, np.nan),
+        )
+    scalar = win_rate.ndim == 0
+    return {
+        "win_rate": _out(np.asarray(win_rate, dtype=np.float64), scalar),
+        "profit_factor": _out(np.asarray(profit_factor, dtype=np.float64), scalar),
+    }
+
+
+def _passthrough(name: str, value: Any, k: int | None, *, integer: bool = False) -> MetricValue:
+    arr = np.asarray(value)
+    if k is None:
+        if arr.ndim != 0 and arr.size != 1:
+            raise ValueError(
+                f"{name} must be a scalar for a single return series; got shape {arr.shape}"
+            )
+        item = arr.reshape(-1)[0]
+        return int(item) if integer else float(item)
+    try:
+        out = np.broadcast_to(arr, (k,))
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a scalar or have shape ({k},) for returns of {k} series; "
+            f"got shape {arr.shape}"
+        ) from None
+    return out.astype(np.int64 if integer else np.float64)  # astype copies
+
+
+def core_metrics(
+    returns: np.ndarray,
+    periods_per_year: float,
+    *,
+    n_trades: Any,
+    n_wins: Any,
+    gross_profit: Any,
+    gross_loss: Any,
+    turnover: Any,
+    exposure: Any,
+    effective_history_years: Any,
+) -> MetricDict:
+    """All :data:`CORE_METRICS`, in that order.
+
+    The return metrics come from :func:`return_metrics`, ``win_rate`` and
+    ``profit_factor`` from :func:`trade_metrics`; ``turnover``, ``exposure``,
+    ``n_trades`` and ``effective_history_years`` are passed through as the
+    engine computed them. For ``(T,)`` returns every value is a Python scalar
+    (``n_trades`` an ``int``); for ``(K, T)`` returns every value is an array of
+    shape ``(K,)`` (scalar trade/pass-through inputs are broadcast to ``K``).
+    """
+    ret = return_metrics(returns, periods_per_year)
+    first = ret["total_return"]
+    k = None if isinstance(first, float) else int(np.shape(first)[0])
+
+    trade_in = {
+        name: _passthrough(name, value, k)
+        for name, value in (
+            ("n_trades", n_trades),
+            ("n_wins", n_wins),
+            ("gross_profit", gross_profit),
+            ("gross_loss", gross_loss),
+        )
+    }
+    n_trades_arr = np.asarray(trade_in["n_trades"])
+    if (n_trades_arr != np.round(n_trades_arr)).any():
+        raise ValueError("n_trades must be a whole number")
+    trades = trade_metrics(**trade_in)
+
+    values: dict[str, Any] = {
+        **ret,
+        **trades,
+        "n_trades": _passthrough("n_trades", n_trades, k, integer=True),
+        "turnover": _passthrough("turnover", turnover, k),
+        "exposure": _passthrough("exposure", exposure, k),
+        "effective_history_years": _passthrough(
+            "effective_history_years", effective_history_years, k
+        ),
+    }
+    return {name: values[name] for name in CORE_METRICS}
+
+
+def _jsonable_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable_value(v) for key, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return [_jsonable_value(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_jsonable_value(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    return value
+
+
+def to_jsonable(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``metrics`` that ``json.dumps(..., allow_nan=False)`` accepts.
+
+    NumPy scalars become Python ``float``/``int``/``bool``, arrays become lists,
+    and non-finite floats (NaN, ±inf) become ``None`` (JSON has no NaN/inf).
+    Nested mappings and sequences are converted too.
+    """
+    return {str(key): _jsonable_value(value) for key, value in metrics.items()}

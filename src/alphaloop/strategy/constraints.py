@@ -1,0 +1,132 @@
+"""Constraints: rules over a family's parameter space that samplers must respect.
+
+Constraint learning (MOD-450/451) turns repeated failures into rules such as
+"``sma_cross`` with ``fast <= 10`` and ``slow <= 40`` is ``TOO_FEW_TRADES``-prone"::
+
+    Constraint(rule_id="c-17", family="sma_cross",
+               clauses=[Clause(param="fast", op="<=", value=10),
+                        Clause(param="slow", op="<=", value=40)],
+               reason="TOO_FEW_TRADES in 41 of 44 candidates")
+
+A constraint *forbids* a candidate when its family matches (``family=None`` matches
+every family) and **all** its clauses hold. A constraint with no clauses therefore
+forbids its whole family. A clause over a parameter the candidate does not have does
+not hold, so a rule never forbids what it cannot talk about.
+
+Rules are plain pydantic data, so they serialize to JSON/YAML and into the
+knowledge base. Samplers also accept any callable ``(family, params) -> bool``
+(True = forbidden) for ad-hoc rules; :func:`forbidden_by` names it by its
+``__name__``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ClauseOp = Literal["<", "<=", ">", ">=", "==", "!="]
+_ORDER: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+class Clause(BaseModel):
+    """One comparison ``params[param] <op> value``.
+
+    Numbers compare numerically (``==``/``!=`` with a 1e-9 relative tolerance, as
+    grid values are floats); strings compare only with ``==``/``!=``. A comparison
+    between a string and a number, or an ordering of strings, does not hold.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    param: str = Field(min_length=1)
+    op: ClauseOp
+    value: float | str
+
+    def holds(self, params: Mapping[str, Any]) -> bool:
+        """True when the candidate has ``param`` and the comparison is true."""
+        if self.param not in params:
+            return False
+        return _compare(params[self.param], self.op, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.param} {self.op} {self.value!r}"
+
+
+class Constraint(BaseModel):
+    """A rule that forbids candidates of ``family`` satisfying every clause.
+
+    ``hard=False`` marks a soft rule: the caller may let an exploration share of
+    proposals ignore it by not passing it to the sampler. Samplers enforce every
+    constraint they are given.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule_id: str = Field(min_length=1)
+    family: str | None = None
+    clauses: list[Clause] = Field(default_factory=list)
+    reason: str = ""
+    hard: bool = True
+
+    def forbids(self, family: str, params: Mapping[str, Any]) -> bool:
+        """True when this rule applies to ``family`` and all clauses hold for ``params``."""
+        if self.family is not None and self.family != family:
+            return False
+        return all(clause.holds(params) for clause in self.clauses)
+
+    def __str__(self) -> str:
+        scope = self.family or "*"
+        body = " and ".join(str(c) for c in self.clauses) or "always"
+        return f"{self.rule_id}: {scope}: {body}"
+
+
+ConstraintLike = Constraint | Callable[[str, Mapping[str, Any]], bool]
+
+
+def constraint_id(rule: ConstraintLike) -> str:
+    """The name a rule is counted under: its ``rule_id`` or the callable's name."""
+    if isinstance(rule, Constraint):
+        return rule.rule_id
+    return str(getattr(rule, "__name__", None) or type(rule).__name__)
+
+
+def is_forbidden(rule: ConstraintLike, family: str, params: Mapping[str, Any]) -> bool:
+    """Ask one rule, whichever form it takes."""
+    if isinstance(rule, Constraint):
+        return rule.forbids(family, params)
+    return bool(rule(family, params))
+
+
+def forbidden_by(constraints: Iterable[ConstraintLike], family: str,
+                 params: Mapping[str, Any]) -> list[str]:
+    """Ids of the rules that forbid ``params`` for ``family`` (empty list: allowed)."""
+    return [constraint_id(r) for r in constraints if is_forbidden(r, family, params)]
+
+
+def _compare(have: Any, op: ClauseOp, want: float | str) -> bool:
+    if isinstance(want, str) or isinstance(have, str):
+        if op not in ("==", "!="):
+            return False
+        equal = isinstance(have, str) and isinstance(want, str) and have == want
+        return equal if op == "==" else not equal
+    number = _as_number(have)
+    if number is None or math.isnan(number):
+        return op == "!="
+    if op in ("==", "!="):
+        equal = math.isclose(number, want, rel_tol=1e-9, abs_tol=1e-12)
+        return equal if op == "==" else not equal
+    return _ORDER[op](number, want)
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,94 @@
+"""Sweep: sample a template family, backtest every candidate with engine A, tabulate.
+
+This is the exploration step of the research loop on its own: the same call the
+orchestrator's GENERATION → BACKTEST_A stages will make, usable from the CLI
+(``alphaloop sweep``) or a notebook. Candidates that mean the same thing (equal
+``strategy_id``) are run once.
+
+Model-based samplers (TPE) learn from results, so candidates are asked, run and
+told in rounds; the other samplers are asked for everything up front.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from alphaloop.data.bars import Bars
+from alphaloop.engines.costs import CostModel
+from alphaloop.engines.engine_a import run_batch
+from alphaloop.engines.metrics import CORE_METRICS
+from alphaloop.engines.signals import SignalEvaluator
+from alphaloop.strategy.constraints import ConstraintLike
+from alphaloop.strategy.samplers import make_sampler
+from alphaloop.strategy.spec import StrategySpec
+from alphaloop.strategy.templates import get_family
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "strategy_id", "family", "params", "entry", "exit", "direction", *CORE_METRICS,
+    "data_ref", "cost_policy", "sampler", "seed")
+
+
+def run_sweep(family: str, bars: Bars, *, n: int, sampler: str = "sobol", seed: int = 0,
+              costs: CostModel | None = None, constraints: Sequence[ConstraintLike] = (),
+              objective: str = "sharpe", round_size: int = 64,
+              progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Backtest up to ``n`` distinct candidates of ``family`` on ``bars``.
+
+    Returns one row per candidate with its id, family, params (JSON), expressions
+    and the core metrics, plus the data_ref, cost policy, sampler and seed that
+    reproduce it. ``objective`` is the metric told to model-based samplers.
+    """
+    costs = costs or CostModel()
+    fam = get_family(family)
+    smp = make_sampler(sampler, fam, seed=seed, constraints=constraints)
+    ev = SignalEvaluator(bars)
+    seen: set[str] = set()
+    frames: list[pd.DataFrame] = []
+    done = 0
+    ask_size = round_size if sampler == "tpe" else n
+    while done < n and not smp.exhausted:
+        params = smp.ask(min(ask_size, n - done))
+        if not params:
+            break
+        specs = _distinct([fam.build(p) for p in params], seen)
+        if specs:
+            res = run_batch(specs, bars, costs, evaluator=ev,
+                            progress=(lambda k, base=done: progress(base + k))
+                            if progress else None)
+            frames.append(_rows(specs, res.metrics, bars, costs, sampler, seed))
+            for spec, value in zip(specs, res.metrics[objective].to_numpy(), strict=True):
+                smp.tell(spec.params, float(value) if np.isfinite(value) else -1e9)
+        done += len(specs)
+        if progress:
+            progress(done)
+    if not frames:
+        return pd.DataFrame(columns=list(RESULT_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _distinct(specs: list[StrategySpec], seen: set[str]) -> list[StrategySpec]:
+    out = []
+    for s in specs:
+        if s.strategy_id not in seen:
+            seen.add(s.strategy_id)
+            out.append(s)
+    return out
+
+
+def _rows(specs: list[StrategySpec], metrics: pd.DataFrame, bars: Bars, costs: CostModel,
+          sampler: str, seed: int) -> pd.DataFrame:
+    frame = metrics.reset_index()
+    frame.insert(1, "family", [s.family for s in specs])
+    frame.insert(2, "params", [json.dumps(s.params, sort_keys=True) for s in specs])
+    frame.insert(3, "entry", [s.entry for s in specs])
+    frame.insert(4, "exit", [s.exit for s in specs])
+    frame.insert(5, "direction", [s.direction for s in specs])
+    frame["data_ref"] = bars.data_ref
+    frame["cost_policy"] = costs.policy_version
+    frame["sampler"] = sampler
+    frame["seed"] = seed
+    return frame[list(RESULT_COLUMNS)]
