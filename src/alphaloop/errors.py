@@ -12,10 +12,10 @@ orchestrator can decide at the place the error arises whether to retry:
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorClass(str, Enum):
+class ErrorClass(StrEnum):
     TRANSIENT = "TRANSIENT"
     PERMANENT = "PERMANENT"
     CRITICAL = "CRITICAL"

@@ -57,8 +57,7 @@ def run_sweep(family: str, bars: Bars, *, n: int, sampler: str = "sobol", seed: 
         specs = _distinct([fam.build(p) for p in params], seen)
         if specs:
             res = run_batch(specs, bars, costs, evaluator=ev,
-                            progress=(lambda k, base=done: progress(base + k))
-                            if progress else None)
+                            progress=_offset(progress, done))
             frames.append(_rows(specs, res.metrics, bars, costs, sampler, seed))
             for spec, value in zip(specs, res.metrics[objective].to_numpy(), strict=True):
                 smp.tell(spec.params, float(value) if np.isfinite(value) else -1e9)
@@ -68,6 +67,14 @@ def run_sweep(family: str, bars: Bars, *, n: int, sampler: str = "sobol", seed: 
     if not frames:
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
     return pd.concat(frames, ignore_index=True)
+
+
+def _offset(progress: Callable[[int], None] | None,
+            base: int) -> Callable[[int], None] | None:
+    """Report a batch's progress as part of the whole sweep."""
+    if progress is None:
+        return None
+    return lambda k: progress(base + k)
 
 
 def _distinct(specs: list[StrategySpec], seen: set[str]) -> list[StrategySpec]:

@@ -22,7 +22,7 @@ from typing import Literal
 import pandas as pd
 
 from alphaloop.data.bars import Bars
-from alphaloop.data.quality import PRICES, normalize_columns, parse_timestamps, quality_report
+from alphaloop.data.quality import PRICES, parse_timestamps, quality_report
 from alphaloop.errors import DataError
 
 FORMATS: dict[str, str] = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet",
@@ -99,8 +99,9 @@ def frame_to_bars(df: pd.DataFrame, *, name: str = "", sort: bool = False,
     """Build a panel from a frame in either layout (see :func:`detect_layout`)."""
     if detect_layout(df) == "long":
         return Bars.from_long(df, name=name, sort=sort, validate=validate)
-    df = normalize_columns(df)
-    wide = df.iloc[:, 1:].set_axis(parse_timestamps(df.iloc[:, 0], f"column {df.columns[0]!r}"))
+    # symbols are column names here: keep their case (check_wide_frame strips them)
+    dates = parse_timestamps(df.iloc[:, 0], f"column {str(df.columns[0]).strip()!r}")
+    wide = df.iloc[:, 1:].set_axis(dates)
     if sort:
         wide = wide.sort_index(kind="stable")
     return Bars.from_wide(wide, name=name, validate=validate)

@@ -95,7 +95,7 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
     if not specs:
         raise ValueError("run_batch needs at least one spec")
     ev = evaluator or SignalEvaluator(bars)
-    k_total, (n_sym, n_bars) = len(specs), ev.shape
+    k_total, n_bars = len(specs), ev.shape[1]
     equity = np.empty((k_total, n_bars))
     traded = np.empty((k_total, n_bars))
     gross = np.empty((k_total, n_bars))
@@ -138,7 +138,7 @@ def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
     sizes, size_idx = _sizes(chunk, ev, bars)
     risk = [s.risk for s in chunk]
     f = ev.fields
-    return simulate_batch(  # type: ignore[no-any-return]
+    return simulate_batch(
         f["open"], f["high"], f["low"], f["close"], entries, exits,
         np.array([_DIRECTION[s.direction] for s in chunk], dtype=np.int64),
         np.array([r.stop_loss or 0.0 for r in risk]),

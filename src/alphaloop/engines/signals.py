@@ -43,7 +43,8 @@ class SignalEvaluator:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.fields["close"].shape  # type: ignore[return-value]
+        n_sym, n_bars = self.fields["close"].shape
+        return n_sym, n_bars
 
     def signal(self, node: Node, *, out: np.ndarray | None = None,
                canonical: bool = False) -> np.ndarray:

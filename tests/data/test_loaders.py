@@ -1,0 +1,177 @@
+"""Loading files: formats, layouts, round trips, data_ref, and errors that name the file."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alphaloop.data import Bars, load_bars, quality_report, read_frame, synthetic
+from alphaloop.errors import DataError
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALPHALOOP_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def bars() -> Bars:
+    return synthetic.generate(3, 120, seed=5)
+
+
+def write(df: pd.DataFrame, path: Path) -> Path:
+    if path.suffix == ".parquet":
+        df.to_parquet(path)
+    else:
+        df.to_csv(path, index=False)
+    return path
+
+
+def expect(code: str, fn: object, *needles: str) -> DataError:
+    with pytest.raises(DataError) as info:
+        fn()  # type: ignore[operator]
+    assert info.value.code == code, str(info.value)
+    for needle in needles:
+        assert needle in info.value.message, f"{needle!r} not in {info.value.message!r}"
+    return info.value
+
+
+# ---------------------------------------------------------------- read_frame
+def test_missing_file(tmp_path: Path) -> None:
+    p = tmp_path / "nope.csv"
+    expect("DQ_FILE_NOT_FOUND", lambda: read_frame(p), "nope.csv")
+
+
+def test_unsupported_suffix(tmp_path: Path) -> None:
+    p = tmp_path / "prices.xlsx"
+    p.write_text("x")
+    expect("DQ_FORMAT", lambda: read_frame(p), "prices.xlsx", ".xlsx")
+
+
+def test_corrupt_parquet(tmp_path: Path) -> None:
+    p = tmp_path / "broken.parquet"
+    p.write_bytes(b"PAR1 this is not really parquet")
+    expect("DQ_READ_FAILED", lambda: read_frame(p), "broken.parquet", "parquet")
+
+
+def test_corrupt_gzip_csv(tmp_path: Path) -> None:
+    p = tmp_path / "broken.csv.gz"
+    p.write_bytes(gzip.compress(b"timestamp,symbol\n2020-01-01,A\n")[:-12] + b"garbage!")
+    expect("DQ_READ_FAILED", lambda: read_frame(p), "broken.csv.gz")
+
+
+def test_empty_csv(tmp_path: Path) -> None:
+    p = tmp_path / "empty.csv"
+    p.write_text("")
+    expect("DQ_EMPTY", lambda: read_frame(p), "empty.csv")
+
+
+# ---------------------------------------------------------------- round trips
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".csv.gz"])
+def test_long_round_trip(tmp_path: Path, bars: Bars, suffix: str) -> None:
+    p = tmp_path / f"panel{suffix}"
+    if suffix == ".parquet":
+        bars.to_long().to_parquet(p, index=False)
+    else:
+        bars.to_long().to_csv(p, index=False)
+    loaded = load_bars(p)
+    assert loaded.name == "panel"
+    assert loaded.symbols == bars.symbols
+    assert str(loaded.index.dtype) == "datetime64[ns, UTC]"
+    pd.testing.assert_frame_equal(loaded.to_long(), bars.to_long(), check_exact=suffix == ".parquet",
+                                  rtol=1e-14)
+    if suffix == ".parquet":
+        assert loaded.data_ref == bars.data_ref
+
+
+def test_ragged_panel_keeps_nan_for_missing_bars(tmp_path: Path, bars: Bars) -> None:
+    long = bars.to_long()
+    long = long[~((long["symbol"] == "SYN001") & (long.index % 7 == 0))]
+    loaded = load_bars(write(long, tmp_path / "ragged.parquet"))
+    assert np.isnan(loaded.close[:, 1]).sum() > 0
+    pd.testing.assert_frame_equal(loaded.to_long(), long.reset_index(drop=True))
+
+
+def test_wide_csv_with_date_column(tmp_path: Path, bars: Bars) -> None:
+    wide = bars.frame("close")
+    csv = tmp_path / "closes.csv"
+    wide.rename_axis("Date").tz_convert(None).to_csv(csv)
+    loaded = load_bars(csv)
+    assert loaded.symbols == bars.symbols
+    np.testing.assert_allclose(loaded.close, bars.close, rtol=1e-14)
+    assert np.array_equal(loaded.open, loaded.close) and np.isnan(loaded.volume).all()
+
+
+def test_wide_parquet_with_datetime_index(tmp_path: Path, bars: Bars) -> None:
+    p = tmp_path / "closes.parquet"
+    bars.frame("close").to_parquet(p)
+    loaded = load_bars(p)
+    assert loaded.index.equals(bars.index)
+    np.testing.assert_array_equal(loaded.close, bars.close)
+
+
+def test_wide_unsorted_needs_sort(tmp_path: Path, bars: Bars) -> None:
+    p = tmp_path / "shuffled.parquet"
+    bars.frame("close").iloc[::-1].to_parquet(p)
+    expect("DQ_UNSORTED", lambda: load_bars(p), "shuffled.parquet", "sort=True")
+    np.testing.assert_array_equal(load_bars(p, sort=True).close, bars.close)
+
+
+# ---------------------------------------------------------------- data_ref
+def test_data_ref_stable_across_loads_and_formats(tmp_path: Path, bars: Bars) -> None:
+    p = write(bars.to_long(), tmp_path / "a.parquet")
+    assert load_bars(p).data_ref == load_bars(p).data_ref == bars.data_ref
+    assert load_bars(p, name="other").data_ref == bars.data_ref   # the name is not data
+
+
+def test_data_ref_changes_when_one_value_changes(tmp_path: Path, bars: Bars) -> None:
+    long = bars.to_long()
+    long.loc[17, "volume"] += 1.0
+    changed = load_bars(write(long, tmp_path / "b.parquet"))
+    assert changed.data_ref != bars.data_ref
+
+
+# ---------------------------------------------------------------- layout and errors
+def test_errors_from_checks_name_the_file(tmp_path: Path, bars: Bars) -> None:
+    long = bars.to_long()
+    dup = pd.concat([long, long.iloc[[4]]], ignore_index=True)
+    p = write(dup, tmp_path / "dups.csv")
+    expect("DQ_DUPLICATE_TIMESTAMP", lambda: load_bars(p), "dups.csv",
+           str(long.loc[4, "symbol"]), long.loc[4, "timestamp"].isoformat())
+
+
+def test_ohlc_without_symbol_column_is_refused(tmp_path: Path, bars: Bars) -> None:
+    one = bars.to_long().query("symbol == 'SYN000'").drop(columns="symbol")
+    p = write(one.rename(columns=str.title), tmp_path / "yahoo_style.csv")
+    expect("DQ_MISSING_COLUMN", lambda: load_bars(p), "yahoo_style.csv", "symbol")
+
+
+def test_unrecognised_layout(tmp_path: Path) -> None:
+    p = write(pd.DataFrame({"a": [1, 2], "b": [3, 4]}), tmp_path / "what.csv")
+    expect("DQ_FORMAT", lambda: load_bars(p), "what.csv", "layout")
+
+
+def test_validate_false_loads_dirty_data_for_inspection(tmp_path: Path, bars: Bars) -> None:
+    long = bars.to_long()
+    long.loc[9, "close"] = long.loc[9, "high"] * 1.5
+    p = write(long, tmp_path / "dirty.parquet")
+    expect("DQ_CLOSE_OUTSIDE_RANGE", lambda: load_bars(p), "dirty.parquet",
+           str(long.loc[9, "symbol"]))
+    dirty = load_bars(p, validate=False)
+    report = quality_report(dirty)
+    assert [(i.code, i.symbol) for i in report.errors] == [("DQ_CLOSE_OUTSIDE_RANGE",
+                                                           long.loc[9, "symbol"])]
+
+
+def test_unknown_name_lists_known_datasets() -> None:
+    expect("DQ_UNKNOWN_DATASET", lambda: load_bars("no_such_set"), "no_such_set", "us_indices",
+           "synth_100")
+
+
+def test_missing_path_is_file_not_found(tmp_path: Path) -> None:
+    expect("DQ_FILE_NOT_FOUND", lambda: load_bars(tmp_path / "gone.parquet"), "gone.parquet")
+    expect("DQ_FILE_NOT_FOUND", lambda: load_bars("gone.csv"), "gone.csv")

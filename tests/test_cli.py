@@ -1,0 +1,158 @@
+"""The `alphaloop` command: outputs a user reads, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from alphaloop.cli import app
+from alphaloop.engines.metrics import CORE_METRICS
+
+runner = CliRunner()
+SPEC = """\
+entry: "sma(close, 10) > sma(close, 50)"
+exit: "sma(close, 10) < sma(close, 50)"
+"""
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    res = runner.invoke(app, list(args))
+    return res.exit_code, res.stdout, res.stderr
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    p = tmp_path / "spec.yaml"
+    p.write_text(SPEC)
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALPHALOOP_HOME", str(tmp_path / "home"))
+
+
+def test_backtest_json_has_metric_keys(spec_file: Path) -> None:
+    code, out, _ = _run("backtest", str(spec_file), "--data", "sp500", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    assert set(CORE_METRICS) <= set(payload)
+    assert payload["n_trades"] > 50
+    assert payload["fees_bps"] == 10 and payload["slippage_bps"] == 5  # costs on by default
+
+
+def test_backtest_fees_lower_the_return(spec_file: Path) -> None:
+    free = json.loads(_run("backtest", str(spec_file), "--data", "sp500", "--json",
+                           "--fees-bps", "0", "--slippage-bps", "0")[1])
+    costly = json.loads(_run("backtest", str(spec_file), "--data", "sp500", "--json",
+                             "--fees-bps", "50")[1])
+    assert costly["total_return"] < free["total_return"]
+
+
+def test_backtest_table(spec_file: Path) -> None:
+    code, out, _ = _run("backtest", str(spec_file), "--data", "us_indices")
+    assert code == 0
+    assert "sharpe" in out and "max_drawdown" in out
+
+
+def test_backtest_accepts_a_csv_path(spec_file: Path, tmp_path: Path) -> None:
+    from alphaloop.data import load_bars
+
+    csv = tmp_path / "spx.csv"
+    load_bars("sp500").to_long().to_csv(csv, index=False)
+    code, out, _ = _run("backtest", str(spec_file), "--data", str(csv), "--json")
+    assert code == 0, out
+    via_name = json.loads(_run("backtest", str(spec_file), "--data", "sp500", "--json")[1])
+    assert json.loads(out)["total_return"] == pytest.approx(via_name["total_return"], rel=1e-12)
+
+
+def test_sweep_writes_one_row_per_candidate(tmp_path: Path) -> None:
+    out_path = tmp_path / "res.parquet"
+    code, out, _ = _run("sweep", "sma_cross", "--data", "sp500", "--n", "20",
+                        "--sampler", "sobol", "--out", str(out_path))
+    assert code == 0, out
+    frame = pd.read_parquet(out_path)
+    assert len(frame) == 20
+    assert frame["strategy_id"].is_unique
+    assert {"strategy_id", "family", "params", *CORE_METRICS} <= set(frame.columns)
+    assert (frame["family"] == "sma_cross").all()
+    assert "top" in out and "sharpe" in out
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["sweep", "no_such_family", "--data", "sp500", "--out", "x.parquet"],
+     "unknown family 'no_such_family'"),
+    (["sweep", "sma_cross", "--data", "sp500", "--out", "x.parquet", "--sampler", "magic"],
+     "unknown sampler 'magic'"),
+    (["backtest", "missing.yaml", "--data", "sp500"], "spec file not found: missing.yaml"),
+    (["backtest", "{spec}", "--data", "no_such_data"], "no_such_data"),
+    (["backtest", "{spec}", "--data", "missing.csv"], "missing.csv"),
+    (["backtest", "{spec}", "--data", "sp500", "--fees-bps", "-1"], "fees_bps"),
+])
+def test_bad_input_one_line_exit_2(args: list[str], needle: str, spec_file: Path) -> None:
+    code, out, err = _run(*[a.replace("{spec}", str(spec_file)) for a in args])
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ('entry: "sma(close, 10) >"\nexit: "close < 1"\n', "entry: syntax error"),
+    ('entry: "foo(close, 3) > 1"\nexit: "close < 1"\n', "unknown operator 'foo'"),
+    ('entry: "sma(close, 0) > 1"\nexit: "close < 1"\n', "sma: argument 2 (n) must be an integer"),
+    ('entry: "sma(close, 10)"\nexit: "close < 1"\n', "must be a boolean expression"),
+    ('entry: "close > 1"\nexit: "close < 1"\nrisk: {stop_loss: 2}\n', "risk.stop_loss"),
+    ('entry: "close > 1"\nexit: "close < 1"\ncolour: red\n', "colour"),
+    ("entry: [unclosed\n", "malformed YAML at line"),
+    ("- just\n- a list\n", "must be a mapping"),
+])
+def test_bad_spec_files(text: str, needle: str, tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    code, out, err = _run("backtest", str(p), "--data", "sp500")
+    assert code == 2
+    assert needle in err, err
+    assert "Traceback" not in err + out
+
+
+def test_data_list_show_import(tmp_path: Path) -> None:
+    code, out, _ = _run("data", "list")
+    assert code == 0 and "us_indices" in out
+    code, out, _ = _run("data", "show", "us_indices")
+    assert code == 0 and "SPX" in out and "arch" in out.lower()
+    csv = tmp_path / "mine.csv"
+    pd.DataFrame({"timestamp": pd.bdate_range("2020-01-01", periods=300),
+                  "symbol": "AAA", "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5,
+                  "volume": 1000.0}).to_csv(csv, index=False)
+    code, out, err = _run("data", "import", str(csv), "--name", "mine")
+    assert code == 0, err
+    assert "mine" in _run("data", "list")[1]
+
+
+def test_data_import_bad_file_is_one_line(tmp_path: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("timestamp,symbol,open,high,low,close,volume\n"
+                   "2020-01-01,AAA,10,9,11,10,5\n")  # high < low
+    code, out, err = _run("data", "import", str(csv), "--name", "bad")
+    assert code == 2
+    assert "DQ_HIGH_LT_LOW" in err
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path: Path) -> None:
+    """The installed entry point, in a real subprocess."""
+    exe = Path(sys.executable).with_name("alphaloop")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "alphaloop"]
+    env = {**os.environ, "ALPHALOOP_HOME": str(tmp_path)}
+    proc = subprocess.run([*cmd, "sweep", "nope", "--data", "sp500", "--out", "x.parquet"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown family 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
