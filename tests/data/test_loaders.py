@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alphaloop.data import Bars, load_bars, quality_report, read_frame, synthetic
 from alphaloop.errors import DataError
@@ -119,6 +121,20 @@ def test_wide_unsorted_needs_sort(tmp_path: Path, bars: Bars) -> None:
     bars.frame("close").iloc[::-1].to_parquet(p)
     expect("DQ_UNSORTED", lambda: load_bars(p), "shuffled.parquet", "sort=True")
     np.testing.assert_array_equal(load_bars(p, sort=True).close, bars.close)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), shuffle=st.integers(0, 10_000), drop=st.floats(0.0, 0.5))
+def test_row_order_is_irrelevant_with_sort(seed: int, shuffle: int, drop: float) -> None:
+    """Any subset of a panel's rows, in any order, builds the same panel with sort=True."""
+    long = synthetic.generate(3, 30, seed=seed).to_long()
+    keep = np.random.default_rng(shuffle).random(len(long)) >= drop
+    keep[0] = True
+    subset = long[keep].reset_index(drop=True)
+    ref = Bars.from_long(subset)
+    shuffled = subset.sample(frac=1.0, random_state=shuffle)
+    assert Bars.from_long(shuffled, sort=True).data_ref == ref.data_ref
+    pd.testing.assert_frame_equal(ref.to_long(), subset)
 
 
 # ---------------------------------------------------------------- data_ref

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -363,7 +364,7 @@ def test_report_stale_run_and_short_history() -> None:
 def _stale_runs_reference(col: np.ndarray, k: int) -> int:
     """Plain-Python count of runs of >= k identical (non-NaN) values."""
     runs, length = 0, 1
-    for a, b in zip(col[:-1], col[1:], strict=True):
+    for a, b in itertools.pairwise(col):
         length = length + 1 if a == b else 1
         if length == k:
             runs += 1

@@ -75,6 +75,19 @@ def test_std_hand_example() -> None:
     assert got[0, 7] == pytest.approx(math.sqrt(32 / 7), rel=1e-14)
 
 
+def test_std_of_a_constant_window_is_exactly_zero() -> None:
+    # BUG (engines/indicators.py, rolling_std): a window of equal values has a
+    # computed mean that is off by an ulp (0.1·20/20 != 0.1 in floating point), so
+    # the two-pass std is ~1e-17 instead of 0. pandas returns exactly 0 here. The
+    # consequence is in zscore (see test_signals.py): a flat stretch of prices
+    # gets z-scores like -5.8 instead of NaN.
+    x = np.full((1, 30), 0.1)
+    x[0, :5] = 0.11  # a move, then a flat stretch (a halted or illiquid symbol)
+    want = pd.Series(x[0]).rolling(20).std().to_numpy()
+    assert (want[-6:] == 0.0).all()
+    np.testing.assert_array_equal(ind.rolling_std(x, 20)[0, -6:], 0.0)
+
+
 @pytest.mark.parametrize("n", [1, 3, 10])
 def test_lag_matches_shift(n: int) -> None:
     x = _panel()
@@ -267,10 +280,8 @@ def test_nan_inside_window_gives_nan(kernel: str) -> None:
     x = np.arange(1.0, 21.0)[None, :].copy()
     x[0, 10] = np.nan
     got = getattr(ind, kernel)(x, 4)[0]
-    if kernel in ("highest_prev", "lowest_prev"):
-        hole = range(11, 15)  # windows t-4..t-1 that contain bar 10
-    else:
-        hole = range(10, 14)  # windows t-3..t that contain bar 10
+    # windows t-4..t-1 (previous bars) or t-3..t that contain bar 10
+    hole = range(11, 15) if kernel in ("highest_prev", "lowest_prev") else range(10, 14)
     assert all(np.isnan(got[t]) for t in hole)
     assert np.isfinite(got[hole.stop:]).all()  # recovers once the hole has left
 

@@ -20,6 +20,20 @@ from alphaloop.errors import DataError
 FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 
+def periods_per_year_for(step_seconds: float) -> float:
+    """Annualization for bars ``step_seconds`` apart.
+
+    Daily (business-day) bars: 252 trading days. Weekly, monthly: calendar time,
+    365.25 days / spacing. Intraday: 252 × bars per 6.5-hour session.
+    """
+    day = 86400.0
+    if step_seconds > 3 * day:
+        return 365.25 * day / step_seconds
+    if step_seconds >= 0.5 * day:
+        return 252.0
+    return 252.0 * max(1, round(6.5 * 3600 / max(step_seconds, 1.0)))
+
+
 @dataclass(frozen=True, eq=False)
 class Bars:
     """A (T × N) OHLCV panel.
@@ -41,8 +55,6 @@ class Bars:
         t, n = len(self.index), len(self.symbols)
         if self.index.tz is None or str(self.index.tz) != "UTC":
             raise DataError("Bars.index must be a UTC DatetimeIndex", code="DQ_TIMEZONE")
-        if self.index.unit != "ns":  # one resolution, so data_ref does not depend on it
-            object.__setattr__(self, "index", self.index.as_unit("ns"))
         if self.index.unit != "ns":  # one resolution, so data_ref and spacing agree
             object.__setattr__(self, "index", self.index.as_unit("ns"))
         if len(set(self.symbols)) != n:
@@ -90,20 +102,24 @@ class Bars:
 
     @cached_property
     def periods_per_year(self) -> float:
-        """Bars per year used for annualization.
+        """Bars per year used for annualization, from the median bar spacing.
 
-        Daily (or coarser business-day) data annualizes with 252 trading days;
-        intraday data with 252 × bars per day, inferred from the median spacing.
+        See :func:`periods_per_year_for`. This is a property of the whole panel (for
+        reporting metrics); decisions inside a backtest use
+        :meth:`periods_per_year_until`, which sees only past timestamps.
         """
         if self.n_bars < 2:
             return 252.0
-        step = float(np.median(np.diff(self.index.asi8))) / 1e9  # seconds
-        day = 86400.0
-        if step > 3 * day:  # weekly, monthly: calendar time
-            return 365.25 * day / step
-        if step >= 0.5 * day:
-            return 252.0
-        return 252.0 * max(1, round(6.5 * 3600 / step))
+        return periods_per_year_for(float(np.median(np.diff(self.index.asi8))) / 1e9)
+
+    def periods_per_year_until(self, window: int) -> np.ndarray:
+        """Causal annualization per bar: the rule of :func:`periods_per_year_for`
+        applied to the median spacing of the last ``window`` bars up to t."""
+        steps = pd.Series(np.diff(self.index.asi8, prepend=self.index.asi8[:1]) / 1e9)
+        steps.iloc[0] = np.nan
+        med = steps.rolling(max(window, 1), min_periods=1).median().to_numpy()
+        out = np.array([periods_per_year_for(s) if s == s else 252.0 for s in med])
+        return out
 
     # ------------------------------------------------------------ slicing
     def slice(self, start: int | None = None, stop: int | None = None) -> Bars:

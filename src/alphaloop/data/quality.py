@@ -250,7 +250,8 @@ def _check_long_nans(df: pd.DataFrame) -> None:
 def _check_duplicates(df: pd.DataFrame) -> None:
     dup = df.duplicated(["symbol", "timestamp"], keep="first").to_numpy()
     if dup.any():
-        _fail("DQ_DUPLICATE_TIMESTAMP", f"duplicate bar: {_where(df, dup)} appears more than once",
+        _fail("DQ_DUPLICATE_TIMESTAMP", f"duplicate (symbol, timestamp): {_where(df, dup)} repeats an "
+              "earlier row",
               error_class=ErrorClass.CRITICAL)
 
 

@@ -17,7 +17,9 @@ with:
 Everything is deterministic from ``seed``: one :class:`numpy.random.SeedSequence`
 is split into independent streams (shocks, regimes, opens, ranges, volumes), so
 switching a feature on does not change the random numbers the others get — the
-unplanted symbols of a planted panel are bit-identical to the plain panel.
+unplanted symbols of a planted panel are bit-identical to the plain panel. Every
+stream is drawn bar-major, so a shorter panel is a prefix of a longer one with the
+same seed: ``generate(n, 500)`` equals the first 500 bars of ``generate(n, 2520)``.
 """
 
 from __future__ import annotations
@@ -162,7 +164,8 @@ def regime_path(rng: np.random.Generator, t: int, cfg: RegimeConfig) -> np.ndarr
     q0, q1 = 1.0 - cfg.p_stay[0], 1.0 - cfg.p_stay[1]
     first = int(rng.random() >= q1 / (q0 + q1))  # P(state 0) = q1 / (q0 + q1)
     states = (np.arange(t) + first) % 2
-    lengths = np.where(states == 0, rng.geometric(q0, t), rng.geometric(q1, t))
+    both = rng.geometric([q0, q1], size=(t, 2))  # row i: visit i's length in either state
+    lengths = both[np.arange(t), states]
     return np.repeat(states, lengths)[:t]
 
 
@@ -206,9 +209,8 @@ def _ohlc(close: np.ndarray, p0: np.ndarray, sd: float, rng_open: np.random.Gene
     """Open = previous close × small gap; high/low beyond open/close by |normal| moves."""
     prev = np.vstack([p0[None, :], close[:-1]])
     o = prev * np.exp(GAP_VOL * sd * rng_open.standard_normal(close.shape))
-    up = np.exp(RANGE_VOL * sd * np.abs(rng_range.standard_normal(close.shape)))
-    down = np.exp(-RANGE_VOL * sd * np.abs(rng_range.standard_normal(close.shape)))
-    return o, np.maximum(o, close) * up, np.minimum(o, close) * down
+    ext = RANGE_VOL * sd * np.abs(rng_range.standard_normal((*close.shape, 2)))
+    return o, np.maximum(o, close) * np.exp(ext[..., 0]), np.minimum(o, close) * np.exp(-ext[..., 1])
 
 
 def _volume(rng: np.random.Generator, logret: np.ndarray, sd: float) -> np.ndarray:
@@ -216,5 +218,6 @@ def _volume(rng: np.random.Generator, logret: np.ndarray, sd: float) -> np.ndarr
     t, n = logret.shape
     level = np.exp(rng.normal(math.log(1e6), 1.0, n))
     noise = np.exp(rng.normal(0.0, 0.4, (t, n)))
-    surprise = 1.0 + 0.3 * np.abs(logret) / sd if sd > 0 else np.ones((t, n))
+    size = np.minimum(np.abs(logret), 10.0 * sd) / sd if sd > 0 else np.zeros((t, n))  # sigmas
+    surprise = 1.0 + 0.3 * size
     return np.round(level * noise * surprise)

@@ -175,7 +175,8 @@ def vol_target_fraction(ev: SignalEvaluator, bars: Bars, target_vol: float, wind
     close = ev.fields["close"]
     rets = np.full(close.shape, np.nan)
     rets[:, 1:] = close[:, 1:] / close[:, :-1] - 1.0
-    vol = ind.rolling_std(rets, window) * np.sqrt(bars.periods_per_year)
+    # annualized with the spacing of past bars only: no lookahead through the index
+    vol = ind.rolling_std(rets, window) * np.sqrt(bars.periods_per_year_until(window))
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(vol > 0, np.minimum(target_vol / vol, max_leverage), np.nan)
     return np.ascontiguousarray(frac)

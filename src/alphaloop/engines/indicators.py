@@ -28,36 +28,56 @@ def lag(x: np.ndarray, n: int) -> np.ndarray:
 
 @njit(cache=True, parallel=True)
 def sma(x: np.ndarray, n: int) -> np.ndarray:
-    """Mean of the last ``n`` values; a running sum with a count of NaNs in the window."""
+    """Mean of the last ``n`` values.
+
+    A running sum of the finite values with counts of NaNs and infinities in the
+    window: a NaN gives NaN, an infinity is summed directly (so it leaves the window
+    cleanly instead of poisoning the running sum with inf - inf).
+    """
     out = np.full(x.shape, NAN)
     for i in prange(x.shape[0]):
         s = 0.0
         nans = 0
+        infs = 0
         for t in range(x.shape[1]):
             v = x[i, t]
             if np.isnan(v):
                 nans += 1
+            elif np.isinf(v):
+                infs += 1
             else:
                 s += v
             if t >= n:
                 old = x[i, t - n]
                 if np.isnan(old):
                     nans -= 1
+                elif np.isinf(old):
+                    infs -= 1
                 else:
                     s -= old
-            if t >= n - 1 and nans == 0:
-                out[i, t] = s / n
-            if nans == 0 and t >= n - 1 and (t % 4096) == 0:
-                # re-sum now and then so rounding drift of the running sum stays tiny
-                s = 0.0
+            if t < n - 1 or nans > 0:
+                continue
+            if infs > 0 or (t % 4096) == 0:
+                # exact re-sum: for infinities, and now and then so that rounding
+                # drift of the running sum stays tiny
+                full = 0.0
                 for k in range(t - n + 1, t + 1):
-                    s += x[i, k]
+                    full += x[i, k]
+                out[i, t] = full / n
+                if infs == 0:
+                    s = full
+            else:
+                out[i, t] = s / n
     return out
 
 
 @njit(cache=True, parallel=True)
 def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
-    """Sample standard deviation (ddof = 1) of the last ``n`` values, two-pass per window."""
+    """Sample standard deviation (ddof = 1) of the last ``n`` values, two-pass per window.
+
+    A window of equal values gives exactly 0 (the two-pass mean can be an ulp off,
+    which would otherwise leave a std of ~1e-17 and an absurd z-score).
+    """
     out = np.full(x.shape, NAN)
     for i in prange(x.shape[0]):
         run = 0  # consecutive non-NaN values ending at t
@@ -65,8 +85,15 @@ def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
             run = 0 if np.isnan(x[i, t]) else run + 1
             if run >= n:
                 m = 0.0
+                lo = np.inf
+                hi = -np.inf
                 for k in range(t - n + 1, t + 1):
                     m += x[i, k]
+                    lo = min(lo, x[i, k])
+                    hi = max(hi, x[i, k])
+                if lo == hi:
+                    out[i, t] = 0.0
+                    continue
                 m /= n
                 ss = 0.0
                 for k in range(t - n + 1, t + 1):

@@ -36,7 +36,7 @@ class SignalEvaluator:
     def __init__(self, bars: Bars, *, max_cache_bytes: int = 2 << 30) -> None:
         self.bars = bars
         self.fields: dict[str, np.ndarray] = {
-            f: np.ascontiguousarray(bars.field(f).T) for f in FIELDS}
+            f: np.array(bars.field(f).T, order="C") for f in FIELDS}  # private copies
         self.cache: dict[str, np.ndarray] = {}
         self.max_cache_bytes = max_cache_bytes
         self._cache_bytes = 0
@@ -135,6 +135,9 @@ def _window(node: Node) -> int:
 
 
 def _elementwise(op: str, v: list[Value]) -> Value:
+    if all(isinstance(a, float) for a in v):
+        # constants that folding left alone (e.g. 1/0): stay scalars, broadcast later
+        return float(_elementwise(op, [np.asarray(a) for a in v]))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if op == "add":
             return v[0] + v[1]

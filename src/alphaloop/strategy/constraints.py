@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from alphaloop.strategy.expression import format_number
+
 ClauseOp = Literal["<", "<=", ">", ">=", "==", "!="]
 _ORDER: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -54,7 +56,8 @@ class Clause(BaseModel):
         return _compare(params[self.param], self.op, self.value)
 
     def __str__(self) -> str:
-        return f"{self.param} {self.op} {self.value!r}"
+        shown = repr(self.value) if isinstance(self.value, str) else format_number(self.value)
+        return f"{self.param} {self.op} {shown}"
 
 
 class Constraint(BaseModel):

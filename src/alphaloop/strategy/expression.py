@@ -165,9 +165,10 @@ def parse(source: str, *, expect: Kind | None = None, where: str = "expression")
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise ExpressionError(
-            f"{where}: syntax error at column {(exc.offset or 0)}: {exc.msg} in {text!r}",
-            code="EXPRESSION_SYNTAX") from None
+        offset = exc.offset or 0
+        at = f"column {offset}" if 0 < offset <= len(text) else "the end"
+        raise ExpressionError(f"{where}: syntax error at {at}: {exc.msg} in {text!r}",
+                              code="EXPRESSION_SYNTAX") from None
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
         raise ExpressionError(f"{where}: cannot parse: {exc}", code="EXPRESSION_SYNTAX") from None
     _check_depth(_tree_depth(tree.body, ast.iter_child_nodes), where)
@@ -252,15 +253,17 @@ def _convert(n: ast.AST, where: str) -> Node:
         return out
     if isinstance(n, ast.Call):
         if not isinstance(n.func, ast.Name):
-            raise ExpressionError(f"{where}: only plain function calls are allowed "
-                                  f"(column {col})", code="EXPRESSION_SYNTAX")
+            raise ExpressionError(f"{where}: call of {ast.unparse(n.func)!r} at column {col} "
+                                  "is not allowed; only plain operator calls such as "
+                                  "sma(close, 10)", code="EXPRESSION_SYNTAX")
         fname = n.func.id
         if fname not in FUNCTIONS:
             known = ", ".join(sorted(FUNCTIONS))
             raise ExpressionError(f"{where}: unknown operator {fname!r} at column {col}; "
                                   f"known operators: {known}", code="EXPRESSION_UNKNOWN_OPERATOR")
         if n.keywords:
-            raise ExpressionError(f"{fname}: keyword arguments are not supported; pass "
+            names = ", ".join(repr(k.arg) if k.arg else "**" for k in n.keywords)
+            raise ExpressionError(f"{fname}: keyword argument(s) {names} not supported; pass "
                                   f"{', '.join(OPS[fname].arg_names)} by position",
                                   code="EXPRESSION_ARGUMENT")
         return Call(fname, tuple(_convert(a, where) for a in n.args))
@@ -341,24 +344,25 @@ def canonicalize(node: Node) -> Node:
     operands of commutative operators sorted by their canonical text;
     ``not not a`` is ``a``; ``a - c`` with constant ``c`` is ``a + (-c)``.
     """
-    node = fold_constants(node)
     if not isinstance(node, Call):
         return node
-    op = node.op
-    # operands of a whole chain such as ``a + b + c``, so constants fold in one step
-    raw = _flatten(op, list(node.args)) if OPS[op].associative else list(node.args)
+    node = _sub_as_add(node)
+    op, spec = node.op, OPS[node.op]
+    # operands of a whole chain such as ``a + b + c``, so its constants fold in one step
+    raw = _flatten(op, list(node.args)) if spec.associative else list(node.args)
     args = [canonicalize(a) for a in raw]
-    if op == "sub" and isinstance(args[1], Num):
-        op, args = "add", [args[0], Num(-args[1].value)]
+    if not spec.associative:
+        folded = _fold(op, args)
+        if folded is not None:
+            return folded
     if op == "not" and isinstance(args[0], Call) and args[0].op == "not":
         return args[0].args[0]
-    spec = OPS[op]
     if spec.associative:
         flat = _flatten(op, args)
         consts = [a for a in flat if isinstance(a, Num)]
-        if len(consts) > 1 and op in _FOLD:
-            rest = [a for a in flat if not isinstance(a, Num)]
-            flat = [*rest, Num(_combine(op, [c.value for c in consts]))]
+        value = _combine(op, [c.value for c in consts]) if len(consts) > 1 else math.nan
+        if math.isfinite(value):
+            flat = [*[a for a in flat if not isinstance(a, Num)], Num(value)]
         if op == "add":
             flat = [a for a in flat if not (isinstance(a, Num) and a.value == 0)] or [Num(0.0)]
         if op == "mul":
@@ -373,8 +377,25 @@ def canonicalize(node: Node) -> Node:
     return Call(op, tuple(args))
 
 
+def _sub_as_add(node: Call) -> Call:
+    """``a - c`` with constant ``c`` as ``a + (-c)``, so it joins an addition chain."""
+    if node.op == "sub":
+        c = _constant_value(node.args[1])
+        if c is not None and math.isfinite(c):
+            return Call("add", (node.args[0], Num(-c)))
+    return node
+
+
+def _fold(op: str, args: list[Node]) -> Num | None:
+    """The value of a non-associative operator applied to constants, if finite."""
+    if op not in _FOLD or not all(isinstance(a, Num) for a in args):
+        return None
+    value = _FOLD[op](*(a.value for a in args if isinstance(a, Num)))
+    return Num(float(value)) if math.isfinite(value) else None
+
+
 def _combine(op: str, values: list[float]) -> float:
-    """Fold the constants of an associative chain independently of their order.
+    """Fold the constants of an associative chain independently of order and grouping.
 
     ``fsum`` is exactly rounded and products are taken in sorted order, so
     ``x + 0.1 + 0.7`` and ``x + 0.7 + 0.1`` fold to the same number.
@@ -391,6 +412,8 @@ def _flatten(op: str, args: list[Node]) -> list[Node]:
     """Operands of a chain of ``op``: ``add(add(a,b),add(c,d))`` → ``[a, b, c, d]``."""
     flat: list[Node] = []
     for a in args:
+        if isinstance(a, Call) and op == "add":
+            a = _sub_as_add(a)
         if isinstance(a, Call) and a.op == op:
             flat.extend(_flatten(op, list(a.args)))
         else:

@@ -14,7 +14,8 @@ parameter sets (a family rule such as ``fast < slow`` broken), sets a constraint
 forbids, and sets already proposed are dropped. The screen counts why, so the run can
 record evidence (``rejected_by_constraint["c-17"] == 42``). Screening is bounded:
 ``ask(n)`` gives up after ``max(min_attempts, attempts_per_item * n)`` draws and
-returns fewer sets, and an empty list once the space is exhausted.
+returns fewer sets (each kind caps the budget at ``max_attempts``), and an empty list
+once the space is exhausted (:attr:`Sampler.exhausted`).
 
 All randomness comes from ``seed``: the same seed, family, constraints and sequence
 of ``ask``/``tell`` calls give the same proposals.
@@ -27,18 +28,9 @@ import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
-from optuna.trial import Trial, TrialState
-from scipy.stats import qmc
 
 from alphaloop.errors import SpecError
 from alphaloop.strategy.constraints import ConstraintLike, forbidden_by
@@ -51,6 +43,11 @@ from alphaloop.strategy.templates import (
     Params,
     get_family,
 )
+
+if TYPE_CHECKING:  # optuna and scipy.stats take ~1.5 s to import: only when used
+    import optuna
+    from optuna.distributions import BaseDistribution
+    from optuna.trial import Trial
 
 SamplerKind = Literal["grid", "random", "sobol", "tpe"]
 SAMPLER_KINDS: tuple[str, ...] = ("grid", "random", "sobol", "tpe")
@@ -69,6 +66,7 @@ class Sampler(ABC):
     kind: str = "base"
     attempts_per_item: int = 50
     min_attempts: int = 500
+    max_attempts: int = 1_000_000
 
     def __init__(self, family: Family, *, seed: int,
                  constraints: Sequence[ConstraintLike] = ()) -> None:
@@ -85,7 +83,7 @@ class Sampler(ABC):
     def ask(self, n: int) -> list[Params]:
         """Up to ``n`` new, valid, allowed parameter sets (fewer if the space runs out)."""
         out: list[Params] = []
-        budget = max(self.min_attempts, self.attempts_per_item * n)
+        budget = min(self.max_attempts, max(self.min_attempts, self.attempts_per_item * n))
         while len(out) < n and budget > 0 and not self._exhausted:
             raw = self._draw()
             if raw is None:
@@ -142,7 +140,7 @@ class GridSampler(Sampler):
     """The family's valid grid, in order; exhausted at the end of the grid."""
 
     kind = "grid"
-    min_attempts = 10_000_000  # the grid itself is the bound
+    min_attempts = max_attempts = 10_000_000  # the grid itself is the bound
 
     def __init__(self, family: Family, *, seed: int,
                  constraints: Sequence[ConstraintLike] = ()) -> None:
@@ -163,7 +161,7 @@ class _UnitCubeSampler(Sampler):
     def __init__(self, family: Family, *, seed: int,
                  constraints: Sequence[ConstraintLike] = ()) -> None:
         super().__init__(family, seed=seed, constraints=constraints)
-        self._capacity = _grid_capacity(family)
+        self._capacity = _allowed_count(family, self.constraints)
 
     def _draw(self) -> Params | None:
         if self._capacity is not None and len(self._seen) >= self._capacity:
@@ -196,7 +194,10 @@ class SobolSampler(_UnitCubeSampler):
     def __init__(self, family: Family, *, seed: int,
                  constraints: Sequence[ConstraintLike] = ()) -> None:
         super().__init__(family, seed=seed, constraints=constraints)
-        self._engine = qmc.Sobol(len(family.params), scramble=True, rng=seed)
+        from scipy.stats import qmc
+
+        # ``seed=`` works on every scipy we support (>= 1.11); ``rng=`` only on >= 1.15
+        self._engine = qmc.Sobol(len(family.params), scramble=True, seed=seed)
         self._buffer: list[list[float]] = []
 
     def _unit_point(self) -> Sequence[float]:
@@ -218,20 +219,23 @@ class TPESampler(Sampler):
     kind = "tpe"
     attempts_per_item = 20  # each attempt is an optuna trial: keep the screen short
     min_attempts = 200
+    max_attempts = 1000
 
     def __init__(self, family: Family, *, seed: int,
                  constraints: Sequence[ConstraintLike] = ()) -> None:
         super().__init__(family, seed=seed, constraints=constraints)
+        import optuna
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # experimental-feature warnings
             sampler = optuna.samplers.TPESampler(seed=seed)
-        self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        self.study: optuna.Study = optuna.create_study(direction="maximize", sampler=sampler)
         self._dists = {k: _distribution(p) for k, p in family.params.items()}
         self._trial: Trial | None = None
         self._open: dict[Key, Trial] = {}
         self._values: dict[Key, float] = {}
-        self._capacity = _grid_capacity(family)
+        self._capacity = _allowed_count(family, self.constraints)
 
     def _draw(self) -> Params | None:
         if self._capacity is not None and len(self._seen) >= self._capacity:
@@ -242,6 +246,8 @@ class TPESampler(Sampler):
         return dict(self._trial.params)
 
     def _after_screen(self, clean: Params, verdict: Verdict) -> None:
+        from optuna.trial import TrialState
+
         assert self._trial is not None
         trial, self._trial = self._trial, None
         if verdict == "ok":
@@ -254,9 +260,11 @@ class TPESampler(Sampler):
             self.study.tell(trial, state=TrialState.PRUNED)
 
     def tell(self, params: Mapping[str, Any], value: float) -> None:
+        from optuna.trial import TrialState, create_trial
+
         clean = self.family.validate(params)
         key = params_key(clean)
-        finite = isinstance(value, int | float) and math.isfinite(value)
+        finite = math.isfinite(_as_float(value))
         trial = self._open.pop(key, None)
         if trial is not None:
             if finite:
@@ -264,15 +272,25 @@ class TPESampler(Sampler):
             else:
                 self.study.tell(trial, state=TrialState.FAIL)
         elif finite and key not in self._values:
-            self.study.add_trial(optuna.trial.create_trial(
+            self.study.add_trial(create_trial(
                 params=clean, distributions=self._dists, value=float(value)))
         if finite:
             self._values[key] = float(value)
-        self._seen.add(key)
+        if not forbidden_by(self.constraints, self.family.name, clean):
+            self._seen.add(key)  # evaluated already: never propose it again
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _distribution(param: Param) -> BaseDistribution:
     """The optuna search distribution of one parameter space."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
     if isinstance(param, IntParam):
         return IntDistribution(param.low, param.high, step=param.step)
     if isinstance(param, FloatParam):
@@ -282,12 +300,17 @@ def _distribution(param: Param) -> BaseDistribution:
     raise TypeError(f"unsupported parameter space {param!r}")
 
 
-def _grid_capacity(family: Family, limit: int = 1_000_000) -> int | None:
-    """Number of valid grid points, or None if there is no grid or it is too big to count."""
+def _allowed_count(family: Family, constraints: Sequence[ConstraintLike],
+                   limit: int = 200_000) -> int | None:
+    """How many grid points are valid and allowed, or None (no grid, or too big to count).
+
+    Lets random, Sobol and TPE samplers notice that everything has been proposed
+    instead of drawing duplicates until their attempt budget runs out.
+    """
     sizes = [p.n_points for p in family.params.values()]
     if any(s is None for s in sizes) or math.prod(s for s in sizes if s is not None) > limit:
         return None
-    return family.size()
+    return sum(1 for p in family.grid() if not forbidden_by(constraints, family.name, p))
 
 
 _KINDS: dict[str, type[Sampler]] = {

@@ -318,6 +318,13 @@ class Family:
         return {k: space.from_unit(float(u))
                 for (k, space), u in zip(self.params.items(), point, strict=True)}
 
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        """Registered families pickle by name (their rules and builders are closures),
+        so they can be sent to worker processes."""
+        if FAMILIES.get(self.name) is self:
+            return (get_family, (self.name,))
+        return super().__reduce__()
+
     def describe(self) -> dict[str, Any]:
         """Plain-data description (for reports and the knowledge base)."""
         return {"name": self.name, "description": self.description,
