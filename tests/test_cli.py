@@ -141,7 +141,7 @@ def test_data_import_bad_file_is_one_line(tmp_path: Path) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text("timestamp,symbol,open,high,low,close,volume\n"
                    "2020-01-01,AAA,10,9,11,10,5\n")  # high < low
-    code, out, err = _run("data", "import", str(csv), "--name", "bad")
+    code, _out, err = _run("data", "import", str(csv), "--name", "bad")
     assert code == 2
     assert "DQ_HIGH_LT_LOW" in err
 
