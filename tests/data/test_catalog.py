@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _expect import expect
 
 from alphaloop.data import (
     PlantedEffect,
@@ -18,7 +19,6 @@ from alphaloop.data import (
     synthetic,
 )
 from alphaloop.data import catalog as catalog_module
-from alphaloop.errors import DataError
 
 
 @pytest.fixture(autouse=True)
@@ -26,15 +26,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h = tmp_path / "alphaloop_home"
     monkeypatch.setenv("ALPHALOOP_HOME", str(h))
     return h
-
-
-def expect(code: str, fn: object, *needles: str) -> DataError:
-    with pytest.raises(DataError) as info:
-        fn()  # type: ignore[operator]
-    assert info.value.code == code, str(info.value)
-    for needle in needles:
-        assert needle in info.value.message, f"{needle!r} not in {info.value.message!r}"
-    return info.value
 
 
 def small_long(seed: int = 1) -> pd.DataFrame:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _expect import expect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alphaloop.data import Bars, load_bars, quality_report, read_frame, synthetic
-from alphaloop.errors import DataError
 
 
 @pytest.fixture(autouse=True)
@@ -31,15 +31,6 @@ def write(df: pd.DataFrame, path: Path) -> Path:
     else:
         df.to_csv(path, index=False)
     return path
-
-
-def expect(code: str, fn: object, *needles: str) -> DataError:
-    with pytest.raises(DataError) as info:
-        fn()  # type: ignore[operator]
-    assert info.value.code == code, str(info.value)
-    for needle in needles:
-        assert needle in info.value.message, f"{needle!r} not in {info.value.message!r}"
-    return info.value
 
 
 # ---------------------------------------------------------------- read_frame

@@ -212,21 +212,9 @@ def highest_prev(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True, parallel=True)
 def lowest_prev(x: np.ndarray, n: int) -> np.ndarray:
-    """Min of x over the previous n bars (t-n .. t-1); NaN if any is NaN."""
-    out = np.full(x.shape, NAN)
-    for i in prange(x.shape[0]):
-        for t in range(n, x.shape[1]):
-            m = np.inf
-            for k in range(t - n, t):
-                v = x[i, k]
-                if np.isnan(v):
-                    m = NAN
-                    break
-                m = min(m, v)
-            out[i, t] = m
-    return out
+    """Min of x over the previous n bars (t-n .. t-1): the mirror of :func:`highest_prev`."""
+    return -highest_prev(-x, n)  # type: ignore[no-any-return]
 
 
 @njit(cache=True)

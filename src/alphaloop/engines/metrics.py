@@ -72,22 +72,6 @@ __all__ = [
     "trade_metrics",
 ]
 
-CORE_METRICS: tuple[str, ...] = (
-    "total_return",
-    "cagr",
-    "ann_volatility",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "calmar",
-    "turnover",
-    "exposure",
-    "n_trades",
-    "win_rate",
-    "profit_factor",
-    "effective_history_years",
-)
-
 RETURN_METRICS: tuple[str, ...] = (
     "total_return",
     "cagr",
@@ -96,6 +80,16 @@ RETURN_METRICS: tuple[str, ...] = (
     "sortino",
     "max_drawdown",
     "calmar",
+)
+
+CORE_METRICS: tuple[str, ...] = (
+    *RETURN_METRICS,
+    "turnover",
+    "exposure",
+    "n_trades",
+    "win_rate",
+    "profit_factor",
+    "effective_history_years",
 )
 
 TRADE_METRICS: tuple[str, ...] = ("win_rate", "profit_factor")
