@@ -214,7 +214,7 @@ def highest_prev(x: np.ndarray, n: int) -> np.ndarray:
 
 def lowest_prev(x: np.ndarray, n: int) -> np.ndarray:
     """Min of x over the previous n bars (t-n .. t-1): the mirror of :func:`highest_prev`."""
-    return -highest_prev(-x, n)  # type: ignore[no-any-return]
+    return -highest_prev(-x, n)
 
 
 @njit(cache=True)
