@@ -48,11 +48,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -503,8 +505,10 @@ def machine_info() -> dict[str, Any]:
 # ------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.cold:  # must be set before numba is imported
-        os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="alphaloop-bench-numba-")
+    if args.cold:  # must be set before numba is imported; removed again at exit
+        cache_dir = tempfile.mkdtemp(prefix="alphaloop-bench-numba-")
+        os.environ["NUMBA_CACHE_DIR"] = cache_dir
+        atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
     import numba
     import numpy as np
 
@@ -632,7 +636,7 @@ def _fmt_rate(x: float) -> str:
 
 
 def _mb(x: int) -> str:
-    return f"{x / 2**20:,.0f} MB"
+    return f"{x / 2**20:,.0f} MiB"
 
 
 def print_table(r: dict[str, Any]) -> None:
