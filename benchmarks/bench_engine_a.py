@@ -218,9 +218,15 @@ def alphaloop_side(bars: Any, combos: list[tuple[int, int]]) -> Callable[[], Any
     from alphaloop.engines.engine_a import run_batch
     from alphaloop.strategy.spec import StrategySpec
 
+    from alphaloop.strategy import expression
+
     costs = CostModel(fees_bps=FEES_BPS, slippage_bps=0)
 
     def run() -> Any:
+        # every call starts cold for the expression layer: the parse / canonical-form
+        # memos would otherwise make repeated calls cheaper than a user's first sweep
+        for memo in (expression._parse, expression.canonicalize, expression.lookback):
+            memo.cache_clear()
         specs = [StrategySpec(entry=f"sma(close,{f}) > sma(close,{s})",
                               exit=f"sma(close,{f}) < sma(close,{s})") for f, s in combos]
         return run_batch(specs, bars, costs)
@@ -355,7 +361,8 @@ def split_alphaloop(bars: Any, combos: list[tuple[int, int]], repeats: int) -> d
     """A low-overhead split of one call (medians over ``repeats``): building the specs,
     parsing their expressions (``entry_node``/``exit_node``, cached on the spec) and
     ``run_batch`` on the parsed specs, the latter divided by wrapping a
-    ``perf_counter`` around ``SignalEvaluator.signal``, ``simulate_batch`` and
+    ``perf_counter`` around ``SignalEvaluator.comparison`` (indicators, operands),
+``simulate_batch`` (which compares the operands bar by bar) and
     ``_simulate_chunk`` (~350 wrapped calls, unlike cProfile's ~300,000, which
     inflates the Python-heavy spec building and parsing)."""
     from alphaloop.engines import engine_a
@@ -382,7 +389,7 @@ def split_alphaloop(bars: Any, combos: list[tuple[int, int]], repeats: int) -> d
     patched: list[tuple[Any, str, Any]] = [
         (engine_a, n, wrap(engine_a, n)) for n in ("simulate_batch", "_simulate_chunk")
     ]
-    patched.append((SignalEvaluator, "signal", wrap(SignalEvaluator, "signal")))
+    patched.append((SignalEvaluator, "comparison", wrap(SignalEvaluator, "comparison")))
     rows: dict[str, list[float]] = {}
     try:
         for _ in range(repeats):
@@ -404,9 +411,9 @@ def split_alphaloop(bars: Any, combos: list[tuple[int, int]], repeats: int) -> d
             split = {
                 "build specs (pydantic, expression validation)": t1 - t0,
                 "parse to canonical trees (entry_node/exit_node)": t2 - t1,
-                "signals (SignalEvaluator.signal: sma + compare + bool)": acc["signal"],
+                "signal operands (SignalEvaluator.comparison: sma)": acc["comparison"],
                 "simulation kernel (simulate_batch)": acc["simulate_batch"],
-                "other in _simulate_chunk": acc["_simulate_chunk"] - acc["signal"]
+                "other in _simulate_chunk": acc["_simulate_chunk"] - acc["comparison"]
                 - acc["simulate_batch"],
                 "metrics + post-processing (returns, turnover, frame)": (t3 - t2)
                 - acc["_simulate_chunk"],
@@ -440,15 +447,14 @@ def profile_alphaloop(fn: Callable[[], Any]) -> dict[str, Any]:
     run_batch = cum("engines/engine_a.py", "run_batch")
     chunk = cum("engines/engine_a.py", "_simulate_chunk")
     parse = cum("strategy/spec.py", "entry_node") + cum("strategy/spec.py", "exit_node")
-    signal = cum("engines/signals.py", "signal")
+    signal = cum("engines/signals.py", "comparison")
     kernel = cum("engines/kernel_a.py", "simulate_batch")
     ev_init = cum("engines/signals.py", "__init__")
     metrics = cum("engines/metrics.py", "core_metrics")
     rows = {
         "build specs (pydantic validation, expression check)": total - run_batch,
-        "signals: SignalEvaluator.signal": signal,
+        "signal operands: SignalEvaluator.comparison": signal,
         "  of which indicators.sma (numba)": cum("engines/indicators.py", "sma", own=True),
-        "  of which indicators.compare (numba)": cum("engines/indicators.py", "compare", own=True),
         "spec.entry_node/exit_node (canonical trees)": parse,
         "simulation: kernel_a.simulate_batch (numba)": kernel,
         "other in _simulate_chunk (allocs, risk/size arrays)": chunk - signal - kernel - parse,

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba.typed import List as NumbaList
 
 from alphaloop.data.bars import Bars
 from alphaloop.engines import indicators as ind
@@ -128,18 +129,25 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
 
 def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
                     costs: CostModel) -> tuple[np.ndarray, ...]:
-    n_sym, n_bars = ev.shape
-    k = len(chunk)
-    entries = np.empty((k, n_sym, n_bars), dtype=np.bool_)
-    exits = np.empty((k, n_sym, n_bars), dtype=np.bool_)
+    operands: list[np.ndarray] = []
+    slot: dict[int, int] = {}  # id(array) -> position in operands
+
+    def index(arr: np.ndarray) -> int:
+        if id(arr) not in slot:
+            slot[id(arr)] = len(operands)
+            operands.append(arr)
+        return slot[id(arr)]
+
+    signals = np.empty((len(chunk), 2, 3), dtype=np.int64)
     for j, spec in enumerate(chunk):
-        ev.signal(spec.entry_node, out=entries[j], canonical=True)
-        ev.signal(spec.exit_node, out=exits[j], canonical=True)
+        for side, node in enumerate((spec.entry_node, spec.exit_node)):
+            a, b, op = ev.comparison(node)
+            signals[j, side] = (index(a), index(b), op)
     sizes, size_idx = _sizes(chunk, ev, bars)
     risk = [s.risk for s in chunk]
     f = ev.fields
     return simulate_batch(
-        f["open"], f["high"], f["low"], f["close"], entries, exits,
+        f["open"], f["high"], f["low"], f["close"], ev.valid, NumbaList(operands), signals,
         np.array([_DIRECTION[s.direction] for s in chunk], dtype=np.int64),
         np.array([r.stop_loss or 0.0 for r in risk]),
         np.array([r.trailing_stop or 0.0 for r in risk]),

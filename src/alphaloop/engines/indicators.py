@@ -39,25 +39,29 @@ def sma(x: np.ndarray, n: int) -> np.ndarray:
         s = 0.0
         nans = 0
         infs = 0
+        resum = 4096  # bars until the next exact re-sum
         for t in range(x.shape[1]):
             v = x[i, t]
-            if np.isnan(v):
-                nans += 1
-            elif np.isinf(v):
-                infs += 1
+            if v - v != 0.0:  # NaN or ±inf (one test on the common, finite path)
+                if np.isnan(v):
+                    nans += 1
+                else:
+                    infs += 1
             else:
                 s += v
             if t >= n:
                 old = x[i, t - n]
-                if np.isnan(old):
-                    nans -= 1
-                elif np.isinf(old):
-                    infs -= 1
+                if old - old != 0.0:
+                    if np.isnan(old):
+                        nans -= 1
+                    else:
+                        infs -= 1
                 else:
                     s -= old
+            resum -= 1
             if t < n - 1 or nans > 0:
                 continue
-            if infs > 0 or (t % 4096) == 0:
+            if infs > 0 or resum <= 0:
                 # exact re-sum: for infinities, and now and then so that rounding
                 # drift of the running sum stays tiny
                 full = 0.0
@@ -66,6 +70,7 @@ def sma(x: np.ndarray, n: int) -> np.ndarray:
                 out[i, t] = full / n
                 if infs == 0:
                     s = full
+                    resum = 4096
             else:
                 out[i, t] = s / n
     return out

@@ -22,10 +22,25 @@ times the size fraction (``q = w·E / (p·(1+fee))``), as an all-in broker order
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit, prange
 
 LONG, SHORT, BOTH = 1, -1, 0
+
+
+@njit(cache=True)
+def _is_true(a: float, b: float, op: int) -> bool:
+    """``a <op> b`` is *known* true (op as in ``indicators.compare``). IEEE comparisons
+    with NaN are already false for >, >= and ==; only != needs the NaN test."""
+    if op == 0:
+        return a > b
+    if op == 1:
+        return a >= b
+    if op == 2:
+        return a == b
+    return a != b and not np.isnan(a) and not np.isnan(b)
 
 
 @njit(cache=True)
@@ -90,15 +105,20 @@ def _protective_exit(pos: int, o: float, h: float, lo: float, entry: float, extr
 
 
 @njit(cache=True)
-def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
-            en: np.ndarray, ex: np.ndarray, size: np.ndarray, use_size: bool,
+def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: np.ndarray,
+            ea: np.ndarray, eb: np.ndarray, eop: int, xa: np.ndarray, xb: np.ndarray, xop: int,
+            size: np.ndarray, use_size: bool,
             direction: int, sl: float, ts: float, tp: float, max_bars: int,
             fee: float, slip: float, capital: float,
             equity: np.ndarray, traded: np.ndarray, gross: np.ndarray,
             stats: np.ndarray) -> None:
     """Simulate one symbol's sleeve, adding its equity, traded notional and gross
     exposure into the candidate's rows. ``stats`` accumulates
-    [n_trades, n_wins, gross_profit, gross_loss]."""
+    [n_trades, n_wins, gross_profit, gross_loss].
+
+    The entry signal at t is ``ea[t] <op> eb[t]`` (three-valued, true only when
+    known), the exit likewise: comparing here, bar by bar, spares the batch a
+    K × N × T signal array."""
     n_bars = c.shape[0]
     cash = capital
     qty = 0.0
@@ -112,13 +132,13 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
     w_next = 1.0
     mark = np.nan
     for t in range(n_bars):
-        ot, ht, lt, ct = o[t], h[t], lo[t], c[t]
-        if np.isnan(ot) or np.isnan(ht) or np.isnan(lt) or np.isnan(ct):
+        if not valid[t]:
             # no bar: hold, marked at the last known close; orders wait for a bar
             value = qty * mark if qty != 0.0 else 0.0
             equity[t] += cash + value
             gross[t] += abs(value)
             continue
+        ot, ct = o[t], c[t]
         if pending:
             pending = False
             if pos != 0:  # close at the open
@@ -140,6 +160,7 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                 held = 0
                 stats[0] += 1.0
         if pos != 0 and (sl > 0 or ts > 0 or tp > 0):
+            ht, lt = h[t], lo[t]
             raw = _protective_exit(pos, ot, ht, lt, entry, extreme, sl, ts, tp)
             if not np.isnan(raw):
                 p = raw * (1.0 - slip) if pos > 0 else raw * (1.0 + slip)
@@ -151,13 +172,26 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                 extreme = max(extreme, ht)
             else:
                 extreme = min(extreme, lt)
-        value = qty * ct
-        equity[t] += cash + value
-        gross[t] += abs(value)
         mark = ct
         if pos != 0:
+            value = qty * ct
+            equity[t] += cash + value
+            gross[t] += abs(value)
             held += 1
-        want = _decide(pos, en[t], ex[t], direction, held, max_bars)
+        else:
+            equity[t] += cash
+        # compare lazily: a flat one-sided sleeve reads its exit only when the entry
+        # fires, an open one reads only its exit (scalars, not arrays, cross calls)
+        if direction == BOTH:
+            en = _is_true(ea[t], eb[t], eop)
+            ex = _is_true(xa[t], xb[t], xop)
+        elif pos == 0:
+            en = _is_true(ea[t], eb[t], eop)
+            ex = en and _is_true(xa[t], xb[t], xop)
+        else:
+            en = False
+            ex = _is_true(xa[t], xb[t], xop)
+        want = _decide(pos, en, ex, direction, held, max_bars)
         if want != pos and t + 1 < n_bars:
             pending = True
             target = want
@@ -186,20 +220,24 @@ def _book(stats: np.ndarray, pnl: float) -> None:
 
 @njit(cache=True, parallel=True)
 def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
-                   entries: np.ndarray, exits: np.ndarray, direction: np.ndarray,
+                   valid: np.ndarray, operands: Any, signals: np.ndarray,
+                   direction: np.ndarray,
                    stop_loss: np.ndarray, trailing: np.ndarray, take_profit: np.ndarray,
                    max_bars: np.ndarray, size_idx: np.ndarray, sizes: np.ndarray,
                    fee: float, slip: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Simulate K candidates over an (N, T) panel.
 
-    entries/exits: (K, N, T) booleans; per-candidate arrays have length K (0 = off);
+    ``valid`` (N, T) marks bars with all of OHLC; ``operands`` is a typed list of
+    (N, T) float arrays and ``signals[k]`` = [[a, b, op] for entry, [a, b, op] for
+    exit] indexes them (op as in :func:`indicators.compare`). Per-candidate arrays
+    have length K (0 = off);
     ``size_idx[k]`` selects a (N, T) slice of ``sizes`` (fraction of the sleeve to
     use, decided at the signal bar) or -1 for the whole sleeve.
     Returns equity (K, T), traded notional (K, T), gross exposure (K, T) and
     stats (K, 4) = [n_trades, n_wins, gross_profit, gross_loss].
     """
-    n_cand = entries.shape[0]
+    n_cand = signals.shape[0]
     n_sym, n_bars = c.shape
     equity = np.zeros((n_cand, n_bars))
     traded = np.zeros((n_cand, n_bars))
@@ -210,7 +248,10 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
         si = size_idx[k]
         for i in range(n_sym):
             size = sizes[si, i] if si >= 0 else sizes[0, 0]
-            _sleeve(o[i], h[i], lo[i], c[i], entries[k, i], exits[k, i], size, si >= 0,
+            en, ex = signals[k, 0], signals[k, 1]
+            _sleeve(o[i], h[i], lo[i], c[i], valid[i],
+                    operands[en[0]][i], operands[en[1]][i], en[2],
+                    operands[ex[0]][i], operands[ex[1]][i], ex[2], size, si >= 0,
                     direction[k], stop_loss[k], trailing[k], take_profit[k], max_bars[k],
                     fee, slip, capital, equity[k], traded[k], gross[k], stats[k])
     return equity, traded, gross, stats

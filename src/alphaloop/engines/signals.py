@@ -37,6 +37,10 @@ class SignalEvaluator:
         self.bars = bars
         self.fields: dict[str, np.ndarray] = {
             f: np.array(bars.field(f).T, order="C") for f in FIELDS}  # private copies
+        f = self.fields
+        # a bar exists where all of OHLC do; the kernels test this one mask
+        self.valid = ~(np.isnan(f["open"]) | np.isnan(f["high"]) | np.isnan(f["low"])
+                       | np.isnan(f["close"]))
         self.cache: dict[str, np.ndarray] = {}
         self.max_cache_bytes = max_cache_bytes
         self._cache_bytes = 0
@@ -126,7 +130,31 @@ class SignalEvaluator:
 
     def _array(self, node: Node) -> np.ndarray:
         out = self._eval(node)
-        return np.full(self.shape, out) if isinstance(out, float) else out
+        return self.constant(out) if isinstance(out, float) else out
+
+    def constant(self, value: float) -> np.ndarray:
+        """A cached (N × T) array filled with ``value`` (kernels take arrays only)."""
+        key = f"const({value!r})"
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = np.full(self.shape, value)
+            self._remember(key, hit)
+        return hit
+
+    def comparison(self, node: Node) -> tuple[np.ndarray, np.ndarray, int]:
+        """A canonical boolean tree as one comparison ``(a, b, op)`` for the kernel.
+
+        A top-level comparison hands over its two operands, so the simulation
+        kernel compares them bar by bar without a signal array in between; any
+        other boolean tree is evaluated here and handed over as its three-valued
+        codes compared ``> 1.5`` (true only where the code is TRUE).
+        """
+        if isinstance(node, Call) and node.op in _COMPARE:
+            return self._array(node.args[0]), self._array(node.args[1]), _COMPARE[node.op]
+        codes = self._eval(node)
+        if isinstance(codes, float):
+            raise TypeError("a boolean expression evaluated to a constant")
+        return codes.astype(np.float64), self.constant(1.5), _COMPARE["gt"]
 
 
 def _window(node: Node) -> int:

@@ -18,6 +18,7 @@ Every operator is causal: its value at bar ``t`` depends on bars ``<= t`` only.
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 import math
 import operator
 from collections.abc import Callable, Iterable
@@ -154,9 +155,15 @@ def parse(source: str, *, expect: Kind | None = None, where: str = "expression")
 
     ``expect`` ("bool" or "num") checks the type of the whole expression.
     Raises :class:`ExpressionError` naming the operator, argument and reason.
+    Trees are immutable, so results are memoized: a sweep parses each text once.
     """
     if not isinstance(source, str):
         raise ExpressionError(f"{where}: expected a string, got {type(source).__name__}")
+    return _parse(source, expect, where)
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse(source: str, expect: Kind | None, where: str) -> Node:
     text = source.strip()
     if not text:
         raise ExpressionError(f"{where}: empty expression")
@@ -336,6 +343,7 @@ def fold_constants(node: Node) -> Node:
     return Call(node.op, args)
 
 
+@lru_cache(maxsize=1 << 16)
 def canonicalize(node: Node) -> Node:
     """Canonical tree: equal trees for expressions that mean the same thing.
 
@@ -436,6 +444,7 @@ def canonical_text(source: str | Node, *, expect: Kind | None = None) -> str:
 
 
 # ------------------------------------------------------------- static facts
+@lru_cache(maxsize=1 << 16)
 def lookback(node: Node) -> int:
     """Bars of history the expression needs before its first defined value.
 
