@@ -216,9 +216,8 @@ def _gbm_bars(n_symbols: int, n_bars: int, seed: int) -> Any:
 def alphaloop_side(bars: Any, combos: list[tuple[int, int]]) -> Callable[[], Any]:
     from alphaloop.engines.costs import CostModel
     from alphaloop.engines.engine_a import run_batch
-    from alphaloop.strategy.spec import StrategySpec
-
     from alphaloop.strategy import expression
+    from alphaloop.strategy.spec import StrategySpec
 
     costs = CostModel(fees_bps=FEES_BPS, slippage_bps=0)
 

@@ -18,11 +18,11 @@ Every operator is causal: its value at bar ``t`` depends on bars ``<= t`` only.
 from __future__ import annotations
 
 import ast
-from functools import lru_cache
 import math
 import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from alphaloop.errors import ExpressionError
