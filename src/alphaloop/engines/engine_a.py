@@ -28,7 +28,7 @@ from numba.typed import List as NumbaList
 from alphaloop.data.bars import Bars
 from alphaloop.engines import indicators as ind
 from alphaloop.engines.costs import CostModel
-from alphaloop.engines.kernel_a import BOTH, LONG, SHORT, simulate_batch
+from alphaloop.engines.kernel_a import BOTH, LONG, SHORT, portfolio_series, simulate_batch
 from alphaloop.engines.metrics import CORE_METRICS, core_metrics
 from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.strategy.expression import lookback
@@ -88,7 +88,7 @@ def backtest(spec: StrategySpec, bars: Bars, costs: CostModel | None = None) -> 
 
 
 def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None = None, *,
-              evaluator: SignalEvaluator | None = None, chunk_size: int = 64,
+              evaluator: SignalEvaluator | None = None, chunk_size: int = 256,
               progress: Callable[[int], None] | None = None) -> BatchResult:
     """Backtest many specs on one panel; ``progress(n_done)`` is called per chunk."""
     costs = costs or CostModel()
@@ -108,13 +108,9 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
         equity[sl], traded[sl], gross[sl], stats[sl] = out
         if progress is not None:
             progress(sl.stop)
-    returns = _returns(equity)
+    returns, turnover_sum, exposure = portfolio_series(equity, traded, gross)
     ppy = bars.periods_per_year
-    prev = np.concatenate([np.ones((k_total, 1)), equity[:, :-1]], axis=1)
-    years = n_bars / ppy
-    with np.errstate(divide="ignore", invalid="ignore"):
-        turnover = np.where(prev > 0, traded / prev, 0.0).sum(axis=1) / years
-        exposure = np.where(equity > 0, gross / equity, 0.0).mean(axis=1)
+    turnover = turnover_sum / (n_bars / ppy)
     hist = _effective_years(specs, bars)
     m = core_metrics(returns, ppy, n_trades=stats[:, 0], n_wins=stats[:, 1],
                      gross_profit=stats[:, 2], gross_loss=stats[:, 3], turnover=turnover,
@@ -188,14 +184,6 @@ def vol_target_fraction(ev: SignalEvaluator, bars: Bars, target_vol: float, wind
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(vol > 0, np.minimum(target_vol / vol, max_leverage), np.nan)
     return np.ascontiguousarray(frac)
-
-
-def _returns(equity: np.ndarray) -> np.ndarray:
-    """Per-bar simple returns from equity that starts at 1.0 before the first bar."""
-    prev = np.concatenate([np.ones((equity.shape[0], 1)), equity[:, :-1]], axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(prev > 0, equity / prev - 1.0, 0.0)
-    return r
 
 
 def _effective_years(specs: list[StrategySpec], bars: Bars) -> np.ndarray:

@@ -255,3 +255,33 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                     direction[k], stop_loss[k], trailing[k], take_profit[k], max_bars[k],
                     fee, slip, capital, equity[k], traded[k], gross[k], stats[k])
     return equity, traded, gross, stats
+
+
+@njit(cache=True, parallel=True)
+def portfolio_series(equity: np.ndarray, traded: np.ndarray, gross: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-bar returns (K, T), summed turnover (K,) and mean exposure (K,) in one pass.
+
+    Equity starts at 1.0 before the first bar. Turnover adds each bar's traded
+    notional over the previous bar's equity; exposure averages gross position value
+    over equity. A bar after equity hit zero contributes a zero return.
+    """
+    n_cand, n_bars = equity.shape
+    returns = np.zeros((n_cand, n_bars))
+    turnover = np.zeros(n_cand)
+    exposure = np.zeros(n_cand)
+    for k in prange(n_cand):
+        prev = 1.0
+        tsum = 0.0
+        esum = 0.0
+        for t in range(n_bars):
+            e = equity[k, t]
+            if prev > 0:
+                returns[k, t] = e / prev - 1.0
+                tsum += traded[k, t] / prev
+            if e > 0:
+                esum += gross[k, t] / e
+            prev = e
+        turnover[k] = tsum
+        exposure[k] = esum / n_bars
+    return returns, turnover, exposure

@@ -20,10 +20,10 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
 from alphaloop.errors import ExpressionError
 
@@ -178,9 +178,13 @@ def _parse(source: str, expect: Kind | None, where: str) -> Node:
                               code="EXPRESSION_SYNTAX") from None
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
         raise ExpressionError(f"{where}: cannot parse: {exc}", code="EXPRESSION_SYNTAX") from None
-    _check_depth(_tree_depth(tree.body, ast.iter_child_nodes), where)
-    node = _convert(tree.body, where)
-    _check_depth(_tree_depth(node, lambda n: n.args if isinstance(n, Call) else ()), where)
+    try:
+        node = _convert(tree.body, where)
+    except RecursionError:  # absurd nesting such as 1,990 unary minuses
+        raise ExpressionError(f"{where}: expression nested too deeply (at most {MAX_DEPTH} "
+                              "levels)", code="EXPRESSION_SYNTAX") from None
+    # chains (a and b and ...) nest deeper than the source: bound what later recursion sees
+    _check_depth(_tree_depth(node), where)
     kind = check_types(node, where)
     if expect is not None and kind != expect:
         want = "boolean" if expect == "bool" else "numeric"
@@ -190,13 +194,15 @@ def _parse(source: str, expect: Kind | None, where: str) -> Node:
     return node
 
 
-def _tree_depth(root: Any, children: Callable[[Any], Iterable[Any]]) -> int:
+def _tree_depth(root: Node) -> int:
     """Depth of a tree, computed without recursion (so absurd input cannot overflow)."""
     deepest, stack = 0, [(root, 1)]
     while stack:
         node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in children(node))
+        if depth > deepest:
+            deepest = depth
+        if isinstance(node, Call):
+            stack.extend([(child, depth + 1) for child in node.args])
     return deepest
 
 
