@@ -147,12 +147,17 @@ def sweep(
     table = Table(title=f"{family}: {len(frame)} candidates on {bars!r}, top {len(ranked)} "
                         "by Sharpe")
     cols = ["params", "sharpe", "total_return", "max_drawdown", "n_trades", "turnover"]
+    labels = {"total_return": "return", "max_drawdown": "max dd", "n_trades": "trades"}
     for c in cols:
-        table.add_column(c, justify="left" if c == "params" else "right")
+        if c == "params":
+            table.add_column(c, no_wrap=True)
+        else:
+            table.add_column(labels.get(c, c), justify="right")
     for _, row in ranked.iterrows():
         table.add_row(*(_params(row[c]) if c == "params" else _fmt(c, row[c]) for c in cols))
     out.print(table)
-    out.print(f"wrote {out_path} ({len(frame)} rows)", highlight=False)
+    out.print(f"wrote {out_path} ({len(frame)} rows). Ranked in sample over {len(frame)} "
+              "tries: the best of many looks better than it is.", highlight=False)
 
 
 def _params(text: str) -> str:
