@@ -156,3 +156,13 @@ def test_console_script_exit_code_and_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "unknown family 'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_backtest_writes_the_trade_list(spec_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "trades.csv"
+    code, out, _ = _run("backtest", str(spec_file), "--data", "sp500", "--json",
+                        "--trades", str(path))
+    assert code == 0
+    trades = pd.read_csv(path)
+    assert len(trades) == json.loads(out)["n_trades"]
+    assert {"symbol", "entry_time", "exit_time", "pnl", "reason"} <= set(trades.columns)

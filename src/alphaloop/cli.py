@@ -89,6 +89,8 @@ def backtest(
     fees_bps: FeesOpt = None,
     slippage_bps: SlipOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    trades_path: Annotated[Path | None, typer.Option(
+        "--trades", help="Write the trade list (CSV or Parquet by suffix).")] = None,
 ) -> None:
     """Backtest one strategy spec with engine A and print its metrics."""
     from alphaloop.data import load_bars
@@ -100,6 +102,8 @@ def backtest(
     costs = _costs(fees_bps, slippage_bps)
     bars = load_bars(data)
     result = run_backtest(spec, bars, costs)
+    if trades_path is not None:
+        _write_table(result.trades, trades_path)
     if as_json:
         payload = {**to_jsonable(result.metrics), "strategy_id": spec.strategy_id,
                    "data_ref": bars.data_ref, "fees_bps": costs.fees_bps,
@@ -142,7 +146,7 @@ def sweep(
         task = bar.add_task(f"{family} on {bars.name or data}", total=n)
         frame = run_sweep(family, bars, n=n, sampler=sampler, seed=seed, costs=costs,
                           progress=lambda done: bar.update(task, completed=done))
-    _write_parquet(frame, out_path)
+    _write_table(frame, out_path)
     ranked = frame.sort_values("sharpe", ascending=False, na_position="last").head(top)
     table = Table(title=f"{family}: {len(frame)} candidates on {bars!r}, top {len(ranked)} "
                         "by Sharpe")
@@ -164,11 +168,14 @@ def _params(text: str) -> str:
     return " ".join(f"{k}={v}" for k, v in json.loads(text).items())
 
 
-def _write_parquet(frame: Any, path: Path) -> None:
-    """Write atomically: a crash never leaves half a results file."""
+def _write_table(frame: Any, path: Path) -> None:
+    """Write CSV or Parquet (by suffix) atomically: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
+    if path.suffix.lower() == ".csv":
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)
 
 

@@ -454,3 +454,52 @@ def test_always_long_is_buy_and_hold_from_the_second_open(
     np.testing.assert_allclose(r[1:], want[1:] / want[:-1] - 1, rtol=1e-9, atol=1e-14)
     assert r[0] == 0.0
     assert m["n_trades"] == (n_sym if n_bars > 1 else 0)
+
+
+# ------------------------------------------------------------------ trade list
+def test_trade_list_reconciles_with_equity_on_real_data() -> None:
+    """Every unit of P&L is in the trade list: closed trades' pnl plus open trades
+    marked at the last close (the list values them net of an exit fee) add up to the
+    final equity minus the starting 1.0."""
+    from alphaloop.data import load_bars
+
+    bars = load_bars("us_indices")
+    spec = StrategySpec(entry="sma(close, 10) > sma(close, 50)",
+                        exit="sma(close, 10) < sma(close, 50)", direction="both",
+                        risk={"stop_loss": 0.03, "trailing_stop": 0.08, "max_bars": 30})
+    costs = CostModel(fees_bps=10, slippage_bps=5)
+    res = backtest(spec, bars, costs)
+    trades = res.trades
+    assert len(trades) == res.metrics["n_trades"]
+    assert set(trades["reason"]) <= {"signal", "stop_loss", "trailing_stop", "take_profit",
+                                     "max_bars", "open"}
+    assert {"stop_loss", "trailing_stop", "max_bars", "signal"} <= set(trades["reason"])
+    open_ = trades[trades["reason"] == "open"]
+    assert open_["exit_time"].isna().all() and trades.loc[trades["reason"] != "open",
+                                                          "exit_time"].notna().all()
+    exit_fee_on_open = (open_["qty"] * open_["exit_price"]).sum() * costs.fee
+    assert trades["pnl"].sum() + exit_fee_on_open == pytest.approx(res.equity.iloc[-1] - 1.0,
+                                                                  abs=1e-12)
+    assert (trades["exit_time"].dropna() >= trades.loc[trades["exit_time"].notna(),
+                                                       "entry_time"]).all()
+    wins = (trades["pnl"] > 0).mean()
+    assert wins == pytest.approx(res.metrics["win_rate"], abs=1e-12)
+
+
+def test_trade_list_reasons_by_hand() -> None:
+    """Bars (open, high, low, close), entry `close > 10.5`, exit never, stop 5%:
+    bar1 close 11 → buy at bar2's open 11.0; stop level 11·0.95 = 10.45; bar2 low 10.4
+    ≤ 10.45 → stopped at 10.45 (reason stop_loss). Close 10.6 > 10.5 → buy again at
+    bar3's open 10.6; the data ends with the trade open (reason open)."""
+    o = [10.0, 10.8, 11.0, 10.6]
+    h = [10.2, 11.1, 11.2, 10.9]
+    lo = [9.9, 10.7, 10.4, 10.5]
+    c = [10.1, 11.0, 10.6, 10.8]
+    bars = make(o, c, h=h, lo=lo)
+    spec = StrategySpec(entry="close > 10.5", exit="close < 0", risk={"stop_loss": 0.05})
+    res = backtest(spec, bars, CostModel(fees_bps=0, slippage_bps=0))
+    t = res.trades
+    assert list(t["reason"]) == ["stop_loss", "open"]
+    assert t["entry_price"].tolist() == pytest.approx([11.0, 10.6])
+    assert t["exit_price"].tolist() == pytest.approx([10.45, 10.8])
+    assert t["return"].iloc[0] == pytest.approx(10.45 / 11.0 - 1.0)

@@ -28,7 +28,15 @@ from numba.typed import List as NumbaList
 from alphaloop.data.bars import Bars
 from alphaloop.engines import indicators as ind
 from alphaloop.engines.costs import CostModel
-from alphaloop.engines.kernel_a import BOTH, LONG, SHORT, portfolio_series, simulate_batch
+from alphaloop.engines.kernel_a import (
+    BOTH,
+    EXIT_REASONS,
+    LONG,
+    SHORT,
+    TRADE_FIELDS,
+    portfolio_series,
+    simulate_batch,
+)
 from alphaloop.engines.metrics import CORE_METRICS, core_metrics
 from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.strategy.expression import lookback
@@ -72,29 +80,61 @@ class BacktestResult:
     metrics: dict[str, float]
     costs: CostModel
     data_ref: str
+    trades: pd.DataFrame = field(default_factory=pd.DataFrame)
     engine_version: str = ENGINE_VERSION
 
 
 def backtest(spec: StrategySpec, bars: Bars, costs: CostModel | None = None) -> BacktestResult:
-    """Backtest one spec on ``bars`` with ``costs`` (default: fees and slippage on)."""
-    res = run_batch([spec], bars, costs)
+    """Backtest one spec on ``bars`` with ``costs`` (default: fees and slippage on).
+
+    Unlike a batch, a single backtest also returns its trade list.
+    """
+    res = run_batch([spec], bars, costs, record_trades=True)
     row = res.metrics.iloc[0]
     metrics = {k: (int(row[k]) if k == "n_trades" else float(row[k])) for k in CORE_METRICS}
     return BacktestResult(
         spec=spec,
         returns=pd.Series(res.returns[0], index=bars.index, name="returns"),
         equity=pd.Series(res.equity[0], index=bars.index, name="equity"),
-        metrics=metrics, costs=res.costs, data_ref=res.data_ref)
+        metrics=metrics, costs=res.costs, data_ref=res.data_ref,
+        trades=trade_frame(res.extra["trades"], bars))
+
+
+def trade_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
+    """The kernel's trade rows as a frame: timestamps, symbol names, exit reasons.
+
+    ``pnl`` is in units of the portfolio's starting capital (1.0), after costs;
+    ``return`` is the trade's pnl over its sleeve's equity at entry. A trade still
+    open at the end has no exit time, and is valued at the last close less the exit fee.
+    """
+    frame = pd.DataFrame(rows, columns=list(TRADE_FIELDS))
+    exit_bar = frame["exit_bar"].astype(np.int64)
+    out = pd.DataFrame({
+        "symbol": [bars.symbols[int(i)] for i in frame["symbol"]],
+        "side": np.where(frame["side"] > 0, "long", "short"),
+        "entry_time": bars.index[frame["entry_bar"].astype(np.int64)],
+        "exit_time": pd.DatetimeIndex([bars.index[b] if b >= 0 else pd.NaT for b in exit_bar]),
+        "qty": frame["qty"], "entry_price": frame["entry_price"],
+        "exit_price": frame["exit_price"], "pnl": frame["pnl"], "return": frame["return"],
+        "reason": [EXIT_REASONS[int(r)] for r in frame["reason"]],
+    })
+    return out.sort_values(["entry_time", "symbol"], kind="stable").reset_index(drop=True)
 
 
 def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None = None, *,
               evaluator: SignalEvaluator | None = None, chunk_size: int = 256,
-              progress: Callable[[int], None] | None = None) -> BatchResult:
-    """Backtest many specs on one panel; ``progress(n_done)`` is called per chunk."""
+              progress: Callable[[int], None] | None = None,
+              record_trades: bool = False) -> BatchResult:
+    """Backtest many specs on one panel; ``progress(n_done)`` is called per chunk.
+
+    ``record_trades`` (one spec only) puts the kernel's trade rows in ``extra["trades"]``.
+    """
     costs = costs or CostModel()
     specs = list(specs)
     if not specs:
         raise ValueError("run_batch needs at least one spec")
+    if record_trades and len(specs) != 1:
+        raise ValueError("record_trades needs exactly one spec")
     ev = evaluator or SignalEvaluator(bars)
     k_total, n_bars = len(specs), ev.shape[1]
     equity = np.empty((k_total, n_bars))
@@ -103,9 +143,10 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
     stats = np.empty((k_total, 4))
     for start in range(0, k_total, chunk_size):
         chunk = specs[start:start + chunk_size]
-        out = _simulate_chunk(chunk, ev, bars, costs)
+        out = _simulate_chunk(chunk, ev, bars, costs, record_trades)
         sl = slice(start, start + len(chunk))
-        equity[sl], traded[sl], gross[sl], stats[sl] = out
+        equity[sl], traded[sl], gross[sl], stats[sl], trades, n_rec = out
+        trades = trades[: n_rec[0]]
         if progress is not None:
             progress(sl.stop)
     returns, turnover_sum, exposure = portfolio_series(equity, traded, gross)
@@ -120,11 +161,12 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
     frame["n_trades"] = frame["n_trades"].astype(np.int64)
     return BatchResult(specs=specs, index=bars.index, returns=returns, equity=equity,
                        metrics=frame, costs=costs, data_ref=bars.data_ref,
-                       periods_per_year=ppy)
+                       periods_per_year=ppy,
+                       extra={"trades": trades} if record_trades else {})
 
 
 def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
-                    costs: CostModel) -> tuple[np.ndarray, ...]:
+                    costs: CostModel, record_trades: bool = False) -> tuple[np.ndarray, ...]:
     operands: list[np.ndarray] = []
     slot: dict[int, int] = {}  # id(array) -> position in operands
 
@@ -149,7 +191,7 @@ def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
         np.array([r.trailing_stop or 0.0 for r in risk]),
         np.array([r.take_profit or 0.0 for r in risk]),
         np.array([r.max_bars or 0 for r in risk], dtype=np.int64),
-        size_idx, sizes, costs.fee, costs.slippage)
+        size_idx, sizes, costs.fee, costs.slippage, record_trades)
 
 
 def _sizes(chunk: list[StrategySpec], ev: SignalEvaluator,

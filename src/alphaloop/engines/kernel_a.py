@@ -28,6 +28,12 @@ import numpy as np
 from numba import njit, prange
 
 LONG, SHORT, BOTH = 1, -1, 0
+# why a trade ended (the ``reason`` column of the trade list)
+EXIT_SIGNAL, EXIT_STOP, EXIT_TRAIL, EXIT_TAKE_PROFIT, EXIT_MAX_BARS, OPEN_AT_END = range(6)
+EXIT_REASONS = ("signal", "stop_loss", "trailing_stop", "take_profit", "max_bars", "open")
+# trade list columns (one float64 row per trade, recorded only on request)
+TRADE_FIELDS = ("symbol", "entry_bar", "exit_bar", "side", "qty", "entry_price",
+                "exit_price", "pnl", "return", "reason")
 
 
 @njit(cache=True)
@@ -63,45 +69,45 @@ def _decide(pos: int, en: bool, ex: bool, direction: int, held: int, max_bars: i
 
 @njit(cache=True)
 def _protective_exit(pos: int, o: float, h: float, lo: float, entry: float, extreme: float,
-                     sl: float, ts: float, tp: float) -> float:
-    """Raw exit price if a stop/take-profit triggers inside the bar, else NaN.
+                     sl: float, ts: float, tp: float) -> tuple[float, int]:
+    """(raw exit price, reason) if a stop/take-profit triggers inside the bar, else NaN.
 
     ``extreme`` is the best price since entry from *previous* bars (highest high for a
     long, lowest low for a short), so the trailing level never peeks inside the bar.
     """
     if pos > 0:
-        stop = -np.inf
+        stop, why = -np.inf, EXIT_STOP
         if sl > 0:
             stop = entry * (1.0 - sl)
-        if ts > 0:
-            stop = max(stop, extreme * (1.0 - ts))
+        if ts > 0 and extreme * (1.0 - ts) > stop:
+            stop, why = extreme * (1.0 - ts), EXIT_TRAIL
         if o <= stop:
-            return o
+            return o, why
         if lo <= stop:
-            return stop
+            return stop, why
         if tp > 0:
             target = entry * (1.0 + tp)
             if o >= target:
-                return o
+                return o, EXIT_TAKE_PROFIT
             if h >= target:
-                return target
-        return np.nan
-    stop = np.inf
+                return target, EXIT_TAKE_PROFIT
+        return np.nan, EXIT_SIGNAL
+    stop, why = np.inf, EXIT_STOP
     if sl > 0:
         stop = entry * (1.0 + sl)
-    if ts > 0:
-        stop = min(stop, extreme * (1.0 + ts))
+    if ts > 0 and extreme * (1.0 + ts) < stop:
+        stop, why = extreme * (1.0 + ts), EXIT_TRAIL
     if o >= stop:
-        return o
+        return o, why
     if h >= stop:
-        return stop
+        return stop, why
     if tp > 0 and tp < 1:
         target = entry * (1.0 - tp)
         if o <= target:
-            return o
+            return o, EXIT_TAKE_PROFIT
         if lo <= target:
-            return target
-    return np.nan
+            return target, EXIT_TAKE_PROFIT
+    return np.nan, EXIT_SIGNAL
 
 
 @njit(cache=True)
@@ -111,10 +117,11 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
             direction: int, sl: float, ts: float, tp: float, max_bars: int,
             fee: float, slip: float, capital: float,
             equity: np.ndarray, traded: np.ndarray, gross: np.ndarray,
-            stats: np.ndarray) -> None:
+            stats: np.ndarray, trades: np.ndarray, n_rec: np.ndarray, sym: int) -> None:
     """Simulate one symbol's sleeve, adding its equity, traded notional and gross
     exposure into the candidate's rows. ``stats`` accumulates
-    [n_trades, n_wins, gross_profit, gross_loss].
+    [n_trades, n_wins, gross_profit, gross_loss]. When ``trades`` has rows, every
+    trade is also written there (columns :data:`TRADE_FIELDS`), ``n_rec[0]`` counting.
 
     The entry signal at t is ``ea[t] <op> eb[t]`` (three-valued, true only when
     known), the exit likewise: comparing here, bar by bar, spares the batch a
@@ -131,6 +138,9 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
     target = 0
     w_next = 1.0
     mark = np.nan
+    entry_bar = 0
+    exit_why = EXIT_SIGNAL
+    record = trades.shape[0] > 0
     for t in range(n_bars):
         if not valid[t]:
             # no bar: hold, marked at the last known close; orders wait for a bar
@@ -145,6 +155,9 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
                 p = ot * (1.0 - slip) if pos > 0 else ot * (1.0 + slip)
                 cash, traded[t] = _close(cash, qty, p, fee, traded[t])
                 _book(stats, cash - eq_before)
+                if record:
+                    _record(trades, n_rec, sym, entry_bar, t, qty, entry, p, cash - eq_before,
+                            eq_before, exit_why)
                 qty = 0.0
                 pos = 0
             if target != 0 and cash > 0 and w_next > 0:
@@ -158,14 +171,18 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
                 entry = p
                 extreme = p
                 held = 0
+                entry_bar = t
                 stats[0] += 1.0
         if pos != 0 and (sl > 0 or ts > 0 or tp > 0):
             ht, lt = h[t], lo[t]
-            raw = _protective_exit(pos, ot, ht, lt, entry, extreme, sl, ts, tp)
+            raw, why = _protective_exit(pos, ot, ht, lt, entry, extreme, sl, ts, tp)
             if not np.isnan(raw):
                 p = raw * (1.0 - slip) if pos > 0 else raw * (1.0 + slip)
                 cash, traded[t] = _close(cash, qty, p, fee, traded[t])
                 _book(stats, cash - eq_before)
+                if record:
+                    _record(trades, n_rec, sym, entry_bar, t, qty, entry, p, cash - eq_before,
+                            eq_before, why)
                 qty = 0.0
                 pos = 0
             elif pos > 0:
@@ -193,6 +210,7 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
             ex = _is_true(xa[t], xb[t], xop)
         want = _decide(pos, en, ex, direction, held, max_bars)
         if want != pos and t + 1 < n_bars:
+            exit_why = EXIT_MAX_BARS if (want == 0 and not ex) else EXIT_SIGNAL
             pending = True
             target = want
             w_next = size[t] if use_size else 1.0
@@ -201,12 +219,35 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
     if pos != 0:  # the open trade counts, valued at the last close less the exit fee
         value = qty * mark
         _book(stats, cash + value - abs(value) * fee - eq_before)
+        if record:
+            _record(trades, n_rec, sym, entry_bar, -1, qty, entry, mark,
+                    cash + value - abs(value) * fee - eq_before, eq_before, OPEN_AT_END)
 
 
 @njit(cache=True, inline="always")
 def _close(cash: float, qty: float, p: float, fee: float, traded: float) -> tuple[float, float]:
     notional = abs(qty) * p
     return cash + qty * p - notional * fee, traded + notional
+
+
+@njit(cache=True)
+def _record(trades: np.ndarray, n_rec: np.ndarray, sym: int, entry_bar: int, exit_bar: int,
+            qty: float, entry: float, exit_price: float, pnl: float, eq_before: float,
+            reason: int) -> None:
+    r = n_rec[0]
+    if r >= trades.shape[0]:
+        return
+    trades[r, 0] = sym
+    trades[r, 1] = entry_bar
+    trades[r, 2] = exit_bar
+    trades[r, 3] = 1.0 if qty > 0 else -1.0
+    trades[r, 4] = abs(qty)
+    trades[r, 5] = entry
+    trades[r, 6] = exit_price
+    trades[r, 7] = pnl
+    trades[r, 8] = pnl / eq_before if eq_before > 0 else np.nan
+    trades[r, 9] = reason
+    n_rec[0] = r + 1
 
 
 @njit(cache=True, inline="always")
@@ -224,8 +265,9 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                    direction: np.ndarray,
                    stop_loss: np.ndarray, trailing: np.ndarray, take_profit: np.ndarray,
                    max_bars: np.ndarray, size_idx: np.ndarray, sizes: np.ndarray,
-                   fee: float, slip: float
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   fee: float, slip: float, record_trades: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                              np.ndarray]:
     """Simulate K candidates over an (N, T) panel.
 
     ``valid`` (N, T) marks bars with all of OHLC; ``operands`` is a typed list of
@@ -234,8 +276,10 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
     have length K (0 = off);
     ``size_idx[k]`` selects a (N, T) slice of ``sizes`` (fraction of the sleeve to
     use, decided at the signal bar) or -1 for the whole sleeve.
-    Returns equity (K, T), traded notional (K, T), gross exposure (K, T) and
-    stats (K, 4) = [n_trades, n_wins, gross_profit, gross_loss].
+    Returns equity (K, T), traded notional (K, T), gross exposure (K, T),
+    stats (K, 4) = [n_trades, n_wins, gross_profit, gross_loss] and, when
+    ``record_trades`` (one candidate only), the trade rows (TRADE_FIELDS) with their
+    count ``n_rec[0]``.
     """
     n_cand = signals.shape[0]
     n_sym, n_bars = c.shape
@@ -244,6 +288,11 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
     gross = np.zeros((n_cand, n_bars))
     stats = np.zeros((n_cand, 4))
     capital = 1.0 / n_sym
+    # a sleeve can open at most one trade per bar (entry at the open, stopped out
+    # in the bar, re-entry at the next open): T trades per symbol at most
+    cap = n_sym * n_bars if record_trades and n_cand == 1 else 0
+    trades = np.empty((cap, len(TRADE_FIELDS)))
+    n_rec = np.zeros(1, dtype=np.int64)
     for k in prange(n_cand):
         si = size_idx[k]
         for i in range(n_sym):
@@ -253,8 +302,11 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                     operands[en[0]][i], operands[en[1]][i], en[2],
                     operands[ex[0]][i], operands[ex[1]][i], ex[2], size, si >= 0,
                     direction[k], stop_loss[k], trailing[k], take_profit[k], max_bars[k],
-                    fee, slip, capital, equity[k], traded[k], gross[k], stats[k])
-    return equity, traded, gross, stats
+                    fee, slip, capital, equity[k], traded[k], gross[k], stats[k],
+                    trades, n_rec, i)
+    # the caller trims ``trades`` to ``n_rec[0]`` rows: slicing here by a count written
+    # inside the parallel loop returned stale results (numba 0.68 parfor hoisting)
+    return equity, traded, gross, stats, trades, n_rec
 
 
 @njit(cache=True, parallel=True)
