@@ -112,7 +112,7 @@ def trade_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
     out = pd.DataFrame({
         "symbol": [bars.symbols[int(i)] for i in frame["symbol"]],
         "side": np.where(frame["side"] > 0, "long", "short"),
-        "entry_time": bars.index[frame["entry_bar"].astype(np.int64)],
+        "entry_time": bars.index[frame["entry_bar"].to_numpy(dtype=np.int64)],
         "exit_time": pd.DatetimeIndex([bars.index[b] if b >= 0 else pd.NaT for b in exit_bar]),
         "qty": frame["qty"], "entry_price": frame["entry_price"],
         "exit_price": frame["exit_price"], "pnl": frame["pnl"], "return": frame["return"],
