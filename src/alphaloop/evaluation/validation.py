@@ -486,9 +486,8 @@ def walk_forward(family: Family | str, params_list: Sequence[Mapping[str, Any]],
             test_objective=_num(test_m[objective]), test_metrics=_metrics(test_m)))
     oos_r = np.concatenate(pieces)
     oos_m = return_metrics(oos_r, ppy)
-    train_objs = [s.train_objective for s in selections]
-    mean_train = (float(np.mean(train_objs))
-                  if all(v is not None for v in train_objs) else None)
+    train_objs = [s.train_objective for s in selections if s.train_objective is not None]
+    mean_train = float(np.mean(train_objs)) if len(train_objs) == len(selections) else None
     return WalkForwardResult(
         family=fam.name, scheme=scheme, objective=objective, n_candidates=len(specs),
         data_ref=res.data_ref, cost_policy=res.costs.policy_version, periods_per_year=ppy,
