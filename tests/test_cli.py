@@ -166,3 +166,37 @@ def test_backtest_writes_the_trade_list(spec_file: Path, tmp_path: Path) -> None
     trades = pd.read_csv(path)
     assert len(trades) == json.loads(out)["n_trades"]
     assert {"symbol", "entry_time", "exit_time", "pnl", "reason"} <= set(trades.columns)
+
+
+@pytest.mark.parametrize(("target", "needle"), [
+    ("somedir", "output must end in .csv or .parquet"),
+    ("adir.parquet", "cannot write"),
+])
+def test_unwritable_output_is_one_line_and_leaves_nothing(target: str, needle: str,
+                                                           tmp_path: Path) -> None:
+    (tmp_path / "somedir").mkdir()
+    (tmp_path / "adir.parquet").mkdir()  # a directory where the file should go
+    out_path = tmp_path / target
+    code, out, err = _run("sweep", "sma_cross", "--data", "sp500", "--n", "3",
+                          "--out", str(out_path))
+    assert code == 2
+    assert needle in err and "Traceback" not in err + out
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (b"\xff\xfe\x00bad", "not a UTF-8 text file"),
+    (b'entry: "close > 1"\nentry: "close > 2"\nexit: "close < 1"\n', "duplicate key 'entry'"),
+    (b'entry: "close > 1' + b"0" * 400 + b'"\nexit: "close < 1"\n', "too large"),
+    (b'entry: "close > 1"\nexit: "close < 1"\nrisk: {max_bars: true}\n', "risk.max_bars"),
+    (b'entry: "close > 1"\nexit: "close < 1"\nrisk: {stop_loss: "0.05"}\n', "risk.stop_loss"),
+    (b'entry: "close > 1"\nexit: "close < 1"\ndirection: short\nrisk: {take_profit: 2}\n',
+     "can never trigger"),
+])
+def test_more_bad_spec_files(content: bytes, needle: str, tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_bytes(content)
+    code, out, err = _run("backtest", str(p), "--data", "sp500")
+    assert code == 2
+    assert needle in err, err
+    assert "Traceback" not in err + out

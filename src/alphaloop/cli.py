@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from alphaloop.errors import AlphaloopError
+from alphaloop.errors import AlphaloopError, ErrorClass
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="alphaloop: search, backtest and verify systematic trading strategies.")
@@ -170,13 +170,23 @@ def _params(text: str) -> str:
 
 def _write_table(frame: Any, path: Path) -> None:
     """Write CSV or Parquet (by suffix) atomically: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise AlphaloopError(f"{path}: output must end in .csv or .parquet",
+                             code="OUTPUT_FORMAT")
     tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise AlphaloopError(f"cannot write {path}: {exc.strerror or exc}",
+                             code="OUTPUT_WRITE_FAILED",
+                             error_class=ErrorClass.TRANSIENT) from None
 
 
 # ---------------------------------------------------------------------- data

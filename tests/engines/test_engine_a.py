@@ -503,3 +503,34 @@ def test_trade_list_reasons_by_hand() -> None:
     assert t["entry_price"].tolist() == pytest.approx([11.0, 10.6])
     assert t["exit_price"].tolist() == pytest.approx([10.45, 10.8])
     assert t["return"].iloc[0] == pytest.approx(10.45 / 11.0 - 1.0)
+
+
+# ----------------------------------------------------------------------- ruin
+def test_short_sleeve_is_stopped_out_where_its_equity_reaches_zero() -> None:
+    """Short from the t1 open at 100 with capital 1: q = 1/100 = 0.01, cash 2.
+    Equity 2 - 0.01·p is zero at p = 200 (the ruin level). t2 closes at 150
+    (equity 0.5); t3 trades up to 250 through 200 without a gap (open 150), so the
+    sleeve is bought back at 200: equity 0, reason "ruin". It never trades again and
+    the portfolio (one symbol) is ruined: -100 %, flat at 0 afterwards."""
+    b = make([100, 100, 120, 150, 250, 300], [100, 100, 150, 250, 300, 300],
+             h=[100, 101, 150, 250, 300, 310], lo=[99, 99, 110, 140, 240, 290])
+    res = backtest(StrategySpec(entry="close > 0", exit="close < 0", direction="short"), b, ZERO)
+    assert res.equity.tolist() == approx([1.0, 1.0, 0.5, 0.0, 0.0, 0.0])
+    assert res.metrics["total_return"] == approx(-1.0)
+    assert res.trades["reason"].tolist() == ["ruin"]
+    assert res.trades["exit_price"].iloc[0] == approx(200.0)
+
+
+def test_ruined_sleeve_does_not_drain_the_others() -> None:
+    """Two symbols, 0.5 capital each. A's short is stopped at its ruin level (200);
+    B never trades (its entry is never true). Portfolio = 0 + 0.5."""
+    o = [[100, 10], [100, 10], [150, 10], [250, 10]]
+    c = [[100, 10], [100, 10], [190, 10], [260, 10]]
+    h = [[100, 10], [100, 10], [195, 10], [270, 10]]
+    lo = [[100, 10], [100, 10], [150, 10], [240, 10]]
+    b = make(o, c, h=h, lo=lo)
+    res = backtest(StrategySpec(entry="close > 50", exit="close < 0", direction="short"), b, ZERO)
+    # t3 opens at 250, beyond the ruin level 200: a gap, so the fill is the open and
+    # the loss is real: sleeve A = 1.0 (cash) - 0.005·250 = -0.25; portfolio 0.25
+    assert res.equity.tolist() == approx([1.0, 1.0, 0.5 + (1.0 - 0.005 * 190), 0.25])
+    assert res.trades["reason"].tolist() == ["ruin"]

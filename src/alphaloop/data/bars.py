@@ -20,18 +20,61 @@ from alphaloop.errors import DataError
 FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 
-def periods_per_year_for(step_seconds: float) -> float:
-    """Annualization for bars ``step_seconds`` apart.
+DAY_SECONDS = 86400.0
+WEEKEND_SHARE = 0.05
+"""Above this share of Saturday/Sunday bars a calendar trades every day (365 days/year)."""
+SESSION_SECONDS = 6.5 * 3600.0
+"""A regular US equity session (09:30-16:00), the per-bar guess of bars per day."""
 
-    Daily (business-day) bars: 252 trading days. Weekly, monthly: calendar time,
-    365.25 days / spacing. Intraday: 252 × bars per 6.5-hour session.
+
+def periods_per_year_for(step_seconds: float, *, mean_step_seconds: float | None = None,
+                         weekend_share: float = 0.0,
+                         bars_per_day: float | None = None) -> float:
+    """Bars per year for annualization. The one rule, used everywhere:
+
+    ``step`` is the spacing between consecutive bars (``step_seconds`` its median,
+    ``mean_step_seconds`` its mean, defaulting to the median) and ``weekend_share``
+    the fraction of bars stamped on a Saturday or Sunday (UTC). Days per year are
+    365 when ``weekend_share > 0.05`` (the market trades every day: crypto) and 252
+    otherwise (weekday sessions).
+
+    (a) *Calendar data*, median step > 3 days: 365.25 days / **mean** step (weekly
+        52.18, month-end 12.0; the mean, because month lengths vary and the median
+        month is 31 days).
+    (b) *Daily*, 0.5 day <= median step <= 3 days: the days per year (252 or 365).
+    (c) *Intraday*, median step < 0.5 day: days per year × ``bars_per_day``. The
+        whole-panel :attr:`Bars.periods_per_year` passes the median number of bars
+        per UTC calendar date (US hourly 09:30..15:30 → 7 → 1764; 24/7 hourly →
+        24 → 8760). Without ``bars_per_day`` (the per-bar
+        :meth:`Bars.periods_per_year_until`) it is approximated from the step:
+        ``ceil(6.5 h / step)`` (one US session) when ``weekend_share <= 0.05`` and
+        ``86400 s / step`` (round the clock) otherwise.
     """
-    day = 86400.0
-    if step_seconds > 3 * day:
-        return 365.25 * day / step_seconds
-    if step_seconds >= 0.5 * day:
-        return 252.0
-    return 252.0 * max(1, round(6.5 * 3600 / max(step_seconds, 1.0)))
+    out = _rule(np.array([step_seconds], dtype=float),
+                np.array([step_seconds if mean_step_seconds is None else mean_step_seconds],
+                         dtype=float),
+                np.array([weekend_share], dtype=float),
+                None if bars_per_day is None else np.array([bars_per_day], dtype=float))
+    return float(out[0])
+
+
+def _rule(median: np.ndarray, mean: np.ndarray, weekend: np.ndarray,
+          bars_per_day: np.ndarray | None) -> np.ndarray:
+    """:func:`periods_per_year_for`, elementwise; NaN spacing gives 252."""
+    median = np.maximum(median, 1.0)  # a hand-built index may repeat a timestamp
+    mean = np.maximum(mean, 1.0)
+    days = np.where(weekend > WEEKEND_SHARE, 365.0, 252.0)
+    if bars_per_day is None:
+        bars_per_day = np.where(weekend > WEEKEND_SHARE, DAY_SECONDS / median,
+                                np.ceil(SESSION_SECONDS / median - 1e-9))
+    out = np.where(median > 3 * DAY_SECONDS, 365.25 * DAY_SECONDS / mean,
+                   np.where(median >= 0.5 * DAY_SECONDS, days,
+                            days * np.maximum(bars_per_day, 1.0)))
+    return np.where(np.isnan(median) | np.isnan(mean), 252.0, out)
+
+
+def _is_weekend(index: pd.DatetimeIndex) -> np.ndarray:
+    return np.asarray(index.dayofweek >= 5)
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,9 +93,19 @@ class Bars:
     close: np.ndarray
     volume: np.ndarray
     name: str = field(default="")
+    annualization: float | None = field(default=None, kw_only=True)
+    """Bars per year, when the calendar is known better than the timestamps tell
+    (None: inferred, see :func:`periods_per_year_for`)."""
 
     def __post_init__(self) -> None:
         t, n = len(self.index), len(self.symbols)
+        if self.annualization is not None:
+            a = self.annualization
+            if isinstance(a, bool) or not isinstance(a, (int, float, np.number)) \
+                    or not np.isfinite(a) or a <= 0:
+                raise DataError(f"Bars.annualization must be a positive finite number of bars "
+                                f"per year, got {a!r}", code="DQ_ANNUALIZATION")
+            object.__setattr__(self, "annualization", float(a))
         if self.index.tz is None or str(self.index.tz) != "UTC":
             raise DataError("Bars.index must be a UTC DatetimeIndex", code="DQ_TIMEZONE")
         if self.index.unit != "ns":  # one resolution, so data_ref and spacing agree
@@ -102,31 +155,63 @@ class Bars:
 
     @cached_property
     def periods_per_year(self) -> float:
-        """Bars per year used for annualization, from the median bar spacing.
+        """Bars per year used for annualization: :attr:`annualization` when set,
+        otherwise the rule of :func:`periods_per_year_for` on the whole index.
 
-        See :func:`periods_per_year_for`. This is a property of the whole panel (for
-        reporting metrics); decisions inside a backtest use
-        :meth:`periods_per_year_until`, which sees only past timestamps.
+        This is a property of the whole panel (for reporting metrics); decisions
+        inside a backtest use :meth:`periods_per_year_until`, which sees only past
+        timestamps.
         """
+        if self.annualization is not None:
+            return self.annualization
         if self.n_bars < 2:
             return 252.0
-        return periods_per_year_for(float(np.median(np.diff(self.index.asi8))) / 1e9)
+        ts = self.index.asi8
+        steps = np.diff(ts) / 1e9
+        _, per_date = np.unique(ts // int(DAY_SECONDS * 1e9), return_counts=True)
+        return periods_per_year_for(float(np.median(steps)),
+                                    mean_step_seconds=float(np.mean(steps)),
+                                    weekend_share=float(np.mean(_is_weekend(self.index))),
+                                    bars_per_day=float(np.median(per_date)))
 
     def periods_per_year_until(self, window: int) -> np.ndarray:
-        """Causal annualization per bar: the rule of :func:`periods_per_year_for`
-        applied to the median spacing of the last ``window`` bars up to t."""
-        steps = pd.Series(np.diff(self.index.asi8, prepend=self.index.asi8[:1]) / 1e9)
+        """Causal annualization, one value per bar (a ``(T,)`` float array).
+
+        :attr:`annualization` on every bar when set. Otherwise the rule of
+        :func:`periods_per_year_for` at bar t uses timestamps up to t only: the
+        median and mean of the last ``window`` steps, and the weekend share of the
+        last ``window`` bars, widened to at least the last 7 calendar days (so that
+        a short window over the weekdays of 24/7 data still sees a weekend). Bars
+        per day of intraday data are approximated from the median step (see
+        :func:`periods_per_year_for`, case c). The first bar, with no step yet,
+        gets 252. On weekday daily data every bar gets exactly 252.
+        """
+        t = self.n_bars
+        if self.annualization is not None:
+            return np.full(t, self.annualization)
+        if t == 0:
+            return np.zeros(0)
+        ts = self.index.asi8
+        w = max(int(window), 1)
+        steps = pd.Series(np.diff(ts, prepend=ts[:1]) / 1e9)
         steps.iloc[0] = np.nan
-        med = steps.rolling(max(window, 1), min_periods=1).median().to_numpy()
-        out = np.array([periods_per_year_for(s) if s == s else 252.0 for s in med])
-        return out
+        roll = steps.rolling(w, min_periods=1)
+        median, mean = roll.median().to_numpy(), roll.mean().to_numpy()
+        # weekend share over bars lo..t: the last w bars, or the last 7 days if more
+        rows = np.arange(t)
+        week_ago = np.searchsorted(ts, ts - int(7 * DAY_SECONDS * 1e9), side="right")
+        lo = np.minimum(np.maximum(rows - w + 1, 0), week_ago)
+        cum = np.concatenate([[0], np.cumsum(_is_weekend(self.index))])
+        weekend = (cum[rows + 1] - cum[lo]) / (rows + 1 - lo)
+        return np.asarray(_rule(median, mean, weekend, None), dtype=float)
 
     # ------------------------------------------------------------ slicing
     def slice(self, start: int | None = None, stop: int | None = None) -> Bars:
         """Rows ``start:stop`` as a new panel (used by truncation tests, walk-forward)."""
         sl = slice(start, stop)
         return Bars(index=self.index[sl], symbols=self.symbols,
-                    **{f: np.array(getattr(self, f)[sl]) for f in FIELDS}, name=self.name)
+                    **{f: np.array(getattr(self, f)[sl]) for f in FIELDS}, name=self.name,
+                    annualization=self.annualization)
 
     def select(self, symbols: list[str] | tuple[str, ...]) -> Bars:
         missing = [s for s in symbols if s not in self.symbols]
@@ -134,7 +219,8 @@ class Bars:
             raise DataError(f"unknown symbols {missing}", code="DQ_UNKNOWN_SYMBOL")
         cols = [self.symbols.index(s) for s in symbols]
         return Bars(index=self.index, symbols=tuple(symbols),
-                    **{f: np.array(getattr(self, f)[:, cols]) for f in FIELDS}, name=self.name)
+                    **{f: np.array(getattr(self, f)[:, cols]) for f in FIELDS}, name=self.name,
+                    annualization=self.annualization)
 
     # ------------------------------------------------------- constructors
     @classmethod

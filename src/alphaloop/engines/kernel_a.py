@@ -2,15 +2,18 @@
 
 One *sleeve* per (candidate, symbol): the portfolio starts with capital 1.0 split
 equally over the N symbols, and each sleeve trades its symbol with its own cash.
-Portfolio equity is the sum of sleeve equities, so symbols never borrow from each
+Portfolio equity is the sum of sleeve equities, so symbols do not borrow from each
 other and a symbol that has no bars yet simply holds cash (no survivorship trick).
+A sleeve whose equity reaches zero (a short, or a leveraged long) is stopped out at
+that price and trades no more; only a gap through that price can take it below zero,
+and that loss is real and stays in the portfolio.
 
 Timeline of a bar ``t`` for one sleeve:
 
 1. an order decided at ``t-1``'s close fills at ``t``'s open (slippage against
    the trader, commission on filled notional);
-2. protective exits (stop loss, trailing stop, take profit) trigger on the bar's
-   low/high; when the open is already beyond the level (a gap) the fill is the
+2. protective exits (stop loss, trailing stop, take profit, ruin) trigger on the
+   bar's low/high; when the open is already beyond the level (a gap) the fill is the
    open, otherwise the level. If a stop and a take-profit both fall inside the bar
    the stop is assumed first (conservative);
 3. the sleeve is marked to the close;
@@ -29,8 +32,10 @@ from numba import njit, prange
 
 LONG, SHORT, BOTH = 1, -1, 0
 # why a trade ended (the ``reason`` column of the trade list)
-EXIT_SIGNAL, EXIT_STOP, EXIT_TRAIL, EXIT_TAKE_PROFIT, EXIT_MAX_BARS, OPEN_AT_END = range(6)
-EXIT_REASONS = ("signal", "stop_loss", "trailing_stop", "take_profit", "max_bars", "open")
+EXIT_SIGNAL, EXIT_STOP, EXIT_TRAIL, EXIT_TAKE_PROFIT, EXIT_MAX_BARS, OPEN_AT_END, EXIT_RUIN = (
+    range(7))
+EXIT_REASONS = ("signal", "stop_loss", "trailing_stop", "take_profit", "max_bars", "open",
+                "ruin")
 # trade list columns (one float64 row per trade, recorded only on request)
 TRADE_FIELDS = ("symbol", "entry_bar", "exit_bar", "side", "qty", "entry_price",
                 "exit_price", "pnl", "return", "reason")
@@ -69,8 +74,12 @@ def _decide(pos: int, en: bool, ex: bool, direction: int, held: int, max_bars: i
 
 @njit(cache=True)
 def _protective_exit(pos: int, o: float, h: float, lo: float, entry: float, extreme: float,
-                     sl: float, ts: float, tp: float) -> tuple[float, int]:
+                     sl: float, ts: float, tp: float, ruin: float) -> tuple[float, int]:
     """(raw exit price, reason) if a stop/take-profit triggers inside the bar, else NaN.
+
+    ``ruin`` is the price at which the sleeve's equity reaches zero (a short's, or a
+    leveraged long's): an always-on stop, so one symbol cannot lose more than its
+    sleeve unless the price gaps through it.
 
     ``extreme`` is the best price since entry from *previous* bars (highest high for a
     long, lowest low for a short), so the trailing level never peeks inside the bar.
@@ -81,6 +90,8 @@ def _protective_exit(pos: int, o: float, h: float, lo: float, entry: float, extr
             stop = entry * (1.0 - sl)
         if ts > 0 and extreme * (1.0 - ts) > stop:
             stop, why = extreme * (1.0 - ts), EXIT_TRAIL
+        if ruin > stop:
+            stop, why = ruin, EXIT_RUIN
         if o <= stop:
             return o, why
         if lo <= stop:
@@ -97,6 +108,8 @@ def _protective_exit(pos: int, o: float, h: float, lo: float, entry: float, extr
         stop = entry * (1.0 + sl)
     if ts > 0 and extreme * (1.0 + ts) < stop:
         stop, why = extreme * (1.0 + ts), EXIT_TRAIL
+    if ruin < stop:
+        stop, why = ruin, EXIT_RUIN
     if o >= stop:
         return o, why
     if h >= stop:
@@ -140,6 +153,7 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
     mark = np.nan
     entry_bar = 0
     exit_why = EXIT_SIGNAL
+    ruin_reachable = False
     record = trades.shape[0] > 0
     for t in range(n_bars):
         if not valid[t]:
@@ -173,9 +187,12 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
                 held = 0
                 entry_bar = t
                 stats[0] += 1.0
-        if pos != 0 and (sl > 0 or ts > 0 or tp > 0):
+                ruin_reachable = pos < 0 or cash < 0  # a short, or a long on borrowed cash
+        if pos != 0 and (sl > 0 or ts > 0 or tp > 0 or ruin_reachable):
             ht, lt = h[t], lo[t]
-            raw, why = _protective_exit(pos, ot, ht, lt, entry, extreme, sl, ts, tp)
+            # equity cash + qty·p reaches zero at p = -cash / qty
+            raw, why = _protective_exit(pos, ot, ht, lt, entry, extreme, sl, ts, tp,
+                                        -cash / qty)
             if not np.isnan(raw):
                 p = raw * (1.0 - slip) if pos > 0 else raw * (1.0 + slip)
                 cash, traded[t] = _close(cash, qty, p, fee, traded[t])
@@ -316,7 +333,8 @@ def portfolio_series(equity: np.ndarray, traded: np.ndarray, gross: np.ndarray
 
     Equity starts at 1.0 before the first bar. Turnover adds each bar's traded
     notional over the previous bar's equity; exposure averages gross position value
-    over equity. A bar after equity hit zero contributes a zero return.
+    over equity. A portfolio whose equity reaches zero is ruined: that bar's return
+    is -100 %, and its equity (modified in place) stays at 0 afterwards.
     """
     n_cand, n_bars = equity.shape
     returns = np.zeros((n_cand, n_bars))
@@ -328,9 +346,14 @@ def portfolio_series(equity: np.ndarray, traded: np.ndarray, gross: np.ndarray
         esum = 0.0
         for t in range(n_bars):
             e = equity[k, t]
-            if prev > 0:
-                returns[k, t] = e / prev - 1.0
-                tsum += traded[k, t] / prev
+            if prev <= 0.0:  # ruined earlier: flat at zero
+                equity[k, t] = 0.0
+                continue
+            if e <= 0.0:
+                e = 0.0
+                equity[k, t] = 0.0
+            returns[k, t] = e / prev - 1.0
+            tsum += traded[k, t] / prev
             if e > 0:
                 esum += gross[k, t] / e
             prev = e

@@ -95,6 +95,7 @@ from pydantic import (
 
 from alphaloop.engines.metrics import CORE_METRICS
 from alphaloop.errors import AlphaloopError, ErrorClass
+from alphaloop.yamlio import read_yaml
 
 __all__ = [
     "EXTRA_KEYS",
@@ -252,15 +253,9 @@ class ScoringPolicy(_Strict):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ScoringPolicy:
-        p = Path(path)
-        if not p.is_file():
-            raise PolicyError(f"policy file not found: {p}", code="POLICY_NOT_FOUND")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"{p}: cannot read policy file: {exc}",
-                              code="POLICY_NOT_FOUND") from None
-        return cls.from_dict(_parse_yaml(text, str(p)), source=str(p))
+        data = read_yaml(path, PolicyError, what="policy", not_found="POLICY_NOT_FOUND",
+                         malformed="POLICY_MALFORMED_YAML")
+        return cls.from_dict(data, source=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -297,50 +292,6 @@ def _format_errors(exc: ValidationError) -> str:
         # a validator that already names the full key path (components.<metric>: ...)
         parts.append(msg if msg.startswith(f"{path}.") else f"{path}: {msg}")
     return "; ".join(parts)
-
-
-# ============================================================ YAML
-class _PolicyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys and reads ``1e-3`` as a float (YAML 1.2)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        try:
-            first = seen.get(key)
-        except TypeError:  # unhashable key: construct_mapping reports it
-            continue
-        if first is not None:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first defined at line {first})",
-                key_node.start_mark)
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node)
-
-
-_PolicyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_PolicyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_PolicyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and cmark is not None and (mark is None or cmark.line != mark.line):
-            problem += f" ({context} started at line {cmark.line + 1}, column {cmark.column + 1})"
-        raise PolicyError(f"{source}: malformed YAML{where}: {problem}",
-                          code="POLICY_MALFORMED_YAML") from None
 
 
 # ============================================================ loading

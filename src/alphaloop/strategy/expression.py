@@ -218,9 +218,14 @@ def _convert(n: ast.AST, where: str) -> Node:
         if isinstance(n.value, bool) or not isinstance(n.value, int | float):
             raise ExpressionError(f"{where}: unsupported constant {n.value!r} at column {col}; "
                                   "only numbers are allowed", code="EXPRESSION_SYNTAX")
-        if not math.isfinite(float(n.value)):
-            raise ExpressionError(f"{where}: non-finite number at column {col}")
-        return Num(float(n.value))
+        try:
+            value = float(n.value)
+        except OverflowError:  # an integer literal beyond the float range
+            value = math.inf
+        if not math.isfinite(value):
+            raise ExpressionError(f"{where}: number at column {col} is too large (not a "
+                                  "finite float)", code="EXPRESSION_SYNTAX")
+        return Num(value)
     if isinstance(n, ast.Name):
         if n.id in FIELDS:
             return Field(n.id)

@@ -38,6 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alphaloop.errors import ExpressionError, SpecError
+from alphaloop.yamlio import read_yaml
 from alphaloop.strategy.expression import Node, canonicalize, parse
 
 HASH_VERSION = "v1"
@@ -55,7 +56,8 @@ class Risk(BaseModel):
     - ``max_bars``: exit at the open after the position has been held this many bars.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "0.05" (a string) or ``true`` is an error, not silently converted
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     stop_loss: float | None = Field(default=None, gt=0, lt=1)
     trailing_stop: float | None = Field(default=None, gt=0, lt=1)
@@ -73,7 +75,7 @@ class Sizing(BaseModel):
       close-to-close returns over ``vol_window`` bars, known at the signal bar.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     method: Literal["equal_weight", "vol_target"] = "equal_weight"
     target_vol: float | None = Field(default=None, gt=0, le=5)
@@ -100,6 +102,16 @@ class StrategySpec(BaseModel):
     family: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     name: str | None = None
+
+    @model_validator(mode="after")
+    def _take_profit_reachable(self) -> StrategySpec:
+        # a short gains at most 100 %: a larger take-profit could never trigger
+        tp = self.risk.take_profit
+        if tp is not None and tp >= 1 and self.direction != "long":
+            raise ValueError(f"risk.take_profit: {tp:g} can never trigger for a "
+                             f"{self.direction} strategy (a short gains at most 100 %); "
+                             "use a value below 1")
+        return self
 
     @field_validator("entry", "exit")
     @classmethod
@@ -163,18 +175,9 @@ class StrategySpec(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StrategySpec:
-        p = Path(path)
-        if not p.is_file():
-            raise SpecError(f"spec file not found: {p}", code="SPEC_NOT_FOUND")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise SpecError(f"{p}: malformed YAML{where}: "
-                            f"{getattr(exc, 'problem', None) or exc}",
-                            code="SPEC_MALFORMED_YAML") from None
-        return cls.from_dict(data, source=str(p))
+        data = read_yaml(path, SpecError, what="spec", not_found="SPEC_NOT_FOUND",
+                         malformed="SPEC_MALFORMED_YAML")
+        return cls.from_dict(data, source=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(exclude_none=True, exclude_defaults=True),

@@ -1,0 +1,78 @@
+"""Reading YAML the strict way, for every file a user writes (specs, policies, configs).
+
+PyYAML's SafeLoader silently keeps the last of two equal keys and reads ``1e-3`` as
+a string (YAML 1.1). :class:`StrictLoader` rejects duplicate keys with their lines
+and reads exponent floats as numbers (YAML 1.2). :func:`read_yaml` turns every
+failure into the caller's error class with the file, line and column.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alphaloop.errors import AlphaloopError
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and reads ``1e-3`` as a float."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        try:
+            first = seen.get(key)
+        except TypeError:  # unhashable key: construct_mapping reports it
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first defined at line {first})",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str, source: str, error: type[AlphaloopError], code: str) -> Any:
+    """Parse ``text``; a malformed document raises ``error(code)`` with line and column."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and cmark is not None and (mark is None or cmark.line != mark.line):
+            problem += f" ({context} started at line {cmark.line + 1}, column {cmark.column + 1})"
+        raise error(f"{source}: malformed YAML{where}: {problem}", code=code) from None
+
+
+def read_yaml(path: str | Path, error: type[AlphaloopError], *, what: str,
+              not_found: str, malformed: str) -> Any:
+    """Read and parse a YAML file; a missing, unreadable, non-UTF-8 or malformed file
+    raises ``error`` with ``not_found`` / ``malformed`` codes naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} file not found: {p}", code=not_found)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{p}: not a UTF-8 text file (byte {exc.start}): {exc.reason}",
+                    code=malformed) from None
+    except OSError as exc:
+        raise error(f"{p}: cannot read {what} file: {exc.strerror or exc}",
+                    code=not_found) from None
+    return parse_yaml(text, str(p), error, malformed)
