@@ -38,8 +38,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alphaloop.errors import ExpressionError, SpecError
-from alphaloop.yamlio import read_yaml
 from alphaloop.strategy.expression import Node, canonicalize, parse
+from alphaloop.yamlio import read_yaml
 
 HASH_VERSION = "v1"
 _CACHED = ("entry_node", "exit_node", "strategy_id")  # cached_property names
