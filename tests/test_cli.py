@@ -200,3 +200,26 @@ def test_more_bad_spec_files(content: bytes, needle: str, tmp_path: Path) -> Non
     assert code == 2
     assert needle in err, err
     assert "Traceback" not in err + out
+
+
+def test_evaluate_prints_score_dsr_pbo_and_reasons(tmp_path: Path) -> None:
+    res = tmp_path / "res.parquet"
+    assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "16", "--out", str(res))[0] == 0
+    code, out, err = _run("evaluate", str(res), "--policy", "default", "--top", "3")
+    assert code == 0, err
+    assert "DSR" in out and "PBO" in out and "Trials counted: 16" in out
+    assert "#1 " in out and "<" in out  # a failed gate: value < threshold
+    code, out, _ = _run("evaluate", str(res), "--top", "2", "--json")
+    reports = json.loads(out)
+    assert len(reports) == 2 and reports[0]["n_trials"] == 16 and "dsr" in reports[0]
+
+
+def test_evaluate_bad_policy_names_the_key(tmp_path: Path) -> None:
+    res = tmp_path / "res.parquet"
+    _run("sweep", "sma_cross", "--data", "sp500", "--n", "4", "--out", str(res))
+    pol = tmp_path / "p.yaml"
+    pol.write_text("policy_version: t1\ncomponents: {sharpee: {weight: 1, lo: 0, hi: 1}}\n")
+    code, out, err = _run("evaluate", str(res), "--policy", str(pol))
+    assert code == 2 and "components.sharpee" in err and "Traceback" not in err + out
+    code, _, err = _run("evaluate", str(tmp_path / "none.parquet"))
+    assert code == 2 and "results file not found" in err

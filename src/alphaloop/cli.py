@@ -146,6 +146,7 @@ def sweep(
         task = bar.add_task(f"{family} on {bars.name or data}", total=n)
         frame = run_sweep(family, bars, n=n, sampler=sampler, seed=seed, costs=costs,
                           progress=lambda done: bar.update(task, completed=done))
+    frame["data_source"] = data  # lets `alphaloop evaluate` find the same data
     _write_table(frame, out_path)
     ranked = frame.sort_values("sharpe", ascending=False, na_position="last").head(top)
     table = Table(title=f"{family}: {len(frame)} candidates on {bars!r}, top {len(ranked)} "
@@ -165,7 +166,7 @@ def sweep(
 
 
 def _params(text: str) -> str:
-    return " ".join(f"{k}={v}" for k, v in json.loads(text).items())
+    return _params_text(json.loads(text))
 
 
 def _write_table(frame: Any, path: Path) -> None:
@@ -187,6 +188,98 @@ def _write_table(frame: Any, path: Path) -> None:
         raise AlphaloopError(f"cannot write {path}: {exc.strerror or exc}",
                              code="OUTPUT_WRITE_FAILED",
                              error_class=ErrorClass.TRANSIENT) from None
+
+
+# ------------------------------------------------------------------ evaluate
+@app.command()
+@_friendly
+def evaluate(
+    results_path: Annotated[Path, typer.Argument(metavar="RESULTS.parquet",
+                                                 help="Output of `alphaloop sweep`.")],
+    policy: Annotated[str, typer.Option(help="Scoring policy YAML or a bundled name.")]
+    = "default",
+    data: Annotated[str | None, typer.Option(
+        "--data", "-d", help="Data set (default: the one the sweep used).")] = None,
+    top: Annotated[int, typer.Option(min=1, help="Candidates to report in detail.")] = 5,
+    n_trials: Annotated[int | None, typer.Option(
+        help="Trials to deflate by, if more were run than the file holds.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write the scored table.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")]
+    = False,
+) -> None:
+    """Score, deflate (DSR, PBO, SPA) and rank a sweep's candidates."""
+    import pandas as pd
+
+    from alphaloop.data import load_bars
+    from alphaloop.evaluation.robustness import evaluate_candidates
+    from alphaloop.evaluation.scoring import load_policy
+
+    pol = load_policy(policy)
+    results = _read_results(results_path, pd)
+    source = data or _single(results, "data_source")
+    bars = load_bars(source)
+    ev = evaluate_candidates(results, bars, pol, top=top, n_trials=n_trials)
+    if out_path is not None:
+        _write_table(ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
+                                     failed_gates=ev.frame["failed_gates"].map(",".join)),
+                     out_path)
+    if as_json:
+        sys.stdout.write(json.dumps([json.loads(r.to_json()) for r in ev.reports]) + "\n")
+        return
+    _print_evaluation(ev, results_path, bars)
+
+
+def _read_results(path: Path, pd: Any) -> Any:
+    if not path.is_file():
+        raise AlphaloopError(f"results file not found: {path}", code="EVAL_NOT_FOUND")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for bad files
+        raise AlphaloopError(f"{path}: not a readable Parquet file: {exc}",
+                             code="EVAL_READ_FAILED") from None
+
+
+def _single(frame: Any, column: str) -> str:
+    values = set(frame[column]) if column in frame.columns else set()
+    if len(values) != 1:
+        raise AlphaloopError(f"cannot tell which data set the results used ({column}: "
+                             f"{sorted(values) or 'missing'}); pass --data",
+                             code="EVAL_DATA_UNKNOWN")
+    return str(values.pop())
+
+
+def _print_evaluation(ev: Any, path: Path, bars: Any) -> None:
+    pbo = "n/a" if ev.pbo is None else f"{ev.pbo:.2f}"
+    spa = "n/a" if ev.spa_pvalue is None else f"{ev.spa_pvalue:.3f}"
+    sr0 = ev.extra["sr0"] * (ev.extra["periods_per_year"] ** 0.5)
+    out.print(f"{len(ev.frame)} candidates from {path} on {bars!r}; policy "
+              f"{ev.policy_version}.\nTrials counted: {ev.n_trials} (DSR deflates every Sharpe "
+              f"by all of them); the best of that many pure-noise strategies would show an "
+              f"annualized Sharpe of about {sr0:.2f}.\n"
+              f"PBO of picking the in-sample best: {pbo}; SPA p-value (best vs cash, "
+              f"data-snooping adjusted): {spa}.", highlight=False)
+    table = Table(title=f"top {len(ev.reports)} by score")
+    table.add_column("#", justify="right")
+    table.add_column("params", no_wrap=True)
+    # the last 30 % of the data: the selection saw it too (walk_forward does not)
+    for c in ("score", "pass", "sharpe", "DSR", "last30% SR", "2x cost SR"):
+        table.add_column(c, justify="right")
+    for r in ev.reports:
+        oos = r.out_of_sample.oos_metrics.get("sharpe") if r.out_of_sample else None
+        stress = r.cost_stress.sharpe_at_survive if r.cost_stress else None
+        table.add_row(str(r.rank), _params_text(r.params), f"{r.score_total:.1f}",
+                      "yes" if r.passed else "no", _fmt("sharpe", r.sharpe),
+                      _fmt("dsr", r.dsr), _fmt("sharpe", oos), _fmt("sharpe", stress))
+    out.print(table)
+    for r in ev.reports:
+        if r.reasons:
+            out.print(f"#{r.rank} {_params_text(r.params)}: {'; '.join(r.reasons)}",
+                      highlight=False)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
 
 
 # ---------------------------------------------------------------------- data

@@ -29,7 +29,7 @@ from alphaloop.strategy.templates import get_family
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "strategy_id", "family", "params", "entry", "exit", "direction", *CORE_METRICS,
-    "data_ref", "cost_policy", "sampler", "seed")
+    "spec", "data_ref", "fees_bps", "slippage_bps", "sampler", "seed")
 
 
 def run_sweep(family: str, bars: Bars, *, n: int, sampler: str = "sobol", seed: int = 0,
@@ -39,8 +39,8 @@ def run_sweep(family: str, bars: Bars, *, n: int, sampler: str = "sobol", seed: 
     """Backtest up to ``n`` distinct candidates of ``family`` on ``bars``.
 
     Returns one row per candidate with its id, family, params (JSON), expressions
-    and the core metrics, plus the data_ref, cost policy, sampler and seed that
-    reproduce it. ``objective`` is the metric told to model-based samplers.
+    and the core metrics, plus what reproduces it: the whole spec (JSON), the
+    data_ref, the costs, the sampler and the seed. ``objective`` is the metric told to model-based samplers.
     """
     costs = costs or CostModel()
     fam = get_family(family)
@@ -94,8 +94,10 @@ def _rows(specs: list[StrategySpec], metrics: pd.DataFrame, bars: Bars, costs: C
     frame.insert(3, "entry", [s.entry for s in specs])
     frame.insert(4, "exit", [s.exit for s in specs])
     frame.insert(5, "direction", [s.direction for s in specs])
+    frame["spec"] = [s.model_dump_json() for s in specs]  # the whole spec: risk, sizing
     frame["data_ref"] = bars.data_ref
-    frame["cost_policy"] = costs.policy_version
+    frame["fees_bps"] = costs.fees_bps
+    frame["slippage_bps"] = costs.slippage_bps
     frame["sampler"] = sampler
     frame["seed"] = seed
     return frame[list(RESULT_COLUMNS)]

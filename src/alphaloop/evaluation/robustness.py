@@ -1,0 +1,242 @@
+"""Robustness of a set of candidates (MOD-432): every "good" accounts for the trials.
+
+:func:`evaluate_candidates` takes the candidates a sweep tried (one row each, with
+the spec that reproduces it), reruns them on the same data with engine A to get
+their return series, and then
+
+1. scores every candidate with the policy (:mod:`alphaloop.evaluation.scoring`);
+2. deflates every Sharpe ratio by the number of trials (DSR, with ``n_trials`` =
+   all candidates in the set, or more when the caller knows of more, e.g. the
+   knowledge base's count) and the variance of the trials' Sharpe ratios;
+3. measures the probability of backtest overfitting of the *selection* (PBO by
+   CSCV over the whole set) and runs Hansen's SPA / White's Reality Check of the
+   best candidate against cash;
+4. re-scores with DSR and PBO as gates, ranks, and for the top candidates builds a
+   :class:`RobustnessReport`: bootstrap Sharpe interval, out-of-sample split, cost
+   stress, sub-period consistency and parameter-neighbourhood stability.
+
+Units follow :mod:`alphaloop.evaluation.statistics` (per-period Sharpe, raw
+kurtosis, sample variance of the trial Sharpe ratios); reported Sharpe ratios are
+annualized with the panel's periods per year.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from alphaloop.data.bars import Bars
+from alphaloop.engines.costs import CostModel
+from alphaloop.engines.engine_a import run_batch
+from alphaloop.errors import AlphaloopError
+from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
+from alphaloop.evaluation.statistics import (
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    pbo_cscv,
+    psr,
+    return_moments,
+    sharpe_confidence_interval,
+    spa_test,
+)
+from alphaloop.evaluation.validation import (
+    CostStressResult,
+    OOSResult,
+    StabilityResult,
+    SubperiodResult,
+    cost_stress,
+    neighbourhood_stability,
+    out_of_sample,
+    subperiod_consistency,
+)
+from alphaloop.strategy.spec import StrategySpec
+from alphaloop.strategy.templates import FAMILIES
+
+# CSCV with S blocks evaluates C(S, S/2) splits × N candidates: bound the work
+_PBO_SPLITS_SMALL, _PBO_SPLITS_LARGE, _PBO_LARGE_N = 16, 10, 1000
+
+
+class EvaluationError(AlphaloopError):
+    code = "EVAL_INVALID"
+
+
+class SharpeCI(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    estimate: float
+    lower: float
+    upper: float
+    level: float
+    block_size: int
+
+
+class RobustnessReport(BaseModel):
+    """Every robustness statistic of one candidate, pass/fail and the reasons."""
+
+    model_config = ConfigDict(frozen=True)
+
+    strategy_id: str
+    family: str | None
+    params: dict[str, Any]
+    policy_version: str
+    data_ref: str
+    rank: int
+    score_total: float
+    passed: bool
+    reasons: list[str]
+    sharpe: float | None
+    psr: float | None
+    dsr: float | None
+    n_trials: int
+    var_trial_sharpe: float
+    expected_max_sharpe: float
+    pbo: float | None
+    spa_pvalue: float | None
+    sharpe_ci: SharpeCI | None = None
+    out_of_sample: OOSResult | None = None
+    cost_stress: CostStressResult | None = None
+    subperiods: SubperiodResult | None = None
+    stability: StabilityResult | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+@dataclass
+class Evaluation:
+    """The scored set (one row per candidate, ranked) and the top candidates' reports."""
+
+    frame: pd.DataFrame
+    reports: list[RobustnessReport]
+    n_trials: int
+    pbo: float | None
+    spa_pvalue: float | None
+    policy_version: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy, *,
+                        top: int = 5, n_trials: int | None = None, seed: int = 0,
+                        detail: bool = True, spa_reps: int = 400) -> Evaluation:
+    """Score, deflate and rank the candidates of ``results`` (a sweep's rows).
+
+    ``results`` needs the columns ``spec`` (JSON), ``data_ref``, ``fees_bps`` and
+    ``slippage_bps``; ``bars`` must be the data they were run on (same data_ref).
+    ``n_trials`` raises the trial count above the number of rows (it never lowers
+    it). ``detail=False`` skips the per-candidate reruns of the reports.
+    ``spa_reps`` bootstrap replications for SPA (its cost grows with candidates × bars).
+    """
+    specs, costs = _specs_and_costs(results, bars)
+    batch = run_batch(specs, bars, costs)
+    rets = batch.returns  # (K, T)
+    ppy = bars.periods_per_year
+    trials = max(len(specs), int(n_trials or 0))
+    stats = _deflation(rets, trials)
+    pbo = _pbo(rets)
+    spa = (spa_test(rets.T, None, reps=spa_reps, seed=seed).pvalue_consistent
+           if len(specs) > 1 else None)
+    frame = results.reset_index(drop=True).copy()
+    for col in ("psr", "dsr"):
+        frame[col] = stats[col]
+    frame["pbo"] = np.nan if pbo is None else pbo
+    frame["n_trials"] = trials
+    scored = score_frame(frame, policy)
+    order = np.lexsort((-scored["score_total"].to_numpy(), ~scored["passed"].to_numpy()))
+    scored = scored.iloc[order].reset_index(drop=True)
+    scored.insert(0, "rank", np.arange(1, len(scored) + 1))
+    reports = [
+        _report(scored.iloc[i], specs[order[i]], rets[order[i]], bars, costs, policy,
+                stats, pbo, spa, seed, detail)
+        for i in range(min(top, len(scored)))]
+    return Evaluation(frame=scored, reports=reports, n_trials=trials, pbo=pbo, spa_pvalue=spa,
+                      policy_version=policy.policy_version,
+                      extra={"var_trial_sharpe": stats["var"], "sr0": stats["sr0"],
+                             "periods_per_year": ppy})
+
+
+def _specs_and_costs(results: pd.DataFrame, bars: Bars) -> tuple[list[StrategySpec], CostModel]:
+    missing = [c for c in ("spec", "data_ref", "fees_bps", "slippage_bps")
+               if c not in results.columns]
+    if missing:
+        raise EvaluationError(f"results lack column(s) {', '.join(missing)}: evaluate needs "
+                              "the output of `alphaloop sweep`", code="EVAL_MISSING_COLUMN")
+    if results.empty:
+        raise EvaluationError("results contain no candidates", code="EVAL_EMPTY")
+    refs = set(results["data_ref"])
+    if refs != {bars.data_ref}:
+        raise EvaluationError(
+            f"results were computed on data {sorted(refs)} but the data given is "
+            f"{bars.data_ref}: pass the same --data", code="EVAL_DATA_MISMATCH")
+    costs = {(float(f), float(s)) for f, s in zip(results["fees_bps"], results["slippage_bps"],
+                                                  strict=True)}
+    if len(costs) != 1:
+        raise EvaluationError(f"results mix cost settings {sorted(costs)}",
+                              code="EVAL_MIXED_COSTS")
+    fees, slip = costs.pop()
+    specs = [StrategySpec.from_dict(json.loads(text), source=f"results row {i}")
+             for i, text in enumerate(results["spec"])]
+    return specs, CostModel(fees_bps=fees, slippage_bps=slip)
+
+
+def _deflation(rets: np.ndarray, n_trials: int) -> dict[str, Any]:
+    """PSR against 0 and DSR against the expected max of ``n_trials`` per candidate."""
+    moments = [return_moments(r) for r in rets]
+    sr = np.array([m.sr for m in moments])
+    finite = sr[np.isfinite(sr)]
+    var = float(np.var(finite, ddof=1)) if finite.size >= 2 else 0.0
+    sr0 = expected_max_sharpe(n_trials, var) if var > 0 else 0.0
+    psr_v = np.full(len(moments), np.nan)
+    dsr_v = np.full(len(moments), np.nan)
+    for k, m in enumerate(moments):
+        if math.isfinite(m.sr):
+            psr_v[k] = psr(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis)
+            dsr_v[k] = deflated_sharpe_ratio(m.sr, m.n_obs, m.skew, m.kurtosis, n_trials,
+                                             var) if var > 0 else psr_v[k]
+    return {"psr": psr_v, "dsr": dsr_v, "var": var, "sr0": sr0}
+
+
+def _pbo(rets: np.ndarray) -> float | None:
+    """PBO of picking the best of the set in sample; None for fewer than 2 candidates."""
+    if rets.shape[0] < 2:
+        return None
+    splits = _PBO_SPLITS_SMALL if rets.shape[0] <= _PBO_LARGE_N else _PBO_SPLITS_LARGE
+    return float(pbo_cscv(rets.T, n_splits=splits).pbo)
+
+
+def _report(row: pd.Series, spec: StrategySpec, rets: np.ndarray, bars: Bars, costs: CostModel,
+            policy: ScoringPolicy, stats: dict[str, Any],
+            pbo: float | None, spa: float | None, seed: int, detail: bool) -> RobustnessReport:
+    ppy = bars.periods_per_year
+    base: dict[str, Any] = {
+        "strategy_id": spec.strategy_id, "family": spec.family, "params": dict(spec.params),
+        "policy_version": policy.policy_version, "data_ref": bars.data_ref,
+        "rank": int(row["rank"]), "score_total": float(row["score_total"]),
+        "passed": bool(row["passed"]), "reasons": list(row["reasons"]),
+        "sharpe": _num(row.get("sharpe")), "psr": _num(row["psr"]), "dsr": _num(row["dsr"]),
+        "n_trials": int(row["n_trials"]), "var_trial_sharpe": stats["var"],
+        "expected_max_sharpe": stats["sr0"] * math.sqrt(ppy), "pbo": pbo, "spa_pvalue": spa,
+    }
+    if detail and np.std(rets) > 0:
+        ci = sharpe_confidence_interval(rets, reps=500, seed=seed, periods_per_year=ppy)
+        base["sharpe_ci"] = SharpeCI(estimate=ci.estimate, lower=ci.lower, upper=ci.upper,
+                                     level=ci.level, block_size=ci.block_size)
+        base["out_of_sample"] = out_of_sample(spec, bars, costs)
+        base["cost_stress"] = cost_stress(spec, bars, costs)
+        base["subperiods"] = subperiod_consistency(rets, ppy)
+        if spec.family in FAMILIES and spec.params:
+            base["stability"] = neighbourhood_stability(spec.family, spec.params, bars, costs)
+    return RobustnessReport(**base)
+
+
+def _num(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None

@@ -1,0 +1,98 @@
+"""evaluate_candidates: scores, deflates by the trial count, ranks, reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from alphaloop.data import load_bars
+from alphaloop.engines import CostModel
+from alphaloop.evaluation.robustness import EvaluationError, evaluate_candidates
+from alphaloop.evaluation.scoring import load_policy
+from alphaloop.evaluation.statistics import deflated_sharpe_ratio, return_moments
+from alphaloop.sweep import run_sweep
+
+
+@pytest.fixture(scope="module")
+def setup():  # type: ignore[no-untyped-def]
+    bars = load_bars("sp500")
+    results = run_sweep("sma_cross", bars, n=24, sampler="sobol", seed=2,
+                        costs=CostModel(fees_bps=5, slippage_bps=0))
+    return bars, results, load_policy("default")
+
+
+def test_ranked_with_dsr_counted_over_all_trials(setup) -> None:  # type: ignore[no-untyped-def]
+    bars, results, policy = setup
+    ev = evaluate_candidates(results, bars, policy, top=2, spa_reps=100)
+    frame = ev.frame
+    assert len(frame) == 24 and ev.n_trials == 24
+    assert frame["rank"].tolist() == list(range(1, 25))
+    # passed candidates first, then by score
+    key = list(zip(~frame["passed"], -frame["score_total"], strict=True))
+    assert key == sorted(key)
+    # deflating by 24 trials can only lower the probability: DSR <= PSR
+    ok = frame["dsr"].notna()
+    assert (frame.loc[ok, "dsr"] <= frame.loc[ok, "psr"] + 1e-12).all()
+    # the DSR of the top row, recomputed independently from its own returns
+    top = ev.reports[0]
+    from alphaloop.engines import backtest
+    from alphaloop.strategy import StrategySpec
+
+    spec = StrategySpec.model_validate_json(frame["spec"].iloc[0])
+    rets = backtest(spec, bars, CostModel(fees_bps=5, slippage_bps=0)).returns.to_numpy()
+    m = return_moments(rets)
+    expected = deflated_sharpe_ratio(m.sr, m.n_obs, m.skew, m.kurtosis, 24,
+                                     ev.extra["var_trial_sharpe"])
+    assert top.dsr == pytest.approx(expected, rel=1e-9)
+    assert 0.0 <= (ev.pbo or 0.0) <= 1.0
+    assert top.out_of_sample is not None and top.cost_stress is not None
+    assert top.stability is not None and top.subperiods is not None
+    json.loads(top.to_json())  # serializable
+
+
+def test_more_trials_deflate_more(setup) -> None:  # type: ignore[no-untyped-def]
+    bars, results, policy = setup
+    few = evaluate_candidates(results, bars, policy, top=0, detail=False, spa_reps=50)
+    many = evaluate_candidates(results, bars, policy, top=0, detail=False, spa_reps=50,
+                               n_trials=5000)
+    a = few.frame.set_index("strategy_id")["dsr"]
+    b = many.frame.set_index("strategy_id")["dsr"].reindex(a.index)
+    ok = a.notna()
+    assert (b[ok] < a[ok]).all()
+    assert many.n_trials == 5000
+
+
+def test_dsr_gate_reason_names_the_value(setup) -> None:  # type: ignore[no-untyped-def]
+    bars, results, policy = setup
+    ev = evaluate_candidates(results, bars, policy, top=0, detail=False, spa_reps=50)
+    failing = ev.frame[ev.frame["dsr"] < policy.gates.min_dsr]
+    assert len(failing) > 0
+    assert all(any(r.startswith("dsr ") for r in reasons) for reasons in failing["reasons"])
+
+
+def test_bad_inputs(setup) -> None:  # type: ignore[no-untyped-def]
+    bars, results, policy = setup
+    with pytest.raises(EvaluationError, match="computed on data"):
+        evaluate_candidates(results, load_bars("us_indices"), policy)
+    with pytest.raises(EvaluationError, match="spec"):
+        evaluate_candidates(results.drop(columns=["spec"]), bars, policy)
+    mixed = results.copy()
+    mixed.loc[0, "fees_bps"] = 99.0
+    with pytest.raises(EvaluationError, match="mix cost settings"):
+        evaluate_candidates(mixed, bars, policy)
+    with pytest.raises(EvaluationError, match="no candidates"):
+        evaluate_candidates(results.iloc[:0], bars, policy)
+
+
+def test_noise_candidates_do_not_pass_dsr() -> None:
+    """A sweep on pure-GBM synthetic data: nothing should survive deflation."""
+    bars = load_bars("synth_100").select([f"SYN{i:03d}" for i in range(10)])
+    results = run_sweep("sma_cross", bars, n=40, sampler="sobol", seed=0,
+                        costs=CostModel(fees_bps=5, slippage_bps=0))
+    ev = evaluate_candidates(results, bars, load_policy("default"), top=0, detail=False,
+                             spa_reps=100)
+    assert (ev.frame["dsr"].fillna(0) < 0.95).all()
+    assert not ev.frame["passed"].any()
+    assert np.isfinite(ev.pbo)
