@@ -294,9 +294,12 @@ def test_wide_bad_index() -> None:
 def panel(close: np.ndarray, index: pd.DatetimeIndex | None = None, **fields: np.ndarray) -> Bars:
     t, n = close.shape
     idx = index if index is not None else pd.bdate_range("2020-01-01", periods=t, tz="UTC")
-    arrays = {f: fields.get(f, close.copy()) for f in ("open", "high", "low")}
-    return Bars(index=idx, symbols=tuple(f"S{j}" for j in range(n)), close=close,
-                volume=fields.get("volume", np.ones_like(close)), **arrays)
+    def get(f: str) -> np.ndarray:
+        return fields.get(f, close.copy())
+
+    return Bars(index=idx, symbols=tuple(f"S{j}" for j in range(n)), open=get("open"),
+                high=get("high"), low=get("low"), close=close,
+                volume=fields.get("volume", np.ones_like(close)))
 
 
 def test_report_clean_synthetic_panel() -> None:

@@ -46,7 +46,7 @@ def make(o: list, c: list, h: list | None = None, lo: list | None = None,
     la = np.where(np.isnan(oa) | np.isnan(ca), nan, la)
     n_bars, n_sym = oa.shape
     symbols = symbols or tuple(f"S{i}" for i in range(n_sym))
-    idx = pd.date_range("2023-01-02", periods=n_bars, freq="D", tz="UTC")
+    idx = pd.date_range("2023-01-02", periods=n_bars, freq="B", tz="UTC")  # weekdays: 252/yr
     return Bars(index=idx, symbols=symbols, open=oa.copy(), high=ha, low=la, close=ca.copy(),
                 volume=np.where(np.isnan(ca), nan, 1.0))
 

@@ -25,6 +25,9 @@ WEEKEND_SHARE = 0.05
 """Above this share of Saturday/Sunday bars a calendar trades every day (365 days/year)."""
 SESSION_SECONDS = 6.5 * 3600.0
 """A regular US equity session (09:30-16:00), the per-bar guess of bars per day."""
+MIN_WINDOW = 5
+"""The fewest steps :meth:`Bars.periods_per_year_until` judges spacing on: with two,
+one market closure (9/11: 7 days) would turn daily bars into "calendar" ones."""
 
 
 def periods_per_year_for(step_seconds: float, *, mean_step_seconds: float | None = None,
@@ -74,7 +77,7 @@ def _rule(median: np.ndarray, mean: np.ndarray, weekend: np.ndarray,
 
 
 def _is_weekend(index: pd.DatetimeIndex) -> np.ndarray:
-    return np.asarray(index.dayofweek >= 5)
+    return np.asarray(index.day_of_week >= 5)
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,9 +182,10 @@ class Bars:
 
         :attr:`annualization` on every bar when set. Otherwise the rule of
         :func:`periods_per_year_for` at bar t uses timestamps up to t only: the
-        median and mean of the last ``window`` steps, and the weekend share of the
-        last ``window`` bars, widened to at least the last 7 calendar days (so that
-        a short window over the weekdays of 24/7 data still sees a weekend). Bars
+        median and mean of the last ``window`` steps (at least :data:`MIN_WINDOW`),
+        and the weekend share of the same bars, widened to at least the last 7
+        calendar days (so that a short window over the weekdays of 24/7 data still
+        sees a weekend). Bars
         per day of intraday data are approximated from the median step (see
         :func:`periods_per_year_for`, case c). The first bar, with no step yet,
         gets 252. On weekday daily data every bar gets exactly 252.
@@ -192,15 +196,15 @@ class Bars:
         if t == 0:
             return np.zeros(0)
         ts = self.index.asi8
-        w = max(int(window), 1)
+        w = max(int(window), MIN_WINDOW)
         steps = pd.Series(np.diff(ts, prepend=ts[:1]) / 1e9)
         steps.iloc[0] = np.nan
         roll = steps.rolling(w, min_periods=1)
         median, mean = roll.median().to_numpy(), roll.mean().to_numpy()
-        # weekend share over bars lo..t: the last w bars, or the last 7 days if more
+        # weekend share over bars lo..t: those of the last w steps, or the last 7 days if more
         rows = np.arange(t)
         week_ago = np.searchsorted(ts, ts - int(7 * DAY_SECONDS * 1e9), side="right")
-        lo = np.minimum(np.maximum(rows - w + 1, 0), week_ago)
+        lo = np.minimum(np.maximum(rows - w, 0), week_ago)
         cum = np.concatenate([[0], np.cumsum(_is_weekend(self.index))])
         weekend = (cum[rows + 1] - cum[lo]) / (rows + 1 - lo)
         return np.asarray(_rule(median, mean, weekend, None), dtype=float)
@@ -243,7 +247,8 @@ class Bars:
             wide = df.pivot(index="timestamp", columns="symbol", values=f)
             wide = wide.reindex(index=index, columns=list(symbols))
             arrays[f] = np.ascontiguousarray(wide.to_numpy(dtype=np.float64))
-        return cls(index=index, symbols=symbols, **arrays, name=name)
+        return cls(index=index, symbols=symbols, open=arrays["open"], high=arrays["high"],
+                   low=arrays["low"], close=arrays["close"], volume=arrays["volume"], name=name)
 
     @classmethod
     def from_wide(cls, close: pd.DataFrame, *, name: str = "", validate: bool = True) -> Bars:

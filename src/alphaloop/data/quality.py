@@ -10,7 +10,9 @@ a message that names the column, symbol, timestamp and row at fault.
 *The report* (:func:`quality_report`) looks at a finished panel and lists what is
 suspicious without being fatal: holes in the history (``DQ_GAP``), prices that stop
 moving (``DQ_STALE_RUN``), too little history to judge a strategy
-(``DQ_SHORT_HISTORY``). It re-checks the price invariants as errors too, so that a
+(``DQ_SHORT_HISTORY``), weekend bars in a weekday calendar (``DQ_OFF_CALENDAR``).
+Calendar breaks that make daily data wrong are errors: two bars of one symbol on
+one date (``DQ_DUPLICATE_DAY``, typically a time-zone shift). It re-checks the price invariants as errors too, so that a
 panel built by hand (or a stored file edited behind our back) is caught as well.
 
 Codes (all ``DQ_*``) and what they mean:
@@ -36,6 +38,8 @@ Codes (all ``DQ_*``) and what they mean:
 ``DQ_GAP``                 (warning) a hole much longer than the usual bar spacing
 ``DQ_STALE_RUN``           (warning) many identical closes in a row
 ``DQ_SHORT_HISTORY``       (warning) fewer bars than ``min_years`` of history
+``DQ_DUPLICATE_DAY``       daily data with two bars of one symbol on one UTC date (CRITICAL)
+``DQ_OFF_CALENDAR``        (warning) Saturday/Sunday bars in weekday-calendar data
 =========================  ==============================================================
 
 Every check is a vectorized numpy expression over whole columns or the whole
@@ -51,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 import numpy as np
 import pandas as pd
 
+from alphaloop.data.bars import WEEKEND_SHARE
 from alphaloop.errors import DataError, ErrorClass
 
 if TYPE_CHECKING:
@@ -65,6 +70,9 @@ REL_TOL = 1e-9
 _NULL_TOKENS = frozenset({"", "nan", "none", "null", "na", "n/a", "<na>", "nat"})
 
 Severity = Literal["error", "warning"]
+CRITICAL_CODES = frozenset({"DQ_DUPLICATE_TIMESTAMP", "DQ_DUPLICATE_DAY"})
+"""Codes whose data would make any result untrustworthy (DESIGN §5, data-quality gate)."""
+_DAY_NS = 86_400 * 10**9
 
 
 def _fail(code: str, message: str, *, error_class: ErrorClass | None = None) -> NoReturn:
@@ -262,7 +270,8 @@ def _check_order(df: pd.DataFrame, sort: bool) -> pd.DataFrame:
     back = (df.groupby("symbol", sort=False)["timestamp"].diff() < pd.Timedelta(0)).to_numpy()
     if back.any():
         _fail("DQ_UNSORTED", f"timestamps go backwards within a symbol: {_where(df, back)} comes "
-              "after a later bar of that symbol; pass sort=True to sort the rows")
+              "after a later bar of that symbol; sort the file by symbol and timestamp "
+              "(or pass sort=True to load_bars)")
     return df
 
 
@@ -338,7 +347,8 @@ def _check_wide_index(df: pd.DataFrame, sort: bool) -> pd.DataFrame:
     if back.size:
         r = int(back[0]) + 1
         _fail("DQ_UNSORTED", f"timestamp {_ts(idx[r])} at row {r} comes after "
-              f"{_ts(idx[r - 1])}; pass sort=True to sort the rows")
+              f"{_ts(idx[r - 1])}; sort the file by timestamp "
+              "(or pass sort=True to load_bars)")
     return df
 
 
@@ -393,11 +403,16 @@ class QualityReport:
         return {i.code for i in self.issues}
 
     def raise_for_errors(self, where: str = "") -> None:
-        """Raise the first error as a :class:`DataError` (no-op when ``ok``)."""
+        """Raise the first error as a :class:`DataError` (no-op when ``ok``).
+
+        Calendar breaks (``DQ_DUPLICATE_DAY``) are raised before price errors and
+        carry :attr:`ErrorClass.CRITICAL`.
+        """
         if self.errors:
-            first = self.errors[0]
+            first = min(self.errors, key=lambda i: i.code not in CRITICAL_CODES)
             more = f" (+{len(self.errors) - 1} more errors)" if len(self.errors) > 1 else ""
-            _fail(first.code, f"{where}{first.message}{more}")
+            _fail(first.code, f"{where}{first.message}{more}",
+                  error_class=ErrorClass.CRITICAL if first.code in CRITICAL_CODES else None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "n_errors": len(self.errors), "n_warnings": len(self.warnings),
@@ -409,7 +424,11 @@ def quality_report(bars: Bars, *, min_years: float = 1.0, stale_run: int = 5,
     """Check a panel; return every finding instead of raising.
 
     Errors: ``DQ_NONPOSITIVE_PRICE``, ``DQ_HIGH_LT_LOW``, ``DQ_CLOSE_OUTSIDE_RANGE``,
-    ``DQ_NEGATIVE_VOLUME``, ``DQ_NAN_VALUES``. Warnings: ``DQ_GAP`` (two consecutive
+    ``DQ_NEGATIVE_VOLUME``, ``DQ_NAN_VALUES``, ``DQ_DUPLICATE_DAY`` (daily data —
+    median bar spacing of at least half a day — with two bars of one symbol on one
+    UTC date, e.g. 00:00 and 21:00). Warnings: ``DQ_OFF_CALENDAR`` (weekday-calendar
+    data — at most 5% of the panel's bars on Saturday/Sunday UTC — with weekend bars
+    anyway, the mark of a time-zone shift), ``DQ_GAP`` (two consecutive
     bars of a symbol further apart than ``gap_factor`` × the panel's median bar
     spacing — for daily bars a hole of more than ~5 calendar days, while weekends and
     holidays pass), ``DQ_STALE_RUN`` (``stale_run`` or more identical closes in a row)
@@ -419,7 +438,9 @@ def quality_report(bars: Bars, *, min_years: float = 1.0, stale_run: int = 5,
     if bars.n_bars == 0 or bars.n_symbols == 0:
         return QualityReport((QualityIssue("DQ_EMPTY", "error", "the panel has no bars"),))
     issues: list[QualityIssue] = []
+    issues += _calendar_errors(bars)
     issues += _panel_errors(bars)
+    issues += _calendar_warnings(bars)
     issues += _gap_warnings(bars, gap_factor)
     issues += _stale_warnings(bars, stale_run)
     issues += _history_warnings(bars, min_years)
@@ -448,6 +469,52 @@ def _panel_errors(bars: Bars) -> list[QualityIssue]:
     return out
 
 
+def _previous_valid(bars: Bars) -> tuple[np.ndarray, np.ndarray]:
+    """``(valid, prev)``: where each symbol has a bar, and the row of its previous one.
+
+    ``prev[t, j]`` is a running maximum of valid row numbers (-1 before the first).
+    """
+    valid = ~np.isnan(bars.close)
+    rows = np.where(valid, np.arange(bars.n_bars)[:, None], -1)
+    last = np.maximum.accumulate(rows, axis=0)
+    prev = np.vstack([np.full((1, bars.n_symbols), -1), last[:-1]])
+    return valid, prev
+
+
+def _calendar_errors(bars: Bars) -> list[QualityIssue]:
+    """``DQ_DUPLICATE_DAY``: a symbol's bar on the same UTC date as its previous bar,
+    in daily (or coarser) data."""
+    ts = bars.index.asi8
+    if bars.n_bars < 2 or np.median(np.diff(ts)) < _DAY_NS // 2:
+        return []
+    valid, prev = _previous_valid(bars)
+    day = ts // _DAY_NS
+    dup = valid & (prev >= 0) & (day[:, None] == day[np.maximum(prev, 0)])
+    out = []
+    for j in np.flatnonzero(dup.any(axis=0)):
+        t = int(dup[:, j].argmax())
+        n = int(dup[:, j].sum())
+        s = bars.symbols[j]
+        out.append(QualityIssue(
+            "DQ_DUPLICATE_DAY", "error",
+            f"more than one bar on one UTC date in daily data: symbol {s!r} on "
+            f"{bars.index[t].date().isoformat()} ({_ts(bars.index[prev[t, j]])} and "
+            f"{_ts(bars.index[t])}; {_plural(n, 'extra bar')} in all) — mixed time zones "
+            "or session stamps?", symbol=s, count=n))
+    return out
+
+
+def _calendar_warnings(bars: Bars) -> list[QualityIssue]:
+    """``DQ_OFF_CALENDAR``: weekend bars in data whose calendar is weekdays."""
+    weekend = np.asarray(bars.index.day_of_week >= 5)
+    if not weekend.any() or weekend.mean() > WEEKEND_SHARE:
+        return []
+    mask = weekend[:, None] & ~np.isnan(bars.close)
+    return _per_symbol(bars, "DQ_OFF_CALENDAR", "warning", mask,
+                       "bars on Saturday/Sunday (UTC) in weekday-calendar data "
+                       "(a time-zone shift?)")
+
+
 def _gap_warnings(bars: Bars, gap_factor: float) -> list[QualityIssue]:
     """Gaps between consecutive *valid* bars of each symbol, all symbols at once.
 
@@ -458,10 +525,7 @@ def _gap_warnings(bars: Bars, gap_factor: float) -> list[QualityIssue]:
         return []
     ts = bars.index.asi8
     step = float(np.median(np.diff(ts)))
-    valid = ~np.isnan(bars.close)
-    rows = np.where(valid, np.arange(bars.n_bars)[:, None], -1)
-    last = np.maximum.accumulate(rows, axis=0)
-    prev = np.vstack([np.full((1, bars.n_symbols), -1), last[:-1]])
+    valid, prev = _previous_valid(bars)
     has_prev = valid & (prev >= 0)
     spacing = np.where(has_prev, ts[:, None] - ts[np.maximum(prev, 0)], 0)
     gaps = has_prev & (spacing > gap_factor * step)

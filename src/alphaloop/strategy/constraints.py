@@ -39,8 +39,11 @@ class Clause(BaseModel):
     """One comparison ``params[param] <op> value``.
 
     Numbers compare numerically (``==``/``!=`` with a 1e-9 relative tolerance, as
-    grid values are floats); strings compare only with ``==``/``!=``. A comparison
-    between a string and a number, or an ordering of strings, does not hold.
+    grid values are floats); strings compare only with ``==``/``!=``, and an
+    ordering (``<``, ``<=``, ``>``, ``>=``) of strings never holds. Across types (a
+    string against a number) the values differ: ``==`` never holds, ``!=`` always
+    holds, and an ordering never holds. A parameter value that is not a number
+    (``None``, a bool, NaN) compared with a number likewise satisfies only ``!=``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
