@@ -223,3 +223,18 @@ def test_evaluate_bad_policy_names_the_key(tmp_path: Path) -> None:
     assert code == 2 and "components.sharpee" in err and "Traceback" not in err + out
     code, _, err = _run("evaluate", str(tmp_path / "none.parquet"))
     assert code == 2 and "results file not found" in err
+
+
+def test_report_writes_html_for_one_strategy(tmp_path: Path) -> None:
+    res = tmp_path / "res.parquet"
+    _run("sweep", "sma_cross", "--data", "sp500", "--n", "8", "--out", str(res))
+    sid = pd.read_parquet(res)["strategy_id"].iloc[3]
+    html = tmp_path / "r.html"
+    code, out, err = _run("report", "--strategy", sid[:12], "--results", str(res),
+                          "--out", str(html))
+    assert code == 0, err
+    assert out.strip() == str(html)
+    text = html.read_text()
+    assert sid in text and "figure-equity" in text and "dsr" in text
+    code, _, err = _run("report", "--strategy", "zzzz", "--results", str(res))
+    assert code == 2 and "no strategy in the results match id 'zzzz'" in err

@@ -230,6 +230,56 @@ def evaluate(
     _print_evaluation(ev, results_path, bars)
 
 
+# -------------------------------------------------------------------- report
+@app.command()
+@_friendly
+def report(
+    strategy: Annotated[str, typer.Option(help="Strategy id (or a unique prefix).")],
+    results_path: Annotated[Path, typer.Option(
+        "--results", help="The sweep results that hold the strategy.")],
+    policy: Annotated[str, typer.Option(help="Scoring policy YAML or bundled name.")]
+    = "default",
+    data: Annotated[str | None, typer.Option("--data", "-d",
+                                             help="Data set (default: the sweep's).")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")]
+    = None,
+) -> None:
+    """Write a self-contained HTML report of one strategy and print its path."""
+    import pandas as pd
+
+    from alphaloop.data import load_bars
+    from alphaloop.engines import CostModel
+    from alphaloop.engines import backtest as run_backtest
+    from alphaloop.evaluation.reports import write_strategy_report
+    from alphaloop.evaluation.robustness import evaluate_candidates
+    from alphaloop.evaluation.scoring import load_policy
+    from alphaloop.strategy.spec import StrategySpec
+
+    pol = load_policy(policy)
+    results = _read_results(results_path, pd)
+    sid = _resolve_id(results, strategy)
+    bars = load_bars(data or _single(results, "data_source"))
+    ev = evaluate_candidates(results, bars, pol, ids=[sid])
+    row = results[results["strategy_id"] == sid].iloc[0]
+    spec = StrategySpec.model_validate_json(row["spec"])
+    costs = CostModel(fees_bps=float(row["fees_bps"]), slippage_bps=float(row["slippage_bps"]))
+    result = run_backtest(spec, bars, costs)
+    path = out_path or Path("reports") / f"strategy_{sid[:16]}.html"
+    written = write_strategy_report(path, result, bars, robustness=ev.reports[0].model_dump())
+    out.print(str(written), highlight=False)
+
+
+def _resolve_id(results: Any, prefix: str) -> str:
+    if "strategy_id" not in results.columns:
+        raise AlphaloopError("results lack a strategy_id column", code="EVAL_MISSING_COLUMN")
+    hits = sorted({s for s in results["strategy_id"] if s.startswith(prefix)})
+    if len(hits) != 1:
+        what = "no strategy" if not hits else f"{len(hits)} strategies"
+        raise AlphaloopError(f"{what} in the results match id {prefix!r}",
+                             code="EVAL_UNKNOWN_ID")
+    return str(hits[0])
+
+
 def _read_results(path: Path, pd: Any) -> Any:
     if not path.is_file():
         raise AlphaloopError(f"results file not found: {path}", code="EVAL_NOT_FOUND")

@@ -123,7 +123,8 @@ class Evaluation:
 
 def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy, *,
                         top: int = 5, n_trials: int | None = None, seed: int = 0,
-                        detail: bool = True, spa_reps: int = 400) -> Evaluation:
+                        detail: bool = True, spa_reps: int = 400,
+                        ids: list[str] | None = None) -> Evaluation:
     """Score, deflate and rank the candidates of ``results`` (a sweep's rows).
 
     ``results`` needs the columns ``spec`` (JSON), ``data_ref``, ``fees_bps`` and
@@ -131,6 +132,7 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     ``n_trials`` raises the trial count above the number of rows (it never lowers
     it). ``detail=False`` skips the per-candidate reruns of the reports.
     ``spa_reps`` bootstrap replications for SPA (its cost grows with candidates × bars).
+    ``ids`` asks for the reports of these strategy ids instead of the top ones.
     """
     specs, costs = _specs_and_costs(results, bars)
     batch = run_batch(specs, bars, costs)
@@ -150,10 +152,18 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     order = np.lexsort((-scored["score_total"].to_numpy(), ~scored["passed"].to_numpy()))
     scored = scored.iloc[order].reset_index(drop=True)
     scored.insert(0, "rank", np.arange(1, len(scored) + 1))
+    if ids is None:
+        picked = list(range(min(top, len(scored))))
+    else:
+        unknown = sorted(set(ids) - set(scored["strategy_id"]))
+        if unknown:
+            raise EvaluationError(f"strategy id(s) not in the results: {', '.join(unknown)}",
+                                  code="EVAL_UNKNOWN_ID")
+        picked = [int(np.flatnonzero(scored["strategy_id"].to_numpy() == i)[0]) for i in ids]
     reports = [
         _report(scored.iloc[i], specs[order[i]], rets[order[i]], bars, costs, policy,
                 stats, pbo, spa, seed, detail)
-        for i in range(min(top, len(scored)))]
+        for i in picked]
     return Evaluation(frame=scored, reports=reports, n_trials=trials, pbo=pbo, spa_pvalue=spa,
                       policy_version=policy.policy_version,
                       extra={"var_trial_sharpe": stats["var"], "sr0": stats["sr0"],

@@ -1,0 +1,814 @@
+"""Reports (MOD-433): one self-contained HTML page per strategy, and one per run.
+
+A **strategy report** (:func:`strategy_report`) shows, for one
+:class:`~alphaloop.engines.BacktestResult` on the :class:`~alphaloop.data.bars.Bars`
+it was run on:
+
+- a header: strategy id, entry/exit rules, direction, risk and sizing, costs, the data
+  it ran on (``data_ref``, period, symbols) and the core metrics, with the annualization
+  (``bars.periods_per_year``) stated;
+- equity against buy-and-hold (:func:`buy_and_hold_equity`), drawdown, a monthly
+  returns heatmap (years × months, compounded), rolling Sharpe (126 bars by default);
+- the trade list (an HTML table, at most :data:`MAX_TRADE_ROWS` rows);
+- a robustness panel: any mapping (e.g. ``RobustnessReport.model_dump()``) flattened to
+  key/value rows.
+
+A **run report** (:func:`run_report`) shows an orchestrator run iteration by
+iteration: best score, candidates tried vs passed, failure codes and constraints.
+
+The pages need nothing from the network: plotly.js is inlined once in ``<head>``, and
+each figure is a ``<div class="alphaloop-figure" id="figure-<name>">`` followed by its
+figure as JSON in ``<script type="application/json" id="figure-<name>-data">`` (plain
+lists; NaN written as ``null``), which a small script at the end of the page hands to
+``Plotly.newPlot``. The JSON is exactly what is drawn, so tests (and other tools) can
+read a chart's data back from the page. The ``*_figure`` functions build each chart
+as a plotly figure on their own.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from alphaloop.engines.costs import CostModel
+from alphaloop.engines.metrics import CORE_METRICS, return_metrics
+
+if TYPE_CHECKING:
+    from alphaloop.data.bars import Bars
+    from alphaloop.engines.engine_a import BacktestResult
+
+__all__ = [
+    "DEFAULT_ROLLING_WINDOW",
+    "MAX_TRADE_ROWS",
+    "RUN_COLUMNS",
+    "buy_and_hold_equity",
+    "constraints_figure",
+    "drawdown_figure",
+    "drawdown_series",
+    "equity_figure",
+    "failure_codes_figure",
+    "flatten_mapping",
+    "monthly_heatmap_figure",
+    "monthly_returns",
+    "rolling_sharpe",
+    "rolling_sharpe_figure",
+    "run_best_score_figure",
+    "run_figures",
+    "run_report",
+    "run_tried_passed_figure",
+    "strategy_figures",
+    "strategy_report",
+    "write_run_report",
+    "write_strategy_report",
+]
+
+DEFAULT_ROLLING_WINDOW = 126
+"""Bars in the rolling-Sharpe window (about six months of daily bars)."""
+MAX_TRADE_ROWS = 500
+"""The trade table shows at most this many trades (the first ones, in time order)."""
+RUN_COLUMNS: tuple[str, ...] = ("iteration", "best_score", "tried", "passed")
+"""Columns :func:`run_report` requires (``failure:<CODE>`` and ``constraints`` optional)."""
+FAILURE_PREFIX = "failure:"
+MONTHS: tuple[str, ...] = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
+                           "Oct", "Nov", "Dec")
+_TEMPLATE = "plotly_white"
+_PERCENT_METRICS = frozenset({"total_return", "cagr", "ann_volatility", "max_drawdown",
+                              "win_rate", "exposure"})
+_METRIC_LABELS = {
+    "total_return": "Total return", "cagr": "CAGR", "ann_volatility": "Annualized volatility",
+    "sharpe": "Sharpe (annualized, rf = 0)", "sortino": "Sortino (annualized, target 0)",
+    "max_drawdown": "Max drawdown", "calmar": "Calmar", "turnover": "Turnover (per year)",
+    "exposure": "Exposure", "n_trades": "Trades", "win_rate": "Win rate",
+    "profit_factor": "Profit factor", "effective_history_years": "Effective history (years)",
+}
+
+
+# --------------------------------------------------------------------------- series
+
+def buy_and_hold_equity(bars: Bars, costs: CostModel | None = None) -> pd.Series:
+    """Equity of an equal-weight buy-and-hold of every symbol in ``bars``, starting at 1.0.
+
+    Capital 1.0 is split into N sleeves of 1/N, one per symbol, as engine A does. Each
+    sleeve buys its symbol at the symbol's first bar with a valid open and close, and
+    holds it to the end, marked to the close (the last close carried over bars the
+    symbol lacks, e.g. after a delisting). A symbol listed late keeps its 1/N in cash
+    until its first bar, so the benchmark uses no future knowledge of the universe.
+    The entry pays the same costs as the strategy (``costs``; default
+    :class:`CostModel`): fill at ``open·(1 + slippage)``, commission on the notional,
+    ``q = (1/N) / (fill·(1 + fee))``; no exit is charged (nothing is sold). A symbol
+    that never has a valid bar stays in cash.
+    """
+    costs = costs or CostModel()
+    n_bars, n_sym = bars.shape
+    if n_sym == 0:
+        raise ValueError("buy_and_hold_equity needs at least one symbol")
+    opens = np.asarray(bars.open, dtype=np.float64)
+    close = pd.DataFrame(np.asarray(bars.close, dtype=np.float64)).ffill().to_numpy()
+    sleeve = 1.0 / n_sym
+    total = np.zeros(n_bars)
+    valid = np.isfinite(opens) & (opens > 0) & np.isfinite(np.asarray(bars.close))
+    for j in range(n_sym):
+        hits = np.flatnonzero(valid[:, j])
+        if hits.size == 0:
+            total += sleeve
+            continue
+        first = int(hits[0])
+        qty = sleeve / (opens[first, j] * (1.0 + costs.slippage) * (1.0 + costs.fee))
+        total[:first] += sleeve
+        total[first:] += qty * close[first:, j]
+    return pd.Series(total, index=bars.index, name="buy_and_hold")
+
+
+def drawdown_series(equity: pd.Series) -> pd.Series:
+    """``equity / running peak - 1`` (<= 0), the starting capital 1.0 counting as a peak
+    (as in :mod:`alphaloop.engines.metrics`), floored at -1."""
+    values = equity.to_numpy(dtype=np.float64)
+    peak = np.maximum(np.maximum.accumulate(values), 1.0) if values.size else values
+    dd = np.clip(values / peak - 1.0, -1.0, 0.0)
+    return pd.Series(dd, index=equity.index, name="drawdown")
+
+
+def monthly_returns(returns: pd.Series) -> pd.DataFrame:
+    """Compounded return per calendar month (UTC): ``prod(1 + r) - 1`` over the month's bars.
+
+    A frame with one row per year and columns 1..12; NaN where a month has no bars.
+    """
+    index = pd.DatetimeIndex(returns.index)
+    if len(index) == 0:
+        return pd.DataFrame(columns=range(1, 13), dtype=float)
+    growth = (1.0 + returns.astype(float)).groupby([index.year, index.month]).prod() - 1.0
+    table = growth.unstack()
+    table = table.reindex(index=range(int(index.year.min()), int(index.year.max()) + 1),
+                          columns=range(1, 13))
+    table.index.name, table.columns.name = "year", "month"
+    return table.astype(float)
+
+
+def rolling_sharpe(returns: pd.Series, periods_per_year: float,
+                   window: int = DEFAULT_ROLLING_WINDOW) -> pd.Series:
+    """Annualized Sharpe over the trailing ``window`` bars ending at each bar.
+
+    Same definition as the core metric (``mean / std(ddof=1) · sqrt(ppy)``, rf = 0,
+    NaN when the window's returns do not vary, e.g. flat out of the market); NaN for the
+    first ``window - 1`` bars.
+    """
+    if window < 2:
+        raise ValueError(f"rolling Sharpe window must be >= 2 bars, got {window}")
+    r = returns.to_numpy(dtype=np.float64)
+    out = np.full(r.shape[0], np.nan)
+    if r.shape[0] >= window:
+        windows = np.lib.stride_tricks.sliding_window_view(r, window)
+        out[window - 1:] = np.asarray(return_metrics(windows, periods_per_year)["sharpe"])
+    return pd.Series(out, index=returns.index, name="rolling_sharpe")
+
+
+# --------------------------------------------------------------------------- figures
+
+def _dates(index: pd.Index) -> list[str]:
+    """Timestamps as plotly date strings (UTC, no offset: plotly.js reads them as is)."""
+    idx = pd.DatetimeIndex(index)
+    if idx.tz is not None:
+        idx = idx.tz_convert("UTC").tz_localize(None)
+    midnight = bool(len(idx)) and bool((idx == idx.normalize()).all())
+    return list(idx.strftime("%Y-%m-%d" if midnight else "%Y-%m-%d %H:%M:%S"))
+
+
+def _values(values: Any) -> list[float | None]:
+    """Floats as a plain list, None where not finite (plotly draws a gap)."""
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    return [float(v) if math.isfinite(v) else None for v in arr.tolist()]
+
+
+def _layout(title: str, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"title": {"text": title}, "template": _TEMPLATE, "height": 420,
+                            "margin": {"l": 60, "r": 30, "t": 60, "b": 50},
+                            "hovermode": "x unified",
+                            "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom",
+                                       "x": 1.0, "xanchor": "right"}}
+    base.update(kw)
+    return base
+
+
+def equity_figure(equity: pd.Series, benchmark: pd.Series | None = None, *,
+                  name: str = "strategy") -> go.Figure:
+    """The strategy's equity curve (trace 0) and, if given, buy-and-hold (trace 1)."""
+    fig = go.Figure(layout=_layout("Equity vs buy-and-hold",
+                                   yaxis={"title": {"text": "equity (start = 1.0)"}},
+                                   xaxis={"title": {"text": "date (UTC)"}}))
+    fig.add_trace(go.Scatter(x=_dates(equity.index), y=_values(equity), mode="lines",
+                             name=name, line={"width": 1.6}))
+    if benchmark is not None:
+        fig.add_trace(go.Scatter(x=_dates(benchmark.index), y=_values(benchmark),
+                                 mode="lines", name="buy-and-hold (equal weight)",
+                                 line={"width": 1.2, "dash": "dot"}))
+    return fig
+
+
+def drawdown_figure(drawdown: pd.Series, benchmark: pd.Series | None = None) -> go.Figure:
+    """Drawdown of the strategy (trace 0, filled) and of buy-and-hold (trace 1, if given)."""
+    fig = go.Figure(layout=_layout("Drawdown", yaxis={"title": {"text": "drawdown"},
+                                                      "tickformat": ".0%"},
+                                   xaxis={"title": {"text": "date (UTC)"}}))
+    fig.add_trace(go.Scatter(x=_dates(drawdown.index), y=_values(drawdown), mode="lines",
+                             name="strategy", fill="tozeroy", line={"width": 1.0}))
+    if benchmark is not None:
+        fig.add_trace(go.Scatter(x=_dates(benchmark.index), y=_values(benchmark),
+                                 mode="lines", name="buy-and-hold",
+                                 line={"width": 1.0, "dash": "dot"}))
+    return fig
+
+
+def monthly_heatmap_figure(table: pd.DataFrame) -> go.Figure:
+    """Heatmap of :func:`monthly_returns`: ``z[i][j]`` is year ``y[i]``, month ``j + 1``."""
+    z = [_values(row) for row in table.to_numpy(dtype=np.float64)]
+    finite = table.to_numpy(dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    bound = float(np.abs(finite).max()) if finite.size else 0.01
+    fig = go.Figure(layout=_layout("Monthly returns (compounded)", hovermode="closest",
+                                   height=max(300, 26 * len(table) + 120),
+                                   xaxis={"side": "top", "title": {"text": "month"}},
+                                   yaxis={"type": "category", "autorange": "reversed",
+                                          "title": {"text": "year"}}))
+    fig.add_trace(go.Heatmap(
+        z=z, x=list(MONTHS), y=[str(y) for y in table.index],
+        zmin=-bound, zmax=bound, zmid=0.0, colorscale="RdYlGn",
+        texttemplate="%{z:.1%}", hovertemplate="%{y} %{x}: %{z:.2%}<extra></extra>",
+        colorbar={"tickformat": ".0%", "title": {"text": "return"}}, xgap=1, ygap=1))
+    return fig
+
+
+def rolling_sharpe_figure(sharpe: pd.Series, window: int) -> go.Figure:
+    """Rolling annualized Sharpe (trace 0), with a zero line."""
+    fig = go.Figure(layout=_layout(f"Rolling Sharpe ({window} bars, annualized)",
+                                   yaxis={"title": {"text": "Sharpe"}},
+                                   xaxis={"title": {"text": "date (UTC)"}}))
+    fig.add_trace(go.Scatter(x=_dates(sharpe.index), y=_values(sharpe), mode="lines",
+                             name=f"Sharpe, {window} bars", line={"width": 1.2}))
+    fig.add_hline(y=0.0, line={"color": "#888", "width": 1})
+    return fig
+
+
+def run_best_score_figure(frame: pd.DataFrame) -> go.Figure:
+    """Best score per iteration (trace 0) and best so far (trace 1)."""
+    it = frame["iteration"].tolist()
+    best = frame["best_score"].astype(float)
+    fig = go.Figure(layout=_layout("Best score per iteration",
+                                   xaxis={"title": {"text": "iteration"}},
+                                   yaxis={"title": {"text": "score_total"}}))
+    fig.add_trace(go.Scatter(x=it, y=_values(best), mode="lines+markers",
+                             name="best this iteration"))
+    fig.add_trace(go.Scatter(x=it, y=_values(best.cummax()), mode="lines",
+                             name="best so far", line={"dash": "dot"}))
+    return fig
+
+
+def run_tried_passed_figure(frame: pd.DataFrame) -> go.Figure:
+    """Candidates tried (trace 0) and passed (trace 1) per iteration, grouped bars."""
+    it = frame["iteration"].tolist()
+    fig = go.Figure(layout=_layout("Candidates tried vs passed", barmode="group",
+                                   xaxis={"title": {"text": "iteration"}},
+                                   yaxis={"title": {"text": "candidates"}}))
+    fig.add_trace(go.Bar(x=it, y=_values(frame["tried"]), name="tried"))
+    fig.add_trace(go.Bar(x=it, y=_values(frame["passed"]), name="passed"))
+    return fig
+
+
+def failure_codes_figure(frame: pd.DataFrame) -> go.Figure:
+    """Failure-code counts per iteration, one stacked-bar trace per ``failure:<CODE>`` column."""
+    it = frame["iteration"].tolist()
+    fig = go.Figure(layout=_layout("Failure codes over iterations", barmode="stack",
+                                   xaxis={"title": {"text": "iteration"}},
+                                   yaxis={"title": {"text": "rejected candidates"}}))
+    for col in _failure_columns(frame):
+        fig.add_trace(go.Bar(x=it, y=_values(frame[col]), name=col[len(FAILURE_PREFIX):]))
+    return fig
+
+
+def constraints_figure(frame: pd.DataFrame) -> go.Figure:
+    """Active constraints per iteration (trace 0)."""
+    fig = go.Figure(layout=_layout("Constraints over iterations",
+                                   xaxis={"title": {"text": "iteration"}},
+                                   yaxis={"title": {"text": "active constraints"}}))
+    fig.add_trace(go.Scatter(x=frame["iteration"].tolist(), y=_values(frame["constraints"]),
+                             mode="lines+markers", name="constraints", line={"shape": "hv"}))
+    return fig
+
+
+# --------------------------------------------------------------------------- page parts
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
+ color:#222;background:#fafafa}
+main{max-width:1200px;margin:0 auto;padding:16px 24px 48px}
+h1{font-size:1.5em;margin:.4em 0}h2{font-size:1.2em;margin:1.6em 0 .4em;
+ border-bottom:1px solid #ddd;padding-bottom:.2em}
+section{background:#fff;border:1px solid #e4e4e4;border-radius:6px;padding:8px 16px 12px;
+ margin:14px 0}
+table{border-collapse:collapse;font-size:.86em;margin:.4em 0}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
+code{background:#f4f4f4;padding:1px 4px;border-radius:3px;word-break:break-all}
+.caption,.note{color:#555;font-size:.88em;margin:.3em 0}.pass{color:#17803d;font-weight:600}
+.fail{color:#b42318;font-weight:600}.scroll{max-height:520px;overflow:auto}
+.alphaloop-figure{width:100%;min-height:300px}
+"""
+
+_RENDER_JS = """
+(function () {
+  var nodes = document.querySelectorAll("div.alphaloop-figure");
+  for (var i = 0; i < nodes.length; i++) {
+    var div = nodes[i];
+    try {
+      var fig = JSON.parse(document.getElementById(div.id + "-data").textContent);
+      Plotly.newPlot(div, fig.data, fig.layout, {responsive: true, displaylogo: false});
+    } catch (err) {
+      div.classList.add("alphaloop-figure-error");
+      div.textContent = "This chart could not be drawn: " + err;
+    }
+  }
+})();
+"""
+
+
+@dataclass(frozen=True)
+class _Figure:
+    name: str
+    figure: go.Figure
+    caption: str = ""
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values: lists for arrays, None for NaN/inf, strings for timestamps."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return [_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, pd.Timestamp | datetime):
+        return obj.isoformat()
+    return obj
+
+
+def _figure_json(fig: go.Figure) -> str:
+    spec = fig.to_plotly_json()
+    text = json.dumps({"data": _jsonable(spec["data"]), "layout": _jsonable(spec["layout"])},
+                      allow_nan=False, separators=(",", ":"))
+    # inside <script>: no "</script>" and no "<!--" may appear in the text
+    return text.replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _figure_block(fig: _Figure) -> str:
+    fid = f"figure-{fig.name}"
+    caption = f'<p class="caption">{fig.caption}</p>' if fig.caption else ""
+    return (f'<div class="alphaloop-figure" id="{fid}" data-figure="{fig.name}"></div>\n'
+            f'<script type="application/json" id="{fid}-data">{_figure_json(fig.figure)}'
+            f"</script>\n{caption}")
+
+
+def _section(sid: str, title: str, body: str) -> str:
+    return (f'<section id="section-{sid}" data-section="{sid}">\n'
+            f"<h2>{html.escape(title)}</h2>\n{body}\n</section>")
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any, *, percent: bool = False) -> str:
+    """A value for a table cell."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if math.isnan(v):
+            return "NaN"
+        if math.isinf(v):
+            return "+inf" if v > 0 else "-inf"
+        return f"{v:.2%}" if percent else f"{v:.6g}"
+    if isinstance(value, pd.Timestamp | datetime):
+        if pd.isna(value):
+            return "—"
+        return pd.Timestamp(value).isoformat()
+    return str(value)
+
+
+def _kv_table(rows: Sequence[tuple[str, Any]], *, cls: str = "kv") -> str:
+    """Key/value rows; values are HTML already (escape them first)."""
+    body = "\n".join(
+        f'<tr><th scope="row">{_esc(k)}</th><td>{v}</td></tr>' for k, v in rows)
+    return f'<table class="{cls}" id="{cls}-table">\n{body}\n</table>'
+
+
+def flatten_mapping(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"a": {"b": 1}, "c": [1, 2]}`` → ``[("a.b", 1), ("c", "1; 2")]``.
+
+    Nested mappings become dotted keys; a list of scalars is joined with ``"; "`` (an
+    empty one is ``""``); a list holding mappings or lists is flattened item by item
+    with its position as a key (``"folds.0.sharpe"``). Keys keep their order.
+    """
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            nested = flatten_mapping(value, f"{name}.")
+            rows.extend(nested if nested else [(name, "")])
+        elif isinstance(value, list | tuple | np.ndarray):
+            items = list(value)
+            if any(isinstance(v, Mapping | list | tuple | np.ndarray) for v in items):
+                rows.extend(flatten_mapping({str(i): v for i, v in enumerate(items)},
+                                            f"{name}."))
+            else:
+                rows.append((name, "; ".join(_fmt(v) for v in items)))
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def _page(title: str, subtitle: str, sections: Sequence[str]) -> str:
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<meta name="generator" content="alphaloop.evaluation.reports">',
+        f"<title>{_esc(title)}</title>",
+        f"<style>{_CSS}</style>",
+        f'<script type="text/javascript">{get_plotlyjs()}</script>',
+        "</head>",
+        "<body>",
+        "<main>",
+        f"<h1>{_esc(title)}</h1>",
+        f'<p class="note">{subtitle} Generated {generated} by alphaloop. This page is '
+        "self-contained (plotly.js is inlined) and needs no network.</p>",
+        *sections,
+        "</main>",
+        f"<script>{_RENDER_JS}</script>",
+        "</body>",
+        "</html>",
+        "",
+    ])
+
+
+# --------------------------------------------------------------------------- strategy report
+
+def _check_inputs(result: BacktestResult, bars: Bars) -> None:
+    idx = pd.DatetimeIndex(result.returns.index)
+    if len(idx) != bars.n_bars or not idx.equals(bars.index):
+        raise ValueError(
+            f"result.returns.index ({len(idx)} bars) is not bars.index ({bars.n_bars} bars): "
+            "pass the Bars the backtest ran on")
+    if not pd.DatetimeIndex(result.equity.index).equals(idx):
+        raise ValueError("result.equity.index differs from result.returns.index")
+    if result.data_ref and result.data_ref != bars.data_ref:
+        raise ValueError(f"result.data_ref {result.data_ref} is not bars.data_ref "
+                         f"{bars.data_ref}: pass the Bars the backtest ran on")
+
+
+def _header(result: BacktestResult, bars: Bars) -> str:
+    spec = result.spec
+    costs = result.costs
+    risk = {k: v for k, v in spec.risk.model_dump().items() if v is not None}
+    rows: list[tuple[str, Any]] = [
+        ("strategy_id", f"<code>{_esc(spec.strategy_id)}</code>"),
+        ("entry", f"<code>{_esc(spec.entry)}</code>"),
+        ("exit", f"<code>{_esc(spec.exit)}</code>"),
+        ("direction", _esc(spec.direction)),
+        ("family", _esc(spec.family or "—")),
+        ("params", _esc(json.dumps(_jsonable(spec.params), sort_keys=True)) if spec.params
+         else "—"),
+        ("risk", _esc(json.dumps(_jsonable(risk), sort_keys=True)) if risk else "none"),
+        ("sizing", _esc(json.dumps(_jsonable(spec.sizing.model_dump()), sort_keys=True))),
+        ("costs", f"{_esc(_fmt(costs.fees_bps))} bps commission + "
+                  f"{_esc(_fmt(costs.slippage_bps))} bps slippage per side "
+                  f"(<code>{_esc(costs.policy_version)}</code>)"),
+        ("engine", _esc(result.engine_version)),
+        ("data_ref", f"<code>{_esc(result.data_ref)}</code>"),
+        ("data", _esc(f"{bars.name or 'bars'}: {bars.n_bars} bars × {bars.n_symbols} "
+                      f"symbols ({', '.join(bars.symbols[:20])}"
+                      f"{', …' if bars.n_symbols > 20 else ''}), "
+                      f"{_fmt_time(bars.index[0]) if bars.n_bars else '—'} .. "
+                      f"{_fmt_time(bars.index[-1]) if bars.n_bars else '—'} (UTC)")),
+        ("periods_per_year", _esc(_fmt(bars.periods_per_year))),
+    ]
+    metric_rows = []
+    for key in (*CORE_METRICS, *sorted(set(result.metrics) - set(CORE_METRICS))):
+        if key not in result.metrics:
+            continue
+        value = result.metrics[key]
+        metric_rows.append(
+            f'<tr data-metric="{_esc(key)}"><th scope="row">'
+            f"{_esc(_METRIC_LABELS.get(key, key))}</th><td><code>{_esc(key)}</code></td>"
+            f'<td class="num" data-value="{_esc(repr(value))}">'
+            f"{_esc(_fmt(value, percent=key in _PERCENT_METRICS))}</td></tr>")
+    ppy = _fmt(bars.periods_per_year)
+    metrics = (
+        '<table class="metrics" id="metrics-table"><thead><tr><th>metric</th><th>key</th><th>value</th></tr>'
+        "</thead><tbody>\n" + "\n".join(metric_rows) + "\n</tbody></table>\n"
+        f'<p class="caption">Annualization: {ppy} bars per year (<code>periods_per_year</code> '
+        f"of the data); volatility, Sharpe and Sortino scale by sqrt({ppy}), CAGR by "
+        f"years = bars / {ppy}. Risk-free rate 0. Returns are net of the costs above; a "
+        "signal at a bar's close fills at the next bar's open.</p>")
+    return _section("header", "Strategy", _kv_table(rows, cls="spec")) + "\n" + _section(
+        "metrics", "Metrics", metrics)
+
+
+def _trades_table(trades: pd.DataFrame, limit: int = MAX_TRADE_ROWS) -> str:
+    n = len(trades)
+    if n == 0:
+        return '<p class="note">No trades.</p>'
+    shown = trades.iloc[:limit]
+    cols = list(shown.columns)
+    head = "".join(f"<th>{_esc(c)}</th>" for c in ["#", *cols])
+    rows = []
+    for pos, row in enumerate(shown.itertuples(index=False)):
+        cells = [f'<td class="num">{pos + 1}</td>']
+        for col, value in zip(cols, row, strict=True):
+            if col in ("entry_time", "exit_time"):
+                text = "open at end" if pd.isna(value) else _fmt_time(value)
+                cells.append(f"<td>{_esc(text)}</td>")
+            elif col in ("pnl", "return"):
+                cells.append(f'<td class="num">{_esc(_fmt(value, percent=col == "return"))}'
+                             "</td>")
+            elif isinstance(value, float | np.floating):
+                cells.append(f'<td class="num">{_esc(_fmt(value))}</td>')
+            else:
+                cells.append(f"<td>{_esc(_fmt(value))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    note = (f'<p class="note" id="trades-truncated">Showing the first {limit} of {n} trades; '
+            "the complete list is in the backtest's trade frame.</p>" if n > limit else
+            f'<p class="note">{n} trade{"s" if n != 1 else ""}.</p>')
+    reasons = trades["reason"].value_counts() if "reason" in trades else pd.Series(dtype=int)
+    why = ", ".join(f"{_esc(k)}: {int(v)}" for k, v in reasons.items())
+    caption = ('<p class="caption">pnl is in units of the starting capital (1.0), after '
+               "costs; return is the trade's pnl over its sleeve's equity at entry; "
+               f"a trade still open at the end is valued at the last close less the exit fee. "
+               f"Exit reasons: {why or '—'}.</p>")
+    return (f'{note}\n<div class="scroll"><table class="trades" id="trades-table"><thead>'
+            f"<tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) +
+            f"\n</tbody></table></div>\n{caption}")
+
+
+def _fmt_time(value: Any) -> str:
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC")
+    return ts.strftime("%Y-%m-%d") if ts == ts.normalize() else ts.strftime(
+        "%Y-%m-%d %H:%M")
+
+
+def _robustness_panel(robustness: Mapping[str, Any] | None) -> str:
+    if robustness is None:
+        return '<p class="note">No robustness results were given for this report.</p>'
+    rows = flatten_mapping(robustness)
+    status = ""
+    if "passed" in robustness:
+        ok = bool(robustness["passed"])
+        status = (f'<p class="{"pass" if ok else "fail"}" id="robustness-status">'
+                  f'Robustness {"passed" if ok else "failed"}</p>')
+    body = "\n".join(
+        f'<tr data-key="{_esc(k)}"><th scope="row"><code>{_esc(k)}</code></th>'
+        f'<td class="{"num" if isinstance(v, float | int) and not isinstance(v, bool) else ""}">'
+        f"{_esc(_fmt(v))}</td></tr>" for k, v in rows)
+    return (f'{status}<table class="robustness" id="robustness-table"><thead><tr><th>key'
+            f"</th><th>value</th></tr></thead><tbody>\n{body}\n</tbody></table>")
+
+
+def strategy_figures(result: BacktestResult, bars: Bars, *,
+                     window: int = DEFAULT_ROLLING_WINDOW) -> dict[str, go.Figure]:
+    """The strategy report's charts by name: ``equity``, ``drawdown``, ``monthly``,
+    ``rolling_sharpe``."""
+    _check_inputs(result, bars)
+    bench = buy_and_hold_equity(bars, result.costs)
+    return {
+        "equity": equity_figure(result.equity, bench),
+        "drawdown": drawdown_figure(drawdown_series(result.equity), drawdown_series(bench)),
+        "monthly": monthly_heatmap_figure(monthly_returns(result.returns)),
+        "rolling_sharpe": rolling_sharpe_figure(
+            rolling_sharpe(result.returns, bars.periods_per_year, window), window),
+    }
+
+
+def strategy_report(result: BacktestResult, bars: Bars, *,
+                    robustness: Mapping[str, Any] | None = None, title: str | None = None,
+                    window: int = DEFAULT_ROLLING_WINDOW) -> str:
+    """A self-contained HTML page for one backtest ``result`` on the ``bars`` it ran on.
+
+    ``robustness`` is any mapping (for a pydantic model, pass ``model.model_dump()``;
+    an object with ``model_dump`` is accepted too) shown as key/value rows. ``window``
+    is the rolling-Sharpe window in bars. Raises ``ValueError`` when ``bars`` is not the
+    panel the result was computed on.
+    """
+    if robustness is not None and not isinstance(robustness, Mapping):
+        dump = getattr(robustness, "model_dump", None)
+        if not callable(dump):
+            raise TypeError(f"robustness must be a mapping, got {type(robustness).__name__}")
+        robustness = dump()
+    figs = strategy_figures(result, bars, window=window)
+    ppy = _fmt(bars.periods_per_year)
+    parts = [
+        _Figure("equity", figs["equity"],
+                "Strategy equity (net of costs) against an equal-weight buy-and-hold of the "
+                f"same {bars.n_symbols} symbol{'s' if bars.n_symbols != 1 else ''}: capital "
+                "1.0 is split into 1/N sleeves, each bought at its symbol's first open (paying "
+                "the same slippage and commission) and held, marked to the close. A symbol "
+                "listed after the start keeps its 1/N in cash until its first bar, then "
+                "enters; no rebalancing, no exit cost."),
+        _Figure("drawdown", figs["drawdown"],
+                "Equity over its running peak, minus 1 (the starting capital counts as a "
+                "peak); the dotted line is buy-and-hold's."),
+        _Figure("monthly", figs["monthly"],
+                "Compounded return of each calendar month (UTC), prod(1 + r) − 1 over the "
+                "month's bars; blank where the data has no bars."),
+        _Figure("rolling_sharpe", figs["rolling_sharpe"],
+                f"Sharpe of the trailing {window} bars, mean / std (ddof = 1) × sqrt({ppy}), "
+                "risk-free 0; gaps where the window is incomplete or its returns do not vary "
+                "(flat, out of the market)."),
+    ]
+    titles = {"equity": "Equity vs buy-and-hold", "drawdown": "Drawdown",
+              "monthly": "Monthly returns", "rolling_sharpe": "Rolling Sharpe"}
+    sections = [_header(result, bars)]
+    sections += [_section(p.name, titles[p.name], _figure_block(p)) for p in parts]
+    sections.append(_section("trades", "Trades", _trades_table(result.trades)))
+    sections.append(_section("robustness", "Robustness", _robustness_panel(robustness)))
+    spec = result.spec
+    page_title = title or f"Strategy report — {spec.name or spec.family or 'strategy'} " \
+                          f"{spec.strategy_id[:12]}"
+    return _page(page_title, f"Strategy <code>{_esc(spec.strategy_id)}</code> on "
+                             f"<code>{_esc(result.data_ref)}</code>.", sections)
+
+
+def write_strategy_report(path: str | os.PathLike[str], result: BacktestResult, bars: Bars,
+                          *, robustness: Mapping[str, Any] | None = None,
+                          title: str | None = None,
+                          window: int = DEFAULT_ROLLING_WINDOW) -> Path:
+    """Write :func:`strategy_report` to ``path`` atomically (temporary file, then rename)."""
+    text = strategy_report(result, bars, robustness=robustness, title=title, window=window)
+    return _atomic_write(Path(path), text)
+
+
+# --------------------------------------------------------------------------- run report
+
+def _failure_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if isinstance(c, str) and c.startswith(FAILURE_PREFIX)]
+
+
+def _check_run_frame(iterations: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(iterations, pd.DataFrame):
+        raise TypeError(f"iterations must be a pandas DataFrame, got "
+                        f"{type(iterations).__name__}")
+    missing = [c for c in RUN_COLUMNS if c not in iterations.columns]
+    if missing:
+        raise ValueError(f"iterations is missing column(s) {missing}; expected "
+                         f"{list(RUN_COLUMNS)} plus optional 'failure:<CODE>' and "
+                         "'constraints' columns")
+    if iterations.empty:
+        raise ValueError("iterations has no rows")
+    numeric = [c for c in (*RUN_COLUMNS, *_failure_columns(iterations), "constraints")
+               if c in iterations.columns]
+    for col in numeric:
+        if not pd.api.types.is_numeric_dtype(iterations[col]):
+            raise ValueError(f"iterations[{col!r}] must be numeric, got {iterations[col].dtype}")
+    if iterations["iteration"].duplicated().any():
+        dup = iterations.loc[iterations["iteration"].duplicated(), "iteration"].tolist()
+        raise ValueError(f"iterations['iteration'] has duplicates: {dup[:5]}")
+    return iterations.sort_values("iteration", kind="stable").reset_index(drop=True)
+
+
+def run_figures(iterations: pd.DataFrame) -> dict[str, go.Figure]:
+    """The run report's charts by name: ``best_score``, ``tried_passed`` and, when their
+    columns exist, ``failure_codes`` and ``constraints``."""
+    frame = _check_run_frame(iterations)
+    figs = {"best_score": run_best_score_figure(frame),
+            "tried_passed": run_tried_passed_figure(frame)}
+    if _failure_columns(frame):
+        figs["failure_codes"] = failure_codes_figure(frame)
+    if "constraints" in frame.columns:
+        figs["constraints"] = constraints_figure(frame)
+    return figs
+
+
+def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report") -> str:
+    """A self-contained HTML page for one research run, iteration by iteration.
+
+    ``iterations`` has one row per iteration and these columns:
+
+    ==================  ==============================================================
+    ``iteration``       iteration number (unique; rows are sorted by it)
+    ``best_score``      best ``score_total`` among the iteration's candidates
+                        (NaN when none was scored)
+    ``tried``           candidates generated and backtested in the iteration
+    ``passed``          candidates that passed the gates
+    ``failure:<CODE>``  optional, one per failure code (``failure:TOO_FEW_TRADES``):
+                        rejected candidates with that code in the iteration
+    ``constraints``     optional: constraints active during the iteration
+    ==================  ==============================================================
+
+    Other columns are shown in the table only. Raises ``ValueError`` naming a missing,
+    non-numeric or duplicated column.
+    """
+    frame = _check_run_frame(iterations)
+    figs = run_figures(frame)
+    fails = _failure_columns(frame)
+    tried, passed = _count(frame["tried"].sum()), _count(frame["passed"].sum())
+    best = frame["best_score"].astype(float)
+    summary = _kv_table([
+        ("iterations", _esc(len(frame))),
+        ("candidates tried", _esc(_fmt(tried))),
+        ("candidates passed", _esc(_fmt(passed))),
+        ("pass rate", _esc(_fmt(passed / tried, percent=True) if tried else "—")),
+        ("best score", _esc(_fmt(float(best.max())) if best.notna().any() else "—")),
+        ("best at iteration", _esc(frame["iteration"].iloc[int(np.nanargmax(best.to_numpy()))])
+         if best.notna().any() else "—"),
+    ], cls="summary")
+    sections = [
+        _section("summary", "Run", summary),
+        _section("best_score", "Best score per iteration", _figure_block(_Figure(
+            "best_score", figs["best_score"],
+            "The best score_total of each iteration's candidates (markers; gaps where none "
+            "was scored) and the best so far (dotted)."))),
+        _section("tried_passed", "Candidates tried vs passed", _figure_block(_Figure(
+            "tried_passed", figs["tried_passed"],
+            "Candidates backtested and candidates that passed the gates, per iteration."))),
+        _section("failure_codes", "Failure codes over iterations", _figure_block(_Figure(
+            "failure_codes", figs["failure_codes"],
+            "Rejected candidates per failure code (columns failure:&lt;CODE&gt;), stacked."))
+            if fails else '<p class="note">No failure:&lt;CODE&gt; columns were given.</p>'),
+        _section("constraints", "Constraints over iterations", _figure_block(_Figure(
+            "constraints", figs["constraints"],
+            "Constraints active in each iteration (learned rules the samplers obey)."))
+            if "constraints" in figs else
+            '<p class="note">No constraints column was given.</p>'),
+        _section("iterations", "Iterations", _frame_table(frame, MAX_TRADE_ROWS)),
+    ]
+    return _page(title, f"{len(frame)} iterations.", sections)
+
+
+def _count(value: Any) -> int | float:
+    """A sum of counts, as an int when it is a whole number."""
+    v = float(value)
+    return int(v) if v.is_integer() else v
+
+
+def write_run_report(path: str | os.PathLike[str], iterations: pd.DataFrame, *,
+                     title: str = "alphaloop run report") -> Path:
+    """Write :func:`run_report` to ``path`` atomically (temporary file, then rename)."""
+    return _atomic_write(Path(path), run_report(iterations, title=title))
+
+
+def _frame_table(frame: pd.DataFrame, limit: int) -> str:
+    cols = list(frame.columns)
+    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+    rows = []
+    for row in frame.iloc[:limit].itertuples(index=False):
+        cells = "".join(
+            f'<td class="num">{_esc(_fmt(v))}</td>' if isinstance(v, int | float | np.number)
+            else f"<td>{_esc(_fmt(v))}</td>" for v in row)
+        rows.append(f"<tr>{cells}</tr>")
+    note = (f'<p class="note">Showing the first {limit} of {len(frame)} rows.</p>'
+            if len(frame) > limit else "")
+    return (f'{note}<div class="scroll"><table class="iterations" id="iterations-table"><thead><tr>{head}</tr>'
+            "</thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>")
+
+
+# --------------------------------------------------------------------------- io
+
+def _atomic_write(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file in the same folder and
+    ``os.replace``: readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
