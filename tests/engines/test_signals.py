@@ -218,3 +218,30 @@ def test_comparison_with_constant_division_by_zero_is_unknown() -> None:
     raw = codes(ev, "close > 1 / 0")
     assert (raw == U).all()
     assert not ev.signal(parse("not (close > 1 / 0)")).any()
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("not (sma(close, 3) > open)", "sma(close, 3) <= open"),
+    ("not (sma(close, 3) >= open)", "sma(close, 3) < open"),
+    ("not (sma(close, 3) == open)", "sma(close, 3) != open"),
+    ("not (sma(close, 3) != open)", "sma(close, 3) == open"),
+    ("cross_below(close, sma(close, 3))", "cross_above(sma(close, 3), close)"),
+])
+def test_canonical_rewrites_keep_three_valued_meaning(a: str, b: str) -> None:
+    """The normalizer treats these as the same strategy; the raw (uncanonicalized)
+    trees must give identical three-valued codes on data with holes and warm-up."""
+    from alphaloop.strategy.expression import canonical_text, parse
+
+    rng = np.random.default_rng(5)
+    close = 100 + np.cumsum(rng.normal(0, 1, (40, 3)), axis=0)
+    close[5:8, 1] = np.nan
+    opn = close + rng.normal(0, 0.5, close.shape)
+    opn[::7, 2] = close[::7, 2]  # exact ties for == / !=
+    idx = pd.date_range("2024-01-01", periods=40, freq="B", tz="UTC")
+    hi, lo = np.fmax(opn, close) + 1, np.fmin(opn, close) - 1
+    bars = Bars(index=idx, symbols=("A", "B", "C"), open=opn, high=hi, low=lo, close=close,
+                volume=np.ones_like(close))
+    ev = SignalEvaluator(bars)
+    raw_a, raw_b = parse(a, expect="bool"), parse(b, expect="bool")
+    np.testing.assert_array_equal(ev._eval(raw_a), ev._eval(raw_b))
+    assert canonical_text(a, expect="bool") == canonical_text(b, expect="bool")

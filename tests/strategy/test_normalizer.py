@@ -15,7 +15,16 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from alphaloop.strategy.expression import FIELDS, OPS, Call, Field, Node, Num, canonical_text
+from alphaloop.strategy.expression import (
+    FIELDS,
+    OPS,
+    Call,
+    Field,
+    Node,
+    Num,
+    canonical_text,
+    canonicalize,
+)
 from alphaloop.strategy.spec import StrategySpec
 
 TS_OPS = ("lag", "sma", "ema", "std", "zscore", "roc", "rsi", "highest", "lowest")
@@ -302,7 +311,29 @@ def test_a_different_field_changes_the_id(tree: Node, data: st.DataObject) -> No
     assert isinstance(old, Field)
     new_field = data.draw(st.sampled_from([f for f in FIELDS if f != old.name]))
     changed = _replace(tree, path, Field(new_field))
+    # min(open, high) with open -> high is min(high, high) = high: an idempotent
+    # operator whose operands become equal really does mean something else
+    assume(not _idempotent_duplicates(tree) and not _idempotent_duplicates(changed))
     assert sid(render(tree, PLAIN)) != sid(render(changed, PLAIN))
+
+
+def _idempotent_duplicates(node: Node) -> bool:
+    """True if an and/or/min/max chain has two operands that canonicalize alike."""
+    if not isinstance(node, Call):
+        return False
+    if node.op in ("and", "or", "min", "max"):
+        chain: list[Node] = []
+        stack = list(node.args)
+        while stack:
+            n = stack.pop()
+            if isinstance(n, Call) and n.op == node.op:
+                stack.extend(n.args)
+            else:
+                chain.append(n)
+        texts = [str(canonicalize(n)) for n in chain]
+        if len(set(texts)) < len(texts):
+            return True
+    return any(_idempotent_duplicates(a) for a in node.args)
 
 
 @SETTINGS

@@ -361,10 +361,16 @@ def canonicalize(node: Node) -> Node:
     Rules: constants folded; ``a < b`` becomes ``b > a`` (done at parse time);
     associative operators flattened and constants among their operands combined;
     operands of commutative operators sorted by their canonical text;
-    ``not not a`` is ``a``; ``a - c`` with constant ``c`` is ``a + (-c)``.
+    ``not not a`` is ``a``; ``a - c`` with constant ``c`` is ``a + (-c)``;
+    ``not (a > b)`` is ``b >= a`` (and the like for ``>=``, ``==``, ``!=``: exact under
+    the engines' three-valued logic, where a comparison with NaN is unknown and
+    ``not unknown`` stays unknown); ``cross_below(a, b)`` is ``cross_above(b, a)``;
+    repeated operands of ``and``/``or``/``min``/``max`` count once.
     """
     if not isinstance(node, Call):
         return node
+    if node.op == "cross_below":
+        node = Call("cross_above", (node.args[1], node.args[0]))
     node = _sub_as_add(node)
     op, spec = node.op, OPS[node.op]
     # operands of a whole chain such as ``a + b + c``, so its constants fold in one step
@@ -376,6 +382,10 @@ def canonicalize(node: Node) -> Node:
             return folded
     if op == "not" and isinstance(args[0], Call) and args[0].op == "not":
         return args[0].args[0]
+    if op == "not" and isinstance(args[0], Call) and args[0].op in _NEGATED:
+        neg_op, swap = _NEGATED[args[0].op]
+        a, b = args[0].args
+        return canonicalize(Call(neg_op, (b, a) if swap else (a, b)))
     if spec.associative:
         flat = _flatten(op, args)
         consts = [a for a in flat if isinstance(a, Num)]
@@ -389,11 +399,19 @@ def canonicalize(node: Node) -> Node:
         args = flat
     if spec.commutative:
         args = sorted(args, key=str)
+    if op in _IDEMPOTENT:
+        args = [a for i, a in enumerate(args) if i == 0 or str(a) != str(args[i - 1])]
     if spec.associative:
         if len(args) == 1:
             return args[0]
         return _nest(op, args)
     return Call(op, tuple(args))
+
+
+# not(a > b) == b >= a, not(a >= b) == b > a, not(a == b) == a != b, not(a != b) == a == b
+_NEGATED: dict[str, tuple[str, bool]] = {
+    "gt": ("ge", True), "ge": ("gt", True), "eq": ("ne", False), "ne": ("eq", False)}
+_IDEMPOTENT = frozenset({"and", "or", "min", "max"})
 
 
 def _sub_as_add(node: Call) -> Call:
