@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh clone with only python3 and make:
-#   make demo   creates .venv, installs alphaloop[dev], runs a sweep on bundled real data
+#   make demo   creates .venv, installs alphaloop[dev], sweeps and evaluates on bundled real data
 #   make test   the same install, then the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/alphaloop data list
 	$(BIN)/alphaloop backtest examples/sma_cross.yaml --data us_indices
 	$(BIN)/alphaloop sweep sma_cross --data us_indices --n 174 --sampler grid --out out/demo_sweep.parquet
+	$(BIN)/alphaloop evaluate out/demo_sweep.parquet --policy default --top 3
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
