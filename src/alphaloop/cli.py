@@ -202,7 +202,7 @@ def evaluate(
         "--data", "-d", help="Data set (default: the one the sweep used).")] = None,
     top: Annotated[int, typer.Option(min=1, help="Candidates to report in detail.")] = 5,
     n_trials: Annotated[int | None, typer.Option(
-        help="Trials to deflate by, if more were run than the file holds.")] = None,
+        min=1, help="Trials to deflate by, if more were run than the file holds.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the scored table.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")]

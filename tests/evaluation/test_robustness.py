@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from alphaloop.data import load_bars
@@ -96,3 +97,42 @@ def test_noise_candidates_do_not_pass_dsr() -> None:
     assert (ev.frame["dsr"].fillna(0) < 0.95).all()
     assert not ev.frame["passed"].any()
     assert np.isfinite(ev.pbo)
+
+
+def test_edge_cases_fail_closed(setup) -> None:  # type: ignore[no-untyped-def]
+    bars, results, policy = setup
+    # one candidate deflated by many trials: the trials' variance is unknown
+    with pytest.raises(EvaluationError, match="cannot deflate by 1000 trials"):
+        evaluate_candidates(results.iloc[[0]], bars, policy, n_trials=1000, spa_reps=50)
+    # one candidate alone: nothing was selected, DSR is its PSR
+    alone = evaluate_candidates(results.iloc[[0]], bars, policy, top=1, detail=False)
+    assert alone.frame["dsr"].iloc[0] == pytest.approx(alone.frame["psr"].iloc[0])
+    # duplicates count once
+    doubled = pd.concat([results, results])
+    assert evaluate_candidates(doubled, bars, policy, top=0, detail=False,
+                               spa_reps=50).n_trials == len(results)
+    bad = results.copy()
+    bad.loc[0, "spec"] = "{bad"
+    with pytest.raises(EvaluationError, match="results row 0: spec is not valid JSON"):
+        evaluate_candidates(bad, bars, policy)
+    with pytest.raises(EvaluationError, match="n_trials must be at least 1"):
+        evaluate_candidates(results, bars, policy, n_trials=0)
+
+
+def test_never_trading_candidate_has_no_evidence() -> None:
+    """A candidate that never trades has constant returns: DSR 0, so the DSR gate
+    fails it instead of skipping it."""
+    bars = load_bars("sp500")
+    results = run_sweep("sma_cross", bars, n=6, sampler="grid",
+                        costs=CostModel(fees_bps=5, slippage_bps=0))
+    never = results.iloc[[0]].copy()
+    spec = json.loads(never["spec"].iloc[0])
+    spec["entry"] = "close < 0"
+    never["spec"] = json.dumps(spec)
+    never["strategy_id"] = "never"
+    mixed = pd.concat([results, never], ignore_index=True)
+    ev = evaluate_candidates(mixed, bars, load_policy("default"), top=0, detail=False,
+                             spa_reps=50)
+    row = ev.frame[ev.frame["strategy_id"] == "never"].iloc[0]
+    assert row["dsr"] == 0.0 and not row["passed"]
+    assert any(r.startswith("dsr 0 <") for r in row["reasons"])

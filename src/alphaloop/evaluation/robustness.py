@@ -133,7 +133,18 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     it). ``detail=False`` skips the per-candidate reruns of the reports.
     ``spa_reps`` bootstrap replications for SPA (its cost grows with candidates × bars).
     ``ids`` asks for the reports of these strategy ids instead of the top ones.
+
+    Rows with the same ``strategy_id`` count once. The metrics are recomputed by the
+    rerun, so a stale or edited results file cannot disagree with the reports.
+    Fail-closed choices: a candidate whose returns never vary has no evidence of
+    skill, so its DSR is 0 (not "not evaluated"); deflating one candidate by more
+    trials than it has company is refused, since the trials' Sharpe variance is unknown.
     """
+    if n_trials is not None and n_trials < 1:
+        raise EvaluationError(f"n_trials must be at least 1, got {n_trials}",
+                              code="EVAL_INVALID")
+    results = results.drop_duplicates(subset="strategy_id") \
+        if "strategy_id" in results.columns else results
     specs, costs = _specs_and_costs(results, bars)
     batch = run_batch(specs, bars, costs)
     rets = batch.returns  # (K, T)
@@ -144,11 +155,16 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     spa = (spa_test(rets.T, None, reps=spa_reps, seed=seed).pvalue_consistent
            if len(specs) > 1 else None)
     frame = results.reset_index(drop=True).copy()
+    for col in batch.metrics.columns:  # the rerun's numbers, not the file's
+        frame[col] = batch.metrics[col].to_numpy()
     for col in ("psr", "dsr"):
         frame[col] = stats[col]
     frame["pbo"] = np.nan if pbo is None else pbo
     frame["n_trials"] = trials
-    scored = score_frame(frame, policy)
+    try:
+        scored = score_frame(frame, policy)
+    except ValueError as exc:
+        raise EvaluationError(f"results cannot be scored: {exc}", code="EVAL_INVALID") from None
     order = np.lexsort((-scored["score_total"].to_numpy(), ~scored["passed"].to_numpy()))
     scored = scored.iloc[order].reset_index(drop=True)
     scored.insert(0, "rank", np.arange(1, len(scored) + 1))
@@ -189,8 +205,14 @@ def _specs_and_costs(results: pd.DataFrame, bars: Bars) -> tuple[list[StrategySp
         raise EvaluationError(f"results mix cost settings {sorted(costs)}",
                               code="EVAL_MIXED_COSTS")
     fees, slip = costs.pop()
-    specs = [StrategySpec.from_dict(json.loads(text), source=f"results row {i}")
-             for i, text in enumerate(results["spec"])]
+    specs = []
+    for i, text in enumerate(results["spec"]):
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise EvaluationError(f"results row {i}: spec is not valid JSON: {exc}",
+                                  code="EVAL_BAD_SPEC") from None
+        specs.append(StrategySpec.from_dict(data, source=f"results row {i}"))
     return specs, CostModel(fees_bps=fees, slippage_bps=slip)
 
 
@@ -199,23 +221,34 @@ def _deflation(rets: np.ndarray, n_trials: int) -> dict[str, Any]:
     moments = [return_moments(r) for r in rets]
     sr = np.array([m.sr for m in moments])
     finite = sr[np.isfinite(sr)]
+    if finite.size < 2 and n_trials > 1:
+        raise EvaluationError(
+            f"cannot deflate by {n_trials} trials: the variance of the trials' Sharpe ratios "
+            f"needs at least 2 candidates with varying returns, got {finite.size}",
+            code="EVAL_TOO_FEW_CANDIDATES")
     var = float(np.var(finite, ddof=1)) if finite.size >= 2 else 0.0
-    sr0 = expected_max_sharpe(n_trials, var) if var > 0 else 0.0
+    sr0 = expected_max_sharpe(n_trials, var) if n_trials > 1 else 0.0
     psr_v = np.full(len(moments), np.nan)
-    dsr_v = np.full(len(moments), np.nan)
+    dsr_v = np.zeros(len(moments))  # no evidence of skill unless shown below
     for k, m in enumerate(moments):
-        if math.isfinite(m.sr):
+        if not math.isfinite(m.sr):
+            continue
+        try:
             psr_v[k] = psr(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis)
-            dsr_v[k] = deflated_sharpe_ratio(m.sr, m.n_obs, m.skew, m.kurtosis, n_trials,
-                                             var) if var > 0 else psr_v[k]
+            dsr_v[k] = (deflated_sharpe_ratio(m.sr, m.n_obs, m.skew, m.kurtosis, n_trials, var)
+                        if n_trials > 1 else psr_v[k])
+        except ValueError:  # moments outside the formula's domain (tiny samples)
+            psr_v[k] = np.nan
     return {"psr": psr_v, "dsr": dsr_v, "var": var, "sr0": sr0}
 
 
 def _pbo(rets: np.ndarray) -> float | None:
     """PBO of picking the best of the set in sample; None for fewer than 2 candidates."""
-    if rets.shape[0] < 2:
+    n_cand, n_bars = rets.shape
+    splits = _PBO_SPLITS_SMALL if n_cand <= _PBO_LARGE_N else _PBO_SPLITS_LARGE
+    splits = min(splits, (n_bars // 2) * 2)  # at least one bar per block, an even count
+    if n_cand < 2 or splits < 2:
         return None
-    splits = _PBO_SPLITS_SMALL if rets.shape[0] <= _PBO_LARGE_N else _PBO_SPLITS_LARGE
     return float(pbo_cscv(rets.T, n_splits=splits).pbo)
 
 
