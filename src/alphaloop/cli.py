@@ -203,12 +203,16 @@ def evaluate(
     top: Annotated[int, typer.Option(min=1, help="Candidates to report in detail.")] = 5,
     n_trials: Annotated[int | None, typer.Option(
         min=1, help="Trials to deflate by, if more were run than the file holds.")] = None,
+    holdout: Annotated[float, typer.Option(
+        min=0.0, max=0.9, help="Last fraction of the data kept untouched for reporting.")]
+    = 0.3,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the scored table.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")]
     = False,
 ) -> None:
-    """Score, deflate (DSR, PBO, SPA) and rank a sweep's candidates."""
+    """Score, deflate (DSR, PBO, SPA) and rank a sweep's candidates on the data before
+    the holdout, then report the top ones on the untouched holdout."""
     import pandas as pd
 
     from alphaloop.data import load_bars
@@ -219,7 +223,7 @@ def evaluate(
     results = _read_results(results_path, pd)
     source = data or _single(results, "data_source")
     bars = load_bars(source)
-    ev = evaluate_candidates(results, bars, pol, top=top, n_trials=n_trials)
+    ev = evaluate_candidates(results, bars, pol, top=top, n_trials=n_trials, holdout=holdout)
     if out_path is not None:
         _write_table(ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
                                      failed_gates=ev.frame["failed_gates"].map(",".join)),
@@ -227,7 +231,10 @@ def evaluate(
     if as_json:
         sys.stdout.write(json.dumps([json.loads(r.to_json()) for r in ev.reports]) + "\n")
         return
-    _print_evaluation(ev, results_path, bars)
+    _print_evaluation(ev, results_path, bars, holdout)
+    if holdout > 0 and "tpe" in set(results.get("sampler", [])):
+        out.print("note: TPE proposed these candidates from results on the full data, "
+                  "so the holdout was not untouched during generation.", highlight=False)
 
 
 # -------------------------------------------------------------------- report
@@ -299,12 +306,15 @@ def _single(frame: Any, column: str) -> str:
     return str(values.pop())
 
 
-def _print_evaluation(ev: Any, path: Path, bars: Any) -> None:
+def _print_evaluation(ev: Any, path: Path, bars: Any, holdout: float) -> None:
     pbo = "n/a" if ev.pbo is None else f"{ev.pbo:.2f}"
     spa = "n/a" if ev.spa_pvalue is None else f"{ev.spa_pvalue:.3f}"
     sr0 = ev.extra["sr0"] * (ev.extra["periods_per_year"] ** 0.5)
     out.print(f"{len(ev.frame)} candidates from {path} on {bars!r}; policy "
-              f"{ev.policy_version}.\nTrials counted: {ev.n_trials} (DSR deflates every Sharpe "
+              f"{ev.policy_version}. "
+              + (f"Selection on the first {1 - holdout:.0%} of the bars; the last "
+                 f"{holdout:.0%} is held out.\n" if holdout > 0 else "No holdout.\n")
+              + f"Trials counted: {ev.n_trials} (DSR deflates every Sharpe "
               f"by all of them); the best of that many pure-noise strategies would show an "
               f"annualized Sharpe of about {sr0:.2f}.\n"
               f"PBO of picking the in-sample best: {pbo}; SPA p-value (best vs cash, "
@@ -312,11 +322,15 @@ def _print_evaluation(ev: Any, path: Path, bars: Any) -> None:
     table = Table(title=f"top {len(ev.reports)} by score")
     table.add_column("#", justify="right")
     table.add_column("params", no_wrap=True)
-    # the last 30 % of the data: the selection saw it too (walk_forward does not)
-    for c in ("score", "pass", "sharpe", "DSR", "last30% SR", "2x cost SR"):
+    # with a holdout: its Sharpe; without: the window's last 30 %, which the selection saw
+    late = "holdout SR" if holdout > 0 else "last30% SR"
+    for c in ("score", "pass", "sharpe", "DSR", late, "2x cost SR"):
         table.add_column(c, justify="right")
     for r in ev.reports:
-        oos = r.out_of_sample.oos_metrics.get("sharpe") if r.out_of_sample else None
+        if r.holdout_metrics is not None:
+            oos = r.holdout_metrics.get("sharpe")
+        else:
+            oos = r.out_of_sample.oos_metrics.get("sharpe") if r.out_of_sample else None
         stress = r.cost_stress.sharpe_at_survive if r.cost_stress else None
         table.add_row(str(r.rank), _params_text(r.params), f"{r.score_total:.1f}",
                       "yes" if r.passed else "no", _fmt("sharpe", r.sharpe),

@@ -136,3 +136,32 @@ def test_never_trading_candidate_has_no_evidence() -> None:
     row = ev.frame[ev.frame["strategy_id"] == "never"].iloc[0]
     assert row["dsr"] == 0.0 and not row["passed"]
     assert any(r.startswith("dsr 0 <") for r in row["reasons"])
+
+
+def test_holdout_is_untouched_by_selection(setup) -> None:  # type: ignore[no-untyped-def]
+    """With a 30 % holdout the ranking depends only on the first 70 % of the bars:
+    rewriting every bar of the holdout leaves the ranking, scores and DSR unchanged,
+    and the reported holdout metrics come from the holdout's returns."""
+    bars, results, policy = setup
+    ev = evaluate_candidates(results, bars, policy, top=2, detail=False, spa_reps=50,
+                             holdout=0.3)
+    split = bars.n_bars - round(0.3 * bars.n_bars)
+    # the holdout metrics of the top report, recomputed from a full-data backtest
+    from alphaloop.engines import backtest
+    from alphaloop.engines.metrics import return_metrics
+    from alphaloop.strategy import StrategySpec
+
+    spec = StrategySpec.model_validate_json(ev.frame["spec"].iloc[0])
+    full = backtest(spec, bars, CostModel(fees_bps=5, slippage_bps=0)).returns.to_numpy()
+    expected = return_metrics(full[split:], bars.periods_per_year)["sharpe"]
+    top = ev.reports[0]
+    assert top.holdout_fraction == 0.3 and top.holdout_metrics is not None
+    assert top.holdout_metrics["sharpe"] == pytest.approx(expected, rel=1e-12)
+    # the selection only saw bars before the split: same ranking as on the cut panel
+    cut = bars.slice(0, split)
+    sel = results.assign(data_ref=cut.data_ref)
+    on_cut = evaluate_candidates(sel, cut, policy, top=0, detail=False, spa_reps=50)
+    assert on_cut.frame["strategy_id"].tolist() == ev.frame["strategy_id"].tolist()
+    np.testing.assert_allclose(on_cut.frame["dsr"], ev.frame["dsr"], rtol=1e-12)
+    with pytest.raises(EvaluationError, match="holdout must be a fraction"):
+        evaluate_candidates(results, bars, policy, holdout=1.5)

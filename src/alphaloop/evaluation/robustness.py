@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from alphaloop.data.bars import Bars
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.engine_a import run_batch
+from alphaloop.engines.metrics import return_metrics
 from alphaloop.errors import AlphaloopError
 from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
 from alphaloop.evaluation.statistics import (
@@ -103,6 +104,8 @@ class RobustnessReport(BaseModel):
     cost_stress: CostStressResult | None = None
     subperiods: SubperiodResult | None = None
     stability: StabilityResult | None = None
+    holdout_fraction: float = 0.0
+    holdout_metrics: dict[str, float | None] | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -124,7 +127,7 @@ class Evaluation:
 def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy, *,
                         top: int = 5, n_trials: int | None = None, seed: int = 0,
                         detail: bool = True, spa_reps: int = 400,
-                        ids: list[str] | None = None) -> Evaluation:
+                        ids: list[str] | None = None, holdout: float = 0.0) -> Evaluation:
     """Score, deflate and rank the candidates of ``results`` (a sweep's rows).
 
     ``results`` needs the columns ``spec`` (JSON), ``data_ref``, ``fees_bps`` and
@@ -133,6 +136,14 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     it). ``detail=False`` skips the per-candidate reruns of the reports.
     ``spa_reps`` bootstrap replications for SPA (its cost grows with candidates × bars).
     ``ids`` asks for the reports of these strategy ids instead of the top ones.
+
+    ``holdout`` (a fraction, e.g. 0.3) keeps the last part of the data untouched:
+    scores, DSR, PBO, SPA, ranking and the robustness checks all use the first
+    ``1 - holdout`` only (engine A is causal, so that equals running on the truncated
+    panel), and each report adds its metrics on the holdout, traded on from the
+    selection window as it would have been live. Select on validation, report on an
+    untouched holdout (DESIGN §6). The candidates themselves must not have been
+    generated with the holdout in view (a TPE sweep on the full data was).
 
     Rows with the same ``strategy_id`` count once. The metrics are recomputed by the
     rerun, so a stale or edited results file cannot disagree with the reports.
@@ -145,9 +156,19 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
                               code="EVAL_INVALID")
     results = results.drop_duplicates(subset="strategy_id") \
         if "strategy_id" in results.columns else results
+    if not 0.0 <= holdout < 1.0:
+        raise EvaluationError(f"holdout must be a fraction in [0, 1), got {holdout}",
+                              code="EVAL_INVALID")
     specs, costs = _specs_and_costs(results, bars)
+    split = bars.n_bars - int(round(holdout * bars.n_bars))
+    if holdout > 0 and (split < 2 or split == bars.n_bars):
+        raise EvaluationError(f"holdout {holdout} leaves no usable selection or holdout "
+                              f"window in {bars.n_bars} bars", code="EVAL_INVALID")
+    full = bars
+    bars = bars.slice(0, split) if holdout > 0 else bars  # the selection window
     batch = run_batch(specs, bars, costs)
-    rets = batch.returns  # (K, T)
+    rets = batch.returns  # (K, T_selection)
+    held = (run_batch(specs, full, costs).returns[:, split:] if holdout > 0 else None)
     ppy = bars.periods_per_year
     trials = max(len(specs), int(n_trials or 0))
     stats = _deflation(rets, trials)
@@ -180,6 +201,11 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
         _report(scored.iloc[i], specs[order[i]], rets[order[i]], bars, costs, policy,
                 stats, pbo, spa, seed, detail)
         for i in picked]
+    if held is not None:
+        reports = [r.model_copy(update={
+            "holdout_fraction": holdout,
+            "holdout_metrics": _holdout_metrics(held[order[i]], full.periods_per_year),
+            "data_ref": full.data_ref}) for r, i in zip(reports, picked, strict=True)]
     return Evaluation(frame=scored, reports=reports, n_trials=trials, pbo=pbo, spa_pvalue=spa,
                       policy_version=policy.policy_version,
                       extra={"var_trial_sharpe": stats["var"], "sr0": stats["sr0"],
@@ -269,12 +295,16 @@ def _report(row: pd.Series, spec: StrategySpec, rets: np.ndarray, bars: Bars, co
         ci = sharpe_confidence_interval(rets, reps=500, seed=seed, periods_per_year=ppy)
         base["sharpe_ci"] = SharpeCI(estimate=ci.estimate, lower=ci.lower, upper=ci.upper,
                                      level=ci.level, block_size=ci.block_size)
-        base["out_of_sample"] = out_of_sample(spec, bars, costs)
+        base["out_of_sample"] = out_of_sample(spec, bars, costs)  # within the window
         base["cost_stress"] = cost_stress(spec, bars, costs)
         base["subperiods"] = subperiod_consistency(rets, ppy)
         if spec.family in FAMILIES and spec.params:
             base["stability"] = neighbourhood_stability(spec.family, spec.params, bars, costs)
     return RobustnessReport(**base)
+
+
+def _holdout_metrics(returns: np.ndarray, ppy: float) -> dict[str, float | None]:
+    return {k: _num(v) for k, v in return_metrics(returns, ppy).items()}
 
 
 def _num(value: Any) -> float | None:
