@@ -160,7 +160,7 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
         raise EvaluationError(f"holdout must be a fraction in [0, 1), got {holdout}",
                               code="EVAL_INVALID")
     specs, costs = _specs_and_costs(results, bars)
-    split = bars.n_bars - int(round(holdout * bars.n_bars))
+    split = bars.n_bars - round(holdout * bars.n_bars)
     if holdout > 0 and (split < 2 or split == bars.n_bars):
         raise EvaluationError(f"holdout {holdout} leaves no usable selection or holdout "
                               f"window in {bars.n_bars} bars", code="EVAL_INVALID")
