@@ -238,3 +238,8 @@ def test_report_writes_html_for_one_strategy(tmp_path: Path) -> None:
     assert sid in text and "figure-equity" in text and "dsr" in text
     code, _, err = _run("report", "--strategy", "zzzz", "--results", str(res))
     assert code == 2 and "no strategy in the results match id 'zzzz'" in err
+
+
+def test_nan_fees_are_named_as_not_finite(spec_file: Path) -> None:
+    code, out, err = _run("backtest", str(spec_file), "--data", "sp500", "--fees-bps", "nan")
+    assert code == 2 and "fees_bps: Input should be a finite number" in err

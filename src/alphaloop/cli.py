@@ -2,6 +2,8 @@
 
     alphaloop backtest SPEC.yaml --data us_indices [--fees-bps 10] [--json]
     alphaloop sweep sma_cross --data us_indices --n 500 --sampler sobol --out results.parquet
+    alphaloop evaluate results.parquet --policy default [--holdout 0.3] [--top 5]
+    alphaloop report --strategy ID --results results.parquet [--out page.html]
     alphaloop data list | show NAME | import FILE [--name NAME]
     alphaloop families
 

@@ -17,7 +17,7 @@ DEFAULT_SLIPPAGE_BPS = 5.0
 class CostModel(BaseModel):
     """Per-side commission and slippage in basis points of traded notional."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     fees_bps: float = Field(default=DEFAULT_FEES_BPS, ge=0, le=1000)
     slippage_bps: float = Field(default=DEFAULT_SLIPPAGE_BPS, ge=0, le=1000)

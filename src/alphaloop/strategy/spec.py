@@ -57,7 +57,7 @@ class Risk(BaseModel):
     """
 
     # strict: "0.05" (a string) or ``true`` is an error, not silently converted
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     stop_loss: float | None = Field(default=None, gt=0, lt=1)
     trailing_stop: float | None = Field(default=None, gt=0, lt=1)
@@ -75,7 +75,7 @@ class Sizing(BaseModel):
       close-to-close returns over ``vol_window`` bars, known at the signal bar.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     method: Literal["equal_weight", "vol_target"] = "equal_weight"
     target_vol: float | None = Field(default=None, gt=0, le=5)
