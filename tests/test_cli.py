@@ -241,5 +241,5 @@ def test_report_writes_html_for_one_strategy(tmp_path: Path) -> None:
 
 
 def test_nan_fees_are_named_as_not_finite(spec_file: Path) -> None:
-    code, out, err = _run("backtest", str(spec_file), "--data", "sp500", "--fees-bps", "nan")
+    code, _out, err = _run("backtest", str(spec_file), "--data", "sp500", "--fees-bps", "nan")
     assert code == 2 and "fees_bps: Input should be a finite number" in err
