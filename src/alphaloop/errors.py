@@ -63,3 +63,9 @@ class LookaheadError(AlphaloopError):
 
     code = "LOOKAHEAD"
     error_class = ErrorClass.CRITICAL
+
+
+class ExecutionConfigError(AlphaloopError):
+    """An execution/cost model (engine B) or verification policy that is invalid."""
+
+    code = "EXEC_CONFIG_INVALID"

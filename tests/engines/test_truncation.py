@@ -298,7 +298,7 @@ def test_engine_unchanged_when_the_future_is_rewritten() -> None:
 
 
 def test_vol_target_sizing_does_not_depend_on_future_timestamps() -> None:
-    """BUG (engines/engine_a.py vol_target_fraction, data/bars.py periods_per_year):
+    """BUG (engines/sizing.py fraction_array, data/bars.py periods_per_year):
     realized vol is annualized with ``bars.periods_per_year``, the median spacing
     of the *whole* index. When the history starts weekly and continues daily
     (stitched sources), the sizes decided on the early bars change with bars that

@@ -26,7 +26,6 @@ import pandas as pd
 from numba.typed import List as NumbaList
 
 from alphaloop.data.bars import Bars
-from alphaloop.engines import indicators as ind
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.kernel_a import (
     BOTH,
@@ -39,6 +38,7 @@ from alphaloop.engines.kernel_a import (
 )
 from alphaloop.engines.metrics import CORE_METRICS, core_metrics
 from alphaloop.engines.signals import SignalEvaluator
+from alphaloop.engines.sizing import size_arrays
 from alphaloop.strategy.expression import lookback
 from alphaloop.strategy.spec import StrategySpec
 
@@ -152,7 +152,7 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
     returns, turnover_sum, exposure = portfolio_series(equity, traded, gross)
     ppy = bars.periods_per_year
     turnover = turnover_sum / (n_bars / ppy)
-    hist = _effective_years(specs, bars)
+    hist = effective_years(specs, bars)
     m = core_metrics(returns, ppy, n_trades=stats[:, 0], n_wins=stats[:, 1],
                      gross_profit=stats[:, 2], gross_loss=stats[:, 3], turnover=turnover,
                      exposure=exposure, effective_history_years=hist)
@@ -181,7 +181,7 @@ def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
         for side, node in enumerate((spec.entry_node, spec.exit_node)):
             a, b, op = ev.comparison(node)
             signals[j, side] = (index(a), index(b), op)
-    sizes, size_idx = _sizes(chunk, ev, bars)
+    sizes, size_idx = size_arrays(chunk, ev.fields, bars)
     risk = [s.risk for s in chunk]
     f = ev.fields
     return simulate_batch(
@@ -194,41 +194,7 @@ def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
         size_idx, sizes, costs.fee, costs.slippage, record_trades)
 
 
-def _sizes(chunk: list[StrategySpec], ev: SignalEvaluator,
-           bars: Bars) -> tuple[np.ndarray, np.ndarray]:
-    """Per-candidate sleeve fractions for vol-targeted sizing (decided at the signal bar)."""
-    keys: dict[tuple[float, int, float], int] = {}
-    arrays: list[np.ndarray] = []
-    idx = np.full(len(chunk), -1, dtype=np.int64)
-    for j, spec in enumerate(chunk):
-        s = spec.sizing
-        if s.method != "vol_target":
-            continue
-        key = (float(s.target_vol or 0.0), s.vol_window, s.max_leverage)
-        if key not in keys:
-            keys[key] = len(arrays)
-            arrays.append(vol_target_fraction(ev, bars, *key))
-        idx[j] = keys[key]
-    if not arrays:
-        return np.ones((1, 1, 1)), idx
-    return np.ascontiguousarray(np.stack(arrays)), idx
-
-
-def vol_target_fraction(ev: SignalEvaluator, bars: Bars, target_vol: float, window: int,
-                        max_leverage: float) -> np.ndarray:
-    """target_vol / realized vol, capped at ``max_leverage``; realized vol is the
-    annualized sample std of close-to-close returns over ``window`` bars up to t."""
-    close = ev.fields["close"]
-    rets = np.full(close.shape, np.nan)
-    rets[:, 1:] = close[:, 1:] / close[:, :-1] - 1.0
-    # annualized with the spacing of past bars only: no lookahead through the index
-    vol = ind.rolling_std(rets, window) * np.sqrt(bars.periods_per_year_until(window))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(vol > 0, np.minimum(target_vol / vol, max_leverage), np.nan)
-    return np.ascontiguousarray(frac)
-
-
-def _effective_years(specs: list[StrategySpec], bars: Bars) -> np.ndarray:
+def effective_years(specs: list[StrategySpec], bars: Bars) -> np.ndarray:
     """Years from the first bar where any symbol's signals are defined to the end:
     the first bar with a close in the panel plus the expressions' static warm-up."""
     valid = ~np.isnan(bars.close)

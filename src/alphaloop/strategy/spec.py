@@ -68,24 +68,42 @@ class Risk(BaseModel):
 class Sizing(BaseModel):
     """How much of a symbol's sleeve a position uses.
 
-    - ``equal_weight``: capital is split equally across the symbols of the panel
-      (one sleeve per symbol); a position uses its whole sleeve.
-    - ``vol_target``: a position uses ``target_vol / realized_vol`` of its sleeve,
-      capped at ``max_leverage``; realized volatility is the annualized sample std of
-      close-to-close returns over ``vol_window`` bars, known at the signal bar.
+    Capital is split equally across the symbols of the panel (one sleeve per
+    symbol); the sizing method says which fraction ``w`` of its sleeve's equity a new
+    position takes, decided at the signal bar:
+
+    - ``equal_weight``: the whole sleeve (``w = 1``).
+    - ``fixed_fraction``: a fixed ``fraction`` of the sleeve (``0.5`` keeps half in
+      cash; ``2.0`` is a position twice the sleeve, on borrowed cash).
+    - ``vol_target``: ``w = target_vol / realized_vol``, capped at ``max_leverage``.
+      Realized volatility is annualized and known at the signal bar: with
+      ``vol_estimator: std`` the sample std of close-to-close returns over
+      ``vol_window`` bars; with ``atr`` the average true range over ``vol_window``
+      bars divided by the close (a range-based estimate that also sees gaps).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    method: Literal["equal_weight", "vol_target"] = "equal_weight"
+    method: Literal["equal_weight", "fixed_fraction", "vol_target"] = "equal_weight"
+    fraction: float | None = Field(default=None, gt=0, le=10)
     target_vol: float | None = Field(default=None, gt=0, le=5)
     vol_window: int = Field(default=20, ge=2, le=1000)
+    vol_estimator: Literal["std", "atr"] = "std"
     max_leverage: float = Field(default=1.0, gt=0, le=10)
 
     @model_validator(mode="after")
-    def _target_needed(self) -> Sizing:
+    def _fields_match_method(self) -> Sizing:
         if self.method == "vol_target" and self.target_vol is None:
             raise ValueError("sizing.target_vol is required when method is vol_target")
+        if self.method == "fixed_fraction" and self.fraction is None:
+            raise ValueError("sizing.fraction is required when method is fixed_fraction")
+        if self.method != "fixed_fraction" and self.fraction is not None:
+            raise ValueError(f"sizing.fraction is only used by method fixed_fraction, "
+                             f"not {self.method}")
+        if self.method == "fixed_fraction" and self.fraction is not None \
+                and self.fraction > self.max_leverage:
+            raise ValueError(f"sizing.fraction {self.fraction:g} is above "
+                             f"sizing.max_leverage {self.max_leverage:g}")
         return self
 
 
@@ -185,10 +203,16 @@ class StrategySpec(BaseModel):
 
 
 def _sizing_canonical(s: Sizing) -> dict[str, Any]:
-    # vol_window/target_vol/max_leverage mean nothing under equal_weight
+    # only the fields the method reads are hashed: vol_window means nothing under
+    # equal_weight, and the default estimator keeps the ids of existing specs
     if s.method == "equal_weight":
         return {"method": "equal_weight"}
-    return s.model_dump()
+    if s.method == "fixed_fraction":
+        return {"method": "fixed_fraction", "fraction": s.fraction}
+    out = s.model_dump(exclude={"fraction", "vol_estimator"})
+    if s.vol_estimator != "std":
+        out["vol_estimator"] = s.vol_estimator
+    return out
 
 
 def format_validation_error(exc: ValidationError) -> str:

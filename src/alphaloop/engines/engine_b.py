@@ -1,0 +1,349 @@
+"""Engine B: the realistic verifier.
+
+Engine A explores thousands of candidates with simple costs; engine B replays one
+strategy the way a broker would have executed it: event by event, with commission,
+spread, square-root impact, a cap on participation in each bar's volume (partial
+fills carried to later bars), whole lots, cash and leverage limits and short
+borrow (see :mod:`alphaloop.engines.execution` for every rule and its default, and
+:mod:`alphaloop.engines.kernel_b` for the order of events in a bar).
+
+>>> from alphaloop import load_bars, StrategySpec
+>>> from alphaloop.engines.engine_b import verify
+>>> spec = StrategySpec(entry="sma(close, 10) > sma(close, 50)",
+...                     exit="sma(close, 10) < sma(close, 50)")
+>>> result = verify(spec, load_bars("us_indices"))      # doctest: +SKIP
+>>> result.execution["fill_rate"], result.metrics["sharpe"]  # doctest: +SKIP
+
+Before simulating, every symbol passes the data-quality gate; a symbol that fails
+is excluded and reported (``result.excluded``) and the result is ``PARTIAL``.
+With every friction off (:meth:`ExecutionModel.frictionless`) engine B reproduces
+engine A's returns; :func:`classify_failures` in
+:mod:`alphaloop.engines.verification` turns a result into failure codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alphaloop.data.bars import Bars
+from alphaloop.data.quality import quality_report
+from alphaloop.engines import kernel_b as kb
+from alphaloop.engines.engine_a import _DIRECTION, effective_years, trade_frame
+from alphaloop.engines.execution import ExecutionModel
+from alphaloop.engines.kernel_a import TRADE_FIELDS, portfolio_series
+from alphaloop.engines.metrics import CORE_METRICS, core_metrics, return_metrics, to_jsonable
+from alphaloop.engines.signals import SignalEvaluator
+from alphaloop.engines.sizing import size_arrays
+from alphaloop.errors import DataError
+from alphaloop.strategy.spec import StrategySpec
+
+ENGINE_VERSION = "engine-b-v1"
+# capacity curve: the configured capital times 10**(j/2), j = 0..16 (eight decades)
+CAPACITY_STEPS = tuple(10.0 ** (j / 2.0) for j in range(17))
+
+
+@dataclass
+class VerificationResult:
+    """What engine B found for one strategy.
+
+    - ``returns``: per-bar simple returns of the portfolio; ``daily_returns`` the
+      same compounded per UTC calendar day; ``equity`` in account currency.
+    - ``metrics``: the core metrics (:data:`CORE_METRICS`), annualized with the
+      panel's ``periods_per_year``.
+    - ``fills``: the ledger, one row per fill (timestamp, symbol, side, qty, price,
+      ref_price, commission, spread_cost, impact_cost, participation, adv_util,
+      reason); costs in currency, ``price`` after spread and impact.
+    - ``trades``: round trips as in engine A, but ``pnl`` in account currency
+      (after every cost, borrow included) and ``qty`` the largest size held.
+    - ``positions``: shares held at each close (T × N).
+    - ``execution``: fill rate, costs by component, participation and ADV
+      utilization p95, order counts and the capacity estimate.
+    - ``status``: ``SUCCESS``, or ``PARTIAL`` when symbols failed the data gate
+      (``excluded`` says which and why).
+    - ``output_hash``: sha256 of equity, fills and positions, for determinism checks.
+    """
+
+    spec: StrategySpec
+    model: ExecutionModel
+    returns: pd.Series
+    daily_returns: pd.Series
+    equity: pd.Series
+    metrics: dict[str, float]
+    execution: dict[str, Any]
+    fills: pd.DataFrame
+    trades: pd.DataFrame
+    positions: pd.DataFrame
+    status: str
+    excluded: list[dict[str, Any]]
+    data_ref: str
+    periods_per_year: float
+    output_hash: str
+    engine_version: str = ENGINE_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (no per-bar series)."""
+        return {
+            "strategy_id": self.spec.strategy_id, "engine_version": self.engine_version,
+            "execution_model": self.model.version, "data_ref": self.data_ref,
+            "status": self.status, "excluded": self.excluded,
+            "metrics": to_jsonable(self.metrics),
+            "execution": to_jsonable(self.execution),
+            "output_hash": self.output_hash,
+        }
+
+
+def verify(spec: StrategySpec, bars: Bars, model: ExecutionModel | None = None, *,
+           capacity: bool = True, evaluator: SignalEvaluator | None = None) -> VerificationResult:
+    """Simulate ``spec`` on ``bars`` under ``model`` (default: realistic frictions).
+
+    ``capacity=True`` also reruns the strategy at increasing capital (the configured
+    capital × 10^0.5 … 10^8, in parallel) to find where its Sharpe ratio halves.
+    ``evaluator`` may share signal computations with other runs on the same bars
+    (only when no symbol is excluded by the data gate).
+    """
+    model = model or ExecutionModel()
+    bars, excluded = data_gate(bars, model)
+    if excluded or evaluator is None or evaluator.bars is not bars:
+        evaluator = SignalEvaluator(bars)
+    inputs = _kernel_inputs(spec, bars, model, evaluator)
+    capitals = np.array([model.initial_capital * f
+                         for f in (CAPACITY_STEPS if capacity else (1.0,))])
+    out = _simulate(inputs, capitals)
+    equity, traded, gross, stats, fills, trades, positions = out
+    cap = model.initial_capital
+    # portfolio_series wants equity starting at 1.0; it also zeroes a ruined run
+    scaled = equity[:1] / cap
+    returns, turnover_sum, exposure = portfolio_series(scaled, traded[:1] / cap,
+                                                       gross[:1] / cap)
+    ppy = bars.periods_per_year
+    n_bars = bars.n_bars
+    st = stats[0]
+    m = core_metrics(returns[0], ppy, n_trades=st[kb.S_TRADES], n_wins=st[kb.S_WINS],
+                     gross_profit=st[kb.S_GPROFIT], gross_loss=st[kb.S_GLOSS],
+                     turnover=turnover_sum[0] / (n_bars / ppy), exposure=exposure[0],
+                     effective_history_years=effective_years([spec], bars)[0])
+    metrics = {k: (int(m[k]) if k == "n_trades" else float(m[k])) for k in CORE_METRICS}
+    fill_frame = fills_frame(fills, bars)
+    execution = _execution_stats(st, fill_frame, scaled[0] * cap, gross[0], bars, cap)
+    execution["capacity"] = (_capacity(equity, capitals, ppy) if capacity
+                             else {"capital": None, "note": "not computed"})
+    ret = pd.Series(returns[0], index=bars.index, name="returns")
+    eq = pd.Series(scaled[0] * cap, index=bars.index, name="equity")
+    pos_frame = pd.DataFrame(positions.T, index=bars.index, columns=list(bars.symbols))
+    digest = hashlib.sha256()
+    for arr in (equity[0], fills, positions):
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    return VerificationResult(
+        spec=spec, model=model, returns=ret, daily_returns=daily_returns(ret), equity=eq,
+        metrics=metrics, execution=execution, fills=fill_frame,
+        trades=trade_frame(trades, bars), positions=pos_frame,
+        status="PARTIAL" if excluded else "SUCCESS", excluded=excluded,
+        data_ref=bars.data_ref, periods_per_year=ppy, output_hash=digest.hexdigest(),
+        extra={"ruined_bar": int(st[kb.S_RUINED]),
+               "realized_leverage": _leverage(gross[0], scaled[0] * cap)})
+
+
+# ----------------------------------------------------------------- data gate
+def data_gate(bars: Bars, model: ExecutionModel) -> tuple[Bars, list[dict[str, Any]]]:
+    """Drop symbols whose data fails the quality gate; say which and why.
+
+    A symbol fails on any data-quality *error* (``DQ_*`` error codes of
+    :func:`quality_report`), and on ``DQ_NO_VOLUME`` (no positive volume at all)
+    when the model needs volume (a participation cap or impact). Warnings pass.
+    A panel where every symbol fails raises ``DataError`` (``DATA_FAILURE``).
+    """
+    report = quality_report(bars)
+    reasons: dict[str, list[str]] = {}
+    for issue in report.errors:
+        if issue.symbol is not None:
+            reasons.setdefault(issue.symbol, []).append(f"{issue.code}: {issue.message}")
+        else:
+            raise DataError(f"the panel fails the data gate: {issue.message}",
+                            code="DATA_FAILURE")
+    needs_volume = model.volume.max_participation is not None or model.impact.k > 0
+    if needs_volume:
+        vol = bars.volume
+        for j, sym in enumerate(bars.symbols):
+            if not np.any(vol[:, j] > 0):
+                reasons.setdefault(sym, []).append(
+                    f"DQ_NO_VOLUME: symbol {sym!r} has no positive volume, but the "
+                    "execution model caps participation or charges impact")
+    if not reasons:
+        return bars, []
+    keep = [s for s in bars.symbols if s not in reasons]
+    if not keep:
+        raise DataError("every symbol fails the data gate: " + "; ".join(
+            r for rs in reasons.values() for r in rs), code="DATA_FAILURE")
+    excluded = [{"symbol": s, "code": "DATA_FAILURE", "reasons": rs}
+                for s, rs in reasons.items()]
+    return bars.select(keep), excluded
+
+
+# ------------------------------------------------------------------ kernel I/O
+@dataclass
+class _Inputs:
+    market: np.ndarray
+    valid: np.ndarray
+    en: np.ndarray
+    ex: np.ndarray
+    size: np.ndarray
+    use_size: bool
+    dt_years: np.ndarray
+    params: np.ndarray
+
+
+def _kernel_inputs(spec: StrategySpec, bars: Bars, model: ExecutionModel,
+                   ev: SignalEvaluator) -> _Inputs:
+    f = ev.fields
+    market = np.empty((kb.N_MARKET, *ev.shape))
+    for row, name in ((kb.M_O, "open"), (kb.M_H, "high"), (kb.M_L, "low"),
+                      (kb.M_C, "close"), (kb.M_V, "volume")):
+        market[row] = f[name]
+    market[kb.M_SIGMA] = _sigma_before(f["close"], model.impact.vol_window)
+    market[kb.M_ADV] = _mean_before(f["volume"], model.volume.adv_window)
+    sizes, idx = size_arrays([spec], f, bars)
+    risk = spec.risk
+    params = kb.strategy_params(model.kernel_params(), _DIRECTION[spec.direction],
+                                risk.stop_loss or 0.0, risk.trailing_stop or 0.0,
+                                risk.take_profit or 0.0, risk.max_bars or 0)
+    seconds = np.diff(bars.index.asi8) / 1e9
+    dt = np.concatenate([[0.0], seconds / (365.0 * 86400.0)])
+    return _Inputs(market=market, valid=ev.valid,
+                   en=ev.signal(spec.entry_node, canonical=True),
+                   ex=ev.signal(spec.exit_node, canonical=True),
+                   size=sizes[idx[0]] if idx[0] >= 0 else np.ones((1, 1)),
+                   use_size=bool(idx[0] >= 0), dt_years=dt, params=params)
+
+
+def _sigma_before(close: np.ndarray, window: int) -> np.ndarray:
+    """Std of bar returns over ``window`` bars ending at t-1 (at least 2 returns)."""
+    rets = pd.DataFrame(close.T).pct_change(fill_method=None)
+    sd = rets.rolling(window, min_periods=2).std().shift(1)
+    return np.ascontiguousarray(sd.to_numpy().T)
+
+
+def _mean_before(volume: np.ndarray, window: int) -> np.ndarray:
+    """Average volume over ``window`` bars ending at t-1."""
+    mean = pd.DataFrame(volume.T).rolling(window, min_periods=1).mean().shift(1)
+    return np.ascontiguousarray(mean.to_numpy().T)
+
+
+def _simulate(x: _Inputs, capitals: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Run the kernel; if the ledgers were too small, run again with the exact size
+    (the simulation is deterministic, so the second run is the same run)."""
+    n_sym, n_bars = x.valid.shape
+    n_fills, n_trades = 2 * n_bars + 64, n_bars + 16
+    positions = np.zeros((n_sym, n_bars))
+    for _ in range(2):
+        fills = np.zeros((n_fills, len(kb.FILL_FIELDS)))
+        trades = np.zeros((n_trades, len(TRADE_FIELDS)))
+        equity, traded, gross, stats, n_rec = kb.simulate(
+            x.market, x.valid, x.en, x.ex, x.size, x.use_size, x.dt_years, x.params,
+            capitals, fills, trades, positions)
+        need_fills, need_trades = int(stats[0, kb.S_FILLS]), int(stats[0, kb.S_TRADES])
+        if need_fills <= n_fills and need_trades <= n_trades:
+            return (equity, traded, gross, stats, fills[:need_fills],
+                    trades[: n_rec[0]], positions)
+        n_fills, n_trades = max(n_fills, need_fills), max(n_trades, need_trades)
+    raise AssertionError("engine B ledger sizing did not converge")  # pragma: no cover
+
+
+# ------------------------------------------------------------------ outputs
+def fills_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
+    """The kernel's fill rows as the ledger frame (timestamps, names, reasons)."""
+    frame = pd.DataFrame(rows, columns=list(kb.FILL_FIELDS))
+    bar = frame["bar"].to_numpy(dtype=np.int64)
+    out = pd.DataFrame({
+        "timestamp": bars.index[bar],
+        "symbol": np.asarray(bars.symbols, dtype=object)[frame["symbol"].to_numpy(np.int64)],
+        "side": np.where(frame["side"] > 0, "buy", "sell"),
+    })
+    for col in ("qty", "price", "ref_price", "commission", "spread_cost", "impact_cost",
+                "participation", "adv_util"):
+        out[col] = frame[col].to_numpy()
+    out["slippage"] = out["spread_cost"] + out["impact_cost"]
+    out["reason"] = [kb.FILL_REASONS[int(r)] for r in frame["reason"]]
+    return out
+
+
+def daily_returns(returns: pd.Series) -> pd.Series:
+    """Per-bar returns compounded within each UTC calendar day."""
+    if returns.empty:
+        return returns
+    day = pd.DatetimeIndex(returns.index).floor("D")
+    out = (1.0 + returns).groupby(day).prod() - 1.0
+    out.name = "daily_returns"
+    return out
+
+
+def _execution_stats(st: np.ndarray, fills: pd.DataFrame, equity: np.ndarray,
+                     gross: np.ndarray, bars: Bars, capital: float) -> dict[str, Any]:
+    filled, unfilled = st[kb.S_FILLED], st[kb.S_UNFILLED]
+    costs = {"commission": float(st[kb.S_COMM]), "spread": float(st[kb.S_SPREAD]),
+             "impact": float(st[kb.S_IMPACT]), "borrow": float(st[kb.S_BORROW])}
+    total = sum(costs.values())
+    years = bars.n_bars / bars.periods_per_year
+    mean_eq = float(np.mean(equity)) if equity.size else math.nan
+    part = fills["participation"].to_numpy()
+    util = fills["adv_util"].to_numpy()
+    return {
+        "fill_rate": float(filled / (filled + unfilled)) if filled + unfilled > 0 else math.nan,
+        "filled_notional": float(filled), "unfilled_notional": float(unfilled),
+        "pending_at_end_notional": float(st[kb.S_PENDING_END]),
+        "n_orders": int(st[kb.S_ORDERS]), "n_fills": int(st[kb.S_FILLS]),
+        "n_partial_fills": int(st[kb.S_PARTIAL]), "n_clipped": int(st[kb.S_CLIPPED]),
+        "n_cancelled": int(st[kb.S_CANCELLED]),
+        "costs": {**costs, "total": total},
+        "cost_bps_per_year": (total / mean_eq / years * 1e4
+                              if mean_eq > 0 and years > 0 else math.nan),
+        "participation_p95": _p95(part), "adv_utilization_p95": _p95(util),
+        "initial_capital": capital,
+    }
+
+
+def _p95(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, 95)) if finite.size else math.nan
+
+
+def _leverage(gross: np.ndarray, equity: np.ndarray) -> float:
+    """The largest gross exposure / equity at any close (0 without exposure)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lev = np.where(equity > 0, gross / equity, 0.0)
+    return float(lev.max()) if lev.size else 0.0
+
+
+def _capacity(equity: np.ndarray, capitals: np.ndarray, ppy: float) -> dict[str, Any]:
+    """The capital at which the Sharpe ratio falls to half its value at the
+    configured capital, interpolated in log10(capital) between the two runs that
+    bracket it. ``capital`` is None when the base Sharpe is not positive (no
+    capacity to speak of) and a lower bound (``bounded: false``) when even the
+    largest run keeps more than half."""
+    scaled = equity / capitals[:, None]
+    rets, _, _ = portfolio_series(np.ascontiguousarray(scaled), np.zeros_like(scaled),
+                                  np.zeros_like(scaled))
+    sharpe = np.asarray(return_metrics(rets, ppy)["sharpe"], dtype=float)
+    curve = [{"capital": float(c), "sharpe": float(s)} for c, s in zip(capitals, sharpe, strict=True)]
+    base = sharpe[0]
+    if not base > 0:
+        return {"capital": None, "base_sharpe": float(base), "bounded": False,
+                "note": "the Sharpe ratio at the configured capital is not positive",
+                "curve": curve}
+    half = base / 2.0
+    for j in range(1, len(capitals)):
+        if not sharpe[j] > half:  # NaN (nothing traded) counts as halved
+            lo_c, hi_c = math.log10(capitals[j - 1]), math.log10(capitals[j])
+            s0, s1 = sharpe[j - 1], sharpe[j]
+            frac = (s0 - half) / (s0 - s1) if np.isfinite(s1) and s0 != s1 else 1.0
+            return {"capital": float(10.0 ** (lo_c + frac * (hi_c - lo_c))),
+                    "base_sharpe": float(base), "bounded": True, "curve": curve}
+    return {"capital": float(capitals[-1]), "base_sharpe": float(base), "bounded": False,
+            "note": "the Sharpe ratio stays above half up to the largest capital tried",
+            "curve": curve}
