@@ -1,6 +1,7 @@
 """The ``alphaloop`` command line.
 
     alphaloop backtest SPEC.yaml --data us_indices [--fees-bps 10] [--json]
+    alphaloop verify SPEC.yaml --data us_indices [--costs costs.yaml] [--json] [--fills f.parquet]
     alphaloop sweep sma_cross --data us_indices --n 500 --sampler sobol --out results.parquet
     alphaloop evaluate results.parquet --policy default [--holdout 0.3] [--top 5]
     alphaloop report --strategy ID --results results.parquet [--out page.html]
@@ -121,6 +122,102 @@ def backtest(
     out.print(f"strategy_id {spec.strategy_id[:16]}…  fees {costs.fees_bps:g} bps, slippage "
               f"{costs.slippage_bps:g} bps per side; annualized with "
               f"{bars.periods_per_year:g} bars/year", highlight=False)
+
+
+# -------------------------------------------------------------------- verify
+@app.command()
+@_friendly
+def verify(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Strategy spec file.")],
+    data: DataOpt,
+    costs_path: Annotated[Path | None, typer.Option(
+        "--costs", help="Execution model YAML (default: realistic frictions).")] = None,
+    policy_path: Annotated[Path | None, typer.Option(
+        "--policy", help="Verification policy YAML (failure thresholds).")] = None,
+    capital: Annotated[float | None, typer.Option(
+        "--capital", help="Initial capital (overrides the execution model's).")] = None,
+    capacity: Annotated[bool, typer.Option(
+        "--capacity/--no-capacity", help="Estimate capacity (reruns at higher capital).")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    fills_path: Annotated[Path | None, typer.Option(
+        "--fills", help="Write the fills ledger (CSV or Parquet by suffix).")] = None,
+) -> None:
+    """Verify one strategy with engine B: realistic fills, costs and capacity.
+
+    Prints the metrics, execution statistics, the cost breakdown and any failure
+    (EXECUTION_INFEASIBLE, DATA_FAILURE, RISK_MODEL_FAILURE, NON_DETERMINISTIC).
+    Exit code 0 whether or not the strategy passes; 2 on bad input.
+    """
+    from alphaloop.data import load_bars
+    from alphaloop.engines.engine_b import verify as run_verify
+    from alphaloop.engines.execution import ExecutionModel
+    from alphaloop.engines.verification import VerificationPolicy, classify_failures
+    from alphaloop.strategy.spec import StrategySpec
+
+    spec = StrategySpec.from_yaml(spec_path)
+    model = ExecutionModel.from_yaml(costs_path) if costs_path else ExecutionModel()
+    if capital is not None:
+        model = ExecutionModel.from_dict({**model.model_dump(), "initial_capital": capital},
+                                         source="--capital")
+    policy = VerificationPolicy.from_yaml(policy_path) if policy_path else VerificationPolicy()
+    bars = load_bars(data)
+    result = run_verify(spec, bars, model, capacity=capacity)
+    failures = classify_failures(
+        result, policy, rerun=lambda: run_verify(spec, bars, model, capacity=False))
+    if fills_path is not None:
+        _write_table(result.fills, fills_path)
+    if as_json:
+        payload = {**result.to_dict(), "policy_version": policy.policy_version,
+                   "passed": not failures, "failures": [f.to_dict() for f in failures]}
+        sys.stdout.write(json.dumps(payload, allow_nan=False, default=str) + "\n")
+        return
+    _print_verification(result, failures, spec_path)
+
+
+def _print_verification(result: Any, failures: list[Any], spec_path: Path) -> None:
+    spec, ex = result.spec, result.execution
+    table = Table(title=f"engine B: {spec.name or spec.family or spec_path.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.metrics.items():
+        table.add_row(key, _fmt(key, value))
+    out.print(table)
+    exe = Table(title="execution")
+    exe.add_column("statistic")
+    exe.add_column("value", justify="right")
+    cap = ex["capacity"].get("capital")
+    bound = "" if ex["capacity"].get("bounded", True) else "≥ "
+    rows = [("fill rate", _pct(ex["fill_rate"])),
+            ("orders / fills / partial", f"{ex['n_orders']} / {ex['n_fills']} / "
+                                         f"{ex['n_partial_fills']}"),
+            ("clipped / cancelled", f"{ex['n_clipped']} / {ex['n_cancelled']}"),
+            ("participation p95", _pct(ex["participation_p95"])),
+            ("ADV utilization p95", _pct(ex["adv_utilization_p95"])),
+            ("capacity (Sharpe halves)", "n/a" if cap is None else f"{bound}{cap:,.0f}")]
+    for name, text in rows:
+        exe.add_row(name, text)
+    out.print(exe)
+    costs = Table(title=f"costs on {ex['initial_capital']:,.0f} capital")
+    costs.add_column("component")
+    costs.add_column("paid", justify="right")
+    for name, value in ex["costs"].items():
+        costs.add_row(name, f"{value:,.2f}")
+    costs.add_row("bps of equity per year", _fmt("cost", ex["cost_bps_per_year"]))
+    out.print(costs)
+    for e in result.excluded:
+        out.print(f"[yellow]excluded[/] {e['symbol']}: {'; '.join(e['reasons'])}")
+    if not failures:
+        out.print(f"[green]PASS[/] status {result.status}; strategy_id "
+                  f"{spec.strategy_id[:16]}…; {result.model.version}", highlight=False)
+    for f in failures:
+        out.print(f"[red]{f.code}[/] ({f.error_class}): {f.message}", highlight=False)
+
+
+def _pct(value: Any) -> str:
+    if value is None or value != value:
+        return "n/a"
+    return f"{100 * float(value):.2f}%"
 
 
 # --------------------------------------------------------------------- sweep

@@ -192,12 +192,12 @@ def _cancel(s: np.ndarray, i: int, price: float, stats: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def _cap(m: np.ndarray, i: int, t: int, max_part: float) -> float:
-    """Shares the bar's volume allows in total (NaN volume: none)."""
+def _cap(m: np.ndarray, i: int, t: int, max_part: float, lot: float) -> float:
+    """Shares (whole lots) the bar's volume allows in total (NaN volume: none)."""
     if max_part == math.inf:
         return math.inf
     v = m[M_V, i, t]
-    return max_part * v if v > 0 else 0.0
+    return _round_lots(max_part * v, lot) if v > 0 else 0.0
 
 
 @njit(cache=True)
@@ -206,7 +206,7 @@ def _close_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
                trades: np.ndarray, n_rec: np.ndarray) -> None:
     """The reducing part of a pending order, at the open."""
     ref = m[M_O, i, t]
-    q = min(s[P_CLOSE, i], _cap(m, i, t, prm[P_MAX_PART]) - s[USED, i])
+    q = min(s[P_CLOSE, i], _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT]) - s[USED, i])
     if q <= 0.0:
         return
     side = -1.0 if s[QTY, i] > 0 else 1.0
@@ -235,7 +235,7 @@ def _add(s: np.ndarray, m: np.ndarray, i: int, t: int, side: float, want: float,
     """Buy (side +1) or short (side -1) up to ``want`` shares at the open, within the
     bar's volume and the leverage cap. Returns the shares filled."""
     ref = m[M_O, i, t]
-    q = min(want, _cap(m, i, t, prm[P_MAX_PART]) - s[USED, i])
+    q = min(want, _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT]) - s[USED, i])
     if q <= 0.0:
         return 0.0
     cash_before = s[CASH, i]
@@ -288,7 +288,7 @@ def _open_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
         s[P_ON, i] = 0.0
         return
     if np.isnan(s[P_OPEN, i]):  # size now, from the (flat) sleeve's equity: its cash
-        cap_q = _cap(m, i, t, prm[P_MAX_PART])
+        cap_q = _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT])
         q = 0.0
         if s[CASH, i] > 0 and s[P_W, i] > 0:
             q = _entry_qty(s[P_W, i] * s[CASH, i], target, m, i, t, ref, cap_q, prm)
@@ -319,7 +319,7 @@ def _rebalance(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
     ref = m[M_O, i, t]
     side = 1.0 if s[QTY, i] > 0 else -1.0
     budget = s[P_W, i] * (s[CASH, i] + s[QTY, i] * ref)
-    goal = _entry_qty(budget, side, m, i, t, ref, _cap(m, i, t, prm[P_MAX_PART]), prm)
+    goal = _entry_qty(budget, side, m, i, t, ref, _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT]), prm)
     delta = goal - held
     if goal <= 0.0 or abs(delta) <= prm[P_REB_THRESH] * goal:
         return
@@ -328,7 +328,7 @@ def _rebalance(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
         q = _add(s, m, i, t, side, want, REASON_REBALANCE, prm, acct, traded, stats, fills)
         stats[S_UNFILLED] += (want - q) * ref
         return
-    q = min(-delta, _cap(m, i, t, prm[P_MAX_PART]) - s[USED, i])
+    q = min(-delta, _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT]) - s[USED, i])
     q = min(_round_lots(q, prm[P_LOT]), held)
     if q > 0.0:
         _fill(s, m, i, t, -side, q, ref, REASON_REBALANCE, prm, acct, traded, stats, fills)
@@ -353,6 +353,7 @@ def _protect(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
         else:
             s[EXTREME, i] = min(s[EXTREME, i], m[M_L, i, t])
         return
+    stats[S_ORDERS] += 1.0  # the resting stop/limit order that just triggered
     if s[P_ON, i] > 0.0:  # the stop supersedes a pending order; the rest of an
         # entry still filling is reported (a pending close is taken over by the stop)
         if not np.isnan(s[P_OPEN, i]) and s[P_OPEN, i] > 0.0:
@@ -360,7 +361,7 @@ def _protect(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
             stats[S_CANCELLED] += 1.0
         s[P_ON, i], s[P_FORCED, i] = 0.0, 0.0
     held = abs(s[QTY, i])
-    q = min(held, _cap(m, i, t, prm[P_MAX_PART]) - s[USED, i])
+    q = min(held, _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT]) - s[USED, i])
     if q > 0.0:
         side = -float(pos)
         price = _fill(s, m, i, t, side, q, raw, why, prm, acct, traded, stats, fills)
