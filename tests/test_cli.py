@@ -243,3 +243,59 @@ def test_report_writes_html_for_one_strategy(tmp_path: Path) -> None:
 def test_nan_fees_are_named_as_not_finite(spec_file: Path) -> None:
     code, _out, err = _run("backtest", str(spec_file), "--data", "sp500", "--fees-bps", "nan")
     assert code == 2 and "fees_bps: Input should be a finite number" in err
+
+
+# ------------------------------------------------------------------- verify
+def test_verify_json_metrics_execution_and_costs(spec_file: Path, tmp_path: Path) -> None:
+    fills = tmp_path / "fills.parquet"
+    code, out, _ = _run("verify", str(spec_file), "--data", "us_indices", "--json",
+                        "--fills", str(fills))
+    assert code == 0
+    payload = json.loads(out)
+    assert set(payload["metrics"]) >= {"sharpe", "max_drawdown", "n_trades"}
+    ex = payload["execution"]
+    assert 0 < ex["fill_rate"] <= 1
+    assert set(ex["costs"]) == {"commission", "spread", "impact", "borrow", "total"}
+    assert ex["costs"]["commission"] > 0 and ex["capacity"]["curve"]
+    assert payload["status"] == "SUCCESS" and payload["policy_version"] == "verify-v1"
+    assert isinstance(payload["passed"], bool)
+    ledger = pd.read_parquet(fills)
+    assert len(ledger) == ex["n_fills"]
+    assert {"timestamp", "symbol", "side", "qty", "price", "commission", "slippage",
+            "reason"} <= set(ledger.columns)
+
+
+def test_verify_table_and_costs_file(spec_file: Path, tmp_path: Path) -> None:
+    costs = tmp_path / "costs.yaml"
+    costs.write_text("commission: {bps: 0}\nspread: {bps: 0}\nimpact: {k: 0}\n")
+    code, out, _ = _run("verify", str(spec_file), "--data", "us_indices", "--costs",
+                        str(costs), "--no-capacity")
+    assert code == 0
+    assert "fill rate" in out and "commission" in out and "PASS" in out
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("commission: {bps: -1}", "commission.bps"),
+    ("spread: {model: range}", "spread.range_fraction is required"),
+    ("volume: {max_participation: 2}", "volume.max_participation"),
+    ("lot_size: many", "lot_size"),
+    ("comission: {bps: 1}", "comission: Extra inputs"),
+    ("max_leverage: .nan", "max_leverage"),
+    ("[1, 2]", "must be a mapping"),
+    ("a: [", "EXEC_CONFIG_MALFORMED_YAML"),
+])
+def test_verify_bad_costs_file_names_the_field(text: str, needle: str, spec_file: Path,
+                                               tmp_path: Path) -> None:
+    costs = tmp_path / "costs.yaml"
+    costs.write_text(text + "\n")
+    code, _, err = _run("verify", str(spec_file), "--data", "us_indices", "--costs", str(costs))
+    assert code == 2
+    assert needle in err and "Traceback" not in err
+
+
+def test_verify_bad_policy_names_the_key(spec_file: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("min_fill_rate: 1.5\n")
+    code, _, err = _run("verify", str(spec_file), "--data", "us_indices", "--policy",
+                        str(policy))
+    assert code == 2 and "min_fill_rate" in err and "VERIFY_POLICY_INVALID" in err
