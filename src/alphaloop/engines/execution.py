@@ -23,15 +23,18 @@ jumps the level):
   high-low spread estimate, cf. Corwin & Schultz 2012).
 - **impact** (square-root law, Almgren et al. 2005; Tóth et al. 2011 measure a
   prefactor of order 1): the price moves against the order by ``k · σ ·
-  sqrt(q / V)``, with ``σ`` the std of bar returns over ``vol_window`` bars
-  *before* the fill's bar and ``V`` the fill bar's volume (a bar without volume
+  sqrt(q / V)``, with ``σ`` the sample std (ddof = 1) of bar returns over
+  ``vol_window`` bars *before* the fill's bar and ``V`` the fill bar's volume (a bar without volume
   counts as participation 1).
 - **commission**: ``max(bps/1e4 · q · price + per_share · q, minimum)`` per fill
   (a partial fill on a later bar is a new execution and pays its own minimum).
 - **volume**: a fill takes at most ``max_participation · V`` shares of its bar;
   the rest of the order is carried to the next bars' opens until filled, replaced
-  by a new decision, or older than ``order_ttl_bars`` (then cancelled and
-  reported as unfilled). ``null`` = unlimited volume.
+  by a new decision, or it has had ``order_ttl_bars`` bars to fill (then it is
+  cancelled at that bar's close). A cancelled remainder is reported as unfilled,
+  valued at the close where it was cancelled. ``null`` = unlimited volume. An
+  order's size is fixed in shares when it first fills, so with no leverage cap a
+  rising price (or a second minimum commission) can take cash below zero.
 - **lot_size**: orders are rounded down to whole lots (0 = fractional shares).
 - **borrow_bps**: a short held over a bar boundary pays ``borrow_bps/1e4 ·
   days/365 · |q| · previous close`` (ACT/365 calendar days).
