@@ -173,13 +173,14 @@ def test_sma_levels_match_backtrader_on_real_sp500() -> None:
     assert our_trades == peer_trades
     assert ours.metrics["n_trades"] == len(peer_trades)
     closed = t[t["reason"] != "open_at_end"]
-    assert [(a.date(), b.date()) for a, b in zip(closed["entry_time"], closed["exit_time"],
-                                                 strict=True)] \
-        == [c[:2] for c in peer.closed]
+    closed_dates = list(zip(closed["entry_time"].dt.date, closed["exit_time"].dt.date,
+                            strict=True))
+    assert closed_dates == [c[:2] for c in peer.closed]
     np.testing.assert_allclose(closed["pnl"].to_numpy(), [c[2] for c in peer.closed],
                                rtol=0, atol=RTOL * CAPITAL)
 
-    # equity marked to each close, and the final equity
+    # equity marked to each close, and the final equity (same shares held at the end)
+    assert ours.positions.iloc[-1, 0] == peer.position.size
     assert len(peer.values) == bars.n_bars
     np.testing.assert_allclose(ours.equity.to_numpy(), peer.values, rtol=RTOL, atol=0)
     assert ours.equity.iloc[-1] == pytest.approx(peer.broker.getvalue(), rel=RTOL, abs=0)
