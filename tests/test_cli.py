@@ -299,3 +299,69 @@ def test_verify_bad_policy_names_the_key(spec_file: Path, tmp_path: Path) -> Non
     code, _, err = _run("verify", str(spec_file), "--data", "us_indices", "--policy",
                         str(policy))
     assert code == 2 and "min_fill_rate" in err and "VERIFY_POLICY_INVALID" in err
+
+
+# --------------------------------------------------------------------- runs
+def test_evaluate_records_a_run_that_report_renders(tmp_path: Path) -> None:
+    from alphaloop.runs import load_run, runs_dir
+
+    res = tmp_path / "res.parquet"
+    assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "12", "--out", str(res))[0] == 0
+    code, out, err = _run("evaluate", str(res), "--top", "2")
+    assert code == 0, err
+    (run_dir,) = [p for p in runs_dir().iterdir() if not p.name.startswith(".")]
+    assert f"run {run_dir.name[:16]} recorded" in out
+    run = load_run(run_dir)
+    assert run.record.policy_version == "score-v1" and run.record.n_trials == 12
+    assert len(run.candidates) == 12 and run.iterations["tried"].tolist() == [12]
+    assert int(run.iterations["failure:TOO_FEW_TRADES"].iloc[0]) > 0
+    # the policy version is recorded in the registry, immutable from now on
+    assert (Path(os.environ["ALPHALOOP_HOME"]) / "policies" / "score-v1.json").is_file()
+    # the same evaluation again is the same run, not a second one
+    assert _run("evaluate", str(res), "--top", "2")[0] == 0
+    assert len([p for p in runs_dir().iterdir() if not p.name.startswith(".")]) == 1
+    html = tmp_path / "run.html"
+    code, out, err = _run("report", "--run", run_dir.name[:8], "--out", str(html))
+    assert code == 0, err
+    assert out.strip() == str(html)
+    text = html.read_text()
+    assert 'id="figure-best_score"' in text and 'id="figure-failure_codes"' in text
+    assert "failure:TOO_FEW_TRADES" in text and "score-v1" in text
+    # a strategy report straight from the run, without --results
+    sid = run.candidates["strategy_id"].iloc[0]
+    page = tmp_path / "s.html"
+    code, out, err = _run("report", "--strategy", sid[:10], "--out", str(page))
+    assert code == 0, err
+    assert sid in page.read_text()
+
+
+def test_report_errors_are_one_line(tmp_path: Path) -> None:
+    code, _, err = _run("report", "--run", "abc")
+    assert code == 2 and "no recorded run matches 'abc'" in err
+    code, _, err = _run("report")
+    assert code == 2 and "exactly one of --strategy ID or --run ID" in err
+    code, _, err = _run("report", "--strategy", "abcd")
+    assert code == 2 and "no recorded run evaluated a strategy 'abcd'" in err
+
+
+def test_a_changed_policy_under_a_used_version_is_refused(tmp_path: Path) -> None:
+    res = tmp_path / "res.parquet"
+    assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "6", "--out", str(res))[0] == 0
+    pol = tmp_path / "p.yaml"
+    pol.write_text("policy_version: mine-v1\ncomponents:\n  sharpe: {weight: 1, lo: 0, hi: 2}\n")
+    assert _run("evaluate", str(res), "--policy", str(pol))[0] == 0
+    pol.write_text("policy_version: mine-v1\ncomponents:\n  sharpe: {weight: 1, lo: 0, hi: 3}\n")
+    code, _, err = _run("evaluate", str(res), "--policy", str(pol))
+    assert code == 2 and "POLICY_VERSION_CONFLICT" in err
+
+
+def test_a_damaged_run_is_a_critical_error(tmp_path: Path) -> None:
+    from alphaloop.runs import DONE, find_run, load_run, runs_dir
+
+    broken = runs_dir() / ("ab" * 32)
+    broken.mkdir(parents=True)
+    (broken / "run.json").write_text("{not json")
+    (broken / DONE).write_text("x")
+    with pytest.raises(Exception, match="cannot be read back") as exc:
+        load_run(find_run("abab"))
+    assert exc.value.code == "RUN_CORRUPT" and str(exc.value.error_class) == "CRITICAL"

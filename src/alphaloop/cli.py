@@ -4,7 +4,8 @@
     alphaloop verify SPEC.yaml --data us_indices [--costs costs.yaml] [--json] [--fills f.parquet]
     alphaloop sweep sma_cross --data us_indices --n 500 --sampler sobol --out results.parquet
     alphaloop evaluate results.parquet --policy default [--holdout 0.3] [--top 5]
-    alphaloop report --strategy ID --results results.parquet [--out page.html]
+    alphaloop report --strategy ID [--results results.parquet] [--out page.html]
+    alphaloop report --run ID [--out page.html]
     alphaloop data list | show NAME | import FILE [--name NAME]
     alphaloop families
 
@@ -316,13 +317,15 @@ def evaluate(
 
     from alphaloop.data import load_bars
     from alphaloop.evaluation.robustness import evaluate_candidates
-    from alphaloop.evaluation.scoring import load_policy
+    from alphaloop.evaluation.scoring import PolicyRegistry, load_policy
 
     pol = load_policy(policy)
+    policy_hash = PolicyRegistry().record(pol)  # a used version can never change content
     results = _read_results(results_path, pd)
     source = data or _single(results, "data_source")
     bars = load_bars(source)
     ev = evaluate_candidates(results, bars, pol, top=top, n_trials=n_trials, holdout=holdout)
+    run_path = _record_run(ev, results_path, source, bars, policy_hash, holdout)
     if out_path is not None:
         _write_table(ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
                                      failed_gates=ev.frame["failed_gates"].map(",".join)),
@@ -331,26 +334,75 @@ def evaluate(
         sys.stdout.write(json.dumps([json.loads(r.to_json()) for r in ev.reports]) + "\n")
         return
     _print_evaluation(ev, results_path, bars, holdout)
+    out.print(f"run {run_path.name[:16]} recorded in {run_path} "
+              f"(alphaloop report --run {run_path.name[:8]})", highlight=False)
     if holdout > 0 and "tpe" in set(results.get("sampler", [])):
         out.print("note: TPE proposed these candidates from results on the full data, "
                   "so the holdout was not untouched during generation.", highlight=False)
+
+
+def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash: str,
+                holdout: float) -> Path:
+    """Store this evaluation as a run (idempotent: same inputs, same run_id)."""
+    import hashlib
+
+    import pandas as pd
+
+    from alphaloop.runs import RunRecord, iteration_row, now, run_id_for, save_run
+
+    digest = hashlib.sha256(results_path.read_bytes()).hexdigest()
+    run_id = run_id_for("evaluate", digest, policy_hash, bars.data_ref, f"{holdout!r}",
+                        str(ev.n_trials))
+    record = RunRecord(
+        run_id=run_id, kind="evaluate", created_at=now(), policy_version=ev.policy_version,
+        policy_hash=policy_hash, data_source=source, data_ref=bars.data_ref,
+        n_candidates=len(ev.frame), n_trials=ev.n_trials, holdout=holdout,
+        results_file=str(results_path.resolve()), pbo=ev.pbo, spa_pvalue=ev.spa_pvalue)
+    candidates = ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
+                                 failed_gates=ev.frame["failed_gates"].map(",".join))
+    return save_run(record, pd.DataFrame([iteration_row(ev.frame)]), candidates)
 
 
 # -------------------------------------------------------------------- report
 @app.command()
 @_friendly
 def report(
-    strategy: Annotated[str, typer.Option(help="Strategy id (or a unique prefix).")],
-    results_path: Annotated[Path, typer.Option(
-        "--results", help="The sweep results that hold the strategy.")],
-    policy: Annotated[str, typer.Option(help="Scoring policy YAML or bundled name.")]
-    = "default",
+    strategy: Annotated[str | None, typer.Option(
+        help="Strategy id (or a unique prefix): a per-strategy report.")] = None,
+    run: Annotated[str | None, typer.Option(
+        help="Run id (or a unique prefix): a per-run report.")] = None,
+    results_path: Annotated[Path | None, typer.Option(
+        "--results", help="Sweep results holding the strategy (default: the newest "
+        "recorded run that evaluated it).")] = None,
+    policy: Annotated[str | None, typer.Option(
+        help="Scoring policy YAML or bundled name (default: the run's, else default).")]
+    = None,
     data: Annotated[str | None, typer.Option("--data", "-d",
                                              help="Data set (default: the sweep's).")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")]
     = None,
 ) -> None:
-    """Write a self-contained HTML report of one strategy and print its path."""
+    """Write a self-contained HTML report of one strategy or one run; print its path."""
+    if (strategy is None) == (run is None):
+        raise AlphaloopError("report needs exactly one of --strategy ID or --run ID",
+                             code="REPORT_TARGET")
+    if run is not None:
+        from alphaloop.evaluation.reports import write_run_report
+        from alphaloop.runs import find_run, load_run
+
+        rec = load_run(find_run(run))
+        r = rec.record
+        title = (f"run {r.run_id[:12]}: {r.kind} of {r.n_candidates} candidates on "
+                 f"{r.data_source}, policy {r.policy_version}")
+        path = out_path or Path("reports") / f"run_{r.run_id[:16]}.html"
+        out.print(str(write_run_report(path, rec.iterations, title=title)), highlight=False)
+        return
+    assert strategy is not None
+    _strategy_report(strategy, results_path, policy, data, out_path)
+
+
+def _strategy_report(strategy: str, results_path: Path | None, policy: str | None,
+                     data: str | None, out_path: Path | None) -> None:
     import pandas as pd
 
     from alphaloop.data import load_bars
@@ -358,11 +410,24 @@ def report(
     from alphaloop.engines import backtest as run_backtest
     from alphaloop.evaluation.reports import write_strategy_report
     from alphaloop.evaluation.robustness import evaluate_candidates
-    from alphaloop.evaluation.scoring import load_policy
+    from alphaloop.evaluation.scoring import PolicyRegistry, load_policy
+    from alphaloop.runs import RunError, runs_with_strategy
     from alphaloop.strategy.spec import StrategySpec
 
-    pol = load_policy(policy)
-    results = _read_results(results_path, pd)
+    recorded = None
+    if results_path is not None:
+        results = _read_results(results_path, pd)
+    else:
+        runs = runs_with_strategy(strategy)
+        if not runs:
+            raise RunError(f"no recorded run evaluated a strategy {strategy!r}; pass "
+                           "--results RESULTS.parquet", code="RUN_NOT_FOUND")
+        results = pd.read_parquet(runs[0].record.results_file) \
+            if Path(runs[0].record.results_file).is_file() else runs[0].candidates
+        data = data or runs[0].record.data_source
+        if policy is None:  # the policy the run recorded, exactly
+            recorded = PolicyRegistry().get(runs[0].record.policy_version)
+    pol = recorded if recorded is not None else load_policy(policy or "default")
     sid = _resolve_id(results, strategy)
     bars = load_bars(data or _single(results, "data_source"))
     ev = evaluate_candidates(results, bars, pol, ids=[sid])
