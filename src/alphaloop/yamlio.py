@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from alphaloop.errors import AlphaloopError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -76,3 +79,26 @@ def read_yaml(path: str | Path, error: type[AlphaloopError], *, what: str,
         raise error(f"{p}: cannot read {what} file: {exc.strerror or exc}",
                     code=not_found) from None
     return parse_yaml(text, str(p), error, malformed)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field.path: reason``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "spec"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def validate_mapping(model: type[M], data: Any, *, source: str, what: str,
+                     error: type[AlphaloopError], code: str) -> M:
+    """``model`` from a parsed YAML/JSON mapping; anything else, or a field that
+    fails validation, raises ``error(code)`` naming ``source`` and the field."""
+    if not isinstance(data, dict):
+        raise error(f"{source}: {what} must be a mapping, got {type(data).__name__}",
+                    code=code)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(f"{source}: {format_validation_error(exc)}", code=code) from None

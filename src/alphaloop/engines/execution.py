@@ -59,11 +59,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alphaloop.engines.costs import CostModel
 from alphaloop.errors import ExecutionConfigError
-from alphaloop.yamlio import read_yaml
+from alphaloop.yamlio import read_yaml, validate_mapping
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
@@ -152,15 +152,9 @@ class ExecutionModel(BaseModel):
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "execution model") -> ExecutionModel:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ExecutionConfigError(f"{source}: an execution model must be a mapping, "
-                                       f"got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ExecutionConfigError(f"{source}: {_format(exc)}") from None
+        return validate_mapping(cls, {} if data is None else data, source=source,
+                                what="an execution model", error=ExecutionConfigError,
+                                code="EXEC_CONFIG_INVALID")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExecutionModel:
@@ -199,8 +193,3 @@ class ExecutionModel(BaseModel):
         p[kb.P_REB_EVERY] = float(self.rebalance.every_bars)
         p[kb.P_REB_THRESH] = self.rebalance.threshold
         return p
-
-
-def _format(exc: ValidationError) -> str:
-    from alphaloop.strategy.spec import format_validation_error
-    return format_validation_error(exc)

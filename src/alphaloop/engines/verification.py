@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from alphaloop.errors import ErrorClass, ExecutionConfigError
-from alphaloop.yamlio import read_yaml
+from alphaloop.yamlio import read_yaml, validate_mapping
 
 FAILURE_CODES = ("EXECUTION_INFEASIBLE", "DATA_FAILURE", "RISK_MODEL_FAILURE",
                  "NON_DETERMINISTIC")
@@ -66,15 +66,8 @@ class VerificationPolicy(BaseModel):
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "verification policy") -> VerificationPolicy:
-        if not isinstance(data, dict):
-            raise ExecutionConfigError(f"{source}: a verification policy must be a mapping, "
-                                       f"got {type(data).__name__}", code="VERIFY_POLICY_INVALID")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            from alphaloop.strategy.spec import format_validation_error
-            raise ExecutionConfigError(f"{source}: {format_validation_error(exc)}",
-                                       code="VERIFY_POLICY_INVALID") from None
+        return validate_mapping(cls, data, source=source, what="a verification policy",
+                                error=ExecutionConfigError, code="VERIFY_POLICY_INVALID")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> VerificationPolicy:

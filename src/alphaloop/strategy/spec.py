@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from alphaloop.errors import ExpressionError, SpecError
 from alphaloop.strategy.expression import Node, canonicalize, parse
-from alphaloop.yamlio import read_yaml
+from alphaloop.yamlio import format_validation_error, read_yaml, validate_mapping
 
 HASH_VERSION = "v1"
 _CACHED = ("entry_node", "exit_node", "strategy_id")  # cached_property names
@@ -182,14 +182,8 @@ class StrategySpec(BaseModel):
     # -------------------------------------------------------------- I/O
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "spec") -> StrategySpec:
-        if not isinstance(data, dict):
-            raise SpecError(f"{source}: a strategy spec must be a mapping, "
-                            f"got {type(data).__name__}", code="SPEC_INVALID")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise SpecError(f"{source}: {format_validation_error(exc)}",
-                            code="SPEC_INVALID") from None
+        return validate_mapping(cls, data, source=source, what="a strategy spec",
+                                error=SpecError, code="SPEC_INVALID")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StrategySpec:
@@ -215,11 +209,4 @@ def _sizing_canonical(s: Sizing) -> dict[str, Any]:
     return out
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``field.path: reason``."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "spec"
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
+__all__ = ["Risk", "Sizing", "StrategySpec", "format_validation_error"]
