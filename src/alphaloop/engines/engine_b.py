@@ -131,7 +131,7 @@ def verify(spec: StrategySpec, bars: Bars, model: ExecutionModel | None = None, 
                      effective_history_years=effective_years([spec], bars)[0])
     metrics = {k: (int(m[k]) if k == "n_trades" else float(m[k])) for k in CORE_METRICS}
     fill_frame = fills_frame(fills, bars)
-    execution = _execution_stats(st, fill_frame, scaled[0] * cap, gross[0], bars, cap)
+    execution = _execution_stats(st, fill_frame, scaled[0] * cap, bars, cap)
     execution["capacity"] = (_capacity(equity, capitals, ppy) if capacity
                              else {"capital": None, "note": "not computed"})
     ret = pd.Series(returns[0], index=bars.index, name="returns")
@@ -284,7 +284,7 @@ def daily_returns(returns: pd.Series) -> pd.Series:
 
 
 def _execution_stats(st: np.ndarray, fills: pd.DataFrame, equity: np.ndarray,
-                     gross: np.ndarray, bars: Bars, capital: float) -> dict[str, Any]:
+                     bars: Bars, capital: float) -> dict[str, Any]:
     filled, unfilled = st[kb.S_FILLED], st[kb.S_UNFILLED]
     costs = {"commission": float(st[kb.S_COMM]), "spread": float(st[kb.S_SPREAD]),
              "impact": float(st[kb.S_IMPACT]), "borrow": float(st[kb.S_BORROW])}
