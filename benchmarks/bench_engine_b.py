@@ -75,7 +75,7 @@ from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_engine_a import PeakRSS, run_side  # noqa: E402  (same measurement helpers)
+from bench_engine_a import PeakRSS, run_side  # same measurement helpers
 
 FAST, SLOW = 10, 50
 STOP = 0.05
@@ -152,13 +152,13 @@ def engine_b_side(bars: Any, capacity: bool) -> Callable[[], Any]:
     from alphaloop.engines.engine_b import verify
     from alphaloop.engines.execution import ExecutionModel
     from alphaloop.strategy import expression
-    from alphaloop.strategy.spec import StrategySpec
+    from alphaloop.strategy.spec import Risk, StrategySpec
 
     def run() -> Any:
         # cold expression layer on every call, as in bench_engine_a
         for memo in (expression._parse, expression.canonicalize, expression.lookback):
             memo.cache_clear()
-        spec = StrategySpec(entry=ENTRY, exit=EXIT, risk={"stop_loss": STOP})
+        spec = StrategySpec(entry=ENTRY, exit=EXIT, risk=Risk(stop_loss=STOP))
         return verify(spec, bars, ExecutionModel(), capacity=capacity)
 
     return run
@@ -183,7 +183,7 @@ def _bt_strategy() -> Any:
         return _BT_STRATEGY
     import backtrader as bt
 
-    class SmaCrossStop(bt.Strategy):  # type: ignore[misc]
+    class SmaCrossStop(bt.Strategy):
         """Level SMA crossover, next-open market orders, 5 % stop below the fill.
         Each symbol trades its own sleeve of capital / N (cash tracked per symbol)."""
 
@@ -209,17 +209,19 @@ def _bt_strategy() -> Any:
                 ex = order.executed
                 notional = abs(ex.size) * ex.price
                 self.sleeve[i] += (-notional if order.isbuy() else notional) - ex.comm
-            if order is self.entries[i]:
+            # notifications carry clones of the orders: match them by ``ref``
+            ref = order.ref
+            if self.entries[i] is not None and ref == self.entries[i].ref:
                 self.entries[i] = None
                 if order.status == order.Completed:
                     self.n_trades += 1
                     self.stops[i] = self.sell(data=order.data, size=order.executed.size,
                                              exectype=bt.Order.Stop,
                                              price=order.executed.price * (1.0 - self.p.stop))
-            elif order is self.stops[i]:
+            elif self.stops[i] is not None and ref == self.stops[i].ref:
                 self.stops[i] = None
                 self.n_stop_exits += int(order.status == order.Completed)
-            elif order is self.exits[i]:
+            elif self.exits[i] is not None and ref == self.exits[i].ref:
                 self.exits[i] = None
 
         def next(self) -> None:
@@ -274,7 +276,7 @@ def backtesting_side(df: Any) -> Callable[[], Any]:
     def sma(x: Any, n: int) -> Any:
         return pd.Series(np.asarray(x)).rolling(n).mean().to_numpy()
 
-    class SmaCrossStop(Strategy):  # type: ignore[misc]
+    class SmaCrossStop(Strategy):
         def init(self) -> None:
             self.fast = self.I(sma, self.data.Close, FAST)
             self.slow = self.I(sma, self.data.Close, SLOW)
@@ -439,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     btp_rep = args.bt_panel_repeats or (1 if args.quick else 3)
     peers = not args.skip_peers
     if peers:
+        os.environ.setdefault("TQDM_DISABLE", "1")  # backtesting.py's progress bar
         try:
             import backtesting  # noqa: F401  (import time is not part of the benchmark)
             import backtrader  # noqa: F401
@@ -488,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         res["panel"]["backtrader"] = side
     load1 = os.getloadavg()
 
-    for name, s in res["single"].items():
+    for s in res["single"].values():
         s["bars_per_s_median"] = single_work / s["median_s"]
         s["bars_per_s_best"] = single_work / s["best_s"]
     for name, s in res["panel"].items():
@@ -587,11 +590,10 @@ def print_table(r: dict[str, Any]) -> None:
         line(f"{rate} (median)", [f"{sides[k][rate + '_per_s_median']:,.0f}" for k in keys])
         line(f"{rate} (best)", [f"{sides[k][rate + '_per_s_best']:,.0f}" for k in keys])
         if ref is not None and ref in sides:
-            base = sides[ref][rate + "_per_s_median"]
-            line(f"engine B / this (median)",
-                 [f"{sides['engine_b'][rate + '_per_s_median'] / sides[k][rate + '_per_s_median']:.1f}×"
-                  if k != "engine_b" else "" for k in keys])
-            del base
+            ours = sides["engine_b"][rate + "_per_s_median"]
+            line("engine B / this (median)",
+                 [f"{ours / sides[k][rate + '_per_s_median']:.1f}×" if k != "engine_b" else ""
+                  for k in keys])
         line("peak RSS, steady", [_mb(sides[k]["steady_mem"]["peak_rss"]) for k in keys])
         line("total return", [f"{sides[k]['check']['total_return']:+.4f}" for k in keys])
         line("trades", [str(sides[k]["check"]["n_trades"]) for k in keys])
