@@ -261,7 +261,7 @@ def test_verify_json_metrics_execution_and_costs(spec_file: Path, tmp_path: Path
     assert isinstance(payload["passed"], bool)
     ledger = pd.read_parquet(fills)
     assert len(ledger) == ex["n_fills"]
-    assert {"timestamp", "symbol", "side", "qty", "price", "commission", "slippage",
+    assert {"timestamp", "symbol", "side", "quantity", "price", "fee", "slippage",
             "reason"} <= set(ledger.columns)
 
 

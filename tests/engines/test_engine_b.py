@@ -126,8 +126,8 @@ def _reconstruct(result, bars: Bars) -> tuple[np.ndarray, np.ndarray]:
     col = {s: j for j, s in enumerate(bars.symbols)}
     row = bars.index.get_indexer(fills["timestamp"])
     sign = np.where(fills["side"] == "buy", 1.0, -1.0)
-    np.add.at(pos, (row, fills["symbol"].map(col).to_numpy()), sign * fills["qty"])
-    np.add.at(cash, row, -sign * fills["qty"] * fills["price"] - fills["commission"])
+    np.add.at(pos, (row, fills["symbol"].map(col).to_numpy()), sign * fills["quantity"])
+    np.add.at(cash, row, -sign * fills["quantity"] * fills["price"] - fills["fee"])
     return np.cumsum(pos, axis=0), np.cumsum(cash)
 
 
@@ -145,12 +145,12 @@ def test_ledger_reconciles_with_positions_and_equity(spec: StrategySpec, bars: B
     marks = pd.DataFrame(bars.close, index=bars.index).ffill().fillna(0.0).to_numpy()
     equity = 1e6 + cash + (pos * marks).sum(axis=1)
     np.testing.assert_allclose(equity, res.equity.to_numpy(), rtol=1e-9, atol=1e-6)
-    assert (res.fills["qty"] > 0).all()
-    assert (res.fills["qty"] == np.floor(res.fills["qty"])).all()  # whole shares
+    assert (res.fills["quantity"] > 0).all()
+    assert (res.fills["quantity"] == np.floor(res.fills["quantity"])).all()  # whole shares
     ex = res.execution
     assert 0.0 <= ex["fill_rate"] <= 1.0 or math.isnan(ex["fill_rate"])
     assert ex["costs"]["total"] == pytest.approx(
-        res.fills[["commission", "spread_cost", "impact_cost"]].to_numpy().sum(), rel=1e-9)
+        res.fills[["fee", "spread_cost", "impact_cost"]].to_numpy().sum(), rel=1e-9)
     # the cap holds on every fill: participation within the bar's 10 %
     assert (res.fills["participation"] <= 0.1 + 1e-12).all()
 

@@ -82,9 +82,9 @@ def test_commission_bps_on_notional() -> None:
     f = res.fills
     assert list(f["side"]) == ["buy", "sell"]
     assert list(f["timestamp"]) == [res.equity.index[1], res.equity.index[3]]
-    assert f["qty"].tolist() == approx([q, q])
+    assert f["quantity"].tolist() == approx([q, q])
     assert f["price"].tolist() == approx([20.0, 25.0])
-    assert f["commission"].tolist() == approx([q * 0.02, q * 0.025])
+    assert f["fee"].tolist() == approx([q * 0.02, q * 0.025])
     assert res.execution["costs"]["commission"] == approx(q * 0.045)
     assert res.equity.tolist() == approx([10_000.0, q * 21, q * 23, q * 24.975])
 
@@ -97,8 +97,8 @@ def test_commission_per_share() -> None:
               frictionless(10_000.0, commission=Commission(bps=0.0, per_share=0.01)))
     q = 10_000.0 / 20.01
     f = res.fills
-    assert f["qty"].tolist() == approx([q, q])
-    assert f["commission"].tolist() == approx([q * 0.01, q * 0.01])
+    assert f["quantity"].tolist() == approx([q, q])
+    assert f["fee"].tolist() == approx([q * 0.01, q * 0.01])
     assert res.execution["costs"]["commission"] == approx(2 * q * 0.01)
     assert res.equity.tolist() == approx([10_000.0, q * 21, q * 23, q * 24.99])
 
@@ -111,8 +111,8 @@ def test_commission_minimum_per_fill() -> None:
     res = run(spec(**RT_SPEC), panel(RT_OPEN, RT_CLOSE),
               frictionless(10_000.0, commission=Commission(bps=10.0, minimum=50.0)))
     f = res.fills
-    assert f["qty"].tolist() == approx([497.5, 497.5])
-    assert f["commission"].tolist() == approx([50.0, 50.0])
+    assert f["quantity"].tolist() == approx([497.5, 497.5])
+    assert f["fee"].tolist() == approx([50.0, 50.0])
     assert res.execution["costs"]["commission"] == approx(100.0)
     assert res.equity.tolist() == approx([10_000.0, 497.5 * 21, 497.5 * 23, 12_387.5])
 
@@ -128,8 +128,8 @@ def test_commission_minimum_paid_again_by_a_partial_fill() -> None:
                          volume=Volume(max_participation=0.1))
     res = run(spec(), bars, model)
     f = res.fills
-    assert f["qty"].tolist() == approx([50.0, 49.95])
-    assert f["commission"].tolist() == approx([5.0, 5.0])
+    assert f["quantity"].tolist() == approx([50.0, 49.95])
+    assert f["fee"].tolist() == approx([5.0, 5.0])
     assert res.execution["costs"]["commission"] == approx(10.0)
     assert res.execution["n_partial_fills"] == 1
     assert res.equity.tolist() == approx([10_000.0, 9_995.0, 9_990.0, 9_990.0])
@@ -144,7 +144,7 @@ def test_spread_fixed_bps_each_fill_pays_half() -> None:
               frictionless(10_000.0, spread=Spread(bps=20.0)))
     q = 10_000.0 / 20.02
     f = res.fills
-    assert f["qty"].tolist() == approx([q, q])
+    assert f["quantity"].tolist() == approx([q, q])
     assert f["ref_price"].tolist() == approx([20.0, 25.0])
     assert f["price"].tolist() == approx([20.02, 24.975])
     assert f["spread_cost"].tolist() == approx([q * 0.02, q * 0.025])
@@ -163,7 +163,7 @@ def test_spread_range_model() -> None:
               frictionless(10_000.0, spread=Spread(model="range", range_fraction=0.5)))
     q = 10_000.0 / 21.0
     f = res.fills
-    assert f["qty"].tolist() == approx([q, q])
+    assert f["quantity"].tolist() == approx([q, q])
     assert f["price"].tolist() == approx([21.0, 24.25])
     assert f["spread_cost"].tolist() == approx([q * 1.0, q * 0.75])
     assert res.execution["costs"]["spread"] == approx(q * 1.75)
@@ -196,7 +196,7 @@ def test_impact_square_root_law() -> None:
     f = res.fills
     assert list(f["side"]) == ["buy", "sell"]
     assert list(f["timestamp"]) == [bars.index[3], bars.index[5]]
-    assert f["qty"].tolist() == approx([q, q], rel=1e-9)
+    assert f["quantity"].tolist() == approx([q, q], rel=1e-9)
     assert f["price"].tolist() == approx([100.0 * (1 + imp3), 100.0 * (1 - imp5)], rel=1e-9)
     assert f["impact_cost"].tolist() == approx([q * 100 * imp3, q * 100 * imp5], rel=1e-9)
     assert f["participation"].tolist() == approx([q / 1000.0, q / 1000.0], rel=1e-9)
@@ -223,7 +223,7 @@ def test_participation_cap_carries_the_rest_to_later_opens() -> None:
     f = res.fills
     assert list(f["timestamp"]) == list(bars.index[1:5])
     assert list(f["side"]) == ["buy"] * 4
-    assert f["qty"].tolist() == approx([100.0, 200.0, 500.0, 200.0])
+    assert f["quantity"].tolist() == approx([100.0, 200.0, 500.0, 200.0])
     assert f["price"].tolist() == approx([100.0, 98.0, 96.0, 95.0])
     assert f["participation"].tolist() == approx([0.1, 0.1, 0.1, 200.0 / 1e6])
     assert res.positions["S"].tolist() == approx([0.0, 100.0, 300.0, 800.0, 1000.0, 1000.0])
@@ -252,7 +252,7 @@ def test_order_ttl_cancels_the_unfilled_rest() -> None:
     res = run(spec(), bars, model)
     f = res.fills
     assert list(f["timestamp"]) == list(bars.index[1:3])
-    assert f["qty"].tolist() == approx([100.0, 100.0])
+    assert f["quantity"].tolist() == approx([100.0, 100.0])
     assert f["price"].tolist() == approx([100.0, 102.0])
     assert res.positions["S"].tolist() == approx([0.0, 100.0, 200.0, 200.0, 200.0])
     ex = res.execution
@@ -276,7 +276,7 @@ def test_lot_size_rounds_down_and_leaves_cash(lot: float, capital: float, qty: f
     bars = panel([30.0, 30.0, 31.0], [30.0, 32.0, 33.0])
     res = run(spec(), bars, frictionless(capital, lot_size=lot))
     f = res.fills
-    assert f["qty"].tolist() == [qty]
+    assert f["quantity"].tolist() == [qty]
     cash = capital - qty * 30.0
     assert cash == {1.0: 10.0, 100.0: 1000.0}[lot]
     assert res.equity.tolist() == approx([capital, cash + qty * 32.0, cash + qty * 33.0])
@@ -305,7 +305,7 @@ def test_stop_and_take_profit_gap_vs_inside(risk: dict, bar2: tuple, price: floa
     res = run(spec(risk=risk), _stop_bars(*bar2), frictionless(10_000.0))
     f = res.fills
     assert list(f["side"]) == ["buy", "sell"]
-    assert f["qty"].tolist() == approx([100.0, 100.0])
+    assert f["quantity"].tolist() == approx([100.0, 100.0])
     assert f["price"].tolist() == approx([100.0, price])
     assert list(f["reason"]) == ["entry", reason]
     assert res.trades["reason"].tolist() == [reason]
@@ -345,7 +345,7 @@ def test_short_borrow_act365_over_a_weekend() -> None:
     bars = panel([50.0, 50.0, 51.0, 49.0], [50.0, 52.0, 48.0, 49.0],
                  dates=["2024-01-04", "2024-01-05", "2024-01-08", "2024-01-09"])
     res = run(spec(direction="short"), bars, frictionless(10_000.0, borrow_bps=100.0))
-    assert res.fills["qty"].tolist() == approx([200.0])
+    assert res.fills["quantity"].tolist() == approx([200.0])
     assert res.fills["side"].tolist() == ["sell"]
     b2, b3 = 312.0 / 365.0, 96.0 / 365.0
     assert res.execution["costs"]["borrow"] == approx(b2 + b3)
@@ -367,7 +367,7 @@ def test_max_leverage_clips_an_order_above_equity() -> None:
     # clipped once; 50·100 = 5000 reported unfilled: fill rate 10000/15000; cash 0
     bars = panel([100.0, 100.0, 104.0], [100.0, 102.0, 103.0])
     res = run(spec(sizing=LEVERED), bars, frictionless(10_000.0, max_leverage=1.0))
-    assert res.fills["qty"].tolist() == approx([100.0])
+    assert res.fills["quantity"].tolist() == approx([100.0])
     ex = res.execution
     assert ex["n_clipped"] == 1
     assert ex["unfilled_notional"] == approx(5_000.0)
@@ -380,7 +380,7 @@ def test_looser_leverage_fills_on_credit() -> None:
     # cash = 10_000 - 15_000 = -5_000 (within (2 - 1) × equity)
     bars = panel([100.0, 100.0, 104.0], [100.0, 102.0, 103.0])
     res = run(spec(sizing=LEVERED), bars, frictionless(10_000.0, max_leverage=2.0))
-    assert res.fills["qty"].tolist() == approx([150.0])
+    assert res.fills["quantity"].tolist() == approx([150.0])
     ex = res.execution
     assert ex["n_clipped"] == 0
     assert ex["unfilled_notional"] == 0.0

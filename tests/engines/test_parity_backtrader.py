@@ -158,8 +158,8 @@ def test_sma_levels_match_backtrader_on_real_sp500() -> None:
 
     # fills: date, side, shares exactly; price and commission to rounding
     f = ours.fills
-    our_fills = list(zip(f["timestamp"].dt.date, f["side"], f["qty"],
-                         f["price"], f["commission"], strict=True))
+    our_fills = list(zip(f["timestamp"].dt.date, f["side"], f["quantity"],
+                         f["price"], f["fee"], strict=True))
     assert len(peer.fills) > 100  # a real test: many round trips over 20 years
     assert [x[:3] for x in our_fills] == [x[:3] for x in peer.fills]
     np.testing.assert_allclose([x[3:] for x in our_fills], [x[3:] for x in peer.fills],

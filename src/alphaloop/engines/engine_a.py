@@ -32,7 +32,6 @@ from alphaloop.engines.kernel_a import (
     EXIT_REASONS,
     LONG,
     SHORT,
-    TRADE_FIELDS,
     portfolio_series,
     simulate_batch,
 )
@@ -106,19 +105,26 @@ def trade_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
     ``pnl`` is in units of the portfolio's starting capital (1.0), after costs;
     ``return`` is the trade's pnl over its sleeve's equity at entry. A trade still
     open at the end has no exit time, and is valued at the last close less the exit fee.
+    Rows are sorted by entry time, then symbol.
     """
-    frame = pd.DataFrame(rows, columns=list(TRADE_FIELDS))
-    exit_bar = frame["exit_bar"].astype(np.int64)
-    out = pd.DataFrame({
-        "symbol": [bars.symbols[int(i)] for i in frame["symbol"]],
-        "side": np.where(frame["side"] > 0, "long", "short"),
-        "entry_time": bars.index[frame["entry_bar"].to_numpy(dtype=np.int64)],
-        "exit_time": pd.DatetimeIndex([bars.index[b] if b >= 0 else pd.NaT for b in exit_bar]),
-        "qty": frame["qty"], "entry_price": frame["entry_price"],
-        "exit_price": frame["exit_price"], "pnl": frame["pnl"], "return": frame["return"],
-        "reason": [EXIT_REASONS[int(r)] for r in frame["reason"]],
+    names = np.asarray(bars.symbols, dtype=object)
+    if len(rows):  # by entry bar, then symbol name (a stable sort)
+        rows = rows[np.lexsort((names[rows[:, 0].astype(np.int64)].astype(str), rows[:, 1]))]
+    sym = rows[:, 0].astype(np.int64)
+    exit_bar = rows[:, 2].astype(np.int64)
+    # a trade still open at the end has no exit time: NaT (the int64 minimum)
+    exit_ns = np.where(exit_bar >= 0, bars.index.asi8.take(np.maximum(exit_bar, 0)),
+                       np.iinfo(np.int64).min)
+    exit_time = pd.DatetimeIndex(exit_ns.view("datetime64[ns]")).tz_localize(bars.index.tz)
+    return pd.DataFrame({
+        "symbol": names[sym],
+        "side": np.where(rows[:, 3] > 0, "long", "short").astype(object),
+        "entry_time": bars.index.take(rows[:, 1].astype(np.int64)),
+        "exit_time": exit_time,
+        "qty": rows[:, 4], "entry_price": rows[:, 5], "exit_price": rows[:, 6],
+        "pnl": rows[:, 7], "return": rows[:, 8],
+        "reason": np.asarray(EXIT_REASONS, dtype=object)[rows[:, 9].astype(np.int64)],
     })
-    return out.sort_values(["entry_time", "symbol"], kind="stable").reset_index(drop=True)
 
 
 def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None = None, *,

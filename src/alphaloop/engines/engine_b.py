@@ -26,13 +26,15 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from alphaloop.data.bars import Bars
-from alphaloop.data.quality import quality_report
+from alphaloop.data.quality import QualityReport, quality_report
+from alphaloop.engines import indicators as ind
 from alphaloop.engines import kernel_b as kb
 from alphaloop.engines.engine_a import _DIRECTION, effective_years, trade_frame
 from alphaloop.engines.execution import ExecutionModel
@@ -56,9 +58,10 @@ class VerificationResult:
       same compounded per UTC calendar day; ``equity`` in account currency.
     - ``metrics``: the core metrics (:data:`CORE_METRICS`), annualized with the
       panel's ``periods_per_year``.
-    - ``fills``: the ledger, one row per fill (timestamp, symbol, side, qty, price,
-      ref_price, commission, spread_cost, impact_cost, participation, adv_util,
-      reason); costs in currency, ``price`` after spread and impact.
+    - ``fills``: the ledger, one row per fill (timestamp, symbol, side, quantity,
+      price, ref_price, fee, spread_cost, impact_cost, participation, adv_util,
+      slippage, reason); costs in currency, ``price`` after spread and impact,
+      ``slippage`` = spread_cost + impact_cost.
     - ``trades``: round trips as in engine A, but ``pnl`` in account currency
       (after every cost, borrow included) and ``qty`` the largest size held.
     - ``positions``: shares held at each close (T × N).
@@ -67,18 +70,22 @@ class VerificationResult:
     - ``status``: ``SUCCESS``, or ``PARTIAL`` when symbols failed the data gate
       (``excluded`` says which and why).
     - ``output_hash``: sha256 of equity, fills and positions, for determinism checks.
+
+    The frames (``fills``, ``trades``, ``positions``, ``daily_returns``) are built
+    from the kernel's arrays on first access, so a caller that needs only the metrics
+    (a sweep of verifications) does not pay for them.
     """
 
     spec: StrategySpec
     model: ExecutionModel
     returns: pd.Series
-    daily_returns: pd.Series
     equity: pd.Series
     metrics: dict[str, float]
     execution: dict[str, Any]
-    fills: pd.DataFrame
-    trades: pd.DataFrame
-    positions: pd.DataFrame
+    bars: Bars = field(repr=False)
+    fill_rows: np.ndarray = field(repr=False)
+    trade_rows: np.ndarray = field(repr=False)
+    position_rows: np.ndarray = field(repr=False)
     status: str
     excluded: list[dict[str, Any]]
     data_ref: str
@@ -86,6 +93,23 @@ class VerificationResult:
     output_hash: str
     engine_version: str = ENGINE_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def fills(self) -> pd.DataFrame:
+        return fills_frame(self.fill_rows, self.bars)
+
+    @cached_property
+    def trades(self) -> pd.DataFrame:
+        return trade_frame(self.trade_rows, self.bars)
+
+    @cached_property
+    def positions(self) -> pd.DataFrame:
+        return pd.DataFrame(self.position_rows.T, index=self.bars.index,
+                            columns=list(self.bars.symbols))
+
+    @cached_property
+    def daily_returns(self) -> pd.Series:
+        return daily_returns(self.returns)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (no per-bar series)."""
@@ -130,20 +154,17 @@ def verify(spec: StrategySpec, bars: Bars, model: ExecutionModel | None = None, 
                      turnover=turnover_sum[0] / (n_bars / ppy), exposure=exposure[0],
                      effective_history_years=effective_years([spec], bars)[0])
     metrics = {k: (int(m[k]) if k == "n_trades" else float(m[k])) for k in CORE_METRICS}
-    fill_frame = fills_frame(fills, bars)
-    execution = _execution_stats(st, fill_frame, scaled[0] * cap, bars, cap)
+    execution = _execution_stats(st, fills, scaled[0] * cap, bars, cap)
     execution["capacity"] = (_capacity(equity, capitals, ppy) if capacity
                              else {"capital": None, "note": "not computed"})
     ret = pd.Series(returns[0], index=bars.index, name="returns")
     eq = pd.Series(scaled[0] * cap, index=bars.index, name="equity")
-    pos_frame = pd.DataFrame(positions.T, index=bars.index, columns=list(bars.symbols))
     digest = hashlib.sha256()
     for arr in (equity[0], fills, positions):
         digest.update(np.ascontiguousarray(arr).tobytes())
     return VerificationResult(
-        spec=spec, model=model, returns=ret, daily_returns=daily_returns(ret), equity=eq,
-        metrics=metrics, execution=execution, fills=fill_frame,
-        trades=trade_frame(trades, bars), positions=pos_frame,
+        spec=spec, model=model, returns=ret, equity=eq, metrics=metrics, execution=execution,
+        bars=bars, fill_rows=fills, trade_rows=trades, position_rows=positions,
         status="PARTIAL" if excluded else "SUCCESS", excluded=excluded,
         data_ref=bars.data_ref, periods_per_year=ppy, output_hash=digest.hexdigest(),
         extra={"ruined_bar": int(st[kb.S_RUINED]),
@@ -159,7 +180,7 @@ def data_gate(bars: Bars, model: ExecutionModel) -> tuple[Bars, list[dict[str, A
     when the model needs volume (a participation cap or impact). Warnings pass.
     A panel where every symbol fails raises ``DataError`` (``DATA_FAILURE``).
     """
-    report = quality_report(bars)
+    report = _quality(bars)
     reasons: dict[str, list[str]] = {}
     for issue in report.errors:
         if issue.symbol is not None:
@@ -184,6 +205,20 @@ def data_gate(bars: Bars, model: ExecutionModel) -> tuple[Bars, list[dict[str, A
     excluded = [{"symbol": s, "code": "DATA_FAILURE", "reasons": rs}
                 for s, rs in reasons.items()]
     return bars.select(keep), excluded
+
+
+_REPORTS: dict[str, QualityReport] = {}
+
+
+def _quality(bars: Bars) -> QualityReport:
+    """The quality report of ``bars``, remembered by content hash (``data_ref``):
+    verifying many strategies on one panel checks its data once."""
+    hit = _REPORTS.get(bars.data_ref)
+    if hit is None:
+        if len(_REPORTS) >= 16:
+            _REPORTS.pop(next(iter(_REPORTS)))
+        hit = _REPORTS[bars.data_ref] = quality_report(bars)
+    return hit
 
 
 # ------------------------------------------------------------------ kernel I/O
@@ -223,27 +258,36 @@ def _kernel_inputs(spec: StrategySpec, bars: Bars, model: ExecutionModel,
 
 
 def _sigma_before(close: np.ndarray, window: int) -> np.ndarray:
-    """Std of bar returns over ``window`` bars ending at t-1 (at least 2 returns)."""
-    rets = pd.DataFrame(close.T).pct_change(fill_method=None)
-    sd = rets.rolling(window, min_periods=2).std().shift(1)
-    return np.ascontiguousarray(sd.to_numpy().T)
+    """Sample std of the last ``window`` bar returns before bar t (NaN until there
+    are that many): the estimator vol-target sizing uses, shifted one bar."""
+    rets = np.full(close.shape, np.nan)
+    rets[:, 1:] = close[:, 1:] / close[:, :-1] - 1.0
+    return _shift(ind.rolling_std(rets, window))
 
 
 def _mean_before(volume: np.ndarray, window: int) -> np.ndarray:
-    """Average volume over ``window`` bars ending at t-1."""
-    mean = pd.DataFrame(volume.T).rolling(window, min_periods=1).mean().shift(1)
-    return np.ascontiguousarray(mean.to_numpy().T)
+    """Average volume over the last ``window`` bars before bar t."""
+    return _shift(ind.sma(volume, window))
+
+
+def _shift(x: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    out[:, 0] = np.nan
+    out[:, 1:] = x[:, :-1]
+    return out
 
 
 def _simulate(x: _Inputs, capitals: np.ndarray) -> tuple[np.ndarray, ...]:
     """Run the kernel; if the ledgers were too small, run again with the exact size
     (the simulation is deterministic, so the second run is the same run)."""
     n_sym, n_bars = x.valid.shape
-    n_fills, n_trades = 2 * n_bars + 64, n_bars + 16
+    # room for a trade every 8 bars per symbol: more than a realistic strategy needs
+    n_trades = n_sym * n_bars // 8 + 16
+    n_fills = 2 * n_trades
     positions = np.zeros((n_sym, n_bars))
     for _ in range(2):
-        fills = np.zeros((n_fills, len(kb.FILL_FIELDS)))
-        trades = np.zeros((n_trades, len(TRADE_FIELDS)))
+        fills = np.empty((n_fills, len(kb.FILL_FIELDS)))
+        trades = np.empty((n_trades, len(TRADE_FIELDS)))
         equity, traded, gross, stats, n_rec = kb.simulate(
             x.market, x.valid, x.en, x.ex, x.size, x.use_size, x.dt_years, x.params,
             capitals, fills, trades, positions)
@@ -256,34 +300,39 @@ def _simulate(x: _Inputs, capitals: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 # ------------------------------------------------------------------ outputs
+_LEDGER_NAMES = {"qty": "quantity", "commission": "fee"}
+
+
 def fills_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
-    """The kernel's fill rows as the ledger frame (timestamps, names, reasons)."""
-    frame = pd.DataFrame(rows, columns=list(kb.FILL_FIELDS))
-    bar = frame["bar"].to_numpy(dtype=np.int64)
-    out = pd.DataFrame({
-        "timestamp": bars.index[bar],
-        "symbol": np.asarray(bars.symbols, dtype=object)[frame["symbol"].to_numpy(np.int64)],
-        "side": np.where(frame["side"] > 0, "buy", "sell"),
-    })
-    for col in ("qty", "price", "ref_price", "commission", "spread_cost", "impact_cost",
-                "participation", "adv_util"):
-        out[col] = frame[col].to_numpy()
-    out["slippage"] = out["spread_cost"] + out["impact_cost"]
-    out["reason"] = [kb.FILL_REASONS[int(r)] for r in frame["reason"]]
-    return out
+    """The kernel's fill rows as the ledger frame: timestamp, symbol, side, quantity,
+    price (after spread and impact), ref_price, fee (commission), spread_cost,
+    impact_cost, participation, adv_util, slippage (spread + impact cost), reason."""
+    sym = rows[:, 1].astype(np.int64)
+    cols: dict[str, Any] = {
+        "timestamp": bars.index.take(rows[:, 0].astype(np.int64)),
+        "symbol": np.asarray(bars.symbols, dtype=object)[sym],
+        "side": np.where(rows[:, 2] > 0, "buy", "sell").astype(object),
+    }
+    for j, name in enumerate(kb.FILL_FIELDS[3:11], start=3):
+        cols[_LEDGER_NAMES.get(name, name)] = rows[:, j]
+    cols["slippage"] = rows[:, 7] + rows[:, 8]
+    cols["reason"] = np.asarray(kb.FILL_REASONS, dtype=object)[rows[:, 11].astype(np.int64)]
+    return pd.DataFrame(cols)
 
 
 def daily_returns(returns: pd.Series) -> pd.Series:
     """Per-bar returns compounded within each UTC calendar day."""
-    if returns.empty:
-        return returns
+    ns = pd.DatetimeIndex(returns.index).asi8
+    days = ns // 86_400_000_000_000
+    if len(days) < 2 or bool(np.all(np.diff(days) > 0)):  # one bar per day or coarser
+        return returns.rename("daily_returns")
     day = pd.DatetimeIndex(returns.index).floor("D")
     out = (1.0 + returns).groupby(day).prod() - 1.0
     out.name = "daily_returns"
     return out
 
 
-def _execution_stats(st: np.ndarray, fills: pd.DataFrame, equity: np.ndarray,
+def _execution_stats(st: np.ndarray, fills: np.ndarray, equity: np.ndarray,
                      bars: Bars, capital: float) -> dict[str, Any]:
     filled, unfilled = st[kb.S_FILLED], st[kb.S_UNFILLED]
     costs = {"commission": float(st[kb.S_COMM]), "spread": float(st[kb.S_SPREAD]),
@@ -291,8 +340,8 @@ def _execution_stats(st: np.ndarray, fills: pd.DataFrame, equity: np.ndarray,
     total = sum(costs.values())
     years = bars.n_bars / bars.periods_per_year
     mean_eq = float(np.mean(equity)) if equity.size else math.nan
-    part = fills["participation"].to_numpy()
-    util = fills["adv_util"].to_numpy()
+    part = fills[:, kb.FILL_FIELDS.index("participation")]
+    util = fills[:, kb.FILL_FIELDS.index("adv_util")]
     return {
         "fill_rate": float(filled / (filled + unfilled)) if filled + unfilled > 0 else math.nan,
         "filled_notional": float(filled), "unfilled_notional": float(unfilled),

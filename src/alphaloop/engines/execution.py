@@ -23,8 +23,9 @@ jumps the level):
   high-low spread estimate, cf. Corwin & Schultz 2012).
 - **impact** (square-root law, Almgren et al. 2005; Tóth et al. 2011 measure a
   prefactor of order 1): the price moves against the order by ``k · σ ·
-  sqrt(q / V)``, with ``σ`` the sample std (ddof = 1) of bar returns over
-  ``vol_window`` bars *before* the fill's bar and ``V`` the fill bar's volume (a bar without volume
+  sqrt(q / V)``, with ``σ`` the sample std (ddof = 1) of the last ``vol_window``
+  bar returns *before* the fill's bar (no impact until that many exist; the
+  estimator vol-target sizing uses) and ``V`` the fill bar's volume (a bar without volume
   counts as participation 1).
 - **commission**: ``max(bps/1e4 · q · price + per_share · q, minimum)`` per fill
   (a partial fill on a later bar is a new execution and pays its own minimum).
