@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh clone with only python3 and make:
-#   make demo   creates .venv, installs alphaloop[dev], sweeps and evaluates on bundled real data
+#   make demo   creates .venv, installs alphaloop[dev], sweeps, evaluates and verifies on bundled real data
 #   make test   the same install, then the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/alphaloop backtest examples/sma_cross.yaml --data us_indices
 	$(BIN)/alphaloop sweep sma_cross --data us_indices --n 174 --sampler grid --out out/demo_sweep.parquet
 	$(BIN)/alphaloop evaluate out/demo_sweep.parquet --policy default --top 3
+	$(BIN)/alphaloop verify examples/sma_cross.yaml --data us_indices --costs examples/costs.yaml --fills out/demo_fills.parquet
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -35,6 +36,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench_engine_a.py
+	$(BIN)/python benchmarks/bench_engine_b.py
 
 clean:
 	rm -rf $(VENV) .numba_cache out .pytest_cache .mypy_cache .ruff_cache
