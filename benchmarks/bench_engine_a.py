@@ -470,16 +470,27 @@ def profile_alphaloop(fn: Callable[[], Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- machine
-def machine_info() -> dict[str, Any]:
+def _peer_version(module: str) -> str | None:
+    try:
+        return str(__import__(module).__version__)
+    except (ImportError, AttributeError):
+        return None
+
+
+def machine_info(peers: tuple[str, ...] = ("vectorbt",)) -> dict[str, Any]:
+    """CPU, memory, versions (ours and each peer's) and numba's threading set-up."""
     import numba
     import numpy as np
     import pandas as pd
 
-    cpu = ""
+    cpu, mhz = "", ""
     try:
         with open("/proc/cpuinfo") as fh:
-            m = re.search(r"^model name\s*:\s*(.+)$", fh.read(), re.M)
-            cpu = m.group(1).strip() if m else ""
+            text = fh.read()
+        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        cpu = m.group(1).strip() if m else ""
+        m = re.search(r"^cpu MHz\s*:\s*(.+)$", text, re.M)
+        mhz = m.group(1).strip() if m else ""
     except OSError:
         pass
     ram = 0
@@ -490,34 +501,39 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        import vectorbt as vbt
-
-        vbt_version = vbt.__version__
-    except ImportError:
-        vbt_version = None
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel region has run yet
+        layer = None
     return {
         "nproc": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu or platform.processor(),
+        "cpu_model": cpu or platform.processor(), "cpu_mhz": mhz,
         "ram_bytes": ram,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "pandas": pd.__version__,
         "numba": numba.__version__,
-        "vectorbt": vbt_version,
+        **{p: _peer_version(p) for p in peers},
         "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": layer,
         "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR") or "(default: __pycache__)",
     }
+
+
+def use_cold_numba_cache() -> None:
+    """A fresh NUMBA_CACHE_DIR (removed at exit), so first calls are real compiles.
+    Must run before numba is imported."""
+    cache_dir = tempfile.mkdtemp(prefix="alphaloop-bench-numba-")
+    os.environ["NUMBA_CACHE_DIR"] = cache_dir
+    atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.cold:  # must be set before numba is imported; removed again at exit
-        cache_dir = tempfile.mkdtemp(prefix="alphaloop-bench-numba-")
-        os.environ["NUMBA_CACHE_DIR"] = cache_dir
-        atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
+    if args.cold:
+        use_cold_numba_cache()
     import numba
     import numpy as np
 

@@ -59,23 +59,23 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import atexit
 import gc
 import json
 import os
-import platform
-import re
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_engine_a import PeakRSS, run_side  # same measurement helpers
+from bench_engine_a import (  # same measurement helpers
+    PeakRSS,
+    machine_info,
+    run_side,
+    use_cold_numba_cache,
+)
 
 FAST, SLOW = 10, 50
 STOP = 0.05
@@ -385,58 +385,11 @@ def split_engine_b(bars: Any, capacity: bool, repeats: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- machine
-def machine_info() -> dict[str, Any]:
-    import numba
-    import numpy as np
-    import pandas as pd
-
-    cpu, mhz = "", ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            text = fh.read()
-        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        cpu = m.group(1).strip() if m else ""
-        m = re.search(r"^cpu MHz\s*:\s*(.+)$", text, re.M)
-        mhz = m.group(1).strip() if m else ""
-    except OSError:
-        pass
-    ram = 0
-    try:
-        with open("/proc/meminfo") as fh:
-            m = re.search(r"^MemTotal:\s+(\d+)", fh.read(), re.M)
-            ram = int(m.group(1)) * 1024 if m else 0
-    except OSError:
-        pass
-    versions: dict[str, str | None] = {}
-    for mod in ("backtrader", "backtesting"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except (ImportError, AttributeError):
-            versions[mod] = None
-    return {
-        "nproc": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu or platform.processor(), "cpu_mhz": mhz,
-        "ram_bytes": ram,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "numba": numba.__version__,
-        **versions,
-        "numba_threads": numba.get_num_threads(),
-        "numba_threading_layer": numba.threading_layer(),
-        "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR") or "(default: __pycache__)",
-    }
-
-
 # ------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.cold:  # must be set before numba is imported; removed again at exit
-        cache_dir = tempfile.mkdtemp(prefix="alphaloop-bench-numba-")
-        os.environ["NUMBA_CACHE_DIR"] = cache_dir
-        atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
+    if args.cold:
+        use_cold_numba_cache()
     import numba
 
     if args.threads:
@@ -555,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                    "repeats": {"engine_b": eb_rep, "peers_single": peer_rep,
                                "backtrader_panel": btp_rep},
                    "cold_cache": args.cold, "memory_method": mem.method},
-        "machine": machine_info(),
+        "machine": machine_info(peers=("backtrader", "backtesting")),
         "loadavg_start": load0, "loadavg_end": load1,
         **res, "targets": targets,
     }
