@@ -356,6 +356,34 @@ def fused_side(bars: Any, combos: list[tuple[int, int]]) -> Callable[[], Any]:
 
 
 # -------------------------------------------------------------- profile
+class PhaseTimer:
+    """``perf_counter`` wrappers around named functions, patched on their owner
+    (a module or class) and summed per name in ``acc``; :meth:`restore` undoes them."""
+
+    def __init__(self) -> None:
+        self.acc: dict[str, float] = {}
+        self._patched: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, name: str) -> None:
+        orig = getattr(owner, name)
+        acc = self.acc
+
+        def timed_call(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return orig(*a, **kw)
+            finally:
+                acc[name] = acc.get(name, 0.0) + time.perf_counter() - t0
+
+        setattr(owner, name, timed_call)
+        self._patched.append((owner, name, orig))
+
+    def restore(self) -> None:
+        for owner, name, orig in reversed(self._patched):
+            setattr(owner, name, orig)
+        self._patched.clear()
+
+
 def split_alphaloop(bars: Any, combos: list[tuple[int, int]], repeats: int) -> dict[str, float]:
     """A low-overhead split of one call (medians over ``repeats``): building the specs,
     parsing their expressions (``entry_node``/``exit_node``, cached on the spec) and
@@ -370,25 +398,11 @@ def split_alphaloop(bars: Any, combos: list[tuple[int, int]], repeats: int) -> d
     from alphaloop.strategy.spec import StrategySpec
 
     costs = CostModel(fees_bps=FEES_BPS, slippage_bps=0)
-    acc: dict[str, float] = {}
-
-    def wrap(owner: Any, name: str) -> Any:
-        orig = getattr(owner, name)
-
-        def timed_call(*a: Any, **kw: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return orig(*a, **kw)
-            finally:
-                acc[name] = acc.get(name, 0.0) + time.perf_counter() - t0
-
-        setattr(owner, name, timed_call)
-        return orig
-
-    patched: list[tuple[Any, str, Any]] = [
-        (engine_a, n, wrap(engine_a, n)) for n in ("simulate_batch", "_simulate_chunk")
-    ]
-    patched.append((SignalEvaluator, "comparison", wrap(SignalEvaluator, "comparison")))
+    timer = PhaseTimer()
+    for n in ("simulate_batch", "_simulate_chunk"):
+        timer.wrap(engine_a, n)
+    timer.wrap(SignalEvaluator, "comparison")
+    acc = timer.acc
     rows: dict[str, list[float]] = {}
     try:
         from alphaloop.strategy import expression
@@ -424,8 +438,7 @@ def split_alphaloop(bars: Any, combos: list[tuple[int, int]], repeats: int) -> d
             for k, v in split.items():
                 rows.setdefault(k, []).append(v)
     finally:
-        for owner, name, orig in patched:
-            setattr(owner, name, orig)
+        timer.restore()
     return {k: statistics.median(v) for k, v in rows.items()}
 
 

@@ -72,6 +72,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_engine_a import (  # same measurement helpers
     PeakRSS,
+    PhaseTimer,
     machine_info,
     run_side,
     use_cold_numba_cache,
@@ -316,22 +317,9 @@ def split_engine_b(bars: Any, capacity: bool, repeats: int) -> dict[str, float]:
     from alphaloop.engines import kernel_b as kb
     from alphaloop.engines.signals import SignalEvaluator
 
-    acc: dict[str, float] = {}
-    patched: list[tuple[Any, str, Any]] = []
-
-    def wrap(owner: Any, name: str) -> None:
-        orig = getattr(owner, name)
-
-        def timed_call(*a: Any, **kw: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return orig(*a, **kw)
-            finally:
-                acc[name] = acc.get(name, 0.0) + time.perf_counter() - t0
-
-        setattr(owner, name, timed_call)
-        patched.append((owner, name, orig))
-
+    timer = PhaseTimer()
+    acc = timer.acc
+    wrap = timer.wrap
     for name in ("data_gate", "_quality", "SignalEvaluator", "_kernel_inputs",
                  "_sigma_before", "_mean_before", "size_arrays", "_simulate",
                  "portfolio_series", "core_metrics", "effective_years", "fills_frame",
@@ -379,8 +367,7 @@ def split_engine_b(bars: Any, capacity: bool, repeats: int) -> dict[str, float]:
             for k, v in split.items():
                 rows.setdefault(k, []).append(v)
     finally:
-        for owner, name, orig in reversed(patched):
-            setattr(owner, name, orig)
+        timer.restore()
     return {k: statistics.median(v) for k, v in rows.items()}
 
 

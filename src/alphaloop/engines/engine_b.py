@@ -41,7 +41,7 @@ from alphaloop.engines.execution import ExecutionModel
 from alphaloop.engines.kernel_a import TRADE_FIELDS, portfolio_series
 from alphaloop.engines.metrics import CORE_METRICS, core_metrics, return_metrics, to_jsonable
 from alphaloop.engines.signals import SignalEvaluator
-from alphaloop.engines.sizing import size_arrays
+from alphaloop.engines.sizing import bar_returns, size_arrays
 from alphaloop.errors import DataError
 from alphaloop.strategy.spec import StrategySpec
 
@@ -260,9 +260,7 @@ def _kernel_inputs(spec: StrategySpec, bars: Bars, model: ExecutionModel,
 def _sigma_before(close: np.ndarray, window: int) -> np.ndarray:
     """Sample std of the last ``window`` bar returns before bar t (NaN until there
     are that many): the estimator vol-target sizing uses, shifted one bar."""
-    rets = np.full(close.shape, np.nan)
-    rets[:, 1:] = close[:, 1:] / close[:, :-1] - 1.0
-    return _shift(ind.rolling_std(rets, window))
+    return _shift(ind.rolling_std(bar_returns(close), window))
 
 
 def _mean_before(volume: np.ndarray, window: int) -> np.ndarray:

@@ -261,8 +261,8 @@ def _add(s: np.ndarray, m: np.ndarray, i: int, t: int, side: float, want: float,
 
 
 @njit(cache=True)
-def _leverage_room(s: np.ndarray, i: int, ref: float, prm: np.ndarray,
-                   acct: np.ndarray, stats: np.ndarray, want: float) -> float:
+def _leverage_room(ref: float, prm: np.ndarray, acct: np.ndarray, stats: np.ndarray,
+                   want: float) -> float:
     """``want`` cut so that gross exposure stays within max_leverage × equity."""
     if prm[P_MAX_LEV] == math.inf:
         return want
@@ -292,12 +292,12 @@ def _open_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
         q = 0.0
         if s[CASH, i] > 0 and s[P_W, i] > 0:
             q = _entry_qty(s[P_W, i] * s[CASH, i], target, m, i, t, ref, cap_q, prm)
-        s[P_OPEN, i] = _leverage_room(s, i, ref, prm, acct, stats, q)
+        s[P_OPEN, i] = _leverage_room(ref, prm, acct, stats, q)
         if s[P_OPEN, i] <= 0.0:
             s[P_ON, i] = 0.0
             return
     else:
-        s[P_OPEN, i] = _leverage_room(s, i, ref, prm, acct, stats, s[P_OPEN, i])
+        s[P_OPEN, i] = _leverage_room(ref, prm, acct, stats, s[P_OPEN, i])
     q = _add(s, m, i, t, target, s[P_OPEN, i], REASON_ENTRY, prm, acct, traded, stats, fills)
     s[P_OPEN, i] -= q
     if s[P_OPEN, i] <= 0.0:
@@ -324,7 +324,7 @@ def _rebalance(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
     if goal <= 0.0 or abs(delta) <= prm[P_REB_THRESH] * goal:
         return
     if delta > 0:
-        want = _leverage_room(s, i, ref, prm, acct, stats, delta)
+        want = _leverage_room(ref, prm, acct, stats, delta)
         q = _add(s, m, i, t, side, want, REASON_REBALANCE, prm, acct, traded, stats, fills)
         stats[S_UNFILLED] += (want - q) * ref
         return

@@ -44,13 +44,18 @@ def fraction_array(key: SizingKey, fields: dict[str, np.ndarray], bars: Bars) ->
     if estimator == "atr":
         sigma = ind.atr(fields["high"], fields["low"], close, window) / close * ATR_TO_SIGMA
     else:
-        rets = np.full(close.shape, np.nan)
-        rets[:, 1:] = close[:, 1:] / close[:, :-1] - 1.0
-        sigma = ind.rolling_std(rets, window)
+        sigma = ind.rolling_std(bar_returns(close), window)
     vol = sigma * np.sqrt(bars.periods_per_year_until(window))
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(vol > 0, np.minimum(value / vol, cap), np.nan)
     return np.ascontiguousarray(frac)
+
+
+def bar_returns(close: np.ndarray) -> np.ndarray:
+    """Close-to-close simple returns of an asset-major (N, T) array; NaN at t = 0."""
+    rets = np.full(close.shape, np.nan)
+    rets[:, 1:] = close[:, 1:] / close[:, :-1] - 1.0
+    return rets
 
 
 def size_arrays(specs: Sequence[StrategySpec], fields: dict[str, np.ndarray],

@@ -1,47 +1,6 @@
 """Evaluation: scoring policy, robustness statistics (MOD-432) and reports."""
 
-from alphaloop.evaluation.statistics import (
-    EULER_GAMMA,
-    PBOResult,
-    ReturnMoments,
-    SharpeInterval,
-    SPAResult,
-    annualized_to_per_period_sharpe,
-    annualized_to_per_period_variance,
-    deflated_sharpe_ratio,
-    deflated_sharpe_ratio_from_returns,
-    expected_max_sharpe,
-    min_backtest_length,
-    min_track_record_length,
-    pbo_cscv,
-    per_period_to_annualized_sharpe,
-    psr,
-    psr_from_returns,
-    return_moments,
-    sharpe_confidence_interval,
-    sharpe_per_period,
-    spa_test,
-)
+from alphaloop.evaluation import statistics as _statistics
+from alphaloop.evaluation.statistics import *  # noqa: F403  (the public statistics API)
 
-__all__ = [
-    "EULER_GAMMA",
-    "PBOResult",
-    "ReturnMoments",
-    "SPAResult",
-    "SharpeInterval",
-    "annualized_to_per_period_sharpe",
-    "annualized_to_per_period_variance",
-    "deflated_sharpe_ratio",
-    "deflated_sharpe_ratio_from_returns",
-    "expected_max_sharpe",
-    "min_backtest_length",
-    "min_track_record_length",
-    "pbo_cscv",
-    "per_period_to_annualized_sharpe",
-    "psr",
-    "psr_from_returns",
-    "return_moments",
-    "sharpe_confidence_interval",
-    "sharpe_per_period",
-    "spa_test",
-]
+__all__ = list(_statistics.__all__)
