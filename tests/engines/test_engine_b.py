@@ -151,8 +151,9 @@ def test_ledger_reconciles_with_positions_and_equity(spec: StrategySpec, bars: B
     assert 0.0 <= ex["fill_rate"] <= 1.0 or math.isnan(ex["fill_rate"])
     assert ex["costs"]["total"] == pytest.approx(
         res.fills[["fee", "spread_cost", "impact_cost"]].to_numpy().sum(), rel=1e-9)
-    # the cap holds on every fill: participation within the bar's 10 %
-    assert (res.fills["participation"] <= 0.1 + 1e-12).all()
+    # the cap holds on every fill: within 10 % of the average volume known before the
+    # bar (the bar's own volume is unknown at its open, so it cannot be the cap)
+    assert (res.fills["adv_util"] <= 0.1 + 1e-12).all()
 
 
 @FAST
@@ -177,23 +178,36 @@ def test_daily_returns_compound_intraday_bars() -> None:
 
 
 # ------------------------------------------------------------------ data gate
-def test_a_symbol_failing_the_data_gate_is_excluded_and_the_run_is_partial() -> None:
+def test_a_symbol_failing_the_data_gate_is_excluded_from_that_bar_on() -> None:
     bars = _random_bars(3, 3, 60, holes=False)
     high = bars.high.copy()
-    high[30, 1] = bars.low[30, 1] * 0.5  # high below low: DQ_HIGH_LT_LOW
+    high[30, 1] = bars.low[30, 1] * 0.5  # high below low at bar 30: DQ_HIGH_LT_LOW
     bad = Bars(index=bars.index, symbols=bars.symbols, open=bars.open, high=high,
                low=bars.low, close=bars.close, volume=bars.volume)
-    spec = StrategySpec(entry="close > sma(close, 5)", exit="close < sma(close, 5)")
-    res = verify(spec, bad, capacity=False)
+    spec = StrategySpec(entry="close > 0", exit="close < 0")  # always long once funded
+    model = ExecutionModel(volume={"max_participation": None}, impact={"k": 0.0})
+    res = verify(spec, bad, model, capacity=False)
+    clean = verify(spec, bars, model, capacity=False)
     assert res.status == "PARTIAL"
     assert [e["symbol"] for e in res.excluded] == ["S1"]
+    assert res.excluded[0]["from"] == bars.index[30].isoformat()
     assert "DQ_HIGH_LT_LOW" in res.excluded[0]["reasons"][0]
-    assert list(res.positions.columns) == ["S0", "S2"]
     failures = classify_failures(res, rerun=None)
     assert [f.code for f in failures if f.code == "DATA_FAILURE"] == ["DATA_FAILURE"]
-    # the two good symbols alone give the same result
-    alone = verify(spec, bars.select(["S0", "S2"]), capacity=False)
-    np.testing.assert_array_equal(alone.equity.to_numpy(), res.equity.to_numpy())
+    # the bars before the failure are untouched: the same equity as on clean data
+    np.testing.assert_array_equal(res.equity.to_numpy()[:30], clean.equity.to_numpy()[:30])
+    assert res.equity.to_numpy()[30] != clean.equity.to_numpy()[30]
+    # S1 is closed at bar 30 at its last good close (bar 29's), paying costs, and holds
+    # nothing after; S0 and S2 are resized to half the portfolio each at the same open
+    fill = res.fills[(res.fills["symbol"] == "S1") & (res.fills["reason"] == "data_failure")]
+    assert len(fill) == 1 and fill["timestamp"].iloc[0] == bars.index[30]
+    assert fill["ref_price"].iloc[0] == bars.close[29, 1]
+    assert fill["fee"].iloc[0] > 0 and fill["spread_cost"].iloc[0] > 0
+    assert (res.positions["S1"].to_numpy()[30:] == 0).all()
+    assert set(res.fills.loc[res.fills["timestamp"] == bars.index[30], "reason"]) == {
+        "data_failure", "universe"}
+    trade = res.trades[res.trades["symbol"] == "S1"].iloc[-1]
+    assert trade["reason"] == "data_failure" and trade["exit_time"] == bars.index[30]
 
 
 def test_every_symbol_failing_is_a_data_failure_error() -> None:

@@ -154,26 +154,32 @@ def test_spread_fixed_bps_each_fill_pays_half() -> None:
 
 
 def test_spread_range_model() -> None:
-    # range model, range_fraction 0.5: s = 0.5·(high - low)/p of the fill's bar, half
-    # of it paid:  price = p·(1 ± s/2) = p ± 0.25·(high - low)
-    # t1 (o 20, h 22, l 18): buy at 20 + 0.25·4 = 21;  q = 10000/21;  cost q·1
-    # t3 (o 25, h 26, l 23): sell at 25 - 0.25·3 = 24.25;  cost q·0.75
-    bars = panel(RT_OPEN, RT_CLOSE, h=[11.0, 22.0, 24.0, 26.0], lo=[9.0, 18.0, 21.0, 23.0])
+    # range model, range_fraction 0.5: s = 0.5·(high - low)/close of the bar *before*
+    # the fill (the fill bar's range is not known at its open), half of it paid:
+    # price = p·(1 ± s/2)
+    # t1's open 20, bar t0 (h 11, l 9, c 10): s = 0.5·0.2 = 0.1 -> buy at 20·1.05 = 21
+    #     q = 10000/21; spread cost q·20·0.05 = q·1
+    # t3's open 25, bar t2 (h 24, l 21, c 23): s = 0.5·3/23 -> sell at 25·(1 - 0.75/23)
+    #     = 25 - 18.75/23; spread cost q·18.75/23
+    # the fill bars' own ranges (t1: 40 - 18, t3: 60 - 23) are absurd on purpose
+    bars = panel(RT_OPEN, RT_CLOSE, h=[11.0, 40.0, 24.0, 60.0], lo=[9.0, 18.0, 21.0, 23.0])
     res = run(spec(**RT_SPEC), bars,
               frictionless(10_000.0, spread=Spread(model="range", range_fraction=0.5)))
     q = 10_000.0 / 21.0
+    sell = 25.0 - 18.75 / 23.0
     f = res.fills
     assert f["quantity"].tolist() == approx([q, q])
-    assert f["price"].tolist() == approx([21.0, 24.25])
-    assert f["spread_cost"].tolist() == approx([q * 1.0, q * 0.75])
-    assert res.execution["costs"]["spread"] == approx(q * 1.75)
-    assert res.equity.tolist() == approx([10_000.0, q * 21, q * 23, q * 24.25])
+    assert f["price"].tolist() == approx([21.0, sell])
+    assert f["spread_cost"].tolist() == approx([q * 1.0, q * 18.75 / 23.0])
+    assert res.execution["costs"]["spread"] == approx(q * (1.0 + 18.75 / 23.0))
+    assert res.equity.tolist() == approx([10_000.0, q * 21, q * 23, q * sell])
 
 
 # ---------------------------------------------------------------------- impact
 def test_impact_square_root_law() -> None:
     # k = 1, vol_window = 2: sigma at bar t = sample std of the close-to-close returns
-    # of bars t-2 and t-1 (the bars before the fill's bar); V = the fill bar's volume.
+    # of bars t-2 and t-1 (the bars before the fill's bar); V = the average volume of
+    # the bars before the fill's bar (ADV).
     # closes 100, 110, 99, 103.95, 98.7525, 100
     #   r1 = +0.10, r2 = -0.10, r3 = +0.05, r4 = -0.05
     # entry "close < 100" is first true at t2 (99) -> buy at t3's open 100
@@ -210,31 +216,40 @@ def test_impact_square_root_law() -> None:
 # ------------------------------------------------------------------ volume cap
 def test_participation_cap_carries_the_rest_to_later_opens() -> None:
     # capital 100_000, opens 100 at t1 -> q = 1000 shares (decided at t1's open).
-    # max_participation 0.1, volume 1000, 2000, 5000, 1e6 at t1..t4 -> at most
-    # 100, 200, 500, 100_000 shares per bar:
-    #   t1: 100 @ 100;  t2: 200 @ 98;  t3: 500 @ 96;  t4: the last 200 @ 95
-    # position 100, 300, 800, 1000;  cash = 100000 - 10000 - 19600 - 48000 - 19000 = 3400
-    # three of the four fills leave a remainder (partial); nothing unfilled: fill rate 1
+    # max_participation 0.1 of the ADV: the mean volume of the bars before the fill's
+    # bar (known at its open). Volumes 1000, 1000, 2000, 5000, 1e6, 1e6 at t0..t5:
+    #   t1: ADV 1000 -> cap 100:              100 @ 100
+    #   t2: ADV 1000 -> cap 100:              100 @ 98
+    #   t3: ADV 4000/3 -> cap 400/3:          400/3 @ 96   (fractional shares)
+    #   t4: ADV 9000/4 = 2250 -> cap 225:     225 @ 95
+    #   t5: ADV 1_009_000/5 -> cap 20_180:    the last 1000 - 100 - 100 - 400/3 - 225
+    #                                         = 1325/3 @ 95
+    # position 0, 100, 200, 1000/3, 1675/3, 1000
+    # cash = 100000 - 10000 - 9800 - 12800 - 21375 - 125875/3 = 12200/3
+    # four of the five fills leave a remainder (partial); nothing unfilled: fill rate 1
     opens = [100.0, 100.0, 98.0, 96.0, 95.0, 95.0]
     closes = [100.0, 99.0, 97.0, 95.0, 96.0, 97.0]
     vols = [1000.0, 1000.0, 2000.0, 5000.0, 1e6, 1e6]
     bars = panel(opens, closes, v=vols)
     res = run(spec(), bars, frictionless(100_000.0, volume=Volume(max_participation=0.1)))
     f = res.fills
-    assert list(f["timestamp"]) == list(bars.index[1:5])
-    assert list(f["side"]) == ["buy"] * 4
-    assert f["quantity"].tolist() == approx([100.0, 200.0, 500.0, 200.0])
-    assert f["price"].tolist() == approx([100.0, 98.0, 96.0, 95.0])
-    assert f["participation"].tolist() == approx([0.1, 0.1, 0.1, 200.0 / 1e6])
-    assert res.positions["S"].tolist() == approx([0.0, 100.0, 300.0, 800.0, 1000.0, 1000.0])
-    cash = 100_000.0 - 10_000.0 - 19_600.0 - 48_000.0 - 19_000.0
-    assert cash == 3_400.0
-    assert res.equity.iloc[4] == approx(cash + 1000.0 * 96.0)
+    assert list(f["timestamp"]) == list(bars.index[1:6])
+    assert list(f["side"]) == ["buy"] * 5
+    assert f["quantity"].tolist() == approx([100.0, 100.0, 400 / 3, 225.0, 1325 / 3])
+    assert f["price"].tolist() == approx([100.0, 98.0, 96.0, 95.0, 95.0])
+    assert f["adv_util"].tolist() == approx([0.1, 0.1, 0.1, 0.1, (1325 / 3) / 201_800])
+    # participation in the fill bar's actual volume is reported after the fact
+    assert f["participation"].tolist() == approx(
+        [0.1, 0.05, (400 / 3) / 5000, 225 / 1e6, (1325 / 3) / 1e6])
+    assert res.positions["S"].tolist() == approx(
+        [0.0, 100.0, 200.0, 1000 / 3, 1675 / 3, 1000.0])
+    cash = 12_200.0 / 3
+    assert res.equity.iloc[5] == approx(cash + 1000.0 * 97.0)
     ex = res.execution
-    assert ex["n_partial_fills"] == 3
+    assert ex["n_partial_fills"] == 4
     assert ex["n_cancelled"] == 0
     assert ex["unfilled_notional"] == 0.0
-    assert ex["filled_notional"] == approx(96_600.0)
+    assert ex["filled_notional"] == approx(100_000.0 - cash)
     assert ex["fill_rate"] == approx(1.0)
 
 

@@ -368,13 +368,15 @@ def _check_wide_values(df: pd.DataFrame, check_values: bool) -> pd.DataFrame:
 # ================================================================ the report
 @dataclass(frozen=True)
 class QualityIssue:
-    """One finding: a code, how bad it is, a message, which symbol, how many bars."""
+    """One finding: a code, how bad it is, a message, which symbol, how many bars,
+    and the row of the first offending bar (where the finding becomes observable)."""
 
     code: str
     severity: Severity
     message: str
     symbol: str | None = None
     count: int = 1
+    first: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "severity": self.severity, "message": self.message,
@@ -455,7 +457,7 @@ def _per_symbol(bars: Bars, code: str, severity: Severity, mask: np.ndarray,
     return [QualityIssue(code, severity,
                          f"{what}: symbol {bars.symbols[j]!r}, first at "
                          f"{_ts(bars.index[first[j]])} ({_plural(int(counts[j]), unit)})",
-                         symbol=bars.symbols[j], count=int(counts[j]))
+                         symbol=bars.symbols[j], count=int(counts[j]), first=int(first[j]))
             for j in np.flatnonzero(counts)]
 
 
@@ -500,7 +502,7 @@ def _calendar_errors(bars: Bars) -> list[QualityIssue]:
             f"more than one bar on one UTC date in daily data: symbol {s!r} on "
             f"{bars.index[t].date().isoformat()} ({_ts(bars.index[prev[t, j]])} and "
             f"{_ts(bars.index[t])}; {_plural(n, 'extra bar')} in all) — mixed time zones "
-            "or session stamps?", symbol=s, count=n))
+            "or session stamps?", symbol=s, count=n, first=t))
     return out
 
 

@@ -5,7 +5,8 @@ evaluated once per distinct sub-expression (see :class:`SignalEvaluator`), then 
 numba kernel in :mod:`alphaloop.engines.kernel_a` simulates every candidate ×
 symbol sleeve in parallel. Semantics are documented in ``kernel_a``; in short:
 signal at t's close, fill at t+1's open, per-side fees and slippage always applied,
-equal-weight sleeves per symbol, gap-aware intrabar stops.
+capital split equally among the symbols tradable at each bar (see
+:mod:`alphaloop.engines.universe`), gap-aware intrabar stops.
 
 >>> from alphaloop import load_bars, StrategySpec, backtest
 >>> bars = load_bars("us_indices")
@@ -38,6 +39,7 @@ from alphaloop.engines.kernel_a import (
 from alphaloop.engines.metrics import CORE_METRICS, core_metrics
 from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.engines.sizing import size_arrays
+from alphaloop.engines.universe import Universe, UniverseRule, build_universe
 from alphaloop.strategy.expression import lookback
 from alphaloop.strategy.spec import StrategySpec
 
@@ -83,12 +85,13 @@ class BacktestResult:
     engine_version: str = ENGINE_VERSION
 
 
-def backtest(spec: StrategySpec, bars: Bars, costs: CostModel | None = None) -> BacktestResult:
+def backtest(spec: StrategySpec, bars: Bars, costs: CostModel | None = None, *,
+             universe: UniverseRule | None = None) -> BacktestResult:
     """Backtest one spec on ``bars`` with ``costs`` (default: fees and slippage on).
 
     Unlike a batch, a single backtest also returns its trade list.
     """
-    res = run_batch([spec], bars, costs, record_trades=True)
+    res = run_batch([spec], bars, costs, record_trades=True, universe=universe)
     row = res.metrics.iloc[0]
     metrics = {k: (int(row[k]) if k == "n_trades" else float(row[k])) for k in CORE_METRICS}
     return BacktestResult(
@@ -104,7 +107,8 @@ def trade_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
 
     ``pnl`` is in units of the portfolio's starting capital (1.0), after costs;
     ``return`` is the trade's pnl over its sleeve's equity at entry. A trade still
-    open at the end has no exit time, and is valued at the last close less the exit fee.
+    open at the end has no exit time, and is valued at the last close (no exit cost,
+    as the equity curve values it).
     Rows are sorted by entry time, then symbol.
     """
     names = np.asarray(bars.symbols, dtype=object)
@@ -130,10 +134,12 @@ def trade_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
 def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None = None, *,
               evaluator: SignalEvaluator | None = None, chunk_size: int = 256,
               progress: Callable[[int], None] | None = None,
-              record_trades: bool = False) -> BatchResult:
+              record_trades: bool = False,
+              universe: UniverseRule | None = None) -> BatchResult:
     """Backtest many specs on one panel; ``progress(n_done)`` is called per chunk.
 
     ``record_trades`` (one spec only) puts the kernel's trade rows in ``extra["trades"]``.
+    ``universe`` says when a symbol that stopped printing bars counts as delisted.
     """
     costs = costs or CostModel()
     specs = list(specs)
@@ -142,6 +148,7 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
     if record_trades and len(specs) != 1:
         raise ValueError("record_trades needs exactly one spec")
     ev = evaluator or SignalEvaluator(bars)
+    uni = build_universe(ev.valid, bars.index, universe or UniverseRule())
     k_total, n_bars = len(specs), ev.shape[1]
     equity = np.empty((k_total, n_bars))
     traded = np.empty((k_total, n_bars))
@@ -149,7 +156,7 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
     stats = np.empty((k_total, 4))
     for start in range(0, k_total, chunk_size):
         chunk = specs[start:start + chunk_size]
-        out = _simulate_chunk(chunk, ev, bars, costs, record_trades)
+        out = _simulate_chunk(chunk, ev, bars, uni, costs, record_trades)
         sl = slice(start, start + len(chunk))
         equity[sl], traded[sl], gross[sl], stats[sl], trades, n_rec = out
         trades = trades[: n_rec[0]]
@@ -172,7 +179,8 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
 
 
 def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
-                    costs: CostModel, record_trades: bool = False) -> tuple[np.ndarray, ...]:
+                    uni: Universe, costs: CostModel,
+                    record_trades: bool = False) -> tuple[np.ndarray, ...]:
     operands: list[np.ndarray] = []
     slot: dict[int, int] = {}  # id(array) -> position in operands
 
@@ -191,13 +199,22 @@ def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
     risk = [s.risk for s in chunk]
     f = ev.fields
     return simulate_batch(
-        f["open"], f["high"], f["low"], f["close"], ev.valid, NumbaList(operands), signals,
+        f["open"], f["high"], f["low"], f["close"], ev.valid, uni.state, uni.alloc,
+        boundaries(uni), uni.reallocate, NumbaList(operands), signals,
         np.array([_DIRECTION[s.direction] for s in chunk], dtype=np.int64),
         np.array([r.stop_loss or 0.0 for r in risk]),
         np.array([r.trailing_stop or 0.0 for r in risk]),
         np.array([r.take_profit or 0.0 for r in risk]),
         np.array([r.max_bars or 0 for r in risk], dtype=np.int64),
         size_idx, sizes, costs.fee, costs.slippage, record_trades)
+
+
+def boundaries(uni: Universe) -> np.ndarray:
+    """Bars where sleeves meet: the allocation set changes or a symbol leaves."""
+    live = uni.live
+    leaves = np.zeros(live.shape[1], dtype=np.bool_)
+    leaves[1:] = np.any(live[:, :-1] & ~live[:, 1:], axis=0)
+    return np.flatnonzero(uni.reallocate | leaves).astype(np.int64)
 
 
 def effective_years(specs: list[StrategySpec], bars: Bars) -> np.ndarray:

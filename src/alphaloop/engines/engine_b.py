@@ -2,9 +2,9 @@
 
 Engine A explores thousands of candidates with simple costs; engine B replays one
 strategy the way a broker would have executed it: event by event, with commission,
-spread, square-root impact, a cap on participation in each bar's volume (partial
-fills carried to later bars), whole lots, cash and leverage limits and short
-borrow (see :mod:`alphaloop.engines.execution` for every rule and its default, and
+spread, square-root impact, a cap on participation in the average volume before
+each bar (partial fills carried to later bars), whole lots, cash and leverage limits
+and short borrow (see :mod:`alphaloop.engines.execution` for every rule and its default, and
 :mod:`alphaloop.engines.kernel_b` for the order of events in a bar).
 
 >>> from alphaloop import load_bars, StrategySpec
@@ -15,7 +15,9 @@ borrow (see :mod:`alphaloop.engines.execution` for every rule and its default, a
 >>> result.execution["fill_rate"], result.metrics["sharpe"]  # doctest: +SKIP
 
 Before simulating, every symbol passes the data-quality gate; a symbol that fails
-is excluded and reported (``result.excluded``) and the result is ``PARTIAL``.
+is excluded from the first bar where the failure is observable on (its position
+closed at its last good close, with costs; the bars before are untouched) and
+reported (``result.excluded``), and the result is ``PARTIAL``.
 With every friction off (:meth:`ExecutionModel.frictionless`) engine B reproduces
 engine A's returns; :func:`classify_failures` in
 :mod:`alphaloop.engines.verification` turns a result into failure codes.
@@ -42,6 +44,7 @@ from alphaloop.engines.kernel_a import TRADE_FIELDS, portfolio_series
 from alphaloop.engines.metrics import CORE_METRICS, core_metrics, return_metrics, to_jsonable
 from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.engines.sizing import bar_returns, size_arrays
+from alphaloop.engines.universe import Universe, UniverseRule, build_universe
 from alphaloop.errors import DataError
 from alphaloop.strategy.spec import StrategySpec
 
@@ -68,7 +71,7 @@ class VerificationResult:
     - ``execution``: fill rate, costs by component, participation and ADV
       utilization p95, order counts and the capacity estimate.
     - ``status``: ``SUCCESS``, or ``PARTIAL`` when symbols failed the data gate
-      (``excluded`` says which and why).
+      (``excluded`` says which, from which bar and why).
     - ``output_hash``: sha256 of equity, fills and positions, for determinism checks.
 
     The frames (``fills``, ``trades``, ``positions``, ``daily_returns``) are built
@@ -124,19 +127,20 @@ class VerificationResult:
 
 
 def verify(spec: StrategySpec, bars: Bars, model: ExecutionModel | None = None, *,
-           capacity: bool = True, evaluator: SignalEvaluator | None = None) -> VerificationResult:
+           capacity: bool = True, evaluator: SignalEvaluator | None = None,
+           universe: UniverseRule | None = None) -> VerificationResult:
     """Simulate ``spec`` on ``bars`` under ``model`` (default: realistic frictions).
 
     ``capacity=True`` also reruns the strategy at increasing capital (the configured
     capital × 10^0.5 … 10^8, in parallel) to find where its Sharpe ratio halves.
-    ``evaluator`` may share signal computations with other runs on the same bars
-    (only when no symbol is excluded by the data gate).
+    ``evaluator`` may share signal computations with other runs on the same bars.
+    ``universe`` says when a symbol that stopped printing bars counts as delisted.
     """
     model = model or ExecutionModel()
-    bars, excluded = data_gate(bars, model)
-    if excluded or evaluator is None or evaluator.bars is not bars:
+    if evaluator is None or evaluator.bars is not bars:
         evaluator = SignalEvaluator(bars)
-    inputs = _kernel_inputs(spec, bars, model, evaluator)
+    uni, excluded = data_gate(bars, model, evaluator.valid, universe or UniverseRule())
+    inputs = _kernel_inputs(spec, bars, model, evaluator, uni)
     capitals = np.array([model.initial_capital * f
                          for f in (CAPACITY_STEPS if capacity else (1.0,))])
     out = _simulate(inputs, capitals)
@@ -172,39 +176,47 @@ def verify(spec: StrategySpec, bars: Bars, model: ExecutionModel | None = None, 
 
 
 # ----------------------------------------------------------------- data gate
-def data_gate(bars: Bars, model: ExecutionModel) -> tuple[Bars, list[dict[str, Any]]]:
-    """Drop symbols whose data fails the quality gate; say which and why.
+def data_gate(bars: Bars, model: ExecutionModel, valid: np.ndarray,
+              rule: UniverseRule) -> tuple[Universe, list[dict[str, Any]]]:
+    """The universe engine B trades: the causal listing/delisting rule, plus the
+    data-quality gate, which acts only from the bar where a failure is observable.
 
-    A symbol fails on any data-quality *error* (``DQ_*`` error codes of
-    :func:`quality_report`), and on ``DQ_NO_VOLUME`` (no positive volume at all)
-    when the model needs volume (a participation cap or impact). Warnings pass.
-    A panel where every symbol fails raises ``DataError`` (``DATA_FAILURE``).
+    A symbol fails at the first bar of any data-quality *error* (``DQ_*`` error codes
+    of :func:`quality_report`) and is excluded from that bar on. When the model needs
+    volume (a participation cap or impact) a symbol is tradable only from its first
+    bar with positive volume (``DQ_NO_VOLUME`` until then; one that never has any is
+    reported). Warnings pass. Panel-wide errors, and a panel where no symbol is ever
+    tradable, raise ``DataError`` (``DATA_FAILURE``): the panel is refused outright.
+    ``valid`` is the (N, T) mask of bars with all of OHLC.
     """
     report = _quality(bars)
+    fail_bar = np.full(bars.n_symbols, bars.n_bars, dtype=np.int64)
     reasons: dict[str, list[str]] = {}
+    col = {sym: j for j, sym in enumerate(bars.symbols)}
     for issue in report.errors:
-        if issue.symbol is not None:
-            reasons.setdefault(issue.symbol, []).append(f"{issue.code}: {issue.message}")
-        else:
+        if issue.symbol is None:
             raise DataError(f"the panel fails the data gate: {issue.message}",
                             code="DATA_FAILURE")
+        j = col[issue.symbol]
+        fail_bar[j] = min(int(fail_bar[j]), issue.first if issue.first is not None else 0)
+        reasons.setdefault(issue.symbol, []).append(f"{issue.code}: {issue.message}")
     needs_volume = model.volume.max_participation is not None or model.impact.k > 0
-    if needs_volume:
-        vol = bars.volume
-        for j, sym in enumerate(bars.symbols):
-            if not np.any(vol[:, j] > 0):
-                reasons.setdefault(sym, []).append(
-                    f"DQ_NO_VOLUME: symbol {sym!r} has no positive volume, but the "
-                    "execution model caps participation or charges impact")
-    if not reasons:
-        return bars, []
-    keep = [s for s in bars.symbols if s not in reasons]
-    if not keep:
-        raise DataError("every symbol fails the data gate: " + "; ".join(
+    volume = np.ascontiguousarray(bars.volume.T) if needs_volume else None
+    uni = build_universe(valid, bars.index, rule, volume=volume, fail_bar=fail_bar)
+    if volume is not None:
+        for j in np.flatnonzero(~np.any(volume > 0, axis=1)):
+            sym = bars.symbols[j]
+            reasons.setdefault(sym, []).append(
+                f"DQ_NO_VOLUME: symbol {sym!r} has no positive volume, but the "
+                "execution model caps participation or charges impact")
+    if not uni.live.any():
+        raise DataError("no symbol is ever tradable: " + "; ".join(
             r for rs in reasons.values() for r in rs), code="DATA_FAILURE")
-    excluded = [{"symbol": s, "code": "DATA_FAILURE", "reasons": rs}
-                for s, rs in reasons.items()]
-    return bars.select(keep), excluded
+    excluded = [{"symbol": sym, "code": "DATA_FAILURE",
+                 "from": (bars.index[fail_bar[col[sym]]].isoformat()
+                          if fail_bar[col[sym]] < bars.n_bars else None),
+                 "reasons": rs} for sym, rs in reasons.items()]
+    return uni, excluded
 
 
 _REPORTS: dict[str, QualityReport] = {}
@@ -226,6 +238,7 @@ def _quality(bars: Bars) -> QualityReport:
 class _Inputs:
     market: np.ndarray
     valid: np.ndarray
+    universe: Universe
     en: np.ndarray
     ex: np.ndarray
     size: np.ndarray
@@ -235,7 +248,7 @@ class _Inputs:
 
 
 def _kernel_inputs(spec: StrategySpec, bars: Bars, model: ExecutionModel,
-                   ev: SignalEvaluator) -> _Inputs:
+                   ev: SignalEvaluator, uni: Universe) -> _Inputs:
     f = ev.fields
     market = np.empty((kb.N_MARKET, *ev.shape))
     for row, name in ((kb.M_O, "open"), (kb.M_H, "high"), (kb.M_L, "low"),
@@ -243,6 +256,7 @@ def _kernel_inputs(spec: StrategySpec, bars: Bars, model: ExecutionModel,
         market[row] = f[name]
     market[kb.M_SIGMA] = _sigma_before(f["close"], model.impact.vol_window)
     market[kb.M_ADV] = _mean_before(f["volume"], model.volume.adv_window)
+    market[kb.M_RANGE] = _last_before((f["high"] - f["low"]) / f["close"], ev.valid)
     sizes, idx = size_arrays([spec], f, bars)
     risk = spec.risk
     params = kb.strategy_params(model.kernel_params(), _DIRECTION[spec.direction],
@@ -250,7 +264,7 @@ def _kernel_inputs(spec: StrategySpec, bars: Bars, model: ExecutionModel,
                                 risk.take_profit or 0.0, risk.max_bars or 0)
     seconds = np.diff(bars.index.asi8) / 1e9
     dt = np.concatenate([[0.0], seconds / (365.0 * 86400.0)])
-    return _Inputs(market=market, valid=ev.valid,
+    return _Inputs(market=market, valid=ev.valid, universe=uni,
                    en=ev.signal(spec.entry_node, canonical=True),
                    ex=ev.signal(spec.exit_node, canonical=True),
                    size=sizes[idx[0]] if idx[0] >= 0 else np.ones((1, 1)),
@@ -264,8 +278,21 @@ def _sigma_before(close: np.ndarray, window: int) -> np.ndarray:
 
 
 def _mean_before(volume: np.ndarray, window: int) -> np.ndarray:
-    """Average volume over the last ``window`` bars before bar t."""
-    return _shift(ind.sma(volume, window))
+    """Average volume over the bars a symbol printed among the last ``window`` panel
+    bars before bar t (NaN when it printed none)."""
+    frame = pd.DataFrame(volume.T)
+    return np.ascontiguousarray(frame.rolling(window, min_periods=1).mean().shift(1)
+                                .to_numpy().T)
+
+
+def _last_before(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``x`` at each symbol's latest bar before bar t (NaN before its first)."""
+    n_bars = x.shape[1]
+    rows = np.maximum.accumulate(np.where(valid, np.arange(n_bars), -1), axis=1)
+    prev = np.full(x.shape, -1, dtype=np.int64)
+    prev[:, 1:] = rows[:, :-1]
+    out = np.take_along_axis(x, np.maximum(prev, 0), axis=1)
+    return np.where(prev >= 0, out, np.nan)
 
 
 def _shift(x: np.ndarray) -> np.ndarray:
@@ -286,8 +313,9 @@ def _simulate(x: _Inputs, capitals: np.ndarray) -> tuple[np.ndarray, ...]:
     for _ in range(2):
         fills = np.empty((n_fills, len(kb.FILL_FIELDS)))
         trades = np.empty((n_trades, len(TRADE_FIELDS)))
+        u = x.universe
         equity, traded, gross, stats, n_rec = kb.simulate(
-            x.market, x.valid, x.en, x.ex, x.size, x.use_size, x.dt_years, x.params,
+            x.market, x.valid, u.state, u.alloc, u.reallocate, x.en, x.ex, x.size, x.use_size, x.dt_years, x.params,
             capitals, fills, trades, positions)
         need_fills, need_trades = int(stats[0, kb.S_FILLS]), int(stats[0, kb.S_TRADES])
         if need_fills <= n_fills and need_trades <= n_trades:

@@ -1,15 +1,20 @@
 """Engine A's simulation kernel (numba): arrays in, arrays out.
 
-One *sleeve* per (candidate, symbol): the portfolio starts with capital 1.0 split
-equally over the N symbols, and each sleeve trades its symbol with its own cash.
-Portfolio equity is the sum of sleeve equities, so symbols do not borrow from each
-other and a symbol that has no bars yet simply holds cash (no survivorship trick).
-A sleeve whose equity reaches zero (a short, or a leveraged long) is stopped out at
-that price and trades no more; only a gap through that price can take it below zero,
-and that loss is real and stays in the portfolio.
+One *sleeve* per (candidate, symbol): each sleeve trades its symbol with its own
+cash, and portfolio equity is the sum of sleeve equities (plus cash not allocated
+yet). Capital is split equally among the symbols *tradable* at the time (see
+:mod:`alphaloop.engines.universe`): a symbol that lists later gets no capital and
+changes nothing before it lists; when the tradable set changes, the portfolio is
+re-split at the next open, resizing held positions with costs (:func:`_reallocate`),
+and a delisted symbol's position is closed at its last close with costs
+(reason ``delisted``). A sleeve whose equity reaches zero (a short, or a leveraged
+long) is stopped out at that price and trades no more; only a gap through that price
+can take it below zero, and that loss is real and stays in the portfolio.
 
 Timeline of a bar ``t`` for one sleeve:
 
+0. if the tradable set changed: delisted positions close at their last close,
+   then capital is re-split (:func:`_boundary`);
 1. an order decided at ``t-1``'s close fills at ``t``'s open (slippage against
    the trader, commission on filled notional);
 2. protective exits (stop loss, trailing stop, take profit, ruin) trigger on the
@@ -21,6 +26,9 @@ Timeline of a bar ``t`` for one sleeve:
 
 Positions are sized so that notional plus commission equals the sleeve's equity
 times the size fraction (``q = w·E / (p·(1+fee))``), as an all-in broker order would.
+A position still open at the end is valued at the last close, with no exit cost, in
+equity and in the trade statistics alike (the same bar would be valued so if the data
+went on).
 """
 
 from __future__ import annotations
@@ -30,15 +38,22 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from alphaloop.engines.universe import LIVE, OUT
+
 LONG, SHORT, BOTH = 1, -1, 0
 # why a trade ended (the ``reason`` column of the trade list)
-EXIT_SIGNAL, EXIT_STOP, EXIT_TRAIL, EXIT_TAKE_PROFIT, EXIT_MAX_BARS, OPEN_AT_END, EXIT_RUIN = (
-    range(7))
+(EXIT_SIGNAL, EXIT_STOP, EXIT_TRAIL, EXIT_TAKE_PROFIT, EXIT_MAX_BARS, OPEN_AT_END, EXIT_RUIN,
+ EXIT_DELISTED, EXIT_DATA) = range(9)
 EXIT_REASONS = ("signal", "stop_loss", "trailing_stop", "take_profit", "max_bars", "open",
-                "ruin")
+                "ruin", "delisted", "data_failure")
 # trade list columns (one float64 row per trade, recorded only on request)
 TRADE_FIELDS = ("symbol", "entry_bar", "exit_bar", "side", "qty", "entry_price",
                 "exit_price", "pnl", "return", "reason")
+# a sleeve's state between simulation segments (ints and flags stored as floats)
+SLEEVE_FIELDS = ("cash", "qty", "pos", "entry", "extreme", "eq_before", "held", "pending",
+                 "target", "w_next", "mark", "entry_bar", "why", "ruin")
+(CASH, QTY, POS, ENTRY, EXTREME, EQ_BEFORE, HELD, PENDING, TARGET, W_NEXT, MARK, ENTRY_BAR,
+ WHY, RUIN) = range(14)
 
 
 @njit(cache=True)
@@ -125,38 +140,34 @@ def _protective_exit(pos: int, o: float, h: float, lo: float, entry: float, extr
 
 @njit(cache=True)
 def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: np.ndarray,
-            ea: np.ndarray, eb: np.ndarray, eop: int, xa: np.ndarray, xb: np.ndarray, xop: int,
-            size: np.ndarray, use_size: bool,
+            state: np.ndarray, ea: np.ndarray, eb: np.ndarray, eop: int, xa: np.ndarray,
+            xb: np.ndarray, xop: int, size: np.ndarray, use_size: bool,
             direction: int, sl: float, ts: float, tp: float, max_bars: int,
-            fee: float, slip: float, capital: float,
+            fee: float, slip: float, t0: int, t1: int, st: np.ndarray,
             equity: np.ndarray, traded: np.ndarray, gross: np.ndarray,
             stats: np.ndarray, trades: np.ndarray, n_rec: np.ndarray, sym: int) -> None:
-    """Simulate one symbol's sleeve, adding its equity, traded notional and gross
-    exposure into the candidate's rows. ``stats`` accumulates
+    """Simulate one symbol's sleeve over bars ``t0..t1-1``, adding its equity, traded
+    notional and gross exposure into the candidate's rows. ``st`` carries the
+    sleeve's state (:data:`SLEEVE_FIELDS`) between calls: the portfolio re-splits its
+    capital between them (:func:`_boundary`). ``stats`` accumulates
     [n_trades, n_wins, gross_profit, gross_loss]. When ``trades`` has rows, every
     trade is also written there (columns :data:`TRADE_FIELDS`), ``n_rec[0]`` counting.
 
     The entry signal at t is ``ea[t] <op> eb[t]`` (three-valued, true only when
     known), the exit likewise: comparing here, bar by bar, spares the batch a
-    K × N × T signal array."""
+    K × N × T signal array. Signals count only where the symbol is tradable
+    (``state[t] == LIVE``, see :mod:`alphaloop.engines.universe`)."""
     n_bars = c.shape[0]
-    cash = capital
-    qty = 0.0
-    pos = 0
-    entry = 0.0
-    extreme = 0.0
-    eq_before = 0.0
-    held = 0
-    pending = False
-    target = 0
-    w_next = 1.0
-    mark = np.nan
-    entry_bar = 0
-    exit_why = EXIT_SIGNAL
-    ruin_reachable = False
+    cash, qty, pos = st[CASH], st[QTY], int(st[POS])
+    entry, extreme, eq_before = st[ENTRY], st[EXTREME], st[EQ_BEFORE]
+    held, pending, target = int(st[HELD]), st[PENDING] > 0.0, int(st[TARGET])
+    w_next, mark, entry_bar = st[W_NEXT], st[MARK], int(st[ENTRY_BAR])
+    exit_why, ruin_reachable = int(st[WHY]), st[RUIN] > 0.0
     record = trades.shape[0] > 0
-    for t in range(n_bars):
-        if not valid[t]:
+    for t in range(t0, t1):
+        if state[t] != LIVE:
+            pending = False  # an order for a symbol that left (or never came) lapses
+        if not valid[t] or state[t] != LIVE:
             # no bar: hold, marked at the last known close; orders wait for a bar
             value = qty * mark if qty != 0.0 else 0.0
             equity[t] += cash + value
@@ -233,12 +244,11 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
             w_next = size[t] if use_size else 1.0
             if np.isnan(w_next):
                 w_next = 0.0
-    if pos != 0:  # the open trade counts, valued at the last close less the exit fee
-        value = qty * mark
-        _book(stats, cash + value - abs(value) * fee - eq_before)
-        if record:
-            _record(trades, n_rec, sym, entry_bar, -1, qty, entry, mark,
-                    cash + value - abs(value) * fee - eq_before, eq_before, OPEN_AT_END)
+    st[CASH], st[QTY], st[POS] = cash, qty, pos
+    st[ENTRY], st[EXTREME], st[EQ_BEFORE] = entry, extreme, eq_before
+    st[HELD], st[PENDING], st[TARGET] = held, 1.0 if pending else 0.0, target
+    st[W_NEXT], st[MARK], st[ENTRY_BAR] = w_next, mark, entry_bar
+    st[WHY], st[RUIN] = exit_why, 1.0 if ruin_reachable else 0.0
 
 
 @njit(cache=True, inline="always")
@@ -276,10 +286,116 @@ def _book(stats: np.ndarray, pnl: float) -> None:
         stats[3] -= pnl
 
 
+@njit(cache=True)
+def _boundary(st: np.ndarray, o: np.ndarray, valid: np.ndarray, state: np.ndarray,
+              alloc: np.ndarray, reallocate: bool, t: int, pool: float, fee: float,
+              slip: float, traded: np.ndarray, stats: np.ndarray, trades: np.ndarray,
+              n_rec: np.ndarray) -> float:
+    """Before bar t's open: close the positions of symbols that left the universe at
+    their last close (with costs), then re-split capital if the allocation set
+    changed. Returns the cash left unallocated."""
+    record = trades.shape[0] > 0
+    for i in range(st.shape[0]):
+        if t == 0 or state[i, t - 1] != LIVE or state[i, t] == LIVE:
+            continue
+        st[i, PENDING] = 0.0
+        if st[i, POS] == 0:
+            continue
+        qty, mark = st[i, QTY], st[i, MARK]
+        p = mark * (1.0 - slip) if qty > 0 else mark * (1.0 + slip)
+        cash, traded[t] = _close(st[i, CASH], qty, p, fee, traded[t])
+        pnl = cash - st[i, EQ_BEFORE]
+        _book(stats, pnl)
+        if record:
+            why = EXIT_DELISTED if state[i, t] == OUT else EXIT_DATA
+            _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), t, qty, st[i, ENTRY], p, pnl,
+                    st[i, EQ_BEFORE], why)
+        st[i, CASH], st[i, QTY], st[i, POS], st[i, RUIN] = cash, 0.0, 0.0, 0.0
+    if not reallocate:
+        return pool
+    return _reallocate(st, o[:, t], valid[:, t], alloc[:, t], pool, fee, slip, traded, t)
+
+
+@njit(cache=True)
+def _reallocate(st: np.ndarray, o: np.ndarray, valid: np.ndarray, alloc: np.ndarray,
+                pool: float, fee: float, slip: float, traded: np.ndarray, t: int) -> float:
+    """Split the portfolio equally among the ``alloc`` sleeves at bar t's open.
+
+    Equity is cash plus positions at the open (the last close without a bar). Each
+    held position with a bar and no pending order is scaled by target / its sleeve's
+    equity (keeping its leverage), paying slippage and fee; then cash moves between
+    sleeves so that each is worth the same. The trade's pnl baseline moves with the
+    cash, so a transfer is never booked as profit. Returns the unallocated cash."""
+    n_sym = st.shape[0]
+    n = 0
+    total = pool
+    for i in range(n_sym):
+        total += st[i, CASH] + _open_value(st, o, valid, i)
+        if alloc[i]:
+            n += 1
+    if n == 0:  # nothing tradable: everything waits as cash
+        for i in range(n_sym):
+            st[i, CASH] = 0.0
+        return total
+    target = total / n
+    for i in range(n_sym):
+        if not (alloc[i] and valid[i] and st[i, POS] != 0 and st[i, PENDING] == 0.0):
+            continue
+        worth = st[i, CASH] + st[i, QTY] * o[i]
+        if worth <= 0.0:
+            continue
+        dq = st[i, QTY] * (target / worth - 1.0)
+        p = o[i] * (1.0 + slip) if dq > 0 else o[i] * (1.0 - slip)
+        st[i, CASH] -= dq * p + abs(dq) * p * fee
+        st[i, QTY] += dq
+        traded[t] += abs(dq) * p
+    total = pool  # again, after the costs of resizing
+    for i in range(n_sym):
+        total += st[i, CASH] + _open_value(st, o, valid, i)
+    share = total / n
+    for i in range(n_sym):
+        cash = share - _open_value(st, o, valid, i) if alloc[i] else 0.0
+        st[i, EQ_BEFORE] += cash - st[i, CASH]
+        st[i, CASH] = cash
+        if st[i, POS] != 0:
+            st[i, RUIN] = 1.0 if (st[i, QTY] < 0 or cash < 0) else 0.0
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def _open_value(st: np.ndarray, o: np.ndarray, valid: np.ndarray, i: int) -> float:
+    """Sleeve i's position at the open, or at its last close when it has no bar."""
+    if st[i, QTY] == 0.0:
+        return 0.0
+    return st[i, QTY] * (o[i] if valid[i] else st[i, MARK])
+
+
+@njit(cache=True)
+def _finish(st: np.ndarray, stats: np.ndarray, trades: np.ndarray, n_rec: np.ndarray) -> None:
+    """End of data: an open trade counts at the last close, as equity values it."""
+    for i in range(st.shape[0]):
+        if st[i, POS] == 0:
+            continue
+        pnl = st[i, CASH] + st[i, QTY] * st[i, MARK] - st[i, EQ_BEFORE]
+        _book(stats, pnl)
+        if trades.shape[0] > 0:
+            _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), -1, st[i, QTY], st[i, ENTRY],
+                    st[i, MARK], pnl, st[i, EQ_BEFORE], OPEN_AT_END)
+
+
+@njit(cache=True)
+def new_sleeves(n_sym: int) -> np.ndarray:
+    """Empty, flat sleeves (no capital yet: it arrives with the first allocation)."""
+    st = np.zeros((n_sym, len(SLEEVE_FIELDS)))
+    st[:, MARK] = np.nan
+    return st
+
+
 @njit(cache=True, parallel=True)
 def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
-                   valid: np.ndarray, operands: Any, signals: np.ndarray,
-                   direction: np.ndarray,
+                   valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
+                   bounds: np.ndarray, reallocate: np.ndarray, operands: Any,
+                   signals: np.ndarray, direction: np.ndarray,
                    stop_loss: np.ndarray, trailing: np.ndarray, take_profit: np.ndarray,
                    max_bars: np.ndarray, size_idx: np.ndarray, sizes: np.ndarray,
                    fee: float, slip: float, record_trades: bool = False
@@ -287,7 +403,10 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                               np.ndarray]:
     """Simulate K candidates over an (N, T) panel.
 
-    ``valid`` (N, T) marks bars with all of OHLC; ``operands`` is a typed list of
+    ``valid`` (N, T) marks bars with all of OHLC; ``state`` and ``alloc`` (N, T) and
+    ``reallocate`` (T,) are the universe (:class:`alphaloop.engines.universe.Universe`)
+    and ``bounds`` the sorted bars where it changes (a symbol leaves, or the allocation
+    set changes), where the sleeves meet. ``operands`` is a typed list of
     (N, T) float arrays and ``signals[k]`` = [[a, b, op] for entry, [a, b, op] for
     exit] indexes them (op as in :func:`indicators.compare`). Per-candidate arrays
     have length K (0 = off);
@@ -304,7 +423,6 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
     traded = np.zeros((n_cand, n_bars))
     gross = np.zeros((n_cand, n_bars))
     stats = np.zeros((n_cand, 4))
-    capital = 1.0 / n_sym
     # a sleeve can open at most one trade per bar (entry at the open, stopped out
     # in the bar, re-entry at the next open): T trades per symbol at most
     cap = n_sym * n_bars if record_trades and n_cand == 1 else 0
@@ -312,15 +430,27 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
     n_rec = np.zeros(1, dtype=np.int64)
     for k in prange(n_cand):
         si = size_idx[k]
-        for i in range(n_sym):
-            size = sizes[si, i] if si >= 0 else sizes[0, 0]
-            en, ex = signals[k, 0], signals[k, 1]
-            _sleeve(o[i], h[i], lo[i], c[i], valid[i],
-                    operands[en[0]][i], operands[en[1]][i], en[2],
-                    operands[ex[0]][i], operands[ex[1]][i], ex[2], size, si >= 0,
-                    direction[k], stop_loss[k], trailing[k], take_profit[k], max_bars[k],
-                    fee, slip, capital, equity[k], traded[k], gross[k], stats[k],
-                    trades, n_rec, i)
+        en, ex = signals[k, 0], signals[k, 1]
+        st = new_sleeves(n_sym)
+        pool = 1.0
+        t0 = 0
+        for b in range(bounds.shape[0] + 1):
+            t1 = bounds[b] if b < bounds.shape[0] else n_bars
+            for i in range(n_sym):
+                size = sizes[si, i] if si >= 0 else sizes[0, 0]
+                _sleeve(o[i], h[i], lo[i], c[i], valid[i], state[i],
+                        operands[en[0]][i], operands[en[1]][i], en[2],
+                        operands[ex[0]][i], operands[ex[1]][i], ex[2], size, si >= 0,
+                        direction[k], stop_loss[k], trailing[k], take_profit[k],
+                        max_bars[k], fee, slip, t0, t1, st[i], equity[k], traded[k],
+                        gross[k], stats[k], trades, n_rec, i)
+            for t in range(t0, t1):
+                equity[k, t] += pool
+            if t1 < n_bars:
+                pool = _boundary(st, o, valid, state, alloc, reallocate[t1], t1, pool, fee,
+                                 slip, traded[k], stats[k], trades, n_rec)
+            t0 = t1
+        _finish(st, stats[k], trades, n_rec)
     # the caller trims ``trades`` to ``n_rec[0]`` rows: slicing here by a count written
     # inside the parallel loop returned stale results (numba 0.68 parfor hoisting)
     return equity, traded, gross, stats, trades, n_rec

@@ -1,24 +1,28 @@
 """Engine B's event-driven kernel (numba): arrays in, arrays out.
 
 The panel is walked one bar at a time; within a bar every symbol is handled in
-symbol order, in four phases:
+symbol order, in four phases (after phase 0 when the tradable set changed: symbols
+that left are closed at their last close, and capital is re-split, as in engine A):
 
 1. **overnight**: shorts held since the previous close pay borrow for the elapsed
    calendar time;
 2. **the open**: orders decided at the previous close fill at the open: first
    every order that reduces or closes a position (so sells fund buys), then every
    order that opens, adds or rebalances. Each fill pays half the spread, impact
-   and commission, takes at most ``max_participation`` of the bar's volume (the
-   rest is carried to later bars), is rounded down to whole lots, and an order that
-   adds exposure is cut to keep gross exposure within ``max_leverage × equity``;
+   and commission, takes at most ``max_participation`` of the average volume of the
+   bars before (ADV; the rest is carried to later bars), is rounded down to whole
+   lots, and an order that adds exposure is cut to keep gross exposure within
+   ``max_leverage × equity``. A fill at t's open is sized and priced from t's open
+   and earlier bars only: spread, impact and the volume cap never read bar t's
+   high, low, close or volume;
 3. **inside the bar**: stop loss, trailing stop, take profit and the ruin stop
    trigger on the bar's high/low, filling at the level or at the open when the
    open already gapped through it (:func:`kernel_a._protective_exit`);
 4. **the close**: positions are marked, and the signals decide the next orders.
 
-Capital is accounted in sleeves, one per symbol with ``capital / N`` each, as in
-engine A: a position is sized from its own sleeve's equity, and with every friction
-off engine B reproduces engine A's returns. The portfolio-level rules (leverage,
+Capital is accounted in sleeves, one per symbol tradable at the time
+(:mod:`alphaloop.engines.universe`), as in engine A: a position is sized from its own
+sleeve's equity, and with every friction off engine B reproduces engine A's returns. The portfolio-level rules (leverage,
 cash) look across sleeves.
 
 All settings arrive in one float vector (indices ``P_*``), built by
@@ -35,6 +39,8 @@ import numpy as np
 from numba import njit, prange
 
 from alphaloop.engines.kernel_a import (
+    EXIT_DATA,
+    EXIT_DELISTED,
     EXIT_MAX_BARS,
     EXIT_REASONS,
     EXIT_SIGNAL,
@@ -44,6 +50,7 @@ from alphaloop.engines.kernel_a import (
     _protective_exit,
     _record,
 )
+from alphaloop.engines.universe import LIVE, OUT
 
 # execution parameters (ExecutionModel.kernel_params) then strategy parameters
 (P_COMM, P_PER_SHARE, P_MIN_COMM, P_SPREAD_MODEL, P_SPREAD, P_IMPACT_K, P_MAX_PART, P_TTL,
@@ -51,10 +58,11 @@ from alphaloop.engines.kernel_a import (
  P_DIRECTION, P_SL, P_TS, P_TP, P_MAX_BARS) = range(18)
 N_PARAMS = 18
 
-# market data rows of the (7, N, T) array ``m``: prices, volume, the per-bar return
-# std known before the bar (impact) and the average volume before the bar (ADV)
-M_O, M_H, M_L, M_C, M_V, M_SIGMA, M_ADV = range(7)
-N_MARKET = 7
+# market data rows of the (8, N, T) array ``m``: prices, volume, and what is known
+# before the bar: the per-bar return std (impact), the average volume (ADV: the
+# volume cap and impact) and the last bar's (high - low) / close (range spread)
+M_O, M_H, M_L, M_C, M_V, M_SIGMA, M_ADV, M_RANGE = range(8)
+N_MARKET = 8
 
 # sleeve state rows of the (N_STATE, N) array ``s`` (ints and flags stored as floats)
 (CASH, QTY, ENTRY, EXTREME, EQ_BEFORE, HELD, MARK, ENTRY_BAR, RUIN_REACH, PEAK, USED,
@@ -62,8 +70,9 @@ N_MARKET = 7
 N_STATE = 20
 
 # why a fill happened: the exit reasons of engine A, then entries and rebalances
-REASON_ENTRY, REASON_REBALANCE = len(EXIT_REASONS), len(EXIT_REASONS) + 1
-FILL_REASONS = (*EXIT_REASONS, "entry", "rebalance")
+REASON_ENTRY, REASON_REBALANCE, REASON_UNIVERSE = range(len(EXIT_REASONS),
+                                                     len(EXIT_REASONS) + 3)
+FILL_REASONS = (*EXIT_REASONS, "entry", "rebalance", "universe")
 # fills ledger columns (one float64 row per fill)
 FILL_FIELDS = ("bar", "symbol", "side", "qty", "price", "ref_price", "commission",
                "spread_cost", "impact_cost", "participation", "adv_util", "reason")
@@ -89,13 +98,17 @@ def strategy_params(params: np.ndarray, direction: int, stop_loss: float, traili
 
 
 @njit(cache=True)
-def _execute(side: float, q: float, ref: float, hi: float, lo: float, vol: float,
-             sigma: float, prm: np.ndarray) -> tuple[float, float, float, float, float]:
+def _execute(side: float, q: float, ref: float, rng: float, adv: float,
+             sigma: float, prm: np.ndarray) -> tuple[float, float, float, float]:
     """Fill ``q`` shares on ``side`` (+1 buy, -1 sell) at reference price ``ref``:
-    (price, commission, spread_cost, impact_cost, participation), costs in currency."""
+    (price, commission, spread_cost, impact_cost), costs in currency. ``rng``, ``adv``
+    and ``sigma`` are known before the fill's bar (``M_RANGE``, ``M_ADV``,
+    ``M_SIGMA``); without an ADV the order is the whole market (participation 1)."""
     fixed = prm[P_SPREAD_MODEL] == 0.0
-    half = prm[P_SPREAD] if fixed else 0.5 * prm[P_SPREAD] * (hi - lo) / ref
-    part = q / vol if vol > 0 else 1.0
+    half = prm[P_SPREAD] if fixed else 0.5 * prm[P_SPREAD] * rng
+    if not half >= 0.0:  # no range known yet (NaN): the widest spread the model allows
+        half = 0.5 * prm[P_SPREAD]
+    part = q / adv if adv > 0 else 1.0
     imp = 0.0
     if prm[P_IMPACT_K] > 0.0 and sigma > 0.0:
         imp = prm[P_IMPACT_K] * sigma * math.sqrt(part)
@@ -105,7 +118,7 @@ def _execute(side: float, q: float, ref: float, hi: float, lo: float, vol: float
         comm += q * prm[P_PER_SHARE]
     if comm < prm[P_MIN_COMM]:
         comm = prm[P_MIN_COMM]
-    return price, comm, q * ref * half, q * ref * imp, part
+    return price, comm, q * ref * half, q * ref * imp
 
 
 @njit(cache=True, inline="always")
@@ -125,11 +138,11 @@ def _entry_qty(budget: float, side: float, m: np.ndarray, i: int, t: int, ref: f
     if budget <= 0.0:
         return 0.0
     fee, per_share = prm[P_COMM], prm[P_PER_SHARE]
-    hi, lo, vol, sigma = m[M_H, i, t], m[M_L, i, t], m[M_V, i, t], m[M_SIGMA, i, t]
-    p, _, _, _, _ = _execute(side, 0.0, ref, hi, lo, vol, 0.0, prm)
+    rng, adv, sigma = m[M_RANGE, i, t], m[M_ADV, i, t], m[M_SIGMA, i, t]
+    p, _, _, _ = _execute(side, 0.0, ref, rng, adv, 0.0, prm)
     q = budget / (p * (1.0 + fee) + per_share)
     if prm[P_IMPACT_K] > 0.0 and sigma > 0.0:
-        p, _, _, _, _ = _execute(side, min(q, cap_q), ref, hi, lo, vol, sigma, prm)
+        p, _, _, _ = _execute(side, min(q, cap_q), ref, rng, adv, sigma, prm)
         q = budget / (p * (1.0 + fee) + per_share)
     if q * p * fee + q * per_share < prm[P_MIN_COMM]:  # the minimum commission binds
         q = max(budget - prm[P_MIN_COMM], 0.0) / p
@@ -142,8 +155,9 @@ def _fill(s: np.ndarray, m: np.ndarray, i: int, t: int, side: float, q: float, r
           stats: np.ndarray, fills: np.ndarray) -> float:
     """Trade ``q`` shares of symbol ``i``: cash, costs, ledger. Returns the price.
     The caller updates the position (it knows whether this opens or closes)."""
-    price, comm, spc, imc, part = _execute(side, q, ref, m[M_H, i, t], m[M_L, i, t],
-                                           m[M_V, i, t], m[M_SIGMA, i, t], prm)
+    adv = m[M_ADV, i, t]
+    price, comm, spc, imc = _execute(side, q, ref, m[M_RANGE, i, t], adv,
+                                     m[M_SIGMA, i, t], prm)
     s[CASH, i] = s[CASH, i] + (-side * q) * price - comm
     traded[t] += q * price
     s[USED, i] += q
@@ -157,8 +171,8 @@ def _fill(s: np.ndarray, m: np.ndarray, i: int, t: int, side: float, q: float, r
         row = fills[n]
         row[0], row[1], row[2], row[3] = t, i, side, q
         row[4], row[5], row[6], row[7], row[8] = price, ref, comm, spc, imc
-        row[9] = part
-        adv = m[M_ADV, i, t]
+        vol = m[M_V, i, t]  # reported after the fact; no decision reads it
+        row[9] = q / vol if vol > 0 else np.nan
         row[10] = q / adv if adv > 0 else np.nan
         row[11] = reason
     stats[S_FILLS] = n + 1
@@ -193,10 +207,11 @@ def _cancel(s: np.ndarray, i: int, price: float, stats: np.ndarray) -> None:
 
 @njit(cache=True)
 def _cap(m: np.ndarray, i: int, t: int, max_part: float, lot: float) -> float:
-    """Shares (whole lots) the bar's volume allows in total (NaN volume: none)."""
+    """Shares (whole lots) the volume cap allows in bar t in total: a share of the
+    average volume before the bar (none without one)."""
     if max_part == math.inf:
         return math.inf
-    v = m[M_V, i, t]
+    v = m[M_ADV, i, t]
     return _round_lots(max_part * v, lot) if v > 0 else 0.0
 
 
@@ -408,18 +423,16 @@ def _decide_next(s: np.ndarray, i: int, t: int, n_bars: int, en: bool, ex: bool,
 
 
 @njit(cache=True)
-def _finish(s: np.ndarray, prm: np.ndarray, stats: np.ndarray, trades: np.ndarray,
-            n_rec: np.ndarray) -> None:
-    """End of data: open trades are valued at the last close less the exit
-    commission (as in engine A); orders still pending are reported."""
+def _finish(s: np.ndarray, stats: np.ndarray, trades: np.ndarray, n_rec: np.ndarray) -> None:
+    """End of data: open trades are valued at the last close with no exit cost, as
+    the equity curve values them (as in engine A); orders still pending are reported."""
     for i in range(s.shape[1]):
         if s[P_ON, i] > 0.0:
             left = s[P_CLOSE, i] + (0.0 if np.isnan(s[P_OPEN, i]) else s[P_OPEN, i])
             stats[S_PENDING_END] += left * s[MARK, i]
         if s[QTY, i] == 0.0:
             continue
-        value = s[QTY, i] * s[MARK, i]
-        pnl = s[CASH, i] + value - abs(value) * prm[P_COMM] - s[EQ_BEFORE, i]
+        pnl = s[CASH, i] + s[QTY, i] * s[MARK, i] - s[EQ_BEFORE, i]
         _book(stats, pnl)
         if trades.shape[0] > 0:
             sign = 1.0 if s[QTY, i] > 0 else -1.0
@@ -428,7 +441,88 @@ def _finish(s: np.ndarray, prm: np.ndarray, stats: np.ndarray, trades: np.ndarra
 
 
 @njit(cache=True)
-def _run(m: np.ndarray, valid: np.ndarray, en: np.ndarray, ex: np.ndarray,
+def _leave(s: np.ndarray, m: np.ndarray, state: np.ndarray, t: int, prm: np.ndarray,
+           acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray,
+           trades: np.ndarray, n_rec: np.ndarray) -> None:
+    """Phase 0: a symbol that left the universe at t (delisted, or excluded by the
+    data gate) has its order cancelled and its position closed at its last close,
+    with costs and no volume cap (there is no later bar to carry a remainder to)."""
+    for i in range(s.shape[1]):
+        if state[i, t - 1] != LIVE or state[i, t] == LIVE:
+            continue
+        if s[P_ON, i] > 0.0:
+            _cancel(s, i, s[MARK, i], stats)
+        held = abs(s[QTY, i])
+        if held == 0.0:
+            continue
+        why = EXIT_DELISTED if state[i, t] == OUT else EXIT_DATA
+        side = -1.0 if s[QTY, i] > 0 else 1.0
+        price = _fill(s, m, i, t, side, held, s[MARK, i], why, prm, acct, traded, stats,
+                      fills)
+        _close_trade(s, i, t, price, why, stats, trades, n_rec)
+
+
+@njit(cache=True)
+def _worth(s: np.ndarray, m: np.ndarray, valid: np.ndarray, i: int, t: int) -> float:
+    """Symbol i's position at t's open, or at its last close when it has no bar."""
+    if s[QTY, i] == 0.0:
+        return 0.0
+    return s[QTY, i] * (m[M_O, i, t] if valid[i, t] else s[MARK, i])
+
+
+@njit(cache=True)
+def _reallocate(s: np.ndarray, m: np.ndarray, valid: np.ndarray, alloc: np.ndarray,
+                t: int, pool: float, prm: np.ndarray, acct: np.ndarray,
+                traded: np.ndarray, stats: np.ndarray, fills: np.ndarray) -> float:
+    """Split equity equally among the allocation set at t's open (the rule of
+    :func:`kernel_a._reallocate`): held positions with a bar and no pending order
+    are resized in proportion, within the volume cap and whole lots (best effort:
+    what the cap leaves is not carried), then cash moves so that every sleeve is
+    worth the same. Returns the cash left unallocated."""
+    n_sym = s.shape[1]
+    n = 0
+    total = pool
+    for i in range(n_sym):
+        total += s[CASH, i] + _worth(s, m, valid, i, t)
+        n += 1 if alloc[i, t] else 0
+    if n == 0:
+        s[CASH] = 0.0
+        return total
+    target = total / n
+    for i in range(n_sym):
+        if not (alloc[i, t] and valid[i, t] and s[QTY, i] != 0.0 and s[P_ON, i] == 0.0):
+            continue
+        ref = m[M_O, i, t]
+        worth = s[CASH, i] + s[QTY, i] * ref
+        if worth <= 0.0:
+            continue
+        held = abs(s[QTY, i])
+        room = _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT]) - s[USED, i]
+        q = _round_lots(min(abs(held * (target / worth - 1.0)), room), prm[P_LOT])
+        if q <= 0.0:
+            continue
+        side = 1.0 if s[QTY, i] > 0 else -1.0
+        if target < worth:  # shrink: trade against the position
+            side = -side
+        _fill(s, m, i, t, side, q, ref, REASON_UNIVERSE, prm, acct, traded, stats, fills)
+        s[QTY, i] += side * q
+        s[PEAK, i] = max(s[PEAK, i], abs(s[QTY, i]))
+    total = pool  # again, after the costs of resizing
+    for i in range(n_sym):
+        total += s[CASH, i] + _worth(s, m, valid, i, t)
+    share = total / n
+    for i in range(n_sym):
+        cash = share - _worth(s, m, valid, i, t) if alloc[i, t] else 0.0
+        s[EQ_BEFORE, i] += cash - s[CASH, i]  # a transfer is not the trade's profit
+        s[CASH, i] = cash
+        if s[QTY, i] != 0.0:
+            s[RUIN_REACH, i] = 1.0 if (s[QTY, i] < 0 or cash < 0) else 0.0
+    return 0.0
+
+
+@njit(cache=True)
+def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
+         reallocate: np.ndarray, en: np.ndarray, ex: np.ndarray,
          size: np.ndarray, use_size: bool, dt_years: np.ndarray, prm: np.ndarray,
          capital: float, equity: np.ndarray, traded: np.ndarray, gross: np.ndarray,
          stats: np.ndarray, fills: np.ndarray, trades: np.ndarray, n_rec: np.ndarray,
@@ -436,9 +530,9 @@ def _run(m: np.ndarray, valid: np.ndarray, en: np.ndarray, ex: np.ndarray,
     """One capital level over the whole panel (phases in the module docstring)."""
     n_sym, n_bars = valid.shape
     s = np.zeros((N_STATE, n_sym))
-    s[CASH] = capital / n_sym
     s[MARK] = np.nan
     s[P_OPEN] = np.nan
+    pool = capital  # cash not allocated to a sleeve yet
     acct = np.zeros(2)  # equity and gross exposure at the open
     protective = prm[P_SL] > 0 or prm[P_TS] > 0 or prm[P_TP] > 0
     keep_pos = positions.shape[0] > 0
@@ -451,8 +545,14 @@ def _run(m: np.ndarray, valid: np.ndarray, en: np.ndarray, ex: np.ndarray,
                     cost = prm[P_BORROW] * dt_years[t] * (-s[QTY, i]) * s[MARK, i]
                     s[CASH, i] -= cost
                     stats[S_BORROW] += cost
+        if t > 0:  # 0. the universe: leavers close, capital is re-split
+            _leave(s, m, state, t, prm, acct, traded, stats, fills, trades, n_rec)
+            if reallocate[t]:
+                pool = _reallocate(s, m, valid, alloc, t, pool, prm, acct, traded, stats,
+                                   fills)
         if prm[P_MAX_LEV] < math.inf:
             acct[:] = 0.0
+            acct[0] = pool
             for i in range(n_sym):
                 px = m[M_O, i, t] if valid[i, t] else s[MARK, i]
                 acct[0] += s[CASH, i]
@@ -460,16 +560,18 @@ def _run(m: np.ndarray, valid: np.ndarray, en: np.ndarray, ex: np.ndarray,
                     acct[0] += s[QTY, i] * px
                     acct[1] += abs(s[QTY, i]) * px
         for i in range(n_sym):  # 2a. the open: reductions first (sells fund buys)
-            if valid[i, t] and s[P_ON, i] > 0.0 and s[P_CLOSE, i] > 0.0:
+            if (valid[i, t] and state[i, t] == LIVE and s[P_ON, i] > 0.0
+                    and s[P_CLOSE, i] > 0.0):
                 _close_leg(s, m, i, t, prm, acct, traded, stats, fills, trades, n_rec)
         for i in range(n_sym):  # 2b. then openings, additions and rebalances
-            if valid[i, t] and s[P_ON, i] > 0.0 and s[P_CLOSE, i] == 0.0:
+            if (valid[i, t] and state[i, t] == LIVE and s[P_ON, i] > 0.0
+                    and s[P_CLOSE, i] == 0.0):
                 _open_leg(s, m, i, t, prm, acct, traded, stats, fills)
-        eq_t, gross_t = 0.0, 0.0
+        eq_t, gross_t = pool, 0.0
         for i in range(n_sym):
             qty = s[QTY, i]
-            if not valid[i, t]:  # no bar: hold, marked at the last known close
-                value = qty * s[MARK, i] if qty != 0.0 else 0.0
+            if not valid[i, t] or state[i, t] != LIVE:  # no bar: hold, marked at the
+                value = qty * s[MARK, i] if qty != 0.0 else 0.0  # last known close
                 eq_t += s[CASH, i] + value
                 gross_t += abs(value)
                 if keep_pos:
@@ -497,11 +599,12 @@ def _run(m: np.ndarray, valid: np.ndarray, en: np.ndarray, ex: np.ndarray,
             stats[S_RUINED] = t
             equity[t + 1:] = 0.0
             return
-    _finish(s, prm, stats, trades, n_rec)
+    _finish(s, stats, trades, n_rec)
 
 
 @njit(cache=True, parallel=True)
-def simulate(m: np.ndarray, valid: np.ndarray, en: np.ndarray, ex: np.ndarray,
+def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
+             reallocate: np.ndarray, en: np.ndarray, ex: np.ndarray,
              size: np.ndarray, use_size: bool, dt_years: np.ndarray, prm: np.ndarray,
              capitals: np.ndarray, fills: np.ndarray, trades: np.ndarray,
              positions: np.ndarray
@@ -509,7 +612,8 @@ def simulate(m: np.ndarray, valid: np.ndarray, en: np.ndarray, ex: np.ndarray,
     """Run one strategy at each of ``capitals`` (in parallel).
 
     ``m`` is the (N_MARKET, N, T) market array, ``valid`` (N, T) marks bars with all
-    of OHLC, ``en``/``ex`` (N, T) are the entry/exit signals at each close, ``size``
+    of OHLC, ``state``/``alloc``/``reallocate`` are the universe
+    (:class:`alphaloop.engines.universe.Universe`), ``en``/``ex`` (N, T) are the entry/exit signals at each close, ``size``
     (N, T) the sleeve fraction (read when ``use_size``), ``dt_years`` (T,) the
     calendar time since the previous bar (ACT/365). Level 0 writes ``fills`` rows
     (:data:`FILL_FIELDS`), ``trades`` rows (``kernel_a.TRADE_FIELDS``) and
@@ -527,11 +631,13 @@ def simulate(m: np.ndarray, valid: np.ndarray, en: np.ndarray, ex: np.ndarray,
     n_rec = np.zeros(1, dtype=np.int64)
     for k in prange(n_cap):
         if k == 0:
-            _run(m, valid, en, ex, size, use_size, dt_years, prm, capitals[k], equity[k],
-                 traded[k], gross[k], stats[k], fills, trades, n_rec, positions)
+            _run(m, valid, state, alloc, reallocate, en, ex, size, use_size, dt_years, prm,
+                 capitals[k], equity[k], traded[k], gross[k], stats[k], fills, trades, n_rec,
+                 positions)
         else:
-            _run(m, valid, en, ex, size, use_size, dt_years, prm, capitals[k], equity[k],
-                 traded[k], gross[k], stats[k], np.empty((0, fills.shape[1])),
+            _run(m, valid, state, alloc, reallocate, en, ex, size, use_size, dt_years, prm,
+                 capitals[k], equity[k], traded[k], gross[k], stats[k],
+                 np.empty((0, fills.shape[1])),
                  np.empty((0, trades.shape[1])), np.zeros(1, dtype=np.int64),
                  np.empty((0, 0)))
     return equity, traded, gross, stats, n_rec
