@@ -204,8 +204,8 @@ def data_gate(bars: Bars, model: ExecutionModel, valid: np.ndarray,
     volume = np.ascontiguousarray(bars.volume.T) if needs_volume else None
     uni = build_universe(valid, bars.index, rule, volume=volume, fail_bar=fail_bar)
     if volume is not None:
-        for j in np.flatnonzero(~np.any(volume > 0, axis=1)):
-            sym = bars.symbols[j]
+        for k in np.flatnonzero(~np.any(volume > 0, axis=1)):
+            sym = bars.symbols[int(k)]
             reasons.setdefault(sym, []).append(
                 f"DQ_NO_VOLUME: symbol {sym!r} has no positive volume, but the "
                 "execution model caps participation or charges impact")
