@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -230,6 +232,10 @@ def test_report_writes_html_for_one_strategy(tmp_path: Path) -> None:
     _run("sweep", "sma_cross", "--data", "sp500", "--n", "8", "--out", str(res))
     sid = pd.read_parquet(res)["strategy_id"].iloc[3]
     html = tmp_path / "r.html"
+    # a report shows what an evaluation recorded: none yet
+    code, _, err = _run("report", "--strategy", sid[:12], "--results", str(res))
+    assert code == 2 and f"no recorded run evaluated a strategy '{sid[:12]}' of" in err
+    assert _run("evaluate", str(res), "--top", "1")[0] == 0
     code, out, err = _run("report", "--strategy", sid[:12], "--results", str(res),
                           "--out", str(html))
     assert code == 0, err
@@ -237,7 +243,7 @@ def test_report_writes_html_for_one_strategy(tmp_path: Path) -> None:
     text = html.read_text()
     assert sid in text and "figure-equity" in text and "dsr" in text
     code, _, err = _run("report", "--strategy", "zzzz", "--results", str(res))
-    assert code == 2 and "no strategy in the results match id 'zzzz'" in err
+    assert code == 2 and "no recorded run evaluated a strategy 'zzzz'" in err
 
 
 def test_nan_fees_are_named_as_not_finite(spec_file: Path) -> None:
@@ -339,7 +345,7 @@ def test_report_errors_are_one_line(tmp_path: Path) -> None:
     code, _, err = _run("report", "--run", "abc")
     assert code == 2 and "no recorded run matches 'abc'" in err
     code, _, err = _run("report")
-    assert code == 2 and "exactly one of --strategy ID or --run ID" in err
+    assert code == 2 and "report needs --strategy ID or --run ID" in err
     code, _, err = _run("report", "--strategy", "abcd")
     assert code == 2 and "no recorded run evaluated a strategy 'abcd'" in err
 
@@ -365,3 +371,173 @@ def test_a_damaged_run_is_a_critical_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="cannot be read back") as exc:
         load_run(find_run("abab"))
     assert exc.value.code == "RUN_CORRUPT" and str(exc.value.error_class) == "CRITICAL"
+
+
+# ------------------------------------------------ report = what evaluate recorded
+class _Stated(HTMLParser):
+    """What a report page states, read back from its HTML: the robustness rows
+    (``data-key``) and metric cells (``data-metric`` × ``data-column``) as the exact
+    value of ``data-value`` (else the cell's text), and the Source rows."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.robustness: dict[str, str] = {}
+        self.metrics: dict[tuple[str, str], str] = {}
+        self.source: dict[str, str] = {}
+        self._table = self._row = ""
+        self._cell: tuple[dict[str, str | None], list[str]] | None = None
+        self._cells: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs_list: list[tuple[str, str | None]]) -> None:
+        attrs = dict(attrs_list)
+        if tag == "table":
+            self._table = str(attrs.get("id") or "")
+        elif tag == "tr":
+            self._row, self._cells = str(attrs.get("data-metric") or
+                                         attrs.get("data-key") or ""), []
+        elif tag in ("td", "th"):
+            self._cell = (attrs, [])
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell[1].append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            attrs, text = self._cell
+            value = attrs.get("data-value") or "".join(text).strip()
+            self._cells.append(value)
+            if tag == "td" and self._table == "robustness-table":
+                self.robustness[self._row] = value
+            elif tag == "td" and self._table == "metrics-table" and attrs.get("data-column"):
+                self.metrics[(self._row, str(attrs["data-column"]))] = value
+            self._cell = None
+        elif tag == "tr" and self._table == "source-table" and len(self._cells) == 2:
+            self.source[self._cells[0]] = self._cells[1]
+
+
+def _report_page(strategy: str, path: Path, *extra: str) -> _Stated:
+    code, _, err = _run("report", "--strategy", strategy, "--out", str(path), *extra)
+    assert code == 0, err
+    return _Stated(path.read_text(encoding="utf-8"))
+
+
+def _same(stated: str, value: Any) -> bool:
+    """A number the page states equals ``value`` exactly (None is shown as "—")."""
+    if value is None:
+        return stated == "—"
+    if isinstance(value, bool):
+        return stated == ("true" if value else "false")
+    return float(stated) == float(value)
+
+
+HEADLINE = ("rank", "score_total", "passed", "sharpe", "psr", "dsr", "n_trials", "pbo",
+            "spa_pvalue")
+
+
+def _assert_page_is_report(page: _Stated, report: dict[str, Any]) -> None:
+    keys = (*HEADLINE, "holdout_fraction", "var_trial_sharpe", "expected_max_sharpe")
+    wrong = {k: (page.robustness.get(k), report[k]) for k in keys
+             if not _same(page.robustness[k], report[k])}
+    assert not wrong, wrong
+    held = report["holdout_metrics"] or {}
+    assert held, "the evaluation reported no holdout metrics"
+    for k, v in held.items():
+        assert _same(page.robustness[f"holdout_metrics.{k}"], v), k
+        assert _same(page.metrics[(k, "holdout")], v), k
+    assert _same(page.metrics[("sharpe", "selection")], report["sharpe"])
+
+
+def test_report_shows_what_evaluate_recorded(tmp_path: Path) -> None:
+    """Issue 8, item 5: the page states evaluate's score, DSR, PBO, SPA, rank and holdout
+    metrics, with a non-default holdout and trial count, for a candidate in the recorded
+    top and one outside it. References: evaluate's --json and its --out table."""
+    res, scored = tmp_path / "res.parquet", tmp_path / "scored.parquet"
+    assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "12", "--out", str(res))[0] == 0
+    settings = ("--holdout", "0.25", "--n-trials", "40")
+    code, out, err = _run("evaluate", str(res), "--top", "2", *settings, "--json",
+                          "--out", str(scored))
+    assert code == 0, err
+    printed = json.loads(out)
+    assert [r["n_trials"] for r in printed] == [40, 40]
+    for report in printed:
+        page = _report_page(report["strategy_id"][:12], tmp_path / "p.html")
+        _assert_page_is_report(page, report)
+        assert page.source["trial count"].startswith("40 ")
+        assert "(holdout 0.25)" in page.source["holdout"]
+        assert "recorded" in page.source["robustness detail"]
+    # outside the recorded top: the headline numbers are the --out table's row
+    table = pd.read_parquet(scored).set_index("rank", drop=False)
+    row = table.loc[7]
+    page = _report_page(row["strategy_id"], tmp_path / "p7.html")
+    for k in ("rank", "score_total", "passed", "sharpe", "psr", "dsr", "n_trials"):
+        assert _same(page.robustness[k], row[k].item()), k
+    for k in ("pbo", "spa_pvalue"):  # of the whole set: the same in every report
+        assert _same(page.robustness[k], printed[0][k]), k
+    assert "not recorded" in page.source["robustness detail"]
+    # its holdout metrics are computed for the page: as evaluate computes them
+    code, out, err = _run("evaluate", str(res), "--top", "12", *settings, "--json")
+    assert code == 0, err
+    (full,) = [r for r in json.loads(out) if r["strategy_id"] == row["strategy_id"]]
+    assert full["rank"] == 7
+    for k, v in full["holdout_metrics"].items():
+        stated = page.metrics[(k, "holdout")]
+        assert (v is None and stated == "—") or float(stated) == pytest.approx(v, rel=1e-12), k
+
+
+def test_report_falls_back_to_the_run_and_refuses_a_changed_results_file(
+        tmp_path: Path) -> None:
+    """The run's stored candidates stand in for a results file that is gone; a changed
+    one is refused; `evaluate` accepts its own --out file and agrees with itself."""
+    res, scored = tmp_path / "res.parquet", tmp_path / "scored.parquet"
+    assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "8", "--out", str(res))[0] == 0
+    code, out, err = _run("evaluate", str(res), "--top", "2", "--json", "--out", str(scored))
+    assert code == 0, err
+    first = json.loads(out)
+    code, out, err = _run("evaluate", str(scored), "--top", "2", "--json")
+    assert code == 0, err
+    again = json.loads(out)
+    keys = ("strategy_id", *HEADLINE, "holdout_metrics")
+    assert [{k: r[k] for k in keys} for r in again] == [{k: r[k] for k in keys} for r in first]
+    from alphaloop.runs import load_run, runs_dir
+
+    (run,) = [load_run(p) for p in runs_dir().iterdir() if not p.name.startswith(".")
+              and load_run(p).record.results_file == str(res.resolve())]
+    rid, sid = run.record.run_id[:10], first[1]["strategy_id"]
+    moved = res.rename(tmp_path / "moved.parquet")
+    page = _report_page(sid[:12], tmp_path / "gone.html", "--run", rid)
+    _assert_page_is_report(page, first[1])
+    assert "not read" in page.source["results"]
+    # the same sweep rows in another order: other content than the run hashed
+    pd.read_parquet(moved).iloc[::-1].to_parquet(res)
+    code, out, err = _run("report", "--strategy", sid[:12], "--run", rid)
+    assert code == 2 and f"{res.resolve()} changed since run {rid}" in err
+    assert "RUN_RESULTS_CHANGED" in err and "Traceback" not in err + out
+    code, _, err = _run("report", "--strategy", sid[:12], "--results", str(res))
+    assert code == 2 and "as it is now" in err
+    code, _, err = _run("report", "--strategy", "zzzz", "--run", rid)
+    assert code == 2 and f"run {rid}" in err and "did not evaluate a strategy 'zzzz'" in err
+
+
+def test_report_uses_the_newest_run(tmp_path: Path) -> None:
+    """Two evaluations within a second: the report shows the later one's numbers;
+    --run picks the earlier one."""
+    res = tmp_path / "res.parquet"
+    assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "6", "--out", str(res))[0] == 0
+    printed = {}
+    for holdout in ("0.3", "0.1"):
+        code, out, err = _run("evaluate", str(res), "--top", "6", "--holdout", holdout,
+                              "--json")
+        assert code == 0, err
+        printed[holdout] = {r["strategy_id"]: r for r in json.loads(out)}
+    from alphaloop.runs import load_run, runs_dir
+
+    runs = {load_run(p).record.holdout: p.name for p in runs_dir().iterdir()
+            if not p.name.startswith(".")}
+    sid = next(iter(printed["0.3"]))
+    page = _report_page(sid, tmp_path / "new.html")
+    _assert_page_is_report(page, printed["0.1"][sid])
+    assert page.source["run"].startswith(runs[0.1])
+    page = _report_page(sid, tmp_path / "old.html", "--run", runs[0.3][:12])
+    _assert_page_is_report(page, printed["0.3"][sid])

@@ -4,7 +4,7 @@
     alphaloop verify SPEC.yaml --data us_indices [--costs costs.yaml] [--json] [--fills f.parquet]
     alphaloop sweep sma_cross --data us_indices --n 500 --sampler sobol --out results.parquet
     alphaloop evaluate results.parquet --policy default [--holdout 0.3] [--top 5]
-    alphaloop report --strategy ID [--results results.parquet] [--out page.html]
+    alphaloop report --strategy ID [--run ID | --results results.parquet] [--out page.html]
     alphaloop report --run ID [--out page.html]
     alphaloop data list | show NAME | import FILE [--name NAME]
     alphaloop families
@@ -318,14 +318,15 @@ def evaluate(
     from alphaloop.data import load_bars
     from alphaloop.evaluation.robustness import evaluate_candidates
     from alphaloop.evaluation.scoring import PolicyRegistry, load_policy
+    from alphaloop.runs import sweep_rows
 
     pol = load_policy(policy)
     policy_hash = PolicyRegistry().record(pol)  # a used version can never change content
-    results = _read_results(results_path, pd)
+    results = sweep_rows(_read_results(results_path, pd))  # its own --out file works too
     source = data or _single(results, "data_source")
     bars = load_bars(source)
     ev = evaluate_candidates(results, bars, pol, top=top, n_trials=n_trials, holdout=holdout)
-    run_path = _record_run(ev, results_path, source, bars, policy_hash, holdout)
+    run_path = _record_run(ev, results_path, source, bars, policy_hash, holdout, top)
     if out_path is not None:
         _write_table(ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
                                      failed_gates=ev.frame["failed_gates"].map(",".join)),
@@ -342,25 +343,30 @@ def evaluate(
 
 
 def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash: str,
-                holdout: float) -> Path:
-    """Store this evaluation as a run (idempotent: same inputs, same run_id)."""
-    import hashlib
-
+                holdout: float, top: int) -> Path:
+    """Store this evaluation as a run (idempotent: same inputs, same run_id), with the
+    reports exactly as printed, so that `report` shows these numbers."""
     import pandas as pd
 
-    from alphaloop.runs import RunRecord, iteration_row, now, run_id_for, save_run
+    from alphaloop.runs import RunRecord, file_sha256, iteration_row, run_id_for, save_run, stamp
 
-    digest = hashlib.sha256(results_path.read_bytes()).hexdigest()
+    digest = file_sha256(results_path)
     run_id = run_id_for("evaluate", digest, policy_hash, bars.data_ref, f"{holdout!r}",
-                        str(ev.n_trials))
+                        str(ev.n_trials), f"top={top}")
+    created_at, created_ns = stamp()
     record = RunRecord(
-        run_id=run_id, kind="evaluate", created_at=now(), policy_version=ev.policy_version,
-        policy_hash=policy_hash, data_source=source, data_ref=bars.data_ref,
-        n_candidates=len(ev.frame), n_trials=ev.n_trials, holdout=holdout,
-        results_file=str(results_path.resolve()), pbo=ev.pbo, spa_pvalue=ev.spa_pvalue)
+        run_id=run_id, kind="evaluate", created_at=created_at, created_ns=created_ns,
+        policy_version=ev.policy_version, policy_hash=policy_hash, data_source=source,
+        data_ref=bars.data_ref, n_candidates=len(ev.frame), n_trials=ev.n_trials,
+        holdout=holdout, results_file=str(results_path.resolve()), results_sha256=digest,
+        top=top, pbo=ev.pbo, spa_pvalue=ev.spa_pvalue,
+        var_trial_sharpe=ev.extra["var_trial_sharpe"],
+        expected_max_sharpe=ev.extra["sr0"] * ev.extra["periods_per_year"] ** 0.5)
     candidates = ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
                                  failed_gates=ev.frame["failed_gates"].map(",".join))
-    return save_run(record, pd.DataFrame([iteration_row(ev.frame)]), candidates)
+    reports = [json.loads(r.to_json()) for r in ev.reports]
+    return save_run(record, pd.DataFrame([iteration_row(ev.frame)]), candidates,
+                    reports=reports)
 
 
 # -------------------------------------------------------------------- report
@@ -370,23 +376,25 @@ def report(
     strategy: Annotated[str | None, typer.Option(
         help="Strategy id (or a unique prefix): a per-strategy report.")] = None,
     run: Annotated[str | None, typer.Option(
-        help="Run id (or a unique prefix): a per-run report.")] = None,
+        help="Run id (or a unique prefix): a per-run report; with --strategy, the run "
+        "whose numbers to show.")] = None,
     results_path: Annotated[Path | None, typer.Option(
-        "--results", help="Sweep results holding the strategy (default: the newest "
-        "recorded run that evaluated it).")] = None,
-    policy: Annotated[str | None, typer.Option(
-        help="Scoring policy YAML or bundled name (default: the run's, else default).")]
+        "--results", help="Only runs that evaluated this results file as it is now.")]
     = None,
+    policy: Annotated[str | None, typer.Option(
+        help="Only runs scored with this policy (YAML or bundled name).")] = None,
     data: Annotated[str | None, typer.Option("--data", "-d",
-                                             help="Data set (default: the sweep's).")] = None,
+                                             help="Only runs on this data set.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")]
     = None,
 ) -> None:
-    """Write a self-contained HTML report of one strategy or one run; print its path."""
-    if (strategy is None) == (run is None):
-        raise AlphaloopError("report needs exactly one of --strategy ID or --run ID",
-                             code="REPORT_TARGET")
-    if run is not None:
+    """Write a self-contained HTML report of one strategy or one run; print its path.
+
+    A strategy report shows the numbers the newest recorded run that evaluated the
+    strategy recorded (or the run given by --run), with its holdout and trial count."""
+    if strategy is None and run is None:
+        raise AlphaloopError("report needs --strategy ID or --run ID", code="REPORT_TARGET")
+    if strategy is None and run is not None:
         from alphaloop.evaluation.reports import write_run_report
         from alphaloop.runs import find_run, load_run
 
@@ -398,46 +406,153 @@ def report(
         out.print(str(write_run_report(path, rec.iterations, title=title)), highlight=False)
         return
     assert strategy is not None
-    _strategy_report(strategy, results_path, policy, data, out_path)
+    _strategy_report(strategy, run, results_path, policy, data, out_path)
 
 
-def _strategy_report(strategy: str, results_path: Path | None, policy: str | None,
-                     data: str | None, out_path: Path | None) -> None:
-    import pandas as pd
-
+def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path | None,
+                     policy: str | None, data: str | None, out_path: Path | None) -> None:
+    """Render the numbers the run recorded; only the drawn series are recomputed, with
+    the run's data and costs."""
     from alphaloop.data import load_bars
     from alphaloop.engines import CostModel
     from alphaloop.engines import backtest as run_backtest
     from alphaloop.evaluation.reports import write_strategy_report
-    from alphaloop.evaluation.robustness import evaluate_candidates
-    from alphaloop.evaluation.scoring import PolicyRegistry, load_policy
-    from alphaloop.runs import RunError, runs_with_strategy
+    from alphaloop.runs import RunError, check_results_file
     from alphaloop.strategy.spec import StrategySpec
 
-    recorded = None
-    if results_path is not None:
-        results = _read_results(results_path, pd)
-    else:
-        runs = runs_with_strategy(strategy)
-        if not runs:
-            raise RunError(f"no recorded run evaluated a strategy {strategy!r}; pass "
-                           "--results RESULTS.parquet", code="RUN_NOT_FOUND")
-        results = pd.read_parquet(runs[0].record.results_file) \
-            if Path(runs[0].record.results_file).is_file() else runs[0].candidates
-        data = data or runs[0].record.data_source
-        if policy is None:  # the policy the run recorded, exactly
-            recorded = PolicyRegistry().get(runs[0].record.policy_version)
-    pol = recorded if recorded is not None else load_policy(policy or "default")
-    sid = _resolve_id(results, strategy)
-    bars = load_bars(data or _single(results, "data_source"))
-    ev = evaluate_candidates(results, bars, pol, ids=[sid])
-    row = results[results["strategy_id"] == sid].iloc[0]
+    run = _pick_run(strategy, run_prefix, results_path, policy, data)
+    from_file = check_results_file(run.record)  # refuses a results file changed since
+    sid = _resolve_id(run.candidates, strategy)
+    bars = load_bars(run.record.data_source)
+    if bars.data_ref != run.record.data_ref:
+        raise RunError(f"data {run.record.data_source!r} changed since run "
+                       f"{run.record.run_id[:16]} used it ({run.record.data_ref} then, "
+                       f"{bars.data_ref} now)", code="RUN_DATA_CHANGED")
+    row = run.candidates[run.candidates["strategy_id"] == sid].iloc[0]
     spec = StrategySpec.model_validate_json(row["spec"])
     costs = CostModel(fees_bps=float(row["fees_bps"]), slippage_bps=float(row["slippage_bps"]))
     result = run_backtest(spec, bars, costs)
+    robustness, recorded = _recorded_numbers(run, row, result, bars, from_file)
     path = out_path or Path("reports") / f"strategy_{sid[:16]}.html"
-    written = write_strategy_report(path, result, bars, robustness=ev.reports[0].model_dump())
+    written = write_strategy_report(path, result, bars, robustness=robustness,
+                                    recorded=recorded)
     out.print(str(written), highlight=False)
+
+
+def _pick_run(strategy: str, run_prefix: str | None, results_path: Path | None,
+              policy: str | None, data: str | None) -> Any:
+    """The run given by --run, else the newest recorded run that evaluated the strategy
+    and matches the filters (results content, policy content, data)."""
+    from alphaloop.runs import RunError, file_sha256, find_run, load_run, runs_with_strategy
+
+    if run_prefix is not None:
+        run = load_run(find_run(run_prefix))
+        if not run.candidates["strategy_id"].str.startswith(strategy).any():
+            raise RunError(f"run {run.record.run_id[:16]} did not evaluate a strategy "
+                           f"{strategy!r}", code="RUN_NOT_FOUND")
+        return run
+    digest = policy_hash = data_ref = None
+    if results_path is not None:
+        if not results_path.is_file():
+            raise AlphaloopError(f"results file not found: {results_path}",
+                                 code="EVAL_NOT_FOUND")
+        digest = file_sha256(results_path)
+    if policy is not None:
+        from alphaloop.evaluation.scoring import load_policy
+
+        policy_hash = load_policy(policy).content_hash
+    if data is not None:
+        from alphaloop.data import load_bars
+
+        data_ref = load_bars(data).data_ref
+    runs = runs_with_strategy(strategy, results_sha256=digest, policy_hash=policy_hash,
+                              data_ref=data_ref)
+    if not runs:
+        what = "".join([f" of {results_path} as it is now" if results_path else "",
+                        f" with policy {policy}" if policy else "",
+                        f" on data {data}" if data else ""])
+        raise RunError(f"no recorded run evaluated a strategy {strategy!r}{what}; run "
+                       "`alphaloop evaluate RESULTS.parquet` first", code="RUN_NOT_FOUND")
+    return runs[0]
+
+
+def _recorded_numbers(run: Any, row: Any, result: Any, bars: Any,
+                      from_file: bool) -> tuple[dict[str, Any], Any]:
+    """The robustness panel and the metrics the run recorded for one candidate, and the
+    Source rows that say where each comes from."""
+    from alphaloop.engines.metrics import CORE_METRICS, return_metrics
+    from alphaloop.evaluation.reports import MetricColumn, Recorded
+    from alphaloop.runs import holdout_split
+
+    r = run.record
+    sid = str(row["strategy_id"])
+    report = run.report_of(sid)
+    split = holdout_split(bars.n_bars, r.holdout)
+    held = report.get("holdout_metrics") if report is not None else None
+    if r.holdout > 0 and held is None:  # not among the recorded top: computed here
+        held = return_metrics(result.returns.to_numpy()[split:], bars.periods_per_year)
+    robustness = report if report is not None else _row_report(run, row, held)
+    selection = {k: row[k] for k in CORE_METRICS if k in row.index}
+    sel_label = (f"selection: first {1 - r.holdout:.0%} (recorded)" if r.holdout > 0
+                 else "all bars (recorded)")
+    columns = [MetricColumn("selection", sel_label, selection)]
+    if r.holdout > 0:
+        how = "recorded" if report is not None else "computed for this page"
+        columns.append(MetricColumn("holdout", f"holdout: last {r.holdout:.0%} ({how})",
+                                    held or {}))
+    source = _source_rows(run, sid, bars, split, report is not None, from_file)
+    start = bars.index[split] if r.holdout > 0 else None
+    return robustness, Recorded(source=source, metrics=columns, holdout_start=start)
+
+
+def _row_report(run: Any, row: Any, held: dict[str, Any] | None) -> dict[str, Any]:
+    """A candidate outside the recorded top: its recorded row, in a report's keys."""
+    r = run.record
+    keys = ("rank", "score_total", "passed", "reasons", "sharpe", "psr", "dsr", "n_trials")
+    panel: dict[str, Any] = {"strategy_id": str(row["strategy_id"]),
+                             "policy_version": r.policy_version, "data_ref": r.data_ref}
+    panel |= {k: (row[k].item() if hasattr(row[k], "item") else row[k])
+              for k in keys if k in row.index}
+    panel |= {"var_trial_sharpe": r.var_trial_sharpe,
+              "expected_max_sharpe": r.expected_max_sharpe, "pbo": r.pbo,
+              "spa_pvalue": r.spa_pvalue, "holdout_fraction": r.holdout,
+              "holdout_metrics": held}
+    return panel
+
+
+def _source_rows(run: Any, sid: str, bars: Any, split: int, in_top: bool,
+                 from_file: bool) -> list[tuple[str, str]]:
+    r = run.record
+    first, last = bars.index[0].date(), bars.index[-1].date()
+    if r.holdout > 0:
+        window = (f"first {1 - r.holdout:.0%}: {split} bars, {first} .. "
+                  f"{bars.index[split - 1].date()}")
+        holdout = (f"last {r.holdout:.0%}: {bars.n_bars - split} bars, "
+                   f"{bars.index[split].date()} .. {last} (holdout {r.holdout!r})")
+    else:
+        window, holdout = f"all {bars.n_bars} bars, {first} .. {last}", "none (holdout 0.0)"
+    top = f"top {r.top}" if r.top is not None else "its top candidates"
+    detail = ("recorded (this candidate was in the run's " + top + ")" if in_top else
+              f"not recorded: the run kept detailed checks for {top} only; "
+              + ("holdout metrics computed for this page from the drawn backtest"
+                 if r.holdout > 0 else "none shown"))
+    results = (f"{r.results_file} (sha256 {r.results_sha256}, unchanged)" if from_file else
+               f"{r.results_file}: not read (gone, or not hashed by this run); the "
+               "run's stored candidates are used")
+    return [
+        ("run", f"{r.run_id} ({r.kind}, recorded {r.created_at})"),
+        ("results", results),
+        ("policy", f"{r.policy_version} (sha256 {r.policy_hash})"),
+        ("data", f"{r.data_source} ({r.data_ref})"),
+        ("selection window", window), ("holdout", holdout),
+        ("trial count", f"{r.n_trials} (DSR deflates every Sharpe by this many trials)"),
+        ("candidates", f"{r.n_candidates} scored; PBO and SPA are of the whole set"),
+        ("robustness detail", detail),
+        ("charts", f"backtest of {sid[:16]} recomputed for this page on all "
+                   f"{bars.n_bars} bars with the run's costs; the dashed line marks the "
+                   "holdout start" if r.holdout > 0 else
+                   f"backtest of {sid[:16]} recomputed for this page with the run's costs"),
+    ]
 
 
 def _resolve_id(results: Any, prefix: str) -> str:

@@ -10,12 +10,20 @@ Every ``alphaloop evaluate`` is a run, stored under ``$ALPHALOOP_HOME/runs/<run_
   ``failure:<CODE>`` counts), the input of :func:`run_report`;
 - ``candidates.parquet``: the scored candidates, full specs included, so
   ``alphaloop report --strategy ID`` works from the run alone;
+- ``reports.json``: the robustness reports of the top candidates, exactly as
+  ``evaluate`` printed them, so a report renders the recorded numbers;
 - ``.stage_done``: written last; a folder without it is not a run.
 
 The ``run_id`` is a hash of the inputs (results content, policy content, data,
-holdout, trial count), so evaluating the same thing twice is the same run: it is
-written once (tmp folder → rename) and found again, never half-written. The
-orchestrator's multi-iteration runs use the same layout.
+holdout, trial count, how many top candidates got a report), so evaluating the same
+thing twice is the same run: it is written once (tmp folder → rename) and found
+again, never half-written. The orchestrator's multi-iteration runs use the same
+layout.
+
+"Newest" is by ``created_ns``: nanoseconds, forced above every run already recorded
+under the same root, so the order of recording is strict even within one second or
+after the clock steps back; equal values (two writers at once) fall back to the
+``run_id``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +53,11 @@ GATE_FAILURE_CODES = {
     "max_pbo": "PBO_ABOVE_GATE",
 }
 DONE = ".stage_done"
+REPORTS = "reports.json"
+# columns an evaluation adds to a sweep's rows: dropped before evaluating again, so
+# `evaluate` accepts its own --out file and a run's stored candidates
+EVALUATION_COLUMNS = ("rank", "score_total", "passed", "failed_gates", "reasons", "psr",
+                      "dsr", "pbo", "n_trials")
 
 
 class RunError(AlphaloopError):
@@ -68,6 +82,19 @@ class RunRecord(BaseModel):
     results_file: str
     pbo: float | None = None
     spa_pvalue: float | None = None
+    # optional so that runs recorded before these fields existed still load
+    created_ns: int | None = None
+    results_sha256: str | None = None
+    top: int | None = None
+    var_trial_sharpe: float | None = None
+    expected_max_sharpe: float | None = None
+
+    def order_key(self) -> tuple[int, str]:
+        """Sort key, oldest first: ``created_ns`` (else ``created_at``), then run_id."""
+        ns = self.created_ns
+        if ns is None:  # an older record: second resolution only
+            ns = int(datetime.fromisoformat(self.created_at).timestamp()) * 1_000_000_000
+        return ns, self.run_id
 
 
 @dataclass
@@ -76,6 +103,11 @@ class Run:
     iterations: pd.DataFrame
     candidates: pd.DataFrame
     path: Path
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def report_of(self, strategy_id: str) -> dict[str, Any] | None:
+        """The recorded robustness report of one candidate, if it was among the top."""
+        return next((r for r in self.reports if r.get("strategy_id") == strategy_id), None)
 
 
 def runs_dir() -> Path:
@@ -101,8 +133,22 @@ def iteration_row(frame: pd.DataFrame, iteration: int = 1) -> dict[str, Any]:
     return row
 
 
+def sweep_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """A sweep's rows from a scored frame: the evaluation's own columns dropped (they are
+    recomputed by every evaluation, and ``rank`` would collide)."""
+    return frame.drop(columns=[c for c in EVALUATION_COLUMNS if c in frame.columns])
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_run(record: RunRecord, iterations: pd.DataFrame, candidates: pd.DataFrame,
-             root: Path | None = None) -> Path:
+             root: Path | None = None, reports: list[dict[str, Any]] | None = None) -> Path:
     """Write a run atomically; an existing complete run with this id is kept as is."""
     root = root or runs_dir()
     final = root / record.run_id
@@ -114,6 +160,8 @@ def save_run(record: RunRecord, iterations: pd.DataFrame, candidates: pd.DataFra
         (tmp / "run.json").write_text(record.model_dump_json(indent=1) + "\n", encoding="utf-8")
         iterations.to_parquet(tmp / "iterations.parquet", index=False)
         candidates.to_parquet(tmp / "candidates.parquet", index=False)
+        if reports is not None:
+            (tmp / REPORTS).write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
         (tmp / DONE).write_text(record.created_at + "\n", encoding="utf-8")
         if final.exists():  # an incomplete leftover of a crashed write
             shutil.rmtree(final)
@@ -142,27 +190,77 @@ def load_run(path: Path) -> Run:
         record = RunRecord.model_validate(json.loads((path / "run.json").read_text("utf-8")))
         iterations = pd.read_parquet(path / "iterations.parquet")
         candidates = pd.read_parquet(path / "candidates.parquet")
+        reports = (json.loads((path / REPORTS).read_text("utf-8"))
+                   if (path / REPORTS).is_file() else [])  # older runs have none
     except (OSError, ValueError, ValidationError) as exc:
         raise RunError(f"run {path.name[:16]} cannot be read back ({path}): {exc}",
                        code="RUN_CORRUPT", error_class=ErrorClass.CRITICAL) from None
-    return Run(record, iterations, candidates, path)
+    return Run(record, iterations, candidates, path, reports)
 
 
-def runs_with_strategy(strategy_prefix: str, root: Path | None = None) -> list[Run]:
-    """Recorded runs whose candidates include a strategy id starting with the prefix,
-    newest first."""
-    root = root or runs_dir()
-    found: list[Run] = []
+def _complete_runs(root: Path) -> list[Path]:
     if not root.is_dir():
-        return found
-    for path in root.iterdir():
-        if not (path / DONE).is_file():
-            continue
+        return []
+    return sorted(p for p in root.iterdir() if (p / DONE).is_file())
+
+
+def runs_with_strategy(strategy_prefix: str, root: Path | None = None, *,
+                       results_sha256: str | None = None, policy_hash: str | None = None,
+                       data_ref: str | None = None) -> list[Run]:
+    """Recorded runs whose candidates include a strategy id starting with the prefix,
+    newest first; the keyword filters keep only runs of that results content, policy
+    content or data."""
+    wanted = {"results_sha256": results_sha256, "policy_hash": policy_hash,
+              "data_ref": data_ref}
+    found: list[Run] = []
+    for path in _complete_runs(root or runs_dir()):
         run = load_run(path)
-        if run.candidates["strategy_id"].str.startswith(strategy_prefix).any():
+        if any(v is not None and getattr(run.record, k) != v for k, v in wanted.items()):
+            continue
+        if "strategy_id" in run.candidates.columns and \
+                run.candidates["strategy_id"].str.startswith(strategy_prefix).any():
             found.append(run)
-    return sorted(found, key=lambda r: r.record.created_at, reverse=True)
+    return sorted(found, key=lambda r: r.record.order_key(), reverse=True)
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def check_results_file(record: RunRecord) -> bool:
+    """True if the run's results file is there unchanged; False if it is gone or the
+    run (recorded before results were hashed) cannot vouch for it, so the run's stored
+    candidates stand in; a file whose content changed since the run hashed it is refused
+    (the user most likely re-swept into the same path)."""
+    path = Path(record.results_file)
+    if record.results_sha256 is None or not path.is_file():
+        return False
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}",
+                       code="RUN_RESULTS_UNREADABLE") from None
+    if digest != record.results_sha256:
+        raise RunError(
+            f"{path} changed since run {record.run_id[:16]} evaluated it (sha256 "
+            f"{record.results_sha256[:16]}… then, {digest[:16]}… now): evaluate it again, "
+            "or move it away to report from the run's stored candidates",
+            code="RUN_RESULTS_CHANGED")
+    return True
+
+
+def holdout_split(n_bars: int, holdout: float) -> int:
+    """The first holdout bar, as ``evaluate_candidates`` cuts it (``n_bars`` if none)."""
+    return n_bars - round(holdout * n_bars)
+
+
+def stamp(root: Path | None = None) -> tuple[str, int]:
+    """``created_at`` (ISO, UTC) and ``created_ns`` for a new run: ``created_ns`` is
+    above every complete run's under ``root``, so recording order is strict."""
+    latest = 0
+    for path in _complete_runs(root or runs_dir()):
+        try:
+            ns = json.loads((path / "run.json").read_text("utf-8")).get("created_ns")
+        except (OSError, ValueError):
+            continue  # a damaged run says so when it is loaded, not here
+        if isinstance(ns, int):
+            latest = max(latest, ns)
+    ns = max(time.time_ns(), latest + 1)
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds"), ns
+

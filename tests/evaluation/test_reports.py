@@ -27,6 +27,8 @@ from alphaloop.engines.metrics import CORE_METRICS
 from alphaloop.evaluation import reports
 from alphaloop.evaluation.reports import (
     MAX_TRADE_ROWS,
+    MetricColumn,
+    Recorded,
     buy_and_hold_equity,
     flatten_mapping,
     run_report,
@@ -344,6 +346,74 @@ def test_robustness_absent_and_model_like(result: BacktestResult, sp500: Bars) -
 
     page = Page(strategy_report(result, sp500, robustness=Model()))  # type: ignore[arg-type]
     assert dict(page.rows["robustness-table"][1:])["pbo"] == "0.2"
+
+
+class Cells(HTMLParser):
+    """``data-value`` of every cell, by (row's data-metric or data-key, data-column)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.values: dict[tuple[str, str], str | None] = {}
+        self._row = ""
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs_list: list[tuple[str, str | None]]) -> None:
+        attrs = dict(attrs_list)
+        if tag == "tr":
+            self._row = str(attrs.get("data-metric") or attrs.get("data-key") or "")
+        elif tag == "td" and self._row and ("data-value" in attrs or "data-column" in attrs):
+            self.values[(self._row, str(attrs.get("data-column") or ""))] = \
+                attrs.get("data-value")
+
+
+def test_recorded_numbers_replace_the_backtests_own(result: BacktestResult,
+                                                    sp500: Bars) -> None:
+    """Given what an evaluation recorded, the page shows exactly those numbers, says
+    where they come from, and marks the holdout on the charts; the drawn series stay
+    the backtest's."""
+    selection = {"sharpe": 0.123456789012345, "n_trades": 17, "total_return": np.float64(0.5)}
+    held = {"sharpe": -0.987654321, "max_drawdown": -0.25}
+    start = sp500.index[3000]
+    recorded = Recorded(
+        source=[("run", "abc123 <run>"), ("holdout", "last 30%"), ("trial count", "40")],
+        metrics=[MetricColumn("selection", "selection (recorded)", selection),
+                 MetricColumn("holdout", "holdout (recorded)", held)],
+        holdout_start=start)
+    robustness = {"dsr": 0.9123456789012, "rank": 3, "passed": True, "pbo": None}
+    text = strategy_report(result, sp500, robustness=robustness, recorded=recorded)
+    page, cells = Page(text), Cells(text).values
+    assert page.sections == ["header", "source", *STRATEGY_SECTIONS[1:]]
+    assert dict(page.rows["source-table"]) == {"run": "abc123 <run>", "holdout": "last 30%",
+                                               "trial count": "40"}
+    assert "abc123 &lt;run&gt;" in text  # escaped
+    # the recorded values, exactly, and nothing of the backtest's own metrics
+    assert cells[("sharpe", "selection")] == "0.123456789012345"
+    assert cells[("n_trades", "selection")] == "17"
+    assert cells[("total_return", "selection")] == "0.5"
+    assert cells[("sharpe", "holdout")] == "-0.987654321"
+    assert cells[("max_drawdown", "holdout")] == "-0.25"
+    assert cells[("n_trades", "holdout")] is None  # shown as "—"
+    assert repr(result.metrics["sharpe"]) not in text
+    metric_rows = page.rows["metrics-table"]
+    assert metric_rows[0] == ["metric", "key", "selection (recorded)", "holdout (recorded)"]
+    assert [r[1] for r in metric_rows[1:]] == ["total_return", "sharpe", "max_drawdown",
+                                               "n_trades"]
+    # the robustness panel carries exact values too
+    assert cells[("dsr", "")] == "0.9123456789012" and cells[("rank", "")] == "3"
+    # charts: the traces are the backtest's; a dashed line where the holdout starts
+    eq = page.figure("equity")
+    np.testing.assert_allclose(ys(eq["data"][0]), result.equity.to_numpy(), rtol=0, atol=1e-12)
+    for name in ("equity", "drawdown", "rolling_sharpe"):
+        shapes = page.figure(name)["layout"].get("shapes", [])
+        marks = [sh for sh in shapes if sh.get("x0") == start.strftime("%Y-%m-%d")]
+        assert len(marks) == 1 and marks[0]["x1"] == marks[0]["x0"], name
+    assert "shapes" not in page.figure("monthly")["layout"]
+
+
+def test_without_recorded_numbers_nothing_is_marked(page: Page) -> None:
+    assert "source-table" not in page.rows
+    for name in ("equity", "drawdown"):
+        assert "shapes" not in page.figure(name)["layout"]
 
 
 def test_flatten_mapping() -> None:

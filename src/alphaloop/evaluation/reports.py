@@ -13,6 +13,12 @@ it was run on:
 - a robustness panel: any mapping (e.g. ``RobustnessReport.model_dump()``) flattened to
   key/value rows.
 
+Given a :class:`Recorded` (what ``alphaloop report --strategy`` passes, from a recorded
+run), the page shows the numbers the evaluation recorded instead of the drawn backtest's
+own metrics, with a "Source" section naming the run, its holdout and its trial count,
+and a line on the charts where the holdout starts. One number, one source: the charts
+are the only thing computed for the page.
+
 A **run report** (:func:`run_report`) shows an orchestrator run iteration by
 iteration: best score, candidates tried vs passed, failure codes and constraints.
 
@@ -54,6 +60,8 @@ __all__ = [
     "DEFAULT_ROLLING_WINDOW",
     "MAX_TRADE_ROWS",
     "RUN_COLUMNS",
+    "MetricColumn",
+    "Recorded",
     "buy_and_hold_equity",
     "constraints_figure",
     "drawdown_figure",
@@ -94,6 +102,30 @@ _METRIC_LABELS = {
     "exposure": "Exposure", "n_trades": "Trades", "win_rate": "Win rate",
     "profit_factor": "Profit factor", "effective_history_years": "Effective history (years)",
 }
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """One column of the metrics table: ``key`` (the cells' ``data-column``), a header
+    and the values by metric key (a missing key is shown as "—")."""
+
+    key: str
+    label: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The numbers a recorded evaluation gave, shown instead of the backtest's own.
+
+    ``source``: plain-text key/value rows saying where they come from (run, holdout,
+    trial count); ``metrics``: the metrics table's columns (e.g. selection window and
+    holdout); ``holdout_start``: the first bar of the holdout, marked on the charts
+    (None: no holdout)."""
+
+    source: Sequence[tuple[str, str]]
+    metrics: Sequence[MetricColumn]
+    holdout_start: pd.Timestamp | None = None
 
 
 # --------------------------------------------------------------------------- series
@@ -488,7 +520,7 @@ def _check_inputs(result: BacktestResult, bars: Bars) -> None:
                          f"{bars.data_ref}: pass the Bars the backtest ran on")
 
 
-def _header(result: BacktestResult, bars: Bars) -> str:
+def _header(result: BacktestResult, bars: Bars, recorded: Recorded | None = None) -> str:
     spec = result.spec
     costs = result.costs
     risk = {k: v for k, v in spec.risk.model_dump().items() if v is not None}
@@ -514,26 +546,49 @@ def _header(result: BacktestResult, bars: Bars) -> str:
                       f"{_fmt_time(bars.index[-1]) if bars.n_bars else '—'} (UTC)")),
         ("periods_per_year", _esc(_fmt(bars.periods_per_year))),
     ]
-    metric_rows = []
-    for key in (*CORE_METRICS, *sorted(set(result.metrics) - set(CORE_METRICS))):
-        if key not in result.metrics:
-            continue
-        value = result.metrics[key]
-        metric_rows.append(
-            f'<tr data-metric="{_esc(key)}"><th scope="row">'
-            f"{_esc(_METRIC_LABELS.get(key, key))}</th><td><code>{_esc(key)}</code></td>"
-            f'<td class="num" data-value="{_esc(repr(value))}">'
-            f"{_esc(_fmt(value, percent=key in _PERCENT_METRICS))}</td></tr>")
+    columns = (list(recorded.metrics) if recorded is not None
+               else [MetricColumn("value", "value", result.metrics)])
     ppy = _fmt(bars.periods_per_year)
+    whose = ("These are the numbers the evaluation recorded (see Source), not recomputed "
+             "for this page. " if recorded is not None else "")
     metrics = (
-        '<table class="metrics" id="metrics-table"><thead><tr><th>metric</th><th>key</th><th>value</th></tr>'
-        "</thead><tbody>\n" + "\n".join(metric_rows) + "\n</tbody></table>\n"
-        f'<p class="caption">Annualization: {ppy} bars per year (<code>periods_per_year</code> '
-        f"of the data); volatility, Sharpe and Sortino scale by sqrt({ppy}), CAGR by "
-        f"years = bars / {ppy}. Risk-free rate 0. Returns are net of the costs above; a "
-        "signal at a bar's close fills at the next bar's open.</p>")
-    return _section("header", "Strategy", _kv_table(rows, cls="spec")) + "\n" + _section(
-        "metrics", "Metrics", metrics)
+        _metrics_table(columns) +
+        f'<p class="caption">{whose}Annualization: {ppy} bars per year '
+        f"(<code>periods_per_year</code> of the data); volatility, Sharpe and Sortino scale "
+        f"by sqrt({ppy}), CAGR by years = bars / {ppy}. Risk-free rate 0. Returns are net "
+        "of the costs above; a signal at a bar's close fills at the next bar's open.</p>")
+    source = ([_section("source", "Source of the numbers",
+                        _kv_table([(k, _esc(v)) for k, v in recorded.source], cls="source"))]
+              if recorded is not None else [])
+    return "\n".join([_section("header", "Strategy", _kv_table(rows, cls="spec")), *source,
+                      _section("metrics", "Metrics", metrics)])
+
+
+def _metrics_table(columns: Sequence[MetricColumn]) -> str:
+    """Metric rows (core metrics first), one value cell per column; each cell carries its
+    exact value in ``data-value`` so that tools can read the page back."""
+    keys = {k for c in columns for k in c.values}
+    rows = []
+    for key in (*[k for k in CORE_METRICS if k in keys], *sorted(keys - set(CORE_METRICS))):
+        cells = "".join(_metric_cell(c, key) for c in columns)
+        rows.append(f'<tr data-metric="{_esc(key)}"><th scope="row">'
+                    f"{_esc(_METRIC_LABELS.get(key, key))}</th><td><code>{_esc(key)}</code>"
+                    f"</td>{cells}</tr>")
+    head = "".join(f"<th>{_esc(c.label)}</th>" for c in columns)
+    return ('<table class="metrics" id="metrics-table"><thead><tr><th>metric</th><th>key</th>'
+            f"{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n")
+
+
+def _exact(value: Any) -> str:
+    """The value's repr as plain Python (``0.5``, not ``np.float64(0.5)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _metric_cell(column: MetricColumn, key: str) -> str:
+    value = column.values.get(key)
+    exact = "" if value is None else f' data-value="{_esc(_exact(value))}"'
+    return (f'<td class="num" data-column="{_esc(column.key)}"{exact}>'
+            f"{_esc(_fmt(value, percent=key in _PERCENT_METRICS))}</td>")
 
 
 def _trades_table(trades: pd.DataFrame, limit: int = MAX_TRADE_ROWS) -> str:
@@ -591,43 +646,66 @@ def _robustness_panel(robustness: Mapping[str, Any] | None) -> str:
                   f'Robustness {"passed" if ok else "failed"}</p>')
     body = "\n".join(
         f'<tr data-key="{_esc(k)}"><th scope="row"><code>{_esc(k)}</code></th>'
-        f'<td class="{"num" if isinstance(v, float | int) and not isinstance(v, bool) else ""}">'
-        f"{_esc(_fmt(v))}</td></tr>" for k, v in rows)
+        f"{_robustness_cell(v)}</tr>" for k, v in rows)
     return (f'{status}<table class="robustness" id="robustness-table"><thead><tr><th>key'
             f"</th><th>value</th></tr></thead><tbody>\n{body}\n</tbody></table>")
 
 
+def _robustness_cell(value: Any) -> str:
+    """A value cell; a number also carries its exact value in ``data-value``."""
+    if isinstance(value, float | int | np.number) and not isinstance(value, bool | np.bool_):
+        return f'<td class="num" data-value="{_esc(_exact(value))}">{_esc(_fmt(value))}</td>'
+    return f'<td class="">{_esc(_fmt(value))}</td>'
+
+
 def strategy_figures(result: BacktestResult, bars: Bars, *,
-                     window: int = DEFAULT_ROLLING_WINDOW) -> dict[str, go.Figure]:
+                     window: int = DEFAULT_ROLLING_WINDOW,
+                     holdout_start: pd.Timestamp | None = None) -> dict[str, go.Figure]:
     """The strategy report's charts by name: ``equity``, ``drawdown``, ``monthly``,
-    ``rolling_sharpe``."""
+    ``rolling_sharpe``; with ``holdout_start``, the time charts mark where it begins."""
     _check_inputs(result, bars)
     bench = buy_and_hold_equity(bars, result.costs)
-    return {
+    figs = {
         "equity": equity_figure(result.equity, bench),
         "drawdown": drawdown_figure(drawdown_series(result.equity), drawdown_series(bench)),
         "monthly": monthly_heatmap_figure(monthly_returns(result.returns)),
         "rolling_sharpe": rolling_sharpe_figure(
             rolling_sharpe(result.returns, bars.periods_per_year, window), window),
     }
+    if holdout_start is not None:
+        x = _dates(pd.DatetimeIndex([holdout_start]))[0]
+        for name in ("equity", "drawdown", "rolling_sharpe"):
+            _mark_holdout(figs[name], x)
+    return figs
+
+
+def _mark_holdout(fig: go.Figure, x: str) -> None:
+    # a layout shape, not a trace: the traces stay exactly the drawn series
+    fig.add_shape(type="line", x0=x, x1=x, xref="x", y0=0, y1=1, yref="paper",
+                  line={"color": "#b42318", "width": 1, "dash": "dash"})
+    fig.add_annotation(x=x, y=1, xref="x", yref="paper", text="holdout →", showarrow=False,
+                       xanchor="left", yanchor="bottom", font={"color": "#b42318"})
 
 
 def strategy_report(result: BacktestResult, bars: Bars, *,
                     robustness: Mapping[str, Any] | None = None, title: str | None = None,
-                    window: int = DEFAULT_ROLLING_WINDOW) -> str:
+                    window: int = DEFAULT_ROLLING_WINDOW,
+                    recorded: Recorded | None = None) -> str:
     """A self-contained HTML page for one backtest ``result`` on the ``bars`` it ran on.
 
     ``robustness`` is any mapping (for a pydantic model, pass ``model.model_dump()``;
     an object with ``model_dump`` is accepted too) shown as key/value rows. ``window``
-    is the rolling-Sharpe window in bars. Raises ``ValueError`` when ``bars`` is not the
-    panel the result was computed on.
+    is the rolling-Sharpe window in bars. ``recorded``: the numbers an evaluation
+    recorded, shown instead of ``result.metrics`` (see :class:`Recorded`). Raises
+    ``ValueError`` when ``bars`` is not the panel the result was computed on.
     """
     if robustness is not None and not isinstance(robustness, Mapping):
         dump = getattr(robustness, "model_dump", None)
         if not callable(dump):
             raise TypeError(f"robustness must be a mapping, got {type(robustness).__name__}")
         robustness = dump()
-    figs = strategy_figures(result, bars, window=window)
+    start = recorded.holdout_start if recorded is not None else None
+    figs = strategy_figures(result, bars, window=window, holdout_start=start)
     ppy = _fmt(bars.periods_per_year)
     parts = [
         _Figure("equity", figs["equity"],
@@ -650,7 +728,7 @@ def strategy_report(result: BacktestResult, bars: Bars, *,
     ]
     titles = {"equity": "Equity vs buy-and-hold", "drawdown": "Drawdown",
               "monthly": "Monthly returns", "rolling_sharpe": "Rolling Sharpe"}
-    sections = [_header(result, bars)]
+    sections = [_header(result, bars, recorded)]
     sections += [_section(p.name, titles[p.name], _figure_block(p)) for p in parts]
     sections.append(_section("trades", "Trades", _trades_table(result.trades)))
     sections.append(_section("robustness", "Robustness", _robustness_panel(robustness)))
@@ -663,10 +741,11 @@ def strategy_report(result: BacktestResult, bars: Bars, *,
 
 def write_strategy_report(path: str | os.PathLike[str], result: BacktestResult, bars: Bars,
                           *, robustness: Mapping[str, Any] | None = None,
-                          title: str | None = None,
-                          window: int = DEFAULT_ROLLING_WINDOW) -> Path:
+                          title: str | None = None, window: int = DEFAULT_ROLLING_WINDOW,
+                          recorded: Recorded | None = None) -> Path:
     """Write :func:`strategy_report` to ``path`` atomically (temporary file, then rename)."""
-    text = strategy_report(result, bars, robustness=robustness, title=title, window=window)
+    text = strategy_report(result, bars, robustness=robustness, title=title, window=window,
+                           recorded=recorded)
     return _atomic_write(Path(path), text)
 
 
