@@ -210,12 +210,20 @@ class Bars:
         return np.asarray(_rule(median, mean, weekend, None), dtype=float)
 
     # ------------------------------------------------------------ slicing
-    def slice(self, start: int | None = None, stop: int | None = None) -> Bars:
-        """Rows ``start:stop`` as a new panel (used by truncation tests, walk-forward)."""
+    def slice(self, start: int | None = None, stop: int | None = None, *,
+              drop_empty: bool = False) -> Bars:
+        """Rows ``start:stop`` as a new panel (used by truncation tests, walk-forward).
+
+        ``drop_empty=True`` also drops the symbols that have no bar (no close) in
+        those rows, so a panel cut at t knows only the symbols that existed by t.
+        """
         sl = slice(start, stop)
-        return Bars(index=self.index[sl], symbols=self.symbols,
-                    **{f: np.array(getattr(self, f)[sl]) for f in FIELDS}, name=self.name,
-                    annualization=self.annualization)
+        cols = np.arange(self.n_symbols)
+        if drop_empty:
+            cols = np.flatnonzero(~np.all(np.isnan(self.close[sl]), axis=0))
+        return Bars(index=self.index[sl], symbols=tuple(self.symbols[j] for j in cols),
+                    **{f: np.ascontiguousarray(getattr(self, f)[sl][:, cols]) for f in FIELDS},
+                    name=self.name, annualization=self.annualization)
 
     def select(self, symbols: list[str] | tuple[str, ...]) -> Bars:
         missing = [s for s in symbols if s not in self.symbols]

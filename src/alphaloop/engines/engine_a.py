@@ -105,7 +105,9 @@ def backtest(spec: StrategySpec, bars: Bars, costs: CostModel | None = None, *,
 def trade_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
     """The kernel's trade rows as a frame: timestamps, symbol names, exit reasons.
 
-    ``pnl`` is in units of the portfolio's starting capital (1.0), after costs;
+    ``qty`` is the largest size held (a position resized when the universe changes
+    keeps its trade); ``pnl`` is in units of the portfolio's starting capital (1.0),
+    after costs;
     ``return`` is the trade's pnl over its sleeve's equity at entry. A trade still
     open at the end has no exit time, and is valued at the last close (no exit cost,
     as the equity curve values it).

@@ -51,9 +51,9 @@ TRADE_FIELDS = ("symbol", "entry_bar", "exit_bar", "side", "qty", "entry_price",
                 "exit_price", "pnl", "return", "reason")
 # a sleeve's state between simulation segments (ints and flags stored as floats)
 SLEEVE_FIELDS = ("cash", "qty", "pos", "entry", "extreme", "eq_before", "held", "pending",
-                 "target", "w_next", "mark", "entry_bar", "why", "ruin")
+                 "target", "w_next", "mark", "entry_bar", "why", "ruin", "peak")
 (CASH, QTY, POS, ENTRY, EXTREME, EQ_BEFORE, HELD, PENDING, TARGET, W_NEXT, MARK, ENTRY_BAR,
- WHY, RUIN) = range(14)
+ WHY, RUIN, PEAK) = range(15)
 
 
 @njit(cache=True)
@@ -162,7 +162,7 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
     entry, extreme, eq_before = st[ENTRY], st[EXTREME], st[EQ_BEFORE]
     held, pending, target = int(st[HELD]), st[PENDING] > 0.0, int(st[TARGET])
     w_next, mark, entry_bar = st[W_NEXT], st[MARK], int(st[ENTRY_BAR])
-    exit_why, ruin_reachable = int(st[WHY]), st[RUIN] > 0.0
+    exit_why, ruin_reachable, peak = int(st[WHY]), st[RUIN] > 0.0, st[PEAK]
     record = trades.shape[0] > 0
     for t in range(t0, t1):
         if state[t] != LIVE:
@@ -181,8 +181,8 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
                 cash, traded[t] = _close(cash, qty, p, fee, traded[t])
                 _book(stats, cash - eq_before)
                 if record:
-                    _record(trades, n_rec, sym, entry_bar, t, qty, entry, p, cash - eq_before,
-                            eq_before, exit_why)
+                    _record(trades, n_rec, sym, entry_bar, t, np.sign(qty) * peak, entry, p,
+                            cash - eq_before, eq_before, exit_why)
                 qty = 0.0
                 pos = 0
             if target != 0 and cash > 0 and w_next > 0:
@@ -191,6 +191,7 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
                 eq_before = cash
                 cash -= target * q * p + q * p * fee
                 qty = target * q
+                peak = q
                 traded[t] += q * p
                 pos = target
                 entry = p
@@ -209,8 +210,8 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
                 cash, traded[t] = _close(cash, qty, p, fee, traded[t])
                 _book(stats, cash - eq_before)
                 if record:
-                    _record(trades, n_rec, sym, entry_bar, t, qty, entry, p, cash - eq_before,
-                            eq_before, why)
+                    _record(trades, n_rec, sym, entry_bar, t, np.sign(qty) * peak, entry, p,
+                            cash - eq_before, eq_before, why)
                 qty = 0.0
                 pos = 0
             elif pos > 0:
@@ -248,7 +249,7 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
     st[ENTRY], st[EXTREME], st[EQ_BEFORE] = entry, extreme, eq_before
     st[HELD], st[PENDING], st[TARGET] = held, 1.0 if pending else 0.0, target
     st[W_NEXT], st[MARK], st[ENTRY_BAR] = w_next, mark, entry_bar
-    st[WHY], st[RUIN] = exit_why, 1.0 if ruin_reachable else 0.0
+    st[WHY], st[RUIN], st[PEAK] = exit_why, 1.0 if ruin_reachable else 0.0, peak
 
 
 @njit(cache=True, inline="always")
@@ -308,8 +309,8 @@ def _boundary(st: np.ndarray, o: np.ndarray, valid: np.ndarray, state: np.ndarra
         _book(stats, pnl)
         if record:
             why = EXIT_DELISTED if state[i, t] == OUT else EXIT_DATA
-            _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), t, qty, st[i, ENTRY], p, pnl,
-                    st[i, EQ_BEFORE], why)
+            _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), t, np.sign(qty) * st[i, PEAK],
+                    st[i, ENTRY], p, pnl, st[i, EQ_BEFORE], why)
         st[i, CASH], st[i, QTY], st[i, POS], st[i, RUIN] = cash, 0.0, 0.0, 0.0
     if not reallocate:
         return pool
@@ -348,6 +349,7 @@ def _reallocate(st: np.ndarray, o: np.ndarray, valid: np.ndarray, alloc: np.ndar
         p = o[i] * (1.0 + slip) if dq > 0 else o[i] * (1.0 - slip)
         st[i, CASH] -= dq * p + abs(dq) * p * fee
         st[i, QTY] += dq
+        st[i, PEAK] = max(st[i, PEAK], abs(st[i, QTY]))
         traded[t] += abs(dq) * p
     total = pool  # again, after the costs of resizing
     for i in range(n_sym):
@@ -379,8 +381,9 @@ def _finish(st: np.ndarray, stats: np.ndarray, trades: np.ndarray, n_rec: np.nda
         pnl = st[i, CASH] + st[i, QTY] * st[i, MARK] - st[i, EQ_BEFORE]
         _book(stats, pnl)
         if trades.shape[0] > 0:
-            _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), -1, st[i, QTY], st[i, ENTRY],
-                    st[i, MARK], pnl, st[i, EQ_BEFORE], OPEN_AT_END)
+            _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), -1,
+                    np.sign(st[i, QTY]) * st[i, PEAK], st[i, ENTRY], st[i, MARK], pnl,
+                    st[i, EQ_BEFORE], OPEN_AT_END)
 
 
 @njit(cache=True)
