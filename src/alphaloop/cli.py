@@ -207,7 +207,8 @@ def _print_verification(result: Any, failures: list[Any], spec_path: Path) -> No
     costs.add_row("bps of equity per year", _fmt("cost", ex["cost_bps_per_year"]))
     out.print(costs)
     for e in result.excluded:
-        out.print(f"[yellow]excluded[/] {e['symbol']}: {'; '.join(e['reasons'])}")
+        since = f" from {e['from']}" if e.get("from") else ""
+        out.print(f"[yellow]excluded[/] {e['symbol']}{since}: {'; '.join(e['reasons'])}")
     if not failures:
         out.print(f"[green]PASS[/] status {result.status}; strategy_id "
                   f"{spec.strategy_id[:16]}…; {result.model.version}", highlight=False)
