@@ -15,21 +15,27 @@ Each part is a small typed config with conservative defaults; together they are 
 
 What each one means, per fill of ``q`` shares at reference price ``p`` (the open
 for market orders, the level for a stop or take-profit, the open when a gap
-jumps the level):
+jumps the level). Nothing here reads the fill bar's high, low, close or volume:
+at the open they are not known yet (DESIGN §4), so range, σ and volume all come
+from the bars before:
 
 - **spread**: every fill crosses half the quoted spread: a buy pays
   ``p·(1 + s/2)``, a sell gets ``p·(1 - s/2)``. ``fixed``: ``s = bps/1e4``;
-  ``range``: ``s = range_fraction · (high - low) / p`` of the fill's bar (a
-  high-low spread estimate, cf. Corwin & Schultz 2012).
+  ``range``: ``s = range_fraction · (high - low) / close`` of the symbol's last bar
+  before the fill's bar (a high-low spread estimate, cf. Corwin & Schultz 2012;
+  ``s = range_fraction`` before there is one).
 - **impact** (square-root law, Almgren et al. 2005; Tóth et al. 2011 measure a
   prefactor of order 1): the price moves against the order by ``k · σ ·
   sqrt(q / V)``, with ``σ`` the sample std (ddof = 1) of the last ``vol_window``
   bar returns *before* the fill's bar (no impact until that many exist; the
-  estimator vol-target sizing uses) and ``V`` the fill bar's volume (a bar without volume
-  counts as participation 1).
+  estimator vol-target sizing uses) and ``V`` the ADV: the mean volume of the bars
+  the symbol printed among the last ``adv_window`` bars before the fill's bar (no
+  ADV counts as participation 1).
 - **commission**: ``max(bps/1e4 · q · price + per_share · q, minimum)`` per fill
   (a partial fill on a later bar is a new execution and pays its own minimum).
-- **volume**: a fill takes at most ``max_participation · V`` shares of its bar;
+- **volume**: a fill takes at most ``max_participation · ADV`` shares in a bar (no
+  ADV: none; a model with a cap or impact trades a symbol only from its first bar
+  with volume, see :mod:`alphaloop.engines.universe`);
   the rest of the order is carried to the next bars' opens until filled, replaced
   by a new decision, or it has had ``order_ttl_bars`` bars to fill (then it is
   cancelled at that bar's close). A cancelled remainder is reported as unfilled,
