@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from alphaloop import runs
+from alphaloop.evaluation.robustness import sweep_rows
 from alphaloop.runs import (
     DONE,
     RunError,
@@ -23,7 +24,6 @@ from alphaloop.runs import (
     runs_with_strategy,
     save_run,
     stamp,
-    sweep_rows,
 )
 
 

@@ -317,9 +317,8 @@ def evaluate(
     import pandas as pd
 
     from alphaloop.data import load_bars
-    from alphaloop.evaluation.robustness import evaluate_candidates
+    from alphaloop.evaluation.robustness import evaluate_candidates, sweep_rows
     from alphaloop.evaluation.scoring import PolicyRegistry, load_policy
-    from alphaloop.runs import sweep_rows
 
     pol = load_policy(policy)
     policy_hash = PolicyRegistry().record(pol)  # a used version can never change content

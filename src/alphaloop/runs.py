@@ -54,11 +54,6 @@ GATE_FAILURE_CODES = {
 }
 DONE = ".stage_done"
 REPORTS = "reports.json"
-# columns an evaluation adds to a sweep's rows: dropped before evaluating again, so
-# `evaluate` accepts its own --out file and a run's stored candidates
-EVALUATION_COLUMNS = ("rank", "score_total", "passed", "failed_gates", "reasons", "psr",
-                      "dsr", "pbo", "n_trials")
-
 
 class RunError(AlphaloopError):
     code = "RUN_ERROR"
@@ -131,12 +126,6 @@ def iteration_row(frame: pd.DataFrame, iteration: int = 1) -> dict[str, Any]:
         for code in {GATE_FAILURE_CODES.get(g, g.upper()) for g in gates}:
             row[f"failure:{code}"] = row.get(f"failure:{code}", 0) + 1
     return row
-
-
-def sweep_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """A sweep's rows from a scored frame: the evaluation's own columns dropped (they are
-    recomputed by every evaluation, and ``rank`` would collide)."""
-    return frame.drop(columns=[c for c in EVALUATION_COLUMNS if c in frame.columns])
 
 
 def file_sha256(path: Path) -> str:

@@ -193,3 +193,12 @@ def test_holdout_is_untouched_by_selection(setup) -> None:  # type: ignore[no-un
     assert top.holdout_metrics["sharpe"] == pytest.approx(expected, rel=1e-12)
     with pytest.raises(EvaluationError, match="holdout must be a fraction"):
         evaluate_candidates(results, bars, policy, holdout=1.5)
+
+
+def test_a_scored_frame_evaluates_like_its_sweep(setup) -> None:  # type: ignore[no-untyped-def]
+    """evaluate_candidates on its own output (rank, score, DSR columns present) gives
+    the same ranking as on the sweep's rows: the evaluation's columns are recomputed."""
+    bars, results, policy = setup
+    first = evaluate_candidates(results, bars, policy, detail=False)
+    again = evaluate_candidates(first.frame, bars, policy, detail=False)
+    pd.testing.assert_frame_equal(again.frame, first.frame)

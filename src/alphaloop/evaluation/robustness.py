@@ -124,6 +124,18 @@ class Evaluation:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# columns an evaluation adds to a sweep's rows: dropped before evaluating again, so a
+# scored frame (`evaluate`'s own --out file, a run's stored candidates) evaluates too
+EVALUATION_COLUMNS = ("rank", "score_total", "passed", "failed_gates", "reasons", "psr",
+                      "dsr", "pbo", "n_trials")
+
+
+def sweep_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """A sweep's rows from a scored frame: the evaluation's own columns dropped (they are
+    recomputed by every evaluation, and ``rank`` would collide)."""
+    return frame.drop(columns=[c for c in EVALUATION_COLUMNS if c in frame.columns])
+
+
 def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy, *,
                         top: int = 5, n_trials: int | None = None, seed: int = 0,
                         detail: bool = True, spa_reps: int = 400,
@@ -154,6 +166,7 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     if n_trials is not None and n_trials < 1:
         raise EvaluationError(f"n_trials must be at least 1, got {n_trials}",
                               code="EVAL_INVALID")
+    results = sweep_rows(results)
     results = results.drop_duplicates(subset="strategy_id") \
         if "strategy_id" in results.columns else results
     if not 0.0 <= holdout < 1.0:
