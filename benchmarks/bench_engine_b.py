@@ -347,7 +347,7 @@ def split_engine_b(bars: Any, capacity: bool, repeats: int) -> dict[str, float]:
                 "SignalEvaluator(bars) (transpose OHLCV, valid mask)": a["SignalEvaluator"],
                 "signals: 2 × SignalEvaluator.signal (sma, compare)": a["signal"],
                 "impact sigma: _sigma_before (numba rolling std)": a["_sigma_before"],
-                "ADV: _mean_before (numba sma)": a["_mean_before"],
+                "ADV: _mean_before (running sums)": a["_mean_before"],
                 "other in _kernel_inputs (market array, sizes, params)":
                     a["_kernel_inputs"] - a["signal"] - a["_sigma_before"]
                     - a["_mean_before"],

@@ -279,10 +279,18 @@ def _sigma_before(close: np.ndarray, window: int) -> np.ndarray:
 
 def _mean_before(volume: np.ndarray, window: int) -> np.ndarray:
     """Average volume over the bars a symbol printed among the last ``window`` panel
-    bars before bar t (NaN when it printed none)."""
-    frame = pd.DataFrame(volume.T)
-    return np.ascontiguousarray(frame.rolling(window, min_periods=1).mean().shift(1)
-                                .to_numpy().T)
+    bars before bar t (NaN when it printed none): window sums of running totals."""
+    n_bars = volume.shape[1]
+    have = ~np.isnan(volume)
+    total = np.zeros((volume.shape[0], n_bars + 1))
+    count = np.zeros_like(total)
+    np.cumsum(np.where(have, volume, 0.0), axis=1, out=total[:, 1:])
+    np.cumsum(have, axis=1, out=count[:, 1:])
+    rows = np.arange(n_bars)
+    lo = np.maximum(rows - window, 0)
+    n = count[:, rows] - count[:, lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (total[:, rows] - total[:, lo]) / n, np.nan)
 
 
 def _last_before(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
