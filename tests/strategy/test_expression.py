@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+from types import FrameType
+
 import pytest
 
 from alphaloop.errors import ExpressionError
 from alphaloop.strategy.expression import (
     FUNCTIONS,
+    MAX_DEPTH,
     MAX_WINDOW,
     OPS,
     Call,
     Field,
     Num,
     canonical_text,
+    canonicalize,
     check_types,
     lookback,
     operators_used,
@@ -111,6 +116,7 @@ BAD: list[tuple[str, list[str]]] = [
     ("close > 1 and open", ["and", "argument 2", "must be boolean"]),
     ("cross_above(close > 1, open)", ["cross_above", "argument 1 (a)", "numeric"]),
     ("close >", ["syntax error"]),
+    ("close > 1or open > 1", ["syntax error", "column 9", "invalid decimal literal"]),
     ("sma(close,", ["syntax error", "never closed"]),
     ("sma(close, n=5) > 1", ["sma", "keyword argument", "'n'", "by position"]),
     ("np.exp(close) > 1", ["'np.exp'", "not allowed", "plain operator calls"]),
@@ -175,3 +181,86 @@ def test_error_codes_are_stable() -> None:
                      "close >": "EXPRESSION_SYNTAX",
                      "not close": "EXPRESSION_TYPE",
                      "foo > 1": "EXPRESSION_UNKNOWN_NAME"}
+
+
+
+# ------------------------------------------------------------ nesting limit
+NESTINGS = ("neg", "not", "sma", "lag", "sum", "and")
+STACK_BUDGET = 500  # frames the whole pipeline may use: half of Python's default limit
+
+
+def _stack_depth() -> int:
+    frame: FrameType | None = sys._getframe()
+    depth = 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1
+    return depth
+
+
+def _nested(kind: str, levels: int) -> str:
+    """A boolean expression whose tree is exactly ``levels`` deep."""
+    k = levels - 2  # the comparison and the leaf take two levels
+    return {
+        "neg": "-" * k + "close > 1",
+        "not": "not " * k + "close > 1",
+        "sma": "sma(" * k + "close" + ", 2)" * k + " > 1",
+        "lag": "lag(" * k + "close" + ", 1)" * k + " > 1",
+        "sum": "close" + " + open" * k + " > 1",
+        "and": " and ".join(f"close > {i}" for i in range(k + 1)),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+def test_the_deepest_accepted_expression_runs_through_the_whole_pipeline(kind: str) -> None:
+    """Parsing, the id, lookback and evaluation all recurse; at MAX_DEPTH they must fit
+    in STACK_BUDGET frames, so that a deep caller (CLI, worker, test) cannot overflow."""
+    from alphaloop.data.synthetic import generate
+    from alphaloop.engines.signals import SignalEvaluator
+    from alphaloop.strategy import expression
+    from alphaloop.strategy.spec import StrategySpec
+
+    source = _nested(kind, MAX_DEPTH)
+    for cache in (expression._parse, expression._canonical, expression.lookback):
+        cache.cache_clear()  # measure the recursion, not a cache hit
+    bars = generate(n_symbols=2, n_bars=40, seed=0)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(_stack_depth() + STACK_BUDGET)
+    try:
+        spec = StrategySpec.from_dict({"entry": source, "exit": source})
+        assert expression._tree_depth(parse(source)) == MAX_DEPTH
+        assert len(spec.strategy_id) == 64 and lookback(spec.entry_node) >= 0
+        assert lookback(parse(source)) >= 0 and str(parse(source))
+        signal = SignalEvaluator(bars).signal(spec.entry_node, canonical=True)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert signal.shape == (2, 40)
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+def test_one_level_more_than_max_depth_is_refused(kind: str) -> None:
+    with pytest.raises(ExpressionError, match=rf"nested too deeply \({MAX_DEPTH + 1} levels"):
+        parse(_nested(kind, MAX_DEPTH + 1), expect="bool")
+
+
+def test_a_caller_with_little_stack_left_gets_a_classified_error() -> None:
+    source = "-" * 60 + "close > 1"  # within MAX_DEPTH, but not within 40 frames
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(_stack_depth() + 40)
+    try:
+        parse(source, expect="bool", where="entry")
+    except ExpressionError as exc:
+        error: ExpressionError | None = exc
+    else:
+        error = None
+    finally:
+        sys.setrecursionlimit(limit)
+    assert error is not None and error.code == "EXPRESSION_SYNTAX"
+    assert "nested too deeply for the call stack" in error.message
+
+
+def test_canonicalize_refuses_a_hand_built_tree_deeper_than_the_stack() -> None:
+    node: Call | Field = Field("close")
+    for _ in range(5000):  # parse would refuse this; canonicalize must not crash on it
+        node = Call("neg", (node,))
+    with pytest.raises(ExpressionError, match="nested too deeply to canonicalize"):
+        canonicalize(node)

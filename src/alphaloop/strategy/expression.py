@@ -20,8 +20,10 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 from typing import Literal
 
@@ -31,7 +33,11 @@ Kind = Literal["num", "bool", "window"]
 FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 MAX_WINDOW = 1000
 MAX_SOURCE_LEN = 2000
-MAX_DEPTH = 256  # nesting limit, far below Python's recursion limit
+# Nesting limit. Consumers of a tree (canonicalize, lookback, str, the signal
+# evaluator) recurse with up to ~4 Python frames per level, so 100 levels stay far
+# below Python's default limit of 1,000 frames even when called from a deep stack.
+MAX_DEPTH = 100
+INTERNAL_ERROR = "EXPRESSION_INTERNAL"  # a refusal that no specific check classified
 
 
 # --------------------------------------------------------------------- nodes
@@ -159,31 +165,51 @@ def parse(source: str, *, expect: Kind | None = None, where: str = "expression")
     """
     if not isinstance(source, str):
         raise ExpressionError(f"{where}: expected a string, got {type(source).__name__}")
-    return _parse(source, expect, where)
+    text = source.strip()  # before the cache, so padding cannot bloat its keys
+    try:
+        return _parse(text, expect, where)
+    except ExpressionError:
+        raise
+    except RecursionError:  # the caller's own stack was already deep
+        raise ExpressionError(f"{where}: expression nested too deeply for the call stack: "
+                              f"{_excerpt(text)}", code="EXPRESSION_SYNTAX") from None
+    except Exception as exc:
+        # Defence in depth: every known refusal is raised by a specific check above;
+        # should a bug let another exception through, it still leaves classified (and
+        # the hostile-expression tests fail on INTERNAL_ERROR, so it gets fixed).
+        raise ExpressionError(f"{where}: cannot check {_excerpt(text)}: internal "
+                              f"{type(exc).__name__}: {exc}", code=INTERNAL_ERROR) from exc
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 @lru_cache(maxsize=1 << 16)
-def _parse(source: str, expect: Kind | None, where: str) -> Node:
-    text = source.strip()
+def _parse(text: str, expect: Kind | None, where: str) -> Node:
     if not text:
-        raise ExpressionError(f"{where}: empty expression")
+        raise ExpressionError(f"{where}: empty expression", code="EXPRESSION_SYNTAX")
     if len(text) > MAX_SOURCE_LEN:
-        raise ExpressionError(f"{where}: expression longer than {MAX_SOURCE_LEN} characters")
+        raise ExpressionError(f"{where}: expression longer than {MAX_SOURCE_LEN} characters",
+                              code="EXPRESSION_SYNTAX")
     try:
-        tree = ast.parse(text, mode="eval")
+        with warnings.catch_warnings():
+            # Python's lexer merely warns, on stderr, about '1or' and the like; here
+            # they are syntax errors, so a refusal is one classified line, nothing else
+            warnings.simplefilter("error")
+            tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         offset = exc.offset or 0
         at = f"column {offset}" if 0 < offset <= len(text) else "the end"
         raise ExpressionError(f"{where}: syntax error at {at}: {exc.msg} in {text!r}",
                               code="EXPRESSION_SYNTAX") from None
-    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+    except (ValueError, RecursionError, MemoryError, Warning) as exc:  # null bytes, nesting
         raise ExpressionError(f"{where}: cannot parse: {exc}", code="EXPRESSION_SYNTAX") from None
-    try:
-        node = _convert(tree.body, where)
-    except RecursionError:  # absurd nesting such as 1,990 unary minuses
-        raise ExpressionError(f"{where}: expression nested too deeply (at most {MAX_DEPTH} "
-                              "levels)", code="EXPRESSION_SYNTAX") from None
-    # chains (a and b and ...) nest deeper than the source: bound what later recursion sees
+    # bound the recursion of _convert before it starts (1,990 unary minuses fit in
+    # the length limit); chains (a and b and ...) nest deeper than the source, so
+    # the converted tree is bounded again for what later recursion sees
+    _check_depth(_ast_depth(tree.body), where)
+    node = _convert(tree.body, where)
     _check_depth(_tree_depth(node), where)
     kind = check_types(node, where)
     if expect is not None and kind != expect:
@@ -203,6 +229,21 @@ def _tree_depth(root: Node) -> int:
             deepest = depth
         if isinstance(node, Call):
             stack.extend([(child, depth + 1) for child in node.args])
+    return deepest
+
+
+def _ast_depth(root: ast.AST) -> int:
+    """Nesting of the sub-expressions of a Python syntax tree, computed without recursion.
+
+    Only ``ast.expr`` children count: they are what ``_convert`` recurses into, and
+    they nest like the converted tree (``Load`` contexts and ``Add`` markers do not).
+    """
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend([(child, depth + 1) for child in ast.iter_child_nodes(node)
+                      if isinstance(child, ast.expr)])
     return deepest
 
 
@@ -310,23 +351,28 @@ def check_types(node: Node, where: str = "expression") -> Kind:
                               f"got {len(node.args)}", code="EXPRESSION_ARGUMENT")
     for i, (arg, kind) in enumerate(zip(node.args, spec.args, strict=True), start=1):
         label = f"{spec.name}: argument {i} ({spec.arg_names[i - 1]})"
+        got = check_types(arg, where)  # before any folding: abs() cannot be evaluated
         if kind == "window":
-            value = _constant_value(arg)
-            if value is None or not float(value).is_integer():
-                raise ExpressionError(f"{label} must be a positive integer constant, got {arg}",
-                                      code="EXPRESSION_ARGUMENT")
-            if not spec.min_window <= value <= MAX_WINDOW:
-                raise ExpressionError(
-                    f"{label} must be an integer in {spec.min_window}..{MAX_WINDOW}, "
-                    f"got {format_number(value)}", code="EXPRESSION_ARGUMENT")
+            _check_window(spec, label, arg, got)
             continue
-        got = check_types(arg, where)
         if got != kind:
             want = "boolean" if kind == "bool" else "numeric"
             have = "boolean" if got == "bool" else "numeric"
             raise ExpressionError(f"{label} must be {want}, got a {have} expression: {arg}",
                                   code="EXPRESSION_TYPE")
     return spec.result
+
+
+def _check_window(spec: OpSpec, label: str, arg: Node, kind: Kind) -> None:
+    """A window is a constant integer in ``min_window..MAX_WINDOW``; ``arg`` is type-checked."""
+    value = _constant_value(arg) if kind == "num" else None
+    if value is None or not float(value).is_integer():
+        raise ExpressionError(f"{label} must be a positive integer constant, got {arg}",
+                              code="EXPRESSION_ARGUMENT")
+    if not spec.min_window <= value <= MAX_WINDOW:
+        raise ExpressionError(
+            f"{label} must be an integer in {spec.min_window}..{MAX_WINDOW}, "
+            f"got {format_number(value)}", code="EXPRESSION_ARGUMENT")
 
 
 def _constant_value(node: Node) -> float | None:
@@ -347,14 +393,10 @@ def fold_constants(node: Node) -> Node:
     if not isinstance(node, Call):
         return node
     args = tuple(fold_constants(a) for a in node.args)
-    if node.op in _FOLD and all(isinstance(a, Num) for a in args):
-        value = _FOLD[node.op](*(a.value for a in args if isinstance(a, Num)))
-        if math.isfinite(value):
-            return Num(float(value))
-    return Call(node.op, args)
+    folded = _fold(node.op, list(args))
+    return folded if folded is not None else Call(node.op, args)
 
 
-@lru_cache(maxsize=1 << 16)
 def canonicalize(node: Node) -> Node:
     """Canonical tree: equal trees for expressions that mean the same thing.
 
@@ -366,7 +408,26 @@ def canonicalize(node: Node) -> Node:
     the engines' three-valued logic, where a comparison with NaN is unknown and
     ``not unknown`` stays unknown); ``cross_below(a, b)`` is ``cross_above(b, a)``;
     repeated operands of ``and``/``or``/``min``/``max`` count once.
+
+    ``node`` must be type-checked (as :func:`parse` returns it). Never raises anything
+    but :class:`ExpressionError`, so the strategy id of a parsed spec cannot crash.
     """
+    try:
+        return _canonical(node)
+    except RecursionError:  # a tree built by hand, deeper than parse allows
+        raise ExpressionError(f"expression nested too deeply to canonicalize "
+                              f"({_tree_depth(node)} levels, at most {MAX_DEPTH})",
+                              code="EXPRESSION_SYNTAX") from None
+    except (ArithmeticError, TypeError, ValueError, KeyError, IndexError) as exc:
+        # defence in depth, as in parse: a bug must not escape unclassified
+        top = node.op if isinstance(node, Call) else type(node).__name__
+        raise ExpressionError(f"cannot canonicalize an expression with top operator "
+                              f"{top!r}: internal {type(exc).__name__}: {exc}",
+                              code=INTERNAL_ERROR) from exc
+
+
+@lru_cache(maxsize=1 << 16)
+def _canonical(node: Node) -> Node:
     if not isinstance(node, Call):
         return node
     if node.op == "cross_below":
@@ -375,7 +436,7 @@ def canonicalize(node: Node) -> Node:
     op, spec = node.op, OPS[node.op]
     # operands of a whole chain such as ``a + b + c``, so its constants fold in one step
     raw = _flatten(op, list(node.args)) if spec.associative else list(node.args)
-    args = [canonicalize(a) for a in raw]
+    args = [_canonical(a) for a in raw]
     if not spec.associative:
         folded = _fold(op, args)
         if folded is not None:
@@ -385,7 +446,7 @@ def canonicalize(node: Node) -> Node:
     if op == "not" and isinstance(args[0], Call) and args[0].op in _NEGATED:
         neg_op, swap = _NEGATED[args[0].op]
         a, b = args[0].args
-        return canonicalize(Call(neg_op, (b, a) if swap else (a, b)))
+        return _canonical(Call(neg_op, (b, a) if swap else (a, b)))
     if spec.associative:
         flat = _flatten(op, args)
         consts = [a for a in flat if isinstance(a, Num)]
@@ -424,8 +485,10 @@ def _sub_as_add(node: Call) -> Call:
 
 
 def _fold(op: str, args: list[Node]) -> Num | None:
-    """The value of a non-associative operator applied to constants, if finite."""
-    if op not in _FOLD or not all(isinstance(a, Num) for a in args):
+    """The value of a folding operator applied to constants, if finite; else None."""
+    # the arity test keeps a builtin such as abs() from ever seeing an unchecked call
+    if op not in _FOLD or len(args) != len(OPS[op].args) \
+            or not all(isinstance(a, Num) for a in args):
         return None
     value = _FOLD[op](*(a.value for a in args if isinstance(a, Num)))
     return Num(float(value)) if math.isfinite(value) else None
@@ -438,11 +501,26 @@ def _combine(op: str, values: list[float]) -> float:
     ``x + 0.1 + 0.7`` and ``x + 0.7 + 0.1`` fold to the same number.
     """
     if op == "add":
-        return math.fsum(values)
+        return _exact_sum(values)
     acc = 1.0 if op == "mul" else sorted(values)[0]
     for v in sorted(values):
         acc = _FOLD[op](acc, v)
     return float(acc)
+
+
+def _exact_sum(values: list[float]) -> float:
+    """The correctly rounded sum; ``inf`` if it overflows.
+
+    ``fsum`` raises when a partial sum overflows, which depends on the order of
+    the values (1e308 + 1e308 - 1e308); the exact rational sum does not.
+    """
+    try:
+        return math.fsum(values)
+    except OverflowError:
+        try:
+            return float(sum(map(Fraction, values), Fraction(0)))
+        except OverflowError:
+            return math.inf
 
 
 def _flatten(op: str, args: list[Node]) -> list[Node]:
