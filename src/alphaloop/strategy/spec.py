@@ -137,7 +137,8 @@ class StrategySpec(BaseModel):
         try:
             parse(v, expect="bool", where=info.field_name)
         except ExpressionError as exc:
-            raise ValueError(exc.message) from None
+            # the field name is the location already: do not say it twice
+            raise ValueError(exc.message.removeprefix(f"{info.field_name}: ")) from None
         return v
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None,
