@@ -224,8 +224,7 @@ def alphaloop_side(bars: Any, combos: list[tuple[int, int]]) -> Callable[[], Any
     def run() -> Any:
         # every call starts cold for the expression layer: the parse / canonical-form
         # memos would otherwise make repeated calls cheaper than a user's first sweep
-        for memo in (expression._parse, expression.canonicalize, expression.lookback):
-            memo.cache_clear()
+        expression.clear_caches()
         specs = [StrategySpec(entry=f"sma(close,{f}) > sma(close,{s})",
                               exit=f"sma(close,{f}) < sma(close,{s})") for f, s in combos]
         return run_batch(specs, bars, costs)
@@ -409,8 +408,7 @@ def split_alphaloop(bars: Any, combos: list[tuple[int, int]], repeats: int) -> d
 
         for _ in range(repeats):
             acc.clear()
-            for memo in (expression._parse, expression.canonicalize, expression.lookback):
-                memo.cache_clear()  # cold expression layer, as in the timed runs
+            expression.clear_caches()  # cold expression layer, as in the timed runs
             gc.collect()
             t0 = time.perf_counter()
             specs = [

@@ -159,8 +159,7 @@ def engine_b_side(bars: Any, capacity: bool, build_frames: bool = False) -> Call
 
     def run() -> Any:
         # cold expression layer on every call, as in bench_engine_a
-        for memo in (expression._parse, expression.canonicalize, expression.lookback):
-            memo.cache_clear()
+        expression.clear_caches()
         spec = StrategySpec(entry=ENTRY, exit=EXIT, risk=Risk(stop_loss=STOP))
         res = verify(spec, bars, ExecutionModel(), capacity=capacity)
         if build_frames:

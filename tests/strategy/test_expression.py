@@ -220,8 +220,7 @@ def test_the_deepest_accepted_expression_runs_through_the_whole_pipeline(kind: s
     from alphaloop.strategy.spec import StrategySpec
 
     source = _nested(kind, MAX_DEPTH)
-    for cache in (expression._parse, expression._canonical, expression.lookback):
-        cache.cache_clear()  # measure the recursion, not a cache hit
+    expression.clear_caches()  # measure the recursion, not a cache hit
     bars = generate(n_symbols=2, n_bars=40, seed=0)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(_stack_depth() + STACK_BUDGET)

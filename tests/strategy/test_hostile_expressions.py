@@ -441,8 +441,7 @@ def test_grammar_expressions_are_accepted_with_a_stable_strategy_id(source: str)
         return
     assert not isinstance(outcome, ExpressionError), outcome
     first = _spec(source, "entry").strategy_id
-    for cache in (expression._parse, expression._canonical):  # recompute, not recall
-        cache.cache_clear()
+    expression.clear_caches()  # recompute, not recall
     assert _spec(source, "entry").strategy_id == first
 
 

@@ -587,3 +587,10 @@ def walk(node: Node) -> list[Node]:
             out.extend(walk(a))
     out.append(node)
     return out
+
+
+def clear_caches() -> None:
+    """Forget every memoized parse, canonical form and look-back (benchmarks and tests
+    that must measure or recompute, not recall)."""
+    for memo in (_parse, _canonical, lookback):
+        memo.cache_clear()
