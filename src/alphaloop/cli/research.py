@@ -1,94 +1,41 @@
-"""The ``alphaloop`` command line.
+"""Research commands: backtest, verify, sweep, evaluate, report, families.
 
-    alphaloop backtest SPEC.yaml --data us_indices [--fees-bps 10] [--json]
-    alphaloop verify SPEC.yaml --data us_indices [--costs costs.yaml] [--json] [--fills f.parquet]
-    alphaloop sweep sma_cross --data us_indices --n 500 --sampler sobol --out results.parquet
-    alphaloop evaluate results.parquet --policy default [--holdout 0.3] [--top 5]
-    alphaloop report --strategy ID [--run ID | --results results.parquet] [--out page.html]
-    alphaloop report --run ID [--out page.html]
-    alphaloop data list | show NAME | import FILE [--name NAME]
-    alphaloop families
-
-Bad input (unknown family, bad expression, missing file, malformed YAML) prints one
-line naming what is wrong and exits with code 2; no traceback.
-"""
+Heavy imports (engines, pandas, data) stay inside the command functions."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from alphaloop.errors import AlphaloopError, ErrorClass
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="alphaloop: search, backtest and verify systematic trading strategies.")
-data_app = typer.Typer(no_args_is_help=True, help="Market data sets: list, show, import.")
-app.add_typer(data_app, name="data")
-
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-DataOpt = Annotated[str, typer.Option("--data", "-d",
-                                      help="Bundled data set name or a CSV/Parquet path.")]
-FeesOpt = Annotated[float | None, typer.Option("--fees-bps", help="Commission per side, bps.")]
-SlipOpt = Annotated[float | None, typer.Option("--slippage-bps", help="Slippage per side, bps.")]
-
-
-def _friendly(fn: F) -> F:
-    """Turn alphaloop's own errors into one line on stderr and exit code 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AlphaloopError as exc:
-            # the message echoes user input (an expression, a path): never read it as markup
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True,
-                      soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
+from alphaloop.cli._common import (
+    DataOpt,
+    FeesOpt,
+    SlipOpt,
+    _costs,
+    _fmt,
+    _friendly,
+    _params_text,
+    _pct,
+    _write_table,
+    err,
+    out,
+)
+from alphaloop.errors import AlphaloopError
 
 
-def _costs(fees_bps: float | None, slippage_bps: float | None) -> Any:
-    from pydantic import ValidationError
-
-    from alphaloop.engines.costs import CostModel
-    from alphaloop.errors import SpecError
-    from alphaloop.strategy.spec import format_validation_error
-
-    kwargs = {k: v for k, v in (("fees_bps", fees_bps), ("slippage_bps", slippage_bps))
-              if v is not None}
-    try:
-        return CostModel(**kwargs)
-    except ValidationError as exc:
-        raise SpecError(f"costs: {format_validation_error(exc)}", code="COST_INVALID") from None
-
-
-def _fmt(key: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "n/a"
-    if key == "n_trades":
-        return f"{int(value)}"
-    if key in ("total_return", "cagr", "ann_volatility", "max_drawdown", "exposure", "win_rate"):
-        return f"{100 * float(value):.2f}%"
-    return f"{float(value):.3f}"
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to APP (the order here is the order in --help)."""
+    for command in (backtest, verify, sweep, evaluate, report, families):
+        app.command()(command)
 
 
 # ------------------------------------------------------------------ backtest
-@app.command()
 @_friendly
 def backtest(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Strategy spec file.")],
@@ -129,7 +76,6 @@ def backtest(
 
 
 # -------------------------------------------------------------------- verify
-@app.command()
 @_friendly
 def verify(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Strategy spec file.")],
@@ -219,14 +165,8 @@ def _print_verification(result: Any, failures: list[Any], spec_path: Path) -> No
         out.print(f"[red]{f.code}[/] ({f.error_class}): {f.message}", highlight=False)
 
 
-def _pct(value: Any) -> str:
-    if value is None or value != value:
-        return "n/a"
-    return f"{100 * float(value):.2f}%"
-
 
 # --------------------------------------------------------------------- sweep
-@app.command()
 @_friendly
 def sweep(
     family: Annotated[str, typer.Argument(help="Template family, e.g. sma_cross.")],
@@ -273,29 +213,8 @@ def _params(text: str) -> str:
     return _params_text(json.loads(text))
 
 
-def _write_table(frame: Any, path: Path) -> None:
-    """Write CSV or Parquet (by suffix) atomically: a crash never leaves half a file."""
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise AlphaloopError(f"{path}: output must end in .csv or .parquet",
-                             code="OUTPUT_FORMAT")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise AlphaloopError(f"cannot write {path}: {exc.strerror or exc}",
-                             code="OUTPUT_WRITE_FAILED",
-                             error_class=ErrorClass.TRANSIENT) from None
-
 
 # ------------------------------------------------------------------ evaluate
-@app.command()
 @_friendly
 def evaluate(
     results_path: Annotated[Path, typer.Argument(metavar="RESULTS.parquet",
@@ -373,7 +292,6 @@ def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash
 
 
 # -------------------------------------------------------------------- report
-@app.command()
 @_friendly
 def report(
     strategy: Annotated[str | None, typer.Option(
@@ -624,63 +542,8 @@ def _print_evaluation(ev: Any, path: Path, bars: Any, holdout: float) -> None:
                       highlight=False)
 
 
-def _params_text(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items())
-
-
-# ---------------------------------------------------------------------- data
-@data_app.command("list")
-@_friendly
-def data_list() -> None:
-    """List bundled and imported data sets."""
-    from alphaloop.data import list_datasets
-
-    table = Table(title="data sets")
-    for c in ("name", "kind", "description"):
-        table.add_column(c)
-    for info in list_datasets():
-        table.add_row(info.name, info.kind, info.description)
-    out.print(table)
-
-
-@data_app.command("show")
-@_friendly
-def data_show(name: Annotated[str, typer.Argument(help="Data set name.")]) -> None:
-    """Describe one data set: origin, licence, span, symbols, quality warnings."""
-    from alphaloop.data import dataset_info, load_bars, quality_report
-
-    info = dataset_info(name, load=True)
-    bars = load_bars(name)
-    report = quality_report(bars)
-    table = Table(title=name, show_header=False)
-    table.add_column("field")
-    table.add_column("value")
-    for key, value in info.to_dict().items():
-        if value not in (None, "", []):
-            shown = ", ".join(map(str, value[:20])) if isinstance(value, list) else str(value)
-            table.add_row(key, shown)
-    table.add_row("data_ref", bars.data_ref)
-    table.add_row("quality", "ok" if report.ok and not report.warnings else
-                  "; ".join(f"{i.code}: {i.message}" for i in report.issues[:5]))
-    out.print(table)
-
-
-@data_app.command("import")
-@_friendly
-def data_import(
-    file: Annotated[Path, typer.Argument(help="CSV or Parquet file (long or wide format).")],
-    name: Annotated[str | None, typer.Option(help="Name to store it under.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing data set.")] = False,
-) -> None:
-    """Validate a file and store it as a named data set."""
-    from alphaloop.data import import_dataset
-
-    info = import_dataset(file, name=name, overwrite=overwrite)
-    out.print(f"imported {info.name}: {info.n_bars} bars × {info.n_symbols} symbols", highlight=False)
-
 
 # ------------------------------------------------------------------ families
-@app.command()
 def families() -> None:
     """List the template families and their parameter spaces."""
     from alphaloop.strategy.templates import FAMILIES
@@ -694,6 +557,3 @@ def families() -> None:
         table.add_row(fam.name, params, ", ".join(d.get("rules", [])), str(fam.size()))
     out.print(table)
 
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()

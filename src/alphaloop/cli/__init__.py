@@ -1,0 +1,46 @@
+"""The ``alphaloop`` command line.
+
+    alphaloop backtest SPEC.yaml --data us_indices [--fees-bps 10] [--json]
+    alphaloop verify SPEC.yaml --data us_indices [--costs costs.yaml] [--json] [--fills f.parquet]
+    alphaloop sweep sma_cross --data us_indices --n 500 --sampler sobol --out results.parquet
+    alphaloop evaluate results.parquet --policy default [--holdout 0.3] [--top 5]
+    alphaloop report --strategy ID [--run ID | --results results.parquet] [--out page.html]
+    alphaloop report --run ID [--out page.html]
+    alphaloop data list | show NAME | import FILE [--name NAME]
+    alphaloop families
+
+Bad input (unknown family, bad expression, missing file, malformed YAML) prints one
+line naming what is wrong and exits with code 2; no traceback.
+
+One module per command group (DESIGN.md §2); shared helpers live in ``_common``.
+To add a command module (e.g. ``run.py``, ``kb.py``):
+
+    # alphaloop/cli/run.py
+    def register(app: typer.Typer) -> None:
+        app.command()(run)                   # top-level commands, in --help order, or
+        app.add_typer(kb_app, name="kb")     # a sub-group defined in the module
+
+then import it below and append it to ``_COMMAND_MODULES``. Keep heavy imports inside
+the command functions: this package is imported on every ``alphaloop`` start.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from alphaloop.cli import data, research
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="alphaloop: search, backtest and verify systematic trading strategies.")
+
+# Each module's register(app) adds its commands; order here = order in --help
+# (Typer lists sub-groups such as `data` after the plain commands).
+_COMMAND_MODULES = (research, data)
+for _module in _COMMAND_MODULES:
+    _module.register(app)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
