@@ -19,7 +19,9 @@ import numpy as np
 
 from alphaloop.data.bars import FIELDS, Bars
 from alphaloop.engines import indicators as ind
-from alphaloop.strategy.expression import Call, Field, Node, Num, canonicalize
+from alphaloop.errors import AlphaloopError, ExpressionError
+from alphaloop.strategy.expression import OPS, Call, Field, Node, Num, canonicalize
+from alphaloop.strategy.operators import Implementation, implementation
 
 Value = np.ndarray | float
 _COMPARE = {"gt": 0, "ge": 1, "eq": 2, "ne": 3}
@@ -115,8 +117,51 @@ class SignalEvaluator:
             return ind.cross(self._array(args[0]), self._array(args[1]), op == "cross_above")
         if op in _COMPARE:
             return self._compare(op, self._eval(args[0]), self._eval(args[1]))
+        registered = implementation(op)
+        if registered is not None:
+            return self._registered(node, registered)
         vals = [self._eval(a) for a in args]
         return _elementwise(op, vals)
+
+    def _registered(self, node: Call, fn: Implementation) -> np.ndarray:
+        """A user-registered operator (:mod:`alphaloop.strategy.operators`)."""
+        inputs: list[np.ndarray | int] = []
+        for arg, kind in zip(node.args, OPS[node.op].args, strict=True):
+            if kind == "window":
+                inputs.append(_window(arg))
+            else:
+                # read-only views: a user function writing into its input would
+                # corrupt the cached indicator or the bar field it was handed
+                view = self._array(arg).view()
+                view.flags.writeable = False
+                inputs.append(view)
+        try:
+            out = fn(*inputs)
+        except AlphaloopError:
+            raise
+        except Exception as exc:
+            raise ExpressionError(f"operator {node.op!r} failed on {node}: "
+                                  f"{type(exc).__name__}: {exc}",
+                                  code="EXPRESSION_OPERATOR_FAILED") from exc
+        return self._registered_result(node, out)
+
+    def _registered_result(self, node: Call, out: object) -> np.ndarray:
+        shape = self.shape
+        if not isinstance(out, np.ndarray) or out.shape != shape:
+            got = out.shape if isinstance(out, np.ndarray) else type(out).__name__
+            raise ExpressionError(f"operator {node.op!r} returned {got}; expected a float "
+                                  f"array of shape {shape} (symbols × bars)",
+                                  code="EXPRESSION_OPERATOR_RESULT")
+        # the kernels take writable, C-contiguous float64 (a read-only array would make
+        # numba compile another specialization); an input handed back is copied
+        if out.dtype != np.float64 or not out.flags.c_contiguous or not out.flags.writeable:
+            try:
+                out = np.array(out, dtype=np.float64, order="C")
+            except (TypeError, ValueError) as exc:
+                raise ExpressionError(f"operator {node.op!r} returned an array of "
+                                      f"{out.dtype} that is not numeric: {exc}",
+                                      code="EXPRESSION_OPERATOR_RESULT") from exc
+        return out
 
     def _compare(self, op: str, a: Value, b: Value) -> np.ndarray:
         code = _COMPARE[op]

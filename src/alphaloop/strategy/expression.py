@@ -13,6 +13,9 @@ canonicalization and evaluation uniform.
 Every operator is causal: its value at bar ``t`` depends on bars ``<= t`` only.
 ``highest``/``lowest`` look at the *previous* ``n`` bars (excluding ``t``) so that
 ``close > highest(high, 20)`` expresses a breakout.
+
+Users may add operators (:mod:`alphaloop.strategy.operators`); causality is then
+their promise, which :mod:`alphaloop.engines.lookahead` checks.
 """
 
 from __future__ import annotations
@@ -146,6 +149,40 @@ FUNCTIONS: frozenset[str] = frozenset(
     {"abs", "min", "max", "lag", "sma", "ema", "std", "zscore", "roc", "rsi", "atr",
      "highest", "lowest", "cross_above", "cross_below", "rank"})
 
+# Operators a user adds at run time (:mod:`alphaloop.strategy.operators`). Their
+# signatures join OPS, so parsing, type checks, canonicalization and look-back treat
+# them like built-ins; their implementations never come here (this floor evaluates
+# nothing). Process-global, like OPS itself.
+BUILTIN_OPS: frozenset[str] = frozenset(OPS)
+_REGISTERED_LOOKBACK: dict[str, Callable[..., int]] = {}
+
+
+def add_registered_op(spec: OpSpec, lookback_fn: Callable[..., int]) -> None:
+    """Make ``spec`` callable in expressions (use :func:`operators.register_operator`).
+
+    ``lookback_fn(*windows)`` gives the bars of history the operator adds to its
+    inputs' look-back. Memoized parses are forgotten, so no stale tree survives.
+    """
+    OPS[spec.name] = spec
+    _REGISTERED_LOOKBACK[spec.name] = lookback_fn
+    clear_caches()
+
+
+def remove_registered_op(name: str) -> None:
+    """Undo :func:`add_registered_op` (use :func:`operators.unregister_operator`)."""
+    OPS.pop(name, None)
+    _REGISTERED_LOOKBACK.pop(name, None)
+    clear_caches()  # a memoized tree using the operator must fail to parse again
+
+
+def registered_op_names() -> frozenset[str]:
+    return frozenset(_REGISTERED_LOOKBACK)
+
+
+def _is_function(name: str) -> bool:
+    return name in FUNCTIONS or name in _REGISTERED_LOOKBACK
+
+
 _BINOPS: dict[type, str] = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
 _CMPOPS: dict[type, tuple[str, bool]] = {  # op name, swap operands
     ast.Gt: ("gt", False), ast.GtE: ("ge", False), ast.Lt: ("gt", True),
@@ -270,7 +307,7 @@ def _convert(n: ast.AST, where: str) -> Node:
     if isinstance(n, ast.Name):
         if n.id in FIELDS:
             return Field(n.id)
-        hint = f"; did you mean {n.id}(...)?" if n.id in FUNCTIONS else ""
+        hint = f"; did you mean {n.id}(...)?" if _is_function(n.id) else ""
         raise ExpressionError(f"{where}: unknown name {n.id!r} at column {col}; "
                               f"bar fields are {', '.join(FIELDS)}{hint}",
                               code="EXPRESSION_UNKNOWN_NAME")
@@ -316,8 +353,8 @@ def _convert(n: ast.AST, where: str) -> Node:
                                   "is not allowed; only plain operator calls such as "
                                   "sma(close, 10)", code="EXPRESSION_SYNTAX")
         fname = n.func.id
-        if fname not in FUNCTIONS:
-            known = ", ".join(sorted(FUNCTIONS))
+        if not _is_function(fname):
+            known = ", ".join(sorted(FUNCTIONS | registered_op_names()))
             raise ExpressionError(f"{where}: unknown operator {fname!r} at column {col}; "
                                   f"known operators: {known}", code="EXPRESSION_UNKNOWN_OPERATOR")
         if n.keywords:
@@ -563,11 +600,25 @@ def lookback(node: Node) -> int:
     spec = OPS[node.op]
     inner = max((lookback(a) for a, k in zip(node.args, spec.args, strict=True)
                  if k != "window"), default=0)
+    if node.op in _REGISTERED_LOOKBACK:
+        return inner + _registered_lookback(node)
     window = int(_constant_value(node.args[-1]) or 0) if spec.args[-1] == "window" else 0
     extra = {"sma": window - 1, "ema": window - 1, "std": window - 1, "zscore": window - 1,
              "lag": window, "roc": window, "highest": window, "lowest": window,
              "rsi": window, "atr": window, "cross_above": 1, "cross_below": 1}.get(node.op, 0)
     return inner + extra
+
+
+def _registered_lookback(node: Call) -> int:
+    windows = [int(_constant_value(a) or 0)
+               for a, k in zip(node.args, OPS[node.op].args, strict=True) if k == "window"]
+    extra = _REGISTERED_LOOKBACK[node.op](*windows)
+    # a user's function: its answer is checked here, where a bad one would do harm
+    if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+        raise ExpressionError(f"{node.op}: its lookback function returned {extra!r} for "
+                              f"windows {windows}; expected a non-negative integer",
+                              code="EXPRESSION_OPERATOR_REGISTRY")
+    return extra
 
 
 def operators_used(node: Node) -> set[str]:
