@@ -8,6 +8,8 @@
     alphaloop report --run ID [--out page.html]
     alphaloop data list | show NAME | import FILE [--name NAME]
     alphaloop families
+    alphaloop run CONFIG.yaml [--json] | resume RUN_ID | status RUN_ID
+    alphaloop kb stats | runs | strategies --top 20 | show ID
 
 Bad input (unknown family, bad expression, missing file, malformed YAML) prints one
 line naming what is wrong and exits with code 2; no traceback.
@@ -28,14 +30,14 @@ from __future__ import annotations
 
 import typer
 
-from alphaloop.cli import data, research
+from alphaloop.cli import data, kb, research, run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="alphaloop: search, backtest and verify systematic trading strategies.")
 
 # Each module's register(app) adds its commands; order here = order in --help
 # (Typer lists sub-groups such as `data` after the plain commands).
-_COMMAND_MODULES = (research, data)
+_COMMAND_MODULES = (research, run, data, kb)
 for _module in _COMMAND_MODULES:
     _module.register(app)
 

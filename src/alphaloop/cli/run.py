@@ -1,0 +1,113 @@
+"""``alphaloop run | resume | status``: the research loop from the command line.
+
+The live view goes to stderr (so ``--json`` output on stdout stays one JSON object);
+the RunSummary ends every command.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from alphaloop.cli._common import _friendly, err, out
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the RunSummary as one JSON "
+                                                       "object on stdout.")]
+OutDirOpt = Annotated[str | None, typer.Option("--out-dir", help="Where runs live "
+                                                                  "(default $ALPHALOOP_HOME/runs).")]
+
+
+@_friendly
+def run(config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml",
+                                               help="A RunConfig (YAML).")],
+        as_json: JsonOpt = False) -> None:
+    """Run the research loop until a budget or a stop rule ends it."""
+    from alphaloop.orchestrator import RunConfig, Runner
+
+    cfg = RunConfig.from_yaml(config)
+    with _LiveView(cfg.budgets.max_iterations, cfg.budgets.max_backtests) as view:
+        summary = Runner(cfg, progress=view.update).run()
+    _print_summary(summary, as_json)
+
+
+@_friendly
+def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
+           as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
+    """Continue a stopped or killed run (a finished one just prints its summary)."""
+    from alphaloop.orchestrator import Runner
+
+    with _LiveView(None, None) as view:
+        summary = Runner.resume(run_id, out_dir=out_dir, progress=view.update)
+    _print_summary(summary, as_json)
+
+
+@_friendly
+def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
+           as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
+    """Where a run stands: its state and the summary of the iterations so far."""
+    from alphaloop.orchestrator.config import ConfigError, RunSummary
+    from alphaloop.orchestrator.runner import SUMMARY_FILE, runs_root
+
+    path = runs_root(out_dir) / run_id / SUMMARY_FILE
+    if not path.exists():
+        raise ConfigError(f"no run {run_id!r} with a summary under {path.parent.parent}",
+                          code="RUN_NOT_FOUND")
+    _print_summary(RunSummary.model_validate_json(path.read_text(encoding="utf-8")), as_json)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (run, resume, status):
+        app.command()(command)
+
+
+# ------------------------------------------------------------------ output
+def _print_summary(summary: Any, as_json: bool) -> None:
+    if as_json:  # plain print: a console could wrap long lines inside strings
+        print(json.dumps(summary.model_dump(mode="json")))
+        return
+    from rich.table import Table
+
+    s = summary.stats
+    out.print(f"run {summary.run_id}: [bold]{summary.status}[/]"
+              + (f" ({summary.stop_reason})" if summary.stop_reason else ""))
+    out.print(f"iterations {s.iterations}, backtests {s.backtests}, trials {s.trials} "
+              f"(reused {s.reused}), failures {s.failures}, constraints {s.constraints_added}")
+    if not summary.best_strategies:
+        out.print("no strategy survived every gate (score, engine B, robustness, holdout)")
+        return
+    table = Table(title="best strategies")
+    for col in ("id", "family", "score", "Sharpe search", "validation", "holdout", "DSR"):
+        table.add_column(col)
+    for b in summary.best_strategies:
+        table.add_row(b.strategy_id[:12], b.family or "", f"{b.score_total:.1f}",
+                      f"{b.sharpe_search:.2f}", f"{b.sharpe_validation:.2f}",
+                      f"{b.sharpe_holdout:.2f}", f"{b.dsr:.3f}")
+    out.print(table)
+
+
+class _LiveView:
+    """A one-line Rich status on stderr: iteration, stage, backtests, best score."""
+
+    def __init__(self, iterations: int | None, backtests: int | None) -> None:
+        from rich.status import Status
+
+        self.iterations, self.backtests = iterations, backtests
+        self.status = Status("starting", console=err)
+
+    def __enter__(self) -> _LiveView:
+        self.status.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.status.stop()
+
+    def update(self, event: dict[str, Any]) -> None:
+        it = f"{event['iteration']}" + (f"/{self.iterations}" if self.iterations else "")
+        bt = f"{event['backtests']}" + (f"/{self.backtests}" if self.backtests else "")
+        best = "-" if event.get("best") is None else f"{event['best']:.1f}"
+        where = event.get("stage") or event.get("state")
+        self.status.update(f"iteration {it} · {where} · backtests {bt} · best score {best}"
+                           f" · survivors {event.get('survivors', 0)}")

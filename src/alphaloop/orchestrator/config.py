@@ -1,0 +1,278 @@
+"""RunConfig (the loop's input) and RunSummary (its output): seed 003 §3.
+
+Every key of seed 003 §3.1 is here with the seed's defaults, plus what a run needs to
+be reproducible on its own: where the data comes from (``data.source``), what to
+generate (``generation``), the one ``seed`` all randomness derives from (``run_id``
+is identity only), the knowledge base, the output folder, the executor and the
+learner switch. Unknown keys are refused, naming the key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from alphaloop.errors import AlphaloopError
+from alphaloop.yamlio import read_yaml, validate_mapping
+
+
+class ConfigError(AlphaloopError):
+    """A run config that cannot be run (seed 004 ``INVALID_CONFIG``)."""
+
+    code = "INVALID_CONFIG"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Budgets(_Strict):
+    """A budget is a promise: the run stops at whichever is reached first."""
+
+    max_iterations: int = Field(default=200, ge=1, le=10_000_000)
+    max_backtests: int = Field(default=5000, ge=1)
+    """Every engine A and engine B evaluation counts; the run never exceeds it."""
+    max_walltime_sec: float = Field(default=86400.0, gt=0)
+    target_survivors: int | None = Field(default=None, ge=1)
+    """Stop with DONE_SUCCESS once this many strategies survived every gate."""
+
+
+class Period(_Strict):
+    start: str | None = None
+    end: str | None = None
+
+
+class Windows(_Strict):
+    """Three windows of the data, in time order: search (engine A, scoring), validation
+    (robustness: what the loop may learn from) and the final holdout, read only for a
+    candidate about to become a survivor and never fed back."""
+
+    validation: float = Field(default=0.2, gt=0, lt=0.5)
+    holdout: float = Field(default=0.2, gt=0, lt=0.5)
+
+
+class DataConfig(_Strict):
+    source: str = "us_indices"
+    """A bundled or imported data set name, or a CSV/Parquet path (as ``--data``)."""
+    asset_class: Literal["equity", "crypto"] = "equity"
+    universe_version: str = "v1"
+    period: Period = Field(default_factory=Period)
+    bar_interval: str = "1d"
+    windows: Windows = Field(default_factory=Windows)
+
+
+class Engines(_Strict):
+    exploration_engine: Literal["A"] = "A"
+    verification_engine: Literal["B"] = "B"
+    fees_bps: float = Field(default=10.0, ge=0, le=1000)
+    slippage_bps: float = Field(default=5.0, ge=0, le=1000)
+    execution: str | None = None
+    """Engine B's execution model: a YAML path (``alphaloop verify --costs``); None =
+    the realistic defaults."""
+
+
+class EarlyStop(_Strict):
+    patience_iters: int = Field(default=30, ge=1)
+    min_improve: float = Field(default=0.02, ge=0)
+    """Relative: the best score must rise by more than ``min_improve × |best|``."""
+
+
+class Retry(_Strict):
+    """Seed 003 §6 and seed 004 §4: retries for TRANSIENT errors only."""
+
+    max_retries: int = Field(default=3, ge=0, le=100)
+    base_backoff_sec: float = Field(default=2.0, ge=0, le=3600)
+    max_backoff_sec: float = Field(default=15.0, ge=0, le=86400)
+    max_total_retries_per_iteration: int = Field(default=5, ge=0)
+    stage_max_attempts: dict[str, int] = Field(
+        default_factory=lambda: {"S40": 1, "S50": 2, "S70": 2, "S95": 3})
+    """Attempts per stage id (seed 004 §4.1); other stages get ``default_attempts``."""
+    default_attempts: int = Field(default=2, ge=1, le=100)
+
+
+class Promotion(_Strict):
+    top_k_to_verify: int = Field(default=20, ge=1)
+    score_threshold: float = Field(default=70.0, ge=0, le=100)
+    max_per_cluster: int = Field(default=1, ge=1)
+    """Seed 003 §8: at most this many per similarity cluster go to verification."""
+    cluster_correlation: float = Field(default=0.9, gt=0, le=1)
+    min_oos_ratio: float = Field(default=0.3, ge=0, le=10)
+    """Robustness: the validation-window Sharpe must be positive and at least this
+    share of the search-window Sharpe (out-of-sample decay)."""
+
+
+class Stops(_Strict):
+    """Soft stops of seed 004 §5.2 and safety stops of seed 003 §7.3."""
+
+    empty_shortlist_iters: int = Field(default=3, ge=1)
+    min_deduped: int = Field(default=10, ge=0)
+    low_generation_iters: int = Field(default=3, ge=1)
+    b_failure_rate: float = Field(default=0.7, gt=0, le=1)
+    max_lookahead: int = Field(default=1, ge=1)
+    max_non_deterministic: int = Field(default=2, ge=1)
+    max_dq_critical: int = Field(default=1, ge=1)
+
+
+class Policies(_Strict):
+    early_stop: EarlyStop = Field(default_factory=EarlyStop)
+    retry: Retry = Field(default_factory=Retry)
+    promotion: Promotion = Field(default_factory=Promotion)
+    stops: Stops = Field(default_factory=Stops)
+    scoring: str = "default"
+    """A bundled scoring policy name or a YAML path; fixed for the run."""
+
+
+class Scenario(_Strict):
+    enabled: bool = False
+    scenario_id: str | None = None
+    path: str | None = None
+    """A research brief (YAML): families to favour or avoid (DESIGN §5)."""
+    policy: Literal["reject", "ignore", "soft"] = "ignore"
+
+
+class Generation(_Strict):
+    families: tuple[str, ...] = ("sma_cross",)
+    sampler: Literal["grid", "random", "sobol", "tpe"] = "sobol"
+    candidates_per_iteration: int = Field(default=200, ge=1, le=1_000_000)
+
+    @field_validator("families")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from alphaloop.strategy.templates import FAMILIES
+
+        if not value:
+            raise ValueError("at least one family is needed")
+        unknown = [f for f in value if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; known: {sorted(FAMILIES)}")
+        return value
+
+
+class KBConfig(_Strict):
+    url: str | None = None
+    """Any SQLAlchemy URL; None = ``sqlite:///$ALPHALOOP_HOME/kb.sqlite``."""
+    busy_timeout_s: float = Field(default=5.0, ge=0, le=600)
+    """How long a write waits for another writer's lock before it counts as locked."""
+
+
+class ExecutorConfig(_Strict):
+    kind: Literal["local"] = "local"
+    workers: int = Field(default=1, ge=1, le=1024)
+
+
+class Learning(_Strict):
+    enabled: bool = True
+
+
+class RunConfig(_Strict):
+    """Everything a run needs; the same config and data give the same RunSummary."""
+
+    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    mode: Literal["exploration", "verification", "mixed"] = "mixed"
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    budgets: Budgets = Field(default_factory=Budgets)
+    data: DataConfig = Field(default_factory=DataConfig)
+    engines: Engines = Field(default_factory=Engines)
+    policies: Policies = Field(default_factory=Policies)
+    base_constraint_set_id: str = "cs_base"
+    scenario: Scenario = Field(default_factory=Scenario)
+    generation: Generation = Field(default_factory=Generation)
+    kb: KBConfig = Field(default_factory=KBConfig)
+    out_dir: str | None = None
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    learning: Learning = Field(default_factory=Learning)
+
+    @field_validator("run_id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_" for c in value) or len(value) > 64:
+            raise ValueError("run_id must be 1-64 letters, digits, '-' or '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _windows_leave_a_search(self) -> RunConfig:
+        w = self.data.windows
+        if w.validation + w.holdout >= 0.8:
+            raise ValueError("data.windows: validation + holdout must leave at least 20 % "
+                             "of the data for the search")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "run config") -> RunConfig:
+        return validate_mapping(cls, {} if data is None else data, source=source,
+                                what="a run config", error=ConfigError, code="INVALID_CONFIG")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        data = read_yaml(path, ConfigError, what="run config", not_found="INVALID_CONFIG",
+                         malformed="INVALID_CONFIG")
+        return cls.from_dict(data, source=str(path))
+
+    def identity(self) -> dict[str, Any]:
+        """The config without its identity (run_id) and where it is stored: what decides
+        the results. Two runs with equal identities give equal RunSummaries."""
+        return self.model_dump(mode="json", exclude={"run_id", "kb", "out_dir", "executor"})
+
+
+class BestStrategy(_Strict):
+    strategy_id: str
+    score_total: float
+    family: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    iteration: int
+    sharpe_search: float
+    sharpe_validation: float
+    sharpe_holdout: float
+    dsr: float
+    pbo: float | None = None
+    engine_b_sharpe: float
+
+
+class RunStats(_Strict):
+    iterations: int = 0
+    backtests: int = 0
+    failures: int = 0
+    constraints_added: int = 0
+    trials: int = 0
+    reused: int = 0
+
+
+class IterationSummary(_Strict):
+    """Seed 003 §9 counts of one iteration, the best score so far and stage timings."""
+
+    iteration: int
+    state: str
+    generated_candidates: int
+    deduped_candidates: int
+    tested_A: int
+    reused_A: int
+    promoted_to_B: int
+    passed_B: int
+    passed_robustness: int
+    survivors: int
+    failures_created: int
+    constraints_added: int
+    best_score: float | None
+    best_score_so_far: float | None
+    branches: tuple[str, ...] = ()
+    stage_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class RunSummary(_Strict):
+    run_id: str
+    status: str
+    stop_reason: str | None = None
+    best_strategies: tuple[BestStrategy, ...] = ()
+    stats: RunStats = Field(default_factory=RunStats)
+    iterations: tuple[IterationSummary, ...] = ()
+
+    def comparable(self) -> dict[str, Any]:
+        """Everything but the identity and the timings: what must be equal between an
+        interrupted-and-resumed run and an uninterrupted one of the same config."""
+        data = self.model_dump(mode="json", exclude={"run_id"})
+        for it in data["iterations"]:
+            it.pop("stage_ms", None)
+        return data

@@ -1,0 +1,126 @@
+"""Executors: where engine A's batches run. The choice changes speed, never results.
+
+The protocol is shaped like :class:`concurrent.futures.Executor`'s ``map``: the stages
+hand it a function and chunks of candidates and get the results back in order. Every
+candidate is simulated on its own (engine A's sleeves never look at other
+candidates), so splitting a batch into chunks, or the chunks over workers, cannot
+change a number.
+
+- ``local`` with ``workers: 1`` runs in the calling process;
+- ``local`` with ``workers: N`` runs a process pool (spawned; one numba thread each);
+  the panel goes to each worker once (pickled into its initializer), the chunks go as
+  spec JSON. Operators registered at run time exist only in the parent process: use one
+  worker with them.
+
+A Ray executor (its own issue) implements the same two methods.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from alphaloop.data.bars import Bars
+from alphaloop.engines.costs import CostModel
+from alphaloop.engines.engine_a import run_batch
+from alphaloop.engines.metrics import CORE_METRICS
+from alphaloop.evaluation.statistics import return_moments
+from alphaloop.strategy.spec import StrategySpec
+
+CHUNK = 256
+MIN_CHUNK = 16
+
+
+class Executor(Protocol):
+    """What a stage needs from an executor."""
+
+    workers: int
+
+    def map(self, fn: Callable[..., Any], chunks: Sequence[Any]) -> list[Any]:
+        """``[fn(chunk) for chunk in chunks]``, in order, possibly elsewhere."""
+        ...
+
+    def close(self) -> None: ...
+
+
+_PANEL: dict[str, Bars] = {}
+
+
+def _init_worker(bars: Bars) -> None:
+    import numba
+
+    _PANEL["bars"] = bars
+    numba.set_num_threads(1)  # the pool is the parallelism; threads would oversubscribe
+
+
+class LocalExecutor:
+    """In-process (one worker) or a process pool (several)."""
+
+    def __init__(self, workers: int, bars: Bars) -> None:
+        self.workers = workers
+        self.bars = bars
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, fn: Callable[..., Any], chunks: Sequence[Any]) -> list[Any]:
+        if self.workers <= 1 or len(chunks) <= 1:
+            _PANEL["bars"] = self.bars
+            return [fn(c) for c in chunks]
+        if self._pool is None:
+            # spawn, not fork: numba's OpenMP runtime in the parent is not fork-safe
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                             initializer=_init_worker, initargs=(self.bars,))
+        return list(self._pool.map(fn, chunks))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+def make_executor(kind: str, workers: int, bars: Bars) -> Executor:
+    if kind == "local":
+        return LocalExecutor(workers, bars)
+    raise ValueError(f"unknown executor kind {kind!r}")
+
+
+# ------------------------------------------------------------- the work itself
+def backtest_chunk(job: tuple[list[str], int, float, float]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Engine A on bars ``0..stop-1`` of the worker's panel for specs given as JSON:
+    the core metrics and return moments (for DSR) per candidate, and the per-bar
+    returns as float32 (for PBO and return correlation)."""
+    spec_json, stop, fees_bps, slippage_bps = job
+    bars = _PANEL["bars"].slice(0, stop)
+    specs = [StrategySpec.model_validate(json.loads(s)) for s in spec_json]
+    res = run_batch(specs, bars, CostModel(fees_bps=fees_bps, slippage_bps=slippage_bps))
+    frame = res.metrics.reset_index()
+    moments = [return_moments(r) for r in res.returns]
+    frame["sr_per_period"] = [m.sr for m in moments]
+    frame["skew"] = [m.skew for m in moments]
+    frame["kurtosis"] = [m.kurtosis for m in moments]
+    frame["n_obs"] = [m.n_obs for m in moments]
+    return frame[["strategy_id", *CORE_METRICS, "sr_per_period", "skew", "kurtosis",
+                  "n_obs"]], res.returns.astype(np.float32)
+
+
+def backtest_all(executor: Executor, specs: Sequence[StrategySpec], stop: int,
+                 costs: CostModel) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every spec through :func:`backtest_chunk`, chunked, results in spec order."""
+    if not specs:
+        columns = ["strategy_id", *CORE_METRICS, "sr_per_period", "skew", "kurtosis", "n_obs"]
+        return pd.DataFrame(columns=columns), np.zeros((0, stop), np.float32)
+    payload = [s.model_dump_json() for s in specs]
+    # enough chunks to keep every worker busy, each big enough to amortize its overhead
+    size = CHUNK if executor.workers <= 1 else max(
+        MIN_CHUNK, min(CHUNK, -(-len(payload) // (4 * executor.workers))))
+    jobs = [(payload[i:i + size], stop, costs.fees_bps, costs.slippage_bps)
+            for i in range(0, len(payload), size)]
+    parts = executor.map(backtest_chunk, jobs)
+    frame = pd.concat([p[0] for p in parts], ignore_index=True)
+    returns = np.concatenate([p[1] for p in parts], axis=0)
+    return frame, returns

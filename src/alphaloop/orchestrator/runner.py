@@ -1,0 +1,858 @@
+"""The research loop: iterations of the stage pipeline until a budget or a stop rule.
+
+>>> from alphaloop.orchestrator import RunConfig, Runner
+>>> cfg = RunConfig.from_dict({"data": {"source": "us_indices"},
+...                            "budgets": {"max_iterations": 3, "max_backtests": 2000}})
+>>> summary = Runner(cfg).run()                 # doctest: +SKIP
+>>> summary.status, summary.best_strategies     # doctest: +SKIP
+
+What the runner guarantees (seeds 003 and 004, DESIGN §3 "Orchestrator"):
+
+- **States**: the run, each iteration and each stage attempt move only along the
+  tables of :mod:`alphaloop.orchestrator.states`; every move is recorded in the
+  knowledge base and the event log.
+- **Retries** only for TRANSIENT errors on the allowed list, within the stage's and the
+  iteration's budgets, after a seeded backoff; PERMANENT errors fail at once
+  (the run ends FAILED_FATAL), CRITICAL ones stop the run (DONE_EARLY_STOPPED), an
+  exhausted retry budget pauses it (PAUSED: ``alphaloop resume`` continues).
+- **Resume**: a stage's output is stored with a ``.stage_done`` marker keyed by the
+  hash of its inputs; a resumed run walks the same iterations and loads every finished
+  stage instead of running it, so it ends with the RunSummary an uninterrupted run of
+  the same config would have (everything derives from ``seed``, nothing from time).
+- **Honest selection**: engine A and scoring see the search window, robustness the
+  validation window; the holdout is read only by :func:`stages.holdout_check` for a
+  candidate about to become a survivor, and what it finds feeds nothing back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alphaloop.data.bars import Bars
+from alphaloop.engines.costs import CostModel
+from alphaloop.engines.execution import ExecutionModel
+from alphaloop.errors import AlphaloopError, DataError, ErrorClass, LookaheadError
+from alphaloop.evaluation.scoring import load_policy
+from alphaloop.kb import records as rec
+from alphaloop.kb.store import KBError, KnowledgeBase
+from alphaloop.orchestrator import stages as st
+from alphaloop.orchestrator.artifacts import (
+    StageStore,
+    append_line,
+    inputs_hash,
+    read_lines,
+    stage_run_id,
+    write_atomic,
+    write_json,
+)
+from alphaloop.orchestrator.config import (
+    BestStrategy,
+    ConfigError,
+    IterationSummary,
+    RunConfig,
+    RunStats,
+    RunSummary,
+)
+from alphaloop.orchestrator.events import EventLog
+from alphaloop.orchestrator.executors import backtest_all, make_executor
+from alphaloop.orchestrator.policies import (
+    BranchLog,
+    EarlyStop,
+    RetryBudgetExceeded,
+    RetryPolicy,
+    StoppedCritical,
+    classify,
+    is_critical,
+)
+from alphaloop.orchestrator.states import (
+    FINAL_RUN_STATES,
+    IterationState,
+    Machine,
+    RunState,
+    StageStatus,
+    Transition,
+    iteration_machine,
+    run_machine,
+    stage_machine,
+)
+from alphaloop.strategy.spec import StrategySpec
+
+CONFIG_FILE = "loop.json"
+SUMMARY_FILE = "summary.json"
+DQ_FILE = "dq_report.json"  # OBS-540
+WAL_FILE = "kb_wal.jsonl"
+PENDING_FILE = "kb_pending.jsonl"  # transitions and stage runs written while the KB was locked
+_RECORDS = {"record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord}
+
+Fault = Callable[[int, str, int], None]
+"""A test seam: called as ``fault(iteration, stage_id, attempt)`` before each attempt."""
+
+
+class StageFailed(AlphaloopError):
+    """A stage that failed for good; carries the original code and class."""
+
+    code = "STAGE_FAILED"
+
+
+class _Stop(Exception):
+    """Internal: end the run with this state and reason."""
+
+    def __init__(self, state: RunState, reason: str) -> None:
+        super().__init__(reason)
+        self.state, self.reason = state, reason
+
+
+def runs_root(out_dir: str | None) -> Path:
+    from alphaloop.data.catalog import home
+
+    return Path(out_dir).expanduser() if out_dir else home() / "runs"
+
+
+class Runner:
+    """Runs (or resumes) one research loop; see the module docstring."""
+
+    def __init__(self, config: RunConfig, *, fault: Fault | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.cfg = config
+        self.fault, self.sleep, self.progress = fault, sleep, progress
+        self.root = runs_root(config.out_dir) / config.run_id
+        self._prepare()
+
+    # ------------------------------------------------------------ set-up
+    def _prepare(self) -> None:
+        """Everything that can refuse the config, before anything is written."""
+        from alphaloop.data import load_bars
+
+        cfg = self.cfg
+        try:
+            bars = load_bars(cfg.data.source)
+        except DataError as exc:
+            raise ConfigError(f"data.source: {exc.message}", code="INVALID_CONFIG") from None
+        self.bars = _period(bars, cfg.data.period.start, cfg.data.period.end)
+        n = self.bars.n_bars
+        self.val_end = n - round(cfg.data.windows.holdout * n)
+        self.search_end = self.val_end - round(cfg.data.windows.validation * n)
+        if self.search_end < 60:
+            raise ConfigError(f"data: {n} bars leave {self.search_end} for the search "
+                              "window; at least 60 are needed", code="INVALID_CONFIG")
+        self.search = self.bars.slice(0, self.search_end)
+        self.search_ref = self.search.data_ref
+        try:
+            self.policy = load_policy(cfg.policies.scoring)
+            self.model = (ExecutionModel.from_yaml(cfg.engines.execution)
+                          if cfg.engines.execution else ExecutionModel())
+        except AlphaloopError as exc:
+            raise ConfigError(f"{exc.message}", code="INVALID_CONFIG") from None
+        self.costs = CostModel(fees_bps=cfg.engines.fees_bps,
+                               slippage_bps=cfg.engines.slippage_bps)
+        self.brief = _read_brief(cfg)
+
+    def _open(self, *, resuming: bool) -> None:
+        cfg = self.cfg
+        self.kb = KnowledgeBase(cfg.kb.url, busy_timeout_s=cfg.kb.busy_timeout_s)
+        self._kb_down = False
+        self.events = EventLog(self.root, cfg.run_id)
+        self.store = StageStore(self.root)
+        self.retry = RetryPolicy(cfg.policies.retry, cfg.seed)
+        self.branches = BranchLog()
+        self.early = EarlyStop(cfg.policies.early_stop.patience_iters,
+                               cfg.policies.early_stop.min_improve)
+        self.generator = st.Generator(cfg.generation.families, cfg.generation.sampler,
+                                      cfg.seed)
+        self.executor = make_executor(cfg.executor.kind, cfg.executor.workers, self.bars)
+        prior = self.kb.tested(self.search_ref, engine="A", window="search",
+                               exclude_run=cfg.run_id)
+        self.prior_ids = set(prior["strategy_id"]) if len(prior) else set()
+        self.prior_sharpes = (np.asarray(self.kb.trial_sharpes(self.search_ref,
+                                                               exclude_run=cfg.run_id)))
+        self.run_sharpes: dict[str, float] = {}
+        self.run_tested: set[str] = set()
+        self.backtests = 0
+        self.failures = 0
+        self.constraints_added = 0
+        self.reused = 0
+        self.survivors: list[BestStrategy] = []
+        self.summaries: list[IterationSummary] = []
+        self.best_so_far: float | None = None
+        self.empty_shortlists = 0
+        self.low_generation = 0
+        self.next_n = cfg.generation.candidates_per_iteration
+        self.top_k = cfg.policies.promotion.top_k_to_verify
+        self.extra_families: tuple[str, ...] = ()
+        self.force_baseline = False
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------ public
+    def run(self) -> RunSummary:
+        """A new run. Its folder must not exist yet (``resume`` continues one)."""
+        if (self.root / CONFIG_FILE).exists():
+            raise ConfigError(f"run {self.cfg.run_id} exists already: use "
+                              f"`alphaloop resume {self.cfg.run_id}`", code="INVALID_CONFIG")
+        self._open(resuming=False)
+        write_json(self.root / CONFIG_FILE, self.cfg.model_dump(mode="json"))
+        now = time.time_ns()
+        self.kb.save_run(rec.RunRecord(run_id=self.cfg.run_id, status=RunState.RUN_CREATED,
+                                       seed=self.cfg.seed, data_ref=self.search_ref,
+                                       config=self.cfg.model_dump(mode="json"),
+                                       created_ns=now, updated_ns=now))
+        machine = run_machine()
+        self._move_run(machine, RunState.RUNNING)
+        return self._loop(machine)
+
+    @classmethod
+    def resume(cls, run_id: str, *, out_dir: str | None = None, kb_url: str | None = None,
+               **kwargs: Any) -> RunSummary:
+        """Continue a stopped or killed run; a finished one returns its RunSummary."""
+        from alphaloop.orchestrator.artifacts import read_lines  # noqa: F401 (doc link)
+
+        path = runs_root(out_dir) / run_id / CONFIG_FILE
+        if not path.exists():
+            raise ConfigError(f"no run {run_id!r} under {path.parent.parent}",
+                              code="RUN_NOT_FOUND")
+        import json
+
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if kb_url is not None:
+            data["kb"] = {"url": kb_url}
+        runner = cls(RunConfig.from_dict(data, source=str(path)), **kwargs)
+        runner._open(resuming=True)
+        stored = runner.kb.get_run(run_id)
+        status = RunState(stored.status) if stored else RunState.RUNNING
+        if status in FINAL_RUN_STATES and (runner.root / SUMMARY_FILE).exists():
+            return RunSummary.model_validate_json(
+                (runner.root / SUMMARY_FILE).read_text(encoding="utf-8"))
+        machine = run_machine(RunState.PAUSED if status == RunState.PAUSED
+                              else RunState.RUNNING)
+        if machine.state == RunState.PAUSED:
+            runner._move_run(machine, RunState.RUNNING)
+        return runner._loop(machine)
+
+    # ------------------------------------------------------------ the loop
+    def _loop(self, machine: Machine[RunState]) -> RunSummary:
+        final, reason = RunState.DONE_BUDGET_EXHAUSTED, "max_iterations"
+        try:
+            self._kb_catch_up()
+            i = 0
+            while True:
+                stop = self._budget_stop(i)
+                if stop:
+                    final, reason = RunState.DONE_BUDGET_EXHAUSTED, stop
+                    break
+                i += 1
+                self._iteration(i)
+                self._write_summary(machine.state, None)
+                self._after_iteration(i)
+        except _Stop as stop:
+            final, reason = stop.state, stop.reason
+        except KeyboardInterrupt:
+            final, reason = RunState.PAUSED, "interrupted"
+        finally:
+            self.executor.close()
+        self._move_run(machine, final, error_code=None if final != RunState.FAILED_FATAL
+                       else reason.split(":")[0])
+        summary = self._write_summary(final, reason)
+        self._kb_catch_up()
+        try:
+            self.kb.set_run_status(self.cfg.run_id, str(final),
+                                   summary=summary.model_dump(mode="json"))
+        except KBError as exc:  # the summary file has it; `resume` records it later
+            if exc.error_class is not ErrorClass.TRANSIENT:
+                raise
+        return summary
+
+    def _budget_stop(self, done: int) -> str | None:
+        b = self.cfg.budgets
+        if done >= b.max_iterations:
+            return "max_iterations"
+        if self.backtests >= b.max_backtests:
+            return "max_backtests"
+        if time.monotonic() - self.started >= b.max_walltime_sec:
+            return "max_walltime_sec"
+        return None
+
+    def _after_iteration(self, i: int) -> None:
+        """Stop rules after a finished iteration (seed 003 §7, seed 004 §5.2)."""
+        s = self.summaries[-1]
+        t = self.cfg.budgets.target_survivors
+        if t is not None and len(self.survivors) >= t:
+            raise _Stop(RunState.DONE_SUCCESS, f"target_survivors: {len(self.survivors)}")
+        stops = self.cfg.policies.stops
+        if self.empty_shortlists >= stops.empty_shortlist_iters:
+            raise _Stop(RunState.DONE_EARLY_STOPPED,
+                        f"empty shortlist for {self.empty_shortlists} iterations")
+        if self.low_generation >= stops.low_generation_iters:
+            raise _Stop(RunState.DONE_EARLY_STOPPED,
+                        f"fewer than {stops.min_deduped} new candidates for "
+                        f"{self.low_generation} iterations")
+        if self.early.update(s.best_score, constraints_changed=s.constraints_added > 0):
+            raise _Stop(RunState.DONE_EARLY_STOPPED,
+                        f"no improvement of the best score for {self.early.waited} iterations")
+
+    # ------------------------------------------------------------ one iteration
+    def _iteration(self, i: int) -> None:
+        self._kb_catch_up()  # seed 004 §6.5 B: queued writes go first
+        im = iteration_machine()
+        self.retry.new_iteration()
+        timings: dict[str, float] = {}
+        self._imove(i, im, IterationState.GENERATION)
+        try:
+            summary = self._pipeline(i, im, timings)
+        except (StoppedCritical, StageFailed, RetryBudgetExceeded) as exc:
+            self._imove(i, im, IterationState.ITER_FAILED, error_code=exc.code)
+            self.summaries.append(_failed_summary(i, self.best_so_far, timings))
+            self._write_iteration_failure(i, exc)
+            raise _Stop(*_run_outcome(exc)) from None
+        self.summaries.append(summary)
+
+    def _pipeline(self, i: int, im: Machine[IterationState],
+                  timings: dict[str, float]) -> IterationSummary:
+        cfg = self.cfg
+        scen = self._scenario(i, timings)
+        alloc = self.generator.allocation(self.next_n, scen, self.extra_families)
+        kind, seed = cfg.generation.sampler, cfg.seed
+        cands = self._stage(i, "S20", (alloc, kind, seed, cfg.base_constraint_set_id,
+                                       self.force_baseline),
+                            lambda: self._generate(alloc), timings,
+                            on_load=lambda _: self._advance(alloc))
+        budget_left = cfg.budgets.max_backtests - self.backtests
+        ded = self._stage(i, "S30", ([c["strategy_id"] for c in cands],
+                                     inputs_hash(self.run_tested), inputs_hash(self.prior_ids),
+                                     budget_left),
+                          lambda: st.dedup(cands, self.run_tested, self.prior_ids,
+                                           budget_left), timings)
+        self._stage(i, "S40", (self.search_ref,), self._dq_gate, timings)
+        branches = self._generation_branches(i, ded)
+        self._imove(i, im, IterationState.BACKTEST_A)
+        fresh_specs = {c["strategy_id"]: StrategySpec.model_validate(c["spec"])
+                       for c in ded.fresh}
+        a = self._stage(i, "S50", (list(fresh_specs), self.search_end, self.costs),
+                        lambda: self._backtest_a(list(fresh_specs.values())), timings)
+        self.backtests += len(fresh_specs)
+        self.reused += len(ded.reused)
+        self._imove(i, im, IterationState.SCORING)
+        for sid, sr in zip(a.metrics["strategy_id"], a.metrics["sr_per_period"], strict=True):
+            self.run_sharpes[str(sid)] = float(sr)
+        self.run_tested |= set(fresh_specs) | set(ded.reused)
+        trials = len(self.prior_ids) + len(set(self.run_sharpes) - self.prior_ids)
+        var = _variance([*self.prior_sharpes.tolist(), *self.run_sharpes.values()])
+        cand_frame = pd.DataFrame([{"strategy_id": c["strategy_id"], "family": c["family"],
+                                    "params": _json(c["params"])} for c in ded.fresh],
+                                  columns=["strategy_id", "family", "params"])
+        threshold = cfg.policies.promotion.score_threshold
+        top_k = min(self.top_k, max((cfg.budgets.max_backtests - self.backtests) // 2, 0))
+        short = self._stage(
+            i, "S60", (list(fresh_specs), trials, var, a.pbo, top_k, threshold,
+                       self.policy.policy_version),
+            lambda: st.shortlist(a.metrics, a.returns, cand_frame, self.policy,
+                                 cfg.policies.promotion, trials, var, a.pbo, top_k,
+                                 threshold), timings)
+        self.generator.tell(short.scored)
+        look = self._stage(i, "S65", (short.shortlist,),
+                           lambda: self._lookahead(short.shortlist, fresh_specs), timings)
+        listed = [s for s in short.shortlist if s not in look]
+        branches += self._shortlist_branches(i, listed)
+        verified: list[dict[str, Any]] = []
+        if listed and cfg.mode != "exploration":
+            self._imove(i, im, IterationState.BACKTEST_B)
+            ver = self._stage(i, "S70", (listed, self.model.version, self.search_ref),
+                              lambda: st.verify_b(fresh_specs, listed, self.search,
+                                                  self.model), timings)
+            self.backtests += ver.evaluations
+            verified = ver.rows
+            branches += self._verification_branches(i, verified)
+        passed_b = [v["strategy_id"] for v in verified if v["passed"]]
+        robust: list[dict[str, Any]] = []
+        if passed_b:
+            self._imove(i, im, IterationState.ROBUSTNESS)
+            left = max(cfg.budgets.max_backtests - self.backtests, 0)
+            check = passed_b[:left]
+            sharpe = dict(zip(a.metrics["strategy_id"], a.metrics["sharpe"], strict=True))
+            robust = self._stage(
+                i, "S75", (check, self.search_end, self.val_end, self.costs),
+                lambda: st.validation_check([fresh_specs[s] for s in check], self.bars,
+                                            self.search_end, self.val_end, self.costs,
+                                            sharpe, cfg.policies.promotion.min_oos_ratio),
+                timings)
+            self.backtests += len(check)
+        robust_ok = [r["strategy_id"] for r in robust if r["passed"]]
+        survivors: list[BestStrategy] = []
+        if robust_ok:
+            self._imove(i, im, IterationState.REPORTING)
+            left = max(cfg.budgets.max_backtests - self.backtests, 0)
+            final = robust_ok[:left]
+            hold = self._stage(i, "S80", (final, self.val_end, self.costs),
+                               lambda: st.holdout_check([fresh_specs[s] for s in final],
+                                                        self.bars, self.val_end,
+                                                        self.costs), timings)
+            self.backtests += len(final)
+            survivors = self._survivors(i, hold, short, verified, robust)
+            self.survivors += survivors
+        self._imove(i, im, IterationState.ANALYSIS)
+        fails = self._stage(i, "S85", (list(fresh_specs), short.shortlist, len(verified),
+                                       len(robust), sorted(look)),
+                            lambda: st.failure_records(short.scored, short, threshold,
+                                                       verified, robust, look), timings)
+        self.failures += len(fails)
+        self._imove(i, im, IterationState.CONSTRAINT_UPDATE)
+        learned = self._stage(i, "S90", (len(fails), cfg.learning.enabled),
+                              lambda: {"constraints_added": 0,
+                                       "constraint_set_id": cfg.base_constraint_set_id},
+                              timings, skip=not cfg.learning.enabled)
+        added = int((learned or {}).get("constraints_added", 0))
+        self.constraints_added += added
+        best = (float(short.scored["score_total"].max()) if len(short.scored) else None)
+        if best is not None and (self.best_so_far is None or best > self.best_so_far):
+            self.best_so_far = best
+        summary = IterationSummary(
+            iteration=i, state=str(IterationState.ITER_DONE),
+            generated_candidates=len(cands), deduped_candidates=len(ded.fresh),
+            tested_A=len(fresh_specs), reused_A=len(ded.reused),
+            promoted_to_B=len(verified), passed_B=len(passed_b),
+            passed_robustness=len(robust_ok), survivors=len(survivors),
+            failures_created=len(fails), constraints_added=added, best_score=best,
+            best_score_so_far=self.best_so_far, branches=tuple(branches), stage_ms=timings)
+        self._imove(i, im, IterationState.KB_PERSIST)
+        batch = self._batch(i, summary, ded, fresh_specs, a, short, verified, robust, fails)
+        self._stage(i, "S95", (inputs_hash(batch.model_dump(mode="json",
+                                                            exclude={"iteration"})),),
+                    lambda: self._persist(i, batch), timings)
+        self._imove(i, im, IterationState.ITER_DONE)
+        return summary
+
+    # ------------------------------------------------------------ stage runner
+    def _stage(self, i: int, stage_id: str, inputs: tuple[Any, ...],
+               fn: Callable[[], Any], timings: dict[str, float], *,
+               on_load: Callable[[Any], None] | None = None, skip: bool = False) -> Any:
+        """Run one stage with retries, or load its stored output (resume)."""
+        h = inputs_hash(stage_id, *inputs)
+        sm = stage_machine()
+        if skip:
+            self._smove(i, stage_id, sm, StageStatus.SKIPPED, 1, h, "STAGE_COMPLETED")
+            return None
+        stored = self.store.load(i, stage_id, h)
+        if stored is not None:
+            if on_load is not None:
+                on_load(stored)
+            self.events.emit("STAGE_COMPLETED", iteration=i, stage_id=stage_id,
+                             status_before=str(StageStatus.PENDING),
+                             status_after=str(StageStatus.SUCCESS), attempt=0,
+                             max_attempts=self.retry.max_attempts(stage_id), reused=True)
+            return stored
+        attempt = 1
+        t0 = time.monotonic()
+        while True:
+            self._smove(i, stage_id, sm, StageStatus.RUNNING, attempt, h, "STAGE_STARTED")
+            try:
+                if self.fault is not None:
+                    self.fault(i, stage_id, attempt)
+                out = fn()
+            except Exception as exc:
+                attempt = self._stage_error(i, stage_id, sm, attempt, h, exc)
+                continue
+            status = StageStatus.PARTIAL if getattr(out, "partial", False) else StageStatus.SUCCESS
+            srid = stage_run_id(self.cfg.run_id, i, stage_id, attempt, h)
+            ref = self.store.save(i, stage_id, h, srid, out)
+            self._smove(i, stage_id, sm, status, attempt, h, "STAGE_COMPLETED", output_ref=ref)
+            if attempt > 1:
+                self.events.emit("ITER_RETRY_SUCCESS", iteration=i, stage_id=stage_id,
+                                 attempt=attempt)
+            timings[stage_id] = round((time.monotonic() - t0) * 1000.0, 3)
+            self._report(i, stage_id)
+            return out
+
+    def _stage_error(self, i: int, stage_id: str, sm: Machine[StageStatus], attempt: int,
+                     h: str, exc: Exception) -> int:
+        """Decide: retry (returns the next attempt), stop or fail (raises)."""
+        code, cls = classify(exc)
+        max_att = self.retry.max_attempts(stage_id)
+        if is_critical(code, cls):
+            self._smove(i, stage_id, sm, StageStatus.STOPPED, attempt, h, "STAGE_STOPPED",
+                        error_code=code, stop_reason=f"PIPE_STOPPED_CRITICAL: {code}",
+                        message=str(exc))
+            raise StoppedCritical(f"{stage_id}: {exc}", code="PIPE_STOPPED_CRITICAL") from exc
+        if self.retry.should_retry(stage_id, attempt, code, cls):
+            delay = self.retry.backoff(i, stage_id, attempt)
+            self._smove(i, stage_id, sm, StageStatus.RETRYING, attempt, h,
+                        "STAGE_RETRY_SCHEDULED", error_code=code, backoff_sec=delay,
+                        message=str(exc))
+            self.events.emit("ITER_RETRY_SCHEDULED", iteration=i, stage_id=stage_id,
+                             attempt=attempt, max_attempts=max_att, error_code=code)
+            self.retry.used_in_iteration += 1
+            self.sleep(delay)
+            return attempt + 1
+        self._smove(i, stage_id, sm, StageStatus.FAILED, attempt, h, "STAGE_FAILED",
+                    error_code=code, message=str(exc))
+        if attempt > 1:
+            self.events.emit("ITER_RETRY_FAIL", iteration=i, stage_id=stage_id,
+                             attempt=attempt, error_code=code)
+        if cls is ErrorClass.TRANSIENT:
+            raise RetryBudgetExceeded(f"{stage_id}: {code} after {attempt} attempt(s): {exc}",
+                                      code="PIPE_RETRY_BUDGET_EXCEEDED") from exc
+        raise StageFailed(f"{stage_id}: [{code}] {exc}", code=code,
+                          error_class=cls) from exc
+
+    # ------------------------------------------------------------ stage bodies
+    def _scenario(self, i: int, timings: dict[str, float]) -> st.ScenarioOutcome | None:
+        sc = self.cfg.scenario
+        out = self._stage(i, "S10", (self.brief, sc.policy, self.cfg.generation.families),
+                          lambda: st.scenario_intake(self.brief, self.cfg.generation.families,
+                                                     sc.policy), timings,
+                          skip=not sc.enabled)
+        if out is not None and not out.applied and out.problems:
+            self._branch(i, "S10", "IGNORE_SCENARIO", effective=True,
+                         problems=list(out.problems))
+        return out if out is not None and out.applied else None
+
+    def _generate(self, alloc: dict[str, int]) -> list[dict[str, Any]]:
+        out = self.generator.generate(alloc, self.cfg.generation.sampler, self.cfg.seed)
+        if self.force_baseline:
+            out.append(st.baseline_candidate())
+        return out
+
+    def _advance(self, alloc: dict[str, int]) -> None:
+        """Resume: move the samplers past what this stored stage had asked."""
+        self.generator.generate(alloc, self.cfg.generation.sampler, self.cfg.seed)
+
+    def _dq_gate(self) -> dict[str, Any]:
+        found = st.data_quality(self.search)
+        write_json(self.root / DQ_FILE, found)  # OBS-540, kept even when the run stops
+        if found["critical"]:
+            raise DataError(f"data-quality CRITICAL: {', '.join(found['critical'])} "
+                            f"(see {self.root / DQ_FILE})", code=found["critical"][0],
+                            error_class=ErrorClass.CRITICAL)
+        return found
+
+    def _backtest_a(self, specs: list[StrategySpec]) -> st.BacktestA:
+        metrics, returns = backtest_all(self.executor, specs, self.search_end, self.costs)
+        return st.BacktestA(metrics, returns, st.pbo_of(returns))
+
+    def _lookahead(self, ids: list[str], specs: dict[str, StrategySpec]) -> dict[str, str]:
+        """Every shortlisted candidate's signals recomputed on truncated data; a
+        difference is CRITICAL (seed 004 §5.1): the run stops, the evidence is kept."""
+        from alphaloop.engines.lookahead import check_lookahead
+
+        found: dict[str, str] = {}
+        for sid in ids:
+            report = check_lookahead(specs[sid], self.search, seed=self.cfg.seed)
+            if not report.ok:
+                found[sid] = report.findings[0].describe()
+        if found:
+            write_json(self.root / "lookahead.json", found)
+            if len(found) >= self.cfg.policies.stops.max_lookahead:
+                raise LookaheadError(f"lookahead in {len(found)} shortlisted candidate(s): "
+                                     + "; ".join(found.values()),
+                                     code="LOOKAHEAD_POLICY_VIOLATION")
+        return found
+
+    def _persist(self, i: int, batch: rec.IterationBatch) -> dict[str, str]:
+        how = self.kb.persist_or_queue(batch, self.root / WAL_FILE)
+        if how == "queued":
+            self._branch(i, "S95", "A_LOCAL_FALLBACK", effective=True)
+        return {"persisted": how}
+
+    # ------------------------------------------------------------ branches
+    def _generation_branches(self, i: int, ded: st.Deduped) -> list[str]:
+        """Seed 004 §6.2: nothing new to test -> switch family (C), then a baseline (D)."""
+        from alphaloop.strategy.templates import FAMILIES
+
+        stops = self.cfg.policies.stops
+        self.low_generation = self.low_generation + 1 if len(ded.fresh) < stops.min_deduped \
+            else 0
+        taken: list[str] = []
+        if self.force_baseline:
+            self.force_baseline = False
+        if ded.fresh:
+            return taken
+        unused = [f for f in FAMILIES if f not in self.generator.samplers]
+        if unused:
+            self.extra_families = (*self.extra_families, unused[0])
+            taken.append(self._branch(i, "S30", "C_SWITCH_FAMILY", effective=True,
+                                      family=unused[0]))
+        else:
+            self.force_baseline = True
+            taken.append(self._branch(i, "S30", "D_BASELINE", effective=False))
+        return taken
+
+    def _shortlist_branches(self, i: int, listed: list[str]) -> list[str]:
+        """Seed 004 §6.3: an empty shortlist -> generate more next time (C)."""
+        if listed:
+            self.empty_shortlists = 0
+            self.next_n = self.cfg.generation.candidates_per_iteration
+            return []
+        self.empty_shortlists += 1
+        self.next_n = min(self.next_n * 2, 4 * self.cfg.generation.candidates_per_iteration)
+        return [self._branch(i, "S60", "C_MORE_CANDIDATES", effective=True,
+                             next_candidates=self.next_n)]
+
+    def _verification_branches(self, i: int, rows: list[dict[str, Any]]) -> list[str]:
+        """Seed 004 §6.4: mass engine B failure -> branch by its main cause."""
+        failed = [r for r in rows if not r["passed"]]
+        limit = self.cfg.policies.stops.b_failure_rate
+        if not rows or len(failed) / len(rows) < limit:
+            self.top_k = self.cfg.policies.promotion.top_k_to_verify
+            return []
+        codes = [r["codes"][0] for r in failed]
+        cause = max(set(codes), key=lambda c: (codes.count(c), c))
+        if cause == "EXECUTION_INFEASIBLE":
+            self.top_k = max(self.top_k // 2, 1)
+        return [self._branch(i, "S70", f"CAUSE_{cause}", effective=True,
+                             failure_rate=len(failed) / len(rows), next_top_k=self.top_k)]
+
+    def _branch(self, i: int, stage_id: str, branch: str, *, effective: bool,
+                **details: Any) -> str:
+        self.branches.take(i, stage_id, branch, effective=effective)
+        self.events.emit("BRANCH_TAKEN", iteration=i, stage_id=stage_id, branch=branch,
+                         **details)
+        return f"{stage_id}:{branch}"
+
+    # ------------------------------------------------------------ results
+    def _survivors(self, i: int, hold: dict[str, float], short: st.Shortlist,
+                   verified: list[dict[str, Any]], robust: list[dict[str, Any]]
+                   ) -> list[BestStrategy]:
+        scored = short.scored.set_index("strategy_id")
+        b = {v["strategy_id"]: v for v in verified}
+        r = {x["strategy_id"]: x for x in robust}
+        out = []
+        for sid, sharpe in hold.items():
+            if not sharpe > 0:
+                continue
+            row = scored.loc[sid]
+            out.append(BestStrategy(
+                strategy_id=sid, score_total=float(row["score_total"]),
+                family=str(row["family"]), params=_loads(row["params"]), iteration=i,
+                sharpe_search=float(row["sharpe"]),
+                sharpe_validation=float(r[sid]["sharpe_validation"]),
+                sharpe_holdout=float(sharpe), dsr=float(row["dsr"]),
+                pbo=None if pd.isna(row["pbo"]) else float(row["pbo"]),
+                engine_b_sharpe=float(b[sid]["sharpe"])))
+        return out
+
+    def _batch(self, i: int, summary: IterationSummary, ded: st.Deduped,
+               specs: dict[str, StrategySpec], a: st.BacktestA, short: st.Shortlist,
+               verified: list[dict[str, Any]], robust: list[dict[str, Any]],
+               fails: list[dict[str, Any]]) -> rec.IterationBatch:
+        """The KB records of the iteration. The holdout is not among them."""
+        rid = self.cfg.run_id
+        fam = {c["strategy_id"]: (c["family"], c["params"]) for c in ded.fresh}
+        strategies = [rec.StrategyRecord(strategy_id=sid, spec=s.model_dump(mode="json"),
+                                         family=fam[sid][0], params=fam[sid][1])
+                      for sid, s in specs.items()]
+        backtests = [_backtest_record(rid, i, row, "A", "search", self.search_ref)
+                     for row in a.metrics.to_dict("records")]
+        backtests += [rec.BacktestRecord(
+            run_id=rid, iteration=i, strategy_id=v["strategy_id"], engine="B",
+            window="search", data_ref=self.search_ref, sharpe=_finite(v["sharpe"]),
+            metrics=v["metrics"]) for v in verified]
+        backtests += [rec.BacktestRecord(
+            run_id=rid, iteration=i, strategy_id=x["strategy_id"], engine="A",
+            window="validation", data_ref=self.search_ref,
+            sharpe=_finite(x["sharpe_validation"]), metrics={"oos_ratio": _finite(
+                x["oos_ratio"])}) for x in robust]
+        scores = [rec.ScoreRecord(run_id=rid, iteration=i, strategy_id=str(r["strategy_id"]),
+                                  policy_version=self.policy.policy_version,
+                                  score_total=float(r["score_total"]),
+                                  passed=bool(r["passed"]), reasons=list(r["reasons"]),
+                                  dsr=_finite(r["dsr"]), psr=_finite(r["psr"]))
+                  for r in short.scored.to_dict("records")]
+        failures = [rec.FailureRecord(run_id=rid, iteration=i, **f) for f in fails]
+        it = rec.IterationRecord(run_id=rid, iteration=i, state=summary.state,
+                                 summary=summary.model_dump(mode="json"))
+        return rec.IterationBatch(iteration=it, strategies=strategies, backtests=backtests,
+                                  scores=scores, failures=failures)
+
+    def _write_summary(self, state: RunState, reason: str | None) -> RunSummary:
+        best = sorted(self.survivors, key=lambda b: (-b.score_total, b.strategy_id))
+        summary = RunSummary(
+            run_id=self.cfg.run_id, status=str(state), stop_reason=reason,
+            best_strategies=tuple(best),
+            stats=RunStats(iterations=len(self.summaries), backtests=self.backtests,
+                           failures=self.failures, constraints_added=self.constraints_added,
+                           trials=len(self.prior_ids) + len(set(self.run_sharpes)
+                                                            - self.prior_ids),
+                           reused=self.reused),
+            iterations=tuple(self.summaries))
+        write_json(self.root / SUMMARY_FILE, summary.model_dump(mode="json"))
+        return summary
+
+    def _write_iteration_failure(self, i: int, exc: AlphaloopError) -> None:
+        """Seed 004 §5.3: even a stopped iteration leaves its summary with the reason."""
+        write_json(self.root / f"iter_{i:04d}" / "iteration_summary.json",
+                   {"iteration": i, "state": str(IterationState.ITER_FAILED),
+                    "error_code": exc.code, "error_class": str(exc.error_class),
+                    "message": exc.message})
+
+    # ------------------------------------------------------------ recording
+    def _move_run(self, machine: Machine[RunState], to: RunState, *,
+                  error_code: str | None = None) -> None:
+        before = machine.state
+        if before == to:
+            return
+        moved = machine.move(to, error_code=error_code)
+        self._record(moved, None, None)
+        self.events.emit("RUN_STATE", status_before=str(before), status_after=str(to),
+                         error_code=error_code)
+        try:
+            self.kb.set_run_status(self.cfg.run_id, str(to))
+        except KBError as exc:
+            if exc.error_class is not ErrorClass.TRANSIENT:
+                raise
+
+    def _imove(self, i: int, im: Machine[IterationState], to: IterationState, *,
+               error_code: str | None = None) -> None:
+        before = im.state
+        self._record(im.move(to, error_code=error_code), i, None)
+        self.events.emit("ITERATION_STATE", iteration=i, status_before=str(before),
+                         status_after=str(to), error_code=error_code)
+        if self.progress is not None:
+            self.progress({"iteration": i, "state": str(to), "backtests": self.backtests,
+                           "best": self.best_so_far, "survivors": len(self.survivors)})
+
+    def _smove(self, i: int, stage_id: str, sm: Machine[StageStatus], to: StageStatus,
+               attempt: int, h: str, event: str, *, error_code: str | None = None,
+               stop_reason: str | None = None, output_ref: str | None = None,
+               **details: Any) -> None:
+        before = sm.state
+        moved = sm.move(to, error_code=error_code)
+        self._record(moved, i, stage_id)
+        max_att = self.retry.max_attempts(stage_id)
+        self.events.emit(event, iteration=i, stage_id=stage_id, status_before=str(before),
+                         status_after=str(to), attempt=attempt, max_attempts=max_att,
+                         error_code=error_code, stop_reason=stop_reason, **details)
+        if to != StageStatus.RUNNING:
+            now = time.time()
+            self._kb_write("save_stage_run", rec.StageRunRecord(
+                stage_run_id=stage_run_id(self.cfg.run_id, i, stage_id, attempt, h),
+                run_id=self.cfg.run_id, iteration=i, stage_id=stage_id, attempt=attempt,
+                inputs_hash=h, status=str(to), started_ts=now - moved.duration_ms / 1e3,
+                finished_ts=now, error_code=error_code,
+                error_class=None, output_ref=output_ref))
+
+    def _record(self, moved: Transition, i: int | None, stage_id: str | None) -> None:
+        self._kb_write("record_transition", rec.TransitionRecord(
+            run_id=self.cfg.run_id, iteration=i, entity=moved.entity, stage_id=stage_id,
+            from_state=moved.from_state, to_state=moved.to_state, ts=moved.ts,
+            duration_ms=moved.duration_ms, error_code=moved.error_code))
+
+    def _kb_write(self, method: str, record: rec.TransitionRecord | rec.StageRunRecord) -> None:
+        """A small record to the KB; while it is locked, to ``kb_pending.jsonl``
+        (fsynced) instead, caught up before the next iteration: nothing is lost, and a
+        locked database costs one busy timeout, not one per record."""
+        if not self._kb_down:
+            try:
+                getattr(self.kb, method)(record)
+                return
+            except KBError as exc:
+                if exc.error_class is not ErrorClass.TRANSIENT:
+                    raise
+                self._kb_down = True
+        append_line(self.root / PENDING_FILE, {"method": method,
+                                               "record": record.model_dump(mode="json")})
+
+    def _kb_catch_up(self) -> None:
+        """Replay queued batches (S95's fallback) and pending records, in order."""
+        pending = self.root / PENDING_FILE
+        try:
+            self.kb.replay(self.root / WAL_FILE)
+            for row in read_lines(pending):
+                record = _RECORDS[row["method"]].model_validate(row["record"])
+                getattr(self.kb, row["method"])(record)
+        except KBError as exc:
+            if exc.error_class is not ErrorClass.TRANSIENT:
+                raise
+            self._kb_down = True
+            return
+        if pending.exists():
+            write_atomic(pending, b"")
+        self._kb_down = False
+
+    def _report(self, i: int, stage_id: str) -> None:
+        if self.progress is not None:
+            self.progress({"iteration": i, "stage": stage_id, "backtests": self.backtests,
+                           "best": self.best_so_far, "survivors": len(self.survivors)})
+
+
+# ---------------------------------------------------------------- helpers
+def _run_outcome(exc: AlphaloopError) -> tuple[RunState, str]:
+    """Seed 003 §10: CRITICAL -> DONE_EARLY_STOPPED; retries exhausted -> PAUSED
+    (resumable); anything else permanent -> FAILED_FATAL."""
+    if isinstance(exc, StoppedCritical):
+        return RunState.DONE_EARLY_STOPPED, f"PIPE_STOPPED_CRITICAL: {exc.message}"
+    if isinstance(exc, RetryBudgetExceeded):
+        return RunState.PAUSED, f"PIPE_RETRY_BUDGET_EXCEEDED: {exc.message}"
+    return RunState.FAILED_FATAL, f"{exc.code}: {exc.message}"
+
+
+def _failed_summary(i: int, best: float | None, timings: dict[str, float]) -> IterationSummary:
+    return IterationSummary(iteration=i, state=str(IterationState.ITER_FAILED),
+                            generated_candidates=0, deduped_candidates=0, tested_A=0,
+                            reused_A=0, promoted_to_B=0, passed_B=0, passed_robustness=0,
+                            survivors=0, failures_created=0, constraints_added=0,
+                            best_score=None, best_score_so_far=best, stage_ms=timings)
+
+
+def _period(bars: Bars, start: str | None, end: str | None) -> Bars:
+    if start is None and end is None:
+        return bars
+    idx = bars.index
+    lo = 0 if start is None else int(idx.searchsorted(pd.Timestamp(start, tz="UTC")))
+    hi = len(idx) if end is None else int(idx.searchsorted(pd.Timestamp(end, tz="UTC"),
+                                                           side="right"))
+    return bars.slice(lo, hi, drop_empty=True)
+
+
+def _read_brief(cfg: RunConfig) -> dict[str, Any] | None:
+    if not cfg.scenario.enabled or not cfg.scenario.path:
+        return None
+    from alphaloop.yamlio import read_yaml
+
+    data = read_yaml(cfg.scenario.path, ConfigError, what="scenario",
+                     not_found="INVALID_CONFIG", malformed="INVALID_CONFIG")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cfg.scenario.path}: a scenario must be a mapping",
+                          code="INVALID_CONFIG")
+    return data
+
+
+def _variance(values: list[float]) -> float:
+    arr = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    return float(np.var(arr, ddof=1)) if arr.size >= 2 else 0.0
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
+
+
+def _loads(text: Any) -> dict[str, Any]:
+    import json
+
+    return dict(json.loads(str(text)))
+
+
+def _backtest_record(rid: str, i: int, row: dict[str, Any], engine: str, window: str,
+                     data_ref: str) -> rec.BacktestRecord:
+    metrics = {k: _finite(v) for k, v in row.items() if k != "strategy_id"}
+    return rec.BacktestRecord(run_id=rid, iteration=i, strategy_id=str(row["strategy_id"]),
+                              engine=engine, window=window, data_ref=data_ref,
+                              sharpe=_finite(row["sharpe"]),
+                              sharpe_per_period=_finite(row["sr_per_period"]),
+                              total_return=_finite(row["total_return"]),
+                              max_drawdown=_finite(row["max_drawdown"]),
+                              n_trades=int(row["n_trades"]), metrics=metrics)

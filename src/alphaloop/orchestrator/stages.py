@@ -1,0 +1,421 @@
+"""The work of each stage of one iteration (seed 003 §4, stage ids of seed 004).
+
+=========  ===================  ===============================================
+stage id   iteration state      what it does
+=========  ===================  ===============================================
+S10        GENERATION           scenario intake (SKIPPED when disabled)
+S20        GENERATION           sample candidates from the families
+S30        GENERATION           dedup by strategy_id; reuse earlier runs' results
+S40        GENERATION           data-quality gate (CRITICAL codes stop the run)
+S50        BACKTEST_A           engine A on the search window
+S60        SCORING              score, deflate (DSR by every trial), shortlist
+S65        SCORING              lookahead check of every shortlisted candidate
+S70        BACKTEST_B           engine B verification (and a determinism rerun)
+S75        ROBUSTNESS           out-of-sample decay on the validation window
+S80        REPORTING            the holdout, read only for would-be survivors
+S85        ANALYSIS             a failure record for every rejected candidate
+S90        CONSTRAINT_UPDATE    the learner (its own issue; records nothing yet)
+S95        KB_PERSIST           everything of the iteration, one transaction
+=========  ===================  ===============================================
+
+Each function takes what it reads explicitly and returns a plain, picklable output;
+the runner hashes the inputs, stores the output with a ``.stage_done`` marker and
+finds it again on resume. None of them reads the holdout but :func:`holdout_check`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alphaloop.data.bars import Bars
+from alphaloop.data.quality import CRITICAL_CODES, quality_report
+from alphaloop.engines.costs import CostModel
+from alphaloop.engines.engine_a import run_batch
+from alphaloop.engines.engine_b import verify
+from alphaloop.engines.execution import ExecutionModel
+from alphaloop.engines.verification import classify_failures
+from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
+from alphaloop.evaluation.statistics import (
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    pbo_cscv,
+    psr,
+)
+from alphaloop.orchestrator.config import Promotion
+from alphaloop.strategy.samplers import Sampler, make_sampler
+from alphaloop.strategy.spec import StrategySpec
+from alphaloop.strategy.templates import get_family
+
+GATE_FAILURE_CODES = {
+    "min_trades": "TOO_FEW_TRADES", "max_drawdown": "DRAWDOWN_BREACH",
+    "min_sharpe": "LOW_SHARPE", "max_turnover": "EXCESSIVE_TURNOVER",
+    "min_history_years": "SHORT_HISTORY", "min_dsr": "OVERFIT_DSR",
+    "max_pbo": "OVERFIT_PBO",
+}
+
+
+# ------------------------------------------------------------------ S10
+@dataclass
+class ScenarioOutcome:
+    applied: bool
+    favour: tuple[str, ...] = ()
+    avoid: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+def scenario_intake(brief: dict[str, Any] | None, families: tuple[str, ...],
+                    policy: str) -> ScenarioOutcome:
+    """Check a research brief (favour/avoid families) and decide how it applies:
+    ``reject`` refuses a poor one, ``ignore`` runs without it, ``soft`` keeps only
+    what is sound as a weighting hint (DESIGN §5)."""
+    from alphaloop.strategy.templates import FAMILIES
+
+    brief = brief or {}
+    favour = tuple(brief.get("favour", ()) or ())
+    avoid = tuple(brief.get("avoid", ()) or ())
+    problems = [f"unknown family {f!r}" for f in (*favour, *avoid) if f not in FAMILIES]
+    problems += [f"family {f!r} both favoured and avoided" for f in set(favour) & set(avoid)]
+    if set(avoid) >= set(families):
+        problems.append("the brief avoids every configured family")
+    if not problems:
+        return ScenarioOutcome(True, favour, avoid)
+    if policy == "reject":
+        from alphaloop.orchestrator.config import ConfigError
+
+        raise ConfigError("scenario rejected: " + "; ".join(problems), code="INVALID_CONFIG")
+    if policy == "soft":  # keep the sound parts, as hints only
+        ok = set(FAMILIES) - (set(favour) & set(avoid))
+        return ScenarioOutcome(True, tuple(f for f in favour if f in ok),
+                               tuple(f for f in avoid if f in ok and f not in families[:1]),
+                               tuple(problems))
+    return ScenarioOutcome(False, problems=tuple(problems))
+
+
+# ------------------------------------------------------------------ S20
+class Generator:
+    """One sampler per family for the whole run, seeded from the run's seed, so the
+    candidates of iteration i depend only on the config (and, for TPE, on what the
+    run told it). On resume the samplers are advanced by replaying the same asks."""
+
+    def __init__(self, families: tuple[str, ...], sampler: str, seed: int) -> None:
+        from alphaloop.orchestrator.policies import derive_seed
+
+        self.samplers: dict[str, Sampler] = {
+            f: make_sampler(sampler, f, seed=derive_seed(seed, "sampler", f) % (2**32))
+            for f in families}
+
+    def allocation(self, n: int, scenario: ScenarioOutcome | None,
+                   extra: tuple[str, ...] = ()) -> dict[str, int]:
+        """Candidates per family: equal shares; a favoured family gets twice the share,
+        an avoided one none."""
+        fams = [f for f in self.samplers if not (scenario and f in scenario.avoid)]
+        fams += [f for f in extra if f not in fams]
+        weight = {f: (2.0 if scenario and f in scenario.favour else 1.0) for f in fams}
+        total = sum(weight.values())
+        alloc = {f: int(n * w // total) for f, w in weight.items()}
+        for f in fams[: n - sum(alloc.values())]:
+            alloc[f] += 1
+        return alloc
+
+    def sampler(self, family: str, kind: str, seed: int) -> Sampler:
+        if family not in self.samplers:
+            from alphaloop.orchestrator.policies import derive_seed
+
+            self.samplers[family] = make_sampler(
+                kind, family, seed=derive_seed(seed, "sampler", family) % (2**32))
+        return self.samplers[family]
+
+    def generate(self, alloc: dict[str, int], kind: str, seed: int) -> list[dict[str, Any]]:
+        """Ask each family's sampler for its share; specs as JSON-ready dicts."""
+        out: list[dict[str, Any]] = []
+        for family, n in alloc.items():
+            if n <= 0:
+                continue
+            fam = get_family(family)
+            for params in self.sampler(family, kind, seed).ask(n):
+                spec = fam.build(params)
+                out.append({"spec": json.loads(spec.model_dump_json()),
+                            "strategy_id": spec.strategy_id, "family": family,
+                            "params": dict(params)})
+        return out
+
+    def tell(self, scored: pd.DataFrame) -> None:
+        """Feed model-based samplers the search-window scores (never the holdout)."""
+        for row in scored.itertuples(index=False):
+            smp = self.samplers.get(str(row.family))
+            if smp is not None and math.isfinite(float(row.score_total)):
+                smp.tell(json.loads(str(row.params)), float(row.score_total))
+
+
+def baseline_candidate() -> dict[str, Any]:
+    """Seed 004 §6.2 branch D: one simple baseline template, to reset the search."""
+    fam = get_family("sma_cross")
+    params = fam.validate({"fast": 10, "slow": 50})
+    spec = fam.build(params)
+    return {"spec": json.loads(spec.model_dump_json()), "strategy_id": spec.strategy_id,
+            "family": "sma_cross", "params": dict(params)}
+
+
+# ------------------------------------------------------------------ S30
+@dataclass
+class Deduped:
+    fresh: list[dict[str, Any]]
+    reused: list[str]  # tested by an earlier run on the same data: trials, not rerun
+    duplicates: int  # already tested by this run
+    truncated: int  # dropped to keep within max_backtests
+
+
+def dedup(candidates: list[dict[str, Any]], run_tested: set[str], prior_tested: set[str],
+          budget_left: int) -> Deduped:
+    fresh: list[dict[str, Any]] = []
+    reused: list[str] = []
+    seen: set[str] = set()
+    dup = 0
+    for c in candidates:
+        sid = c["strategy_id"]
+        if sid in seen or sid in run_tested:
+            dup += 1
+            continue
+        seen.add(sid)
+        if sid in prior_tested:
+            reused.append(sid)
+        else:
+            fresh.append(c)
+    keep = max(budget_left, 0)
+    return Deduped(fresh[:keep], reused, dup, max(len(fresh) - keep, 0))
+
+
+# ------------------------------------------------------------------ S40
+def data_quality(bars: Bars) -> dict[str, Any]:
+    """OBS-540: the panel's quality report; CRITICAL codes found (calendar breaks)."""
+    report = quality_report(bars)
+    critical = sorted({i.code for i in report.errors if i.code in CRITICAL_CODES})
+    return {"report": report.to_dict(), "critical": critical}
+
+
+# ------------------------------------------------------------------ S50
+@dataclass
+class BacktestA:
+    metrics: pd.DataFrame  # one row per fresh candidate (search window)
+    returns: np.ndarray  # (K, T_search) float32
+    pbo: float | None
+
+
+def pbo_of(returns: np.ndarray) -> float | None:
+    """PBO of picking the best of this iteration's candidates (CSCV)."""
+    n_cand, n_bars = returns.shape
+    splits = min(16 if n_cand <= 1000 else 10, (n_bars // 2) * 2)
+    if n_cand < 2 or splits < 2:
+        return None
+    return float(pbo_cscv(returns.astype(np.float64).T, n_splits=splits).pbo)
+
+
+# ------------------------------------------------------------------ S60
+@dataclass
+class Shortlist:
+    scored: pd.DataFrame  # fresh candidates with score, gates, dsr, cluster
+    shortlist: list[str]
+    dropped_by_cluster: dict[str, str] = field(default_factory=dict)  # id -> kept twin
+    sr0: float = 0.0
+    trials: int = 0
+
+
+def deflate(frame: pd.DataFrame, trials: int, var_trials: float) -> pd.DataFrame:
+    """PSR against 0 and DSR against the expected maximum of ``trials`` Sharpe ratios
+    with variance ``var_trials`` (all per period), per candidate."""
+    out = frame.copy()
+    psr_v, dsr_v = [], []
+    for row in frame.itertuples(index=False):
+        sr, n = float(row.sr_per_period), int(row.n_obs)
+        if not math.isfinite(sr) or n < 3:
+            psr_v.append(math.nan)
+            dsr_v.append(0.0)
+            continue
+        try:
+            psr_v.append(psr(sr, 0.0, n, float(row.skew), float(row.kurtosis)))
+            dsr_v.append(deflated_sharpe_ratio(sr, n, float(row.skew), float(row.kurtosis),
+                                               trials, var_trials)
+                         if trials > 1 and var_trials > 0 else psr_v[-1])
+        except ValueError:
+            psr_v.append(math.nan)
+            dsr_v.append(0.0)
+    out["psr"] = psr_v
+    out["dsr"] = dsr_v
+    return out
+
+
+def shortlist(metrics: pd.DataFrame, returns: np.ndarray, candidates: pd.DataFrame,
+              policy: ScoringPolicy, promo: Promotion, trials: int, var_trials: float,
+              pbo: float | None, top_k: int, threshold: float) -> Shortlist:
+    """Score (with DSR deflated by every trial and the iteration's PBO), then promote
+    the top ``top_k`` that pass every gate and reach ``threshold``, at most
+    ``max_per_cluster`` per cluster of return correlation >= ``cluster_correlation``
+    (seed 003 §5.2, §8)."""
+    frame = metrics.merge(candidates[["strategy_id", "family", "params"]], on="strategy_id")
+    frame = deflate(frame, trials, var_trials)
+    frame["pbo"] = pbo if pbo is not None else math.nan
+    scored = score_frame(frame, policy)
+    order = scored.sort_values(["score_total", "strategy_id"], ascending=[False, True])
+    eligible = order[order["passed"] & (order["score_total"] >= threshold)]
+    row_of = {sid: k for k, sid in enumerate(metrics["strategy_id"])}
+    picked: list[str] = []
+    members: dict[str, int] = {}
+    dropped: dict[str, str] = {}
+    for sid in eligible["strategy_id"]:
+        if len(picked) >= top_k:
+            break
+        twin = _closest(returns, row_of, sid, picked, promo.cluster_correlation)
+        if twin is None:
+            picked.append(sid)
+            members[sid] = 1
+        elif members[twin] < promo.max_per_cluster:
+            picked.append(sid)
+            members[twin] += 1
+        else:
+            dropped[sid] = twin
+    sr0 = expected_max_sharpe(trials, var_trials) if trials > 1 and var_trials > 0 else 0.0
+    return Shortlist(scored.reset_index(drop=True), picked, dropped, sr0, trials)
+
+
+def _closest(returns: np.ndarray, row_of: dict[str, int], sid: str, picked: list[str],
+             threshold: float) -> str | None:
+    """The first picked representative whose returns correlate >= threshold."""
+    a = returns[row_of[sid]].astype(np.float64)
+    for rep in picked:
+        b = returns[row_of[rep]].astype(np.float64)
+        if a.std() == 0 or b.std() == 0:
+            continue
+        if float(np.corrcoef(a, b)[0, 1]) >= threshold:
+            return rep
+    return None
+
+
+# ------------------------------------------------------------------ S70
+@dataclass
+class Verified:
+    rows: list[dict[str, Any]]  # strategy_id, passed, codes, evidence, metrics
+    evaluations: int
+
+
+def verify_b(specs: dict[str, StrategySpec], ids: list[str], bars: Bars,
+             model: ExecutionModel) -> Verified:
+    """Engine B on the search window; a rerun checks determinism (two evaluations)."""
+    rows = []
+    for sid in ids:
+        spec = specs[sid]
+        res = verify(spec, bars, model, capacity=False)
+        fails = classify_failures(res, rerun=lambda s=spec: verify(s, bars, model,
+                                                                   capacity=False))
+        sharpe = float(res.metrics["sharpe"])
+        codes = [f.code for f in fails]
+        if not codes and not sharpe > 0:
+            codes.append("LOW_SHARPE")
+        rows.append({"strategy_id": sid, "passed": not codes, "codes": codes,
+                     "evidence": {f.code: {"message": f.message, **_plain(f.evidence)}
+                                  for f in fails},
+                     "metrics": {k: _num(v) for k, v in res.metrics.items()},
+                     "sharpe": sharpe})
+    return Verified(rows, 2 * len(ids))
+
+
+def _num(v: Any) -> float | int | None:
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+# ------------------------------------------------------------------ S75
+def validation_check(specs: list[StrategySpec], bars: Bars, search_end: int, val_end: int,
+                     costs: CostModel, search_sharpe: dict[str, float],
+                     min_ratio: float) -> list[dict[str, Any]]:
+    """Out-of-sample decay: engine A traded on through the validation window (bars up
+    to ``val_end``; the holdout is not in the panel); its Sharpe on the validation
+    bars must be positive and at least ``min_ratio`` × the search Sharpe."""
+    if not specs:
+        return []
+    res = run_batch(specs, bars.slice(0, val_end), costs)
+    ppy = bars.periods_per_year
+    out = []
+    for spec, rets in zip(specs, res.returns, strict=True):
+        val = _annual_sharpe(rets[search_end:val_end], ppy)
+        base = search_sharpe[spec.strategy_id]
+        ratio = val / base if base > 0 else math.nan
+        ok = val > 0 and math.isfinite(ratio) and ratio >= min_ratio
+        out.append({"strategy_id": spec.strategy_id, "sharpe_validation": val,
+                    "oos_ratio": ratio, "passed": ok})
+    return out
+
+
+def _annual_sharpe(r: np.ndarray, ppy: float) -> float:
+    r = np.asarray(r, dtype=np.float64)
+    if r.size < 2 or r.std(ddof=1) == 0:
+        return 0.0
+    return float(r.mean() / r.std(ddof=1) * math.sqrt(ppy))
+
+
+# ------------------------------------------------------------------ S80
+def holdout_check(specs: list[StrategySpec], bars: Bars, val_end: int,
+                  costs: CostModel) -> dict[str, float]:
+    """The final holdout, read only here: each candidate traded on through it; its
+    Sharpe on the holdout bars. Nothing computed here feeds back into the loop."""
+    if not specs:
+        return {}
+    res = run_batch(specs, bars, costs)
+    ppy = bars.periods_per_year
+    return {s.strategy_id: _annual_sharpe(r[val_end:], ppy)
+            for s, r in zip(specs, res.returns, strict=True)}
+
+
+# ------------------------------------------------------------------ S85
+def failure_records(scored: pd.DataFrame, short: Shortlist, threshold: float,
+                    verified: list[dict[str, Any]], robust: list[dict[str, Any]],
+                    lookahead: dict[str, str]) -> list[dict[str, Any]]:
+    """MOD-440: one primary code (+ secondary codes, evidence, stage) for every
+    rejected candidate. The holdout is never a reason here."""
+    out: list[dict[str, Any]] = []
+    listed = set(short.shortlist)
+    for row in scored.itertuples(index=False):
+        sid = str(row.strategy_id)
+        if sid in listed:
+            continue
+        evidence = {"score_total": _num(row.score_total), "sharpe": _num(row.sharpe),
+                    "n_trades": _num(row.n_trades), "dsr": _num(row.dsr),
+                    "max_drawdown": _num(row.max_drawdown), "reasons": list(row.reasons)}
+        if sid in short.dropped_by_cluster:
+            codes = ["DUPLICATE"]
+            evidence["correlated_with"] = short.dropped_by_cluster[sid]
+        else:
+            codes = [GATE_FAILURE_CODES.get(g, g.upper()) for g in row.failed_gates]
+            if row.n_trades == 0:
+                codes = ["NO_TRADES", *[c for c in codes if c != "TOO_FEW_TRADES"]]
+            if not codes:
+                codes = ["LOW_SCORE"]
+                evidence["threshold"] = threshold
+        out.append({"strategy_id": sid, "stage_id": "S60", "code": codes[0],
+                    "secondary": codes[1:], "evidence": evidence})
+    for sid, message in lookahead.items():
+        out.append({"strategy_id": sid, "stage_id": "S65", "code": "LOOKAHEAD",
+                    "secondary": [], "evidence": {"message": message}})
+    for v in verified:
+        if not v["passed"]:
+            out.append({"strategy_id": v["strategy_id"], "stage_id": "S70",
+                        "code": v["codes"][0], "secondary": v["codes"][1:],
+                        "evidence": {"engine_b": v["evidence"], "sharpe_b": _num(v["sharpe"])}})
+    for r in robust:
+        if not r["passed"]:
+            out.append({"strategy_id": r["strategy_id"], "stage_id": "S75",
+                        "code": "OOS_DECAY", "secondary": [],
+                        "evidence": {"sharpe_validation": _num(r["sharpe_validation"]),
+                                     "oos_ratio": _num(r["oos_ratio"])}})
+    return out

@@ -1,0 +1,104 @@
+"""Kill -9 at random moments, resume, and end exactly where an uninterrupted run ends.
+
+A subprocess runs ``alphaloop run``; it is killed with SIGKILL after a seeded random
+delay; ``alphaloop resume`` (killed again, sometimes) then finishes it. The final
+RunSummary (status, best strategies and scores, stats, every iteration's counts) and
+the set of strategy ids tested must equal those of an uninterrupted run of the same
+config under another run id, with its own knowledge base.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from alphaloop.orchestrator.config import RunSummary
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _config(tmp: Path, source: Path, run_id: str) -> Path:
+    cfg = {"run_id": run_id, "seed": 5, "data": {"source": str(source)},
+           "budgets": {"max_iterations": 4, "max_backtests": 5000},
+           "generation": {"families": ["sma_cross", "momentum"], "sampler": "sobol",
+                          "candidates_per_iteration": 40},
+           "policies": {"promotion": {"top_k_to_verify": 3, "score_threshold": 20}},
+           "kb": {"url": f"sqlite:///{tmp / 'kb.sqlite'}"}, "out_dir": str(tmp / "runs")}
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "alphaloop", *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, errs = proc.communicate(timeout=600)
+    assert proc.returncode == 0, errs
+    return json.loads(out)
+
+
+def _tested(tmp: Path, run_id: str) -> set[str]:
+    db = sqlite3.connect(tmp / "kb.sqlite")
+    rows = db.execute("SELECT DISTINCT strategy_id FROM backtests WHERE run_id = ? AND "
+                      "engine = 'A' AND window = 'search'", (run_id,)).fetchall()
+    db.close()
+    return {r[0] for r in rows}
+
+
+def test_sigkill_at_random_points_then_resume_ends_like_an_uninterrupted_run(
+        tmp_path: Path, planted_path: Path) -> None:
+    ref_dir = tmp_path / "reference"
+    ref_dir.mkdir()
+    t0 = time.monotonic()
+    reference = _finish(_cli("run", str(_config(ref_dir, planted_path, "ref")), "--json"))
+    wall = time.monotonic() - t0
+    assert reference["stats"]["iterations"] == 4
+    rng = np.random.default_rng(2026)
+    for k, frac in enumerate((0.15, 0.45, 0.75)):
+        work = tmp_path / f"killed{k}"
+        work.mkdir()
+        run_id = f"crash{k}"
+        config = _config(work, planted_path, run_id)
+        proc = _cli("run", str(config), "--json")
+        time.sleep(wall * (frac + rng.uniform(-0.1, 0.1)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        summary = _resume_until_done(work, config, run_id, rng, wall)
+        got = RunSummary.model_validate(summary).comparable()
+        assert got == RunSummary.model_validate(reference).comparable(), f"kill {k}"
+        assert _tested(work, run_id) == _tested(ref_dir, "ref")
+
+
+def _resume_until_done(work: Path, config: Path, run_id: str, rng: np.random.Generator,
+                       wall: float) -> dict[str, Any]:
+    """Resume (killing the first resume once, at a random moment, too)."""
+    for attempt in range(3):
+        started = (work / "runs" / run_id / "loop.json").exists()
+        args = (["resume", run_id, "--out-dir", str(work / "runs")] if started
+                else ["run", str(config)])
+        proc = _cli(*args, "--json")
+        if attempt == 0:
+            try:
+                proc.wait(timeout=wall * rng.uniform(0.1, 0.3))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                continue
+            out = proc.stdout.read() if proc.stdout else ""
+            assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+            return dict(json.loads(out))
+        return _finish(proc)
+    raise AssertionError("unreachable")

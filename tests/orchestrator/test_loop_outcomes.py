@@ -1,0 +1,116 @@
+"""What the loop finds, and what it must not: nothing on pure noise, a planted effect
+that survives the holdout, a holdout that feeds nothing back, budgets kept, the same
+RunSummary whatever the run id or the number of workers."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alphaloop.data.bars import Bars
+from alphaloop.kb.store import KnowledgeBase
+from alphaloop.orchestrator.config import RunConfig
+from alphaloop.orchestrator.runner import Runner, runs_root
+
+Make = Callable[..., RunConfig]
+
+
+def test_pure_noise_gives_no_survivor(make_config: Make, noise_path: Path) -> None:
+    summary = Runner(make_config(noise_path, budgets={"max_iterations": 4})).run()
+    assert summary.stats.backtests > 0 and summary.stats.trials > 0
+    assert summary.best_strategies == ()
+
+
+def test_a_planted_effect_is_found_and_survives_the_holdout(make_config: Make,
+                                                            planted_path: Path) -> None:
+    summary = Runner(make_config(planted_path, budgets={"max_iterations": 4})).run()
+    assert summary.best_strategies, summary.iterations
+    for best in summary.best_strategies:
+        assert best.sharpe_holdout > 0 and best.sharpe_validation > 0
+        assert best.dsr >= 0.95 and best.engine_b_sharpe > 0
+    # the planted effect is a trend: the survivors are trend followers
+    assert {b.family for b in summary.best_strategies} <= {"sma_cross", "momentum"}
+
+
+def _rewrite_holdout(src: Path, dst: Path, holdout: float) -> Path:
+    """The same panel with every holdout bar replaced by random prices."""
+    long = pd.read_parquet(src)
+    bars = Bars.from_long(long)
+    n = bars.n_bars
+    start = n - round(holdout * n)
+    rng = np.random.default_rng(99)
+    arrays = {f: np.array(getattr(bars, f)) for f in ("open", "high", "low", "close",
+                                                       "volume")}
+    k = n - start
+    close = 80.0 * np.exp(np.cumsum(rng.normal(0, 0.03, (k, bars.n_symbols)), axis=0))
+    arrays["close"][start:] = close
+    arrays["open"][start:] = close * np.exp(rng.normal(0, 0.01, close.shape))
+    arrays["high"][start:] = np.maximum(arrays["open"][start:], close) * 1.01
+    arrays["low"][start:] = np.minimum(arrays["open"][start:], close) * 0.99
+    arrays["volume"][start:] = rng.uniform(1e3, 1e6, close.shape)
+    Bars(index=bars.index, symbols=bars.symbols, **arrays).to_long().to_parquet(dst)
+    return dst
+
+
+def _generated(cfg: RunConfig) -> list[list[str]]:
+    root = runs_root(cfg.out_dir) / cfg.run_id
+    out = []
+    for folder in sorted(root.glob("iter_*/S20")):
+        with open(folder / "output.pkl", "rb") as fh:
+            out.append([c["strategy_id"] for c in pickle.load(fh)])
+    return out
+
+
+def test_rewriting_the_holdout_changes_no_candidate_and_no_learned_record(
+        make_config: Make, planted_path: Path, tmp_path: Path) -> None:
+    cfg = make_config(planted_path, budgets={"max_iterations": 3},
+                      generation={"sampler": "tpe"})  # TPE learns from what it is told
+    other_src = _rewrite_holdout(planted_path, tmp_path / "rewritten.parquet",
+                                 cfg.data.windows.holdout)
+    other = make_config(other_src, run_id="r2", budgets={"max_iterations": 3},
+                        generation={"sampler": "tpe"},
+                        kb={"url": f"sqlite:///{tmp_path / 'other.sqlite'}"})
+    a, b = Runner(cfg).run(), Runner(other).run()
+    assert _generated(cfg) == _generated(other)
+    assert a.best_strategies != b.best_strategies or a.best_strategies == ()
+
+    assert sorted(_failures(cfg)) == sorted(_failures(other))
+    assert len(_failures(cfg)) > 0
+    assert KnowledgeBase(cfg.kb.url).stats()["tables"]["constraints"] == 0  # none learned yet
+
+
+def _failures(cfg: RunConfig) -> list[tuple[object, ...]]:
+    """(iteration, strategy, stage, code, evidence) of every failure record of a run."""
+    import sqlite3
+
+    db = sqlite3.connect(cfg.kb.url.removeprefix("sqlite:///"))
+    rows = db.execute("SELECT iteration, strategy_id, stage_id, code, evidence FROM failures "
+                      "WHERE run_id = ?", (cfg.run_id,)).fetchall()
+    db.close()
+    return [(i, s, st, c, json.dumps(json.loads(e), sort_keys=True)) for i, s, st, c, e in rows]
+
+
+def test_max_backtests_is_never_exceeded(make_config: Make, planted_path: Path) -> None:
+    for limit in (30, 55):
+        cfg = make_config(planted_path, run_id=f"b{limit}",
+                          budgets={"max_iterations": 10, "max_backtests": limit})
+        summary = Runner(cfg).run()
+        assert summary.stats.backtests <= limit
+        assert summary.status == "DONE_BUDGET_EXHAUSTED"
+
+
+def test_the_same_config_gives_the_same_summary_for_any_run_id_and_workers(
+        make_config: Make, planted_path: Path, tmp_path: Path) -> None:
+    gen = {"candidates_per_iteration": 80}  # several chunks: the pool really splits them
+    one = Runner(make_config(planted_path, budgets={"max_iterations": 2},
+                             generation=gen)).run()
+    two = Runner(make_config(planted_path, run_id="w2", budgets={"max_iterations": 2},
+                             executor={"kind": "local", "workers": 2}, generation=gen,
+                             kb={"url": f"sqlite:///{tmp_path / 'w2.sqlite'}"})).run()
+    assert one.comparable() == two.comparable()
+    assert one.run_id != two.run_id

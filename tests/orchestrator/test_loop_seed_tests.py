@@ -1,0 +1,348 @@
+"""The tests seed 003 §11 (MOD-400) and seed 004 §9 (TEST-620 … TEST-624) ask for, each
+named after its seed id, with the faults injected for real: a stage that raises a
+TRANSIENT error twice then succeeds, a PERMANENT error, a lookahead operator registered
+by the test, a database really locked by another connection."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alphaloop.errors import AlphaloopError, ErrorClass, SpecError
+from alphaloop.kb.store import KnowledgeBase
+from alphaloop.orchestrator import stages as st
+from alphaloop.orchestrator.config import Promotion, RunConfig, Retry
+from alphaloop.orchestrator.events import EventLog
+from alphaloop.orchestrator.policies import EarlyStop, RetryPolicy
+from alphaloop.orchestrator.runner import Runner, runs_root
+from alphaloop.orchestrator.states import (
+    ITERATION_TRANSITIONS,
+    IterationState,
+    PipelineError,
+    iteration_machine,
+    run_machine,
+)
+
+Make = Callable[..., RunConfig]
+
+
+def events_of(cfg: RunConfig) -> list[dict[str, Any]]:
+    return EventLog(runs_root(cfg.out_dir) / cfg.run_id, cfg.run_id).read()
+
+
+# ------------------------------------------------------------ MOD-400 §11.1
+def test_MOD400_11_1_states_move_only_in_the_defined_order(make_config: Make,
+                                                           noise_path: Path) -> None:
+    m = iteration_machine()
+    with pytest.raises(PipelineError, match="ITER_CREATED -> BACKTEST_A") as exc:
+        m.move(IterationState.BACKTEST_A)  # generation cannot be skipped
+    assert exc.value.code == "PIPE_POLICY_VIOLATION"
+    r = run_machine()
+    r.move(r.table[r.state].__iter__().__next__())  # any legal first move works
+    cfg = make_config(noise_path)
+    Runner(cfg).run()
+    kb = KnowledgeBase(cfg.kb.url)
+    moves = kb.transitions(cfg.run_id)
+    its = moves[moves["entity"] == "iteration"]
+    assert len(its) > 0
+    for _, group in its.groupby("iteration"):
+        path = list(group.sort_values("ts")["to_state"])
+        prev = "ITER_CREATED"
+        for state in path:  # every recorded move is an edge of the table
+            assert IterationState(state) in ITERATION_TRANSITIONS[IterationState(prev)]
+            prev = state
+        assert path[0] == "GENERATION" and path[-1] == "ITER_DONE"
+        assert path[-2:] == ["KB_PERSIST", "ITER_DONE"]
+    runs = moves[moves["entity"] == "run"]["to_state"].tolist()
+    assert runs[0] == "RUNNING" and runs[-1].startswith("DONE_")
+
+
+# ------------------------------------------------------------ TEST-620 / MOD-400 §11.2
+def test_TEST_620_transient_error_is_retried_with_backoff(make_config: Make,
+                                                          noise_path: Path) -> None:
+    """S50 raises a TRANSIENT error twice, then succeeds: two retries, each after the
+    seeded backoff, both recorded; the run ends as if nothing happened."""
+    calls: list[tuple[int, str, int]] = []
+
+    def fault(i: int, stage: str, attempt: int) -> None:
+        if stage == "S50" and i == 1 and attempt <= 2:
+            calls.append((i, stage, attempt))
+            raise AlphaloopError("disk hiccup", code="DATA_LOAD_FAIL",
+                                 error_class=ErrorClass.TRANSIENT)
+
+    slept: list[float] = []
+    retry = {"stage_max_attempts": {"S50": 3}, "base_backoff_sec": 1.0}
+    cfg = make_config(noise_path, policies={"retry": retry})
+    summary = Runner(cfg, fault=fault, sleep=slept.append).run()
+    assert calls == [(1, "S50", 1), (1, "S50", 2)]
+    policy = RetryPolicy(Retry(**retry), cfg.seed)
+    assert slept == [policy.backoff(1, "S50", 1), policy.backoff(1, "S50", 2)]
+    assert 1.0 <= slept[0] < 2.0 and 2.0 <= slept[1] < 4.0  # base·2^k·[1, 2)
+    ev = [e for e in events_of(cfg) if e["stage_id"] == "S50" and e["iteration_id"] == 1]
+    kinds = [(e["event"], e["attempt"]) for e in ev if e["event"] != "ITER_RETRY_SCHEDULED"]
+    assert kinds == [("STAGE_STARTED", 1), ("STAGE_RETRY_SCHEDULED", 1),
+                     ("STAGE_STARTED", 2), ("STAGE_RETRY_SCHEDULED", 2),
+                     ("STAGE_STARTED", 3), ("STAGE_COMPLETED", 3), ("ITER_RETRY_SUCCESS", 3)]
+    assert all(e["max_attempts"] == 3 for e in ev if e["event"].startswith("STAGE"))
+    clean = make_config(noise_path, run_id="r2", kb={"url": cfg.kb.url.replace(
+        "kb.sqlite", "kb2.sqlite")})
+    assert Runner(clean).run().comparable() == summary.comparable()
+    stage_runs = KnowledgeBase(cfg.kb.url).stage_runs(cfg.run_id)
+    s50 = stage_runs[(stage_runs["stage_id"] == "S50") & (stage_runs["iteration"] == 1)]
+    assert sorted(zip(s50["attempt"], s50["status"], strict=True)) == [
+        (1, "RETRYING"), (2, "RETRYING"), (3, "SUCCESS")]
+
+
+def test_MOD400_11_2_a_transient_error_past_its_budget_pauses_the_run(
+        make_config: Make, noise_path: Path) -> None:
+    def fault(i: int, stage: str, attempt: int) -> None:
+        if stage == "S50":
+            raise AlphaloopError("disk gone", code="DATA_LOAD_FAIL",
+                                 error_class=ErrorClass.TRANSIENT)
+
+    cfg = make_config(noise_path)
+    summary = Runner(cfg, fault=fault, sleep=lambda s: None).run()
+    assert summary.status == "PAUSED"
+    assert summary.stop_reason.startswith("PIPE_RETRY_BUDGET_EXCEEDED")
+    attempts = [e["attempt"] for e in events_of(cfg) if e["event"] == "STAGE_STARTED"
+                and e["stage_id"] == "S50"]
+    assert attempts == [1, 2]  # S50's budget: 2 attempts (seed 004 §4.1)
+
+
+# ------------------------------------------------------------ TEST-621
+def test_TEST_621_permanent_error_fails_without_retry(make_config: Make,
+                                                      noise_path: Path) -> None:
+    def fault(i: int, stage: str, attempt: int) -> None:
+        if stage == "S50":
+            raise SpecError("candidate spec invalid", code="SCHEMA_MISMATCH_TEST")
+
+    slept: list[float] = []
+    cfg = make_config(noise_path)
+    summary = Runner(cfg, fault=fault, sleep=slept.append).run()
+    assert slept == []
+    s50 = [e for e in events_of(cfg) if e["stage_id"] == "S50"]
+    assert [(e["event"], e["attempt"]) for e in s50] == [("STAGE_STARTED", 1),
+                                                        ("STAGE_FAILED", 1)]
+    assert s50[-1]["error_code"] == "SCHEMA_MISMATCH_TEST"
+    assert summary.status == "FAILED_FATAL"
+    assert summary.iterations[-1].state == "ITER_FAILED"
+    root = runs_root(cfg.out_dir) / cfg.run_id
+    failed = json.loads((root / "iter_0001" / "iteration_summary.json").read_text())
+    assert failed["error_code"] == "SCHEMA_MISMATCH_TEST"  # seed 004 §5.3
+
+
+# ------------------------------------------------------------ TEST-622
+def test_TEST_622_lookahead_stops_the_run_with_its_evidence(
+        make_config: Make, planted_path: Path, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """A user registers a non-causal operator (tomorrow's close) and a family built on
+    it: it scores brilliantly, is shortlisted, and the lookahead check stops the run."""
+    from alphaloop.strategy import templates
+    from alphaloop.strategy.operators import custom_operator
+    from alphaloop.strategy.spec import StrategySpec
+
+    def peek(x: np.ndarray, n: int) -> np.ndarray:  # x[t + n]: the future
+        out = np.full_like(x, np.nan)
+        out[:, :-n] = x[:, n:]
+        return out
+
+    fam = templates.Family("peek_family", "buys before the price rises (lookahead)",
+                           {"n": templates.IntParam(1, 3)}, (),
+                           lambda p: StrategySpec(entry=f"peek(close, {p['n']}) > close",
+                                                  exit=f"peek(close, {p['n']}) < close"))
+    monkeypatch.setitem(templates.FAMILIES, "peek_family", fam)
+    open_policy = tmp_path / "open_policy.yaml"  # no gates: only the lookahead check
+    open_policy.write_text("policy_version: test-open-v1\n"
+                           "components: {sharpe: {weight: 1.0, lo: 0.0, hi: 2.0}}\n"
+                           "gates: {}\n")
+    with custom_operator("peek", peek):
+        cfg = make_config(planted_path, generation={"families": ["peek_family"],
+                                                    "candidates_per_iteration": 3},
+                          policies={"scoring": str(open_policy)})
+        summary = Runner(cfg).run()
+    assert summary.status == "DONE_EARLY_STOPPED"
+    assert summary.stop_reason.startswith("PIPE_STOPPED_CRITICAL")
+    assert "peek" in summary.stop_reason
+    stopped = [e for e in events_of(cfg) if e["event"] == "STAGE_STOPPED"]
+    assert len(stopped) == 1 and stopped[0]["stage_id"] == "S65"
+    assert stopped[0]["error_code"] == "LOOKAHEAD_POLICY_VIOLATION"
+    root = runs_root(cfg.out_dir) / cfg.run_id
+    evidence = json.loads((root / "lookahead.json").read_text())
+    assert evidence and all("peek" in v for v in evidence.values())
+    assert (root / "dq_report.json").exists() and (root / "summary.json").exists()
+    assert summary.stats.iterations == 1 and not summary.best_strategies
+
+
+def test_a_calendar_break_is_refused_before_anything_is_written(make_config: Make,
+                                                                 tmp_path: Path) -> None:
+    """Two bars of one symbol on one UTC date in daily data (a time-zone break, a
+    CRITICAL data-quality code): the loader refuses the panel, so the run is refused
+    as a bad config, with no folder and no KB record."""
+    from alphaloop.data.synthetic import generate
+    from alphaloop.orchestrator.config import ConfigError
+
+    long = generate(2, 400, seed=3).to_long()
+    extra = long.iloc[[10]].copy()
+    extra["timestamp"] = extra["timestamp"] + pd.Timedelta(hours=20)
+    path = tmp_path / "dup.parquet"
+    pd.concat([long, extra]).sort_values(["timestamp", "symbol"]).to_parquet(path)
+    cfg = make_config(path)
+    with pytest.raises(ConfigError, match="DQ_DUPLICATE_DAY|more than one bar on one UTC"):
+        Runner(cfg).run()
+    assert not (runs_root(cfg.out_dir) / cfg.run_id).exists()
+    assert not Path(cfg.kb.url.removeprefix("sqlite:///")).exists()
+
+
+# ------------------------------------------------------------ TEST-623
+def test_TEST_623_empty_shortlist_takes_a_branch(make_config: Make, noise_path: Path) -> None:
+    cfg = make_config(noise_path, policies={"promotion": {"score_threshold": 100}},
+                      budgets={"max_iterations": 5})
+    summary = Runner(cfg).run()
+    branches = [e for e in events_of(cfg) if e["event"] == "BRANCH_TAKEN"]
+    assert [b["branch"] for b in branches][:3] == ["C_MORE_CANDIDATES"] * 3
+    assert [b["next_candidates"] for b in branches][:3] == [48, 96, 96]
+    gen = [it.generated_candidates for it in summary.iterations]
+    assert gen[1] > gen[0]  # the branch took effect: more candidates next time
+    assert summary.status == "DONE_EARLY_STOPPED"  # soft stop: 3 empty shortlists
+    assert summary.stop_reason == "empty shortlist for 3 iterations"
+
+
+# ------------------------------------------------------------ TEST-624
+def test_TEST_624_persist_failure_falls_back_and_loses_nothing(
+        make_config: Make, noise_path: Path, tmp_path: Path) -> None:
+    """Another connection holds the KB's write lock during iteration 1's S95: the
+    batch goes to the local write-ahead log and is replayed before iteration 2."""
+    cfg = make_config(noise_path, budgets={"max_iterations": 2})
+    cfg = cfg.model_copy(update={"kb": cfg.kb.model_copy(update={"busy_timeout_s": 0.2})})
+    db = Path(cfg.kb.url.removeprefix("sqlite:///"))
+    KnowledgeBase(cfg.kb.url).close()  # create the schema first
+    lock = sqlite3.connect(db, timeout=0, isolation_level=None)
+    locked = threading.Event()
+
+    def fault(i: int, stage: str, attempt: int) -> None:
+        if stage == "S95" and i == 1 and attempt == 1:
+            lock.execute("BEGIN EXCLUSIVE")
+            locked.set()
+        if stage == "S20" and i == 2 and locked.is_set():
+            lock.execute("COMMIT")
+            locked.clear()
+
+    summary = Runner(cfg, fault=fault, sleep=lambda s: None).run()
+    lock.close()
+    ev = events_of(cfg)
+    assert any(e["event"] == "BRANCH_TAKEN" and e["branch"] == "A_LOCAL_FALLBACK" for e in ev)
+    root = runs_root(cfg.out_dir) / cfg.run_id
+    assert not (root / "kb_wal.jsonl").exists() or not (root / "kb_wal.jsonl").read_text()
+    other = make_config(noise_path, run_id="r2", budgets={"max_iterations": 2},
+                        kb={"url": f"sqlite:///{tmp_path / 'clean.sqlite'}"})
+    Runner(other).run()
+    a, b = KnowledgeBase(cfg.kb.url), KnowledgeBase(other.kb.url)
+    assert summary.status == "DONE_BUDGET_EXHAUSTED"
+    assert len(a.iterations(cfg.run_id)) == 2
+    for table in ("backtests", "scores", "failures", "strategies", "iterations"):
+        assert a.stats()["tables"][table] == b.stats()["tables"][table], table
+
+
+# ------------------------------------------------------------ MOD-400 §11.3
+def test_MOD400_11_3_promotion_top_k_and_one_per_cluster() -> None:
+    """Four candidates pass; B is A's twin (correlation 1): with top_k 2 and one per
+    cluster, A and then C (not B) are promoted."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 0.01, 300)
+    returns = np.stack([base, base * 2.0, rng.normal(0, 0.01, 300),
+                        rng.normal(0, 0.01, 300)]).astype(np.float32)
+    ids = ["a", "b", "c", "d"]
+    metrics = pd.DataFrame({"strategy_id": ids, "sharpe": [2.0, 1.9, 1.5, 1.4],
+                            "sr_per_period": [0.2, 0.19, 0.15, 0.14],
+                            "skew": 0.0, "kurtosis": 3.0, "n_obs": 300})
+    cands = pd.DataFrame({"strategy_id": ids, "family": "f", "params": "{}"})
+
+    class Everything:  # a policy stub: score = 50 × Sharpe, every gate passes
+        policy_version = "stub"
+
+    def fake_score(frame: pd.DataFrame, policy: Any) -> pd.DataFrame:
+        out = frame.copy()
+        out["score_total"] = 50 * out["sharpe"]
+        out["passed"] = True
+        out["failed_gates"] = [[] for _ in ids]
+        out["reasons"] = [[] for _ in ids]
+        return out
+
+    orig = st.score_frame
+    st.score_frame = fake_score  # type: ignore[assignment]
+    try:
+        short = st.shortlist(metrics, returns, cands, Everything(),  # type: ignore[arg-type]
+                             Promotion(max_per_cluster=1), trials=4, var_trials=0.001,
+                             pbo=None, top_k=2, threshold=0)
+        wide = st.shortlist(metrics, returns, cands, Everything(),  # type: ignore[arg-type]
+                            Promotion(max_per_cluster=2), trials=4, var_trials=0.001,
+                            pbo=None, top_k=2, threshold=0)
+    finally:
+        st.score_frame = orig  # type: ignore[assignment]
+    assert short.shortlist == ["a", "c"] and short.dropped_by_cluster == {"b": "a"}
+    assert wide.shortlist == ["a", "b"]
+
+
+# ------------------------------------------------------------ MOD-400 §11.4
+def test_MOD400_11_4_duplicates_removed_by_normalizer_hash() -> None:
+    """`sma(close,10) > sma(close,50)` and `sma(close, 50) < sma(close, 10.0)` are one
+    strategy: dedup keeps the first."""
+    from alphaloop.strategy.spec import StrategySpec
+
+    a = StrategySpec(entry="sma(close,10) > sma(close,50)", exit="close < 0")
+    b = StrategySpec(entry="sma(close, 50) < sma(close, 10.0)", exit="close < 0")
+    c = StrategySpec(entry="sma(close,20) > sma(close,50)", exit="close < 0")
+    cands = [{"strategy_id": s.strategy_id, "spec": {}, "family": None, "params": {}}
+             for s in (a, b, c)]
+    out = st.dedup(cands, run_tested=set(), prior_tested={c.strategy_id}, budget_left=10)
+    assert [x["strategy_id"] for x in out.fresh] == [a.strategy_id]
+    assert out.duplicates == 1 and out.reused == [c.strategy_id]
+    assert st.dedup(cands, {a.strategy_id}, set(), 10).duplicates == 2
+
+
+def test_MOD400_11_4_a_second_run_reuses_and_counts_trials(make_config: Make,
+                                                           noise_path: Path) -> None:
+    first = Runner(make_config(noise_path)).run()
+    second = Runner(make_config(noise_path, run_id="r2")).run()
+    assert second.stats.backtests < first.stats.backtests
+    assert second.stats.reused > 0
+    assert second.stats.trials >= first.stats.trials  # every earlier trial still counts
+
+
+# ------------------------------------------------------------ MOD-400 §11.5
+def test_MOD400_11_5_early_stop_on_no_improvement_and_reset() -> None:
+    stop = EarlyStop(patience=2, min_improve=0.1)
+    assert not stop.update(50.0, constraints_changed=False)
+    assert not stop.update(54.0, constraints_changed=False)  # < 10 %: no improvement (1)
+    assert not stop.update(56.0, constraints_changed=False)  # +12 % over 50: improved
+    assert not stop.update(57.0, constraints_changed=False)  # (1)
+    assert not stop.update(57.0, constraints_changed=True)  # a constraint change resets
+    assert not stop.update(58.0, constraints_changed=False)  # (1)
+    assert stop.update(None, constraints_changed=False)  # (2): stop
+
+
+# ------------------------------------------------------------ MOD-400 §11.6
+def test_MOD400_11_6_every_stage_is_traceable_in_the_kb(make_config: Make,
+                                                        noise_path: Path) -> None:
+    cfg = make_config(noise_path, budgets={"max_iterations": 2})
+    summary = Runner(cfg).run()
+    kb = KnowledgeBase(cfg.kb.url)
+    runs = kb.stage_runs(cfg.run_id)
+    for it in (1, 2):
+        done = set(runs[runs["iteration"] == it]["stage_id"])
+        assert {"S20", "S30", "S40", "S50", "S60", "S65", "S85", "S90", "S95"} <= done
+    assert kb.get_run(cfg.run_id).status == summary.status
+    iters = kb.iterations(cfg.run_id)
+    assert list(iters["iteration"]) == [1, 2]
+    counts = kb.stats()["tables"]
+    assert counts["backtests"] >= summary.stats.backtests - 2 * sum(
+        it.promoted_to_B for it in summary.iterations)  # B reruns count, store once
+    assert counts["failures"] == summary.stats.failures
