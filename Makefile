@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh clone with only python3 and make:
-#   make demo   creates .venv, installs alphaloop[dev], sweeps, evaluates and verifies on bundled real data
+#   make demo   creates .venv, installs alphaloop[dev], sweeps, evaluates, verifies and runs a short research loop on bundled real data
 #   make test   the same install, then the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/alphaloop sweep sma_cross --data us_indices --n 174 --sampler grid --out out/demo_sweep.parquet
 	$(BIN)/alphaloop evaluate out/demo_sweep.parquet --policy default --top 3
 	$(BIN)/alphaloop verify examples/sma_cross.yaml --data us_indices --costs examples/costs.yaml --fills out/demo_fills.parquet
+	$(BIN)/alphaloop run examples/run.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

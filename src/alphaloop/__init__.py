@@ -9,6 +9,11 @@ The public face, imported lazily so that ``alphaloop --help`` stays fast::
                         exit="sma(close, 10) < sma(close, 50)")
     print(backtest(spec, bars).metrics)             # fees and slippage on by default
     table = run_sweep("sma_cross", bars, n=200)     # engine A over sampled candidates
+
+    from alphaloop import RunConfig, Runner         # the research loop
+    summary = Runner(RunConfig.from_yaml("examples/run.yaml")).run()
+    summary.iterations_frame                        # one row per iteration
+    summary.best_frame                              # the survivors
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ _EXPORTS: dict[str, str] = {
     "backtest": "alphaloop.engines",
     "run_batch": "alphaloop.engines",
     "run_sweep": "alphaloop.sweep",
+    "run": "alphaloop.orchestrator",
+    "Runner": "alphaloop.orchestrator",
+    "RunConfig": "alphaloop.orchestrator",
+    "RunSummary": "alphaloop.orchestrator",
+    "KnowledgeBase": "alphaloop.kb.store",
+    "register_operator": "alphaloop.strategy.operators",
     "AlphaloopError": "alphaloop.errors",
     "ErrorClass": "alphaloop.errors",
 }

@@ -19,7 +19,7 @@ import pytest
 from alphaloop.errors import AlphaloopError, ErrorClass, SpecError
 from alphaloop.kb.store import KnowledgeBase
 from alphaloop.orchestrator import stages as st
-from alphaloop.orchestrator.config import Promotion, RunConfig, Retry
+from alphaloop.orchestrator.config import Promotion, Retry, RunConfig
 from alphaloop.orchestrator.events import EventLog
 from alphaloop.orchestrator.policies import EarlyStop, RetryPolicy
 from alphaloop.orchestrator.runner import Runner, runs_root
@@ -195,7 +195,7 @@ def test_a_calendar_break_is_refused_before_anything_is_written(make_config: Mak
     path = tmp_path / "dup.parquet"
     pd.concat([long, extra]).sort_values(["timestamp", "symbol"]).to_parquet(path)
     cfg = make_config(path)
-    with pytest.raises(ConfigError, match="DQ_DUPLICATE_DAY|more than one bar on one UTC"):
+    with pytest.raises(ConfigError, match=r"DQ_DUPLICATE_DAY|more than one bar on one UTC"):
         Runner(cfg).run()
     assert not (runs_root(cfg.out_dir) / cfg.run_id).exists()
     assert not Path(cfg.kb.url.removeprefix("sqlite:///")).exists()
@@ -346,3 +346,39 @@ def test_MOD400_11_6_every_stage_is_traceable_in_the_kb(make_config: Make,
     assert counts["backtests"] >= summary.stats.backtests - 2 * sum(
         it.promoted_to_B for it in summary.iterations)  # B reruns count, store once
     assert counts["failures"] == summary.stats.failures
+
+
+# ------------------------------------------------------------ seed 004 §8
+def test_PIPE_BRANCH_LOOP_DETECTED_when_a_branch_repeats_without_effect() -> None:
+    from alphaloop.orchestrator.policies import BranchLog, BranchLoopDetected
+
+    log = BranchLog(max_repeats=2)
+    log.take(1, "S30", "D_BASELINE", effective=True)
+    log.take(2, "S30", "D_BASELINE", effective=False)
+    log.take(3, "S30", "D_BASELINE", effective=False)
+    log.take(4, "S60", "C_MORE_CANDIDATES", effective=False)  # another branch: own count
+    with pytest.raises(BranchLoopDetected) as exc:
+        log.take(5, "S30", "D_BASELINE", effective=False)
+    assert exc.value.code == "PIPE_BRANCH_LOOP_DETECTED"
+    log.take(6, "S60", "C_MORE_CANDIDATES", effective=True)  # an effect resets
+    log.take(7, "S60", "C_MORE_CANDIDATES", effective=False)
+    log.take(8, "S60", "C_MORE_CANDIDATES", effective=False)
+
+
+def test_retry_policy_follows_seed_004_section_4() -> None:
+    policy = RetryPolicy(Retry(), seed=1)
+    assert [policy.max_attempts(s) for s in ("S40", "S50", "S70", "S95", "S60")] == [
+        1, 2, 2, 3, 2]
+    t = ErrorClass.TRANSIENT
+    assert policy.should_retry("S95", 1, "DB_LOCKED", t)
+    assert policy.should_retry("S95", 2, "DB_LOCKED", t)
+    assert not policy.should_retry("S95", 3, "DB_LOCKED", t)  # 3 attempts in all
+    assert not policy.should_retry("S40", 1, "DATA_LOAD_FAIL", t)  # S40: 1 attempt
+    assert not policy.should_retry("S95", 1, "LOOKAHEAD_POLICY_VIOLATION", t)  # forbidden
+    assert not policy.should_retry("S95", 1, "DB_LOCKED", ErrorClass.PERMANENT)
+    assert not policy.should_retry("S95", 1, "SOMETHING_ELSE", t)  # not on the list
+    policy.used_in_iteration = 5
+    assert not policy.should_retry("S95", 1, "DB_LOCKED", t)  # 5 per iteration
+    waits = [policy.backoff(1, "S95", k) for k in (1, 2, 3)]
+    assert 2 <= waits[0] < 4 and 4 <= waits[1] < 8 and 8 <= waits[2] <= 15.0  # capped
+    assert waits == [RetryPolicy(Retry(), seed=1).backoff(1, "S95", k) for k in (1, 2, 3)]

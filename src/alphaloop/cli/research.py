@@ -317,8 +317,15 @@ def report(
         raise AlphaloopError("report needs --strategy ID or --run ID", code="REPORT_TARGET")
     if strategy is None and run is not None:
         from alphaloop.evaluation.reports import write_run_report
+        from alphaloop.orchestrator.reporting import find_loop_run, loop_iterations
         from alphaloop.runs import find_run, load_run
 
+        loop = find_loop_run(run)
+        if loop is not None:  # a research loop run: iteration by iteration
+            frame, title = loop_iterations(loop)
+            path = out_path or Path("reports") / f"run_{loop.name[:16]}.html"
+            out.print(str(write_run_report(path, frame, title=title)), highlight=False)
+            return
         rec = load_run(find_run(run))
         r = rec.record
         title = (f"run {r.run_id[:12]}: {r.kind} of {r.n_candidates} candidates on "

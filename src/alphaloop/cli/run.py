@@ -29,8 +29,10 @@ def run(config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml",
 
     cfg = RunConfig.from_yaml(config)
     with _LiveView(cfg.budgets.max_iterations, cfg.budgets.max_backtests) as view:
-        summary = Runner(cfg, progress=view.update).run()
+        runner = Runner(cfg, progress=view.update)
+        summary = runner.run()
     _print_summary(summary, as_json)
+    _write_report(runner.root, as_json)
 
 
 @_friendly
@@ -38,10 +40,12 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
            as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
     """Continue a stopped or killed run (a finished one just prints its summary)."""
     from alphaloop.orchestrator import Runner
+    from alphaloop.orchestrator.runner import runs_root
 
     with _LiveView(None, None) as view:
         summary = Runner.resume(run_id, out_dir=out_dir, progress=view.update)
     _print_summary(summary, as_json)
+    _write_report(runs_root(out_dir) / run_id, as_json)
 
 
 @_friendly
@@ -64,6 +68,18 @@ def register(app: typer.Typer) -> None:
 
 
 # ------------------------------------------------------------------ output
+def _write_report(folder: Path, as_json: bool) -> None:
+    """The run report (HTML) next to the run's files; its path on stderr."""
+    from alphaloop.evaluation.reports import write_run_report
+    from alphaloop.orchestrator.reporting import loop_iterations
+
+    frame, title = loop_iterations(folder)
+    if frame.empty:
+        return
+    path = write_run_report(folder / "report.html", frame, title=title)
+    (err if as_json else out).print(f"run report: {path}", highlight=False)
+
+
 def _print_summary(summary: Any, as_json: bool) -> None:
     if as_json:  # plain print: a console could wrap long lines inside strings
         print(json.dumps(summary.model_dump(mode="json")))

@@ -7,7 +7,7 @@ from alphaloop.orchestrator.runner import Runner
 __all__ = ["RunConfig", "RunSummary", "Runner", "run"]
 
 
-def run(config: RunConfig | dict | str) -> RunSummary:  # type: ignore[type-arg]
+def run(config: RunConfig | dict[str, object] | str) -> RunSummary:
     """Run a loop from a RunConfig, a mapping or a YAML path; returns its RunSummary."""
     if isinstance(config, str):
         config = RunConfig.from_yaml(config)

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from alphaloop.errors import AlphaloopError
@@ -268,6 +269,19 @@ class RunSummary(_Strict):
     best_strategies: tuple[BestStrategy, ...] = ()
     stats: RunStats = Field(default_factory=RunStats)
     iterations: tuple[IterationSummary, ...] = ()
+
+    @property
+    def iterations_frame(self) -> pd.DataFrame:
+        """One row per iteration (seed 003 §9 counts, best scores, stage timings)."""
+        rows = [it.model_dump(mode="json") for it in self.iterations]
+        frame = pd.DataFrame(rows)
+        return frame.set_index("iteration") if len(frame) else frame
+
+    @property
+    def best_frame(self) -> pd.DataFrame:
+        """The survivors, best first."""
+        frame = pd.DataFrame([b.model_dump(mode="json") for b in self.best_strategies])
+        return frame.set_index("strategy_id") if len(frame) else frame
 
     def comparable(self) -> dict[str, Any]:
         """Everything but the identity and the timings: what must be equal between an

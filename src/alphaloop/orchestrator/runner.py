@@ -64,6 +64,7 @@ from alphaloop.orchestrator.events import EventLog
 from alphaloop.orchestrator.executors import backtest_all, make_executor
 from alphaloop.orchestrator.policies import (
     BranchLog,
+    BranchLoopDetected,
     EarlyStop,
     RetryBudgetExceeded,
     RetryPolicy,
@@ -89,7 +90,8 @@ SUMMARY_FILE = "summary.json"
 DQ_FILE = "dq_report.json"  # OBS-540
 WAL_FILE = "kb_wal.jsonl"
 PENDING_FILE = "kb_pending.jsonl"  # transitions and stage runs written while the KB was locked
-_RECORDS = {"record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord}
+_RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
+    "record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord}
 
 Fault = Callable[[int, str, int], None]
 """A test seam: called as ``fault(iteration, stage_id, attempt)`` before each attempt."""
@@ -305,7 +307,7 @@ class Runner:
         self._imove(i, im, IterationState.GENERATION)
         try:
             summary = self._pipeline(i, im, timings)
-        except (StoppedCritical, StageFailed, RetryBudgetExceeded) as exc:
+        except (StoppedCritical, StageFailed, RetryBudgetExceeded, BranchLoopDetected) as exc:
             self._imove(i, im, IterationState.ITER_FAILED, error_code=exc.code)
             self.summaries.append(_failed_summary(i, self.best_so_far, timings))
             self._write_iteration_failure(i, exc)
@@ -576,9 +578,10 @@ class Runner:
             self.extra_families = (*self.extra_families, unused[0])
             taken.append(self._branch(i, "S30", "C_SWITCH_FAMILY", effective=True,
                                       family=unused[0]))
-        else:
+        else:  # a baseline that keeps finding nothing new is a loop
             self.force_baseline = True
-            taken.append(self._branch(i, "S30", "D_BASELINE", effective=False))
+            taken.append(self._branch(i, "S30", "D_BASELINE",
+                                      effective=not self._took(i - 1, "S30", "D_BASELINE")))
         return taken
 
     def _shortlist_branches(self, i: int, listed: list[str]) -> list[str]:
@@ -589,7 +592,8 @@ class Runner:
             return []
         self.empty_shortlists += 1
         self.next_n = min(self.next_n * 2, 4 * self.cfg.generation.candidates_per_iteration)
-        return [self._branch(i, "S60", "C_MORE_CANDIDATES", effective=True,
+        again = self._took(i - 1, "S60", "C_MORE_CANDIDATES")  # it did not help last time
+        return [self._branch(i, "S60", "C_MORE_CANDIDATES", effective=not again,
                              next_candidates=self.next_n)]
 
     def _verification_branches(self, i: int, rows: list[dict[str, Any]]) -> list[str]:
@@ -606,6 +610,9 @@ class Runner:
         return [self._branch(i, "S70", f"CAUSE_{cause}", effective=True,
                              failure_rate=len(failed) / len(rows), next_top_k=self.top_k)]
 
+    def _took(self, i: int, stage_id: str, branch: str) -> bool:
+        return (i, stage_id, branch) in self.branches.taken
+
     def _branch(self, i: int, stage_id: str, branch: str, *, effective: bool,
                 **details: Any) -> str:
         self.branches.take(i, stage_id, branch, effective=effective)
@@ -617,14 +624,14 @@ class Runner:
     def _survivors(self, i: int, hold: dict[str, float], short: st.Shortlist,
                    verified: list[dict[str, Any]], robust: list[dict[str, Any]]
                    ) -> list[BestStrategy]:
-        scored = short.scored.set_index("strategy_id")
+        scored = {str(r["strategy_id"]): r for r in short.scored.to_dict("records")}
         b = {v["strategy_id"]: v for v in verified}
         r = {x["strategy_id"]: x for x in robust}
         out = []
         for sid, sharpe in hold.items():
             if not sharpe > 0:
                 continue
-            row = scored.loc[sid]
+            row = scored[sid]
             out.append(BestStrategy(
                 strategy_id=sid, score_total=float(row["score_total"]),
                 family=str(row["family"]), params=_loads(row["params"]), iteration=i,
@@ -645,7 +652,8 @@ class Runner:
         strategies = [rec.StrategyRecord(strategy_id=sid, spec=s.model_dump(mode="json"),
                                          family=fam[sid][0], params=fam[sid][1])
                       for sid, s in specs.items()]
-        backtests = [_backtest_record(rid, i, row, "A", "search", self.search_ref)
+        backtests = [_backtest_record(rid, i, {str(k): v for k, v in row.items()}, "A",
+                                      "search", self.search_ref)
                      for row in a.metrics.to_dict("records")]
         backtests += [rec.BacktestRecord(
             run_id=rid, iteration=i, strategy_id=v["strategy_id"], engine="B",
@@ -787,6 +795,8 @@ def _run_outcome(exc: AlphaloopError) -> tuple[RunState, str]:
         return RunState.DONE_EARLY_STOPPED, f"PIPE_STOPPED_CRITICAL: {exc.message}"
     if isinstance(exc, RetryBudgetExceeded):
         return RunState.PAUSED, f"PIPE_RETRY_BUDGET_EXCEEDED: {exc.message}"
+    if isinstance(exc, BranchLoopDetected):
+        return RunState.DONE_EARLY_STOPPED, f"PIPE_BRANCH_LOOP_DETECTED: {exc.message}"
     return RunState.FAILED_FATAL, f"{exc.code}: {exc.message}"
 
 

@@ -147,10 +147,11 @@ class Generator:
 
     def tell(self, scored: pd.DataFrame) -> None:
         """Feed model-based samplers the search-window scores (never the holdout)."""
-        for row in scored.itertuples(index=False):
-            smp = self.samplers.get(str(row.family))
-            if smp is not None and math.isfinite(float(row.score_total)):
-                smp.tell(json.loads(str(row.params)), float(row.score_total))
+        for row in scored.to_dict("records"):
+            smp = self.samplers.get(str(row["family"]))
+            value = float(row["score_total"])
+            if smp is not None and math.isfinite(value):
+                smp.tell(json.loads(str(row["params"])), value)
 
 
 def baseline_candidate() -> dict[str, Any]:
@@ -231,16 +232,16 @@ def deflate(frame: pd.DataFrame, trials: int, var_trials: float) -> pd.DataFrame
     with variance ``var_trials`` (all per period), per candidate."""
     out = frame.copy()
     psr_v, dsr_v = [], []
-    for row in frame.itertuples(index=False):
-        sr, n = float(row.sr_per_period), int(row.n_obs)
+    for row in frame.to_dict("records"):
+        sr, n = float(row["sr_per_period"]), int(row["n_obs"])
         if not math.isfinite(sr) or n < 3:
             psr_v.append(math.nan)
             dsr_v.append(0.0)
             continue
         try:
-            psr_v.append(psr(sr, 0.0, n, float(row.skew), float(row.kurtosis)))
-            dsr_v.append(deflated_sharpe_ratio(sr, n, float(row.skew), float(row.kurtosis),
-                                               trials, var_trials)
+            skew, kurt = float(row["skew"]), float(row["kurtosis"])
+            psr_v.append(psr(sr, 0.0, n, skew, kurt))
+            dsr_v.append(deflated_sharpe_ratio(sr, n, skew, kurt, trials, var_trials)
                          if trials > 1 and var_trials > 0 else psr_v[-1])
         except ValueError:
             psr_v.append(math.nan)
@@ -310,8 +311,11 @@ def verify_b(specs: dict[str, StrategySpec], ids: list[str], bars: Bars,
     for sid in ids:
         spec = specs[sid]
         res = verify(spec, bars, model, capacity=False)
-        fails = classify_failures(res, rerun=lambda s=spec: verify(s, bars, model,
-                                                                   capacity=False))
+
+        def rerun(s: StrategySpec = spec) -> Any:
+            return verify(s, bars, model, capacity=False)
+
+        fails = classify_failures(res, rerun=rerun)
         sharpe = float(res.metrics["sharpe"])
         codes = [f.code for f in fails]
         if not codes and not sharpe > 0:
@@ -385,19 +389,20 @@ def failure_records(scored: pd.DataFrame, short: Shortlist, threshold: float,
     rejected candidate. The holdout is never a reason here."""
     out: list[dict[str, Any]] = []
     listed = set(short.shortlist)
-    for row in scored.itertuples(index=False):
-        sid = str(row.strategy_id)
+    for row in scored.to_dict("records"):
+        sid = str(row["strategy_id"])
         if sid in listed:
             continue
-        evidence = {"score_total": _num(row.score_total), "sharpe": _num(row.sharpe),
-                    "n_trades": _num(row.n_trades), "dsr": _num(row.dsr),
-                    "max_drawdown": _num(row.max_drawdown), "reasons": list(row.reasons)}
+        evidence: dict[str, Any] = {k: _num(row[k]) for k in (
+            "score_total", "sharpe", "n_trades", "dsr", "max_drawdown")}
+        evidence["reasons"] = list(row["reasons"])
         if sid in short.dropped_by_cluster:
             codes = ["DUPLICATE"]
             evidence["correlated_with"] = short.dropped_by_cluster[sid]
         else:
-            codes = [GATE_FAILURE_CODES.get(g, g.upper()) for g in row.failed_gates]
-            if row.n_trades == 0:
+            codes = [GATE_FAILURE_CODES.get(str(g), str(g).upper())
+                     for g in row["failed_gates"]]
+            if row["n_trades"] == 0:
                 codes = ["NO_TRADES", *[c for c in codes if c != "TOO_FEW_TRADES"]]
             if not codes:
                 codes = ["LOW_SCORE"]

@@ -125,7 +125,9 @@ class Machine(Generic[E]):
     """A state and the table of its legal moves."""
 
     def __init__(self, entity: str, table: dict[E, frozenset[E]], state: E) -> None:
-        self.entity, self.table, self.state = entity, table, state
+        self.entity = entity
+        self.table: dict[E, frozenset[E]] = table
+        self.state: E = state
         self._since = time.monotonic()
 
     def can(self, to: E) -> bool:

@@ -1,0 +1,164 @@
+"""The research loop at scale: where an iteration's time goes, and the loop's own cost.
+
+Workload (issue 9): 20 iterations × 2,000 candidates on the bundled ``synth_100`` panel
+(100 symbols × 2,520 business days), four families with continuous parameters (so
+2,000 new candidates exist every iteration), Sobol sampling, the default scoring
+policy, engine B's realistic defaults, one local worker, a fresh SQLite knowledge base.
+
+Every top-level call the stages make into an engine, a statistic or the knowledge base
+is wrapped with a ``perf_counter`` (the wrapped calls do not nest, so the sums add up):
+
+- engines: engine A batches (search, validation, holdout), engine B verification with
+  its determinism rerun, the lookahead check, the data-quality report;
+- statistics: scoring, DSR deflation and the shortlist's clustering, PBO;
+- KB I/O: every KnowledgeBase write and read the runner makes;
+- generation: the samplers and building the candidate specs (the strategy layer).
+
+The orchestrator's own overhead is the rest of the iteration's wall time: the state
+machines, the event log (fsynced), the stage artifacts (pickled, fsynced, renamed),
+dedup, bookkeeping. It is reported with and without generation.
+
+    .venv/bin/python benchmarks/bench_loop.py [--iterations 20] [--candidates 2000]
+        [--json benchmarks/results/bench_loop.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_engine_a import PhaseTimer, machine_info
+
+GROUPS: dict[str, list[tuple[str, str]]] = {
+    "engines": [("alphaloop.orchestrator.runner", "backtest_all"),
+                ("alphaloop.orchestrator.stages", "verify_b"),
+                ("alphaloop.orchestrator.stages", "validation_check"),
+                ("alphaloop.orchestrator.stages", "holdout_check"),
+                ("alphaloop.engines.lookahead", "check_lookahead"),
+                ("alphaloop.orchestrator.stages", "data_quality")],
+    "statistics": [("alphaloop.orchestrator.stages", "shortlist"),
+                   ("alphaloop.orchestrator.stages", "pbo_of")],
+    "generation": [("alphaloop.orchestrator.stages.Generator", "generate")],
+    "kb_io": [("alphaloop.kb.store.KnowledgeBase", m) for m in (
+        "persist_or_queue", "record_transition", "save_stage_run", "set_run_status",
+        "save_run", "replay", "tested", "trial_sharpes", "get_run")],
+}
+
+
+def _owner(path: str) -> Any:
+    import importlib
+
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--candidates", type=int, default=2000)
+    ap.add_argument("--data", default="synth_100")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from alphaloop.orchestrator import RunConfig, Runner
+
+    timer = PhaseTimer()
+    for targets in GROUPS.values():
+        for owner, name in targets:
+            timer.wrap(_owner(owner), name)
+    starts: dict[int, float] = {}
+    ends: dict[int, float] = {}
+    snapshots: dict[int, dict[str, float]] = {}
+
+    def progress(event: dict[str, Any]) -> None:
+        i = event["iteration"]
+        if event.get("state") == "GENERATION":
+            starts[i] = time.perf_counter()
+            snapshots[i] = dict(timer.acc)
+        if event.get("state") == "ITER_DONE":
+            ends[i] = time.perf_counter()
+            snapshots[-i] = dict(timer.acc)
+
+    work = Path(tempfile.mkdtemp(prefix="bench_loop_"))
+    cfg = RunConfig.from_dict({
+        "run_id": "bench", "seed": 1, "data": {"source": args.data},
+        "budgets": {"max_iterations": args.iterations, "max_backtests": 10**9},
+        "generation": {"families": ["momentum", "bollinger_reversion",
+                                    "volatility_breakout", "zscore_reversion"],
+                       "sampler": "sobol", "candidates_per_iteration": args.candidates},
+        "policies": {"early_stop": {"patience_iters": 10**6},
+                     "stops": {"empty_shortlist_iters": 10**6,
+                               "low_generation_iters": 10**6}},
+        "kb": {"url": f"sqlite:///{work / 'kb.sqlite'}"}, "out_dir": str(work / "runs")})
+    t0 = time.perf_counter()
+    summary = Runner(cfg, progress=progress).run()
+    total = time.perf_counter() - t0
+    timer.restore()
+
+    rows = []
+    for it in summary.iterations:
+        i = it.iteration
+        wall = ends[i] - starts[i]
+        before, after = snapshots[i], snapshots[-i]
+        spent = {g: sum(after.get(n, 0.0) - before.get(n, 0.0) for _, n in targets)
+                 for g, targets in GROUPS.items()}
+        rows.append({"iteration": i, "wall_s": wall, **{f"{g}_s": v for g, v in spent.items()},
+                     "overhead_s": wall - sum(spent.values()),
+                     "stage_ms": it.stage_ms, "tested_A": it.tested_A,
+                     "promoted_to_B": it.promoted_to_B})
+    wall = sum(r["wall_s"] for r in rows)
+    share = {k: sum(r[f"{k}_s"] for r in rows) / wall
+             for k in ("engines", "statistics", "generation", "kb_io", "overhead")}
+    stages: dict[str, float] = {}
+    for r in rows:
+        for s, ms in r["stage_ms"].items():
+            stages[s] = stages.get(s, 0.0) + ms / 1000.0
+    result = {"machine": machine_info(peers=()), "iterations": len(rows),
+              "candidates_per_iteration": args.candidates, "data": args.data,
+              "total_s": total, "iteration_wall_s_median": sorted(
+                  r["wall_s"] for r in rows)[len(rows) // 2],
+              "share": share,
+              "overhead_incl_generation": share["overhead"] + share["generation"],
+              "stage_s_total": stages, "status": summary.status,
+              "backtests": summary.stats.backtests, "rows": rows}
+    _print(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"{r['iterations']} iterations × {r['candidates_per_iteration']} candidates on "
+          f"{r['data']}: {r['total_s']:.1f} s in all, median iteration "
+          f"{r['iteration_wall_s_median']:.2f} s, {r['backtests']} backtests, "
+          f"status {r['status']}")
+    print("share of iteration wall time:")
+    for k, v in r["share"].items():
+        print(f"  {k:<12} {100 * v:6.2f} %")
+    print(f"  overhead incl. generation {100 * r['overhead_incl_generation']:.2f} %")
+    print("time by stage (all iterations):")
+    for s, v in sorted(r["stage_s_total"].items()):
+        print(f"  {s:<5} {v:8.2f} s")
+    print("per iteration: wall, engines, statistics, generation, kb_io, overhead (s)")
+    for row in r["rows"]:
+        print(f"  {row['iteration']:>3} {row['wall_s']:7.2f} {row['engines_s']:7.2f} "
+              f"{row['statistics_s']:7.2f} {row['generation_s']:7.2f} {row['kb_io_s']:7.2f} "
+              f"{row['overhead_s']:7.2f}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

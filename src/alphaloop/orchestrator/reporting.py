@@ -1,0 +1,51 @@
+"""A loop run as the run report's iteration table (``alphaloop report --run ID``).
+
+The numbers are the ones the run recorded: its ``summary.json`` (counts per iteration)
+and the failure records of its knowledge base; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from alphaloop.kb.store import KnowledgeBase
+from alphaloop.orchestrator.config import ConfigError, RunConfig, RunSummary
+from alphaloop.orchestrator.runner import CONFIG_FILE, SUMMARY_FILE, runs_root
+
+
+def find_loop_run(prefix: str, out_dir: str | None = None) -> Path | None:
+    """The one loop run folder whose id starts with ``prefix`` (None if none)."""
+    root = runs_root(out_dir)
+    hits = sorted(p for p in root.glob(f"{prefix}*") if (p / CONFIG_FILE).is_file()) \
+        if prefix and root.is_dir() else []
+    if len(hits) > 1:
+        raise ConfigError(f"{len(hits)} loop runs match {prefix!r} under {root}",
+                          code="RUN_NOT_FOUND")
+    return hits[0] if hits else None
+
+
+def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str]:
+    """(iteration frame with ``iteration, best_score, tried, passed``, the failure codes as
+    ``failure:<CODE>`` and ``constraints``; a title)."""
+    cfg = RunConfig.model_validate(json.loads((folder / CONFIG_FILE).read_text("utf-8")))
+    summary = RunSummary.model_validate_json((folder / SUMMARY_FILE).read_text("utf-8"))
+    frame = pd.DataFrame({
+        "iteration": [it.iteration for it in summary.iterations],
+        "best_score": [it.best_score if it.best_score is not None else float("nan")
+                       for it in summary.iterations],
+        "tried": [it.tested_A + it.reused_A for it in summary.iterations],
+        "passed": [it.survivors for it in summary.iterations],
+        "constraints": [it.constraints_added for it in summary.iterations],
+    })
+    failures = KnowledgeBase(cfg.kb.url).failures(cfg.run_id)
+    if len(failures):
+        counts = failures.groupby(["iteration", "code"]).size().unstack(fill_value=0)
+        counts.columns = [f"failure:{c}" for c in counts.columns]
+        frame = frame.merge(counts, left_on="iteration", right_index=True, how="left")
+        frame = frame.fillna({c: 0 for c in counts.columns})
+    title = (f"run {cfg.run_id[:12]}: {summary.status}, {summary.stats.iterations} "
+             f"iterations, {summary.stats.backtests} backtests on {cfg.data.source}")
+    return frame, title

@@ -1,0 +1,77 @@
+"""`alphaloop run | resume | status | kb | report --run` as a user types them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from alphaloop.cli import app
+
+runner = CliRunner()
+
+
+def _write(tmp: Path, source: Path, **over: object) -> Path:
+    cfg: dict[str, object] = {
+        "run_id": "cli1", "seed": 3, "data": {"source": str(source)},
+        "budgets": {"max_iterations": 2, "max_backtests": 500},
+        "generation": {"families": ["sma_cross"], "candidates_per_iteration": 20},
+        "kb": {"url": f"sqlite:///{tmp / 'kb.sqlite'}"}, "out_dir": str(tmp / "runs")}
+    cfg.update(over)
+    path = tmp / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize(("over", "needle"), [
+    ({"budgets": {"max_iterations": -1}}, "budgets.max_iterations"),
+    ({"colour": "blue"}, "colour"),
+    ({"generation": {"families": ["no_such_family"]}}, "no_such_family"),
+    ({"data": {"source": "/nowhere/prices.csv"}}, "data.source"),
+    ({"mode": "yolo"}, "mode"),
+])
+def test_a_bad_config_stops_before_anything_is_written(tmp_path: Path, noise_path: Path,
+                                                       over: dict[str, object],
+                                                       needle: str) -> None:
+    res = runner.invoke(app, ["run", str(_write(tmp_path, noise_path, **over))])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "INVALID_CONFIG" in lines[0] and needle in lines[0]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "kb.sqlite").exists()
+
+
+def test_malformed_yaml_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("budgets: {max_iterations: [\n")
+    res = runner.invoke(app, ["run", str(path)])
+    assert res.exit_code == 2 and "malformed YAML" in res.stderr
+
+
+def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> None:
+    config = _write(tmp_path, noise_path)
+    res = runner.invoke(app, ["run", str(config), "--json"])
+    assert res.exit_code == 0, res.stderr
+    summary = json.loads(res.stdout)  # exactly one JSON object on stdout
+    assert summary["run_id"] == "cli1" and summary["stats"]["iterations"] == 2
+    assert "run report:" in res.stderr
+    assert (tmp_path / "runs" / "cli1" / "report.html").exists()
+    runs = str(tmp_path / "runs")
+    status = runner.invoke(app, ["status", "cli1", "--out-dir", runs, "--json"])
+    assert json.loads(status.stdout) == summary
+    again = runner.invoke(app, ["resume", "cli1", "--out-dir", runs, "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout) == summary  # finished: as is
+    url = f"sqlite:///{tmp_path / 'kb.sqlite'}"
+    stats = runner.invoke(app, ["kb", "stats", "--url", url, "--json"])
+    assert json.loads(stats.stdout)["tables"]["runs"] == 1
+    listed = runner.invoke(app, ["kb", "runs", "--url", url, "--json"])
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == ["cli1"]
+    top = runner.invoke(app, ["kb", "strategies", "--url", url, "--top", "3", "--json"])
+    best = json.loads(top.stdout)
+    assert len(best) == 3
+    shown = runner.invoke(app, ["kb", "show", best[0]["strategy_id"][:10], "--url", url])
+    assert shown.exit_code == 0 and best[0]["strategy_id"] in shown.stdout
+    missing = runner.invoke(app, ["resume", "nope", "--out-dir", runs])
+    assert missing.exit_code == 2 and "RUN_NOT_FOUND" in missing.stderr
