@@ -114,3 +114,23 @@ def test_the_same_config_gives_the_same_summary_for_any_run_id_and_workers(
                              kb={"url": f"sqlite:///{tmp_path / 'w2.sqlite'}"})).run()
     assert one.comparable() == two.comparable()
     assert one.run_id != two.run_id
+
+
+def test_verification_mode_verifies_the_best_earlier_candidates(make_config: Make,
+                                                                planted_path: Path) -> None:
+    """An exploration run (engine A only) maps the space; a verification run on the same
+    knowledge base takes its best candidates through engine B, robustness and the
+    holdout, without generating new ones."""
+    explore = Runner(make_config(planted_path, mode="exploration",
+                                 budgets={"max_iterations": 2})).run()
+    assert explore.best_strategies == ()  # no engine B in exploration
+    assert all(it.promoted_to_B == 0 for it in explore.iterations)
+    cfg = make_config(planted_path, run_id="v1", mode="verification",
+                      budgets={"max_iterations": 1})
+    verify = Runner(cfg).run()
+    kb = KnowledgeBase(cfg.kb.url)
+    earlier = set(kb.tested(Runner(cfg).search_ref, exclude_run="v1")["strategy_id"])
+    mine = set(kb.backtests("v1")["strategy_id"])
+    assert mine and mine <= earlier  # nothing new was generated
+    assert verify.iterations[0].promoted_to_B > 0
+    assert verify.best_strategies  # the planted effect, now verified

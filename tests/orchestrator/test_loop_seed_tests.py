@@ -382,3 +382,38 @@ def test_retry_policy_follows_seed_004_section_4() -> None:
     waits = [policy.backoff(1, "S95", k) for k in (1, 2, 3)]
     assert 2 <= waits[0] < 4 and 4 <= waits[1] < 8 and 8 <= waits[2] <= 15.0  # capped
     assert waits == [RetryPolicy(Retry(), seed=1).backoff(1, "S95", k) for k in (1, 2, 3)]
+
+
+# ------------------------------------------------------------ seed 004 §6.1 (S10)
+def test_S10_scenario_policies_reject_ignore_soft() -> None:
+    from alphaloop.orchestrator.config import ConfigError
+
+    fams = ("sma_cross", "momentum")
+    good = st.scenario_intake({"favour": ["momentum"], "avoid": ["sma_cross"]}, fams, "reject")
+    assert good.applied and good.favour == ("momentum",) and good.avoid == ("sma_cross",)
+    poor = {"favour": ["momentum", "no_such"], "avoid": ["momentum"]}
+    with pytest.raises(ConfigError, match="no_such"):
+        st.scenario_intake(poor, fams, "reject")
+    ignored = st.scenario_intake(poor, fams, "ignore")
+    assert not ignored.applied and len(ignored.problems) == 2
+    soft = st.scenario_intake(poor, fams, "soft")
+    assert soft.applied and soft.favour == () and soft.avoid == ()  # only sound hints
+
+
+def test_S10_a_scenario_steers_generation(make_config: Make, noise_path: Path,
+                                          tmp_path: Path) -> None:
+    brief = tmp_path / "brief.yaml"
+    brief.write_text("favour: [momentum]\navoid: [sma_cross]\n")
+    cfg = make_config(noise_path, budgets={"max_iterations": 1},
+                      scenario={"enabled": True, "path": str(brief), "policy": "reject"})
+    Runner(cfg).run()
+    import pickle
+
+    root = runs_root(cfg.out_dir) / cfg.run_id
+    with open(root / "iter_0001" / "S20" / "output.pkl", "rb") as fh:
+        families = {c["family"] for c in pickle.load(fh)}
+    assert families == {"momentum"}
+    skipped = make_config(noise_path, run_id="r2", budgets={"max_iterations": 1})
+    Runner(skipped).run()
+    s10 = [e for e in events_of(skipped) if e["stage_id"] == "S10"]
+    assert [e["status_after"] for e in s10] == ["SKIPPED"]

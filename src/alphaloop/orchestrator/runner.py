@@ -320,16 +320,24 @@ class Runner:
         scen = self._scenario(i, timings)
         alloc = self.generator.allocation(self.next_n, scen, self.extra_families)
         kind, seed = cfg.generation.sampler, cfg.seed
-        cands = self._stage(i, "S20", (alloc, kind, seed, cfg.base_constraint_set_id,
-                                       self.force_baseline),
-                            lambda: self._generate(alloc), timings,
-                            on_load=lambda _: self._advance(alloc))
+        if cfg.mode == "verification":  # the best earlier candidates, not new ones
+            cands = self._stage(i, "S20", ("verification", self.next_n,
+                                           inputs_hash(self.run_tested)),
+                                lambda: self._from_kb(self.next_n), timings)
+        else:
+            cands = self._stage(i, "S20", (alloc, kind, seed, cfg.base_constraint_set_id,
+                                           self.force_baseline),
+                                lambda: self._generate(alloc), timings,
+                                on_load=lambda _: self._advance(alloc))
         budget_left = cfg.budgets.max_backtests - self.backtests
+        # verification re-runs engine A on earlier candidates (their returns are needed
+        # for PBO and clustering), so nothing counts as "reused" there
+        prior = set() if cfg.mode == "verification" else self.prior_ids
         ded = self._stage(i, "S30", ([c["strategy_id"] for c in cands],
-                                     inputs_hash(self.run_tested), inputs_hash(self.prior_ids),
+                                     inputs_hash(self.run_tested), inputs_hash(prior),
                                      budget_left),
-                          lambda: st.dedup(cands, self.run_tested, self.prior_ids,
-                                           budget_left), timings)
+                          lambda: st.dedup(cands, self.run_tested, prior, budget_left),
+                          timings)
         self._stage(i, "S40", (self.search_ref,), self._dq_gate, timings)
         branches = self._generation_branches(i, ded)
         self._imove(i, im, IterationState.BACKTEST_A)
@@ -517,6 +525,24 @@ class Runner:
         out = self.generator.generate(alloc, self.cfg.generation.sampler, self.cfg.seed)
         if self.force_baseline:
             out.append(st.baseline_candidate())
+        return out
+
+    def _from_kb(self, n: int) -> list[dict[str, Any]]:
+        """Mode ``verification``: the ``n`` earlier candidates on this search window with
+        the best search Sharpe that no run has verified with engine B yet."""
+        tested = self.kb.tested(self.search_ref, engine="A", window="search",
+                                exclude_run=self.cfg.run_id)
+        verified = self.kb.tested(self.search_ref, engine="B", window="search")
+        done = set(verified["strategy_id"]) if len(verified) else set()
+        if not len(tested):
+            return []
+        pool = tested[~tested["strategy_id"].isin(done | self.run_tested)]
+        pool = pool.sort_values(["sharpe", "strategy_id"], ascending=[False, True]).head(n)
+        out = []
+        for sid in pool["strategy_id"]:
+            stored = self.kb.strategy(str(sid))
+            out.append({"strategy_id": str(sid), "spec": stored["spec"],
+                        "family": stored.get("family"), "params": stored.get("params") or {}})
         return out
 
     def _advance(self, alloc: dict[str, int]) -> None:
