@@ -89,6 +89,7 @@ CONFIG_FILE = "loop.json"
 SUMMARY_FILE = "summary.json"
 DQ_FILE = "dq_report.json"  # OBS-540
 WAL_FILE = "kb_wal.jsonl"
+CLOCK_FILE = "clock.json"  # wall time used by earlier sessions (max_walltime_sec spans them)
 PENDING_FILE = "kb_pending.jsonl"  # transitions and stage runs written while the KB was locked
 _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
     "record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord}
@@ -190,7 +191,12 @@ class Runner:
         self.top_k = cfg.policies.promotion.top_k_to_verify
         self.extra_families: tuple[str, ...] = ()
         self.force_baseline = False
-        self.started = time.monotonic()
+        used = 0.0
+        if resuming and (self.root / CLOCK_FILE).exists():
+            import json
+
+            used = float(json.loads((self.root / CLOCK_FILE).read_text())["elapsed_sec"])
+        self.started = time.monotonic() - used
 
     # ------------------------------------------------------------ public
     def run(self) -> RunSummary:
@@ -251,6 +257,8 @@ class Runner:
                 i += 1
                 self._iteration(i)
                 self._write_summary(machine.state, None)
+                write_json(self.root / CLOCK_FILE,
+                           {"elapsed_sec": time.monotonic() - self.started})
                 self._after_iteration(i)
         except _Stop as stop:
             final, reason = stop.state, stop.reason
