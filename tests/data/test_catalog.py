@@ -173,7 +173,7 @@ def test_existing_name_needs_overwrite(tmp_path: Path) -> None:
     small_long(1).to_csv(a, index=False)
     small_long(2).to_csv(b, index=False)
     first = import_dataset(a, "ds")
-    expect("DQ_DATASET_EXISTS", lambda: import_dataset(b, "ds"), "'ds'", "overwrite=True")
+    expect("DQ_DATASET_EXISTS", lambda: import_dataset(b, "ds"), "'ds'", "--overwrite")
     assert load_bars("ds").data_ref == first.data_ref
     second = import_dataset(b, "ds", overwrite=True)
     assert second.data_ref != first.data_ref

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alphaloop.data import Bars, load_bars, quality_report, read_frame, synthetic
+from alphaloop.data.loaders import load_file
 
 
 @pytest.fixture(autouse=True)
@@ -151,10 +152,13 @@ def test_errors_from_checks_name_the_file(tmp_path: Path, bars: Bars) -> None:
            str(long.loc[4, "symbol"]), long.loc[4, "timestamp"].isoformat())
 
 
-def test_ohlc_without_symbol_column_is_refused(tmp_path: Path, bars: Bars) -> None:
+def test_ohlc_without_symbol_column_is_one_symbol(tmp_path: Path, bars: Bars) -> None:
+    """Title-case OHLCV without a symbol column: one symbol, named after the file."""
     one = bars.to_long().query("symbol == 'SYN000'").drop(columns="symbol")
     p = write(one.rename(columns=str.title), tmp_path / "yahoo_style.csv")
-    expect("DQ_MISSING_COLUMN", lambda: load_bars(p), "yahoo_style.csv", "symbol")
+    loaded = load_bars(p)
+    assert loaded.symbols == ("yahoo_style",)
+    np.testing.assert_array_equal(loaded.close[:, 0], bars.close[:, 0])
 
 
 def test_unrecognised_layout(tmp_path: Path) -> None:
@@ -182,3 +186,40 @@ def test_unknown_name_lists_known_datasets() -> None:
 def test_missing_path_is_file_not_found(tmp_path: Path) -> None:
     expect("DQ_FILE_NOT_FOUND", lambda: load_bars(tmp_path / "gone.parquet"), "gone.parquet")
     expect("DQ_FILE_NOT_FOUND", lambda: load_bars("gone.csv"), "gone.csv")
+
+
+# ---------------------------------------------------------------- issue 14: ordinary CSVs
+@pytest.mark.parametrize("date_name", ["date", "Date", "datetime", "time", "TIMESTAMP"])
+def test_common_date_column_names(date_name: str, tmp_path: Path) -> None:
+    p = tmp_path / "two.csv"
+    p.write_text(f"{date_name},symbol,open,high,low,close\n"
+                 "2021-03-01,AAA,10,11,9,10.5\n2021-03-02,AAA,10.5,12,10,11\n")
+    loaded = load_bars(p)
+    assert loaded.symbols == ("AAA",) and loaded.close[:, 0].tolist() == [10.5, 11.0]
+    assert str(loaded.index[1].date()) == "2021-03-02"
+
+
+def test_single_symbol_adjusted_and_raw(tmp_path: Path) -> None:
+    p = tmp_path / "QQQ.csv"
+    p.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n"
+                 "2020-01-02,200,210,190,200,100,5\n2020-01-03,210,220,200,220,110,6\n")
+    notes: list[str] = []
+    adj = load_file(p, notes=notes)
+    assert adj.symbols == ("QQQ",)
+    assert adj.high[:, 0].tolist() == [105.0, 110.0]  # 210 × 0.5, 220 × 0.5
+    assert adj.volume[:, 0].tolist() == [5.0, 6.0]
+    assert "Adj Close / Close (ratio 0.5 .. 0.5)" in notes[0]
+    raw = load_file(p, adjust=False, symbol="NDX100")
+    assert raw.symbols == ("NDX100",) and raw.high[:, 0].tolist() == [210.0, 220.0]
+
+
+def test_symbol_option_only_for_single_symbol_files(tmp_path: Path, bars: Bars) -> None:
+    p = write(bars.to_long(), tmp_path / "long.csv")
+    expect("DQ_FORMAT", lambda: load_file(p, symbol="X"), "only for a single-symbol file")
+
+
+def test_wrong_columns_name_missing_and_unexpected(tmp_path: Path) -> None:
+    p = tmp_path / "odd.csv"
+    p.write_text("Date,Open,Close,Foo\n2020-01-02,1,2,3\n")
+    expect("DQ_FORMAT", lambda: load_bars(p), "odd.csv", "missing columns ['high', 'low']",
+           "unexpected columns ['foo']")

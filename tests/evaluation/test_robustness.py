@@ -49,9 +49,32 @@ def test_ranked_with_dsr_counted_over_all_trials(setup) -> None:  # type: ignore
                                      ev.extra["var_trial_sharpe"])
     assert top.dsr == pytest.approx(expected, rel=1e-9)
     assert 0.0 <= (ev.pbo or 0.0) <= 1.0
-    assert top.out_of_sample is not None and top.cost_stress is not None
+    assert top.selection_split is not None and top.cost_stress is not None
     assert top.stability is not None and top.subperiods is not None
     json.loads(top.to_json())  # serializable
+
+
+def test_windows_are_named_and_dated(setup) -> None:  # type: ignore[no-untyped-def]
+    """sharpe_sel / sharpe_holdout / selection_split: no name that means two windows;
+    sub-periods carry their first and last bar."""
+    bars, results, policy = setup
+    whole = json.loads(evaluate_candidates(results, bars, policy, top=1,
+                                           spa_reps=50).reports[0].to_json())
+    assert "sharpe" not in whole and "out_of_sample" not in whole
+    assert whole["sharpe_holdout"] is None and whole["holdout_metrics"] is None
+    parts = whole["subperiods"]["parts"]
+    # sp500 runs 1999-01-04 .. 2018-12-31: the halves start and end there
+    assert parts[0]["window"]["first"].startswith("1999-01-04")
+    assert parts[1]["window"]["last"].startswith("2018-12-31")
+    assert parts[0]["window"]["last"] < parts[1]["window"]["first"]
+    held = json.loads(evaluate_candidates(results, bars, policy, top=1, spa_reps=50,
+                                          holdout=0.3).reports[0].to_json())
+    assert held["sharpe_holdout"] == held["holdout_metrics"]["sharpe"]
+    assert held["sharpe_sel"] is not None
+    # the selection window is the first 70 % of 20 years: it ends late in 2012
+    last = held["subperiods"]["parts"][1]["window"]["last"]
+    assert "2012-06" < last < "2013-06"
+    assert held["selection_split"]["out_of_sample"]["last"] == last
 
 
 def test_more_trials_deflate_more(setup) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@
     alphaloop report --run ID [--out page.html]
     alphaloop data list | show NAME | import FILE [--name NAME]
     alphaloop families
+    alphaloop spec ID [--results results.parquet]
     alphaloop run CONFIG.yaml [--json] | resume RUN_ID | status RUN_ID
     alphaloop kb stats | runs | strategies --top 20 | show ID
 
@@ -28,16 +29,19 @@ the command functions: this package is imported on every ``alphaloop`` start.
 
 from __future__ import annotations
 
-import typer
+from alphaloop.cli._common import OneLineTyper, use_user_numba_cache
 
-from alphaloop.cli import data, kb, research, run
+# before anything imports numba: compiled kernels are kept per user across calls
+use_user_numba_cache()
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+from alphaloop.cli import data, kb, research, run, spec  # noqa: E402
+
+app = OneLineTyper(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="alphaloop: search, backtest and verify systematic trading strategies.")
 
 # Each module's register(app) adds its commands; order here = order in --help
 # (Typer lists sub-groups such as `data` after the plain commands).
-_COMMAND_MODULES = (research, run, data, kb)
+_COMMAND_MODULES = (research, spec, run, data, kb)
 for _module in _COMMAND_MODULES:
     _module.register(app)
 

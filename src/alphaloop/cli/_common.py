@@ -4,10 +4,11 @@ formatting and table writing. Light imports only (CLI start-up time matters)."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -94,5 +95,82 @@ def _write_table(frame: Any, path: Path) -> None:
 
 
 def _params_text(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items())
+    return " ".join(f"{k}={_compact(v)}" for k, v in params.items())
+
+
+def _compact(value: Any) -> str:
+    # 0.05 stays 0.05, 0.1234567 becomes 0.1235: a table cell, not a record (--out has all)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+SHORT_ID = 8
+"""Hex characters of a strategy id shown in tables; any unique prefix is accepted."""
+
+
+def short_id(strategy_id: str) -> str:
+    return str(strategy_id)[:SHORT_ID]
+
+
+# ------------------------------------------------------------ usage errors, one line
+class OneLineTyper(typer.Typer):
+    """A Typer app whose usage errors (``--n 0``, an unknown option, a missing argument)
+    are one line on stderr and exit code 2, like alphaloop's own errors, instead of
+    click's usage box. Only the console script goes through ``__call__``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().__call__(*args, **kwargs)
+        from typer._click.exceptions import ClickException
+
+        try:
+            code = super().__call__(*args, standalone_mode=False, **kwargs)
+        except ClickException as exc:
+            _usage_error(exc)
+        except typer.Abort:
+            err.print("aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: Any) -> NoReturn:
+    if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
+        sys.exit(exc.exit_code)
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    err.print(f"[bold red]error:[/] {escape(exc.format_message())}{escape(where)}",
+              highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+# ------------------------------------------------------------------ numba's cache
+def use_user_numba_cache() -> None:
+    """Without ``NUMBA_CACHE_DIR``, numba caches next to the installed sources, which
+    may be read-only or differ per checkout: a direct CLI call then recompiles every
+    kernel. A per-user folder keeps compiled kernels across calls. A value the user set
+    is left alone. Must run before numba is imported."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ["NUMBA_CACHE_DIR"] = str(base / "alphaloop" / "numba")
+
+
+def announce_compiles() -> None:
+    """Say "compiling kernels (first run only)" on stderr when numba actually compiles
+    (a cache miss), once per process; a cached run prints nothing."""
+    from numba.core import event
+
+    class _Once(event.Listener):
+        said = False
+
+        def on_start(self, event: Any) -> None:
+            if not _Once.said:
+                _Once.said = True
+                err.print("compiling kernels (first run only) …", highlight=False)
+
+        def on_end(self, event: Any) -> None:
+            pass
+
+    if not getattr(announce_compiles, "done", False):
+        event.register("numba:compile", _Once())
+        announce_compiles.done = True  # type: ignore[attr-defined]
 

@@ -37,18 +37,22 @@ def data_list() -> None:
 def data_show(name: Annotated[str, typer.Argument(help="Data set name.")]) -> None:
     """Describe one data set: origin, licence, span, symbols, quality warnings."""
     from alphaloop.data import dataset_info, load_bars, quality_report
+    from alphaloop.data.catalog import is_index_data
 
     info = dataset_info(name, load=True)
     bars = load_bars(name)
     report = quality_report(bars)
     table = Table(title=name, show_header=False)
-    table.add_column("field")
-    table.add_column("value")
-    for key, value in info.to_dict().items():
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")  # a data_ref is one long word: fold it, whole
+    fields = {**info.to_dict(), "data_ref": bars.data_ref}  # the loaded panel's, once
+    for key, value in fields.items():
         if value not in (None, "", []):
-            shown = ", ".join(map(str, value[:20])) if isinstance(value, list) else str(value)
+            shown = _listed(value) if isinstance(value, list) else str(value)
             table.add_row(key, shown)
-    table.add_row("data_ref", bars.data_ref)
+    if is_index_data(name, bars.symbols):
+        table.add_row("instrument", "index levels: volume is not a tradable instrument's, "
+                      "so participation and capacity are not meaningful")
     table.add_row("quality", "ok" if report.ok and not report.warnings else
                   "; ".join(f"{i.code}: {i.message}" for i in report.issues[:5]))
     out.print(table)
@@ -60,10 +64,32 @@ def data_import(
     file: Annotated[Path, typer.Argument(help="CSV or Parquet file (long or wide format).")],
     name: Annotated[str | None, typer.Option(help="Name to store it under.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing data set.")] = False,
+    symbol: Annotated[str | None, typer.Option(
+        help="Symbol of a single-symbol file (default: the file name).")] = None,
+    adjust: Annotated[bool, typer.Option(
+        "--adjust/--no-adjust", help="Apply an Adj Close column to open/high/low/close.")]
+    = True,
 ) -> None:
-    """Validate a file and store it as a named data set."""
+    """Validate a file and store it as a named data set.
+
+    Layouts: long (timestamp, symbol, open, high, low, close[, volume]), single-symbol
+    (Date, Open, High, Low, Close[, Adj Close][, Volume]) or wide (date + one close
+    column per symbol)."""
     from alphaloop.data import import_dataset
 
-    info = import_dataset(file, name=name, overwrite=overwrite)
-    out.print(f"imported {info.name}: {info.n_bars} bars × {info.n_symbols} symbols", highlight=False)
+    notes: list[str] = []
+    info = import_dataset(file, name=name, overwrite=overwrite, symbol=symbol, adjust=adjust,
+                          notes=notes)
+    symbols = ", ".join(info.symbols or ()) if (info.n_symbols or 0) <= 5 else \
+        f"{info.n_symbols} symbols"
+    out.print(f"imported {info.name}: {info.n_bars} bars × {info.n_symbols} symbol"
+              f"{'s' if info.n_symbols != 1 else ''} ({symbols}), {info.start} .. {info.end}",
+              highlight=False)
+    for note in notes:
+        out.print(f"  {note}", highlight=False)
+
+
+def _listed(values: list[object]) -> str:
+    shown = ", ".join(map(str, values[:20]))
+    return shown if len(values) <= 20 else f"{shown}, … ({len(values)} in all)"
 

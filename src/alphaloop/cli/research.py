@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -25,6 +27,7 @@ from alphaloop.cli._common import (
     _write_table,
     err,
     out,
+    short_id,
 )
 from alphaloop.errors import AlphaloopError
 
@@ -117,15 +120,27 @@ def verify(
         result, policy, rerun=lambda: run_verify(spec, bars, model, capacity=False))
     if fills_path is not None:
         _write_table(result.fills, fills_path)
+    note = _capacity_note(data, bars) if capacity else None
     if as_json:
         payload = {**result.to_dict(), "policy_version": policy.policy_version,
-                   "passed": not failures, "failures": [f.to_dict() for f in failures]}
+                   "passed": not failures, "execution_feasible": not failures,
+                   "failures": [f.to_dict() for f in failures], "capacity_note": note}
         sys.stdout.write(json.dumps(payload, allow_nan=False, default=str) + "\n")
         return
-    _print_verification(result, failures, spec_path)
+    _print_verification(result, failures, spec_path, note)
 
 
-def _print_verification(result: Any, failures: list[Any], spec_path: Path) -> None:
+def _capacity_note(source: str, bars: Any) -> str | None:
+    from alphaloop.data.catalog import is_index_data
+
+    if not is_index_data(source, tuple(bars.symbols)):
+        return None
+    return (f"{source} holds index levels: their volume is not a tradable instrument's, so "
+            "participation, ADV utilization and capacity are not meaningful here")
+
+
+def _print_verification(result: Any, failures: list[Any], spec_path: Path,
+                        note: str | None = None) -> None:
     spec, ex = result.spec, result.execution
     table = Table(title=f"engine B: {spec.name or spec.family or spec_path.name}")
     table.add_column("metric")
@@ -144,10 +159,13 @@ def _print_verification(result: Any, failures: list[Any], spec_path: Path) -> No
             ("clipped / cancelled", f"{ex['n_clipped']} / {ex['n_cancelled']}"),
             ("participation p95", _pct(ex["participation_p95"])),
             ("ADV utilization p95", _pct(ex["adv_utilization_p95"])),
-            ("capacity (Sharpe halves)", "n/a" if cap is None else f"{bound}{cap:,.0f}")]
+            ("capacity (Sharpe halves)", "n/a" if cap is None else
+             f"{bound}{cap:,.0f}" + (" (not meaningful)" if note else ""))]
     for name, text in rows:
         exe.add_row(name, text)
     out.print(exe)
+    if note:
+        err.print(f"[yellow]warning:[/] {note}", highlight=False)
     costs = Table(title=f"costs on {ex['initial_capital']:,.0f} capital")
     costs.add_column("component")
     costs.add_column("paid", justify="right")
@@ -159,8 +177,12 @@ def _print_verification(result: Any, failures: list[Any], spec_path: Path) -> No
         since = f" from {e['from']}" if e.get("from") else ""
         out.print(f"[yellow]excluded[/] {e['symbol']}{since}: {'; '.join(e['reasons'])}")
     if not failures:
-        out.print(f"[green]PASS[/] status {result.status}; strategy_id "
-                  f"{spec.strategy_id[:16]}…; {result.model.version}", highlight=False)
+        out.print(f"execution: [green]feasible[/] (status {result.status}); strategy_id "
+                  f"{short_id(spec.strategy_id)}; {result.model.version}. Feasible says the "
+                  "fills are realistic, not that the strategy passed a scoring gate "
+                  "(`alphaloop evaluate`).", highlight=False)
+    else:
+        out.print("execution: [red]not feasible[/]", highlight=False)
     for f in failures:
         out.print(f"[red]{f.code}[/] ({f.error_class}): {f.message}", highlight=False)
 
@@ -194,19 +216,50 @@ def sweep(
     _write_table(frame, out_path)
     ranked = frame.sort_values("sharpe", ascending=False, na_position="last").head(top)
     table = Table(title=f"{family}: {len(frame)} candidates on {bars!r}, top {len(ranked)} "
-                        "by Sharpe")
-    cols = ["params", "sharpe", "total_return", "max_drawdown", "n_trades", "turnover"]
-    labels = {"total_return": "return", "max_drawdown": "max dd", "n_trades": "trades"}
+                        "by Sharpe", box=box.SIMPLE_HEAD)
+    cols = ["strategy_id", "params", "sharpe", "total_return", "max_drawdown", "n_trades"]
+    if out.width >= 100:  # at 80 columns the numbers matter more (--out has them all)
+        cols.append("turnover")
+    labels = {"strategy_id": "id", "total_return": "return", "max_drawdown": "max dd",
+              "n_trades": "trades"}
     for c in cols:
-        if c == "params":
-            table.add_column(c, no_wrap=True)
-        else:
-            table.add_column(labels.get(c, c), justify="right")
+        _add_column(table, labels.get(c, c), numeric=c not in ("strategy_id", "params"))
     for _, row in ranked.iterrows():
-        table.add_row(*(_params(row[c]) if c == "params" else _fmt(c, row[c]) for c in cols))
+        table.add_row(*(_cell(c, row[c]) for c in cols))
     out.print(table)
     out.print(f"wrote {out_path} ({len(frame)} rows). Ranked in sample over {len(frame)} "
-              "tries: the best of many looks better than it is.", highlight=False)
+              "tries: the best of many looks better than it is. `alphaloop spec ID "
+              f"--results {out_path}` prints one as YAML.", highlight=False)
+    if len(frame) < n:
+        _note_short_sweep(family, sampler, n, len(frame))
+
+
+def _note_short_sweep(family: str, sampler: str, n: int, got: int) -> None:
+    from alphaloop.strategy.templates import get_family
+
+    size = get_family(family).size()
+    why = (f"the {family} grid has only {size} points" if sampler == "grid" or got >= size
+           else f"the {sampler} sampler found only {got} distinct candidates")
+    err.print(f"[yellow]note:[/] --n {n} asked for {n} candidates, but {why}: wrote {got} "
+              "rows.", highlight=False)
+
+
+def _add_column(table: Table, label: str, *, numeric: bool) -> None:
+    """Numbers never wrap or get cut; text columns (id, params) fold instead."""
+    if numeric:
+        table.add_column(label, justify="right", no_wrap=True)
+    elif label == "id":
+        table.add_column(label, no_wrap=True, min_width=8)
+    else:
+        table.add_column(label, overflow="fold", min_width=10)
+
+
+def _cell(column: str, value: Any) -> str:
+    if column == "strategy_id":
+        return short_id(value)
+    if column == "params":
+        return _params(value)
+    return _fmt(column, value)
 
 
 def _params(text: str) -> str:
@@ -439,12 +492,14 @@ def _row_report(run: Any, row: Any, held: dict[str, Any] | None) -> dict[str, An
     keys = ("rank", "score_total", "passed", "reasons", "sharpe", "psr", "dsr", "n_trials")
     panel: dict[str, Any] = {"strategy_id": str(row["strategy_id"]),
                              "policy_version": r.policy_version, "data_ref": r.data_ref}
-    panel |= {k: (row[k].item() if hasattr(row[k], "item") else row[k])
+    # the row's sharpe is the selection window's: named as in the recorded reports
+    panel |= {("sharpe_sel" if k == "sharpe" else k):
+              (row[k].item() if hasattr(row[k], "item") else row[k])
               for k in keys if k in row.index}
     panel |= {"var_trial_sharpe": r.var_trial_sharpe,
               "expected_max_sharpe": r.expected_max_sharpe, "pbo": r.pbo,
               "spa_pvalue": r.spa_pvalue, "holdout_fraction": r.holdout,
-              "holdout_metrics": held}
+              "sharpe_holdout": (held or {}).get("sharpe"), "holdout_metrics": held}
     return panel
 
 
@@ -526,41 +581,90 @@ def _print_evaluation(ev: Any, path: Path, bars: Any, holdout: float) -> None:
               f"annualized Sharpe of about {sr0:.2f}.\n"
               f"PBO of picking the in-sample best: {pbo}; SPA p-value (best vs cash, "
               f"data-snooping adjusted): {spa}.", highlight=False)
-    table = Table(title=f"top {len(ev.reports)} by score")
-    table.add_column("#", justify="right")
-    table.add_column("params", no_wrap=True)
+    table = Table(title=f"top {len(ev.reports)} by score", box=box.SIMPLE_HEAD, pad_edge=False)
     # with a holdout: its Sharpe; without: the window's last 30 %, which the selection saw
-    late = "holdout SR" if holdout > 0 else "last30% SR"
-    for c in ("score", "pass", "sharpe", "DSR", late, "2x cost SR"):
-        table.add_column(c, justify="right")
+    late = "sharpe_holdout" if holdout > 0 else "sharpe_last30"
+    wide = out.width >= 100  # at 80 columns params move below the table
+    heads = ["#", "id", *(["params"] if wide else []), "score", "gates", "sharpe_sel", "DSR",
+             late, "2x_cost"]
+    for h in heads:
+        _add_column(table, h, numeric=h not in ("id", "params"))
     for r in ev.reports:
         if r.holdout_metrics is not None:
             oos = r.holdout_metrics.get("sharpe")
         else:
-            oos = r.out_of_sample.oos_metrics.get("sharpe") if r.out_of_sample else None
+            oos = r.selection_split.oos_metrics.get("sharpe") if r.selection_split else None
         stress = r.cost_stress.sharpe_at_survive if r.cost_stress else None
-        table.add_row(str(r.rank), _params_text(r.params), f"{r.score_total:.1f}",
-                      "yes" if r.passed else "no", _fmt("sharpe", r.sharpe),
+        table.add_row(str(r.rank), short_id(r.strategy_id),
+                      *([_params_text(r.params)] if wide else []), f"{r.score_total:.1f}",
+                      "passed" if r.passed else "failed", _fmt("sharpe", r.sharpe_sel),
                       _fmt("dsr", r.dsr), _fmt("sharpe", oos), _fmt("sharpe", stress))
     out.print(table)
+    out.print("sharpe_sel: annualized Sharpe on the selection window; "
+              + ("sharpe_holdout: on the untouched holdout" if holdout > 0 else
+                 "sharpe_last30: on its last 30 % (seen by the selection)")
+              + "; 2x_cost: sharpe_sel at twice the costs. `alphaloop spec ID` prints one "
+              "as YAML.", highlight=False)
     for r in ev.reports:
-        if r.reasons:
-            out.print(f"#{r.rank} {_params_text(r.params)}: {'; '.join(r.reasons)}",
+        why = f": {'; '.join(r.reasons)}" if r.reasons else ""
+        if r.reasons or not wide:
+            out.print(f"#{r.rank} {short_id(r.strategy_id)} {_params_text(r.params)}{why}",
                       highlight=False)
-
 
 
 # ------------------------------------------------------------------ families
 def families() -> None:
-    """List the template families and their parameter spaces."""
+    """List the template families: entry/exit templates and parameter ranges."""
     from alphaloop.strategy.templates import FAMILIES
 
-    table = Table(title="template families")
-    for c in ("family", "parameters", "rules", "grid size"):
-        table.add_column(c)
     for fam in FAMILIES.values():
-        d = fam.describe()
-        params = ", ".join(f"{k}: {v}" for k, v in d["params"].items())
-        table.add_row(fam.name, params, ", ".join(d.get("rules", [])), str(fam.size()))
-    out.print(table)
+        entry, exit_, left = _templates(fam)
+        out.print(f"[bold]{fam.name}[/] — {escape(fam.description)} ({fam.size()} grid "
+                  "points)", highlight=False)
+        rows = [("entry", entry), ("exit", exit_)]
+        rows += [(k, _range_text(v)) for k, v in fam.describe()["params"].items()]
+        rows += [("rule", r) for r in fam.describe().get("rules", [])]
+        if left:  # a parameter that enters the rules transformed (e.g. 1 - top)
+            rows.append(("shown at", _params_text(left)))
+        width = max(len(k) for k, _ in rows)
+        for key, text in rows:
+            out.print(f"  {key:<{width}}  {escape(text)}", highlight=False)
+        out.print("")
 
+
+def _range_text(d: dict[str, Any]) -> str:
+    if d["type"] == "choice":
+        return "one of " + ", ".join("none" if c is None else str(c) for c in d["choices"])
+    step = f" step {d['step']:g}" if d.get("step") is not None else " (continuous)"
+    return f"{d['low']:g} .. {d['high']:g}{step}"
+
+
+def _templates(fam: Any) -> tuple[str, str, dict[str, Any]]:
+    """The family's entry and exit with ``{param}`` where a parameter goes: built at a
+    grid point whose numbers are all different (and not 0 or 1, which rules use as
+    constants), then each number replaced by its name. Also the parameters that could
+    not be placed, with the values the rules were built at."""
+    import re
+
+    from alphaloop.strategy.expression import format_number
+
+    points = list(fam.grid())
+    point = next((p for p in points[len(points) // 2:] + points if _distinct(p)),
+                 points[len(points) // 2])
+    spec = fam.build(point)
+    texts = [spec.entry, spec.exit]
+    left: dict[str, Any] = {}
+    for name, value in point.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            pattern = rf"(?<![\w.]){re.escape(format_number(float(value)))}(?![\w.])"
+            placed = [re.sub(pattern, "{" + name + "}", t) for t in texts]
+            if placed == texts:
+                left[name] = value
+            texts = placed
+    return texts[0], texts[1], left
+
+
+def _distinct(point: dict[str, Any]) -> bool:
+    numbers = [float(v) for v in point.values()
+               if isinstance(v, int | float) and not isinstance(v, bool)]
+    return len(set(numbers)) == len(numbers) and not set(numbers) & {0.0, 1.0}

@@ -247,25 +247,46 @@ def _write_atomic(bars: Bars, meta: dict[str, Any], target: Path) -> None:
         raise
 
 
+INDEX_DATASETS = frozenset({"us_indices", "sp500"})
+"""Bundled sets of index levels: their volume is the index's, not a tradable one's."""
+
+
+def is_index_data(source: str, symbols: tuple[str, ...] = ()) -> bool:
+    """Index levels rather than a tradable instrument: a bundled index set, or symbols
+    in the ``^GSPC`` style of quote sites. Volume-based numbers (participation,
+    capacity) mean nothing there."""
+    return source in INDEX_DATASETS or (bool(symbols) and all(s.startswith("^")
+                                                              for s in symbols))
+
+
 def import_dataset(path: str | Path, name: str | None = None, *, overwrite: bool = False,
                    description: str = "", licence: str = "unknown (user-supplied)",
-                   sort: bool = False) -> DatasetInfo:
+                   sort: bool = False, symbol: str | None = None, adjust: bool = True,
+                   notes: list[str] | None = None) -> DatasetInfo:
     """Validate a CSV/Parquet file and store it in the catalog under ``name``.
 
     ``name`` defaults to the file name without suffix. The file is loaded with
     :func:`~alphaloop.data.load_bars` (all checks, quality errors included) *before*
     anything is written, so a bad file leaves the catalog untouched. An existing
-    dataset of that name is kept (``DQ_DATASET_EXISTS``) unless ``overwrite=True``.
+    dataset of that name is kept (``DQ_DATASET_EXISTS``) unless ``overwrite=True``
+    (``--overwrite``). ``symbol`` names a single-symbol file's symbol (default: the
+    file name); ``adjust`` applies its ``Adj Close``; what was done to the prices is
+    appended to ``notes`` and, without a ``description``, becomes it.
     """
     src = Path(path)
     name = check_name(name if name is not None else dataset_stem(src))
     target = _imported_path(name)
     if target.exists() and not overwrite:
-        raise DataError(f"dataset {name!r} already exists at {target}; pass overwrite=True "
-                        "to replace it", code="DQ_DATASET_EXISTS")
-    bars = load_file(src, name=name, sort=sort, validate=True)
-    info = DatasetInfo(name, "imported", description, f"imported from {src.resolve()}",
-                       licence, path=str(target)).with_bars(bars)
+        raise DataError(f"dataset {name!r} already exists at {target}; use --overwrite "
+                        "(overwrite=True in Python) to replace it", code="DQ_DATASET_EXISTS")
+    done: list[str] = []
+    bars = load_file(src, name=name, sort=sort, validate=True, symbol=symbol, adjust=adjust,
+                     notes=done)
+    if notes is not None:
+        notes.extend(done)
+    info = DatasetInfo(name, "imported", description or "; ".join(done),
+                       f"imported from {src.resolve()}", licence,
+                       path=str(target)).with_bars(bars)
     meta = {k: v for k, v in info.to_dict().items() if k not in ("name", "kind", "path")}
     _write_atomic(bars, meta, target)
     return info

@@ -1,17 +1,20 @@
 """Reading market data files (CSV, Parquet) into :class:`~alphaloop.data.bars.Bars`.
 
-Two layouts are understood, and told apart automatically:
+Three layouts are understood, and told apart automatically (column names are matched
+case-insensitively; the time column may be called ``timestamp``, ``date``,
+``datetime`` or ``time``):
 
 - **long**: one row per (timestamp, symbol) with ``open, high, low, close`` and
   optionally ``volume`` — recognised by its ``symbol`` column;
+- **single-symbol**: ``Date, Open, High, Low, Close[, Adj Close][, Volume]`` with no
+  ``symbol`` column (a Yahoo-style download); the symbol is ``symbol=`` or the file
+  name. With ``Adj Close``, open/high/low/close are multiplied by ``Adj Close /
+  Close`` (splits and dividends), unless ``adjust=False``; volume stays as it is;
 - **wide**: a close-only table, the first column (or the index) holds dates and
   every other column is one symbol's closes.
 
-A file that looks like single-symbol OHLC (``Date, Open, High, …`` with no
-``symbol`` column) is refused rather than read as a "wide" table whose symbols
-would be called ``Open`` and ``High``.
-
-Every error names the file it came from, with a stable ``DQ_*`` code.
+A file that fits none gets ``DQ_FORMAT`` listing the missing and the unexpected
+columns. Every error names the file it came from, with a stable ``DQ_*`` code.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from alphaloop.data.bars import Bars
@@ -29,7 +33,16 @@ FORMATS: dict[str, str] = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet
                            ".pq": "parquet"}
 """File suffix (lowercase) → reader."""
 
-Layout = Literal["long", "wide"]
+Layout = Literal["long", "single", "wide"]
+
+DATE_COLUMNS: tuple[str, ...] = ("timestamp", "date", "datetime", "time")
+"""Accepted names of the time column (any case), in order of preference."""
+_ADJ_CLOSE = frozenset({"adj close", "adj_close", "adjclose", "adjusted close",
+                        "adjusted_close"})
+_KNOWN = frozenset({"symbol", *PRICES, "volume", "adj_close"})
+_LAYOUTS = ("accepted layouts: long (timestamp, symbol, open, high, low, close[, volume]), "
+            "single-symbol (date, open, high, low, close[, adj close][, volume]) or wide "
+            "(date, then one numeric close column per symbol)")
 
 
 def file_format(path: Path) -> str:
@@ -65,21 +78,52 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def standard_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Column names lowercased and stripped, ``Adj Close`` spelled ``adj_close`` and the
+    time column (``date``, ``datetime``, ``time``) called ``timestamp``. A wide table's
+    symbol columns are renamed too; :func:`frame_to_bars` keeps their case."""
+    names = [str(c).strip().lower() for c in df.columns]
+    names = ["adj_close" if n in _ADJ_CLOSE else n for n in names]
+    if "timestamp" not in names:
+        time_col = next((n for n in DATE_COLUMNS if n in names), None)
+        if time_col is not None:
+            names[names.index(time_col)] = "timestamp"
+    out = df.copy(deep=False)
+    out.columns = pd.Index(names)
+    return out
+
+
 def detect_layout(df: pd.DataFrame) -> Layout:
-    """``"long"`` if there is a ``symbol`` column, ``"wide"`` if the first column is
-    dates (the rest are then checked as numbers); otherwise ``DQ_FORMAT``."""
-    cols = [str(c).strip().lower() for c in df.columns]
+    """``"long"`` with a ``symbol`` column, ``"single"`` with price columns but no symbol,
+    ``"wide"`` if the first column is dates and the others numbers; else ``DQ_FORMAT``
+    naming the missing and unexpected columns."""
+    cols = list(standard_columns(df).columns)
     if "symbol" in cols:
         return "long"
-    ohlc = [c for c in PRICES if c in cols]
-    if len(ohlc) >= 2:
-        raise DataError(f"looks like OHLC data (columns {ohlc}) but has no 'symbol' column; "
-                        "add a symbol column (long format)", code="DQ_MISSING_COLUMN")
-    if len(cols) >= 2 and _is_date_column(df.iloc[:, 0]):
+    if any(c in cols for c in PRICES):
+        return "single"
+    if (len(cols) >= 2 and _is_date_column(df.iloc[:, 0])
+            and all(_mostly_numeric(df.iloc[:, i]) for i in range(1, len(cols)))):
         return "wide"
-    raise DataError(f"cannot tell the layout from columns {cols[:10]}: expected a 'symbol' "
-                    "column (long format) or a first column of dates followed by one "
-                    "numeric column per symbol (wide format)", code="DQ_FORMAT")
+    raise _layout_error(cols)
+
+
+def _layout_error(cols: list[str]) -> DataError:
+    missing = [c for c in ("timestamp", *PRICES) if c not in cols]
+    if missing and missing[0] == "timestamp":
+        missing[0] = "date (or timestamp, datetime, time)"
+    unexpected = [c for c in cols if c not in _KNOWN and c != "timestamp"]
+    return DataError(f"cannot tell the layout: missing columns {missing}, unexpected "
+                     f"columns {unexpected}; {_LAYOUTS}", code="DQ_FORMAT")
+
+
+def _mostly_numeric(col: pd.Series) -> bool:
+    """Numbers in most cells: a wide table's column, even with a stray bad cell (which
+    the wide checks then name), but not a column of tickers."""
+    if pd.api.types.is_numeric_dtype(col.dtype):
+        return True
+    values = col.dropna()
+    return len(values) == 0 or pd.to_numeric(values, errors="coerce").notna().mean() >= 0.5
 
 
 def _is_date_column(col: pd.Series) -> bool:
@@ -95,25 +139,68 @@ def _is_date_column(col: pd.Series) -> bool:
 
 
 def frame_to_bars(df: pd.DataFrame, *, name: str = "", sort: bool = False,
-                  validate: bool = True) -> Bars:
-    """Build a panel from a frame in either layout (see :func:`detect_layout`)."""
-    if detect_layout(df) == "long":
-        return Bars.from_long(df, name=name, sort=sort, validate=validate)
-    # symbols are column names here: keep their case (check_wide_frame strips them)
-    dates = parse_timestamps(df.iloc[:, 0], f"column {str(df.columns[0]).strip()!r}")
-    wide = df.iloc[:, 1:].set_axis(dates)
-    if sort:
-        wide = wide.sort_index(kind="stable")
-    return Bars.from_wide(wide, name=name, validate=validate)
+                  validate: bool = True, symbol: str | None = None, adjust: bool = True,
+                  notes: list[str] | None = None, default_symbol: str = "") -> Bars:
+    """Build a panel from a frame in any layout (see :func:`detect_layout`).
+
+    ``symbol`` names a single-symbol file's symbol (default ``default_symbol``, else
+    ``name``); ``adjust`` applies its ``Adj Close``. What was done to the prices is
+    appended to ``notes``."""
+    layout = detect_layout(df)
+    if symbol is not None and layout != "single":
+        raise DataError(f"a symbol name is only for a single-symbol file; this one is "
+                        f"{layout} (its symbols come from the file)", code="DQ_FORMAT")
+    if layout == "wide":
+        # symbols are column names here: keep their case (check_wide_frame strips them)
+        dates = parse_timestamps(df.iloc[:, 0], f"column {str(df.columns[0]).strip()!r}")
+        wide = df.iloc[:, 1:].set_axis(dates)
+        if sort:
+            wide = wide.sort_index(kind="stable")
+        return Bars.from_wide(wide, name=name, validate=validate)
+    std = standard_columns(df)
+    required = ["timestamp", *(["symbol"] if layout == "long" else []), *PRICES]
+    if any(c not in std.columns for c in required):
+        raise _layout_error(list(std.columns))
+    if layout == "single":
+        std = std.assign(symbol=symbol or default_symbol or name or "SYMBOL")
+    std = _adjusted(std, adjust, notes if notes is not None else [])
+    return Bars.from_long(std, name=name, sort=sort, validate=validate)
+
+
+def _adjusted(df: pd.DataFrame, adjust: bool, notes: list[str]) -> pd.DataFrame:
+    """Prices times ``adj_close / close`` (a Yahoo file's split and dividend
+    adjustment), so that returns include them; without the column, unchanged."""
+    if "adj_close" not in df.columns:
+        return df
+    if not adjust:
+        notes.append("kept raw open/high/low/close (--no-adjust); Adj Close ignored")
+        return df.drop(columns="adj_close")
+    from alphaloop.data.quality import to_float
+
+    close = to_float(df["close"], "column 'close'")
+    ratio = to_float(df["adj_close"], "column 'adj close'") / close
+    out = df.drop(columns="adj_close")
+    for col in PRICES:
+        out[col] = to_float(df[col], f"column {col!r}") * ratio
+    finite = ratio[np.isfinite(ratio)]
+    span = f" (ratio {finite.min():.4g} .. {finite.max():.4g})" if len(finite) else ""
+    notes.append(f"adjusted open/high/low/close by Adj Close / Close{span}; volume "
+                 "unchanged (--no-adjust keeps the raw prices)")
+    return out
 
 
 def load_file(path: str | Path, *, name: str | None = None, sort: bool = False,
-              validate: bool = True) -> Bars:
-    """Load one file; every :class:`DataError` is re-raised naming the file."""
+              validate: bool = True, symbol: str | None = None, adjust: bool = True,
+              notes: list[str] | None = None) -> Bars:
+    """Load one file; every :class:`DataError` is re-raised naming the file.
+
+    ``symbol`` (a single-symbol file's; default: the file name without suffix),
+    ``adjust`` and ``notes``: see :func:`frame_to_bars`."""
     p = Path(path)
     try:
         bars = frame_to_bars(read_frame(p), name=name or dataset_stem(p), sort=sort,
-                             validate=validate)
+                             validate=validate, symbol=symbol, adjust=adjust, notes=notes,
+                             default_symbol=dataset_stem(p))
         if validate:
             quality_report(bars).raise_for_errors()
     except DataError as exc:

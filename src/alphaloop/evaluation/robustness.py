@@ -78,7 +78,15 @@ class SharpeCI(BaseModel):
 
 
 class RobustnessReport(BaseModel):
-    """Every robustness statistic of one candidate, pass/fail and the reasons."""
+    """Every robustness statistic of one candidate, pass/fail and the reasons.
+
+    Two windows, named so they cannot be mistaken: everything but the ``*_holdout``
+    fields is measured on the **selection window** (the data before the holdout);
+    ``sharpe_sel`` is the Sharpe there. ``selection_split`` is an in-sample /
+    out-of-sample split *inside* the selection window (its "out of sample" part was
+    seen by the selection). ``sharpe_holdout`` and ``holdout_metrics`` are the
+    untouched holdout's, when there is one.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -91,7 +99,7 @@ class RobustnessReport(BaseModel):
     score_total: float
     passed: bool
     reasons: list[str]
-    sharpe: float | None
+    sharpe_sel: float | None
     psr: float | None
     dsr: float | None
     n_trials: int
@@ -100,11 +108,12 @@ class RobustnessReport(BaseModel):
     pbo: float | None
     spa_pvalue: float | None
     sharpe_ci: SharpeCI | None = None
-    out_of_sample: OOSResult | None = None
+    selection_split: OOSResult | None = None
     cost_stress: CostStressResult | None = None
     subperiods: SubperiodResult | None = None
     stability: StabilityResult | None = None
     holdout_fraction: float = 0.0
+    sharpe_holdout: float | None = None
     holdout_metrics: dict[str, float | None] | None = None
 
     def to_json(self) -> str:
@@ -215,10 +224,9 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
                 stats, pbo, spa, seed, detail)
         for i in picked]
     if held is not None:
-        reports = [r.model_copy(update={
-            "holdout_fraction": holdout,
-            "holdout_metrics": _holdout_metrics(held[order[i]], full.periods_per_year),
-            "data_ref": full.data_ref}) for r, i in zip(reports, picked, strict=True)]
+        reports = [_with_holdout(r, _holdout_metrics(held[order[i]], full.periods_per_year),
+                                 holdout, full.data_ref)
+                   for r, i in zip(reports, picked, strict=True)]
     return Evaluation(frame=scored, reports=reports, n_trials=trials, pbo=pbo, spa_pvalue=spa,
                       policy_version=policy.policy_version,
                       extra={"var_trial_sharpe": stats["var"], "sr0": stats["sr0"],
@@ -300,7 +308,7 @@ def _report(row: pd.Series, spec: StrategySpec, rets: np.ndarray, bars: Bars, co
         "policy_version": policy.policy_version, "data_ref": bars.data_ref,
         "rank": int(row["rank"]), "score_total": float(row["score_total"]),
         "passed": bool(row["passed"]), "reasons": list(row["reasons"]),
-        "sharpe": _num(row.get("sharpe")), "psr": _num(row["psr"]), "dsr": _num(row["dsr"]),
+        "sharpe_sel": _num(row.get("sharpe")), "psr": _num(row["psr"]), "dsr": _num(row["dsr"]),
         "n_trials": int(row["n_trials"]), "var_trial_sharpe": stats["var"],
         "expected_max_sharpe": stats["sr0"] * math.sqrt(ppy), "pbo": pbo, "spa_pvalue": spa,
     }
@@ -308,12 +316,21 @@ def _report(row: pd.Series, spec: StrategySpec, rets: np.ndarray, bars: Bars, co
         ci = sharpe_confidence_interval(rets, reps=500, seed=seed, periods_per_year=ppy)
         base["sharpe_ci"] = SharpeCI(estimate=ci.estimate, lower=ci.lower, upper=ci.upper,
                                      level=ci.level, block_size=ci.block_size)
-        base["out_of_sample"] = out_of_sample(spec, bars, costs)  # within the window
+        base["selection_split"] = out_of_sample(spec, bars, costs)  # within the window
         base["cost_stress"] = cost_stress(spec, bars, costs)
-        base["subperiods"] = subperiod_consistency(rets, ppy)
+        # a dated series, so that each sub-period names its first and last bar
+        dated = pd.Series(rets, index=bars.index[:len(rets)])
+        base["subperiods"] = subperiod_consistency(dated, ppy)
         if spec.family in FAMILIES and spec.params:
             base["stability"] = neighbourhood_stability(spec.family, spec.params, bars, costs)
     return RobustnessReport(**base)
+
+
+def _with_holdout(report: RobustnessReport, metrics: dict[str, float | None],
+                  holdout: float, data_ref: str) -> RobustnessReport:
+    return report.model_copy(update={
+        "holdout_fraction": holdout, "holdout_metrics": metrics,
+        "sharpe_holdout": metrics.get("sharpe"), "data_ref": data_ref})
 
 
 def _holdout_metrics(returns: np.ndarray, ppy: float) -> dict[str, float | None]:
