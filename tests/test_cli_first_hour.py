@@ -200,3 +200,46 @@ def test_import_name_clash_names_the_option(tmp_path: Path) -> None:
     assert cli(tmp_path, "data", "import", str(src)).returncode == 0
     proc = cli(tmp_path, "data", "import", str(src))
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
+
+
+# ------------------------------------------------------------ 8: numba's cache
+def test_kernels_compile_once_into_a_per_user_cache(tmp_path: Path) -> None:
+    """Without NUMBA_CACHE_DIR the CLI caches under $XDG_CACHE_HOME/alphaloop/numba and
+    says it is compiling only when it is."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text('entry: "sma(close, 10) > sma(close, 50)"\n'
+                    'exit: "sma(close, 10) < sma(close, 50)"\n')
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env |= {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "ALPHALOOP_HOME": str(tmp_path),
+            "COLUMNS": "80"}
+    args = [*CMD, "backtest", str(spec), "--data", "sp500", "--json"]
+    runs = [subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+            for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    assert "compiling kernels (first run only)" in runs[0].stderr
+    assert "compiling" not in runs[1].stderr
+    assert any((tmp_path / "xdg" / "alphaloop" / "numba").rglob("*.nbi"))
+    assert json.loads(runs[0].stdout) == json.loads(runs[1].stdout)
+
+
+def test_a_numba_cache_dir_the_user_set_is_kept(tmp_path: Path) -> None:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "mine"),
+           "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    code = ("import os, alphaloop.cli; print(os.environ['NUMBA_CACHE_DIR'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.stdout.strip() == str(tmp_path / "mine")
+    env.pop("NUMBA_CACHE_DIR")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.stdout.strip() == str(tmp_path / "xdg" / "alphaloop" / "numba")
+
+
+# ------------------------------------------------------------------ 9: packaging
+def test_license_is_an_spdx_string() -> None:
+    import tomllib
+
+    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == "Apache-2.0"
+    # the string form (PEP 639) needs setuptools 77; older ones reject it
+    assert "setuptools>=77" in meta["build-system"]["requires"]

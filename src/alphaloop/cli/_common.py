@@ -156,14 +156,17 @@ def use_user_numba_cache() -> None:
 
 def announce_compiles() -> None:
     """Say "compiling kernels (first run only)" on stderr when numba actually compiles
-    (a cache miss), once per process; a cached run prints nothing."""
+    one of alphaloop's kernels (a cache miss), once per process; a cached run prints
+    nothing. numba's own helpers (``numba.typed.List``) compile on every run in a second
+    or two and are never cached: they do not count."""
     from numba.core import event
 
     class _Once(event.Listener):
         said = False
 
         def on_start(self, event: Any) -> None:
-            if not _Once.said:
+            func = getattr(event.data.get("dispatcher"), "py_func", None)
+            if getattr(func, "__module__", "").startswith("alphaloop") and not _Once.said:
                 _Once.said = True
                 err.print("compiling kernels (first run only) …", highlight=False)
 

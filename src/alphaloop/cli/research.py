@@ -25,6 +25,7 @@ from alphaloop.cli._common import (
     _params_text,
     _pct,
     _write_table,
+    announce_compiles,
     err,
     out,
     short_id,
@@ -50,6 +51,7 @@ def backtest(
         "--trades", help="Write the trade list (CSV or Parquet by suffix).")] = None,
 ) -> None:
     """Backtest one strategy spec with engine A and print its metrics."""
+    announce_compiles()
     from alphaloop.data import load_bars
     from alphaloop.engines import backtest as run_backtest
     from alphaloop.engines.metrics import to_jsonable
@@ -102,6 +104,7 @@ def verify(
     (EXECUTION_INFEASIBLE, DATA_FAILURE, RISK_MODEL_FAILURE, NON_DETERMINISTIC).
     Exit code 0 whether or not the strategy passes; 2 on bad input.
     """
+    announce_compiles()
     from alphaloop.data import load_bars
     from alphaloop.engines.engine_b import verify as run_verify
     from alphaloop.engines.execution import ExecutionModel
@@ -202,6 +205,7 @@ def sweep(
     top: Annotated[int, typer.Option(help="Rows of the ranked table to print.")] = 10,
 ) -> None:
     """Sample candidates of FAMILY, run them through engine A, write one row each."""
+    announce_compiles()
     from alphaloop.data import load_bars
     from alphaloop.sweep import run_sweep
 
@@ -289,6 +293,7 @@ def evaluate(
 ) -> None:
     """Score, deflate (DSR, PBO, SPA) and rank a sweep's candidates on the data before
     the holdout, then report the top ones on the untouched holdout."""
+    announce_compiles()
     import pandas as pd
 
     from alphaloop.data import load_bars
@@ -394,6 +399,7 @@ def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path |
                      policy: str | None, data: str | None, out_path: Path | None) -> None:
     """Render the numbers the run recorded; only the drawn series are recomputed, with
     the run's data and costs."""
+    announce_compiles()
     from alphaloop.data import load_bars
     from alphaloop.engines import CostModel
     from alphaloop.engines import backtest as run_backtest
