@@ -417,3 +417,18 @@ def test_S10_a_scenario_steers_generation(make_config: Make, noise_path: Path,
     Runner(skipped).run()
     s10 = [e for e in events_of(skipped) if e["stage_id"] == "S10"]
     assert [e["status_after"] for e in s10] == ["SKIPPED"]
+
+
+def test_S60_branch_A_relaxes_the_threshold_in_exploration_only(make_config: Make,
+                                                                noise_path: Path) -> None:
+    cfg = make_config(noise_path, mode="exploration",
+                      policies={"promotion": {"score_threshold": 100}},
+                      budgets={"max_iterations": 2})
+    Runner(cfg).run()
+    relax = [e for e in events_of(cfg) if e["event"] == "BRANCH_TAKEN"
+             and e["branch"] == "A_RELAX_THRESHOLD"]
+    assert [e["threshold_next"] for e in relax] == [90.0, 80.0]
+    mixed = make_config(noise_path, run_id="r2", policies={"promotion": {
+        "score_threshold": 100}}, budgets={"max_iterations": 2})
+    Runner(mixed).run()
+    assert not [e for e in events_of(mixed) if e.get("branch") == "A_RELAX_THRESHOLD"]

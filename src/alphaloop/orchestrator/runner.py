@@ -189,6 +189,7 @@ class Runner:
         self.low_generation = 0
         self.next_n = cfg.generation.candidates_per_iteration
         self.top_k = cfg.policies.promotion.top_k_to_verify
+        self.relax = 0.0  # S60 branch A (exploration only): points off the score threshold
         self.extra_families: tuple[str, ...] = ()
         self.force_baseline = False
         used = 0.0
@@ -364,7 +365,7 @@ class Runner:
         cand_frame = pd.DataFrame([{"strategy_id": c["strategy_id"], "family": c["family"],
                                     "params": _json(c["params"])} for c in ded.fresh],
                                   columns=["strategy_id", "family", "params"])
-        threshold = cfg.policies.promotion.score_threshold
+        threshold = max(cfg.policies.promotion.score_threshold - self.relax, 0.0)
         top_k = min(self.top_k, max((cfg.budgets.max_backtests - self.backtests) // 2, 0))
         short = self._stage(
             i, "S60", (list(fresh_specs), trials, var, a.pbo, top_k, threshold,
@@ -619,7 +620,9 @@ class Runner:
         return taken
 
     def _shortlist_branches(self, i: int, listed: list[str]) -> list[str]:
-        """Seed 004 §6.3: an empty shortlist -> generate more next time (C)."""
+        """Seed 004 §6.3: an empty shortlist -> generate more next time (C); in
+        exploration mode also lower the score threshold (A: never the policy's gates,
+        which stay fixed for the run, and at most 30 points)."""
         if listed:
             self.empty_shortlists = 0
             self.next_n = self.cfg.generation.candidates_per_iteration
@@ -627,8 +630,14 @@ class Runner:
         self.empty_shortlists += 1
         self.next_n = min(self.next_n * 2, 4 * self.cfg.generation.candidates_per_iteration)
         again = self._took(i - 1, "S60", "C_MORE_CANDIDATES")  # it did not help last time
-        return [self._branch(i, "S60", "C_MORE_CANDIDATES", effective=not again,
-                             next_candidates=self.next_n)]
+        taken = [self._branch(i, "S60", "C_MORE_CANDIDATES", effective=not again,
+                              next_candidates=self.next_n)]
+        if self.cfg.mode == "exploration" and self.relax < 30.0:
+            self.relax += 10.0
+            taken.append(self._branch(i, "S60", "A_RELAX_THRESHOLD", effective=True,
+                                      threshold_next=max(self.cfg.policies.promotion
+                                                         .score_threshold - self.relax, 0.0)))
+        return taken
 
     def _verification_branches(self, i: int, rows: list[dict[str, Any]]) -> list[str]:
         """Seed 004 §6.4: mass engine B failure -> branch by its main cause."""
