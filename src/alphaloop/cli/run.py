@@ -110,8 +110,12 @@ class _LiveView:
     def __init__(self, iterations: int | None, backtests: int | None) -> None:
         from rich.status import Status
 
+        import time
+
         self.iterations, self.backtests = iterations, backtests
         self.status = Status("starting", console=err)
+        self.clock = time.monotonic
+        self.t0 = self.clock()
 
     def __enter__(self) -> _LiveView:
         self.status.start()
@@ -126,4 +130,12 @@ class _LiveView:
         best = "-" if event.get("best") is None else f"{event['best']:.1f}"
         where = event.get("stage") or event.get("state")
         self.status.update(f"iteration {it} · {where} · backtests {bt} · best score {best}"
-                           f" · survivors {event.get('survivors', 0)}")
+                           f" · survivors {event.get('survivors', 0)}{self._eta(event)}")
+
+    def _eta(self, event: dict[str, Any]) -> str:
+        """Time left if the iteration budget is used up, from the pace so far."""
+        done = event["iteration"] - 1
+        if not self.iterations or done < 1:
+            return ""
+        left = (self.clock() - self.t0) / done * (self.iterations - done)
+        return f" · ETA {left / 60:.1f} min" if left >= 60 else f" · ETA {left:.0f} s"
