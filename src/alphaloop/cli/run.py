@@ -108,9 +108,9 @@ class _LiveView:
     """A one-line Rich status on stderr: iteration, stage, backtests, best score."""
 
     def __init__(self, iterations: int | None, backtests: int | None) -> None:
-        from rich.status import Status
-
         import time
+
+        from rich.status import Status
 
         self.iterations, self.backtests = iterations, backtests
         self.status = Status("starting", console=err)
