@@ -398,6 +398,8 @@ class _Stated(HTMLParser):
                                          attrs.get("data-key") or ""), []
         elif tag in ("td", "th"):
             self._cell = (attrs, [])
+        if tag == "table" and self._table.startswith("robustness"):
+            self._table = "robustness-table"  # the summary and each part's small table
 
     def handle_data(self, data: str) -> None:
         if self._cell is not None:
@@ -409,7 +411,7 @@ class _Stated(HTMLParser):
             value = attrs.get("data-value") or "".join(text).strip()
             self._cells.append(value)
             if tag == "td" and self._table == "robustness-table":
-                self.robustness[self._row] = value
+                self.robustness[str(attrs.get("data-key") or self._row)] = value
             elif tag == "td" and self._table == "metrics-table" and attrs.get("data-column"):
                 self.metrics[(self._row, str(attrs["data-column"]))] = value
             self._cell = None

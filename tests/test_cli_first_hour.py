@@ -243,3 +243,39 @@ def test_license_is_an_spdx_string() -> None:
     assert meta["project"]["license"] == "Apache-2.0"
     # the string form (PEP 639) needs setuptools 77; older ones reject it
     assert "setuptools>=77" in meta["build-system"]["requires"]
+
+
+# -------------------------------------------------------------- 5: report size, tables
+def test_reports_share_plotly_per_folder_and_render_robustness_as_tables(
+        swept: tuple[Path, Path, str], tmp_path: Path) -> None:
+    home, res, _ = swept
+    ev = cli(home, "evaluate", str(res), "--top", "2")
+    assert ev.returncode == 0, ev.stderr
+    ids = HEX8.findall(ev.stdout.split("top 2 by score")[1])[:2]  # the detailed two
+    full = list(pd.read_parquet(res)["strategy_id"])
+    names = [next(s for s in full if s.startswith(i))[:16] for i in ids]
+    first = cli(home, "report", "--strategy", ids[0], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    page = tmp_path / first.stdout.strip()
+    assert page.parent == tmp_path / "reports"  # ./reports/ unless --out
+    shared = tmp_path / "reports" / "plotly.min.js"
+    assert shared.stat().st_size > 3_000_000 and page.stat().st_size < 1_500_000
+    stamp = shared.stat().st_mtime_ns
+    second = cli(home, "report", "--strategy", ids[1], cwd=tmp_path)
+    assert second.returncode == 0 and shared.stat().st_mtime_ns == stamp  # written once
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == sorted(
+        ["plotly.min.js", f"strategy_{names[0]}.html", f"strategy_{names[1]}.html"])
+    text = page.read_text(encoding="utf-8")
+    assert '<script type="text/javascript" src="plotly.min.js"></script>' in text
+    for heading in ("Cost stress", "Parameter neighbours (±1 grid step)", "Sub-periods",
+                    "Bootstrap interval of the Sharpe ratio",
+                    "Holdout (untouched by the selection)"):
+        assert f"<h3>{heading}</h3>" in text, heading
+    # keys are attributes for tools, not the text a reader sees
+    assert "<code>cost_stress.levels.0.metrics.total_return</code>" not in text
+    assert 'data-key="cost_stress.levels.0.metrics.total_return"' in text
+    alone = cli(home, "report", "--strategy", ids[0], "--self-contained",
+                "--out", str(tmp_path / "mail" / "one.html"))
+    assert alone.returncode == 0, alone.stderr
+    assert os.listdir(tmp_path / "mail") == ["one.html"]
+    assert (tmp_path / "mail" / "one.html").stat().st_size > 3_000_000

@@ -430,7 +430,9 @@ def test_write_is_atomic(result: BacktestResult, sp500: Bars, tmp_path: Path,
                          monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "reports" / "strategy.html"
     out = write_strategy_report(target, result, sp500, title="SMA 10/50 <SPX>")
-    assert out == target and os.listdir(target.parent) == ["strategy.html"]
+    # plotly.js once per folder, next to the page
+    assert out == target and sorted(os.listdir(target.parent)) == ["plotly.min.js",
+                                                                   "strategy.html"]
     text = target.read_text(encoding="utf-8")
     assert "<title>SMA 10/50 &lt;SPX&gt;</title>" in text
     assert Page(text).figure_divs == list(STRATEGY_FIGURES)
@@ -441,7 +443,7 @@ def test_write_is_atomic(result: BacktestResult, sp500: Bars, tmp_path: Path,
     monkeypatch.setattr(reports.os, "replace", boom)
     with pytest.raises(OSError, match="disk gone"):
         write_strategy_report(target, result, sp500, title="second")
-    assert os.listdir(target.parent) == ["strategy.html"]      # no temporary file left
+    assert sorted(os.listdir(target.parent)) == ["plotly.min.js", "strategy.html"]  # no tmp
     assert target.read_text(encoding="utf-8") == text           # old report intact
 
 
@@ -565,3 +567,41 @@ def test_run_page_renders_in_headless_chromium(chromium: str, run_frame: pd.Data
     for name in ("tried_passed", "failure_codes"):
         bars = figure_markup(dom, name).count('class="point"')
         assert bars >= len(run_frame), name
+
+
+# ------------------------------------------------- issue 14: robustness as small tables
+REPORT_PARTS = {
+    "rank": 1, "passed": False, "sharpe_sel": 0.5,
+    "sharpe_ci": {"estimate": 0.5, "lower": 0.1, "upper": 0.9, "level": 0.95,
+                  "block_size": 12},
+    "cost_stress": {"levels": [
+        {"multiplier": 1.0, "fees_bps": 10.0, "slippage_bps": 5.0, "cost_policy": "x",
+         "metrics": {"sharpe": 0.5, "total_return": 0.1234, "cagr": 0.02,
+                     "max_drawdown": -0.25}},
+        {"multiplier": 2.0, "fees_bps": 20.0, "slippage_bps": 10.0, "cost_policy": "x",
+         "metrics": {"sharpe": 0.3, "total_return": 0.05, "cagr": 0.01,
+                     "max_drawdown": -0.3}}],
+        "survive_multiplier": 2.0, "sharpe_at_survive": 0.3, "survives": True},
+    "subperiods": {"parts": [
+        {"part": 0, "window": {"start": 0, "stop": 100, "first": "2001-01-02T00:00:00+00:00",
+                               "last": "2001-05-25T00:00:00+00:00"},
+         "mean_return": 0.001, "total_return": 0.1, "sharpe": 0.7},
+        {"part": 1, "window": {"start": 100, "stop": 200, "first": "2001-05-29T00:00:00+00:00",
+                               "last": "2001-10-17T00:00:00+00:00"},
+         "mean_return": 0.0, "total_return": -0.02, "sharpe": -0.1}],
+        "sign_agreement": False, "ratio": None},
+}
+
+
+def test_robustness_parts_are_headed_tables(result: BacktestResult, sp500: Bars) -> None:
+    page = Page(strategy_report(result, sp500, robustness=REPORT_PARTS))
+    cost = page.rows["robustness-cost-stress"]
+    assert cost[0] == ["× costs", "fees bps", "slippage bps", "Sharpe", "total return",
+                       "CAGR", "max drawdown"]
+    assert cost[1] == ["1", "10", "5", "0.5", "12.34%", "2.00%", "-25.00%"]
+    sub = page.rows["robustness-subperiods"]
+    assert sub[1] == ["1", "2001-01-02", "2001-05-25", "100", "0.7", "10.00%"]
+    assert sub[2][:3] == ["2", "2001-05-29", "2001-10-17"]
+    assert page.rows["robustness-bootstrap"][1] == ["0.5", "0.1", "0.9", "0.95", "12"]
+    summary = dict(page.rows["robustness-table"][1:])
+    assert summary == {"rank": "1", "passed": "false", "sharpe_sel": "0.5"}

@@ -364,10 +364,15 @@ def report(
         help="Only runs scored with this policy (YAML or bundled name).")] = None,
     data: Annotated[str | None, typer.Option("--data", "-d",
                                              help="Only runs on this data set.")] = None,
-    out_path: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")]
-    = None,
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="HTML file to write (default: ./reports/).")] = None,
+    self_contained: Annotated[bool, typer.Option(
+        "--self-contained", help="Inline plotly.js (~4.5 MB) for a page that travels "
+        "alone; by default it is written once per folder as plotly.min.js.")] = False,
 ) -> None:
-    """Write a self-contained HTML report of one strategy or one run; print its path.
+    """Write an HTML report of one strategy or one run (in ./reports/ unless --out);
+    print its path. The page opens offline next to the plotly.min.js it shares with
+    the folder's other reports (--self-contained: one file).
 
     A strategy report shows the numbers the newest recorded run that evaluated the
     strategy recorded (or the run given by --run), with its holdout and trial count."""
@@ -382,21 +387,24 @@ def report(
         if loop is not None:  # a research loop run: iteration by iteration
             frame, title = loop_iterations(loop)
             path = out_path or Path("reports") / f"run_{loop.name[:16]}.html"
-            out.print(str(write_run_report(path, frame, title=title)), highlight=False)
+            out.print(str(write_run_report(path, frame, title=title,
+                                           self_contained=self_contained)), highlight=False)
             return
         rec = load_run(find_run(run))
         r = rec.record
         title = (f"run {r.run_id[:12]}: {r.kind} of {r.n_candidates} candidates on "
                  f"{r.data_source}, policy {r.policy_version}")
         path = out_path or Path("reports") / f"run_{r.run_id[:16]}.html"
-        out.print(str(write_run_report(path, rec.iterations, title=title)), highlight=False)
+        out.print(str(write_run_report(path, rec.iterations, title=title,
+                                       self_contained=self_contained)), highlight=False)
         return
     assert strategy is not None
-    _strategy_report(strategy, run, results_path, policy, data, out_path)
+    _strategy_report(strategy, run, results_path, policy, data, out_path, self_contained)
 
 
 def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path | None,
-                     policy: str | None, data: str | None, out_path: Path | None) -> None:
+                     policy: str | None, data: str | None, out_path: Path | None,
+                     self_contained: bool = False) -> None:
     """Render the numbers the run recorded; only the drawn series are recomputed, with
     the run's data and costs."""
     announce_compiles()
@@ -422,7 +430,7 @@ def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path |
     robustness, recorded = _recorded_numbers(run, row, result, bars, from_file)
     path = out_path or Path("reports") / f"strategy_{sid[:16]}.html"
     written = write_strategy_report(path, result, bars, robustness=robustness,
-                                    recorded=recorded)
+                                    recorded=recorded, self_contained=self_contained)
     out.print(str(written), highlight=False)
 
 

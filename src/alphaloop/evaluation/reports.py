@@ -10,8 +10,11 @@ it was run on:
 - equity against buy-and-hold (:func:`buy_and_hold_equity`), drawdown, a monthly
   returns heatmap (years × months, compounded), rolling Sharpe (126 bars by default);
 - the trade list (an HTML table, at most :data:`MAX_TRADE_ROWS` rows);
-- a robustness panel: any mapping (e.g. ``RobustnessReport.model_dump()``) flattened to
-  key/value rows.
+- a robustness panel: any mapping (e.g. ``RobustnessReport.model_dump()``); a
+  report's parts (holdout, bootstrap interval, cost stress, neighbours, sub-periods,
+  the split inside the selection window) as small tables with headings, anything else
+  flattened to key/value rows. Every value cell carries its key (``data-key``) and
+  exact value (``data-value``).
 
 Given a :class:`Recorded` (what ``alphaloop report --strategy`` passes, from a recorded
 run), the page shows the numbers the evaluation recorded instead of the drawn backtest's
@@ -22,9 +25,12 @@ are the only thing computed for the page.
 A **run report** (:func:`run_report`) shows an orchestrator run iteration by
 iteration: best score, candidates tried vs passed, failure codes and constraints.
 
-The pages need nothing from the network: plotly.js is inlined once in ``<head>``, and
-each figure is a ``<div class="alphaloop-figure" id="figure-<name>">`` followed by its
-figure as JSON in ``<script type="application/json" id="figure-<name>-data">`` (plain
+The pages need nothing from the network. The ``write_*`` functions put plotly.js once in
+the page's folder (``plotly.min.js``, about 4.5 MB, shared by every report there) and
+reference it relatively, so a page is a few hundred kB and opens offline next to it;
+``self_contained=True`` (and the string functions) inline it instead, for a page that
+travels alone. Each figure is a ``<div class="alphaloop-figure" id="figure-<name>">``
+followed by its figure as JSON in ``<script type="application/json" id="figure-<name>-data">`` (plain
 lists; NaN written as ``null``), which a small script at the end of the page hands to
 ``Plotly.newPlot``. The JSON is exactly what is drawn, so tests (and other tools) can
 read a chart's data back from the page. The ``*_figure`` functions build each chart
@@ -59,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ROLLING_WINDOW",
     "MAX_TRADE_ROWS",
+    "PLOTLY_FILE",
     "RUN_COLUMNS",
     "MetricColumn",
     "Recorded",
@@ -83,6 +90,8 @@ __all__ = [
     "write_strategy_report",
 ]
 
+PLOTLY_FILE = "plotly.min.js"
+"""plotly.js, written once per reports folder next to the pages that load it."""
 DEFAULT_ROLLING_WINDOW = 126
 """Bars in the rolling-Sharpe window (about six months of daily bars)."""
 MAX_TRADE_ROWS = 500
@@ -355,7 +364,7 @@ th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 code{background:#f4f4f4;padding:1px 4px;border-radius:3px;word-break:break-all}
 .caption,.note{color:#555;font-size:.88em;margin:.3em 0}.pass{color:#17803d;font-weight:600}
 .fail{color:#b42318;font-weight:600}.scroll{max-height:520px;overflow:auto}
-.alphaloop-figure{width:100%;min-height:300px}
+.alphaloop-figure{width:100%;min-height:300px}h3{font-size:1em;margin:1em 0 .2em}
 """
 
 _RENDER_JS = """
@@ -478,8 +487,18 @@ def flatten_mapping(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str
     return rows
 
 
-def _page(title: str, subtitle: str, sections: Sequence[str]) -> str:
+def _page(title: str, subtitle: str, sections: Sequence[str],
+          plotly_src: str | None = None) -> str:
+    """The page; plotly.js inlined, or with ``plotly_src`` loaded from that relative
+    file (which the ``write_*`` functions put next to the page)."""
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if plotly_src is None:
+        script = f'<script type="text/javascript">{get_plotlyjs()}</script>'
+        offline = "self-contained (plotly.js is inlined) and needs no network"
+    else:
+        script = f'<script type="text/javascript" src="{_esc(plotly_src)}"></script>'
+        offline = (f"needs no network: it loads plotly.js from {_esc(plotly_src)} in its "
+                   "folder (keep the two together)")
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -489,13 +508,13 @@ def _page(title: str, subtitle: str, sections: Sequence[str]) -> str:
         '<meta name="generator" content="alphaloop.evaluation.reports">',
         f"<title>{_esc(title)}</title>",
         f"<style>{_CSS}</style>",
-        f'<script type="text/javascript">{get_plotlyjs()}</script>',
+        script,
         "</head>",
         "<body>",
         "<main>",
         f"<h1>{_esc(title)}</h1>",
         f'<p class="note">{subtitle} Generated {generated} by alphaloop. This page is '
-        "self-contained (plotly.js is inlined) and needs no network.</p>",
+        f"{offline}.</p>",
         *sections,
         "</main>",
         f"<script>{_RENDER_JS}</script>",
@@ -636,26 +655,172 @@ def _fmt_time(value: Any) -> str:
 
 
 def _robustness_panel(robustness: Mapping[str, Any] | None) -> str:
+    """The summary (every plain value, and whatever has no table of its own, flattened)
+    then one small table per part of a robustness report that has the expected shape."""
     if robustness is None:
         return '<p class="note">No robustness results were given for this report.</p>'
-    rows = flatten_mapping(robustness)
     status = ""
     if "passed" in robustness:
         ok = bool(robustness["passed"])
         status = (f'<p class="{"pass" if ok else "fail"}" id="robustness-status">'
                   f'Robustness {"passed" if ok else "failed"}</p>')
+    parts: list[str] = []
+    rest: dict[str, Any] = {}
+    for key, value in robustness.items():
+        render = _PARTS.get(key)
+        html_part = render(key, value) if render is not None and value is not None else None
+        if html_part is None:
+            rest[key] = value
+        else:
+            parts.append(html_part)
+    rows = flatten_mapping(rest)
     body = "\n".join(
         f'<tr data-key="{_esc(k)}"><th scope="row"><code>{_esc(k)}</code></th>'
         f"{_robustness_cell(v)}</tr>" for k, v in rows)
-    return (f'{status}<table class="robustness" id="robustness-table"><thead><tr><th>key'
-            f"</th><th>value</th></tr></thead><tbody>\n{body}\n</tbody></table>")
+    summary = ("<h3>Summary</h3>" if parts else "") + (
+        f'<table class="robustness" id="robustness-table"><thead><tr><th>key'
+        f"</th><th>value</th></tr></thead><tbody>\n{body}\n</tbody></table>")
+    return status + summary + "".join(parts)
 
 
-def _robustness_cell(value: Any) -> str:
-    """A value cell; a number also carries its exact value in ``data-value``."""
+def _robustness_cell(value: Any, key: str | None = None, *, percent: bool = False) -> str:
+    """A value cell; a number also carries its exact value in ``data-value``, and with
+    ``key`` the cell names its flattened key in ``data-key``."""
+    attr = f' data-key="{_esc(key)}"' if key is not None else ""
     if isinstance(value, float | int | np.number) and not isinstance(value, bool | np.bool_):
-        return f'<td class="num" data-value="{_esc(_exact(value))}">{_esc(_fmt(value))}</td>'
-    return f'<td class="">{_esc(_fmt(value))}</td>'
+        return (f'<td class="num"{attr} data-value="{_esc(_exact(value))}">'
+                f"{_esc(_fmt(value, percent=percent))}</td>")
+    return f'<td class=""{attr}>{_esc(_fmt(value))}</td>'
+
+
+def _grid(tid: str, title: str, heads: Sequence[str], rows: Sequence[Sequence[str]],
+          note: str = "") -> str:
+    """A headed table of cells already rendered (``<td>``)."""
+    head = "".join(f"<th>{_esc(h)}</th>" for h in heads)
+    body = "\n".join(f"<tr>{''.join(cells)}</tr>" for cells in rows)
+    extra = f'<p class="note">{note}</p>' if note else ""
+    return (f"<h3>{_esc(title)}</h3>{extra}<table class=\"robustness-part\" "
+            f'id="robustness-{tid}"><thead><tr>{head}</tr></thead><tbody>\n{body}\n'
+            "</tbody></table>")
+
+
+def _metric_rows(key: str, metrics: Mapping[str, Any], columns: Sequence[tuple[str, Any]]
+                 ) -> list[list[str]]:
+    """One row per metric: its label, then one cell per (key prefix, metrics) column."""
+    rows = []
+    for m in metrics:
+        cells = [f"<th scope=\"row\">{_esc(_METRIC_LABELS.get(m, m))}</th>"]
+        cells += [_robustness_cell(vals.get(m), f"{prefix}.{m}", percent=m in _PERCENT_METRICS)
+                  for prefix, vals in columns]
+        rows.append(cells)
+    return rows
+
+
+def _holdout_part(key: str, value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return None
+    return _grid("holdout", "Holdout (untouched by the selection)", ["metric", "holdout"],
+                 _metric_rows(key, value, [(key, value)]))
+
+
+def _ci_part(key: str, value: Any) -> str | None:
+    names = ("estimate", "lower", "upper", "level", "block_size")
+    if not isinstance(value, Mapping) or any(n not in value for n in names):
+        return None
+    cells = [_robustness_cell(value[n], f"{key}.{n}") for n in names]
+    return _grid("bootstrap", "Bootstrap interval of the Sharpe ratio",
+                 ["estimate", "lower", "upper", "level", "block size"], [cells],
+                 "Stationary bootstrap of the selection window's returns.")
+
+
+def _cost_part(key: str, value: Any) -> str | None:
+    levels = value.get("levels") if isinstance(value, Mapping) else None
+    if not isinstance(levels, list) or not all(isinstance(v, Mapping) for v in levels):
+        return None
+    shown = ("sharpe", "total_return", "cagr", "max_drawdown")
+    rows = []
+    for i, lvl in enumerate(levels):
+        k = f"{key}.levels.{i}"
+        metrics = lvl.get("metrics") or {}
+        rows.append([_robustness_cell(lvl.get("multiplier"), f"{k}.multiplier"),
+                     _robustness_cell(lvl.get("fees_bps"), f"{k}.fees_bps"),
+                     _robustness_cell(lvl.get("slippage_bps"), f"{k}.slippage_bps")]
+                    + [_robustness_cell(metrics.get(m), f"{k}.metrics.{m}",
+                                        percent=m in _PERCENT_METRICS) for m in shown])
+    verdict = ("survives" if value.get("survives") else "does not survive")
+    note = (f"Costs multiplied; the strategy {verdict} {_fmt(value.get('survive_multiplier'))}"
+            f"× costs (Sharpe there {_fmt(value.get('sharpe_at_survive'))}).")
+    return _grid("cost-stress", "Cost stress", ["× costs", "fees bps", "slippage bps",
+                                                 "Sharpe", "total return", "CAGR",
+                                                 "max drawdown"], rows, _esc(note))
+
+
+def _neighbours_part(key: str, value: Any) -> str | None:
+    nbrs = value.get("neighbours") if isinstance(value, Mapping) else None
+    if not isinstance(nbrs, list) or not all(isinstance(v, Mapping) for v in nbrs):
+        return None
+    rows = [[f"<td>{_esc(n.get('changed'))} {'+' if n.get('direction') == 1 else '−'}1 "
+             "step</td>",
+             f"<td>{_esc(' '.join(f'{a}={b}' for a, b in (n.get('params') or {}).items()))}"
+             "</td>", _robustness_cell(n.get("value"), f"{key}.neighbours.{i}.value")]
+            for i, n in enumerate(nbrs)]
+    stable = "stable" if value.get("stable") else "not stable"
+    why = f" ({value.get('reason')})" if value.get("reason") else ""
+    note = (f"{value.get('metric', 'metric')} at the centre {_fmt(value.get('centre_value'))}; "
+            f"{_fmt(value.get('fraction_ok'))} of the neighbours hold at least "
+            f"{_fmt(value.get('threshold'))}× of it: {stable}{why}.")
+    return _grid("neighbours", "Parameter neighbours (±1 grid step)",
+                 ["changed", "params", str(value.get("metric", "value"))], rows, _esc(note))
+
+
+def _subperiods_part(key: str, value: Any) -> str | None:
+    parts = value.get("parts") if isinstance(value, Mapping) else None
+    if not isinstance(parts, list) or not all(isinstance(v, Mapping) for v in parts):
+        return None
+    rows = []
+    for i, part in enumerate(parts):
+        w = part.get("window") or {}
+        k = f"{key}.parts.{i}"
+        rows.append([f"<td>{i + 1}</td>", f"<td>{_esc(_day(w.get('first')))}</td>",
+                     f"<td>{_esc(_day(w.get('last')))}</td>",
+                     _robustness_cell((w.get("stop") or 0) - (w.get("start") or 0),
+                                      f"{k}.bars"),
+                     _robustness_cell(part.get("sharpe"), f"{k}.sharpe"),
+                     _robustness_cell(part.get("total_return"), f"{k}.total_return",
+                                      percent=True)])
+    agree = "same sign in every part" if value.get("sign_agreement") else "signs differ"
+    note = f"Sharpe of each contiguous part of the selection window: {agree}; min/max " \
+           f"ratio {_fmt(value.get('ratio'))}."
+    return _grid("subperiods", "Sub-periods", ["part", "first", "last", "bars", "Sharpe",
+                                               "total return"], rows, _esc(note))
+
+
+def _split_part(key: str, value: Any) -> str | None:
+    names = ("is_metrics", "oos_metrics", "in_sample", "out_of_sample")
+    if not isinstance(value, Mapping) or any(n not in value for n in names):
+        return None
+    ins, oos = value["in_sample"] or {}, value["out_of_sample"] or {}
+    rows = _metric_rows(key, value["is_metrics"], [(f"{key}.is_metrics", value["is_metrics"]),
+                                                   (f"{key}.oos_metrics", value["oos_metrics"])])
+    note = (f"Both parts lie inside the selection window (the selection saw them): "
+            f"{_esc(_day(ins.get('first')))} .. {_esc(_day(ins.get('last')))} and "
+            f"{_esc(_day(oos.get('first')))} .. {_esc(_day(oos.get('last')))}; decay ratio "
+            f"{_esc(_fmt(value.get('decay_ratio')))}.")
+    return _grid("selection-split", "Split inside the selection window",
+                 ["metric", "first part", "second part"], rows, note)
+
+
+def _day(value: Any) -> str:
+    """An ISO timestamp as its date (``—`` when there is none)."""
+    return str(value)[:10] if value else "—"
+
+
+# a robustness report's parts (old recorded runs call the inner split out_of_sample)
+_PARTS: dict[str, Any] = {
+    "holdout_metrics": _holdout_part, "sharpe_ci": _ci_part, "cost_stress": _cost_part,
+    "stability": _neighbours_part, "subperiods": _subperiods_part,
+    "selection_split": _split_part, "out_of_sample": _split_part,
+}
 
 
 def strategy_figures(result: BacktestResult, bars: Bars, *,
@@ -690,8 +855,9 @@ def _mark_holdout(fig: go.Figure, x: str) -> None:
 def strategy_report(result: BacktestResult, bars: Bars, *,
                     robustness: Mapping[str, Any] | None = None, title: str | None = None,
                     window: int = DEFAULT_ROLLING_WINDOW,
-                    recorded: Recorded | None = None) -> str:
-    """A self-contained HTML page for one backtest ``result`` on the ``bars`` it ran on.
+                    recorded: Recorded | None = None, plotly_src: str | None = None) -> str:
+    """A self-contained HTML page for one backtest ``result`` on the ``bars`` it ran on
+    (with ``plotly_src``, one that loads plotly.js from that relative file).
 
     ``robustness`` is any mapping (for a pydantic model, pass ``model.model_dump()``;
     an object with ``model_dump`` is accepted too) shown as key/value rows. ``window``
@@ -736,16 +902,19 @@ def strategy_report(result: BacktestResult, bars: Bars, *,
     page_title = title or f"Strategy report — {spec.name or spec.family or 'strategy'} " \
                           f"{spec.strategy_id[:12]}"
     return _page(page_title, f"Strategy <code>{_esc(spec.strategy_id)}</code> on "
-                             f"<code>{_esc(result.data_ref)}</code>.", sections)
+                             f"<code>{_esc(result.data_ref)}</code>.", sections, plotly_src)
 
 
 def write_strategy_report(path: str | os.PathLike[str], result: BacktestResult, bars: Bars,
                           *, robustness: Mapping[str, Any] | None = None,
                           title: str | None = None, window: int = DEFAULT_ROLLING_WINDOW,
-                          recorded: Recorded | None = None) -> Path:
-    """Write :func:`strategy_report` to ``path`` atomically (temporary file, then rename)."""
+                          recorded: Recorded | None = None,
+                          self_contained: bool = False) -> Path:
+    """Write :func:`strategy_report` to ``path`` atomically (temporary file, then rename),
+    with plotly.js in :data:`PLOTLY_FILE` next to it (``self_contained``: inlined)."""
+    src = None if self_contained else _shared_plotly(Path(path).parent)
     text = strategy_report(result, bars, robustness=robustness, title=title, window=window,
-                           recorded=recorded)
+                           recorded=recorded, plotly_src=src)
     return _atomic_write(Path(path), text)
 
 
@@ -790,7 +959,8 @@ def run_figures(iterations: pd.DataFrame) -> dict[str, go.Figure]:
     return figs
 
 
-def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report") -> str:
+def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
+               plotly_src: str | None = None) -> str:
     """A self-contained HTML page for one research run, iteration by iteration.
 
     ``iterations`` has one row per iteration and these columns:
@@ -843,7 +1013,7 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report")
             '<p class="note">No constraints column was given.</p>'),
         _section("iterations", "Iterations", _frame_table(frame, MAX_TRADE_ROWS)),
     ]
-    return _page(title, f"{len(frame)} iterations.", sections)
+    return _page(title, f"{len(frame)} iterations.", sections, plotly_src)
 
 
 def _count(value: Any) -> int | float:
@@ -853,9 +1023,11 @@ def _count(value: Any) -> int | float:
 
 
 def write_run_report(path: str | os.PathLike[str], iterations: pd.DataFrame, *,
-                     title: str = "alphaloop run report") -> Path:
-    """Write :func:`run_report` to ``path`` atomically (temporary file, then rename)."""
-    return _atomic_write(Path(path), run_report(iterations, title=title))
+                     title: str = "alphaloop run report", self_contained: bool = False) -> Path:
+    """Write :func:`run_report` to ``path`` atomically (temporary file, then rename),
+    with plotly.js in :data:`PLOTLY_FILE` next to it (``self_contained``: inlined)."""
+    src = None if self_contained else _shared_plotly(Path(path).parent)
+    return _atomic_write(Path(path), run_report(iterations, title=title, plotly_src=src))
 
 
 def _frame_table(frame: pd.DataFrame, limit: int) -> str:
@@ -874,6 +1046,21 @@ def _frame_table(frame: pd.DataFrame, limit: int) -> str:
 
 
 # --------------------------------------------------------------------------- io
+
+def _shared_plotly(folder: Path) -> str:
+    """Put plotly.js in ``folder`` unless the same file is there already; its name,
+    relative to the pages in that folder."""
+    target = folder / PLOTLY_FILE
+    text = get_plotlyjs()
+    try:
+        same = target.stat().st_size == len(text.encode("utf-8")) and \
+            target.read_text(encoding="utf-8") == text
+    except OSError:
+        same = False
+    if not same:  # missing, or another plotly version's: pages here use this one
+        _atomic_write(target, text)
+    return PLOTLY_FILE
+
 
 def _atomic_write(path: Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` via a temporary file in the same folder and
