@@ -27,8 +27,11 @@ from alphaloop.strategy.samplers import make_sampler
 from alphaloop.strategy.spec import StrategySpec
 from alphaloop.strategy.templates import get_family
 
+MAIN_METRICS: tuple[str, ...] = ("sharpe", "total_return", "max_drawdown", "n_trades")
+"""Right after the id, family and params: what a notebook shows first."""
 RESULT_COLUMNS: tuple[str, ...] = (
-    "strategy_id", "family", "params", "entry", "exit", "direction", *CORE_METRICS,
+    "strategy_id", "family", "params", *MAIN_METRICS,
+    *(m for m in CORE_METRICS if m not in MAIN_METRICS), "entry", "exit", "direction",
     "spec", "data_ref", "fees_bps", "slippage_bps", "sampler", "seed")
 
 
@@ -38,8 +41,9 @@ def run_sweep(family: str, bars: Bars, *, n: int, sampler: str = "sobol", seed: 
               progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Backtest up to ``n`` distinct candidates of ``family`` on ``bars``.
 
-    Returns one row per candidate with its id, family, params (JSON), expressions
-    and the core metrics, plus what reproduces it: the whole spec (JSON), the
+    Returns one row per candidate: its id, family, params (JSON) and the main metrics
+    first (:data:`MAIN_METRICS`), then the other core metrics, the expressions and what
+    reproduces it: the whole spec (JSON), the
     data_ref, the costs, the sampler and the seed. ``objective`` is the metric told to model-based samplers.
     """
     costs = costs or CostModel()

@@ -84,6 +84,15 @@ class BacktestResult:
     trades: pd.DataFrame = field(default_factory=pd.DataFrame)
     engine_version: str = ENGINE_VERSION
 
+    def _repr_html_(self) -> str:  # a summary in Jupyter
+        from alphaloop.engines.display import result_html, spec_facts
+
+        facts = [*spec_facts(self.spec), ("data", self.data_ref),
+                 ("costs", f"fees {self.costs.fees_bps:g} + slippage "
+                           f"{self.costs.slippage_bps:g} bps per side"),
+                 ("trades", f"{len(self.trades)} (.trades)")]
+        return result_html("BacktestResult (engine A)", facts, self.metrics)
+
 
 def backtest(spec: StrategySpec, bars: Bars, costs: CostModel | None = None, *,
              universe: UniverseRule | None = None) -> BacktestResult:

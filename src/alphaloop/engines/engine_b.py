@@ -97,6 +97,18 @@ class VerificationResult:
     engine_version: str = ENGINE_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:  # a summary in Jupyter
+        from alphaloop.engines.display import result_html, spec_facts
+
+        ex = self.execution
+        cap = (ex.get("capacity") or {}).get("capital")
+        facts = [*spec_facts(self.spec), ("status", self.status), ("data", self.data_ref),
+                 ("model", self.model.version),
+                 ("fill rate", f"{100 * ex.get('fill_rate', float('nan')):.2f}%"),
+                 ("fills", f"{ex.get('n_fills')} (.fills)"),
+                 ("capacity", "n/a" if cap is None else f"{cap:,.0f} (Sharpe halves)")]
+        return result_html("VerificationResult (engine B)", facts, self.metrics)
+
     @cached_property
     def fills(self) -> pd.DataFrame:
         return fills_frame(self.fill_rows, self.bars)
