@@ -279,3 +279,26 @@ def test_reports_share_plotly_per_folder_and_render_robustness_as_tables(
     assert alone.returncode == 0, alone.stderr
     assert os.listdir(tmp_path / "mail") == ["one.html"]
     assert (tmp_path / "mail" / "one.html").stat().st_size > 3_000_000
+
+
+# ------------------------------------------------------------------- the README
+def test_readme_use_section_names_real_commands_and_options() -> None:
+    """Every command line of the README's "Use" block exists, with every option it
+    shows (asked of each command's --help)."""
+    from typer.testing import CliRunner
+
+    from alphaloop.cli import app
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Use", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line.split("#", 1)[0] for line in block.splitlines() if line.strip()]
+    assert len(lines) >= 11
+    groups = {"data", "kb"}
+    for line in lines:
+        words = line.split()
+        assert words[0] == "alphaloop", line
+        command = words[1:3] if words[1] in groups else words[1:2]
+        res = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, line
+        for option in re.findall(r"(--[a-z][a-z-]*)", line):
+            assert option in res.stdout, (line, option)
