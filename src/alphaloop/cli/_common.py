@@ -79,16 +79,14 @@ def _write_table(frame: Any, path: Path) -> None:
     if suffix not in (".csv", ".parquet", ".pq"):
         raise AlphaloopError(f"{path}: output must end in .csv or .parquet",
                              code="OUTPUT_FORMAT")
-    tmp = path.with_name(f".{path.name}.tmp")
+    from alphaloop.fsutil import atomic_write
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".csv":
-            frame.to_csv(tmp, index=False)
+            atomic_write(path, lambda fh: frame.to_csv(fh, index=False), mode=0o644)
         else:
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+            atomic_write(path, lambda fh: frame.to_parquet(fh, index=False), mode=0o644)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise AlphaloopError(f"cannot write {path}: {exc.strerror or exc}",
                              code="OUTPUT_WRITE_FAILED",
                              error_class=ErrorClass.TRANSIENT) from None

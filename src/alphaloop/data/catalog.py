@@ -23,7 +23,6 @@ import functools
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from importlib.util import find_spec
@@ -39,6 +38,7 @@ from alphaloop.data.loaders import dataset_stem, load_file, read_frame
 from alphaloop.data.quality import quality_report
 from alphaloop.data.synthetic import PlantedEffect, generate
 from alphaloop.errors import DataError
+from alphaloop.fsutil import atomic_write
 
 Kind = Literal["bundled", "imported", "synthetic"]
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -231,20 +231,10 @@ def _write_atomic(bars: Bars, meta: dict[str, Any], target: Path) -> None:
     ``os.replace`` within one directory is atomic, so readers see the old file or
     the new one, never half of one; on any failure the temp file is removed.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(bars.to_long(), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            META_KEY: json.dumps(meta).encode()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda fh: pq.write_table(table, fh))
 
 
 INDEX_DATASETS = frozenset({"us_indices", "sp500"})

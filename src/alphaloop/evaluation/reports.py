@@ -43,7 +43,6 @@ import html
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +56,7 @@ from plotly.offline import get_plotlyjs
 
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.metrics import CORE_METRICS, return_metrics
+from alphaloop.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from alphaloop.data.bars import Bars
@@ -1065,16 +1065,5 @@ def _shared_plotly(folder: Path) -> str:
 def _atomic_write(path: Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` via a temporary file in the same folder and
     ``os.replace``: readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda fh: fh.write(data), mode=0o644)  # meant to be read

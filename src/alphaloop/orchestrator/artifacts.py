@@ -21,9 +21,10 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from alphaloop.fsutil import atomic_write
 
 DONE = ".stage_done"
 OUTPUT = "output.pkl"
@@ -54,17 +55,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """``data`` at ``path``, whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def write_json(path: Path, obj: Any) -> None:
