@@ -432,3 +432,26 @@ def test_S60_branch_A_relaxes_the_threshold_in_exploration_only(make_config: Mak
         "score_threshold": 100}}, budgets={"max_iterations": 2})
     Runner(mixed).run()
     assert not [e for e in events_of(mixed) if e.get("branch") == "A_RELAX_THRESHOLD"]
+
+
+def test_MOD400_7_3_frequent_non_determinism_stops_the_run(
+        make_config: Make, planted_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engine B made to disagree with itself on every rerun: the run stops early."""
+    from alphaloop.engines import engine_b
+
+    real = engine_b.verify
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        res = real(*args, **kwargs)
+        res.output_hash = f"{res.output_hash}-{calls['n']}"  # every run hashes differently
+        return res
+
+    monkeypatch.setattr(st, "verify", flaky)
+    cfg = make_config(planted_path, budgets={"max_iterations": 4},
+                      policies={"stops": {"max_non_deterministic": 2}})
+    summary = Runner(cfg).run()
+    assert summary.status == "DONE_EARLY_STOPPED"
+    assert summary.stop_reason.startswith("NON_DETERMINISTIC")
+    assert calls["n"] >= 4  # at least two candidates verified twice each

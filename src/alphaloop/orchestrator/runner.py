@@ -187,6 +187,7 @@ class Runner:
         self.best_so_far: float | None = None
         self.empty_shortlists = 0
         self.low_generation = 0
+        self.non_deterministic = 0  # engine B reruns that disagreed (seed 003 §7.3)
         self.next_n = cfg.generation.candidates_per_iteration
         self.top_k = cfg.policies.promotion.top_k_to_verify
         self.relax = 0.0  # S60 branch A (exploration only): points off the score threshold
@@ -296,6 +297,10 @@ class Runner:
         if t is not None and len(self.survivors) >= t:
             raise _Stop(RunState.DONE_SUCCESS, f"target_survivors: {len(self.survivors)}")
         stops = self.cfg.policies.stops
+        if self.non_deterministic >= stops.max_non_deterministic:
+            raise _Stop(RunState.DONE_EARLY_STOPPED,
+                        f"NON_DETERMINISTIC: engine B disagreed with itself "
+                        f"{self.non_deterministic} times")
         if self.empty_shortlists >= stops.empty_shortlist_iters:
             raise _Stop(RunState.DONE_EARLY_STOPPED,
                         f"empty shortlist for {self.empty_shortlists} iterations")
@@ -387,6 +392,7 @@ class Runner:
             self.backtests += ver.evaluations
             verified = ver.rows
             branches += self._verification_branches(i, verified)
+            self.non_deterministic += sum("NON_DETERMINISTIC" in v["codes"] for v in verified)
         passed_b = [v["strategy_id"] for v in verified if v["passed"]]
         robust: list[dict[str, Any]] = []
         if passed_b:
