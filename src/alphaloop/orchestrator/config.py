@@ -115,6 +115,9 @@ class Stops(_Strict):
     max_lookahead: int = Field(default=1, ge=1)
     max_non_deterministic: int = Field(default=2, ge=1)
     max_dq_critical: int = Field(default=1, ge=1)
+    max_branch_repeats: int = Field(default=2, ge=1)
+    """A branch taken this many times in a row without effect, once more, raises
+    ``PIPE_BRANCH_LOOP_DETECTED`` (seed 004 §8)."""
 
 
 class Policies(_Strict):

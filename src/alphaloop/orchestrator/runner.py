@@ -165,7 +165,7 @@ class Runner:
         self.events = EventLog(self.root, cfg.run_id)
         self.store = StageStore(self.root)
         self.retry = RetryPolicy(cfg.policies.retry, cfg.seed)
-        self.branches = BranchLog()
+        self.branches = BranchLog(max_repeats=cfg.policies.stops.max_branch_repeats)
         self.early = EarlyStop(cfg.policies.early_stop.patience_iters,
                                cfg.policies.early_stop.min_improve)
         self.generator = st.Generator(cfg.generation.families, cfg.generation.sampler,
