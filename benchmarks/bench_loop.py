@@ -7,7 +7,9 @@ template families hold about 2,700 distinct candidates in all, fewer than one ru
 (40,000 new ones), so the benchmark adds one family of its own, ``sma_band``: an SMA
 cross with a band, ``sma(close, f) > sma(close, s) * (1 + b)`` with ``b`` on a grid of
 0.0001 (10 × 19 × 501 = 95,190 candidates); its cost per candidate is a bundled
-family's. The stop rules that end a run early are switched off; the budgets stay.
+family's. The stop rules that end a run early are switched off, and so is the growth
+of the candidate count after an empty shortlist (``max_growth: 1``), so that every
+iteration tests 2,000 candidates; the budgets stay.
 
 Every top-level call the stages make into an engine, a statistic or the knowledge base
 is wrapped with a ``perf_counter`` (the wrapped calls do not nest, so the sums add up):
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "run_id": "bench", "seed": 1, "data": {"source": args.data},
         "budgets": {"max_iterations": args.iterations, "max_backtests": 10**9},
         "generation": {"families": ["sma_band"], "sampler": "sobol",
-                       "candidates_per_iteration": args.candidates},
+                       "candidates_per_iteration": args.candidates, "max_growth": 1.0},
         "policies": {"early_stop": {"patience_iters": 10**6},
                      "stops": {"empty_shortlist_iters": 10**6,
                                "low_generation_iters": 10**6,

@@ -141,6 +141,9 @@ class Generation(_Strict):
     families: tuple[str, ...] = ("sma_cross",)
     sampler: Literal["grid", "random", "sobol", "tpe"] = "sobol"
     candidates_per_iteration: int = Field(default=200, ge=1, le=1_000_000)
+    max_growth: float = Field(default=4.0, ge=1.0, le=100.0)
+    """After an empty shortlist the next iteration asks for twice the candidates (seed
+    004 §6.3 branch C), up to this multiple of ``candidates_per_iteration``."""
 
     @field_validator("families")
     @classmethod

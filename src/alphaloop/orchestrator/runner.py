@@ -634,7 +634,8 @@ class Runner:
             self.next_n = self.cfg.generation.candidates_per_iteration
             return []
         self.empty_shortlists += 1
-        self.next_n = min(self.next_n * 2, 4 * self.cfg.generation.candidates_per_iteration)
+        gen = self.cfg.generation
+        self.next_n = min(self.next_n * 2, int(gen.max_growth * gen.candidates_per_iteration))
         again = self._took(i - 1, "S60", "C_MORE_CANDIDATES")  # it did not help last time
         taken = [self._branch(i, "S60", "C_MORE_CANDIDATES", effective=not again,
                               next_candidates=self.next_n)]
