@@ -54,6 +54,8 @@ SLEEVE_FIELDS = ("cash", "qty", "pos", "entry", "extreme", "eq_before", "held", 
                  "target", "w_next", "mark", "entry_bar", "why", "ruin", "peak")
 (CASH, QTY, POS, ENTRY, EXTREME, EQ_BEFORE, HELD, PENDING, TARGET, W_NEXT, MARK, ENTRY_BAR,
  WHY, RUIN, PEAK) = range(15)
+# what a sleeve does at a bar (:func:`_bar_codes`)
+TRADE, NO_BAR, NOT_TRADABLE = 0, 1, 2
 
 
 @njit(cache=True)
@@ -139,46 +141,58 @@ def _protective_exit(pos: int, o: float, h: float, lo: float, entry: float, extr
 
 
 @njit(cache=True)
-def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: np.ndarray,
-            state: np.ndarray, ea: np.ndarray, eb: np.ndarray, eop: int, xa: np.ndarray,
-            xb: np.ndarray, xop: int, size: np.ndarray, use_size: bool,
+def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, code: np.ndarray,
+            ea: np.ndarray, eb: np.ndarray, eop: int, xa: np.ndarray, xb: np.ndarray,
+            xop: int, size: np.ndarray, use_size: bool,
             direction: int, sl: float, ts: float, tp: float, max_bars: int,
-            fee: float, slip: float, t0: int, t1: int, st: np.ndarray,
+            fee: float, slip: float, t0: int, t1: int, st: np.ndarray, sym: int,
             equity: np.ndarray, traded: np.ndarray, gross: np.ndarray,
-            stats: np.ndarray, trades: np.ndarray, n_rec: np.ndarray, sym: int) -> None:
-    """Simulate one symbol's sleeve over bars ``t0..t1-1``, adding its equity, traded
-    notional and gross exposure into the candidate's rows. ``st`` carries the
+            stats: np.ndarray, trades: np.ndarray, n_rec: np.ndarray) -> None:
+    """Simulate sleeve ``sym`` over bars ``t0..t1-1``, adding its equity, traded
+    notional and gross exposure into the candidate's rows. ``st[sym]`` carries the
     sleeve's state (:data:`SLEEVE_FIELDS`) between calls: the portfolio re-splits its
     capital between them (:func:`_boundary`). ``stats`` accumulates
     [n_trades, n_wins, gross_profit, gross_loss]. When ``trades`` has rows, every
     trade is also written there (columns :data:`TRADE_FIELDS`), ``n_rec[0]`` counting.
 
-    The entry signal at t is ``ea[t] <op> eb[t]`` (three-valued, true only when
-    known), the exit likewise: comparing here, bar by bar, spares the batch a
-    K × N × T signal array. Signals count only where the symbol is tradable
-    (``state[t] == LIVE``, see :mod:`alphaloop.engines.universe`)."""
-    n_bars = c.shape[0]
-    cash, qty, pos = st[CASH], st[QTY], int(st[POS])
-    entry, extreme, eq_before = st[ENTRY], st[EXTREME], st[EQ_BEFORE]
-    held, pending, target = int(st[HELD]), st[PENDING] > 0.0, int(st[TARGET])
-    w_next, mark, entry_bar = st[W_NEXT], st[MARK], int(st[ENTRY_BAR])
-    exit_why, ruin_reachable, peak = int(st[WHY]), st[RUIN] > 0.0, st[PEAK]
+    The (N, T) arrays are read at row ``sym``. The entry signal at t is
+    ``ea[sym, t] <op> eb[sym, t]`` (three-valued, true only when known), the exit
+    likewise: comparing here, bar by bar, spares the batch a K × N × T signal array.
+    Signals count only where the symbol is tradable: ``code`` (:func:`_bar_codes`)
+    says per bar whether the sleeve trades, holds (no bar) or is out of the universe.
+
+    The loop reads views of the segment, indexed from 0 (``j``, bar ``t = t0 + j``):
+    an index numba knows to be non-negative needs no wrap-around test, and the hot
+    loop stays as lean as it was before segments existed."""
+    n_bars = c.shape[1]
+    cash, qty, pos = st[sym, CASH], st[sym, QTY], int(st[sym, POS])
+    entry, extreme, eq_before = st[sym, ENTRY], st[sym, EXTREME], st[sym, EQ_BEFORE]
+    held, pending, target = int(st[sym, HELD]), st[sym, PENDING] > 0.0, int(st[sym, TARGET])
+    w_next, mark, entry_bar = st[sym, W_NEXT], st[sym, MARK], int(st[sym, ENTRY_BAR])
+    exit_why, ruin_reachable, peak = int(st[sym, WHY]), st[sym, RUIN] > 0.0, st[sym, PEAK]
     record = trades.shape[0] > 0
-    for t in range(t0, t1):
-        if state[t] != LIVE:
-            pending = False  # an order for a symbol that left (or never came) lapses
-        if not valid[t] or state[t] != LIVE:
+    o_s, h_s, lo_s, c_s = o[sym, t0:t1], h[sym, t0:t1], lo[sym, t0:t1], c[sym, t0:t1]
+    code_s, ea_s, eb_s = code[sym, t0:t1], ea[sym, t0:t1], eb[sym, t0:t1]
+    xa_s, xb_s = xa[sym, t0:t1], xb[sym, t0:t1]
+    size_s = size[sym, t0:t1] if use_size else size[0, :0]
+    equity_s, traded_s, gross_s = equity[t0:t1], traded[t0:t1], gross[t0:t1]
+    for j in range(t1 - t0):
+        t = t0 + j
+        bar = code_s[j]
+        if bar != TRADE:
+            if bar == NOT_TRADABLE:
+                pending = False  # an order for a symbol that left (or never came) lapses
             # no bar: hold, marked at the last known close; orders wait for a bar
             value = qty * mark if qty != 0.0 else 0.0
-            equity[t] += cash + value
-            gross[t] += abs(value)
+            equity_s[j] += cash + value
+            gross_s[j] += abs(value)
             continue
-        ot, ct = o[t], c[t]
+        ot, ct = o_s[j], c_s[j]
         if pending:
             pending = False
             if pos != 0:  # close at the open
                 p = ot * (1.0 - slip) if pos > 0 else ot * (1.0 + slip)
-                cash, traded[t] = _close(cash, qty, p, fee, traded[t])
+                cash, traded_s[j] = _close(cash, qty, p, fee, traded_s[j])
                 _book(stats, cash - eq_before)
                 if record:
                     _record(trades, n_rec, sym, entry_bar, t, np.sign(qty) * peak, entry, p,
@@ -192,7 +206,7 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
                 cash -= target * q * p + q * p * fee
                 qty = target * q
                 peak = q
-                traded[t] += q * p
+                traded_s[j] += q * p
                 pos = target
                 entry = p
                 extreme = p
@@ -201,13 +215,13 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
                 stats[0] += 1.0
                 ruin_reachable = pos < 0 or cash < 0  # a short, or a long on borrowed cash
         if pos != 0 and (sl > 0 or ts > 0 or tp > 0 or ruin_reachable):
-            ht, lt = h[t], lo[t]
+            ht, lt = h_s[j], lo_s[j]
             # equity cash + qty·p reaches zero at p = -cash / qty
             raw, why = _protective_exit(pos, ot, ht, lt, entry, extreme, sl, ts, tp,
                                         -cash / qty)
             if not np.isnan(raw):
                 p = raw * (1.0 - slip) if pos > 0 else raw * (1.0 + slip)
-                cash, traded[t] = _close(cash, qty, p, fee, traded[t])
+                cash, traded_s[j] = _close(cash, qty, p, fee, traded_s[j])
                 _book(stats, cash - eq_before)
                 if record:
                     _record(trades, n_rec, sym, entry_bar, t, np.sign(qty) * peak, entry, p,
@@ -221,35 +235,52 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, valid: 
         mark = ct
         if pos != 0:
             value = qty * ct
-            equity[t] += cash + value
-            gross[t] += abs(value)
+            equity_s[j] += cash + value
+            gross_s[j] += abs(value)
             held += 1
         else:
-            equity[t] += cash
+            equity_s[j] += cash
         # compare lazily: a flat one-sided sleeve reads its exit only when the entry
         # fires, an open one reads only its exit (scalars, not arrays, cross calls)
         if direction == BOTH:
-            en = _is_true(ea[t], eb[t], eop)
-            ex = _is_true(xa[t], xb[t], xop)
+            en = _is_true(ea_s[j], eb_s[j], eop)
+            ex = _is_true(xa_s[j], xb_s[j], xop)
         elif pos == 0:
-            en = _is_true(ea[t], eb[t], eop)
-            ex = en and _is_true(xa[t], xb[t], xop)
+            en = _is_true(ea_s[j], eb_s[j], eop)
+            ex = en and _is_true(xa_s[j], xb_s[j], xop)
         else:
             en = False
-            ex = _is_true(xa[t], xb[t], xop)
+            ex = _is_true(xa_s[j], xb_s[j], xop)
         want = _decide(pos, en, ex, direction, held, max_bars)
         if want != pos and t + 1 < n_bars:
             exit_why = EXIT_MAX_BARS if (want == 0 and not ex) else EXIT_SIGNAL
             pending = True
             target = want
-            w_next = size[t] if use_size else 1.0
+            w_next = size_s[j] if use_size else 1.0
             if np.isnan(w_next):
                 w_next = 0.0
-    st[CASH], st[QTY], st[POS] = cash, qty, pos
-    st[ENTRY], st[EXTREME], st[EQ_BEFORE] = entry, extreme, eq_before
-    st[HELD], st[PENDING], st[TARGET] = held, 1.0 if pending else 0.0, target
-    st[W_NEXT], st[MARK], st[ENTRY_BAR] = w_next, mark, entry_bar
-    st[WHY], st[RUIN], st[PEAK] = exit_why, 1.0 if ruin_reachable else 0.0, peak
+    st[sym, CASH], st[sym, QTY], st[sym, POS] = cash, qty, pos
+    st[sym, ENTRY], st[sym, EXTREME], st[sym, EQ_BEFORE] = entry, extreme, eq_before
+    st[sym, HELD], st[sym, PENDING], st[sym, TARGET] = held, 1.0 if pending else 0.0, target
+    st[sym, W_NEXT], st[sym, MARK], st[sym, ENTRY_BAR] = w_next, mark, entry_bar
+    st[sym, WHY], st[sym, RUIN], st[sym, PEAK] = exit_why, 1.0 if ruin_reachable else 0.0, peak
+
+
+@njit(cache=True)
+def _bar_codes(valid: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """One code per (symbol, bar) for the sleeves' loop: :data:`TRADE` (tradable, with
+    a bar), :data:`NO_BAR` (tradable, no bar: hold) or :data:`NOT_TRADABLE`."""
+    n_sym, n_bars = valid.shape
+    code = np.empty((n_sym, n_bars), dtype=np.int8)
+    for i in range(n_sym):
+        for t in range(n_bars):
+            if state[i, t] != LIVE:
+                code[i, t] = NOT_TRADABLE
+            elif valid[i, t]:
+                code[i, t] = TRADE
+            else:
+                code[i, t] = NO_BAR
+    return code
 
 
 @njit(cache=True, inline="always")
@@ -431,29 +462,30 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
     cap = n_sym * n_bars if record_trades and n_cand == 1 else 0
     trades = np.empty((cap, len(TRADE_FIELDS)))
     n_rec = np.zeros(1, dtype=np.int64)
+    code = _bar_codes(valid, state)
     for k in prange(n_cand):
         si = size_idx[k]
         en, ex = signals[k, 0], signals[k, 1]
+        ea, eb, xa, xb = operands[en[0]], operands[en[1]], operands[ex[0]], operands[ex[1]]
+        size = sizes[si] if si >= 0 else sizes[0]
+        eq_k, traded_k, gross_k, stats_k = equity[k], traded[k], gross[k], stats[k]
         st = new_sleeves(n_sym)
         pool = 1.0
         t0 = 0
         for b in range(bounds.shape[0] + 1):
             t1 = bounds[b] if b < bounds.shape[0] else n_bars
             for i in range(n_sym):
-                size = sizes[si, i] if si >= 0 else sizes[0, 0]
-                _sleeve(o[i], h[i], lo[i], c[i], valid[i], state[i],
-                        operands[en[0]][i], operands[en[1]][i], en[2],
-                        operands[ex[0]][i], operands[ex[1]][i], ex[2], size, si >= 0,
+                _sleeve(o, h, lo, c, code, ea, eb, en[2], xa, xb, ex[2], size, si >= 0,
                         direction[k], stop_loss[k], trailing[k], take_profit[k],
-                        max_bars[k], fee, slip, t0, t1, st[i], equity[k], traded[k],
-                        gross[k], stats[k], trades, n_rec, i)
+                        max_bars[k], fee, slip, t0, t1, st, i, eq_k, traded_k, gross_k,
+                        stats_k, trades, n_rec)
             for t in range(t0, t1):
-                equity[k, t] += pool
+                eq_k[t] += pool
             if t1 < n_bars:
                 pool = _boundary(st, o, valid, state, alloc, reallocate[t1], t1, pool, fee,
-                                 slip, traded[k], stats[k], trades, n_rec)
+                                 slip, traded_k, stats_k, trades, n_rec)
             t0 = t1
-        _finish(st, stats[k], trades, n_rec)
+        _finish(st, stats_k, trades, n_rec)
     # the caller trims ``trades`` to ``n_rec[0]`` rows: slicing here by a count written
     # inside the parallel loop returned stale results (numba 0.68 parfor hoisting)
     return equity, traded, gross, stats, trades, n_rec
