@@ -30,6 +30,7 @@ from alphaloop.data.bars import Bars
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.engine_a import run_batch
 from alphaloop.engines.metrics import CORE_METRICS
+from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.evaluation.statistics import return_moments
 from alphaloop.strategy.spec import StrategySpec
 
@@ -50,6 +51,7 @@ class Executor(Protocol):
 
 
 _PANEL: dict[str, Bars] = {}
+_WINDOWS: dict[tuple[str, int], tuple[Bars, SignalEvaluator]] = {}
 
 
 def _init_worker(bars: Bars) -> None:
@@ -95,9 +97,10 @@ def backtest_chunk(job: tuple[list[str], int, float, float]) -> tuple[pd.DataFra
     the core metrics and return moments (for DSR) per candidate, and the per-bar
     returns as float32 (for PBO and return correlation)."""
     spec_json, stop, fees_bps, slippage_bps = job
-    bars = _PANEL["bars"].slice(0, stop)
+    bars, evaluator = _window(stop)
     specs = [StrategySpec.model_validate(json.loads(s)) for s in spec_json]
-    res = run_batch(specs, bars, CostModel(fees_bps=fees_bps, slippage_bps=slippage_bps))
+    res = run_batch(specs, bars, CostModel(fees_bps=fees_bps, slippage_bps=slippage_bps),
+                    evaluator=evaluator)
     frame = res.metrics.reset_index()
     moments = [return_moments(r) for r in res.returns]
     frame["sr_per_period"] = [m.sr for m in moments]
@@ -106,6 +109,18 @@ def backtest_chunk(job: tuple[list[str], int, float, float]) -> tuple[pd.DataFra
     frame["n_obs"] = [m.n_obs for m in moments]
     return frame[["strategy_id", *CORE_METRICS, "sr_per_period", "skew", "kurtosis",
                   "n_obs"]], res.returns.astype(np.float32)
+
+
+def _window(stop: int) -> tuple[Bars, SignalEvaluator]:
+    """The panel's first ``stop`` bars and their signal evaluator, kept between chunks:
+    indicators shared by candidates of different chunks are computed once."""
+    key = (_PANEL["bars"].data_ref, stop)
+    hit = _WINDOWS.get(key)
+    if hit is None:
+        _WINDOWS.clear()  # one window at a time: the search window, mostly
+        bars = _PANEL["bars"].slice(0, stop)
+        hit = _WINDOWS[key] = (bars, SignalEvaluator(bars))
+    return hit
 
 
 def backtest_all(executor: Executor, specs: Sequence[StrategySpec], stop: int,
