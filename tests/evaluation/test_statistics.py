@@ -597,3 +597,23 @@ def test_sharpe_interval_annualizes_and_is_reproducible() -> None:
     assert sharpe_confidence_interval(r, reps=300, seed=9) == b
     with pytest.raises(ValueError, match="constant"):
         sharpe_confidence_interval(np.full(100, 0.01))
+
+
+def test_return_moments_rows_equal_the_series_function_row_by_row() -> None:
+    """The vectorized moments (used by the loop's engine A stage) equal
+    ``return_moments`` of each row exactly, NaN for a constant row, and a row's values
+    do not depend on which other rows are in the matrix (chunking cannot change them)."""
+    from alphaloop.evaluation.statistics import return_moments_rows
+
+    rng = np.random.default_rng(5)
+    r = rng.standard_t(4, (30, 400)) * 0.01
+    r[7] = 0.002  # constant
+    sr, skew, kurt = return_moments_rows(r)
+    for k, row in enumerate(r):
+        m = return_moments(row)
+        for got, want in ((sr[k], m.sr), (skew[k], m.skew), (kurt[k], m.kurtosis)):
+            assert (np.isnan(got) and np.isnan(want)) or got == want
+    assert np.isnan(sr[7]) and np.isnan(skew[7]) and np.isnan(kurt[7])
+    part = return_moments_rows(r[5:12])
+    for whole, piece in zip((sr, skew, kurt), part, strict=True):
+        np.testing.assert_array_equal(piece, whole[5:12])

@@ -252,6 +252,21 @@ def return_moments(returns: Any) -> ReturnMoments:
     return ReturnMoments(sr=sr, skew=skew, kurtosis=kurt, n_obs=r.shape[0])
 
 
+def return_moments_rows(returns: Any) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:func:`return_moments` of each row of a (K, T) matrix at once: (Sharpe, skew,
+    kurtosis) arrays of length K, NaN for constant rows. Every row is reduced on its
+    own, so a row's moments do not depend on the other rows."""
+    r = np.asarray(returns, dtype=np.float64).T  # (T, K): one column per series
+    sr = _sharpe_columns(r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        skew = np.asarray(stats.skew(r, axis=0, bias=True), dtype=np.float64)
+        kurt = np.asarray(stats.kurtosis(r, axis=0, fisher=False, bias=True), dtype=np.float64)
+    constant = np.isnan(sr)
+    skew[constant] = np.nan
+    kurt[constant] = np.nan
+    return sr, skew, kurt
+
+
 # ---------------------------------------------------------------------------
 # Probabilistic Sharpe Ratio and Minimum Track Record Length
 # ---------------------------------------------------------------------------

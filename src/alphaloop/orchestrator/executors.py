@@ -31,7 +31,7 @@ from alphaloop.engines.costs import CostModel
 from alphaloop.engines.engine_a import run_batch
 from alphaloop.engines.metrics import CORE_METRICS
 from alphaloop.engines.signals import SignalEvaluator
-from alphaloop.evaluation.statistics import return_moments
+from alphaloop.evaluation.statistics import return_moments_rows
 from alphaloop.strategy.spec import StrategySpec
 
 CHUNK = 256
@@ -102,11 +102,9 @@ def backtest_chunk(job: tuple[list[str], int, float, float]) -> tuple[pd.DataFra
     res = run_batch(specs, bars, CostModel(fees_bps=fees_bps, slippage_bps=slippage_bps),
                     evaluator=evaluator)
     frame = res.metrics.reset_index()
-    moments = [return_moments(r) for r in res.returns]
-    frame["sr_per_period"] = [m.sr for m in moments]
-    frame["skew"] = [m.skew for m in moments]
-    frame["kurtosis"] = [m.kurtosis for m in moments]
-    frame["n_obs"] = [m.n_obs for m in moments]
+    sr, skew, kurt = return_moments_rows(res.returns)
+    frame["sr_per_period"], frame["skew"], frame["kurtosis"] = sr, skew, kurt
+    frame["n_obs"] = res.returns.shape[1]
     return frame[["strategy_id", *CORE_METRICS, "sr_per_period", "skew", "kurtosis",
                   "n_obs"]], res.returns.astype(np.float32)
 

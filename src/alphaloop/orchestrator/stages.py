@@ -42,7 +42,6 @@ from alphaloop.engines.execution import ExecutionModel
 from alphaloop.engines.verification import classify_failures
 from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
 from alphaloop.evaluation.statistics import (
-    deflated_sharpe_ratio,
     expected_max_sharpe,
     pbo_cscv,
     psr,
@@ -232,6 +231,8 @@ def deflate(frame: pd.DataFrame, trials: int, var_trials: float) -> pd.DataFrame
     with variance ``var_trials`` (all per period), per candidate."""
     out = frame.copy()
     psr_v, dsr_v = [], []
+    deflating = trials > 1 and var_trials > 0
+    sr0 = expected_max_sharpe(trials, var_trials) if deflating else 0.0  # once, not per row
     for row in frame.to_dict("records"):
         sr, n = float(row["sr_per_period"]), int(row["n_obs"])
         if not math.isfinite(sr) or n < 3:
@@ -241,8 +242,9 @@ def deflate(frame: pd.DataFrame, trials: int, var_trials: float) -> pd.DataFrame
         try:
             skew, kurt = float(row["skew"]), float(row["kurtosis"])
             psr_v.append(psr(sr, 0.0, n, skew, kurt))
-            dsr_v.append(deflated_sharpe_ratio(sr, n, skew, kurt, trials, var_trials)
-                         if trials > 1 and var_trials > 0 else psr_v[-1])
+            # DSR is PSR against the expected maximum of the trials (Bailey & López de
+            # Prado 2014, eq. 2): deflated_sharpe_ratio, with SR0 computed once
+            dsr_v.append(psr(sr, sr0, n, skew, kurt) if deflating else psr_v[-1])
         except ValueError:
             psr_v.append(math.nan)
             dsr_v.append(0.0)
