@@ -17,7 +17,8 @@ is wrapped with a ``perf_counter`` (the wrapped calls do not nest, so the sums a
 - engines: engine A batches (search, validation, holdout), engine B verification with
   its determinism rerun, the lookahead check, the data-quality report;
 - statistics: scoring, DSR deflation and the shortlist's clustering, PBO;
-- KB I/O: every KnowledgeBase write and read the runner makes;
+- KB I/O: building the iteration's records and every KnowledgeBase write and read the
+  runner makes;
 - generation: the samplers and building the candidate specs (the strategy layer).
 
 The orchestrator's own overhead is the rest of the iteration's wall time: the state
@@ -51,9 +52,11 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
     "statistics": [("alphaloop.orchestrator.stages", "shortlist"),
                    ("alphaloop.orchestrator.stages", "pbo_of")],
     "generation": [("alphaloop.orchestrator.stages.Generator", "generate")],
-    "kb_io": [("alphaloop.kb.store.KnowledgeBase", m) for m in (
-        "persist_or_queue", "record_transition", "save_stage_run", "set_run_status",
-        "save_run", "replay", "tested", "trial_sharpes", "get_run")],
+    "kb_io": [("alphaloop.orchestrator.runner.Runner", "_batch"),
+              *[("alphaloop.kb.store.KnowledgeBase", m) for m in (
+                  "persist_or_queue", "record_transition", "save_stage_run",
+                  "set_run_status", "save_run", "replay", "tested", "trial_sharpes",
+                  "get_run")]],
 }
 
 

@@ -62,14 +62,17 @@ def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=_jsonable).encode())
 
 
-def append_line(path: Path, obj: Any) -> None:
-    """One JSON line, appended and fsynced (a torn last line is skipped on reading)."""
+def append_line(path: Path, obj: Any, *, sync: bool = True) -> None:
+    """One JSON line, appended (a torn last line is skipped on reading). ``sync``
+    fsyncs it: needed where the line is the only copy of a record; a flushed line
+    survives a killed process either way, only a machine crash can lose it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(obj, sort_keys=True, default=_jsonable) + "\n"
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(line)
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ FILE = "pipeline_events.jsonl"
 
 
 class EventLog:
-    """Appends events for one run; every line is fsynced (it is the crash record)."""
+    """Appends events for one run (flushed at once, so a killed process loses none)."""
 
     def __init__(self, folder: Path, run_id: str) -> None:
         self.path = folder / FILE
@@ -41,7 +41,8 @@ class EventLog:
                "status_after": status_after, "attempt": attempt,
                "max_attempts": max_attempts, "error_code": error_code,
                "stop_reason": stop_reason, "ts": time.time(), **details}
-        append_line(self.path, row)
+        # flushed, not fsynced: the log narrates; stage markers and the KB carry the state
+        append_line(self.path, row, sync=False)
         return row
 
     def read(self) -> list[dict[str, Any]]:

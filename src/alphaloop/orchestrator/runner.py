@@ -315,6 +315,7 @@ class Runner:
     # ------------------------------------------------------------ one iteration
     def _iteration(self, i: int) -> None:
         self._kb_catch_up()  # seed 004 §6.5 B: queued writes go first
+        self._hashes: dict[str, str] = {}  # this iteration's stage inputs
         im = iteration_machine()
         self.retry.new_iteration()
         timings: dict[str, float] = {}
@@ -446,8 +447,8 @@ class Runner:
             best_score_so_far=self.best_so_far, branches=tuple(branches), stage_ms=timings)
         self._imove(i, im, IterationState.KB_PERSIST)
         batch = self._batch(i, summary, ded, fresh_specs, a, short, verified, robust, fails)
-        self._stage(i, "S95", (inputs_hash(batch.model_dump(mode="json",
-                                                            exclude={"iteration"})),),
+        # the batch is a function of the earlier stages' inputs (their outputs are)
+        self._stage(i, "S95", tuple(sorted(self._hashes.items())),
                     lambda: self._persist(i, batch), timings)
         self._imove(i, im, IterationState.ITER_DONE)
         return summary
@@ -458,6 +459,7 @@ class Runner:
                on_load: Callable[[Any], None] | None = None, skip: bool = False) -> Any:
         """Run one stage with retries, or load its stored output (resume)."""
         h = inputs_hash(stage_id, *inputs)
+        self._hashes[stage_id] = h
         sm = stage_machine()
         if skip:
             self._smove(i, stage_id, sm, StageStatus.SKIPPED, 1, h, "STAGE_COMPLETED")
