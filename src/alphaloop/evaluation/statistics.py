@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -258,7 +259,9 @@ def return_moments_rows(returns: Any) -> tuple[FloatArray, FloatArray, FloatArra
     own, so a row's moments do not depend on the other rows."""
     r = np.asarray(returns, dtype=np.float64).T  # (T, K): one column per series
     sr = _sharpe_columns(r)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # constant rows make scipy warn of cancellation; their moments are set to NaN below
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         skew = np.asarray(stats.skew(r, axis=0, bias=True), dtype=np.float64)
         kurt = np.asarray(stats.kurtosis(r, axis=0, fisher=False, bias=True), dtype=np.float64)
     constant = np.isnan(sr)
