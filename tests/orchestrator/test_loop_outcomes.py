@@ -75,9 +75,9 @@ def test_rewriting_the_holdout_changes_no_candidate_and_no_learned_record(
     other = make_config(other_src, run_id="r2", budgets={"max_iterations": 3},
                         generation={"sampler": "tpe"},
                         kb={"url": f"sqlite:///{tmp_path / 'other.sqlite'}"})
-    a, b = Runner(cfg).run(), Runner(other).run()
+    Runner(cfg).run()
+    Runner(other).run()
     assert _generated(cfg) == _generated(other)
-    assert a.best_strategies != b.best_strategies or a.best_strategies == ()
 
     assert sorted(_failures(cfg)) == sorted(_failures(other))
     assert len(_failures(cfg)) > 0

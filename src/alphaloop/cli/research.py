@@ -69,12 +69,8 @@ def backtest(
                    "slippage_bps": costs.slippage_bps, "periods_per_year": bars.periods_per_year}
         sys.stdout.write(json.dumps(payload, allow_nan=False) + "\n")
         return
-    table = Table(title=f"{spec.name or spec.family or spec_path.name} on {bars!r}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in result.metrics.items():
-        table.add_row(key, _fmt(key, value))
-    out.print(table)
+    _print_metrics(f"{spec.name or spec.family or spec_path.name} on {bars!r}",
+                   result.metrics)
     out.print(f"strategy_id {spec.strategy_id[:16]}…  fees {costs.fees_bps:g} bps, slippage "
               f"{costs.slippage_bps:g} bps per side; annualized with "
               f"{bars.periods_per_year:g} bars/year", highlight=False)
@@ -142,15 +138,21 @@ def _capacity_note(source: str, bars: Any) -> str | None:
             "participation, ADV utilization and capacity are not meaningful here")
 
 
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    """The core metrics as a two-column table (backtest and verify)."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, _fmt(key, value))
+    out.print(table)
+
+
 def _print_verification(result: Any, failures: list[Any], spec_path: Path,
                         note: str | None = None) -> None:
     spec, ex = result.spec, result.execution
-    table = Table(title=f"engine B: {spec.name or spec.family or spec_path.name}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in result.metrics.items():
-        table.add_row(key, _fmt(key, value))
-    out.print(table)
+    _print_metrics(f"engine B: {spec.name or spec.family or spec_path.name}",
+                   result.metrics)
     exe = Table(title="execution")
     exe.add_column("statistic")
     exe.add_column("value", justify="right")

@@ -26,6 +26,7 @@ What the runner guarantees (seeds 003 and 004, DESIGN §3 "Orchestrator"):
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -195,8 +196,6 @@ class Runner:
         self.force_baseline = False
         used = 0.0
         if resuming and (self.root / CLOCK_FILE).exists():
-            import json
-
             used = float(json.loads((self.root / CLOCK_FILE).read_text())["elapsed_sec"])
         self.started = time.monotonic() - used
 
@@ -221,14 +220,10 @@ class Runner:
     def resume(cls, run_id: str, *, out_dir: str | None = None, kb_url: str | None = None,
                **kwargs: Any) -> RunSummary:
         """Continue a stopped or killed run; a finished one returns its RunSummary."""
-        from alphaloop.orchestrator.artifacts import read_lines  # noqa: F401 (doc link)
-
         path = runs_root(out_dir) / run_id / CONFIG_FILE
         if not path.exists():
             raise ConfigError(f"no run {run_id!r} under {path.parent.parent}",
                               code="RUN_NOT_FOUND")
-        import json
-
         data = json.loads(path.read_text(encoding="utf-8"))
         if kb_url is not None:
             data["kb"] = {"url": kb_url}
@@ -709,18 +704,18 @@ class Runner:
                      for row in a.metrics.to_dict("records")]
         backtests += [rec.BacktestRecord(
             run_id=rid, iteration=i, strategy_id=v["strategy_id"], engine="B",
-            window="search", data_ref=self.search_ref, sharpe=_finite(v["sharpe"]),
+            window="search", data_ref=self.search_ref, sharpe=st.finite(v["sharpe"]),
             metrics=v["metrics"]) for v in verified]
         backtests += [rec.BacktestRecord(
             run_id=rid, iteration=i, strategy_id=x["strategy_id"], engine="A",
             window="validation", data_ref=self.search_ref,
-            sharpe=_finite(x["sharpe_validation"]), metrics={"oos_ratio": _finite(
+            sharpe=st.finite(x["sharpe_validation"]), metrics={"oos_ratio": st.finite(
                 x["oos_ratio"])}) for x in robust]
         scores = [rec.ScoreRecord(run_id=rid, iteration=i, strategy_id=str(r["strategy_id"]),
                                   policy_version=self.policy.policy_version,
                                   score_total=float(r["score_total"]),
                                   passed=bool(r["passed"]), reasons=list(r["reasons"]),
-                                  dsr=_finite(r["dsr"]), psr=_finite(r["psr"]))
+                                  dsr=st.finite(r["dsr"]), psr=st.finite(r["psr"]))
                   for r in short.scored.to_dict("records")]
         failures = [rec.FailureRecord(run_id=rid, iteration=i, **f) for f in fails]
         it = rec.IterationRecord(run_id=rid, iteration=i, state=summary.state,
@@ -888,33 +883,21 @@ def _variance(values: list[float]) -> float:
     return float(np.var(arr, ddof=1)) if arr.size >= 2 else 0.0
 
 
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _json(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, sort_keys=True)
 
 
 def _loads(text: Any) -> dict[str, Any]:
-    import json
-
     return dict(json.loads(str(text)))
 
 
 def _backtest_record(rid: str, i: int, row: dict[str, Any], engine: str, window: str,
                      data_ref: str) -> rec.BacktestRecord:
-    metrics = {k: _finite(v) for k, v in row.items() if k != "strategy_id"}
+    metrics = {k: st.finite(v) for k, v in row.items() if k != "strategy_id"}
     return rec.BacktestRecord(run_id=rid, iteration=i, strategy_id=str(row["strategy_id"]),
                               engine=engine, window=window, data_ref=data_ref,
-                              sharpe=_finite(row["sharpe"]),
-                              sharpe_per_period=_finite(row["sr_per_period"]),
-                              total_return=_finite(row["total_return"]),
-                              max_drawdown=_finite(row["max_drawdown"]),
+                              sharpe=st.finite(row["sharpe"]),
+                              sharpe_per_period=st.finite(row["sr_per_period"]),
+                              total_return=st.finite(row["total_return"]),
+                              max_drawdown=st.finite(row["max_drawdown"]),
                               n_trades=int(row["n_trades"]), metrics=metrics)

@@ -330,11 +330,18 @@ def verify_b(specs: dict[str, StrategySpec], ids: list[str], bars: Bars,
     return Verified(rows, 2 * len(ids))
 
 
-def _num(v: Any) -> float | int | None:
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    f = float(v)
+def finite(v: Any) -> float | None:
+    """``v`` as a float, or None when it is missing, not a number or not finite."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
     return f if math.isfinite(f) else None
+
+
+def _num(v: Any) -> float | int | None:
+    """Like :func:`finite`, keeping integers (trade counts) integers."""
+    return int(v) if isinstance(v, (int, np.integer)) else finite(v)
 
 
 def _plain(obj: Any) -> Any:
