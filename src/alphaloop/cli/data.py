@@ -69,6 +69,9 @@ def data_import(
     adjust: Annotated[bool, typer.Option(
         "--adjust/--no-adjust", help="Apply an Adj Close column to open/high/low/close.")]
     = True,
+    membership: Annotated[Path | None, typer.Option(
+        "--membership", help="CSV/Parquet of symbol, start, end: when each symbol was in "
+        "the universe (engines trade members only; survivorship is checked).")] = None,
 ) -> None:
     """Validate a file and store it as a named data set.
 
@@ -79,7 +82,7 @@ def data_import(
 
     notes: list[str] = []
     info = import_dataset(file, name=name, overwrite=overwrite, symbol=symbol, adjust=adjust,
-                          notes=notes)
+                          notes=notes, membership=membership)
     symbols = ", ".join(info.symbols or ()) if (info.n_symbols or 0) <= 5 else \
         f"{info.n_symbols} symbols"
     out.print(f"imported {info.name}: {info.n_bars} bars × {info.n_symbols} symbol"
@@ -87,6 +90,9 @@ def data_import(
               highlight=False)
     for note in notes:
         out.print(f"  {note}", highlight=False)
+    if info.membership_periods is not None:
+        out.print(f"  membership: {info.membership_periods} periods stored; symbols are "
+                  "traded only while members", highlight=False)
 
 
 def _listed(values: list[object]) -> str:

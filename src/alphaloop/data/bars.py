@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from alphaloop.data.membership import Membership
 from alphaloop.errors import DataError
 
 FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -99,6 +100,9 @@ class Bars:
     annualization: float | None = field(default=None, kw_only=True)
     """Bars per year, when the calendar is known better than the timestamps tell
     (None: inferred, see :func:`periods_per_year_for`)."""
+    membership: Membership | None = field(default=None, kw_only=True)
+    """When each symbol was in the universe (None: unknown); the engines trade a symbol
+    only while it is a member. Part of :attr:`data_ref` when given."""
 
     def __post_init__(self) -> None:
         t, n = len(self.index), len(self.symbols)
@@ -154,7 +158,15 @@ class Bars:
         h.update("\x1f".join(self.symbols).encode())
         for f in FIELDS:
             h.update(np.ascontiguousarray(getattr(self, f)).tobytes())
+        if self.membership is not None:  # the same bars traded over another universe
+            h.update(b"membership:" + self.membership.digest.encode())
         return "sha256:" + h.hexdigest()
+
+    def member_mask(self) -> np.ndarray | None:
+        """(T, N) bool: symbol j is a universe member at bar t; None when unknown."""
+        if self.membership is None:
+            return None
+        return self.membership.mask(self.index, self.symbols)
 
     @cached_property
     def periods_per_year(self) -> float:
@@ -223,7 +235,8 @@ class Bars:
             cols = np.flatnonzero(~np.all(np.isnan(self.close[sl]), axis=0))
         return Bars(index=self.index[sl], symbols=tuple(self.symbols[j] for j in cols),
                     **{f: np.ascontiguousarray(getattr(self, f)[sl][:, cols]) for f in FIELDS},
-                    name=self.name, annualization=self.annualization)
+                    name=self.name, annualization=self.annualization,
+                    membership=self.membership)
 
     def select(self, symbols: list[str] | tuple[str, ...]) -> Bars:
         missing = [s for s in symbols if s not in self.symbols]
@@ -232,7 +245,7 @@ class Bars:
         cols = [self.symbols.index(s) for s in symbols]
         return Bars(index=self.index, symbols=tuple(symbols),
                     **{f: np.array(getattr(self, f)[:, cols]) for f in FIELDS}, name=self.name,
-                    annualization=self.annualization)
+                    annualization=self.annualization, membership=self.membership)
 
     # ------------------------------------------------------- constructors
     @classmethod

@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 
 from alphaloop.data.bars import Bars
 from alphaloop.data.loaders import dataset_stem, load_file, read_frame
-from alphaloop.data.quality import quality_report
+from alphaloop.data.membership import Membership, read_membership
+from alphaloop.data.quality import QualityReport, quality_report, survivorship_issues
 from alphaloop.data.synthetic import PlantedEffect, generate
 from alphaloop.errors import DataError
 from alphaloop.fsutil import atomic_write
@@ -73,10 +74,14 @@ class DatasetInfo:
     end: str | None = None
     symbols: tuple[str, ...] | None = None
     data_ref: str | None = None
+    membership_periods: int | None = None
+    """Rows of the stored membership table; None: membership unknown."""
 
     def with_bars(self, bars: Bars) -> DatasetInfo:
         """A copy with the size fields taken from a loaded panel."""
+        periods = None if bars.membership is None else len(bars.membership.periods)
         return replace(self, n_bars=bars.n_bars, n_symbols=bars.n_symbols,
+                       membership_periods=periods,
                        start=bars.index[0].isoformat() if bars.n_bars else None,
                        end=bars.index[-1].isoformat() if bars.n_bars else None,
                        symbols=bars.symbols, data_ref=bars.data_ref)
@@ -216,8 +221,10 @@ def _read_meta(path: Path) -> dict[str, Any]:
 def _imported_info(name: str) -> DatasetInfo:
     path = _imported_path(name)
     meta = _read_meta(path)
-    fields = {k: meta[k] for k in ("n_bars", "n_symbols", "start", "end", "data_ref")
-              if k in meta}
+    fields: dict[str, Any] = {k: meta[k] for k in ("n_bars", "n_symbols", "start", "end",
+                                                   "data_ref") if k in meta}
+    if meta.get("membership") is not None:
+        fields["membership_periods"] = len(meta["membership"])
     syms = meta.get("symbols")
     return DatasetInfo(name, "imported", meta.get("description", ""),
                        meta.get("origin", "imported file"), meta.get("licence", "unknown"),
@@ -252,7 +259,8 @@ def is_index_data(source: str, symbols: tuple[str, ...] = ()) -> bool:
 def import_dataset(path: str | Path, name: str | None = None, *, overwrite: bool = False,
                    description: str = "", licence: str = "unknown (user-supplied)",
                    sort: bool = False, symbol: str | None = None, adjust: bool = True,
-                   notes: list[str] | None = None) -> DatasetInfo:
+                   notes: list[str] | None = None,
+                   membership: str | Path | None = None) -> DatasetInfo:
     """Validate a CSV/Parquet file and store it in the catalog under ``name``.
 
     ``name`` defaults to the file name without suffix. The file is loaded with
@@ -262,6 +270,10 @@ def import_dataset(path: str | Path, name: str | None = None, *, overwrite: bool
     (``--overwrite``). ``symbol`` names a single-symbol file's symbol (default: the
     file name); ``adjust`` applies its ``Adj Close``; what was done to the prices is
     appended to ``notes`` and, without a ``description``, becomes it.
+    ``membership`` is a ``symbol, start, end`` table (see
+    :mod:`alphaloop.data.membership`) stored with the data: the engines then trade a
+    symbol only while it is a member, and the survivorship check runs before anything
+    is written (removed members without bars: ``SURVIVORSHIP_CHECK_FAIL``, CRITICAL).
     """
     src = Path(path)
     name = check_name(name if name is not None else dataset_stem(src))
@@ -272,12 +284,17 @@ def import_dataset(path: str | Path, name: str | None = None, *, overwrite: bool
     done: list[str] = []
     bars = load_file(src, name=name, sort=sort, validate=True, symbol=symbol, adjust=adjust,
                      notes=done)
+    if membership is not None:
+        bars = replace(bars, membership=read_membership(membership))
+        QualityReport(tuple(survivorship_issues(bars))).raise_for_errors(f"{src}: ")
     if notes is not None:
         notes.extend(done)
     info = DatasetInfo(name, "imported", description or "; ".join(done),
                        f"imported from {src.resolve()}", licence,
                        path=str(target)).with_bars(bars)
     meta = {k: v for k, v in info.to_dict().items() if k not in ("name", "kind", "path")}
+    if bars.membership is not None:
+        meta["membership"] = bars.membership.to_records()
     _write_atomic(bars, meta, target)
     return info
 
@@ -317,6 +334,9 @@ def load_dataset(dataset: str, *, name: str | None = None, validate: bool = True
     elif is_dataset(dataset):
         path = _imported_path(dataset)
         bars = Bars.from_long(read_frame(path), name=dataset, validate=validate)
+        stored = _read_meta(path).get("membership")
+        if stored is not None:
+            bars = replace(bars, membership=Membership.from_records(stored, source=str(path)))
         if validate:
             quality_report(bars).raise_for_errors(f"{path}: ")
     else:

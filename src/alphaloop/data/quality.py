@@ -40,6 +40,12 @@ Codes (all ``DQ_*``) and what they mean:
 ``DQ_SHORT_HISTORY``       (warning) fewer bars than ``min_years`` of history
 ``DQ_DUPLICATE_DAY``       daily data with two bars of one symbol on one UTC date (CRITICAL)
 ``DQ_OFF_CALENDAR``        (warning) Saturday/Sunday bars in weekday-calendar data
+``DQ_SURVIVORSHIP_UNKNOWN`` (warning) several symbols and no membership table: the
+                           universe may hold only the survivors
+``SURVIVORSHIP_CHECK_FAIL`` the membership table shows removals whose bars are missing
+                           (the universe was filtered with hindsight; CRITICAL)
+``DQ_MEMBER_MISSING``      (warning) a current member has no bars
+``DQ_NOT_A_MEMBER``        a symbol of the bars that the membership table never lists
 =========================  ==============================================================
 
 Every check is a vectorized numpy expression over whole columns or the whole
@@ -70,7 +76,8 @@ REL_TOL = 1e-9
 _NULL_TOKENS = frozenset({"", "nan", "none", "null", "na", "n/a", "<na>", "nat"})
 
 Severity = Literal["error", "warning"]
-CRITICAL_CODES = frozenset({"DQ_DUPLICATE_TIMESTAMP", "DQ_DUPLICATE_DAY"})
+CRITICAL_CODES = frozenset({"DQ_DUPLICATE_TIMESTAMP", "DQ_DUPLICATE_DAY",
+                            "SURVIVORSHIP_CHECK_FAIL"})
 """Codes whose data would make any result untrustworthy (DESIGN §5, data-quality gate)."""
 _DAY_NS = 86_400 * 10**9
 
@@ -446,6 +453,7 @@ def quality_report(bars: Bars, *, min_years: float = 1.0, stale_run: int = 5,
     issues += _gap_warnings(bars, gap_factor)
     issues += _stale_warnings(bars, stale_run)
     issues += _history_warnings(bars, min_years)
+    issues += survivorship_issues(bars)
     return QualityReport(tuple(issues))
 
 
@@ -563,3 +571,38 @@ def _history_warnings(bars: Bars, min_years: float) -> list[QualityIssue]:
                          f"symbol {s!r} has {int(n)} bars, less than {min_years:g} years "
                          f"(~{need:.0f} bars)", symbol=s, count=int(n))
             for s, n in zip(bars.symbols, have, strict=True) if n < need]
+
+
+def survivorship_issues(bars: Bars) -> list[QualityIssue]:
+    """The survivorship check (DESIGN §5): membership unknown (a warning on a panel of
+    several symbols), removed members whose bars are missing (CRITICAL), symbols the
+    table never lists (an error), current members without bars (a warning)."""
+    m = bars.membership
+    if m is None:
+        if bars.n_symbols < 2:
+            return []
+        return [QualityIssue("DQ_SURVIVORSHIP_UNKNOWN", "warning",
+                             f"{bars.n_symbols} symbols and no membership information: the "
+                             "universe may hold only the survivors (import it with "
+                             "--membership FILE)")]
+    out: list[QualityIssue] = []
+    last = bars.index[-1].normalize().tz_localize(None)
+    missing = set(m.symbols) - set(bars.symbols)
+    gone = [s for s in m.removed(last) if s in missing]
+    if gone:
+        out.append(QualityIssue(
+            "SURVIVORSHIP_CHECK_FAIL", "error",
+            f"the membership shows {_plural(len(gone), 'removed symbol')} whose bars are "
+            f"missing ({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''}): the universe "
+            "holds only survivors", count=len(gone)))
+    strangers = sorted(set(bars.symbols) - set(m.symbols))
+    if strangers:
+        out.append(QualityIssue("DQ_NOT_A_MEMBER", "error",
+                                f"symbol(s) {', '.join(strangers[:5])} have bars but no "
+                                "membership period", count=len(strangers)))
+    current = sorted(missing - set(gone))
+    if current:
+        out.append(QualityIssue("DQ_MEMBER_MISSING", "warning",
+                                f"member(s) {', '.join(current[:5])} have no bars",
+                                count=len(current)))
+    return out

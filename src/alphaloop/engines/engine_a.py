@@ -159,7 +159,8 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
     if record_trades and len(specs) != 1:
         raise ValueError("record_trades needs exactly one spec")
     ev = evaluator or SignalEvaluator(bars)
-    uni = build_universe(ev.valid, bars.index, universe or UniverseRule())
+    uni = build_universe(ev.valid, bars.index, universe or UniverseRule(),
+                         member=member_rows(bars))
     k_total, n_bars = len(specs), ev.shape[1]
     equity = np.empty((k_total, n_bars))
     traded = np.empty((k_total, n_bars))
@@ -218,6 +219,12 @@ def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
         np.array([r.take_profit or 0.0 for r in risk]),
         np.array([r.max_bars or 0 for r in risk], dtype=np.int64),
         size_idx, sizes, costs.fee, costs.slippage, record_trades)
+
+
+def member_rows(bars: Bars) -> np.ndarray | None:
+    """The panel's membership mask in the kernels' asset-major (N, T) layout, or None."""
+    mask = bars.member_mask()
+    return None if mask is None else np.ascontiguousarray(mask.T)
 
 
 def boundaries(uni: Universe) -> np.ndarray:

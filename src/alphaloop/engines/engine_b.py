@@ -38,7 +38,7 @@ from alphaloop.data.bars import Bars
 from alphaloop.data.quality import QualityReport, quality_report
 from alphaloop.engines import indicators as ind
 from alphaloop.engines import kernel_b as kb
-from alphaloop.engines.engine_a import _DIRECTION, effective_years, trade_frame
+from alphaloop.engines.engine_a import _DIRECTION, effective_years, member_rows, trade_frame
 from alphaloop.engines.execution import ExecutionModel
 from alphaloop.engines.kernel_a import TRADE_FIELDS, portfolio_series
 from alphaloop.engines.metrics import CORE_METRICS, core_metrics, return_metrics, to_jsonable
@@ -214,7 +214,8 @@ def data_gate(bars: Bars, model: ExecutionModel, valid: np.ndarray,
         reasons.setdefault(issue.symbol, []).append(f"{issue.code}: {issue.message}")
     needs_volume = model.volume.max_participation is not None or model.impact.k > 0
     volume = np.ascontiguousarray(bars.volume.T) if needs_volume else None
-    uni = build_universe(valid, bars.index, rule, volume=volume, fail_bar=fail_bar)
+    uni = build_universe(valid, bars.index, rule, volume=volume, fail_bar=fail_bar,
+                         member=member_rows(bars))
     if volume is not None:
         for k in np.flatnonzero(~np.any(volume > 0, axis=1)):
             sym = bars.symbols[int(k)]

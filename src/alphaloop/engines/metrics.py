@@ -48,6 +48,27 @@ Definitions (``r`` one row of returns, ``T`` its length):
 ``effective_history_years``
 ==========================  =====================================================
 
+Relative metrics (:func:`relative_metrics`, ``b`` the benchmark's returns over the
+same bars, ``e = r - b`` the excess return series):
+
+==========================  =====================================================
+``beta``, ``alpha_ann``     OLS ``r_t = alpha + beta * b_t + u_t``
+                            (``scipy.stats.linregress``); ``alpha_ann =
+                            alpha * ppy`` (arithmetic annualization)
+``beta_t``, ``alpha_t``     the OLS t-statistics (``beta / se(beta)``,
+                            ``alpha / se(alpha)``); NaN when ``b`` does not vary
+                            (cash: there is nothing to regress on) or ``T < 3``
+``tracking_error``          ``std(e, ddof=1) * sqrt(ppy)``
+``information_ratio``       ``mean(e) / std(e, ddof=1) * sqrt(ppy)``: the Sharpe
+                            of the excess series (against cash it *is* Sharpe)
+``active_return``           ``mean(e) * ppy``
+``up_capture``              ``mean(r | b > 0) / mean(b | b > 0)``; NaN without an
+                            up bar
+``down_capture``            ``mean(r | b < 0) / mean(b | b < 0)``; NaN without a
+                            down bar
+``benchmark_<m>``           each :data:`RETURN_METRICS` ``m`` of ``b`` itself
+==========================  =====================================================
+
 "The std is 0" is judged with a floating-point tolerance: a series whose
 values are all equal can have a computed sample std of a few ulps (the mean is
 rounded), so a std ``<= 16 * eps * max|r|`` counts as zero; ``ann_volatility``
@@ -61,12 +82,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from scipy.stats import linregress
 
 __all__ = [
+    "BENCHMARK_METRICS",
     "CORE_METRICS",
+    "RELATIVE_METRICS",
     "RETURN_METRICS",
     "TRADE_METRICS",
     "core_metrics",
+    "excess_returns",
+    "relative_metrics",
     "return_metrics",
     "to_jsonable",
     "trade_metrics",
@@ -93,6 +119,20 @@ CORE_METRICS: tuple[str, ...] = (
 )
 
 TRADE_METRICS: tuple[str, ...] = ("win_rate", "profit_factor")
+
+RELATIVE_METRICS: tuple[str, ...] = (
+    "beta",
+    "beta_t",
+    "alpha_ann",
+    "alpha_t",
+    "information_ratio",
+    "tracking_error",
+    "active_return",
+    "up_capture",
+    "down_capture",
+)
+
+BENCHMARK_METRICS: tuple[str, ...] = tuple(f"benchmark_{m}" for m in RETURN_METRICS)
 
 # A sample std at or below this multiple of eps * max|r| is treated as zero.
 _ZERO_STD_ULPS = 16.0
@@ -325,6 +365,67 @@ def core_metrics(
         ),
     }
     return {name: values[name] for name in CORE_METRICS}
+
+
+def excess_returns(returns: np.ndarray, benchmark: np.ndarray) -> np.ndarray:
+    """``returns - benchmark`` per bar: shape ``(T,)`` or ``(K, T)`` against a ``(T,)``
+    benchmark. Raises ``ValueError`` for bad returns or a length mismatch."""
+    r = _check_returns(returns)
+    b = _check_returns(benchmark)
+    if b.ndim != 1 or b.shape[0] != r.shape[-1]:
+        raise ValueError(f"benchmark returns must have shape ({r.shape[-1]},) to match the "
+                         f"returns; got {b.shape}")
+    return r - b
+
+
+def _ols_row(r: np.ndarray, b: np.ndarray, b_flat: bool) -> tuple[float, ...]:
+    """beta, beta_t, alpha (per period), alpha_t of one row; NaN where undefined."""
+    if b_flat or r.shape[0] < 3:
+        return (math.nan,) * 4
+    fit = linregress(b, r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta_t = fit.slope / fit.stderr if fit.stderr > 0 else math.nan
+        alpha_t = (fit.intercept / fit.intercept_stderr
+                   if fit.intercept_stderr > 0 else math.nan)
+    return float(fit.slope), float(beta_t), float(fit.intercept), float(alpha_t)
+
+
+def _capture(r2: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    if not mask.any():
+        return np.full(r2.shape[0], np.nan)
+    return np.asarray(r2[:, mask].mean(axis=1) / b[mask].mean())
+
+
+def relative_metrics(returns: np.ndarray, benchmark: np.ndarray,
+                     periods_per_year: float) -> dict[str, np.ndarray | float]:
+    """:data:`RELATIVE_METRICS` and :data:`BENCHMARK_METRICS` of ``returns`` (``(T,)``
+    or ``(K, T)``) against the ``(T,)`` ``benchmark`` returns over the same bars
+    (definitions in the module docstring). A cash benchmark is all zeros: beta and
+    alpha are then NaN and the information ratio equals the Sharpe ratio.
+    """
+    e = excess_returns(returns, benchmark)
+    ppy = _check_ppy(periods_per_year)
+    r2 = np.atleast_2d(_check_returns(returns))
+    b = _check_returns(benchmark)
+    scalar = np.ndim(returns) == 1
+    b_flat = bool(np.isnan(np.asarray(return_metrics(b, ppy)["sharpe"])) or b.shape[0] < 2)
+    ols = np.array([_ols_row(row, b, b_flat) for row in r2]).reshape(-1, 4)
+    act = return_metrics(e, ppy)
+    mean_e = np.atleast_1d(np.asarray(e, dtype=np.float64)).reshape(r2.shape).mean(axis=1)
+    values: dict[str, np.ndarray] = {
+        "beta": ols[:, 0], "beta_t": ols[:, 1], "alpha_ann": ols[:, 2] * ppy,
+        "alpha_t": ols[:, 3],
+        "information_ratio": np.atleast_1d(np.asarray(act["sharpe"], dtype=np.float64)),
+        "tracking_error": np.atleast_1d(np.asarray(act["ann_volatility"], dtype=np.float64)),
+        "active_return": mean_e * ppy,
+        "up_capture": _capture(r2, b, b > 0), "down_capture": _capture(r2, b, b < 0),
+    }
+    out: dict[str, np.ndarray | float] = {k: _out(values[k], scalar) for k in RELATIVE_METRICS}
+    bench = return_metrics(b, ppy)
+    for m in RETURN_METRICS:
+        v = float(np.asarray(bench[m]))
+        out[f"benchmark_{m}"] = v if scalar else np.full(r2.shape[0], v)
+    return out
 
 
 def _jsonable_value(value: Any) -> Any:

@@ -14,6 +14,9 @@ from data up to each bar only:
   (both, so a thin intraday symbol missing a few minutes stays, and a monthly one
   missing a month stays). Its position is closed at that bar, at its last close,
   with costs (trade reason ``delisted``). If bars resume, it lists again.
+- **membership**: when the panel carries a membership table (survivorship-aware data),
+  a symbol is tradable only on the bars where it is a member of the universe; it
+  leaves (closed like a delisting) on the first bar after its membership ends.
 - **data failure** (engine B's data gate): a symbol leaves for good at the first
   bar where a quality error is observable (trade reason ``data_failure``); the
   bars before it are untouched.
@@ -70,12 +73,14 @@ class Universe:
 
 def build_universe(valid: np.ndarray, index: pd.DatetimeIndex, rule: UniverseRule, *,
                    volume: np.ndarray | None = None,
-                   fail_bar: np.ndarray | None = None) -> Universe:
+                   fail_bar: np.ndarray | None = None,
+                   member: np.ndarray | None = None) -> Universe:
     """The universe of an (N, T) ``valid`` mask (bars with all of OHLC).
 
     ``volume`` (N, T), when given, delays each listing to the first positive volume;
     ``fail_bar`` (N,) excludes symbol i from bar ``fail_bar[i]`` on (a value >= T:
-    never). Every input at bar t is read at or before t.
+    never); ``member`` (N, T), when given, is the membership mask: a symbol is live
+    only where it is a member. Every input at bar t is read at or before t.
     """
     n_bars = valid.shape[1]
     bars_seen = valid
@@ -90,6 +95,8 @@ def build_universe(valid: np.ndarray, index: pd.DatetimeIndex, rule: UniverseRul
     days = ts[None, :] - ts[np.maximum(last, 0)]
     gone = (missing >= rule.delist_after_bars) & (days >= rule.delist_after_days)
     live = (last >= 0) & ~gone
+    if member is not None:
+        live &= np.asarray(member, dtype=np.bool_)
     state = np.where(live, LIVE, OUT).astype(np.int8)
     if fail_bar is not None:
         failed = rows[None, :] >= np.asarray(fail_bar)[:, None]
