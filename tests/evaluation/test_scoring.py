@@ -496,19 +496,72 @@ def test_load_from_path_and_string(tmp_path: Path) -> None:
 
 
 def test_bundled_default_policy() -> None:
-    assert "default" in bundled_policies()
+    assert {"default", "score-v1", "score-v2"} <= set(bundled_policies())
     p = load_policy("default")
-    assert p.policy_version == "score-v1"
+    assert p.policy_version == "score-v2"
     assert all(v is not None for v in p.gates.model_dump().values())  # every gate in force
     assert p.penalties.data_quality_warning > 0 and p.penalties.execution_warning > 0
     assert load_policy("default") is p  # parsed once
+
+
+def test_score_v1_is_unchanged_and_still_loads() -> None:
+    v1 = load_policy("score-v1")
+    assert v1.policy_version == "score-v1"
+    # the sha256 score-v1 was recorded with before score-v2 existed (the policy file
+    # of commit 0e8fd50): its content never changes
+    assert v1.content_hash == "39bb0529e17dd88f7f4eec3b276b8f36e166fbc1fc6584407788247242b2a376"
+    assert v1.gates.min_excess_dsr is None and v1.gates.min_information_ratio is None
+    v2 = load_policy("score-v2")
+    # score-v2 is score-v1 plus the two relative gates
+    assert v2.components == v1.components and v2.penalties == v1.penalties
+    same = {k: v for k, v in v2.gates.model_dump().items()
+            if k not in ("min_excess_dsr", "min_information_ratio")}
+    assert same == {k: v for k, v in v1.gates.model_dump().items() if k in same}
+
+
+def test_relative_gates_name_the_benchmark_and_both_numbers() -> None:
+    good = {"sharpe": 0.8, "max_drawdown": -0.18, "cagr": 0.12, "calmar": 0.67,
+            "profit_factor": 1.6, "turnover": 8.0, "n_trades": 120,
+            "effective_history_years": 8.0}
+    extras = {"dsr": 0.99, "pbo": 0.1, "excess_dsr": 0.31, "information_ratio": -0.05,
+              "benchmark_sharpe": 0.83, "benchmark": "equal_weight(us_indices)"}
+    r = score(good, DEFAULT, extras=extras)
+    assert not r.passed
+    assert r.failed_gates == ["min_excess_dsr", "min_information_ratio"]
+    assert r.reasons[0] == ("excess_dsr 0.31 < min_excess_dsr 0.95 against benchmark "
+                            "equal_weight(us_indices) (Sharpe 0.80 vs the benchmark's 0.83)")
+    # against cash the same candidate passes the old policy
+    assert score(good, load_policy("score-v1"), extras={"dsr": 0.99, "pbo": 0.1}).passed
+    ok = score(good, DEFAULT, extras={**extras, "excess_dsr": 0.97, "information_ratio": 0.4})
+    assert ok.passed and not any("benchmark" in x for x in ok.reasons)
+
+
+def test_relative_gates_not_evaluated_without_a_benchmark() -> None:
+    frame = pd.DataFrame([{"sharpe": 1.0, "n_trades": 50, "max_drawdown": -0.1,
+                           "turnover": 2.0, "effective_history_years": 5.0, "dsr": 0.99,
+                           "pbo": 0.1, "excess_dsr": 0.2, "information_ratio": 0.1,
+                           "benchmark_sharpe": 0.9, "benchmark": "SPX"},
+                          {"sharpe": 1.0, "n_trades": 50, "max_drawdown": -0.1,
+                           "turnover": 2.0, "effective_history_years": 5.0, "dsr": 0.99,
+                           "pbo": 0.1, "excess_dsr": np.nan, "information_ratio": np.nan,
+                           "benchmark_sharpe": np.nan, "benchmark": None}])
+    out = score_frame(frame, DEFAULT)
+    assert out["passed"].tolist() == [False, True]
+    assert "against benchmark SPX (Sharpe 1.00 vs the benchmark's 0.90)" in out["reasons"][0][0]
+    assert any(x.startswith("excess_dsr not evaluated") for x in out["reasons"][1])
+    one = score(frame.iloc[0].drop("benchmark").to_dict(), DEFAULT,
+                extras={k: frame.iloc[0][k] for k in ("dsr", "pbo", "excess_dsr",
+                                                      "information_ratio", "benchmark_sharpe",
+                                                      "benchmark")})
+    assert one.reasons == out["reasons"][0] and one.score_total == out["score_total"][0]
 
 
 def test_default_policy_scores_a_plausible_candidate() -> None:
     good = {"sharpe": 1.2, "max_drawdown": -0.18, "cagr": 0.12, "calmar": 0.67,
             "profit_factor": 1.6, "turnover": 8.0, "n_trades": 120,
             "effective_history_years": 8.0}
-    r = score(good, DEFAULT, extras={"dsr": 0.97, "pbo": 0.1})
+    r = score(good, DEFAULT, extras={"dsr": 0.97, "pbo": 0.1, "excess_dsr": 0.96,
+                                     "information_ratio": 0.5})
     assert r.passed and r.reasons == []
     assert 50 < r.score_total < 90
     weak = score({**good, "sharpe": 0.3, "n_trades": 12}, DEFAULT)

@@ -15,6 +15,8 @@ A policy is a small, versioned YAML document::
       min_history_years: 3
       min_dsr: 0.95                   # robustness gates: only when a value is given
       max_pbo: 0.3
+      min_excess_dsr: 0.95            # relative gates: only when a benchmark was given
+      min_information_ratio: 0.3
     penalties:                        # points off score_total, per warning
       data_quality_warning: 5
       execution_warning: 10
@@ -47,6 +49,13 @@ one vectorized implementation, so a frame row scores exactly like a single call)
   pass for a verified one. The orchestrator re-scores with the robustness values
   before anything is promoted, and must treat a "not evaluated" reason at that
   point as a failure (a DSR that could not be computed is not a pass).
+- **Relative gates** ``min_excess_dsr`` / ``min_information_ratio`` read the DSR of the
+  excess returns over the benchmark and the information ratio (``excess_dsr`` /
+  ``information_ratio``); like the robustness gates they are *not evaluated* when no
+  value is given (no benchmark). A failure names the benchmark (``benchmark``, a text
+  extra or column) and quotes the strategy's and the benchmark's Sharpe ratios
+  (``sharpe``, ``benchmark_sharpe``): ``"excess_dsr 0.31 < min_excess_dsr 0.95 against
+  benchmark equal_weight (Sharpe 0.80 vs the benchmark's 0.83)"``.
 - **passed** is True when no gate failed. ``reasons`` lists, in a fixed order, every
   failed gate with its actual value and threshold (``"n_trades 12 < min_trades
   30"``), then the robustness gates not evaluated, the penalties and the components
@@ -76,7 +85,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +102,7 @@ from pydantic import (
     model_validator,
 )
 
-from alphaloop.engines.metrics import CORE_METRICS
+from alphaloop.engines.metrics import CORE_METRICS, RELATIVE_METRICS
 from alphaloop.errors import AlphaloopError, ErrorClass
 from alphaloop.yamlio import read_yaml
 
@@ -116,8 +125,21 @@ __all__ = [
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 
-#: Inputs besides the core metrics: robustness values and warning counts.
-EXTRA_KEYS: tuple[str, ...] = ("dsr", "pbo", "data_quality_warnings", "execution_warnings")
+#: Inputs besides the core metrics: robustness values, benchmark-relative values and
+#: warning counts.
+EXTRA_KEYS: tuple[str, ...] = ("dsr", "pbo", "excess_dsr", "information_ratio",
+                               "benchmark_sharpe", "data_quality_warnings",
+                               "execution_warnings")
+
+#: The benchmark's name (text): named in the relative gates' reasons.
+BENCHMARK_KEY = "benchmark"
+
+#: Metrics a component may score: the core metrics and the relative ones.
+COMPONENT_METRICS: tuple[str, ...] = (*CORE_METRICS, *RELATIVE_METRICS)
+
+#: The bundled policy ``load_policy("default")`` gives: the benchmark-relative one.
+#: ``score-v1`` (against cash only) stays loadable by its name.
+DEFAULT_POLICY = "score-v2"
 
 #: The metric (or extra) each gate reads.
 GATE_METRICS: dict[str, str] = {
@@ -128,8 +150,12 @@ GATE_METRICS: dict[str, str] = {
     "min_history_years": "effective_history_years",
     "min_dsr": "dsr",
     "max_pbo": "pbo",
+    "min_excess_dsr": "excess_dsr",
+    "min_information_ratio": "information_ratio",
 }
-_ROBUSTNESS_GATES = ("min_dsr", "max_pbo")
+# applied only when a value is given (robustness stage, a benchmark): else "not evaluated"
+_ROBUSTNESS_GATES = ("min_dsr", "max_pbo", "min_excess_dsr", "min_information_ratio")
+_RELATIVE_GATES = ("min_excess_dsr", "min_information_ratio")
 
 _VERSION_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe file name
 
@@ -187,6 +213,8 @@ class Gates(_Strict):
     min_history_years: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     min_dsr: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     max_pbo: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    min_excess_dsr: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    min_information_ratio: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class Penalties(_Strict):
@@ -217,12 +245,12 @@ class ScoringPolicy(_Strict):
     def _known_metrics(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
             for key in value:
-                if key not in CORE_METRICS:
-                    close = difflib.get_close_matches(str(key), CORE_METRICS, n=1)
+                if key not in COMPONENT_METRICS:
+                    close = difflib.get_close_matches(str(key), COMPONENT_METRICS, n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     raise ValueError(
                         f"components.{key}: unknown metric {key!r}{hint}; valid metrics: "
-                        + ", ".join(CORE_METRICS)
+                        + ", ".join(COMPONENT_METRICS)
                     )
         return value
 
@@ -296,17 +324,20 @@ def _format_errors(exc: ValidationError) -> str:
 
 # ============================================================ loading
 def bundled_policies() -> list[str]:
-    """Names of the policies shipped with alphaloop (``load_policy(name)``)."""
-    return sorted(p.stem for p in POLICY_DIR.glob("*.yaml"))
+    """Names of the policies shipped with alphaloop (``load_policy(name)``): each file's
+    name (its policy_version) and ``default`` (:data:`DEFAULT_POLICY`)."""
+    return sorted({"default", *(p.stem for p in POLICY_DIR.glob("*.yaml"))})
 
 
 @functools.lru_cache(maxsize=16)
 def _load_bundled(name: str) -> ScoringPolicy:
-    return ScoringPolicy.from_yaml(POLICY_DIR / f"{name}.yaml")
+    stem = DEFAULT_POLICY if name == "default" else name
+    return ScoringPolicy.from_yaml(POLICY_DIR / f"{stem}.yaml")
 
 
 def load_policy(path_or_name: str | Path | ScoringPolicy) -> ScoringPolicy:
-    """A policy from a YAML file path or a bundled name (``"default"``).
+    """A policy from a YAML file path or a bundled name (``"default"`` is
+    :data:`DEFAULT_POLICY`; ``"score-v1"`` the earlier policy against cash).
 
     A string that names an existing file, contains a path separator or ends in
     ``.yaml``/``.yml`` is a path; otherwise it is a bundled name. A
@@ -472,13 +503,28 @@ def _num(x: float, other: float | None = None) -> str:
 
 def _needed(policy: ScoringPolicy) -> list[str]:
     names = set(policy.components) | set(EXTRA_KEYS)
-    names |= {GATE_METRICS[g] for g, thr in policy.gates.model_dump().items() if thr is not None}
+    gates = {g for g, thr in policy.gates.model_dump().items() if thr is not None}
+    names |= {GATE_METRICS[g] for g in gates}
+    if gates & set(_RELATIVE_GATES):  # their reasons quote both Sharpe ratios
+        names |= {"sharpe", "benchmark_sharpe"}
     return sorted(names)
 
 
-def _evaluate(cols: Mapping[str, np.ndarray], n: int, policy: ScoringPolicy) -> _Scored:
+def _against(i: int, benchmarks: Sequence[str | None] | None, sharpe: np.ndarray,
+             bench_sharpe: np.ndarray) -> str:
+    """' against benchmark NAME (Sharpe x vs the benchmark's y)" for a relative gate'."""
+    name = benchmarks[i] if benchmarks is not None else None
+    text = f" against benchmark {name}" if name else " against the benchmark"
+    if math.isfinite(sharpe[i]) and math.isfinite(bench_sharpe[i]):
+        text += f" (Sharpe {sharpe[i]:.2f} vs the benchmark's {bench_sharpe[i]:.2f})"
+    return text
+
+
+def _evaluate(cols: Mapping[str, np.ndarray], n: int, policy: ScoringPolicy,
+              benchmarks: Sequence[str | None] | None = None) -> _Scored:
     """The vectorized core: ``cols`` maps input names to float64 arrays of length n;
-    an absent name means "not given" (NaN for metrics, 0 for warning counts)."""
+    an absent name means "not given" (NaN for metrics, 0 for warning counts).
+    ``benchmarks`` names each row's benchmark, for the relative gates' reasons."""
     nan = np.full(n, np.nan)
 
     def col(name: str) -> np.ndarray:
@@ -552,6 +598,10 @@ def _evaluate(cols: Mapping[str, np.ndarray], n: int, policy: ScoringPolicy) -> 
             elif gate == "max_drawdown":
                 reasons[i].append(f"max_drawdown {_num(x[i], -thr)} < {_num(-thr)} "
                                   f"(gate max_drawdown {_num(thr)})")
+            elif gate in _RELATIVE_GATES:
+                reasons[i].append(f"{metric} {_num(x[i], thr)} {op} {gate} {_num(thr)}"
+                                  + _against(i, benchmarks, col("sharpe"),
+                                             col("benchmark_sharpe")))
             else:
                 reasons[i].append(f"{metric} {_num(x[i], thr)} {op} {gate} {_num(thr)}")
         for i in np.flatnonzero(absent):
@@ -599,7 +649,8 @@ def score(metrics: Mapping[str, Any], policy: ScoringPolicy, *,
     """Score one candidate's ``metrics`` (a mapping of core metric names to numbers).
 
     ``extras`` may carry ``dsr`` and ``pbo`` (robustness gates; absent, None or NaN =
-    not evaluated) and the warning counts ``data_quality_warnings`` and
+    not evaluated), ``excess_dsr``, ``information_ratio``, ``benchmark_sharpe`` and
+    ``benchmark`` (its name; the relative gates, likewise) and the warning counts ``data_quality_warnings`` and
     ``execution_warnings`` (absent or None = 0). Metric names the policy does not use
     are ignored; a metric the policy uses that is absent or None counts as NaN.
 
@@ -608,10 +659,13 @@ def score(metrics: Mapping[str, Any], policy: ScoringPolicy, *,
     """
     policy = _check_policy(policy)
     extras = dict(extras or {})
+    bench = extras.pop(BENCHMARK_KEY, None)
+    if bench is not None and not isinstance(bench, str):
+        raise ValueError(f"{BENCHMARK_KEY} must be a name (text); got {bench!r}")
     unknown = sorted(set(extras) - set(EXTRA_KEYS))
     if unknown:
         raise ValueError(f"unknown extras key(s) {', '.join(map(repr, unknown))}; "
-                         f"valid keys: {', '.join(EXTRA_KEYS)}")
+                         f"valid keys: {', '.join((*EXTRA_KEYS, BENCHMARK_KEY))}")
     cols: dict[str, np.ndarray] = {}
     for name in _needed(policy):
         if name in EXTRA_KEYS:
@@ -619,7 +673,7 @@ def score(metrics: Mapping[str, Any], policy: ScoringPolicy, *,
                 cols[name] = np.array([_as_float(name, extras[name])])
         elif name in metrics:
             cols[name] = np.array([_as_float(name, metrics[name])])
-    out = _evaluate(cols, 1, policy)
+    out = _evaluate(cols, 1, policy, [bench])
     return ScoreResult(
         policy_version=policy.policy_version,
         policy_hash=policy.content_hash,
@@ -656,7 +710,9 @@ def score_frame(frame: pd.DataFrame, policy: ScoringPolicy) -> pd.DataFrame:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"column {name!r} must be numeric: {exc}") from None
         cols[name] = arr
-    out = _evaluate(cols, n, policy)
+    names = (frame[BENCHMARK_KEY].astype(object).where(frame[BENCHMARK_KEY].notna(), None)
+             .tolist() if BENCHMARK_KEY in frame.columns else None)
+    out = _evaluate(cols, n, policy, names)
     result = frame.copy()
     result["score_total"] = out.score_total
     result["passed"] = out.passed
