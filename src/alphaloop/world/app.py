@@ -1,0 +1,342 @@
+"""The WorldService HTTP app (FastAPI).
+
+Every error answers ``{"error": {"code", "message", "field"}}`` with a stable code:
+401 without a valid bearer token, 403 when the token's role does not allow the action,
+404 for unknown worlds/runs, 409 for conflicting writes, 413 for bodies over the size
+limit, 422 for invalid bodies (the message names the field), 503 when the database is
+unavailable (retry). Endpoints are synchronous functions: FastAPI runs them in its
+thread pool, so a blocking database call never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from alphaloop.world import audit, tokens
+from alphaloop.world.db import Database
+from alphaloop.world.decide import decide
+from alphaloop.world.errors import WorldError
+from alphaloop.world.hub import latest_snapshot, post_snapshot
+from alphaloop.world.schemas import (
+    AuditOut,
+    CohortIn,
+    CohortOut,
+    DecisionEnvelope,
+    ErrorOut,
+    EvaluateIn,
+    EvaluationOut,
+    PolicyOut,
+    RunOut,
+    SnapshotIn,
+    SnapshotOut,
+    TokenIn,
+    TokenOut,
+    WorldIn,
+    WorldOut,
+)
+from alphaloop.world.service import WorldService, ts
+
+log = logging.getLogger("alphaloop.world")
+MAX_BODY_BYTES = 4 * 1024 * 1024
+_KEY = r"^[A-Za-z0-9._:@+-]{1,128}$"
+WorldId = Annotated[str, PathParam(pattern=_KEY)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text} for code, text in (
+        (401, "no valid bearer token"), (403, "the token's role does not allow this"),
+        (404, "unknown world, run or snapshot"), (409, "conflicts with stored data"),
+        (413, "body too large"), (422, "invalid request: the message names the field"),
+        (503, "database unavailable; retry"))}
+
+
+def _error(status: int, code: str, message: str, field: str | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes (413) before the app reads them whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _error(413, "BODY_TOO_LARGE", f"body over {self.limit} bytes")(
+                scope, receive, send)
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _counting(self, receive: Receive) -> Callable[[], Awaitable[Message]]:
+        seen = 0
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise WorldError(f"body over {self.limit} bytes", code="BODY_TOO_LARGE",
+                                 status=413)
+            return message
+        return wrapped
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "header")]
+    field = ".".join(loc) or "body"
+    return field, f"{field}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}"
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(WorldError)
+    async def _world(_: Request, exc: WorldError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        field, message = _validation_message(exc)
+        return _error(422, "INVALID_REQUEST", message, field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:  # a bug: say so
+        log.exception("unhandled error")
+        return _error(500, "INTERNAL", f"internal error ({type(exc).__name__})")
+
+
+class Auth:
+    """Dependencies that check the bearer token's role for one action."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def require(self, action: str) -> Callable[..., str]:
+        def check(authorization: Annotated[str | None, Header()] = None) -> str:
+            scheme, _, token = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise WorldError("a bearer token is required (Authorization: Bearer …)",
+                                 code="UNAUTHENTICATED", status=401, field="authorization")
+            with self.db.read() as conn:
+                row = tokens.authenticate(conn, token.strip())
+            if row is None:
+                raise WorldError("the bearer token is unknown or revoked",
+                                 code="UNAUTHENTICATED", status=401, field="authorization")
+            if not tokens.allowed(row.role, action):
+                raise WorldError(f"role {row.role!r} may not {action}", code="FORBIDDEN",
+                                 status=403)
+            return f"{row.name[:100]}#{row.token_id}"
+        return check
+
+
+def create_app(db_url: str, *, refs_root: Path | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The app on the knowledge base at ``db_url`` (migrated on open)."""
+    db = Database(db_url)
+    root = refs_root or (Path.cwd() / "refs")
+    service = WorldService(db, root)
+    app = FastAPI(title="alphaloop WorldService", version="1",
+                  description=__doc__, responses=ERRORS)
+    app.state.service = service
+    _install_handlers(app)
+    _routes(app, service, Auth(db))
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    return app
+
+
+def _routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
+    _world_routes(app, service, auth)
+    _hub_routes(app, service, auth)
+    _admin_routes(app, service, auth)
+
+
+def _world_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
+    reader = Depends(auth.require("read"))
+
+    @app.get("/health", tags=["meta"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/worlds", response_model=WorldOut, tags=["worlds"])
+    def create_world(body: WorldIn,
+                     actor: str = Depends(auth.require("world.create"))) -> WorldOut:
+        """Create a world; its policy (default if omitted) becomes version 1."""
+        return service.create_world(body, actor)
+
+    @app.get("/worlds/{world_id}", response_model=WorldOut, tags=["worlds"])
+    def get_world(world_id: WorldId, _: str = reader) -> WorldOut:
+        return service.get_world(world_id)
+
+    @app.put("/worlds/{world_id}/policy", response_model=PolicyOut, tags=["worlds"],
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"example": POLICY_EXAMPLE},
+                 "application/yaml": {"example": "allow_live: false\n"}}}})
+    async def put_policy(world_id: WorldId, request: Request,
+                         actor: str = Depends(auth.require("policy.update"))) -> PolicyOut:
+        """A new policy version (JSON or YAML body); unknown keys are refused by path."""
+        data = await _policy_body(request)
+        result: PolicyOut = await anyio.to_thread.run_sync(
+            service.put_policy, world_id, data, actor)
+        return result
+
+    @app.post("/worlds/{world_id}/evaluate", response_model=EvaluationOut, tags=["evaluation"])
+    def evaluate(world_id: WorldId, body: EvaluateIn,
+                 actor: str = Depends(auth.require("evaluation.submit"))) -> EvaluationOut:
+        """Judge one strategy; the same ``run_id`` adds a revision to the same run."""
+        return service.evaluate(world_id, body, actor)
+
+    @app.post("/worlds/{world_id}/evaluate-cohort", response_model=CohortOut,
+              tags=["evaluation"])
+    def evaluate_cohort(world_id: WorldId, body: CohortIn,
+                        actor: str = Depends(auth.require("evaluation.submit"))) -> CohortOut:
+        return service.evaluate_cohort(world_id, body, actor)
+
+    @app.get("/worlds/{world_id}/runs/{run_id}", response_model=RunOut, tags=["evaluation"])
+    def get_run(world_id: WorldId, run_id: Annotated[str, PathParam(pattern=_KEY)],
+                _: str = reader) -> RunOut:
+        return service.get_run(world_id, run_id)
+
+    @app.get("/worlds/{world_id}/decide", response_model=DecisionEnvelope, tags=["evaluation"])
+    def get_decision(world_id: WorldId,
+                     strategy_id: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+                     _: str = reader) -> DecisionEnvelope:
+        """Where the strategy may run now; stale after ``as_of + ttl_s``."""
+        return decide(service, world_id, strategy_id)
+
+    @app.get("/worlds/{world_id}/audit", response_model=list[AuditOut], tags=["audit"])
+    def world_audit(world_id: WorldId, after: Annotated[int, Query(ge=0)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+                    _: str = reader) -> list[AuditOut]:
+        """The world's append-only audit log, oldest first (page with ``after``)."""
+        with service.db.read() as conn:
+            service.load(conn, world_id)
+            rows = audit.entries(conn, world_id, after, limit)
+        return [_audit_out(r) for r in rows]
+
+
+def _audit_out(row: Any) -> AuditOut:
+    return AuditOut(audit_id=row.audit_id, world_id=row.world_id, actor=row.actor,
+                    action=row.action, target=row.target, before_hash=row.before_hash,
+                    after_hash=row.after_hash, ts=ts(row.ts))
+
+
+async def _policy_body(request: Request) -> Any:
+    from alphaloop.yamlio import parse_yaml
+
+    raw = await request.body()
+    kind = request.headers.get("content-type", "application/json")
+    try:
+        text = raw.decode()
+        if "yaml" in kind:
+            return parse_yaml(text, "policy", WorldError, "POLICY_MALFORMED")
+        import json
+
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WorldError(f"policy: body is not valid JSON or YAML ({exc})",
+                         code="POLICY_MALFORMED", field="policy") from exc
+
+
+def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
+    reader = Depends(auth.require("read"))
+
+    @app.post("/risk-hub/snapshots", response_model=SnapshotOut, tags=["risk hub"])
+    def post(body: SnapshotIn,
+             actor: str = Depends(auth.require("snapshot.post"))) -> SnapshotOut:
+        """Store a snapshot; the same content again is a no-op (``created: false``)."""
+        return post_snapshot(service, body, actor)
+
+    @app.get("/risk-hub/snapshots/latest", response_model=SnapshotOut, tags=["risk hub"])
+    def latest(world: Annotated[str, Query(pattern=_KEY)],
+               strategy_id: Annotated[str, Query(pattern=r"^([0-9a-f]{64})?$")] = "",
+               _: str = reader) -> SnapshotOut:
+        """The newest snapshot of a world's strategy (``strategy_id`` empty: the
+        portfolio), with ``stale`` and why (TTL since ingestion, age of ``as_of``)."""
+        return latest_snapshot(service, world, strategy_id)
+
+    @app.get("/events", tags=["control bus"])
+    async def events(world: Annotated[str, Query(pattern=_KEY)],
+                     last_event_id: Annotated[str | None, Header()] = None,
+                     follow: bool = True, _: str = reader) -> EventSourceResponse:
+        """Server-Sent Events of one world, resumable with ``Last-Event-ID``;
+        ``follow=false`` sends what is stored and ends."""
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        return EventSourceResponse(_stream(service, world, after, follow), ping=15)
+
+
+async def _stream(service: WorldService, world: str, after: int,
+                  follow: bool) -> AsyncIterator[dict[str, Any]]:
+    import json
+
+    def page(since: int) -> list[Any]:
+        with service.db.read() as conn:
+            return audit.events(conn, world, since, 500)
+
+    while True:
+        rows = await anyio.to_thread.run_sync(page, after)
+        for row in rows:
+            after = row.event_id
+            yield {"id": str(row.event_id), "event": row.type,
+                   "data": json.dumps({"world_id": row.world_id, "ts": row.ts, **row.payload})}
+        if not rows and not follow:
+            return
+        if not rows:
+            await anyio.sleep(0.2)
+
+
+def _admin_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
+    admin = Depends(auth.require("token.manage"))
+
+    @app.post("/tokens", response_model=TokenOut, tags=["admin"])
+    def create_token(body: TokenIn, actor: str = admin) -> TokenOut:
+        """A new token; its secret is in this answer only (stored as a hash)."""
+        with service.db.write() as conn:
+            token_id, token = tokens.create(conn, body.role, body.name, actor)
+        return TokenOut(token_id=token_id, role=body.role, name=body.name, token=token)
+
+    @app.delete("/tokens/{token_id}", response_model=TokenOut, tags=["admin"])
+    def revoke_token(token_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{1,32}$")],
+                     actor: str = admin) -> TokenOut:
+        with service.db.write() as conn:
+            row = tokens.revoke(conn, token_id, actor)
+        return TokenOut(token_id=row.token_id, role=row.role, name=row.name)  # type: ignore[arg-type]
+
+    @app.get("/audit", response_model=list[AuditOut], tags=["admin"])
+    def global_audit(after: Annotated[int, Query(ge=0)] = 0,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+                     _: str = admin) -> list[AuditOut]:
+        """Audit records of no single world (token changes)."""
+        with service.db.read() as conn:
+            return [_audit_out(r) for r in audit.entries(conn, None, after, limit)]
+
+
+POLICY_EXAMPLE = {
+    "gates": {"backtest": {"min_sharpe": 0.5, "max_drawdown": 0.3, "min_trades": 20},
+              "paper": {"min_sharpe": 0.3, "warn_only": ["min_trades"]}},
+    "campaign": {"backtest": {"window": {"min_days": 365}},
+                 "paper": {"window": {"min_days": 30, "min_samples": 20}}},
+    "allow_live": False,
+    "governance": {"live_promotion": {"mode": "manual_approval", "cooldown": "7d",
+                                      "max_live": 3, "approvers": ["alice"]}},
+    "freshness": {"decision_ttl": "5m", "snapshot_ttl": "1h", "snapshot_max_age": "2d"},
+}

@@ -1,0 +1,80 @@
+"""The world service's connection to the knowledge base database.
+
+Opening goes through :class:`alphaloop.kb.KnowledgeBase` first, which refuses foreign or
+newer files untouched and migrates to the newest revision (``0003`` holds the world
+tables). The service then keeps its own engine: for SQLite, WAL with
+``synchronous=FULL`` (a write is acknowledged only once it is on disk) and every write
+transaction begins IMMEDIATE, so it holds the write lock before it reads what it will
+change (revision numbers, latest snapshot) and never fails halfway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from alphaloop.kb import KBError, KnowledgeBase
+from alphaloop.world.errors import WorldError, unavailable
+
+_WRITE = "alphaloop_world_write"
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (below)
+        cursor = dbapi_connection.cursor()
+        for pragma in ("foreign_keys=ON", f"busy_timeout={busy_timeout_ms}",
+                       "synchronous=FULL"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        writing = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+class Database:
+    """The engine of one knowledge base URL, migrated to the newest schema."""
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
+        try:
+            KnowledgeBase(url, busy_timeout_s=busy_timeout_s).close()
+        except KBError as exc:
+            raise WorldError(str(exc), code=exc.code, status=503,
+                             error_class=exc.error_class) from exc
+        self.url = url
+        # a pool as large as the thread pool that serves requests: no request waits for one
+        self.engine = create_engine(url, pool_size=40, max_overflow=20)
+        if self.engine.dialect.name == "sqlite":
+            _configure_sqlite(self.engine, int(busy_timeout_s * 1000))
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: all of it is committed, or none of it."""
+        try:
+            with (self.engine.execution_options(**{_WRITE: True}).begin() as conn,
+                  Session(bind=conn) as session):
+                yield session
+        except sa_exc.IntegrityError as exc:
+            raise WorldError(f"the write conflicts with stored data: {exc.orig}",
+                             code="CONFLICT", status=409) from exc
+        except sa_exc.OperationalError as exc:
+            raise unavailable(f"the database is unavailable: {exc.orig}") from exc
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        try:
+            with self.engine.connect() as conn, Session(bind=conn) as session:
+                yield session
+        except sa_exc.OperationalError as exc:
+            raise unavailable(f"the database is unavailable: {exc.orig}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,93 @@
+"""Decisions (seed §2): where a strategy may run now, default-safe.
+
+The ladder, each rung needing the one below it:
+
+- ``backtest`` — always allowed (compute only);
+- ``paper`` — its newest backtest-stage evaluation passed (or warned) and is fresh;
+- ``live`` — ``allow_live`` is true, a paper/dryrun/shadow evaluation passed and is
+  fresh, ``governance.live_promotion.mode`` is ``auto_apply`` (``manual_approval``
+  waits for an approval, ``disabled`` never promotes) and the strategy's risk hub
+  snapshot exists and is fresh (fail-closed). ``allow_live: false`` ⇒ never live.
+
+Every rung not climbed says why in ``reasons``. The envelope carries ``as_of`` and
+``ttl_s``; a client must treat a missing or stale envelope as backtest-only.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from alphaloop.world.hub import latest_row, stale_reasons
+from alphaloop.world.models import EvaluationRun
+from alphaloop.world.schemas import DecisionEnvelope
+from alphaloop.world.service import WorldService, WorldState, ts
+
+_PAPER_LIKE = ("paper", "dryrun", "shadow")
+
+
+def _newest(conn: Session, world_id: str, strategy_id: str,
+            stages: tuple[str, ...]) -> EvaluationRun | None:
+    stmt = (select(EvaluationRun).where(EvaluationRun.world_id == world_id,
+                                        EvaluationRun.strategy_id == strategy_id,
+                                        EvaluationRun.stage.in_(stages))
+            .order_by(EvaluationRun.updated_at.desc()).limit(1))
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def _rung(run: EvaluationRun | None, stage: str, max_age: float, now: float) -> str | None:
+    """Why ``run`` does not clear its rung, or None when it does."""
+    if run is None:
+        return f"NO_{stage.upper()}_EVALUATION"
+    if now - run.updated_at > max_age:
+        return f"{stage.upper()}_EVALUATION_STALE"
+    if run.outcome == "fail":
+        return f"{stage.upper()}_GATES_FAILED"
+    return None
+
+
+def _live_blocker(conn: Session, state: WorldState, strategy_id: str,
+                  now: float) -> str | None:
+    policy = state.policy
+    if not policy.allow_live:
+        return "LIVE_NOT_ALLOWED"
+    paper = _newest(conn, state.world.world_id, strategy_id, _PAPER_LIKE)
+    blocked = _rung(paper, "paper", policy.freshness.evaluation_max_age, now)
+    if blocked:
+        return blocked
+    mode = policy.governance.live_promotion.mode
+    if mode != "auto_apply":
+        return "LIVE_PROMOTION_DISABLED" if mode == "disabled" else "LIVE_REQUIRES_APPROVAL"
+    snapshot = latest_row(conn, state.world.world_id, strategy_id)
+    if snapshot is None:
+        return "RISK_SNAPSHOT_MISSING"
+    stale = stale_reasons(snapshot, state, now)
+    return f"RISK_SNAPSHOT_STALE:{','.join(stale)}" if stale else None
+
+
+def decide(service: WorldService, world_id: str, strategy_id: str) -> DecisionEnvelope:
+    now = time.time()
+    with service.db.read() as conn:
+        state = service.load(conn, world_id)
+        backtest = _newest(conn, world_id, strategy_id, ("backtest",))
+        reasons = []
+        stage = "backtest"
+        blocked = _rung(backtest, "backtest", state.policy.freshness.evaluation_max_age, now)
+        if blocked:
+            reasons.append(blocked)
+        else:
+            stage = "paper"
+            reasons.append("BACKTEST_PASSED")
+            live_blocked = _live_blocker(conn, state, strategy_id, now)
+            if live_blocked:
+                reasons.append(live_blocked)
+            else:
+                stage = "live"
+                reasons.append("LIVE_AUTO_APPLY")
+    return DecisionEnvelope(world_id=world_id, strategy_id=strategy_id, stage=stage,  # type: ignore[arg-type]
+                            reasons=reasons, as_of=ts(now),
+                            ttl_s=state.policy.freshness.decision_ttl,
+                            policy_version=state.version, ruleset_hash=state.ruleset_hash,
+                            run_id=None if backtest is None else backtest.run_id)

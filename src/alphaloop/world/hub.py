@@ -1,0 +1,153 @@
+"""The risk signal hub (seed §1, §3): snapshots stored as producers post them.
+
+The hub computes nothing about risk; it keeps each snapshot with its content hash
+(re-posting the same content is a no-op), answers the newest one per world and
+strategy, and judges staleness two ways: by TTL since ingestion, and by the age of
+``as_of`` — an old snapshot posted just now is stale. Realized returns come inline or
+as a reference to a Parquet file under the service's refs root (``..`` and absolute
+paths are refused, so a request cannot make the service read other files).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from alphaloop.world import audit
+from alphaloop.world.errors import WorldError, invalid
+from alphaloop.world.models import RiskSnapshot
+from alphaloop.world.schemas import SnapshotIn, SnapshotOut
+from alphaloop.world.service import WorldService, WorldState, ts
+from alphaloop.world.sourcing import HubView
+
+_FUTURE_SKEW_S = 300.0  # clocks differ; an as_of further ahead than this is an error
+
+
+def resolve_ref(refs_root: Path, ref: str) -> Path:
+    """The file a ``realized_returns_ref`` names, which must lie under ``refs_root``."""
+    candidate = Path(ref)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        raise invalid("realized_returns_ref", "must be a relative path inside the refs root "
+                      "(no '..', not absolute)", "REF_INVALID")
+    path = (refs_root / candidate).resolve()
+    if not path.is_relative_to(refs_root) or not path.is_file():
+        raise invalid("realized_returns_ref", f"{ref!r} is not a file under the refs root",
+                      "REF_NOT_FOUND")
+    return path
+
+
+def read_returns(path: Path) -> np.ndarray:
+    """The ``returns`` column (or the only column) of a stored Parquet file."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise invalid("realized_returns_ref", f"cannot be read as Parquet: {exc}",
+                      "REF_INVALID") from exc
+    column = "returns" if "returns" in frame.columns else (
+        frame.columns[0] if len(frame.columns) == 1 else None)
+    if column is None:
+        raise invalid("realized_returns_ref", "needs a 'returns' column", "REF_INVALID")
+    values = frame[column].to_numpy(dtype=float)
+    if len(values) < 2 or not np.isfinite(values).all():
+        raise invalid("realized_returns_ref", "needs 2 or more finite returns", "REF_INVALID")
+    return values
+
+
+def stale_reasons(row: RiskSnapshot, state: WorldState, now: float) -> list[str]:
+    reasons = []
+    if now > row.ingested_at + row.ttl_s:
+        reasons.append("TTL_EXPIRED")
+    if now - row.as_of > state.policy.freshness.snapshot_max_age:
+        reasons.append("AS_OF_TOO_OLD")
+    return reasons
+
+
+def latest_row(conn: Session, world_id: str, strategy_id: str) -> RiskSnapshot | None:
+    stmt = (select(RiskSnapshot).where(RiskSnapshot.world_id == world_id,
+                                       RiskSnapshot.strategy_id == strategy_id)
+            .order_by(RiskSnapshot.snapshot_id.desc()).limit(1))
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def hub_view(conn: Session, refs_root: Path, state: WorldState,
+             strategy_id: str) -> HubView | None:
+    row = latest_row(conn, state.world.world_id, strategy_id)
+    if row is None:
+        return None
+    body = row.body
+    returns = None
+    if body.get("realized_returns") is not None:
+        returns = np.asarray(body["realized_returns"], dtype=float)
+    elif body.get("realized_returns_ref") is not None:
+        returns = read_returns(resolve_ref(refs_root, body["realized_returns_ref"]))
+    risk = {"snapshot_hash": row.content_hash, "as_of": ts(row.as_of).isoformat(),
+            "weights": body.get("weights"), "covariance": body.get("covariance"),
+            "stress": body.get("stress")}
+    return HubView(row.content_hash, stale_reasons(row, state, time.time()), risk, returns,
+                   float(body.get("periods_per_year", 252.0)))
+
+
+def snapshot_out(row: RiskSnapshot, state: WorldState, created: bool) -> SnapshotOut:
+    return SnapshotOut(snapshot_id=row.snapshot_id, content_hash=row.content_hash,
+                       world_id=row.world_id, strategy_id=row.strategy_id, as_of=ts(row.as_of),
+                       ttl_s=row.ttl_s, ingested_at=ts(row.ingested_at), body=row.body,
+                       created=created, stale_reasons=stale_reasons(row, state, time.time()),
+                       stale=bool(stale_reasons(row, state, time.time())))
+
+
+def _checked_body(service: WorldService, snap: SnapshotIn) -> dict[str, Any]:
+    if snap.as_of.timestamp() > time.time() + _FUTURE_SKEW_S:
+        raise invalid("as_of", "lies in the future", "AS_OF_IN_FUTURE")
+    if snap.realized_returns is not None and snap.realized_returns_ref is not None:
+        raise invalid("realized_returns_ref", "give realized_returns or a ref, not both")
+    if snap.realized_returns_ref is not None:
+        read_returns(resolve_ref(service.refs_root, snap.realized_returns_ref))
+    n = len(snap.covariance or [])
+    if any(len(row) != n for row in snap.covariance or []):
+        raise invalid("covariance", "must be a square matrix")
+    # one instant, one text: "+09:00" and "Z" forms of the same as_of hash alike
+    return snap.model_copy(update={"as_of": snap.as_of.astimezone(UTC)}).model_dump(mode="json")
+
+
+def post_snapshot(service: WorldService, snap: SnapshotIn, actor: str) -> SnapshotOut:
+    """Store a snapshot (one transaction with its audit record and its
+    ``risk_snapshot_updated`` event); the same content again changes nothing."""
+    body = _checked_body(service, snap)
+    digest = audit.content_hash(body)
+    with service.db.write() as conn:
+        state = service.load(conn, snap.world_id)
+        found = conn.execute(select(RiskSnapshot).where(
+            RiskSnapshot.content_hash == digest)).scalar_one_or_none()
+        if found is not None:
+            return snapshot_out(found, state, created=False)
+        ttl = snap.ttl_s if snap.ttl_s is not None else state.policy.freshness.snapshot_ttl
+        values = dict(content_hash=digest, world_id=snap.world_id, strategy_id=snap.strategy_id,
+                      as_of=snap.as_of.timestamp(), ttl_s=ttl, ingested_at=time.time(),
+                      body=body)
+        snapshot_id = conn.execute(insert(RiskSnapshot).values(**values)
+                                   .returning(RiskSnapshot.snapshot_id)).scalar_one()
+        audit.record(conn, actor=actor, action="snapshot.post", world_id=snap.world_id,
+                     target=f"{snap.strategy_id or '*'}#{snapshot_id}", after=digest)
+        audit.emit(conn, snap.world_id, "risk_snapshot_updated",
+                   {"snapshot_id": snapshot_id, "strategy_id": snap.strategy_id,
+                    "content_hash": digest, "as_of": body["as_of"]})
+        return snapshot_out(RiskSnapshot(snapshot_id=snapshot_id, **values), state, True)
+
+
+def latest_snapshot(service: WorldService, world_id: str, strategy_id: str) -> SnapshotOut:
+    with service.db.read() as conn:
+        state = service.load(conn, world_id)
+        row = latest_row(conn, world_id, strategy_id)
+    if row is None:
+        raise WorldError(f"no risk snapshot for world {world_id!r} and strategy "
+                         f"{strategy_id or '*'!r}", code="SNAPSHOT_NOT_FOUND", status=404)
+    return snapshot_out(row, state, created=False)
+

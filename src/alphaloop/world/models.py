@@ -1,0 +1,162 @@
+"""The world service's tables, on the knowledge base's declarative ``Base``.
+
+They live in the same database as the knowledge base and are created by migration
+``0003`` (``kb/migrations/versions/v0003_world.py``); like the KB models, these describe
+the schema at the newest migration and a test compares the two.
+
+==========================  ======================================================
+table                       key (what makes a write idempotent)
+==========================  ======================================================
+``worlds``                  ``world_id``
+``world_policies``          ``(world_id, version)``; a version is never rewritten
+``evaluation_runs``         ``(world_id, run_id)``: ``run_id`` is the client's key
+``evaluation_revisions``    ``(world_id, run_id, revision)``; a revision whose
+                            content equals the latest one is not written again
+``risk_snapshots``          ``content_hash`` (re-posting the same content: no-op)
+``control_events``          ``event_id`` (autoincrement; the SSE ``id``)
+``api_tokens``              ``token_id``; the secret is stored as its sha256
+``audit_log``               ``audit_id`` (append-only: no API updates or deletes)
+==========================  ======================================================
+
+Times are UNIX seconds (UTC) as doubles: the service, unlike the loop's store, must
+record when it learned something (TTLs and the audit log are about wall time).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Double,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from alphaloop.kb.models import ID, NAME, Base
+
+HASH = String(64)  # sha256 hex
+
+WORLD_TABLES = ("worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
+                "risk_snapshots", "control_events", "api_tokens", "audit_log")
+
+
+class World(Base):
+    __tablename__ = "worlds"
+
+    world_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    data: Mapped[str | None] = mapped_column(Text)  # dataset name or file for engine B
+    policy_version: Mapped[int | None] = mapped_column(Integer)  # the current one
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class WorldPolicy(Base):
+    __tablename__ = "world_policies"
+
+    world_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("worlds.world_id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body: Mapped[dict[str, Any]]
+    ruleset_hash: Mapped[str] = mapped_column(HASH)
+    created_at: Mapped[float] = mapped_column(Double)
+    actor: Mapped[str] = mapped_column(NAME)
+
+
+class EvaluationRun(Base):
+    __tablename__ = "evaluation_runs"
+    __table_args__ = (
+        # the sourcing and /decide lookup: a strategy's newest run in a world (per stage)
+        Index("ix_evaluation_runs_lookup", "world_id", "strategy_id", "stage", "updated_at"),
+    )
+
+    world_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("worlds.world_id", ondelete="CASCADE"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    strategy_id: Mapped[str] = mapped_column(ID)
+    stage: Mapped[str] = mapped_column(NAME)
+    spec: Mapped[dict[str, Any] | None]
+    revision: Mapped[int] = mapped_column(Integer)  # the latest
+    outcome: Mapped[str] = mapped_column(NAME)  # of the latest revision
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class EvaluationRevision(Base):
+    __tablename__ = "evaluation_revisions"
+    __table_args__ = (
+        ForeignKeyConstraint(["world_id", "run_id"],
+                             ["evaluation_runs.world_id", "evaluation_runs.run_id"],
+                             ondelete="CASCADE"),
+    )
+
+    world_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(HASH)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    ruleset_hash: Mapped[str] = mapped_column(HASH)
+    metrics: Mapped[dict[str, Any]]
+    metric_sources: Mapped[list[str]]
+    risk: Mapped[dict[str, Any] | None]
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON(none_as_null=True))
+    outcome: Mapped[str] = mapped_column(NAME)
+    actor: Mapped[str] = mapped_column(NAME)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class RiskSnapshot(Base):
+    __tablename__ = "risk_snapshots"
+    __table_args__ = (
+        Index("ix_risk_snapshots_latest", "world_id", "strategy_id", "snapshot_id"),
+    )
+
+    snapshot_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    content_hash: Mapped[str] = mapped_column(HASH, unique=True)
+    world_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("worlds.world_id", ondelete="CASCADE"))
+    strategy_id: Mapped[str] = mapped_column(ID)  # "" = the world's portfolio
+    as_of: Mapped[float] = mapped_column(Double)
+    ttl_s: Mapped[float] = mapped_column(Double)
+    ingested_at: Mapped[float] = mapped_column(Double)
+    body: Mapped[dict[str, Any]]
+
+
+class ControlEvent(Base):
+    __tablename__ = "control_events"
+
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    world_id: Mapped[str] = mapped_column(ID, index=True)
+    type: Mapped[str] = mapped_column(NAME)
+    payload: Mapped[dict[str, Any]]
+    ts: Mapped[float] = mapped_column(Double)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    token_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(NAME)
+    role: Mapped[str] = mapped_column(NAME)
+    secret_hash: Mapped[str] = mapped_column(HASH)
+    created_at: Mapped[float] = mapped_column(Double)
+    revoked: Mapped[bool] = mapped_column(Boolean)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    audit_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    world_id: Mapped[str | None] = mapped_column(ID, index=True)
+    actor: Mapped[str] = mapped_column(NAME)
+    action: Mapped[str] = mapped_column(NAME)
+    target: Mapped[str] = mapped_column(Text)
+    before_hash: Mapped[str | None] = mapped_column(HASH)
+    after_hash: Mapped[str | None] = mapped_column(HASH)
+    ts: Mapped[float] = mapped_column(Double)

@@ -1,0 +1,226 @@
+"""Typed bodies of every endpoint: what the service accepts and what it answers.
+
+Requests are strict (unknown keys refused, no NaN or infinity, bounded sizes) so that
+a malformed or hostile body is a 422 naming the field, never a 500.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from alphaloop.world.policy import Outcome, RuleResult, Stage
+
+Key = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+-]+$")]
+StrategyId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Role = Literal["viewer", "submitter", "operator", "approver", "admin"]
+DecidedStage = Literal["backtest", "paper", "live"]
+Returns = Annotated[list[float], Field(min_length=2, max_length=200_000)]
+Ppy = Annotated[float, Field(gt=0, le=1_000_000)]
+Name = Annotated[str, Field(max_length=200)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Metrics(_In):
+    """The v1 core metrics plus the robustness statistics gates may use; None = unknown."""
+
+    total_return: float | None = None
+    cagr: float | None = None
+    ann_volatility: float | None = None
+    sharpe: float | None = None
+    sortino: float | None = None
+    max_drawdown: float | None = Field(default=None, ge=-1, le=0)
+    calmar: float | None = None
+    turnover: float | None = Field(default=None, ge=0)
+    exposure: float | None = Field(default=None, ge=0)
+    n_trades: int | None = Field(default=None, ge=0)
+    win_rate: float | None = Field(default=None, ge=0, le=1)
+    profit_factor: float | None = Field(default=None, ge=0)
+    effective_history_years: float | None = Field(default=None, ge=0)
+    dsr: float | None = Field(default=None, ge=0, le=1)
+    psr: float | None = Field(default=None, ge=0, le=1)
+    pbo: float | None = Field(default=None, ge=0, le=1)
+
+
+class WorldIn(_In):
+    world_id: Key
+    name: Name = ""
+    data: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    policy: dict[str, Any] | None = None
+
+
+class WorldOut(BaseModel):
+    world_id: str
+    name: str
+    data: str | None
+    policy_version: int | None
+    ruleset_hash: str | None
+    policy: dict[str, Any] | None
+    created_at: datetime
+    created: bool = False
+
+
+class PolicyOut(BaseModel):
+    world_id: str
+    version: int
+    ruleset_hash: str
+    policy: dict[str, Any]
+    created: bool
+
+
+class EvaluateIn(_In):
+    """One strategy to judge. ``run_id`` is the idempotency key of the evaluation run.
+
+    Give ``spec`` (parsed by the strategy language; its id is computed) or
+    ``strategy_id`` of a strategy the world or the knowledge base knows. Without
+    ``metrics`` the service sources them (seed §3).
+    """
+
+    run_id: Key
+    stage: Stage = "backtest"
+    strategy_id: StrategyId | None = None
+    spec: dict[str, Any] | None = None
+    metrics: Metrics | None = None
+    realized_returns: Returns | None = None
+    periods_per_year: Ppy = 252.0
+
+
+class CohortItem(_In):
+    run_id: Key | None = None  # default: "<cohort run_id>:<strategy_id>"
+    strategy_id: StrategyId | None = None
+    spec: dict[str, Any] | None = None
+    metrics: Metrics | None = None
+    realized_returns: Returns | None = None
+
+
+class CohortIn(_In):
+    run_id: Key
+    stage: Stage = "backtest"
+    periods_per_year: Ppy = 252.0
+    items: Annotated[list[CohortItem], Field(min_length=1, max_length=500)]
+
+
+class RevisionOut(BaseModel):
+    revision: int
+    content_hash: str
+    policy_version: int
+    ruleset_hash: str
+    metrics: dict[str, float | int | None]
+    metric_sources: list[str]
+    risk: dict[str, Any] | None
+    rules: list[RuleResult]
+    outcome: Outcome
+    actor: str
+    created_at: datetime
+
+
+class EvaluationOut(BaseModel):
+    """The run after this request; ``written`` is False when nothing changed."""
+
+    world_id: str
+    run_id: str
+    strategy_id: str
+    stage: Stage
+    written: bool
+    latest: RevisionOut
+
+
+class RunOut(BaseModel):
+    world_id: str
+    run_id: str
+    strategy_id: str
+    stage: Stage
+    outcome: Outcome
+    revisions: list[RevisionOut]
+
+
+class CohortOut(BaseModel):
+    world_id: str
+    run_id: str
+    results: list[EvaluationOut]
+
+
+class DecisionEnvelope(BaseModel):
+    """Where a strategy may run now, and why. Stale after ``as_of + ttl_s``."""
+
+    world_id: str
+    strategy_id: str
+    stage: DecidedStage
+    reasons: list[str]
+    as_of: datetime
+    ttl_s: float
+    policy_version: int | None
+    ruleset_hash: str | None
+    run_id: str | None
+
+
+class SnapshotIn(_In):
+    """A risk signal hub snapshot: stored as given (producers compute, the hub keeps)."""
+
+    world_id: Key
+    strategy_id: StrategyId | Literal[""] = ""
+    as_of: AwareDatetime
+    ttl_s: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
+    weights: Annotated[dict[Annotated[str, Field(max_length=128)], float],
+                       Field(max_length=10_000)] = Field(default_factory=dict)
+    realized_returns: Returns | None = None
+    realized_returns_ref: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    periods_per_year: Ppy = 252.0
+    covariance: Annotated[list[list[float]], Field(max_length=1000)] | None = None
+    stress: Annotated[dict[Annotated[str, Field(max_length=128)], float],
+                      Field(max_length=1000)] | None = None
+    provenance: Annotated[dict[Annotated[str, Field(max_length=128)],
+                               Annotated[str, Field(max_length=1024)] | float | bool | None],
+                          Field(max_length=100)] = Field(default_factory=dict)
+
+
+class SnapshotOut(BaseModel):
+    snapshot_id: int
+    content_hash: str
+    world_id: str
+    strategy_id: str
+    as_of: datetime
+    ttl_s: float
+    ingested_at: datetime
+    body: dict[str, Any]
+    created: bool
+    stale: bool
+    stale_reasons: list[str]
+
+
+class TokenIn(_In):
+    role: Role
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class TokenOut(BaseModel):
+    token_id: str
+    role: Role
+    name: str
+    token: str | None = None  # the secret: shown once, when created
+
+
+class AuditOut(BaseModel):
+    audit_id: int
+    world_id: str | None
+    actor: str
+    action: str
+    target: str
+    before_hash: str | None
+    after_hash: str | None
+    ts: datetime
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
