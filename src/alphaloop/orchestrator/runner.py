@@ -351,8 +351,7 @@ class Runner:
         self._stage(i, "S40", (self.search_ref,), self._dq_gate, timings)
         branches = self._generation_branches(i, ded)
         self._imove(i, im, IterationState.BACKTEST_A)
-        fresh_specs = {c["strategy_id"]: StrategySpec.model_validate(c["spec"])
-                       for c in ded.fresh}
+        fresh_specs = {c["strategy_id"]: self.generator.spec(c) for c in ded.fresh}
         a = self._stage(i, "S50", (list(fresh_specs), self.search_end, self.costs),
                         lambda: self._backtest_a(list(fresh_specs.values())), timings)
         self.backtests += len(fresh_specs)
@@ -559,7 +558,7 @@ class Runner:
 
     def _advance(self, alloc: dict[str, int]) -> None:
         """Resume: move the samplers past what this stored stage had asked."""
-        self.generator.generate(alloc, self.cfg.generation.sampler, self.cfg.seed)
+        self.generator.advance(alloc, self.cfg.generation.sampler, self.cfg.seed)
 
     def _dq_gate(self) -> dict[str, Any]:
         found = st.data_quality(self.search)

@@ -108,6 +108,8 @@ class Generator:
         self.samplers: dict[str, Sampler] = {
             f: make_sampler(sampler, f, seed=derive_seed(seed, "sampler", f) % (2**32))
             for f in families}
+        # the specs of the latest generate(), so later stages need not validate them again
+        self.built: dict[str, StrategySpec] = {}
 
     def allocation(self, n: int, scenario: ScenarioOutcome | None,
                    extra: tuple[str, ...] = ()) -> dict[str, int]:
@@ -133,16 +135,31 @@ class Generator:
     def generate(self, alloc: dict[str, int], kind: str, seed: int) -> list[dict[str, Any]]:
         """Ask each family's sampler for its share; specs as JSON-ready dicts."""
         out: list[dict[str, Any]] = []
+        self.built.clear()
         for family, n in alloc.items():
             if n <= 0:
                 continue
             fam = get_family(family)
             for params in self.sampler(family, kind, seed).ask(n):
                 spec = fam.build(params)
-                out.append({"spec": json.loads(spec.model_dump_json()),
+                self.built[spec.strategy_id] = spec
+                out.append({"spec": spec.model_dump(mode="json"),
                             "strategy_id": spec.strategy_id, "family": family,
                             "params": dict(params)})
         return out
+
+    def advance(self, alloc: dict[str, int], kind: str, seed: int) -> None:
+        """Resume: move the samplers past the asks of a stored stage, as
+        :meth:`generate` did, without building the specs again."""
+        for family, n in alloc.items():
+            if n > 0:
+                self.sampler(family, kind, seed).ask(n)
+
+    def spec(self, candidate: dict[str, Any]) -> StrategySpec:
+        """The candidate's spec: the object just built, or (a stored stage's candidate,
+        on resume) validated again from its JSON form, which it equals."""
+        hit = self.built.get(candidate["strategy_id"])
+        return hit if hit is not None else StrategySpec.model_validate(candidate["spec"])
 
     def tell(self, scored: pd.DataFrame) -> None:
         """Feed model-based samplers the search-window scores (never the holdout)."""
@@ -158,7 +175,7 @@ def baseline_candidate() -> dict[str, Any]:
     fam = get_family("sma_cross")
     params = fam.validate({"fast": 10, "slow": 50})
     spec = fam.build(params)
-    return {"spec": json.loads(spec.model_dump_json()), "strategy_id": spec.strategy_id,
+    return {"spec": spec.model_dump(mode="json"), "strategy_id": spec.strategy_id,
             "family": "sma_cross", "params": dict(params)}
 
 

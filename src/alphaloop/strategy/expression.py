@@ -66,7 +66,14 @@ class Call:
     args: tuple[Node, ...]
 
     def __str__(self) -> str:
-        return f"{self.op}({','.join(str(a) for a in self.args)})"
+        # kept on the (immutable) node: canonical ordering, dedup and the strategy id
+        # print the same subtrees again and again. Not a cached_property: that would
+        # add stack frames per level of a deep tree.
+        text = self.__dict__.get("_text")
+        if text is None:
+            text = f"{self.op}({','.join(str(a) for a in self.args)})"
+            self.__dict__["_text"] = text  # a frozen dataclass: around __setattr__
+        return text
 
 
 Node = Num | Field | Call
@@ -245,9 +252,15 @@ def _parse(text: str, expect: Kind | None, where: str) -> Node:
     # bound the recursion of _convert before it starts (1,990 unary minuses fit in
     # the length limit); chains (a and b and ...) nest deeper than the source, so
     # the converted tree is bounded again for what later recursion sees
-    _check_depth(_ast_depth(tree.body), where)
+    # every level of nesting takes at least one character of source (an operand, an
+    # operator or a call's name), so a text no longer than MAX_DEPTH cannot be too deep
+    # and the walks, a third of a parse, are skipped for the short texts of templates
+    deep = len(text) > MAX_DEPTH
+    if deep:
+        _check_depth(_ast_depth(tree.body), where)
     node = _convert(tree.body, where)
-    _check_depth(_tree_depth(node), where)
+    if deep:
+        _check_depth(_tree_depth(node), where)
     kind = check_types(node, where)
     if expect is not None and kind != expect:
         want = "boolean" if expect == "bool" else "numeric"

@@ -286,9 +286,9 @@ class Family:
     def build(self, params: Mapping[str, Any]) -> StrategySpec:
         """Validate ``params`` and build the spec, with ``family`` and ``params`` set."""
         clean = self.validate(params)
-        spec = self.builder(clean)
-        data = {**spec.model_dump(), "family": self.name, "params": clean}
-        return StrategySpec.model_validate(data)
+        # the builder's spec is validated already; family and params are informational
+        # (not hashed, not parsed), so a copy needs no second validation
+        return self.builder(clean).model_copy(update={"family": self.name, "params": clean})
 
     # ------------------------------------------------------------ spaces
     def grid(self) -> Iterator[Params]:
