@@ -11,6 +11,8 @@
     alphaloop spec ID [--results results.parquet]
     alphaloop run CONFIG.yaml [--json] | resume RUN_ID | status RUN_ID
     alphaloop kb stats | runs | strategies --top 20 | show ID
+    alphaloop world serve --db URL | token create --role R | token revoke ID
+    alphaloop submit SPEC|ID --world W [--url URL]
 
 Bad input (unknown family, bad expression, missing file, malformed YAML) prints one
 line naming what is wrong and exits with code 2; no traceback.
@@ -34,14 +36,14 @@ from alphaloop.cli._common import OneLineTyper, use_user_numba_cache
 # before anything imports numba: compiled kernels are kept per user across calls
 use_user_numba_cache()
 
-from alphaloop.cli import data, kb, research, run, spec  # noqa: E402
+from alphaloop.cli import data, kb, research, run, spec, world  # noqa: E402
 
 app = OneLineTyper(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="alphaloop: search, backtest and verify systematic trading strategies.")
 
 # Each module's register(app) adds its commands; order here = order in --help
 # (Typer lists sub-groups such as `data` after the plain commands).
-_COMMAND_MODULES = (research, spec, run, data, kb)
+_COMMAND_MODULES = (research, spec, run, data, kb, world)
 for _module in _COMMAND_MODULES:
     _module.register(app)
 

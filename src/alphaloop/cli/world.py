@@ -1,0 +1,107 @@
+"""``alphaloop world serve | token create | token revoke`` and ``alphaloop submit``.
+
+    alphaloop world serve --db URL --host 127.0.0.1 --port 8080 [--refs-root DIR]
+    alphaloop world token create --role submitter --name ci [--db URL]
+    alphaloop world token revoke TOKEN_ID [--db URL]
+    alphaloop submit SPEC|ID --world W [--url URL] [--token-env ALPHALOOP_WORLD_TOKEN]
+
+Tokens are made on the database directly (the first admin token cannot come from the
+service); the secret is printed once and stored only as a hash.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alphaloop.cli._common import _friendly, out
+from alphaloop.errors import AlphaloopError
+
+world_app = typer.Typer(no_args_is_help=True, help="Run the WorldService and manage tokens.")
+token_app = typer.Typer(no_args_is_help=True, help="Create and revoke API tokens.")
+DbOpt = Annotated[str | None, typer.Option(
+    "--db", help="SQLAlchemy URL (default sqlite:///$ALPHALOOP_HOME/kb.sqlite).")]
+
+
+def _db_url(url: str | None) -> str:
+    from alphaloop.kb import default_url
+
+    return url or default_url()
+
+
+@world_app.command("serve")
+@_friendly
+def serve(db: DbOpt = None, host: str = "127.0.0.1", port: int = 8080,
+          refs_root: Annotated[Path | None, typer.Option(
+              help="Where realized_returns_ref files live (default ./refs).")] = None) -> None:
+    """Serve the WorldService (uvicorn) on the knowledge base database."""
+    from alphaloop.world.server import serve as run
+
+    run(_db_url(db), host, port, refs_root)
+
+
+@token_app.command("create")
+@_friendly
+def token_create(role: Annotated[str, typer.Option(
+                     help="viewer | submitter | operator | approver | admin")],
+                 name: Annotated[str, typer.Option(help="Who holds it.")] = "cli",
+                 db: DbOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Create a token; its secret is printed once."""
+    from alphaloop.world import tokens
+    from alphaloop.world.db import Database
+
+    with Database(_db_url(db)).write() as conn:
+        token_id, token = tokens.create(conn, role, name, actor=f"cli:{getpass.getuser()}")
+    if as_json:
+        out.print_json(json.dumps({"token_id": token_id, "role": role, "token": token}))
+    else:
+        out.print(f"token_id {token_id} (role {role})\n{token}", highlight=False)
+
+
+@token_app.command("revoke")
+@_friendly
+def token_revoke(token_id: str, db: DbOpt = None) -> None:
+    """Revoke a token: it is refused from the next request on."""
+    from alphaloop.world import tokens
+    from alphaloop.world.db import Database
+
+    with Database(_db_url(db)).write() as conn:
+        tokens.revoke(conn, token_id, actor=f"cli:{getpass.getuser()}")
+    out.print(f"revoked {token_id}", highlight=False)
+
+
+@_friendly
+def submit(strategy: Annotated[str, typer.Argument(help="A spec file or a strategy id.")],
+           world: Annotated[str, typer.Option("--world", help="The world's id.")],
+           url: Annotated[str, typer.Option(help="The service.")] = "http://127.0.0.1:8080",
+           token_env: Annotated[str, typer.Option(
+               help="Environment variable holding the token.")] = "ALPHALOOP_WORLD_TOKEN",
+           stage: str = "backtest", run_id: str | None = None,
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Submit a strategy to a world; prints the stage the world allows and why."""
+    from alphaloop.world.client import submit as send
+
+    token = os.environ.get(token_env)
+    if not token:
+        raise AlphaloopError(f"--token-env: ${token_env} is not set", code="TOKEN_MISSING")
+    result = send(strategy, world, url=url, token=token, stage=stage, run_id=run_id)
+    if as_json:
+        out.print_json(result.model_dump_json())
+        return
+    ev = result.evaluation
+    out.print(f"{result.strategy_id[:12]} in {world}: evaluation {ev.run_id} "
+              f"rev {ev.latest.revision} {ev.latest.outcome}; stage {result.stage} "
+              f"({', '.join(result.reasons) or 'no reasons'})", highlight=False)
+    if result.downgraded:
+        out.print(f"downgraded: {result.downgrade_reason}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit)
+    world_app.add_typer(token_app, name="token")
+    app.add_typer(world_app, name="world")

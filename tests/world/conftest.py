@@ -1,0 +1,96 @@
+"""A real WorldService: uvicorn in a subprocess on a loopback port, on a SQLite file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from alphaloop.kb import dispose_engines
+from alphaloop.world import tokens
+from alphaloop.world.db import Database
+
+ROLES = ("viewer", "submitter", "operator", "approver", "admin")
+SMA = {"entry": "sma(close, 10) > sma(close, 50)", "exit": "sma(close, 10) < sma(close, 50)"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def make_tokens(db_url: str) -> dict[str, str]:
+    db = Database(db_url)
+    made = {}
+    with db.write() as conn:
+        for role in ROLES:
+            made[role] = tokens.create(conn, role, f"test-{role}", actor="test")[1]
+    db.close()
+    return made
+
+
+@dataclass
+class Server:
+    """One service process on ``db_path``; ``start`` again after ``kill`` to restart."""
+
+    db_path: Path
+    refs_root: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(Path.cwd() / ".numba_cache")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "alphaloop.world.server", "--db", f"sqlite:///{self.db_path}",
+             "--port", str(self.port), "--refs-root", str(self.refs_root)], env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, as in a crash."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="module")
+def world_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+    base = tmp_path_factory.mktemp("world")
+    (base / "refs").mkdir()
+    db_path = base / "kb.sqlite"
+    made = make_tokens(f"sqlite:///{db_path}")
+    dispose_engines()
+    server = Server(db_path, base / "refs").start()
+    yield server, made
+    server.stop()
