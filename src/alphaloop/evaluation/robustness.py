@@ -10,8 +10,12 @@ their return series, and then
    knowledge base's count) and the variance of the trials' Sharpe ratios;
 3. measures the probability of backtest overfitting of the *selection* (PBO by
    CSCV over the whole set) and runs Hansen's SPA / White's Reality Check of the
-   best candidate against cash;
-4. re-scores with DSR and PBO as gates, ranks, and for the top candidates builds a
+   best candidate against cash and against the benchmark;
+4. measures every candidate against its benchmark (by default the causal
+   equal-weight buy-and-hold of the same universe with the same costs, see
+   :mod:`alphaloop.evaluation.benchmark`): beta, alpha and their t, information
+   ratio, capture ratios, and PSR/DSR of the excess returns deflated by all trials;
+5. re-scores with DSR, PBO and the relative gates, ranks, and for the top candidates builds a
    :class:`RobustnessReport`: bootstrap Sharpe interval, out-of-sample split, cost
    stress, sub-period consistency and parameter-neighbourhood stability.
 
@@ -34,8 +38,10 @@ from pydantic import BaseModel, ConfigDict
 from alphaloop.data.bars import Bars
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.engine_a import run_batch
-from alphaloop.engines.metrics import return_metrics
+from alphaloop.data.quality import survivorship_issues
+from alphaloop.engines.metrics import BENCHMARK_METRICS, relative_metrics, return_metrics
 from alphaloop.errors import AlphaloopError
+from alphaloop.evaluation.benchmark import Benchmark, resolve_benchmark
 from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
 from alphaloop.evaluation.statistics import (
     deflated_sharpe_ratio,
@@ -115,6 +121,23 @@ class RobustnessReport(BaseModel):
     holdout_fraction: float = 0.0
     sharpe_holdout: float | None = None
     holdout_metrics: dict[str, float | None] | None = None
+    # measured against the benchmark over the same window (None: no benchmark given)
+    benchmark: str | None = None
+    benchmark_label: str | None = None
+    beta: float | None = None
+    alpha_ann: float | None = None
+    alpha_t: float | None = None
+    information_ratio: float | None = None
+    tracking_error: float | None = None
+    up_capture: float | None = None
+    down_capture: float | None = None
+    excess_psr: float | None = None
+    excess_dsr: float | None = None
+    spa_pvalue_benchmark: float | None = None
+    benchmark_metrics: dict[str, float | None] | None = None
+    # the same on the untouched holdout (excess_psr: one read, nothing to deflate by)
+    holdout_relative: dict[str, float | None] | None = None
+    data_warnings: list[str] = []
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -135,8 +158,11 @@ class Evaluation:
 
 # columns an evaluation adds to a sweep's rows: dropped before evaluating again, so a
 # scored frame (`evaluate`'s own --out file, a run's stored candidates) evaluates too
+RELATIVE_COLUMNS = ("benchmark", "beta", "beta_t", "alpha_ann", "alpha_t",
+                    "information_ratio", "tracking_error", "active_return", "up_capture",
+                    "down_capture", *BENCHMARK_METRICS, "excess_psr", "excess_dsr")
 EVALUATION_COLUMNS = ("rank", "score_total", "passed", "failed_gates", "reasons", "psr",
-                      "dsr", "pbo", "n_trials")
+                      "dsr", "pbo", "n_trials", *RELATIVE_COLUMNS)
 
 
 def sweep_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -148,7 +174,8 @@ def sweep_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy, *,
                         top: int = 5, n_trials: int | None = None, seed: int = 0,
                         detail: bool = True, spa_reps: int = 400,
-                        ids: list[str] | None = None, holdout: float = 0.0) -> Evaluation:
+                        ids: list[str] | None = None, holdout: float = 0.0,
+                        benchmark: str | None = "equal_weight") -> Evaluation:
     """Score, deflate and rank the candidates of ``results`` (a sweep's rows).
 
     ``results`` needs the columns ``spec`` (JSON), ``data_ref``, ``fees_bps`` and
@@ -165,6 +192,11 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     selection window as it would have been live. Select on validation, report on an
     untouched holdout (DESIGN §6). The candidates themselves must not have been
     generated with the holdout in view (a TPE sweep on the full data was).
+
+    ``benchmark`` names what every candidate is measured against (see
+    :mod:`alphaloop.evaluation.benchmark`; ``None``: nothing, as before score-v2): it
+    runs with the candidates' costs over the same windows, and its name, beta, alpha,
+    information ratio and excess DSR become columns that the relative gates read.
 
     Rows with the same ``strategy_id`` count once. The metrics are recomputed by the
     rerun, so a stale or edited results file cannot disagree with the reports.
@@ -204,6 +236,8 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
         frame[col] = stats[col]
     frame["pbo"] = np.nan if pbo is None else pbo
     frame["n_trials"] = trials
+    bench = resolve_benchmark(benchmark, full, costs) if benchmark is not None else None
+    rel = _relative(frame, rets, bench, split, trials, ppy) if bench is not None else {}
     try:
         scored = score_frame(frame, policy)
     except ValueError as exc:
@@ -227,10 +261,23 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
         reports = [_with_holdout(r, _holdout_metrics(held[order[i]], full.periods_per_year),
                                  holdout, full.data_ref)
                    for r, i in zip(reports, picked, strict=True)]
+    warnings = [f"{i.code}: {i.message}" for i in survivorship_issues(full)]
+    if bench is not None:
+        reports = [_with_relative(r, scored.iloc[i], bench, rel, held, order[i], split,
+                                  full.periods_per_year)
+                   for r, i in zip(reports, picked, strict=True)]
+    reports = [r.model_copy(update={"data_warnings": warnings}) for r in reports]
+    gate = policy.gates.min_excess_dsr or 0.95
+    beat = (int((scored["excess_dsr"] >= gate).sum()) if bench is not None else None)
     return Evaluation(frame=scored, reports=reports, n_trials=trials, pbo=pbo, spa_pvalue=spa,
                       policy_version=policy.policy_version,
                       extra={"var_trial_sharpe": stats["var"], "sr0": stats["sr0"],
-                             "periods_per_year": ppy})
+                             "periods_per_year": ppy, "data_warnings": warnings,
+                             "benchmark": None if bench is None else bench.name,
+                             "benchmark_label": None if bench is None else bench.label,
+                             "benchmark_metrics": rel.get("benchmark_metrics"),
+                             "spa_pvalue_benchmark": rel.get("spa"),
+                             "n_beat_benchmark": beat, "beat_threshold": gate})
 
 
 def _specs_and_costs(results: pd.DataFrame, bars: Bars) -> tuple[list[StrategySpec], CostModel]:
@@ -287,6 +334,51 @@ def _deflation(rets: np.ndarray, n_trials: int) -> dict[str, Any]:
         except ValueError:  # moments outside the formula's domain (tiny samples)
             psr_v[k] = np.nan
     return {"psr": psr_v, "dsr": dsr_v, "var": var, "sr0": sr0}
+
+
+def _relative(frame: pd.DataFrame, rets: np.ndarray, bench: Benchmark, split: int,
+              trials: int, ppy: float) -> dict[str, Any]:
+    """Add the relative columns to ``frame`` (selection window); return the benchmark's
+    own metrics and the SPA p-value of the best against it."""
+    b = bench.returns[:split]
+    rel = relative_metrics(rets, b, ppy)
+    for name, values in rel.items():
+        frame[name] = np.asarray(values, dtype=np.float64)
+    frame["benchmark"] = bench.label
+    # PSR/DSR of the excess returns, deflated by every trial as the plain DSR is
+    ex = _deflation(rets - b[None, :], trials)
+    frame["excess_psr"], frame["excess_dsr"] = ex["psr"], ex["dsr"]
+    spa = (spa_test(rets.T, b, reps=400, seed=0).pvalue_consistent
+           if rets.shape[0] > 1 else None)
+    return {"benchmark_metrics": {k: _num(v) for k, v in return_metrics(b, ppy).items()},
+            "spa": spa}
+
+
+def _with_relative(report: RobustnessReport, row: pd.Series, bench: Benchmark,
+                   rel: dict[str, Any], held: np.ndarray | None, k: int, split: int,
+                   ppy: float) -> RobustnessReport:
+    keys = ("beta", "alpha_ann", "alpha_t", "information_ratio", "tracking_error",
+            "up_capture", "down_capture", "excess_psr", "excess_dsr")
+    update: dict[str, Any] = {k2: _num(row[k2]) for k2 in keys}
+    update |= {"benchmark": bench.name, "benchmark_label": bench.label,
+               "benchmark_metrics": rel["benchmark_metrics"],
+               "spa_pvalue_benchmark": rel["spa"]}
+    if held is not None:
+        update["holdout_relative"] = _holdout_relative(held[k], bench.returns[split:], ppy)
+    return report.model_copy(update=update)
+
+
+def _holdout_relative(r: np.ndarray, b: np.ndarray, ppy: float) -> dict[str, float | None]:
+    rel = relative_metrics(r, b, ppy)
+    out = {k: _num(rel[k]) for k in ("beta", "alpha_ann", "alpha_t", "information_ratio",
+                                     "tracking_error", "up_capture", "down_capture")}
+    m = return_moments(r - b)
+    try:
+        out["excess_psr"] = _num(psr(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis))
+    except ValueError:  # no variation or too short: no evidence
+        out["excess_psr"] = None
+    out |= {f"benchmark_{k}": _num(v) for k, v in return_metrics(b, ppy).items()}
+    return out
 
 
 def _pbo(rets: np.ndarray) -> float | None:

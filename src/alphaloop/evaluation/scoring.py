@@ -600,7 +600,7 @@ def _evaluate(cols: Mapping[str, np.ndarray], n: int, policy: ScoringPolicy,
                                   f"(gate max_drawdown {_num(thr)})")
             elif gate in _RELATIVE_GATES:
                 reasons[i].append(f"{metric} {_num(x[i], thr)} {op} {gate} {_num(thr)}"
-                                  + _against(i, benchmarks, col("sharpe"),
+                                  + _against(int(i), benchmarks, col("sharpe"),
                                              col("benchmark_sharpe")))
             else:
                 reasons[i].append(f"{metric} {_num(x[i], thr)} {op} {gate} {_num(thr)}")
