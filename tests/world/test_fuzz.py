@@ -1,0 +1,136 @@
+"""Malformed and hostile bodies on every endpoint: a 4xx with a JSON error, never a 5xx."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from conftest import SMA, Server
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+HOSTILE = ["", " ", "../../etc/passwd", "/etc/passwd", "'; DROP TABLE worlds; --",
+           "__import__('os').system('id')", "${jndi:ldap://x}", "\x00", "é" * 300,
+           "a" * 5000, "sma(close, 10) > sma(close, 50)", "1e309", "NaN", "-1"]
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(HOSTILE),
+                    st.text(max_size=30))
+JSON = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    max_leaves=12)
+
+VALID: dict[str, dict[str, Any]] = {
+    "/worlds": {"world_id": "fz", "name": "n", "data": None, "policy": {"allow_live": False}},
+    "/worlds/fz/evaluate": {"run_id": "r", "stage": "backtest", "spec": SMA,
+                            "metrics": {"sharpe": 1.0}},
+    "/worlds/fz/evaluate-cohort": {"run_id": "c", "items": [{"spec": SMA,
+                                                             "metrics": {"sharpe": 1.0}}]},
+    "/risk-hub/snapshots": {"world_id": "fz", "as_of": "2026-01-01T00:00:00Z",
+                            "weights": {"A": 1.0}, "realized_returns": [0.01, -0.01]},
+    "/tokens": {"role": "viewer", "name": "x"},
+}
+POSTS = ["/worlds", "/worlds/fz/evaluate", "/worlds/fz/evaluate-cohort", "/risk-hub/snapshots",
+         "/tokens"]
+GETS = ["/worlds/{x}", "/worlds/fz/runs/{x}", "/worlds/fz/decide?strategy_id={x}",
+        "/worlds/{x}/audit", "/risk-hub/snapshots/latest?world={x}", "/events?world={x}&follow=false",
+        "/worlds/fz/audit?after={x}", "/audit?limit={x}"]
+
+
+@pytest.fixture(scope="module")
+def http(world_server: tuple[Server, dict[str, str]]) -> Any:
+    srv, toks = world_server
+    with httpx.Client(base_url=srv.url, timeout=30,
+                      headers={"Authorization": f"Bearer {toks['admin']}"}) as client:
+        client.post("/worlds", json={"world_id": "fz", "data": "no-such-dataset"})
+        yield client
+
+
+def _check(r: httpx.Response) -> None:
+    assert r.status_code < 500, (r.status_code, r.text[:300])
+    if r.status_code >= 400:
+        err = r.json()["error"]
+        assert isinstance(err["code"], str) and err["code"]
+        assert isinstance(err["message"], str) and err["message"]
+
+
+def _mutate(body: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    out = json.loads(json.dumps(body))
+    node = out
+    for key in path[:-1]:
+        node = node[key] if isinstance(node.get(key), dict) else node.setdefault(key, {})
+    node[path[-1]] = value
+    return out
+
+
+def _paths(body: dict[str, Any], prefix: list[str] | None = None) -> list[list[str]]:
+    prefix = prefix or []
+    found = []
+    for key, value in body.items():
+        found.append([*prefix, key])
+        if isinstance(value, dict):
+            found.extend(_paths(value, [*prefix, key]))
+    return found
+
+
+FUZZ = settings(max_examples=40, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(endpoint=st.sampled_from(POSTS), body=JSON)
+def test_random_json_bodies(http: httpx.Client, endpoint: str, body: Any) -> None:
+    _check(http.post(endpoint, json=body))
+
+
+@FUZZ
+@given(endpoint=st.sampled_from(POSTS), data=st.data(), value=JSON)
+def test_one_field_of_a_valid_body_made_hostile(http: httpx.Client, endpoint: str,
+                                                data: st.DataObject, value: Any) -> None:
+    body = VALID[endpoint]
+    where = data.draw(st.sampled_from([*_paths(body), ["unknown_key"], ["metrics", "bogus"]]))
+    _check(http.post(endpoint, json=_mutate(body, where, value)))
+
+
+@FUZZ
+@given(endpoint=st.sampled_from([*POSTS, "/worlds/fz/policy"]),
+       raw=st.one_of(st.binary(max_size=200), st.sampled_from(
+           [b"{", b"[]", b"null", b'{"run_id": NaN}', b'{"a": Infinity}', b"\xff\xfe",
+            b'{"as_of": "yesterday"}', b"- a\n- b\n", b"a: [1, 2\n", b'"' * 100])),
+       kind=st.sampled_from(["application/json", "application/yaml", "text/plain"]))
+def test_raw_bytes(http: httpx.Client, endpoint: str, raw: bytes, kind: str) -> None:
+    method = "PUT" if endpoint.endswith("/policy") else "POST"
+    _check(http.request(method, endpoint, content=raw, headers={"Content-Type": kind}))
+
+
+@FUZZ
+@given(template=st.sampled_from(GETS), value=st.one_of(st.sampled_from(HOSTILE),
+                                                       st.text(max_size=80)))
+def test_hostile_path_and_query_values(http: httpx.Client, template: str, value: str) -> None:
+    from urllib.parse import quote
+
+    _check(http.get(template.format(x=quote(value, safe=""))))
+
+
+@FUZZ
+@given(policy=JSON)
+def test_random_policies(http: httpx.Client, policy: Any) -> None:
+    _check(http.put("/worlds/fz/policy", json=policy))
+
+
+def test_a_valid_snapshot_from_the_future_and_a_bad_covariance_are_422(http: httpx.Client) -> None:
+    body = VALID["/risk-hub/snapshots"]
+    future = http.post("/risk-hub/snapshots", json={**body, "as_of": "2999-01-01T00:00:00Z"})
+    square = http.post("/risk-hub/snapshots", json={
+        **body, "as_of": datetime.now(UTC).isoformat(), "covariance": [[1.0, 0.0]]})
+    assert (future.status_code, future.json()["error"]["code"]) == (422, "AS_OF_IN_FUTURE")
+    assert (square.status_code, square.json()["error"]["field"]) == (422, "covariance")
+
+
+def test_engine_b_on_missing_world_data_is_a_clear_422(http: httpx.Client) -> None:
+    r = http.post("/worlds/fz/evaluate", json={"run_id": "nodata", "spec": SMA})
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "ENGINE_B_FAILED"
+    assert "no-such-dataset" in r.json()["error"]["message"]
