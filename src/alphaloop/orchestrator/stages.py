@@ -140,8 +140,8 @@ class Generator:
             if n <= 0:
                 continue
             fam = get_family(family)
-            for params in self.sampler(family, kind, seed).ask(n):
-                spec = fam.build(params)
+            for params in self.sampler(family, kind, seed).ask(n):  # validated
+                spec = fam.build_valid(params)
                 self.built[spec.strategy_id] = spec
                 out.append({"spec": spec.model_dump(mode="json"),
                             "strategy_id": spec.strategy_id, "family": family,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -231,6 +232,102 @@ def _excerpt(text: str, limit: int = 80) -> str:
 
 @lru_cache(maxsize=1 << 16)
 def _parse(text: str, expect: Kind | None, where: str) -> Node:
+    shape, literals = _shape(text)
+    template = _TEMPLATES.get(shape)
+    if template is not None and len(text) <= MAX_SOURCE_LEN:
+        node = _from_template(template, literals)
+        if node is not None:
+            _check_kind(check_types(node, where), expect, text, where)
+            return node
+    node = _parse_text(text, expect, where)
+    if template is None and literals and len(_TEMPLATES) < _MAX_TEMPLATES:
+        _learn_template(shape, literals, node)
+    return node
+
+
+# A family's candidates differ only in their numbers: ``sma(close, 10) > sma(close,
+# 50)`` and ``sma(close, 20) > sma(close, 100)`` have one *shape*, the text with each
+# decimal literal replaced. Two texts of one shape parse to the same tree but for the
+# constants (a literal is an atom of Python's grammar), so the tree of a shape seen
+# before is rebuilt with the new numbers and only the value checks (windows) run again:
+# a tenth of the cost of a parse. The regular expressions follow Python's grammar for
+# decimal literals; anything else (hex, '010', '1__0') stays in the shape as text.
+_DIGITS = r"\d(?:_?\d)*"
+_POINT = rf"(?:{_DIGITS})?\.{_DIGITS}|{_DIGITS}\."
+_LITERAL = re.compile(rf"(?<![\w.])(?:(?:{_POINT}|{_DIGITS})[eE][+-]?{_DIGITS}|{_POINT}"
+                      rf"|[1-9](?:_?\d)*|0+(?:_?0)*)(?![\w.])")
+_MAX_TEMPLATES = 4096
+_TEMPLATES: dict[str, Node] = {}  # shape -> tree whose Num(-k - 1) is the k-th literal
+
+
+def _shape(text: str) -> tuple[str, list[str]]:
+    literals: list[str] = []
+
+    def slot(m: re.Match[str]) -> str:
+        literals.append(m.group())
+        return "#"
+
+    return _LITERAL.sub(slot, text), literals
+
+
+def _literal_value(token: str) -> float:
+    # as _convert reads ast.Constant: an int literal is converted from the int
+    if any(c in token for c in ".eE"):
+        return float(token)
+    return float(int(token))
+
+
+def _from_template(template: Node, literals: list[str]) -> Node | None:
+    """The template with its slots filled; None where a value is not a finite float
+    (the full parse then gives its error)."""
+    try:
+        values = [_literal_value(t) for t in literals]
+    except (ValueError, OverflowError):
+        return None
+    if not all(math.isfinite(v) for v in values):
+        return None
+    return _fill(template, values)
+
+
+def _fill(node: Node, values: list[float]) -> Node:
+    if isinstance(node, Num):
+        return Num(values[-int(node.value) - 1])
+    if isinstance(node, Call):
+        return Call(node.op, tuple(_fill(a, values) for a in node.args))
+    return node
+
+
+def _learn_template(shape: str, literals: list[str], node: Node) -> None:
+    """Parse the shape with slot markers (-1, -2, ...) as its numbers; keep it only if
+    filling it with this text's own numbers gives exactly the tree just parsed."""
+    marks = iter(range(1, len(literals) + 1))
+    probe = re.sub("#", lambda _: f"(0-{next(marks)})", shape)
+    try:
+        tree = _convert(ast.parse(probe, mode="eval").body, "template")
+    except (ExpressionError, SyntaxError, ValueError, RecursionError):
+        return
+    template = _marks(tree)
+    if template is not None and _from_template(template, literals) == node:
+        _TEMPLATES[shape] = template
+
+
+def _marks(node: Node) -> Node | None:
+    """``sub(0, k)``, the parsed ``(0-k)``, back to a slot ``Num(-k)``; None if the
+    probe has any other constant, which the fill could not tell from a slot."""
+    if isinstance(node, Num):
+        return None if node.value != 0 else node
+    if isinstance(node, Field):
+        return node
+    a = node.args
+    if node.op == "sub" and len(a) == 2 and a[0] == Num(0.0) and isinstance(a[1], Num):
+        return Num(-a[1].value)
+    args = [_marks(x) for x in a]
+    if any(x is None for x in args):
+        return None
+    return Call(node.op, tuple(x for x in args if x is not None))
+
+
+def _parse_text(text: str, expect: Kind | None, where: str) -> Node:
     if not text:
         raise ExpressionError(f"{where}: empty expression", code="EXPRESSION_SYNTAX")
     if len(text) > MAX_SOURCE_LEN:
@@ -261,13 +358,16 @@ def _parse(text: str, expect: Kind | None, where: str) -> Node:
     node = _convert(tree.body, where)
     if deep:
         _check_depth(_tree_depth(node), where)
-    kind = check_types(node, where)
+    _check_kind(check_types(node, where), expect, text, where)
+    return node
+
+
+def _check_kind(kind: Kind, expect: Kind | None, text: str, where: str) -> None:
     if expect is not None and kind != expect:
         want = "boolean" if expect == "bool" else "numeric"
         got = "boolean" if kind == "bool" else "numeric"
         raise ExpressionError(f"{where}: must be a {want} expression, got a {got} one: {text!r}",
                               code="EXPRESSION_TYPE")
-    return node
 
 
 def _tree_depth(root: Node) -> int:
@@ -658,3 +758,4 @@ def clear_caches() -> None:
     that must measure or recompute, not recall)."""
     for memo in (_parse, _canonical, lookback):
         memo.cache_clear()
+    _TEMPLATES.clear()

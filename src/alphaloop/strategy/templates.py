@@ -285,7 +285,10 @@ class Family:
     # ------------------------------------------------------------- build
     def build(self, params: Mapping[str, Any]) -> StrategySpec:
         """Validate ``params`` and build the spec, with ``family`` and ``params`` set."""
-        clean = self.validate(params)
+        return self.build_valid(self.validate(params))
+
+    def build_valid(self, clean: Params) -> StrategySpec:
+        """:meth:`build` for parameters that :meth:`validate` returned (a sampler's)."""
         # the builder's spec is validated already; family and params are informational
         # (not hashed, not parsed), so a copy needs no second validation
         return self.builder(clean).model_copy(update={"family": self.name, "params": clean})
