@@ -10,8 +10,13 @@ thread pool, so a blocking database call never stalls the event loop.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -126,28 +131,73 @@ def _install_handlers(app: FastAPI) -> None:
         return _error(500, "INTERNAL", f"internal error ({type(exc).__name__})")
 
 
+@dataclass(frozen=True)
+class Identity:
+    token_id: str
+    role: str
+    name: str
+
+
 class Auth:
-    """Dependencies that check the bearer token's role for one action."""
+    """Dependencies that check the bearer token's role for one action.
 
-    def __init__(self, db: Database) -> None:
+    A token found valid is remembered for ``cache_s`` seconds (keyed by its sha256, the
+    secret itself is not kept), so a request costs no token query: a token revoked
+    through the API is refused at once, one revoked on the database (``alphaloop world
+    token revoke``) within ``cache_s``.
+    """
+
+    def __init__(self, db: Database, cache_s: float = 2.0) -> None:
         self.db = db
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[Identity, float]] = {}
 
-    def require(self, action: str) -> Callable[..., str]:
-        def check(authorization: Annotated[str | None, Header()] = None) -> str:
+    def forget(self, token_id: str) -> None:
+        for key, (who, _) in list(self._cache.items()):
+            if who.token_id == token_id:
+                self._cache.pop(key, None)
+
+    def _cached(self, token: str) -> Identity | None:
+        cached = self._cache.get(hashlib.sha256(token.encode()).hexdigest())
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+    def _lookup(self, token: str) -> Identity | None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        with self.db.read() as conn:
+            row = tokens.authenticate(conn, token)
+        if row is None:
+            return None
+        who = Identity(row.token_id, row.role, row.name)
+        self._cache[key] = (who, time.monotonic() + self.cache_s)
+        return who
+
+    def require(self, action: str) -> Callable[..., Awaitable[str]]:
+        async def check(authorization: Annotated[str | None, Header()] = None) -> str:
             scheme, _, token = (authorization or "").partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise WorldError("a bearer token is required (Authorization: Bearer …)",
                                  code="UNAUTHENTICATED", status=401, field="authorization")
-            with self.db.read() as conn:
-                row = tokens.authenticate(conn, token.strip())
-            if row is None:
+            token = token.strip()
+            who = self._cached(token) or await anyio.to_thread.run_sync(self._lookup, token)
+            if who is None:
                 raise WorldError("the bearer token is unknown or revoked",
                                  code="UNAUTHENTICATED", status=401, field="authorization")
-            if not tokens.allowed(row.role, action):
-                raise WorldError(f"role {row.role!r} may not {action}", code="FORBIDDEN",
+            if not tokens.allowed(who.role, action):
+                raise WorldError(f"role {who.role!r} may not {action}", code="FORBIDDEN",
                                  status=403)
-            return f"{row.name[:100]}#{row.token_id}"
+            return f"{who.name[:100]}#{who.token_id}"
         return check
+
+
+THREADS = int(os.environ.get("ALPHALOOP_WORLD_THREADS", "8"))
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    # Few threads: the work is CPU under one GIL plus one SQLite writer, and 40 threads
+    # (anyio's default) only fight over both, which stretches tail latencies.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+    yield
 
 
 def create_app(db_url: str, *, refs_root: Path | None = None,
@@ -156,8 +206,8 @@ def create_app(db_url: str, *, refs_root: Path | None = None,
     db = Database(db_url)
     root = refs_root or (Path.cwd() / "refs")
     service = WorldService(db, root)
-    app = FastAPI(title="alphaloop WorldService", version="1",
-                  description=__doc__, responses=ERRORS)
+    app = FastAPI(title="alphaloop WorldService", version="1", description=__doc__,
+                  responses=ERRORS, lifespan=_lifespan)
     app.state.service = service
     _install_handlers(app)
     _routes(app, service, Auth(db))
@@ -320,6 +370,7 @@ def _admin_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
                      actor: str = admin) -> TokenOut:
         with service.db.write() as conn:
             row = tokens.revoke(conn, token_id, actor)
+        auth.forget(token_id)
         return TokenOut(token_id=row.token_id, role=row.role, name=row.name)  # type: ignore[arg-type]
 
     @app.get("/audit", response_model=list[AuditOut], tags=["admin"])

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from alphaloop.world.models import AuditEntry, ControlEvent
+from alphaloop.world.models import AuditEntry, ControlEvent, table
 
 
 def content_hash(value: Any) -> str:
@@ -27,13 +27,13 @@ def content_hash(value: Any) -> str:
 def record(conn: Session, *, actor: str, action: str, target: str,
            world_id: str | None = None, before: str | None = None,
            after: str | None = None) -> None:
-    conn.execute(insert(AuditEntry).values(
+    conn.execute(insert(table(AuditEntry)).values(
         world_id=world_id, actor=actor, action=action, target=target,
         before_hash=before, after_hash=after, ts=time.time()))
 
 
 def emit(conn: Session, world_id: str, type_: str, payload: dict[str, Any]) -> None:
-    conn.execute(insert(ControlEvent).values(world_id=world_id, type=type_,
+    conn.execute(insert(table(ControlEvent)).values(world_id=world_id, type=type_,
                                              payload=payload, ts=time.time()))
 
 

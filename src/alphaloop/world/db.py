@@ -11,6 +11,8 @@ change (revision numbers, latest snapshot) and never fails halfway.
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,13 +26,13 @@ from alphaloop.world.errors import WorldError, unavailable
 _WRITE = "alphaloop_world_write"
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (below)
         cursor = dbapi_connection.cursor()
         for pragma in ("foreign_keys=ON", f"busy_timeout={busy_timeout_ms}",
-                       "synchronous=FULL"):
+                       f"synchronous={synchronous}"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
@@ -43,7 +45,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 class Database:
     """The engine of one knowledge base URL, migrated to the newest schema."""
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0,
+                 synchronous: str = os.environ.get("ALPHALOOP_WORLD_SQLITE_SYNC", "FULL")) -> None:
         try:
             KnowledgeBase(url, busy_timeout_s=busy_timeout_s).close()
         except KBError as exc:
@@ -52,14 +55,19 @@ class Database:
         self.url = url
         # a pool as large as the thread pool that serves requests: no request waits for one
         self.engine = create_engine(url, pool_size=40, max_overflow=20)
+        # SQLite has one writer: queue this process's writers on a lock, first come first
+        # served, instead of letting them poll the file lock (its backoff sleeps make
+        # tail latencies of seconds under load). Other processes still meet the file lock.
+        self._writer: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self.engine.dialect.name == "sqlite":
-            _configure_sqlite(self.engine, int(busy_timeout_s * 1000))
+            _configure_sqlite(self.engine, int(busy_timeout_s * 1000), synchronous)
+            self._writer = threading.Lock()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction: all of it is committed, or none of it."""
         try:
-            with (self.engine.execution_options(**{_WRITE: True}).begin() as conn,
+            with (self._writer, self.engine.execution_options(**{_WRITE: True}).begin() as conn,
                   Session(bind=conn) as session):
                 yield session
         except sa_exc.IntegrityError as exc:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from alphaloop.world import audit
 from alphaloop.world.errors import WorldError, invalid
-from alphaloop.world.models import RiskSnapshot
+from alphaloop.world.models import RiskSnapshot, table
 from alphaloop.world.schemas import SnapshotIn, SnapshotOut
 from alphaloop.world.service import WorldService, WorldState, ts
 from alphaloop.world.sourcing import HubView
@@ -132,8 +132,8 @@ def post_snapshot(service: WorldService, snap: SnapshotIn, actor: str) -> Snapsh
         values = dict(content_hash=digest, world_id=snap.world_id, strategy_id=snap.strategy_id,
                       as_of=snap.as_of.timestamp(), ttl_s=ttl, ingested_at=time.time(),
                       body=body)
-        snapshot_id = conn.execute(insert(RiskSnapshot).values(**values)
-                                   .returning(RiskSnapshot.snapshot_id)).scalar_one()
+        snapshot_id = conn.execute(insert(table(RiskSnapshot)).values(**values)
+                                   .returning(table(RiskSnapshot).c.snapshot_id)).scalar_one()
         audit.record(conn, actor=actor, action="snapshot.post", world_id=snap.world_id,
                      target=f"{snap.strategy_id or '*'}#{snapshot_id}", after=digest)
         audit.emit(conn, snap.world_id, "risk_snapshot_updated",

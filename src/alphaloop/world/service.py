@@ -22,7 +22,7 @@ from alphaloop.errors import AlphaloopError
 from alphaloop.world import audit
 from alphaloop.world.db import Database
 from alphaloop.world.errors import WorldError, invalid, not_found
-from alphaloop.world.models import EvaluationRevision, EvaluationRun, World, WorldPolicy
+from alphaloop.world.models import EvaluationRevision, EvaluationRun, World, WorldPolicy, table
 from alphaloop.world.policy import WorldPolicy as Policy
 from alphaloop.world.policy import judge as judge_gates
 from alphaloop.world.policy import parse_policy
@@ -39,6 +39,17 @@ from alphaloop.world.schemas import (
     WorldOut,
 )
 from alphaloop.world.sourcing import LIVE_LIKE, MetricMap, Previous, Sourced, source
+
+
+_POLICIES: dict[str, Policy] = {}
+
+
+def _policy(ruleset_hash: str, body: dict[str, Any]) -> Policy:
+    """A stored policy, parsed once: versions never change, so their hash names them."""
+    found = _POLICIES.get(ruleset_hash)
+    if found is None:
+        found = _POLICIES[ruleset_hash] = Policy.model_validate(body)
+    return found
 
 
 def ts(seconds: float) -> datetime:
@@ -102,7 +113,8 @@ class WorldService:
         row = conn.execute(select(WorldPolicy).where(
             WorldPolicy.world_id == world_id,
             WorldPolicy.version == world.policy_version)).scalar_one()
-        return WorldState(world, Policy.model_validate(row.body), row.version, row.ruleset_hash)
+        return WorldState(world, _policy(row.ruleset_hash, row.body), row.version,
+                          row.ruleset_hash)
 
     def world_out(self, state: WorldState, created: bool = False) -> WorldOut:
         w = state.world
@@ -128,7 +140,7 @@ class WorldService:
             if existing is not None:
                 return self._recreated(conn, existing, body, policy)
             now = time.time()
-            conn.execute(insert(World).values(world_id=body.world_id, name=body.name,
+            conn.execute(insert(table(World)).values(world_id=body.world_id, name=body.name,
                                               data=body.data, policy_version=1, created_at=now))
             self._insert_policy(conn, body.world_id, 1, policy, actor, now)
             after = audit.content_hash(body.model_dump(mode="json"))
@@ -151,7 +163,7 @@ class WorldService:
     @staticmethod
     def _insert_policy(conn: Session, world_id: str, version: int, policy: Policy,
                        actor: str, now: float) -> None:
-        conn.execute(insert(WorldPolicy).values(
+        conn.execute(insert(table(WorldPolicy)).values(
             world_id=world_id, version=version, body=policy.model_dump(mode="json"),
             ruleset_hash=policy.ruleset_hash(), created_at=now, actor=actor))
 
@@ -279,7 +291,7 @@ class WorldService:
                       metrics=j.sourced.metrics, metric_sources=j.sourced.sources,
                       risk=j.sourced.risk, rules=j.rules, outcome=j.outcome, actor=actor,
                       created_at=now)
-        conn.execute(insert(EvaluationRevision).values(**values))
+        conn.execute(insert(table(EvaluationRevision)).values(**values))
         before = None if run is None else latest.content_hash
         audit.record(conn, actor=actor, action="evaluation.revise" if run else "evaluation.create",
                      target=f"{j.run_id}@{number}", world_id=world_id, before=before, after=digest)
@@ -293,7 +305,7 @@ class WorldService:
                     now: float) -> None:
         world_id = j.state.world.world_id
         if run is None:
-            conn.execute(insert(EvaluationRun).values(
+            conn.execute(insert(table(EvaluationRun)).values(
                 world_id=world_id, run_id=j.run_id, strategy_id=j.strategy_id, stage=j.stage,
                 spec=j.spec, revision=number, outcome=j.outcome, created_at=now,
                 updated_at=now))
@@ -342,16 +354,24 @@ class WorldService:
 
     def evaluate(self, world_id: str, body: EvaluateIn, actor: str) -> EvaluationOut:
         """Judge one strategy under the world's current policy and store the run."""
-        metrics = None if body.metrics is None else body.metrics.model_dump()
-        with self.db.read() as conn:
-            state = self.load(conn, world_id)
-            subj = self.subject(conn, run_id=body.run_id, stage=body.stage,
-                                strategy_id=body.strategy_id, spec=body.spec, metrics=metrics,
-                                returns=body.realized_returns, ppy=body.periods_per_year)
-            judged = self.judge(conn, state, subj)
+        if body.metrics is not None:  # nothing to source: read, judge and write at once
+            with self.db.write() as conn:
+                judged = self._judge_request(conn, world_id, body)
+                rev, written = self.write(conn, judged, actor)
+            return self.evaluation_out(judged, rev, written)
+        with self.db.read() as conn:  # sourcing may run engine B: not under the write lock
+            judged = self._judge_request(conn, world_id, body)
         with self.db.write() as conn:
             rev, written = self.write(conn, judged, actor)
         return self.evaluation_out(judged, rev, written)
+
+    def _judge_request(self, conn: Session, world_id: str, body: EvaluateIn) -> Judged:
+        metrics = None if body.metrics is None else body.metrics.model_dump()
+        state = self.load(conn, world_id)
+        subj = self.subject(conn, run_id=body.run_id, stage=body.stage,
+                            strategy_id=body.strategy_id, spec=body.spec, metrics=metrics,
+                            returns=body.realized_returns, ppy=body.periods_per_year)
+        return self.judge(conn, state, subj)
 
     def evaluate_cohort(self, world_id: str, body: CohortIn, actor: str) -> CohortOut:
         """Judge many strategies; all their runs are written in one transaction."""

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from alphaloop.world import audit
 from alphaloop.world.errors import WorldError
-from alphaloop.world.models import ApiToken
+from alphaloop.world.models import ApiToken, table
 
 ROLES = ("viewer", "submitter", "operator", "approver", "admin")
 _READ = frozenset(ROLES)
@@ -44,7 +44,7 @@ def create(conn: Session, role: str, name: str, actor: str) -> tuple[str, str]:
                          code="INVALID_ROLE", field="role")
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    conn.execute(insert(ApiToken).values(token_id=token_id, name=name, role=role,
+    conn.execute(insert(table(ApiToken)).values(token_id=token_id, name=name, role=role,
                                          secret_hash=_hash(secret), created_at=time.time(),
                                          revoked=False))
     audit.record(conn, actor=actor, action="token.create", target=token_id,
