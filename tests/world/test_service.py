@@ -486,3 +486,14 @@ def test_docs_document_every_endpoint(world_server: Any) -> None:
         for method, op in ops.items():
             if path != "/health":
                 assert "401" in op["responses"] and "422" in op["responses"], (method, path)
+
+
+def test_docs_carry_request_examples(world_server: Any) -> None:
+    srv, _ = world_server
+    spec = httpx.get(f"{srv.url}/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for name in ("WorldIn", "EvaluateIn", "CohortIn", "SnapshotIn", "TokenIn",
+                 "DecisionEnvelope", "ErrorOut"):
+        assert schemas[name].get("examples"), name
+    policy_body = spec["paths"]["/worlds/{world_id}/policy"]["put"]["requestBody"]["content"]
+    assert {"application/json", "application/yaml"} <= set(policy_body)

@@ -20,6 +20,7 @@ DecidedStage = Literal["backtest", "paper", "live"]
 Returns = Annotated[list[float], Field(min_length=2, max_length=200_000)]
 Ppy = Annotated[float, Field(gt=0, le=1_000_000)]
 Name = Annotated[str, Field(max_length=200)]
+_SMA = {"entry": "sma(close, 10) > sma(close, 50)", "exit": "sma(close, 10) < sma(close, 50)"}
 
 
 class _In(BaseModel):
@@ -48,6 +49,9 @@ class Metrics(_In):
 
 
 class WorldIn(_In):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{"world_id": "main", "name": "main world", "data": "us_indices",
+                                                     "policy": {"allow_live": False}}]})
     world_id: Key
     name: Name = ""
     data: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
@@ -74,6 +78,10 @@ class PolicyOut(BaseModel):
 
 
 class EvaluateIn(_In):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "run_id": "submit:4d512c22:backtest", "stage": "backtest",
+        "spec": _SMA, "metrics": {"sharpe": 1.1, "max_drawdown": -0.12, "n_trades": 40}}]})
     """One strategy to judge. ``run_id`` is the idempotency key of the evaluation run.
 
     Give ``spec`` (parsed by the strategy language; its id is computed) or
@@ -99,6 +107,9 @@ class CohortItem(_In):
 
 
 class CohortIn(_In):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "run_id": "run-7:it-3", "stage": "backtest", "items": [{"spec": _SMA}]}]})
     run_id: Key
     stage: Stage = "backtest"
     periods_per_year: Ppy = 252.0
@@ -148,6 +159,12 @@ class CohortOut(BaseModel):
 class DecisionEnvelope(BaseModel):
     """Where a strategy may run now, and why. Stale after ``as_of + ttl_s``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "world_id": "main", "strategy_id": "4d512c22" + "0" * 56, "stage": "paper",
+        "reasons": ["BACKTEST_PASSED", "LIVE_NOT_ALLOWED"], "as_of": "2026-12-01T00:00:00Z",
+        "ttl_s": 300.0, "policy_version": 2, "ruleset_hash": "1f3a" + "0" * 60,
+        "run_id": "submit:4d512c22:backtest"}]})
+
     world_id: str
     strategy_id: str
     stage: DecidedStage
@@ -160,6 +177,12 @@ class DecisionEnvelope(BaseModel):
 
 
 class SnapshotIn(_In):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "world_id": "main", "strategy_id": "", "as_of": "2026-12-01T00:00:00Z",
+        "ttl_s": 3600, "weights": {"SPX": 0.6, "IXIC": 0.4},
+        "realized_returns": [0.001, -0.002, 0.0005], "stress": {"crash_2008": -0.21},
+        "provenance": {"producer": "paper-runner"}}]})
     """A risk signal hub snapshot: stored as given (producers compute, the hub keeps)."""
 
     world_id: Key
@@ -194,6 +217,8 @@ class SnapshotOut(BaseModel):
 
 
 class TokenIn(_In):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{"role": "submitter", "name": "ci"}]})
     role: Role
     name: Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -223,4 +248,8 @@ class ErrorBody(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": {
+        "code": "POLICY_INVALID", "field": "policy.governance.live_promotion.mdoe",
+        "message": "policy.governance.live_promotion.mdoe: Extra inputs are not permitted"}}]})
+
     error: ErrorBody

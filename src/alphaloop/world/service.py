@@ -40,7 +40,6 @@ from alphaloop.world.schemas import (
 )
 from alphaloop.world.sourcing import LIVE_LIKE, MetricMap, Previous, Sourced, source
 
-
 _POLICIES: dict[str, Policy] = {}
 
 
@@ -232,7 +231,12 @@ class WorldService:
 
             found = conn.execute(select(Strategy.spec).where(
                 Strategy.strategy_id == strategy_id)).scalar_one_or_none()
-        return None if found is None else StrategySpec.model_validate(found)
+        if found is None:
+            return None
+        try:
+            return StrategySpec.model_validate(found)
+        except ValueError:  # a stored spec this version cannot read: as if unknown
+            return None
 
     def previous(self, conn: Session, world_id: str, strategy_id: str,
                  stage: str) -> Previous | None:
@@ -396,5 +400,9 @@ class WorldService:
                             returns=item.realized_returns, ppy=body.periods_per_year,
                             where=f"items.{i}.")
         if item.run_id is None:  # the default key: one run per strategy of the cohort
-            subj = replace(subj, run_id=f"{body.run_id}:{subj.strategy_id[:16]}")
+            run_id = f"{body.run_id}:{subj.strategy_id[:16]}"
+            if len(run_id) > 128:
+                raise invalid("run_id", "too long to derive the items' run ids (max 111 "
+                              "characters when items have none)")
+            subj = replace(subj, run_id=run_id)
         return subj

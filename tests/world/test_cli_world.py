@@ -1,0 +1,56 @@
+"""``alphaloop submit`` and ``alphaloop world token`` against a real server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from conftest import SMA
+from typer.testing import CliRunner
+
+from alphaloop.cli import app
+
+runner = CliRunner()
+
+
+def test_submit_a_spec_file_prints_the_worlds_stage(world_server: Any, tmp_path: Path) -> None:
+    srv, toks = world_server
+    httpx.post(f"{srv.url}/worlds", json={"world_id": "w-cli", "data": "synth_planted"},
+               headers={"Authorization": f"Bearer {toks['operator']}"}).raise_for_status()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SMA))
+    result = runner.invoke(app, ["submit", str(spec), "--world", "w-cli", "--url", srv.url,
+                                 "--json"], env={"ALPHALOOP_WORLD_TOKEN": toks["submitter"]})
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["evaluation"]["latest"]["metric_sources"][0].startswith("engine_b:")
+    assert out["stage"] in ("backtest", "paper") and out["downgraded"] is False
+
+
+def test_submit_errors_are_one_line_and_exit_2(world_server: Any) -> None:
+    srv, toks = world_server
+    no_token = runner.invoke(app, ["submit", "x", "--world", "w", "--url", srv.url,
+                                   "--token-env", "NO_SUCH_VARIABLE_SET"])
+    unknown = runner.invoke(app, ["submit", "f" * 64, "--world", "no-such-world",
+                                  "--url", srv.url], env={"ALPHALOOP_WORLD_TOKEN": toks["admin"]})
+    assert (no_token.exit_code, unknown.exit_code) == (2, 2)
+    assert "NO_SUCH_VARIABLE_SET" in no_token.output
+    assert "WORLD_NOT_FOUND" in unknown.output
+    assert len(unknown.output.strip().splitlines()) <= 2
+
+
+def test_token_create_and_revoke_on_the_database(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'kb.sqlite'}"
+    made = runner.invoke(app, ["world", "token", "create", "--role", "viewer", "--name", "bob",
+                               "--db", db, "--json"])
+    assert made.exit_code == 0, made.output
+    token_id = json.loads(made.output)["token_id"]
+    bad = runner.invoke(app, ["world", "token", "create", "--role", "root", "--db", db])
+    assert bad.exit_code == 2 and "INVALID_ROLE" in bad.output
+    gone = runner.invoke(app, ["world", "token", "revoke", token_id, "--db", db])
+    assert gone.exit_code == 0
+    again = runner.invoke(app, ["world", "token", "revoke", "0" * 16, "--db", db])
+    assert again.exit_code == 2 and "TOKEN_NOT_FOUND" in again.output
