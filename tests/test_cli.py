@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -214,6 +215,51 @@ def test_evaluate_prints_score_dsr_pbo_and_reasons(tmp_path: Path) -> None:
     code, out, _ = _run("evaluate", str(res), "--top", "2", "--json")
     reports = json.loads(out)
     assert len(reports) == 2 and reports[0]["n_trials"] == 16 and "dsr" in reports[0]
+    for key in ("benchmark", "beta", "alpha_ann", "alpha_t", "information_ratio",
+                "excess_dsr", "holdout_relative"):
+        assert key in reports[0], key
+    assert reports[0]["benchmark"] == "equal_weight"
+    assert reports[0]["holdout_relative"]["beta"] is not None
+
+
+def test_evaluate_on_us_indices_shows_the_benchmark_beside_every_top_candidate(
+        tmp_path: Path) -> None:
+    """Issue 15's acceptance on bundled real data: a long-only trend rule (sma_cross)
+    on the S&P 500 and NASDAQ fails the default policy with a reason that names the
+    benchmark and both Sharpe ratios."""
+    res = tmp_path / "res.parquet"
+    assert _run("sweep", "sma_cross", "--data", "us_indices", "--n", "24", "--out",
+                str(res))[0] == 0
+    code, out, err = _run("evaluate", str(res), "--policy", "default", "--top", "3")
+    assert code == 0, err
+    flat = " ".join(out.split())  # the console wraps lines at its width
+    assert "policy score-v2" in flat
+    assert "Benchmark: equal-weight buy-and-hold of us_indices (2 symbols): Sharpe" in flat
+    table = out.split("top 3 against the benchmark")[1]
+    assert len(re.findall(r"\b[0-9a-f]{8}\b", table.split("bench:")[0])) == 3  # one row per top candidate
+    assert "DQ_SURVIVORSHIP_UNKNOWN" in err
+    assert "excess_dsr" in flat and "against benchmark equal-weight buy-and-hold" in flat
+    code, out, _ = _run("evaluate", str(res), "--policy", "default", "--top", "3", "--json")
+    for rep in json.loads(out):
+        assert not rep["passed"]
+        reason = next(r for r in rep["reasons"] if r.startswith("excess_dsr"))
+        assert "against benchmark equal-weight buy-and-hold of us_indices" in reason
+        bench = rep["benchmark_metrics"]["sharpe"]
+        assert f"(Sharpe {rep['sharpe_sel']:.2f} vs the benchmark's {bench:.2f})" in reason
+
+
+def test_evaluate_benchmark_option(tmp_path: Path) -> None:
+    res = tmp_path / "res.parquet"
+    assert _run("sweep", "sma_cross", "--data", "us_indices", "--n", "6", "--out",
+                str(res))[0] == 0
+    code, out, _ = _run("evaluate", str(res), "--top", "1", "--benchmark", "SPX", "--json")
+    assert code == 0 and json.loads(out)[0]["benchmark_label"] == "buy-and-hold of SPX"
+    code, out, _ = _run("evaluate", str(res), "--top", "1", "--benchmark", "cash", "--json")
+    rep = json.loads(out)[0]
+    assert rep["excess_dsr"] == rep["dsr"] and rep["beta"] is None
+    code, out, err = _run("evaluate", str(res), "--benchmark", "QQQ")
+    assert code == 2 and "unknown benchmark 'QQQ'" in " ".join(err.split())
+    assert "Traceback" not in err + out
 
 
 def test_evaluate_bad_policy_names_the_key(tmp_path: Path) -> None:
@@ -318,11 +364,13 @@ def test_evaluate_records_a_run_that_report_renders(tmp_path: Path) -> None:
     (run_dir,) = [p for p in runs_dir().iterdir() if not p.name.startswith(".")]
     assert f"run {run_dir.name[:16]} recorded" in out
     run = load_run(run_dir)
-    assert run.record.policy_version == "score-v1" and run.record.n_trials == 12
+    assert run.record.policy_version == "score-v2" and run.record.n_trials == 12
+    assert run.record.benchmark == "equal_weight" and run.record.benchmark_sharpe is not None
+    assert run.iterations["beat_benchmark"].tolist() == [run.record.n_beat_benchmark]
     assert len(run.candidates) == 12 and run.iterations["tried"].tolist() == [12]
     assert int(run.iterations["failure:TOO_FEW_TRADES"].iloc[0]) > 0
     # the policy version is recorded in the registry, immutable from now on
-    assert (Path(os.environ["ALPHALOOP_HOME"]) / "policies" / "score-v1.json").is_file()
+    assert (Path(os.environ["ALPHALOOP_HOME"]) / "policies" / "score-v2.json").is_file()
     # the same evaluation again is the same run, not a second one
     assert _run("evaluate", str(res), "--top", "2")[0] == 0
     assert len([p for p in runs_dir().iterdir() if not p.name.startswith(".")]) == 1
@@ -332,13 +380,15 @@ def test_evaluate_records_a_run_that_report_renders(tmp_path: Path) -> None:
     assert out.strip() == str(html)
     text = html.read_text()
     assert 'id="figure-best_score"' in text and 'id="figure-failure_codes"' in text
-    assert "failure:TOO_FEW_TRADES" in text and "score-v1" in text
+    assert "failure:TOO_FEW_TRADES" in text and "score-v2" in text
+    assert "beat the benchmark significantly" in text
     # a strategy report straight from the run, without --results
     sid = run.candidates["strategy_id"].iloc[0]
     page = tmp_path / "s.html"
     code, out, err = _run("report", "--strategy", sid[:10], "--out", str(page))
     assert code == 0, err
     assert sid in page.read_text()
+    assert 'id="robustness-relative"' in page.read_text()
 
 
 def test_report_errors_are_one_line(tmp_path: Path) -> None:

@@ -50,7 +50,8 @@ GATE_FAILURE_CODES = {
     "min_trades": "TOO_FEW_TRADES", "max_drawdown": "DRAWDOWN_BREACH",
     "min_sharpe": "LOW_SHARPE", "max_turnover": "EXCESSIVE_TURNOVER",
     "min_history_years": "SHORT_HISTORY", "min_dsr": "DSR_BELOW_GATE",
-    "max_pbo": "PBO_ABOVE_GATE",
+    "max_pbo": "PBO_ABOVE_GATE", "min_excess_dsr": "BENCHMARK_NOT_BEATEN",
+    "min_information_ratio": "LOW_INFORMATION_RATIO",
 }
 DONE = ".stage_done"
 REPORTS = "reports.json"
@@ -83,6 +84,13 @@ class RunRecord(BaseModel):
     top: int | None = None
     var_trial_sharpe: float | None = None
     expected_max_sharpe: float | None = None
+    # what the candidates were measured against (None: nothing, before score-v2)
+    benchmark: str | None = None
+    benchmark_label: str | None = None
+    benchmark_sharpe: float | None = None
+    spa_pvalue_benchmark: float | None = None
+    n_beat_benchmark: int | None = None
+    data_warnings: list[str] = []
 
     def order_key(self) -> tuple[int, str]:
         """Sort key, oldest first: ``created_ns`` (else ``created_at``), then run_id."""
@@ -113,13 +121,18 @@ def run_id_for(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def iteration_row(frame: pd.DataFrame, iteration: int = 1) -> dict[str, Any]:
+def iteration_row(frame: pd.DataFrame, iteration: int = 1, *,
+                  beat_benchmark: int | None = None) -> dict[str, Any]:
     """One iteration's summary from a scored frame (``score_total``, ``passed``,
     ``failed_gates``): best score, tried, passed and one ``failure:<CODE>`` count
-    per failure code among the rejected candidates."""
+    per failure code among the rejected candidates; ``beat_benchmark`` (the
+    evaluation's count of candidates that beat their benchmark significantly) when
+    given."""
     row: dict[str, Any] = {
         "iteration": iteration, "best_score": float(frame["score_total"].max()),
         "tried": len(frame), "passed": int(frame["passed"].sum())}
+    if beat_benchmark is not None:
+        row["beat_benchmark"] = int(beat_benchmark)
     for code in sorted(set(GATE_FAILURE_CODES.values())):
         row[f"failure:{code}"] = 0
     for gates in frame["failed_gates"]:

@@ -29,7 +29,6 @@ from alphaloop.evaluation.reports import (
     MAX_TRADE_ROWS,
     MetricColumn,
     Recorded,
-    buy_and_hold_equity,
     flatten_mapping,
     run_report,
     strategy_report,
@@ -39,7 +38,7 @@ from alphaloop.evaluation.reports import (
 from alphaloop.strategy.spec import StrategySpec
 
 STRATEGY_SECTIONS = ("header", "metrics", "equity", "drawdown", "monthly", "rolling_sharpe",
-                     "trades", "robustness")
+                     "relative", "trades", "robustness")
 STRATEGY_FIGURES = ("equity", "drawdown", "monthly", "rolling_sharpe")
 RUN_FIGURES = ("best_score", "tried_passed", "failure_codes", "constraints")
 ROBUSTNESS = {
@@ -234,28 +233,16 @@ def test_equity_matches_result_and_hand_computed_buy_and_hold(page: Page, result
     assert len(y) == len(result.equity) == sp500.n_bars
     np.testing.assert_allclose(y, result.equity.to_numpy(), rtol=0, atol=1e-12)
     assert strat["x"][0] == "1999-01-04" and strat["x"][-1] == "2018-12-31"
-    # one symbol, bought at the first open with the strategy's slippage and commission
+    # one symbol: the benchmark's signal at the first close buys at the second open,
+    # with the strategy's slippage and commission, and holds it, marked to the close
     c = result.costs
-    qty = 1.0 / (sp500.open[0, 0] * (1 + c.slippage) * (1 + c.fee))
-    expected = qty * sp500.close[:, 0]
+    qty = 1.0 / (sp500.open[1, 0] * (1 + c.slippage) * (1 + c.fee))
+    expected = np.r_[1.0, qty * sp500.close[1:, 0]]
     yb = ys(bench)
     assert np.isfinite(yb).all()
     np.testing.assert_allclose(yb, expected, rtol=1e-12)
     assert bench["x"] == strat["x"]
-
-
-def test_buy_and_hold_late_listing_keeps_cash_until_first_bar() -> None:
-    idx = pd.date_range("2020-01-01", periods=5, freq="D", tz="UTC")
-    nan = np.nan
-    close = np.array([[10.0, nan], [11.0, nan], [12.0, 20.0], [nan, 22.0], [13.0, 24.0]])
-    opn = np.array([[10.0, nan], [10.5, nan], [11.5, 19.0], [nan, 21.0], [12.5, 23.0]])
-    bars = Bars(index=idx, symbols=("A", "B"), open=opn, high=close, low=close, close=close,
-                volume=np.ones_like(close))
-    from alphaloop.engines.costs import CostModel
-    eq = buy_and_hold_equity(bars, CostModel(fees_bps=0, slippage_bps=0))
-    a = 0.5 / 10.0 * np.array([10.0, 11.0, 12.0, 12.0, 13.0])   # NaN close carried over
-    b = np.array([0.5, 0.5, 0.5 / 19.0 * 20.0, 0.5 / 19.0 * 22.0, 0.5 / 19.0 * 24.0])
-    np.testing.assert_allclose(eq.to_numpy(), a + b, rtol=1e-14)
+    assert bench["name"] == "equal-weight buy-and-hold of sp500 (1 symbol)"
 
 
 def test_drawdown_trace_agrees_with_core_metric(page: Page, result: BacktestResult) -> None:
@@ -291,7 +278,8 @@ def test_monthly_heatmap_matches_pandas_compounding(page: Page, result: Backtest
 
 
 def test_rolling_sharpe_trace(page: Page, result: BacktestResult, sp500: Bars) -> None:
-    (trace,) = page.figure("rolling_sharpe")["data"]
+    trace, bench = page.figure("rolling_sharpe")["data"]
+    assert bench["name"] == "benchmark" and len(bench["y"]) == sp500.n_bars
     y = ys(trace)
     w = reports.DEFAULT_ROLLING_WINDOW
     assert len(y) == sp500.n_bars
@@ -605,3 +593,18 @@ def test_robustness_parts_are_headed_tables(result: BacktestResult, sp500: Bars)
     assert page.rows["robustness-bootstrap"][1] == ["0.5", "0.1", "0.9", "0.95", "12"]
     summary = dict(page.rows["robustness-table"][1:])
     assert summary == {"rank": "1", "passed": "false", "sharpe_sel": "0.5"}
+
+
+def test_relative_panel_shows_the_recorded_numbers(result: BacktestResult, sp500: Bars) -> None:
+    recorded = {"beta": 0.512, "alpha_ann": 0.031, "alpha_t": 1.7, "information_ratio": 0.21,
+                "excess_dsr": 0.44, "benchmark_label": "buy-and-hold of SPX",
+                "benchmark_metrics": {"sharpe": 0.33, "cagr": 0.05},
+                "holdout_relative": {"beta": 0.48, "information_ratio": -0.1}}
+    page = Page(strategy_report(result, sp500, robustness=recorded))
+    rows = {r[0]: r[1:] for r in page.rows["robustness-relative"][1:]}
+    assert rows["Beta (OLS on the benchmark)"] == ["0.512", "0.48"]
+    assert rows["Alpha (a year)"][0] == "3.10%"
+    assert rows["Benchmark Sharpe"] == ["0.33", "—"]
+    assert rows["DSR of the excess returns (all trials)"] == ["0.44", "—"]
+    without = Page(strategy_report(result, sp500))
+    assert "robustness-relative" not in without.rows

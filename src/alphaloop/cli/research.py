@@ -292,9 +292,13 @@ def evaluate(
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")]
     = False,
+    benchmark: Annotated[str, typer.Option(
+        help="What to beat: equal_weight (buy-and-hold of the universe), cash, a SYMBOL "
+        "of the data or a FILE with one series.")] = "equal_weight",
 ) -> None:
     """Score, deflate (DSR, PBO, SPA) and rank a sweep's candidates on the data before
-    the holdout, then report the top ones on the untouched holdout."""
+    the holdout, each against its benchmark (beta, alpha, information ratio, excess
+    DSR), then report the top ones on the untouched holdout."""
     announce_compiles()
     import pandas as pd
 
@@ -307,7 +311,8 @@ def evaluate(
     results = sweep_rows(_read_results(results_path, pd))  # its own --out file works too
     source = data or _single(results, "data_source")
     bars = load_bars(source)
-    ev = evaluate_candidates(results, bars, pol, top=top, n_trials=n_trials, holdout=holdout)
+    ev = evaluate_candidates(results, bars, pol, top=top, n_trials=n_trials, holdout=holdout,
+                             benchmark=benchmark)
     run_path = _record_run(ev, results_path, source, bars, policy_hash, holdout, top)
     if out_path is not None:
         _write_table(ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
@@ -334,7 +339,8 @@ def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash
 
     digest = file_sha256(results_path)
     run_id = run_id_for("evaluate", digest, policy_hash, bars.data_ref, f"{holdout!r}",
-                        str(ev.n_trials), f"top={top}")
+                        str(ev.n_trials), f"top={top}", f"benchmark={ev.extra['benchmark']}")
+    bench = ev.extra.get("benchmark_metrics") or {}
     created_at, created_ns = stamp()
     record = RunRecord(
         run_id=run_id, kind="evaluate", created_at=created_at, created_ns=created_ns,
@@ -343,11 +349,17 @@ def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash
         holdout=holdout, results_file=str(results_path.resolve()), results_sha256=digest,
         top=top, pbo=ev.pbo, spa_pvalue=ev.spa_pvalue,
         var_trial_sharpe=ev.extra["var_trial_sharpe"],
-        expected_max_sharpe=ev.extra["sr0"] * ev.extra["periods_per_year"] ** 0.5)
+        expected_max_sharpe=ev.extra["sr0"] * ev.extra["periods_per_year"] ** 0.5,
+        benchmark=ev.extra["benchmark"], benchmark_label=ev.extra["benchmark_label"],
+        benchmark_sharpe=bench.get("sharpe"),
+        spa_pvalue_benchmark=ev.extra["spa_pvalue_benchmark"],
+        n_beat_benchmark=ev.extra["n_beat_benchmark"],
+        data_warnings=ev.extra["data_warnings"])
     candidates = ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
                                  failed_gates=ev.frame["failed_gates"].map(",".join))
     reports = [json.loads(r.to_json()) for r in ev.reports]
-    return save_run(record, pd.DataFrame([iteration_row(ev.frame)]), candidates,
+    row = iteration_row(ev.frame, beat_benchmark=ev.extra["n_beat_benchmark"])
+    return save_run(record, pd.DataFrame([row]), candidates,
                     reports=reports)
 
 
@@ -413,6 +425,7 @@ def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path |
     from alphaloop.data import load_bars
     from alphaloop.engines import CostModel
     from alphaloop.engines import backtest as run_backtest
+    from alphaloop.evaluation.benchmark import resolve_benchmark
     from alphaloop.evaluation.reports import write_strategy_report
     from alphaloop.runs import RunError, check_results_file
     from alphaloop.strategy.spec import StrategySpec
@@ -431,8 +444,11 @@ def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path |
     result = run_backtest(spec, bars, costs)
     robustness, recorded = _recorded_numbers(run, row, result, bars, from_file)
     path = out_path or Path("reports") / f"strategy_{sid[:16]}.html"
+    # the run's benchmark, redrawn for the charts like the strategy's own series
+    bench = resolve_benchmark(run.record.benchmark, bars, costs)
     written = write_strategy_report(path, result, bars, robustness=robustness,
-                                    recorded=recorded, self_contained=self_contained)
+                                    recorded=recorded, self_contained=self_contained,
+                                    benchmark=bench)
     out.print(str(written), highlight=False)
 
 
@@ -505,7 +521,9 @@ def _recorded_numbers(run: Any, row: Any, result: Any, bars: Any,
 def _row_report(run: Any, row: Any, held: dict[str, Any] | None) -> dict[str, Any]:
     """A candidate outside the recorded top: its recorded row, in a report's keys."""
     r = run.record
-    keys = ("rank", "score_total", "passed", "reasons", "sharpe", "psr", "dsr", "n_trials")
+    keys = ("rank", "score_total", "passed", "reasons", "sharpe", "psr", "dsr", "n_trials",
+            "beta", "alpha_ann", "alpha_t", "information_ratio", "tracking_error",
+            "up_capture", "down_capture", "excess_psr", "excess_dsr")
     panel: dict[str, Any] = {"strategy_id": str(row["strategy_id"]),
                              "policy_version": r.policy_version, "data_ref": r.data_ref}
     # the row's sharpe is the selection window's: named as in the recorded reports
@@ -515,7 +533,8 @@ def _row_report(run: Any, row: Any, held: dict[str, Any] | None) -> dict[str, An
     panel |= {"var_trial_sharpe": r.var_trial_sharpe,
               "expected_max_sharpe": r.expected_max_sharpe, "pbo": r.pbo,
               "spa_pvalue": r.spa_pvalue, "holdout_fraction": r.holdout,
-              "sharpe_holdout": (held or {}).get("sharpe"), "holdout_metrics": held}
+              "sharpe_holdout": (held or {}).get("sharpe"), "holdout_metrics": held,
+              "benchmark": r.benchmark, "benchmark_label": r.benchmark_label}
     return panel
 
 
@@ -597,6 +616,7 @@ def _print_evaluation(ev: Any, path: Path, bars: Any, holdout: float) -> None:
               f"annualized Sharpe of about {sr0:.2f}.\n"
               f"PBO of picking the in-sample best: {pbo}; SPA p-value (best vs cash, "
               f"data-snooping adjusted): {spa}.", highlight=False)
+    _print_benchmark(ev)
     table = Table(title=f"top {len(ev.reports)} by score", box=box.SIMPLE_HEAD, pad_edge=False)
     # with a holdout: its Sharpe; without: the window's last 30 %, which the selection saw
     late = "sharpe_holdout" if holdout > 0 else "sharpe_last30"
@@ -621,11 +641,52 @@ def _print_evaluation(ev: Any, path: Path, bars: Any, holdout: float) -> None:
                  "sharpe_last30: on its last 30 % (seen by the selection)")
               + "; 2x_cost: sharpe_sel at twice the costs. `alphaloop spec ID` prints one "
               "as YAML.", highlight=False)
+    if ev.extra["benchmark"]:
+        _print_relative(ev)
     for r in ev.reports:
         why = f": {'; '.join(r.reasons)}" if r.reasons else ""
         if r.reasons or not wide:
             out.print(f"#{r.rank} {short_id(r.strategy_id)} {_params_text(r.params)}{why}",
                       highlight=False)
+
+
+def _print_benchmark(ev: Any) -> None:
+    """The benchmark line (its metrics as the evaluation recorded them) and the data
+    warnings every evaluation carries."""
+    for warning in ev.extra["data_warnings"]:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if not ev.extra["benchmark"]:
+        return
+    m = ev.extra["benchmark_metrics"]
+    p = ev.extra["spa_pvalue_benchmark"]
+    out.print(f"Benchmark: {ev.extra['benchmark_label']}: Sharpe {_fmt('sharpe', m['sharpe'])}, "
+              f"CAGR {_fmt('cagr', m['cagr'])}, max drawdown "
+              f"{_fmt('max_drawdown', m['max_drawdown'])} on the selection window. "
+              f"{ev.extra['n_beat_benchmark']} of {len(ev.frame)} candidates beat it "
+              f"significantly (excess DSR >= {ev.extra['beat_threshold']:g}); SPA p-value "
+              f"(best vs the benchmark): {'n/a' if p is None else f'{p:.3f}'}.",
+              highlight=False)
+
+
+def _print_relative(ev: Any) -> None:
+    """Each top candidate beside its benchmark, on the selection window (the numbers of
+    the reports, as recorded)."""
+    table = Table(title=f"top {len(ev.reports)} against the benchmark", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    heads = ["#", "id", "sharpe", "bench", "beta", "alpha", "alpha_t", "IR", "xDSR"]
+    for h in heads:
+        _add_column(table, h, numeric=h != "id")
+    for r in ev.reports:
+        bench = (r.benchmark_metrics or {}).get("sharpe")
+        alpha = "n/a" if r.alpha_ann is None else f"{100 * r.alpha_ann:.2f}%"
+        table.add_row(str(r.rank), short_id(r.strategy_id), _fmt("sharpe", r.sharpe_sel),
+                      _fmt("sharpe", bench), _fmt("beta", r.beta), alpha,
+                      _fmt("t", r.alpha_t), _fmt("ir", r.information_ratio),
+                      _fmt("dsr", r.excess_dsr))
+    out.print(table)
+    out.print("bench: the benchmark's Sharpe on the same window; beta and alpha (a year) "
+              "by OLS on the benchmark, alpha_t its t-statistic; IR: information ratio; "
+              "xDSR: DSR of the excess returns, deflated by all trials.", highlight=False)
 
 
 # ------------------------------------------------------------------ families

@@ -51,7 +51,7 @@ def _file_returns(path: str, bars: Bars) -> np.ndarray:
         raise BenchmarkError(f"benchmark file {path} holds {series.n_symbols} symbols; it "
                              "must hold one series", code="BENCHMARK_FILE")
     close = series.frame("close").iloc[:, 0]
-    close.index = close.index.normalize()
+    close.index = series.index.normalize()  # matched by date: the time of day may differ
     on_panel = close.reindex(bars.index.normalize()).to_numpy()
     missing = np.flatnonzero(np.isnan(on_panel[1:])) + 1
     if np.isnan(on_panel[0]) or missing.size:
@@ -69,7 +69,8 @@ def resolve_benchmark(name: str | None, bars: Bars, costs: CostModel | None = No
     name = name or DEFAULT_BENCHMARK
     what = bars.name or "the panel"
     if name == EQUAL_WEIGHT:
-        label = f"equal-weight buy-and-hold of {what} ({bars.n_symbols} symbols)"
+        n = bars.n_symbols
+        label = f"equal-weight buy-and-hold of {what} ({n} symbol{'s' if n != 1 else ''})"
     elif name == CASH:
         label = "cash (zero return)"
     elif name in bars.symbols:

@@ -7,8 +7,13 @@ it was run on:
 - a header: strategy id, entry/exit rules, direction, risk and sizing, costs, the data
   it ran on (``data_ref``, period, symbols) and the core metrics, with the annualization
   (``bars.periods_per_year``) stated;
-- equity against buy-and-hold (:func:`buy_and_hold_equity`), drawdown, a monthly
-  returns heatmap (years × months, compounded), rolling Sharpe (126 bars by default);
+- equity, drawdown and rolling Sharpe (126 bars by default) against the benchmark
+  (:mod:`alphaloop.evaluation.benchmark`: by default the causal equal-weight
+  buy-and-hold of the universe, run through engine A with the strategy's costs), a
+  monthly returns heatmap (years × months, compounded);
+- a relative panel: beta, alpha with its t, information ratio, tracking error, capture
+  ratios and the excess DSR, as the evaluation recorded them (selection window and
+  holdout);
 - the trade list (an HTML table, at most :data:`MAX_TRADE_ROWS` rows);
 - a robustness panel: any mapping (e.g. ``RobustnessReport.model_dump()``); a
   report's parts (holdout, bootstrap interval, cost stress, neighbours, sub-periods,
@@ -54,8 +59,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from alphaloop.engines.costs import CostModel
 from alphaloop.engines.metrics import CORE_METRICS, return_metrics
+from alphaloop.evaluation.benchmark import Benchmark, resolve_benchmark
 from alphaloop.fsutil import atomic_write
 
 if TYPE_CHECKING:
@@ -69,7 +74,7 @@ __all__ = [
     "RUN_COLUMNS",
     "MetricColumn",
     "Recorded",
-    "buy_and_hold_equity",
+    "benchmark_equity",
     "constraints_figure",
     "drawdown_figure",
     "drawdown_series",
@@ -139,38 +144,9 @@ class Recorded:
 
 # --------------------------------------------------------------------------- series
 
-def buy_and_hold_equity(bars: Bars, costs: CostModel | None = None) -> pd.Series:
-    """Equity of an equal-weight buy-and-hold of every symbol in ``bars``, starting at 1.0.
-
-    Capital 1.0 is split into N sleeves of 1/N, one per symbol, as engine A does. Each
-    sleeve buys its symbol at the symbol's first bar with a valid open and close, and
-    holds it to the end, marked to the close (the last close carried over bars the
-    symbol lacks, e.g. after a delisting). A symbol listed late keeps its 1/N in cash
-    until its first bar, so the benchmark uses no future knowledge of the universe.
-    The entry pays the same costs as the strategy (``costs``; default
-    :class:`CostModel`): fill at ``open·(1 + slippage)``, commission on the notional,
-    ``q = (1/N) / (fill·(1 + fee))``; no exit is charged (nothing is sold). A symbol
-    that never has a valid bar stays in cash.
-    """
-    costs = costs or CostModel()
-    n_bars, n_sym = bars.shape
-    if n_sym == 0:
-        raise ValueError("buy_and_hold_equity needs at least one symbol")
-    opens = np.asarray(bars.open, dtype=np.float64)
-    close = pd.DataFrame(np.asarray(bars.close, dtype=np.float64)).ffill().to_numpy()
-    sleeve = 1.0 / n_sym
-    total = np.zeros(n_bars)
-    valid = np.isfinite(opens) & (opens > 0) & np.isfinite(np.asarray(bars.close))
-    for j in range(n_sym):
-        hits = np.flatnonzero(valid[:, j])
-        if hits.size == 0:
-            total += sleeve
-            continue
-        first = int(hits[0])
-        qty = sleeve / (opens[first, j] * (1.0 + costs.slippage) * (1.0 + costs.fee))
-        total[:first] += sleeve
-        total[first:] += qty * close[first:, j]
-    return pd.Series(total, index=bars.index, name="buy_and_hold")
+def benchmark_equity(benchmark: Benchmark, index: pd.DatetimeIndex) -> pd.Series:
+    """The benchmark's equity, starting at 1.0 before its first return."""
+    return pd.Series(np.cumprod(1.0 + benchmark.returns), index=index, name="benchmark")
 
 
 def drawdown_series(equity: pd.Series) -> pd.Series:
@@ -244,22 +220,22 @@ def _layout(title: str, **kw: Any) -> dict[str, Any]:
 
 
 def equity_figure(equity: pd.Series, benchmark: pd.Series | None = None, *,
-                  name: str = "strategy") -> go.Figure:
-    """The strategy's equity curve (trace 0) and, if given, buy-and-hold (trace 1)."""
-    fig = go.Figure(layout=_layout("Equity vs buy-and-hold",
+                  name: str = "strategy", benchmark_name: str = "benchmark") -> go.Figure:
+    """The strategy's equity curve (trace 0) and, if given, the benchmark's (trace 1)."""
+    fig = go.Figure(layout=_layout("Equity vs the benchmark",
                                    yaxis={"title": {"text": "equity (start = 1.0)"}},
                                    xaxis={"title": {"text": "date (UTC)"}}))
     fig.add_trace(go.Scatter(x=_dates(equity.index), y=_values(equity), mode="lines",
                              name=name, line={"width": 1.6}))
     if benchmark is not None:
         fig.add_trace(go.Scatter(x=_dates(benchmark.index), y=_values(benchmark),
-                                 mode="lines", name="buy-and-hold (equal weight)",
+                                 mode="lines", name=benchmark_name,
                                  line={"width": 1.2, "dash": "dot"}))
     return fig
 
 
 def drawdown_figure(drawdown: pd.Series, benchmark: pd.Series | None = None) -> go.Figure:
-    """Drawdown of the strategy (trace 0, filled) and of buy-and-hold (trace 1, if given)."""
+    """Drawdown of the strategy (trace 0, filled) and of the benchmark (trace 1, if given)."""
     fig = go.Figure(layout=_layout("Drawdown", yaxis={"title": {"text": "drawdown"},
                                                       "tickformat": ".0%"},
                                    xaxis={"title": {"text": "date (UTC)"}}))
@@ -267,7 +243,7 @@ def drawdown_figure(drawdown: pd.Series, benchmark: pd.Series | None = None) -> 
                              name="strategy", fill="tozeroy", line={"width": 1.0}))
     if benchmark is not None:
         fig.add_trace(go.Scatter(x=_dates(benchmark.index), y=_values(benchmark),
-                                 mode="lines", name="buy-and-hold",
+                                 mode="lines", name="benchmark",
                                  line={"width": 1.0, "dash": "dot"}))
     return fig
 
@@ -291,13 +267,19 @@ def monthly_heatmap_figure(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def rolling_sharpe_figure(sharpe: pd.Series, window: int) -> go.Figure:
-    """Rolling annualized Sharpe (trace 0), with a zero line."""
+def rolling_sharpe_figure(sharpe: pd.Series, window: int,
+                          benchmark: pd.Series | None = None) -> go.Figure:
+    """Rolling annualized Sharpe (trace 0) and the benchmark's (trace 1, if given), with
+    a zero line."""
     fig = go.Figure(layout=_layout(f"Rolling Sharpe ({window} bars, annualized)",
                                    yaxis={"title": {"text": "Sharpe"}},
                                    xaxis={"title": {"text": "date (UTC)"}}))
     fig.add_trace(go.Scatter(x=_dates(sharpe.index), y=_values(sharpe), mode="lines",
                              name=f"Sharpe, {window} bars", line={"width": 1.2}))
+    if benchmark is not None:
+        fig.add_trace(go.Scatter(x=_dates(benchmark.index), y=_values(benchmark),
+                                 mode="lines", name="benchmark",
+                                 line={"width": 1.0, "dash": "dot"}))
     fig.add_hline(y=0.0, line={"color": "#888", "width": 1})
     return fig
 
@@ -825,17 +807,23 @@ _PARTS: dict[str, Any] = {
 
 def strategy_figures(result: BacktestResult, bars: Bars, *,
                      window: int = DEFAULT_ROLLING_WINDOW,
-                     holdout_start: pd.Timestamp | None = None) -> dict[str, go.Figure]:
+                     holdout_start: pd.Timestamp | None = None,
+                     benchmark: Benchmark | None = None) -> dict[str, go.Figure]:
     """The strategy report's charts by name: ``equity``, ``drawdown``, ``monthly``,
-    ``rolling_sharpe``; with ``holdout_start``, the time charts mark where it begins."""
+    ``rolling_sharpe``, each time chart with the ``benchmark`` (default: the equal-weight
+    buy-and-hold with the result's costs); with ``holdout_start``, the time charts mark
+    where it begins."""
     _check_inputs(result, bars)
-    bench = buy_and_hold_equity(bars, result.costs)
+    bench = benchmark or resolve_benchmark(None, bars, result.costs)
+    eq = benchmark_equity(bench, bars.index)
+    ppy = bars.periods_per_year
     figs = {
-        "equity": equity_figure(result.equity, bench),
-        "drawdown": drawdown_figure(drawdown_series(result.equity), drawdown_series(bench)),
+        "equity": equity_figure(result.equity, eq, benchmark_name=bench.label),
+        "drawdown": drawdown_figure(drawdown_series(result.equity), drawdown_series(eq)),
         "monthly": monthly_heatmap_figure(monthly_returns(result.returns)),
         "rolling_sharpe": rolling_sharpe_figure(
-            rolling_sharpe(result.returns, bars.periods_per_year, window), window),
+            rolling_sharpe(result.returns, ppy, window), window,
+            rolling_sharpe(pd.Series(bench.returns, index=bars.index), ppy, window)),
     }
     if holdout_start is not None:
         x = _dates(pd.DatetimeIndex([holdout_start]))[0]
@@ -855,9 +843,11 @@ def _mark_holdout(fig: go.Figure, x: str) -> None:
 def strategy_report(result: BacktestResult, bars: Bars, *,
                     robustness: Mapping[str, Any] | None = None, title: str | None = None,
                     window: int = DEFAULT_ROLLING_WINDOW,
-                    recorded: Recorded | None = None, plotly_src: str | None = None) -> str:
+                    recorded: Recorded | None = None, plotly_src: str | None = None,
+                    benchmark: Benchmark | None = None) -> str:
     """A self-contained HTML page for one backtest ``result`` on the ``bars`` it ran on
-    (with ``plotly_src``, one that loads plotly.js from that relative file).
+    (with ``plotly_src``, one that loads plotly.js from that relative file), drawn
+    against ``benchmark`` (default: the equal-weight buy-and-hold of ``bars``).
 
     ``robustness`` is any mapping (for a pydantic model, pass ``model.model_dump()``;
     an object with ``model_dump`` is accepted too) shown as key/value rows. ``window``
@@ -871,31 +861,34 @@ def strategy_report(result: BacktestResult, bars: Bars, *,
             raise TypeError(f"robustness must be a mapping, got {type(robustness).__name__}")
         robustness = dump()
     start = recorded.holdout_start if recorded is not None else None
-    figs = strategy_figures(result, bars, window=window, holdout_start=start)
+    bench = benchmark or resolve_benchmark(None, bars, result.costs)
+    figs = strategy_figures(result, bars, window=window, holdout_start=start,
+                            benchmark=bench)
     ppy = _fmt(bars.periods_per_year)
     parts = [
         _Figure("equity", figs["equity"],
-                "Strategy equity (net of costs) against an equal-weight buy-and-hold of the "
-                f"same {bars.n_symbols} symbol{'s' if bars.n_symbols != 1 else ''}: capital "
-                "1.0 is split into 1/N sleeves, each bought at its symbol's first open (paying "
-                "the same slippage and commission) and held, marked to the close. A symbol "
-                "listed after the start keeps its 1/N in cash until its first bar, then "
-                "enters; no rebalancing, no exit cost."),
+                f"Strategy equity (net of costs) against the benchmark, {_esc(bench.label)}. "
+                "The equal-weight benchmark is a strategy run through the same engine with "
+                "the same costs: always long every tradable symbol, capital split equally "
+                "among the symbols tradable at each bar, a symbol listed late entering at the "
+                "open after its first bar, each sleeve held between universe changes."),
         _Figure("drawdown", figs["drawdown"],
                 "Equity over its running peak, minus 1 (the starting capital counts as a "
-                "peak); the dotted line is buy-and-hold's."),
+                "peak); the dotted line is the benchmark's."),
         _Figure("monthly", figs["monthly"],
                 "Compounded return of each calendar month (UTC), prod(1 + r) − 1 over the "
                 "month's bars; blank where the data has no bars."),
         _Figure("rolling_sharpe", figs["rolling_sharpe"],
                 f"Sharpe of the trailing {window} bars, mean / std (ddof = 1) × sqrt({ppy}), "
                 "risk-free 0; gaps where the window is incomplete or its returns do not vary "
-                "(flat, out of the market)."),
+                "(flat, out of the market). The dotted line is the benchmark's."),
     ]
-    titles = {"equity": "Equity vs buy-and-hold", "drawdown": "Drawdown",
+    titles = {"equity": "Equity vs the benchmark", "drawdown": "Drawdown",
               "monthly": "Monthly returns", "rolling_sharpe": "Rolling Sharpe"}
     sections = [_header(result, bars, recorded)]
     sections += [_section(p.name, titles[p.name], _figure_block(p)) for p in parts]
+    sections.append(_section("relative", "Against the benchmark",
+                             _relative_panel(robustness, bench)))
     sections.append(_section("trades", "Trades", _trades_table(result.trades)))
     sections.append(_section("robustness", "Robustness", _robustness_panel(robustness)))
     spec = result.spec
@@ -905,16 +898,55 @@ def strategy_report(result: BacktestResult, bars: Bars, *,
                              f"<code>{_esc(result.data_ref)}</code>.", sections, plotly_src)
 
 
+_RELATIVE_ROWS: tuple[tuple[str, str, bool], ...] = (
+    ("beta", "Beta (OLS on the benchmark)", False),
+    ("alpha_ann", "Alpha (a year)", True),
+    ("alpha_t", "Alpha t-statistic", False),
+    ("information_ratio", "Information ratio", False),
+    ("tracking_error", "Tracking error", True),
+    ("up_capture", "Up capture", False),
+    ("down_capture", "Down capture", False),
+    ("excess_psr", "PSR of the excess returns", False),
+    ("excess_dsr", "DSR of the excess returns (all trials)", False),
+    ("benchmark_sharpe", "Benchmark Sharpe", False),
+    ("benchmark_cagr", "Benchmark CAGR", True),
+    ("benchmark_max_drawdown", "Benchmark max drawdown", True),
+)
+
+
+def _relative_panel(robustness: Mapping[str, Any] | None, bench: Benchmark) -> str:
+    """Beta, alpha with its t, IR, capture ratios and excess DSR as the evaluation
+    recorded them: the selection window and, when there is one, the holdout."""
+    if robustness is None or robustness.get("beta", robustness.get("excess_dsr")) is None:
+        return (f'<p class="note">Charted against {_esc(bench.label)}; no recorded '
+                "evaluation measured this strategy against a benchmark.</p>")
+    sel = {**robustness, **{f"benchmark_{k}": v for k, v in
+                            (robustness.get("benchmark_metrics") or {}).items()}}
+    columns: list[tuple[str, Mapping[str, Any]]] = [("selection", sel)]
+    held = robustness.get("holdout_relative")
+    if isinstance(held, Mapping):
+        columns.append(("holdout", held))
+    rows = [[f'<th scope="row">{_esc(label)}</th>',
+             *(_robustness_cell(vals.get(key), f"{name}.{key}", percent=pct)
+               for name, vals in columns)] for key, label, pct in _RELATIVE_ROWS]
+    label = robustness.get("benchmark_label") or bench.label
+    return _grid("relative", f"Against {label}", ["", *(n for n, _ in columns)], rows,
+                 note="Excess returns are the strategy's minus the benchmark's, bar by bar; "
+                      "on the holdout the excess PSR is not deflated (one read, no "
+                      "selection there).")
+
+
 def write_strategy_report(path: str | os.PathLike[str], result: BacktestResult, bars: Bars,
                           *, robustness: Mapping[str, Any] | None = None,
                           title: str | None = None, window: int = DEFAULT_ROLLING_WINDOW,
                           recorded: Recorded | None = None,
-                          self_contained: bool = False) -> Path:
+                          self_contained: bool = False,
+                          benchmark: Benchmark | None = None) -> Path:
     """Write :func:`strategy_report` to ``path`` atomically (temporary file, then rename),
     with plotly.js in :data:`PLOTLY_FILE` next to it (``self_contained``: inlined)."""
     src = None if self_contained else _shared_plotly(Path(path).parent)
     text = strategy_report(result, bars, robustness=robustness, title=title, window=window,
-                           recorded=recorded, plotly_src=src)
+                           recorded=recorded, plotly_src=src, benchmark=benchmark)
     return _atomic_write(Path(path), text)
 
 
@@ -988,6 +1020,9 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
         ("iterations", _esc(len(frame))),
         ("candidates tried", _esc(_fmt(tried))),
         ("candidates passed", _esc(_fmt(passed))),
+        *([("beat the benchmark significantly",
+            _esc(_fmt(_count(frame["beat_benchmark"].sum()))))]
+          if "beat_benchmark" in frame.columns else []),
         ("pass rate", _esc(_fmt(passed / tried, percent=True) if tried else "—")),
         ("best score", _esc(_fmt(float(best.max())) if best.notna().any() else "—")),
         ("best at iteration", _esc(frame["iteration"].iloc[int(np.nanargmax(best.to_numpy()))])

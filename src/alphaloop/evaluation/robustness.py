@@ -36,9 +36,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from alphaloop.data.bars import Bars
+from alphaloop.data.quality import survivorship_issues
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.engine_a import run_batch
-from alphaloop.data.quality import survivorship_issues
 from alphaloop.engines.metrics import BENCHMARK_METRICS, relative_metrics, return_metrics
 from alphaloop.errors import AlphaloopError
 from alphaloop.evaluation.benchmark import Benchmark, resolve_benchmark
