@@ -39,7 +39,7 @@ def _with(results: pd.DataFrame, spec: StrategySpec) -> pd.DataFrame:
 
 
 def _evaluate(bars: Bars, extra: StrategySpec | None = None, policy: str = "default",
-              benchmark: str | None = "equal_weight"):  # type: ignore[no-untyped-def]
+              benchmark: str | None = None):  # type: ignore[no-untyped-def]
     results = run_sweep("sma_cross", bars, n=20, sampler="sobol", seed=1, costs=COSTS)
     if extra is not None:
         results = _with(results, extra)
@@ -52,9 +52,10 @@ def test_long_only_rule_on_a_rising_market_is_beta_not_alpha() -> None:
     bars = generate(8, 2520, seed=3, mu=0.3, correlation=0.6, name="rising")
     ride = StrategySpec(family="ride", name="ride", entry="close > sma(close, 200)",
                         exit="close < sma(close, 200)", direction="long")
-    old = _evaluate(bars, ride, policy="score-v1", benchmark=None)
+    old = _evaluate(bars, ride, policy="score-v1")
     row = old.frame.set_index("family").loc["ride"]
-    assert row["passed"]  # against cash, it passes every gate of score-v1
+    assert row["passed"]  # score-v1 measures against cash: it passes every gate
+    assert row["excess_dsr"] < 0.95  # (its excess is reported, not gated)
     new = _evaluate(bars, ride)
     row = new.frame.set_index("family").loc["ride"]
     assert not row["passed"] and "min_excess_dsr" in row["failed_gates"]
@@ -128,3 +129,20 @@ def test_file_benchmark_is_close_to_close_on_the_panel_dates(tmp_path: Path) -> 
         resolve_benchmark(str(path), bars)
     with pytest.raises(BenchmarkError, match="unknown benchmark 'QQQ'"):
         resolve_benchmark("QQQ", bars)
+
+
+def test_policy_names_the_default_benchmark(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[2] / "src/alphaloop/evaluation/policies"
+    body = (src / "score-v2.yaml").read_text().replace("policy_version: score-v2",
+                                                        "policy_version: t-spx\nbenchmark: SPX")
+    (tmp_path / "p.yaml").write_text(body)
+    pol = load_policy(str(tmp_path / "p.yaml"))
+    assert pol.benchmark == "SPX" and pol.content_hash != load_policy("score-v2").content_hash
+    bars = load_bars("us_indices")
+    results = run_sweep("sma_cross", bars, n=4, sampler="sobol", seed=0, costs=COSTS)
+    ev = evaluate_candidates(results, bars, pol, top=1, detail=False, spa_reps=20)
+    assert ev.extra["benchmark"] == "SPX" and ev.reports[0].benchmark == "SPX"
+    # a name given by the caller wins over the policy's
+    ev = evaluate_candidates(results, bars, pol, top=1, detail=False, spa_reps=20,
+                             benchmark="cash")
+    assert ev.extra["benchmark"] == "cash"

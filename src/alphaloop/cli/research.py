@@ -292,9 +292,10 @@ def evaluate(
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")]
     = False,
-    benchmark: Annotated[str, typer.Option(
+    benchmark: Annotated[str | None, typer.Option(
         help="What to beat: equal_weight (buy-and-hold of the universe), cash, a SYMBOL "
-        "of the data or a FILE with one series.")] = "equal_weight",
+        "of the data or a FILE with one series (default: the policy's benchmark, else "
+        "equal_weight).")] = None,
 ) -> None:
     """Score, deflate (DSR, PBO, SPA) and rank a sweep's candidates on the data before
     the holdout, each against its benchmark (beta, alpha, information ratio, excess
@@ -641,8 +642,7 @@ def _print_evaluation(ev: Any, path: Path, bars: Any, holdout: float) -> None:
                  "sharpe_last30: on its last 30 % (seen by the selection)")
               + "; 2x_cost: sharpe_sel at twice the costs. `alphaloop spec ID` prints one "
               "as YAML.", highlight=False)
-    if ev.extra["benchmark"]:
-        _print_relative(ev)
+    _print_relative(ev)
     for r in ev.reports:
         why = f": {'; '.join(r.reasons)}" if r.reasons else ""
         if r.reasons or not wide:
@@ -655,8 +655,6 @@ def _print_benchmark(ev: Any) -> None:
     warnings every evaluation carries."""
     for warning in ev.extra["data_warnings"]:
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    if not ev.extra["benchmark"]:
-        return
     m = ev.extra["benchmark_metrics"]
     p = ev.extra["spa_pvalue_benchmark"]
     out.print(f"Benchmark: {ev.extra['benchmark_label']}: Sharpe {_fmt('sharpe', m['sharpe'])}, "

@@ -175,7 +175,7 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
                         top: int = 5, n_trials: int | None = None, seed: int = 0,
                         detail: bool = True, spa_reps: int = 400,
                         ids: list[str] | None = None, holdout: float = 0.0,
-                        benchmark: str | None = "equal_weight") -> Evaluation:
+                        benchmark: str | None = None) -> Evaluation:
     """Score, deflate and rank the candidates of ``results`` (a sweep's rows).
 
     ``results`` needs the columns ``spec`` (JSON), ``data_ref``, ``fees_bps`` and
@@ -194,9 +194,10 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     generated with the holdout in view (a TPE sweep on the full data was).
 
     ``benchmark`` names what every candidate is measured against (see
-    :mod:`alphaloop.evaluation.benchmark`; ``None``: nothing, as before score-v2): it
-    runs with the candidates' costs over the same windows, and its name, beta, alpha,
-    information ratio and excess DSR become columns that the relative gates read.
+    :mod:`alphaloop.evaluation.benchmark`; ``None``: the policy's ``benchmark``, else
+    ``equal_weight``): it runs with the candidates' costs over the same windows, and
+    its name, beta, alpha, information ratio and excess DSR become columns that the
+    relative gates read (a policy without them, like score-v1, only reports them).
 
     Rows with the same ``strategy_id`` count once. The metrics are recomputed by the
     rerun, so a stale or edited results file cannot disagree with the reports.
@@ -236,8 +237,8 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
         frame[col] = stats[col]
     frame["pbo"] = np.nan if pbo is None else pbo
     frame["n_trials"] = trials
-    bench = resolve_benchmark(benchmark, full, costs) if benchmark is not None else None
-    rel = _relative(frame, rets, bench, split, trials, ppy) if bench is not None else {}
+    bench = resolve_benchmark(benchmark or policy.benchmark, full, costs)
+    rel = _relative(frame, rets, bench, split, trials, ppy)
     try:
         scored = score_frame(frame, policy)
     except ValueError as exc:
@@ -262,21 +263,19 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
                                  holdout, full.data_ref)
                    for r, i in zip(reports, picked, strict=True)]
     warnings = [f"{i.code}: {i.message}" for i in survivorship_issues(full)]
-    if bench is not None:
-        reports = [_with_relative(r, scored.iloc[i], bench, rel, held, order[i], split,
-                                  full.periods_per_year)
-                   for r, i in zip(reports, picked, strict=True)]
+    reports = [_with_relative(r, scored.iloc[i], bench, rel, held, order[i], split,
+                              full.periods_per_year)
+               for r, i in zip(reports, picked, strict=True)]
     reports = [r.model_copy(update={"data_warnings": warnings}) for r in reports]
     gate = policy.gates.min_excess_dsr or 0.95
-    beat = (int((scored["excess_dsr"] >= gate).sum()) if bench is not None else None)
+    beat = int((scored["excess_dsr"] >= gate).sum())
     return Evaluation(frame=scored, reports=reports, n_trials=trials, pbo=pbo, spa_pvalue=spa,
                       policy_version=policy.policy_version,
                       extra={"var_trial_sharpe": stats["var"], "sr0": stats["sr0"],
                              "periods_per_year": ppy, "data_warnings": warnings,
-                             "benchmark": None if bench is None else bench.name,
-                             "benchmark_label": None if bench is None else bench.label,
-                             "benchmark_metrics": rel.get("benchmark_metrics"),
-                             "spa_pvalue_benchmark": rel.get("spa"),
+                             "benchmark": bench.name, "benchmark_label": bench.label,
+                             "benchmark_metrics": rel["benchmark_metrics"],
+                             "spa_pvalue_benchmark": rel["spa"],
                              "n_beat_benchmark": beat, "beat_threshold": gate})
 
 

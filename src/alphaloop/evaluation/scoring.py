@@ -239,6 +239,10 @@ class ScoringPolicy(_Strict):
     components: dict[str, Component] = Field(min_length=1)
     gates: Gates = Field(default_factory=Gates)
     penalties: Penalties = Field(default_factory=Penalties)
+    #: what to measure against when the caller names nothing (None: equal_weight); see
+    #: alphaloop.evaluation.benchmark. Absent from the canonical JSON when None, so the
+    #: content hash of a policy written before this key existed does not change.
+    benchmark: str | None = Field(default=None, min_length=1, max_length=500)
 
     @field_validator("components", mode="before")
     @classmethod
@@ -257,8 +261,10 @@ class ScoringPolicy(_Strict):
     # -------------------------------------------------------------- identity
     def canonical_json(self) -> str:
         """Sorted keys, no whitespace, floats as floats: the text that is hashed and stored."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True,
-                          separators=(",", ":"), allow_nan=False)
+        data = self.model_dump(mode="json")
+        if data["benchmark"] is None:
+            del data["benchmark"]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @property
     def content_hash(self) -> str:
