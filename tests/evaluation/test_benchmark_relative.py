@@ -146,3 +146,19 @@ def test_policy_names_the_default_benchmark(tmp_path: Path) -> None:
     ev = evaluate_candidates(results, bars, pol, top=1, detail=False, spa_reps=20,
                              benchmark="cash")
     assert ev.extra["benchmark"] == "cash"
+
+
+def test_relative_columns_deflate_the_excess_by_all_trials() -> None:
+    from alphaloop.evaluation.robustness import RELATIVE_COLUMNS, relative_columns
+    from alphaloop.evaluation.statistics import deflated_sharpe_ratio, return_moments
+
+    rng = np.random.default_rng(7)
+    bench = rng.normal(0.0003, 0.01, 1000)
+    rets = 0.8 * bench + rng.normal(0.0002, 0.004, (5, 1000))
+    cols = relative_columns(rets, bench, "b", 40, 252)
+    assert list(cols.columns) == list(RELATIVE_COLUMNS)
+    moments = [return_moments(r - bench) for r in rets]
+    var = float(np.var([m.sr for m in moments], ddof=1))  # sample variance, as documented
+    for k, m in enumerate(moments):
+        expected = deflated_sharpe_ratio(m.sr, m.n_obs, m.skew, m.kurtosis, 40, var)
+        assert cols["excess_dsr"][k] == pytest.approx(expected, rel=1e-12)

@@ -238,7 +238,7 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     frame["pbo"] = np.nan if pbo is None else pbo
     frame["n_trials"] = trials
     bench = resolve_benchmark(benchmark or policy.benchmark, full, costs)
-    rel = _relative(frame, rets, bench, split, trials, ppy)
+    rel = _relative(frame, rets, bench, split, trials, ppy, spa_reps, seed)
     try:
         scored = score_frame(frame, policy)
     except ValueError as exc:
@@ -335,19 +335,31 @@ def _deflation(rets: np.ndarray, n_trials: int) -> dict[str, Any]:
     return {"psr": psr_v, "dsr": dsr_v, "var": var, "sr0": sr0}
 
 
+def relative_columns(rets: np.ndarray, benchmark: np.ndarray, label: str, trials: int,
+                     ppy: float) -> pd.DataFrame:
+    """One row per candidate (``rets`` (K, T)) against ``benchmark`` (T,) over the same
+    bars: :data:`RELATIVE_COLUMNS` (``benchmark`` is ``label``), with the PSR/DSR of the
+    excess returns deflated by ``trials`` as the plain DSR is. The relative gates read
+    these columns; merge them into a frame before :func:`score_frame` (the research
+    loop can, with its search-window returns and its trial count)."""
+    rel = relative_metrics(rets, benchmark, ppy)
+    out = pd.DataFrame({k: np.atleast_1d(np.asarray(v, dtype=np.float64))
+                        for k, v in rel.items()})
+    out.insert(0, "benchmark", label)
+    ex = _deflation(rets - benchmark[None, :], trials)
+    out["excess_psr"], out["excess_dsr"] = ex["psr"], ex["dsr"]
+    return out
+
+
 def _relative(frame: pd.DataFrame, rets: np.ndarray, bench: Benchmark, split: int,
-              trials: int, ppy: float) -> dict[str, Any]:
+              trials: int, ppy: float, spa_reps: int, seed: int) -> dict[str, Any]:
     """Add the relative columns to ``frame`` (selection window); return the benchmark's
     own metrics and the SPA p-value of the best against it."""
     b = bench.returns[:split]
-    rel = relative_metrics(rets, b, ppy)
-    for name, values in rel.items():
-        frame[name] = np.asarray(values, dtype=np.float64)
-    frame["benchmark"] = bench.label
-    # PSR/DSR of the excess returns, deflated by every trial as the plain DSR is
-    ex = _deflation(rets - b[None, :], trials)
-    frame["excess_psr"], frame["excess_dsr"] = ex["psr"], ex["dsr"]
-    spa = (spa_test(rets.T, b, reps=400, seed=0).pvalue_consistent
+    cols = relative_columns(rets, b, bench.label, trials, ppy)
+    for name in cols.columns:
+        frame[name] = cols[name].to_numpy()
+    spa = (spa_test(rets.T, b, reps=spa_reps, seed=seed).pvalue_consistent
            if rets.shape[0] > 1 else None)
     return {"benchmark_metrics": {k: _num(v) for k, v in return_metrics(b, ppy).items()},
             "spa": spa}
