@@ -208,13 +208,36 @@ def test_TEST_623_empty_shortlist_takes_a_branch(make_config: Make, noise_path: 
     cfg = make_config(noise_path, policies={"promotion": {"score_threshold": 100}},
                       budgets={"max_iterations": 5})
     summary = Runner(cfg).run()
-    branches = [e for e in events_of(cfg) if e["event"] == "BRANCH_TAKEN"]
-    assert [b["branch"] for b in branches][:3] == ["C_MORE_CANDIDATES"] * 3
+    taken = [e for e in events_of(cfg) if e["event"] == "BRANCH_TAKEN"]
+    branches = [b for b in taken if b["branch"] == "C_MORE_CANDIDATES"]
+    assert [b["iteration_id"] for b in branches][:3] == [1, 2, 3]
     assert [b["next_candidates"] for b in branches][:3] == [48, 96, 96]
+    # branch D: the diagnosis, logged when it changes (here once: the same gate binds)
+    diagnosis = [b for b in taken if b["branch"] == "D_DIAGNOSE_GATES"]
+    assert [d["iteration_id"] for d in diagnosis] == [1]
+    d = diagnosis[0]
+    assert d["candidates"] == summary.iterations[0].tested_A and d["passed_gates"] == 0
+    assert d["binding"] == max(d["failing"], key=lambda g: (d["failing"][g], g))
     gen = [it.generated_candidates for it in summary.iterations]
     assert gen[1] > gen[0]  # the branch took effect: more candidates next time
     assert summary.status == "DONE_EARLY_STOPPED"  # soft stop: 3 empty shortlists
     assert summary.stop_reason == "empty shortlist for 3 iterations"
+
+
+def test_S60_branch_D_names_the_gate_that_binds() -> None:
+    scored = pd.DataFrame({
+        "failed_gates": [["min_trades"], ["min_trades"], ["min_sharpe", "min_dsr"], [], []],
+        "passed": [False, False, False, True, True],
+        "score_total": [10.0, 12.0, 5.0, 30.0, 80.0]})
+    found = st.binding_gates(scored, threshold=50.0)
+    # by hand: two fail min_trades alone; one passes every gate below 50
+    assert found == {"candidates": 5, "passed_gates": 2, "below_threshold": 1,
+                     "failing_only": {"min_trades": 2},
+                     "failing": {"min_dsr": 1, "min_sharpe": 1, "min_trades": 2},
+                     "binding": "min_trades"}
+    several = scored.assign(failed_gates=[["a", "b"], ["a", "c"], ["a"], ["b", "c"], ["c", "b"]],
+                            passed=False)
+    assert st.binding_gates(several, 50.0)["binding"] == "a"  # 'a' alone keeps one out
 
 
 # ------------------------------------------------------------ TEST-624

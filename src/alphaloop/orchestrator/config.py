@@ -144,6 +144,9 @@ class Generation(_Strict):
     max_growth: float = Field(default=4.0, ge=1.0, le=100.0)
     """After an empty shortlist the next iteration asks for twice the candidates (seed
     004 §6.3 branch C), up to this multiple of ``candidates_per_iteration``."""
+    max_widenings: int = Field(default=3, ge=0, le=20)
+    """When nothing new is left to test, a family's ranges grow by their own width
+    (seed 004 §6.2 branch A) at most this many times a run; 0 turns the branch off."""
 
     @field_validator("families")
     @classmethod

@@ -192,6 +192,7 @@ class Runner:
         self.next_n = cfg.generation.candidates_per_iteration
         self.top_k = cfg.policies.promotion.top_k_to_verify
         self.relax = 0.0  # S60 branch A (exploration only): points off the score threshold
+        self.last_diagnosis: str | None = ""  # S60 branch D: what bound the last time
         self.extra_families: tuple[str, ...] = ()
         self.force_baseline = False
         used = 0.0
@@ -311,6 +312,7 @@ class Runner:
     def _iteration(self, i: int) -> None:
         self._kb_catch_up()  # seed 004 §6.5 B: queued writes go first
         self._hashes: dict[str, str] = {}  # this iteration's stage inputs
+        self._loaded: set[str] = set()  # this iteration's stages loaded, not run (resume)
         im = iteration_machine()
         self.retry.new_iteration()
         timings: dict[str, float] = {}
@@ -336,7 +338,8 @@ class Runner:
                                 lambda: self._from_kb(self.next_n), timings)
         else:
             cands = self._stage(i, "S20", (alloc, kind, seed, cfg.base_constraint_set_id,
-                                           self.force_baseline),
+                                           self.force_baseline,
+                                           sorted(self.generator.widenings.items())),
                                 lambda: self._generate(alloc), timings,
                                 on_load=lambda _: self._advance(alloc))
         budget_left = cfg.budgets.max_backtests - self.backtests
@@ -377,7 +380,7 @@ class Runner:
         look = self._stage(i, "S65", (short.shortlist,),
                            lambda: self._lookahead(short.shortlist, fresh_specs), timings)
         listed = [s for s in short.shortlist if s not in look]
-        branches += self._shortlist_branches(i, listed)
+        branches += self._shortlist_branches(i, listed, short.scored, threshold)
         verified: list[dict[str, Any]] = []
         if listed and cfg.mode != "exploration":
             self._imove(i, im, IterationState.BACKTEST_B)
@@ -460,6 +463,7 @@ class Runner:
             return None
         stored = self.store.load(i, stage_id, h)
         if stored is not None:
+            self._loaded.add(stage_id)
             if on_load is not None:
                 on_load(stored)
             self.events.emit("STAGE_COMPLETED", iteration=i, stage_id=stage_id,
@@ -599,7 +603,9 @@ class Runner:
 
     # ------------------------------------------------------------ branches
     def _generation_branches(self, i: int, ded: st.Deduped) -> list[str]:
-        """Seed 004 §6.2: nothing new to test -> switch family (C), then a baseline (D)."""
+        """Seed 004 §6.2: nothing new to test -> widen the families' ranges (A), then
+        switch family (C), then a baseline (D). Branch B (disable the newest
+        constraints) belongs to the constraints the learner adds."""
         from alphaloop.strategy.templates import FAMILIES
 
         stops = self.cfg.policies.stops
@@ -608,8 +614,15 @@ class Runner:
         taken: list[str] = []
         if self.force_baseline:
             self.force_baseline = False
-        if ded.fresh:
+        if ded.fresh or ded.truncated:  # something new was found (or the budget is out)
             return taken
+        gen = self.cfg.generation
+        widened = {f: r for f in self.generator.samplers
+                   if (r := self.generator.widen(f, gen.sampler, self.cfg.seed,
+                                                 gen.max_widenings)) is not None}
+        if widened:
+            return [self._branch(i, "S30", "A_WIDEN_RANGES", effective=True,
+                                 ranges=widened)]
         unused = [f for f in FAMILIES if f not in self.generator.samplers]
         if unused:
             self.extra_families = (*self.extra_families, unused[0])
@@ -621,26 +634,37 @@ class Runner:
                                       effective=not self._took(i - 1, "S30", "D_BASELINE")))
         return taken
 
-    def _shortlist_branches(self, i: int, listed: list[str]) -> list[str]:
+    def _shortlist_branches(self, i: int, listed: list[str], scored: pd.DataFrame,
+                            threshold: float) -> list[str]:
         """Seed 004 §6.3: an empty shortlist -> generate more next time (C); in
         exploration mode also lower the score threshold (A: never the policy's gates,
-        which stay fixed for the run, and at most 30 points)."""
+        which stay fixed for the run, and at most 30 points); diagnose what binds (D:
+        recorded whenever the diagnosis changes; nothing is relaxed, as the gates and
+        penalties are the policy's). B (other score weights) is never taken: the
+        weights belong to the policy version, fixed within a run as the seed advises."""
         if listed:
             self.empty_shortlists = 0
             self.next_n = self.cfg.generation.candidates_per_iteration
             return []
+        taken = self._diagnosis_branch(i, st.binding_gates(scored, threshold))
         self.empty_shortlists += 1
         gen = self.cfg.generation
         self.next_n = min(self.next_n * 2, int(gen.max_growth * gen.candidates_per_iteration))
         again = self._took(i - 1, "S60", "C_MORE_CANDIDATES")  # it did not help last time
-        taken = [self._branch(i, "S60", "C_MORE_CANDIDATES", effective=not again,
-                              next_candidates=self.next_n)]
+        taken.append(self._branch(i, "S60", "C_MORE_CANDIDATES", effective=not again,
+                                  next_candidates=self.next_n))
         if self.cfg.mode == "exploration" and self.relax < 30.0:
             self.relax += 10.0
             taken.append(self._branch(i, "S60", "A_RELAX_THRESHOLD", effective=True,
                                       threshold_next=max(self.cfg.policies.promotion
                                                          .score_threshold - self.relax, 0.0)))
         return taken
+
+    def _diagnosis_branch(self, i: int, found: dict[str, Any]) -> list[str]:
+        if not found["candidates"] or found["binding"] == self.last_diagnosis:
+            return []
+        self.last_diagnosis = found["binding"]
+        return [self._branch(i, "S60", "D_DIAGNOSE_GATES", effective=True, **found)]
 
     def _verification_branches(self, i: int, rows: list[dict[str, Any]]) -> list[str]:
         """Seed 004 §6.4: mass engine B failure -> branch by its main cause."""
@@ -662,6 +686,10 @@ class Runner:
     def _branch(self, i: int, stage_id: str, branch: str, *, effective: bool,
                 **details: Any) -> str:
         self.branches.take(i, stage_id, branch, effective=effective)
+        # a resumed run walks its finished iterations again: their branches are taken
+        # again (the run's state needs them) and say so, as their loaded stages do
+        if stage_id in self._loaded:
+            details["reused"] = True
         self.events.emit("BRANCH_TAKEN", iteration=i, stage_id=stage_id, branch=branch,
                          **details)
         return f"{stage_id}:{branch}"

@@ -40,6 +40,7 @@ from alphaloop.engines.engine_a import run_batch
 from alphaloop.engines.engine_b import verify
 from alphaloop.engines.execution import ExecutionModel
 from alphaloop.engines.verification import classify_failures
+from alphaloop.errors import SpecError
 from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
 from alphaloop.evaluation.statistics import (
     expected_max_sharpe,
@@ -108,6 +109,7 @@ class Generator:
         self.samplers: dict[str, Sampler] = {
             f: make_sampler(sampler, f, seed=derive_seed(seed, "sampler", f) % (2**32))
             for f in families}
+        self.widenings: dict[str, int] = {}  # family -> times its ranges were widened
         # the specs of the latest generate(), so later stages need not validate them again
         self.built: dict[str, StrategySpec] = {}
 
@@ -139,14 +141,37 @@ class Generator:
         for family, n in alloc.items():
             if n <= 0:
                 continue
-            fam = get_family(family)
-            for params in self.sampler(family, kind, seed).ask(n):  # validated
-                spec = fam.build_valid(params)
+            smp = self.sampler(family, kind, seed)
+            for params in smp.ask(n):  # validated
+                try:
+                    spec = smp.family.build_valid(params)
+                except SpecError:  # a widened range's value the builder refuses
+                    continue
+
                 self.built[spec.strategy_id] = spec
                 out.append({"spec": spec.model_dump(mode="json"),
                             "strategy_id": spec.strategy_id, "family": family,
                             "params": dict(params)})
         return out
+
+    def widen(self, family: str, kind: str, seed: int, limit: int) -> dict[str, Any] | None:
+        """Seed 004 §6.2 branch A: the family's sampler replaced by one over its widened
+        ranges (at most ``limit`` times a run), knowing what was proposed already.
+        The new ranges, or None when the family cannot widen any further."""
+        from alphaloop.orchestrator.policies import derive_seed
+
+        old = self.sampler(family, kind, seed)
+        done = self.widenings.get(family, 0)
+        wider = old.family.widened() if done < limit else None
+        if wider is None:
+            return None
+        self.widenings[family] = done + 1
+        new = make_sampler(kind, wider, seed=derive_seed(seed, "sampler", family,
+                                                          "widened", done + 1) % (2**32))
+        new.carry_over(old)
+        self.samplers[family] = new
+        return {k: v for k, v in wider.describe()["params"].items()
+                if v != old.family.describe()["params"][k]}
 
     def advance(self, alloc: dict[str, int], kind: str, seed: int) -> None:
         """Resume: move the samplers past the asks of a stored stage, as
@@ -301,6 +326,31 @@ def shortlist(metrics: pd.DataFrame, returns: np.ndarray, candidates: pd.DataFra
             dropped[sid] = twin
     sr0 = expected_max_sharpe(trials, var_trials) if trials > 1 and var_trials > 0 else 0.0
     return Shortlist(scored.reset_index(drop=True), picked, dropped, sr0, trials)
+
+
+def binding_gates(scored: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    """Seed 004 §6.3 branch D, the diagnosis: what keeps an iteration's candidates off
+    the shortlist. Per gate, the candidates that fail that gate and nothing else (the
+    gate that binds them); and those that pass every gate but score below the
+    threshold. The loop's scoring has no data-quality or execution warnings (S40
+    refuses critical data; engine A has no execution model), so penalties cannot be
+    what binds here."""
+    alone: dict[str, int] = {}
+    failing: dict[str, int] = {}
+    for gates in scored["failed_gates"]:
+        for g in map(str, gates):
+            failing[g] = failing.get(g, 0) + 1
+        if len(gates) == 1:
+            alone[str(gates[0])] = alone.get(str(gates[0]), 0) + 1
+    passed = scored["passed"].astype(bool)
+    below = int((passed & (scored["score_total"] < threshold)).sum())
+    # what binds: the gate that alone keeps the most candidates out, or the threshold;
+    # where every candidate fails several gates, the gate failed most often
+    counts = {**alone, **({"score_threshold": below} if below else {})} or failing
+    binding = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0] if counts else None
+    return {"candidates": len(scored), "passed_gates": int(passed.sum()),
+            "below_threshold": below, "failing_only": dict(sorted(alone.items())),
+            "failing": dict(sorted(failing.items())), "binding": binding}
 
 
 def _closest(returns: np.ndarray, row_of: dict[str, int], sid: str, picked: list[str],

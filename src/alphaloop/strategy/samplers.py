@@ -110,6 +110,11 @@ class Sampler(ABC):
     def proposed(self) -> int:
         return len(self._seen)
 
+    def carry_over(self, earlier: Sampler) -> None:
+        """Treat what ``earlier`` proposed as proposed here: a sampler that replaces
+        another over a wider space (seed 004 §6.2 branch A) must not propose it again."""
+        self._seen |= earlier._seen
+
     # ----------------------------------------------------------- screening
     def _screen(self, raw: Mapping[str, Any]) -> tuple[Params, Verdict]:
         """Normalize ``raw`` and say whether it may be proposed; count rejections."""

@@ -30,7 +30,7 @@ from functools import cached_property
 from typing import Any, NamedTuple
 
 from alphaloop.errors import SpecError
-from alphaloop.strategy.expression import format_number
+from alphaloop.strategy.expression import MAX_WINDOW, format_number
 from alphaloop.strategy.spec import StrategySpec
 
 Value = int | float | str
@@ -50,11 +50,20 @@ class IntParam:
     low: int
     high: int
     step: int = 1
+    #: how far :meth:`widened` may move ``high`` (windows: the language's MAX_WINDOW)
+    limit: int = MAX_WINDOW
 
     def __post_init__(self) -> None:
         if self.step < 1 or self.low > self.high or (self.high - self.low) % self.step:
             raise ValueError(f"IntParam({self.low}, {self.high}, step={self.step}): need "
                              "step >= 1, low <= high and high - low a multiple of step")
+
+    def widened(self) -> IntParam:
+        """The range grown upwards by its own width (at least one step), within
+        ``limit``: seed 004 §6.2 branch A."""
+        k = max(self.n_points - 1, 1)
+        room = max((self.limit - self.high) // self.step, 0)
+        return IntParam(self.low, self.high + min(k, room) * self.step, self.step, self.limit)
 
     @property
     def n_points(self) -> int:
@@ -95,6 +104,23 @@ class FloatParam:
     low: float
     high: float
     step: float | None = None
+    #: how far :meth:`widened` may move ``high`` (None: no bound)
+    limit: float | None = None
+
+    def widened(self) -> FloatParam:
+        """The range grown upwards by its own width (at least one step), within
+        ``limit``: seed 004 §6.2 branch A."""
+        width = self.high - self.low
+        if self.step is None:
+            grow = width if width > 0 else abs(self.high) or 1.0
+            high = self.high + grow
+            return FloatParam(self.low, high if self.limit is None else
+                              max(min(high, self.limit), self.high), None, self.limit)
+        k = max(round(width / self.step), 1)
+        if self.limit is not None:
+            k = min(k, max(math.floor((self.limit - self.high) / self.step + 1e-9), 0))
+        return FloatParam(self.low, self._point(round(width / self.step) + k), self.step,
+                          self.limit)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low > self.high:
@@ -175,6 +201,10 @@ class ChoiceParam:
 
     def clip(self, value: Any) -> Value:
         return self.check(value)
+
+    def widened(self) -> ChoiceParam:
+        """Choices are a list, not a range: nothing to widen."""
+        return self
 
     def check(self, value: Any) -> Value:
         for choice in self.choices:
@@ -328,6 +358,16 @@ class Family:
             return (get_family, (self.name,))
         return super().__reduce__()
 
+    def widened(self) -> Family | None:
+        """Seed 004 §6.2 branch A (MOD-411 range widen): the same family with every
+        numeric range grown upwards by its own width, within each parameter's
+        ``limit``; None when no range can grow. The grid keeps its points, so what was
+        proposed before is still in the space (and still known to the sampler)."""
+        params = {k: p.widened() for k, p in self.params.items()}
+        if params == self.params:
+            return None
+        return Family(self.name, self.description, params, self.rules, self.builder)
+
     def describe(self) -> dict[str, Any]:
         """Plain-data description (for reports and the knowledge base)."""
         return {"name": self.name, "description": self.description,
@@ -406,8 +446,8 @@ _FAMILY_LIST: tuple[Family, ...] = (
            {"fast": IntParam(5, 50, 5), "slow": IntParam(20, 200, 10)},
            (_lt("fast", "slow"),), _ma_cross("ema")),
     Family("rsi_reversion", "buy when RSI is oversold (< lower), sell when overbought (> upper)",
-           {"window": IntParam(2, 30, 2), "lower": IntParam(10, 40, 5),
-            "upper": IntParam(55, 90, 5)},
+           {"window": IntParam(2, 30, 2), "lower": IntParam(10, 40, 5, limit=100),
+            "upper": IntParam(55, 90, 5, limit=100)},
            (_lt("lower", "upper"),), _rsi_reversion),
     Family("donchian_breakout", "buy a break above the previous n-bar high, sell a break "
            "below the previous m-bar low; optional stop loss",
@@ -433,7 +473,7 @@ _FAMILY_LIST: tuple[Family, ...] = (
            (_lt("exit_z", "entry_z"),), _zscore),
     Family("rank_momentum", "hold the symbols whose n-bar return ranks in the top "
            "fraction of the cross-section",
-           {"window": IntParam(20, 250, 10), "top": FloatParam(0.1, 0.5, 0.1)},
+           {"window": IntParam(20, 250, 10), "top": FloatParam(0.1, 0.5, 0.1, limit=0.9)},
            (), _rank_momentum),
 )
 
