@@ -16,37 +16,29 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from alphaloop.kb import KBError, KnowledgeBase
+from alphaloop.kb.store import _WRITE
+from alphaloop.kb.store import _configure_sqlite as configure_sqlite
 from alphaloop.world.errors import WorldError, unavailable
 
-_WRITE = "alphaloop_world_write"
 
-
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int, synchronous: str) -> None:
+def _durable_commits(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (below)
         cursor = dbapi_connection.cursor()
-        for pragma in ("foreign_keys=ON", f"busy_timeout={busy_timeout_ms}",
-                       f"synchronous={synchronous}"):
-            cursor.execute(f"PRAGMA {pragma}")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        writing = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
 class Database:
     """The engine of one knowledge base URL, migrated to the newest schema."""
 
     def __init__(self, url: str, *, busy_timeout_s: float = 10.0,
-                 synchronous: str = os.environ.get("ALPHALOOP_WORLD_SQLITE_SYNC", "FULL")) -> None:
+                 synchronous: str | None = None) -> None:
         try:
             KnowledgeBase(url, busy_timeout_s=busy_timeout_s).close()
         except KBError as exc:
@@ -60,7 +52,10 @@ class Database:
         # tail latencies of seconds under load). Other processes still meet the file lock.
         self._writer: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self.engine.dialect.name == "sqlite":
-            _configure_sqlite(self.engine, int(busy_timeout_s * 1000), synchronous)
+            # the KB's own settings (foreign keys, busy timeout, BEGIN IMMEDIATE for writes)
+            configure_sqlite(self.engine, busy_timeout_s)
+            _durable_commits(self.engine, synchronous
+                             or os.environ.get("ALPHALOOP_WORLD_SQLITE_SYNC", "FULL"))
             self._writer = threading.Lock()
 
     @contextlib.contextmanager

@@ -20,7 +20,7 @@ DecidedStage = Literal["backtest", "paper", "live"]
 Returns = Annotated[list[float], Field(min_length=2, max_length=200_000)]
 Ppy = Annotated[float, Field(gt=0, le=1_000_000)]
 Name = Annotated[str, Field(max_length=200)]
-_SMA = {"entry": "sma(close, 10) > sma(close, 50)", "exit": "sma(close, 10) < sma(close, 50)"}
+_SMA: dict[str, Any] = {"entry": "sma(close, 10) > sma(close, 50)", "exit": "sma(close, 10) < sma(close, 50)"}
 
 
 class _In(BaseModel):
