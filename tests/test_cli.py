@@ -140,6 +140,31 @@ def test_data_list_show_import(tmp_path: Path) -> None:
     assert "mine" in _run("data", "list")[1]
 
 
+def test_data_import_membership(tmp_path: Path) -> None:
+    csv = tmp_path / "two.csv"
+    days = pd.bdate_range("2020-01-01", periods=300)
+    pd.concat([pd.DataFrame({"timestamp": days, "symbol": sym, "open": 10.0, "high": 11.0,
+                             "low": 9.0, "close": 10.5, "volume": 1000.0})
+               for sym in ("AAA", "BBB")]).to_csv(csv, index=False)
+    members = tmp_path / "members.csv"
+    members.write_text("symbol,start,end\nAAA,2019-01-01,\nBBB,2020-03-02,\n")
+    code, out, err = _run("data", "import", str(csv), "--name", "two", "--membership",
+                          str(members))
+    assert code == 0, err
+    assert "membership: 2 periods stored" in out
+    code, out, _ = _run("data", "show", "two")
+    assert code == 0 and "membership_periods" in out and "DQ_SURVIVORSHIP" not in out
+    code, out, _ = _run("data", "import", str(csv), "--name", "plain")
+    assert "DQ_SURVIVORSHIP_UNKNOWN" in " ".join(_run("data", "show", "plain")[1].split())
+    # a removed member without bars: survivors only, refused in one line, exit 2
+    members.write_text("symbol,start,end\nAAA,2019-01-01,\nBBB,2019-01-01,\n"
+                       "CCC,2019-01-01,2020-02-14\n")
+    code, out, err = _run("data", "import", str(csv), "--name", "surv", "--membership",
+                          str(members))
+    assert code == 2 and "SURVIVORSHIP_CHECK_FAIL" in err and "CCC" in err
+    assert "Traceback" not in err + out
+
+
 def test_data_import_bad_file_is_one_line(tmp_path: Path) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text("timestamp,symbol,open,high,low,close,volume\n"

@@ -233,11 +233,25 @@ def sweep(
     for _, row in ranked.iterrows():
         table.add_row(*(_cell(c, row[c]) for c in cols))
     out.print(table)
+    _print_sweep_benchmark(bars, costs)
     out.print(f"wrote {out_path} ({len(frame)} rows). Ranked in sample over {len(frame)} "
               "tries: the best of many looks better than it is. `alphaloop spec ID "
               f"--results {out_path}` prints one as YAML.", highlight=False)
     if len(frame) < n:
         _note_short_sweep(family, sampler, n, len(frame))
+
+
+def _print_sweep_benchmark(bars: Any, costs: Any) -> None:
+    """What holding the universe did over the same bars, beside the ranked table."""
+    from alphaloop.engines.metrics import return_metrics
+    from alphaloop.evaluation.benchmark import resolve_benchmark
+
+    bench = resolve_benchmark(None, bars, costs)
+    m = return_metrics(bench.returns, bars.periods_per_year)
+    out.print(f"benchmark: {bench.label}, same bars and costs: Sharpe "
+              f"{_fmt('sharpe', m['sharpe'])}, return {_fmt('total_return', m['total_return'])}"
+              f", max dd {_fmt('max_drawdown', m['max_drawdown'])} (`alphaloop evaluate` "
+              "measures every candidate against it).", highlight=False)
 
 
 def _note_short_sweep(family: str, sampler: str, n: int, got: int) -> None:
