@@ -695,3 +695,15 @@ def test_registry_default_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert (tmp_path / "home" / "policies" / "test-v1.json").is_file()
     monkeypatch.delenv("ALPHALOOP_HOME")
     assert policies_dir() == Path.home() / ".alphaloop" / "policies"
+
+
+def test_components_may_score_relative_metrics() -> None:
+    pol = ScoringPolicy.from_dict({"policy_version": "rel-t1", "components": {
+        "information_ratio": {"weight": 1.0, "lo": 0.0, "hi": 1.0}}})
+    # IR 0.25 on a 0..1 map is a quarter of full marks
+    assert score({"information_ratio": 0.25}, pol).score_total == pytest.approx(25.0)
+    frame = pd.DataFrame({"information_ratio": [0.25, 2.0, np.nan]})
+    assert score_frame(frame, pol)["score_total"].tolist() == pytest.approx([25.0, 100.0, 0.0])
+    with pytest.raises(PolicyError, match="unknown metric 'alpha'"):
+        ScoringPolicy.from_dict({"policy_version": "rel-t2", "components": {
+            "alpha": {"weight": 1.0, "lo": 0.0, "hi": 1.0}}})

@@ -156,6 +156,7 @@ GATE_METRICS: dict[str, str] = {
 # applied only when a value is given (robustness stage, a benchmark): else "not evaluated"
 _ROBUSTNESS_GATES = ("min_dsr", "max_pbo", "min_excess_dsr", "min_information_ratio")
 _RELATIVE_GATES = ("min_excess_dsr", "min_information_ratio")
+_WARNING_COUNTS = ("data_quality_warnings", "execution_warnings")
 
 _VERSION_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe file name
 
@@ -656,7 +657,8 @@ def score(metrics: Mapping[str, Any], policy: ScoringPolicy, *,
 
     ``extras`` may carry ``dsr`` and ``pbo`` (robustness gates; absent, None or NaN =
     not evaluated), ``excess_dsr``, ``information_ratio``, ``benchmark_sharpe`` and
-    ``benchmark`` (its name; the relative gates, likewise) and the warning counts ``data_quality_warnings`` and
+    ``benchmark`` (its name; the relative gates, likewise); a value absent from
+    ``extras`` is read from ``metrics`` (warning counts excepted), as a frame row would and the warning counts ``data_quality_warnings`` and
     ``execution_warnings`` (absent or None = 0). Metric names the policy does not use
     are ignored; a metric the policy uses that is absent or None counts as NaN.
 
@@ -674,10 +676,9 @@ def score(metrics: Mapping[str, Any], policy: ScoringPolicy, *,
                          f"valid keys: {', '.join((*EXTRA_KEYS, BENCHMARK_KEY))}")
     cols: dict[str, np.ndarray] = {}
     for name in _needed(policy):
-        if name in EXTRA_KEYS:
-            if extras.get(name) is not None:
-                cols[name] = np.array([_as_float(name, extras[name])])
-        elif name in metrics:
+        if name in EXTRA_KEYS and extras.get(name) is not None:
+            cols[name] = np.array([_as_float(name, extras[name])])
+        elif name in metrics and name not in _WARNING_COUNTS:  # counts come as extras
             cols[name] = np.array([_as_float(name, metrics[name])])
     out = _evaluate(cols, 1, policy, [bench])
     return ScoreResult(
