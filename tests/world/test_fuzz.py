@@ -34,7 +34,7 @@ VALID: dict[str, dict[str, Any]] = {
 }
 POSTS = ["/worlds", "/worlds/fz/evaluate", "/worlds/fz/evaluate-cohort", "/risk-hub/snapshots",
          "/tokens"]
-GETS = ["/worlds/{x}", "/worlds/fz/runs/{x}", "/worlds/fz/decide?strategy_id={x}",
+GETS = ["/worlds/{x}", "DELETE /tokens/{x}", "/worlds/fz/runs/{x}", "/worlds/fz/decide?strategy_id={x}",
         "/worlds/{x}/audit", "/risk-hub/snapshots/latest?world={x}", "/events?world={x}&follow=false",
         "/worlds/fz/audit?after={x}", "/audit?limit={x}"]
 
@@ -44,7 +44,8 @@ def http(world_server: tuple[Server, dict[str, str]]) -> Any:
     srv, toks = world_server
     with httpx.Client(base_url=srv.url, timeout=30,
                       headers={"Authorization": f"Bearer {toks['admin']}"}) as client:
-        client.post("/worlds", json={"world_id": "fz", "data": "no-such-dataset"})
+        (srv.refs_root / "garbage.csv").write_text("not,a\nprice,file\n")
+        client.post("/worlds", json={"world_id": "fz", "data": "garbage.csv"})
         yield client
 
 
@@ -111,7 +112,8 @@ def test_raw_bytes(http: httpx.Client, endpoint: str, raw: bytes, kind: str) -> 
 def test_hostile_path_and_query_values(http: httpx.Client, template: str, value: str) -> None:
     from urllib.parse import quote
 
-    _check(http.get(template.format(x=quote(value, safe=""))))
+    method, _, path = template.rpartition(" ")
+    _check(http.request(method or "GET", path.format(x=quote(value, safe=""))))
 
 
 @FUZZ
@@ -133,4 +135,11 @@ def test_engine_b_on_missing_world_data_is_a_clear_422(http: httpx.Client) -> No
     r = http.post("/worlds/fz/evaluate", json={"run_id": "nodata", "spec": SMA})
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "ENGINE_B_FAILED"
-    assert "no-such-dataset" in r.json()["error"]["message"]
+    assert "garbage.csv" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("data", ["../kb.sqlite", "/etc/passwd", "no-such-file.csv"])
+def test_world_data_outside_the_refs_root_is_refused(http: httpx.Client, data: str) -> None:
+    r = http.post("/worlds", json={"world_id": "fz-data", "data": data})
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == "data"

@@ -471,6 +471,22 @@ def test_a_body_over_the_limit_is_413(world_server: Any) -> None:
     assert r.json()["error"]["code"] == "BODY_TOO_LARGE"
 
 
+def test_a_chunked_body_over_the_limit_is_413(world_server: Any) -> None:
+    def chunks() -> Any:
+        for _ in range(6):
+            yield b" " * (1024 * 1024)
+
+    r = _raw(world_server, "POST", "/worlds/w-policy/evaluate", "admin", content=chunks(),
+             headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "BODY_TOO_LARGE"
+
+
+def test_events_of_an_unknown_world_are_404(world_server: Any) -> None:
+    r = _raw(world_server, "GET", "/events", "viewer", params={"world": "nope"})
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "WORLD_NOT_FOUND")
+
+
 def test_docs_document_every_endpoint(world_server: Any) -> None:
     srv, _ = world_server
     spec = httpx.get(f"{srv.url}/openapi.json").json()

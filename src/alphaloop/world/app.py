@@ -86,20 +86,32 @@ class BodyLimit:
             await _error(413, "BODY_TOO_LARGE", f"body over {self.limit} bytes")(
                 scope, receive, send)
             return
-        await self.app(scope, self._counting(receive), send)
-
-    def _counting(self, receive: Receive) -> Callable[[], Awaitable[Message]]:
+        over = False
         seen = 0
 
-        async def wrapped() -> Message:
-            nonlocal seen
+        async def counting() -> Message:
+            # past the limit the app is told the client left, and what it answers to
+            # that is replaced by the 413 below
+            nonlocal over, seen
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise WorldError(f"body over {self.limit} bytes", code="BODY_TOO_LARGE",
-                                 status=413)
+                over = True
+                return {"type": "http.disconnect"}
             return message
-        return wrapped
+
+        async def sending(message: Message) -> None:
+            if not over:
+                await send(message)
+
+        try:
+            await self.app(scope, counting, sending)
+        except Exception:
+            if not over:
+                raise
+        if over:
+            await _error(413, "BODY_TOO_LARGE", f"body over {self.limit} bytes")(
+                scope, receive, send)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
@@ -332,6 +344,7 @@ def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
         """Server-Sent Events of one world, resumable with ``Last-Event-ID``;
         ``follow=false`` sends what is stored and ends."""
         after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        await anyio.to_thread.run_sync(service.get_world, world)  # 404 for an unknown world
         return EventSourceResponse(_stream(service, world, after, follow), ping=15)
 
 

@@ -24,22 +24,9 @@ from alphaloop.world.errors import WorldError, invalid
 from alphaloop.world.models import RiskSnapshot, table
 from alphaloop.world.schemas import SnapshotIn, SnapshotOut
 from alphaloop.world.service import WorldService, WorldState, ts
-from alphaloop.world.sourcing import HubView
+from alphaloop.world.sourcing import HubView, resolve_ref
 
 _FUTURE_SKEW_S = 300.0  # clocks differ; an as_of further ahead than this is an error
-
-
-def resolve_ref(refs_root: Path, ref: str) -> Path:
-    """The file a ``realized_returns_ref`` names, which must lie under ``refs_root``."""
-    candidate = Path(ref)
-    if candidate.is_absolute() or ".." in candidate.parts:
-        raise invalid("realized_returns_ref", "must be a relative path inside the refs root "
-                      "(no '..', not absolute)", "REF_INVALID")
-    path = (refs_root / candidate).resolve()
-    if not path.is_relative_to(refs_root) or not path.is_file():
-        raise invalid("realized_returns_ref", f"{ref!r} is not a file under the refs root",
-                      "REF_NOT_FOUND")
-    return path
 
 
 def read_returns(path: Path) -> np.ndarray:
@@ -87,7 +74,7 @@ def hub_view(conn: Session, refs_root: Path, state: WorldState,
     if body.get("realized_returns") is not None:
         returns = np.asarray(body["realized_returns"], dtype=float)
     elif body.get("realized_returns_ref") is not None:
-        returns = read_returns(resolve_ref(refs_root, body["realized_returns_ref"]))
+        returns = read_returns(resolve_ref(refs_root, body["realized_returns_ref"], "realized_returns_ref"))
     risk = {"snapshot_hash": row.content_hash, "as_of": ts(row.as_of).isoformat(),
             "weights": body.get("weights"), "covariance": body.get("covariance"),
             "stress": body.get("stress")}
@@ -109,7 +96,7 @@ def _checked_body(service: WorldService, snap: SnapshotIn) -> dict[str, Any]:
     if snap.realized_returns is not None and snap.realized_returns_ref is not None:
         raise invalid("realized_returns_ref", "give realized_returns or a ref, not both")
     if snap.realized_returns_ref is not None:
-        read_returns(resolve_ref(service.refs_root, snap.realized_returns_ref))
+        read_returns(resolve_ref(service.refs_root, snap.realized_returns_ref, "realized_returns_ref"))
     n = len(snap.covariance or [])
     if any(len(row) != n for row in snap.covariance or []):
         raise invalid("covariance", "must be a square matrix")

@@ -38,7 +38,14 @@ from alphaloop.world.schemas import (
     WorldIn,
     WorldOut,
 )
-from alphaloop.world.sourcing import LIVE_LIKE, MetricMap, Previous, Sourced, source
+from alphaloop.world.sourcing import (
+    LIVE_LIKE,
+    MetricMap,
+    Previous,
+    Sourced,
+    data_source,
+    source,
+)
 
 _POLICIES: dict[str, Policy] = {}
 
@@ -133,6 +140,8 @@ class WorldService:
         fields it is a 409 (a world is changed through its policy, not re-created).
         """
         policy = parse_policy(body.policy if body.policy is not None else {})
+        if body.data is not None:
+            data_source(self.refs_root, body.data)  # a dataset name or a file we may read
         with self.db.write() as conn:
             existing = conn.execute(select(World).where(
                 World.world_id == body.world_id)).scalar_one_or_none()
@@ -265,7 +274,7 @@ class WorldService:
                 subj.stage, previous=self.previous(conn, world_id, subj.strategy_id, subj.stage),
                 hub=hub_view(conn, self.refs_root, state, subj.strategy_id),
                 request_returns=subj.returns, ppy=subj.ppy, spec=subj.spec,
-                data=state.world.data)
+                data=state.world.data, refs_root=self.refs_root)
         outcome, results = judge_gates(state.policy.gates_for(subj.stage), sourced.metrics)  # type: ignore[arg-type]
         spec = None if subj.spec is None else subj.spec.model_dump(mode="json")
         return Judged(subj.run_id, subj.strategy_id, subj.stage, spec, sourced, outcome,

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from alphaloop.errors import AlphaloopError
-from alphaloop.world.errors import WorldError
+from alphaloop.world.errors import WorldError, invalid
 
 if TYPE_CHECKING:
     from alphaloop.data.bars import Bars
@@ -74,21 +75,42 @@ def returns_metrics(returns: np.ndarray, periods_per_year: float) -> MetricMap:
     return out
 
 
+def resolve_ref(refs_root: Path, ref: str, field: str) -> Path:
+    """The file ``ref`` names, which must lie under ``refs_root``: ``..`` and absolute
+    paths are refused, so a request cannot make the service read any other file."""
+    candidate = Path(ref)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        raise invalid(field, "must be a relative path inside the refs root "
+                      "(no '..', not absolute)", "REF_INVALID")
+    path = (refs_root / candidate).resolve()
+    if not path.is_relative_to(refs_root) or not path.is_file():
+        raise invalid(field, f"{ref!r} is not a file under the refs root", "REF_NOT_FOUND")
+    return path
+
+
+def data_source(refs_root: Path, data: str) -> str:
+    """A world's ``data``: a catalog dataset name, or a file under the refs root."""
+    from alphaloop.data.catalog import is_dataset
+
+    return data if is_dataset(data) else str(resolve_ref(refs_root, data, "data"))
+
+
 @functools.lru_cache(maxsize=4)
-def world_bars(data: str) -> Bars:
+def world_bars(source: str) -> Bars:
     """A world's panel, loaded once per process (panels are read-only)."""
     from alphaloop.data.loaders import load_bars
 
-    return load_bars(data)
+    return load_bars(source)
 
 
-def engine_b_metrics(spec: StrategySpec, data: str) -> tuple[MetricMap, str]:
+def engine_b_metrics(spec: StrategySpec, data: str,
+                     refs_root: Path) -> tuple[MetricMap, str]:
     """Engine B's core metrics of ``spec`` on the world's data, and the data's ref."""
     from alphaloop.engines.engine_b import verify
     from alphaloop.engines.metrics import to_jsonable
 
     try:
-        bars = world_bars(data)
+        bars = world_bars(data_source(refs_root, data))
         result = verify(spec, bars, capacity=False)
     except AlphaloopError as exc:
         raise WorldError(f"engine B could not evaluate the strategy on {data!r}: {exc}",
@@ -108,7 +130,7 @@ def _fill_from_returns(out: Sourced, stage: str, request_returns: np.ndarray | N
 
 def source(stage: str, *, previous: Previous | None, hub: HubView | None,
            request_returns: np.ndarray | None, ppy: float,
-           spec: StrategySpec | None, data: str | None) -> Sourced:
+           spec: StrategySpec | None, data: str | None, refs_root: Path) -> Sourced:
     """Fill the metrics of one evaluation, recording every source used, in order."""
     out = Sourced()
     if previous is not None:
@@ -122,7 +144,7 @@ def source(stage: str, *, previous: Previous | None, hub: HubView | None,
     if stage in LIVE_LIKE:
         _fill_from_returns(out, stage, request_returns, ppy, hub)
     elif previous is None and spec is not None and data is not None:
-        metrics, data_ref = engine_b_metrics(spec, data)
+        metrics, data_ref = engine_b_metrics(spec, data, refs_root)
         out.metrics.update(metrics)
         out.sources.append(f"engine_b:{data_ref[:16]}")
     return out
