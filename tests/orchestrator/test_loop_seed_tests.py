@@ -288,7 +288,8 @@ def test_MOD400_11_3_promotion_top_k_and_one_per_cluster() -> None:
     metrics = pd.DataFrame({"strategy_id": ids, "sharpe": [2.0, 1.9, 1.5, 1.4],
                             "sr_per_period": [0.2, 0.19, 0.15, 0.14],
                             "skew": 0.0, "kurtosis": 3.0, "n_obs": 300})
-    cands = pd.DataFrame({"strategy_id": ids, "family": "f", "params": "{}"})
+    cands = pd.DataFrame({"strategy_id": ids, "family": "f",
+                          "params": ['{"n": 10}', '{"n": 20}', '{"n": 30}', '{"n": 50}']})
 
     class Everything:  # a policy stub: score = 50 × Sharpe, every gate passes
         policy_version = "stub"
@@ -314,6 +315,13 @@ def test_MOD400_11_3_promotion_top_k_and_one_per_cluster() -> None:
         st.score_frame = orig  # type: ignore[assignment]
     assert short.shortlist == ["a", "c"] and short.dropped_by_cluster == {"b": "a"}
     assert wide.shortlist == ["a", "b"]
+    # seed 003 §8 diversity, by hand: a (n=10) and c (n=30): std 10 over the tested
+    # range 50 - 10 = 40 -> 0.25; two clusters, one candidate (b) held back
+    assert st.diversity(short) == {"families": 1, "clusters": 2, "held_back_by_cluster": 1,
+                                   "param_spread": 0.25}
+    # a and b share one cluster: n 10 and 20 -> std 5 / 40
+    assert st.diversity(wide) == {"families": 1, "clusters": 1, "held_back_by_cluster": 0,
+                                  "param_spread": 0.125}
 
 
 # ------------------------------------------------------------ MOD-400 §11.4

@@ -268,6 +268,9 @@ class IterationSummary(_Strict):
     best_score: float | None
     best_score_so_far: float | None
     branches: tuple[str, ...] = ()
+    diversity: dict[str, Any] = Field(default_factory=dict)
+    """Seed 003 §8 of the shortlist: families, clusters, held back by the one-per-cluster
+    rule, parameter spread (see :func:`alphaloop.orchestrator.stages.diversity`)."""
     stage_ms: dict[str, float] = Field(default_factory=dict)
 
 

@@ -441,7 +441,8 @@ class Runner:
             promoted_to_B=len(verified), passed_B=len(passed_b),
             passed_robustness=len(robust_ok), survivors=len(survivors),
             failures_created=len(fails), constraints_added=added, best_score=best,
-            best_score_so_far=self.best_so_far, branches=tuple(branches), stage_ms=timings)
+            best_score_so_far=self.best_so_far, branches=tuple(branches),
+            diversity=st.diversity(short), stage_ms=timings)
         self._imove(i, im, IterationState.KB_PERSIST)
         batch = self._batch(i, summary, ded, fresh_specs, a, short, verified, robust, fails)
         # the batch is a function of the earlier stages' inputs (their outputs are)

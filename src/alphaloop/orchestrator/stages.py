@@ -266,6 +266,7 @@ class Shortlist:
     dropped_by_cluster: dict[str, str] = field(default_factory=dict)  # id -> kept twin
     sr0: float = 0.0
     trials: int = 0
+    clusters: int = 0  # return-correlation clusters the shortlist spans
 
 
 def deflate(frame: pd.DataFrame, trials: int, var_trials: float) -> pd.DataFrame:
@@ -325,7 +326,7 @@ def shortlist(metrics: pd.DataFrame, returns: np.ndarray, candidates: pd.DataFra
         else:
             dropped[sid] = twin
     sr0 = expected_max_sharpe(trials, var_trials) if trials > 1 and var_trials > 0 else 0.0
-    return Shortlist(scored.reset_index(drop=True), picked, dropped, sr0, trials)
+    return Shortlist(scored.reset_index(drop=True), picked, dropped, sr0, trials, len(members))
 
 
 def binding_gates(scored: pd.DataFrame, threshold: float) -> dict[str, Any]:
@@ -351,6 +352,29 @@ def binding_gates(scored: pd.DataFrame, threshold: float) -> dict[str, Any]:
     return {"candidates": len(scored), "passed_gates": int(passed.sum()),
             "below_threshold": below, "failing_only": dict(sorted(alone.items())),
             "failing": dict(sorted(failing.items())), "binding": binding}
+
+
+def diversity(short: Shortlist) -> dict[str, Any]:
+    """Seed 003 §8's diversity metrics of what the shortlist promotes: how many
+    families (templates) and return-correlation clusters it spans, how many candidates
+    the one-per-cluster rule held back, and the spread of each family's parameters
+    (per parameter the standard deviation over the shortlist divided by the range of
+    the values the iteration tested; the mean over parameters and families)."""
+    scored = short.scored.set_index("strategy_id")
+    picked = scored.loc[short.shortlist] if short.shortlist else scored.iloc[:0]
+    spreads: list[float] = []
+    for fam, group in picked.groupby("family"):
+        tested = [json.loads(str(p)) for p in scored.loc[scored["family"] == fam, "params"]]
+        chosen = [json.loads(str(p)) for p in group["params"]]
+        for key in (chosen[0] if chosen else {}):
+            values = [c[key] for c in chosen if isinstance(c.get(key), int | float)]
+            scale = [t[key] for t in tested if isinstance(t.get(key), int | float)]
+            if len(values) > 1 and scale and max(scale) > min(scale):
+                spreads.append(float(np.std(values)) / (max(scale) - min(scale)))
+    return {"families": int(picked["family"].nunique()) if len(picked) else 0,
+            "clusters": short.clusters,
+            "held_back_by_cluster": len(short.dropped_by_cluster),
+            "param_spread": round(float(np.mean(spreads)), 6) if spreads else None}
 
 
 def _closest(returns: np.ndarray, row_of: dict[str, int], sid: str, picked: list[str],
