@@ -66,9 +66,22 @@ class Clause(BaseModel):
 class Constraint(BaseModel):
     """A rule that forbids candidates of ``family`` satisfying every clause.
 
-    ``hard=False`` marks a soft rule: the caller may let an exploration share of
-    proposals ignore it by not passing it to the sampler. Samplers enforce every
-    constraint they are given.
+    Two kinds (:attr:`kind`):
+
+    - **hard** (``hard=True``, the default): structurally impossible or an exact
+      duplicate. Samplers never propose what a hard rule forbids.
+    - **soft** (``hard=False``): learned from failures (MOD-450) with ``support``
+      (candidates the rule covered when it was learned), ``hits`` (of those, how many
+      failed with ``code``), ``confidence = hits / support`` and ``confidence_lower``
+      (its Wilson lower bound). Samplers steer away from a soft rule but let an
+      exploration share of proposals break it, so that it is re-tested
+      (:mod:`alphaloop.strategy.samplers`); ``retests``/``retest_hits`` tally those
+      re-tests, and a rule the re-tests contradict is retired: ``status="expired"``,
+      with ``expired_at_iteration`` and ``expiry_reason``.
+
+    An expired rule forbids nothing; it stays in its constraint set as history.
+    Every learning field has a default, so rules written before they existed still
+    load.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,10 +91,30 @@ class Constraint(BaseModel):
     clauses: list[Clause] = Field(default_factory=list)
     reason: str = ""
     hard: bool = True
+    code: str | None = None
+    support: int = Field(default=0, ge=0)
+    hits: int = Field(default=0, ge=0)
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    confidence_lower: float | None = Field(default=None, ge=0, le=1)
+    created_at_iteration: int | None = None
+    status: Literal["active", "expired"] = "active"
+    retests: int = Field(default=0, ge=0)
+    retest_hits: int = Field(default=0, ge=0)
+    expired_at_iteration: int | None = None
+    expiry_reason: str = ""
+
+    @property
+    def kind(self) -> Literal["hard", "soft"]:
+        """``"hard"`` or ``"soft"`` (the ``hard`` flag in words, as the KB stores it)."""
+        return "hard" if self.hard else "soft"
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
 
     def forbids(self, family: str, params: Mapping[str, Any]) -> bool:
-        """True when this rule applies to ``family`` and all clauses hold for ``params``."""
-        if self.family is not None and self.family != family:
+        """True when this rule is active, applies to ``family`` and all clauses hold."""
+        if not self.active or (self.family is not None and self.family != family):
             return False
         return all(clause.holds(params) for clause in self.clauses)
 
@@ -112,6 +145,19 @@ def forbidden_by(constraints: Iterable[ConstraintLike], family: str,
                  params: Mapping[str, Any]) -> list[str]:
     """Ids of the rules that forbid ``params`` for ``family`` (empty list: allowed)."""
     return [constraint_id(r) for r in constraints if is_forbidden(r, family, params)]
+
+
+def is_soft(rule: ConstraintLike) -> bool:
+    """True for a soft :class:`Constraint`; callables are always hard."""
+    return isinstance(rule, Constraint) and not rule.hard
+
+
+def split_rules(constraints: Iterable[ConstraintLike]
+                ) -> tuple[tuple[ConstraintLike, ...], tuple[Constraint, ...]]:
+    """``(hard, soft)``: the rules samplers always enforce, and those they steer by."""
+    rules = tuple(constraints)
+    soft = tuple(r for r in rules if isinstance(r, Constraint) and not r.hard)
+    return tuple(r for r in rules if not is_soft(r)), soft
 
 
 def _compare(have: Any, op: ClauseOp, want: float | str) -> bool:

@@ -12,7 +12,22 @@ Four kinds share one contract (:class:`Sampler`):
 Every proposal is normalized and screened before it reaches the caller: invalid
 parameter sets (a family rule such as ``fast < slow`` broken), sets a constraint
 forbids, and sets already proposed are dropped. The screen counts why, so the run can
-record evidence (``rejected_by_constraint["c-17"] == 42``). Screening is bounded:
+record evidence (``rejected_by_constraint["c-17"] == 42``).
+
+Hard and soft rules (MOD-451). A hard rule (``Constraint(hard=True)`` or any
+callable) is never broken. A soft rule, learned from failures, steers: what it
+forbids is rejected, except at *exploration points*, a seeded share ``explore``
+(default :data:`EXPLORE_SHARE`, 10 %) of the parameter space that soft rules never
+close, so that every soft rule keeps being re-tested. Whether a point explores is a
+function of ``(seed, family, params)`` only (a hash, see :meth:`Sampler.explores`),
+so it does not depend on the sampler kind or the order of draws: about ``explore``
+of the region a soft rule forbids stays proposable, and each proposal that breaks a
+soft rule is listed in :attr:`Sampler.soft_breaks` (the loop counts those re-tests).
+TPE is steered as well: every trial carries one optuna constraint per soft rule
+(``Trial.set_constraint``, optuna >= 5: 1.0 broken, 0.0 kept), so the Parzen
+estimators treat the soft-forbidden region as infeasible and draw less from it; with
+an older optuna TPE is steered by rejection alone. Without soft rules every sampler
+behaves exactly as before. Screening is bounded:
 ``ask(n)`` gives up after ``max(min_attempts, attempts_per_item * n)`` draws and
 returns fewer sets (each kind caps the budget at ``max_attempts``), and an empty list
 once the space is exhausted (:attr:`Sampler.exhausted`).
@@ -23,17 +38,18 @@ of ``ask``/``tell`` calls give the same proposals.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from alphaloop.errors import SpecError
-from alphaloop.strategy.constraints import ConstraintLike, forbidden_by
+from alphaloop.strategy.constraints import ConstraintLike, forbidden_by, split_rules
 from alphaloop.strategy.templates import (
     ChoiceParam,
     Family,
@@ -52,7 +68,12 @@ if TYPE_CHECKING:  # optuna and scipy.stats take ~1.5 s to import: only when use
 SamplerKind = Literal["grid", "random", "sobol", "tpe"]
 SAMPLER_KINDS: tuple[str, ...] = ("grid", "random", "sobol", "tpe")
 Key = tuple[tuple[str, Any], ...]
-Verdict = Literal["ok", "invalid", "forbidden", "duplicate"]
+Verdict = Literal["ok", "explore", "invalid", "forbidden", "duplicate"]
+#: Derived quantities of a parameter set (holding period, stop distance, ...) that
+#: rules may talk about besides the parameters themselves: ``(family, params) -> {...}``.
+Features = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+EXPLORE_SHARE = 0.10
+"""Default share of the parameter space where soft rules do not apply (re-tests)."""
 
 
 def params_key(params: Mapping[str, Any]) -> Key:
@@ -68,16 +89,27 @@ class Sampler(ABC):
     min_attempts: int = 500
     max_attempts: int = 1_000_000
 
+    #: True for samplers that count the proposable grid points (to know when done)
+    counts_capacity = False
+
     def __init__(self, family: Family, *, seed: int,
-                 constraints: Sequence[ConstraintLike] = ()) -> None:
+                 constraints: Sequence[ConstraintLike] = (),
+                 explore: float = EXPLORE_SHARE, features: Features | None = None) -> None:
+        if not 0.0 <= explore <= 1.0:
+            raise ValueError(f"explore must lie in [0, 1], got {explore!r}")
         self.family = family
         self.seed = seed
-        self.constraints: tuple[ConstraintLike, ...] = tuple(constraints)
+        self.explore = float(explore)
+        self.features = features
         self.rejected_by_constraint: Counter[str] = Counter()
         self.rejected_invalid = 0
         self.duplicates = 0
+        #: proposals that break soft rules: params key -> ids of the rules broken
+        self.soft_breaks: dict[Key, tuple[str, ...]] = {}
         self._seen: set[Key] = set()
         self._exhausted = False
+        self._capacity: int | None = None
+        self.set_constraints(constraints)
 
     # ------------------------------------------------------------ public
     def ask(self, n: int) -> list[Params]:
@@ -92,7 +124,7 @@ class Sampler(ABC):
             budget -= 1
             clean, verdict = self._screen(raw)
             self._after_screen(clean, verdict)
-            if verdict == "ok":
+            if verdict in ("ok", "explore"):
                 self._seen.add(params_key(clean))
                 out.append(clean)
         return out
@@ -114,6 +146,45 @@ class Sampler(ABC):
         """Treat what ``earlier`` proposed as proposed here: a sampler that replaces
         another over a wider space (seed 004 §6.2 branch A) must not propose it again."""
         self._seen |= earlier._seen
+        self.soft_breaks.update(earlier.soft_breaks)
+
+    def set_constraints(self, constraints: Sequence[ConstraintLike]) -> None:
+        """Replace the rules for the draws to come (the constraint update of an
+        iteration, or a branch that disables the newest rules). What was proposed stays
+        proposed; a grid sampler does not go back to points it already skipped (make a
+        new sampler and :meth:`carry_over` for that)."""
+        self.constraints: tuple[ConstraintLike, ...] = tuple(constraints)
+        self._hard, self._soft = split_rules(self.constraints)
+        self._exhausted = False
+        if self.counts_capacity:
+            self._capacity = _allowed_count(self.family, self.proposable)
+
+    def explores(self, params: Mapping[str, Any]) -> bool:
+        """True when ``params`` (normalized) is an exploration point, where soft rules
+        do not apply: a sha256 of (seed, family, params) read as a number in [0, 1)
+        falls below ``explore``. Deterministic and independent of the draw order."""
+        if self.explore <= 0.0:
+            return False
+        text = f"{self.seed}|{self.family.name}|{params_key(params)!r}"
+        digest = hashlib.sha256(text.encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2.0**64 < self.explore
+
+    def rules_against(self, params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """Ids of the hard and of the soft rules that forbid ``params`` (normalized)."""
+        view: Mapping[str, Any] = params
+        if self.features is not None:  # rules may also talk about derived features
+            view = {**self.features(self.family.name, params), **params}
+        return (forbidden_by(self._hard, self.family.name, view),
+                forbidden_by(self._soft, self.family.name, view))
+
+    def proposable(self, params: Mapping[str, Any]) -> bool:
+        """True when the rules let ``params`` (normalized) be proposed at all."""
+        hard, soft = self.rules_against(params)
+        return not hard and (not soft or self.explores(params))
+
+    def broken_soft_rules(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """Ids of the soft rules a proposal of this sampler broke (empty: none)."""
+        return self.soft_breaks.get(params_key(self.family.validate(params)), ())
 
     # ----------------------------------------------------------- screening
     def _screen(self, raw: Mapping[str, Any]) -> tuple[Params, Verdict]:
@@ -123,13 +194,18 @@ class Sampler(ABC):
         except SpecError:
             self.rejected_invalid += 1
             return dict(raw), "invalid"
-        rules = forbidden_by(self.constraints, self.family.name, clean)
-        if rules:
-            self.rejected_by_constraint.update(rules)
+        hard, soft = self.rules_against(clean)
+        blocked = hard or (soft if soft and not self.explores(clean) else [])
+        if blocked:
+            self.rejected_by_constraint.update(blocked)
             return clean, "forbidden"
-        if params_key(clean) in self._seen:
+        key = params_key(clean)
+        if key in self._seen:
             self.duplicates += 1
             return clean, "duplicate"
+        if soft:
+            self.soft_breaks[key] = tuple(soft)
+            return clean, "explore"
         return clean, "ok"
 
     def _after_screen(self, clean: Params, verdict: Verdict) -> None:
@@ -147,9 +223,10 @@ class GridSampler(Sampler):
     kind = "grid"
     min_attempts = max_attempts = 10_000_000  # the grid itself is the bound
 
-    def __init__(self, family: Family, *, seed: int,
-                 constraints: Sequence[ConstraintLike] = ()) -> None:
-        super().__init__(family, seed=seed, constraints=constraints)
+    def __init__(self, family: Family, *, seed: int, constraints: Sequence[ConstraintLike] = (),
+                 explore: float = EXPLORE_SHARE, features: Features | None = None) -> None:
+        super().__init__(family, seed=seed, constraints=constraints, explore=explore,
+                         features=features)
         self._it: Iterator[Params] = family.grid()
 
     def _draw(self) -> Params | None:
@@ -163,10 +240,7 @@ class _UnitCubeSampler(Sampler):
     point has been proposed.
     """
 
-    def __init__(self, family: Family, *, seed: int,
-                 constraints: Sequence[ConstraintLike] = ()) -> None:
-        super().__init__(family, seed=seed, constraints=constraints)
-        self._capacity = _allowed_count(family, self.constraints)
+    counts_capacity = True
 
     def _draw(self) -> Params | None:
         if self._capacity is not None and len(self._seen) >= self._capacity:
@@ -181,9 +255,10 @@ class _UnitCubeSampler(Sampler):
 class RandomSampler(_UnitCubeSampler):
     kind = "random"
 
-    def __init__(self, family: Family, *, seed: int,
-                 constraints: Sequence[ConstraintLike] = ()) -> None:
-        super().__init__(family, seed=seed, constraints=constraints)
+    def __init__(self, family: Family, *, seed: int, constraints: Sequence[ConstraintLike] = (),
+                 explore: float = EXPLORE_SHARE, features: Features | None = None) -> None:
+        super().__init__(family, seed=seed, constraints=constraints, explore=explore,
+                         features=features)
         self._rng = np.random.default_rng(seed)
 
     def _unit_point(self) -> Sequence[float]:
@@ -196,9 +271,10 @@ class SobolSampler(_UnitCubeSampler):
     kind = "sobol"
     block = 64
 
-    def __init__(self, family: Family, *, seed: int,
-                 constraints: Sequence[ConstraintLike] = ()) -> None:
-        super().__init__(family, seed=seed, constraints=constraints)
+    def __init__(self, family: Family, *, seed: int, constraints: Sequence[ConstraintLike] = (),
+                 explore: float = EXPLORE_SHARE, features: Features | None = None) -> None:
+        super().__init__(family, seed=seed, constraints=constraints, explore=explore,
+                         features=features)
         from scipy.stats import qmc
 
         # ``seed=`` works on every scipy we support (>= 1.11); ``rng=`` only on >= 1.15
@@ -225,10 +301,12 @@ class TPESampler(Sampler):
     attempts_per_item = 20  # each attempt is an optuna trial: keep the screen short
     min_attempts = 200
     max_attempts = 1000
+    counts_capacity = True
 
-    def __init__(self, family: Family, *, seed: int,
-                 constraints: Sequence[ConstraintLike] = ()) -> None:
-        super().__init__(family, seed=seed, constraints=constraints)
+    def __init__(self, family: Family, *, seed: int, constraints: Sequence[ConstraintLike] = (),
+                 explore: float = EXPLORE_SHARE, features: Features | None = None) -> None:
+        super().__init__(family, seed=seed, constraints=constraints, explore=explore,
+                         features=features)
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -240,7 +318,6 @@ class TPESampler(Sampler):
         self._trial: Trial | None = None
         self._open: dict[Key, Trial] = {}
         self._values: dict[Key, float] = {}
-        self._capacity = _allowed_count(family, self.constraints)
 
     def _draw(self) -> Params | None:
         if self._capacity is not None and len(self._seen) >= self._capacity:
@@ -255,7 +332,9 @@ class TPESampler(Sampler):
 
         assert self._trial is not None
         trial, self._trial = self._trial, None
-        if verdict == "ok":
+        if verdict != "invalid":
+            self._mark_soft(trial, clean)
+        if verdict in ("ok", "explore"):
             self._open[params_key(clean)] = trial
         elif verdict == "duplicate" and params_key(clean) in self._values:
             self.study.tell(trial, self._values[params_key(clean)])
@@ -277,12 +356,23 @@ class TPESampler(Sampler):
             else:
                 self.study.tell(trial, state=TrialState.FAIL)
         elif finite and key not in self._values:
-            self.study.add_trial(create_trial(
-                params=clean, distributions=self._dists, value=float(value)))
+            frozen = create_trial(params=clean, distributions=self._dists, value=float(value))
+            self._mark_soft(frozen, clean)
+            self.study.add_trial(frozen)
         if finite:
             self._values[key] = float(value)
-        if not forbidden_by(self.constraints, self.family.name, clean):
+        if self.proposable(clean):
             self._seen.add(key)  # evaluated already: never propose it again
+
+    def _mark_soft(self, trial: Any, clean: Params) -> None:
+        """Tell optuna which soft rules the trial breaks (1.0) or keeps (0.0): TPE
+        treats a trial with any positive constraint as infeasible and samples less near
+        it. Only with soft rules (so plain runs are unchanged) and optuna >= 5."""
+        if not self._soft or not hasattr(trial, "set_constraint"):
+            return
+        broken = set(self.rules_against(clean)[1])
+        for rule in self._soft:
+            trial.set_constraint(rule.rule_id, 1.0 if rule.rule_id in broken else 0.0)
 
 
 def _as_float(value: Any) -> float:
@@ -305,7 +395,7 @@ def _distribution(param: Param) -> BaseDistribution:
     raise TypeError(f"unsupported parameter space {param!r}")
 
 
-def _allowed_count(family: Family, constraints: Sequence[ConstraintLike],
+def _allowed_count(family: Family, allowed: Callable[[Params], bool],
                    limit: int = 200_000) -> int | None:
     """How many grid points are valid and allowed, or None (no grid, or too big to count).
 
@@ -315,7 +405,7 @@ def _allowed_count(family: Family, constraints: Sequence[ConstraintLike],
     sizes = [p.n_points for p in family.params.values()]
     if any(s is None for s in sizes) or math.prod(s for s in sizes if s is not None) > limit:
         return None
-    return sum(1 for p in family.grid() if not forbidden_by(constraints, family.name, p))
+    return sum(1 for p in family.grid() if allowed(p))
 
 
 _KINDS: dict[str, type[Sampler]] = {
@@ -323,15 +413,19 @@ _KINDS: dict[str, type[Sampler]] = {
 
 
 def make_sampler(kind: str, family: Family | str, *, seed: int,
-                 constraints: Sequence[ConstraintLike] = ()) -> Sampler:
+                 constraints: Sequence[ConstraintLike] = (), explore: float = EXPLORE_SHARE,
+                 features: Features | None = None) -> Sampler:
     """A sampler of ``kind`` over ``family`` (a :class:`Family` or its name).
 
-    Unknown kinds raise SpecError ``SPEC_UNKNOWN_SAMPLER`` listing the known ones.
+    ``explore`` is the share of the space where soft rules do not apply (0 turns
+    re-testing off); ``features`` derives the quantities rules may name besides the
+    parameters. Unknown kinds raise SpecError ``SPEC_UNKNOWN_SAMPLER`` listing the
+    known ones.
     """
     cls = _KINDS.get(kind)
     if cls is None:
         raise SpecError(f"unknown sampler {kind!r}; known samplers: {', '.join(SAMPLER_KINDS)}",
                         code="SPEC_UNKNOWN_SAMPLER")
     fam = get_family(family) if isinstance(family, str) else family
-    return cls(fam, seed=seed, constraints=constraints)
+    return cls(fam, seed=seed, constraints=constraints, explore=explore, features=features)
 
