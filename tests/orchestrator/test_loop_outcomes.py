@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,3 +135,26 @@ def test_verification_mode_verifies_the_best_earlier_candidates(make_config: Mak
     assert mine and mine <= earlier  # nothing new was generated
     assert verify.iterations[0].promoted_to_B > 0
     assert verify.best_strategies  # the planted effect, now verified
+
+
+def test_the_loop_does_not_promote_beta(make_config: Make, tmp_path: Path) -> None:
+    """A rising, correlated market and no edge: trend rules that ride it have a fine
+    Sharpe and DSR against cash, but not against the equal-weight buy-and-hold of the
+    same symbols; the default policy's relative gates reject them and say so."""
+    from alphaloop.data.synthetic import generate
+
+    path = tmp_path / "drift.parquet"
+    generate(4, 2520, seed=5, mu=0.25, sigma=0.2, correlation=0.6).to_long().to_parquet(path)
+    cfg = make_config(path, budgets={"max_iterations": 3})
+    summary = Runner(cfg).run()
+    assert summary.best_strategies == ()
+    db = sqlite3.connect(cfg.kb.url.removeprefix("sqlite:///"))
+    rows = db.execute("SELECT evidence FROM failures WHERE run_id = ? AND stage_id = 'S60'",
+                      (cfg.run_id,)).fetchall()
+    db.close()
+    beta = [e for e in map(lambda r: json.loads(r[0]), rows)
+            if e["reasons"] and all("against benchmark equal_weight" in r for r in e["reasons"])]
+    assert beta, "no candidate was rejected by the relative gates alone"
+    for e in beta:  # score-v1's gates (against cash) hold: min_sharpe 0.5, min_dsr 0.95
+        assert e["sharpe"] >= 0.5 and e["dsr"] >= 0.95 and e["n_trades"] >= 30
+        assert any(r.startswith("excess_dsr") for r in e["reasons"])

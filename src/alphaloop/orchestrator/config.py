@@ -177,6 +177,15 @@ class Learning(_Strict):
     enabled: bool = True
 
 
+class WorldLink(_Strict):
+    """Where survivors go (seed 000): a WorldService, one of its worlds, and the
+    environment variable that holds the bearer token (never the token itself)."""
+
+    url: str = Field(min_length=1)
+    id: str = Field(min_length=1)
+    token_env: str = "ALPHALOOP_WORLD_TOKEN"
+
+
 class RunConfig(_Strict):
     """Everything a run needs; the same config and data give the same RunSummary."""
 
@@ -194,6 +203,11 @@ class RunConfig(_Strict):
     out_dir: str | None = None
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     learning: Learning = Field(default_factory=Learning)
+    benchmark: str | None = Field(default=None, min_length=1, max_length=500)
+    """What a candidate must beat (issue "beta is not alpha"): ``equal_weight`` (the
+    causal equal-weight buy-and-hold of the panel), ``cash``, a symbol of the panel or a
+    CSV/Parquet series. None: the scoring policy's benchmark, else ``equal_weight``."""
+    world: WorldLink | None = None
 
     @field_validator("run_id")
     @classmethod

@@ -40,6 +40,7 @@ from alphaloop.data.bars import Bars
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.execution import ExecutionModel
 from alphaloop.errors import AlphaloopError, DataError, ErrorClass, LookaheadError
+from alphaloop.evaluation.benchmark import resolve_benchmark
 from alphaloop.evaluation.scoring import load_policy
 from alphaloop.kb import records as rec
 from alphaloop.kb.store import KBError, KnowledgeBase
@@ -157,6 +158,11 @@ class Runner:
             raise ConfigError(f"{exc.message}", code="INVALID_CONFIG") from None
         self.costs = CostModel(fees_bps=cfg.engines.fees_bps,
                                slippage_bps=cfg.engines.slippage_bps)
+        try:  # over the search window, with the run's costs, through engine A
+            self.bench = resolve_benchmark(cfg.benchmark or self.policy.benchmark,
+                                           self.search, self.costs)
+        except AlphaloopError as exc:
+            raise ConfigError(f"benchmark: {exc.message}", code="INVALID_CONFIG") from None
         self.brief = _read_brief(cfg)
 
     def _open(self, *, resuming: bool) -> None:
@@ -372,10 +378,10 @@ class Runner:
         top_k = min(self.top_k, max((cfg.budgets.max_backtests - self.backtests) // 2, 0))
         short = self._stage(
             i, "S60", (list(fresh_specs), trials, var, a.pbo, top_k, threshold,
-                       self.policy.policy_version),
+                       self.policy.policy_version, self.bench.name),
             lambda: st.shortlist(a.metrics, a.returns, cand_frame, self.policy,
                                  cfg.policies.promotion, trials, var, a.pbo, top_k,
-                                 threshold), timings)
+                                 threshold, self._relative(a.returns, trials, var)), timings)
         self.generator.tell(short.scored)
         look = self._stage(i, "S65", (short.shortlist,),
                            lambda: self._lookahead(short.shortlist, fresh_specs), timings)
@@ -577,6 +583,13 @@ class Runner:
     def _backtest_a(self, specs: list[StrategySpec]) -> st.BacktestA:
         metrics, returns = backtest_all(self.executor, specs, self.search_end, self.costs)
         return st.BacktestA(metrics, returns, st.pbo_of(returns))
+
+    def _relative(self, returns: np.ndarray, trials: int, var: float) -> pd.DataFrame:
+        """Each candidate against the run's benchmark over the search window: what the
+        policy's relative gates read (IR, beta, alpha, ...; the DSR of the excess
+        returns deflated exactly as the plain DSR: by every trial of the run and the KB)."""
+        return st.relative_frame(returns, self.bench.returns, self.bench.name, trials, var,
+                                 self.search.periods_per_year)
 
     def _lookahead(self, ids: list[str], specs: dict[str, StrategySpec]) -> dict[str, str]:
         """Every shortlisted candidate's signals recomputed on truncated data; a

@@ -39,6 +39,7 @@ from alphaloop.engines.costs import CostModel
 from alphaloop.engines.engine_a import run_batch
 from alphaloop.engines.engine_b import verify
 from alphaloop.engines.execution import ExecutionModel
+from alphaloop.engines.metrics import relative_metrics
 from alphaloop.engines.verification import classify_failures
 from alphaloop.errors import SpecError
 from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
@@ -46,6 +47,7 @@ from alphaloop.evaluation.statistics import (
     expected_max_sharpe,
     pbo_cscv,
     psr,
+    return_moments_rows,
 )
 from alphaloop.orchestrator.config import Promotion
 from alphaloop.strategy.samplers import Sampler, make_sampler
@@ -296,13 +298,36 @@ def deflate(frame: pd.DataFrame, trials: int, var_trials: float) -> pd.DataFrame
     return out
 
 
+def relative_frame(returns: np.ndarray, benchmark: np.ndarray, name: str, trials: int,
+                   var_trials: float, ppy: float) -> pd.DataFrame:
+    """One row per candidate (``returns`` (K, T)) against ``benchmark`` (T,): the
+    relative metrics of :mod:`alphaloop.engines.metrics` and ``excess_psr`` /
+    ``excess_dsr``, the PSR and DSR of the excess returns by :func:`deflate` (the
+    loop's one deflation: every trial, the trials' Sharpe variance)."""
+    r = np.asarray(returns, dtype=np.float64)
+    rel = relative_metrics(r, benchmark, ppy)
+    out = pd.DataFrame({k: np.broadcast_to(np.asarray(v, dtype=np.float64), (len(r),))
+                        for k, v in rel.items()})
+    out.insert(0, "benchmark", name)
+    sr, skew, kurt = return_moments_rows(r - benchmark[None, :])
+    ex = deflate(pd.DataFrame({"sr_per_period": sr, "skew": skew, "kurtosis": kurt,
+                               "n_obs": r.shape[1]}), trials, var_trials)
+    out["excess_psr"], out["excess_dsr"] = ex["psr"].to_numpy(), ex["dsr"].to_numpy()
+    return out
+
+
 def shortlist(metrics: pd.DataFrame, returns: np.ndarray, candidates: pd.DataFrame,
               policy: ScoringPolicy, promo: Promotion, trials: int, var_trials: float,
-              pbo: float | None, top_k: int, threshold: float) -> Shortlist:
-    """Score (with DSR deflated by every trial and the iteration's PBO), then promote
-    the top ``top_k`` that pass every gate and reach ``threshold``, at most
-    ``max_per_cluster`` per cluster of return correlation >= ``cluster_correlation``
-    (seed 003 §5.2, §8)."""
+              pbo: float | None, top_k: int, threshold: float,
+              relative: pd.DataFrame | None = None) -> Shortlist:
+    """Score (with DSR deflated by every trial and the iteration's PBO, and the
+    candidates' ``relative`` columns against the benchmark, one row per row of
+    ``metrics``), then promote the top ``top_k`` that pass every gate and reach
+    ``threshold``, at most ``max_per_cluster`` per cluster of return correlation >=
+    ``cluster_correlation`` (seed 003 §5.2, §8)."""
+    if relative is not None:
+        metrics = pd.concat([metrics.reset_index(drop=True),
+                             relative.reset_index(drop=True)], axis=1)
     frame = metrics.merge(candidates[["strategy_id", "family", "params"]], on="strategy_id")
     frame = deflate(frame, trials, var_trials)
     frame["pbo"] = pbo if pbo is not None else math.nan
