@@ -231,6 +231,14 @@ def test_sourcing_for_backtest_runs_engine_b_on_the_worlds_data(world_server: An
     assert out.latest.metrics["n_trades"] == local.metrics["n_trades"]
 
 
+def test_a_backtest_without_world_data_says_why_it_has_no_metrics(world_server: Any) -> None:
+    _world(world_server, "w-nodata")
+    with _client(world_server, "submitter") as c:
+        out = c.evaluate("w-nodata", {"run_id": "bt", "spec": _spec(27).model_dump()})
+    assert out.latest.metric_sources == ["engine_b:unavailable:world_has_no_data"]
+    assert (out.latest.outcome, [r.reason for r in out.latest.rules]) == ("fail", ["NO_METRICS"])
+
+
 def test_a_stale_snapshot_is_named_and_not_used(world_server: Any) -> None:
     _world(world_server, "w-stale-src")
     spec = _spec(18)

@@ -147,4 +147,7 @@ def source(stage: str, *, previous: Previous | None, hub: HubView | None,
         metrics, data_ref = engine_b_metrics(spec, data, refs_root)
         out.metrics.update(metrics)
         out.sources.append(f"engine_b:{data_ref[:16]}")
+    elif previous is None:  # say why nothing could be computed (the gates then fail)
+        out.sources.append("engine_b:unavailable:" + ("no_spec" if spec is None
+                                                      else "world_has_no_data"))
     return out
