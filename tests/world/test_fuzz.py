@@ -138,8 +138,19 @@ def test_engine_b_on_missing_world_data_is_a_clear_422(http: httpx.Client) -> No
     assert "garbage.csv" in r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("data", ["../kb.sqlite", "/etc/passwd", "no-such-file.csv"])
-def test_world_data_outside_the_refs_root_is_refused(http: httpx.Client, data: str) -> None:
+@pytest.mark.parametrize(("data", "code"), [
+    ("../kb.sqlite", "REF_OUTSIDE_ROOT"), ("/etc/passwd", "REF_OUTSIDE_ROOT"),
+    ("sub/../../kb.sqlite", "REF_OUTSIDE_ROOT"), ("no-such-file.csv", "REF_NOT_FOUND")])
+def test_world_data_outside_the_refs_root_is_refused(http: httpx.Client, data: str,
+                                                     code: str) -> None:
     r = http.post("/worlds", json={"world_id": "fz-data", "data": data})
     assert r.status_code == 422
-    assert r.json()["error"]["field"] == "data"
+    assert (r.json()["error"]["field"], r.json()["error"]["code"]) == ("data", code)
+
+
+def test_world_data_by_absolute_path_inside_the_refs_root(
+        world_server: tuple[Server, dict[str, str]], http: httpx.Client) -> None:
+    srv, _ = world_server
+    r = http.post("/worlds", json={"world_id": "fz-abs",
+                                   "data": str(srv.refs_root / "garbage.csv")})
+    assert r.status_code == 200

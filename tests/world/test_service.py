@@ -268,7 +268,7 @@ def test_returns_by_reference_to_a_stored_parquet(world_server: Any) -> None:
     assert out.latest.metrics["sharpe"] == pytest.approx(
         return_metrics(np.asarray(returns), 252.0)["sharpe"])
     assert (exc.value.status, exc.value.code, exc.value.field) == (
-        422, "REF_INVALID", "realized_returns_ref")
+        422, "REF_OUTSIDE_ROOT", "realized_returns_ref")
 
 
 # --------------------------------------------------------------- decisions, the SDK

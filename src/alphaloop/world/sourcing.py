@@ -76,15 +76,13 @@ def returns_metrics(returns: np.ndarray, periods_per_year: float) -> MetricMap:
 
 
 def resolve_ref(refs_root: Path, ref: str, field: str) -> Path:
-    """The file ``ref`` names, which must lie under ``refs_root``: ``..`` and absolute
-    paths are refused, so a request cannot make the service read any other file."""
-    candidate = Path(ref)
-    if candidate.is_absolute() or ".." in candidate.parts:
-        raise invalid(field, "must be a relative path inside the refs root "
-                      "(no '..', not absolute)", "REF_INVALID")
-    path = (refs_root / candidate).resolve()
+    """The file ``ref`` names (relative to ``refs_root``, or absolute), which must lie
+    under ``refs_root`` once ``..`` and symbolic links are resolved: a request cannot
+    make the service read any other file."""
+    path = (refs_root / ref).resolve()  # an absolute ref replaces the root here
     if not path.is_relative_to(refs_root) or not path.is_file():
-        raise invalid(field, f"{ref!r} is not a file under the refs root", "REF_NOT_FOUND")
+        raise invalid(field, f"{ref!r} is not a file under the service's refs root",
+                      "REF_NOT_FOUND" if path.is_relative_to(refs_root) else "REF_OUTSIDE_ROOT")
     return path
 
 
