@@ -579,12 +579,17 @@ def _source_rows(run: Any, sid: str, bars: Any, split: int, in_top: bool,
         ("data", f"{r.data_source} ({r.data_ref})"),
         ("selection window", window), ("holdout", holdout),
         ("trial count", f"{r.n_trials} (DSR deflates every Sharpe by this many trials)"),
+        ("benchmark", f"{r.benchmark_label} ({r.n_beat_benchmark} of {r.n_candidates} "
+                      "candidates beat it significantly)" if r.benchmark else
+                      "none recorded (a run from before benchmarks); charts use "
+                      "equal_weight"),
         ("candidates", f"{r.n_candidates} scored; PBO and SPA are of the whole set"),
         ("robustness detail", detail),
-        ("charts", f"backtest of {sid[:16]} recomputed for this page on all "
-                   f"{bars.n_bars} bars with the run's costs; the dashed line marks the "
+        ("charts", f"backtest of {sid[:16]} and its benchmark recomputed for this page on "
+                   f"all {bars.n_bars} bars with the run's costs; the dashed line marks the "
                    "holdout start" if r.holdout > 0 else
-                   f"backtest of {sid[:16]} recomputed for this page with the run's costs"),
+                   f"backtest of {sid[:16]} and its benchmark recomputed for this page with "
+                   "the run's costs"),
     ]
 
 

@@ -121,7 +121,8 @@ class RobustnessReport(BaseModel):
     holdout_fraction: float = 0.0
     sharpe_holdout: float | None = None
     holdout_metrics: dict[str, float | None] | None = None
-    # measured against the benchmark over the same window (None: no benchmark given)
+    # measured against the benchmark over the same window (None in runs recorded before
+    # benchmarks existed, or where a value is undefined, e.g. beta against cash)
     benchmark: str | None = None
     benchmark_label: str | None = None
     beta: float | None = None
@@ -267,7 +268,8 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
                               full.periods_per_year)
                for r, i in zip(reports, picked, strict=True)]
     reports = [r.model_copy(update={"data_warnings": warnings}) for r in reports]
-    gate = policy.gates.min_excess_dsr or 0.95
+    # "beat significantly": the policy's excess-DSR gate, else the usual 95 %
+    gate = 0.95 if policy.gates.min_excess_dsr is None else policy.gates.min_excess_dsr
     beat = int((scored["excess_dsr"] >= gate).sum())
     return Evaluation(frame=scored, reports=reports, n_trials=trials, pbo=pbo, spa_pvalue=spa,
                       policy_version=policy.policy_version,
