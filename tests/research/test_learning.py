@@ -1,0 +1,303 @@
+"""Constraint learning: rules from constructed failure clouds, with support and
+confidence counted by hand; Wilson bounds against hand calculation and statsmodels;
+versioned constraint sets; expiry when re-tests contradict a rule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from statsmodels.stats.proportion import proportion_confint
+
+from alphaloop.research.learning import (
+    ConstraintSet,
+    LearningConfig,
+    Observation,
+    Retest,
+    contradiction,
+    duplicate_rules,
+    learn,
+    learn_rules,
+    retests_of,
+    structural_rule,
+    update_set,
+    wilson_interval,
+)
+from alphaloop.research.rootcause import CandidateEvidence, ScoringEvidence, SearchMetrics, diagnose
+from alphaloop.strategy.constraints import Clause
+from alphaloop.strategy.templates import FAMILIES, get_family
+
+SMA = get_family("sma_cross")
+MOMENTUM = get_family("momentum")
+Z = 1.959963984540054  # Φ⁻¹(0.975)
+
+
+# ------------------------------------------------------------------ Wilson
+def test_wilson_by_hand() -> None:
+    # 8 of 10, z = 1.96: p = 0.8, z²/2n = 0.192073, p(1-p)/n + z²/4n² = 0.016 + 0.0096037
+    centre, denom = 0.8 + Z**2 / 20, 1 + Z**2 / 10
+    spread = Z * math.sqrt(0.016 + Z**2 / 400)
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx((centre - spread) / denom, abs=1e-12)
+    assert lo == pytest.approx(0.4902, abs=1e-4)
+    assert hi == pytest.approx(0.9433, abs=1e-4)
+
+
+@pytest.mark.parametrize(("hits", "n", "alpha"),
+                         [(0, 1, 0.05), (0, 7, 0.05), (3, 4, 0.05), (41, 44, 0.05),
+                          (54, 60, 0.1), (120, 120, 0.01), (1, 1000, 0.05)])
+def test_wilson_matches_statsmodels(hits: int, n: int, alpha: float) -> None:
+    ref = proportion_confint(hits, n, alpha=alpha, method="wilson")
+    assert wilson_interval(hits, n, alpha) == pytest.approx(ref, abs=1e-12)
+
+
+def test_wilson_edge_cases() -> None:
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+
+
+# ------------------------------------------------------------------ clouds
+def sma_cloud() -> list[Observation]:
+    """Every valid sma_cross grid point (174). TOO_FEW_TRADES where slow >= 150,
+    except fast >= 45 with slow in {150, 170, 190} (6 points); nothing fails elsewhere.
+
+    Counted by hand: slow >= 150 is 6 slow values x 10 fast values = 60 points (every
+    fast < 150), of which 6 pass, so 54 fail."""
+    out = []
+    for p in SMA.grid():
+        fails = p["slow"] >= 150 and not (p["fast"] >= 45 and p["slow"] in (150, 170, 190))
+        out.append(Observation(family="sma_cross", params=p,
+                               codes=("TOO_FEW_TRADES",) if fails else ()))
+    return out
+
+
+def test_cloud_is_what_the_docstring_says() -> None:
+    cloud = sma_cloud()
+    assert len(cloud) == 174
+    assert sum(o.codes == ("TOO_FEW_TRADES",) for o in cloud) == 54
+
+
+def test_a_depth_one_tree_learns_the_slow_rule() -> None:
+    cfg = LearningConfig(max_depth=1, min_support=10, min_confidence=0.6)
+    rules = learn_rules(sma_cloud(), SMA, "TOO_FEW_TRADES", config=cfg, iteration=3)
+    assert len(rules) == 1
+    rule = rules[0]
+    assert rule.clauses == [Clause(param="slow", op=">=", value=150)]
+    assert (rule.support, rule.hits) == (60, 54)
+    assert rule.confidence == pytest.approx(0.9)
+    assert rule.confidence_lower == pytest.approx(
+        proportion_confint(54, 60, method="wilson")[0], abs=1e-12)
+    assert rule.kind == "soft" and rule.code == "TOO_FEW_TRADES"
+    assert rule.created_at_iteration == 3
+    assert "54 of 60" in rule.reason
+
+
+def test_a_depth_two_tree_cuts_the_impure_corner_off() -> None:
+    """Depth 2: within slow >= 150 the best split (leaves of >= 10) is fast <= 40: 8 fast
+    values x 6 slow = 48 points, all failing; fast >= 45 keeps 6 of 12 failing, whose
+    Wilson lower bound (0.25) is far below 0.6, so it is no rule."""
+    cfg = LearningConfig(max_depth=2, min_support=10, min_confidence=0.6)
+    rules = learn_rules(sma_cloud(), SMA, "TOO_FEW_TRADES", config=cfg)
+    assert [(r.clauses, r.support, r.hits) for r in rules] == [
+        ([Clause(param="fast", op="<=", value=40), Clause(param="slow", op=">=", value=150)],
+         48, 48)]
+
+
+def test_min_support_shapes_the_leaves_and_confidence_filters() -> None:
+    cloud = sma_cloud()
+    # leaves of >= 61: the split moves down to slow >= 140, which adds slow = 140 with
+    # its 10 fast values (all passing): 70 points, 54 failing (Wilson lower 0.66)
+    (wide,) = learn_rules(cloud, SMA, "TOO_FEW_TRADES",
+                          config=LearningConfig(max_depth=1, min_support=61))
+    assert (wide.clauses, wide.support, wide.hits) == (
+        [Clause(param="slow", op=">=", value=140)], 70, 54)
+    # more support than there are candidates: no split, and the root is no rule
+    assert learn_rules(cloud, SMA, "TOO_FEW_TRADES",
+                       config=LearningConfig(max_depth=1, min_support=175)) == []
+    # 54/60 has a Wilson lower bound of 0.7985: demand 0.8 and nothing is kept
+    assert learn_rules(cloud, SMA, "TOO_FEW_TRADES",
+                       config=LearningConfig(max_depth=1, min_confidence=0.8)) == []
+
+
+def momentum_cloud() -> list[Observation]:
+    """momentum: 24 windows x 11 thresholds = 264 points. TOO_FEW_TRADES always at
+    threshold 0.09 and 0.10 (48 points), and at 0.07 and 0.08 for 18 of the 24 windows
+    (all but every fourth: 36 of 48 points); nothing fails below 0.07."""
+    windows = MOMENTUM.params["window"].grid()
+    out = []
+    for p in MOMENTUM.grid():
+        t, k = p["threshold"], windows.index(p["window"])
+        fails = t > 0.085 or (t > 0.065 and k % 4 != 3)
+        out.append(Observation(family="momentum", params=p,
+                               codes=("TOO_FEW_TRADES",) if fails else ()))
+    return out
+
+
+def test_a_threshold_parameter_gives_an_open_rule() -> None:
+    """Without monotonicity the depth-2 tree finds the band 0.07..0.08 (36 of 48 fail,
+    Wilson lower 0.612 >= 0.6) and the top threshold >= 0.09 (48 of 48). Declared
+    monotone (+1: a higher threshold, fewer trades), the band is opened upwards:
+    threshold >= 0.07 covers 96 points, 36 + 48 = 84 fail."""
+    cfg = LearningConfig(max_depth=2, min_support=10, min_confidence=0.6)
+    cloud = momentum_cloud()
+    assert sum(bool(o.codes) for o in cloud) == 84
+    assert proportion_confint(36, 48, method="wilson")[0] > 0.6  # the band is a rule
+
+    def shapes(monotone: dict[str, int]) -> list:
+        rules = learn_rules(cloud, MOMENTUM, "TOO_FEW_TRADES", config=cfg,
+                            monotone=monotone)
+        return sorted((r.support, r.hits, r.clauses) for r in rules)
+
+    ge07 = Clause(param="threshold", op=">=", value=0.07)
+    ge09 = Clause(param="threshold", op=">=", value=0.09)
+    assert shapes({}) == [
+        (48, 36, [Clause(param="threshold", op="<=", value=0.08), ge07]),
+        (48, 48, [ge09])]
+    assert shapes({"threshold": 1}) == [(48, 48, [ge09]), (96, 84, [ge07])]
+
+
+def test_choice_parameters_become_equality_clauses() -> None:
+    """donchian_breakout: every candidate with stop_loss 0.02 fails RISK_MODEL_FAILURE
+    (one of 4 choices), nothing else does."""
+    fam = get_family("donchian_breakout")
+    cloud = [Observation(family=fam.name, params=p,
+                         codes=("RISK_MODEL_FAILURE",) if p["stop_loss"] == 0.02 else ())
+             for p in fam.grid()]
+    n_stop = sum(p["stop_loss"] == 0.02 for p in fam.grid())
+    rules = learn_rules(cloud, fam, "RISK_MODEL_FAILURE",
+                        config=LearningConfig(max_depth=1))
+    assert [(r.clauses, r.support, r.hits) for r in rules] == [
+        ([Clause(param="stop_loss", op="==", value=0.02)], n_stop, n_stop)]
+
+
+def test_features_can_carry_a_rule() -> None:
+    """A derived feature (fast x slow / 100, say a holding period) explains the failures
+    exactly, no single parameter does: the depth-1 rule is stated over the feature and
+    covers exactly the failing points."""
+    def holding(p: dict) -> float:
+        return p["fast"] * p["slow"] / 100
+
+    cloud = [Observation(family="sma_cross", params=p, features={"holding": holding(p)},
+                         codes=("TOO_FEW_TRADES",) if holding(p) >= 40 else ())
+             for p in SMA.grid()]
+    n_fail = sum(holding(p) >= 40 for p in SMA.grid())
+    (rule,) = learn_rules(cloud, SMA, "TOO_FEW_TRADES", config=LearningConfig(max_depth=1))
+    assert [c.param for c in rule.clauses] == ["holding"]
+    assert (rule.support, rule.hits) == (n_fail, n_fail)
+    assert rule.forbids("sma_cross", {"fast": 40, "slow": 100, "holding": 40.0})
+    assert not rule.forbids("sma_cross", {"fast": 40, "slow": 100})  # no feature, no claim
+
+
+def test_learn_covers_families_and_codes_deterministically() -> None:
+    cloud = sma_cloud() + momentum_cloud()
+    cfg = LearningConfig(max_depth=1)
+    first = learn(cloud, FAMILIES, config=cfg, iteration=1)
+    assert {(r.family, r.code) for r in first} == {("sma_cross", "TOO_FEW_TRADES"),
+                                                   ("momentum", "TOO_FEW_TRADES")}
+    assert learn(cloud, FAMILIES, config=cfg, iteration=1) == first
+
+
+def test_no_failures_no_rules_all_failures_one_family_rule() -> None:
+    quiet = [Observation(family="sma_cross", params=p) for p in SMA.grid()]
+    assert learn(quiet, FAMILIES) == []
+    loud = [Observation(family="sma_cross", params=p, codes=("LOW_SHARPE",))
+            for p in SMA.grid()]
+    (rule,) = learn_rules(loud, SMA, "LOW_SHARPE")
+    assert rule.clauses == [] and (rule.support, rule.hits) == (174, 174)
+
+
+def test_observations_from_diagnoses() -> None:
+    ev = CandidateEvidence(
+        strategy_id="s9", family="sma_cross", params={"fast": 5, "slow": 20},
+        scoring=ScoringEvidence(metrics=SearchMetrics(n_trades=0),
+                                failed_gates=("min_trades",)))
+    d = diagnose(ev)
+    assert d is not None
+    o = Observation.of(d)
+    assert (o.family, o.params, o.codes, o.strategy_id) == (
+        "sma_cross", {"fast": 5, "slow": 20}, ("NO_TRADES",), "s9")
+    assert o.has("NO_TRADES") and not o.has("TOO_FEW_TRADES")
+
+
+# ------------------------------------------------------------------ sets
+def a_rule() -> list:
+    cfg = LearningConfig(max_depth=1)
+    return learn_rules(sma_cloud(), SMA, "TOO_FEW_TRADES", config=cfg, iteration=1)
+
+
+def test_sets_are_versioned_by_content() -> None:
+    rules = a_rule()
+    s1 = update_set(None, learned=rules, iteration=1)
+    assert s1.parent_id == ConstraintSet.build(()).constraint_set_id
+    assert [c.action for c in s1.changes] == ["added"]
+    assert s1.changes[0].why == rules[0].reason
+    # same rules, any order or history: the same id; nothing new: the same set
+    assert ConstraintSet.build(reversed(s1.rules)).constraint_set_id == s1.constraint_set_id
+    assert update_set(s1, learned=rules, iteration=2) is s1
+
+
+def test_hard_rules() -> None:
+    hard = duplicate_rules("sma_cross", [{"fast": 5, "slow": 20}, {"slow": 20, "fast": 5}])
+    assert len(hard) == 1 and hard[0].kind == "hard"
+    assert hard[0].forbids("sma_cross", {"fast": 5, "slow": 20})
+    assert not hard[0].forbids("sma_cross", {"fast": 5, "slow": 30})
+    wall = structural_rule("sma_cross", [Clause(param="slow", op=">", value=5000)],
+                           "longer than the data")
+    assert wall.hard and wall.rule_id.startswith("h-")
+
+
+def retest(rule_id: str, n_failed: int, n_passed: int, start: int = 0) -> list[Retest]:
+    return [Retest(rule_id=rule_id, strategy_id=f"s{start + i}", failed=i < n_failed)
+            for i in range(n_failed + n_passed)]
+
+
+def test_retests_that_contradict_a_soft_rule_retire_it() -> None:
+    """The rule was kept at min_confidence 0.6. With 0 of n re-tests failing, the Wilson
+    upper bound is (z²/n) / (1 + z²/n): n = 2 gives 0.658 (not enough), n = 3 gives
+    1.2805 / 2.2805 = 0.5615 < 0.6, so the third passing re-test retires it."""
+    s1 = update_set(None, learned=a_rule(), iteration=1)
+    rid = s1.rules[0].rule_id
+    s2 = update_set(s1, retests=retest(rid, 0, 2), iteration=2)
+    assert s2.get(rid).active and s2.get(rid).retests == 2  # type: ignore[union-attr]
+    assert [c.action for c in s2.changes] == ["retested"]
+    s3 = update_set(s2, retests=retest(rid, 0, 1, start=2), iteration=3)
+    gone = s3.get(rid)
+    assert gone is not None and gone.status == "expired"
+    assert gone.expired_at_iteration == 3
+    upper3 = proportion_confint(0, 3, method="wilson")[1]  # the peer's number: 0.5615
+    assert upper3 < 0.6 < proportion_confint(0, 2, method="wilson")[1]
+    assert "0 of 3" in gone.expiry_reason and f"{upper3:.3f}" in gone.expiry_reason
+    assert [c.action for c in s3.changes] == ["retested", "expired"]
+    assert s3.parent_id == s2.constraint_set_id
+    assert s3.active == ()
+    assert not gone.forbids("sma_cross", {"fast": 5, "slow": 200})
+    # learned again from the same old evidence, it stays retired
+    assert update_set(s3, learned=a_rule(), iteration=4) is s3
+
+
+def test_retests_that_confirm_keep_the_rule() -> None:
+    s1 = update_set(None, learned=a_rule(), iteration=1)
+    rid = s1.rules[0].rule_id
+    s2 = update_set(s1, retests=retest(rid, 3, 1), iteration=2)
+    assert s2.get(rid).active  # type: ignore[union-attr]
+    assert contradiction(s2.get(rid)) is None  # type: ignore[arg-type]
+
+
+def test_hard_rules_never_expire() -> None:
+    hard = duplicate_rules("sma_cross", [{"fast": 5, "slow": 20}])
+    s1 = update_set(None, learned=hard, iteration=1)
+    s2 = update_set(s1, retests=retest(hard[0].rule_id, 0, 10), iteration=2)
+    assert s2 is s1
+
+
+def test_retests_of_reads_primary_codes() -> None:
+    rules = a_rule()
+    rid = rules[0].rule_id
+    out = retests_of({"a": [rid], "b": [rid], "c": [rid]},
+                     {"a": ["TOO_FEW_TRADES"], "b": ["LOW_SHARPE", "TOO_FEW_TRADES"]}, rules)
+    assert [(t.strategy_id, t.failed) for t in out] == [("a", True), ("b", False),
+                                                        ("c", False)]
+    both = retests_of({"b": [rid]}, {"b": ["LOW_SHARPE", "TOO_FEW_TRADES"]}, rules,
+                      use_secondary=True)
+    assert both[0].failed
