@@ -260,7 +260,7 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
                 stats, pbo, spa, seed, detail)
         for i in picked]
     if held is not None:
-        reports = [_with_holdout(r, _holdout_metrics(held[order[i]], full.periods_per_year),
+        reports = [_with_holdout(r, _finite_metrics(held[order[i]], full.periods_per_year),
                                  holdout, full.data_ref)
                    for r, i in zip(reports, picked, strict=True)]
     warnings = [f"{i.code}: {i.message}" for i in survivorship_issues(full)]
@@ -363,8 +363,7 @@ def _relative(frame: pd.DataFrame, rets: np.ndarray, bench: Benchmark, split: in
         frame[name] = cols[name].to_numpy()
     spa = (spa_test(rets.T, b, reps=spa_reps, seed=seed).pvalue_consistent
            if rets.shape[0] > 1 else None)
-    return {"benchmark_metrics": {k: _num(v) for k, v in return_metrics(b, ppy).items()},
-            "spa": spa}
+    return {"benchmark_metrics": _finite_metrics(b, ppy), "spa": spa}
 
 
 def _with_relative(report: RobustnessReport, row: pd.Series, bench: Benchmark,
@@ -390,7 +389,7 @@ def _holdout_relative(r: np.ndarray, b: np.ndarray, ppy: float) -> dict[str, flo
         out["excess_psr"] = _num(psr(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis))
     except ValueError:  # no variation or too short: no evidence
         out["excess_psr"] = None
-    out |= {f"benchmark_{k}": _num(v) for k, v in return_metrics(b, ppy).items()}
+    out |= {f"benchmark_{k}": v for k, v in _finite_metrics(b, ppy).items()}
     return out
 
 
@@ -438,7 +437,7 @@ def _with_holdout(report: RobustnessReport, metrics: dict[str, float | None],
         "sharpe_holdout": metrics.get("sharpe"), "data_ref": data_ref})
 
 
-def _holdout_metrics(returns: np.ndarray, ppy: float) -> dict[str, float | None]:
+def _finite_metrics(returns: np.ndarray, ppy: float) -> dict[str, float | None]:
     return {k: _num(v) for k, v in return_metrics(returns, ppy).items()}
 
 
