@@ -129,6 +129,25 @@ def test_the_same_run_id_twice_is_one_run_with_two_revisions(world_server: Any) 
     assert (exc.value.status, exc.value.code) == (409, "RUN_ID_CONFLICT")
 
 
+def test_only_producers_may_assert_paper_or_live_evidence(world_server: Any) -> None:
+    _world(world_server, "w-evidence")
+    spec = _spec(28).model_dump()
+    for extra in ({"metrics": {"sharpe": 3.0}}, {"realized_returns": [0.01, 0.02, 0.01]}):
+        r = _raw(world_server, "POST", "/worlds/w-evidence/evaluate", "submitter",
+                 json={"run_id": "claim", "stage": "paper", "spec": spec, **extra})
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN")
+    cohort = _raw(world_server, "POST", "/worlds/w-evidence/evaluate-cohort", "submitter",
+                  json={"run_id": "c", "stage": "live",
+                        "items": [{"spec": spec, "metrics": {"sharpe": 3.0}}]})
+    assert cohort.status_code == 403
+    sourced = _raw(world_server, "POST", "/worlds/w-evidence/evaluate", "submitter",
+                   json={"run_id": "claim", "stage": "paper", "spec": spec})
+    assert sourced.status_code == 200  # without claims: judged on what the world sources
+    assert _raw(world_server, "POST", "/worlds/w-evidence/evaluate", "operator",
+                json={"run_id": "producer", "stage": "paper", "spec": spec,
+                      "metrics": {"sharpe": 3.0}}).status_code == 200
+
+
 def test_an_invalid_spec_is_refused_by_the_strategy_language(world_server: Any) -> None:
     _world(world_server, "w-spec")
     hostile = {"entry": "__import__('os').system('touch /tmp/pwned') > 0", "exit": "close > 1"}
@@ -155,7 +174,7 @@ def _snapshot(world_id: str, strategy_id: str, **extra: Any) -> dict[str, Any]:
 def test_sourcing_1_the_latest_run_of_the_same_stage(world_server: Any) -> None:
     _world(world_server, "w-src1")
     spec = _spec(14).model_dump()
-    with _client(world_server, "submitter") as c:
+    with _client(world_server, "operator") as c:
         c.evaluate("w-src1", {"run_id": "other-stage", "stage": "paper", "spec": spec,
                               "metrics": {"sharpe": 0.2}})
         c.evaluate("w-src1", {"run_id": "first", "spec": spec, "metrics": {"sharpe": 1.2,
@@ -187,7 +206,7 @@ def test_sourcing_2_the_risk_hub_snapshot_and_its_realized_returns(world_server:
 def test_sourcing_3_realized_returns_in_the_request(world_server: Any) -> None:
     _world(world_server, "w-src3")
     returns = _returns(drift=-0.002)
-    with _client(world_server, "submitter") as c:
+    with _client(world_server, "operator") as c:
         out = c.evaluate("w-src3", {"run_id": "p", "stage": "dryrun",
                                     "spec": _spec(16).model_dump(),
                                     "realized_returns": returns, "periods_per_year": 52})

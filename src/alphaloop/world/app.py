@@ -149,6 +149,10 @@ class Identity:
     role: str
     name: str
 
+    @property
+    def actor(self) -> str:
+        return f"{self.name[:100]}#{self.token_id}"
+
 
 class Auth:
     """Dependencies that check the bearer token's role for one action.
@@ -183,22 +187,42 @@ class Auth:
         self._cache[key] = (who, time.monotonic() + self.cache_s)
         return who
 
+    async def _identity(self, authorization: str | None, action: str) -> Identity:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise WorldError("a bearer token is required (Authorization: Bearer …)",
+                             code="UNAUTHENTICATED", status=401, field="authorization")
+        token = token.strip()
+        who = self._cached(token) or await anyio.to_thread.run_sync(self._lookup, token)
+        if who is None:
+            raise WorldError("the bearer token is unknown or revoked",
+                             code="UNAUTHENTICATED", status=401, field="authorization")
+        if not tokens.allowed(who.role, action):
+            raise WorldError(f"role {who.role!r} may not {action}", code="FORBIDDEN",
+                             status=403)
+        return who
+
     def require(self, action: str) -> Callable[..., Awaitable[str]]:
+        """A dependency answering the actor (``name#token_id``) allowed to do ``action``."""
         async def check(authorization: Annotated[str | None, Header()] = None) -> str:
-            scheme, _, token = (authorization or "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise WorldError("a bearer token is required (Authorization: Bearer …)",
-                                 code="UNAUTHENTICATED", status=401, field="authorization")
-            token = token.strip()
-            who = self._cached(token) or await anyio.to_thread.run_sync(self._lookup, token)
-            if who is None:
-                raise WorldError("the bearer token is unknown or revoked",
-                                 code="UNAUTHENTICATED", status=401, field="authorization")
-            if not tokens.allowed(who.role, action):
-                raise WorldError(f"role {who.role!r} may not {action}", code="FORBIDDEN",
-                                 status=403)
-            return f"{who.name[:100]}#{who.token_id}"
+            return (await self._identity(authorization, action)).actor
         return check
+
+    def identity(self, action: str) -> Callable[..., Awaitable[Identity]]:
+        async def check(authorization: Annotated[str | None, Header()] = None) -> Identity:
+            return await self._identity(authorization, action)
+        return check
+
+
+def _evidence_allowed(who: Identity, stage: str, evidence: bool) -> None:
+    """Metrics or returns a client asserts for a paper/live stage would let it write its
+    own way up the ladder: only producers (operator, admin) may post them; submitters
+    get such stages judged on what the world sources (the risk hub)."""
+    if stage != "backtest" and evidence and not tokens.allowed(who.role, "evaluation.evidence"):
+        raise WorldError(f"role {who.role!r} may not supply metrics or realized returns for "
+                         f"stage {stage}; post them to the risk hub as a producer, or leave "
+                         "them out to have them sourced", code="FORBIDDEN", status=403,
+                         field="metrics")
 
 
 THREADS = int(os.environ.get("ALPHALOOP_WORLD_THREADS", "8"))
@@ -235,6 +259,7 @@ def _routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
 
 def _world_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
     reader = Depends(auth.require("read"))
+    submitter = Depends(auth.identity("evaluation.submit"))
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, str]:
@@ -264,15 +289,20 @@ def _world_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
 
     @app.post("/worlds/{world_id}/evaluate", response_model=EvaluationOut, tags=["evaluation"])
     def evaluate(world_id: WorldId, body: EvaluateIn,
-                 actor: str = Depends(auth.require("evaluation.submit"))) -> EvaluationOut:
+                 who: Identity = submitter) -> EvaluationOut:
         """Judge one strategy; the same ``run_id`` adds a revision to the same run."""
-        return service.evaluate(world_id, body, actor)
+        _evidence_allowed(who, body.stage, body.metrics is not None
+                          or body.realized_returns is not None)
+        return service.evaluate(world_id, body, who.actor)
 
     @app.post("/worlds/{world_id}/evaluate-cohort", response_model=CohortOut,
               tags=["evaluation"])
     def evaluate_cohort(world_id: WorldId, body: CohortIn,
-                        actor: str = Depends(auth.require("evaluation.submit"))) -> CohortOut:
-        return service.evaluate_cohort(world_id, body, actor)
+                        who: Identity = submitter) -> CohortOut:
+        _evidence_allowed(who, body.stage, any(i.metrics is not None
+                                               or i.realized_returns is not None
+                                               for i in body.items))
+        return service.evaluate_cohort(world_id, body, who.actor)
 
     @app.get("/worlds/{world_id}/runs/{run_id}", response_model=RunOut, tags=["evaluation"])
     def get_run(world_id: WorldId, run_id: Annotated[str, PathParam(pattern=_KEY)],

@@ -27,6 +27,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "world.create": frozenset({"operator", "admin"}),
     "policy.update": frozenset({"operator", "admin"}),
     "evaluation.submit": frozenset({"submitter", "operator", "admin"}),
+    # metrics or realized returns asserted by the caller for a paper/live/shadow/dryrun
+    # stage: producers only (a submitter's claims could walk it up the ladder)
+    "evaluation.evidence": frozenset({"operator", "admin"}),
     "snapshot.post": frozenset({"operator", "admin"}),  # producers: paper runner, gateway
     "token.manage": frozenset({"admin"}),
 }
