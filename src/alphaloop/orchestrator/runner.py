@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -87,12 +88,16 @@ from alphaloop.orchestrator.states import (
 )
 from alphaloop.strategy.spec import StrategySpec
 
+if TYPE_CHECKING:  # the SDK is imported when a world is used (it pulls in httpx)
+    from alphaloop.world.client import SubmitResult
+
 CONFIG_FILE = "loop.json"
 SUMMARY_FILE = "summary.json"
 DQ_FILE = "dq_report.json"  # OBS-540
 WAL_FILE = "kb_wal.jsonl"
 CLOCK_FILE = "clock.json"  # wall time used by earlier sessions (max_walltime_sec spans them)
 PENDING_FILE = "kb_pending.jsonl"  # transitions and stage runs written while the KB was locked
+WORLD_FILE = "world_submissions.jsonl"  # what the world decided for each survivor handed off
 _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
     "record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord}
 
@@ -201,6 +206,7 @@ class Runner:
         self.last_diagnosis: str | None = ""  # S60 branch D: what bound the last time
         self.extra_families: tuple[str, ...] = ()
         self.force_baseline = False
+        self.pending_world: list[StrategySpec] = []  # survivors the world has not seen
         used = 0.0
         if resuming and (self.root / CLOCK_FILE).exists():
             used = float(json.loads((self.root / CLOCK_FILE).read_text())["elapsed_sec"])
@@ -454,6 +460,7 @@ class Runner:
         # the batch is a function of the earlier stages' inputs (their outputs are)
         self._stage(i, "S95", tuple(sorted(self._hashes.items())),
                     lambda: self._persist(i, batch), timings)
+        self._hand_off(i, [fresh_specs[b.strategy_id] for b in survivors])
         self._imove(i, im, IterationState.ITER_DONE)
         return summary
 
@@ -614,6 +621,55 @@ class Runner:
         if how == "queued":
             self._branch(i, "S95", "A_LOCAL_FALLBACK", effective=True)
         return {"persisted": how}
+
+    # ------------------------------------------------------------ the world
+    def _hand_off(self, i: int, survivors: list[StrategySpec]) -> None:
+        """Seed 000: survivors go to the configured world at the end of their iteration,
+        through the SDK client only (DESIGN §2), as one cohort whose evaluation runs
+        are keyed by this run: sending them again (a retry, a resumed run walking its
+        iterations) changes nothing. The world's policy decides what they may do; the
+        loop records the answer in ``world_submissions.jsonl``. An unreachable world
+        leaves them pending for the next iteration; a refusal is recorded, and the
+        research goes on (the knowledge base holds everything)."""
+        link = self.cfg.world
+        self.pending_world += [s for s in survivors if s not in self.pending_world]
+        if link is None or not self.pending_world:
+            return
+        from alphaloop.world.client import WorldClientError, submit_many
+
+        token = os.environ.get(link.token_env)
+        try:
+            results = submit_many(link.url, link.id, token, self.pending_world,
+                                  self.cfg.run_id)
+        except WorldClientError as exc:
+            self.events.emit("WORLD_SUBMITTED", iteration=i, error_code=exc.code,
+                             message=exc.message, pending=len(self.pending_world))
+            append_line(self.root / WORLD_FILE, {"iteration": i, "error_code": exc.code,
+                                                 "message": exc.message})
+            if exc.error_class is not ErrorClass.TRANSIENT:
+                self.pending_world = []
+            return
+        self.pending_world = []
+        for r in results:
+            row: dict[str, Any] = {
+                "world_id": r.world_id, "strategy_id": r.strategy_id, "stage": r.stage,
+                "downgraded": r.downgraded, "downgrade_reason": r.downgrade_reason,
+                "reasons": r.reasons, "evaluation_run": r.evaluation.run_id}
+            self.events.emit("WORLD_SUBMITTED", iteration=i, **row)
+            append_line(self.root / WORLD_FILE, {"iteration": i, **row})
+
+    @staticmethod
+    def submit(strategy: Any, world: str, *, url: str, token: str | None = None,
+               **kwargs: Any) -> SubmitResult:
+        """Seed 000's ``Runner.submit(strategy, world=...)``: evaluate one strategy (a
+        StrategySpec, a spec file or a strategy id) in ``world`` and return the world's
+        decision (:class:`alphaloop.world.client.SubmitResult`). The token defaults to
+        ``$ALPHALOOP_WORLD_TOKEN``. There is no client-side mode: the stage is the
+        world's, downgraded to backtest-only when its decision is missing or stale."""
+        from alphaloop.world.client import TOKEN_ENV, submit
+
+        return submit(strategy, world, url=url, token=token or os.environ.get(TOKEN_ENV),
+                      **kwargs)
 
     # ------------------------------------------------------------ branches
     def _generation_branches(self, i: int, ded: st.Deduped) -> list[str]:
