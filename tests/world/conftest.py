@@ -1,4 +1,5 @@
-"""A real WorldService: uvicorn in a subprocess on a loopback port, on a SQLite file."""
+"""A real WorldService: ``alphaloop world serve`` (uvicorn) in a subprocess on a loopback
+port, on a SQLite file."""
 
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ class Server:
     def start(self) -> Server:
         env = {**os.environ, "NUMBA_CACHE_DIR": str(Path.cwd() / ".numba_cache")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "alphaloop.world.server", "--db", f"sqlite:///{self.db_path}",
-             "--port", str(self.port), "--refs-root", str(self.refs_root)], env=env)
+            [sys.executable, "-m", "alphaloop", "world", "serve", "--db",
+             f"sqlite:///{self.db_path}", "--host", "127.0.0.1", "--port", str(self.port),
+             "--refs-root", str(self.refs_root)], env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

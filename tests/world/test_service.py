@@ -540,3 +540,25 @@ def test_docs_carry_request_examples(world_server: Any) -> None:
         assert schemas[name].get("examples"), name
     policy_body = spec["paths"]["/worlds/{world_id}/policy"]["put"]["requestBody"]["content"]
     assert {"application/json", "application/yaml"} <= set(policy_body)
+
+
+def test_concurrent_writes_to_one_run_number_its_revisions_without_gaps(
+        world_server: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _world(world_server, "w-race")
+    spec = _spec(29).model_dump()
+
+    def post(i: int) -> bool:
+        with _client(world_server, "submitter") as c:
+            return c.evaluate("w-race", {"run_id": "race", "spec": spec,
+                                         "metrics": {"sharpe": i / 10}}).written
+
+    with ThreadPoolExecutor(8) as pool:
+        written = list(pool.map(post, range(16)))
+    with _client(world_server, "viewer") as c:
+        run = c.get_run("w-race", "race")
+    assert all(written)
+    assert [r.revision for r in run.revisions] == list(range(1, 17))
+    assert sorted(r.metrics["sharpe"] for r in run.revisions) == [i / 10 for i in range(16)]
+    assert _actions(world_server, "w-race").count("evaluation.revise") == 15
