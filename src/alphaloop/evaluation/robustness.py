@@ -311,18 +311,25 @@ def _specs_and_costs(results: pd.DataFrame, bars: Bars) -> tuple[list[StrategySp
     return specs, CostModel(fees_bps=fees, slippage_bps=slip)
 
 
-def _deflation(rets: np.ndarray, n_trials: int) -> dict[str, Any]:
-    """PSR against 0 and DSR against the expected max of ``n_trials`` per candidate."""
+def _deflation(rets: np.ndarray, n_trials: int,
+               var_trials: float | None = None) -> dict[str, Any]:
+    """PSR against 0 and DSR against the expected max of ``n_trials`` per candidate.
+    The trials' Sharpe variance is ``var_trials`` when the caller knows more trials
+    than it passes (the research loop), else these candidates' own."""
     moments = [return_moments(r) for r in rets]
-    sr = np.array([m.sr for m in moments])
-    finite = sr[np.isfinite(sr)]
-    if finite.size < 2 and n_trials > 1:
-        raise EvaluationError(
-            f"cannot deflate by {n_trials} trials: the variance of the trials' Sharpe ratios "
-            f"needs at least 2 candidates with varying returns, got {finite.size}",
-            code="EVAL_TOO_FEW_CANDIDATES")
-    var = float(np.var(finite, ddof=1)) if finite.size >= 2 else 0.0
-    sr0 = expected_max_sharpe(n_trials, var) if n_trials > 1 else 0.0
+    if var_trials is None:
+        sr = np.array([m.sr for m in moments])
+        finite = sr[np.isfinite(sr)]
+        if finite.size < 2 and n_trials > 1:
+            raise EvaluationError(
+                f"cannot deflate by {n_trials} trials: the variance of the trials' Sharpe "
+                f"ratios needs at least 2 candidates with varying returns, got {finite.size}",
+                code="EVAL_TOO_FEW_CANDIDATES")
+        var = float(np.var(finite, ddof=1)) if finite.size >= 2 else 0.0
+        deflating = n_trials > 1
+    else:
+        var, deflating = var_trials, n_trials > 1 and var_trials > 0
+    sr0 = expected_max_sharpe(n_trials, var) if deflating else 0.0
     psr_v = np.full(len(moments), np.nan)
     dsr_v = np.zeros(len(moments))  # no evidence of skill unless shown below
     for k, m in enumerate(moments):
@@ -331,24 +338,25 @@ def _deflation(rets: np.ndarray, n_trials: int) -> dict[str, Any]:
         try:
             psr_v[k] = psr(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis)
             dsr_v[k] = (deflated_sharpe_ratio(m.sr, m.n_obs, m.skew, m.kurtosis, n_trials, var)
-                        if n_trials > 1 else psr_v[k])
+                        if deflating else psr_v[k])
         except ValueError:  # moments outside the formula's domain (tiny samples)
             psr_v[k] = np.nan
     return {"psr": psr_v, "dsr": dsr_v, "var": var, "sr0": sr0}
 
 
 def relative_columns(rets: np.ndarray, benchmark: np.ndarray, label: str, trials: int,
-                     ppy: float) -> pd.DataFrame:
+                     ppy: float, var_trials: float | None = None) -> pd.DataFrame:
     """One row per candidate (``rets`` (K, T)) against ``benchmark`` (T,) over the same
     bars: :data:`RELATIVE_COLUMNS` (``benchmark`` is ``label``), with the PSR/DSR of the
-    excess returns deflated by ``trials`` as the plain DSR is. The relative gates read
-    these columns; merge them into a frame before :func:`score_frame` (the research
-    loop can, with its search-window returns and its trial count)."""
+    excess returns deflated by ``trials`` as the plain DSR is (by ``var_trials``, the
+    variance of all the trials' Sharpe ratios, when the caller knows more trials than
+    ``rets``: the research loop). The relative gates read these columns; merge them
+    into a frame before :func:`score_frame`."""
     rel = relative_metrics(rets, benchmark, ppy)
     out = pd.DataFrame({k: np.atleast_1d(np.asarray(v, dtype=np.float64))
                         for k, v in rel.items()})
     out.insert(0, "benchmark", label)
-    ex = _deflation(rets - benchmark[None, :], trials)
+    ex = _deflation(rets - benchmark[None, :], trials, var_trials)
     out["excess_psr"], out["excess_dsr"] = ex["psr"], ex["dsr"]
     return out
 

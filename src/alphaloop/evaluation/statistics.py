@@ -68,6 +68,7 @@ import numpy as np
 import numpy.typing as npt
 from arch.bootstrap import SPA, StationaryBootstrap, optimal_block_length
 from scipy import stats
+from scipy.special import ndtr
 
 __all__ = [
     "EULER_GAMMA",
@@ -318,7 +319,9 @@ def psr(
     if t <= 1:
         raise ValueError(f"n_obs must be > 1; got {n_obs!r}")
     z = (s - s0) * math.sqrt(t - 1.0) / math.sqrt(_sr_variance_factor(s, g3, g4))
-    return float(stats.norm.cdf(z))
+    # ndtr is the standard normal CDF that stats.norm.cdf evaluates, without the
+    # distribution machinery's per-call overhead (~50x): the loop calls this per candidate
+    return float(ndtr(z))
 
 
 def psr_from_returns(returns: Any, sr_benchmark: float = 0.0) -> float:

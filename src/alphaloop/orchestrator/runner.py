@@ -42,6 +42,7 @@ from alphaloop.engines.costs import CostModel
 from alphaloop.engines.execution import ExecutionModel
 from alphaloop.errors import AlphaloopError, DataError, ErrorClass, LookaheadError
 from alphaloop.evaluation.benchmark import resolve_benchmark
+from alphaloop.evaluation.robustness import relative_columns
 from alphaloop.evaluation.scoring import load_policy
 from alphaloop.kb import records as rec
 from alphaloop.kb.store import KBError, KnowledgeBase
@@ -595,8 +596,8 @@ class Runner:
         """Each candidate against the run's benchmark over the search window: what the
         policy's relative gates read (IR, beta, alpha, ...; the DSR of the excess
         returns deflated exactly as the plain DSR: by every trial of the run and the KB)."""
-        return st.relative_frame(returns, self.bench.returns, self.bench.name, trials, var,
-                                 self.search.periods_per_year)
+        return relative_columns(returns.astype(np.float64), self.bench.returns,
+                                self.bench.name, trials, self.search.periods_per_year, var)
 
     def _lookahead(self, ids: list[str], specs: dict[str, StrategySpec]) -> dict[str, str]:
         """Every shortlisted candidate's signals recomputed on truncated data; a

@@ -39,7 +39,6 @@ from alphaloop.engines.costs import CostModel
 from alphaloop.engines.engine_a import run_batch
 from alphaloop.engines.engine_b import verify
 from alphaloop.engines.execution import ExecutionModel
-from alphaloop.engines.metrics import relative_metrics
 from alphaloop.engines.verification import classify_failures
 from alphaloop.errors import SpecError
 from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
@@ -47,7 +46,6 @@ from alphaloop.evaluation.statistics import (
     expected_max_sharpe,
     pbo_cscv,
     psr,
-    return_moments_rows,
 )
 from alphaloop.orchestrator.config import Promotion
 from alphaloop.strategy.samplers import Sampler, make_sampler
@@ -295,24 +293,6 @@ def deflate(frame: pd.DataFrame, trials: int, var_trials: float) -> pd.DataFrame
             dsr_v.append(0.0)
     out["psr"] = psr_v
     out["dsr"] = dsr_v
-    return out
-
-
-def relative_frame(returns: np.ndarray, benchmark: np.ndarray, name: str, trials: int,
-                   var_trials: float, ppy: float) -> pd.DataFrame:
-    """One row per candidate (``returns`` (K, T)) against ``benchmark`` (T,): the
-    relative metrics of :mod:`alphaloop.engines.metrics` and ``excess_psr`` /
-    ``excess_dsr``, the PSR and DSR of the excess returns by :func:`deflate` (the
-    loop's one deflation: every trial, the trials' Sharpe variance)."""
-    r = np.asarray(returns, dtype=np.float64)
-    rel = relative_metrics(r, benchmark, ppy)
-    out = pd.DataFrame({k: np.broadcast_to(np.asarray(v, dtype=np.float64), (len(r),))
-                        for k, v in rel.items()})
-    out.insert(0, "benchmark", name)
-    sr, skew, kurt = return_moments_rows(r - benchmark[None, :])
-    ex = deflate(pd.DataFrame({"sr_per_period": sr, "skew": skew, "kurtosis": kurt,
-                               "n_obs": r.shape[1]}), trials, var_trials)
-    out["excess_psr"], out["excess_dsr"] = ex["psr"].to_numpy(), ex["dsr"].to_numpy()
     return out
 
 
