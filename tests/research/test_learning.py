@@ -301,3 +301,22 @@ def test_retests_of_reads_primary_codes() -> None:
     both = retests_of({"b": [rid]}, {"b": ["LOW_SHARPE", "TOO_FEW_TRADES"]}, rules,
                       use_secondary=True)
     assert both[0].failed
+
+
+def test_branch_b_leaves_out_the_newest_soft_rules() -> None:
+    old = a_rule()[0]
+    new = old.model_copy(update={"rule_id": "r-new", "created_at_iteration": 4})
+    hard = structural_rule("sma_cross", [Clause(param="slow", op=">", value=5000)], "wall",
+                           iteration=4)
+    cs = update_set(None, learned=[old, new, hard], iteration=4)
+    assert cs.newest() == ("r-new",)
+    assert {r.rule_id for r in cs.active_without(cs.newest())} == {old.rule_id, hard.rule_id}
+    assert cs.active_without([hard.rule_id]) == cs.active  # hard rules stay
+
+
+def test_data_failures_teach_no_rules() -> None:
+    cloud = [Observation(family="sma_cross", params=p,
+                         codes=("DATA_FAILURE",) if p["slow"] >= 150 else ())
+             for p in SMA.grid()]
+    assert learn(cloud, FAMILIES) == []
+    assert len(learn(cloud, FAMILIES, config=LearningConfig(skip_codes=()))) == 1

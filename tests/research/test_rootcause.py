@@ -221,3 +221,14 @@ def test_record_fields_fit_the_failure_record() -> None:
     rec = FailureRecord(run_id="r", iteration=1, **d.record_fields())
     assert rec.code == "TOO_FEW_TRADES"
     assert rec.evidence["params"] == {"fast": 10, "slow": 50}
+
+
+def test_engine_b_failures_fit_as_the_engine_reports_them() -> None:
+    from alphaloop.engines.verification import VerificationFailure
+
+    raw = VerificationFailure("RISK_MODEL_FAILURE", "a stop lost 0.3", {"worst_stop_loss": 0.3})
+    v = VerificationEvidence(failures=(EngineBFailure(**raw.to_dict()),), sharpe=0.5)
+    d = diagnose(candidate(verification=v))
+    assert d is not None
+    assert d.evidence["RISK_MODEL_FAILURE"] == {"stage": "S70", "message": "a stop lost 0.3",
+                                                "worst_stop_loss": 0.3}

@@ -196,3 +196,16 @@ def test_tpe_is_steered_away_from_a_soft_rule() -> None:
     assert steered <= free // 3
     if hasattr(optuna.trial.Trial, "set_constraint"):  # optuna >= 5
         assert run([SLOW], explore=1.0) < 0.75 * free
+
+
+def test_a_widened_sampler_keeps_the_exploration_points() -> None:
+    """Branch A replaces a sampler by one over wider ranges, with another seed; after
+    carry_over it explores the same points of the old space as the old sampler."""
+    old = make_sampler("grid", SMA, seed=21, constraints=[SLOW])
+    wider = SMA.widened()
+    assert wider is not None
+    new = make_sampler("random", wider, seed=99, constraints=[SLOW])
+    new.carry_over(old)
+    region = [p for p in SMA.grid() if SLOW.forbids("sma_cross", p)]
+    assert [new.explores(p) for p in region] == [old.explores(p) for p in region]
+    assert any(old.explores(p) for p in region)

@@ -124,7 +124,10 @@ class LearningConfig(BaseModel):
     alpha: float = Field(default=0.05, gt=0, lt=1)
     min_retests: int = Field(default=3, ge=1)
     use_secondary: bool = False
-    codes: tuple[str, ...] | None = None  # None: every code observed
+    codes: tuple[str, ...] | None = None  # None: every code observed, but skip_codes
+    #: codes no rule is learned for: a data failure is about symbols and periods, not
+    #: about the parameters (seed 004 §6.4 excludes the data instead)
+    skip_codes: tuple[str, ...] = ("DATA_FAILURE",)
 
 
 # ------------------------------------------------------------------ features
@@ -201,14 +204,16 @@ def learn(observations: Iterable[Observation], families: Mapping[str, Family], *
           config: LearningConfig | None = None, iteration: int | None = None,
           monotone: Mapping[str, Mapping[str, int]] | None = None) -> list[Constraint]:
     """:func:`learn_rules` for every family in ``families`` and every code observed
-    there as a primary code (or ``config.codes``), sorted by family, code, rule id.
+    there as a primary code but ``config.skip_codes`` (or ``config.codes``), sorted by
+    family, code, rule id.
     ``monotone`` is keyed by family (default as in :func:`learn_rules`)."""
     cfg = config or LearningConfig()
     obs = list(observations)
     out: list[Constraint] = []
     for name in sorted(families):
         seen = sorted({c for o in obs if o.family == name
-                       for c in (o.codes if cfg.use_secondary else o.codes[:1])})
+                       for c in (o.codes if cfg.use_secondary else o.codes[:1])}
+                      - set(cfg.skip_codes))
         for code in (cfg.codes if cfg.codes is not None else tuple(seen)):
             mono = None if monotone is None else monotone.get(name, {})
             out += sorted(learn_rules(obs, families[name], code, config=cfg,
@@ -401,6 +406,19 @@ class ConstraintSet(BaseModel):
 
     def get(self, rule_id: str) -> Constraint | None:
         return next((r for r in self.rules if r.rule_id == rule_id), None)
+
+    def newest(self) -> tuple[str, ...]:
+        """Ids of the active soft rules created at the latest iteration any of them was:
+        what seed 004 §6.2 branch B disables for a while."""
+        born = {r.rule_id: i for r in self.active
+                if not r.hard and (i := r.created_at_iteration) is not None}
+        last = max(born.values(), default=None)
+        return tuple(rid for rid, i in born.items() if i == last)
+
+    def active_without(self, rule_ids: Iterable[str]) -> tuple[Constraint, ...]:
+        """The rules in force but ``rule_ids`` (hard rules are never left out)."""
+        drop = set(rule_ids)
+        return tuple(r for r in self.active if r.hard or r.rule_id not in drop)
 
 
 def set_id(rules: Sequence[Constraint]) -> str:

@@ -99,6 +99,8 @@ class Sampler(ABC):
             raise ValueError(f"explore must lie in [0, 1], got {explore!r}")
         self.family = family
         self.seed = seed
+        #: the seed of the exploration points; :meth:`carry_over` keeps the earlier one
+        self.explore_seed = seed
         self.explore = float(explore)
         self.features = features
         self.rejected_by_constraint: Counter[str] = Counter()
@@ -144,9 +146,13 @@ class Sampler(ABC):
 
     def carry_over(self, earlier: Sampler) -> None:
         """Treat what ``earlier`` proposed as proposed here: a sampler that replaces
-        another over a wider space (seed 004 §6.2 branch A) must not propose it again."""
+        another over a wider space (seed 004 §6.2 branch A) must not propose it again.
+        The exploration points stay those of ``earlier``, so the same share of each soft
+        rule's region stays open to re-tests."""
         self._seen |= earlier._seen
         self.soft_breaks.update(earlier.soft_breaks)
+        self.explore_seed = earlier.explore_seed
+        self.set_constraints(self.constraints)  # the capacity depends on both
 
     def set_constraints(self, constraints: Sequence[ConstraintLike]) -> None:
         """Replace the rules for the draws to come (the constraint update of an
@@ -161,11 +167,11 @@ class Sampler(ABC):
 
     def explores(self, params: Mapping[str, Any]) -> bool:
         """True when ``params`` (normalized) is an exploration point, where soft rules
-        do not apply: a sha256 of (seed, family, params) read as a number in [0, 1)
-        falls below ``explore``. Deterministic and independent of the draw order."""
+        do not apply: a sha256 of (``explore_seed``, family, params) read as a number in
+        [0, 1) falls below ``explore``. Deterministic and independent of the draw order."""
         if self.explore <= 0.0:
             return False
-        text = f"{self.seed}|{self.family.name}|{params_key(params)!r}"
+        text = f"{self.explore_seed}|{self.family.name}|{params_key(params)!r}"
         digest = hashlib.sha256(text.encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2.0**64 < self.explore
 
