@@ -8,8 +8,6 @@ and slippage at zero, once from :func:`estimate_gross`; the rerun is the referen
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import pytest
 
@@ -42,16 +40,8 @@ def bars() -> Bars:
 
 
 def evidence(row: pd.Series, scored: pd.Series, gross: GrossOfCost | None) -> CandidateEvidence:
-    def num(k: str) -> float | None:
-        v = float(row[k])
-        return v if v == v else None  # NaN (undefined) -> None
-
     policy = load_policy("score-v1")
-    metrics = SearchMetrics(n_trades=int(row["n_trades"]), sharpe=num("sharpe"),
-                            max_drawdown=num("max_drawdown"), turnover=num("turnover"),
-                            total_return=num("total_return"),
-                            ann_volatility=num("ann_volatility"))
-    sc = ScoringEvidence(metrics=metrics, failed_gates=tuple(scored["failed_gates"]),
+    sc = ScoringEvidence(metrics=SearchMetrics.of(row), failed_gates=tuple(scored["failed_gates"]),
                          gates=policy.gates.model_dump(), gross=gross,
                          score_total=float(scored["score_total"]), score_threshold=50.0)
     return CandidateEvidence(strategy_id=str(row.name), scoring=sc)
@@ -81,7 +71,7 @@ def test_heavy_costs_on_a_real_edge_are_cost_dominated(bars: Bars, how: str) -> 
         gross = GrossOfCost(sharpe=float(exact["sharpe"]),
                             total_return=float(exact["total_return"]))
     else:
-        gross = estimate_gross(net.to_dict(), HEAVY.fees_bps, HEAVY.slippage_bps,
+        gross = estimate_gross(SearchMetrics.of(net), HEAVY.fees_bps, HEAVY.slippage_bps,
                                years=N_BARS / 252)
     d = diagnose(evidence(net, scored.iloc[0], gross))
     assert d is not None
@@ -94,7 +84,7 @@ def test_estimate_tracks_the_zero_cost_rerun(bars: Bars) -> None:
     a side (costs also move fills and compounding, which the estimate ignores)."""
     exact = run_batch([TREND], bars, ZERO).metrics.iloc[0]
     for costs, tol in ((CostModel(), 0.02), (HEAVY, 0.15)):
-        net: dict[str, Any] = run_batch([TREND], bars, costs).metrics.iloc[0].to_dict()
+        net = SearchMetrics.of(run_batch([TREND], bars, costs).metrics.iloc[0])
         est = estimate_gross(net, costs.fees_bps, costs.slippage_bps)
         assert est.sharpe == pytest.approx(float(exact["sharpe"]), abs=tol)
-        assert est.sharpe is not None and est.sharpe > net["sharpe"]
+        assert est.sharpe is not None and net.sharpe is not None and est.sharpe > net.sharpe

@@ -115,6 +115,16 @@ class SearchMetrics(_In):
     total_return: float | None = None
     ann_volatility: float | None = None
 
+    @classmethod
+    def of(cls, metrics: Mapping[str, Any]) -> SearchMetrics:
+        """From a row of engine A's metrics (a dict or a pandas row): NaN and missing
+        values become None, as "undefined" is what they mean there."""
+        values: dict[str, float | None] = {}
+        for name in ("sharpe", "max_drawdown", "turnover", "total_return", "ann_volatility"):
+            v = float(metrics.get(name, math.nan))
+            values[name] = v if math.isfinite(v) else None
+        return cls(n_trades=int(metrics["n_trades"]), **values)
+
 
 class GrossOfCost(_In):
     """The same candidate with fees and slippage at zero: an exact rerun
@@ -353,7 +363,7 @@ def diagnose_all(evidence: Iterable[CandidateEvidence]) -> list[Diagnosis]:
     return [d for d in map(diagnose, evidence) if d is not None]
 
 
-def estimate_gross(metrics: Mapping[str, Any], fees_bps: float, slippage_bps: float,
+def estimate_gross(metrics: SearchMetrics, fees_bps: float, slippage_bps: float,
                    *, years: float | None = None) -> GrossOfCost:
     """Gross-of-cost Sharpe (and total return with ``years``) from net metrics alone.
 
@@ -365,13 +375,12 @@ def estimate_gross(metrics: Mapping[str, Any], fees_bps: float, slippage_bps: fl
     (``(1 + R) × exp(drag × years) − 1``; an approximation of the same order).
     ``None`` where an input is missing or the volatility is zero.
     """
-    drag = _num(metrics.get("turnover"))
-    sharpe, vol = _num(metrics.get("sharpe")), _num(metrics.get("ann_volatility"))
+    drag, sharpe, vol = metrics.turnover, metrics.sharpe, metrics.ann_volatility
     cost = (float(fees_bps) + float(slippage_bps)) / 1e4
     g_sharpe = None
     if drag is not None and sharpe is not None and vol:
         g_sharpe = sharpe + drag * cost / vol
-    total = _num(metrics.get("total_return"))
+    total = metrics.total_return
     g_total = None
     if drag is not None and total is not None and years is not None:
         g_total = (1.0 + total) * math.exp(drag * cost * years) - 1.0
@@ -381,14 +390,6 @@ def estimate_gross(metrics: Mapping[str, Any], fees_bps: float, slippage_bps: fl
 def _rank(code: str) -> tuple[int, str]:
     # unknown codes (a gate not in the mapping) go after the known ones, by name
     return (PRECEDENCE.index(code), "") if code in FAILURE_CODES else (len(PRECEDENCE), code)
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _pos(v: float | None) -> bool:
