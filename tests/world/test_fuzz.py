@@ -132,7 +132,9 @@ def test_a_valid_snapshot_from_the_future_and_a_bad_covariance_are_422(http: htt
 
 
 def test_engine_b_on_missing_world_data_is_a_clear_422(http: httpx.Client) -> None:
-    r = http.post("/worlds/fz/evaluate", json={"run_id": "nodata", "spec": SMA})
+    # a spec no fuzzed body used: an earlier run of it would be reused instead (sourcing 1)
+    spec = {"entry": "ema(close, 7) > ema(close, 70)", "exit": "ema(close, 7) < ema(close, 70)"}
+    r = http.post("/worlds/fz/evaluate", json={"run_id": "nodata", "spec": spec})
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "ENGINE_B_FAILED"
     assert "garbage.csv" in r.json()["error"]["message"]

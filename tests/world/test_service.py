@@ -323,11 +323,13 @@ def test_a_stale_decision_downgrades_the_client_to_backtest(world_server: Any) -
 
 def test_an_unreachable_decision_downgrades_to_backtest(world_server: Any) -> None:
     srv, toks = world_server
+    _world(world_server, "w-unreach")
     with _client(world_server, "submitter") as c:
-        evaluation = c.evaluate("w-submit", {"run_id": "unreach", "spec": _spec(23).model_dump(),
-                                             "metrics": {"sharpe": 1.0}})
+        evaluation = c.evaluate("w-unreach", {"run_id": "unreach",
+                                              "spec": _spec(23).model_dump(),
+                                              "metrics": {"sharpe": 1.0}})
     with WorldClient(f"http://127.0.0.1:{srv.port + 1}", toks["submitter"], timeout=2) as gone:
-        result = gone.decision_for("w-submit", evaluation.strategy_id, evaluation)
+        result = gone.decision_for("w-unreach", evaluation.strategy_id, evaluation)
     assert (result.stage, result.downgraded, result.decision) == ("backtest", True, None)
     assert result.downgrade_reason is not None
     assert result.downgrade_reason.startswith("DECISION_UNAVAILABLE: WORLD_UNREACHABLE")
@@ -456,16 +458,17 @@ def test_a_role_that_may_not_act_is_403(world_server: Any, role: str, method: st
 
 
 def test_tokens_are_created_revoked_and_audited(world_server: Any) -> None:
+    _world(world_server, "w-tokens")
     made = _raw(world_server, "POST", "/tokens", "admin", json={"role": "viewer", "name": "tmp"})
     assert made.status_code == 200
     token, token_id = made.json()["token"], made.json()["token_id"]
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     srv, _ = world_server
-    ok = httpx.get(f"{srv.url}/worlds/w-policy", headers={"Authorization": f"Bearer {token}"})
-    bad = httpx.get(f"{srv.url}/worlds/w-policy", headers={"Authorization": f"Bearer {forged}"})
+    ok = httpx.get(f"{srv.url}/worlds/w-tokens", headers={"Authorization": f"Bearer {token}"})
+    bad = httpx.get(f"{srv.url}/worlds/w-tokens", headers={"Authorization": f"Bearer {forged}"})
     assert (ok.status_code, bad.status_code) == (200, 401)
     assert _raw(world_server, "DELETE", f"/tokens/{token_id}", "admin").status_code == 200
-    gone = httpx.get(f"{srv.url}/worlds/w-policy", headers={"Authorization": f"Bearer {token}"})
+    gone = httpx.get(f"{srv.url}/worlds/w-tokens", headers={"Authorization": f"Bearer {token}"})
     assert gone.status_code == 401
     log = _raw(world_server, "GET", "/audit", "admin", params={"limit": 1000}).json()
     mine = [(e["action"], e["target"]) for e in log if e["target"] == token_id]

@@ -27,14 +27,14 @@ def content_hash(value: Any) -> str:
 def record(conn: Session, *, actor: str, action: str, target: str,
            world_id: str | None = None, before: str | None = None,
            after: str | None = None) -> None:
-    conn.execute(insert(table(AuditEntry)).values(
+    conn.execute(insert(table(AuditEntry)), dict(
         world_id=world_id, actor=actor, action=action, target=target,
         before_hash=before, after_hash=after, ts=time.time()))
 
 
 def emit(conn: Session, world_id: str, type_: str, payload: dict[str, Any]) -> None:
-    conn.execute(insert(table(ControlEvent)).values(world_id=world_id, type=type_,
-                                             payload=payload, ts=time.time()))
+    conn.execute(insert(table(ControlEvent)), dict(world_id=world_id, type=type_,
+                                                   payload=payload, ts=time.time()))
 
 
 def entries(conn: Session, world_id: str | None, after: int, limit: int) -> list[Any]:

@@ -119,8 +119,8 @@ def post_snapshot(service: WorldService, snap: SnapshotIn, actor: str) -> Snapsh
         values = dict(content_hash=digest, world_id=snap.world_id, strategy_id=snap.strategy_id,
                       as_of=snap.as_of.timestamp(), ttl_s=ttl, ingested_at=time.time(),
                       body=body)
-        snapshot_id = conn.execute(insert(table(RiskSnapshot)).values(**values)
-                                   .returning(table(RiskSnapshot).c.snapshot_id)).scalar_one()
+        stmt = insert(table(RiskSnapshot)).returning(table(RiskSnapshot).c.snapshot_id)
+        snapshot_id = conn.execute(stmt, values).scalar_one()
         audit.record(conn, actor=actor, action="snapshot.post", world_id=snap.world_id,
                      target=f"{snap.strategy_id or '*'}#{snapshot_id}", after=digest)
         audit.emit(conn, snap.world_id, "risk_snapshot_updated",

@@ -148,8 +148,9 @@ class WorldService:
             if existing is not None:
                 return self._recreated(conn, existing, body, policy)
             now = time.time()
-            conn.execute(insert(table(World)).values(world_id=body.world_id, name=body.name,
-                                              data=body.data, policy_version=1, created_at=now))
+            conn.execute(insert(table(World)), dict(
+                world_id=body.world_id, name=body.name, data=body.data, policy_version=1,
+                created_at=now))
             self._insert_policy(conn, body.world_id, 1, policy, actor, now)
             after = audit.content_hash(body.model_dump(mode="json"))
             audit.record(conn, actor=actor, action="world.create", target=body.world_id,
@@ -171,7 +172,7 @@ class WorldService:
     @staticmethod
     def _insert_policy(conn: Session, world_id: str, version: int, policy: Policy,
                        actor: str, now: float) -> None:
-        conn.execute(insert(table(WorldPolicy)).values(
+        conn.execute(insert(table(WorldPolicy)), dict(
             world_id=world_id, version=version, body=policy.model_dump(mode="json"),
             ruleset_hash=policy.ruleset_hash(), created_at=now, actor=actor))
 
@@ -304,10 +305,12 @@ class WorldService:
                       metrics=j.sourced.metrics, metric_sources=j.sourced.sources,
                       risk=j.sourced.risk, rules=j.rules, outcome=j.outcome, actor=actor,
                       created_at=now)
-        conn.execute(insert(table(EvaluationRevision)).values(**values))
+        conn.execute(insert(table(EvaluationRevision)), values)
         before = None if run is None else latest.content_hash
-        audit.record(conn, actor=actor, action="evaluation.revise" if run else "evaluation.create",
-                     target=f"{j.run_id}@{number}", world_id=world_id, before=before, after=digest)
+        audit.record(conn, actor=actor,
+                     action="evaluation.revise" if run else "evaluation.create",
+                     target=f"{j.run_id}@{number}", world_id=world_id, before=before,
+                     after=digest)
         audit.emit(conn, world_id, "evaluation_run_updated",
                    {"run_id": j.run_id, "revision": number, "strategy_id": j.strategy_id,
                     "stage": j.stage, "outcome": j.outcome})
@@ -318,7 +321,7 @@ class WorldService:
                     now: float) -> None:
         world_id = j.state.world.world_id
         if run is None:
-            conn.execute(insert(table(EvaluationRun)).values(
+            conn.execute(insert(table(EvaluationRun)), dict(
                 world_id=world_id, run_id=j.run_id, strategy_id=j.strategy_id, stage=j.stage,
                 spec=j.spec, revision=number, outcome=j.outcome, created_at=now,
                 updated_at=now))

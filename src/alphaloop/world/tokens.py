@@ -47,9 +47,9 @@ def create(conn: Session, role: str, name: str, actor: str) -> tuple[str, str]:
                          code="INVALID_ROLE", field="role")
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    conn.execute(insert(table(ApiToken)).values(token_id=token_id, name=name, role=role,
-                                         secret_hash=_hash(secret), created_at=time.time(),
-                                         revoked=False))
+    conn.execute(insert(table(ApiToken)), dict(
+        token_id=token_id, name=name, role=role, secret_hash=_hash(secret),
+        created_at=time.time(), revoked=False))
     audit.record(conn, actor=actor, action="token.create", target=token_id,
                  after=audit.content_hash({"role": role, "name": name, "revoked": False}))
     return token_id, f"alw_{token_id}_{secret}"
