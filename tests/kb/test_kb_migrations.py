@@ -19,12 +19,17 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
+import alphaloop.world.models  # noqa: F401  (the world's tables join Base.metadata)
 from alphaloop.errors import ErrorClass
 from alphaloop.kb import KBError, KnowledgeBase, StageRunRecord, dispose_engines, migrations
 from alphaloop.kb.models import Base
 
+HEAD = "0003"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables
 TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "backtests",
-          "scores", "failures", "constraint_sets", "constraints"}
+          "scores", "failures", "constraint_sets", "constraints",
+          # the WorldService shares the database (migration 0003)
+          "worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
+          "risk_snapshots", "control_events", "api_tokens", "audit_log"}
 
 
 def _tables(path: Path) -> set[str]:
@@ -46,9 +51,9 @@ def _at_revision(path: Path, revision: str) -> None:
     engine.dispose()
 
 
-def test_the_packaged_migrations_form_one_line_of_two_revisions() -> None:
-    assert migrations.head() == "0002"
-    assert migrations.known_revisions() == {"0001", "0002"}
+def test_the_packaged_migrations_form_one_line_of_three_revisions() -> None:
+    assert migrations.head() == HEAD
+    assert migrations.known_revisions() == {"0001", "0002", "0003"}
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["no file", "empty file"])
@@ -58,7 +63,7 @@ def test_a_new_or_empty_file_is_migrated_to_head(tmp_path: Path, existing: bool)
         path.parent.mkdir()
         path.touch()
     kb = open_kb(path)
-    assert kb.revision() == "0002"
+    assert kb.revision() == HEAD
     assert _tables(path) == TABLES | {"alembic_version"}
 
 
@@ -86,7 +91,7 @@ def test_a_database_of_the_previous_revision_is_upgraded_with_its_data(tmp_path:
     assert "output_ref" not in columns  # really the old schema
 
     kb = open_kb(path)
-    assert kb.revision() == "0002"
+    assert kb.revision() == HEAD
     old = kb.get_run("old-run")
     assert old is not None
     assert (old.status, old.seed, old.data_ref, old.config, old.created_ns, old.updated_ns) \
@@ -114,7 +119,29 @@ def test_the_newest_revision_can_be_undone_and_redone(tmp_path: Path) -> None:
     assert "output_ref" not in [r[1] for r in sqlite3.connect(path).execute(
         "PRAGMA table_info(stage_runs)")]
     kb = open_kb(path)
-    assert kb.revision() == "0002" and kb.get_run("run-a") == run()
+    assert kb.revision() == HEAD and kb.get_run("run-a") == run()
+
+
+def test_a_database_of_revision_0002_gains_the_world_tables_with_its_data(
+        tmp_path: Path) -> None:
+    path = tmp_path / "kb.sqlite"
+    _at_revision(path, "0002")
+    assert "worlds" not in _tables(path)  # really the schema before the world
+    con = sqlite3.connect(path)
+    con.execute("INSERT INTO runs VALUES ('old-run', 'RUNNING', 5, 'data-1', '{}', 1, 2, NULL)")
+    con.commit()
+    con.close()
+    kb = open_kb(path)
+    assert kb.revision() == HEAD and _tables(path) == TABLES | {"alembic_version"}
+    old = kb.get_run("old-run")
+    assert old is not None and (old.status, old.seed) == ("RUNNING", 5)
+    dispose_engines()
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:  # and back: the world's tables go, the KB's data stays
+        command.downgrade(migrations.config(conn), "0002")
+    engine.dispose()
+    assert "worlds" not in _tables(path)
+    assert open_kb(path).get_run("old-run") is not None
 
 
 # ------------------------------------------------------------ refused, never reset
@@ -228,9 +255,9 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) ->
     time.sleep(1.0)  # let them import, so they really start together
     go.touch()
     results = [p.communicate(timeout=120) for p in procs]
-    assert [out.strip() for out, _ in results] == ["0002"] * 3, [err for _, err in results]
+    assert [out.strip() for out, _ in results] == [HEAD] * 3, [err for _, err in results]
     con = sqlite3.connect(path)
-    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
     assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     con.close()
 
@@ -250,4 +277,4 @@ def test_threads_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) -> N
         t.start()
     for t in threads:
         t.join()
-    assert revisions == ["0002"] * 4
+    assert revisions == [HEAD] * 4

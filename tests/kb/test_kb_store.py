@@ -211,7 +211,7 @@ def test_persist_iteration_stores_every_part(kb: KnowledgeBase, tmp_path: Path) 
                                "strategies": 2, "backtests": 2, "scores": 2, "failures": 1,
                                "constraint_sets": 1, "constraints": 1}
     assert stats["runs_by_status"] == {"RUNNING": 1}
-    assert (stats["revision"], stats["head"]) == ("0002", "0002")
+    assert (stats["revision"], stats["head"]) == ("0003", "0003")  # v0003: the world's tables
     assert stats["path"] == str(tmp_path / "kb.sqlite") and stats["file_bytes"] > 0
     iterations = kb.iterations("run-a")
     assert list(iterations["state"]) == ["ITER_DONE"]
