@@ -19,7 +19,8 @@ callable) is never broken. A soft rule, learned from failures, steers: what it
 forbids is rejected, except at *exploration points*, a seeded share ``explore``
 (default :data:`EXPLORE_SHARE`, 10 %) of the parameter space that soft rules never
 close, so that every soft rule keeps being re-tested. Whether a point explores is a
-function of ``(seed, family, params)`` only (a hash, see :meth:`Sampler.explores`),
+function of ``(seed, family, params)`` only (a hash, see :meth:`Sampler.explores`;
+a sampler that replaces another keeps its seed for this, :meth:`Sampler.carry_over`),
 so it does not depend on the sampler kind or the order of draws: about ``explore``
 of the region a soft rule forbids stays proposable, and each proposal that breaks a
 soft rule is listed in :attr:`Sampler.soft_breaks` (the loop counts those re-tests).
