@@ -138,7 +138,7 @@ def test_a_threshold_parameter_gives_an_open_rule() -> None:
     """Without monotonicity the depth-2 tree finds the band 0.07..0.08 (36 of 48 fail,
     Wilson lower 0.612 >= 0.6) and the top threshold >= 0.09 (48 of 48). Declared
     monotone (+1: a higher threshold, fewer trades), the band is opened upwards:
-    threshold >= 0.07 covers 96 points, 36 + 48 = 84 fail."""
+    threshold >= 0.07 covers 96 points, 36 + 48 = 84 fail, and contains the top rule."""
     cfg = LearningConfig(max_depth=2, min_support=10, min_confidence=0.6)
     cloud = momentum_cloud()
     assert sum(bool(o.codes) for o in cloud) == 84
@@ -154,7 +154,27 @@ def test_a_threshold_parameter_gives_an_open_rule() -> None:
     assert shapes({}) == [
         (48, 36, [Clause(param="threshold", op="<=", value=0.08), ge07]),
         (48, 48, [ge09])]
-    assert shapes({"threshold": 1}) == [(48, 48, [ge09]), (96, 84, [ge07])]
+    # the top rule lies inside the opened one: it forbids nothing more and is left out
+    assert shapes({"threshold": 1}) == [(96, 84, [ge07])]
+
+
+@pytest.mark.parametrize(("wide", "narrow", "inside"), [
+    ([("t", ">=", 0.07)], [("t", ">=", 0.09)], True),
+    ([("t", ">=", 0.09)], [("t", ">=", 0.07)], False),
+    ([("t", ">=", 0.07)], [("t", ">=", 0.09), ("w", "<=", 50)], True),
+    ([("t", ">=", 0.07), ("w", "<=", 50)], [("t", ">=", 0.09)], False),
+    ([("t", "<=", 0.5)], [("t", "==", 0.2)], True),
+    ([("s", "!=", "none")], [("s", "==", 0.05)], True),
+    ([("s", "==", "none")], [("s", "!=", 0.05)], False),
+    ([], [("t", ">=", 1)], True),
+])
+def test_containment_of_rules(wide: list, narrow: list, inside: bool) -> None:
+    from alphaloop.research.learning import _contains
+
+    def cl(spec: list) -> list[Clause]:
+        return [Clause(param=p, op=op, value=v) for p, op, v in spec]
+
+    assert _contains(cl(wide), cl(narrow)) is inside
 
 
 def test_choice_parameters_become_equality_clauses() -> None:

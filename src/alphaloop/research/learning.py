@@ -180,7 +180,9 @@ def learn_rules(observations: Iterable[Observation], family: Family, code: str, 
     ``observations`` of other families are ignored, as are those missing a number the
     tree needs. ``monotone`` maps a parameter to +1/-1 (larger values make ``code``
     more/less likely; default :data:`TRADE_SPARSITY_MONOTONE` for trade-sparsity
-    codes). Deterministic: the tree's ``random_state`` is fixed.
+    codes). A rule inside another kept rule's region is left out (it forbids nothing
+    more; if the wider rule expires, the next learning pass finds it again).
+    Deterministic: the tree's ``random_state`` is fixed.
     """
     cfg = config or LearningConfig()
     obs = [o for o in observations if o.family == family.name]
@@ -197,7 +199,9 @@ def learn_rules(observations: Iterable[Observation], family: Family, code: str, 
         rule = _kept(clauses, x, y, cols, family.name, code, cfg, iteration, mono)
         if rule is not None:
             rules.setdefault(rule.rule_id, rule)
-    return list(rules.values())
+    kept = list(rules.values())
+    return [r for r in kept
+            if not any(o is not r and _contains(o.clauses, r.clauses) for o in kept)]
 
 
 def learn(observations: Iterable[Observation], families: Mapping[str, Family], *,
@@ -309,6 +313,24 @@ def _opened(clauses: Sequence[Clause], mono: Mapping[str, int]) -> list[Clause]:
     return [c for c in clauses
             if not (mono.get(c.param) == 1 and c.op == "<=")
             and not (mono.get(c.param) == -1 and c.op == ">=")]
+
+
+def _contains(wide: Sequence[Clause], narrow: Sequence[Clause]) -> bool:
+    """True when every point ``narrow`` covers is covered by ``wide``: each clause of
+    ``wide`` follows from the clauses of ``narrow`` (learned clauses use ``==``,
+    ``!=``, ``>=`` and ``<=`` only)."""
+    return all(any(_implies(c, w) for c in narrow) for w in wide)
+
+
+def _implies(have: Clause, want: Clause) -> bool:
+    if have.param != want.param:
+        return False
+    if have == want or have.op == "==":  # a single value decides by itself
+        return have == want or want.holds({have.param: have.value})
+    if isinstance(have.value, str) or isinstance(want.value, str) or have.op != want.op:
+        return False
+    return have.value >= want.value if want.op == ">=" else (
+        want.op == "<=" and have.value <= want.value)
 
 
 def _kept(clauses: list[Clause], x: np.ndarray, y: np.ndarray, cols: Sequence[_Column],
