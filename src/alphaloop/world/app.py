@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import time
@@ -342,8 +343,6 @@ async def _policy_body(request: Request) -> Any:
         text = raw.decode()
         if "yaml" in kind:
             return parse_yaml(text, "policy", WorldError, "POLICY_MALFORMED")
-        import json
-
         return json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise WorldError(f"policy: body is not valid JSON or YAML ({exc})",
@@ -380,8 +379,6 @@ def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
 
 async def _stream(service: WorldService, world: str, after: int,
                   follow: bool) -> AsyncIterator[dict[str, Any]]:
-    import json
-
     def page(since: int) -> list[Any]:
         with service.db.read() as conn:
             return audit.events(conn, world, since, 500)

@@ -83,11 +83,11 @@ def hub_view(conn: Session, refs_root: Path, state: WorldState,
 
 
 def snapshot_out(row: RiskSnapshot, state: WorldState, created: bool) -> SnapshotOut:
+    reasons = stale_reasons(row, state, time.time())
     return SnapshotOut(snapshot_id=row.snapshot_id, content_hash=row.content_hash,
                        world_id=row.world_id, strategy_id=row.strategy_id, as_of=ts(row.as_of),
                        ttl_s=row.ttl_s, ingested_at=ts(row.ingested_at), body=row.body,
-                       created=created, stale_reasons=stale_reasons(row, state, time.time()),
-                       stale=bool(stale_reasons(row, state, time.time())))
+                       created=created, stale=bool(reasons), stale_reasons=reasons)
 
 
 def _checked_body(service: WorldService, snap: SnapshotIn) -> dict[str, Any]:
