@@ -380,7 +380,7 @@ def test_verify_bad_policy_names_the_key(spec_file: Path, tmp_path: Path) -> Non
 
 # --------------------------------------------------------------------- runs
 def test_evaluate_records_a_run_that_report_renders(tmp_path: Path) -> None:
-    from alphaloop.runs import load_run, runs_dir
+    from alphaloop.kb.runs import load_run, runs_dir
 
     res = tmp_path / "res.parquet"
     assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "12", "--out", str(res))[0] == 0
@@ -437,7 +437,7 @@ def test_a_changed_policy_under_a_used_version_is_refused(tmp_path: Path) -> Non
 
 
 def test_a_damaged_run_is_a_critical_error(tmp_path: Path) -> None:
-    from alphaloop.runs import DONE, find_run, load_run, runs_dir
+    from alphaloop.kb.runs import DONE, find_run, load_run, runs_dir
 
     broken = runs_dir() / ("ab" * 32)
     broken.mkdir(parents=True)
@@ -579,7 +579,7 @@ def test_report_falls_back_to_the_run_and_refuses_a_changed_results_file(
     again = json.loads(out)
     keys = ("strategy_id", *HEADLINE, "holdout_metrics")
     assert [{k: r[k] for k in keys} for r in again] == [{k: r[k] for k in keys} for r in first]
-    from alphaloop.runs import load_run, runs_dir
+    from alphaloop.kb.runs import load_run, runs_dir
 
     (run,) = [load_run(p) for p in runs_dir().iterdir() if not p.name.startswith(".")
               and load_run(p).record.results_file == str(res.resolve())]
@@ -610,7 +610,7 @@ def test_report_uses_the_newest_run(tmp_path: Path) -> None:
                               "--json")
         assert code == 0, err
         printed[holdout] = {r["strategy_id"]: r for r in json.loads(out)}
-    from alphaloop.runs import load_run, runs_dir
+    from alphaloop.kb.runs import load_run, runs_dir
 
     runs = {load_run(p).record.holdout: p.name for p in runs_dir().iterdir()
             if not p.name.startswith(".")}

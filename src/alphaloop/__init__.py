@@ -35,7 +35,7 @@ _EXPORTS: dict[str, str] = {
     "CostModel": "alphaloop.engines",
     "backtest": "alphaloop.engines",
     "run_batch": "alphaloop.engines",
-    "run_sweep": "alphaloop.sweep",
+    "run_sweep": "alphaloop.engines.sweep",
     "run": "alphaloop.orchestrator",
     "Runner": "alphaloop.orchestrator",
     "RunConfig": "alphaloop.orchestrator",

@@ -9,9 +9,9 @@ import pytest
 
 from alphaloop.data import load_bars
 from alphaloop.engines import CostModel, backtest
+from alphaloop.engines.sweep import RESULT_COLUMNS, run_sweep
 from alphaloop.strategy.constraints import Clause, Constraint
 from alphaloop.strategy.templates import get_family
-from alphaloop.sweep import RESULT_COLUMNS, run_sweep
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,11 @@ from alphaloop.data.synthetic import PlantedEffect, generate
 from alphaloop.engines import CostModel
 from alphaloop.engines.benchmark import BenchmarkError, equal_weight_returns
 from alphaloop.engines.metrics import relative_metrics
+from alphaloop.engines.sweep import run_sweep
 from alphaloop.evaluation.benchmark import resolve_benchmark
 from alphaloop.evaluation.robustness import evaluate_candidates
 from alphaloop.evaluation.scoring import load_policy
 from alphaloop.strategy.spec import StrategySpec
-from alphaloop.sweep import run_sweep
 
 COSTS = CostModel(fees_bps=1, slippage_bps=0)
 TREND = StrategySpec(family="planted", name="trend20", entry="close > sma(close, 20)",

@@ -11,10 +11,10 @@ import pytest
 from alphaloop.data import load_bars
 from alphaloop.data.bars import Bars
 from alphaloop.engines import CostModel
+from alphaloop.engines.sweep import run_sweep
 from alphaloop.evaluation.robustness import EvaluationError, evaluate_candidates
 from alphaloop.evaluation.scoring import load_policy
 from alphaloop.evaluation.statistics import deflated_sharpe_ratio, return_moments
-from alphaloop.sweep import run_sweep
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from alphaloop import runs
 from alphaloop.evaluation.robustness import sweep_rows
-from alphaloop.runs import (
+from alphaloop.kb import runs
+from alphaloop.kb.runs import (
     DONE,
     RunError,
     RunRecord,

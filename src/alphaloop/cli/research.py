@@ -209,7 +209,7 @@ def sweep(
     """Sample candidates of FAMILY, run them through engine A, write one row each."""
     announce_compiles()
     from alphaloop.data import load_bars
-    from alphaloop.sweep import run_sweep
+    from alphaloop.engines.sweep import run_sweep
 
     costs = _costs(fees_bps, slippage_bps)
     bars = load_bars(data)
@@ -350,7 +350,7 @@ def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash
     reports exactly as printed, so that `report` shows these numbers."""
     import pandas as pd
 
-    from alphaloop.runs import RunRecord, file_sha256, iteration_row, run_id_for, save_run, stamp
+    from alphaloop.kb.runs import RunRecord, file_sha256, iteration_row, run_id_for, save_run, stamp
 
     digest = file_sha256(results_path)
     run_id = run_id_for("evaluate", digest, policy_hash, bars.data_ref, f"{holdout!r}",
@@ -409,8 +409,8 @@ def report(
         raise AlphaloopError("report needs --strategy ID or --run ID", code="REPORT_TARGET")
     if strategy is None and run is not None:
         from alphaloop.evaluation.reports import write_run_report
+        from alphaloop.kb.runs import find_run, load_run
         from alphaloop.orchestrator.reporting import find_loop_run, loop_iterations
-        from alphaloop.runs import find_run, load_run
 
         loop = find_loop_run(run)
         if loop is not None:  # a research loop run: iteration by iteration
@@ -442,7 +442,7 @@ def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path |
     from alphaloop.engines import backtest as run_backtest
     from alphaloop.evaluation.benchmark import resolve_benchmark
     from alphaloop.evaluation.reports import write_strategy_report
-    from alphaloop.runs import RunError, check_results_file
+    from alphaloop.kb.runs import RunError, check_results_file
     from alphaloop.strategy.spec import StrategySpec
 
     run = _pick_run(strategy, run_prefix, results_path, policy, data)
@@ -471,7 +471,7 @@ def _pick_run(strategy: str, run_prefix: str | None, results_path: Path | None,
               policy: str | None, data: str | None) -> Any:
     """The run given by --run, else the newest recorded run that evaluated the strategy
     and matches the filters (results content, policy content, data)."""
-    from alphaloop.runs import RunError, file_sha256, find_run, load_run, runs_with_strategy
+    from alphaloop.kb.runs import RunError, file_sha256, find_run, load_run, runs_with_strategy
 
     if run_prefix is not None:
         run = load_run(find_run(run_prefix))
@@ -510,7 +510,7 @@ def _recorded_numbers(run: Any, row: Any, result: Any, bars: Any,
     Source rows that say where each comes from."""
     from alphaloop.engines.metrics import CORE_METRICS, return_metrics
     from alphaloop.evaluation.reports import MetricColumn, Recorded
-    from alphaloop.runs import holdout_split
+    from alphaloop.kb.runs import holdout_split
 
     r = run.record
     sid = str(row["strategy_id"])

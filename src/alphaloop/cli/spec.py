@@ -53,7 +53,7 @@ def _from_results(path: Path, prefix: str) -> Any:
 
 
 def _from_runs(prefix: str) -> Any:
-    from alphaloop.runs import runs_with_strategy
+    from alphaloop.kb.runs import runs_with_strategy
 
     ids: set[str] = set()
     newest: dict[str, str] = {}
