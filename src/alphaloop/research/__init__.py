@@ -10,7 +10,10 @@ knows neither the knowledge base nor the loop. Three modules:
   failures (:func:`learn`), versioned constraint sets with re-tests and expiry
   (:func:`update_set`);
 - :mod:`~alphaloop.research.space` -- the share of a family's space the rules forbid
-  (:func:`forbidden_share`).
+  (:func:`forbidden_share`);
+- :mod:`~alphaloop.research.features` -- numbers a parameter set implies before any
+  backtest (warm-up, stop distance, ...), for rules that span parameters
+  (:func:`spec_features`).
 
 Usage, one iteration (analysis, then the constraint update)::
 
@@ -42,6 +45,7 @@ Usage, one iteration (analysis, then the constraint update)::
     forbidden_share(FAMILIES["sma_cross"], new_set.active, seed=1).share
 """
 
+from alphaloop.research.features import FEATURES, spec_features
 from alphaloop.research.learning import (
     Change,
     ConstraintSet,
@@ -80,6 +84,7 @@ from alphaloop.research.space import SpaceShare, forbidden_share
 
 __all__ = [
     "FAILURE_CODES",
+    "FEATURES",
     "GATE_FAILURE_CODES",
     "PRECEDENCE",
     "CandidateEvidence",
@@ -108,6 +113,7 @@ __all__ = [
     "learn",
     "learn_rules",
     "retests_of",
+    "spec_features",
     "structural_rule",
     "update_set",
     "wilson_interval",

@@ -1,8 +1,10 @@
 """Constraint learning (MOD-450): failure records → rules over a family's parameters.
 
 Input: :class:`Observation` s, one per evaluated candidate: its family, parameters,
-optional derived features (holding period, stop distance, ...) and its failure
-codes (primary first; empty when it did not fail). For each (family, failure code)
+optional derived features and its failure codes (primary first; empty when it did
+not fail). Features must be known before a backtest (warm-up, stop distance:
+:func:`alphaloop.research.features.spec_features`): a rule over an outcome such as
+turnover would explain the failures and forbid nothing, as samplers cannot know it. For each (family, failure code)
 :func:`learn_rules` fits a shallow :class:`~sklearn.tree.DecisionTreeClassifier` that
 separates the candidates whose primary code is ``code`` from all the others, and
 turns each leaf into a conjunction of :class:`~alphaloop.strategy.constraints.Clause`::
