@@ -74,3 +74,17 @@ def test_the_world_tables_match_migration_0003_and_it_can_be_undone(tmp_path: Pa
     assert not names & set(WORLD_TABLES)
     kb = KnowledgeBase(f"sqlite:///{path}")
     assert kb.revision() == migrations.head() == "0003"
+
+
+def test_every_documented_example_is_a_valid_body() -> None:
+    from pydantic import BaseModel
+
+    from alphaloop.world import schemas
+
+    documented = [m for m in vars(schemas).values() if isinstance(m, type)
+                  and issubclass(m, BaseModel) and m is not BaseModel
+                  and "examples" in m.model_json_schema()]
+    assert len(documented) >= 12
+    for model in documented:
+        for example in model.model_json_schema()["examples"]:
+            model.model_validate(example)

@@ -538,8 +538,9 @@ def test_docs_carry_request_examples(world_server: Any) -> None:
     srv, _ = world_server
     spec = httpx.get(f"{srv.url}/openapi.json").json()
     schemas = spec["components"]["schemas"]
-    for name in ("WorldIn", "EvaluateIn", "CohortIn", "SnapshotIn", "TokenIn",
-                 "DecisionEnvelope", "ErrorOut"):
+    for name in ("WorldIn", "EvaluateIn", "CohortIn", "SnapshotIn", "TokenIn", "WorldOut",
+                 "PolicyOut", "SnapshotOut", "TokenOut", "AuditOut", "DecisionEnvelope",
+                 "ErrorOut"):
         assert schemas[name].get("examples"), name
     policy_body = spec["paths"]["/worlds/{world_id}/policy"]["put"]["requestBody"]["content"]
     assert {"application/json", "application/yaml"} <= set(policy_body)

@@ -59,6 +59,11 @@ class WorldIn(_In):
 
 
 class WorldOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "world_id": "main", "name": "main world", "data": "us_indices", "policy_version": 2,
+        "ruleset_hash": "1f3a" + "0" * 60, "policy": {"allow_live": False},
+        "created_at": "2026-12-01T00:00:00Z", "created": True}]})
+
     world_id: str
     name: str
     data: str | None
@@ -70,6 +75,10 @@ class WorldOut(BaseModel):
 
 
 class PolicyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "world_id": "main", "version": 2, "ruleset_hash": "1f3a" + "0" * 60,
+        "policy": {"allow_live": False}, "created": True}]})
+
     world_id: str
     version: int
     ruleset_hash: str
@@ -203,6 +212,12 @@ class SnapshotIn(_In):
 
 
 class SnapshotOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "snapshot_id": 7, "content_hash": "9c1e" + "0" * 60, "world_id": "main",
+        "strategy_id": "", "as_of": "2026-12-01T00:00:00Z", "ttl_s": 3600.0,
+        "ingested_at": "2026-12-01T00:00:05Z", "body": {"weights": {"SPX": 1.0}},
+        "created": True, "stale": False, "stale_reasons": []}]})
+
     snapshot_id: int
     content_hash: str
     world_id: str
@@ -224,6 +239,10 @@ class TokenIn(_In):
 
 
 class TokenOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "token_id": "3a58fc902436d8f1", "role": "submitter", "name": "ci",
+        "token": "alw_3a58fc902436d8f1_<secret shown once>"}]})
+
     token_id: str
     role: Role
     name: str
@@ -231,6 +250,11 @@ class TokenOut(BaseModel):
 
 
 class AuditOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "audit_id": 12, "world_id": "main", "actor": "alice#3a58fc902436d8f1",
+        "action": "policy.update", "target": "v2", "before_hash": "1f3a" + "0" * 60,
+        "after_hash": "77b0" + "0" * 60, "ts": "2026-12-01T00:00:00Z"}]})
+
     audit_id: int
     world_id: str | None
     actor: str
