@@ -381,3 +381,25 @@ def test_a_set_survives_json() -> None:
     back = ConstraintSet.model_validate_json(cs.model_dump_json())
     assert back == cs
     assert back.constraint_set_id == ConstraintSet.build(back.rules).constraint_set_id
+
+
+def test_a_retired_rules_old_evidence_is_left_out() -> None:
+    """20 failures at slow >= 150 in iteration 1, 40 passes at slow <= 100; in iteration
+    3 three re-tests at slow >= 150 pass and retire the rule. Learning from everything
+    finds the region again (20 of 23 fail, Wilson lower 0.68); with the retired rule,
+    the 20 old failures inside its region are left out and nothing is learned."""
+    region = [p for p in SMA.grid() if p["slow"] >= 150][:23]
+    outside = [p for p in SMA.grid() if p["slow"] <= 100][:40]
+    obs = ([Observation(family="sma_cross", params=p, codes=("TOO_FEW_TRADES",), iteration=1)
+            for p in region[:20]]
+           + [Observation(family="sma_cross", params=p, iteration=1) for p in outside]
+           + [Observation(family="sma_cross", params=p, iteration=3) for p in region[20:]])
+    cfg = LearningConfig(max_depth=1)
+    assert proportion_confint(20, 23, method="wilson")[0] > 0.6
+    (found,) = learn(obs, FAMILIES, config=cfg, iteration=3)
+    assert (found.support, found.hits) == (23, 20)
+    retired = found.model_copy(update={"status": "expired", "expired_at_iteration": 3})
+    assert learn(obs, FAMILIES, config=cfg, iteration=3, retired=[retired]) == []
+    # another code's evidence in the same region still counts
+    other = [o.model_copy(update={"codes": ("LOW_SHARPE",)}) if o.codes else o for o in obs]
+    assert learn(other, FAMILIES, config=cfg, iteration=3, retired=[retired])

@@ -18,7 +18,7 @@ knows neither the knowledge base nor the loop. Three modules:
 Usage, one iteration (analysis, then the constraint update)::
 
     from alphaloop.research import (CandidateEvidence, ScoringEvidence, SearchMetrics,
-        Observation, diagnose, learn, update_set, retests_of, forbidden_share)
+        Observation, diagnose, constraint_update, retests_of, forbidden_share)
     from alphaloop.strategy.samplers import make_sampler
     from alphaloop.strategy.templates import FAMILIES
 
@@ -31,12 +31,12 @@ Usage, one iteration (analysis, then the constraint update)::
     d = diagnose(ev)                       # None when nothing failed
     record = d.record_fields()             # + run_id, iteration -> FailureRecord
 
-    # CONSTRAINT_UPDATE: every evaluated candidate is an observation (failed or not)
-    obs = [Observation.of(d) for d in diagnoses] + [
-        Observation(family=f, params=p) for f, p in survivors]
-    learned = learn(obs, FAMILIES, iteration=i)
-    retests = retests_of(broken, outcomes, current.rules)   # proposals that broke rules
-    new_set = update_set(current, learned=learned, retests=retests, iteration=i)
+    # CONSTRAINT_UPDATE: every evaluated candidate so far is an observation (failed
+    # or not); re-tests are this iteration's proposals that broke a soft rule
+    obs += [Observation.of(d, iteration=i) for d in diagnoses] + [
+        Observation(family=f, params=p, iteration=i) for f, p in not_rejected]
+    retests = retests_of(broken, outcomes, current.rules)
+    new_set = constraint_update(current, obs, FAMILIES, retests=retests, iteration=i)
 
     # GENERATION: samplers get the rules in force; soft ones may be broken at the
     # exploration share, and ``sampler.soft_breaks`` says which proposals did
@@ -52,6 +52,7 @@ from alphaloop.research.learning import (
     LearningConfig,
     Observation,
     Retest,
+    constraint_update,
     contradiction,
     duplicate_rules,
     learn,
@@ -103,6 +104,7 @@ __all__ = [
     "StabilityEvidence",
     "ValidationEvidence",
     "VerificationEvidence",
+    "constraint_update",
     "contradiction",
     "diagnose",
     "diagnose_all",

@@ -30,7 +30,8 @@ instead of ``0.08 <= threshold <= 0.1``) when the opened rule still passes both 
 
 Rules live in versioned :class:`ConstraintSet` s: ``constraint_set_id`` is a content
 hash of the rules, ``parent_id`` the set it came from, ``changes`` what changed and why,
-``iteration`` when. :func:`update_set` adds learned rules, tallies re-tests (proposals
+``iteration`` when. :func:`constraint_update` (or :func:`update_set` with rules
+learned elsewhere) adds learned rules, tallies re-tests (proposals
 that broke a soft rule, see the samplers' exploration share) and **expires** a soft rule
 the re-tests contradict: at least ``min_retests`` re-tests and the Wilson *upper* bound
 of their failure rate (same ``alpha``) below ``min_confidence`` -- the level the rule
@@ -98,17 +99,23 @@ class Observation(BaseModel):
     codes: tuple[str, ...] = ()
     features: dict[str, float] = Field(default_factory=dict)
     strategy_id: str | None = None
+    iteration: int | None = None
+
+    @property
+    def view(self) -> dict[str, Any]:
+        """What rules see: the features, and the parameters over them."""
+        return {**self.features, **self.params}
 
     @classmethod
-    def of(cls, diagnosis: Diagnosis, features: Mapping[str, float] | None = None
-           ) -> Observation:
+    def of(cls, diagnosis: Diagnosis, features: Mapping[str, float] | None = None, *,
+           iteration: int | None = None) -> Observation:
         """The observation a failure record stands for."""
         if diagnosis.family is None:
             raise ValueError(f"{diagnosis.strategy_id}: a diagnosis without a family "
                              "cannot teach rules over a family's parameters")
         return cls(family=diagnosis.family, params=diagnosis.params,
                    codes=diagnosis.codes, features=dict(features or {}),
-                   strategy_id=diagnosis.strategy_id)
+                   strategy_id=diagnosis.strategy_id, iteration=iteration)
 
     def has(self, code: str, use_secondary: bool = False) -> bool:
         """Whether this candidate counts as a failure with ``code``."""
@@ -156,7 +163,7 @@ def _columns(family: Family, obs: Sequence[Observation]) -> list[_Column]:
 
 
 def _row(o: Observation, cols: Sequence[_Column]) -> list[float] | None:
-    values = {**o.features, **o.params}
+    values = o.view
     row: list[float] = []
     for c in cols:
         v = values.get(c.param)
@@ -208,13 +215,21 @@ def learn_rules(observations: Iterable[Observation], family: Family, code: str, 
 
 def learn(observations: Iterable[Observation], families: Mapping[str, Family], *,
           config: LearningConfig | None = None, iteration: int | None = None,
-          monotone: Mapping[str, Mapping[str, int]] | None = None) -> list[Constraint]:
+          monotone: Mapping[str, Mapping[str, int]] | None = None,
+          retired: Iterable[Constraint] = ()) -> list[Constraint]:
     """:func:`learn_rules` for every family in ``families`` and every code observed
     there as a primary code but ``config.skip_codes`` (or ``config.codes``), sorted by
-    family, code, rule id.
-    ``monotone`` is keyed by family (default as in :func:`learn_rules`)."""
+    family, code, rule id. ``monotone`` is keyed by family (default as in
+    :func:`learn_rules`).
+
+    ``retired``: rules (any status; the expired ones count) whose re-tests contradicted
+    them. For an expired rule's code, the observations inside its region from before it
+    expired (or of unknown iteration) are left out: the re-tests showed that evidence
+    no longer holds, and learning from it again would bring the rule straight back.
+    """
     cfg = config or LearningConfig()
     obs = list(observations)
+    gone = [r for r in retired if r.status == "expired"]
     out: list[Constraint] = []
     for name in sorted(families):
         seen = sorted({c for o in obs if o.family == name
@@ -222,10 +237,23 @@ def learn(observations: Iterable[Observation], families: Mapping[str, Family], *
                       - set(cfg.skip_codes))
         for code in (cfg.codes if cfg.codes is not None else tuple(seen)):
             mono = None if monotone is None else monotone.get(name, {})
-            out += sorted(learn_rules(obs, families[name], code, config=cfg,
+            usable = [o for o in obs if not _discredited(o, code, gone)]
+            out += sorted(learn_rules(usable, families[name], code, config=cfg,
                                       iteration=iteration, monotone=mono),
                           key=lambda r: r.rule_id)
     return out
+
+
+def _discredited(o: Observation, code: str, expired: Sequence[Constraint]) -> bool:
+    """True when an expired rule about ``code`` covers ``o`` and ``o`` predates it."""
+    for r in expired:
+        if r.code != code or (r.family is not None and r.family != o.family):
+            continue
+        before = (o.iteration is None or r.expired_at_iteration is None
+                  or o.iteration < r.expired_at_iteration)
+        if before and all(c.holds(o.view) for c in r.clauses):
+            return True
+    return False
 
 
 def _default_monotone(family: str, code: str) -> dict[str, int]:
@@ -485,13 +513,41 @@ def update_set(current: ConstraintSet | None, *, learned: Iterable[Constraint] =
     """The next version: re-tests tallied, contradicted soft rules expired, new rules
     added (a learned rule whose id is already in the set, active or expired, is not
     added again: an expired rule stays retired). Returns ``current`` itself when
-    nothing changed."""
+    nothing changed. :func:`constraint_update` also does the learning, in the order
+    that keeps a retired rule's old evidence out."""
+    base = current or ConstraintSet.build(())
+    rules, changes = _retire(base, retests, iteration, config or LearningConfig())
+    return _commit(base, rules, changes, learned, iteration)
+
+
+def constraint_update(current: ConstraintSet | None, observations: Iterable[Observation],
+                      families: Mapping[str, Family], *, retests: Iterable[Retest] = (),
+                      iteration: int | None = None, config: LearningConfig | None = None,
+                      monotone: Mapping[str, Mapping[str, int]] | None = None
+                      ) -> ConstraintSet:
+    """One constraint update (the loop's CONSTRAINT_UPDATE), one new version at most:
+    tally the re-tests and expire the rules they contradict, then :func:`learn` from
+    ``observations`` (everything evaluated so far, failed or not) with the retired
+    rules' old evidence left out, then add what is new. Deterministic."""
     cfg = config or LearningConfig()
     base = current or ConstraintSet.build(())
+    rules, changes = _retire(base, retests, iteration, cfg)
+    learned = learn(observations, families, config=cfg, iteration=iteration,
+                    monotone=monotone, retired=rules.values())
+    return _commit(base, rules, changes, learned, iteration)
+
+
+def _retire(base: ConstraintSet, retests: Iterable[Retest], iteration: int | None,
+            cfg: LearningConfig) -> tuple[dict[str, Constraint], list[Change]]:
     rules = {r.rule_id: r for r in base.rules}
     changes: list[Change] = []
     _tally(rules, list(retests), changes)
     _expire(rules, cfg, iteration, changes)
+    return rules, changes
+
+
+def _commit(base: ConstraintSet, rules: dict[str, Constraint], changes: list[Change],
+            learned: Iterable[Constraint], iteration: int | None) -> ConstraintSet:
     for rule in learned:
         if rule.rule_id not in rules:
             rules[rule.rule_id] = rule
