@@ -1,13 +1,15 @@
 """Constraint learning (MOD-450): failure records → rules over a family's parameters.
 
 Input: :class:`Observation` s, one per evaluated candidate: its family, parameters,
-optional derived features and its failure codes (primary first; empty when it did
-not fail). Features must be known before a backtest (warm-up, stop distance:
+optional derived features and its failure codes (primary first; empty when it did not
+fail). Features must be known before a backtest (warm-up, stop distance:
 :func:`alphaloop.research.features.spec_features`): a rule over an outcome such as
-turnover would explain the failures and forbid nothing, as samplers cannot know it. For each (family, failure code)
-:func:`learn_rules` fits a shallow :class:`~sklearn.tree.DecisionTreeClassifier` that
-separates the candidates whose primary code is ``code`` from all the others, and
-turns each leaf into a conjunction of :class:`~alphaloop.strategy.constraints.Clause`::
+turnover would explain the failures and forbid nothing, as samplers cannot know it.
+
+For each (family, failure code) :func:`learn_rules` fits a shallow
+:class:`~sklearn.tree.DecisionTreeClassifier` that separates the candidates whose
+primary code is ``code`` from all the others, and turns each leaf into a conjunction
+of :class:`~alphaloop.strategy.constraints.Clause`::
 
     sma_cross: fast <= 10 and slow <= 40   -> TOO_FEW_TRADES in 41 of 44 candidates
 
@@ -16,26 +18,29 @@ A leaf becomes a **soft** :class:`~alphaloop.strategy.constraints.Constraint` on
 - ``support`` (candidates the rule covers) ≥ ``min_support``, and
 - the Wilson lower bound of ``confidence = hits / support`` at level ``alpha`` (two-
   sided, z = Φ⁻¹(1 − α/2), 1.96 for α = 0.05) is ≥ ``min_confidence``:
-
-  ``(p + z²/2n − z·√(p(1−p)/n + z²/4n²)) / (1 + z²/n)``, p = hits/n (:func:`wilson_interval`).
+  ``(p + z²/2n − z·√(p(1−p)/n + z²/4n²)) / (1 + z²/n)``, p = hits/n
+  (:func:`wilson_interval`).
 
 Support and confidence are counted on the observations themselves with the final
 clauses, never read from the tree. Thresholds are snapped to observed values
 (``fast <= 10`` rather than sklearn's midpoint ``fast <= 12.5``), so a rule never
-reaches into values between observations. **Monotone rules**: where a parameter is a
-threshold whose larger values make ``code`` more likely (``momentum.threshold`` and
-``TOO_FEW_TRADES``: +1) or less likely (-1), the tree is fitted with sklearn's
-``monotonic_cst`` and a kept rule is opened on that side (``threshold >= 0.08``
-instead of ``0.08 <= threshold <= 0.1``) when the opened rule still passes both tests.
+reaches into values between observations. A rule inside another kept rule is left out.
 
-Rules live in versioned :class:`ConstraintSet` s: ``constraint_set_id`` is a content
-hash of the rules, ``parent_id`` the set it came from, ``changes`` what changed and why,
-``iteration`` when. :func:`constraint_update` (or :func:`update_set` with rules
-learned elsewhere) adds learned rules, tallies re-tests (proposals
-that broke a soft rule, see the samplers' exploration share) and **expires** a soft rule
-the re-tests contradict: at least ``min_retests`` re-tests and the Wilson *upper* bound
-of their failure rate (same ``alpha``) below ``min_confidence`` -- the level the rule
-was kept at. Hard rules (:func:`duplicate_rules`, :func:`structural_rule`) never expire.
+**Monotone rules**: where a parameter is a threshold whose larger values make ``code``
+more likely (``momentum.threshold`` and ``TOO_FEW_TRADES``: +1) or less likely (-1),
+the tree is fitted with sklearn's ``monotonic_cst`` and a kept rule is opened on that
+side (``threshold >= 0.07`` instead of ``0.07 <= threshold <= 0.08``) when the opened
+rule still passes both tests.
+
+**Versions**: rules live in :class:`ConstraintSet` s: ``constraint_set_id`` is a
+content hash of the rules, ``parent_id`` the set it came from, ``changes`` what changed
+and why, ``iteration`` when. :func:`constraint_update` (or :func:`update_set` with
+rules learned elsewhere) tallies re-tests (proposals that broke a soft rule, see the
+samplers' exploration share), **expires** a soft rule the re-tests contradict -- at
+least ``min_retests`` re-tests and the Wilson *upper* bound of their failure rate
+(same ``alpha``) below ``min_confidence``, the level the rule was kept at -- and adds
+the new rules. Hard rules (:func:`duplicate_rules`, :func:`structural_rule`) never
+expire.
 """
 
 from __future__ import annotations
