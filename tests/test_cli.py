@@ -416,6 +416,61 @@ def test_evaluate_records_a_run_that_report_renders(tmp_path: Path) -> None:
     assert 'id="robustness-relative"' in page.read_text()
 
 
+def test_evaluate_indexes_its_run_in_the_knowledge_base(tmp_path: Path) -> None:
+    """evaluate's runs sit beside the loop's in the KB: the run, every candidate's
+    strategy, metrics, score, and a failure record per rejected one; once."""
+    import sqlite3
+
+    from alphaloop.kb.runs import load_run, runs_dir
+
+    res = tmp_path / "res.parquet"
+    assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "12", "--out", str(res))[0] == 0
+    assert _run("evaluate", str(res), "--top", "2")[0] == 0
+    assert _run("evaluate", str(res), "--top", "2")[0] == 0  # the same run: indexed once
+    (run_dir,) = [p for p in runs_dir().iterdir() if not p.name.startswith(".")]
+    run = load_run(run_dir)
+    db = sqlite3.connect(Path(os.environ["ALPHALOOP_HOME"]) / "kb.sqlite")
+    one = db.execute("SELECT status, data_ref, json_extract(config, '$.kind') FROM runs "
+                     "WHERE run_id = ?", (run.record.run_id,)).fetchall()
+    assert one == [("DONE_SUCCESS", run.record.data_ref, "evaluate")]
+    scores = dict(db.execute("SELECT strategy_id, score_total FROM scores WHERE run_id = ?",
+                             (run.record.run_id,)).fetchall())
+    stored = dict(zip(run.candidates["strategy_id"], run.candidates["score_total"],
+                      strict=True))
+    assert scores == pytest.approx(stored)  # the numbers evaluate recorded, once each
+    windows = db.execute("SELECT DISTINCT engine, window FROM backtests WHERE run_id = ?",
+                         (run.record.run_id,)).fetchall()
+    assert windows == [("A", "selection")]  # never a loop's search-window trial
+    rejected = int((~run.candidates["passed"].astype(bool)).sum())
+    codes = [c for (c,) in db.execute("SELECT code FROM failures WHERE run_id = ?",
+                                      (run.record.run_id,))]
+    assert len(codes) == rejected and "TOO_FEW_TRADES" in codes
+    db.close()
+    code, out, _ = _run("kb", "runs", "--json")
+    assert code == 0 and run.record.run_id in out
+
+
+def test_kb_import_runs_indexes_folders_recorded_before_the_kb(tmp_path: Path) -> None:
+    import sqlite3
+
+    from alphaloop.kb.runs import runs_dir
+
+    res = tmp_path / "res.parquet"
+    assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "6", "--out", str(res))[0] == 0
+    assert _run("evaluate", str(res), "--top", "1")[0] == 0
+    kb_file = Path(os.environ["ALPHALOOP_HOME"]) / "kb.sqlite"
+    for suffix in ("", "-wal", "-shm"):  # as if recorded by an alphaloop without the KB
+        Path(f"{kb_file}{suffix}").unlink(missing_ok=True)
+    code, out, err = _run("kb", "import-runs")
+    assert code == 0, err
+    assert "1 run folder(s)" in out
+    (run_dir,) = [p for p in runs_dir().iterdir() if not p.name.startswith(".")]
+    db = sqlite3.connect(kb_file)
+    assert db.execute("SELECT COUNT(*) FROM scores WHERE run_id = ?",
+                      (run_dir.name,)).fetchone() == (6,)
+    db.close()
+
+
 def test_report_errors_are_one_line(tmp_path: Path) -> None:
     code, _, err = _run("report", "--run", "abc")
     assert code == 2 and "no recorded run matches 'abc'" in err

@@ -1,4 +1,4 @@
-"""``alphaloop kb stats | runs | strategies | show``: read the knowledge base."""
+"""``alphaloop kb stats | runs | strategies | show | import-runs``: the knowledge base."""
 
 from __future__ import annotations
 
@@ -53,6 +53,19 @@ def kb_show(strategy_id: Annotated[str, typer.Argument(help="An id or a unique p
             url: UrlOpt = None) -> None:
     """One strategy: its canonical spec, backtests, scores and failures."""
     out.print_json(json.dumps(_kb(url).strategy(strategy_id), default=str))
+
+
+@kb_app.command("import-runs")
+@_friendly
+def kb_import_runs(url: UrlOpt = None) -> None:
+    """Index the `evaluate` runs recorded under $ALPHALOOP_HOME/runs before evaluate
+    wrote to the knowledge base (idempotent: an indexed run is left as it is)."""
+    from alphaloop.kb.runs import import_runs, runs_dir
+
+    with _kb(url) as kb:
+        n = import_runs(kb)
+    out.print(f"{n} run folder(s) under {runs_dir()} indexed in the knowledge base",
+              highlight=False)
 
 
 def _frame(frame: Any, as_json: bool) -> None:

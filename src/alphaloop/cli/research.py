@@ -310,6 +310,9 @@ def evaluate(
         help="What to beat: equal_weight (buy-and-hold of the universe), cash, a SYMBOL "
         "of the data or a FILE with one series (default: the policy's benchmark, else "
         "equal_weight).")] = None,
+    kb_url: Annotated[str | None, typer.Option(
+        "--kb", help="Knowledge base URL (default sqlite:///$ALPHALOOP_HOME/kb.sqlite).")]
+    = None,
 ) -> None:
     """Score, deflate (DSR, PBO, SPA) and rank a sweep's candidates on the data before
     the holdout, each against its benchmark (beta, alpha, information ratio, excess
@@ -328,7 +331,7 @@ def evaluate(
     bars = load_bars(source)
     ev = evaluate_candidates(results, bars, pol, top=top, n_trials=n_trials, holdout=holdout,
                              benchmark=benchmark)
-    run_path = _record_run(ev, results_path, source, bars, policy_hash, holdout, top)
+    run_path = _record_run(ev, results_path, source, bars, policy_hash, holdout, top, kb_url)
     if out_path is not None:
         _write_table(ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
                                      failed_gates=ev.frame["failed_gates"].map(",".join)),
@@ -345,12 +348,22 @@ def evaluate(
 
 
 def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash: str,
-                holdout: float, top: int) -> Path:
+                holdout: float, top: int, kb_url: str | None) -> Path:
     """Store this evaluation as a run (idempotent: same inputs, same run_id), with the
-    reports exactly as printed, so that `report` shows these numbers."""
+    reports exactly as printed, so that `report` shows these numbers; and index it in
+    the knowledge base."""
     import pandas as pd
 
-    from alphaloop.kb.runs import RunRecord, file_sha256, iteration_row, run_id_for, save_run, stamp
+    from alphaloop.kb import KnowledgeBase
+    from alphaloop.kb.runs import (
+        RunRecord,
+        file_sha256,
+        iteration_row,
+        record_in_kb,
+        run_id_for,
+        save_run,
+        stamp,
+    )
 
     digest = file_sha256(results_path)
     run_id = run_id_for("evaluate", digest, policy_hash, bars.data_ref, f"{holdout!r}",
@@ -374,8 +387,10 @@ def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash
                                  failed_gates=ev.frame["failed_gates"].map(",".join))
     reports = [json.loads(r.to_json()) for r in ev.reports]
     row = iteration_row(ev.frame, beat_benchmark=ev.extra["n_beat_benchmark"])
-    return save_run(record, pd.DataFrame([row]), candidates,
-                    reports=reports)
+    path = save_run(record, pd.DataFrame([row]), candidates, reports=reports)
+    with KnowledgeBase(kb_url) as kb:  # beside the loop's runs: `alphaloop kb runs`
+        record_in_kb(kb, record, ev.frame, row)
+    return path
 
 
 # -------------------------------------------------------------------- report

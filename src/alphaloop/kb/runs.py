@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -43,7 +44,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from alphaloop.data.catalog import home
+from alphaloop.engines.metrics import CORE_METRICS
 from alphaloop.errors import AlphaloopError, ErrorClass
+from alphaloop.kb import records as rec
+from alphaloop.kb.store import KnowledgeBase
 
 # a failed scoring gate → the failure code it stands for (MOD-440)
 GATE_FAILURE_CODES = {
@@ -139,6 +143,96 @@ def iteration_row(frame: pd.DataFrame, iteration: int = 1, *,
         for code in {GATE_FAILURE_CODES.get(g, g.upper()) for g in gates}:
             row[f"failure:{code}"] = row.get(f"failure:{code}", 0) + 1
     return row
+
+
+def record_in_kb(kb: KnowledgeBase, record: RunRecord, candidates: pd.DataFrame,
+                 iteration: dict[str, Any]) -> None:
+    """Index an ``evaluate`` run in the knowledge base, beside the research loop's runs:
+    the run (its :class:`RunRecord` as config, ``kind: evaluate``), every candidate's
+    strategy, its metrics on the selection window (engine A, window ``selection``, so
+    it never counts as a loop trial on a search window), its score and, if rejected,
+    its failure record (stage ``evaluate``, the failed gates' codes). One transaction;
+    recording the same run again changes nothing. The run folder stays the record of
+    the artifacts (reports, candidates) that ``report`` renders."""
+    now = record.created_ns or 0
+    kb.save_run(rec.RunRecord(run_id=record.run_id, status="DONE_SUCCESS", seed=0,
+                              data_ref=record.data_ref, config=record.model_dump(mode="json"),
+                              created_ns=now, updated_ns=now, summary=_jsonable(iteration)))
+    rows = [{str(k): v for k, v in r.items()} for r in candidates.to_dict("records")]
+    kb.persist_iteration(rec.IterationBatch(
+        iteration=rec.IterationRecord(run_id=record.run_id, iteration=1, state="ITER_DONE",
+                                      summary=_jsonable(iteration)),
+        strategies=[_strategy(r) for r in rows],
+        backtests=[_backtest(record, r) for r in rows],
+        scores=[_score(record, r) for r in rows],
+        failures=[_failure(record, r) for r in rows if not r["passed"]]))
+
+
+def import_runs(kb: KnowledgeBase, root: Path | None = None) -> int:
+    """Index every complete run folder under ``root`` (runs recorded before evaluate
+    wrote to the knowledge base) with :func:`record_in_kb`; idempotent. How many."""
+    paths = _complete_runs(root or runs_dir())
+    for path in paths:
+        run = load_run(path)
+        first = run.iterations.iloc[0].to_dict() if len(run.iterations) else {}
+        record_in_kb(kb, run.record, run.candidates, {str(k): v for k, v in first.items()})
+    return len(paths)
+
+
+def _strategy(row: dict[str, Any]) -> rec.StrategyRecord:
+    spec = json.loads(row["spec"]) if isinstance(row["spec"], str) else dict(row["spec"])
+    params = json.loads(row["params"]) if isinstance(row["params"], str) else row["params"]
+    return rec.StrategyRecord(strategy_id=row["strategy_id"], spec=spec,
+                              family=row.get("family"), params=params or {})
+
+
+def _backtest(record: RunRecord, row: dict[str, Any]) -> rec.BacktestRecord:
+    metrics = {k: row[k] for k in CORE_METRICS if k in row}
+    return rec.BacktestRecord(
+        run_id=record.run_id, iteration=1, strategy_id=row["strategy_id"], engine="A",
+        window="selection", data_ref=record.data_ref, sharpe=_num(row.get("sharpe")),
+        total_return=_num(row.get("total_return")), max_drawdown=_num(row.get("max_drawdown")),
+        n_trades=None if _num(row.get("n_trades")) is None else int(row["n_trades"]),
+        metrics=_jsonable(metrics))
+
+
+def _score(record: RunRecord, row: dict[str, Any]) -> rec.ScoreRecord:
+    return rec.ScoreRecord(run_id=record.run_id, iteration=1, strategy_id=row["strategy_id"],
+                           policy_version=record.policy_version,
+                           score_total=float(row["score_total"]), passed=bool(row["passed"]),
+                           reasons=_list(row["reasons"], "; "), dsr=_num(row.get("dsr")),
+                           psr=_num(row.get("psr")))
+
+
+def _failure(record: RunRecord, row: dict[str, Any]) -> rec.FailureRecord:
+    codes = list(dict.fromkeys(GATE_FAILURE_CODES.get(g, g.upper())
+                               for g in _list(row["failed_gates"], ","))) or ["LOW_SCORE"]
+    return rec.FailureRecord(run_id=record.run_id, iteration=1, strategy_id=row["strategy_id"],
+                             stage_id="evaluate", code=codes[0], secondary=codes[1:],
+                             evidence={"reasons": _list(row["reasons"], "; "),
+                                       "score_total": float(row["score_total"])})
+
+
+def _list(value: Any, sep: str) -> list[str]:
+    """Gates and reasons: a list in memory, joined by ``sep`` in a stored table."""
+    if isinstance(value, str):
+        return [v for v in value.split(sep) if v]
+    return [str(v) for v in value]
+
+
+def _num(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    """Plain JSON: numpy scalars as numbers, NaN and infinities as null."""
+    text = json.dumps(data, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    out: dict[str, Any] = json.loads(text, parse_constant=lambda _: None)
+    return out
 
 
 def file_sha256(path: Path) -> str:
