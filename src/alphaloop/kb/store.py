@@ -98,7 +98,7 @@ __all__ = ["KBError", "KnowledgeBase", "default_url", "dispose_engines"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _Catalog = tuple[set[str], list[str]]  # a database's table names, its alembic versions
-_WRITE = "alphaloop_kb_write"  # execution option: this connection's BEGIN is IMMEDIATE
+WRITE_OPTION = "alphaloop_kb_write"  # execution option: this connection's BEGIN is IMMEDIATE
 _REUSABLE = ("SUCCESS", "PARTIAL")  # stage statuses whose output a resume may reuse
 _CRITICAL, _TRANSIENT, _PERMANENT = ErrorClass.CRITICAL, ErrorClass.TRANSIENT, ErrorClass.PERMANENT
 
@@ -183,11 +183,11 @@ def _remember_file(url: str, busy_timeout_s: float, path: Path | None) -> None:
 def _create_engine(url: str, busy_timeout_s: float) -> Engine:
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine, busy_timeout_s)
+        configure_sqlite(engine, busy_timeout_s)
     return engine
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
+def configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
     """Foreign keys, busy timeout, and transactions that SQLAlchemy begins itself.
 
     Python's sqlite3 module would BEGIN only before DML (so DDL of a migration would not
@@ -208,7 +208,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        writing = conn.get_execution_options().get(_WRITE, False)
+        writing = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
@@ -588,7 +588,7 @@ class KnowledgeBase:
         """Migrate to head in one IMMEDIATE transaction (a concurrent opener waits)."""
         try:
             with (_MIGRATE_LOCK,
-                  self._engine.connect().execution_options(**{_WRITE: True}) as conn):
+                  self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn):
                 migrations.upgrade(conn)
         except sa_exc.OperationalError as exc:
             if _is_lock(exc.orig):
@@ -654,7 +654,7 @@ class KnowledgeBase:
     def _writing(self, what: str) -> Iterator[Connection]:
         """One write transaction; database failures become classified KBErrors."""
         try:
-            with self._live().execution_options(**{_WRITE: True}).begin() as conn:
+            with self._live().execution_options(**{WRITE_OPTION: True}).begin() as conn:
                 yield conn
         except KBError:
             raise

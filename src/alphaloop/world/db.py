@@ -21,8 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from alphaloop.kb import KBError, KnowledgeBase
-from alphaloop.kb.store import _WRITE
-from alphaloop.kb.store import _configure_sqlite as configure_sqlite
+from alphaloop.kb.store import WRITE_OPTION, configure_sqlite
 from alphaloop.world.errors import WorldError, unavailable
 
 
@@ -62,7 +61,7 @@ class Database:
     def write(self) -> Iterator[Session]:
         """One write transaction: all of it is committed, or none of it."""
         try:
-            with (self._writer, self.engine.execution_options(**{_WRITE: True}).begin() as conn,
+            with (self._writer, self.engine.execution_options(**{WRITE_OPTION: True}).begin() as conn,
                   Session(bind=conn) as session):
                 yield session
         except sa_exc.IntegrityError as exc:

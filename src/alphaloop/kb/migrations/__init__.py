@@ -4,7 +4,9 @@ The revisions are frozen DDL written by hand, one file per change, in ``versions
 
 - ``0001`` the initial tables;
 - ``0002`` ``stage_runs.output_ref`` (where a stage's artifact lives, for resume) and
-  an index on ``backtests(data_ref, engine, window)`` (what trial counts filter by).
+  an index on ``backtests(data_ref, engine, window)`` (what trial counts filter by);
+- ``0003`` the WorldService's tables (worlds, policies, evaluation runs and revisions,
+  risk snapshots, control events, tokens, audit log), which share the database.
 
 :class:`alphaloop.kb.store.KnowledgeBase` upgrades a database to :func:`head` when it
 opens it; this module only knows revisions, never files or errors.
