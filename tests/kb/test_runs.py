@@ -37,7 +37,7 @@ def test_iteration_row_counts_by_hand() -> None:
     row = iteration_row(_frame(), iteration=3)
     assert row["iteration"] == 3 and row["best_score"] == 72.5
     assert row["tried"] == 3 and row["passed"] == 1
-    assert row["failure:TOO_FEW_TRADES"] == 2 and row["failure:DSR_BELOW_GATE"] == 1
+    assert row["failure:TOO_FEW_TRADES"] == 2 and row["failure:OVERFIT_DSR"] == 1
     assert row["failure:DRAWDOWN_BREACH"] == 0
 
 

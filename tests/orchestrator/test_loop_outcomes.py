@@ -149,12 +149,14 @@ def test_the_loop_does_not_promote_beta(make_config: Make, tmp_path: Path) -> No
     summary = Runner(cfg).run()
     assert summary.best_strategies == ()
     db = sqlite3.connect(cfg.kb.url.removeprefix("sqlite:///"))
-    rows = db.execute("SELECT evidence FROM failures WHERE run_id = ? AND stage_id = 'S60'",
-                      (cfg.run_id,)).fetchall()
+    rows = db.execute("SELECT code, secondary, evidence FROM failures WHERE run_id = ? "
+                      "AND stage_id = 'S60'", (cfg.run_id,)).fetchall()
     db.close()
-    beta = [e for e in map(lambda r: json.loads(r[0]), rows)
-            if e["reasons"] and all("against benchmark equal_weight" in r for r in e["reasons"])]
+    beta = [(c, json.loads(sec), json.loads(e)) for c, sec, e in rows
+            if c == "BENCHMARK_NOT_BEATEN" and set(json.loads(sec)) <= {"LOW_INFORMATION_RATIO"}]
     assert beta, "no candidate was rejected by the relative gates alone"
-    for e in beta:  # score-v1's gates (against cash) hold: min_sharpe 0.5, min_dsr 0.95
-        assert e["sharpe"] >= 0.5 and e["dsr"] >= 0.95 and e["n_trades"] >= 30
-        assert any(r.startswith("excess_dsr") for r in e["reasons"])
+    for _, _, e in beta:  # score-v1's gates (against cash) hold: min_sharpe 0.5, min_trades 30
+        assert e["metrics"]["sharpe"] >= 0.5 and e["metrics"]["n_trades"] >= 30
+        assert e["BENCHMARK_NOT_BEATEN"]["threshold"] == 0.95  # score-v2's min_excess_dsr
+        assert any(r.startswith("excess_dsr") and "against benchmark equal_weight" in r
+                   for r in e["reasons"])

@@ -48,15 +48,8 @@ from alphaloop.engines.metrics import CORE_METRICS
 from alphaloop.errors import AlphaloopError, ErrorClass
 from alphaloop.kb import records as rec
 from alphaloop.kb.store import KnowledgeBase
+from alphaloop.research.rootcause import GATE_FAILURE_CODES, gate_code
 
-# a failed scoring gate → the failure code it stands for (MOD-440)
-GATE_FAILURE_CODES = {
-    "min_trades": "TOO_FEW_TRADES", "max_drawdown": "DRAWDOWN_BREACH",
-    "min_sharpe": "LOW_SHARPE", "max_turnover": "EXCESSIVE_TURNOVER",
-    "min_history_years": "SHORT_HISTORY", "min_dsr": "DSR_BELOW_GATE",
-    "max_pbo": "PBO_ABOVE_GATE", "min_excess_dsr": "BENCHMARK_NOT_BEATEN",
-    "min_information_ratio": "LOW_INFORMATION_RATIO",
-}
 DONE = ".stage_done"
 REPORTS = "reports.json"
 
@@ -140,7 +133,7 @@ def iteration_row(frame: pd.DataFrame, iteration: int = 1, *,
     for code in sorted(set(GATE_FAILURE_CODES.values())):
         row[f"failure:{code}"] = 0
     for gates in frame["failed_gates"]:
-        for code in {GATE_FAILURE_CODES.get(g, g.upper()) for g in gates}:
+        for code in {gate_code(g) for g in gates}:
             row[f"failure:{code}"] = row.get(f"failure:{code}", 0) + 1
     return row
 
@@ -205,8 +198,8 @@ def _score(record: RunRecord, row: dict[str, Any]) -> rec.ScoreRecord:
 
 
 def _failure(record: RunRecord, row: dict[str, Any]) -> rec.FailureRecord:
-    codes = list(dict.fromkeys(GATE_FAILURE_CODES.get(g, g.upper())
-                               for g in _list(row["failed_gates"], ","))) or ["LOW_SCORE"]
+    codes = list(dict.fromkeys(gate_code(g) for g in _list(row["failed_gates"], ","))) \
+        or ["LOW_SCORE"]
     return rec.FailureRecord(run_id=record.run_id, iteration=1, strategy_id=row["strategy_id"],
                              stage_id="evaluate", code=codes[0], secondary=codes[1:],
                              evidence={"reasons": _list(row["reasons"], "; "),

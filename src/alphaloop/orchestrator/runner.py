@@ -434,8 +434,10 @@ class Runner:
         self._imove(i, im, IterationState.ANALYSIS)
         fails = self._stage(i, "S85", (list(fresh_specs), short.shortlist, len(verified),
                                        len(robust), sorted(look)),
-                            lambda: st.failure_records(short.scored, short, threshold,
-                                                       verified, robust, look), timings)
+                            lambda: st.failure_records(
+                                short.scored, short, threshold, verified, robust, look,
+                                self.policy.gates.model_dump(), self.costs,
+                                cfg.policies.promotion), timings)
         self.failures += len(fails)
         self._imove(i, im, IterationState.CONSTRAINT_UPDATE)
         learned = self._stage(i, "S90", (len(fails), cfg.learning.enabled),

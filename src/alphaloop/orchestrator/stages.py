@@ -48,16 +48,21 @@ from alphaloop.evaluation.statistics import (
     psr,
 )
 from alphaloop.orchestrator.config import Promotion
+from alphaloop.research.rootcause import (
+    STRATEGY_ENGINE_B_CODES,
+    CandidateEvidence,
+    EngineBFailure,
+    LookaheadEvidence,
+    ScoringEvidence,
+    SearchMetrics,
+    ValidationEvidence,
+    VerificationEvidence,
+    diagnose,
+    estimate_gross,
+)
 from alphaloop.strategy.samplers import Sampler, make_sampler
 from alphaloop.strategy.spec import StrategySpec
 from alphaloop.strategy.templates import get_family
-
-GATE_FAILURE_CODES = {
-    "min_trades": "TOO_FEW_TRADES", "max_drawdown": "DRAWDOWN_BREACH",
-    "min_sharpe": "LOW_SHARPE", "max_turnover": "EXCESSIVE_TURNOVER",
-    "min_history_years": "SHORT_HISTORY", "min_dsr": "OVERFIT_DSR",
-    "max_pbo": "OVERFIT_PBO",
-}
 
 
 # ------------------------------------------------------------------ S10
@@ -489,43 +494,64 @@ def holdout_check(specs: list[StrategySpec], bars: Bars, val_end: int,
 # ------------------------------------------------------------------ S85
 def failure_records(scored: pd.DataFrame, short: Shortlist, threshold: float,
                     verified: list[dict[str, Any]], robust: list[dict[str, Any]],
-                    lookahead: dict[str, str]) -> list[dict[str, Any]]:
-    """MOD-440: one primary code (+ secondary codes, evidence, stage) for every
-    rejected candidate. The holdout is never a reason here."""
+                    lookahead: dict[str, str], gates: dict[str, Any], costs: CostModel,
+                    promo: Promotion) -> list[dict[str, Any]]:
+    """MOD-440 through MOD-441/442 (:mod:`alphaloop.research.rootcause`): one primary
+    code, secondary codes and evidence per rejected candidate, from what each stage
+    measured. The holdout is never evidence; engine B's non-determinism is the loop's
+    (a stop rule), not a fact about the strategy; a candidate that passed every gate
+    and the threshold but was not promoted is not a failure."""
+    b = {v["strategy_id"]: v for v in verified}
+    r = {x["strategy_id"]: x for x in robust}
     out: list[dict[str, Any]] = []
-    listed = set(short.shortlist)
-    for row in scored.to_dict("records"):
+    for raw in scored.to_dict("records"):
+        row = {str(k): v for k, v in raw.items()}
         sid = str(row["strategy_id"])
-        if sid in listed:
-            continue
-        evidence: dict[str, Any] = {k: _num(row[k]) for k in (
-            "score_total", "sharpe", "n_trades", "dsr", "max_drawdown")}
-        evidence["reasons"] = list(row["reasons"])
-        if sid in short.dropped_by_cluster:
-            codes = ["DUPLICATE"]
-            evidence["correlated_with"] = short.dropped_by_cluster[sid]
-        else:
-            codes = [GATE_FAILURE_CODES.get(str(g), str(g).upper())
-                     for g in row["failed_gates"]]
-            if row["n_trades"] == 0:
-                codes = ["NO_TRADES", *[c for c in codes if c != "TOO_FEW_TRADES"]]
-            if not codes:
-                codes = ["LOW_SCORE"]
-                evidence["threshold"] = threshold
-        out.append({"strategy_id": sid, "stage_id": "S60", "code": codes[0],
-                    "secondary": codes[1:], "evidence": evidence})
-    for sid, message in lookahead.items():
-        out.append({"strategy_id": sid, "stage_id": "S65", "code": "LOOKAHEAD",
-                    "secondary": [], "evidence": {"message": message}})
-    for v in verified:
-        if not v["passed"]:
-            out.append({"strategy_id": v["strategy_id"], "stage_id": "S70",
-                        "code": v["codes"][0], "secondary": v["codes"][1:],
-                        "evidence": {"engine_b": v["evidence"], "sharpe_b": _num(v["sharpe"])}})
-    for r in robust:
-        if not r["passed"]:
-            out.append({"strategy_id": r["strategy_id"], "stage_id": "S75",
-                        "code": "OOS_DECAY", "secondary": [],
-                        "evidence": {"sharpe_validation": _num(r["sharpe_validation"]),
-                                     "oos_ratio": _num(r["oos_ratio"])}})
+        found = diagnose(_evidence(row, short, threshold, b.get(sid), r.get(sid),
+                                   lookahead.get(sid), gates, costs, promo))
+        if found is not None:  # the scoring policy's own words go with the codes
+            fields = found.record_fields()
+            fields["evidence"]["reasons"] = [str(x) for x in row["reasons"]]
+            out.append(fields)
     return out
+
+
+def _evidence(row: dict[str, Any], short: Shortlist, threshold: float,
+              b: dict[str, Any] | None, r: dict[str, Any] | None, look: str | None,
+              gates: dict[str, Any], costs: CostModel, promo: Promotion) -> CandidateEvidence:
+    sid = str(row["strategy_id"])
+    metrics = SearchMetrics.of(row)
+    twin = short.dropped_by_cluster.get(sid)
+    scoring = ScoringEvidence(
+        metrics=metrics, failed_gates=tuple(map(str, row["failed_gates"])), gates=gates,
+        score_total=finite(row["score_total"]), score_threshold=threshold,
+        gross=estimate_gross(metrics, costs.fees_bps, costs.slippage_bps),
+        dsr=finite(row.get("dsr")), pbo=finite(row.get("pbo")), correlated_with=twin,
+        correlation_threshold=promo.cluster_correlation if twin else None)
+    verification = None if b is None else _engine_b(b)
+    validation = None if r is None else ValidationEvidence(
+        sharpe_search=float(row["sharpe"]), sharpe_validation=float(r["sharpe_validation"]),
+        min_ratio=promo.min_oos_ratio)
+    return CandidateEvidence(
+        strategy_id=sid, family=row.get("family"), params=_loads(row.get("params")),
+        scoring=scoring, lookahead=None if look is None else LookaheadEvidence(message=look),
+        verification=verification, validation=validation)
+
+
+def _engine_b(b: dict[str, Any]) -> VerificationEvidence | None:
+    """Engine B's evidence; None when it failed only by non-determinism, which is not
+    the strategy's failure (seed 003 §7.3 stops the run on it)."""
+    found = VerificationEvidence(
+        sharpe=finite(b["sharpe"]),
+        failures=tuple(EngineBFailure(code=c, **b["evidence"].get(c, {}))
+                       for c in b["codes"] if c in STRATEGY_ENGINE_B_CODES))
+    if not b["passed"] and not found.failures and (found.sharpe or 0.0) > 0:
+        return None
+    return found
+
+
+def _loads(params: Any) -> dict[str, Any]:
+    if isinstance(params, str):
+        loaded: dict[str, Any] = json.loads(params)
+        return loaded
+    return dict(params or {})
