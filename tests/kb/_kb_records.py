@@ -78,9 +78,33 @@ def batch(run_id: str = "run-a", iteration: int = 0) -> IterationBatch:
     )
 
 
-def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, sorted, read with plain sqlite3 (not the code under
-    test); the transitions' surrogate ``id`` is left out (insertion order only)."""
+def dump(where: Path | KnowledgeBase) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted, read with plain sqlite3 or psycopg (not the code
+    under test); the transitions' surrogate ``id`` is left out (insertion order only)."""
+    if isinstance(where, KnowledgeBase):
+        if where.path is None:
+            return _dump_postgres(where.url)
+        where = where.path
+    return _dump_sqlite(where)
+
+
+def _dump_postgres(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    import psycopg
+
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(conninfo) as con:
+        out = {}
+        for table in TABLES:
+            cols = [r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                "ORDER BY ordinal_position", (table,)) if r[0] != "id"]
+            quoted = ', '.join(f'"{c}"' for c in cols)
+            rows = con.execute(f"SELECT {quoted} FROM {table}").fetchall()
+            out[table] = sorted(rows, key=repr)
+        return out
+
+
+def _dump_sqlite(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         out = {}

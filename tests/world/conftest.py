@@ -1,5 +1,6 @@
 """A real WorldService: ``alphaloop world serve`` (uvicorn) in a subprocess on a loopback
-port, on a SQLite file."""
+port, on a SQLite file or on a database of a real PostgreSQL server (``world_server`` runs
+every test that uses it on both)."""
 
 from __future__ import annotations
 
@@ -41,14 +42,30 @@ def make_tokens(db_url: str) -> dict[str, str]:
     return made
 
 
+def create_database(server_url: str, name: str) -> str:
+    """A new empty database on the session's PostgreSQL server; its URL."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
 @dataclass
 class Server:
-    """One service process on ``db_path``; ``start`` again after ``kill`` to restart."""
+    """One service process on ``db`` (a SQLite file, or a database URL); ``start`` again
+    after ``kill`` to restart."""
 
-    db_path: Path
+    db: Path | str
     refs_root: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def db_url(self) -> str:
+        return self.db if isinstance(self.db, str) else f"sqlite:///{self.db}"
 
     @property
     def url(self) -> str:
@@ -58,7 +75,7 @@ class Server:
         env = {**os.environ, "NUMBA_CACHE_DIR": str(Path.cwd() / ".numba_cache")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "alphaloop", "world", "serve", "--db",
-             f"sqlite:///{self.db_path}", "--host", "127.0.0.1", "--port", str(self.port),
+             self.db_url, "--host", "127.0.0.1", "--port", str(self.port),
              "--refs-root", str(self.refs_root)], env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -86,13 +103,18 @@ class Server:
                 self.kill()
 
 
-@pytest.fixture(scope="module")
-def world_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[tuple[Server, dict[str, str]]]:
     base = tmp_path_factory.mktemp("world")
     (base / "refs").mkdir()
-    db_path = base / "kb.sqlite"
-    made = make_tokens(f"sqlite:///{db_path}")
+    db: Path | str = base / "kb.sqlite"
+    if request.param == "postgresql":
+        server_url: str = request.getfixturevalue("postgres_server")
+        db = create_database(server_url, f"world_{base.name}")
+    server = Server(db, base / "refs")
+    made = make_tokens(server.db_url)
     dispose_engines()
-    server = Server(db_path, base / "refs").start()
+    server.start()
     yield server, made
     server.stop()

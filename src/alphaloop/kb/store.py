@@ -100,6 +100,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _Catalog = tuple[set[str], list[str]]  # a database's table names, its alembic versions
 WRITE_OPTION = "alphaloop_kb_write"  # execution option: this connection's BEGIN is IMMEDIATE
 _REUSABLE = ("SUCCESS", "PARTIAL")  # stage statuses whose output a resume may reuse
+_PG_MIGRATE_KEY = 0x616C7068614C6F6F  # "alphaLoo": the advisory lock schema upgrades take
 _CRITICAL, _TRANSIENT, _PERMANENT = ErrorClass.CRITICAL, ErrorClass.TRANSIENT, ErrorClass.PERMANENT
 
 
@@ -443,8 +444,9 @@ def _write_batch(conn: Connection, batch: IterationBatch) -> None:
     data = _row(batch)
     _upsert(conn, _t(Iteration), [data["iteration"]])
     _upsert(conn, _t(Strategy), data["strategies"], update_=False)  # id = canonical spec
-    _upsert(conn, _t(ConstraintSet), data["constraint_sets"])
-    _upsert(conn, _t(Constraint), data["constraints"])
+    # a set's id is the hash of its rules: the first run to reach it keeps the record
+    _upsert(conn, _t(ConstraintSet), data["constraint_sets"], update_=False)
+    _upsert(conn, _t(Constraint), data["constraints"], update_=False)
     _upsert(conn, _t(Backtest), data["backtests"])
     _upsert(conn, _t(Score), data["scores"])
     _upsert(conn, _t(Failure), data["failures"])
@@ -589,7 +591,15 @@ class KnowledgeBase:
         try:
             with (_MIGRATE_LOCK,
                   self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn):
-                migrations.upgrade(conn)
+                if conn.dialect.name == "postgresql":
+                    # the server's counterpart of SQLite's write lock: concurrent openers of
+                    # a new database queue here; the next one finds the head and does nothing
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                 {"key": _PG_MIGRATE_KEY})
+                    migrations.upgrade(conn)
+                    conn.commit()
+                else:
+                    migrations.upgrade(conn)
         except sa_exc.OperationalError as exc:
             if _is_lock(exc.orig):
                 raise KBError(f"{self._where} is locked; schema upgrade deferred: {exc.orig}",
@@ -840,6 +850,19 @@ class KnowledgeBase:
         """Every failure record of a run (``iteration``, ``strategy_id``, ``stage_id``,
         ``code``, ``secondary``, ``evidence``), by iteration."""
         return self._run_rows(Failure, run_id)
+
+    def constraints(self, constraint_set_id: str) -> list[dict[str, Any]]:
+        """The rules of one constraint set (empty when there is no such set)."""
+        stmt = select(Constraint).where(Constraint.constraint_set_id == constraint_set_id)
+        frame = self._frame(stmt.order_by(Constraint.constraint_id))
+        return [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
+
+    def constraint_sets(self, run_id: str | None = None) -> pd.DataFrame:
+        """The constraint set versions (of one run), oldest first."""
+        stmt = select(ConstraintSet)
+        if run_id is not None:
+            stmt = stmt.where(ConstraintSet.run_id == run_id)
+        return self._frame(stmt.order_by(ConstraintSet.run_id, ConstraintSet.iteration))
 
     def _run_rows(self, model: type[Base], run_id: str) -> pd.DataFrame:
         table = _t(model)

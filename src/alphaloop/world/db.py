@@ -5,7 +5,9 @@ newer files untouched and migrates to the newest revision (``0003`` holds the wo
 tables). The service then keeps its own engine: for SQLite, WAL with
 ``synchronous=FULL`` (a write is acknowledged only once it is on disk) and every write
 transaction begins IMMEDIATE, so it holds the write lock before it reads what it will
-change (revision numbers, latest snapshot) and never fails halfway.
+change (revision numbers, latest snapshot) and never fails halfway. On PostgreSQL every
+write transaction first takes one advisory lock (held until it ends) for the same
+reason: writers are serialized across processes, readers never wait.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from alphaloop.kb import KBError, KnowledgeBase
 from alphaloop.kb.store import WRITE_OPTION, configure_sqlite
 from alphaloop.world.errors import WorldError, unavailable
+
+WORLD_WRITE_LOCK = 0x776F726C64  # "world": the advisory lock every PostgreSQL write takes
 
 
 def _durable_commits(engine: Engine, synchronous: str) -> None:
@@ -50,6 +54,7 @@ class Database:
         # served, instead of letting them poll the file lock (its backoff sleeps make
         # tail latencies of seconds under load). Other processes still meet the file lock.
         self._writer: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        self._server_lock = self.engine.dialect.name == "postgresql"
         if self.engine.dialect.name == "sqlite":
             # the KB's own settings (foreign keys, busy timeout, BEGIN IMMEDIATE for writes)
             configure_sqlite(self.engine, busy_timeout_s)
@@ -63,6 +68,12 @@ class Database:
         try:
             with (self._writer, self.engine.execution_options(**{WRITE_OPTION: True}).begin() as conn,
                   Session(bind=conn) as session):
+                if self._server_lock:
+                    # PostgreSQL's counterpart of SQLite's one writer: writes read what they
+                    # change (revision numbers, latest snapshot), so they queue on a lock
+                    # held until commit, across every process of the service
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                 {"key": WORLD_WRITE_LOCK})
                 yield session
         except sa_exc.IntegrityError as exc:
             raise WorldError(f"the write conflicts with stored data: {exc.orig}",
