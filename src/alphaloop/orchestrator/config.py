@@ -169,8 +169,29 @@ class KBConfig(_Strict):
 
 
 class ExecutorConfig(_Strict):
-    kind: Literal["local"] = "local"
-    workers: int = Field(default=1, ge=1, le=1024)
+    """Where engine A's batches run; never what they give (see
+    :mod:`alphaloop.orchestrator.executors`)."""
+
+    kind: Literal["local", "ray"] = "local"
+    workers: int | None = Field(default=None, ge=1, le=1024)
+    """Processes (local; None = 1) or chunks at once (ray; None = the cluster's CPUs)."""
+    address: str | None = Field(default=None, min_length=1, max_length=500)
+    """Ray only: ``auto``, ``host:port`` (a head node), ``ray://host:port`` (Ray Client),
+    or None: a private Ray on this machine for the run."""
+
+    @model_validator(mode="after")
+    def _address_fits(self) -> ExecutorConfig:
+        a = self.address
+        if a is None:
+            return self
+        if self.kind != "ray":
+            raise ValueError("executor.address is for kind 'ray' only")
+        host_port = a.removeprefix("ray://").rsplit(":", 1)
+        if a != "auto" and not (len(host_port) == 2 and host_port[0]
+                                and host_port[1].isdigit()):
+            raise ValueError(f"executor.address {a!r}: use auto, host:port or "
+                             "ray://host:port")
+        return self
 
 
 class Learning(_Strict):
@@ -281,6 +302,10 @@ class IterationSummary(_Strict):
     constraints_added: int
     best_score: float | None
     best_score_so_far: float | None
+    forbidden_share: float | None = None
+    """The share of the families' parameter space the rules in force forbid (mean over
+    the families; Monte Carlo over the samplers' prior). None without learning."""
+    constraint_set_id: str | None = None
     branches: tuple[str, ...] = ()
     diversity: dict[str, Any] = Field(default_factory=dict)
     """Seed 003 §8 of the shortlist: families, clusters, held back by the one-per-cluster

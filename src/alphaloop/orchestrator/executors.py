@@ -12,7 +12,10 @@ change a number.
   spec JSON. Operators registered at run time exist only in the parent process: use one
   worker with them.
 
-A Ray executor (its own issue) implements the same two methods.
+- ``ray`` runs the chunks as tasks on a Ray cluster
+  (:mod:`alphaloop.orchestrator.ray_executor`, imported only when asked for).
+
+Every executor can say where its work ran (:meth:`Executor.describe`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class Executor(Protocol):
 
     def close(self) -> None: ...
 
+    def describe(self) -> str:
+        """Where the work ran, in one line (``alphaloop run`` prints it)."""
+        ...
+
 
 _PANEL: dict[str, Bars] = {}
 _WINDOWS: dict[tuple[str, int], tuple[Bars, SignalEvaluator]] = {}
@@ -84,10 +91,21 @@ class LocalExecutor:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
+    def describe(self) -> str:
+        return ("local: this process" if self.workers <= 1
+                else f"local: a pool of {self.workers} processes")
 
-def make_executor(kind: str, workers: int, bars: Bars) -> Executor:
+
+def make_executor(kind: str, workers: int | None, bars: Bars, *,
+                  address: str | None = None) -> Executor:
+    """The executor of ``kind``: ``local`` (``workers`` processes, None = 1) or ``ray``
+    (attached to the cluster at ``address``; ``workers`` None = the cluster's CPUs)."""
     if kind == "local":
-        return LocalExecutor(workers, bars)
+        return LocalExecutor(workers or 1, bars)
+    if kind == "ray":
+        from alphaloop.orchestrator.ray_executor import RayExecutor
+
+        return RayExecutor(workers, bars, address)
     raise ValueError(f"unknown executor kind {kind!r}")
 
 

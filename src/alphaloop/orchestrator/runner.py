@@ -87,6 +87,8 @@ from alphaloop.orchestrator.states import (
     run_machine,
     stage_machine,
 )
+from alphaloop.research.learning import ConstraintSet, Observation
+from alphaloop.strategy.constraints import Constraint
 from alphaloop.strategy.spec import StrategySpec
 
 if TYPE_CHECKING:  # the SDK is imported when a world is used (it pulls in httpx)
@@ -183,7 +185,8 @@ class Runner:
                                cfg.policies.early_stop.min_improve)
         self.generator = st.Generator(cfg.generation.families, cfg.generation.sampler,
                                       cfg.seed)
-        self.executor = make_executor(cfg.executor.kind, cfg.executor.workers, self.bars)
+        self.executor = make_executor(cfg.executor.kind, cfg.executor.workers, self.bars,
+                                      address=cfg.executor.address)
         prior = self.kb.tested(self.search_ref, engine="A", window="search",
                                exclude_run=cfg.run_id)
         self.prior_ids = set(prior["strategy_id"]) if len(prior) else set()
@@ -208,6 +211,11 @@ class Runner:
         self.extra_families: tuple[str, ...] = ()
         self.force_baseline = False
         self.pending_world: list[StrategySpec] = []  # survivors the world has not seen
+        self.observations: list[Observation] = []  # every candidate of the run (MOD-450)
+        self.disabled_rules: tuple[str, ...] = ()  # seed 004 §6.2 B, for one generation
+        self.cset = self._base_constraints()
+        if cfg.learning.enabled:
+            self._apply_constraints()
         used = 0.0
         if resuming and (self.root / CLOCK_FILE).exists():
             used = float(json.loads((self.root / CLOCK_FILE).read_text())["elapsed_sec"])
@@ -355,6 +363,8 @@ class Runner:
                                            sorted(self.generator.widenings.items())),
                                 lambda: self._generate(alloc), timings,
                                 on_load=lambda _: self._advance(alloc))
+        if self.disabled_rules:  # branch B lasted one generation: the next update restores
+            self.disabled_rules = ()
         budget_left = cfg.budgets.max_backtests - self.backtests
         # verification re-runs engine A on earlier candidates (their returns are needed
         # for PBO and clustering), so nothing counts as "reused" there
@@ -440,11 +450,8 @@ class Runner:
                                 cfg.policies.promotion), timings)
         self.failures += len(fails)
         self._imove(i, im, IterationState.CONSTRAINT_UPDATE)
-        learned = self._stage(i, "S90", (len(fails), cfg.learning.enabled),
-                              lambda: {"constraints_added": 0,
-                                       "constraint_set_id": cfg.base_constraint_set_id},
-                              timings, skip=not cfg.learning.enabled)
-        added = int((learned or {}).get("constraints_added", 0))
+        learned = self._constraint_update(i, ded.fresh, fails, timings)
+        added = learned.added if learned is not None else 0
         self.constraints_added += added
         best = (float(short.scored["score_total"].max()) if len(short.scored) else None)
         if best is not None and (self.best_so_far is None or best > self.best_so_far):
@@ -456,10 +463,13 @@ class Runner:
             promoted_to_B=len(verified), passed_B=len(passed_b),
             passed_robustness=len(robust_ok), survivors=len(survivors),
             failures_created=len(fails), constraints_added=added, best_score=best,
+            forbidden_share=None if learned is None else learned.forbidden_share,
+            constraint_set_id=self.cset.constraint_set_id if self.cset.rules else None,
             best_score_so_far=self.best_so_far, branches=tuple(branches),
             diversity=st.diversity(short), stage_ms=timings)
         self._imove(i, im, IterationState.KB_PERSIST)
-        batch = self._batch(i, summary, ded, fresh_specs, a, short, verified, robust, fails)
+        batch = self._batch(i, summary, ded, fresh_specs, a, short, verified, robust, fails,
+                            learned)
         # the batch is a function of the earlier stages' inputs (their outputs are)
         self._stage(i, "S95", tuple(sorted(self._hashes.items())),
                     lambda: self._persist(i, batch), timings)
@@ -625,6 +635,47 @@ class Runner:
             self._branch(i, "S95", "A_LOCAL_FALLBACK", effective=True)
         return {"persisted": how}
 
+    # ------------------------------------------------------------ learning
+    def _base_constraints(self) -> ConstraintSet:
+        """The run starts from ``base_constraint_set_id`` when the knowledge base holds
+        that set (a rule learned by an earlier run), else from no rule."""
+        rows = self.kb.constraints(self.cfg.base_constraint_set_id)
+        rules = [Constraint.model_validate(r["rule"]) for r in rows]
+        if not rules:
+            return ConstraintSet.build(())
+        return ConstraintSet(constraint_set_id=self.cfg.base_constraint_set_id,
+                             rules=tuple(sorted(rules, key=lambda r: r.rule_id)))
+
+
+    def _constraint_update(self, i: int, fresh: list[dict[str, Any]],
+                           fails: list[dict[str, Any]], timings: dict[str, float]
+                           ) -> st.Learned | None:
+        """S90 (MOD-450/451): this iteration's candidates join the run's observations
+        (failed or not); the constraint set is updated and the samplers get its rules.
+        With ``learning.enabled: false`` nothing is learned and no rule applies."""
+        codes = {f["strategy_id"]: [f["code"], *f["secondary"]] for f in fails}
+        self.observations += [
+            Observation(family=str(c["family"]), params=dict(c["params"]),
+                        codes=tuple(codes.get(c["strategy_id"], ())),
+                        strategy_id=c["strategy_id"], iteration=i) for c in fresh]
+        if not self.cfg.learning.enabled:
+            self._stage(i, "S90", (False,), lambda: None, timings, skip=True)
+            return None
+        broken = self.generator.broken_rules(fresh)
+        learned: st.Learned = self._stage(
+            i, "S90", (self.cset.constraint_set_id, sorted(codes.items()),
+                       sorted(broken.items()), len(self.observations)),
+            lambda: st.learn_constraints(self.cset, self.observations,
+                                         self.generator.families(), broken, codes, i,
+                                         self.cfg.seed), timings)
+        self.cset = learned.constraint_set
+        self._apply_constraints()
+        return learned
+
+    def _apply_constraints(self) -> None:
+        """The rules in force for the next generation, less those branch B disabled."""
+        self.generator.set_constraints(self.cset.active_without(self.disabled_rules))
+
     # ------------------------------------------------------------ the world
     def _hand_off(self, i: int, survivors: list[StrategySpec]) -> None:
         """Seed 000: survivors go to the configured world at the end of their iteration,
@@ -696,6 +747,13 @@ class Runner:
         if widened:
             return [self._branch(i, "S30", "A_WIDEN_RANGES", effective=True,
                                  ranges=widened)]
+        newest = self.cset.newest()
+        if newest and not self.disabled_rules:  # B: the newest soft rules, for one round
+            self.disabled_rules = newest
+            self._apply_constraints()
+            return [self._branch(i, "S30", "B_DISABLE_NEWEST_RULES", effective=True,
+                                 rules=list(newest),
+                                 constraint_set_id=self.cset.constraint_set_id)]
         unused = [f for f in FAMILIES if f not in self.generator.samplers]
         if unused:
             self.extra_families = (*self.extra_families, unused[0])
@@ -792,7 +850,8 @@ class Runner:
     def _batch(self, i: int, summary: IterationSummary, ded: st.Deduped,
                specs: dict[str, StrategySpec], a: st.BacktestA, short: st.Shortlist,
                verified: list[dict[str, Any]], robust: list[dict[str, Any]],
-               fails: list[dict[str, Any]]) -> rec.IterationBatch:
+               fails: list[dict[str, Any]], learned: st.Learned | None
+               ) -> rec.IterationBatch:
         """The KB records of the iteration. The holdout is not among them."""
         rid = self.cfg.run_id
         fam = {c["strategy_id"]: (c["family"], c["params"]) for c in ded.fresh}
@@ -820,8 +879,28 @@ class Runner:
         failures = [rec.FailureRecord(run_id=rid, iteration=i, **f) for f in fails]
         it = rec.IterationRecord(run_id=rid, iteration=i, state=summary.state,
                                  summary=summary.model_dump(mode="json"))
+        sets, rules = self._constraint_records(i, learned)
         return rec.IterationBatch(iteration=it, strategies=strategies, backtests=backtests,
-                                  scores=scores, failures=failures)
+                                  scores=scores, failures=failures, constraint_sets=sets,
+                                  constraints=rules)
+
+    def _constraint_records(self, i: int, learned: st.Learned | None
+                            ) -> tuple[list[rec.ConstraintSetRecord], list[rec.ConstraintRecord]]:
+        """A new constraint set version, when the update made one: what changed and why,
+        and its rules (keyed by set and rule, as a rule lives on in later versions)."""
+        cs = None if learned is None else learned.constraint_set
+        if cs is None or cs.iteration != i or not cs.changes:  # no new version this time
+            return [], []
+        note = "; ".join(f"{c.action} {c.rule_id}: {c.why}" for c in cs.changes)
+        sets = [rec.ConstraintSetRecord(constraint_set_id=cs.constraint_set_id,
+                                        parent_id=cs.parent_id, run_id=self.cfg.run_id,
+                                        iteration=i, note=note)]
+        rules = [rec.ConstraintRecord(
+            constraint_id=f"{cs.constraint_set_id}:{r.rule_id}",
+            constraint_set_id=cs.constraint_set_id, family=r.family, kind=r.kind,
+            rule=r.model_dump(mode="json"), support=r.support, confidence=r.confidence)
+            for r in cs.rules]
+        return sets, rules
 
     def _write_summary(self, state: RunState, reason: str | None) -> RunSummary:
         best = sorted(self.survivors, key=lambda b: (-b.score_total, b.strategy_id))

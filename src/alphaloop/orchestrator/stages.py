@@ -48,6 +48,13 @@ from alphaloop.evaluation.statistics import (
     psr,
 )
 from alphaloop.orchestrator.config import Promotion
+from alphaloop.research.learning import (
+    ConstraintSet,
+    LearningConfig,
+    Observation,
+    constraint_update,
+    retests_of,
+)
 from alphaloop.research.rootcause import (
     STRATEGY_ENGINE_B_CODES,
     CandidateEvidence,
@@ -60,9 +67,11 @@ from alphaloop.research.rootcause import (
     diagnose,
     estimate_gross,
 )
-from alphaloop.strategy.samplers import Sampler, make_sampler
+from alphaloop.research.space import forbidden_share
+from alphaloop.strategy.constraints import Constraint
+from alphaloop.strategy.samplers import Sampler, make_sampler, params_key
 from alphaloop.strategy.spec import StrategySpec
-from alphaloop.strategy.templates import get_family
+from alphaloop.strategy.templates import Family, get_family
 
 
 # ------------------------------------------------------------------ S10
@@ -115,6 +124,7 @@ class Generator:
             f: make_sampler(sampler, f, seed=derive_seed(seed, "sampler", f) % (2**32))
             for f in families}
         self.widenings: dict[str, int] = {}  # family -> times its ranges were widened
+        self.constraints: tuple[Constraint, ...] = ()  # the rules in force (MOD-451)
         # the specs of the latest generate(), so later stages need not validate them again
         self.built: dict[str, StrategySpec] = {}
 
@@ -136,8 +146,30 @@ class Generator:
             from alphaloop.orchestrator.policies import derive_seed
 
             self.samplers[family] = make_sampler(
-                kind, family, seed=derive_seed(seed, "sampler", family) % (2**32))
+                kind, family, seed=derive_seed(seed, "sampler", family) % (2**32),
+                constraints=self.constraints)
         return self.samplers[family]
+
+    def set_constraints(self, rules: tuple[Constraint, ...]) -> None:
+        """MOD-451: every sampler proposes nothing a hard rule forbids and breaks soft
+        rules only at its exploration points, from the next ask on."""
+        self.constraints = rules
+        for smp in self.samplers.values():
+            smp.set_constraints(rules)
+
+    def broken_rules(self, candidates: list[dict[str, Any]]) -> dict[str, list[str]]:
+        """The soft rules each candidate's parameters broke when proposed (re-tests)."""
+        out: dict[str, list[str]] = {}
+        for c in candidates:
+            smp = self.samplers.get(str(c["family"]))
+            broken = smp.soft_breaks.get(params_key(c["params"])) if smp else None
+            if broken:
+                out[str(c["strategy_id"])] = list(broken)
+        return out
+
+    def families(self) -> dict[str, Family]:
+        """The families as sampled now (widened ranges included)."""
+        return {f: smp.family for f, smp in self.samplers.items()}
 
     def generate(self, alloc: dict[str, int], kind: str, seed: int) -> list[dict[str, Any]]:
         """Ask each family's sampler for its share; specs as JSON-ready dicts."""
@@ -172,7 +204,8 @@ class Generator:
             return None
         self.widenings[family] = done + 1
         new = make_sampler(kind, wider, seed=derive_seed(seed, "sampler", family,
-                                                          "widened", done + 1) % (2**32))
+                                                          "widened", done + 1) % (2**32),
+                           constraints=self.constraints)
         new.carry_over(old)
         self.samplers[family] = new
         return {k: v for k, v in wider.describe()["params"].items()
@@ -536,6 +569,43 @@ def _evidence(row: dict[str, Any], short: Shortlist, threshold: float,
         strategy_id=sid, family=row.get("family"), params=_loads(row.get("params")),
         scoring=scoring, lookahead=None if look is None else LookaheadEvidence(message=look),
         verification=verification, validation=validation)
+
+
+# ------------------------------------------------------------------ S90
+#: What the loop learns rules from: failures that belong to a region of the parameter
+#: space. Not from the deflated selection statistics (OVERFIT_DSR, OVERFIT_PBO and the
+#: excess DSR's BENCHMARK_NOT_BEATEN harden with the number of trials, not with the
+#: parameters: a rule would steer away from the best region as the run grows), the
+#: score threshold (LOW_SCORE), duplicates (exact ones are hard rules of their own) or
+#: data and lookahead failures (about the data and the operators, not the parameters).
+LEARNING = LearningConfig(skip_codes=("DATA_FAILURE", "LOOKAHEAD", "DUPLICATE", "LOW_SCORE",
+                                      "OVERFIT_DSR", "OVERFIT_PBO", "BENCHMARK_NOT_BEATEN"))
+
+
+@dataclass
+class Learned:
+    constraint_set: ConstraintSet
+    added: int
+    forbidden_share: float | None  # mean over the families, Monte Carlo over the prior
+
+
+def learn_constraints(current: ConstraintSet, observations: list[Observation],
+                      families: dict[str, Family], broken: dict[str, list[str]],
+                      outcomes: dict[str, list[str]], iteration: int,
+                      seed: int) -> Learned:
+    """MOD-450 (:func:`alphaloop.research.learning.constraint_update`): re-tests of the
+    soft rules this iteration's proposals broke, then rules learned from every
+    observation of the run so far; and the share of each family's space the rules in
+    force forbid (seed 003's "the search space shrinks", measured)."""
+    retests = retests_of(broken, outcomes, current.rules)
+    new = constraint_update(current, observations, families, retests=retests,
+                            iteration=iteration, config=LEARNING)
+    added = sum(c.action == "added" for c in new.changes) if new is not current else 0
+    shares = [forbidden_share(fam, new.active, samples=1000, seed=seed).share
+              for fam in families.values()]
+    finite_shares = [x for x in shares if x is not None and math.isfinite(x)]
+    mean = float(np.mean(finite_shares)) if finite_shares else None
+    return Learned(new, added, mean)
 
 
 def _engine_b(b: dict[str, Any]) -> VerificationEvidence | None:
