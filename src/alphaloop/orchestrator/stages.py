@@ -68,7 +68,7 @@ from alphaloop.research.rootcause import (
     estimate_gross,
 )
 from alphaloop.research.space import forbidden_share
-from alphaloop.strategy.constraints import Constraint
+from alphaloop.strategy.constraints import Constraint, constraint_id
 from alphaloop.strategy.samplers import Sampler, make_sampler, params_key
 from alphaloop.strategy.spec import StrategySpec
 from alphaloop.strategy.templates import Family, get_family
@@ -152,10 +152,18 @@ class Generator:
 
     def set_constraints(self, rules: tuple[Constraint, ...]) -> None:
         """MOD-451: every sampler proposes nothing a hard rule forbids and breaks soft
-        rules only at its exploration points, from the next ask on."""
+        rules only at its exploration points, from the next ask on. When a rule is
+        lifted (expired, or disabled by branch B), a grid sampler starts its grid again
+        (knowing what it proposed): it does not go back to points it skipped."""
+        lifted = {constraint_id(r) for r in self.constraints} - {constraint_id(r) for r in rules}
         self.constraints = rules
-        for smp in self.samplers.values():
-            smp.set_constraints(rules)
+        for family, smp in list(self.samplers.items()):
+            if lifted and smp.kind == "grid":
+                fresh = make_sampler("grid", smp.family, seed=smp.seed, constraints=rules)
+                fresh.carry_over(smp)
+                self.samplers[family] = fresh
+            else:
+                smp.set_constraints(rules)
 
     def broken_rules(self, candidates: list[dict[str, Any]]) -> dict[str, list[str]]:
         """The soft rules each candidate's parameters broke when proposed (re-tests)."""
