@@ -30,6 +30,7 @@ from alphaloop.evaluation.reports import (
     MetricColumn,
     Recorded,
     flatten_mapping,
+    learning_figure,
     run_report,
     strategy_report,
     write_run_report,
@@ -490,6 +491,24 @@ def test_run_report_optional_columns_and_errors(run_frame: pd.DataFrame) -> None
         run_report(pd.concat([core, core]), title="x")
     with pytest.raises(ValueError, match="no rows"):
         run_report(core.iloc[:0], title="x")
+
+
+def test_run_report_draws_the_learning_curves_when_given(run_frame: pd.DataFrame) -> None:
+    core = run_frame[["iteration", "best_score", "tried", "passed"]]
+    n = len(core)
+    frame = core.assign(rejected_share=np.linspace(0.9, 0.5, n),
+                        forbidden_share=np.linspace(0.0, 0.4, n),
+                        best_verified_score=[np.nan, *np.linspace(40, 60, n - 1)])
+    page = Page(run_report(frame, title="learning"))
+    assert "learning" in page.figure_divs and "learning" in page.sections
+    fig = learning_figure(frame)
+    assert [t.name for t in fig.data] == ["rejected share", "space forbidden by the rules",
+                                          "best verified score"]
+    assert list(fig.data[0].y) == pytest.approx(list(np.linspace(0.9, 0.5, n)))
+    assert fig.data[2].yaxis == "y2" and fig.data[2].y[0] is None  # a gap, not a zero
+    # all three columns or no chart: a partial set is only shown in the table
+    assert "learning" not in Page(run_report(frame.drop(columns="forbidden_share"),
+                                             title="x")).figure_divs
 
 
 # ----------------------------------------------------------------------------- Chromium

@@ -57,7 +57,8 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     summary = json.loads(res.stdout)  # exactly one JSON object on stdout
     assert summary["run_id"] == "cli1" and summary["stats"]["iterations"] == 2
     assert "run report:" in res.stderr
-    assert (tmp_path / "runs" / "cli1" / "report.html").exists()
+    page = (tmp_path / "runs" / "cli1" / "report.html").read_text()
+    assert 'id="figure-learning"' in page  # issue 10's curves, from the recorded summary
     runs = str(tmp_path / "runs")
     status = runner.invoke(app, ["status", "cli1", "--out-dir", runs, "--json"])
     assert json.loads(status.stdout) == summary

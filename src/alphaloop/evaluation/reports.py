@@ -330,6 +330,29 @@ def constraints_figure(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
+LEARNING_COLUMNS = ("rejected_share", "forbidden_share", "best_verified_score")
+
+
+def learning_figure(frame: pd.DataFrame) -> go.Figure:
+    """What learning from failure does, per iteration (issue 10): the share of the
+    candidates rejected (trace 0) and of the parameter space the rules forbid (trace 1),
+    on the left axis; the best score verified by engine B so far (trace 2), right."""
+    fig = go.Figure(layout=_layout(
+        "Learning over iterations", xaxis={"title": {"text": "iteration"}},
+        yaxis={"title": {"text": "share"}, "range": [0, 1.02]},
+        yaxis2={"title": {"text": "best verified score"}, "overlaying": "y",
+                "side": "right"}))
+    x = frame["iteration"].tolist()
+    for name, label in (("rejected_share", "rejected share"),
+                        ("forbidden_share", "space forbidden by the rules")):
+        fig.add_trace(go.Scatter(x=x, y=_values(frame[name]), mode="lines+markers",
+                                 name=label))
+    fig.add_trace(go.Scatter(x=x, y=_values(frame["best_verified_score"]), yaxis="y2",
+                             mode="lines+markers", name="best verified score",
+                             line={"dash": "dot", "shape": "hv"}))
+    return fig
+
+
 # --------------------------------------------------------------------------- page parts
 
 _CSS = """
@@ -988,6 +1011,8 @@ def run_figures(iterations: pd.DataFrame) -> dict[str, go.Figure]:
         figs["failure_codes"] = failure_codes_figure(frame)
     if "constraints" in frame.columns:
         figs["constraints"] = constraints_figure(frame)
+    if all(c in frame.columns for c in LEARNING_COLUMNS):
+        figs["learning"] = learning_figure(frame)
     return figs
 
 
@@ -1006,6 +1031,9 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
     ``failure:<CODE>``  optional, one per failure code (``failure:TOO_FEW_TRADES``):
                         rejected candidates with that code in the iteration
     ``constraints``     optional: constraints active during the iteration
+    ``rejected_share``, optional, all three: the learning chart (share of candidates
+    ``forbidden_share``, rejected, share of the space the rules forbid, best score
+    ``best_verified_score`` verified by engine B so far)
     ==================  ==============================================================
 
     Other columns are shown in the table only. Raises ``ValueError`` naming a missing,
@@ -1046,6 +1074,12 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
             "Constraints active in each iteration (learned rules the samplers obey)."))
             if "constraints" in figs else
             '<p class="note">No constraints column was given.</p>'),
+        *([_section("learning", "Learning from failure", _figure_block(_Figure(
+            "learning", figs["learning"],
+            "Per iteration: the share of candidates rejected, the share of the families' "
+            "parameter space the rules in force forbid (Monte Carlo over the samplers' "
+            "prior) and the best score engine B verified so far.")))]
+          if "learning" in figs else []),
         _section("iterations", "Iterations", _frame_table(frame, MAX_TRADE_ROWS)),
     ]
     return _page(title, f"{len(frame)} iterations.", sections, plotly_src)

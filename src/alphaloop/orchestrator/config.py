@@ -302,6 +302,9 @@ class IterationSummary(_Strict):
     constraints_added: int
     best_score: float | None
     best_score_so_far: float | None
+    best_verified_score: float | None = None
+    """The best score_total among this iteration's candidates engine B verified."""
+    best_verified_so_far: float | None = None
     forbidden_share: float | None = None
     """The share of the families' parameter space the rules in force forbid (mean over
     the families; Monte Carlo over the samplers' prior). None without learning."""

@@ -29,7 +29,7 @@ def find_loop_run(prefix: str, out_dir: str | None = None) -> Path | None:
 
 def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str]:
     """(iteration frame with ``iteration, best_score, tried, passed``, the failure codes as
-    ``failure:<CODE>`` and ``constraints``; a title)."""
+    ``failure:<CODE>``, ``constraints`` and the learning curves; a title)."""
     cfg = RunConfig.model_validate(json.loads((folder / CONFIG_FILE).read_text("utf-8")))
     summary = RunSummary.model_validate_json((folder / SUMMARY_FILE).read_text("utf-8"))
     frame = pd.DataFrame({
@@ -39,6 +39,13 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str]:
         "tried": [it.tested_A + it.reused_A for it in summary.iterations],
         "passed": [it.survivors for it in summary.iterations],
         "constraints": [it.constraints_added for it in summary.iterations],
+        # issue 10's three curves: what learning changes, iteration by iteration
+        "rejected_share": [it.failures_created / it.tested_A if it.tested_A else float("nan")
+                           for it in summary.iterations],
+        "forbidden_share": [it.forbidden_share if it.forbidden_share is not None
+                            else float("nan") for it in summary.iterations],
+        "best_verified_score": [it.best_verified_so_far if it.best_verified_so_far is not None
+                                else float("nan") for it in summary.iterations],
     })
     failures = KnowledgeBase(cfg.kb.url).failures(cfg.run_id)
     if len(failures):

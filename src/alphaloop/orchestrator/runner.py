@@ -201,6 +201,7 @@ class Runner:
         self.survivors: list[BestStrategy] = []
         self.summaries: list[IterationSummary] = []
         self.best_so_far: float | None = None
+        self.best_verified: float | None = None  # best score engine B verified, so far
         self.empty_shortlists = 0
         self.low_generation = 0
         self.non_deterministic = 0  # engine B reruns that disagreed (seed 003 §7.3)
@@ -456,6 +457,10 @@ class Runner:
         best = (float(short.scored["score_total"].max()) if len(short.scored) else None)
         if best is not None and (self.best_so_far is None or best > self.best_so_far):
             self.best_so_far = best
+        ok_b = short.scored[short.scored["strategy_id"].isin(passed_b)]["score_total"]
+        best_b = float(ok_b.max()) if len(ok_b) else None
+        if best_b is not None and (self.best_verified is None or best_b > self.best_verified):
+            self.best_verified = best_b
         summary = IterationSummary(
             iteration=i, state=str(IterationState.ITER_DONE),
             generated_candidates=len(cands), deduped_candidates=len(ded.fresh),
@@ -463,6 +468,7 @@ class Runner:
             promoted_to_B=len(verified), passed_B=len(passed_b),
             passed_robustness=len(robust_ok), survivors=len(survivors),
             failures_created=len(fails), constraints_added=added, best_score=best,
+            best_verified_score=best_b, best_verified_so_far=self.best_verified,
             forbidden_share=None if learned is None else learned.forbidden_share,
             constraint_set_id=self.cset.constraint_set_id if self.cset.rules else None,
             best_score_so_far=self.best_so_far, branches=tuple(branches),
