@@ -965,6 +965,85 @@ class KnowledgeBase:
                 .order_by(Run.created_ns, *table.primary_key.columns))
         return [dict(r._mapping) for r in conn.execute(stmt)]
 
+    # -- reads: across runs (kb failures, kb constraints, the retriever)
+
+    def failure_records(self, run_id: str | None = None, *,
+                        limit: int | None = None) -> pd.DataFrame:
+        """Failure records of every run, or of ``run_id``, newest first (by the run's
+        ``created_ns``, then iteration), with the strategy's ``family`` and ``params``
+        and the run's ``created_ns``."""
+        stmt = (select(*_t(Failure).c, Strategy.family, Strategy.params, Run.created_ns)
+                .join(Run, Run.run_id == Failure.run_id)
+                .join(Strategy, Strategy.strategy_id == Failure.strategy_id))
+        if run_id is not None:
+            stmt = stmt.where(Failure.run_id == run_id)
+        stmt = stmt.order_by(Run.created_ns.desc(), Failure.run_id, Failure.iteration.desc(),
+                             Failure.strategy_id, Failure.stage_id, Failure.code)
+        return self._frame(stmt if limit is None else stmt.limit(limit))
+
+    def failure_counts(self, by: Literal["code", "family"] = "code",
+                       run_id: str | None = None) -> pd.DataFrame:
+        """Failure records per primary ``code`` or per strategy ``family`` (of every run,
+        or of ``run_id``): columns ``<by>``, ``failures`` (records), ``strategies`` and
+        ``runs`` (distinct), most failures first, then by name (a missing family last)."""
+        keys = {"code": Failure.code, "family": Strategy.family}
+        if by not in keys:
+            raise KBError(f"failures can be counted by code or family, not {by!r}",
+                          code="KB_BAD_QUERY", error_class=_PERMANENT)
+        key = keys[by]
+        columns: list[Any] = [key.label(by), func.count().label("failures"),
+                              func.count(func.distinct(Failure.strategy_id)).label("strategies"),
+                              func.count(func.distinct(Failure.run_id)).label("runs")]
+        stmt = (select(*columns).select_from(Failure)
+                .join(Strategy, Strategy.strategy_id == Failure.strategy_id).group_by(key))
+        if run_id is not None:
+            stmt = stmt.where(Failure.run_id == run_id)
+        frame = self._frame(stmt)
+        frame = frame.sort_values(["failures", by], ascending=[False, True],
+                                  na_position="last", kind="stable")
+        return frame.reset_index(drop=True)
+
+    def constraint_set(self, constraint_set_id: str) -> dict[str, Any] | None:
+        """One constraint set version (id, parent, run, iteration, note), or None."""
+        with self._reading() as conn:
+            row = conn.execute(select(_t(ConstraintSet)).where(
+                ConstraintSet.constraint_set_id == constraint_set_id)).one_or_none()
+        return None if row is None else dict(row._mapping)
+
+    def latest_constraint_set(self, run_id: str | None = None) -> str | None:
+        """The id of the newest constraint set of ``run_id`` or, without it, of the newest
+        run (by ``created_ns``) that has one; None when there is none."""
+        stmt = (select(ConstraintSet.constraint_set_id)
+                .join(Run, Run.run_id == ConstraintSet.run_id)
+                .order_by(Run.created_ns.desc(), Run.run_id.desc(),
+                          func.coalesce(ConstraintSet.iteration, -1).desc(),
+                          ConstraintSet.constraint_set_id.desc()).limit(1))
+        if run_id is not None:
+            stmt = stmt.where(ConstraintSet.run_id == run_id)
+        with self._reading() as conn:
+            found: str | None = conn.execute(stmt).scalar_one_or_none()
+        return found
+
+    def strategy_index(self) -> pd.DataFrame:
+        """One row per strategy, sorted by id: ``strategy_id``, ``family``, ``params``,
+        ``spec``, ``best_score`` (its best ``score_total`` anywhere, NaN if never scored)
+        and ``runs`` (the runs that backtested it, oldest first). Three queries, whatever
+        the number of strategies."""
+        strategies = self._frame(select(_t(Strategy)).order_by(Strategy.strategy_id))
+        score, backtest = _t(Score).c, _t(Backtest).c
+        best = self._frame(select(score.strategy_id,
+                                  func.max(score.score_total).label("best_score"))
+                           .group_by(score.strategy_id))
+        pairs = self._frame(select(backtest.strategy_id, backtest.run_id, _t(Run).c.created_ns)
+                            .join(Run, Run.run_id == backtest.run_id).distinct())
+        pairs = pairs.sort_values(["created_ns", "run_id"], kind="stable")
+        runs = pairs.groupby("strategy_id", sort=False)["run_id"].agg(list).rename("runs")
+        out = strategies.merge(best, on="strategy_id", how="left").merge(
+            runs, left_on="strategy_id", right_index=True, how="left")
+        out["best_score"] = out["best_score"].astype(float)
+        out["runs"] = [r if isinstance(r, list) else [] for r in out["runs"]]
+        return out.reset_index(drop=True)
+
     # -- reads: the whole database
 
     def revision(self) -> str | None:
