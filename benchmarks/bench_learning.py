@@ -1,0 +1,130 @@
+"""Learning from failure, measured (issue 10): the same budget twice on the same data,
+with and without learning, on (a) the bundled real data and (b) a seeded synthetic panel
+with a planted effect.
+
+Per iteration, from each run's recorded RunSummary (the numbers the run report plots):
+the share of the tested candidates that were rejected, the share of the families'
+parameter space the rules in force forbid, and the best score engine B verified so far.
+Per run: backtests spent, survivors, the first iteration with a survivor.
+
+Workload: five template families (sma_cross, momentum, rsi_reversion,
+bollinger_reversion, donchian_breakout), Sobol sampling, 80 candidates per iteration,
+12 iterations, the default policies, a fresh SQLite knowledge base per run; the stop
+rules that would end a run early are off, so both runs of a pair spend the same
+iterations. ``learning.enabled`` is the only difference within a pair.
+
+    .venv/bin/python benchmarks/bench_learning.py [--iterations 12] [--candidates 80]
+        [--json benchmarks/results/bench_learning.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_engine_a import machine_info
+
+FAMILIES = ["sma_cross", "momentum", "rsi_reversion", "bollinger_reversion",
+            "donchian_breakout"]
+
+
+def planted_panel(path: Path) -> Path:
+    """Six symbols, no drift, a causal trend effect on all of them (seed 21)."""
+    from alphaloop.data.synthetic import PlantedEffect, generate
+
+    effect = PlantedEffect(symbols=tuple(range(6)), strength=0.3, lookback=20)
+    generate(6, 2520, seed=21, mu=0.0, planted=effect,
+             name="planted").to_long().to_parquet(path)
+    return path
+
+
+def one_run(source: str, learning: bool, work: Path, iterations: int,
+            candidates: int, families: list[str]) -> dict[str, Any]:
+    from alphaloop.orchestrator import RunConfig, Runner
+
+    tag = f"{Path(source).stem}-{'learn' if learning else 'plain'}"
+    cfg = RunConfig.from_dict({
+        "run_id": tag, "seed": 3, "data": {"source": source},
+        "budgets": {"max_iterations": iterations, "max_backtests": 10**6},
+        "generation": {"families": families, "sampler": "sobol",
+                       "candidates_per_iteration": candidates, "max_growth": 1.0},
+        "learning": {"enabled": learning},
+        "policies": {"early_stop": {"patience_iters": 10**6},
+                     "stops": {"empty_shortlist_iters": 10**6, "low_generation_iters": 10**6,
+                               "max_branch_repeats": 10**6}},
+        "kb": {"url": f"sqlite:///{work / (tag + '.sqlite')}"}, "out_dir": str(work / "runs")})
+    t0 = time.perf_counter()
+    summary = Runner(cfg).run()
+    wall = time.perf_counter() - t0
+    rows = [{"iteration": it.iteration, "tested": it.tested_A,
+             "rejected_share": it.failures_created / it.tested_A if it.tested_A else None,
+             "forbidden_share": it.forbidden_share,
+             "best_verified_so_far": it.best_verified_so_far, "survivors": it.survivors,
+             "constraints_added": it.constraints_added} for it in summary.iterations]
+    first = next((r["iteration"] for r in rows if r["survivors"]), None)
+    return {"run_id": tag, "learning": learning, "wall_s": wall, "status": summary.status,
+            "backtests": summary.stats.backtests, "survivors": len(summary.best_strategies),
+            "first_survivor_iteration": first, "rows": rows,
+            "report": str(work / "runs" / tag / "report.html")}
+
+
+def _half_means(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    shares = [r["rejected_share"] for r in rows if r["rejected_share"] is not None]
+    if len(shares) < 2:
+        return None, None
+    k = len(shares) // 2
+    return sum(shares[:k]) / k, sum(shares[k:]) / (len(shares) - k)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=12)
+    ap.add_argument("--candidates", type=int, default=80)
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench_learning_"))
+    sources = ["us_indices", str(planted_panel(work / "planted.parquet"))]
+    families = args.families.split(",")
+    runs = [one_run(src, learn, work, args.iterations, args.candidates, families)
+            for src in sources for learn in (False, True)]
+    for r in runs:
+        r["rejected_first_half"], r["rejected_second_half"] = _half_means(r["rows"])
+    result = {"machine": machine_info(peers=()), "iterations": args.iterations,
+              "candidates_per_iteration": args.candidates, "families": families,
+              "runs": runs}
+    _print(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "—"
+    return f"{100 * v:.0f} %" if pct else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+
+def _print(result: dict[str, Any]) -> None:
+    for r in result["runs"]:
+        print(f"{r['run_id']}: {r['status']}, {r['backtests']} backtests, {r['survivors']} "
+              f"survivors (first at iteration {_fmt(r['first_survivor_iteration'])}), "
+              f"rejected {_fmt(r['rejected_first_half'], True)} -> "
+              f"{_fmt(r['rejected_second_half'], True)} (first -> second half), "
+              f"{r['wall_s']:.1f} s")
+        print("  it  tested  rejected  forbidden  best verified")
+        for row in r["rows"]:
+            print(f"  {row['iteration']:>2}  {row['tested']:>6}  "
+                  f"{_fmt(row['rejected_share'], True):>8}  "
+                  f"{_fmt(row['forbidden_share'], True):>9}  "
+                  f"{_fmt(row['best_verified_so_far']):>13}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
