@@ -163,3 +163,22 @@ def _sets(cfg: RunConfig) -> list[tuple[object, ...]]:
                    json.dumps([r["rule"] for r in kb.constraints(str(s["constraint_set_id"]))],
                               sort_keys=True))
                   for s in sets.to_dict("records"))
+
+
+def _first_survivor(summary: Any) -> int | None:
+    return next((it.iteration for it in summary.iterations if it.survivors), None)
+
+
+def test_learning_finds_a_planted_effect_no_later_and_nothing_on_noise(
+        make_config: Make, planted_path: Path, noise_path: Path, tmp_path: Path) -> None:
+    runs = {}
+    for name, path in (("planted", planted_path), ("noise", noise_path)):
+        for learn in (True, False):
+            cfg = make_config(path, run_id=f"{name}-{learn}", learning={"enabled": learn},
+                              budgets={"max_iterations": 4},
+                              kb={"url": f"sqlite:///{tmp_path / f'{name}-{learn}.sqlite'}"})
+            runs[name, learn] = Runner(cfg).run()
+    with_l, without = _first_survivor(runs["planted", True]), _first_survivor(runs["planted", False])
+    assert with_l is not None and without is not None
+    assert with_l <= without
+    assert runs["noise", True].best_strategies == () == runs["noise", False].best_strategies
