@@ -226,4 +226,4 @@ def test_the_number_of_queries_does_not_grow_with_the_kb(tmp_path: Path) -> None
             event.remove(Engine, "before_cursor_execute", count)
         assert len(frame) == 4 + extra
         counts.append(len(statements))
-    assert counts[0] == counts[1]
+    assert counts[0] == counts[1] > 0

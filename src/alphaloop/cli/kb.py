@@ -1,4 +1,5 @@
-"""``alphaloop kb stats | runs | strategies | show | import-runs``: the knowledge base."""
+"""``alphaloop kb stats | runs | strategies | show | import-runs | failures | constraints |
+similar``: the knowledge base."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from alphaloop.cli._common import _friendly, out
+from alphaloop.cli._common import _compact, _friendly, _params_text, out, short_id
 
 kb_app = typer.Typer(no_args_is_help=True, help="Read the knowledge base.")
 UrlOpt = Annotated[str | None, typer.Option(
@@ -66,6 +67,202 @@ def kb_import_runs(url: UrlOpt = None) -> None:
         n = import_runs(kb)
     out.print(f"{n} run folder(s) under {runs_dir()} indexed in the knowledge base",
               highlight=False)
+
+
+@kb_app.command("failures")
+@_friendly
+def kb_failures(url: UrlOpt = None,
+                run: Annotated[str | None, typer.Option(
+                    "--run", help="One run (an id or a unique prefix); default: all.")] = None,
+                by: Annotated[str | None, typer.Option(
+                    "--by", help="Only the counts, per primary code or per family.")] = None,
+                limit: Annotated[int, typer.Option(
+                    "--limit", min=0, help="Latest records shown without --by.")] = 20,
+                as_json: JsonOpt = False) -> None:
+    """Why candidates were rejected: counts per failure code (or --by family), and the
+    latest records with their stage, family, parameters and evidence."""
+    from alphaloop.kb.store import KBError
+
+    if by is not None and by not in ("code", "family"):
+        raise KBError(f"--by takes code or family, not {by!r}", code="KB_BAD_QUERY")
+    kb = _kb(url)
+    run_id = None if run is None else kb.find_run(run).run_id
+    counts = kb.failure_counts("code" if by is None else by, run_id)
+    if by is not None:
+        _frame(counts, as_json)
+        return
+    records = kb.failure_records(run_id, limit=limit)
+    if as_json:
+        out.print_json(json.dumps({"counts": counts.to_dict("records"),
+                                   "records": [_failure_json(r) for r in
+                                               records.to_dict("records")]}, default=str))
+        return
+    where = f"run {run_id}" if run_id else "all runs"
+    out.print(f"failures of {where}: {int(counts['failures'].sum())}", highlight=False)
+    if counts.empty:
+        return
+    _frame(counts, False)
+    table = _table("run/it", "stage", "code", "strategy", "evidence", no_wrap=("code",))
+    for r in records.to_dict("records"):
+        table.add_row(f"{r['run_id']}/{r['iteration']}", str(r["stage_id"]), str(r["code"]),
+                      f"{short_id(r['strategy_id'])} {r['family'] or '-'} "
+                      f"{_params_text(r['params'] or {})}",
+                      _evidence_line(str(r["code"]), r["evidence"] or {}))
+    out.print(f"latest {len(records)} record(s):", highlight=False)
+    out.print(table)
+
+
+@kb_app.command("constraints")
+@_friendly
+def kb_constraints(url: UrlOpt = None,
+                   set_id: Annotated[str | None, typer.Option(
+                       "--set", help="A constraint set id; default: the newest set of the "
+                                     "newest run that has one.")] = None,
+                   run: Annotated[str | None, typer.Option(
+                       "--run", help="The newest set of this run (id or prefix).")] = None,
+                   as_json: JsonOpt = False) -> None:
+    """The rules of a constraint set: each in words, hard or soft, support, confidence
+    (with its Wilson lower bound), the iteration that created it, active or expired."""
+    from alphaloop.kb.store import KBError
+
+    kb = _kb(url)
+    if set_id is None:
+        run_id = None if run is None else kb.find_run(run).run_id
+        set_id = kb.latest_constraint_set(run_id)
+        if set_id is None:
+            if as_json:
+                out.print_json(json.dumps({"constraint_set": None, "rules": []}))
+            else:
+                where = f"run {run_id}" if run_id else "the knowledge base"
+                out.print(f"no constraint set in {where}", highlight=False)
+            return
+    header = kb.constraint_set(set_id)
+    if header is None:
+        raise KBError(f"no constraint set {set_id!r} in the knowledge base",
+                      code="KB_NOT_FOUND")
+    rules = [_rule_json(r) for r in kb.constraints(set_id)]
+    if as_json:
+        out.print_json(json.dumps({"constraint_set": header, "rules": rules}, default=str))
+        return
+    out.print(f"constraint set {header['constraint_set_id']} (run {header['run_id']}, "
+              f"iteration {header['iteration']}, parent {header['parent_id']}): "
+              f"{len(rules)} rule(s)", highlight=False)
+    if header["note"]:
+        out.print(f"changes: {header['note']}", highlight=False)
+    table = _table("rule", "kind", "support", "confidence", "created", "status")
+    for r in rules:
+        conf = "n/a" if r["confidence"] is None else f"{r['confidence']:.2f}"
+        if r["confidence_lower"] is not None:
+            conf += f" (≥{r['confidence_lower']:.2f})"
+        status = str(r["status"])
+        if status == "expired":
+            at = r["expired_at_iteration"]
+            status += (f" at it {at}" if at is not None else "") + (
+                f": {r['expiry_reason']}" if r["expiry_reason"] else "")
+        created = r["created_at_iteration"]
+        table.add_row(r["text"], str(r["kind"]), str(r["support"]), conf,
+                      "-" if created is None else f"it {created}", status)
+    out.print(table)
+
+
+@kb_app.command("similar")
+@_friendly
+def kb_similar(strategy_id: Annotated[str, typer.Argument(help="An id or a unique prefix.")],
+               url: UrlOpt = None,
+               n: Annotated[int, typer.Option("--n", min=1, help="How many.")] = 10,
+               by: Annotated[str, typer.Option(
+                   "--by", help="Rank by spec (parameters, structure) or profile "
+                                "(backtest metrics).")] = "spec",
+               data_ref: Annotated[str | None, typer.Option(
+                   "--data-ref", help="Data of the metric profile; default: that of "
+                                      "the strategy's latest backtest.")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Strategies like this one, across runs: by spec (same family: scaled parameter
+    distance; other families: expression structure) and by backtest metric profile."""
+    from alphaloop.kb.retriever import similar
+    from alphaloop.kb.store import KBError
+
+    if by not in ("spec", "profile"):
+        raise KBError(f"--by takes spec or profile, not {by!r}", code="KB_BAD_QUERY")
+    frame = similar(_kb(url), strategy_id, n=n, data_ref=data_ref,
+                    by=by)  # type: ignore[arg-type]
+    if as_json:
+        out.print_json(frame.to_json(orient="records", default_handler=str,
+                                     double_precision=15))
+        return
+    table = _table("strategy", "family params", "spec d", "profile d", "best", "runs")
+    for r in frame.to_dict("records"):
+        table.add_row(short_id(r["strategy_id"]),
+                      f"{r['family'] or '-'} {_params_text(r['params'] or {})}",
+                      _num(r["spec_distance"]), _num(r["profile_distance"]),
+                      _num(r["best_score"], ".1f"), ", ".join(r["runs"]) or "-")
+    out.print(table)
+
+
+def _table(*columns: str, no_wrap: tuple[str, ...] = ()) -> Any:
+    from rich.table import Table
+
+    table = Table()
+    for col in columns:
+        table.add_column(col, overflow="fold", no_wrap=col in no_wrap)
+    return table
+
+
+def _num(value: Any, fmt: str = ".3f") -> str:
+    return "n/a" if value is None or value != value else format(float(value), fmt)
+
+
+def _evidence_line(code: str, evidence: dict[str, Any]) -> str:
+    """One line of a failure's evidence: the primary code's numbers, else the reasons."""
+    mine = evidence.get(code)
+    if isinstance(mine, dict):
+        shown = [f"{k}={_compact(v)}" for k, v in mine.items()
+                 if k != "stage" and not isinstance(v, dict | list)]
+        if shown:
+            return " ".join(shown)
+    reasons = evidence.get("reasons")
+    if isinstance(reasons, list) and reasons:
+        return "; ".join(map(str, reasons))
+    return " ".join(f"{k}={_compact(v)}" for k, v in evidence.items()
+                    if not isinstance(v, dict | list)) or "-"
+
+
+def _failure_json(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("run_id", "iteration", "strategy_id", "stage_id", "code", "secondary", "family",
+            "params", "evidence")
+    return {k: row[k] for k in keep}
+
+
+def _rule_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored rule with its words (str(Constraint)); a rule that is not a Constraint's
+    JSON (written by hand, or by another version) is shown as its JSON."""
+    from pydantic import ValidationError
+
+    from alphaloop.strategy.constraints import Constraint
+
+    raw = row["rule"] or {}
+    try:
+        rule: Constraint | None = Constraint.model_validate(raw)
+    except ValidationError:
+        rule = None
+    out_: dict[str, Any] = {
+        "constraint_id": row["constraint_id"], "family": row["family"], "kind": row["kind"],
+        "support": row["support"], "confidence": _finite(row["confidence"]),
+        "text": str(rule) if rule is not None else json.dumps(raw, sort_keys=True),
+        "rule_id": None, "code": None, "hits": None, "confidence_lower": None,
+        "created_at_iteration": None, "status": "active", "expired_at_iteration": None,
+        "expiry_reason": ""}
+    if rule is not None:
+        out_.update(rule_id=rule.rule_id, code=rule.code, hits=rule.hits,
+                    confidence_lower=rule.confidence_lower,
+                    created_at_iteration=rule.created_at_iteration, status=rule.status,
+                    expired_at_iteration=rule.expired_at_iteration,
+                    expiry_reason=rule.expiry_reason)
+    return out_
+
+
+def _finite(value: Any) -> float | None:
+    return None if value is None or value != value else float(value)
 
 
 def _frame(frame: Any, as_json: bool) -> None:

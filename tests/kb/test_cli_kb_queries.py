@@ -1,0 +1,278 @@
+"""``alphaloop kb failures | constraints | similar`` through the real CLI app, on a
+knowledge base filled by hand: four failure records in two runs, and three constraint
+set versions whose newest holds an expired soft rule, an active soft rule and a hard
+rule. Expected counts and words are written out below, not recomputed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _kb_records import open_kb, run
+from typer.testing import CliRunner
+
+from alphaloop.cli import app
+from alphaloop.cli._common import out
+from alphaloop.kb import (
+    ConstraintRecord,
+    ConstraintSetRecord,
+    FailureRecord,
+    IterationBatch,
+    IterationRecord,
+    StrategyRecord,
+)
+from alphaloop.strategy.constraints import Clause, Constraint
+
+runner = CliRunner()
+
+EXPIRED = Constraint(
+    rule_id="c-1", family="sma_cross", clauses=[Clause(param="fast", op="<=", value=10)],
+    hard=False, code="TOO_FEW_TRADES", support=12, hits=10, confidence=10 / 12,
+    confidence_lower=0.55, created_at_iteration=2, status="expired", retests=5,
+    retest_hits=0, expired_at_iteration=4, expiry_reason="0 of 5 re-tests failed")
+SOFT = Constraint(
+    rule_id="c-2", family="rsi_revert",
+    clauses=[Clause(param="window", op=">=", value=30), Clause(param="low", op="<", value=20)],
+    hard=False, code="NO_TRADES", support=8, hits=7, confidence=0.875,
+    confidence_lower=0.53, created_at_iteration=4)
+HARD = Constraint(rule_id="h-1", family="sma_cross",
+                  clauses=[Clause(param="fast", op=">", value=50)], reason="fast >= slow")
+
+# strategy id -> (family, params); ids share prefixes on purpose ("abc" is ambiguous)
+STRATEGIES = {"abc1": ("sma_cross", {"fast": 5, "slow": 50}),
+              "abc2": ("sma_cross", {"fast": 8, "slow": 50}),
+              "def3": ("rsi_revert", {"window": 14, "low": 30}),
+              "def4": ("sma_cross", {"fast": 40, "slow": 200})}
+
+
+def _strategy(sid: str) -> StrategyRecord:
+    family, params = STRATEGIES[sid]
+    entry = ("sma(close, {fast}) > sma(close, {slow})" if family == "sma_cross"
+             else "rsi(close, {window}) < {low}").format(**params)
+    exit_ = ("sma(close, {fast}) < sma(close, {slow})" if family == "sma_cross"
+             else "rsi(close, {window}) > 70").format(**params)
+    return StrategyRecord(strategy_id=sid, family=family, params=params,
+                          spec={"family": family, "entry": entry, "exit": exit_})
+
+
+def _failure(run_id: str, iteration: int, sid: str, code: str, stage: str,
+             detail: dict[str, Any]) -> FailureRecord:
+    family, params = STRATEGIES[sid]
+    return FailureRecord(run_id=run_id, iteration=iteration, strategy_id=sid, stage_id=stage,
+                         code=code, evidence={"metrics": {"n_trades": 3},
+                                              code: {**detail, "stage": stage},
+                                              "family": family, "params": params,
+                                              "reasons": ["a reason"]})
+
+
+def _rules(set_id: str, rules: list[Constraint]) -> list[ConstraintRecord]:
+    return [ConstraintRecord(constraint_id=f"{set_id}:{r.rule_id}", constraint_set_id=set_id,
+                             family=r.family, kind=r.kind, rule=r.model_dump(mode="json"),
+                             support=r.support, confidence=r.confidence) for r in rules]
+
+
+def _iteration(run_id: str, i: int, **parts: Any) -> IterationBatch:
+    return IterationBatch(iteration=IterationRecord(run_id=run_id, iteration=i,
+                                                    state="ITER_DONE", summary={}), **parts)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    kb = open_kb(tmp_path / "kb.sqlite")
+    kb.save_run(run("run-old", created_ns=1_000))
+    kb.save_run(run("run-new", created_ns=2_000))
+    few = {"gate": "min_trades", "threshold": 10, "value": 3}
+    kb.persist_iteration(_iteration(
+        "run-old", 1, strategies=[_strategy("abc1"), _strategy("abc2")],
+        failures=[_failure("run-old", 1, "abc1", "TOO_FEW_TRADES", "S60", few),
+                  _failure("run-old", 1, "abc2", "COST_DOMINATED", "S60",
+                           {"net_sharpe": -0.2, "gross_sharpe": 0.4})],
+        constraint_sets=[ConstraintSetRecord(constraint_set_id="cs-a", parent_id="cs_base",
+                                             run_id="run-old", iteration=1, note="add c-0")]))
+    kb.persist_iteration(_iteration(
+        "run-new", 2, strategies=[_strategy("def3")],
+        failures=[_failure("run-new", 2, "def3", "TOO_FEW_TRADES", "S60", few)],
+        constraint_sets=[ConstraintSetRecord(constraint_set_id="cs-b", parent_id="cs-a",
+                                             run_id="run-new", iteration=2,
+                                             note="add c-1: TOO_FEW_TRADES in 10 of 12")],
+        constraints=_rules("cs-b", [EXPIRED.model_copy(update={"status": "active",
+                                                               "expired_at_iteration": None,
+                                                               "expiry_reason": ""})])))
+    kb.persist_iteration(_iteration(
+        "run-new", 4, strategies=[_strategy("def4")],
+        failures=[_failure("run-new", 4, "def4", "TOO_FEW_TRADES", "S60", few)],
+        constraint_sets=[ConstraintSetRecord(constraint_set_id="cs-c", parent_id="cs-b",
+                                             run_id="run-new", iteration=4,
+                                             note="expire c-1: 0 of 5 re-tests failed")],
+        constraints=_rules("cs-c", [EXPIRED, SOFT, HARD])))
+    return f"sqlite:///{tmp_path / 'kb.sqlite'}"
+
+
+@pytest.fixture(autouse=True)
+def _eighty_columns() -> Iterator[None]:
+    """Print as a terminal 80 columns wide would show it."""
+    before = out._width
+    out.width = 80
+    try:
+        yield
+    finally:
+        out._width = before
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    res = runner.invoke(app, list(args))
+    return res.exit_code, res.stdout, res.stderr
+
+
+def _json(*args: str) -> Any:
+    code, stdout, stderr = _run(*args, "--json")
+    assert code == 0, stderr
+    return json.loads(stdout)
+
+
+def _fits(text: str) -> None:
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def _rows(text: str, key: int = 0) -> list[list[str]]:
+    """The body rows of the printed tables, each cell's wrapped lines joined by spaces
+    (a row starts where its cell ``key``, one that never wraps, has text)."""
+    rows: list[list[list[str]]] = []
+    for line in text.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if cells[key] or not rows:
+            rows.append([[c] if c else [] for c in cells])
+        else:
+            for parts, c in zip(rows[-1], cells, strict=True):
+                if c:
+                    parts.append(c)
+    return [[" ".join(parts) for parts in row] for row in rows]
+
+
+# ------------------------------------------------------------------ kb failures
+def test_failures_by_code_and_by_family_count_every_run(url: str) -> None:
+    assert _json("kb", "failures", "--url", url, "--by", "code") == [
+        {"code": "TOO_FEW_TRADES", "failures": 3, "strategies": 3, "runs": 2},
+        {"code": "COST_DOMINATED", "failures": 1, "strategies": 1, "runs": 1}]
+    assert _json("kb", "failures", "--url", url, "--by", "family") == [
+        {"family": "sma_cross", "failures": 3, "strategies": 3, "runs": 2},
+        {"family": "rsi_revert", "failures": 1, "strategies": 1, "runs": 1}]
+    # one run, by a prefix of its id
+    assert _json("kb", "failures", "--url", url, "--by", "code", "--run", "run-n") == [
+        {"code": "TOO_FEW_TRADES", "failures": 2, "strategies": 2, "runs": 1}]
+
+
+def test_failures_lists_the_latest_records_with_one_line_of_evidence(url: str) -> None:
+    data = _json("kb", "failures", "--url", url)
+    assert data["counts"][0] == {"code": "TOO_FEW_TRADES", "failures": 3, "strategies": 3,
+                                 "runs": 2}
+    # newest run first, then newest iteration
+    assert [(r["run_id"], r["iteration"], r["strategy_id"], r["code"])
+            for r in data["records"]] == [
+        ("run-new", 4, "def4", "TOO_FEW_TRADES"), ("run-new", 2, "def3", "TOO_FEW_TRADES"),
+        ("run-old", 1, "abc1", "TOO_FEW_TRADES"), ("run-old", 1, "abc2", "COST_DOMINATED")]
+    assert data["records"][0]["family"] == "sma_cross"
+    assert data["records"][0]["params"] == {"fast": 40, "slow": 200}
+    code, text, _ = _run("kb", "failures", "--url", url)
+    assert code == 0
+    _fits(text)
+    assert "failures of all runs: 4" in text
+    rows = _rows(text)
+    assert rows[:2] == [["TOO_FEW_TRADES", "3", "3", "2"], ["COST_DOMINATED", "1", "1", "1"]]
+    # the records: the primary code's evidence on one line, without its stage
+    assert rows[2] == ["run-new/4", "S60", "TOO_FEW_TRADES", "def4 sma_cross fast=40 slow=200",
+                       "gate=min_trades threshold=10 value=3"]
+    assert rows[5] == ["run-old/1", "S60", "COST_DOMINATED", "abc2 sma_cross fast=8 slow=50",
+                       "net_sharpe=-0.2 gross_sharpe=0.4"]
+
+
+def test_failures_refuses_an_unknown_grouping_and_an_unknown_run(url: str) -> None:
+    code, stdout, stderr = _run("kb", "failures", "--url", url, "--by", "stage")
+    assert code == 2 and stdout == ""
+    assert "--by takes code or family, not 'stage'" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    code, _, stderr = _run("kb", "failures", "--url", url, "--run", "nope")
+    assert code == 2 and "no run id starts with 'nope'" in stderr
+
+
+# ------------------------------------------------------------------ kb constraints
+def test_constraints_default_to_the_newest_set_of_the_newest_run(url: str) -> None:
+    data = _json("kb", "constraints", "--url", url)
+    assert data["constraint_set"] == {"constraint_set_id": "cs-c", "parent_id": "cs-b",
+                                      "run_id": "run-new", "iteration": 4,
+                                      "note": "expire c-1: 0 of 5 re-tests failed"}
+    rules = {r["rule_id"]: r for r in data["rules"]}
+    assert rules["c-1"]["text"] == "c-1: sma_cross: fast <= 10"
+    assert (rules["c-1"]["kind"], rules["c-1"]["status"], rules["c-1"]["support"],
+            rules["c-1"]["confidence_lower"], rules["c-1"]["created_at_iteration"],
+            rules["c-1"]["expired_at_iteration"], rules["c-1"]["expiry_reason"]) == (
+        "soft", "expired", 12, 0.55, 2, 4, "0 of 5 re-tests failed")
+    assert rules["c-1"]["confidence"] == pytest.approx(10 / 12)
+    assert rules["c-2"]["text"] == "c-2: rsi_revert: window >= 30 and low < 20"
+    assert (rules["c-2"]["kind"], rules["c-2"]["status"], rules["c-2"]["confidence"]) == (
+        "soft", "active", 0.875)
+    assert (rules["h-1"]["kind"], rules["h-1"]["text"]) == ("hard", "h-1: sma_cross: fast > 50")
+
+
+def test_constraints_printed_in_words(url: str) -> None:
+    code, text, _ = _run("kb", "constraints", "--url", url)
+    assert code == 0
+    _fits(text)
+    flat = " ".join(text.split())
+    assert "constraint set cs-c (run run-new, iteration 4, parent cs-b): 3 rule(s)" in flat
+    assert "changes: expire c-1: 0 of 5 re-tests failed" in flat
+    # rule in words, kind, support, confidence (Wilson lower bound), created at, status
+    assert _rows(text, key=1) == [
+        ["c-1: sma_cross: fast <= 10", "soft", "12", "0.83 (≥0.55)", "it 2",
+         "expired at it 4: 0 of 5 re-tests failed"],
+        ["c-2: rsi_revert: window >= 30 and low < 20", "soft", "8", "0.88 (≥0.53)", "it 4",
+         "active"],
+        ["h-1: sma_cross: fast > 50", "hard", "0", "n/a", "-", "active"]]
+
+
+def test_constraints_of_a_chosen_set_and_of_a_run(url: str) -> None:
+    data = _json("kb", "constraints", "--url", url, "--set", "cs-b")
+    assert [(r["rule_id"], r["status"]) for r in data["rules"]] == [("c-1", "active")]
+    data = _json("kb", "constraints", "--url", url, "--run", "run-old")
+    assert data["constraint_set"]["constraint_set_id"] == "cs-a" and data["rules"] == []
+    code, _, stderr = _run("kb", "constraints", "--url", url, "--set", "cs-zz")
+    assert code == 2 and "no constraint set 'cs-zz'" in stderr
+
+
+def test_constraints_on_an_empty_kb(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    assert _json("kb", "constraints", "--url", url) == {"constraint_set": None, "rules": []}
+    code, text, _ = _run("kb", "constraints", "--url", url)
+    assert code == 0 and "no constraint set in the knowledge base" in text
+
+
+# ------------------------------------------------------------------ kb similar
+def test_similar_prints_the_neighbours(url: str) -> None:
+    # sma_cross ranges: fast 5..40 (35), slow 50..200 (150). To abc1 (5, 50):
+    # abc2 sqrt(((3/35)**2 + 0) / 2) = 0.060609; def4 sqrt((1 + 1) / 2) = 1.
+    # def3 (rsi_revert): 4 of 8 tokens shared → 0.5
+    data = _json("kb", "similar", "abc1", "--url", url)
+    assert [r["strategy_id"] for r in data] == ["abc2", "def3", "def4"]
+    assert [r["spec_distance"] for r in data] == pytest.approx(
+        [((3 / 35) ** 2 / 2) ** 0.5, 0.5, 1.0], abs=1e-12)
+    assert [r["runs"] for r in data] == [[], [], []]  # failures only: no backtests
+    assert _json("kb", "similar", "abc1", "--url", url, "--n", "1")[0]["strategy_id"] == "abc2"
+    code, text, _ = _run("kb", "similar", "abc1", "--url", url)
+    assert code == 0
+    _fits(text)
+    assert _rows(text)[0] == ["abc2", "sma_cross fast=8 slow=50", "0.061", "n/a", "n/a", "-"]
+
+
+def test_similar_refuses_unknown_and_ambiguous_ids(url: str) -> None:
+    code, stdout, stderr = _run("kb", "similar", "abc", "--url", url)
+    assert code == 2 and stdout == ""
+    assert "strategy id prefix 'abc' is ambiguous" in stderr
+    code, _, stderr = _run("kb", "similar", "zzz", "--url", url)
+    assert code == 2 and "no strategy id starts with 'zzz'" in stderr
+    code, _, stderr = _run("kb", "similar", "abc1", "--url", url, "--by", "colour")
+    assert code == 2 and "--by takes spec or profile" in stderr
