@@ -227,3 +227,21 @@ def test_the_number_of_queries_does_not_grow_with_the_kb(tmp_path: Path) -> None
         assert len(frame) == 4 + extra
         counts.append(len(statements))
     assert counts[0] == counts[1] > 0
+
+
+def test_profile_uses_only_the_metrics_both_sides_recorded(tmp_path: Path) -> None:
+    # only sharpe recorded: A 1.0, B 0.5 (range 0.5) → |1.0 - 0.5| / 0.5 = 1, the other
+    # four metrics are left out (not counted as 0). Params: fast 10 vs 12 with range 2,
+    # slow equal → sqrt((1 + 0) / 2).
+    kb = open_kb(tmp_path / "kb.sqlite")
+    kb.save_run(run("r1"))
+    kb.persist_iteration(IterationBatch(
+        iteration=IterationRecord(run_id="r1", iteration=0, state="ITER_DONE", summary={}),
+        strategies=[_strategy("A"), _strategy("B")],
+        backtests=[BacktestRecord(run_id="r1", iteration=0, strategy_id=ID[k], engine="A",
+                                  window="search", data_ref="d", sharpe=s)
+                   for k, s in (("A", 1.0), ("B", 0.5))]))
+    row = similar(kb, ID["A"]).iloc[0]
+    assert row["strategy_id"] == ID["B"]
+    assert row["profile_distance"] == pytest.approx(1.0, abs=1e-12)
+    assert row["spec_distance"] == pytest.approx(math.sqrt(0.5), abs=1e-12)

@@ -42,6 +42,7 @@ All of it is numpy/pandas over the whole KB (:meth:`KnowledgeBase.strategy_index
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -259,10 +260,9 @@ def _profile_distances(kb: KnowledgeBase, index: pd.DataFrame, sid: str,
     if sid not in profiles.index:
         return np.full(len(index), np.nan)
     values = profiles.to_numpy(dtype=float)
-    with np.errstate(invalid="ignore"):
-        span = np.nanmax(values, axis=0) - np.nanmin(values, axis=0) if len(values) else None
-    if span is None:
-        return np.full(len(index), np.nan)
+    with warnings.catch_warnings():  # a metric no strategy has: an all-NaN column
+        warnings.simplefilter("ignore", RuntimeWarning)
+        span = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
     span = np.where(np.isfinite(span) & (span > 0), span, np.nan)
     target = profiles.loc[sid].to_numpy(dtype=float)
     diff = (values - target) / span
