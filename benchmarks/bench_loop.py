@@ -21,6 +21,8 @@ is wrapped with a ``perf_counter`` (the wrapped calls do not nest, so the sums a
   runner makes;
 - generation: the samplers and building the candidate specs (the strategy layer);
 - analysis: the failure records of the rejected candidates (root cause);
+- learning: the constraint update (rules learned from every candidate of the run so
+  far, re-tests, the share of the space the rules forbid);
 - artifacts: the stage outputs written for resume (pickled, fsynced, renamed).
 
 The orchestrator's own overhead is the rest of the iteration's wall time: the state
@@ -55,6 +57,7 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
                    ("alphaloop.orchestrator.stages", "pbo_of")],
     "generation": [("alphaloop.orchestrator.stages.Generator", "generate")],
     "analysis": [("alphaloop.orchestrator.stages", "failure_records")],
+    "learning": [("alphaloop.orchestrator.stages", "learn_constraints")],
     "artifacts": [("alphaloop.orchestrator.artifacts.StageStore", "save"),
                   ("alphaloop.orchestrator.artifacts.StageStore", "load")],
     "kb_io": [("alphaloop.orchestrator.runner.Runner", "_batch"),
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                   r["wall_s"] for r in rows)[len(rows) // 2],
               "share": share,
               "overhead_by_the_issue": share["overhead"] + share["generation"]
-              + share["analysis"] + share["artifacts"],
+              + share["analysis"] + share["learning"] + share["artifacts"],
               "stage_s_total": stages, "status": summary.status,
               "backtests": summary.stats.backtests, "rows": rows}
     _print(result)

@@ -53,11 +53,12 @@ same bars, ``e = r - b`` the excess return series):
 
 ==========================  =====================================================
 ``beta``, ``alpha_ann``     OLS ``r_t = alpha + beta * b_t + u_t``
-                            (``scipy.stats.linregress``); ``alpha_ann =
-                            alpha * ppy`` (arithmetic annualization)
+                            (``numpy.polyfit``, every candidate in one call);
+                            ``alpha_ann = alpha * ppy`` (arithmetic annualization)
 ``beta_t``, ``alpha_t``     the OLS t-statistics (``beta / se(beta)``,
                             ``alpha / se(alpha)``); NaN when ``b`` does not vary
-                            (cash: there is nothing to regress on) or ``T < 3``
+                            (cash: there is nothing to regress on), ``T < 3`` or
+                            the fit is exact (``se(beta) <= 1e-10 |beta|``)
 ``tracking_error``          ``std(e, ddof=1) * sqrt(ppy)``
 ``information_ratio``       ``mean(e) / std(e, ddof=1) * sqrt(ppy)``: the Sharpe
                             of the excess series (against cash it *is* Sharpe)
@@ -82,7 +83,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import linregress
 
 __all__ = [
     "BENCHMARK_METRICS",
@@ -378,16 +378,28 @@ def excess_returns(returns: np.ndarray, benchmark: np.ndarray) -> np.ndarray:
     return r - b
 
 
-def _ols_row(r: np.ndarray, b: np.ndarray, b_flat: bool) -> tuple[float, ...]:
-    """beta, beta_t, alpha (per period), alpha_t of one row; NaN where undefined."""
-    if b_flat or r.shape[0] < 3:
-        return (math.nan,) * 4
-    fit = linregress(b, r)
+def _ols_rows(r2: np.ndarray, b: np.ndarray, b_flat: bool) -> np.ndarray:
+    """(K, 4): beta, beta_t, alpha (per period), alpha_t of each row regressed on ``b``
+    by ordinary least squares, all rows in one call of numpy's ``polyfit`` (the
+    standard errors from its covariance, scaled by the residual variance over T - 2
+    degrees of freedom, as ``scipy.stats.linregress`` computes them); NaN where
+    undefined."""
+    k, t = r2.shape
+    if b_flat or t < 3 or k == 0:
+        return np.full((k, 4), np.nan)
+    coef, cov = np.polyfit(b, r2.T, 1, cov=True)
+    cov = cov.reshape(2, 2, k)
     with np.errstate(divide="ignore", invalid="ignore"):
-        beta_t = fit.slope / fit.stderr if fit.stderr > 0 else math.nan
-        alpha_t = (fit.intercept / fit.intercept_stderr
-                   if fit.intercept_stderr > 0 else math.nan)
-    return float(fit.slope), float(beta_t), float(fit.intercept), float(alpha_t)
+        se_beta, se_alpha = np.sqrt(cov[0, 0]), np.sqrt(cov[1, 1])
+        # a row that is an exact linear function of b leaves only rounding in its
+        # residuals: its t-statistics are undefined, not 1e16 of noise
+        exact = se_beta <= _EXACT_FIT * np.abs(coef[0])
+        beta_t = np.where((se_beta > 0) & ~exact, coef[0] / se_beta, np.nan)
+        alpha_t = np.where((se_alpha > 0) & ~exact, coef[1] / se_alpha, np.nan)
+    return np.column_stack([coef[0], beta_t, coef[1], alpha_t])
+
+
+_EXACT_FIT = 1e-10  # se(beta) / |beta| below this: a perfect fit up to rounding
 
 
 def _capture(r2: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -409,7 +421,7 @@ def relative_metrics(returns: np.ndarray, benchmark: np.ndarray,
     b = _check_returns(benchmark)
     scalar = np.ndim(returns) == 1
     b_flat = bool(np.isnan(np.asarray(return_metrics(b, ppy)["sharpe"])) or b.shape[0] < 2)
-    ols = np.array([_ols_row(row, b, b_flat) for row in r2]).reshape(-1, 4)
+    ols = _ols_rows(r2, b, b_flat)
     act = return_metrics(e, ppy)
     mean_e = np.atleast_1d(np.asarray(e, dtype=np.float64)).reshape(r2.shape).mean(axis=1)
     values: dict[str, np.ndarray] = {

@@ -44,11 +44,12 @@ from alphaloop.errors import AlphaloopError
 from alphaloop.evaluation.benchmark import Benchmark, resolve_benchmark
 from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
 from alphaloop.evaluation.statistics import (
-    deflated_sharpe_ratio,
     expected_max_sharpe,
     pbo_cscv,
     psr,
+    psr_rows,
     return_moments,
+    return_moments_rows,
     sharpe_confidence_interval,
     spa_test,
 )
@@ -315,10 +316,17 @@ def _deflation(rets: np.ndarray, n_trials: int,
                var_trials: float | None = None) -> dict[str, Any]:
     """PSR against 0 and DSR against the expected max of ``n_trials`` per candidate.
     The trials' Sharpe variance is ``var_trials`` when the caller knows more trials
-    than it passes (the research loop), else these candidates' own."""
-    moments = [return_moments(r) for r in rets]
+    than it passes (the research loop), else these candidates' own. Vectorized over
+    the candidates (:func:`psr_rows`, the scalar formula element by element)."""
+    r = np.asarray(rets, dtype=np.float64)
+    if np.isfinite(r).all():
+        sr, skew, kurt = return_moments_rows(r)
+        n = np.full(len(r), float(r.shape[1]))
+    else:  # gaps: each row's moments over its own finite returns
+        moments = [return_moments(x) for x in r]
+        sr, skew, kurt, n = (np.array([getattr(m, f) for m in moments], dtype=np.float64)
+                             for f in ("sr", "skew", "kurtosis", "n_obs"))
     if var_trials is None:
-        sr = np.array([m.sr for m in moments])
         finite = sr[np.isfinite(sr)]
         if finite.size < 2 and n_trials > 1:
             raise EvaluationError(
@@ -330,17 +338,9 @@ def _deflation(rets: np.ndarray, n_trials: int,
     else:
         var, deflating = var_trials, n_trials > 1 and var_trials > 0
     sr0 = expected_max_sharpe(n_trials, var) if deflating else 0.0
-    psr_v = np.full(len(moments), np.nan)
-    dsr_v = np.zeros(len(moments))  # no evidence of skill unless shown below
-    for k, m in enumerate(moments):
-        if not math.isfinite(m.sr):
-            continue
-        try:
-            psr_v[k] = psr(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis)
-            dsr_v[k] = (deflated_sharpe_ratio(m.sr, m.n_obs, m.skew, m.kurtosis, n_trials, var)
-                        if deflating else psr_v[k])
-        except ValueError:  # moments outside the formula's domain (tiny samples)
-            psr_v[k] = np.nan
+    psr_v = psr_rows(sr, 0.0, n, skew, kurt)
+    # no evidence of skill (0) where the PSR is undefined
+    dsr_v = np.nan_to_num(psr_rows(sr, sr0, n, skew, kurt) if deflating else psr_v, nan=0.0)
     return {"psr": psr_v, "dsr": dsr_v, "var": var, "sr0": sr0}
 
 

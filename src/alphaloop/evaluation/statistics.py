@@ -324,6 +324,25 @@ def psr(
     return float(ndtr(z))
 
 
+def psr_rows(sr: Any, sr_benchmark: float, n_obs: Any, skew: Any, kurtosis: Any) -> FloatArray:
+    """:func:`psr` of many candidates at once (arrays of equal length; ``sr_benchmark``
+    one number): the same formula and operations, element by element, with NaN where
+    :func:`psr` would refuse its inputs (a moment or ``sr`` not finite, kurtosis below
+    ``1 + skew²``, ``n_obs <= 1``, a non-positive variance factor)."""
+    s = np.asarray(sr, dtype=np.float64)
+    g3 = np.asarray(skew, dtype=np.float64)
+    g4 = np.asarray(kurtosis, dtype=np.float64)
+    t = np.broadcast_to(np.asarray(n_obs, dtype=np.float64), s.shape)
+    s0 = float(sr_benchmark)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        factor = 1.0 - g3 * s + (g4 - 1.0) / 4.0 * s * s
+        ok = (np.isfinite(s) & np.isfinite(g3) & np.isfinite(g4) & np.isfinite(t)
+              & (g4 >= 1.0 + g3 * g3 - 1e-9) & (t > 1) & (factor > 0.0))
+        z = (s - s0) * np.sqrt(t - 1.0) / np.sqrt(factor)
+    out: FloatArray = np.where(ok, ndtr(np.where(ok, z, 0.0)), np.nan)
+    return out
+
+
 def psr_from_returns(returns: Any, sr_benchmark: float = 0.0) -> float:
     """:func:`psr` of a return series: SR, skew, raw kurtosis and ``T`` estimated from it.
 

@@ -45,7 +45,7 @@ from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
 from alphaloop.evaluation.statistics import (
     expected_max_sharpe,
     pbo_cscv,
-    psr,
+    psr_rows,
 )
 from alphaloop.orchestrator.config import Promotion
 from alphaloop.research.learning import (
@@ -317,28 +317,22 @@ class Shortlist:
 
 def deflate(frame: pd.DataFrame, trials: int, var_trials: float) -> pd.DataFrame:
     """PSR against 0 and DSR against the expected maximum of ``trials`` Sharpe ratios
-    with variance ``var_trials`` (all per period), per candidate."""
+    with variance ``var_trials`` (all per period), per candidate (Bailey & López de
+    Prado 2014, eq. 2: DSR is the PSR against that maximum, computed once). A DSR that
+    cannot be computed (moments out of the formula's domain, fewer than 3 returns) is
+    0: no evidence of skill."""
     out = frame.copy()
-    psr_v, dsr_v = [], []
     deflating = trials > 1 and var_trials > 0
-    sr0 = expected_max_sharpe(trials, var_trials) if deflating else 0.0  # once, not per row
-    for row in frame.to_dict("records"):
-        sr, n = float(row["sr_per_period"]), int(row["n_obs"])
-        if not math.isfinite(sr) or n < 3:
-            psr_v.append(math.nan)
-            dsr_v.append(0.0)
-            continue
-        try:
-            skew, kurt = float(row["skew"]), float(row["kurtosis"])
-            psr_v.append(psr(sr, 0.0, n, skew, kurt))
-            # DSR is PSR against the expected maximum of the trials (Bailey & López de
-            # Prado 2014, eq. 2): deflated_sharpe_ratio, with SR0 computed once
-            dsr_v.append(psr(sr, sr0, n, skew, kurt) if deflating else psr_v[-1])
-        except ValueError:
-            psr_v.append(math.nan)
-            dsr_v.append(0.0)
+    sr0 = expected_max_sharpe(trials, var_trials) if deflating else 0.0
+    sr = frame["sr_per_period"].to_numpy(dtype=np.float64)
+    n = frame["n_obs"].to_numpy(dtype=np.float64)
+    skew = frame["skew"].to_numpy(dtype=np.float64)
+    kurt = frame["kurtosis"].to_numpy(dtype=np.float64)
+    short_rows = n < 3
+    psr_v = np.where(short_rows, np.nan, psr_rows(sr, 0.0, n, skew, kurt))
+    dsr_v = psr_rows(sr, sr0, n, skew, kurt) if deflating else psr_v
     out["psr"] = psr_v
-    out["dsr"] = dsr_v
+    out["dsr"] = np.nan_to_num(np.where(short_rows, np.nan, dsr_v), nan=0.0)
     return out
 
 
