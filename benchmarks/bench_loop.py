@@ -16,7 +16,8 @@ is wrapped with a ``perf_counter`` (the wrapped calls do not nest, so the sums a
 
 - engines: engine A batches (search, validation, holdout), engine B verification with
   its determinism rerun, the lookahead check, the data-quality report;
-- statistics: scoring, DSR deflation and the shortlist's clustering, PBO;
+- statistics: scoring, DSR deflation and the shortlist's clustering, PBO, the
+  candidates' metrics against the benchmark (beta, alpha, IR, excess DSR);
 - KB I/O: building the iteration's records and every KnowledgeBase write and read the
   runner makes;
 - generation: the samplers and building the candidate specs (the strategy layer);
@@ -54,7 +55,8 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
                 ("alphaloop.engines.lookahead", "check_lookahead"),
                 ("alphaloop.orchestrator.stages", "data_quality")],
     "statistics": [("alphaloop.orchestrator.stages", "shortlist"),
-                   ("alphaloop.orchestrator.stages", "pbo_of")],
+                   ("alphaloop.orchestrator.stages", "pbo_of"),
+                   ("alphaloop.orchestrator.runner", "relative_columns")],
     "generation": [("alphaloop.orchestrator.stages.Generator", "generate")],
     "analysis": [("alphaloop.orchestrator.stages", "failure_records")],
     "learning": [("alphaloop.orchestrator.stages", "learn_constraints")],
