@@ -4,7 +4,9 @@ with a planted effect.
 
 Per iteration, from each run's recorded RunSummary (the numbers the run report plots):
 the share of the tested candidates that were rejected, the share of the families'
-parameter space the rules in force forbid, and the best score engine B verified so far.
+parameter space the rules in force forbid, and the best score engine B verified so far;
+and from the run's knowledge base: the mean score of the tested candidates and the share
+of them rejected with a code of a parameter region (what the learner learns from).
 Per run: backtests spent, survivors, the first iteration with a survivor.
 
 Workload: five template families (sma_cross, momentum, rsi_reversion,
@@ -62,7 +64,10 @@ def one_run(source: str, learning: bool, work: Path, iterations: int,
     t0 = time.perf_counter()
     summary = Runner(cfg).run()
     wall = time.perf_counter() - t0
+    quality = _quality(cfg.kb.url, tag)
     rows = [{"iteration": it.iteration, "tested": it.tested_A,
+             "mean_score": quality.get(it.iteration, {}).get("mean_score"),
+             "region_share": quality.get(it.iteration, {}).get("region_share"),
              "rejected_share": it.failures_created / it.tested_A if it.tested_A else None,
              "forbidden_share": it.forbidden_share,
              "best_verified_so_far": it.best_verified_so_far, "survivors": it.survivors,
@@ -72,6 +77,29 @@ def one_run(source: str, learning: bool, work: Path, iterations: int,
             "backtests": summary.stats.backtests, "survivors": len(summary.best_strategies),
             "first_survivor_iteration": first, "rows": rows,
             "report": str(work / "runs" / tag / "report.html")}
+
+
+REGION_CODES = ("NO_TRADES", "TOO_FEW_TRADES", "SHORT_HISTORY", "COST_DOMINATED",
+                "EXCESSIVE_TURNOVER", "DRAWDOWN_BREACH", "LOW_SHARPE", "LOW_INFORMATION_RATIO",
+                "EXECUTION_INFEASIBLE", "RISK_MODEL_FAILURE", "OOS_DECAY")
+
+
+def _quality(url: str, run_id: str) -> dict[int, dict[str, float]]:
+    """Per iteration, from the run's knowledge base: the mean score_total of the tested
+    candidates, and the share of them rejected with a code the learner learns from (a
+    failure that belongs to a region of the parameter space, see orchestrator.stages
+    LEARNING) as their primary code."""
+    from alphaloop.kb import KnowledgeBase
+
+    kb = KnowledgeBase(url)
+    scores, fails = kb.scores(run_id), kb.failures(run_id)
+    out: dict[int, dict[str, float]] = {}
+    for it, group in scores.groupby("iteration"):
+        f = fails[fails["iteration"] == it] if len(fails) else fails
+        region = int(f["code"].isin(REGION_CODES).sum()) if len(f) else 0
+        out[int(it)] = {"mean_score": float(group["score_total"].mean()),
+                        "region_share": region / len(group)}
+    return out
 
 
 def _half_means(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -118,11 +146,13 @@ def _print(result: dict[str, Any]) -> None:
               f"rejected {_fmt(r['rejected_first_half'], True)} -> "
               f"{_fmt(r['rejected_second_half'], True)} (first -> second half), "
               f"{r['wall_s']:.1f} s")
-        print("  it  tested  rejected  forbidden  best verified")
+        print("  it  tested  rejected  region-coded  forbidden  mean score  best verified")
         for row in r["rows"]:
             print(f"  {row['iteration']:>2}  {row['tested']:>6}  "
                   f"{_fmt(row['rejected_share'], True):>8}  "
+                  f"{_fmt(row['region_share'], True):>12}  "
                   f"{_fmt(row['forbidden_share'], True):>9}  "
+                  f"{_fmt(row['mean_score']):>10}  "
                   f"{_fmt(row['best_verified_so_far']):>13}")
 
 
