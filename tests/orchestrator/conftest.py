@@ -11,6 +11,8 @@ import pytest
 
 from alphaloop.data.synthetic import PlantedEffect, generate
 from alphaloop.orchestrator.config import RunConfig
+from alphaloop.strategy import templates as t
+from alphaloop.strategy.spec import StrategySpec
 
 N_BARS = 2520
 
@@ -63,3 +65,16 @@ def make_config(tmp_path: Path) -> Callable[..., RunConfig]:
         return config(tmp_path, source, **over)
 
     return make
+
+
+def sma_family(monkeypatch: pytest.MonkeyPatch, name: str, fast: t.IntParam,
+               slow: t.IntParam) -> str:
+    """Register, for one test, an SMA cross family over the given (small) grids."""
+    def build(p: dict[str, Any]) -> StrategySpec:
+        f, s = f"sma(close, {p['fast']})", f"sma(close, {p['slow']})"
+        return StrategySpec(entry=f"{f} > {s}", exit=f"{f} < {s}")
+
+    monkeypatch.setitem(t.FAMILIES, name, t.Family(
+        name, "an SMA cross on a small grid (test only)", {"fast": fast, "slow": slow},
+        (), build))
+    return name

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sma_family
 
 from alphaloop.errors import AlphaloopError, ErrorClass
 from alphaloop.orchestrator.config import RunConfig
 from alphaloop.orchestrator.events import EventLog
 from alphaloop.orchestrator.runner import Runner, runs_root
 from alphaloop.strategy import templates as t
-from alphaloop.strategy.spec import StrategySpec
 
 Make = Callable[..., RunConfig]
 
@@ -25,15 +25,7 @@ Make = Callable[..., RunConfig]
 def tiny(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A family of 2 × 2 grid points; widening may grow ``fast`` to 15 and ``slow`` to
     40 (their limits), once: 3 × 3 points. Registered for this test only."""
-    def build(p: dict[str, Any]) -> StrategySpec:
-        fast, slow = f"sma(close, {p['fast']})", f"sma(close, {p['slow']})"
-        return StrategySpec(entry=f"{fast} > {slow}", exit=f"{fast} < {slow}")
-
-    fam = t.Family("tiny_cross", "a two-by-two SMA cross (test only)",
-                   {"fast": t.IntParam(5, 10, 5, limit=15),
-                    "slow": t.IntParam(20, 30, 10, limit=40)}, (), build)
-    monkeypatch.setitem(t.FAMILIES, "tiny_cross", fam)
-    yield "tiny_cross"
+    yield sma_family(monkeypatch, "tiny_cross", t.IntParam(5, 10, 5, limit=15), t.IntParam(20, 30, 10, limit=40))
 
 
 def _config(make_config: Make, path: Path, **over: Any) -> RunConfig:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sma_family
 
 from alphaloop.kb import KnowledgeBase
 from alphaloop.kb import records as rec
@@ -22,7 +23,6 @@ from alphaloop.orchestrator.events import EventLog
 from alphaloop.orchestrator.runner import Runner, runs_root
 from alphaloop.strategy import templates as t
 from alphaloop.strategy.constraints import Clause, Constraint
-from alphaloop.strategy.spec import StrategySpec
 
 Make = Callable[..., RunConfig]
 
@@ -30,15 +30,7 @@ Make = Callable[..., RunConfig]
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """3 × 3 grid points; no widening (limits at the grid's ends)."""
-    def build(p: dict[str, Any]) -> StrategySpec:
-        fast, slow = f"sma(close, {p['fast']})", f"sma(close, {p['slow']})"
-        return StrategySpec(entry=f"{fast} > {slow}", exit=f"{fast} < {slow}")
-
-    fam = t.Family("tiny_rules", "a three-by-three SMA cross (test only)",
-                   {"fast": t.IntParam(5, 15, 5, limit=15),
-                    "slow": t.IntParam(20, 40, 10, limit=40)}, (), build)
-    monkeypatch.setitem(t.FAMILIES, "tiny_rules", fam)
-    yield "tiny_rules"
+    yield sma_family(monkeypatch, "tiny_rules", t.IntParam(5, 15, 5, limit=15), t.IntParam(20, 40, 10, limit=40))
 
 
 def _events(cfg: RunConfig) -> list[dict[str, Any]]:
