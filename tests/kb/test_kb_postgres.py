@@ -24,11 +24,11 @@ from alphaloop.errors import ErrorClass
 from alphaloop.kb import KBError, KnowledgeBase, dispose_engines, migrations
 from alphaloop.kb.models import Base
 
-HEAD = "0003"
+HEAD = "0004"
 TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "backtests",
           "scores", "failures", "constraint_sets", "constraints",
           "worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
-          "risk_snapshots", "control_events", "api_tokens", "audit_log"}
+          "risk_snapshots", "control_events", "api_tokens", "audit_log", "campaign_actions"}
 
 
 def _plain(url: str) -> str:

@@ -3,6 +3,7 @@
     alphaloop world serve --db URL --host 127.0.0.1 --port 8080 [--refs-root DIR]
     alphaloop world token create --role submitter --name ci [--db URL]
     alphaloop world token revoke TOKEN_ID [--db URL]
+    alphaloop world campaign-loop --world W [--every 30s] [--once] [--url URL]
     alphaloop submit SPEC|ID --world W [--url URL] [--token-env ALPHALOOP_WORLD_TOKEN]
 
 Tokens are made on the database directly (the first admin token cannot come from the
@@ -15,12 +16,15 @@ import getpass
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from alphaloop.cli._common import _friendly, out
-from alphaloop.errors import AlphaloopError
+from alphaloop.errors import AlphaloopError, ErrorClass
+
+if TYPE_CHECKING:
+    from alphaloop.world.client import StepResult
 
 world_app = typer.Typer(no_args_is_help=True, help="Run the WorldService and manage tokens.")
 token_app = typer.Typer(no_args_is_help=True, help="Create and revoke API tokens.")
@@ -99,6 +103,67 @@ def submit(strategy: Annotated[str, typer.Argument(help="A spec file or a strate
               f"({', '.join(result.reasons) or 'no reasons'})", highlight=False)
     if result.downgraded:
         out.print(f"downgraded: {result.downgrade_reason}", highlight=False)
+
+
+@world_app.command("campaign-loop")
+@_friendly
+def campaign_loop(
+        world: Annotated[str, typer.Option("--world", help="The world's id.")],
+        every: Annotated[str, typer.Option(help="Seconds or <n><s|m|h|d> between ticks.")] = "30s",
+        once: Annotated[bool, typer.Option("--once", help="One tick, then exit.")] = False,
+        url: Annotated[str, typer.Option(help="The service.")] = "http://127.0.0.1:8080",
+        token_env: Annotated[str, typer.Option(
+            help="Environment variable holding an operator token.")] = "ALPHALOOP_WORLD_TOKEN",
+        as_json: bool = typer.Option(False, "--json")) -> None:
+    """Tick the world's campaign and execute the recommended actions, every --every.
+
+    Executing is idempotent: an action executed before (same idempotency_key) has no
+    effect. An unreachable or busy service is reported and retried at the next tick
+    (with --once it is an error).
+    """
+    import time
+
+    from pydantic import TypeAdapter
+
+    from alphaloop.world.client import WorldClient, WorldClientError, campaign_step
+    from alphaloop.world.policy import PositiveDuration
+
+    try:
+        period = TypeAdapter(PositiveDuration).validate_python(every)
+    except ValueError as exc:
+        raise AlphaloopError(f"--every: {every!r} is not a positive duration",
+                             code="INVALID_OPTION") from exc
+    token = os.environ.get(token_env)
+    if not token:
+        raise AlphaloopError(f"--token-env: ${token_env} is not set", code="TOKEN_MISSING")
+    with WorldClient(url, token) as client:
+        while True:
+            try:
+                step = campaign_step(client, world)
+            except WorldClientError as exc:
+                if once or exc.error_class is not ErrorClass.TRANSIENT:
+                    raise
+                out.print(f"tick failed ({exc.code}); retrying in {period:g}s", highlight=False)
+            else:
+                _print_step(step, as_json)
+            if once:
+                return
+            time.sleep(period)
+
+
+def _print_step(step: StepResult, as_json: bool) -> None:
+    if as_json:
+        out.print_json(step.model_dump_json())
+        return
+    for done in step.executed:
+        verb = "executed" if done.executed else "already executed"
+        out.print(f"{verb} {done.kind} {done.strategy_id[:12]} -> {done.run_id} "
+                  f"rev {done.revision} {done.outcome} (key {done.idempotency_key[:12]})",
+                  highlight=False)
+    for key, code in step.skipped:
+        out.print(f"skipped {key[:12]}: {code}", highlight=False)
+    if not step.executed and not step.skipped:
+        out.print("no actions", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

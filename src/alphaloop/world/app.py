@@ -31,22 +31,27 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alphaloop.world import audit, tokens
+from alphaloop.world.campaign import Campaigns
 from alphaloop.world.db import Database
 from alphaloop.world.decide import decide
 from alphaloop.world.errors import WorldError
 from alphaloop.world.hub import latest_snapshot, post_snapshot
 from alphaloop.world.schemas import (
     AuditOut,
+    CampaignOut,
     CohortIn,
     CohortOut,
     DecisionEnvelope,
     ErrorOut,
     EvaluateIn,
     EvaluationOut,
+    ExecutedOut,
+    ExecuteIn,
     PolicyOut,
     RunOut,
     SnapshotIn,
     SnapshotOut,
+    TickOut,
     TokenIn,
     TokenOut,
     WorldIn,
@@ -254,6 +259,7 @@ def create_app(db_url: str, *, refs_root: Path | None = None,
 
 def _routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
     _world_routes(app, service, auth)
+    _campaign_routes(app, Campaigns(service), auth)
     _hub_routes(app, service, auth)
     _admin_routes(app, service, auth)
 
@@ -347,6 +353,29 @@ async def _policy_body(request: Request) -> Any:
     except (UnicodeDecodeError, ValueError) as exc:
         raise WorldError(f"policy: body is not valid JSON or YAML ({exc})",
                          code="POLICY_MALFORMED", field="policy") from exc
+
+
+def _campaign_routes(app: FastAPI, campaigns: Campaigns, auth: Auth) -> None:
+    reader = Depends(auth.require("read"))
+
+    @app.get("/worlds/{world_id}/campaign", response_model=CampaignOut, tags=["campaign"])
+    def campaign(world_id: WorldId, _: str = reader) -> CampaignOut:
+        """Per strategy: phase, window progress, key metrics, promotable or every reason
+        it is not."""
+        return campaigns.campaign(world_id)
+
+    @app.post("/worlds/{world_id}/campaign/tick", response_model=TickOut, tags=["campaign"])
+    def tick(world_id: WorldId, _: str = reader) -> TickOut:
+        """The recommended next actions. No side effects: nothing is written."""
+        return campaigns.tick(world_id)
+
+    @app.post("/worlds/{world_id}/campaign/actions", response_model=ExecutedOut,
+              tags=["campaign"])
+    def execute(world_id: WorldId, body: ExecuteIn,
+                actor: str = Depends(auth.require("campaign.execute"))) -> ExecutedOut:
+        """Execute a recommended action by its key; the same key again has no effect
+        (``executed: false``); a key no longer recommended is a 409."""
+        return campaigns.execute(world_id, body.idempotency_key, actor)
 
 
 def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:

@@ -25,13 +25,16 @@ from pydantic import BaseModel, TypeAdapter
 from alphaloop.errors import AlphaloopError, ErrorClass
 from alphaloop.world.schemas import (
     AuditOut,
+    CampaignOut,
     CohortOut,
     DecidedStage,
     DecisionEnvelope,
     EvaluationOut,
+    ExecutedOut,
     PolicyOut,
     RunOut,
     SnapshotOut,
+    TickOut,
     WorldOut,
 )
 
@@ -134,6 +137,20 @@ class WorldClient:
         return self._typed(DecisionEnvelope, "GET", f"/worlds/{world_id}/decide",
                            params={"strategy_id": strategy_id})
 
+    # -- campaigns
+    def campaign(self, world_id: str) -> CampaignOut:
+        return self._typed(CampaignOut, "GET", f"/worlds/{world_id}/campaign")
+
+    def tick(self, world_id: str) -> TickOut:
+        """The recommended actions (the service writes nothing for a tick)."""
+        return self._typed(TickOut, "POST", f"/worlds/{world_id}/campaign/tick")
+
+    def execute_action(self, world_id: str, idempotency_key: str) -> ExecutedOut:
+        """Execute a recommended action; the same key again has no effect
+        (``executed`` False)."""
+        return self._typed(ExecutedOut, "POST", f"/worlds/{world_id}/campaign/actions",
+                           json={"idempotency_key": idempotency_key})
+
     # -- risk hub, audit, events
     def post_snapshot(self, body: Mapping[str, Any]) -> SnapshotOut:
         return self._typed(SnapshotOut, "POST", "/risk-hub/snapshots", json=body)
@@ -177,6 +194,32 @@ class WorldClient:
                             reasons=reasons, decision=envelope, evaluation=evaluation,
                             downgraded=why is not None,
                             downgrade_reason=why)
+
+
+class StepResult(BaseModel):
+    """One campaign-loop step: what each recommended action came to."""
+
+    executed: list[ExecutedOut]
+    skipped: list[tuple[str, str]]  # (idempotency_key, error code): refused, not fatal
+
+
+def campaign_step(client: WorldClient, world_id: str) -> StepResult:
+    """Tick once and execute every recommended action through the service.
+
+    An action the service no longer recommends (another loop executed it, or the state
+    moved on: ``ACTION_NOT_RECOMMENDED``) is skipped; any other refusal or an
+    unreachable service is raised.
+    """
+    executed: list[ExecutedOut] = []
+    skipped: list[tuple[str, str]] = []
+    for action in client.tick(world_id).actions:
+        try:
+            executed.append(client.execute_action(world_id, action.idempotency_key))
+        except WorldClientError as exc:
+            if exc.code != "ACTION_NOT_RECOMMENDED":
+                raise
+            skipped.append((action.idempotency_key, exc.code))
+    return StepResult(executed=executed, skipped=skipped)
 
 
 def _refusal(method: str, path: str, response: httpx.Response) -> WorldClientError:

@@ -16,6 +16,8 @@ table                       key (what makes a write idempotent)
 ``control_events``          ``event_id`` (autoincrement; the SSE ``id``)
 ``api_tokens``              ``token_id``; the secret is stored as its sha256
 ``audit_log``               ``audit_id`` (append-only: no API updates or deletes)
+``campaign_actions``        ``(world_id, idempotency_key)``: an executed campaign
+                            action (migration ``0004``); a key is executed once
 ==========================  ======================================================
 
 Times are UNIX seconds (UTC) as doubles: the service, unlike the loop's store, must
@@ -45,7 +47,8 @@ from alphaloop.kb.models import ID, NAME, Base
 HASH = String(64)  # sha256 hex
 
 WORLD_TABLES = ("worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
-                "risk_snapshots", "control_events", "api_tokens", "audit_log")
+                "risk_snapshots", "control_events", "api_tokens", "audit_log",
+                "campaign_actions")
 
 
 class World(Base):
@@ -161,6 +164,21 @@ class AuditEntry(Base):
     before_hash: Mapped[str | None] = mapped_column(HASH)
     after_hash: Mapped[str | None] = mapped_column(HASH)
     ts: Mapped[float] = mapped_column(Double)
+
+
+class CampaignAction(Base):
+    __tablename__ = "campaign_actions"
+
+    world_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("worlds.world_id", ondelete="CASCADE"), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(HASH, primary_key=True)
+    strategy_id: Mapped[str] = mapped_column(ID)
+    kind: Mapped[str] = mapped_column(NAME)
+    run_id: Mapped[str] = mapped_column(ID)
+    revision: Mapped[int] = mapped_column(Integer)  # of the run, after the action
+    outcome: Mapped[str] = mapped_column(NAME)
+    actor: Mapped[str] = mapped_column(NAME)
+    executed_at: Mapped[float] = mapped_column(Double)
 
 
 def table(model: type[Base]) -> Table:

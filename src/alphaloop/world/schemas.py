@@ -277,3 +277,114 @@ class ErrorOut(BaseModel):
         "message": "policy.governance.live_promotion.mdoe: Extra inputs are not permitted"}}]})
 
     error: ErrorBody
+
+
+# ------------------------------------------------------------------ campaigns (seed §4)
+
+Phase = Literal["backtest_campaign", "paper_campaign", "live_campaign"]
+ActionKind = Literal["start_paper", "evaluate_paper"]
+IdempotencyKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class WindowMeasure(BaseModel):
+    """One condition of a campaign window: what the policy asks, what was observed."""
+
+    required: float | None  # None: the policy sets no minimum
+    observed: float | None  # None: not known (a minimum on it is then not met)
+    filled: bool
+
+
+class WindowProgress(BaseModel):
+    """A phase's window (``campaign.<stage>.window``) against what was observed."""
+
+    stage: Literal["backtest", "paper"]
+    days: WindowMeasure
+    samples: WindowMeasure
+    trades: WindowMeasure
+    filled: bool
+
+
+class StrategyCampaign(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "strategy_id": "4d512c22" + "0" * 56, "phase": "backtest_campaign",
+        "run_id": "submit:4d512c22:backtest", "revision": 1, "outcome": "pass",
+        "window": {"stage": "backtest", "filled": False,
+                   "days": {"required": 365, "observed": 182.6, "filled": False},
+                   "samples": {"required": None, "observed": 126, "filled": True},
+                   "trades": {"required": 20, "observed": 31, "filled": True}},
+        "metrics": {"sharpe": 1.1, "n_trades": 31, "effective_history_years": 0.5},
+        "promotable": False, "next_phase": "paper_campaign",
+        "reasons": ["BACKTEST_WINDOW_DAYS_SHORT"]}]})
+
+    strategy_id: str
+    phase: Phase
+    run_id: str | None  # the evaluation run the phase is judged on
+    revision: int | None
+    outcome: Outcome | None
+    window: WindowProgress
+    metrics: dict[str, float | int | None]  # of that run's newest revision
+    promotable: bool  # to next_phase; every reason it is not is in reasons
+    next_phase: Phase | None
+    reasons: list[str]
+
+
+class CampaignOut(BaseModel):
+    world_id: str
+    policy_version: int
+    ruleset_hash: str
+    governance_mode: Literal["disabled", "manual_approval", "auto_apply"]
+    allow_live: bool
+    as_of: datetime
+    strategies: list[StrategyCampaign]
+
+
+class CampaignActionOut(BaseModel):
+    """A recommended action. ``suggested_body`` is a ``POST /worlds/{id}/evaluate`` body
+    without metrics (the world sources them); the key changes when what it was computed
+    from changes, so executing it twice is recognized as the same action."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "idempotency_key": "5be1" + "0" * 60, "kind": "start_paper",
+        "strategy_id": "4d512c22" + "0" * 56, "phase": "backtest_campaign",
+        "suggested_run_id": "campaign:4d512c2200000000:paper",
+        "suggested_body": {"run_id": "campaign:4d512c2200000000:paper", "stage": "paper",
+                           "strategy_id": "4d512c22" + "0" * 56},
+        "reason": "BACKTEST_WINDOW_FILLED"}]})
+
+    idempotency_key: str
+    kind: ActionKind
+    strategy_id: str
+    phase: Phase
+    suggested_run_id: str
+    suggested_body: dict[str, Any]
+    reason: str
+
+
+class TickOut(BaseModel):
+    world_id: str
+    policy_version: int
+    ruleset_hash: str
+    as_of: datetime
+    actions: list[CampaignActionOut]
+
+
+class ExecuteIn(_In):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{"idempotency_key": "5be1" + "0" * 60}]})
+    idempotency_key: IdempotencyKey
+
+
+class ExecutedOut(BaseModel):
+    """An executed action; ``executed`` is False when the key had been executed before
+    (this answer then describes that first execution)."""
+
+    world_id: str
+    idempotency_key: str
+    kind: ActionKind
+    strategy_id: str
+    run_id: str
+    revision: int
+    outcome: Outcome
+    actor: str
+    executed_at: datetime
+    executed: bool

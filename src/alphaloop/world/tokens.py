@@ -31,6 +31,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # stage: producers only (a submitter's claims could walk it up the ladder)
     "evaluation.evidence": frozenset({"operator", "admin"}),
     "snapshot.post": frozenset({"operator", "admin"}),  # producers: paper runner, gateway
+    # executing a campaign action moves a strategy along: the scheduler's (operator's) job
+    "campaign.execute": frozenset({"operator", "admin"}),
     "token.manage": frozenset({"admin"}),
 }
 _DUMMY_HASH = hashlib.sha256(b"no such token").hexdigest()

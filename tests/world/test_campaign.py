@@ -1,0 +1,326 @@
+"""Campaigns (seed §4) over HTTP: a real uvicorn process on loopback and a SQLite file in
+WAL mode. Campaign state, a tick that writes nothing, and actions executed once per key."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Server, make_tokens
+from typer.testing import CliRunner
+
+from alphaloop.cli import app
+from alphaloop.kb import dispose_engines
+from alphaloop.strategy.spec import StrategySpec
+from alphaloop.world.client import WorldClient, WorldClientError, campaign_step
+
+POLICY = {
+    "gates": {"backtest": {"min_sharpe": 0.5}, "paper": {"min_sharpe": 0.0}},
+    "campaign": {"backtest": {"window": {"min_days": 365, "min_trades": 20}},
+                 "paper": {"window": {"min_samples": 20}}},
+}
+# every reason a paper-phase strategy has with no snapshot under POLICY (allow_live false,
+# mode disabled), in the order the campaign lists them
+NO_SNAPSHOT = ["RISK_SNAPSHOT_MISSING", "PAPER_WINDOW_SAMPLES_UNKNOWN", "LIVE_NOT_ALLOWED",
+               "LIVE_PROMOTION_DISABLED"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+    base = tmp_path_factory.mktemp("campaign")
+    (base / "refs").mkdir()
+    srv = Server(base / "kb.sqlite", base / "refs")
+    made = make_tokens(srv.db_url)
+    dispose_engines()
+    srv.start()
+    yield srv, made
+    srv.stop()
+
+
+def _sid(fast: int) -> tuple[str, dict[str, Any]]:
+    spec = StrategySpec.model_validate({"entry": f"sma(close, {fast}) > sma(close, 50)",
+                                        "exit": f"sma(close, {fast}) < sma(close, 50)"})
+    return spec.strategy_id, spec.model_dump(mode="json")
+
+
+def _client(server: tuple[Server, dict[str, str]], role: str) -> WorldClient:
+    srv, toks = server
+    return WorldClient(srv.url, toks[role])
+
+
+def _backtest(server: tuple[Server, dict[str, str]], world: str, fast: int,
+              metrics: dict[str, Any]) -> str:
+    sid, spec = _sid(fast)
+    with _client(server, "submitter") as c:
+        c.evaluate(world, {"run_id": f"bt:{fast}", "spec": spec, "metrics": metrics})
+    return sid
+
+
+READY = {"sharpe": 1.0, "n_trades": 30, "effective_history_years": 2.0}  # window filled
+
+
+def _ready(server: tuple[Server, dict[str, str]], world: str, fast: int) -> tuple[str, str]:
+    """A new world with one strategy whose backtest window is filled: its id and the
+    key of the start_paper action a tick recommends."""
+    _world(server, world)
+    sid = _backtest(server, world, fast, READY)
+    with _client(server, "viewer") as c:
+        return sid, c.tick(world).actions[0].idempotency_key
+
+
+def _world(server: tuple[Server, dict[str, str]], world: str) -> None:
+    with _client(server, "operator") as c:
+        c.create_world(world, name=world, policy=POLICY)
+
+
+def _by_id(server: tuple[Server, dict[str, str]], world: str) -> dict[str, Any]:
+    with _client(server, "viewer") as c:
+        return {s.strategy_id: s for s in c.campaign(world).strategies}
+
+
+def _files(db: Path) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for path in (db, db.with_name(db.name + "-wal")):
+        out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    return out
+
+
+def _checkpoint_and_dump(db: Path) -> str:
+    """Fold the WAL into the main file (TRUNCATE empties the WAL), then every table's
+    rows as SQL text."""
+    con = sqlite3.connect(db)
+    try:
+        busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+        return "\n".join(con.iterdump())
+    finally:
+        con.close()
+
+
+def _snapshot(server: tuple[Server, dict[str, str]], world: str, sid: str, returns: list[float],
+              as_of: datetime | None = None, trades: int | None = None) -> None:
+    body: dict[str, Any] = {"world_id": world, "strategy_id": sid,
+                            "as_of": (as_of or datetime.now(UTC)).isoformat(),
+                            "realized_returns": returns, "periods_per_year": 252}
+    if trades is not None:
+        body["provenance"] = {"n_trades": trades}
+    with _client(server, "operator") as c:
+        c.post_snapshot(body)
+
+
+# -------------------------------------------------------------------------- state
+
+
+def test_backtest_campaign_window_progress_and_every_reason(server: Any) -> None:
+    _world(server, "c-state")
+    a = _backtest(server, "c-state", 11, READY)
+    b = _backtest(server, "c-state", 12, {"sharpe": 1.0, "n_trades": 5,
+                                          "effective_history_years": 0.5})
+    c = _backtest(server, "c-state", 13, {"sharpe": 0.1, "n_trades": 40,
+                                          "effective_history_years": 3.0})
+    d = _backtest(server, "c-state", 14, {"sharpe": 1.0})
+    got = _by_id(server, "c-state")
+    assert set(got) == {a, b, c, d}
+    assert {s.phase for s in got.values()} == {"backtest_campaign"}
+    wa = got[a].window
+    assert (wa.days.required, wa.days.observed, wa.days.filled) == (365.0, 730.5, True)
+    assert (wa.samples.required, wa.samples.observed, wa.samples.filled) == (None, 504.0, True)
+    assert (wa.trades.required, wa.trades.observed, wa.trades.filled) == (20.0, 30.0, True)
+    assert (got[a].promotable, got[a].reasons, got[a].next_phase) == (True, [], "paper_campaign")
+    assert got[a].metrics["sharpe"] == 1.0 and got[a].run_id == "bt:11"
+    wb = got[b].window
+    assert (wb.days.observed, wb.samples.observed, wb.trades.observed) == (182.625, 126.0, 5.0)
+    assert (got[b].promotable, got[b].reasons) == (
+        False, ["BACKTEST_WINDOW_DAYS_SHORT", "BACKTEST_WINDOW_TRADES_SHORT"])
+    assert (got[c].outcome, got[c].reasons) == ("fail", ["BACKTEST_GATES_FAILED"])
+    assert got[d].reasons == ["BACKTEST_WINDOW_DAYS_UNKNOWN", "BACKTEST_WINDOW_TRADES_UNKNOWN"]
+    assert got[d].window.filled is False and got[d].window.samples.filled is True
+
+
+def test_campaign_of_an_unknown_world_is_404_and_needs_a_token(server: Any) -> None:
+    srv, toks = server
+    r = httpx.get(f"{srv.url}/worlds/nope/campaign",
+                  headers={"Authorization": f"Bearer {toks['viewer']}"})
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "WORLD_NOT_FOUND")
+    assert httpx.post(f"{srv.url}/worlds/nope/campaign/tick").status_code == 401
+
+
+# --------------------------------------------------------------------------- tick
+
+
+def test_tick_recommends_start_paper_and_writes_nothing(server: Any) -> None:
+    srv, _ = server
+    _world(server, "c-tick")
+    a = _backtest(server, "c-tick", 21, READY)
+    _backtest(server, "c-tick", 22, {"sharpe": 1.0, "n_trades": 5,
+                                     "effective_history_years": 2.0})
+    dump = _checkpoint_and_dump(srv.db)
+    files = _files(srv.db)
+    with _client(server, "viewer") as c:
+        ticks = [c.tick("c-tick") for _ in range(3)]
+        c.campaign("c-tick")
+    assert _files(srv.db) == files  # neither the main file nor the WAL changed
+    assert _checkpoint_and_dump(srv.db) == dump and _files(srv.db) == files
+    actions = ticks[0].actions
+    assert [(x.kind, x.strategy_id) for x in actions] == [("start_paper", a)]
+    run_id = f"campaign:{a[:16]}:paper"
+    assert actions[0].suggested_run_id == run_id
+    assert actions[0].suggested_body == {"run_id": run_id, "stage": "paper", "strategy_id": a}
+    assert len(actions[0].idempotency_key) == 64
+    assert [t.actions for t in ticks[1:]] == [actions, actions]  # same state, same key
+    # the measurement sees a write: one evaluation changes both
+    _backtest(server, "c-tick", 23, {"sharpe": 2.0})
+    assert _checkpoint_and_dump(srv.db) != dump and _files(srv.db) != files
+
+
+# ----------------------------------------------------------------------- execution
+
+
+def test_the_same_key_twice_has_one_effect(server: Any) -> None:
+    a, key = _ready(server, "c-exec", 31)
+    with _client(server, "operator") as c:
+        first = c.execute_action("c-exec", key)
+        second = c.execute_action("c-exec", key)
+        run = c.get_run("c-exec", f"campaign:{a[:16]}:paper")
+        audit = [e.action for e in c.audit("c-exec")]
+        after = c.tick("c-exec").actions
+    assert (first.executed, first.kind, first.revision, first.outcome) == (
+        True, "start_paper", 1, "pass")
+    assert (second.executed, second.revision, second.executed_at) == (
+        False, 1, first.executed_at)
+    assert (run.stage, len(run.revisions)) == ("paper", 1)
+    assert audit.count("campaign.execute") == 1 and audit.count("evaluation.create") == 2
+    assert after == []
+    state = _by_id(server, "c-exec")[a]
+    assert (state.phase, state.run_id, state.promotable, state.reasons) == (
+        "paper_campaign", f"campaign:{a[:16]}:paper", False, NO_SNAPSHOT)
+
+
+def test_concurrent_executions_of_one_key_make_one_revision(server: Any) -> None:
+    a, key = _ready(server, "c-race", 41)
+    results: list[bool] = []
+
+    def go() -> None:
+        with _client(server, "operator") as c:
+            results.append(c.execute_action("c-race", key).executed)
+
+    threads = [threading.Thread(target=go) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 5 + [True]
+    with _client(server, "viewer") as c:
+        assert len(c.get_run("c-race", f"campaign:{a[:16]}:paper").revisions) == 1
+        assert [e.action for e in c.audit("c-race")].count("campaign.execute") == 1
+
+
+def test_refusals_of_execution(server: Any) -> None:
+    srv, toks = server
+    _, key = _ready(server, "c-refuse", 51)
+    url = f"{srv.url}/worlds/c-refuse/campaign/actions"
+    for role, status in (("viewer", 403), ("submitter", 403), ("approver", 403)):
+        r = httpx.post(url, json={"idempotency_key": key},
+                       headers={"Authorization": f"Bearer {toks[role]}"})
+        assert (r.status_code, r.json()["error"]["code"]) == (status, "FORBIDDEN")
+    assert httpx.post(url, json={"idempotency_key": key}).status_code == 401
+    op = {"Authorization": f"Bearer {toks['operator']}"}
+    r = httpx.post(url, json={"idempotency_key": "0" * 64}, headers=op)
+    assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["field"]) == (
+        409, "ACTION_NOT_RECOMMENDED", "idempotency_key")
+    r = httpx.post(url, json={"idempotency_key": "not-a-key"}, headers=op)
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "idempotency_key")
+    with _client(server, "viewer") as c:  # nothing of that was executed
+        assert [e.action for e in c.audit("c-refuse")] == ["world.create", "evaluation.create"]
+    # a policy change moves the state on: the old key is no longer recommended
+    with _client(server, "operator") as c:
+        c.put_policy("c-refuse", {**POLICY, "allow_live": True})
+        with pytest.raises(WorldClientError) as exc:
+            c.execute_action("c-refuse", key)
+        assert (exc.value.status, exc.value.code) == (409, "ACTION_NOT_RECOMMENDED")
+        assert c.tick("c-refuse").actions[0].idempotency_key != key
+
+
+# ------------------------------------------------------------------- paper phase
+
+
+def test_paper_window_from_realized_returns_and_fail_closed_snapshots(server: Any) -> None:
+    _world(server, "c-paper")
+    a = _backtest(server, "c-paper", 61, READY)
+    with _client(server, "operator") as c:
+        assert len(campaign_step(c, "c-paper").executed) == 1  # start_paper
+    _snapshot(server, "c-paper", a, [0.01, -0.005] * 12 + [0.002], trades=3)  # 25 returns
+    with _client(server, "viewer") as c:
+        actions = c.tick("c-paper").actions
+    assert [(x.kind, x.suggested_run_id) for x in actions] == [
+        ("evaluate_paper", f"campaign:{a[:16]}:paper")]
+    behind = _by_id(server, "c-paper")[a]
+    assert "PAPER_EVALUATION_BEHIND_SNAPSHOT" in behind.reasons
+    with _client(server, "operator") as c:
+        done = campaign_step(c, "c-paper").executed
+        run = c.get_run("c-paper", f"campaign:{a[:16]}:paper")
+        assert campaign_step(c, "c-paper").executed == []  # nothing left to do
+    assert [(d.kind, d.revision) for d in done] == [("evaluate_paper", 2)]
+    assert "realized_returns:risk_hub" in run.revisions[-1].metric_sources
+    state = _by_id(server, "c-paper")[a]
+    w = state.window
+    assert (w.samples.required, w.samples.observed, w.trades.observed) == (20.0, 25.0, 3.0)
+    assert w.days.observed == pytest.approx(25 / 252 * 365.25)
+    assert (state.promotable, state.reasons) == (
+        False, ["LIVE_NOT_ALLOWED", "LIVE_PROMOTION_DISABLED"])
+    with _client(server, "operator") as c:
+        c.put_policy("c-paper", {**POLICY, "allow_live": True,
+                                 "governance": {"live_promotion": {"mode": "manual_approval"}}})
+    state = _by_id(server, "c-paper")[a]
+    assert (state.promotable, state.reasons) == (True, [])
+    # a snapshot whose as_of is older than snapshot_max_age (2d) blocks, fail-closed
+    _snapshot(server, "c-paper", a, [0.01] * 30, as_of=datetime.now(UTC) - timedelta(days=3))
+    state = _by_id(server, "c-paper")[a]
+    assert (state.promotable, state.reasons) == (
+        False, ["RISK_SNAPSHOT_STALE:AS_OF_TOO_OLD", "PAPER_WINDOW_SAMPLES_UNKNOWN"])
+    with _client(server, "viewer") as c:
+        assert c.tick("c-paper").actions == []  # stale returns are not evaluated
+
+
+def test_a_paper_window_short_of_samples_is_not_promotable(server: Any) -> None:
+    _world(server, "c-short")
+    a = _backtest(server, "c-short", 71, READY)
+    with _client(server, "operator") as c:
+        c.put_policy("c-short", {**POLICY, "allow_live": True,
+                                 "governance": {"live_promotion": {"mode": "auto_apply"}}})
+        campaign_step(c, "c-short")
+    _snapshot(server, "c-short", a, [0.01, -0.004] * 5)  # 10 returns < min_samples 20
+    with _client(server, "operator") as c:
+        campaign_step(c, "c-short")
+    state = _by_id(server, "c-short")[a]
+    assert (state.window.samples.observed, state.promotable, state.reasons) == (
+        10.0, False, ["PAPER_WINDOW_SAMPLES_SHORT"])
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_campaign_loop_once_executes_then_finds_nothing(server: Any) -> None:
+    srv, toks = server
+    _world(server, "c-cli")
+    a = _backtest(server, "c-cli", 81, READY)
+    runner = CliRunner()
+    args = ["world", "campaign-loop", "--world", "c-cli", "--once", "--url", srv.url]
+    env = {"ALPHALOOP_WORLD_TOKEN": toks["operator"]}
+    first = runner.invoke(app, args, env=env)
+    assert first.exit_code == 0, first.output
+    assert f"executed start_paper {a[:12]} -> campaign:{a[:16]}:paper rev 1 pass" in first.output
+    second = runner.invoke(app, args, env=env)
+    assert (second.exit_code, second.output.strip()) == (0, "no actions")
+    bad = runner.invoke(app, [*args[:-2], "--url", srv.url, "--every", "soon"], env=env)
+    assert bad.exit_code != 0 and "--every" in bad.output
+    _backtest(server, "c-cli", 82, READY)  # one more action
+    denied = runner.invoke(app, args, env={"ALPHALOOP_WORLD_TOKEN": toks["viewer"]})
+    assert denied.exit_code != 0 and "FORBIDDEN" in denied.output.upper()
