@@ -31,6 +31,9 @@ def run(config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml",
     with _LiveView(cfg.budgets.max_iterations, cfg.budgets.max_backtests) as view:
         runner = Runner(cfg, progress=view.update)
         summary = runner.run()
+    executor = getattr(runner, "executor", None)
+    if executor is not None:  # where engine A's work ran: nodes, workers
+        err.print(f"work ran on {executor.describe()}", highlight=False, markup=False)
     _print_summary(summary, as_json)
     _write_report(runner.root, as_json)
 

@@ -27,6 +27,7 @@ counted per task; :meth:`RayExecutor.describe` says it in one line.
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,6 +58,18 @@ def _import_ray() -> Any:
     return ray
 
 
+def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse an address nothing listens on at once (``ray.init`` would wait on it)."""
+    if address is None or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        raise ExecutorError(f"cannot attach to the Ray cluster at {address!r}: {exc}",
+                            code="EXECUTOR_UNAVAILABLE") from None
+
+
 def _run_chunk(fn: Callable[[Any], Any], bars: Bars, chunk: Any) -> tuple[Any, str, int]:
     """One chunk in a Ray worker: the panel (resolved from the object store by Ray)
     becomes the worker's panel, as in a local pool worker. Returns where it ran."""
@@ -81,6 +94,7 @@ class RayExecutor:
         self.address = address
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
+            _reachable(address)
             try:
                 if address is None:  # a private single-machine Ray for this run
                     ray.init(num_cpus=workers or None, include_dashboard=False,
@@ -113,7 +127,8 @@ class RayExecutor:
                 while submitted < len(chunks) and len(pending) < cap:
                     pending[self._task.remote(fn, panel, chunks[submitted])] = submitted
                     submitted += 1
-                done, _ = ray.wait(list(pending), num_returns=1)
+                # ready anywhere is enough: ``_get`` fetches it (no copy made twice)
+                done, _ = ray.wait(list(pending), num_returns=1, fetch_local=False)
                 for ref in done:
                     index = pending.pop(ref)
                     value, node, pid = self._get(ref)
