@@ -373,6 +373,10 @@ def _upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *,
     if name not in ("sqlite", "postgresql"):
         _upsert_row_by_row(conn, table, rows, keys, update_, keep)
         return
+    if name == "postgresql":
+        # one key order for every writer: two transactions upserting overlapping rows
+        # then wait for each other instead of deadlocking (SQLite has one writer anyway)
+        rows = sorted(rows, key=lambda r: tuple(str(r[k]) for k in keys))
     ins = sqlite_insert(table) if name == "sqlite" else pg_insert(table)
     changing = [c for c in rows[0] if c not in keys and c not in keep]
     stmt = (ins.on_conflict_do_update(index_elements=keys,
