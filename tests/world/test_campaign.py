@@ -278,13 +278,14 @@ def test_paper_window_from_realized_returns_and_fail_closed_snapshots(server: An
     with _client(server, "operator") as c:
         c.put_policy("c-paper", {**POLICY, "allow_live": True,
                                  "governance": {"live_promotion": {"mode": "manual_approval"}}})
-    state = _by_id(server, "c-paper")[a]
-    assert (state.promotable, state.reasons) == (True, [])
+    state = _by_id(server, "c-paper")[a]  # the evidence is complete: approval is what is left
+    assert (state.promotable, state.reasons) == (False, ["LIVE_APPROVAL_MISSING"])
     # a snapshot whose as_of is older than snapshot_max_age (2d) blocks, fail-closed
     _snapshot(server, "c-paper", a, [0.01] * 30, as_of=datetime.now(UTC) - timedelta(days=3))
     state = _by_id(server, "c-paper")[a]
     assert (state.promotable, state.reasons) == (
-        False, ["RISK_SNAPSHOT_STALE:AS_OF_TOO_OLD", "PAPER_WINDOW_SAMPLES_UNKNOWN"])
+        False, ["RISK_SNAPSHOT_STALE:AS_OF_TOO_OLD", "PAPER_WINDOW_SAMPLES_UNKNOWN",
+                "LIVE_APPROVAL_MISSING"])
     with _client(server, "viewer") as c:
         assert c.tick("c-paper").actions == []  # stale returns are not evaluated
 
@@ -324,3 +325,163 @@ def test_campaign_loop_once_executes_then_finds_nothing(server: Any) -> None:
     _backtest(server, "c-cli", 82, READY)  # one more action
     denied = runner.invoke(app, args, env={"ALPHALOOP_WORLD_TOKEN": toks["viewer"]})
     assert denied.exit_code != 0 and "FORBIDDEN" in denied.output.upper()
+
+
+# -------------------------------------------------------- live governance (seed §5)
+
+RETURNS = [0.01, -0.005] * 12 + [0.002]  # 25 > min_samples 20
+
+
+def _paper_ready(server: tuple[Server, dict[str, str]], world: str, fast: int,
+                 returns: list[float] | None = RETURNS, **policy: Any) -> str:
+    """A strategy walked by the campaign loop into paper_campaign, its paper run judged
+    on a fresh snapshot of ``returns`` (none: no snapshot)."""
+    with _client(server, "operator") as c:
+        c.create_world(world, name=world, policy={**POLICY, **policy})
+    sid = _backtest(server, world, fast, READY)
+    with _client(server, "operator") as c:
+        assert [d.kind for d in campaign_step(c, world).executed] == ["start_paper"]
+    if returns is not None:
+        _snapshot(server, world, sid, returns)
+        with _client(server, "operator") as c:
+            assert [d.kind for d in campaign_step(c, world).executed] == ["evaluate_paper"]
+    return sid
+
+
+def _manual(approvers: list[str], **rules: Any) -> dict[str, Any]:
+    return {"allow_live": True, "governance": {"live_promotion": {
+        "mode": "manual_approval", "approvers": approvers, **rules}}}
+
+
+def _refused(call: Any) -> tuple[int | None, str, str]:
+    with pytest.raises(WorldClientError) as exc:
+        call()
+    return exc.value.status, exc.value.code, exc.value.message
+
+
+def test_manual_approval_walk_with_every_refusal_on_the_way(server: Any) -> None:
+    srv, toks = server
+    w = "g-manual"
+    a = _paper_ready(server, w, 91, **_manual(["test-approver"], cooldown="1h", max_live=1))
+    assert _by_id(server, w)[a].reasons == ["LIVE_APPROVAL_MISSING"]
+    with _client(server, "operator") as op:
+        assert op.tick(w).actions == []  # nothing to do before the approval
+        blocked = op.plan_activation(w, a)
+        assert (blocked.current, blocked.allowed, blocked.reasons) == (
+            "paper", False, ["LIVE_APPROVAL_MISSING"])
+        status, code, _ = _refused(lambda: op.apply(w, blocked))
+        assert (status, code) == (409, "PROMOTION_BLOCKED")
+    cand = _by_id(server, w)[a].candidate  # the refusal is stored on the candidate
+    assert cand is not None and (cand.status, cand.reasons, cand.target) == (
+        "blocked", ["LIVE_APPROVAL_MISSING"], "paper")
+    url = f"{srv.url}/worlds/{w}/approvals"
+    body = {"strategy_id": a, "decision": "approve"}
+    assert httpx.post(url, json=body).status_code == 401
+    for role in ("viewer", "submitter", "operator"):
+        r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {toks[role]}"})
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN")
+    r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {toks['admin']}"})
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "NOT_AN_APPROVER")  # not listed
+    with _client(server, "approver") as ap:
+        approval = ap.approve(w, a, comment="ok")
+    assert (approval.decision, approval.paper_run_id, approval.paper_revision) == (
+        "approve", f"campaign:{a[:16]}:paper", 2)
+    assert (_by_id(server, w)[a].promotable, _by_id(server, w)[a].reasons) == (True, [])
+    with _client(server, "viewer") as c:
+        assert c.decide(w, a).reasons[-1] == "LIVE_REQUIRES_APPROVAL"  # approved, not applied
+        assert [x.kind for x in c.tick(w).actions] == ["activate_live"]
+    with _client(server, "operator") as op:
+        status, code, _ = _refused(lambda: op.apply(w, blocked))  # made before the approval
+        assert (status, code) == (409, "PLAN_STALE")
+        done = op.apply(w, op.plan_activation(w, a))
+    assert (done.target, done.broker, done.applied) == ("live", "paper", True)
+    state = _by_id(server, w)[a]
+    assert (state.phase, state.promotable, state.next_phase) == ("live_campaign", False, None)
+    with _client(server, "viewer") as c:
+        decision = c.decide(w, a)
+        assert (decision.stage, decision.reasons[-1]) == ("live", "LIVE_APPROVED")
+        actions = [e.action for e in c.audit(w)]
+    for action in ("activation.plan", "activation.refused", "live.approve", "activation.apply"):
+        assert action in actions
+    assert actions.count("activation.apply") == 1
+    # a second approved strategy meets the cooldown (1h) and max_live (1)
+    b = _backtest(server, w, 92, READY)
+    with _client(server, "operator") as op:
+        campaign_step(op, w)
+    _snapshot(server, w, b, RETURNS[::-1])
+    with _client(server, "operator") as op:
+        campaign_step(op, w)
+    with _client(server, "approver") as ap:
+        ap.approve(w, b)
+    assert _by_id(server, w)[b].reasons == ["LIVE_COOLDOWN", "LIVE_MAX_REACHED"]
+    # switching back to paper is always allowed, and frees the slot
+    with _client(server, "operator") as op:
+        op.put_policy(w, {**POLICY, **_manual(["test-approver"], max_live=1)})  # no cooldown
+        back = op.apply(w, op.plan_activation(w, a, target="paper"))
+    assert (back.target, back.applied) == ("paper", True)
+    assert _by_id(server, w)[b].reasons == ["LIVE_APPROVAL_MISSING"]  # new ruleset: approve again
+
+
+def test_allow_live_false_blocks_in_every_mode(server: Any) -> None:
+    for i, mode in enumerate(("disabled", "manual_approval", "auto_apply")):
+        w = f"g-nolive-{mode}"
+        a = _paper_ready(server, w, 101 + i, allow_live=False,
+                         governance={"live_promotion": {"mode": mode}})
+        with _client(server, "admin") as c:
+            plan = c.plan_activation(w, a)
+            assert plan.allowed is False and plan.reasons[0] == "LIVE_NOT_ALLOWED"
+            assert _refused(lambda c=c, w=w, plan=plan: c.apply(w, plan))[:2] == (
+                409, "PROMOTION_BLOCKED")
+            assert c.tick(w).actions == []
+            assert c.decide(w, a).stage == "paper"
+            refusal = _refused(lambda c=c, w=w, a=a: c.approve(w, a))
+        if mode == "manual_approval":
+            assert refusal[:2] == (409, "PROMOTION_BLOCKED") and "LIVE_NOT_ALLOWED" in refusal[2]
+        else:
+            assert refusal[:2] == (409, "APPROVAL_NOT_APPLICABLE")
+        assert _by_id(server, w)[a].phase == "paper_campaign"
+
+
+def test_auto_apply_goes_live_through_the_loop_once(server: Any) -> None:
+    w = "g-auto"
+    a = _paper_ready(server, w, 111, allow_live=True,
+                     governance={"live_promotion": {"mode": "auto_apply"}})
+    with _client(server, "viewer") as c:
+        (action,) = c.tick(w).actions
+    assert (action.kind, action.suggested_body) == (
+        "activate_live", {"strategy_id": a, "target": "live", "broker": "paper"})
+    with _client(server, "operator") as op:
+        first = op.execute_action(w, action.idempotency_key)
+        again = op.execute_action(w, action.idempotency_key)
+        assert op.tick(w).actions == []
+        audit = [e.action for e in op.audit(w)]
+    assert (first.executed, again.executed) == (True, False)
+    assert audit.count("activation.apply") == 1
+    assert _by_id(server, w)[a].phase == "live_campaign"
+
+
+def test_auto_apply_never_skips_the_paper_window_or_the_snapshot(server: Any) -> None:
+    w = "g-auto-gates"
+    auto = {"allow_live": True, "governance": {"live_promotion": {"mode": "auto_apply"}}}
+    short = _paper_ready(server, w, 121, returns=[0.01, -0.004] * 5, **auto)  # 10 < 20
+    with _client(server, "operator") as op:
+        missing = _backtest(server, w, 122, READY)
+        campaign_step(op, w)  # start_paper, no snapshot ever posted
+        stale = _backtest(server, w, 123, READY)
+        campaign_step(op, w)
+    _snapshot(server, w, stale, RETURNS)
+    with _client(server, "operator") as op:
+        campaign_step(op, w)
+        op.post_snapshot({"world_id": w, "strategy_id": stale, "ttl_s": 0.3,
+                          "as_of": datetime.now(UTC).isoformat(), "realized_returns": RETURNS})
+    import time
+
+    time.sleep(0.4)
+    with _client(server, "operator") as op:
+        plans = {sid: op.plan_activation(w, sid) for sid in (short, missing, stale)}
+        assert op.tick(w).actions == []
+    assert plans[short].reasons == ["PAPER_WINDOW_SAMPLES_SHORT"]
+    assert plans[missing].reasons == ["RISK_SNAPSHOT_MISSING", "PAPER_WINDOW_SAMPLES_UNKNOWN"]
+    assert plans[stale].reasons == ["RISK_SNAPSHOT_STALE:TTL_EXPIRED",
+                                    "PAPER_WINDOW_SAMPLES_UNKNOWN"]
+    assert not any(p.allowed for p in plans.values())

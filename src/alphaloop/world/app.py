@@ -35,8 +35,14 @@ from alphaloop.world.campaign import Campaigns
 from alphaloop.world.db import Database
 from alphaloop.world.decide import decide
 from alphaloop.world.errors import WorldError
+from alphaloop.world.governance import Governance
 from alphaloop.world.hub import latest_snapshot, post_snapshot
 from alphaloop.world.schemas import (
+    ActivationIn,
+    ActivationOut,
+    ApplyIn,
+    ApprovalIn,
+    ApprovalOut,
     AuditOut,
     CampaignOut,
     CohortIn,
@@ -47,6 +53,7 @@ from alphaloop.world.schemas import (
     EvaluationOut,
     ExecutedOut,
     ExecuteIn,
+    PlanOut,
     PolicyOut,
     RunOut,
     SnapshotIn,
@@ -259,7 +266,9 @@ def create_app(db_url: str, *, refs_root: Path | None = None,
 
 def _routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
     _world_routes(app, service, auth)
-    _campaign_routes(app, Campaigns(service), auth)
+    campaigns = Campaigns(service)
+    _campaign_routes(app, campaigns, auth)
+    _governance_routes(app, Governance(campaigns), auth)
     _hub_routes(app, service, auth)
     _admin_routes(app, service, auth)
 
@@ -376,6 +385,31 @@ def _campaign_routes(app: FastAPI, campaigns: Campaigns, auth: Auth) -> None:
         """Execute a recommended action by its key; the same key again has no effect
         (``executed: false``); a key no longer recommended is a 409."""
         return campaigns.execute(world_id, body.idempotency_key, actor)
+
+
+def _governance_routes(app: FastAPI, gov: Governance, auth: Auth) -> None:
+    operator = Depends(auth.require("activation.apply"))
+    approver = Depends(auth.identity("live.approve"))
+
+    @app.post("/worlds/{world_id}/approvals", response_model=ApprovalOut, tags=["governance"])
+    def approve(world_id: WorldId, body: ApprovalIn,
+                who: Identity = approver) -> ApprovalOut:
+        """An approver's approve or reject of a paper-campaign strategy going live
+        (``manual_approval`` worlds; the token's name must be in ``approvers`` when the
+        policy lists any). An approval holds under the ruleset it was given under."""
+        return gov.approve(world_id, body, who.name, who.actor)
+
+    @app.post("/worlds/{world_id}/activation", response_model=PlanOut, tags=["governance"])
+    def activation(world_id: WorldId, body: ActivationIn, actor: str = operator) -> PlanOut:
+        """Phase one: plan switching a strategy's execution target; nothing switches."""
+        return gov.plan(world_id, body.strategy_id, body.target, body.broker, actor)
+
+    @app.post("/worlds/{world_id}/apply", response_model=ActivationOut, tags=["governance"])
+    def apply(world_id: WorldId, body: ApplyIn, actor: str = operator) -> ActivationOut:
+        """Phase two: apply the plan with this hash, recomputed now (``PLAN_STALE`` if
+        its basis changed, ``PROMOTION_BLOCKED`` with every reason if it may not)."""
+        return gov.apply(world_id, body.strategy_id, body.target, body.broker,
+                         body.plan_hash, actor)
 
 
 def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:

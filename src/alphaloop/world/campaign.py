@@ -2,11 +2,11 @@
 
 The phase is derived from what the world stores, never kept apart from it:
 
-- ``paper_campaign`` — the strategy has a paper, dryrun or shadow evaluation run here;
+- ``live_campaign`` — its execution target was switched to live (``/apply``);
+- ``paper_campaign`` — it has a paper, dryrun or shadow evaluation run here;
 - ``backtest_campaign`` — otherwise (it has only backtest runs).
 
-(``live_campaign`` needs the live activation of the governance half; nothing enters it
-yet.) A phase's window (``campaign.<stage>.window``) is measured on:
+A phase's window (``campaign.<stage>.window``) is measured on:
 
 - backtest: the newest backtest revision's metrics — days = ``effective_history_years``
   × 365.25, samples = ``effective_history_years`` × 252 (the engines' daily bars),
@@ -20,6 +20,13 @@ actions carry an ``idempotency_key`` = sha256 of what they were computed from (w
 strategy, kind, run, the revision or snapshot hashes and the ruleset hash), so the same
 state gives the same key and a changed state a new one. :func:`execute` runs an action
 and stores its key in the same transaction: a key is executed once.
+
+Live promotion (seed §5) is judged here too, fail-closed, in this order: the paper
+evidence (fresh passed paper run, filled window, fresh risk snapshot the run was judged
+on), ``allow_live`` (false blocks whatever the mode or role), the mode (``disabled``
+never promotes; ``manual_approval`` needs the newest approval under the current ruleset
+to be ``approve``), ``cooldown`` since the world's last live activation and ``max_live``
+strategies live at once. ``auto_apply`` skips only the approval.
 """
 
 from __future__ import annotations
@@ -36,11 +43,19 @@ from alphaloop.world import audit
 from alphaloop.world.decide import _rung
 from alphaloop.world.errors import WorldError
 from alphaloop.world.hub import hub_view, latest_row, stale_reasons
-from alphaloop.world.models import CampaignAction, EvaluationRevision, EvaluationRun, table
+from alphaloop.world.models import (
+    CampaignAction,
+    EvaluationRevision,
+    EvaluationRun,
+    LiveApproval,
+    LiveCandidate,
+    table,
+)
 from alphaloop.world.policy import Window
 from alphaloop.world.schemas import (
     CampaignActionOut,
     CampaignOut,
+    CandidateOut,
     ExecutedOut,
     StrategyCampaign,
     TickOut,
@@ -60,6 +75,47 @@ class View:
 
     state: StrategyCampaign
     action: CampaignActionOut | None
+    evidence: list[str]  # the reasons before governance (approval, cooldown, max_live)
+    live_basis: dict[str, Any] | None  # what a live activation plan is computed from
+
+
+@dataclass(frozen=True)
+class Live:
+    """The world's governance state, read once per campaign read."""
+
+    candidates: dict[str, LiveCandidate]
+    approvals: dict[str, LiveApproval]  # the newest per strategy
+    n_live: int
+    last_live_at: float | None
+
+    @classmethod
+    def read(cls, conn: Session, world_id: str) -> Live:
+        candidates = {c.strategy_id: c for c in conn.execute(select(LiveCandidate).where(
+            LiveCandidate.world_id == world_id)).scalars()}
+        approvals: dict[str, LiveApproval] = {}
+        for a in conn.execute(select(LiveApproval).where(LiveApproval.world_id == world_id)
+                              .order_by(LiveApproval.approval_id)).scalars():
+            approvals[a.strategy_id] = a
+        starts = [c.last_live_at for c in candidates.values() if c.last_live_at is not None]
+        return cls(candidates, approvals,
+                   sum(c.target == "live" for c in candidates.values()),
+                   max(starts) if starts else None)
+
+    def blockers(self, state: WorldState, sid: str, now: float) -> list[str]:
+        """Governance's reasons against activating ``sid`` live now."""
+        rules = state.policy.governance.live_promotion
+        reasons = []
+        if rules.mode == "manual_approval":
+            approval = self.approvals.get(sid)
+            if approval is None or approval.ruleset_hash != state.ruleset_hash:
+                reasons.append("LIVE_APPROVAL_MISSING")
+            elif approval.decision != "approve":
+                reasons.append("LIVE_APPROVAL_REJECTED")
+        if self.last_live_at is not None and now - self.last_live_at < rules.cooldown:
+            reasons.append("LIVE_COOLDOWN")
+        if rules.max_live is not None and self.n_live >= rules.max_live:
+            reasons.append("LIVE_MAX_REACHED")
+        return reasons
 
 
 def _measure(required: float | None, observed: float | None) -> WindowMeasure:
@@ -95,13 +151,24 @@ def action_key(world_id: str, strategy_id: str, kind: str, run_id: str,
 
 
 def _action(state: WorldState, sid: str, kind: str, phase: str, run_id: str, stage: str,
-            basis: dict[str, Any], reason: str) -> CampaignActionOut:
+            basis: dict[str, Any], reason: str,
+            body: dict[str, Any] | None = None) -> CampaignActionOut:
     world_id = state.world.world_id
     basis = {**basis, "ruleset_hash": state.ruleset_hash}
     return CampaignActionOut(
         idempotency_key=action_key(world_id, sid, kind, run_id, basis), kind=kind,  # type: ignore[arg-type]
         strategy_id=sid, phase=phase, suggested_run_id=run_id,  # type: ignore[arg-type]
-        suggested_body={"run_id": run_id, "stage": stage, "strategy_id": sid}, reason=reason)
+        suggested_body=body or {"run_id": run_id, "stage": stage, "strategy_id": sid},
+        reason=reason)
+
+
+def _candidate_out(row: LiveCandidate | None) -> CandidateOut | None:
+    if row is None:
+        return None
+    return CandidateOut(target=row.target, broker=row.broker, status=row.status,  # type: ignore[arg-type]
+                        reasons=row.reasons, plan_hash=row.plan_hash,
+                        last_live_at=None if row.last_live_at is None else ts(row.last_live_at),
+                        updated_at=ts(row.updated_at))
 
 
 class Campaigns:
@@ -126,13 +193,15 @@ class Campaigns:
             kind = "paper" if run.stage in PAPER_LIKE else run.stage
             newest[(run.strategy_id, kind)] = run  # the last one is the newest
         sids = sorted({sid for sid, _ in newest})
+        live = Live.read(conn, state.world.world_id)
         out = []
         for sid in sids:
             paper = newest.get((sid, "paper"))
             if paper is not None:
-                out.append(self._paper(conn, state, sid, paper, now))
+                out.append(self._paper(conn, state, sid, paper, now, live))
             elif (sid, "backtest") in newest:
-                out.append(self._backtest(conn, state, sid, newest[(sid, "backtest")], now))
+                out.append(self._backtest(conn, state, sid, newest[(sid, "backtest")], now,
+                                          live))
         return out
 
     def _judged(self, conn: Session, state: WorldState, run: EvaluationRun, stage: str,
@@ -142,7 +211,7 @@ class Campaigns:
         return self._revision(conn, run), [rung] if rung else []
 
     def _backtest(self, conn: Session, state: WorldState, sid: str, run: EvaluationRun,
-                  now: float) -> View:
+                  now: float, live: Live) -> View:
         policy = state.policy
         rev, reasons = self._judged(conn, state, run, "backtest", now)
         years = _number(rev.metrics.get("effective_history_years"))
@@ -153,17 +222,18 @@ class Campaigns:
         view = StrategyCampaign(strategy_id=sid, phase="backtest_campaign", run_id=run.run_id,
                                 revision=rev.revision, outcome=rev.outcome,  # type: ignore[arg-type]
                                 window=window, metrics=rev.metrics, promotable=not reasons,
-                                next_phase="paper_campaign", reasons=reasons)
+                                next_phase="paper_campaign", reasons=reasons,
+                                candidate=_candidate_out(live.candidates.get(sid)))
         action = None
         if not reasons:
             action = _action(state, sid, "start_paper", "backtest_campaign",
                              f"campaign:{sid[:16]}:paper", "paper",
                              {"backtest": f"{run.run_id}@{rev.revision}:{rev.content_hash}"},
                              "BACKTEST_WINDOW_FILLED")
-        return View(view, action)
+        return View(view, action, list(reasons), None)
 
     def _paper(self, conn: Session, state: WorldState, sid: str, run: EvaluationRun,
-               now: float) -> View:
+               now: float, live: Live) -> View:
         policy = state.policy
         rev, reasons = self._judged(conn, state, run, "paper", now)
         samples = days = trades = None
@@ -189,22 +259,36 @@ class Campaigns:
         if behind:
             reasons.append("PAPER_EVALUATION_BEHIND_SNAPSHOT")
         window = _window("paper", policy.campaign.paper.window, days, samples, trades, reasons)
-        live = policy.governance.live_promotion
         if not policy.allow_live:
             reasons.append("LIVE_NOT_ALLOWED")
-        if live.mode == "disabled":
+        if policy.governance.live_promotion.mode == "disabled":
             reasons.append("LIVE_PROMOTION_DISABLED")
-        view = StrategyCampaign(strategy_id=sid, phase="paper_campaign", run_id=run.run_id,
+        evidence = list(reasons)
+        candidate = live.candidates.get(sid)
+        is_live = candidate is not None and candidate.target == "live"
+        if not is_live:
+            reasons += live.blockers(state, sid, now)
+        paper = {"paper": f"{run.run_id}@{rev.revision}:{rev.content_hash}",
+                 "snapshot": fresh_hash}
+        approval = live.approvals.get(sid)
+        basis = {**paper, "approval": None if approval is None else approval.approval_id,
+                 "n_live": live.n_live, "last_live_at": live.last_live_at, "live": is_live}
+        view = StrategyCampaign(strategy_id=sid, phase="live_campaign" if is_live
+                                else "paper_campaign", run_id=run.run_id,
                                 revision=rev.revision, outcome=rev.outcome,  # type: ignore[arg-type]
-                                window=window, metrics=rev.metrics, promotable=not reasons,
-                                next_phase="live_campaign", reasons=reasons)
+                                window=window, metrics=rev.metrics,
+                                promotable=not reasons and not is_live,
+                                next_phase=None if is_live else "live_campaign",
+                                reasons=reasons, candidate=_candidate_out(candidate))
         action = None
         if behind:
-            action = _action(state, sid, "evaluate_paper", "paper_campaign", run.run_id,
-                             run.stage, {"paper": f"{run.run_id}@{rev.revision}:{rev.content_hash}",
-                                         "snapshot": fresh_hash},
-                             "NEW_REALIZED_RETURNS")
-        return View(view, action)
+            action = _action(state, sid, "evaluate_paper", view.phase, run.run_id,
+                             run.stage, paper, "NEW_REALIZED_RETURNS")
+        elif view.promotable:
+            action = _action(state, sid, "activate_live", "paper_campaign", run.run_id,
+                             run.stage, basis, "PROMOTABLE",
+                             {"strategy_id": sid, "target": "live", "broker": "paper"})
+        return View(view, action, evidence, basis)
 
     # ------------------------------------------------------------- endpoints
 
@@ -246,52 +330,64 @@ class Campaigns:
                            executed_at=ts(row.executed_at), executed=executed)
 
     def _recommended(self, conn: Session, state: WorldState, key: str,
-                     strategy_id: str | None = None) -> CampaignActionOut | None:
+                     strategy_id: str | None = None) -> View | None:
         for view in self.views(conn, state, time.time(), strategy_id):
             if view.action is not None and view.action.idempotency_key == key:
-                return view.action
+                return view
         return None
 
     def execute(self, world_id: str, key: str, actor: str) -> ExecutedOut:
-        """Execute the recommended action ``key``: its evaluation, its key, its audit
-        record and its event in one transaction. A key executed before changes nothing
-        (``executed: false``); a key no tick recommends now is refused (409)."""
+        """Execute the recommended action ``key``: its effect (an evaluation, or the
+        switch to live), its key, its audit record and its event in one transaction. A
+        key executed before changes nothing (``executed: false``); a key no tick
+        recommends now is refused (409)."""
         service = self.service
+        judged = None
         with service.db.read() as conn:
             done = self._executed(conn, world_id, key)
             if done is not None:
                 return self._out(done, executed=False)
             state = service.load(conn, world_id)
-            action = self._recommended(conn, state, key)
-            if action is None:
+            found = self._recommended(conn, state, key)
+            if found is None or found.action is None:
                 raise _not_recommended(key)
+            action = found.action
             body = action.suggested_body
-            subj = service.subject(conn, run_id=body["run_id"], stage=body["stage"],
-                                   strategy_id=body["strategy_id"], spec=None, metrics=None,
-                                   returns=None, ppy=BACKTEST_PPY)
-            judged = service.judge(conn, state, subj)  # sourcing: not under the write lock
+            if action.kind != "activate_live":
+                subj = service.subject(conn, run_id=body["run_id"], stage=body["stage"],
+                                       strategy_id=body["strategy_id"], spec=None,
+                                       metrics=None, returns=None, ppy=BACKTEST_PPY)
+                judged = service.judge(conn, state, subj)  # sourcing: not under the lock
         with service.db.write() as conn:
             done = self._executed(conn, world_id, key)
             if done is not None:  # a concurrent execution of the same key came first
                 return self._out(done, executed=False)
             now_state = service.load(conn, world_id)
-            if now_state.ruleset_hash != state.ruleset_hash or self._recommended(
-                    conn, now_state, key, action.strategy_id) is None:
+            view = self._recommended(conn, now_state, key, action.strategy_id)
+            if now_state.ruleset_hash != state.ruleset_hash or view is None:
                 raise _not_recommended(key)
-            rev, _ = service.write(conn, judged, actor)
+            if judged is not None:
+                rev, _ = service.write(conn, judged, actor)
+                revision, outcome = rev.revision, rev.outcome
+            else:
+                from alphaloop.world.governance import plan_for, switch
+
+                now = time.time()
+                switch(conn, plan_for(now_state, view, "live", body["broker"]), actor, now)
+                revision, outcome = int(view.state.revision or 0), str(view.state.outcome)
             values = dict(world_id=world_id, idempotency_key=key,
                           strategy_id=action.strategy_id, kind=action.kind,
-                          run_id=action.suggested_run_id, revision=rev.revision,
-                          outcome=rev.outcome, actor=actor, executed_at=time.time())
+                          run_id=action.suggested_run_id, revision=revision,
+                          outcome=outcome, actor=actor, executed_at=time.time())
             conn.execute(insert(table(CampaignAction)), values)
             row = CampaignAction(**values)
             audit.record(conn, actor=actor, action="campaign.execute", world_id=world_id,
-                         target=f"{action.kind}:{action.suggested_run_id}@{rev.revision}",
+                         target=f"{action.kind}:{action.suggested_run_id}@{revision}",
                          after=key)
             audit.emit(conn, world_id, "campaign_action_executed",
                        {"idempotency_key": key, "kind": action.kind,
                         "strategy_id": action.strategy_id, "run_id": action.suggested_run_id,
-                        "revision": rev.revision, "outcome": rev.outcome})
+                        "revision": revision, "outcome": outcome})
         return self._out(row, executed=True)
 
 

@@ -24,6 +24,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from alphaloop.errors import AlphaloopError, ErrorClass
 from alphaloop.world.schemas import (
+    ActivationOut,
+    ApprovalOut,
     AuditOut,
     CampaignOut,
     CohortOut,
@@ -31,6 +33,7 @@ from alphaloop.world.schemas import (
     DecisionEnvelope,
     EvaluationOut,
     ExecutedOut,
+    PlanOut,
     PolicyOut,
     RunOut,
     SnapshotOut,
@@ -150,6 +153,24 @@ class WorldClient:
         (``executed`` False)."""
         return self._typed(ExecutedOut, "POST", f"/worlds/{world_id}/campaign/actions",
                            json={"idempotency_key": idempotency_key})
+
+    # -- live-promotion governance
+    def approve(self, world_id: str, strategy_id: str, decision: str = "approve",
+                comment: str = "") -> ApprovalOut:
+        """An approver's ``approve`` or ``reject`` (approver-role token)."""
+        return self._typed(ApprovalOut, "POST", f"/worlds/{world_id}/approvals", json={
+            "strategy_id": strategy_id, "decision": decision, "comment": comment})
+
+    def plan_activation(self, world_id: str, strategy_id: str, target: str = "live",
+                        broker: str = "paper") -> PlanOut:
+        return self._typed(PlanOut, "POST", f"/worlds/{world_id}/activation", json={
+            "strategy_id": strategy_id, "target": target, "broker": broker})
+
+    def apply(self, world_id: str, plan: PlanOut) -> ActivationOut:
+        """Apply a plan from :meth:`plan_activation` (refused if its basis changed)."""
+        return self._typed(ActivationOut, "POST", f"/worlds/{world_id}/apply", json={
+            "strategy_id": plan.strategy_id, "target": plan.target, "broker": plan.broker,
+            "plan_hash": plan.plan_hash})
 
     # -- risk hub, audit, events
     def post_snapshot(self, body: Mapping[str, Any]) -> SnapshotOut:

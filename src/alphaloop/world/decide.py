@@ -5,8 +5,9 @@ The ladder, each rung needing the one below it:
 - ``backtest`` — always allowed (compute only);
 - ``paper`` — its newest backtest-stage evaluation passed (or warned) and is fresh;
 - ``live`` — ``allow_live`` is true, a paper/dryrun/shadow evaluation passed and is
-  fresh, ``governance.live_promotion.mode`` is ``auto_apply`` (``manual_approval``
-  waits for an approval, ``disabled`` never promotes) and the strategy's risk hub
+  fresh, ``governance.live_promotion.mode`` is ``auto_apply``, or ``manual_approval``
+  and an approved plan switched the strategy's target to live (``/apply``; ``disabled``
+  never promotes) and the strategy's risk hub
   snapshot exists and is fresh (fail-closed). ``allow_live: false`` ⇒ never live.
 
 Every rung not climbed says why in ``reasons``. The envelope carries ``as_of`` and
@@ -21,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alphaloop.world.hub import latest_row, stale_reasons
-from alphaloop.world.models import EvaluationRun
+from alphaloop.world.models import EvaluationRun, LiveCandidate
 from alphaloop.world.schemas import DecisionEnvelope
 from alphaloop.world.service import WorldService, WorldState, ts
 
@@ -58,8 +59,12 @@ def _live_blocker(conn: Session, state: WorldState, strategy_id: str,
     if blocked:
         return blocked
     mode = policy.governance.live_promotion.mode
-    if mode != "auto_apply":
-        return "LIVE_PROMOTION_DISABLED" if mode == "disabled" else "LIVE_REQUIRES_APPROVAL"
+    if mode == "disabled":
+        return "LIVE_PROMOTION_DISABLED"
+    if mode == "manual_approval" and conn.execute(select(LiveCandidate.target).where(
+            LiveCandidate.world_id == state.world.world_id,
+            LiveCandidate.strategy_id == strategy_id)).scalar_one_or_none() != "live":
+        return "LIVE_REQUIRES_APPROVAL"
     snapshot = latest_row(conn, state.world.world_id, strategy_id)
     if snapshot is None:
         return "RISK_SNAPSHOT_MISSING"
@@ -85,7 +90,8 @@ def decide(service: WorldService, world_id: str, strategy_id: str) -> DecisionEn
                 reasons.append(live_blocked)
             else:
                 stage = "live"
-                reasons.append("LIVE_AUTO_APPLY")
+                mode = state.policy.governance.live_promotion.mode
+                reasons.append("LIVE_AUTO_APPLY" if mode == "auto_apply" else "LIVE_APPROVED")
     return DecisionEnvelope(world_id=world_id, strategy_id=strategy_id, stage=stage,  # type: ignore[arg-type]
                             reasons=reasons, as_of=ts(now),
                             ttl_s=state.policy.freshness.decision_ttl,

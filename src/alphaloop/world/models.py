@@ -18,6 +18,9 @@ table                       key (what makes a write idempotent)
 ``audit_log``               ``audit_id`` (append-only: no API updates or deletes)
 ``campaign_actions``        ``(world_id, idempotency_key)``: an executed campaign
                             action (migration ``0004``); a key is executed once
+``live_approvals``          ``approval_id`` (append-only; migration ``0005``)
+``live_candidates``         ``(world_id, strategy_id)``: the execution target, status
+                            and last refusal reasons (migration ``0005``)
 ==========================  ======================================================
 
 Times are UNIX seconds (UTC) as doubles: the service, unlike the loop's store, must
@@ -48,7 +51,7 @@ HASH = String(64)  # sha256 hex
 
 WORLD_TABLES = ("worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
                 "risk_snapshots", "control_events", "api_tokens", "audit_log",
-                "campaign_actions")
+                "campaign_actions", "live_approvals", "live_candidates")
 
 
 class World(Base):
@@ -179,6 +182,40 @@ class CampaignAction(Base):
     outcome: Mapped[str] = mapped_column(NAME)
     actor: Mapped[str] = mapped_column(NAME)
     executed_at: Mapped[float] = mapped_column(Double)
+
+
+class LiveApproval(Base):
+    __tablename__ = "live_approvals"
+    __table_args__ = (
+        Index("ix_live_approvals_lookup", "world_id", "strategy_id", "approval_id"),
+    )
+
+    approval_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    world_id: Mapped[str] = mapped_column(ID, ForeignKey("worlds.world_id", ondelete="CASCADE"))
+    strategy_id: Mapped[str] = mapped_column(ID)
+    decision: Mapped[str] = mapped_column(NAME)  # approve | reject
+    ruleset_hash: Mapped[str] = mapped_column(HASH)  # an approval holds under this policy only
+    paper_run_id: Mapped[str] = mapped_column(ID)
+    paper_revision: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(NAME)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class LiveCandidate(Base):
+    __tablename__ = "live_candidates"
+
+    world_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("worlds.world_id", ondelete="CASCADE"), primary_key=True)
+    strategy_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    target: Mapped[str] = mapped_column(NAME)  # paper | live
+    broker: Mapped[str] = mapped_column(NAME)
+    status: Mapped[str] = mapped_column(NAME)  # blocked | planned | live | paper
+    reasons: Mapped[list[str]] = mapped_column(JSON(none_as_null=True))  # of the last refusal
+    plan_hash: Mapped[str | None] = mapped_column(HASH)
+    last_live_at: Mapped[float | None] = mapped_column(Double)  # the cooldown's start
+    updated_at: Mapped[float] = mapped_column(Double)
+    actor: Mapped[str] = mapped_column(NAME)
 
 
 def table(model: type[Base]) -> Table:

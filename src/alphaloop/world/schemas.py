@@ -282,7 +282,8 @@ class ErrorOut(BaseModel):
 # ------------------------------------------------------------------ campaigns (seed §4)
 
 Phase = Literal["backtest_campaign", "paper_campaign", "live_campaign"]
-ActionKind = Literal["start_paper", "evaluate_paper"]
+ActionKind = Literal["start_paper", "evaluate_paper", "activate_live"]
+Target = Literal["paper", "live"]
 IdempotencyKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -302,6 +303,18 @@ class WindowProgress(BaseModel):
     samples: WindowMeasure
     trades: WindowMeasure
     filled: bool
+
+
+class CandidateOut(BaseModel):
+    """A strategy's execution target and the reasons of its last refused step."""
+
+    target: Target
+    broker: str
+    status: Literal["blocked", "planned", "approved", "rejected", "live", "paper"]
+    reasons: list[str]
+    plan_hash: str | None
+    last_live_at: datetime | None
+    updated_at: datetime
 
 
 class StrategyCampaign(BaseModel):
@@ -326,6 +339,7 @@ class StrategyCampaign(BaseModel):
     promotable: bool  # to next_phase; every reason it is not is in reasons
     next_phase: Phase | None
     reasons: list[str]
+    candidate: CandidateOut | None = None  # live governance: target, status, stored reasons
 
 
 class CampaignOut(BaseModel):
@@ -388,3 +402,75 @@ class ExecutedOut(BaseModel):
     actor: str
     executed_at: datetime
     executed: bool
+
+
+# --------------------------------------------------------- live governance (seed §5)
+
+
+class ApprovalIn(_In):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "strategy_id": "4d512c22" + "0" * 56, "decision": "approve",
+        "comment": "paper window looks sane"}]})
+    strategy_id: StrategyId
+    decision: Literal["approve", "reject"]
+    comment: Annotated[str, Field(max_length=2000)] = ""
+
+
+class ApprovalOut(BaseModel):
+    approval_id: int
+    world_id: str
+    strategy_id: str
+    decision: Literal["approve", "reject"]
+    ruleset_hash: str  # the approval holds while the policy is this one
+    paper_run_id: str
+    paper_revision: int
+    comment: str
+    actor: str
+    created_at: datetime
+
+
+class ActivationIn(_In):
+    """Plan switching a strategy's execution target (phase one of two)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "strategy_id": "4d512c22" + "0" * 56, "target": "live", "broker": "paper"}]})
+    strategy_id: StrategyId
+    target: Target
+    broker: Annotated[str, Field(min_length=1, max_length=64)] = "paper"
+
+
+class PlanOut(BaseModel):
+    """What ``/apply`` with ``plan_hash`` would do, and whether it may; a plan whose
+    basis changed before it is applied is refused (``PLAN_STALE``)."""
+
+    world_id: str
+    strategy_id: str
+    current: Target | None
+    target: Target
+    broker: str
+    allowed: bool
+    reasons: list[str]
+    plan_hash: str
+
+
+class ApplyIn(_In):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "strategy_id": "4d512c22" + "0" * 56, "target": "live", "broker": "paper",
+        "plan_hash": "77b0" + "0" * 60}]})
+    strategy_id: StrategyId
+    target: Target
+    broker: Annotated[str, Field(min_length=1, max_length=64)] = "paper"
+    plan_hash: IdempotencyKey
+
+
+class ActivationOut(BaseModel):
+    world_id: str
+    strategy_id: str
+    target: Target
+    broker: str
+    plan_hash: str
+    applied: bool  # False: the strategy already had this target (nothing changed)
+    updated_at: datetime

@@ -33,6 +33,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "snapshot.post": frozenset({"operator", "admin"}),  # producers: paper runner, gateway
     # executing a campaign action moves a strategy along: the scheduler's (operator's) job
     "campaign.execute": frozenset({"operator", "admin"}),
+    # live-promotion governance (seed §5): approvers approve, operators switch targets
+    "live.approve": frozenset({"approver", "admin"}),
+    "activation.apply": frozenset({"operator", "admin"}),
     "token.manage": frozenset({"admin"}),
 }
 _DUMMY_HASH = hashlib.sha256(b"no such token").hexdigest()
