@@ -245,3 +245,25 @@ def test_an_unreachable_cluster_is_a_transient_executor_error(tmp_path: Path,
         make_executor("ray", 1, bars, address=f"127.0.0.1:{_free_port()}")
     assert err.value.code == "EXECUTOR_UNAVAILABLE"
     assert err.value.error_class is ErrorClass.TRANSIENT
+
+
+def test_alphaloop_run_says_where_the_work_ran(cluster: Cluster,
+                                               second_node: subprocess.Popen[bytes],
+                                               planted_path: Path, tmp_path: Path) -> None:
+    import yaml
+
+    cfg = config(tmp_path, planted_path, run_id="cli", budgets={"max_iterations": 1},
+                 generation=OVER["generation"],  # 96 candidates: 6 chunks for 2 nodes
+                 executor={"kind": "ray", "address": cluster.address})
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    done = subprocess.run([sys.executable, "-m", "alphaloop", "run", "--json", str(path)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert RunSummary.model_validate_json(done.stdout).stats.iterations == 1
+    line = [ln for ln in done.stderr.splitlines() if ln.startswith("work ran on")]
+    assert len(line) == 1, done.stderr[-2000:]
+    import re
+
+    assert re.search(rf"ray \({cluster.address}\): \d+ chunks on 2 node\(s\) \[.+\], "
+                     r"\d+ worker processes, up to 2 at once$", line[0]), line

@@ -33,7 +33,8 @@ def run(config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml",
         summary = runner.run()
     executor = getattr(runner, "executor", None)
     if executor is not None:  # where engine A's work ran: nodes, workers
-        err.print(f"work ran on {executor.describe()}", highlight=False, markup=False)
+        err.print(f"work ran on {executor.describe()}", highlight=False, markup=False,
+                  soft_wrap=True)
     _print_summary(summary, as_json)
     _write_report(runner.root, as_json)
 

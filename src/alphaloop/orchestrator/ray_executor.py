@@ -169,7 +169,7 @@ class RayExecutor:
         where = self.address or "a private local Ray"
         if not self.chunks_by_node:
             return f"ray ({where}): {self.workers} workers; no chunk ran"
-        per_node = ", ".join(f"{self._names.get(node, node[:12])} {n}"
+        per_node = ", ".join(f"{self._names.get(node, '?')}/{node[:8]}: {n}"
                              for node, n in sorted(self.chunks_by_node.items()))
         return (f"ray ({where}): {sum(self.chunks_by_node.values())} chunks on "
                 f"{len(self.chunks_by_node)} node(s) [{per_node}], "
