@@ -35,7 +35,7 @@ from alphaloop.errors import AlphaloopError
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to APP (the order here is the order in --help)."""
-    for command in (backtest, verify, sweep, evaluate, report, families):
+    for command in (backtest, verify, sweep, evaluate, factor, report, families):
         app.command()(command)
 
 
@@ -391,6 +391,55 @@ def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash
     with KnowledgeBase(kb_url) as kb:  # beside the loop's runs: `alphaloop kb runs`
         record_in_kb(kb, record, ev.frame, row)
     return path
+
+
+# -------------------------------------------------------------------- factor
+@_friendly
+def factor(
+    expression: Annotated[str, typer.Argument(
+        help="A numeric expression of the strategy language, e.g. 'roc(close, 20)'.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Data set name or file.")],
+    horizon: Annotated[int, typer.Option(min=1, help="Forward return horizon in bars, "
+                                         "from the open after the decision bar.")] = 1,
+    quantiles: Annotated[int, typer.Option(min=2, max=20)] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")]
+    = False,
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="Write the factor page (HTML) here.")] = None,
+) -> None:
+    """How well EXPRESSION ranks the symbols, before any backtest: IC and rank IC against
+    the forward return (Newey-West t), ICIR, decay over horizons, quantile returns and
+    the top-minus-bottom spread."""
+    from alphaloop.data import load_bars
+    from alphaloop.evaluation.factors import evaluate_factor
+
+    rep = evaluate_factor(expression, load_bars(data), horizon=horizon, quantiles=quantiles)
+    if out_path is not None:
+        from alphaloop.evaluation.reports import write_factor_report
+
+        write_factor_report(out_path, rep)
+    if as_json:
+        sys.stdout.write(rep.model_dump_json(exclude={"ic", "rank_ic"}) + "\n")
+        return
+    _print_factor(rep)
+    if out_path is not None:
+        out.print(f"factor page: {out_path}", highlight=False)
+
+
+def _print_factor(rep: Any) -> None:
+    def f(v: float | None, spec: str = ".4f") -> str:
+        return "—" if v is None else format(v, spec)
+
+    out.print(f"factor {rep.expression}: horizon {rep.horizon} bar(s), {rep.n_bars} bars "
+              f"with an IC", highlight=False)
+    out.print(f"  IC {f(rep.ic_mean)} (t {f(rep.ic_t, '.2f')}), rank IC "
+              f"{f(rep.rank_ic_mean)} (t {f(rep.rank_ic_t, '.2f')}; Newey-West, "
+              f"{rep.lags} lags), ICIR {f(rep.icir, '.3f')}", highlight=False)
+    out.print("  rank IC by horizon: " + ", ".join(
+        f"{h}: {f(v)}" for h, v in rep.decay.items()), highlight=False)
+    out.print("  quantile mean returns (low -> high): " + ", ".join(
+        f(v, ".5f") for v in rep.quantile_returns) + f"; spread {f(rep.spread, '.5f')}",
+        highlight=False)
 
 
 # -------------------------------------------------------------------- report

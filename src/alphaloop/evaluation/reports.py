@@ -959,6 +959,55 @@ def _relative_panel(robustness: Mapping[str, Any] | None, bench: Benchmark) -> s
                       "selection there).")
 
 
+def factor_report(report: Any, *, title: str | None = None,
+                  plotly_src: str | None = None) -> str:
+    """A page for one factor (:class:`alphaloop.evaluation.factors.FactorReport`): its
+    numbers, the per-bar IC and rank IC (with a rolling mean), the rank IC decay over
+    horizons and the mean forward return of each score quantile."""
+    r = report
+    rows = [("expression", f"<code>{_esc(r.expression)}</code>"),
+            ("horizon (bars)", _esc(r.horizon)), ("bars with an IC", _esc(r.n_bars)),
+            ("IC mean (t)", _esc(f"{_fmt(r.ic_mean)} ({_fmt(r.ic_t)})")),
+            ("rank IC mean (t)", _esc(f"{_fmt(r.rank_ic_mean)} ({_fmt(r.rank_ic_t)})")),
+            ("ICIR / rank ICIR", _esc(f"{_fmt(r.icir)} / {_fmt(r.rank_icir)}")),
+            ("Newey-West lags", _esc(r.lags)),
+            ("top - bottom quantile", _esc(_fmt(r.spread))),
+            ("turnover top / bottom", _esc(f"{_fmt(r.turnover_top)} / "
+                                           f"{_fmt(r.turnover_bottom)}"))]
+    x = list(range(len(r.ic)))
+    ic = go.Figure(layout=_layout("IC per bar", xaxis={"title": {"text": "bar"}},
+                                  yaxis={"title": {"text": "correlation"}}))
+    for name, series in (("IC", r.ic), ("rank IC", r.rank_ic)):
+        ic.add_trace(go.Scatter(x=x, y=_values(series), mode="lines", name=name,
+                                opacity=0.5))
+    rolling = pd.Series(_values(r.rank_ic), dtype=float).rolling(63, min_periods=20).mean()
+    ic.add_trace(go.Scatter(x=x, y=_values(rolling), mode="lines",
+                            name="rank IC, 63-bar mean"))
+    decay = go.Figure(layout=_layout("Rank IC by horizon", xaxis={"title": {"text": "bars"}},
+                                     yaxis={"title": {"text": "mean rank IC"}}))
+    decay.add_trace(go.Bar(x=[str(h) for h in r.decay], y=_values(list(r.decay.values()))))
+    quant = go.Figure(layout=_layout("Mean forward return by score quantile",
+                                     xaxis={"title": {"text": "quantile (1 = lowest)"}},
+                                     yaxis={"title": {"text": f"{r.horizon}-bar return"}}))
+    quant.add_trace(go.Bar(x=[str(q + 1) for q in range(len(r.quantile_returns))],
+                           y=_values(r.quantile_returns)))
+    sections = [_section("factor", "Factor", _kv_table(rows)),
+                _section("ic", "IC", _figure_block(_Figure("ic", ic, (
+                    "Per decision bar: the correlation across symbols of the score with the "
+                    "forward return from the next open, H bars on.")))),
+                _section("decay", "Decay", _figure_block(_Figure("decay", decay))),
+                _section("quantiles", "Quantiles", _figure_block(_Figure("quantiles", quant)))]
+    return _page(title or f"factor {r.expression}", "Cross-sectional factor evaluation.",
+                 sections, plotly_src)
+
+
+def write_factor_report(path: str | os.PathLike[str], report: Any, *,
+                        self_contained: bool = False) -> Path:
+    """Write :func:`factor_report` atomically, plotly.js beside it unless inlined."""
+    src = None if self_contained else _shared_plotly(Path(path).parent)
+    return _atomic_write(Path(path), factor_report(report, plotly_src=src))
+
+
 def write_strategy_report(path: str | os.PathLike[str], result: BacktestResult, bars: Bars,
                           *, robustness: Mapping[str, Any] | None = None,
                           title: str | None = None, window: int = DEFAULT_ROLLING_WINDOW,
