@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, make_tokens
+from conftest import Server, create_database, make_tokens
 from typer.testing import CliRunner
 
 from alphaloop.cli import app
@@ -32,11 +32,15 @@ NO_SNAPSHOT = ["RISK_SNAPSHOT_MISSING", "PAPER_WINDOW_SAMPLES_UNKNOWN", "LIVE_NO
                "LIVE_PROMOTION_DISABLED"]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Server, dict[str, str]]]:
     base = tmp_path_factory.mktemp("campaign")
     (base / "refs").mkdir()
-    srv = Server(base / "kb.sqlite", base / "refs")
+    db: Path | str = base / "kb.sqlite"
+    if request.param == "postgresql":
+        db = create_database(request.getfixturevalue("postgres_server"), f"campaign_{base.name}")
+    srv = Server(db, base / "refs")
     made = make_tokens(srv.db_url)
     dispose_engines()
     srv.start()
@@ -104,6 +108,20 @@ def _checkpoint_and_dump(db: Path) -> str:
         con.close()
 
 
+def _rows(url: str) -> dict[str, list[Any]]:
+    """Every row of every table of the database (a logical dump), in a stable order."""
+    from sqlalchemy import MetaData, create_engine, select
+
+    engine = create_engine(url)
+    meta = MetaData()
+    meta.reflect(engine)
+    with engine.connect() as conn:
+        out = {name: sorted((tuple(r) for r in conn.execute(select(t))), key=repr)
+               for name, t in sorted(meta.tables.items())}
+    engine.dispose()
+    return out
+
+
 def _snapshot(server: tuple[Server, dict[str, str]], world: str, sid: str, returns: list[float],
               as_of: datetime | None = None, trades: int | None = None) -> None:
     body: dict[str, Any] = {"world_id": world, "strategy_id": sid,
@@ -157,6 +175,16 @@ def test_campaign_of_an_unknown_world_is_404_and_needs_a_token(server: Any) -> N
 
 def test_tick_recommends_start_paper_and_writes_nothing(server: Any) -> None:
     srv, _ = server
+    if not isinstance(srv.db, Path):  # PostgreSQL: every row of every table, before and after
+        _world(server, "c-tick")
+        _backtest(server, "c-tick", 21, READY)
+        rows = _rows(srv.db_url)
+        with _client(server, "viewer") as c:
+            assert len(c.tick("c-tick").actions) == 1
+        assert _rows(srv.db_url) == rows
+        _backtest(server, "c-tick", 23, {"sharpe": 2.0})
+        assert _rows(srv.db_url) != rows  # the comparison sees a write
+        return
     _world(server, "c-tick")
     a = _backtest(server, "c-tick", 21, READY)
     _backtest(server, "c-tick", 22, {"sharpe": 1.0, "n_trades": 5,
