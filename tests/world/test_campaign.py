@@ -4,6 +4,8 @@ WAL mode. Campaign state, a tick that writes nothing, and actions executed once 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -513,3 +515,31 @@ def test_auto_apply_never_skips_the_paper_window_or_the_snapshot(server: Any) ->
     assert plans[stale].reasons == ["RISK_SNAPSHOT_STALE:TTL_EXPIRED",
                                     "PAPER_WINDOW_SAMPLES_UNKNOWN"]
     assert not any(p.allowed for p in plans.values())
+
+
+def test_cli_status_approve_and_apply(server: Any) -> None:
+    srv, toks = server
+    w = "g-cli"
+    a = _paper_ready(server, w, 131, **_manual(["test-approver"]))
+    runner = CliRunner()
+
+    def cli(role: str, *args: str) -> Any:
+        return runner.invoke(app, ["world", *args, "--url", srv.url],
+                             env={"ALPHALOOP_WORLD_TOKEN": toks[role]})
+
+    shown = cli("viewer", "status", w)
+    assert shown.exit_code == 0, shown.output
+    assert a[:12] in shown.output and "25/20" in shown.output
+    assert "LIVE_APPROVAL_MISSING" in shown.output
+    blocked = cli("operator", "apply", w, a)
+    assert blocked.exit_code == 2 and "LIVE_APPROVAL_MISSING" in blocked.output
+    assert cli("operator", "approve", w, a).exit_code == 2  # FORBIDDEN: not an approver role
+    approved = cli("approver", "approve", w, a, "--comment", "fine")
+    assert approved.exit_code == 0 and re.match(rf"approve #\d+ of {a[:12]} in {w}",
+                                                approved.output)
+    done = cli("operator", "apply", w, a)
+    assert done.exit_code == 0, done.output
+    assert f"switched {a[:12]} -> live on broker paper" in done.output
+    status = json.loads(cli("viewer", "status", w, "--json").output)
+    assert [(s["strategy_id"], s["phase"]) for s in status["strategies"]] == [
+        (a, "live_campaign")]

@@ -4,6 +4,9 @@
     alphaloop world token create --role submitter --name ci [--db URL]
     alphaloop world token revoke TOKEN_ID [--db URL]
     alphaloop world campaign-loop --world W [--every 30s] [--once] [--url URL]
+    alphaloop world status W [--url URL] [--json]
+    alphaloop world approve|reject W STRATEGY_ID [--comment TEXT]      (approver token)
+    alphaloop world apply W STRATEGY_ID [--target live|paper] [--broker paper]
     alphaloop submit SPEC|ID --world W [--url URL] [--token-env ALPHALOOP_WORLD_TOKEN]
 
 Tokens are made on the database directly (the first admin token cannot come from the
@@ -16,7 +19,7 @@ import getpass
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -133,10 +136,7 @@ def campaign_loop(
     except ValueError as exc:
         raise AlphaloopError(f"--every: {every!r} is not a positive duration",
                              code="INVALID_OPTION") from exc
-    token = os.environ.get(token_env)
-    if not token:
-        raise AlphaloopError(f"--token-env: ${token_env} is not set", code="TOKEN_MISSING")
-    with WorldClient(url, token) as client:
+    with WorldClient(url, _token(token_env)) as client:
         while True:
             try:
                 step = campaign_step(client, world)
@@ -164,6 +164,97 @@ def _print_step(step: StepResult, as_json: bool) -> None:
         out.print(f"skipped {key[:12]}: {code}", highlight=False)
     if not step.executed and not step.skipped:
         out.print("no actions", highlight=False)
+
+
+UrlOpt = Annotated[str, typer.Option("--url", help="The service.")]
+TokenEnvOpt = Annotated[str, typer.Option(
+    "--token-env", help="Environment variable holding the token.")]
+_URL = "http://127.0.0.1:8080"
+_TOKEN_ENV = "ALPHALOOP_WORLD_TOKEN"
+
+
+def _token(env: str) -> str:
+    token = os.environ.get(env)
+    if not token:
+        raise AlphaloopError(f"--token-env: ${env} is not set", code="TOKEN_MISSING")
+    return token
+
+
+def _measure(m: Any) -> str:
+    seen = "?" if m.observed is None else f"{m.observed:.4g}"
+    return seen if m.required is None else f"{seen}/{m.required:g}"
+
+
+@world_app.command("status")
+@_friendly
+def status(world: Annotated[str, typer.Argument(help="The world's id.")], url: UrlOpt = _URL,
+           token_env: TokenEnvOpt = _TOKEN_ENV,
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """The world's campaign: each strategy's phase, window, promotable or why not."""
+    from rich.table import Table
+
+    from alphaloop.world.client import WorldClient
+
+    with WorldClient(url, _token(token_env)) as client:
+        camp = client.campaign(world)
+    if as_json:
+        out.print_json(camp.model_dump_json())
+        return
+    table = Table(title=f"{world}: live {camp.governance_mode}, allow_live "
+                        f"{str(camp.allow_live).lower()}", width=80)
+    for name in ("strategy", "phase", "days", "samples", "trades", "reasons"):
+        table.add_column(name, overflow="fold")
+    for s in camp.strategies:
+        w = s.window
+        why = "promotable" if s.promotable else ", ".join(s.reasons) or "-"
+        table.add_row(s.strategy_id[:12], s.phase.removesuffix("_campaign"), _measure(w.days),
+                      _measure(w.samples), _measure(w.trades), why)
+    out.print(table)
+
+
+def _decide(world: str, strategy_id: str, decision: str, comment: str, url: str,
+            token_env: str) -> None:
+    from alphaloop.world.client import WorldClient
+
+    with WorldClient(url, _token(token_env)) as client:
+        done = client.approve(world, strategy_id, decision, comment)
+    out.print(f"{decision} #{done.approval_id} of {strategy_id[:12]} in {world} "
+              f"(paper run {done.paper_run_id} rev {done.paper_revision})", highlight=False)
+
+
+@world_app.command("approve")
+@_friendly
+def approve(world: str, strategy_id: str, comment: str = "", url: UrlOpt = _URL,
+            token_env: TokenEnvOpt = _TOKEN_ENV) -> None:
+    """Approve a paper-campaign strategy going live (approver token)."""
+    _decide(world, strategy_id, "approve", comment, url, token_env)
+
+
+@world_app.command("reject")
+@_friendly
+def reject(world: str, strategy_id: str, comment: str = "", url: UrlOpt = _URL,
+           token_env: TokenEnvOpt = _TOKEN_ENV) -> None:
+    """Reject a paper-campaign strategy going live (approver token)."""
+    _decide(world, strategy_id, "reject", comment, url, token_env)
+
+
+@world_app.command("apply")
+@_friendly
+def apply(world: str, strategy_id: str,
+          target: Annotated[str, typer.Option(help="live | paper")] = "live",
+          broker: str = "paper", url: UrlOpt = _URL, token_env: TokenEnvOpt = _TOKEN_ENV) -> None:
+    """Plan switching the strategy's execution target, then apply that plan (operator)."""
+    from alphaloop.world.client import WorldClient
+
+    with WorldClient(url, _token(token_env)) as client:
+        plan = client.plan_activation(world, strategy_id, target, broker)
+        if not plan.allowed:
+            raise AlphaloopError(f"{strategy_id[:12]} may not go {target}: "
+                                 f"{', '.join(plan.reasons)}", code="PROMOTION_BLOCKED")
+        done = client.apply(world, plan)
+    verb = "switched" if done.applied else "already"
+    out.print(f"{verb} {strategy_id[:12]} -> {done.target} on broker {done.broker} "
+              f"(plan {done.plan_hash[:12]})", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
