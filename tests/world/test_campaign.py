@@ -478,6 +478,7 @@ def test_auto_apply_goes_live_through_the_loop_once(server: Any) -> None:
                      governance={"live_promotion": {"mode": "auto_apply"}})
     with _client(server, "viewer") as c:
         (action,) = c.tick(w).actions
+        assert c.decide(w, a).reasons[-1] == "LIVE_ACTIVATION_PENDING"
     assert (action.kind, action.suggested_body) == (
         "activate_live", {"strategy_id": a, "target": "live", "broker": "paper"})
     with _client(server, "operator") as op:
@@ -488,6 +489,9 @@ def test_auto_apply_goes_live_through_the_loop_once(server: Any) -> None:
     assert (first.executed, again.executed) == (True, False)
     assert audit.count("activation.apply") == 1
     assert _by_id(server, w)[a].phase == "live_campaign"
+    with _client(server, "viewer") as c:
+        decision = c.decide(w, a)
+    assert (decision.stage, decision.reasons[-1]) == ("live", "LIVE_AUTO_APPLY")
 
 
 def test_auto_apply_never_skips_the_paper_window_or_the_snapshot(server: Any) -> None:
@@ -515,6 +519,9 @@ def test_auto_apply_never_skips_the_paper_window_or_the_snapshot(server: Any) ->
     assert plans[stale].reasons == ["RISK_SNAPSHOT_STALE:TTL_EXPIRED",
                                     "PAPER_WINDOW_SAMPLES_UNKNOWN"]
     assert not any(p.allowed for p in plans.values())
+    with _client(server, "viewer") as c:  # and the decision never says live for them
+        assert [c.decide(w, sid).stage for sid in (short, missing, stale)] == ["paper"] * 3
+        assert c.decide(w, short).reasons[-1] == "LIVE_ACTIVATION_PENDING"
 
 
 def test_cli_status_approve_and_apply(server: Any) -> None:

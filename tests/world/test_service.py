@@ -14,7 +14,13 @@ from conftest import SMA, Server
 
 from alphaloop.engines.metrics import return_metrics
 from alphaloop.strategy.spec import StrategySpec
-from alphaloop.world.client import WorldClient, WorldClientError, submit, submit_many
+from alphaloop.world.client import (
+    WorldClient,
+    WorldClientError,
+    campaign_step,
+    submit,
+    submit_many,
+)
 
 RNG = np.random.default_rng(5)
 
@@ -348,9 +354,13 @@ def test_live_needs_allow_live_auto_apply_and_a_fresh_snapshot(world_server: Any
         blocked = c.decide("w-live", spec.strategy_id)
         for world_id in ("w-live", "w-nolive"):
             c.post_snapshot(_snapshot(world_id, spec.strategy_id, weights={"SPX": 1.0}))
+        pending = c.decide("w-live", spec.strategy_id)
+        for world_id in ("w-live", "w-nolive"):  # auto_apply: the campaign loop switches it
+            campaign_step(c, world_id)
         allowed = c.decide("w-live", spec.strategy_id)
         never = c.decide("w-nolive", spec.strategy_id)
     assert (blocked.stage, blocked.reasons[-1]) == ("paper", "RISK_SNAPSHOT_MISSING")
+    assert (pending.stage, pending.reasons[-1]) == ("paper", "LIVE_ACTIVATION_PENDING")
     assert (allowed.stage, allowed.reasons) == ("live", ["BACKTEST_PASSED", "LIVE_AUTO_APPLY"])
     assert (never.stage, never.reasons[-1]) == ("paper", "LIVE_NOT_ALLOWED")
 

@@ -5,10 +5,12 @@ The ladder, each rung needing the one below it:
 - ``backtest`` — always allowed (compute only);
 - ``paper`` — its newest backtest-stage evaluation passed (or warned) and is fresh;
 - ``live`` — ``allow_live`` is true, a paper/dryrun/shadow evaluation passed and is
-  fresh, ``governance.live_promotion.mode`` is ``auto_apply``, or ``manual_approval``
-  and an approved plan switched the strategy's target to live (``/apply``; ``disabled``
-  never promotes) and the strategy's risk hub
-  snapshot exists and is fresh (fail-closed). ``allow_live: false`` ⇒ never live.
+  fresh, ``governance.live_promotion.mode`` is not ``disabled``, the strategy's risk
+  hub snapshot exists and is fresh (fail-closed), and its execution target was switched
+  to live: by ``/apply`` after an approval (``manual_approval``) or by the campaign
+  loop's ``activate_live`` (``auto_apply``), both only once the paper window, the
+  gates, ``cooldown`` and ``max_live`` allow (:mod:`alphaloop.world.governance`), so
+  ``auto_apply`` never skips the paper window. ``allow_live: false`` ⇒ never live.
 
 Every rung not climbed says why in ``reasons``. The envelope carries ``as_of`` and
 ``ttl_s``; a client must treat a missing or stale envelope as backtest-only.
@@ -61,15 +63,18 @@ def _live_blocker(conn: Session, state: WorldState, strategy_id: str,
     mode = policy.governance.live_promotion.mode
     if mode == "disabled":
         return "LIVE_PROMOTION_DISABLED"
-    if mode == "manual_approval" and conn.execute(select(LiveCandidate.target).where(
-            LiveCandidate.world_id == state.world.world_id,
-            LiveCandidate.strategy_id == strategy_id)).scalar_one_or_none() != "live":
-        return "LIVE_REQUIRES_APPROVAL"
     snapshot = latest_row(conn, state.world.world_id, strategy_id)
     if snapshot is None:
         return "RISK_SNAPSHOT_MISSING"
     stale = stale_reasons(snapshot, state, now)
-    return f"RISK_SNAPSHOT_STALE:{','.join(stale)}" if stale else None
+    if stale:
+        return f"RISK_SNAPSHOT_STALE:{','.join(stale)}"
+    target = conn.execute(select(LiveCandidate.target).where(
+        LiveCandidate.world_id == state.world.world_id,
+        LiveCandidate.strategy_id == strategy_id)).scalar_one_or_none()
+    if target != "live":
+        return "LIVE_REQUIRES_APPROVAL" if mode == "manual_approval" else "LIVE_ACTIVATION_PENDING"
+    return None
 
 
 def decide(service: WorldService, world_id: str, strategy_id: str) -> DecisionEnvelope:
