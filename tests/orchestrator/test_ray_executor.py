@@ -170,10 +170,24 @@ def local_summary(tmp_path_factory: pytest.TempPathFactory, planted_path: Path) 
 
 def test_a_loop_on_a_two_node_cluster_gives_the_local_summary(
         cluster: Cluster, second_node: subprocess.Popen[bytes], local_summary: RunSummary,
-        planted_path: Path, tmp_path: Path) -> None:
+        planted_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from alphaloop.data.bars import Bars
+
+    puts: list[str] = []  # what went to the object store
+    waits: list[int] = []  # how many tasks were in flight at each ray.wait
+    real_put, real_wait = ray.put, ray.wait
+    monkeypatch.setattr(ray, "put", lambda v, **kw: (puts.append(type(v).__name__),
+                                                     real_put(v, **kw))[1])
+    monkeypatch.setattr(ray, "wait", lambda refs, **kw: (waits.append(len(refs)),
+                                                         real_wait(refs, **kw))[1])
     cfg = config(tmp_path, planted_path, **OVER,
                  executor={"kind": "ray", "address": cluster.address})
     summary, runner = _run(cfg)
+    # the panel went to the object store once per iteration, and nothing else did
+    assert puts == [Bars.__name__] * len(summary.iterations)
+    assert max(waits) == 4  # 2 tasks in flight per worker, 2 workers: the cap was reached
     assert summary.comparable() == local_summary.comparable()
     assert local_summary.stats.backtests > 100  # several chunks per iteration
     executor = runner.executor
