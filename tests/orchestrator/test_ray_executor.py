@@ -153,7 +153,11 @@ def second_node(cluster: Cluster) -> Iterator[subprocess.Popen[bytes]]:
     yield proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _run(cfg: RunConfig, **kwargs: Any) -> tuple[RunSummary, Runner]:
