@@ -113,3 +113,8 @@ def test_runner_submit_is_the_sdk(world_server: tuple[Server, dict[str, str]],
     assert result.world_id == "submit-w" and result.stage in ("backtest", "paper")
     assert result.decision is not None and result.decision.stage == result.stage
     assert result.evaluation.strategy_id == StrategySpec.model_validate(spec).strategy_id
+    # a submitted strategy enters the world's campaign in its backtest phase
+    with WorldClient(srv.url, toks["viewer"]) as c:
+        (entry,) = c.campaign("submit-w").strategies
+    assert (entry.strategy_id, entry.phase, entry.run_id) == (
+        result.evaluation.strategy_id, "backtest_campaign", result.evaluation.run_id)
