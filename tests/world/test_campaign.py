@@ -550,3 +550,39 @@ def test_cli_status_approve_and_apply(server: Any) -> None:
     status = json.loads(cli("viewer", "status", w, "--json").output)
     assert [(s["strategy_id"], s["phase"]) for s in status["strategies"]] == [
         (a, "live_campaign")]
+
+
+def test_concurrent_applies_never_exceed_max_live(server: Any) -> None:
+    w = "g-race"
+    a = _paper_ready(server, w, 141, **_manual([], max_live=1))
+    b = _backtest(server, w, 142, READY)
+    with _client(server, "operator") as op:
+        campaign_step(op, w)
+    _snapshot(server, w, b, RETURNS[::-1])
+    with _client(server, "operator") as op:
+        campaign_step(op, w)
+    with _client(server, "approver") as ap:  # no approvers listed: any approver token
+        ap.approve(w, a)
+        ap.approve(w, b)
+    with _client(server, "operator") as op:
+        plans = [op.plan_activation(w, sid) for sid in (a, b)]
+    assert [p.allowed for p in plans] == [True, True]  # each alone may go live
+    outcomes: list[str] = []
+
+    def go(plan: Any) -> None:
+        with _client(server, "operator") as op:
+            try:
+                outcomes.append(op.apply(w, plan).target)
+            except WorldClientError as exc:
+                outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=go, args=(p,)) for p in plans]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["PLAN_STALE", "live"]
+    phases = sorted(s.phase for s in _by_id(server, w).values())
+    assert phases == ["live_campaign", "paper_campaign"]
+    loser = next(s for s in _by_id(server, w).values() if s.phase == "paper_campaign")
+    assert loser.reasons == ["LIVE_MAX_REACHED"]
