@@ -586,3 +586,19 @@ def test_concurrent_applies_never_exceed_max_live(server: Any) -> None:
     assert phases == ["live_campaign", "paper_campaign"]
     loser = next(s for s in _by_id(server, w).values() if s.phase == "paper_campaign")
     assert loser.reasons == ["LIVE_MAX_REACHED"]
+
+
+def test_a_rejection_blocks_until_a_newer_approval(server: Any) -> None:
+    w = "g-reject"
+    a = _paper_ready(server, w, 151, **_manual([]))
+    with _client(server, "approver") as ap:
+        rejected = ap.approve(w, a, "reject", comment="drawdown too deep")
+        state = _by_id(server, w)[a]
+        assert (state.promotable, state.reasons) == (False, ["LIVE_APPROVAL_REJECTED"])
+        assert state.candidate is not None and state.candidate.status == "rejected"
+        approved = ap.approve(w, a)
+    assert approved.approval_id > rejected.approval_id
+    assert _by_id(server, w)[a].promotable is True
+    with _client(server, "viewer") as c:
+        actions = [e.action for e in c.audit(w)]
+    assert actions.count("live.reject") == 1 and actions.count("live.approve") == 1
