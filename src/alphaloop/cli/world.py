@@ -7,6 +7,8 @@
     alphaloop world status W [--url URL] [--json]
     alphaloop world approve|reject W STRATEGY_ID [--comment TEXT]      (approver token)
     alphaloop world apply W STRATEGY_ID [--target live|paper] [--broker paper]
+    alphaloop world paper --world W --strategy SPEC|ID --feed replay:DATA[@SPEED]|folder:PATH
+        --state FILE [--start N|ISO] [--max-bars N] [--follow]
     alphaloop submit SPEC|ID --world W [--url URL] [--token-env ALPHALOOP_WORLD_TOKEN]
 
 Tokens are made on the database directly (the first admin token cannot come from the
@@ -255,6 +257,46 @@ def apply(world: str, strategy_id: str,
     verb = "switched" if done.applied else "already"
     out.print(f"{verb} {strategy_id[:12]} -> {done.target} on broker {done.broker} "
               f"(plan {done.plan_hash[:12]})", highlight=False)
+
+
+@world_app.command("paper")
+@_friendly
+def paper(world: Annotated[str, typer.Option("--world", help="The world's id.")],
+          strategy: Annotated[str, typer.Option(
+              "--strategy", help="A spec file or a strategy id (a prefix: local KB).")],
+          feed: Annotated[str, typer.Option(
+              help="replay:DATA[@BARS_PER_SECOND] or folder:PATH")],
+          state: Annotated[Path, typer.Option(help="The run's state file (resumes).")],
+          start: Annotated[str | None, typer.Option(
+              help="First paper bar: an index or an ISO time (default: after the bars "
+                   "present).")] = None,
+          max_bars: Annotated[int | None, typer.Option(help="Stop after this many bars.")] = None,
+          follow: Annotated[bool, typer.Option(help="folder: keep polling for files.")] = False,
+          url: UrlOpt = _URL, token_env: TokenEnvOpt = _TOKEN_ENV) -> None:
+    """Paper-trade a strategy with engine B bar by bar; post its realized returns to the
+    world's risk hub (operator token). Restarted with the same --state, it resumes at
+    the next bar."""
+    from alphaloop.strategy.spec import StrategySpec
+    from alphaloop.world.client import WorldClient, strategy_body
+    from alphaloop.world.paper import FolderFeed, PaperRunner, parse_feed
+
+    body = strategy_body(strategy)
+    if "spec" not in body:
+        raise AlphaloopError("--strategy: give a spec file or the id of a strategy in the "
+                             "local knowledge base (the runner needs its spec)",
+                             code="STRATEGY_UNKNOWN")
+    spec = StrategySpec.model_validate(body["spec"])
+    source = parse_feed(feed)
+    if isinstance(source, FolderFeed):
+        source.follow = follow
+    first: int | str | None = int(start) if start is not None and start.isdigit() else start
+    with WorldClient(url, _token(token_env)) as client:
+        runner = PaperRunner(client, world, spec, state,
+                             log=lambda line: out.print(line, highlight=False))
+        done = runner.run(source, start=first, max_bars=max_bars)
+    out.print(f"paper {spec.strategy_id[:12]} in {world}: {len(done.returns)} bars since "
+              f"{done.start_ts or '-'}, equity {done.equity or 0:,.2f}, fills {done.n_fills}, "
+              f"state {state}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,230 @@
+"""Paper trading (dryrun): engine B stepped bar by bar over bars that arrive after the
+backtest window, its realized returns posted to the world's risk signal hub.
+
+Each new bar ``t`` runs the same engine B kernel on the panel up to and including
+``t``. The kernel is causal (a signal at bar t's close fills at t+1's open), so this
+gives bar ``t`` exactly the equity an uninterrupted simulation has there (tested),
+and the run's state is a function of the bars seen: after every bar the state (last
+bar, equity, realized returns, fills since the start) is written to a JSON file
+(temporary file, then rename), so a restarted runner resumes at the next bar with
+the same equity. The paper account is the strategy's account over the feed's whole
+history; realized returns count from the first paper bar on (a position open then
+is carried, as it would be had the strategy been running).
+
+Feeds: ``replay:DATA[@SPEED]`` replays a dataset (catalog name or file) from
+``start`` at SPEED bars per second (none: as fast as possible); ``folder:PATH`` reads
+every Parquet/CSV file of a folder that grows, and trades the bars newer than the
+state's last one. After every bar the runner posts a snapshot to the risk hub
+(``as_of`` = now; ``realized_returns`` since the start; ``provenance`` with the bar,
+the equity and ``n_trades`` = fills since the start) with an operator token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alphaloop.errors import AlphaloopError
+from alphaloop.world.client import WorldClient
+
+_SUFFIXES = (".parquet", ".csv")
+
+
+@dataclass
+class PaperState:
+    world_id: str
+    strategy_id: str
+    start_ts: str  # the first paper bar (ISO, UTC)
+    last_ts: str | None = None  # the last bar stepped
+    equity: float | None = None
+    returns: list[float] = field(default_factory=list)
+    n_fills: int = 0
+    snapshots: int = 0
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w") as fh:
+            json.dump(asdict(self), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> PaperState | None:
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def _iso(ts: Any) -> str:
+    return datetime.fromtimestamp(ts.timestamp(), tz=UTC).isoformat()
+
+
+class Feed:
+    """Bars as they arrive: ``panels()`` yields the panel each time it has grown."""
+
+    def panels(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def pause(self) -> None:
+        """Wait before the next bar (replay speed)."""
+
+
+@dataclass
+class ReplayFeed(Feed):
+    source: str
+    speed: float | None = None  # bars per second; None: as fast as possible
+
+    def panels(self) -> Iterator[Any]:
+        from alphaloop.data.loaders import load_bars
+
+        yield load_bars(self.source)
+
+    def pause(self) -> None:
+        if self.speed:
+            time.sleep(1.0 / self.speed)
+
+
+@dataclass
+class FolderFeed(Feed):
+    path: Path
+    poll_s: float = 5.0
+    follow: bool = False  # keep polling for new files
+
+    def load(self) -> Any:
+        import pandas as pd
+
+        from alphaloop.data.bars import Bars
+        from alphaloop.data.loaders import load_bars
+
+        files = sorted(p for p in self.path.iterdir() if p.suffix in _SUFFIXES)
+        if not files:
+            raise AlphaloopError(f"feed: no Parquet or CSV file in {self.path}",
+                                 code="FEED_EMPTY")
+        frame = pd.concat([load_bars(f).to_long() for f in files], ignore_index=True)
+        return Bars.from_long(frame.drop_duplicates(["timestamp", "symbol"], keep="last"),
+                              name=self.path.name, sort=True)
+
+    def panels(self) -> Iterator[Any]:
+        yield self.load()
+        while self.follow:
+            time.sleep(self.poll_s)
+            yield self.load()
+
+
+def parse_feed(text: str) -> Feed:
+    """``replay:DATA[@SPEED]`` or ``folder:PATH``."""
+    kind, _, rest = text.partition(":")
+    if kind == "replay" and rest:
+        source, _, speed = rest.rpartition("@") if "@" in rest else (rest, "", "")
+        try:
+            return ReplayFeed(source, float(speed) if speed else None)
+        except ValueError:
+            pass
+    if kind == "folder" and rest:
+        return FolderFeed(Path(rest))
+    raise AlphaloopError(f"--feed: {text!r} is not replay:DATA[@SPEED] or folder:PATH",
+                         code="FEED_INVALID")
+
+
+class PaperRunner:
+    """One strategy's paper run in one world, resumable from its state file."""
+
+    def __init__(self, client: WorldClient, world_id: str, spec: Any, state_path: Path,
+                 *, post: bool = True, log: Callable[[str], None] | None = None) -> None:
+        self.client, self.world_id, self.spec = client, world_id, spec
+        self.state_path = state_path
+        self.post = post
+        self.log = log or (lambda _: None)
+
+    def _state(self, bars: Any, start: int | str | None) -> PaperState:
+        """The saved state, or a new one whose ``last_ts`` is the bar before the first
+        paper bar (``start``: an index or an ISO time; none: after the bars present)."""
+        import pandas as pd
+
+        found = PaperState.load(self.state_path)
+        if found is not None:
+            if (found.world_id, found.strategy_id) != (self.world_id, self.spec.strategy_id):
+                raise AlphaloopError(f"--state: {self.state_path} belongs to another paper "
+                                     "run", code="STATE_MISMATCH")
+            return found
+        if start is None:
+            first = bars.n_bars
+        elif isinstance(start, int):
+            first = start
+        else:
+            try:
+                when = pd.Timestamp(start)
+            except ValueError as exc:
+                raise AlphaloopError(f"--start: {start!r} is neither a bar index nor an ISO "
+                                     "time", code="START_INVALID") from exc
+            when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+            first = int(bars.index.searchsorted(when))
+        if not 1 <= first <= bars.n_bars:
+            raise AlphaloopError(f"--start: {start!r} leaves no bar of history before the "
+                                 "paper run, or lies past the feed's bars",
+                                 code="START_INVALID")
+        begun = _iso(bars.index[first]) if first < bars.n_bars else ""
+        return PaperState(self.world_id, self.spec.strategy_id, begun,
+                          last_ts=_iso(bars.index[first - 1]))
+
+    def step(self, bars: Any, t: int, state: PaperState) -> None:
+        """Bar ``t``: engine B on bars 0..t; its return, equity and fills since the start."""
+        import pandas as pd
+
+        from alphaloop.engines.engine_b import verify
+
+        result = verify(self.spec, bars.slice(0, t + 1), capacity=False)
+        equity = result.equity.to_numpy()
+        if not state.start_ts:
+            state.start_ts = _iso(bars.index[t])
+        state.returns.append(float(equity[t] / equity[t - 1] - 1.0))
+        state.equity = float(equity[t])
+        state.last_ts = _iso(bars.index[t])
+        fills = result.fills
+        begun = pd.Timestamp(state.start_ts)
+        state.n_fills = int((fills["timestamp"] >= begun).sum()) if len(fills) else 0
+
+    def _post(self, bars: Any, state: PaperState) -> None:
+        if not self.post or len(state.returns) < 2:
+            return
+        self.client.post_snapshot({
+            "world_id": self.world_id, "strategy_id": self.spec.strategy_id,
+            "as_of": datetime.now(UTC).isoformat(), "realized_returns": state.returns,
+            "periods_per_year": bars.periods_per_year,
+            "provenance": {"producer": "paper-runner", "last_bar": state.last_ts,
+                           "equity": state.equity, "n_trades": state.n_fills}})
+        state.snapshots += 1
+
+    def run(self, feed: Feed, *, start: int | str | None = None,
+            max_bars: int | None = None) -> PaperState:
+        """Step every bar the feed has beyond the state's last one (at most
+        ``max_bars`` in this call); the state is saved after each."""
+        import pandas as pd
+
+        done = 0
+        state: PaperState | None = None
+        for bars in feed.panels():
+            if state is None:
+                state = self._state(bars, start)
+                self.state_path.parent.mkdir(parents=True, exist_ok=True)
+                state.save(self.state_path)
+            assert state.last_ts is not None
+            first = int(bars.index.searchsorted(pd.Timestamp(state.last_ts), side="right"))
+            for t in range(first, bars.n_bars):
+                if max_bars is not None and done >= max_bars:
+                    return state
+                self.step(bars, t, state)
+                self._post(bars, state)
+                state.save(self.state_path)
+                done += 1
+                self.log(f"{state.last_ts} equity {state.equity:,.2f} "
+                         f"return {state.returns[-1]:+.5f} fills {state.n_fills}")
+                feed.pause()
+        if state is None:
+            raise AlphaloopError("feed: no bars", code="FEED_EMPTY")
+        return state
