@@ -58,6 +58,38 @@ def test_start_is_an_index_or_an_iso_time(tmp_path: Path) -> None:
         _runner(tmp_path / "zero.json").run(ReplayFeed(DATA), start=0, max_bars=1)
 
 
+def test_each_guard_rule_halts_on_the_first_bar_that_crosses_it(tmp_path: Path) -> None:
+    import numpy as np
+
+    from alphaloop.errors import AlphaloopError, ErrorClass
+    from alphaloop.world.policy import RiskGuard
+
+    bars = load_bars(DATA)
+    full = verify(SPEC, bars, capacity=False)
+    eq = full.equity.to_numpy()
+    t_idx = range(START, bars.n_bars)
+    fills_at = full.fills["timestamp"].value_counts()
+    gross = (full.positions.abs() * np.nan_to_num(bars.close)).sum(axis=1).to_numpy() / eq
+    first_loss = next(t for t in t_idx if eq[t] < eq[t - 1])
+    first_fill = next(t for t in t_idx if fills_at.get(bars.index[t], 0) > 0)
+    first_held = next(t for t in t_idx if gross[t] > 0)
+    cases = {"max_daily_loss": (first_loss, 1 - eq[first_loss] / eq[first_loss - 1]),
+             "max_orders_per_day": (first_fill, float(fills_at[bars.index[first_fill]])),
+             "max_leverage": (first_held, gross[first_held])}
+    for rule, (t, value) in cases.items():
+        guard = RiskGuard(**{rule: 0 if rule == "max_orders_per_day" else 1e-12})
+        runner = PaperRunner(None, "w", SPEC, tmp_path / f"{rule}.json",  # type: ignore[arg-type]
+                             post=False, guard=guard)
+        with pytest.raises(AlphaloopError) as exc:
+            runner.run(ReplayFeed(DATA), start=START)
+        assert (exc.value.code, exc.value.error_class) == ("RISK_GUARD_TRIPPED",
+                                                           ErrorClass.CRITICAL)
+        state = PaperState.load(tmp_path / f"{rule}.json")
+        assert state is not None and state.halted is not None
+        assert (state.halted["rule"], state.last_ts) == (rule, bars.index[t].isoformat())
+        assert state.halted["value"] == pytest.approx(value, rel=1e-9)
+
+
 def test_a_folder_feed_trades_only_the_bars_that_arrive(tmp_path: Path) -> None:
     bars = load_bars(DATA)
     folder = tmp_path / "feed"
@@ -80,6 +112,15 @@ def test_feeds_are_parsed_or_refused() -> None:
     for bad in ("replay:", "tape:x", "replay:x@fast"):
         with pytest.raises(Exception, match="--feed"):
             parse_feed(bad)
+
+
+def _paper_args(srv: Server, world: str, tmp_path: Path) -> tuple[list[str], Path]:
+    """``alphaloop world paper`` on the replay feed, with a spec file; and its state."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC.model_dump(mode="json")))
+    state = tmp_path / "paper.json"
+    return ["world", "paper", "--world", world, "--strategy", str(spec_file), "--feed",
+            f"replay:{DATA}", "--state", str(state), "--url", srv.url], state
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +149,7 @@ def test_one_strategy_walks_from_backtest_to_live_on_the_paper_broker(
         op.evaluate(w, {"run_id": "bt", "spec": SPEC.model_dump(mode="json"), "metrics": {
             "sharpe": 1.0, "effective_history_years": 10.0}})
         assert [d.kind for d in campaign_step(op, w).executed] == ["start_paper"]
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(SPEC.model_dump(mode="json")))
-    state = tmp_path / "paper.json"
-    args = ["world", "paper", "--world", w, "--strategy", str(spec_file), "--feed",
-            f"replay:{DATA}", "--state", str(state), "--url", srv.url]
+    args, state = _paper_args(srv, w, tmp_path)
     env = {"ALPHALOOP_WORLD_TOKEN": toks["operator"]}
     runner = CliRunner()
     first = runner.invoke(app, [*args, "--start", str(START), "--max-bars", "15"], env=env)
@@ -140,3 +177,65 @@ def test_one_strategy_walks_from_backtest_to_live_on_the_paper_broker(
         decision = op.decide(w, sid)
     assert (switched.target, switched.broker) == ("live", "paper")
     assert (decision.stage, decision.reasons[-1]) == ("live", "LIVE_APPROVED")
+
+
+def test_a_drawdown_breach_halts_the_strategy_until_an_operator_resets_it(
+        server: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
+    import httpx
+    import numpy as np
+
+    srv, toks = server
+    w, sid = "guard", SPEC.strategy_id
+    bars = load_bars(DATA)
+    full = verify(SPEC, bars, capacity=False).equity.to_numpy()
+    path = full[START:START + 40] / full[START - 1]  # the paper equity, 1.0 before it
+    dd = 1.0 - path / np.maximum(1.0, np.maximum.accumulate(path))
+    assert dd.max() > 0
+    limit = float(dd.max()) * 0.999
+    k = int(np.argmax(dd > limit))  # the bar the guard must halt on, found by hand
+    with WorldClient(srv.url, toks["operator"]) as op:
+        op.create_world(w, policy={"risk_guard": {"max_drawdown": limit}})
+    args, state = _paper_args(srv, w, tmp_path)
+    env = {"ALPHALOOP_WORLD_TOKEN": toks["operator"]}
+    runner = CliRunner()
+    halted = runner.invoke(app, [*args, "--start", str(START), "--max-bars", "40"], env=env)
+    assert halted.exit_code == 2 and "RISK_GUARD_TRIPPED" in halted.output
+    saved = json.loads(state.read_text())
+    assert (len(saved["returns"]), saved["last_ts"]) == (k + 1, bars.index[START + k].isoformat())
+    assert saved["halted"]["rule"] == "max_drawdown"
+    assert saved["halted"]["value"] == pytest.approx(dd[k])
+
+    srv.stop()  # the halt survives a restart
+    srv.start()
+    with WorldClient(srv.url, toks["viewer"]) as c:
+        status = c.guard(w, sid)
+        decision = c.decide(w, sid)
+        audit = [e.action for e in c.audit(w)]
+    assert status.halted and status.trip is not None
+    assert (status.trip.rule, status.trip.bar.isoformat(), status.trip.limit) == (
+        "max_drawdown", bars.index[START + k].isoformat(), limit)
+    assert (decision.stage, decision.reasons) == ("backtest", ["RISK_GUARD_TRIPPED:max_drawdown"])
+    assert audit.count("risk_guard.trip") == 1
+    events = httpx.get(f"{srv.url}/events", params={"world": w, "follow": "false"},
+                       headers={"Authorization": f"Bearer {toks['viewer']}"}).text
+    assert "event: RISK_GUARD_TRIPPED" in events and '"severity": "CRITICAL"' in events
+    again = runner.invoke(app, [*args, "--max-bars", "5"], env=env)  # refuses to go on
+    assert again.exit_code == 2 and "RISK_GUARD_TRIPPED" in again.output
+    assert len(json.loads(state.read_text())["returns"]) == k + 1
+
+    url = f"{srv.url}/worlds/{w}/risk-guard/reset"
+    assert httpx.post(url, json={"strategy_id": sid}).status_code == 401
+    for role in ("viewer", "submitter", "approver"):
+        r = httpx.post(url, json={"strategy_id": sid},
+                       headers={"Authorization": f"Bearer {toks[role]}"})
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN")
+    reset = runner.invoke(app, ["world", "guard-reset", w, sid, "--url", srv.url], env=env)
+    assert reset.exit_code == 0 and "reset trip #" in reset.output
+    with WorldClient(srv.url, toks["viewer"]) as c:
+        assert c.guard(w, sid).halted is False
+        assert [e.action for e in c.audit(w)].count("risk_guard.reset") == 1
+        assert c.decide(w, sid).reasons != ["RISK_GUARD_TRIPPED:max_drawdown"]
+    resumed = runner.invoke(app, [*args, "--max-bars", "1"], env=env)  # the next bar
+    assert resumed.exit_code == 0, resumed.output
+    after = json.loads(state.read_text())
+    assert (len(after["returns"]), after["guard_from"], after["halted"]) == (k + 2, k + 1, None)

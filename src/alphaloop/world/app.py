@@ -37,6 +37,7 @@ from alphaloop.world.decide import decide
 from alphaloop.world.errors import WorldError
 from alphaloop.world.governance import Governance
 from alphaloop.world.hub import latest_snapshot, post_snapshot
+from alphaloop.world.riskguard import RiskGuard
 from alphaloop.world.schemas import (
     ActivationIn,
     ActivationOut,
@@ -53,14 +54,18 @@ from alphaloop.world.schemas import (
     EvaluationOut,
     ExecutedOut,
     ExecuteIn,
+    GuardOut,
     PlanOut,
     PolicyOut,
+    ResetIn,
     RunOut,
     SnapshotIn,
     SnapshotOut,
     TickOut,
     TokenIn,
     TokenOut,
+    TripIn,
+    TripOut,
     WorldIn,
     WorldOut,
 )
@@ -269,6 +274,7 @@ def _routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
     campaigns = Campaigns(service)
     _campaign_routes(app, campaigns, auth)
     _governance_routes(app, Governance(campaigns), auth)
+    _guard_routes(app, RiskGuard(service), auth)
     _hub_routes(app, service, auth)
     _admin_routes(app, service, auth)
 
@@ -410,6 +416,30 @@ def _governance_routes(app: FastAPI, gov: Governance, auth: Auth) -> None:
         its basis changed, ``PROMOTION_BLOCKED`` with every reason if it may not)."""
         return gov.apply(world_id, body.strategy_id, body.target, body.broker,
                          body.plan_hash, actor)
+
+
+def _guard_routes(app: FastAPI, guard: RiskGuard, auth: Auth) -> None:
+    reader = Depends(auth.require("read"))
+
+    @app.post("/worlds/{world_id}/risk-guard/trips", response_model=TripOut,
+              tags=["risk guard"])
+    def trip(world_id: WorldId, body: TripIn,
+             actor: str = Depends(auth.require("risk.trip"))) -> TripOut:
+        """A breach (CRITICAL, never retried): the strategy is halted until reset."""
+        return guard.trip(world_id, body, actor)
+
+    @app.get("/worlds/{world_id}/risk-guard", response_model=GuardOut, tags=["risk guard"])
+    def guard_status(world_id: WorldId,
+                     strategy_id: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+                     _: str = reader) -> GuardOut:
+        return guard.status(world_id, strategy_id)
+
+    @app.post("/worlds/{world_id}/risk-guard/reset", response_model=TripOut,
+              tags=["risk guard"])
+    def reset(world_id: WorldId, body: ResetIn,
+              actor: str = Depends(auth.require("risk.reset"))) -> TripOut:
+        """Re-activate a halted strategy (operator); audited."""
+        return guard.reset(world_id, body.strategy_id, actor)
 
 
 def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:

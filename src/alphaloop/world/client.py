@@ -33,11 +33,13 @@ from alphaloop.world.schemas import (
     DecisionEnvelope,
     EvaluationOut,
     ExecutedOut,
+    GuardOut,
     PlanOut,
     PolicyOut,
     RunOut,
     SnapshotOut,
     TickOut,
+    TripOut,
     WorldOut,
 )
 
@@ -171,6 +173,20 @@ class WorldClient:
         return self._typed(ActivationOut, "POST", f"/worlds/{world_id}/apply", json={
             "strategy_id": plan.strategy_id, "target": plan.target, "broker": plan.broker,
             "plan_hash": plan.plan_hash})
+
+    # -- risk guard
+    def guard(self, world_id: str, strategy_id: str) -> GuardOut:
+        return self._typed(GuardOut, "GET", f"/worlds/{world_id}/risk-guard",
+                           params={"strategy_id": strategy_id})
+
+    def trip(self, world_id: str, body: Mapping[str, Any]) -> TripOut:
+        return self._typed(TripOut, "POST", f"/worlds/{world_id}/risk-guard/trips",
+                           json=dict(body))
+
+    def reset_guard(self, world_id: str, strategy_id: str) -> TripOut:
+        """Re-activate a strategy the guard halted (operator token)."""
+        return self._typed(TripOut, "POST", f"/worlds/{world_id}/risk-guard/reset",
+                           json={"strategy_id": strategy_id})
 
     # -- risk hub, audit, events
     def post_snapshot(self, body: Mapping[str, Any]) -> SnapshotOut:

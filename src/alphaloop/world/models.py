@@ -21,6 +21,7 @@ table                       key (what makes a write idempotent)
 ``live_approvals``          ``approval_id`` (append-only; migration ``0005``)
 ``live_candidates``         ``(world_id, strategy_id)``: the execution target, status
                             and last refusal reasons (migration ``0005``)
+``risk_trips``              ``trip_id``; ``reset_at`` set once (migration ``0006``)
 ==========================  ======================================================
 
 Times are UNIX seconds (UTC) as doubles: the service, unlike the loop's store, must
@@ -51,7 +52,7 @@ HASH = String(64)  # sha256 hex
 
 WORLD_TABLES = ("worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
                 "risk_snapshots", "control_events", "api_tokens", "audit_log",
-                "campaign_actions", "live_approvals", "live_candidates")
+                "campaign_actions", "live_approvals", "live_candidates", "risk_trips")
 
 
 class World(Base):
@@ -216,6 +217,23 @@ class LiveCandidate(Base):
     last_live_at: Mapped[float | None] = mapped_column(Double)  # the cooldown's start
     updated_at: Mapped[float] = mapped_column(Double)
     actor: Mapped[str] = mapped_column(NAME)
+
+
+class RiskTrip(Base):
+    __tablename__ = "risk_trips"
+    __table_args__ = (Index("ix_risk_trips_lookup", "world_id", "strategy_id", "trip_id"),)
+
+    trip_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    world_id: Mapped[str] = mapped_column(ID, ForeignKey("worlds.world_id", ondelete="CASCADE"))
+    strategy_id: Mapped[str] = mapped_column(ID)
+    rule: Mapped[str] = mapped_column(NAME)
+    value: Mapped[float] = mapped_column(Double)
+    limit_value: Mapped[float] = mapped_column(Double)
+    bar: Mapped[str] = mapped_column(Text)  # the bar it tripped on (ISO)
+    tripped_at: Mapped[float] = mapped_column(Double)
+    actor: Mapped[str] = mapped_column(NAME)
+    reset_at: Mapped[float | None] = mapped_column(Double)
+    reset_by: Mapped[str | None] = mapped_column(NAME)
 
 
 def table(model: type[Base]) -> Table:

@@ -30,8 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alphaloop.errors import AlphaloopError
+import numpy as np
+
+from alphaloop.errors import AlphaloopError, ErrorClass
 from alphaloop.world.client import WorldClient
+from alphaloop.world.policy import RiskGuard
 
 _SUFFIXES = (".parquet", ".csv")
 
@@ -46,6 +49,8 @@ class PaperState:
     returns: list[float] = field(default_factory=list)
     n_fills: int = 0
     snapshots: int = 0
+    halted: dict[str, Any] | None = None  # the risk guard's trip, until an operator resets it
+    guard_from: int = 0  # drawdown is measured from this return on (the last reset)
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -135,11 +140,61 @@ class PaperRunner:
     """One strategy's paper run in one world, resumable from its state file."""
 
     def __init__(self, client: WorldClient, world_id: str, spec: Any, state_path: Path,
-                 *, post: bool = True, log: Callable[[str], None] | None = None) -> None:
+                 *, post: bool = True, log: Callable[[str], None] | None = None,
+                 guard: RiskGuard | None = None) -> None:
         self.client, self.world_id, self.spec = client, world_id, spec
         self.state_path = state_path
         self.post = post
         self.log = log or (lambda _: None)
+        self.guard = guard  # None: the world's policy (read when the run starts)
+
+    def _guard(self) -> RiskGuard:
+        if self.guard is None:
+            policy = self.client.get_world(self.world_id).policy or {}
+            self.guard = RiskGuard.model_validate(policy.get("risk_guard") or {})
+        return self.guard
+
+    def _halted(self, state: PaperState) -> None:
+        """Refuse to go on while the world says the strategy is halted; after an
+        operator's reset, go on with the drawdown measured from here."""
+        if state.halted is None:
+            return
+        if self.post and not self.client.guard(self.world_id, self.spec.strategy_id).halted:
+            state.halted, state.guard_from = None, len(state.returns)
+            state.save(self.state_path)
+            return
+        raise _tripped(state.halted)
+
+    @staticmethod
+    def breach(guard: RiskGuard, result: Any, bars: Any, t: int,
+               state: PaperState) -> tuple[str, float, float] | None:
+        """The first limit bar ``t`` crosses: (rule, value, limit), or None."""
+        rets = np.asarray(state.returns[state.guard_from:], dtype=float)
+
+        def drawdown() -> float:
+            path = np.cumprod(1.0 + rets)
+            return float(1.0 - path[-1] / max(1.0, float(path.max())))
+
+        def orders() -> Any:
+            fills = result.fills
+            return fills[fills["timestamp"] == bars.index[t]] if len(fills) else fills
+
+        def leverage() -> float:
+            held = np.abs(result.position_rows[:, t] * np.nan_to_num(bars.close[t]))
+            return float(held.sum() / result.equity.iloc[t])
+
+        checks: list[tuple[str, float | None, Callable[[], float]]] = [
+                  ("max_drawdown", guard.max_drawdown, drawdown),
+                  ("max_daily_loss", guard.max_daily_loss, lambda: -float(rets[-1])),
+                  ("max_leverage", guard.max_leverage, leverage),
+                  ("max_order_adv_share", guard.max_order_adv_share,
+                   lambda: float(orders()["adv_util"].max()) if len(orders()) else 0.0),
+                  ("max_orders_per_day", None if guard.max_orders_per_day is None
+                   else float(guard.max_orders_per_day), lambda: float(len(orders())))]
+        for rule, limit, value in checks:
+            if limit is not None and len(rets) and (seen := value()) > limit:
+                return rule, seen, limit
+        return None
 
     def _state(self, bars: Any, start: int | str | None) -> PaperState:
         """The saved state, or a new one whose ``last_ts`` is the bar before the first
@@ -179,6 +234,7 @@ class PaperRunner:
         from alphaloop.engines.engine_b import verify
 
         result = verify(self.spec, bars.slice(0, t + 1), capacity=False)
+        self._result = result
         equity = result.equity.to_numpy()
         if not state.start_ts:
             state.start_ts = _iso(bars.index[t])
@@ -213,6 +269,8 @@ class PaperRunner:
                 state = self._state(bars, start)
                 self.state_path.parent.mkdir(parents=True, exist_ok=True)
                 state.save(self.state_path)
+                self._halted(state)
+                guard = self._guard() if self.post or self.guard is not None else RiskGuard()
             assert state.last_ts is not None
             first = int(bars.index.searchsorted(pd.Timestamp(state.last_ts), side="right"))
             for t in range(first, bars.n_bars):
@@ -220,6 +278,9 @@ class PaperRunner:
                     return state
                 self.step(bars, t, state)
                 self._post(bars, state)
+                hit = self.breach(guard, self._result, bars, t, state)
+                if hit is not None:
+                    self._trip(hit, state)
                 state.save(self.state_path)
                 done += 1
                 self.log(f"{state.last_ts} equity {state.equity:,.2f} "
@@ -228,3 +289,20 @@ class PaperRunner:
         if state is None:
             raise AlphaloopError("feed: no bars", code="FEED_EMPTY")
         return state
+
+    def _trip(self, hit: tuple[str, float, float], state: PaperState) -> None:
+        """Halt on this bar: record the trip with the world, keep it in the state, stop."""
+        rule, value, limit = hit
+        state.halted = {"rule": rule, "value": value, "limit": limit, "bar": state.last_ts}
+        state.save(self.state_path)
+        if self.post:
+            self.client.trip(self.world_id, {"strategy_id": self.spec.strategy_id,
+                                             **state.halted})
+        raise _tripped(state.halted)
+
+
+def _tripped(halted: dict[str, Any]) -> AlphaloopError:
+    return AlphaloopError(f"RISK_GUARD_TRIPPED: {halted['rule']} {halted['value']:.6g} over "
+                          f"{halted['limit']:.6g} on bar {halted['bar']}; halted until an "
+                          "operator resets it", code="RISK_GUARD_TRIPPED",
+                          error_class=ErrorClass.CRITICAL)

@@ -15,6 +15,8 @@ their dotted path).
       live_promotion: {mode: manual_approval, cooldown: 7d, max_live: 3, approvers: [alice]}
     freshness: {decision_ttl: 5m, evaluation_max_age: 7d, snapshot_ttl: 1h,
                 snapshot_max_age: 2d}
+    risk_guard: {max_drawdown: 0.2, max_daily_loss: 0.05, max_leverage: 2,
+                 max_order_adv_share: 0.1, max_orders_per_day: 50}
 
 Durations are seconds or ``<number><s|m|h|d>``. A gate left out is not checked; a gate
 whose metric is missing fails (fail-closed, reason ``METRIC_MISSING``). ``max_drawdown``
@@ -111,6 +113,18 @@ class Freshness(_Strict):
     snapshot_max_age: PositiveDuration = 2 * 86400.0  # age of its as_of
 
 
+class RiskGuard(_Strict):
+    """Per-strategy limits checked by the paper runner after every bar (MOD-482); a
+    breach halts the strategy until an operator resets it. A limit left out is not
+    checked."""
+
+    max_drawdown: float | None = Field(default=None, gt=0, le=1)  # since start or reset
+    max_daily_loss: float | None = Field(default=None, gt=0, le=1)  # one bar's loss
+    max_leverage: float | None = Field(default=None, gt=0)  # gross exposure / equity
+    max_order_adv_share: float | None = Field(default=None, gt=0, le=1)  # one fill vs ADV
+    max_orders_per_day: int | None = Field(default=None, ge=0)  # fills on one bar
+
+
 class Gates(_Strict):
     backtest: StageGates = Field(default_factory=StageGates)
     paper: StageGates = Field(default_factory=StageGates)
@@ -125,10 +139,16 @@ class WorldPolicy(_Strict):
     allow_live: bool = False
     governance: Governance = Field(default_factory=Governance)
     freshness: Freshness = Field(default_factory=Freshness)
+    risk_guard: RiskGuard = Field(default_factory=RiskGuard)
 
     def ruleset_hash(self) -> str:
-        """sha256 of the canonical JSON form: what an evaluation was judged under."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON form: what an evaluation was judged under. An
+        empty risk guard is left out, so policies stored before it existed keep their
+        hash."""
+        data = self.model_dump(mode="json")
+        if self.risk_guard == RiskGuard():
+            data.pop("risk_guard")
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def gates_for(self, stage: Stage) -> StageGates:

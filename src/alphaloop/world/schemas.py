@@ -474,3 +474,52 @@ class ActivationOut(BaseModel):
     plan_hash: str
     applied: bool  # False: the strategy already had this target (nothing changed)
     updated_at: datetime
+
+
+# ------------------------------------------------------------- risk guard (MOD-482)
+
+GuardRule = Literal["max_drawdown", "max_daily_loss", "max_leverage", "max_order_adv_share",
+                    "max_orders_per_day"]
+
+
+class TripIn(_In):
+    """A breach seen by a producer (the paper runner) on one bar."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "strategy_id": "4d512c22" + "0" * 56, "rule": "max_drawdown", "value": 0.21,
+        "limit": 0.2, "bar": "2026-11-30T00:00:00Z"}]})
+    strategy_id: StrategyId
+    rule: GuardRule
+    value: float
+    limit: float
+    bar: AwareDatetime
+
+
+class TripOut(BaseModel):
+    trip_id: int
+    world_id: str
+    strategy_id: str
+    rule: GuardRule
+    value: float
+    limit: float
+    bar: datetime
+    tripped_at: datetime
+    actor: str
+    reset_at: datetime | None
+    reset_by: str | None
+    created: bool = False
+
+
+class GuardOut(BaseModel):
+    world_id: str
+    strategy_id: str
+    halted: bool
+    trip: TripOut | None  # the active trip, or the newest one
+
+
+class ResetIn(_In):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "strategy_id": "4d512c22" + "0" * 56}]})
+    strategy_id: StrategyId

@@ -36,6 +36,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # live-promotion governance (seed §5): approvers approve, operators switch targets
     "live.approve": frozenset({"approver", "admin"}),
     "activation.apply": frozenset({"operator", "admin"}),
+    # the risk guard: producers report trips, and only operators re-activate
+    "risk.trip": frozenset({"operator", "admin"}),
+    "risk.reset": frozenset({"operator", "admin"}),
     "token.manage": frozenset({"admin"}),
 }
 _DUMMY_HASH = hashlib.sha256(b"no such token").hexdigest()
