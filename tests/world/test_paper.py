@@ -36,7 +36,7 @@ def test_a_resumed_paper_run_equals_an_uninterrupted_one(tmp_path: Path) -> None
     _runner(tmp_path / "cut.json").run(ReplayFeed(DATA), start=START, max_bars=12)
     assert len(PaperState.load(tmp_path / "cut.json").returns) == 12  # type: ignore[union-attr]
     resumed = _runner(tmp_path / "cut.json").run(ReplayFeed(DATA), max_bars=18)  # restart
-    assert resumed == whole
+    assert {**resumed.__dict__, "as_of": None} == {**whole.__dict__, "as_of": None}
     bars = load_bars(DATA)
     assert (whole.start_ts, whole.last_ts) == (bars.index[START].isoformat(),
                                                bars.index[START + 29].isoformat())

@@ -48,8 +48,10 @@ class PaperState:
     equity: float | None = None
     returns: list[float] = field(default_factory=list)
     n_fills: int = 0
-    snapshots: int = 0
+    periods_per_year: float = 252.0
+    as_of: str | None = None  # of the last bar's snapshot: re-posting it is a no-op
     halted: dict[str, Any] | None = None  # the risk guard's trip, until an operator resets it
+    trip_sent: bool = False  # the world has the trip
     guard_from: int = 0  # drawdown is measured from this return on (the last reset)
 
     def save(self, path: Path) -> None:
@@ -160,7 +162,8 @@ class PaperRunner:
         if state.halted is None:
             return
         if self.post and not self.client.guard(self.world_id, self.spec.strategy_id).halted:
-            state.halted, state.guard_from = None, len(state.returns)
+            state.halted, state.trip_sent = None, False
+            state.guard_from = len(state.returns)
             state.save(self.state_path)
             return
         raise _tripped(state.halted)
@@ -245,16 +248,31 @@ class PaperRunner:
         begun = pd.Timestamp(state.start_ts)
         state.n_fills = int((fills["timestamp"] >= begun).sum()) if len(fills) else 0
 
-    def _post(self, bars: Any, state: PaperState) -> None:
-        if not self.post or len(state.returns) < 2:
+    def _post(self, state: PaperState) -> None:
+        """The snapshot of the state's last bar (its ``as_of`` is in the state, so
+        posting it again after a crash is the same content: a no-op at the hub)."""
+        if not self.post or len(state.returns) < 2 or state.as_of is None:
             return
         self.client.post_snapshot({
             "world_id": self.world_id, "strategy_id": self.spec.strategy_id,
-            "as_of": datetime.now(UTC).isoformat(), "realized_returns": state.returns,
-            "periods_per_year": bars.periods_per_year,
+            "as_of": state.as_of, "realized_returns": state.returns,
+            "periods_per_year": state.periods_per_year,
             "provenance": {"producer": "paper-runner", "last_bar": state.last_ts,
                            "equity": state.equity, "n_trades": state.n_fills}})
-        state.snapshots += 1
+
+    def _resume(self, state: PaperState) -> None:
+        """After a restart: what the last bar sent before the crash, sent again (both
+        idempotent), then the halt checked with the world."""
+        self._post(state)
+        if state.halted is not None and not state.trip_sent and self.post:
+            self._send_trip(state)
+        self._halted(state)
+
+    def _send_trip(self, state: PaperState) -> None:
+        assert state.halted is not None
+        self.client.trip(self.world_id, {"strategy_id": self.spec.strategy_id, **state.halted})
+        state.trip_sent = True
+        state.save(self.state_path)
 
     def run(self, feed: Feed, *, start: int | str | None = None,
             max_bars: int | None = None) -> PaperState:
@@ -269,7 +287,7 @@ class PaperRunner:
                 state = self._state(bars, start)
                 self.state_path.parent.mkdir(parents=True, exist_ok=True)
                 state.save(self.state_path)
-                self._halted(state)
+                self._resume(state)
                 guard = self._guard() if self.post or self.guard is not None else RiskGuard()
             assert state.last_ts is not None
             first = int(bars.index.searchsorted(pd.Timestamp(state.last_ts), side="right"))
@@ -277,11 +295,18 @@ class PaperRunner:
                 if max_bars is not None and done >= max_bars:
                     return state
                 self.step(bars, t, state)
-                self._post(bars, state)
                 hit = self.breach(guard, self._result, bars, t, state)
                 if hit is not None:
-                    self._trip(hit, state)
-                state.save(self.state_path)
+                    state.halted = {"rule": hit[0], "value": hit[1], "limit": hit[2],
+                                    "bar": state.last_ts}
+                state.as_of = datetime.now(UTC).isoformat()
+                state.periods_per_year = float(bars.periods_per_year)
+                state.save(self.state_path)  # the bar is done: then tell the world
+                self._post(state)
+                if state.halted is not None:
+                    if self.post:
+                        self._send_trip(state)
+                    raise _tripped(state.halted)
                 done += 1
                 self.log(f"{state.last_ts} equity {state.equity:,.2f} "
                          f"return {state.returns[-1]:+.5f} fills {state.n_fills}")
@@ -289,16 +314,6 @@ class PaperRunner:
         if state is None:
             raise AlphaloopError("feed: no bars", code="FEED_EMPTY")
         return state
-
-    def _trip(self, hit: tuple[str, float, float], state: PaperState) -> None:
-        """Halt on this bar: record the trip with the world, keep it in the state, stop."""
-        rule, value, limit = hit
-        state.halted = {"rule": rule, "value": value, "limit": limit, "bar": state.last_ts}
-        state.save(self.state_path)
-        if self.post:
-            self.client.trip(self.world_id, {"strategy_id": self.spec.strategy_id,
-                                             **state.halted})
-        raise _tripped(state.halted)
 
 
 def _tripped(halted: dict[str, Any]) -> AlphaloopError:
