@@ -188,7 +188,9 @@ def _row(o: Observation, cols: Sequence[_Column]) -> list[float] | None:
 # ------------------------------------------------------------------ learning
 def learn_rules(observations: Iterable[Observation], family: Family, code: str, *,
                 config: LearningConfig | None = None, iteration: int | None = None,
-                monotone: Mapping[str, int] | None = None) -> list[Constraint]:
+                monotone: Mapping[str, int] | None = None,
+                _rows: dict[tuple[int, tuple[str, ...]], list[float] | None] | None = None
+                ) -> list[Constraint]:
     """Soft rules saying where in ``family``'s space ``code`` is the likely outcome.
 
     ``observations`` of other families are ignored, as are those missing a number the
@@ -201,7 +203,15 @@ def learn_rules(observations: Iterable[Observation], family: Family, code: str, 
     cfg = config or LearningConfig()
     obs = [o for o in observations if o.family == family.name]
     cols = _columns(family, obs)
-    rows = [(o, r) for o in obs if (r := _row(o, cols)) is not None]
+    memo = {} if _rows is None else _rows  # learn() shares it across codes
+    names = tuple(c.name for c in cols)
+    rows = []
+    for o in obs:
+        key = (id(o), names)
+        if key not in memo:
+            memo[key] = _row(o, cols)
+        if (r := memo[key]) is not None:
+            rows.append((o, r))
     if not rows:
         return []
     x = np.array([r for _, r in rows], dtype=np.float64)
@@ -236,6 +246,9 @@ def learn(observations: Iterable[Observation], families: Mapping[str, Family], *
     obs = list(observations)
     gone = [r for r in retired if r.status == "expired"]
     out: list[Constraint] = []
+    # an observation's feature row is the same for every code: build it once (the
+    # observations are alive for this whole call, so their ids are stable keys)
+    rows: dict[tuple[int, tuple[str, ...]], list[float] | None] = {}
     for name in sorted(families):
         seen = sorted({c for o in obs if o.family == name
                        for c in (o.codes if cfg.use_secondary else o.codes[:1])}
@@ -244,7 +257,7 @@ def learn(observations: Iterable[Observation], families: Mapping[str, Family], *
             mono = None if monotone is None else monotone.get(name, {})
             usable = [o for o in obs if not _discredited(o, code, gone)]
             out += sorted(learn_rules(usable, families[name], code, config=cfg,
-                                      iteration=iteration, monotone=mono),
+                                      iteration=iteration, monotone=mono, _rows=rows),
                           key=lambda r: r.rule_id)
     return out
 
