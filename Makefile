@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # numba's compiled kernels are cached on disk here, so a second process does not recompile
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo world-demo test lint bench install clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: $(STAMP)
 	$(BIN)/alphaloop evaluate out/demo_sweep.parquet --policy default --top 3
 	$(BIN)/alphaloop verify examples/sma_cross.yaml --data us_indices --costs examples/costs.yaml --fills out/demo_fills.parquet
 	$(BIN)/alphaloop run examples/run.yaml
+
+# a WorldService on loopback: a short loop's survivor walks to paper on the replay feed
+world-demo: $(STAMP)
+	BIN=$(BIN) bash scripts/world_demo.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

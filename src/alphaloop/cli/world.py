@@ -264,7 +264,8 @@ def apply(world: str, strategy_id: str,
 @_friendly
 def paper(world: Annotated[str, typer.Option("--world", help="The world's id.")],
           strategy: Annotated[str, typer.Option(
-              "--strategy", help="A spec file or a strategy id (a prefix: local KB).")],
+              "--strategy", help="A spec file, or a strategy id (or prefix) in the local "
+                                 "knowledge base (--db).")],
           feed: Annotated[str, typer.Option(
               help="replay:DATA[@BARS_PER_SECOND] or folder:PATH")],
           state: Annotated[Path, typer.Option(help="The run's state file (resumes).")],
@@ -273,7 +274,7 @@ def paper(world: Annotated[str, typer.Option("--world", help="The world's id.")]
                    "present).")] = None,
           max_bars: Annotated[int | None, typer.Option(help="Stop after this many bars.")] = None,
           follow: Annotated[bool, typer.Option(help="folder: keep polling for files.")] = False,
-          url: UrlOpt = _URL, token_env: TokenEnvOpt = _TOKEN_ENV) -> None:
+          url: UrlOpt = _URL, token_env: TokenEnvOpt = _TOKEN_ENV, db: DbOpt = None) -> None:
     """Paper-trade a strategy with engine B bar by bar; post its realized returns to the
     world's risk hub (operator token). Restarted with the same --state, it resumes at
     the next bar."""
@@ -281,12 +282,17 @@ def paper(world: Annotated[str, typer.Option("--world", help="The world's id.")]
     from alphaloop.world.client import WorldClient, strategy_body
     from alphaloop.world.paper import FolderFeed, PaperRunner, parse_feed
 
-    body = strategy_body(strategy)
-    if "spec" not in body:
-        raise AlphaloopError("--strategy: give a spec file or the id of a strategy in the "
-                             "local knowledge base (the runner needs its spec)",
-                             code="STRATEGY_UNKNOWN")
+    body = strategy_body(strategy, db)
+    wanted = body.get("strategy_id")
+    if "spec" not in body:  # a full id: its spec from the local knowledge base
+        from alphaloop.kb import KnowledgeBase
+
+        with KnowledgeBase(_db_url(db)) as kb:
+            body = {"spec": kb.strategy(body["strategy_id"])["spec"]}
     spec = StrategySpec.model_validate(body["spec"])
+    if wanted is not None and spec.strategy_id != wanted:
+        raise AlphaloopError(f"--strategy: the stored spec of {wanted[:12]} normalizes to "
+                             f"{spec.strategy_id[:12]}", code="STRATEGY_ID_MISMATCH")
     source = parse_feed(feed)
     if isinstance(source, FolderFeed):
         source.follow = follow
