@@ -24,9 +24,9 @@ from alphaloop.errors import ErrorClass
 from alphaloop.kb import KBError, KnowledgeBase, StageRunRecord, dispose_engines, migrations
 from alphaloop.kb.models import Base
 
-HEAD = "0006"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables,
+HEAD = "0007"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables,
 # v0004 the campaign loop's executed actions, v0005 live approvals and candidates,
-# v0006 risk guard trips
+# v0006 risk guard trips, v0007 paper fills
 TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "backtests",
           "scores", "failures", "constraint_sets", "constraints",
           # the WorldService shares the database (migration 0003)
@@ -34,7 +34,8 @@ TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "back
           "risk_snapshots", "control_events", "api_tokens", "audit_log",
           "campaign_actions",  # migration 0004
           "live_approvals", "live_candidates",  # migration 0005
-          "risk_trips"}  # migration 0006
+          "risk_trips",  # migration 0006
+          "paper_fills"}  # migration 0007
 
 
 def _tables(path: Path) -> set[str]:
@@ -56,9 +57,10 @@ def _at_revision(path: Path, revision: str) -> None:
     engine.dispose()
 
 
-def test_the_packaged_migrations_form_one_line_of_six_revisions() -> None:
+def test_the_packaged_migrations_form_one_line_of_seven_revisions() -> None:
     assert migrations.head() == HEAD
-    assert migrations.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006"}
+    assert migrations.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006",
+                                            "0007"}
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["no file", "empty file"])

@@ -219,7 +219,7 @@ def test_persist_iteration_stores_every_part(kb: KnowledgeBase, tmp_path: Path) 
                                "strategies": 2, "backtests": 2, "scores": 2, "failures": 1,
                                "constraint_sets": 1, "constraints": 1}
     assert stats["runs_by_status"] == {"RUNNING": 1}
-    assert (stats["revision"], stats["head"]) == ("0006", "0006")  # v0006: risk guard trips
+    assert (stats["revision"], stats["head"]) == ("0007", "0007")  # v0007: paper fills
     if kb.path is None:  # a server database: no file
         assert stats["path"] is None and stats["url"].startswith("postgresql+psycopg://")
     else:

@@ -160,8 +160,18 @@ def test_one_strategy_walks_from_backtest_to_live_on_the_paper_broker(
     assert second.exit_code == 0, second.output
     assert "paper " + sid[:12] + f" in {w}: 25 bars since" in second.output
     done = json.loads(state.read_text())
-    full = verify(SPEC, load_bars(DATA), capacity=False).equity.to_numpy()  # no bar twice
+    bars = load_bars(DATA)
+    result = verify(SPEC, bars, capacity=False)
+    full = result.equity.to_numpy()  # no bar twice
     assert done["returns"] == [float(full[t] / full[t - 1] - 1) for t in range(START, START + 25)]
+    # the fills in the KB are engine B's fills on those 25 bars, each once
+    window = result.fills[(result.fills["timestamp"] >= bars.index[START])
+                          & (result.fills["timestamp"] <= bars.index[START + 24])]
+    with WorldClient(srv.url, toks["viewer"]) as c:
+        stored = c.fills(w, sid)
+    assert len(stored) == len(window) == done["n_fills"] > 0
+    assert [(f.ts, f.symbol, f.side, f.quantity, f.price) for f in stored] == [
+        (r.timestamp, r.symbol, r.side, r.quantity, r.price) for r in window.itertuples()]
     with WorldClient(srv.url, toks["operator"]) as op:
         snap = op.latest_snapshot(w, sid)
         assert snap.body["realized_returns"] == done["returns"] and len(done["returns"]) == 25

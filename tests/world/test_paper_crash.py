@@ -87,6 +87,18 @@ def test_sigkill_of_runner_and_server_loses_and_duplicates_no_bar(tmp_path: Path
             (SPEC.strategy_id,))]
     finally:
         con.close()
+    result = verify(SPEC, load_bars(DATA), capacity=False)
+    bars = load_bars(DATA)
+    window = result.fills[(result.fills["timestamp"] >= bars.index[START])
+                          & (result.fills["timestamp"] <= bars.index[START + N - 1])]
+    con = sqlite3.connect(db)
+    try:
+        fills = con.execute("SELECT fill_ts, seq, symbol, quantity FROM paper_fills "
+                            "ORDER BY fill_ts, seq").fetchall()
+    finally:
+        con.close()
+    assert [(s, q) for _, _, s, q in fills] == [  # every fill once, none lost
+        (r.symbol, r.quantity) for r in window.itertuples()]
     lengths = [len(b["realized_returns"]) for b in bodies]
     assert lengths == list(range(2, N + 1))  # every bar's snapshot, once, in order
     assert bodies[-1]["realized_returns"] == done["returns"]

@@ -35,6 +35,7 @@ from alphaloop.world.campaign import Campaigns
 from alphaloop.world.db import Database
 from alphaloop.world.decide import decide
 from alphaloop.world.errors import WorldError
+from alphaloop.world.fills import list_fills, record_fills
 from alphaloop.world.governance import Governance
 from alphaloop.world.hub import latest_snapshot, post_snapshot
 from alphaloop.world.riskguard import RiskGuard
@@ -54,6 +55,9 @@ from alphaloop.world.schemas import (
     EvaluationOut,
     ExecutedOut,
     ExecuteIn,
+    FillOut,
+    FillsIn,
+    FillsOut,
     GuardOut,
     PlanOut,
     PolicyOut,
@@ -275,6 +279,7 @@ def _routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
     _campaign_routes(app, campaigns, auth)
     _governance_routes(app, Governance(campaigns), auth)
     _guard_routes(app, RiskGuard(service), auth)
+    _fill_routes(app, service, auth)
     _hub_routes(app, service, auth)
     _admin_routes(app, service, auth)
 
@@ -440,6 +445,22 @@ def _guard_routes(app: FastAPI, guard: RiskGuard, auth: Auth) -> None:
               actor: str = Depends(auth.require("risk.reset"))) -> TripOut:
         """Re-activate a halted strategy (operator); audited."""
         return guard.reset(world_id, body.strategy_id, actor)
+
+
+def _fill_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
+    reader = Depends(auth.require("read"))
+
+    @app.post("/worlds/{world_id}/paper/fills", response_model=FillsOut, tags=["paper"])
+    def post_fills(world_id: WorldId, body: FillsIn,
+                   actor: str = Depends(auth.require("paper.record"))) -> FillsOut:
+        """A paper run's fills; those already stored are left as they are."""
+        return record_fills(service, world_id, body, actor)
+
+    @app.get("/worlds/{world_id}/paper/fills", response_model=list[FillOut], tags=["paper"])
+    def get_fills(world_id: WorldId,
+                  strategy_id: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+                  _: str = reader) -> list[FillOut]:
+        return list_fills(service, world_id, strategy_id)
 
 
 def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:

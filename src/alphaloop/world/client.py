@@ -33,6 +33,8 @@ from alphaloop.world.schemas import (
     DecisionEnvelope,
     EvaluationOut,
     ExecutedOut,
+    FillOut,
+    FillsOut,
     GuardOut,
     PlanOut,
     PolicyOut,
@@ -173,6 +175,17 @@ class WorldClient:
         return self._typed(ActivationOut, "POST", f"/worlds/{world_id}/apply", json={
             "strategy_id": plan.strategy_id, "target": plan.target, "broker": plan.broker,
             "plan_hash": plan.plan_hash})
+
+    # -- paper fills
+    def post_fills(self, world_id: str, strategy_id: str,
+                   fills: Sequence[Mapping[str, Any]]) -> FillsOut:
+        return self._typed(FillsOut, "POST", f"/worlds/{world_id}/paper/fills",
+                           json={"strategy_id": strategy_id, "fills": list(fills)})
+
+    def fills(self, world_id: str, strategy_id: str) -> list[FillOut]:
+        rows = self.request("GET", f"/worlds/{world_id}/paper/fills",
+                            params={"strategy_id": strategy_id})
+        return TypeAdapter(list[FillOut]).validate_python(rows)
 
     # -- risk guard
     def guard(self, world_id: str, strategy_id: str) -> GuardOut:

@@ -22,6 +22,7 @@ table                       key (what makes a write idempotent)
 ``live_candidates``         ``(world_id, strategy_id)``: the execution target, status
                             and last refusal reasons (migration ``0005``)
 ``risk_trips``              ``trip_id``; ``reset_at`` set once (migration ``0006``)
+``paper_fills``             ``(world_id, strategy_id, fill_ts, seq)`` (migration ``0007``)
 ==========================  ======================================================
 
 Times are UNIX seconds (UTC) as doubles: the service, unlike the loop's store, must
@@ -52,7 +53,8 @@ HASH = String(64)  # sha256 hex
 
 WORLD_TABLES = ("worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
                 "risk_snapshots", "control_events", "api_tokens", "audit_log",
-                "campaign_actions", "live_approvals", "live_candidates", "risk_trips")
+                "campaign_actions", "live_approvals", "live_candidates", "risk_trips",
+                "paper_fills")
 
 
 class World(Base):
@@ -234,6 +236,24 @@ class RiskTrip(Base):
     actor: Mapped[str] = mapped_column(NAME)
     reset_at: Mapped[float | None] = mapped_column(Double)
     reset_by: Mapped[str | None] = mapped_column(NAME)
+
+
+class PaperFill(Base):
+    __tablename__ = "paper_fills"
+
+    world_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("worlds.world_id", ondelete="CASCADE"), primary_key=True)
+    strategy_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    fill_ts: Mapped[str] = mapped_column(String(64), primary_key=True)  # ISO, UTC
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)  # among that bar's fills
+    symbol: Mapped[str] = mapped_column(NAME)
+    side: Mapped[str] = mapped_column(String(16))
+    quantity: Mapped[float] = mapped_column(Double)
+    price: Mapped[float] = mapped_column(Double)
+    fee: Mapped[float] = mapped_column(Double)
+    slippage: Mapped[float] = mapped_column(Double)
+    reason: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[float] = mapped_column(Double)
 
 
 def table(model: type[Base]) -> Table:

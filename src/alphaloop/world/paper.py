@@ -52,6 +52,7 @@ class PaperState:
     as_of: str | None = None  # of the last bar's snapshot: re-posting it is a no-op
     halted: dict[str, Any] | None = None  # the risk guard's trip, until an operator resets it
     trip_sent: bool = False  # the world has the trip
+    bar_fills: list[dict[str, Any]] = field(default_factory=list)  # the last bar's fills
     guard_from: int = 0  # drawdown is measured from this return on (the last reset)
 
     def save(self, path: Path) -> None:
@@ -247,6 +248,12 @@ class PaperRunner:
         fills = result.fills
         begun = pd.Timestamp(state.start_ts)
         state.n_fills = int((fills["timestamp"] >= begun).sum()) if len(fills) else 0
+        now = fills[fills["timestamp"] == bars.index[t]] if len(fills) else fills
+        state.bar_fills = [
+            {"ts": _iso(f.timestamp), "seq": i, "symbol": str(f.symbol), "side": str(f.side),
+             "quantity": float(f.quantity), "price": float(f.price), "fee": float(f.fee),
+             "slippage": float(f.slippage), "reason": str(f.reason)}
+            for i, f in enumerate(now.itertuples(index=False))]
 
     def _post(self, state: PaperState) -> None:
         """The snapshot of the state's last bar (its ``as_of`` is in the state, so
@@ -260,10 +267,16 @@ class PaperRunner:
             "provenance": {"producer": "paper-runner", "last_bar": state.last_ts,
                            "equity": state.equity, "n_trades": state.n_fills}})
 
+    def _post_fills(self, state: PaperState) -> None:
+        """The last bar's fills (kept in the state until the next bar), to the KB."""
+        if self.post and state.bar_fills:
+            self.client.post_fills(self.world_id, self.spec.strategy_id, state.bar_fills)
+
     def _resume(self, state: PaperState) -> None:
-        """After a restart: what the last bar sent before the crash, sent again (both
+        """After a restart: what the last bar sent before the crash, sent again (all
         idempotent), then the halt checked with the world."""
         self._post(state)
+        self._post_fills(state)
         if state.halted is not None and not state.trip_sent and self.post:
             self._send_trip(state)
         self._halted(state)
@@ -303,6 +316,7 @@ class PaperRunner:
                 state.periods_per_year = float(bars.periods_per_year)
                 state.save(self.state_path)  # the bar is done: then tell the world
                 self._post(state)
+                self._post_fills(state)
                 if state.halted is not None:
                     if self.post:
                         self._send_trip(state)

@@ -523,3 +523,53 @@ class ResetIn(_In):
                               json_schema_extra={"examples": [{
         "strategy_id": "4d512c22" + "0" * 56}]})
     strategy_id: StrategyId
+
+
+# ------------------------------------------------------------------- paper fills
+
+Side = Literal["buy", "sell"]
+
+
+class FillIn(_In):
+    ts: AwareDatetime
+    seq: Annotated[int, Field(ge=0)]
+    symbol: Annotated[str, Field(min_length=1, max_length=128)]
+    side: Side
+    quantity: float
+    price: float
+    fee: float = 0.0
+    slippage: float = 0.0
+    reason: Annotated[str, Field(max_length=64)] = ""
+
+
+class FillsIn(_In):
+    """Fills of a paper run (a producer's, operator role); a fill already stored (same
+    strategy, time and ``seq``) is left as it is."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "strategy_id": "4d512c22" + "0" * 56, "fills": [{
+            "ts": "2026-11-30T00:00:00Z", "seq": 0, "symbol": "SPX", "side": "buy",
+            "quantity": 10.0, "price": 101.5, "fee": 1.0, "slippage": 0.2,
+            "reason": "entry"}]}]})
+    strategy_id: StrategyId
+    fills: Annotated[list[FillIn], Field(max_length=10_000)]
+
+
+class FillsOut(BaseModel):
+    world_id: str
+    strategy_id: str
+    inserted: int
+    existing: int
+
+
+class FillOut(BaseModel):
+    ts: datetime
+    seq: int
+    symbol: str
+    side: Side
+    quantity: float
+    price: float
+    fee: float
+    slippage: float
+    reason: str
