@@ -63,6 +63,7 @@ from alphaloop.evaluation.validation import (
     out_of_sample,
     subperiod_consistency,
 )
+from alphaloop.numbers import finite
 from alphaloop.strategy.spec import StrategySpec
 from alphaloop.strategy.templates import FAMILIES
 
@@ -379,7 +380,7 @@ def _with_relative(report: RobustnessReport, row: pd.Series, bench: Benchmark,
                    ppy: float) -> RobustnessReport:
     keys = ("beta", "alpha_ann", "alpha_t", "information_ratio", "tracking_error",
             "up_capture", "down_capture", "excess_psr", "excess_dsr")
-    update: dict[str, Any] = {k2: _num(row[k2]) for k2 in keys}
+    update: dict[str, Any] = {k2: finite(row[k2]) for k2 in keys}
     update |= {"benchmark": bench.name, "benchmark_label": bench.label,
                "benchmark_metrics": rel["benchmark_metrics"],
                "spa_pvalue_benchmark": rel["spa"]}
@@ -390,11 +391,11 @@ def _with_relative(report: RobustnessReport, row: pd.Series, bench: Benchmark,
 
 def _holdout_relative(r: np.ndarray, b: np.ndarray, ppy: float) -> dict[str, float | None]:
     rel = relative_metrics(r, b, ppy)
-    out = {k: _num(rel[k]) for k in ("beta", "alpha_ann", "alpha_t", "information_ratio",
+    out = {k: finite(rel[k]) for k in ("beta", "alpha_ann", "alpha_t", "information_ratio",
                                      "tracking_error", "up_capture", "down_capture")}
     m = return_moments(r - b)
     try:
-        out["excess_psr"] = _num(psr(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis))
+        out["excess_psr"] = finite(psr(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis))
     except ValueError:  # no variation or too short: no evidence
         out["excess_psr"] = None
     out |= {f"benchmark_{k}": v for k, v in _finite_metrics(b, ppy).items()}
@@ -420,7 +421,7 @@ def _report(row: pd.Series, spec: StrategySpec, rets: np.ndarray, bars: Bars, co
         "policy_version": policy.policy_version, "data_ref": bars.data_ref,
         "rank": int(row["rank"]), "score_total": float(row["score_total"]),
         "passed": bool(row["passed"]), "reasons": list(row["reasons"]),
-        "sharpe_sel": _num(row.get("sharpe")), "psr": _num(row["psr"]), "dsr": _num(row["dsr"]),
+        "sharpe_sel": finite(row.get("sharpe")), "psr": finite(row["psr"]), "dsr": finite(row["dsr"]),
         "n_trials": int(row["n_trials"]), "var_trial_sharpe": stats["var"],
         "expected_max_sharpe": stats["sr0"] * math.sqrt(ppy), "pbo": pbo, "spa_pvalue": spa,
     }
@@ -446,12 +447,6 @@ def _with_holdout(report: RobustnessReport, metrics: dict[str, float | None],
 
 
 def _finite_metrics(returns: np.ndarray, ppy: float) -> dict[str, float | None]:
-    return {k: _num(v) for k, v in return_metrics(returns, ppy).items()}
+    return {k: finite(v) for k, v in return_metrics(returns, ppy).items()}
 
 
-def _num(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None

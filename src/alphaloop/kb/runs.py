@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -48,6 +47,7 @@ from alphaloop.engines.metrics import CORE_METRICS
 from alphaloop.errors import AlphaloopError, ErrorClass
 from alphaloop.kb import records as rec
 from alphaloop.kb.store import KnowledgeBase
+from alphaloop.numbers import finite
 from alphaloop.research.rootcause import GATE_FAILURE_CODES, gate_code
 
 DONE = ".stage_done"
@@ -183,9 +183,10 @@ def _backtest(record: RunRecord, row: dict[str, Any]) -> rec.BacktestRecord:
     metrics = {k: row[k] for k in CORE_METRICS if k in row}
     return rec.BacktestRecord(
         run_id=record.run_id, iteration=1, strategy_id=row["strategy_id"], engine="A",
-        window="selection", data_ref=record.data_ref, sharpe=_num(row.get("sharpe")),
-        total_return=_num(row.get("total_return")), max_drawdown=_num(row.get("max_drawdown")),
-        n_trades=None if _num(row.get("n_trades")) is None else int(row["n_trades"]),
+        window="selection", data_ref=record.data_ref, sharpe=finite(row.get("sharpe")),
+        total_return=finite(row.get("total_return")),
+        max_drawdown=finite(row.get("max_drawdown")),
+        n_trades=None if finite(row.get("n_trades")) is None else int(row["n_trades"]),
         metrics=_jsonable(metrics))
 
 
@@ -193,8 +194,8 @@ def _score(record: RunRecord, row: dict[str, Any]) -> rec.ScoreRecord:
     return rec.ScoreRecord(run_id=record.run_id, iteration=1, strategy_id=row["strategy_id"],
                            policy_version=record.policy_version,
                            score_total=float(row["score_total"]), passed=bool(row["passed"]),
-                           reasons=_list(row["reasons"], "; "), dsr=_num(row.get("dsr")),
-                           psr=_num(row.get("psr")))
+                           reasons=_list(row["reasons"], "; "), dsr=finite(row.get("dsr")),
+                           psr=finite(row.get("psr")))
 
 
 def _failure(record: RunRecord, row: dict[str, Any]) -> rec.FailureRecord:
@@ -211,14 +212,6 @@ def _list(value: Any, sep: str) -> list[str]:
     if isinstance(value, str):
         return [v for v in value.split(sep) if v]
     return [str(v) for v in value]
-
-
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:

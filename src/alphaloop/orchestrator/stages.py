@@ -47,6 +47,7 @@ from alphaloop.evaluation.statistics import (
     pbo_cscv,
     psr_rows,
 )
+from alphaloop.numbers import finite
 from alphaloop.orchestrator.config import Promotion
 from alphaloop.research.learning import (
     ConstraintSet,
@@ -464,15 +465,6 @@ def verify_b(specs: dict[str, StrategySpec], ids: list[str], bars: Bars,
                      "metrics": {k: _num(v) for k, v in res.metrics.items()},
                      "sharpe": sharpe})
     return Verified(rows, 2 * len(ids))
-
-
-def finite(v: Any) -> float | None:
-    """``v`` as a float, or None when it is missing, not a number or not finite."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _num(v: Any) -> float | int | None:
