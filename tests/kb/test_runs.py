@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from alphaloop.evaluation.robustness import sweep_rows
+from alphaloop.evaluation.robustness import holdout_split, sweep_rows
 from alphaloop.kb import runs
 from alphaloop.kb.runs import (
     DONE,
@@ -17,7 +17,6 @@ from alphaloop.kb.runs import (
     RunRecord,
     check_results_file,
     find_run,
-    holdout_split,
     iteration_row,
     load_run,
     run_id_for,

@@ -574,7 +574,7 @@ def _recorded_numbers(run: Any, row: Any, result: Any, bars: Any,
     Source rows that say where each comes from."""
     from alphaloop.engines.metrics import CORE_METRICS, return_metrics
     from alphaloop.evaluation.reports import MetricColumn, Recorded
-    from alphaloop.kb.runs import holdout_split
+    from alphaloop.evaluation.robustness import holdout_split
 
     r = run.record
     sid = str(row["strategy_id"])

@@ -415,15 +415,16 @@ def relative_metrics(returns: np.ndarray, benchmark: np.ndarray,
     (definitions in the module docstring). A cash benchmark is all zeros: beta and
     alpha are then NaN and the information ratio equals the Sharpe ratio.
     """
-    e = excess_returns(returns, benchmark)
+    e = excess_returns(returns, benchmark)  # checks both
     ppy = _check_ppy(periods_per_year)
-    r2 = np.atleast_2d(_check_returns(returns))
-    b = _check_returns(benchmark)
+    r2 = np.atleast_2d(np.asarray(returns, dtype=np.float64))
+    b = np.asarray(benchmark, dtype=np.float64)
     scalar = np.ndim(returns) == 1
-    b_flat = bool(np.isnan(np.asarray(return_metrics(b, ppy)["sharpe"])) or b.shape[0] < 2)
+    bench = return_metrics(b, ppy)
+    b_flat = bool(np.isnan(np.asarray(bench["sharpe"])) or b.shape[0] < 2)
     ols = _ols_rows(r2, b, b_flat)
     act = return_metrics(e, ppy)
-    mean_e = np.atleast_1d(np.asarray(e, dtype=np.float64)).reshape(r2.shape).mean(axis=1)
+    mean_e = np.atleast_2d(e).mean(axis=1)
     values: dict[str, np.ndarray] = {
         "beta": ols[:, 0], "beta_t": ols[:, 1], "alpha_ann": ols[:, 2] * ppy,
         "alpha_t": ols[:, 3],
@@ -433,7 +434,6 @@ def relative_metrics(returns: np.ndarray, benchmark: np.ndarray,
         "up_capture": _capture(r2, b, b > 0), "down_capture": _capture(r2, b, b < 0),
     }
     out: dict[str, np.ndarray | float] = {k: _out(values[k], scalar) for k in RELATIVE_METRICS}
-    bench = return_metrics(b, ppy)
     for m in RETURN_METRICS:
         v = float(np.asarray(bench[m]))
         out[f"benchmark_{m}"] = v if scalar else np.full(r2.shape[0], v)

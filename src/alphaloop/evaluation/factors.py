@@ -141,7 +141,8 @@ def evaluate_factor(expression: str, bars: Bars, *, horizon: int = 1,
                               code="EVAL_TOO_FEW_BARS")
     lags = max(horizon, math.floor(4 * (n / 100) ** (2 / 9)))
     q_ret, spread, top, bottom = _quantiles(score, fwd, quantiles, horizon)
-    decay = {h: _mean(cross_correlation(score, forward_returns(bars, h), ranks=True))
+    decay = {h: _mean(ric if h == horizon else
+                      cross_correlation(score, forward_returns(bars, h), ranks=True))
              for h in DECAY_HORIZONS if h < bars.n_bars - 2}
     return FactorReport(
         expression=expression, horizon=horizon, quantiles=quantiles, n_bars=n, lags=lags,
@@ -186,9 +187,8 @@ def _mean(x: np.ndarray) -> float | None:
 
 def _ir(x: np.ndarray) -> float | None:
     f = x[np.isfinite(x)]
-    if f.size < 2 or not f.std(ddof=1) > 0:
-        return None
-    return float(f.mean() / f.std(ddof=1))
+    sd = float(f.std(ddof=1)) if f.size >= 2 else math.nan
+    return float(f.mean() / sd) if sd > 0 else None
 
 
 def _plain(x: np.ndarray) -> list[float | None]:

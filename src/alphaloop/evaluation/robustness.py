@@ -218,7 +218,7 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
         raise EvaluationError(f"holdout must be a fraction in [0, 1), got {holdout}",
                               code="EVAL_INVALID")
     specs, costs = _specs_and_costs(results, bars)
-    split = bars.n_bars - round(holdout * bars.n_bars)
+    split = holdout_split(bars.n_bars, holdout)
     if holdout > 0 and (split < 2 or split == bars.n_bars):
         raise EvaluationError(f"holdout {holdout} leaves no usable selection or holdout "
                               f"window in {bars.n_bars} bars", code="EVAL_INVALID")
@@ -311,6 +311,12 @@ def _specs_and_costs(results: pd.DataFrame, bars: Bars) -> tuple[list[StrategySp
                                   code="EVAL_BAD_SPEC") from None
         specs.append(StrategySpec.from_dict(data, source=f"results row {i}"))
     return specs, CostModel(fees_bps=fees, slippage_bps=slip)
+
+
+def holdout_split(n_bars: int, holdout: float) -> int:
+    """The first holdout bar: the last ``holdout`` fraction of the bars is held out
+    (``n_bars`` when none is)."""
+    return n_bars - round(holdout * n_bars)
 
 
 def _deflation(rets: np.ndarray, n_trials: int,

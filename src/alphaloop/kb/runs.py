@@ -327,11 +327,6 @@ def check_results_file(record: RunRecord) -> bool:
     return True
 
 
-def holdout_split(n_bars: int, holdout: float) -> int:
-    """The first holdout bar, as ``evaluate_candidates`` cuts it (``n_bars`` if none)."""
-    return n_bars - round(holdout * n_bars)
-
-
 def stamp(root: Path | None = None) -> tuple[str, int]:
     """``created_at`` (ISO, UTC) and ``created_ns`` for a new run: ``created_ns`` is
     above every complete run's under ``root``, so recording order is strict."""

@@ -42,10 +42,11 @@ from alphaloop.engines.costs import CostModel
 from alphaloop.engines.execution import ExecutionModel
 from alphaloop.errors import AlphaloopError, DataError, ErrorClass, LookaheadError
 from alphaloop.evaluation.benchmark import resolve_benchmark
-from alphaloop.evaluation.robustness import relative_columns
+from alphaloop.evaluation.robustness import holdout_split, relative_columns
 from alphaloop.evaluation.scoring import load_policy
 from alphaloop.kb import records as rec
 from alphaloop.kb.store import KBError, KnowledgeBase
+from alphaloop.numbers import finite
 from alphaloop.orchestrator import stages as st
 from alphaloop.orchestrator.artifacts import (
     StageStore,
@@ -151,7 +152,7 @@ class Runner:
             raise ConfigError(f"data.source: {exc.message}", code="INVALID_CONFIG") from None
         self.bars = _period(bars, cfg.data.period.start, cfg.data.period.end)
         n = self.bars.n_bars
-        self.val_end = n - round(cfg.data.windows.holdout * n)
+        self.val_end = holdout_split(n, cfg.data.windows.holdout)
         self.search_end = self.val_end - round(cfg.data.windows.validation * n)
         if self.search_end < 60:
             raise ConfigError(f"data: {n} bars leave {self.search_end} for the search "
@@ -652,7 +653,6 @@ class Runner:
         return ConstraintSet(constraint_set_id=self.cfg.base_constraint_set_id,
                              rules=tuple(sorted(rules, key=lambda r: r.rule_id)))
 
-
     def _constraint_update(self, i: int, fresh: list[dict[str, Any]],
                            fails: list[dict[str, Any]], timings: dict[str, float]
                            ) -> st.Learned | None:
@@ -692,8 +692,10 @@ class Runner:
         leaves them pending for the next iteration; a refusal is recorded, and the
         research goes on (the knowledge base holds everything)."""
         link = self.cfg.world
+        if link is None:  # no world: nothing to hand off, nothing to keep
+            return
         self.pending_world += [s for s in survivors if s not in self.pending_world]
-        if link is None or not self.pending_world:
+        if not self.pending_world:
             return
         from alphaloop.world.client import WorldClientError, submit_many
 
@@ -869,18 +871,18 @@ class Runner:
                      for row in a.metrics.to_dict("records")]
         backtests += [rec.BacktestRecord(
             run_id=rid, iteration=i, strategy_id=v["strategy_id"], engine="B",
-            window="search", data_ref=self.search_ref, sharpe=st.finite(v["sharpe"]),
+            window="search", data_ref=self.search_ref, sharpe=finite(v["sharpe"]),
             metrics=v["metrics"]) for v in verified]
         backtests += [rec.BacktestRecord(
             run_id=rid, iteration=i, strategy_id=x["strategy_id"], engine="A",
             window="validation", data_ref=self.search_ref,
-            sharpe=st.finite(x["sharpe_validation"]), metrics={"oos_ratio": st.finite(
+            sharpe=finite(x["sharpe_validation"]), metrics={"oos_ratio": finite(
                 x["oos_ratio"])}) for x in robust]
         scores = [rec.ScoreRecord(run_id=rid, iteration=i, strategy_id=str(r["strategy_id"]),
                                   policy_version=self.policy.policy_version,
                                   score_total=float(r["score_total"]),
                                   passed=bool(r["passed"]), reasons=list(r["reasons"]),
-                                  dsr=st.finite(r["dsr"]), psr=st.finite(r["psr"]))
+                                  dsr=finite(r["dsr"]), psr=finite(r["psr"]))
                   for r in short.scored.to_dict("records")]
         failures = [rec.FailureRecord(run_id=rid, iteration=i, **f) for f in fails]
         it = rec.IterationRecord(run_id=rid, iteration=i, state=summary.state,
@@ -1078,11 +1080,11 @@ def _loads(text: Any) -> dict[str, Any]:
 
 def _backtest_record(rid: str, i: int, row: dict[str, Any], engine: str, window: str,
                      data_ref: str) -> rec.BacktestRecord:
-    metrics = {k: st.finite(v) for k, v in row.items() if k != "strategy_id"}
+    metrics = {k: finite(v) for k, v in row.items() if k != "strategy_id"}
     return rec.BacktestRecord(run_id=rid, iteration=i, strategy_id=str(row["strategy_id"]),
                               engine=engine, window=window, data_ref=data_ref,
-                              sharpe=st.finite(row["sharpe"]),
-                              sharpe_per_period=st.finite(row["sr_per_period"]),
-                              total_return=st.finite(row["total_return"]),
-                              max_drawdown=st.finite(row["max_drawdown"]),
+                              sharpe=finite(row["sharpe"]),
+                              sharpe_per_period=finite(row["sr_per_period"]),
+                              total_return=finite(row["total_return"]),
+                              max_drawdown=finite(row["max_drawdown"]),
                               n_trades=int(row["n_trades"]), metrics=metrics)

@@ -193,7 +193,6 @@ class Generator:
                     spec = smp.family.build_valid(params)
                 except SpecError:  # a widened range's value the builder refuses
                     continue
-
                 self.built[spec.strategy_id] = spec
                 out.append({"spec": spec.model_dump(mode="json"),
                             "strategy_id": spec.strategy_id, "family": family,
@@ -217,8 +216,8 @@ class Generator:
                            constraints=self.constraints)
         new.carry_over(old)
         self.samplers[family] = new
-        return {k: v for k, v in wider.describe()["params"].items()
-                if v != old.family.describe()["params"][k]}
+        before = old.family.describe()["params"]
+        return {k: v for k, v in wider.describe()["params"].items() if v != before[k]}
 
     def advance(self, alloc: dict[str, int], kind: str, seed: int) -> None:
         """Resume: move the samplers past the asks of a stored stage, as

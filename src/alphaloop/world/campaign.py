@@ -40,7 +40,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from alphaloop.world import audit
-from alphaloop.world.decide import _rung
+from alphaloop.world.decide import PAPER_LIKE, rung
 from alphaloop.world.errors import WorldError
 from alphaloop.world.hub import hub_view, latest_row, stale_reasons
 from alphaloop.world.models import (
@@ -65,7 +65,6 @@ from alphaloop.world.schemas import (
 )
 from alphaloop.world.service import WorldService, WorldState, ts
 
-PAPER_LIKE = ("paper", "dryrun", "shadow")
 DAYS_PER_YEAR = 365.25
 BACKTEST_PPY = 252.0
 
@@ -178,11 +177,6 @@ class Campaigns:
     def __init__(self, service: WorldService) -> None:
         self.service = service
 
-    def _revision(self, conn: Session, run: EvaluationRun) -> EvaluationRevision:
-        return conn.execute(select(EvaluationRevision).where(
-            EvaluationRevision.world_id == run.world_id, EvaluationRevision.run_id == run.run_id,
-            EvaluationRevision.revision == run.revision)).scalar_one()
-
     def views(self, conn: Session, state: WorldState, now: float,
               strategy_id: str | None = None) -> list[View]:
         stmt = select(EvaluationRun).where(EvaluationRun.world_id == state.world.world_id)
@@ -208,8 +202,9 @@ class Campaigns:
     def _judged(self, conn: Session, state: WorldState, run: EvaluationRun, stage: str,
                 now: float) -> tuple[EvaluationRevision, list[str]]:
         """The run's newest revision, and why its rung is not cleared (stale, failed)."""
-        rung = _rung(run, stage, state.policy.freshness.evaluation_max_age, now)
-        return self._revision(conn, run), [rung] if rung else []
+        blocked = rung(run, stage, state.policy.freshness.evaluation_max_age, now)
+        latest = WorldService._revision(conn, run.world_id, run.run_id, run.revision)
+        return latest, [blocked] if blocked else []
 
     def _backtest(self, conn: Session, state: WorldState, sid: str, run: EvaluationRun,
                   now: float, live: Live) -> View:

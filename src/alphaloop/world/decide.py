@@ -29,7 +29,7 @@ from alphaloop.world.riskguard import active_trip
 from alphaloop.world.schemas import DecisionEnvelope
 from alphaloop.world.service import WorldService, WorldState, ts
 
-_PAPER_LIKE = ("paper", "dryrun", "shadow")
+PAPER_LIKE = ("paper", "dryrun", "shadow")
 
 
 def _newest(conn: Session, world_id: str, strategy_id: str,
@@ -41,7 +41,7 @@ def _newest(conn: Session, world_id: str, strategy_id: str,
     return conn.execute(stmt).scalar_one_or_none()
 
 
-def _rung(run: EvaluationRun | None, stage: str, max_age: float, now: float) -> str | None:
+def rung(run: EvaluationRun | None, stage: str, max_age: float, now: float) -> str | None:
     """Why ``run`` does not clear its rung, or None when it does."""
     if run is None:
         return f"NO_{stage.upper()}_EVALUATION"
@@ -57,8 +57,8 @@ def _live_blocker(conn: Session, state: WorldState, strategy_id: str,
     policy = state.policy
     if not policy.allow_live:
         return "LIVE_NOT_ALLOWED"
-    paper = _newest(conn, state.world.world_id, strategy_id, _PAPER_LIKE)
-    blocked = _rung(paper, "paper", policy.freshness.evaluation_max_age, now)
+    paper = _newest(conn, state.world.world_id, strategy_id, PAPER_LIKE)
+    blocked = rung(paper, "paper", policy.freshness.evaluation_max_age, now)
     if blocked:
         return blocked
     mode = policy.governance.live_promotion.mode
@@ -85,7 +85,7 @@ def decide(service: WorldService, world_id: str, strategy_id: str) -> DecisionEn
         backtest = _newest(conn, world_id, strategy_id, ("backtest",))
         reasons = []
         stage = "backtest"
-        blocked = _rung(backtest, "backtest", state.policy.freshness.evaluation_max_age, now)
+        blocked = rung(backtest, "backtest", state.policy.freshness.evaluation_max_age, now)
         trip = active_trip(conn, world_id, strategy_id)
         if trip is not None:  # halted by the risk guard: compute only, until an operator
             reasons.append(f"RISK_GUARD_TRIPPED:{trip.rule}")

@@ -16,10 +16,6 @@ from alphaloop.world.schemas import FillOut, FillsIn, FillsOut
 from alphaloop.world.service import WorldService
 
 
-def _key(ts: str, seq: int) -> tuple[str, int]:
-    return ts, seq
-
-
 def record_fills(service: WorldService, world_id: str, body: FillsIn, actor: str) -> FillsOut:
     rows = [dict(world_id=world_id, strategy_id=body.strategy_id,
                  fill_ts=f.ts.astimezone(UTC).isoformat(), seq=f.seq, symbol=f.symbol,
@@ -28,7 +24,7 @@ def record_fills(service: WorldService, world_id: str, body: FillsIn, actor: str
     with service.db.write() as conn:
         service.load(conn, world_id)
         stored = _stored(conn, world_id, body.strategy_id, {str(r["fill_ts"]) for r in rows})
-        new = [r for r in rows if _key(str(r["fill_ts"]), int(str(r["seq"]))) not in stored]
+        new = [r for r in rows if (r["fill_ts"], r["seq"]) not in stored]
         if new:
             now = time.time()
             conn.execute(insert(table(PaperFill)), [{**r, "recorded_at": now} for r in new])

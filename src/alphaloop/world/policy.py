@@ -26,14 +26,13 @@ evaluations are judged by the ``paper`` gates (the seed's "paper(dryrun)").
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from alphaloop.world.audit import content_hash
 from alphaloop.world.errors import WorldError
 
 Stage = Literal["backtest", "paper", "live", "shadow", "dryrun"]
@@ -148,8 +147,7 @@ class WorldPolicy(_Strict):
         data = self.model_dump(mode="json")
         if self.risk_guard == RiskGuard():
             data.pop("risk_guard")
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return content_hash(data)
 
     def gates_for(self, stage: Stage) -> StageGates:
         if stage in ("shadow", "dryrun"):
