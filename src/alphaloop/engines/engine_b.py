@@ -42,6 +42,7 @@ from alphaloop.engines.engine_a import _DIRECTION, effective_years, member_rows,
 from alphaloop.engines.execution import ExecutionModel
 from alphaloop.engines.kernel_a import TRADE_FIELDS, portfolio_series
 from alphaloop.engines.metrics import CORE_METRICS, core_metrics, return_metrics, to_jsonable
+from alphaloop.engines.portfolio import simulate_xs, xs_inputs, years_between
 from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.engines.sizing import bar_returns, size_arrays
 from alphaloop.engines.universe import Universe, UniverseRule, build_universe
@@ -152,10 +153,18 @@ def verify(spec: StrategySpec, bars: Bars, model: ExecutionModel | None = None, 
     if evaluator is None or evaluator.bars is not bars:
         evaluator = SignalEvaluator(bars)
     uni, excluded = data_gate(bars, model, evaluator.valid, universe or UniverseRule())
-    inputs = _kernel_inputs(spec, bars, model, evaluator, uni)
     capitals = np.array([model.initial_capital * f
                          for f in (CAPACITY_STEPS if capacity else (1.0,))])
-    out = _simulate(inputs, capitals)
+    extra: dict[str, Any] = {}
+    out: tuple[np.ndarray, ...]
+    if spec.portfolio.cross_sectional:  # a ranked book: one cash account, one kernel
+        xs = simulate_xs(market_array(evaluator, model), evaluator, uni,
+                         xs_inputs([spec] * len(capitals), evaluator, uni), model,
+                         years_between(bars.index.asi8), capitals, record=True)
+        out = (xs.equity, xs.traded, xs.gross, xs.stats, xs.fills, xs.trades, xs.positions)
+        extra["net_exposure"] = xs.net[0] / np.where(xs.equity[0] > 0, xs.equity[0], np.nan)
+    else:
+        out = _simulate(_kernel_inputs(spec, bars, model, evaluator, uni), capitals)
     equity, traded, gross, stats, fills, trades, positions = out
     cap = model.initial_capital
     # portfolio_series wants equity starting at 1.0; it also zeroes a ruined run
@@ -184,7 +193,7 @@ def verify(spec: StrategySpec, bars: Bars, model: ExecutionModel | None = None, 
         status="PARTIAL" if excluded else "SUCCESS", excluded=excluded,
         data_ref=bars.data_ref, periods_per_year=ppy, output_hash=digest.hexdigest(),
         extra={"ruined_bar": int(st[kb.S_RUINED]),
-               "realized_leverage": _leverage(gross[0], scaled[0] * cap)})
+               "realized_leverage": _leverage(gross[0], scaled[0] * cap), **extra})
 
 
 # ----------------------------------------------------------------- data gate
@@ -260,23 +269,33 @@ class _Inputs:
     params: np.ndarray
 
 
-def _kernel_inputs(spec: StrategySpec, bars: Bars, model: ExecutionModel,
-                   ev: SignalEvaluator, uni: Universe) -> _Inputs:
+def market_array(ev: SignalEvaluator, model: ExecutionModel | None) -> np.ndarray:
+    """The kernels' (8, N, T) market array (``kernel_b.M_*`` rows): prices, volume,
+    and what is known before each bar under ``model``; with ``model=None`` those last
+    three rows are zero, which engine A's costs (a fixed spread, no impact, no volume
+    cap) never read."""
     f = ev.fields
-    market = np.empty((kb.N_MARKET, *ev.shape))
+    market = np.zeros((kb.N_MARKET, *ev.shape))
     for row, name in ((kb.M_O, "open"), (kb.M_H, "high"), (kb.M_L, "low"),
                       (kb.M_C, "close"), (kb.M_V, "volume")):
         market[row] = f[name]
-    market[kb.M_SIGMA] = _sigma_before(f["close"], model.impact.vol_window)
-    market[kb.M_ADV] = _mean_before(f["volume"], model.volume.adv_window)
-    market[kb.M_RANGE] = _last_before((f["high"] - f["low"]) / f["close"], ev.valid)
+    if model is not None:
+        market[kb.M_SIGMA] = _sigma_before(f["close"], model.impact.vol_window)
+        market[kb.M_ADV] = _mean_before(f["volume"], model.volume.adv_window)
+        market[kb.M_RANGE] = _last_before((f["high"] - f["low"]) / f["close"], ev.valid)
+    return market
+
+
+def _kernel_inputs(spec: StrategySpec, bars: Bars, model: ExecutionModel,
+                   ev: SignalEvaluator, uni: Universe) -> _Inputs:
+    f = ev.fields
+    market = market_array(ev, model)
     sizes, idx = size_arrays([spec], f, bars)
     risk = spec.risk
     params = kb.strategy_params(model.kernel_params(), _DIRECTION[spec.direction],
                                 risk.stop_loss or 0.0, risk.trailing_stop or 0.0,
                                 risk.take_profit or 0.0, risk.max_bars or 0)
-    seconds = np.diff(bars.index.asi8) / 1e9
-    dt = np.concatenate([[0.0], seconds / (365.0 * 86400.0)])
+    dt = years_between(bars.index.asi8)
     return _Inputs(market=market, valid=ev.valid, universe=uni,
                    en=ev.signal(spec.entry_node, canonical=True),
                    ex=ev.signal(spec.exit_node, canonical=True),

@@ -42,7 +42,10 @@ from alphaloop.strategy.expression import Node, canonicalize, parse
 from alphaloop.yamlio import format_validation_error, read_yaml, validate_mapping
 
 HASH_VERSION = "v1"
-_CACHED = ("entry_node", "exit_node", "strategy_id")  # cached_property names
+_CACHED = ("entry_node", "exit_node", "score_node", "strategy_id")  # cached_property names
+# a cross-sectional spec may leave entry/exit out: every listed name with a price is
+# eligible, and nothing forces a held name out between rebalances
+XS_ENTRY, XS_EXIT = "close > 0", "close < 0"
 
 
 class Risk(BaseModel):
@@ -107,6 +110,119 @@ class Sizing(BaseModel):
         return self
 
 
+Count = int  # a number of names (>= 1)
+Fraction = float  # a share of the names ranked at the bar, in (0, 1]
+
+
+class Portfolio(BaseModel):
+    """How capital is spread over the symbols (the ``pf`` policy of a spec).
+
+    - ``sleeves`` (default): one sleeve per tradable symbol, each trading its own
+      entry/exit rule with an equal share of the capital (time-series rules).
+    - ``cross_sectional``: at each rebalance bar's close, the symbols tradable at that
+      bar whose ``score`` is defined and whose ``entry`` is true are ranked by
+      ``score`` (highest first; ties by symbol order). The top ``long`` names are held
+      long and the bottom ``short`` names short; ``long``/``short``/``buffer`` are a
+      share of the ranked names (a float in (0, 1], at least one name) or a count (an
+      int >= 1). A held name stays while its rank is within ``long + buffer`` (its
+      book's entry size plus the buffer), so a name hovering around the cut does not
+      churn (Qlib's TopkDropout idea); free places go to the best-ranked names not
+      held. Weights within a book follow ``weighting``: ``equal``; ``rank`` (the best
+      of n selected gets n parts, the worst 1); ``score`` (proportional to the
+      distance of the score from the cross-sectional median); ``inverse_vol``
+      (1 / the std of close-to-close returns over ``vol_window`` bars up to the
+      decision bar; names without one are not ranked). The long book is worth
+      ``(gross + net) / 2`` of equity and the short book ``(gross - net) / 2``;
+      ``net`` defaults to 0 (dollar-neutral) when there is a short book and to
+      ``gross`` when there is none. ``max_weight`` caps any name's |weight|; what a cap
+      cuts stays in cash (no redistribution, so a cap never raises another name).
+      Targets are set at the decision bar's close and traded at the next open toward
+      target weights of the equity at that open (held names are resized too);
+      between rebalances positions drift, a name whose ``exit`` turns true is closed
+      at the next open, and a name that leaves the universe is closed at its last
+      close. Costs are paid from cash.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    method: Literal["sleeves", "cross_sectional"] = "sleeves"
+    score: str | None = None
+    long: Count | Fraction | None = None
+    short: Count | Fraction | None = None
+    buffer: Count | Fraction = 0
+    weighting: Literal["equal", "rank", "score", "inverse_vol"] = "equal"
+    vol_window: int = Field(default=20, ge=2, le=1000)
+    gross: float = Field(default=1.0, gt=0, le=10)
+    net: float | None = Field(default=None, ge=-10, le=10)
+    rebalance_every: int = Field(default=1, ge=1, le=100_000)
+    max_weight: float | None = Field(default=None, gt=0, le=10)
+
+    @field_validator("score")
+    @classmethod
+    def _numeric_score(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse(v, expect="num", where="score")
+            except ExpressionError as exc:
+                raise ValueError(exc.message.removeprefix("score: ")) from None
+        return v
+
+    @field_validator("long", "short", "buffer")
+    @classmethod
+    def _count_or_fraction(cls, v: int | float | None, info: Any) -> int | float | None:
+        if v is None:
+            return v
+        if isinstance(v, bool):
+            raise ValueError("expected a count (an integer >= 1) or a fraction in (0, 1]")
+        if isinstance(v, int):
+            if v < (0 if info.field_name == "buffer" else 1):
+                raise ValueError(f"a count of names must be >= 1, got {v}")
+        elif not 0 < v <= 1:
+            raise ValueError(f"a fraction of the ranked names must be in (0, 1], got {v:g}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Portfolio:
+        if self.method == "sleeves":
+            if self.model_fields_set - {"method"}:
+                raise ValueError("only method cross_sectional takes score, "
+                                 "long, short, buffer, weighting, gross, net, "
+                                 "rebalance_every or max_weight")
+            return self
+        if self.score is None:
+            raise ValueError("score is required when method is cross_sectional")
+        if self.long is None and self.short is None:
+            raise ValueError("a cross-sectional portfolio needs long, short "
+                             "or both")
+        both = [v for v in (self.long, self.short) if isinstance(v, float)]
+        if len(both) == 2 and sum(both) > 1:
+            raise ValueError(f"long + short = {sum(both):g} is more than all "
+                             "the ranked names")
+        net = self.net_exposure
+        if abs(net) > self.gross + 1e-12:
+            raise ValueError(f"net {net:g} is beyond gross "
+                             f"{self.gross:g}")
+        if self.long is None and net > -self.gross + 1e-12:
+            raise ValueError("without a long book net must be -gross")
+        if self.short is None and net < self.gross - 1e-12:
+            raise ValueError("without a short book net must equal gross "
+                             "(set short for a long-short book)")
+        return self
+
+    @property
+    def net_exposure(self) -> float:
+        """``net``, or its default: 0 with both books, +gross long only, -gross short only."""
+        if self.net is not None:
+            return self.net
+        if self.long is not None and self.short is not None:
+            return 0.0
+        return self.gross if self.short is None else -self.gross
+
+    @property
+    def cross_sectional(self) -> bool:
+        return self.method == "cross_sectional"
+
+
 class StrategySpec(BaseModel):
     """A declarative strategy. See the module docstring for the semantics."""
 
@@ -117,9 +233,35 @@ class StrategySpec(BaseModel):
     direction: Literal["long", "short", "both"] = "long"
     risk: Risk = Field(default_factory=Risk)
     sizing: Sizing = Field(default_factory=Sizing)
+    portfolio: Portfolio = Field(default_factory=Portfolio)
     family: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cross_sectional_defaults(cls, data: Any) -> Any:
+        # a ranked book needs no entry/exit rule: fill in the always-true eligibility
+        # and the never-true exit, so every spec has both strings
+        if isinstance(data, Mapping) and isinstance(data.get("portfolio"), Mapping) \
+                and data["portfolio"].get("method") == "cross_sectional":
+            data = {"entry": XS_ENTRY, "exit": XS_EXIT, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _cross_sectional_alone(self) -> StrategySpec:
+        if not self.portfolio.cross_sectional:
+            return self
+        if self.direction != "long":
+            raise ValueError("direction: a cross-sectional portfolio takes its sides from "
+                             "portfolio.long and portfolio.short; leave direction out")
+        if self.risk != Risk():
+            raise ValueError("risk: stops are per position in sleeves; a cross-sectional "
+                             "portfolio exits by rank, by exit, or at a rebalance")
+        if self.sizing != Sizing():
+            raise ValueError("sizing: a cross-sectional portfolio sizes by "
+                             "portfolio.weighting, gross and net")
+        return self
 
     @model_validator(mode="after")
     def _take_profit_reachable(self) -> StrategySpec:
@@ -162,6 +304,19 @@ class StrategySpec(BaseModel):
     def exit_node(self) -> Node:
         return canonicalize(parse(self.exit, expect="bool", where="exit"))
 
+    @cached_property
+    def score_node(self) -> Node | None:
+        """The cross-sectional score, canonical; None for a sleeves spec."""
+        score = self.portfolio.score
+        return None if score is None else canonicalize(parse(score, expect="num",
+                                                             where="score"))
+
+    def expression_nodes(self) -> tuple[tuple[str, Node], ...]:
+        """Every expression the spec evaluates, labelled: entry, exit (and score)."""
+        roots: tuple[tuple[str, Node], ...] = (("entry", self.entry_node),
+                                               ("exit", self.exit_node))
+        return roots if self.score_node is None else (*roots, ("score", self.score_node))
+
     # ----------------------------------------------------------- identity
     def canonical(self) -> dict[str, Any]:
         """The canonical form hashed into :attr:`strategy_id` (defaults filled in)."""
@@ -172,7 +327,19 @@ class StrategySpec(BaseModel):
             "direction": self.direction,
             "risk": self.risk.model_dump(),
             "sizing": _sizing_canonical(self.sizing),
-        }
+        } | self._portfolio_canonical()
+
+    def _portfolio_canonical(self) -> dict[str, Any]:
+        # sleeves is the default and stays out of the hash: ids of existing specs keep
+        p = self.portfolio
+        if not p.cross_sectional:
+            return {}
+        out = p.model_dump(exclude={"score", "net", "vol_window"})
+        out["score"] = str(self.score_node)
+        out["net"] = p.net_exposure
+        if p.weighting == "inverse_vol":
+            out["vol_window"] = p.vol_window
+        return {"portfolio": out}
 
     @cached_property
     def strategy_id(self) -> str:
@@ -210,4 +377,4 @@ def _sizing_canonical(s: Sizing) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Risk", "Sizing", "StrategySpec", "format_validation_error"]
+__all__ = ["Portfolio", "Risk", "Sizing", "StrategySpec", "format_validation_error"]

@@ -1,0 +1,248 @@
+"""Cross-sectional portfolios in both engines: the wrapper around :mod:`kernel_xs`.
+
+A spec with ``portfolio: {method: cross_sectional, ...}`` (see
+:class:`alphaloop.strategy.spec.Portfolio`) is a ranked book, not a set of sleeves.
+This module turns such specs into the kernel's arrays: the score of each spec
+evaluated once per distinct expression, the ranking of the eligible names at every
+bar once per distinct (score, eligibility), the portfolio settings as float rows.
+Engine A runs many specs at once (:func:`run_xs`), engine B one spec at several
+capital levels (:func:`simulate_xs`); both call the same kernel, engine A with its
+cost model written as an execution model (:meth:`ExecutionModel.from_cost_model`).
+
+>>> from alphaloop import load_bars, StrategySpec, backtest
+>>> spec = StrategySpec.from_dict({"portfolio": {
+...     "method": "cross_sectional", "score": "roc(close, 60)",
+...     "long": 0.1, "short": 0.1, "buffer": 0.05, "rebalance_every": 5}})
+>>> backtest(spec, load_bars("us_indices")).metrics["sharpe"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from numba.typed import List as NumbaList
+
+from alphaloop.data.bars import Bars
+from alphaloop.engines import indicators as ind
+from alphaloop.engines import kernel_b as kb
+from alphaloop.engines import kernel_xs as kx
+from alphaloop.engines.costs import CostModel
+from alphaloop.engines.execution import ExecutionModel
+from alphaloop.engines.kernel_a import portfolio_series
+from alphaloop.engines.metrics import CORE_METRICS, core_metrics
+from alphaloop.engines.signals import SignalEvaluator
+from alphaloop.engines.sizing import bar_returns
+from alphaloop.engines.universe import Universe, UniverseRule, build_universe
+from alphaloop.strategy.expression import lookback
+from alphaloop.strategy.spec import Portfolio, StrategySpec
+
+if TYPE_CHECKING:
+    from alphaloop.engines.engine_a import BatchResult
+
+FILL_ROWS_PER_BAR = 4  # ledger room per name and bar before the exact-size rerun
+
+
+def is_cross_sectional(spec: StrategySpec) -> bool:
+    return spec.portfolio.cross_sectional
+
+
+def portfolio_row(p: Portfolio) -> np.ndarray:
+    """The kernel's settings vector (``kernel_xs.C_*``) for one portfolio."""
+    cfg = np.zeros(kx.N_CFG)
+    for value, at in ((p.long, kx.C_LONG), (p.short, kx.C_SHORT), (p.buffer, kx.C_BUFFER)):
+        if value is not None:
+            cfg[at] = float(value)
+            cfg[at + 1] = 1.0 if isinstance(value, int) else 0.0
+    cfg[kx.C_WEIGHTING] = kx.WEIGHTINGS.index(p.weighting)
+    net = p.net_exposure
+    cfg[kx.C_GROSS_LONG] = (p.gross + net) / 2.0
+    cfg[kx.C_GROSS_SHORT] = (p.gross - net) / 2.0
+    cfg[kx.C_REBALANCE] = p.rebalance_every
+    cfg[kx.C_MAX_WEIGHT] = p.max_weight or 0.0
+    return cfg
+
+
+def warmup_bars(spec: StrategySpec) -> int:
+    """Bars of history the spec's expressions (and inverse-vol weights) need."""
+    warm = max(lookback(node) for _, node in spec.expression_nodes())
+    p = spec.portfolio
+    return max(warm, p.vol_window) if p.weighting == "inverse_vol" else warm
+
+
+@dataclass
+class XsInputs:
+    """Everything :func:`kernel_xs.simulate` reads besides the market and the model."""
+
+    orders: NumbaList
+    counts: NumbaList
+    operands: NumbaList
+    runs: np.ndarray
+    cfg: np.ndarray
+
+
+def xs_inputs(specs: Sequence[StrategySpec], ev: SignalEvaluator,
+              uni: Universe) -> XsInputs:
+    """Scores, exits and rankings for ``specs`` (cross-sectional ones), sharing every
+    distinct expression and every distinct ranking across the batch."""
+    operands: list[np.ndarray] = []
+    slot: dict[int, int] = {}
+    rankings: dict[tuple[str, ...], int] = {}
+    orders: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    tradable = uni.live & ev.valid
+
+    def index(arr: np.ndarray) -> int:
+        if id(arr) not in slot:
+            slot[id(arr)] = len(operands)
+            operands.append(arr)
+        return slot[id(arr)]
+
+    runs = np.empty((len(specs), 6), dtype=np.int64)
+    for r, spec in enumerate(specs):
+        p = spec.portfolio
+        score = ev.values(spec.score_node) if spec.score_node is not None else None
+        if score is None:
+            raise ValueError(f"spec {spec.strategy_id[:12]} is not cross-sectional")
+        vol = _volatility(ev, p.vol_window) if p.weighting == "inverse_vol" else None
+        xa, xb, xop = ev.comparison(spec.exit_node)
+        key = (str(spec.score_node), str(spec.entry_node), str(spec.exit_node),
+               str(p.vol_window) if vol is not None else "")
+        if key not in rankings:
+            eligible = (tradable & np.isfinite(score) & ev.signal(spec.entry_node, canonical=True)
+                        & ~ev.signal(spec.exit_node, canonical=True))
+            if vol is not None:
+                eligible &= np.isfinite(vol) & (vol > 0)
+            order, count = kx.rank_order(score, eligible)
+            rankings[key] = len(orders)
+            orders.append(order)
+            counts.append(count)
+        runs[r] = (rankings[key], index(score), index(vol) if vol is not None else -1,
+                   index(xa), index(xb), xop)
+    cfg = np.stack([portfolio_row(s.portfolio) for s in specs])
+    return XsInputs(orders=NumbaList(orders), counts=NumbaList(counts),
+                    operands=NumbaList(operands), runs=runs, cfg=cfg)
+
+
+def _volatility(ev: SignalEvaluator, window: int) -> np.ndarray:
+    """Per-bar std of close-to-close returns over ``window`` bars ending at t."""
+    key = f"xs_vol({window})"
+    hit = ev.cache.get(key)
+    if hit is None:
+        hit = ind.rolling_std(bar_returns(ev.fields["close"]), window)
+        ev.cache[key] = hit
+    return hit
+
+
+@dataclass
+class XsOutput:
+    equity: np.ndarray
+    traded: np.ndarray
+    gross: np.ndarray
+    net: np.ndarray
+    stats: np.ndarray
+    fills: np.ndarray
+    trades: np.ndarray
+    positions: np.ndarray
+
+
+def simulate_xs(market: np.ndarray, ev: SignalEvaluator, uni: Universe,
+                inputs: XsInputs, model: ExecutionModel, dt_years: np.ndarray,
+                capitals: np.ndarray, *, record: bool = False) -> XsOutput:
+    """Run the kernel; with ``record`` run 0 keeps its ledger, trades and positions
+    (rerun once with the exact ledger size if the first guess was too small: the
+    simulation is deterministic, so the second run is the same run)."""
+    n_sym, n_bars = ev.shape
+    n_fills = n_sym * FILL_ROWS_PER_BAR + n_bars if record else 0
+    n_trades = n_sym * n_bars // 4 + 16 if record else 0
+    prm = model.kernel_params()
+    for _ in range(2):
+        fills = np.empty((n_fills, len(kb.FILL_FIELDS)))
+        trades = np.empty((n_trades, len(kx.TRADE_FIELDS)))
+        positions = np.zeros((n_sym, n_bars) if record else (0, 0))
+        equity, traded, gross, net, stats, n_rec = kx.simulate(
+            market, ev.valid, uni.state, inputs.orders, inputs.counts, inputs.operands,
+            inputs.runs, inputs.cfg, prm, dt_years, capitals, fills, trades, positions)
+        need_f, need_t = int(stats[0, kb.S_FILLS]), int(stats[0, kb.S_TRADES])
+        if not record or (need_f <= n_fills and need_t <= n_trades):
+            return XsOutput(equity, traded, gross, net, stats, fills[:need_f] if record
+                            else fills, trades[: n_rec[0]], positions)
+        n_fills, n_trades = max(n_fills, need_f), max(n_trades, need_t)
+    raise AssertionError("ledger sizing did not converge")  # pragma: no cover
+
+
+def years_between(index_ns: np.ndarray) -> np.ndarray:
+    """Calendar years elapsed since the previous bar (0 at the first): borrow accrual."""
+    seconds = np.diff(index_ns) / 1e9
+    return np.concatenate([[0.0], seconds / (365.0 * 86400.0)])
+
+
+
+
+
+def run_mixed_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel, *,
+                    evaluator: SignalEvaluator | None = None, chunk_size: int = 256,
+                    progress: Callable[[int], None] | None = None,
+                    record_trades: bool = False,
+                    universe: UniverseRule | None = None) -> BatchResult:
+    """Engine A's batch when it holds cross-sectional specs: those run through
+    :mod:`kernel_xs`, the others through :func:`engine_a.run_batch`; one result in the
+    order of ``specs``, with the same metrics code for both."""
+    from alphaloop.engines.engine_a import BatchResult, member_rows, run_batch
+
+    specs = list(specs)
+    ev = evaluator or SignalEvaluator(bars)
+    xs = [k for k, s in enumerate(specs) if is_cross_sectional(s)]
+    rest = [k for k, s in enumerate(specs) if not is_cross_sectional(s)]
+    n_bars = ev.shape[1]
+    returns, equity = np.empty((len(specs), n_bars)), np.empty((len(specs), n_bars))
+    frames: list[pd.DataFrame] = []
+    extra: dict[str, Any] = {}
+    if rest:
+        sub = run_batch([specs[k] for k in rest], bars, costs, evaluator=ev,
+                        chunk_size=chunk_size, universe=universe)
+        returns[rest], equity[rest] = sub.returns, sub.equity
+        frames.append(sub.metrics)
+    uni = build_universe(ev.valid, bars.index, universe or UniverseRule(),
+                         member=member_rows(bars))
+    from alphaloop.engines.engine_b import market_array
+
+    market, model = market_array(ev, None), ExecutionModel.from_cost_model(costs)
+    dt = years_between(bars.index.asi8)
+    for start in range(0, len(xs), chunk_size):
+        rows = xs[start:start + chunk_size]
+        chunk = [specs[k] for k in rows]
+        out = simulate_xs(market, ev, uni, xs_inputs(chunk, ev, uni), model, dt,
+                          np.ones(len(chunk)), record=record_trades)
+        ret, turnover, exposure = portfolio_series(out.equity, out.traded, out.gross)
+        returns[rows], equity[rows] = ret, out.equity
+        frames.append(metrics_frame(chunk, ret, out.stats, turnover, exposure, bars))
+        if record_trades:
+            extra = {"trades": out.trades, "net": out.net[0]}
+        if progress is not None:
+            progress(len(rest) + start + len(rows))
+    frame = pd.concat(frames).loc[[s.strategy_id for s in specs]] if len(frames) > 1 \
+        else frames[0]
+    return BatchResult(specs=specs, index=bars.index, returns=returns, equity=equity,
+                       metrics=frame, costs=costs, data_ref=bars.data_ref,
+                       periods_per_year=bars.periods_per_year, extra=extra)
+
+
+def metrics_frame(specs: list[StrategySpec], returns: np.ndarray, stats: np.ndarray,
+                  turnover_sum: np.ndarray, exposure: np.ndarray, bars: Bars
+                  ) -> pd.DataFrame:
+    """The core metrics of cross-sectional runs, one row per spec (engine A's frame)."""
+    from alphaloop.engines.engine_a import effective_years
+
+    ppy = bars.periods_per_year
+    m = core_metrics(returns, ppy, n_trades=stats[:, kb.S_TRADES], n_wins=stats[:, kb.S_WINS],
+                     gross_profit=stats[:, kb.S_GPROFIT], gross_loss=stats[:, kb.S_GLOSS],
+                     turnover=turnover_sum / (bars.n_bars / ppy), exposure=exposure,
+                     effective_history_years=effective_years(specs, bars))
+    frame = pd.DataFrame({k: np.asarray(m[k]) for k in CORE_METRICS},
+                         index=pd.Index([s.strategy_id for s in specs], name="strategy_id"))
+    frame["n_trades"] = frame["n_trades"].astype(np.int64)
+    return frame
