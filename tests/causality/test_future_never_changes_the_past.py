@@ -54,6 +54,14 @@ SPECS = [
                  sizing={"method": "vol_target", "target_vol": 0.15, "vol_window": 10,
                          "max_leverage": 2.0}),
     StrategySpec(entry="close > 0", exit="close < 0"),  # always invested: every re-split shows
+    # ranked books: a name listing later must not move earlier ranks, weights or fills
+    StrategySpec.from_dict({"portfolio": {
+        "method": "cross_sectional", "score": "roc(close, 5)", "long": 0.5, "short": 0.5,
+        "buffer": 1, "weighting": "rank"}}),
+    StrategySpec.from_dict({"portfolio": {
+        "method": "cross_sectional", "score": "-std(close, 10)", "long": 2,
+        "weighting": "inverse_vol", "vol_window": 5, "rebalance_every": 3},
+        "exit": "close < sma(close, 10)"}),
 ]
 
 

@@ -330,3 +330,15 @@ def test_cost_on_twenty_specs(bars: Bars) -> None:
         print(f"\nlookahead check, {label}: {len(specs)} specs × ({len(SYMBOLS)} symbols × "
               f"{N_BARS} bars), 8 cuts each: {elapsed:.3f} s "
               f"({1000 * elapsed / len(specs):.1f} ms per spec)")
+
+
+def test_a_peeking_score_of_a_ranked_book_is_caught(bars: Bars) -> None:
+    """A cross-sectional book's score is checked like entry and exit: a score that
+    reads tomorrow's close is named, with the score as the place it was found."""
+    with custom_operator("peek", peek):
+        spec = StrategySpec.from_dict({"portfolio": {
+            "method": "cross_sectional", "score": "peek(close, 1)", "long": 2}})
+        report = check_lookahead(spec, bars)
+    assert not report.ok
+    assert any(f.signal == "score" and "peek(close,1)" in f.expression
+               for f in report.findings), [f.describe() for f in report.findings]

@@ -45,4 +45,11 @@ def spec_facts(spec: Any) -> list[tuple[str, str]]:
     rows = [("strategy_id", str(spec.strategy_id)[:16])]
     if spec.family:
         rows.append(("family", f"{spec.family} {params}".strip()))
+    pf = spec.portfolio
+    if pf.cross_sectional:  # a ranked book: its score and books say what it does
+        books = " ".join(f"{k} {v:g}" for k, v in (("long", pf.long), ("short", pf.short),
+                                                  ("buffer", pf.buffer)) if v)
+        return [*rows, ("score", pf.score), ("books", f"{books}, {pf.weighting} weights, "
+                f"gross {pf.gross:g} net {pf.net_exposure:g}, every "
+                f"{pf.rebalance_every} bar(s)"), ("entry", spec.entry), ("exit", spec.exit)]
     return [*rows, ("entry", spec.entry), ("exit", spec.exit), ("direction", spec.direction)]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from alphaloop.strategy.spec import StrategySpec
 
 POLICY_CODE = "LOOKAHEAD_POLICY_VIOLATION"
 Check = Literal["truncation", "warmup"]
-Signal = Literal["entry", "exit"]
+Signal = Literal["entry", "exit", "score"]
 # relative influence of the first bars that a recursive average (EMA, Wilder) may keep
 # when the warm-up check compares it: far below the comparison tolerance
 _DECAY_TOL = 1e-12
@@ -152,14 +152,13 @@ def check_lookahead(spec: StrategySpec, bars: Bars, *, n_cuts: int = 8, seed: in
 
 # ------------------------------------------------------------ sub-expressions
 def _sub_expressions(spec: StrategySpec) -> list[tuple[Signal, Call]]:
-    """Distinct operator nodes of entry then exit, children before parents."""
+    """Distinct operator nodes of entry, exit (and a ranked book's score), children
+    before parents."""
     seen: dict[str, tuple[Signal, Call]] = {}
-    roots: tuple[tuple[Signal, Node], ...] = (("entry", spec.entry_node),
-                                              ("exit", spec.exit_node))
-    for label, root in roots:
+    for label, root in spec.expression_nodes():
         for node in walk(root):
             if isinstance(node, Call) and str(node) not in seen:
-                seen[str(node)] = (label, node)
+                seen[str(node)] = (cast(Signal, label), node)
     return list(seen.values())
 
 

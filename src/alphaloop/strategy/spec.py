@@ -42,6 +42,7 @@ from alphaloop.strategy.expression import Node, canonicalize, parse
 from alphaloop.yamlio import format_validation_error, read_yaml, validate_mapping
 
 HASH_VERSION = "v1"
+PF_VERSION = "pf-v1"  # the cross-sectional portfolio rules of :class:`Portfolio`
 _CACHED = ("entry_node", "exit_node", "score_node", "strategy_id")  # cached_property names
 # a cross-sectional spec may leave entry/exit out: every listed name with a price is
 # eligible, and nothing forces a held name out between rebalances
@@ -334,7 +335,9 @@ class StrategySpec(BaseModel):
         p = self.portfolio
         if not p.cross_sectional:
             return {}
-        out = p.model_dump(exclude={"score", "net", "vol_window"})
+        # the pf policy's version is part of a book's identity: new rules, new ids
+        out: dict[str, Any] = {"pf_version": PF_VERSION}
+        out |= p.model_dump(exclude={"score", "net", "vol_window"})
         out["score"] = str(self.score_node)
         out["net"] = p.net_exposure
         if p.weighting == "inverse_vol":
