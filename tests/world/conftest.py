@@ -118,3 +118,41 @@ def world_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     server.start()
     yield server, made
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[tuple[Server, dict[str, str]]]:
+    """One service on a SQLite file for a test module, with a token of every role."""
+    base = tmp_path_factory.mktemp("world-sqlite")
+    (base / "refs").mkdir()
+    server = Server(base / "kb.sqlite", base / "refs")
+    made = make_tokens(server.db_url)
+    dispose_engines()
+    server.start()
+    yield server, made
+    server.stop()
+
+
+def sqlite_files(db: Path) -> dict[str, str | None]:
+    """sha256 of a SQLite database's main file and its WAL (None: absent)."""
+    import hashlib
+
+    out: dict[str, str | None] = {}
+    for path in (db, db.with_name(db.name + "-wal")):
+        out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    return out
+
+
+def checkpoint_and_dump(db: Path) -> str:
+    """Fold the WAL into the main file (TRUNCATE empties the WAL), then every table's
+    rows as SQL text."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+        return "\n".join(con.iterdump())
+    finally:
+        con.close()

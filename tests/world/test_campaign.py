@@ -3,10 +3,8 @@ WAL mode. Campaign state, a tick that writes nothing, and actions executed once 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, create_database, make_tokens
+from conftest import (
+    Server,
+    checkpoint_and_dump,
+    create_database,
+    make_tokens,
+    sqlite_files,
+)
 from typer.testing import CliRunner
 
 from alphaloop.cli import app
@@ -89,25 +93,6 @@ def _world(server: tuple[Server, dict[str, str]], world: str) -> None:
 def _by_id(server: tuple[Server, dict[str, str]], world: str) -> dict[str, Any]:
     with _client(server, "viewer") as c:
         return {s.strategy_id: s for s in c.campaign(world).strategies}
-
-
-def _files(db: Path) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for path in (db, db.with_name(db.name + "-wal")):
-        out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
-    return out
-
-
-def _checkpoint_and_dump(db: Path) -> str:
-    """Fold the WAL into the main file (TRUNCATE empties the WAL), then every table's
-    rows as SQL text."""
-    con = sqlite3.connect(db)
-    try:
-        busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        assert busy == 0
-        return "\n".join(con.iterdump())
-    finally:
-        con.close()
 
 
 def _rows(url: str) -> dict[str, list[Any]]:
@@ -191,13 +176,13 @@ def test_tick_recommends_start_paper_and_writes_nothing(server: Any) -> None:
     a = _backtest(server, "c-tick", 21, READY)
     _backtest(server, "c-tick", 22, {"sharpe": 1.0, "n_trades": 5,
                                      "effective_history_years": 2.0})
-    dump = _checkpoint_and_dump(srv.db)
-    files = _files(srv.db)
+    dump = checkpoint_and_dump(srv.db)
+    files = sqlite_files(srv.db)
     with _client(server, "viewer") as c:
         ticks = [c.tick("c-tick") for _ in range(3)]
         c.campaign("c-tick")
-    assert _files(srv.db) == files  # neither the main file nor the WAL changed
-    assert _checkpoint_and_dump(srv.db) == dump and _files(srv.db) == files
+    assert sqlite_files(srv.db) == files  # neither the main file nor the WAL changed
+    assert checkpoint_and_dump(srv.db) == dump and sqlite_files(srv.db) == files
     actions = ticks[0].actions
     assert [(x.kind, x.strategy_id) for x in actions] == [("start_paper", a)]
     run_id = f"campaign:{a[:16]}:paper"
@@ -207,7 +192,7 @@ def test_tick_recommends_start_paper_and_writes_nothing(server: Any) -> None:
     assert [t.actions for t in ticks[1:]] == [actions, actions]  # same state, same key
     # the measurement sees a write: one evaluation changes both
     _backtest(server, "c-tick", 23, {"sharpe": 2.0})
-    assert _checkpoint_and_dump(srv.db) != dump and _files(srv.db) != files
+    assert checkpoint_and_dump(srv.db) != dump and sqlite_files(srv.db) != files
 
 
 # ----------------------------------------------------------------------- execution

@@ -31,12 +31,18 @@ VALID: dict[str, dict[str, Any]] = {
     "/risk-hub/snapshots": {"world_id": "fz", "as_of": "2026-01-01T00:00:00Z",
                             "weights": {"A": 1.0}, "realized_returns": [0.01, -0.01]},
     "/tokens": {"role": "viewer", "name": "x"},
+    "/worlds/fz/paper/bars": {"strategy_id": "ab" * 32, "ts": "2026-01-01T00:00:00Z",
+                              "equity": 1e6, "ret": 0.001, "gross": 5e5,
+                              "orders": {"placed": 2, "filled": 1, "partial": 1,
+                                         "pending_notional": 10.0, "untradable": ["A"]}},
+    "/worlds/fz/risk-guard/reset": {"strategy_id": "ab" * 32},
 }
 POSTS = ["/worlds", "/worlds/fz/evaluate", "/worlds/fz/evaluate-cohort", "/risk-hub/snapshots",
-         "/tokens"]
+         "/tokens", "/worlds/fz/paper/bars", "/worlds/fz/risk-guard/reset"]
 GETS = ["/worlds/{x}", "DELETE /tokens/{x}", "/worlds/fz/runs/{x}", "/worlds/fz/decide?strategy_id={x}",
         "/worlds/{x}/audit", "/risk-hub/snapshots/latest?world={x}", "/events?world={x}&follow=false",
-        "/worlds/fz/audit?after={x}", "/audit?limit={x}"]
+        "/worlds/fz/audit?after={x}", "/audit?limit={x}",
+        "/worlds/fz/paper/bars?strategy_id={x}", "/worlds/{x}/risk-guard?strategy_id=" + "ab" * 32]
 
 
 @pytest.fixture(scope="module")

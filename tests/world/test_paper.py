@@ -5,18 +5,16 @@ server (SQLite, loopback)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Server, make_tokens
+from conftest import Server
 from typer.testing import CliRunner
 
 from alphaloop.cli import app
 from alphaloop.data.loaders import load_bars
 from alphaloop.engines.engine_b import verify
-from alphaloop.kb import dispose_engines
 from alphaloop.strategy.spec import StrategySpec
 from alphaloop.world.client import WorldClient, campaign_step
 from alphaloop.world.paper import FolderFeed, PaperRunner, PaperState, ReplayFeed, parse_feed
@@ -73,11 +71,19 @@ def test_each_guard_rule_halts_on_the_first_bar_that_crosses_it(tmp_path: Path) 
     first_loss = next(t for t in t_idx if eq[t] < eq[t - 1])
     first_fill = next(t for t in t_idx if fills_at.get(bars.index[t], 0) > 0)
     first_held = next(t for t in t_idx if gross[t] > 0)
-    cases = {"max_daily_loss": (first_loss, 1 - eq[first_loss] / eq[first_loss - 1]),
-             "max_orders_per_day": (first_fill, float(fills_at[bars.index[first_fill]])),
-             "max_leverage": (first_held, gross[first_held])}
-    for rule, (t, value) in cases.items():
-        guard = RiskGuard(**{rule: 0 if rule == "max_orders_per_day" else 1e-12})
+    # an order above a share of the average daily volume: the largest ADV share of the
+    # first paper bar's fills, and a limit just under it
+    share = full.fills.groupby("timestamp")["adv_util"].max()
+    adv_limit = float(share[bars.index[first_fill]]) * 0.999
+    first_big = next(t for t in t_idx if share.get(bars.index[t], 0.0) > adv_limit)
+    cases = {"max_daily_loss": (first_loss, 1 - eq[first_loss] / eq[first_loss - 1], 1e-12),
+             "max_orders_per_day": (first_fill, float(fills_at[bars.index[first_fill]]), 0),
+             "max_leverage": (first_held, gross[first_held], 1e-12),
+             "max_order_adv_share": (first_big, float(share[bars.index[first_big]]),
+                                     adv_limit)}
+    assert first_big == first_fill
+    for rule, (t, value, limit) in cases.items():
+        guard = RiskGuard(**{rule: limit})
         runner = PaperRunner(None, "w", SPEC, tmp_path / f"{rule}.json",  # type: ignore[arg-type]
                              post=False, guard=guard)
         with pytest.raises(AlphaloopError) as exc:
@@ -88,6 +94,68 @@ def test_each_guard_rule_halts_on_the_first_bar_that_crosses_it(tmp_path: Path) 
         assert state is not None and state.halted is not None
         assert (state.halted["rule"], state.last_ts) == (rule, bars.index[t].isoformat())
         assert state.halted["value"] == pytest.approx(value, rel=1e-9)
+
+
+def test_orders_engine_b_cannot_fill_are_recorded_not_dropped(tmp_path: Path) -> None:
+    """A symbol missing its bar keeps its order pending (and is named untradable while
+    held); a volume cap fills part and carries the rest: each bar's record says so, and
+    its fills are engine B's ledger fills of that bar."""
+    import pandas as pd
+
+    bars = load_bars(DATA)
+    base = verify(SPEC, bars, capacity=False).fills
+    paper = base[base["timestamp"] >= bars.index[START]]
+    exit_ = paper[paper["side"] == "sell"].iloc[0]  # a long position's exit on paper
+    entry = paper[(paper["side"] == "buy") & (paper["timestamp"] != exit_.timestamp)
+                  & (paper["symbol"] != exit_.symbol)].iloc[0]
+    long = bars.to_long()
+    gone = (long["symbol"] == exit_.symbol) & (long["timestamp"] == exit_.timestamp)
+    t_entry = bars.index.get_loc(entry.timestamp)
+    thin = ((long["symbol"] == entry.symbol) & (long["timestamp"] < entry.timestamp)
+            & (long["timestamp"] >= bars.index[t_entry - 30]))
+    long.loc[thin, "volume"] *= 1e-3  # the ADV before the entry: a thousandth
+    path = tmp_path / "gaps.parquet"
+    long[~gone].to_parquet(path)
+    t_gap = bars.index.get_loc(exit_.timestamp)
+    sym = list(bars.symbols).index(exit_.symbol)
+
+    records: list[dict[str, object]] = []
+    runner = _runner(tmp_path / "gaps.json")
+    step = runner.step
+
+    def recording(b: object, t: int, state: PaperState) -> None:
+        step(b, t, state)  # type: ignore[arg-type]
+        records.append(dict(state.bar_report or {}))
+
+    runner.step = recording  # type: ignore[method-assign]
+    n = max(t_gap, t_entry) - START + 3
+    runner.run(ReplayFeed(str(path)), start=START, max_bars=n)
+    got = {pd.Timestamp(r["ts"]): r for r in records}  # type: ignore[arg-type]
+    ledger = verify(SPEC, load_bars(str(path)), capacity=False).fills
+    # every bar's fills are the ledger's fills of that bar, none lost
+    for when, rec in got.items():
+        now = ledger[ledger["timestamp"] == when]
+        orders = rec["orders"]
+        assert orders["filled"] == len(now), when  # type: ignore[index]
+        assert orders["filled_notional"] == pytest.approx(  # type: ignore[index]
+            float((now["quantity"] * now["ref_price"]).sum()), rel=1e-9, abs=1e-6)
+    # the gap: the exit is not filled on it, its order stays pending at the last close,
+    # and the symbol is held without a bar; it fills on the next bar
+    gap = got[exit_.timestamp]["orders"]
+    assert exit_.symbol not in set(ledger[ledger["timestamp"] == exit_.timestamp]["symbol"])
+    assert gap["untradable"] == [exit_.symbol]  # type: ignore[index]
+    last_close = float(bars.close[t_gap - 1, sym])
+    assert gap["pending_notional"] >= exit_.quantity * last_close * (1 - 1e-9)  # type: ignore[index]
+    after = ledger[(ledger["timestamp"] == bars.index[t_gap + 1])
+                   & (ledger["symbol"] == exit_.symbol)]
+    assert list(after["side"]) == ["sell"] and float(after["quantity"].iloc[0]) == exit_.quantity
+    # the volume cap: part of the entry fills (at the cap), the rest is pending
+    capped = got[entry.timestamp]["orders"]
+    fill = ledger[(ledger["timestamp"] == entry.timestamp) & (ledger["symbol"] == entry.symbol)]
+    assert float(fill["quantity"].iloc[0]) < entry.quantity
+    assert capped["partial"] >= 1 and capped["pending_notional"] > 0  # type: ignore[index]
+    assert not any(r["orders"]["untradable"] for w, r in got.items()  # type: ignore[index]
+                   if w != exit_.timestamp)
 
 
 def test_a_folder_feed_trades_only_the_bars_that_arrive(tmp_path: Path) -> None:
@@ -123,21 +191,9 @@ def _paper_args(srv: Server, world: str, tmp_path: Path) -> tuple[list[str], Pat
             f"replay:{DATA}", "--state", str(state), "--url", srv.url], state
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    base = tmp_path_factory.mktemp("paper")
-    (base / "refs").mkdir()
-    srv = Server(base / "kb.sqlite", base / "refs")
-    made = make_tokens(srv.db_url)
-    dispose_engines()
-    srv.start()
-    yield srv, made
-    srv.stop()
-
-
 def test_one_strategy_walks_from_backtest_to_live_on_the_paper_broker(
-        server: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
-    srv, toks = server
+        sqlite_server: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
+    srv, toks = sqlite_server
     w, sid = "walk", SPEC.strategy_id
     policy = {"gates": {"backtest": {"min_sharpe": 0.5}},
               "campaign": {"backtest": {"window": {"min_days": 365}},
@@ -190,11 +246,11 @@ def test_one_strategy_walks_from_backtest_to_live_on_the_paper_broker(
 
 
 def test_a_drawdown_breach_halts_the_strategy_until_an_operator_resets_it(
-        server: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
+        sqlite_server: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
     import httpx
     import numpy as np
 
-    srv, toks = server
+    srv, toks = sqlite_server
     w, sid = "guard", SPEC.strategy_id
     bars = load_bars(DATA)
     full = verify(SPEC, bars, capacity=False).equity.to_numpy()

@@ -9,7 +9,7 @@
     alphaloop world apply W STRATEGY_ID [--target live|paper] [--broker paper]
     alphaloop world paper --world W --strategy SPEC|ID --feed replay:DATA[@SPEED]|folder:PATH
         --state FILE [--start N|ISO] [--max-bars N] [--follow]
-    alphaloop world guard-reset W STRATEGY_ID                          (operator token)
+    alphaloop world guard-reset W [STRATEGY_ID]      (operator token; none: the world)
     alphaloop submit SPEC|ID --world W [--url URL] [--token-env ALPHALOOP_WORLD_TOKEN]
 
 Tokens are made on the database directly (the first admin token cannot come from the
@@ -308,14 +308,17 @@ def paper(world: Annotated[str, typer.Option("--world", help="The world's id.")]
 
 @world_app.command("guard-reset")
 @_friendly
-def guard_reset(world: str, strategy_id: str, url: UrlOpt = _URL,
-                token_env: TokenEnvOpt = _TOKEN_ENV) -> None:
-    """Re-activate a strategy the risk guard halted (operator token; audited)."""
+def guard_reset(world: str, strategy_id: Annotated[str | None, typer.Argument(
+                    help="The halted strategy; left out: the world (its world limits' "
+                         "trip).")] = None,
+                url: UrlOpt = _URL, token_env: TokenEnvOpt = _TOKEN_ENV) -> None:
+    """Re-activate a strategy the risk guard halted, or the world (operator; audited)."""
     from alphaloop.world.client import WorldClient
 
     with WorldClient(url, _token(token_env)) as client:
         done = client.reset_guard(world, strategy_id)
-    out.print(f"reset trip #{done.trip_id} ({done.rule}) of {strategy_id[:12]} in {world}",
+    what = "the world" if strategy_id is None else strategy_id[:12]
+    out.print(f"reset trip #{done.trip_id} ({done.rule}) of {what} in {world}",
               highlight=False)
 
 

@@ -46,6 +46,8 @@ from alphaloop.world.schemas import (
     ApprovalIn,
     ApprovalOut,
     AuditOut,
+    BarIn,
+    BarOut,
     CampaignOut,
     CohortIn,
     CohortOut,
@@ -443,8 +445,23 @@ def _guard_routes(app: FastAPI, guard: RiskGuard, auth: Auth) -> None:
               tags=["risk guard"])
     def reset(world_id: WorldId, body: ResetIn,
               actor: str = Depends(auth.require("risk.reset"))) -> TripOut:
-        """Re-activate a halted strategy (operator); audited."""
+        """Re-activate a halted strategy, or the world when ``strategy_id`` is left out
+        (operator); audited."""
         return guard.reset(world_id, body.strategy_id, actor)
+
+    @app.post("/worlds/{world_id}/paper/bars", response_model=BarOut, tags=["paper"])
+    def post_bar(world_id: WorldId, body: BarIn,
+                 actor: str = Depends(auth.require("paper.record"))) -> BarOut:
+        """A paper run's bar: equity, exposure and engine B's order accounting (a bar
+        already stored is left as it is). The world's risk-guard limits are checked on
+        it; ``halted`` says whether the strategy or its world is halted."""
+        return guard.record_bar(world_id, body, actor)
+
+    @app.get("/worlds/{world_id}/paper/bars", response_model=list[BarOut], tags=["paper"])
+    def get_bars(world_id: WorldId,
+                 strategy_id: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+                 _: str = reader) -> list[BarOut]:
+        return guard.bars(world_id, strategy_id)
 
 
 def _fill_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:

@@ -52,7 +52,7 @@ from alphaloop.world.models import (
     table,
 )
 from alphaloop.world.policy import Window
-from alphaloop.world.riskguard import active_trip
+from alphaloop.world.riskguard import active_trip, trip_reason
 from alphaloop.world.schemas import (
     CampaignActionOut,
     CampaignOut,
@@ -257,7 +257,7 @@ class Campaigns:
         window = _window("paper", policy.campaign.paper.window, days, samples, trades, reasons)
         trip = active_trip(conn, state.world.world_id, sid)
         if trip is not None:
-            reasons.append(f"RISK_GUARD_TRIPPED:{trip.rule}")
+            reasons.append(trip_reason(trip))
         if not policy.allow_live:
             reasons.append("LIVE_NOT_ALLOWED")
         if policy.governance.live_promotion.mode == "disabled":

@@ -27,6 +27,7 @@ from alphaloop.world.schemas import (
     ActivationOut,
     ApprovalOut,
     AuditOut,
+    BarOut,
     CampaignOut,
     CohortOut,
     DecidedStage,
@@ -196,10 +197,20 @@ class WorldClient:
         return self._typed(TripOut, "POST", f"/worlds/{world_id}/risk-guard/trips",
                            json=dict(body))
 
-    def reset_guard(self, world_id: str, strategy_id: str) -> TripOut:
-        """Re-activate a strategy the guard halted (operator token)."""
+    def reset_guard(self, world_id: str, strategy_id: str | None) -> TripOut:
+        """Re-activate a strategy the guard halted, or (None) the world (operator)."""
+        body = {} if strategy_id is None else {"strategy_id": strategy_id}
         return self._typed(TripOut, "POST", f"/worlds/{world_id}/risk-guard/reset",
-                           json={"strategy_id": strategy_id})
+                           json=body)
+
+    def post_bar(self, world_id: str, body: Mapping[str, Any]) -> BarOut:
+        """One paper bar; the answer says whether the strategy or its world is halted."""
+        return self._typed(BarOut, "POST", f"/worlds/{world_id}/paper/bars", json=dict(body))
+
+    def bars(self, world_id: str, strategy_id: str) -> list[BarOut]:
+        rows = self.request("GET", f"/worlds/{world_id}/paper/bars",
+                            params={"strategy_id": strategy_id})
+        return TypeAdapter(list[BarOut]).validate_python(rows)
 
     # -- risk hub, audit, events
     def post_snapshot(self, body: Mapping[str, Any]) -> SnapshotOut:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from alphaloop.world.hub import latest_row, stale_reasons
 from alphaloop.world.models import EvaluationRun, LiveCandidate
-from alphaloop.world.riskguard import active_trip
+from alphaloop.world.riskguard import active_trip, trip_reason
 from alphaloop.world.schemas import DecisionEnvelope
 from alphaloop.world.service import WorldService, WorldState, ts
 
@@ -88,7 +88,7 @@ def decide(service: WorldService, world_id: str, strategy_id: str) -> DecisionEn
         blocked = rung(backtest, "backtest", state.policy.freshness.evaluation_max_age, now)
         trip = active_trip(conn, world_id, strategy_id)
         if trip is not None:  # halted by the risk guard: compute only, until an operator
-            reasons.append(f"RISK_GUARD_TRIPPED:{trip.rule}")
+            reasons.append(trip_reason(trip))
         elif blocked:
             reasons.append(blocked)
         else:

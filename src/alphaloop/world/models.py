@@ -23,6 +23,8 @@ table                       key (what makes a write idempotent)
                             and last refusal reasons (migration ``0005``)
 ``risk_trips``              ``trip_id``; ``reset_at`` set once (migration ``0006``)
 ``paper_fills``             ``(world_id, strategy_id, fill_ts, seq)`` (migration ``0007``)
+``paper_bars``              ``(world_id, strategy_id, bar_ts)``: a paper bar's equity,
+                            exposure and order accounting (migration ``0009``)
 ==========================  ======================================================
 
 Times are UNIX seconds (UTC) as doubles: the service, unlike the loop's store, must
@@ -54,7 +56,7 @@ HASH = String(64)  # sha256 hex
 WORLD_TABLES = ("worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
                 "risk_snapshots", "control_events", "api_tokens", "audit_log",
                 "campaign_actions", "live_approvals", "live_candidates", "risk_trips",
-                "paper_fills")
+                "paper_fills", "paper_bars")
 
 
 class World(Base):
@@ -253,6 +255,33 @@ class PaperFill(Base):
     fee: Mapped[float] = mapped_column(Double)
     slippage: Mapped[float] = mapped_column(Double)
     reason: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[float] = mapped_column(Double)
+
+
+class PaperBar(Base):
+    """One bar of a paper run as the runner reported it: equity, return and gross
+    exposure at the close, and engine B's order accounting for the bar (orders sent,
+    filled, partially filled, clipped, cancelled; the notional left unfilled and still
+    pending; the held symbols that had no bar)."""
+
+    __tablename__ = "paper_bars"
+
+    world_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("worlds.world_id", ondelete="CASCADE"), primary_key=True)
+    strategy_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    bar_ts: Mapped[str] = mapped_column(String(64), primary_key=True)  # ISO, UTC
+    equity: Mapped[float] = mapped_column(Double)
+    ret: Mapped[float] = mapped_column(Double)
+    gross: Mapped[float] = mapped_column(Double)
+    n_orders: Mapped[int] = mapped_column(Integer)
+    n_fills: Mapped[int] = mapped_column(Integer)
+    n_partial: Mapped[int] = mapped_column(Integer)
+    n_clipped: Mapped[int] = mapped_column(Integer)
+    n_cancelled: Mapped[int] = mapped_column(Integer)
+    filled_notional: Mapped[float] = mapped_column(Double)
+    unfilled_notional: Mapped[float] = mapped_column(Double)
+    pending_notional: Mapped[float] = mapped_column(Double)
+    untradable: Mapped[list[str]] = mapped_column(JSON(none_as_null=True))
     recorded_at: Mapped[float] = mapped_column(Double)
 
 

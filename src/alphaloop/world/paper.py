@@ -16,7 +16,20 @@ Feeds: ``replay:DATA[@SPEED]`` replays a dataset (catalog name or file) from
 every Parquet/CSV file of a folder that grows, and trades the bars newer than the
 state's last one. After every bar the runner posts a snapshot to the risk hub
 (``as_of`` = now; ``realized_returns`` since the start; ``provenance`` with the bar,
-the equity and ``n_trades`` = fills since the start) with an operator token.
+the equity and ``n_trades`` = fills since the start), the bar's fills, and the bar
+itself (``POST /worlds/{id}/paper/bars``) with an operator token.
+
+The bar's record says what became of its orders, so an order engine B could not fill
+is never silently dropped: engine B's own counters of the run up to ``t`` less those
+of the run up to ``t - 1`` (the kernel is causal, so the difference is bar ``t``'s):
+orders sent for the bar (decided at the previous close, plus stops triggered in it),
+fills, partial fills (the volume cap left a remainder, carried to later bars),
+orders clipped by the leverage cap, orders cancelled, the notional filled and left
+unfilled; the notional still pending after the bar (a remainder carried, or an order
+for a symbol that had no bar: a halted or missing symbol keeps its order); and the
+held symbols that had no bar (``untradable``). The world checks its own risk-guard
+limits (over all its strategies) on every bar recorded; when its answer says the
+world is halted, the runner stops there, as on its own breach.
 """
 
 from __future__ import annotations
@@ -54,6 +67,8 @@ class PaperState:
     trip_sent: bool = False  # the world has the trip
     bar_fills: list[dict[str, Any]] = field(default_factory=list)  # the last bar's fills
     guard_from: int = 0  # drawdown is measured from this return on (the last reset)
+    counters: dict[str, float] | None = None  # engine B's order counters up to last_ts
+    bar_report: dict[str, Any] | None = None  # the last bar's record (POST paper/bars)
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -70,6 +85,26 @@ class PaperState:
 
 def _iso(ts: Any) -> str:
     return datetime.fromtimestamp(ts.timestamp(), tz=UTC).isoformat()
+
+
+# engine B's cumulative order counters (``VerificationResult.execution``) → bar record
+_COUNTERS = {"n_orders": "placed", "n_fills": "filled", "n_partial_fills": "partial",
+             "n_clipped": "clipped", "n_cancelled": "cancelled",
+             "filled_notional": "filled_notional", "unfilled_notional": "unfilled_notional"}
+
+
+def _counters(result: Any) -> dict[str, float]:
+    ex = result.execution
+    return {k: float(ex[k]) for k in (*_COUNTERS, "pending_at_end_notional")}
+
+
+def _last_close(bars: Any, t: int) -> np.ndarray:
+    """Each symbol's last known close at bar t (NaN before its first): what engine B
+    marks a position at when its symbol has no bar."""
+    import pandas as pd
+
+    last: np.ndarray = pd.DataFrame(bars.close[: t + 1]).ffill().to_numpy()[-1]
+    return last
 
 
 class Feed:
@@ -158,16 +193,31 @@ class PaperRunner:
         return self.guard
 
     def _halted(self, state: PaperState) -> None:
-        """Refuse to go on while the world says the strategy is halted; after an
-        operator's reset, go on with the drawdown measured from here."""
-        if state.halted is None:
+        """Refuse to go on while the world says the strategy (or the world) is halted;
+        after an operator's reset, go on with the drawdown measured from here."""
+        if not self.post:
+            if state.halted is not None:
+                raise _tripped(state.halted)
             return
-        if self.post and not self.client.guard(self.world_id, self.spec.strategy_id).halted:
+        status = self.client.guard(self.world_id, self.spec.strategy_id)
+        if state.halted is not None and not status.halted:
             state.halted, state.trip_sent = None, False
             state.guard_from = len(state.returns)
             state.save(self.state_path)
             return
-        raise _tripped(state.halted)
+        if status.halted:
+            if state.halted is None:  # the world was halted while this run was away
+                self._halt_by(state, status.trip)
+            assert state.halted is not None
+            raise _tripped(state.halted)
+
+    def _halt_by(self, state: PaperState, trip: Any) -> None:
+        """A trip the world holds (its world limits') halts this run too."""
+        state.halted = {"rule": trip.rule, "value": trip.value, "limit": trip.limit,
+                        "bar": trip.bar.isoformat(),
+                        "scope": "world" if trip.strategy_id == "" else "strategy"}
+        state.trip_sent = True  # the world has it: it made it
+        state.save(self.state_path)
 
     @staticmethod
     def breach(guard: RiskGuard, result: Any, bars: Any, t: int,
@@ -184,8 +234,8 @@ class PaperRunner:
             return fills[fills["timestamp"] == bars.index[t]] if len(fills) else fills
 
         def leverage() -> float:
-            held = np.abs(result.position_rows[:, t] * np.nan_to_num(bars.close[t]))
-            return float(held.sum() / result.equity.iloc[t])
+            report = state.bar_report or {}
+            return float(report.get("gross", 0.0)) / float(result.equity.iloc[t])
 
         checks: list[tuple[str, float | None, Callable[[], float]]] = [
                   ("max_drawdown", guard.max_drawdown, drawdown),
@@ -239,6 +289,8 @@ class PaperRunner:
 
         result = verify(self.spec, bars.slice(0, t + 1), capacity=False)
         self._result = result
+        if state.counters is None:  # the run's first bar: the counters before it
+            state.counters = _counters(verify(self.spec, bars.slice(0, t), capacity=False))
         equity = result.equity.to_numpy()
         if not state.start_ts:
             state.start_ts = _iso(bars.index[t])
@@ -254,6 +306,21 @@ class PaperRunner:
              "quantity": float(f.quantity), "price": float(f.price), "fee": float(f.fee),
              "slippage": float(f.slippage), "reason": str(f.reason)}
             for i, f in enumerate(now.itertuples(index=False))]
+        counters = _counters(result)
+        before = state.counters
+        orders: dict[str, Any] = {name: counters[k] - before[k] for k, name in _COUNTERS.items()}
+        for k in ("placed", "filled", "partial", "clipped", "cancelled"):
+            orders[k] = round(orders[k])
+        orders["pending_notional"] = counters["pending_at_end_notional"]
+        held = result.position_rows[:, t]
+        orders["untradable"] = [str(bars.symbols[j]) for j in np.flatnonzero(
+            (held != 0) & np.isnan(bars.close[t]))]
+        state.counters = counters
+        state.bar_report = {
+            "strategy_id": self.spec.strategy_id, "ts": state.last_ts,
+            "equity": state.equity, "ret": state.returns[-1],
+            "gross": float(np.abs(held * np.nan_to_num(_last_close(bars, t))).sum()),
+            "orders": orders}
 
     def _post(self, state: PaperState) -> None:
         """The snapshot of the state's last bar (its ``as_of`` is in the state, so
@@ -272,11 +339,19 @@ class PaperRunner:
         if self.post and state.bar_fills:
             self.client.post_fills(self.world_id, self.spec.strategy_id, state.bar_fills)
 
+    def _post_bar(self, state: PaperState) -> Any:
+        """The last bar's record (kept in the state until the next bar); the world's
+        answer says whether the strategy or the world is halted."""
+        if self.post and state.bar_report is not None:
+            return self.client.post_bar(self.world_id, state.bar_report)
+        return None
+
     def _resume(self, state: PaperState) -> None:
         """After a restart: what the last bar sent before the crash, sent again (all
         idempotent), then the halt checked with the world."""
         self._post(state)
         self._post_fills(state)
+        self._post_bar(state)
         if state.halted is not None and not state.trip_sent and self.post:
             self._send_trip(state)
         self._halted(state)
@@ -317,8 +392,11 @@ class PaperRunner:
                 state.save(self.state_path)  # the bar is done: then tell the world
                 self._post(state)
                 self._post_fills(state)
+                recorded = self._post_bar(state)
+                if state.halted is None and recorded is not None and recorded.halted:
+                    self._halt_by(state, recorded.trip)  # the world's limits
                 if state.halted is not None:
-                    if self.post:
+                    if self.post and not state.trip_sent:
                         self._send_trip(state)
                     raise _tripped(state.halted)
                 done += 1
@@ -331,7 +409,9 @@ class PaperRunner:
 
 
 def _tripped(halted: dict[str, Any]) -> AlphaloopError:
-    return AlphaloopError(f"RISK_GUARD_TRIPPED: {halted['rule']} {halted['value']:.6g} over "
-                          f"{halted['limit']:.6g} on bar {halted['bar']}; halted until an "
+    scope = "world " if halted.get("scope") == "world" else ""
+    return AlphaloopError(f"RISK_GUARD_TRIPPED: {scope}{halted['rule']} "
+                          f"{halted['value']:.6g} over {halted['limit']:.6g} on bar "
+                          f"{halted['bar']}; halted until an "
                           "operator resets it", code="RISK_GUARD_TRIPPED",
                           error_class=ErrorClass.CRITICAL)

@@ -16,7 +16,9 @@ their dotted path).
     freshness: {decision_ttl: 5m, evaluation_max_age: 7d, snapshot_ttl: 1h,
                 snapshot_max_age: 2d}
     risk_guard: {max_drawdown: 0.2, max_daily_loss: 0.05, max_leverage: 2,
-                 max_order_adv_share: 0.1, max_orders_per_day: 50}
+                 max_order_adv_share: 0.1, max_orders_per_day: 50,
+                 world: {max_drawdown: 0.1, max_daily_loss: 0.03, max_leverage: 1.5,
+                         max_orders_per_day: 200}}
 
 Durations are seconds or ``<number><s|m|h|d>``. A gate left out is not checked; a gate
 whose metric is missing fails (fail-closed, reason ``METRIC_MISSING``). ``max_drawdown``
@@ -112,16 +114,29 @@ class Freshness(_Strict):
     snapshot_max_age: PositiveDuration = 2 * 86400.0  # age of its as_of
 
 
+class WorldGuard(_Strict):
+    """Limits on all of a world's paper and live strategies together, checked by the
+    service on every bar a paper runner reports (:mod:`alphaloop.world.riskguard`); a
+    breach halts every strategy of the world until an operator resets the world."""
+
+    max_drawdown: float | None = Field(default=None, gt=0, le=1)  # of the summed equity
+    max_daily_loss: float | None = Field(default=None, gt=0, le=1)  # one bar's world loss
+    max_leverage: float | None = Field(default=None, gt=0)  # summed gross / summed equity
+    max_orders_per_day: int | None = Field(default=None, ge=0)  # fills on one bar, summed
+
+
 class RiskGuard(_Strict):
-    """Per-strategy limits checked by the paper runner after every bar (MOD-482); a
-    breach halts the strategy until an operator resets it. A limit left out is not
-    checked."""
+    """Per-strategy limits checked by the paper runner after every bar (MOD-482), and
+    the world's limits over all its strategies (``world``); a breach halts the strategy
+    (or, for ``world``, every strategy of the world) until an operator resets it. A
+    limit left out is not checked."""
 
     max_drawdown: float | None = Field(default=None, gt=0, le=1)  # since start or reset
     max_daily_loss: float | None = Field(default=None, gt=0, le=1)  # one bar's loss
     max_leverage: float | None = Field(default=None, gt=0)  # gross exposure / equity
     max_order_adv_share: float | None = Field(default=None, gt=0, le=1)  # one fill vs ADV
     max_orders_per_day: int | None = Field(default=None, ge=0)  # fills on one bar
+    world: WorldGuard = Field(default_factory=WorldGuard)
 
 
 class Gates(_Strict):
@@ -147,6 +162,8 @@ class WorldPolicy(_Strict):
         data = self.model_dump(mode="json")
         if self.risk_guard == RiskGuard():
             data.pop("risk_guard")
+        elif self.risk_guard.world == WorldGuard():
+            data["risk_guard"].pop("world")
         return content_hash(data)
 
     def gates_for(self, stage: Stage) -> StageGates:

@@ -6,27 +6,58 @@ one transaction, and holds across restarts: ``/decide`` answers backtest-only an
 campaign shows ``RISK_GUARD_TRIPPED:<rule>`` until an operator resets it (audited,
 ``RISK_GUARD_RESET``). The same breach reported again (same rule and bar, not reset)
 is the same trip.
+
+The world's limits (``risk_guard.world``) are checked here, by the service, on every
+bar a paper runner records (``POST /worlds/{id}/paper/bars``, in the same
+transaction): the world is the sum of its strategies' paper accounts. On each bar time
+``t`` (every bar any strategy reported since the world's last reset), the world's
+return is the strategies' summed profit on ``t`` over their summed equity before it (a
+strategy that reported no bar at ``t`` counts as flat, its last equity carried); the
+world's drawdown is that of the compounded returns (from 1.0 at the last reset), its
+leverage the summed gross exposure over the summed equity (last reports), its orders
+the fills summed over the strategies' bars at ``t``. The first bar that crosses a limit
+trips the world (``strategy_id`` empty): every strategy of the world is halted, also
+those that never breached their own limits, until an operator resets the world. The
+world is judged on what has been reported when a bar arrives; a breach seen then
+stands (a trip is never undone by later data, only by an operator).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from datetime import UTC
+from itertools import groupby
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from alphaloop.world import audit
 from alphaloop.world.errors import WorldError
-from alphaloop.world.models import RiskTrip, table
-from alphaloop.world.schemas import GuardOut, TripIn, TripOut
-from alphaloop.world.service import WorldService, ts
+from alphaloop.world.models import PaperBar, RiskTrip, table
+from alphaloop.world.policy import WorldGuard
+from alphaloop.world.schemas import BarIn, BarOrders, BarOut, GuardOut, TripIn, TripOut
+from alphaloop.world.service import WorldService, WorldState, ts
+
+WORLD = ""  # the strategy_id of a trip of the world's limits
 
 
-def active_trip(conn: Session, world_id: str, strategy_id: str) -> RiskTrip | None:
+def _own_trip(conn: Session, world_id: str, strategy_id: str) -> RiskTrip | None:
     return conn.execute(select(RiskTrip).where(
         RiskTrip.world_id == world_id, RiskTrip.strategy_id == strategy_id,
         RiskTrip.reset_at.is_(None)).order_by(RiskTrip.trip_id.desc()).limit(1)
     ).scalar_one_or_none()
+
+
+def active_trip(conn: Session, world_id: str, strategy_id: str) -> RiskTrip | None:
+    """What halts the strategy now: its own trip, else its world's."""
+    own = _own_trip(conn, world_id, strategy_id)
+    return own if own is not None or strategy_id == WORLD else _own_trip(conn, world_id, WORLD)
+
+
+def trip_reason(trip: RiskTrip) -> str:
+    scope = "world:" if trip.strategy_id == WORLD else ""
+    return f"RISK_GUARD_TRIPPED:{scope}{trip.rule}"
 
 
 def _out(row: RiskTrip, created: bool = False) -> TripOut:
@@ -45,7 +76,7 @@ class RiskGuard:
         bar = body.bar.isoformat()
         with self.service.db.write() as conn:
             self.service.load(conn, world_id)
-            found = active_trip(conn, world_id, body.strategy_id)
+            found = _own_trip(conn, world_id, body.strategy_id)
             if found is not None:  # halted already: the first trip stands
                 return _out(found)
             values = dict(world_id=world_id, strategy_id=body.strategy_id, rule=body.rule,
@@ -73,19 +104,136 @@ class RiskGuard:
         return GuardOut(world_id=world_id, strategy_id=strategy_id, halted=row is not None,
                         trip=None if newest is None else _out(newest))
 
-    def reset(self, world_id: str, strategy_id: str, actor: str) -> TripOut:
+    def reset(self, world_id: str, strategy_id: str | None, actor: str) -> TripOut:
+        """Re-activate a halted strategy, or (``strategy_id`` None) the world."""
         now = time.time()
+        sid = WORLD if strategy_id is None else strategy_id
+        what = "the world" if sid == WORLD else f"strategy_id: {sid[:12]}…"
         with self.service.db.write() as conn:
             self.service.load(conn, world_id)
-            row = active_trip(conn, world_id, strategy_id)
+            row = _own_trip(conn, world_id, sid)
             if row is None:
-                raise WorldError(f"strategy_id: {strategy_id[:12]}… is not halted",
-                                 code="NOT_HALTED", status=409, field="strategy_id")
+                world = None if sid == WORLD else _own_trip(conn, world_id, WORLD)
+                if world is not None:
+                    raise WorldError(f"strategy_id: {sid[:12]}… is halted by the world's "
+                                     f"trip #{world.trip_id} ({world.rule}); reset the world "
+                                     "(no strategy_id)", code="WORLD_HALTED", status=409,
+                                     field="strategy_id")
+                raise WorldError(f"{what} is not halted", code="NOT_HALTED", status=409,
+                                 field="strategy_id")
             conn.execute(update(RiskTrip).where(RiskTrip.trip_id == row.trip_id)
                          .values(reset_at=now, reset_by=actor))
             audit.record(conn, actor=actor, action="risk_guard.reset", world_id=world_id,
-                         target=f"{strategy_id}#{row.trip_id}:{row.rule}")
+                         target=f"{sid or 'world'}#{row.trip_id}:{row.rule}")
             audit.emit(conn, world_id, "RISK_GUARD_RESET",
-                       {"trip_id": row.trip_id, "strategy_id": strategy_id})
+                       {"trip_id": row.trip_id, "strategy_id": sid,
+                        "scope": "world" if sid == WORLD else "strategy"})
             row.reset_at, row.reset_by = now, actor
             return _out(row)
+
+    # ---------------------------------------------------------- paper bars
+
+    def record_bar(self, world_id: str, body: BarIn, actor: str) -> BarOut:
+        """Store a paper bar (once), then check the world's limits, in one transaction."""
+        bar_ts = body.ts.astimezone(UTC).isoformat()
+        o = body.orders
+        values = dict(world_id=world_id, strategy_id=body.strategy_id, bar_ts=bar_ts,
+                      equity=body.equity, ret=body.ret, gross=body.gross,
+                      n_orders=o.placed, n_fills=o.filled, n_partial=o.partial,
+                      n_clipped=o.clipped, n_cancelled=o.cancelled,
+                      filled_notional=o.filled_notional,
+                      unfilled_notional=o.unfilled_notional,
+                      pending_notional=o.pending_notional, untradable=list(o.untradable))
+        with self.service.db.write() as conn:
+            state = self.service.load(conn, world_id)
+            found = conn.execute(select(PaperBar).where(
+                PaperBar.world_id == world_id, PaperBar.strategy_id == body.strategy_id,
+                PaperBar.bar_ts == bar_ts)).scalar_one_or_none()
+            if found is None:
+                conn.execute(insert(table(PaperBar)), {**values, "recorded_at": time.time()})
+                audit.record(conn, actor=actor, action="paper.bar", world_id=world_id,
+                             target=f"{body.strategy_id}@{bar_ts}",
+                             after=audit.content_hash(values))
+                self._check_world(conn, state, actor)
+            row = found or PaperBar(**values)
+            trip = active_trip(conn, world_id, body.strategy_id)
+            return _bar_out(row, created=found is None,
+                            trip=None if trip is None else _out(trip))
+
+    def bars(self, world_id: str, strategy_id: str) -> list[BarOut]:
+        with self.service.db.read() as conn:
+            self.service.load(conn, world_id)
+            rows = conn.execute(select(PaperBar).where(
+                PaperBar.world_id == world_id, PaperBar.strategy_id == strategy_id)
+                .order_by(PaperBar.bar_ts)).scalars().all()
+        return [_bar_out(r) for r in rows]
+
+    def _check_world(self, conn: Session, state: WorldState, actor: str) -> None:
+        limits = state.policy.risk_guard.world
+        world_id = state.world.world_id
+        if limits == WorldGuard() or _own_trip(conn, world_id, WORLD) is not None:
+            return
+        since = conn.execute(select(RiskTrip.bar).where(
+            RiskTrip.world_id == world_id, RiskTrip.strategy_id == WORLD,
+            RiskTrip.reset_at.is_not(None)).order_by(RiskTrip.trip_id.desc()).limit(1)
+        ).scalar_one_or_none()
+        stmt = select(PaperBar).where(PaperBar.world_id == world_id)
+        if since is not None:  # measured afresh after the operator's reset
+            stmt = stmt.where(PaperBar.bar_ts > since)
+        rows = conn.execute(stmt.order_by(PaperBar.bar_ts, PaperBar.strategy_id)).scalars()
+        for bar_ts, rule, value, limit in world_breaches(limits, rows):
+            values = dict(world_id=world_id, strategy_id=WORLD, rule=rule, value=value,
+                          limit_value=limit, bar=bar_ts, tripped_at=time.time(),
+                          actor=actor, reset_at=None, reset_by=None)
+            stmt_trip = insert(table(RiskTrip)).returning(table(RiskTrip).c.trip_id)
+            trip_id = conn.execute(stmt_trip, values).scalar_one()
+            audit.record(conn, actor=actor, action="risk_guard.trip", world_id=world_id,
+                         target=f"world#{trip_id}:{rule}",
+                         after=audit.content_hash({k: v for k, v in values.items()
+                                                   if k != "tripped_at"}))
+            audit.emit(conn, world_id, "RISK_GUARD_TRIPPED",
+                       {"trip_id": trip_id, "strategy_id": WORLD, "scope": "world",
+                        "rule": rule, "value": value, "limit": limit, "bar": bar_ts,
+                        "severity": "CRITICAL"})
+            return  # the first breach trips; the world is halted
+
+
+def world_breaches(limits: WorldGuard, rows: Iterator[PaperBar]
+                   ) -> Iterator[tuple[str, str, float, float]]:
+    """(bar_ts, rule, value, limit) of every world limit crossed, bar by bar, over
+    paper bars sorted by time (the module docstring says how the world is summed)."""
+    last: dict[str, tuple[float, float]] = {}  # strategy -> (equity, gross) last reported
+    index = peak = 1.0
+    for bar_ts, group in groupby(rows, key=lambda r: r.bar_ts):
+        bars = list(group)
+        before = {r.strategy_id: r.equity / (1.0 + r.ret) for r in bars}
+        base = sum(eq for sid, (eq, _) in last.items() if sid not in before)
+        base += sum(before.values())
+        pnl = sum(r.equity - before[r.strategy_id] for r in bars)
+        for r in bars:
+            last[r.strategy_id] = (r.equity, r.gross)
+        ret = pnl / base if base > 0 else 0.0
+        index *= 1.0 + ret
+        peak = max(peak, index)
+        equity = sum(eq for eq, _ in last.values())
+        seen = {"max_drawdown": 1.0 - index / peak, "max_daily_loss": -ret,
+                "max_leverage": sum(g for _, g in last.values()) / equity if equity > 0
+                else 0.0,
+                "max_orders_per_day": float(sum(r.n_fills for r in bars))}
+        for rule, value in seen.items():
+            limit = getattr(limits, rule)
+            if limit is not None and value > limit:
+                yield bar_ts, rule, value, float(limit)
+
+
+def _bar_out(row: PaperBar, created: bool = False, trip: TripOut | None = None) -> BarOut:
+    return BarOut(world_id=row.world_id, strategy_id=row.strategy_id, ts=row.bar_ts,  # type: ignore[arg-type]
+                  equity=row.equity, ret=row.ret, gross=row.gross,
+                  orders=BarOrders(placed=row.n_orders, filled=row.n_fills,
+                                   partial=row.n_partial, clipped=row.n_clipped,
+                                   cancelled=row.n_cancelled,
+                                   filled_notional=row.filled_notional,
+                                   unfilled_notional=row.unfilled_notional,
+                                   pending_notional=row.pending_notional,
+                                   untradable=list(row.untradable or [])),
+                  created=created, halted=trip is not None, trip=trip)

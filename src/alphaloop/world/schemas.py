@@ -499,7 +499,7 @@ class TripIn(_In):
 class TripOut(BaseModel):
     trip_id: int
     world_id: str
-    strategy_id: str
+    strategy_id: str  # "" for a trip of the world's limits (every strategy halted)
     rule: GuardRule
     value: float
     limit: float
@@ -519,10 +519,12 @@ class GuardOut(BaseModel):
 
 
 class ResetIn(_In):
+    """The strategy to re-activate; left out, the world (a trip of its world limits)."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
                               json_schema_extra={"examples": [{
-        "strategy_id": "4d512c22" + "0" * 56}]})
-    strategy_id: StrategyId
+        "strategy_id": "4d512c22" + "0" * 56}, {}]})
+    strategy_id: StrategyId | None = None
 
 
 # ------------------------------------------------------------------- paper fills
@@ -573,3 +575,62 @@ class FillOut(BaseModel):
     fee: float
     slippage: float
     reason: str
+
+
+# -------------------------------------------------------------------- paper bars
+
+NonNegative = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class BarOrders(_In):
+    """Engine B's order accounting for one bar: orders sent for the bar (decided at
+    the previous close, plus stops triggered in it), fills, partial fills (the volume
+    cap left a remainder, carried to later bars), orders clipped by the leverage cap,
+    orders cancelled; the notional filled, left unfilled (clipped or cancelled) and
+    still pending after the bar; and the held symbols that had no bar (not tradable)."""
+
+    placed: Count = 0
+    filled: Count = 0
+    partial: Count = 0
+    clipped: Count = 0
+    cancelled: Count = 0
+    filled_notional: NonNegative = 0.0
+    unfilled_notional: NonNegative = 0.0
+    pending_notional: NonNegative = 0.0
+    untradable: Annotated[list[Annotated[str, Field(max_length=128)]],
+                          Field(max_length=10_000)] = Field(default_factory=list)
+
+
+class BarIn(_In):
+    """One bar of a paper run (a producer's, operator role): equity and gross exposure
+    at the close, the bar's return and its orders. The same bar again is left as it is."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "strategy_id": "4d512c22" + "0" * 56, "ts": "2026-11-30T00:00:00Z",
+        "equity": 101_250.0, "ret": -0.004, "gross": 98_000.0,
+        "orders": {"placed": 3, "filled": 2, "partial": 1, "pending_notional": 1_200.0,
+                   "untradable": ["XYZ"]}}]})
+    strategy_id: StrategyId
+    ts: AwareDatetime
+    equity: Annotated[float, Field(gt=0)]
+    ret: Annotated[float, Field(gt=-1)]
+    gross: NonNegative
+    orders: BarOrders = Field(default_factory=BarOrders)
+
+
+class BarOut(BaseModel):
+    """A stored bar; with ``halted`` and the trip when the strategy or its world is
+    halted by the risk guard (a world limit is checked on every bar recorded)."""
+
+    world_id: str
+    strategy_id: str
+    ts: datetime
+    equity: float
+    ret: float
+    gross: float
+    orders: BarOrders
+    created: bool = False
+    halted: bool = False
+    trip: TripOut | None = None
