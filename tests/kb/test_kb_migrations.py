@@ -24,9 +24,10 @@ from alphaloop.errors import ErrorClass
 from alphaloop.kb import KBError, KnowledgeBase, StageRunRecord, dispose_engines, migrations
 from alphaloop.kb.models import Base
 
-HEAD = "0007"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables,
+HEAD = "0009"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables,
 # v0004 the campaign loop's executed actions, v0005 live approvals and candidates,
-# v0006 risk guard trips, v0007 paper fills
+# v0006 risk guard trips, v0007 paper fills, v0008 backtest claims and runs.finished_ns,
+# v0009 paper bars
 TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "backtests",
           "scores", "failures", "constraint_sets", "constraints",
           # the WorldService shares the database (migration 0003)
@@ -35,7 +36,9 @@ TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "back
           "campaign_actions",  # migration 0004
           "live_approvals", "live_candidates",  # migration 0005
           "risk_trips",  # migration 0006
-          "paper_fills"}  # migration 0007
+          "paper_fills",  # migration 0007
+          "claims",  # migration 0008
+          "paper_bars"}  # migration 0009
 
 
 def _tables(path: Path) -> set[str]:
@@ -57,10 +60,31 @@ def _at_revision(path: Path, revision: str) -> None:
     engine.dispose()
 
 
-def test_the_packaged_migrations_form_one_line_of_seven_revisions() -> None:
+def test_the_packaged_migrations_form_one_line_of_nine_revisions() -> None:
     assert migrations.head() == HEAD
     assert migrations.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006",
-                                            "0007"}
+                                            "0007", "0008", "0009"}
+
+
+def test_a_database_of_revision_0007_gains_claims_and_the_finish_time_of_ended_runs(
+        tmp_path: Path) -> None:
+    """0008: a run that had ended (a final status) gets its last update as its finish
+    time; a run still going (or paused) gets none; the claims table starts empty."""
+    path = tmp_path / "kb.sqlite"
+    _at_revision(path, "0007")
+    con = sqlite3.connect(path)
+    for run_id, status in (("ended", "DONE_BUDGET_EXHAUSTED"), ("failed", "FAILED_FATAL"),
+                           ("going", "RUNNING"), ("paused", "PAUSED")):
+        con.execute("INSERT INTO runs VALUES (?, ?, 1, 'd', '{}', 10, 20, NULL)",
+                    (run_id, status))
+    con.commit()
+    con.close()
+    kb = open_kb(path)
+    assert kb.revision() == HEAD
+    finished = {r: getattr(kb.get_run(r), "finished_ns", "missing")
+                for r in ("ended", "failed", "going", "paused")}
+    assert finished == {"ended": 20, "failed": 20, "going": None, "paused": None}
+    assert kb.claims("any-key", ["s1"]) == {}
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["no file", "empty file"])

@@ -403,3 +403,54 @@ def test_a_retired_rules_old_evidence_is_left_out() -> None:
     # another code's evidence in the same region still counts
     other = [o.model_copy(update={"codes": ("LOW_SHARPE",)}) if o.codes else o for o in obs]
     assert learn(other, FAMILIES, config=cfg, iteration=3, retired=[retired])
+
+
+# ------------------------------------------------------------------ the row cache
+def _momentum_cloud(seed: int, n: int) -> list[Observation]:
+    """Random momentum candidates (a fixed generator), TOO_FEW_TRADES above a threshold
+    of 0.05, LOW_SHARPE for short windows, one in seven without a window (no row)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        raw = MOMENTUM.from_unit(rng.random(len(MOMENTUM.params)).tolist())
+        params = dict(raw)
+        if k % 7 == 3:
+            params["window"] = None  # a candidate the tree cannot place
+        codes: tuple[str, ...] = ()
+        if float(raw["threshold"]) > 0.05:
+            codes = ("TOO_FEW_TRADES",)
+        elif int(raw["window"]) < 40:
+            codes = ("LOW_SHARPE", "TOO_FEW_TRADES")
+        out.append(Observation(family="momentum", params=params, codes=codes,
+                               iteration=k // 50 + 1))
+    return out
+
+
+def test_the_row_cache_learns_exactly_what_learning_from_scratch_learns() -> None:
+    """Observations arriving 50 at a time (as the loop's iterations add them): with one
+    cache for all updates, the rules of every update equal those learned without a
+    cache; so do they when the list is not an extension of the last one (the cache
+    rebuilds), with a retired rule leaving evidence out, and with secondary codes."""
+    from alphaloop.research.learning import RowCache
+
+    cloud = _momentum_cloud(3, 300)
+    assert any(o.params["window"] is None for o in cloud)
+    cache = RowCache()
+    found_any = False
+    for end in range(50, 301, 50):
+        seen = cloud[:end]
+        fresh = learn(seen, FAMILIES, iteration=end // 50)
+        assert learn(seen, FAMILIES, iteration=end // 50, cache=cache) == fresh
+        found_any |= bool(fresh)
+    assert found_any
+    shuffled = cloud[::-1]
+    assert learn(shuffled, FAMILIES, cache=cache) == learn(shuffled, FAMILIES)
+    rule = learn(cloud, FAMILIES)[0]
+    retired = rule.model_copy(update={"status": "expired", "expired_at_iteration": 4})
+    assert (learn(cloud, FAMILIES, retired=[retired], cache=cache)
+            == learn(cloud, FAMILIES, retired=[retired]))
+    secondary = LearningConfig(use_secondary=True)
+    assert (learn(cloud, FAMILIES, config=secondary, cache=cache)
+            == learn(cloud, FAMILIES, config=secondary))

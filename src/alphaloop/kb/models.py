@@ -17,6 +17,7 @@ table               key (what makes a write idempotent)
 ``failures``        ``(run_id, iteration, strategy_id, stage_id, code)``
 ``constraint_sets`` ``constraint_set_id``
 ``constraints``     ``constraint_id``
+``claims``          ``(work_key, strategy_id)``
 ==================  =====================================================
 
 Foreign keys tie each iteration's rows to their iteration and to the strategy they
@@ -42,6 +43,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -79,6 +81,8 @@ class Run(Base):
     created_ns: Mapped[int] = mapped_column(BigInteger)
     updated_ns: Mapped[int] = mapped_column(BigInteger)
     summary: Mapped[dict[str, Any] | None]
+    # revision 0008: when the run reached its final state (set once, never moved)
+    finished_ns: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Iteration(Base):
@@ -225,5 +229,24 @@ class Constraint(Base):
     confidence: Mapped[float | None] = mapped_column(Double)
 
 
+class Claim(Base):
+    """Revision 0008: who does a piece of work (``work_key`` names the data, the engine
+    and its settings) on a strategy, and its result once done. The first insert of a
+    key owns it; a ``claimed`` row whose ``lease_until_ns`` has passed may be taken
+    over (``takeovers`` counts how often). ``result`` is JSON text (NaN kept, so the
+    numbers read back are the numbers written), ``payload`` its binary part."""
+
+    __tablename__ = "claims"
+
+    work_key: Mapped[str] = mapped_column(ID, primary_key=True)
+    strategy_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ID, index=True)
+    status: Mapped[str] = mapped_column(NAME)
+    lease_until_ns: Mapped[int] = mapped_column(BigInteger)
+    takeovers: Mapped[int] = mapped_column(Integer)
+    result: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
 TABLES = ("runs", "iterations", "transitions", "stage_runs", "strategies", "backtests",
-          "scores", "failures", "constraint_sets", "constraints")
+          "scores", "failures", "constraint_sets", "constraints", "claims")

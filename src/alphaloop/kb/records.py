@@ -25,6 +25,7 @@ class RunRecord(_Record):
     created_ns: int
     updated_ns: int
     summary: dict[str, Any] | None = None
+    finished_ns: int | None = None  # when it reached its final state (set once)
 
 
 class TransitionRecord(_Record):

@@ -38,7 +38,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +54,8 @@ from sqlalchemy import (
     Engine,
     Select,
     Table,
+    bindparam,
+    case,
     create_engine,
     event,
     func,
@@ -74,6 +76,7 @@ from alphaloop.kb.models import (
     TABLES,
     Backtest,
     Base,
+    Claim,
     Constraint,
     ConstraintSet,
     Failure,
@@ -94,7 +97,7 @@ from alphaloop.kb.records import (
     TransitionRecord,
 )
 
-__all__ = ["KBError", "KnowledgeBase", "default_url", "dispose_engines"]
+__all__ = ["ClaimRow", "KBError", "KnowledgeBase", "default_url", "dispose_engines"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _Catalog = tuple[set[str], list[str]]  # a database's table names, its alembic versions
@@ -102,6 +105,28 @@ WRITE_OPTION = "alphaloop_kb_write"  # execution option: this connection's BEGIN
 _REUSABLE = ("SUCCESS", "PARTIAL")  # stage statuses whose output a resume may reuse
 _PG_MIGRATE_KEY = 0x616C7068614C6F6F  # "alphaLoo": the advisory lock schema upgrades take
 _CRITICAL, _TRANSIENT, _PERMANENT = ErrorClass.CRITICAL, ErrorClass.TRANSIENT, ErrorClass.PERMANENT
+
+
+CLAIMED, DONE = "claimed", "done"  # a claim's statuses
+_IN_LIST = 500  # ids per IN (...) list: well inside every driver's parameter limit
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """One claim as stored: who holds (or did) the work, and its result once done."""
+
+    strategy_id: str
+    run_id: str
+    status: str
+    lease_until_ns: int
+    takeovers: int
+    result: str | None = None
+    payload: bytes | None = None
+
+
+def _parts(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), _IN_LIST):
+        yield ids[start:start + _IN_LIST]
 
 
 class KBError(AlphaloopError):
@@ -709,24 +734,31 @@ class KnowledgeBase:
         """Insert or update a run. Its ``created_ns`` is kept from the first save, so a
         resumed run keeps its place in "newest first" orders."""
         with self._writing(f"save run {record.run_id}") as conn:
-            _upsert(conn, _t(Run), [_row(record)], keep=("created_ns",))
+            _upsert(conn, _t(Run), [_row(record)], keep=("created_ns", "finished_ns"))
 
     def set_run_status(self, run_id: str, status: str,
-                       summary: dict[str, Any] | None = None) -> None:
+                       summary: dict[str, Any] | None = None, *,
+                       finished: bool = False) -> None:
         """Set a run's status (and summary, when given). ``updated_ns`` moves only when
-        something changed, so repeating the call is a no-op."""
+        something changed, so repeating the call is a no-op. ``finished``: the status
+        is final; ``finished_ns`` is set then, the first time only (it never moves)."""
         with self._writing(f"set status of run {run_id}") as conn:
-            current = conn.execute(select(Run.status, Run.summary, Run.updated_ns)
+            current = conn.execute(select(Run.status, Run.summary, Run.updated_ns,
+                                          Run.finished_ns)
                                    .where(Run.run_id == run_id)).one_or_none()
             if current is None:
                 raise KBError(f"run {run_id!r} is not in the knowledge base",
                               code="KB_NOT_FOUND", error_class=_PERMANENT)
             new_summary = current.summary if summary is None else _row(summary)
-            if (current.status, current.summary) == (status, new_summary):
+            finish = finished and current.finished_ns is None
+            if (current.status, current.summary) == (status, new_summary) and not finish:
                 return
             stamp = max(time.time_ns(), current.updated_ns + 1)  # strictly increasing
-            conn.execute(update(Run).where(Run.run_id == run_id)
-                         .values(status=status, summary=new_summary, updated_ns=stamp))
+            values: dict[str, Any] = {"status": status, "summary": new_summary,
+                                      "updated_ns": stamp}
+            if finish:
+                values["finished_ns"] = stamp
+            conn.execute(update(Run).where(Run.run_id == run_id).values(**values))
 
     def record_transition(self, record: TransitionRecord) -> None:
         """Append a state-machine move; the identical move recorded again is ignored."""
@@ -886,21 +918,105 @@ class KnowledgeBase:
             row = conn.execute(stmt).one_or_none()
         return None if row is None else StageRunRecord(**row._mapping)
 
+    # -- claims: who does which piece of work (several runs on one database)
+
+    def claim(self, work_key: str, strategy_ids: Sequence[str], run_id: str, *,
+              lease_until_ns: int, now_ns: int) -> dict[str, ClaimRow]:
+        """Claim the work ``work_key`` on each of ``strategy_ids`` for ``run_id``, in one
+        transaction, and say who holds each now.
+
+        A strategy nobody claimed yet becomes ``run_id``'s (``INSERT … ON CONFLICT DO
+        NOTHING``: of two runs claiming at once exactly one wins, on SQLite and on
+        PostgreSQL alike). A ``claimed`` row that is ``run_id``'s own (a resumed run) or
+        whose lease ended before ``now_ns`` (its owner died) is taken over: its lease
+        moves to ``lease_until_ns``. Done rows come back with their result. The caller
+        owns exactly the rows returned with its ``run_id`` and status ``claimed``.
+        """
+        ids = sorted(set(strategy_ids))  # one lock order for every writer (PostgreSQL)
+        if not ids:
+            return {}
+        table = _t(Claim)
+        fresh = [{"work_key": work_key, "strategy_id": sid, "run_id": run_id,
+                  "status": CLAIMED, "lease_until_ns": lease_until_ns, "takeovers": 0,
+                  "result": None, "payload": None} for sid in ids]
+        with self._writing(f"claim {len(ids)} strategies for run {run_id}") as conn:
+            _upsert(conn, table, fresh, keys=("work_key", "strategy_id"), update_=False)
+            for part in _parts(ids):
+                conn.execute(
+                    update(table)
+                    .where(table.c.work_key == work_key, table.c.strategy_id.in_(part),
+                           table.c.status == CLAIMED,
+                           (table.c.run_id == run_id) | (table.c.lease_until_ns < now_ns))
+                    .values(takeovers=table.c.takeovers + case(
+                        (table.c.run_id == run_id, 0), else_=1),
+                        run_id=run_id, lease_until_ns=lease_until_ns))
+            return self._claim_rows(conn, work_key, ids)
+
+    def claims(self, work_key: str, strategy_ids: Sequence[str]) -> dict[str, ClaimRow]:
+        """The claims on ``strategy_ids`` for ``work_key`` as they stand (results of the
+        done ones included); strategies nobody claimed are missing."""
+        with self._reading() as conn:
+            return self._claim_rows(conn, work_key, sorted(set(strategy_ids)))
+
+    def finish_claims(self, work_key: str, run_id: str,
+                      results: Mapping[str, tuple[str, bytes | None]]) -> None:
+        """Store results (JSON text, binary payload) of work ``run_id`` did: each
+        ``claimed`` row becomes ``done`` with ``run_id`` as the one that did it. A row
+        already done keeps its result (the same numbers: the work is deterministic)."""
+        if not results:
+            return
+        table = _t(Claim)
+        stmt = (update(table)
+                .where(table.c.work_key == bindparam("k"),
+                       table.c.strategy_id == bindparam("sid"), table.c.status == CLAIMED)
+                .values(status=DONE, run_id=bindparam("rid"), result=bindparam("res"),
+                        payload=bindparam("pay")))
+        rows = [{"k": work_key, "sid": sid, "rid": run_id, "res": res, "pay": pay}
+                for sid, (res, pay) in sorted(results.items())]
+        with self._writing(f"finish {len(rows)} claims of run {run_id}") as conn:
+            conn.execute(stmt, rows)
+
+    def claims_of(self, run_id: str) -> pd.DataFrame:
+        """Every claim ``run_id`` holds or did (``work_key``, ``strategy_id``,
+        ``status``, ``takeovers``), without results."""
+        t = _t(Claim)
+        return self._frame(select(t.c.work_key, t.c.strategy_id, t.c.status, t.c.takeovers)
+                           .where(t.c.run_id == run_id)
+                           .order_by(t.c.work_key, t.c.strategy_id))
+
+    @staticmethod
+    def _claim_rows(conn: Connection, work_key: str, ids: list[str]) -> dict[str, ClaimRow]:
+        table = _t(Claim)
+        out: dict[str, ClaimRow] = {}
+        for part in _parts(ids):
+            for r in conn.execute(select(table).where(table.c.work_key == work_key,
+                                                      table.c.strategy_id.in_(part))):
+                out[r.strategy_id] = ClaimRow(r.strategy_id, r.run_id, r.status,
+                                              r.lease_until_ns, r.takeovers, r.result,
+                                              None if r.payload is None else bytes(r.payload))
+        return out
+
     # -- reads: what was tried
 
     def tested(self, data_ref: str, *, engine: str = "A", window: str = "search",
-               exclude_run: str | None = None) -> pd.DataFrame:
+               exclude_run: str | None = None,
+               finished_before: int | None = None) -> pd.DataFrame:
         """One row per strategy evaluated on ``data_ref`` by ``engine`` on ``window``,
         with its backtest fields; when several runs evaluated it, the latest run (by
         ``created_ns``, then iteration) wins. ``exclude_run`` leaves a run out (the
-        current one, whose own trials the caller counts itself). Sorted by strategy id.
+        current one, whose own trials the caller counts itself); ``finished_before``
+        keeps only runs that had finished before that time (``finished_ns``): a run's
+        "earlier runs", the same whenever it asks. Sorted by strategy id.
         """
         cols = [c.name for c in _t(Backtest).c]
         latest = (Run.created_ns.desc(), Backtest.iteration.desc(), Backtest.run_id.desc())
         rank = func.row_number().over(partition_by=Backtest.strategy_id,
                                       order_by=latest).label("rank")
+        where = self._trial_filter(data_ref, engine, window, exclude_run)
+        if finished_before is not None:
+            where.append(Run.finished_ns < finished_before)
         stmt = (select(*_t(Backtest).c, rank).join(Run, Run.run_id == Backtest.run_id)
-                .where(*self._trial_filter(data_ref, engine, window, exclude_run)))
+                .where(*where))
         inner = stmt.subquery()
         return self._frame(select(*[inner.c[c] for c in cols]).where(inner.c["rank"] == 1)
                            .order_by(inner.c.strategy_id))
@@ -923,10 +1039,13 @@ class KnowledgeBase:
             count: int = conn.execute(stmt).scalar_one()
         return count
 
-    def trial_sharpes(self, data_ref: str, *, exclude_run: str | None = None) -> np.ndarray:
-        """The per-period Sharpe of each trial counted by :meth:`trial_count`, sorted by
-        strategy id; NaN where none was recorded."""
-        frame = self.tested(data_ref, exclude_run=exclude_run)
+    def trial_sharpes(self, data_ref: str, *, exclude_run: str | None = None,
+                      finished_before: int | None = None) -> np.ndarray:
+        """The per-period Sharpe of each trial counted by :meth:`trial_count` (of the
+        runs finished before ``finished_before``, when given), sorted by strategy id;
+        NaN where none was recorded."""
+        frame = self.tested(data_ref, exclude_run=exclude_run,
+                            finished_before=finished_before)
         return np.array([np.nan if v is None or pd.isna(v) else float(v)
                          for v in frame["sharpe_per_period"]], dtype=float)
 

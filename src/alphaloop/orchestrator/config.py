@@ -166,6 +166,12 @@ class KBConfig(_Strict):
     """Any SQLAlchemy URL; None = ``sqlite:///$ALPHALOOP_HOME/kb.sqlite``."""
     busy_timeout_s: float = Field(default=5.0, ge=0, le=600)
     """How long a write waits for another writer's lock before it counts as locked."""
+    claim_lease_s: float = Field(default=60.0, gt=0, le=86400)
+    """How long a claim on a batch of backtests holds without its owner renewing it;
+    past it, another run sharing the knowledge base takes the work over
+    (:mod:`alphaloop.orchestrator.claims`)."""
+    claim_poll_s: float = Field(default=0.2, gt=0, le=60)
+    """How often a run waiting for another run's claimed work looks again."""
 
 
 class ExecutorConfig(_Strict):

@@ -19,6 +19,14 @@ What the runner guarantees (seeds 003 and 004, DESIGN §3 "Orchestrator"):
   hash of its inputs; a resumed run walks the same iterations and loads every finished
   stage instead of running it, so it ends with the RunSummary an uninterrupted run of
   the same config would have (everything derives from ``seed``, nothing from time).
+- **One knowledge base, several runs**: a run's "earlier runs" are those that had
+  *finished* before it was created (``runs.finished_ns``): their backtests are reused
+  and count as trials, the same set whenever the run asks (a resume included). Runs
+  going on at the same time share their work instead: every backtesting stage (S50,
+  S70, S75, S80) claims its candidates in the KB first and reads back what another run
+  computed (:mod:`alphaloop.orchestrator.claims`); those results count as the run's
+  own tests, exactly as if it had computed them, so its RunSummary is that of a run
+  alone on the database.
 - **Honest selection**: engine A and scoring see the search window, robustness the
   validation window; the holdout is read only by :func:`stages.holdout_check` for a
   candidate about to become a survivor, and what it finds feeds nothing back.
@@ -32,7 +40,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -40,6 +48,7 @@ import pandas as pd
 from alphaloop.data.bars import Bars
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.execution import ExecutionModel
+from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.errors import AlphaloopError, DataError, ErrorClass, LookaheadError
 from alphaloop.evaluation.benchmark import resolve_benchmark
 from alphaloop.evaluation.robustness import holdout_split, relative_columns
@@ -57,6 +66,14 @@ from alphaloop.orchestrator.artifacts import (
     write_atomic,
     write_json,
 )
+from alphaloop.orchestrator.claims import (
+    A_CODEC,
+    JSON_CODEC,
+    ClaimBook,
+    Codec,
+    assemble_a,
+    work_key,
+)
 from alphaloop.orchestrator.config import (
     BestStrategy,
     ConfigError,
@@ -66,7 +83,7 @@ from alphaloop.orchestrator.config import (
     RunSummary,
 )
 from alphaloop.orchestrator.events import EventLog
-from alphaloop.orchestrator.executors import backtest_all, make_executor
+from alphaloop.orchestrator.executors import CHUNK, backtest_all, make_executor
 from alphaloop.orchestrator.policies import (
     BranchLog,
     BranchLoopDetected,
@@ -88,7 +105,7 @@ from alphaloop.orchestrator.states import (
     run_machine,
     stage_machine,
 )
-from alphaloop.research.learning import ConstraintSet, Observation
+from alphaloop.research.learning import ConstraintSet, Observation, RowCache
 from alphaloop.strategy.constraints import Constraint
 from alphaloop.strategy.spec import StrategySpec
 
@@ -104,6 +121,9 @@ PENDING_FILE = "kb_pending.jsonl"  # transitions and stage runs written while th
 WORLD_FILE = "world_submissions.jsonl"  # what the world decided for each survivor handed off
 _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
     "record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord}
+
+R = TypeVar("R")
+EVALUATOR_BYTES = 512 << 20  # each of the run's three shared signal evaluators
 
 Fault = Callable[[int, str, int], None]
 """A test seam: called as ``fault(iteration, stage_id, attempt)`` before each attempt."""
@@ -159,6 +179,8 @@ class Runner:
                               "window; at least 60 are needed", code="INVALID_CONFIG")
         self.search = self.bars.slice(0, self.search_end)
         self.search_ref = self.search.data_ref
+        self.validation = self.bars.slice(0, self.val_end)  # search + validation windows
+        self._evaluators: dict[str, SignalEvaluator] = {}
         try:
             self.policy = load_policy(cfg.policies.scoring)
             self.model = (ExecutionModel.from_yaml(cfg.engines.execution)
@@ -167,6 +189,8 @@ class Runner:
             raise ConfigError(f"{exc.message}", code="INVALID_CONFIG") from None
         self.costs = CostModel(fees_bps=cfg.engines.fees_bps,
                                slippage_bps=cfg.engines.slippage_bps)
+        # S50's work key in the claims table: engine A, the search window, the costs
+        self.search_key = work_key("A", "search", self.search_ref, self.costs)
         try:  # over the search window, with the run's costs, through engine A
             self.bench = resolve_benchmark(cfg.benchmark or self.policy.benchmark,
                                            self.search, self.costs)
@@ -188,11 +212,19 @@ class Runner:
                                       cfg.seed)
         self.executor = make_executor(cfg.executor.kind, cfg.executor.workers, self.bars,
                                       address=cfg.executor.address)
+        stored = self.kb.get_run(cfg.run_id) if resuming else None
+        self.created_ns = stored.created_ns if stored is not None else time.time_ns()
+        # the run's "earlier runs": those that had finished before it was created. The
+        # same set whenever the run asks (a resumed run included); runs still going
+        # then share their work through claims instead (see ``claims``)
         prior = self.kb.tested(self.search_ref, engine="A", window="search",
-                               exclude_run=cfg.run_id)
+                               exclude_run=cfg.run_id, finished_before=self.created_ns)
         self.prior_ids = set(prior["strategy_id"]) if len(prior) else set()
-        self.prior_sharpes = (np.asarray(self.kb.trial_sharpes(self.search_ref,
-                                                               exclude_run=cfg.run_id)))
+        self.prior_sharpes = np.array([np.nan if v is None or pd.isna(v) else float(v)
+                                       for v in prior["sharpe_per_period"]], dtype=float)
+        self.claims = ClaimBook(self.kb, cfg.run_id, lease_s=cfg.kb.claim_lease_s,
+                                poll_s=cfg.kb.claim_poll_s)
+        self.shared: dict[str, int] = {"computed": 0, "taken": 0, "unclaimed": 0}
         self.run_sharpes: dict[str, float] = {}
         self.run_tested: set[str] = set()
         self.backtests = 0
@@ -214,6 +246,7 @@ class Runner:
         self.force_baseline = False
         self.pending_world: list[StrategySpec] = []  # survivors the world has not seen
         self.observations: list[Observation] = []  # every candidate of the run (MOD-450)
+        self.row_cache = RowCache()  # their feature rows, built once (a resume rebuilds)
         self.disabled_rules: tuple[str, ...] = ()  # seed 004 §6.2 B, for one generation
         self.cset = self._base_constraints()
         if cfg.learning.enabled:
@@ -231,7 +264,7 @@ class Runner:
                               f"`alphaloop resume {self.cfg.run_id}`", code="INVALID_CONFIG")
         self._open(resuming=False)
         write_json(self.root / CONFIG_FILE, self.cfg.model_dump(mode="json"))
-        now = time.time_ns()
+        now = self.created_ns
         self.kb.save_run(rec.RunRecord(run_id=self.cfg.run_id, status=RunState.RUN_CREATED,
                                        seed=self.cfg.seed, data_ref=self.search_ref,
                                        config=self.cfg.model_dump(mode="json"),
@@ -293,7 +326,8 @@ class Runner:
         self._kb_catch_up()
         try:
             self.kb.set_run_status(self.cfg.run_id, str(final),
-                                   summary=summary.model_dump(mode="json"))
+                                   summary=summary.model_dump(mode="json"),
+                                   finished=final in FINAL_RUN_STATES)
         except KBError as exc:  # the summary file has it; `resume` records it later
             if exc.error_class is not ErrorClass.TRANSIENT:
                 raise
@@ -410,8 +444,7 @@ class Runner:
         if listed and cfg.mode != "exploration":
             self._imove(i, im, IterationState.BACKTEST_B)
             ver = self._stage(i, "S70", (listed, self.model.version, self.search_ref),
-                              lambda: st.verify_b(fresh_specs, listed, self.search,
-                                                  self.model), timings)
+                              lambda: self._verify_b(fresh_specs, listed), timings)
             self.backtests += ver.evaluations
             verified = ver.rows
             branches += self._verification_branches(i, verified)
@@ -425,10 +458,7 @@ class Runner:
             sharpe = dict(zip(a.metrics["strategy_id"], a.metrics["sharpe"], strict=True))
             robust = self._stage(
                 i, "S75", (check, self.search_end, self.val_end, self.costs),
-                lambda: st.validation_check([fresh_specs[s] for s in check], self.bars,
-                                            self.search_end, self.val_end, self.costs,
-                                            sharpe, cfg.policies.promotion.min_oos_ratio),
-                timings)
+                lambda: self._validation([fresh_specs[s] for s in check], sharpe), timings)
             self.backtests += len(check)
         robust_ok = [r["strategy_id"] for r in robust if r["passed"]]
         survivors: list[BestStrategy] = []
@@ -437,9 +467,8 @@ class Runner:
             left = max(cfg.budgets.max_backtests - self.backtests, 0)
             final = robust_ok[:left]
             hold = self._stage(i, "S80", (final, self.val_end, self.costs),
-                               lambda: st.holdout_check([fresh_specs[s] for s in final],
-                                                        self.bars, self.val_end,
-                                                        self.costs), timings)
+                               lambda: self._holdout([fresh_specs[s] for s in final]),
+                               timings)
             self.backtests += len(final)
             survivors = self._survivors(i, hold, short, verified, robust)
             self.survivors += survivors
@@ -608,8 +637,88 @@ class Runner:
         return found
 
     def _backtest_a(self, specs: list[StrategySpec]) -> st.BacktestA:
-        metrics, returns = backtest_all(self.executor, specs, self.search_end, self.costs)
+        """Engine A on the search window, each candidate claimed first: what another run
+        on this knowledge base computed (or is computing) is read back, not rerun."""
+        by_id = {s.strategy_id: s for s in specs}
+
+        def compute(ids: list[str]) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
+            metrics, returns = backtest_all(self.executor, [by_id[s] for s in ids],
+                                            self.search_end, self.costs)
+            rows = [{str(c): v for c, v in r.items()} for r in metrics.to_dict("records")]
+            return {str(r["strategy_id"]): (r, returns[k]) for k, r in enumerate(rows)}
+
+        batch = max(CHUNK, 2 * CHUNK * self.executor.workers)
+        got = self._shared(self.search_key, list(by_id), compute, A_CODEC, batch)
+        metrics, returns = assemble_a([got[s] for s in by_id], self.search_end)
         return st.BacktestA(metrics, returns, st.pbo_of(returns))
+
+    def _verify_b(self, specs: dict[str, StrategySpec], ids: list[str]) -> st.Verified:
+        """Engine B (with its determinism rerun) on the search window, claimed first;
+        one signal evaluator on the search window for every candidate and iteration."""
+        ev = self._evaluator("search")
+
+        def compute(part: list[str]) -> dict[str, dict[str, Any]]:
+            return {r["strategy_id"]: r
+                    for r in st.verify_b(specs, part, self.search, self.model,
+                                         evaluator=ev).rows}
+
+        key = work_key("B", "search", self.search_ref, self.model.version)
+        got = self._shared(key, ids, compute, JSON_CODEC, len(ids))
+        return st.Verified([got[s] for s in ids], 2 * len(ids))
+
+    def _validation(self, specs: list[StrategySpec], sharpe: dict[str, float]
+                    ) -> list[dict[str, Any]]:
+        """S75's out-of-sample check, claimed first; one evaluator on the search and
+        validation windows for every iteration."""
+        by_id = {s.strategy_id: s for s in specs}
+        ratio = self.cfg.policies.promotion.min_oos_ratio
+        ev = self._evaluator("validation")
+
+        def compute(part: list[str]) -> dict[str, dict[str, Any]]:
+            return {r["strategy_id"]: r
+                    for r in st.validation_check([by_id[s] for s in part], self.validation,
+                                                 self.search_end, self.val_end, self.costs,
+                                                 sharpe, ratio, evaluator=ev)}
+
+        key = work_key("A", "validation", self.validation.data_ref, self.search_end,
+                       self.costs, ratio)
+        got = self._shared(key, list(by_id), compute, JSON_CODEC, len(by_id))
+        return [got[s] for s in by_id]
+
+    def _holdout(self, specs: list[StrategySpec]) -> dict[str, float]:
+        """S80, the holdout (read here only), claimed first like the other checks: the
+        claim holds the same number the survivor's RunSummary shows, and only this
+        stage reads it back."""
+        by_id = {s.strategy_id: s for s in specs}
+        ev = self._evaluator("full")
+
+        def compute(part: list[str]) -> dict[str, float]:
+            return st.holdout_check([by_id[s] for s in part], self.bars, self.val_end,
+                                    self.costs, evaluator=ev)
+
+        key = work_key("A", "holdout", self.bars.data_ref, self.val_end, self.costs)
+        got = self._shared(key, list(by_id), compute, JSON_CODEC, len(by_id))
+        return {s: float(got[s]) for s in by_id}
+
+    def _shared(self, key: str, ids: list[str], compute: Callable[[list[str]], dict[str, R]],
+                codec: Codec[R], batch: int) -> dict[str, R]:
+        got, how = self.claims.run(key, ids, compute, codec, batch=max(batch, 1))
+        for k, v in how.as_dict().items():
+            if k in self.shared:
+                self.shared[k] += v
+        return got
+
+    def _evaluator(self, window: str) -> SignalEvaluator:
+        """One signal evaluator per panel the evaluation stages read (the search
+        window, search + validation, the whole panel), kept for the whole run: an
+        indicator a candidate needs is computed once, not once per stage and check."""
+        ev = self._evaluators.get(window)
+        if ev is None:
+            bars = {"search": self.search, "validation": self.validation,
+                    "full": self.bars}[window]
+            ev = self._evaluators[window] = SignalEvaluator(bars,
+                                                            max_cache_bytes=EVALUATOR_BYTES)
+        return ev
 
     def _relative(self, returns: np.ndarray, trials: int, var: float) -> pd.DataFrame:
         """Each candidate against the run's benchmark over the search window: what the
@@ -624,8 +733,10 @@ class Runner:
         from alphaloop.engines.lookahead import check_lookahead
 
         found: dict[str, str] = {}
+        ev = self._evaluator("search")
         for sid in ids:
-            report = check_lookahead(specs[sid], self.search, seed=self.cfg.seed)
+            report = check_lookahead(specs[sid], self.search, seed=self.cfg.seed,
+                                     evaluator=ev)
             if not report.ok:
                 found[sid] = report.findings[0].describe()
         if found:
@@ -673,7 +784,7 @@ class Runner:
                        sorted(broken.items()), len(self.observations)),
             lambda: st.learn_constraints(self.cset, self.observations,
                                          self.generator.families(), broken, codes, i,
-                                         self.cfg.seed), timings)
+                                         self.cfg.seed, self.row_cache), timings)
         self.cset = learned.constraint_set
         self._apply_constraints()
         return learned

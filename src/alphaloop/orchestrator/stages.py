@@ -39,6 +39,7 @@ from alphaloop.engines.costs import CostModel
 from alphaloop.engines.engine_a import run_batch
 from alphaloop.engines.engine_b import verify
 from alphaloop.engines.execution import ExecutionModel
+from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.engines.verification import classify_failures
 from alphaloop.errors import SpecError
 from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
@@ -53,6 +54,7 @@ from alphaloop.research.learning import (
     ConstraintSet,
     LearningConfig,
     Observation,
+    RowCache,
     constraint_update,
     retests_of,
 )
@@ -159,6 +161,12 @@ class Generator:
         lifted = {constraint_id(r) for r in self.constraints} - {constraint_id(r) for r in rules}
         self.constraints = rules
         for family, smp in list(self.samplers.items()):
+            if smp.constraints == tuple(rules):
+                # the same rules again (most constraint updates change nothing): what
+                # set_constraints would do but the recount of the allowed grid points,
+                # which the same rules give the same (a whole grid walk per family)
+                smp._exhausted = False
+                continue
             if lifted and smp.kind == "grid":
                 fresh = make_sampler("grid", smp.family, seed=smp.seed, constraints=rules)
                 fresh.carry_over(smp)
@@ -443,15 +451,16 @@ class Verified:
 
 
 def verify_b(specs: dict[str, StrategySpec], ids: list[str], bars: Bars,
-             model: ExecutionModel) -> Verified:
-    """Engine B on the search window; a rerun checks determinism (two evaluations)."""
+             model: ExecutionModel, *, evaluator: SignalEvaluator | None = None) -> Verified:
+    """Engine B on the search window; a rerun checks determinism (two evaluations).
+    ``evaluator`` (on ``bars``) shares indicators between candidates and the rerun."""
     rows = []
     for sid in ids:
         spec = specs[sid]
-        res = verify(spec, bars, model, capacity=False)
+        res = verify(spec, bars, model, capacity=False, evaluator=evaluator)
 
         def rerun(s: StrategySpec = spec) -> Any:
-            return verify(s, bars, model, capacity=False)
+            return verify(s, bars, model, capacity=False, evaluator=evaluator)
 
         fails = classify_failures(res, rerun=rerun)
         sharpe = float(res.metrics["sharpe"])
@@ -478,13 +487,18 @@ def _plain(obj: Any) -> Any:
 # ------------------------------------------------------------------ S75
 def validation_check(specs: list[StrategySpec], bars: Bars, search_end: int, val_end: int,
                      costs: CostModel, search_sharpe: dict[str, float],
-                     min_ratio: float) -> list[dict[str, Any]]:
+                     min_ratio: float, *, evaluator: SignalEvaluator | None = None
+                     ) -> list[dict[str, Any]]:
     """Out-of-sample decay: engine A traded on through the validation window (bars up
     to ``val_end``; the holdout is not in the panel); its Sharpe on the validation
-    bars must be positive and at least ``min_ratio`` × the search Sharpe."""
+    bars must be positive and at least ``min_ratio`` × the search Sharpe.
+    ``evaluator``: one on the first ``val_end`` bars, shared with other calls."""
     if not specs:
         return []
-    res = run_batch(specs, bars.slice(0, val_end), costs)
+    window = bars if bars.n_bars == val_end else bars.slice(0, val_end)
+    if evaluator is not None and evaluator.bars is not window:
+        evaluator = None
+    res = run_batch(specs, window, costs, evaluator=evaluator)
     ppy = bars.periods_per_year
     out = []
     for spec, rets in zip(specs, res.returns, strict=True):
@@ -506,12 +520,16 @@ def _annual_sharpe(r: np.ndarray, ppy: float) -> float:
 
 # ------------------------------------------------------------------ S80
 def holdout_check(specs: list[StrategySpec], bars: Bars, val_end: int,
-                  costs: CostModel) -> dict[str, float]:
+                  costs: CostModel, *, evaluator: SignalEvaluator | None = None
+                  ) -> dict[str, float]:
     """The final holdout, read only here: each candidate traded on through it; its
-    Sharpe on the holdout bars. Nothing computed here feeds back into the loop."""
+    Sharpe on the holdout bars. Nothing computed here feeds back into the loop.
+    ``evaluator``: one on ``bars``, shared with other calls."""
     if not specs:
         return {}
-    res = run_batch(specs, bars, costs)
+    if evaluator is not None and evaluator.bars is not bars:
+        evaluator = None
+    res = run_batch(specs, bars, costs, evaluator=evaluator)
     ppy = bars.periods_per_year
     return {s.strategy_id: _annual_sharpe(r[val_end:], ppy)
             for s, r in zip(specs, res.returns, strict=True)}
@@ -585,14 +603,14 @@ class Learned:
 def learn_constraints(current: ConstraintSet, observations: list[Observation],
                       families: dict[str, Family], broken: dict[str, list[str]],
                       outcomes: dict[str, list[str]], iteration: int,
-                      seed: int) -> Learned:
+                      seed: int, cache: RowCache | None = None) -> Learned:
     """MOD-450 (:func:`alphaloop.research.learning.constraint_update`): re-tests of the
     soft rules this iteration's proposals broke, then rules learned from every
     observation of the run so far; and the share of each family's space the rules in
     force forbid (seed 003's "the search space shrinks", measured)."""
     retests = retests_of(broken, outcomes, current.rules)
     new = constraint_update(current, observations, families, retests=retests,
-                            iteration=iteration, config=LEARNING)
+                            iteration=iteration, config=LEARNING, cache=cache)
     added = sum(c.action == "added" for c in new.changes) if new is not current else 0
     shares = [forbidden_share(fam, new.active, samples=1000, seed=seed).share
               for fam in families.values()]

@@ -186,11 +186,61 @@ def _row(o: Observation, cols: Sequence[_Column]) -> list[float] | None:
 
 
 # ------------------------------------------------------------------ learning
+class _Design:
+    """The feature rows of one family's observations over one set of columns, in the
+    observations' order: ``x`` (NaN rows where an observation lacks a number),
+    ``ok`` (which rows are usable), ``primary`` (each one's primary code, or "")."""
+
+    def __init__(self, cols: Sequence[_Column]) -> None:
+        self.cols = list(cols)
+        self.obs: list[Observation] = []
+        self.x = np.empty((0, len(self.cols)), dtype=np.float64)
+        self.ok = np.empty(0, dtype=bool)
+        self.primary = np.empty(0, dtype=object)
+
+    def prefix_of(self, obs: Sequence[Observation]) -> bool:
+        return len(self.obs) <= len(obs) and all(a is b for a, b in zip(self.obs, obs,
+                                                                          strict=False))
+
+    def extend(self, new: Sequence[Observation]) -> None:
+        if not new:
+            return
+        rows = [_row(o, self.cols) for o in new]
+        block = np.array([r if r is not None else [math.nan] * len(self.cols) for r in rows],
+                         dtype=np.float64).reshape(len(new), len(self.cols))
+        self.x = np.concatenate([self.x, block])
+        self.ok = np.concatenate([self.ok, np.array([r is not None for r in rows], bool)])
+        self.primary = np.concatenate([self.primary, np.array(
+            [o.codes[0] if o.codes else "" for o in new], dtype=object)])
+        self.obs += new
+
+
+class RowCache:
+    """Observations' feature rows, kept from one constraint update to the next (the
+    loop keeps one per run). A row is a function of its observation and the columns
+    only, so a kept row is the row that would be built again: learning with the cache
+    gives exactly what learning without it gives, and a resumed run, whose cache
+    starts empty, learns what an uninterrupted one learns. Rows are added for the
+    observations appended since the last update; a list that is not an extension of
+    the last one is rebuilt."""
+
+    def __init__(self) -> None:
+        self._designs: dict[tuple[str, tuple[str, ...]], _Design] = {}
+
+    def design(self, family: str, obs: Sequence[Observation],
+               cols: Sequence[_Column]) -> _Design:
+        key = (family, tuple(c.name for c in cols))
+        found = self._designs.get(key)
+        if found is None or not found.prefix_of(obs):
+            found = self._designs[key] = _Design(cols)
+        found.extend(obs[len(found.obs):])
+        return found
+
+
 def learn_rules(observations: Iterable[Observation], family: Family, code: str, *,
                 config: LearningConfig | None = None, iteration: int | None = None,
                 monotone: Mapping[str, int] | None = None,
-                _rows: dict[tuple[int, tuple[str, ...]], list[float] | None] | None = None
-                ) -> list[Constraint]:
+                cache: RowCache | None = None) -> list[Constraint]:
     """Soft rules saying where in ``family``'s space ``code`` is the likely outcome.
 
     ``observations`` of other families are ignored, as are those missing a number the
@@ -198,24 +248,31 @@ def learn_rules(observations: Iterable[Observation], family: Family, code: str, 
     more/less likely; default :data:`TRADE_SPARSITY_MONOTONE` for trade-sparsity
     codes). A rule inside another kept rule's region is left out (it forbids nothing
     more; if the wider rule expires, the next learning pass finds it again).
-    Deterministic: the tree's ``random_state`` is fixed.
+    Deterministic: the tree's ``random_state`` is fixed. ``cache`` keeps the feature
+    rows for the next call (:class:`RowCache`).
     """
-    cfg = config or LearningConfig()
     obs = [o for o in observations if o.family == family.name]
-    cols = _columns(family, obs)
-    memo = {} if _rows is None else _rows  # learn() shares it across codes
-    names = tuple(c.name for c in cols)
-    rows = []
-    for o in obs:
-        key = (id(o), names)
-        if key not in memo:
-            memo[key] = _row(o, cols)
-        if (r := memo[key]) is not None:
-            rows.append((o, r))
-    if not rows:
+    return _learn_family(obs, None, family, code, config or LearningConfig(), iteration,
+                         monotone, cache or RowCache())
+
+
+def _learn_family(obs: list[Observation], usable: np.ndarray | None, family: Family,
+                  code: str, cfg: LearningConfig, iteration: int | None,
+                  monotone: Mapping[str, int] | None, cache: RowCache) -> list[Constraint]:
+    """:func:`learn_rules` on ``family``'s observations ``obs``, of which only the
+    ``usable`` ones (a mask; None: all) count."""
+    sub = obs if usable is None else [o for o, u in zip(obs, usable, strict=True) if u]
+    cols = _columns(family, sub)
+    design = cache.design(family.name, obs, cols)
+    sel = design.ok if usable is None else design.ok & usable
+    if not sel.any():
         return []
-    x = np.array([r for _, r in rows], dtype=np.float64)
-    y = np.array([o.has(code, cfg.use_secondary) for o, _ in rows], dtype=np.int64)
+    x = design.x[sel]
+    if cfg.use_secondary:
+        y = np.array([o.has(code, True) for o, k in zip(design.obs, sel, strict=True) if k],
+                     dtype=np.int64)
+    else:
+        y = (design.primary[sel] == code).astype(np.int64)
     mono = dict(monotone if monotone is not None else _default_monotone(family.name, code))
     boxes = _leaf_boxes(x, y, cols, cfg, mono)
     rules: dict[str, Constraint] = {}
@@ -231,11 +288,12 @@ def learn_rules(observations: Iterable[Observation], family: Family, code: str, 
 def learn(observations: Iterable[Observation], families: Mapping[str, Family], *,
           config: LearningConfig | None = None, iteration: int | None = None,
           monotone: Mapping[str, Mapping[str, int]] | None = None,
-          retired: Iterable[Constraint] = ()) -> list[Constraint]:
+          retired: Iterable[Constraint] = (), cache: RowCache | None = None
+          ) -> list[Constraint]:
     """:func:`learn_rules` for every family in ``families`` and every code observed
     there as a primary code but ``config.skip_codes`` (or ``config.codes``), sorted by
     family, code, rule id. ``monotone`` is keyed by family (default as in
-    :func:`learn_rules`).
+    :func:`learn_rules`). ``cache`` keeps the feature rows for the next call.
 
     ``retired``: rules (any status; the expired ones count) whose re-tests contradicted
     them. For an expired rule's code, the observations inside its region from before it
@@ -245,20 +303,18 @@ def learn(observations: Iterable[Observation], families: Mapping[str, Family], *
     cfg = config or LearningConfig()
     obs = list(observations)
     gone = [r for r in retired if r.status == "expired"]
+    rows = cache or RowCache()  # an observation's row is the same for every code
     out: list[Constraint] = []
-    # an observation's feature row is the same for every code: build it once (the
-    # observations are alive for this whole call, so their ids are stable keys)
-    rows: dict[tuple[int, tuple[str, ...]], list[float] | None] = {}
     for name in sorted(families):
-        seen = sorted({c for o in obs if o.family == name
-                       for c in (o.codes if cfg.use_secondary else o.codes[:1])}
+        mine = [o for o in obs if o.family == name]
+        seen = sorted({c for o in mine for c in (o.codes if cfg.use_secondary else o.codes[:1])}
                       - set(cfg.skip_codes))
         for code in (cfg.codes if cfg.codes is not None else tuple(seen)):
             mono = None if monotone is None else monotone.get(name, {})
-            usable = [o for o in obs if not _discredited(o, code, gone)]
-            out += sorted(learn_rules(usable, families[name], code, config=cfg,
-                                      iteration=iteration, monotone=mono, _rows=rows),
-                          key=lambda r: r.rule_id)
+            usable = (np.array([not _discredited(o, code, gone) for o in mine], dtype=bool)
+                      if gone else None)
+            out += sorted(_learn_family(mine, usable, families[name], code, cfg, iteration,
+                                        mono, rows), key=lambda r: r.rule_id)
     return out
 
 
@@ -541,8 +597,8 @@ def update_set(current: ConstraintSet | None, *, learned: Iterable[Constraint] =
 def constraint_update(current: ConstraintSet | None, observations: Iterable[Observation],
                       families: Mapping[str, Family], *, retests: Iterable[Retest] = (),
                       iteration: int | None = None, config: LearningConfig | None = None,
-                      monotone: Mapping[str, Mapping[str, int]] | None = None
-                      ) -> ConstraintSet:
+                      monotone: Mapping[str, Mapping[str, int]] | None = None,
+                      cache: RowCache | None = None) -> ConstraintSet:
     """One constraint update (the loop's CONSTRAINT_UPDATE), one new version at most:
     tally the re-tests and expire the rules they contradict, then :func:`learn` from
     ``observations`` (everything evaluated so far, failed or not) with the retired
@@ -551,7 +607,7 @@ def constraint_update(current: ConstraintSet | None, observations: Iterable[Obse
     base = current or ConstraintSet.build(())
     rules, changes = _retire(base, retests, iteration, cfg)
     learned = learn(observations, families, config=cfg, iteration=iteration,
-                    monotone=monotone, retired=rules.values())
+                    monotone=monotone, retired=rules.values(), cache=cache)
     return _commit(base, rules, changes, learned, iteration)
 
 

@@ -1,0 +1,224 @@
+"""Shared work between runs on one knowledge base: claim, compute, or read the result.
+
+Two loop processes on one knowledge base (different runs, same data) would otherwise
+backtest the same strategies twice: runs of one config generate the same candidates,
+and runs of different configs overlap. Before a stage backtests, it claims each
+candidate under a *work key* that names what the result depends on (engine, data
+window, costs or execution model, the settings of the check): ``(work_key,
+strategy_id)`` is the primary key of the KB's ``claims`` table, and the first run to
+insert a row owns that work (``INSERT … ON CONFLICT DO NOTHING``; SQLite and
+PostgreSQL both). The owner computes and stores the result in the row; every other run
+reads it from there instead of computing it.
+
+**What a run sees does not depend on who computed.** Engine A and engine B are
+deterministic (same strategy, data and costs: the same numbers, whatever the batch a
+candidate ran in), the result is stored exactly (JSON text with NaN kept, returns as
+their float32 bytes), and every result, computed here or read back, goes through the
+same encode/decode. So a stage's output is the same bytes either way, and a run's
+RunSummary is that of a run alone on the database: a result taken from another run
+counts for this run as a test it made (``tested_A``, ``backtests``, the budget), as
+it would have had the run been alone. (Runs that had *finished* before this one began
+are different: their results are the run's "earlier runs", reused and counted as
+trials only; see :meth:`Runner._open`.)
+
+**A dead owner** cannot block anyone: a claim carries a lease (``lease_s``, renewed for
+every batch the owner starts), and a ``claimed`` row whose lease has passed is taken
+over by the next run that asks. A resumed run takes its own claims back at once.
+
+**Order of work.** Candidates are claimed in batches just before they are computed,
+so two runs that start together split the work batch by batch; a run then waits (it
+polls every ``poll_s``) for the batches other runs hold.
+
+**No database, no sharing**: when the knowledge base cannot take a claim (locked,
+read-only, unreachable: a TRANSIENT error), the run computes what is left on its own.
+That costs duplicate work at worst, never a wrong or lost result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from alphaloop.engines.metrics import CORE_METRICS
+from alphaloop.errors import ErrorClass
+from alphaloop.kb.store import CLAIMED, DONE, ClaimRow, KBError, KnowledgeBase
+
+R = TypeVar("R")
+Encoded = tuple[str, bytes | None]
+
+
+def work_key(*parts: Any) -> str:
+    """A work key: sha256 of the parts' canonical JSON (order matters)."""
+    body = json.dumps([_plain(p) for p in parts], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
+    return value
+
+
+@dataclass
+class Shared:
+    """What one call of :meth:`ClaimBook.run` did: computed here, read from another
+    run's result, or computed without a claim (the database could not take one)."""
+
+    computed: list[str] = field(default_factory=list)
+    taken: list[str] = field(default_factory=list)
+    unclaimed: list[str] = field(default_factory=list)
+    waits: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"computed": len(self.computed), "taken": len(self.taken),
+                "unclaimed": len(self.unclaimed), "waits": self.waits}
+
+
+@dataclass(frozen=True)
+class Codec(Generic[R]):
+    """How one result is stored in a claim row and read back."""
+
+    encode: Callable[[R], Encoded]
+    decode: Callable[[str, bytes | None], R]
+
+
+class ClaimBook:
+    """The claims of one run on one knowledge base (see the module docstring)."""
+
+    def __init__(self, kb: KnowledgeBase, run_id: str, *, lease_s: float = 60.0,
+                 poll_s: float = 0.2, clock: Callable[[], int] = time.time_ns,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.kb, self.run_id = kb, run_id
+        self.lease_ns = int(lease_s * 1e9)
+        self.poll_s = poll_s
+        self.clock, self.sleep = clock, sleep
+        self.down = False  # the database refused a claim: compute alone from then on
+
+    def run(self, key: str, ids: Sequence[str],
+            compute: Callable[[list[str]], dict[str, R]], codec: Codec[R], *,
+            batch: int = 512) -> tuple[dict[str, R], Shared]:
+        """Every id's result for work ``key``, in a dict: computed here (by
+        ``compute(ids) -> {id: result}``) for the ids this run claims, read back from
+        the claims of other runs for the rest. Every result goes through ``codec``
+        (encode, then decode), so the caller gets the same values either way."""
+        ids = list(dict.fromkeys(ids))
+        out: dict[str, R] = {}
+        done = Shared()
+        for start in range(0, len(ids), max(batch, 1)):
+            self._round(key, ids[start:start + batch], compute, codec, out, done)
+        waiting = [s for s in ids if s not in out]
+        while waiting:  # other runs hold these: wait for their results (or their death)
+            self._round(key, waiting, compute, codec, out, done)
+            waiting = [s for s in waiting if s not in out]
+            if waiting:
+                done.waits += 1
+                self.sleep(self.poll_s)
+        return {s: out[s] for s in ids}, done
+
+    def _round(self, key: str, ids: list[str], compute: Callable[[list[str]], dict[str, R]],
+               codec: Codec[R], out: dict[str, R], done: Shared) -> None:
+        rows = self._claim(key, ids)
+        if rows is None:  # no database: compute alone
+            self._compute(key, ids, compute, codec, out, claimed=False)
+            done.unclaimed += ids
+            return
+        mine = [s for s in ids if (r := rows.get(s)) is not None and r.status == CLAIMED
+                and r.run_id == self.run_id]
+        for s in ids:
+            r = rows.get(s)
+            if r is not None and r.status == DONE and r.result is not None:
+                out[s] = codec.decode(r.result, r.payload)
+                done.taken.append(s)
+        if mine:
+            self._compute(key, mine, compute, codec, out, claimed=True)
+            done.computed += mine
+
+    def _claim(self, key: str, ids: list[str]) -> dict[str, ClaimRow] | None:
+        if self.down:
+            return None
+        now = self.clock()
+        try:
+            return self.kb.claim(key, ids, self.run_id, lease_until_ns=now + self.lease_ns,
+                                 now_ns=now)
+        except KBError as exc:
+            if exc.error_class is not ErrorClass.TRANSIENT:
+                raise
+            self.down = True
+            return None
+
+    def _compute(self, key: str, ids: list[str], compute: Callable[[list[str]], dict[str, R]],
+                 codec: Codec[R], out: dict[str, R], *, claimed: bool) -> None:
+        results = compute(ids)
+        encoded = {s: codec.encode(results[s]) for s in ids}
+        if claimed and not self.down:
+            try:
+                self.kb.finish_claims(key, self.run_id, encoded)
+            except KBError as exc:  # the claims lapse; another run recomputes them
+                if exc.error_class is not ErrorClass.TRANSIENT:
+                    raise
+                self.down = True
+        for s, (text, payload) in encoded.items():
+            out[s] = codec.decode(text, payload)
+
+
+# ------------------------------------------------------------------ the stages' codecs
+def _py(value: Any) -> Any:
+    """numpy scalars as Python numbers (ints stay ints), exactly."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _encode_a(result: tuple[dict[str, Any], np.ndarray]) -> Encoded:
+    row, returns = result
+    text = json.dumps({str(k): _py(v) for k, v in row.items()}, allow_nan=True)
+    return text, np.ascontiguousarray(returns, dtype=np.float32).tobytes()
+
+
+def _decode_a(text: str, payload: bytes | None) -> tuple[dict[str, Any], np.ndarray]:
+    return json.loads(text), np.frombuffer(payload or b"", dtype=np.float32)
+
+
+def _encode_json(result: Any) -> Encoded:
+    return json.dumps(result, allow_nan=True, sort_keys=True), None
+
+
+def _decode_json(text: str, payload: bytes | None) -> Any:
+    return json.loads(text)
+
+
+A_CODEC: Codec[tuple[dict[str, Any], np.ndarray]] = Codec(_encode_a, _decode_a)
+"""Engine A's result per candidate: its metrics row (JSON: Python floats print and
+parse back exactly, NaN included) and its per-bar returns (float32 bytes)."""
+
+JSON_CODEC: Codec[Any] = Codec(_encode_json, _decode_json)
+"""A JSON-ready result (engine B's row, the validation check's row)."""
+
+
+def assemble_a(results: Sequence[tuple[dict[str, Any], np.ndarray]], n_bars: int
+               ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Engine A's metrics frame and returns matrix from per-candidate results, in their
+    order, with one dtype per column whatever computed them (int64 where every value
+    is an integer, float64 otherwise)."""
+    columns = ["strategy_id", *CORE_METRICS, "sr_per_period", "skew", "kurtosis", "n_obs"]
+    if not results:
+        return pd.DataFrame(columns=columns), np.zeros((0, n_bars), np.float32)
+    data: dict[str, Any] = {"strategy_id": [str(r["strategy_id"]) for r, _ in results]}
+    for c in columns[1:]:
+        values = [r[c] for r, _ in results]
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        data[c] = np.array([float("nan") if v is None else v for v in values],
+                           dtype=np.int64 if ints else np.float64)
+    returns = np.stack([ret for _, ret in results]).astype(np.float32, copy=False)
+    return pd.DataFrame(data, columns=columns), returns
