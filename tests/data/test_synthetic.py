@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from alphaloop.data import PlantedEffect, RegimeConfig, quality_report, synthetic
-from alphaloop.data.synthetic import generate, regime_path, symbol_names
+from alphaloop.data.synthetic import CrossSectionalEffect, generate, regime_path, symbol_names
 from alphaloop.errors import DataError
 
 
@@ -152,5 +152,64 @@ def test_regimes_make_volatility_cluster() -> None:
 def test_bad_parameters(kwargs: dict[str, object], needle: str) -> None:
     with pytest.raises(DataError) as info:
         synthetic.generate(**{"n_symbols": 3, "n_bars": 10, **kwargs})  # type: ignore[arg-type]
+    assert info.value.code == "DQ_BAD_PARAM"
+    assert needle in info.value.message
+
+
+# ----------------------------------------------------- cross-sectional effect
+def rank_ic_series(past: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+    """Spearman's rho across the symbols, bar by bar (scipy's, an independent source)."""
+    from scipy.stats import spearmanr
+
+    return np.array([spearmanr(a, b).statistic for a, b in zip(past, nxt, strict=True)])
+
+
+def test_cross_sectional_effect_has_the_planted_rank_ic() -> None:
+    lookback, n_bars = 20, 4000
+    eff = CrossSectionalEffect(strength=0.05, lookback=lookback)
+    for strength, panel in ((0.05, generate(40, n_bars, seed=9, cross_sectional=eff)),
+                            (0.0, generate(40, n_bars, seed=9))):
+        logc = np.log(panel.close)
+        past = (logc[lookback:] - logc[:-lookback])[:-1]   # known at bar t's close
+        nxt = np.diff(logc, axis=0)[lookback:]              # the return of bar t+1
+        ic = rank_ic_series(past, nxt)
+        se = ic.std(ddof=1) / np.sqrt(len(ic))              # ≈ 0.0025
+        assert abs(ic.mean() - strength) < 4 * se + 0.005, (strength, ic.mean())
+
+
+def test_cross_sectional_strength_zero_is_the_plain_panel() -> None:
+    plain = generate(6, 300, seed=2)
+    assert generate(6, 300, seed=2, cross_sectional=CrossSectionalEffect(0.0)).data_ref \
+        == plain.data_ref
+    planted = generate(6, 300, seed=2, cross_sectional=CrossSectionalEffect(0.1, 10))
+    assert planted.data_ref != plain.data_ref
+    # the drift starts with the first ranks (bar 10's close moves bar 11): before it the
+    # closes are the plain panel's (up to the rounding of a running sum)
+    np.testing.assert_allclose(planted.close[:11], plain.close[:11], rtol=1e-12)
+    assert np.abs(np.log(planted.close[11:] / plain.close[11:])).max() > 1e-3
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), cut=st.integers(1, 59),
+       lookback=st.integers(1, 12))
+def test_cross_sectional_panel_is_causal(seed: int, cut: int, lookback: int) -> None:
+    """The effect at t+1 uses closes up to t only: a shorter panel is a prefix."""
+    eff = CrossSectionalEffect(strength=0.5, lookback=lookback)
+    full = generate(5, 60, seed=seed, cross_sectional=eff)
+    short = generate(5, cut, seed=seed, cross_sectional=eff)
+    assert full.slice(0, cut).data_ref == short.data_ref
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"cross_sectional": CrossSectionalEffect(strength=-0.01)}, "cross_sectional.strength"),
+    ({"cross_sectional": CrossSectionalEffect(strength=float("nan"))},
+     "cross_sectional.strength"),
+    ({"cross_sectional": CrossSectionalEffect(lookback=0)}, "cross_sectional.lookback"),
+    ({"cross_sectional": CrossSectionalEffect(), "planted": PlantedEffect(symbols=(0,))},
+     "one effect at a time"),
+])
+def test_bad_cross_sectional_parameters(kwargs: dict[str, object], needle: str) -> None:
+    with pytest.raises(DataError) as info:
+        generate(**{"n_symbols": 3, "n_bars": 10, **kwargs})  # type: ignore[arg-type]
     assert info.value.code == "DQ_BAD_PARAM"
     assert needle in info.value.message

@@ -15,7 +15,7 @@ def test_features_of_known_specs() -> None:
     # sma(close, 50) needs 49 bars before its first value; no risk exits
     assert spec_features("sma_cross", {"fast": 10, "slow": 50}) == {
         "warmup": 49.0, "stop_distance": 0.0, "trailing_stop": 0.0, "take_profit": 0.0,
-        "max_bars": 0.0}
+        "max_bars": 0.0, "rebalance_every": 0.0}
     # highest(high, 20) needs the 20 previous bars; a 5 % stop
     donchian = spec_features("donchian_breakout",
                              {"entry_window": 20, "exit_window": 10, "stop_loss": 0.05})

@@ -12,7 +12,10 @@ with:
   correlation ``correlation``;
 - ``planted``: a *known, exploitable* effect (:class:`PlantedEffect`) — a trend
   that a moving-average rule can find. A search that cannot find it on
-  ``synth_planted`` is broken; one that finds "edges" on pure GBM is overfitting.
+  ``synth_planted`` is broken; one that finds "edges" on pure GBM is overfitting;
+- ``cross_sectional``: a *known* cross-sectional effect
+  (:class:`CrossSectionalEffect`) — every symbol's next return leans towards its rank
+  of past return among all symbols, which a ranked long-short book can harvest.
 
 Everything is deterministic from ``seed``: one :class:`numpy.random.SeedSequence`
 is split into independent streams (shocks, regimes, opens, ranges, volumes), so
@@ -70,13 +73,31 @@ class PlantedEffect:
     lookback: int = 20
 
 
+@dataclass(frozen=True)
+class CrossSectionalEffect:
+    """A causal cross-sectional momentum effect planted in every symbol.
+
+    At bar t's close the symbols are ranked by their log return over the last
+    ``lookback`` bars (``log close_t − log close_{t-lookback}``); the log return of bar
+    t+1 gets an extra ``strength × sigma_daily × z``, where ``z`` is the symbol's rank
+    standardized across the symbols (mean 0, std 1). It uses only closes up to t, so it
+    is exploitable without lookahead, and the cross-sectional correlation of that past
+    return's rank with the next bar's return (the rank IC) is about ``strength``.
+    ``strength = 0`` leaves the panel exactly the plain one.
+    """
+
+    strength: float = 0.04
+    lookback: int = 60
+
+
 def _bad(param: str, reason: str) -> DataError:
     return DataError(f"generate(): {param} {reason}", code="DQ_BAD_PARAM")
 
 
 def _validate(n_symbols: int, n_bars: int, sigma: float, fat_tails: float | None,
               correlation: float, planted: PlantedEffect | None,
-              regimes: RegimeConfig | None) -> None:
+              regimes: RegimeConfig | None,
+              cross_sectional: CrossSectionalEffect | None = None) -> None:
     if n_symbols < 1:
         raise _bad("n_symbols", f"must be >= 1, got {n_symbols}")
     if n_bars < 1:
@@ -95,6 +116,16 @@ def _validate(n_symbols: int, n_bars: int, sigma: float, fat_tails: float | None
             raise _bad("planted.symbols", f"{out} out of range 0..{n_symbols - 1}")
         if planted.lookback < 2:
             raise _bad("planted.lookback", f"must be >= 2, got {planted.lookback}")
+    if cross_sectional is not None:
+        if planted is not None:
+            raise _bad("cross_sectional", "and planted cannot be combined: plant one "
+                       "effect at a time")
+        if not (math.isfinite(cross_sectional.strength) and cross_sectional.strength >= 0):
+            raise _bad("cross_sectional.strength",
+                       f"must be finite and >= 0, got {cross_sectional.strength}")
+        if cross_sectional.lookback < 1:
+            raise _bad("cross_sectional.lookback",
+                       f"must be >= 1, got {cross_sectional.lookback}")
 
 
 def symbol_names(n_symbols: int) -> tuple[str, ...]:
@@ -107,6 +138,7 @@ def generate(n_symbols: int = 10, n_bars: int = 2520, *, seed: int = 0,
              start: str = "2010-01-04", mu: float = 0.05, sigma: float = 0.2,
              regimes: bool | RegimeConfig = False, fat_tails: float | None = None,
              correlation: float = 0.0, planted: PlantedEffect | None = None,
+             cross_sectional: CrossSectionalEffect | None = None,
              name: str = "synthetic") -> Bars:
     """A deterministic synthetic (n_bars × n_symbols) daily OHLCV panel.
 
@@ -117,7 +149,8 @@ def generate(n_symbols: int = 10, n_bars: int = 2520, *, seed: int = 0,
     moves. See the module docstring for the optional features.
     """
     regime_cfg = _regime_config(regimes)
-    _validate(n_symbols, n_bars, sigma, fat_tails, correlation, planted, regime_cfg)
+    _validate(n_symbols, n_bars, sigma, fat_tails, correlation, planted, regime_cfg,
+              cross_sectional)
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
     rng_shock, rng_regime, rng_open, rng_range, rng_vol, rng_start = streams
     t, n = n_bars, n_symbols
@@ -130,6 +163,8 @@ def generate(n_symbols: int = 10, n_bars: int = 2520, *, seed: int = 0,
     if planted is not None and planted.symbols:
         cols = list(planted.symbols)
         logc[:, cols] = _planted_path(logret[:, cols], np.log(p0[cols]), planted, sd)
+    if cross_sectional is not None and cross_sectional.strength > 0 and n > 1:
+        logc = _cross_sectional_path(logret, np.log(p0), cross_sectional, sd)
     close = np.exp(logc)
     o, h, lo = _ohlc(close, p0, sd, rng_open, rng_range)
     volume = _volume(rng_vol, np.diff(logc, axis=0, prepend=np.log(p0)[None, :]), sd)
@@ -202,6 +237,27 @@ def _planted_path(logret: np.ndarray, logp0: np.ndarray, eff: PlantedEffect,
             ma = close[i + 1 - eff.lookback:i + 1].mean(axis=0)
             extra = push * np.sign(close[i] - ma)
     return np.log(close)
+
+
+def _cross_sectional_path(logret: np.ndarray, logp0: np.ndarray,
+                          eff: CrossSectionalEffect, sd: float) -> np.ndarray:
+    """Log closes of every symbol, adding the cross-sectional rank drift bar by bar
+    (a loop over time, vectorized over the symbols: the ranks at t depend on the drift
+    already added up to t)."""
+    t, n = logret.shape
+    logc = np.empty((t, n))
+    level, extra = logp0.copy(), np.zeros(n)
+    push = eff.strength * sd
+    # ranks 0..n-1 standardized: mean (n-1)/2, population std sqrt((n^2-1)/12)
+    centre, scale = (n - 1) / 2.0, math.sqrt((n * n - 1) / 12.0)
+    for i in range(t):
+        level = level + logret[i] + extra
+        logc[i] = level
+        if i >= eff.lookback:
+            past = level - logc[i - eff.lookback]
+            ranks = np.argsort(np.argsort(past, kind="stable"), kind="stable")
+            extra = push * (ranks - centre) / scale
+    return logc
 
 
 def _ohlc(close: np.ndarray, p0: np.ndarray, sd: float, rng_open: np.random.Generator,

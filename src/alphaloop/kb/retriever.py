@@ -20,7 +20,8 @@ Two distances, each in ``[0, 1]`` (0 = the same):
   and exit expressions. Each expression is parsed and canonicalized
   (:func:`alphaloop.strategy.expression.canonicalize`), and its tokens are the operator
   names and field names of the tree, prefixed by the side (``entry:gt``,
-  ``entry:sma``, ``entry:close``, ``exit:rsi``, …); numbers are left out, since they are
+  ``entry:sma``, ``entry:close``, ``exit:rsi``, …; a cross-sectional spec adds its
+  score's, ``score:roc``, ``score:close``); numbers are left out, since they are
   what the parameters set. The distance is ``1 - |A ∩ B| / |A ∪ B|`` (Jaccard) over the
   two token sets; 1 when neither side has a token (an expression that does not parse).
 
@@ -130,7 +131,7 @@ def tried_before(kb: KnowledgeBase, spec: StrategySpec | Mapping[str, Any], data
     tested = set(kb.tested(data_ref)["strategy_id"].astype(str))
     index = kb.strategy_index()
     index = index[index["strategy_id"].isin(tested)].reset_index(drop=True)
-    tokens = _node_tokens({"entry": spec.entry_node, "exit": spec.exit_node})
+    tokens = _node_tokens(dict(spec.expression_nodes()))
     spec_d = _spec_distances(index, spec.family, spec.params, tokens)
     frame = _result(index, spec_d, np.full(len(index), np.nan))
     frame = frame[(frame["strategy_id"] != sid) & (frame["spec_distance"] <= threshold)]
@@ -138,15 +139,19 @@ def tried_before(kb: KnowledgeBase, spec: StrategySpec | Mapping[str, Any], data
     return TriedBefore(strategy_id=sid, exact=sid in tested, neighbours=neighbours)
 
 
-def expression_tokens(entry: str | None, exit: str | None) -> frozenset[str]:
-    """The structural tokens of an entry/exit pair (see the module docstring); an
-    expression that is missing or does not parse adds none."""
+def expression_tokens(entry: str | None, exit: str | None,
+                      score: str | None = None) -> frozenset[str]:
+    """The structural tokens of an entry/exit pair and of a cross-sectional ``score``
+    (see the module docstring); an expression that is missing or does not parse adds
+    none."""
     nodes = {}
-    for side, text in (("entry", entry), ("exit", exit)):
+    sides: tuple[tuple[str, str | None, Literal["bool", "num"]], ...] = (
+        ("entry", entry, "bool"), ("exit", exit, "bool"), ("score", score, "num"))
+    for side, text, kind in sides:
         if not text:
             continue
         try:
-            nodes[side] = canonicalize(parse(text, expect="bool", where=side))
+            nodes[side] = canonicalize(parse(text, expect=kind, where=side))
         except AlphaloopError:
             continue
     return _node_tokens(nodes)
@@ -166,8 +171,11 @@ def _node_tokens(nodes: Mapping[str, Any]) -> frozenset[str]:
 
 def _spec_tokens(spec: Mapping[str, Any]) -> frozenset[str]:
     entry, exit_ = spec.get("entry"), spec.get("exit")
+    book = spec.get("portfolio")
+    score = book.get("score") if isinstance(book, Mapping) else None
     return expression_tokens(entry if isinstance(entry, str) else None,
-                             exit_ if isinstance(exit_, str) else None)
+                             exit_ if isinstance(exit_, str) else None,
+                             score if isinstance(score, str) else None)
 
 
 def _spec_distances(index: pd.DataFrame, family: str | None, params: Mapping[str, Any],

@@ -430,6 +430,59 @@ def _rank_momentum(p: Mapping[str, Any]) -> StrategySpec:
     return _spec(f"{rank} >= {cut}", f"{rank} < {cut}")
 
 
+# ------------------------------------------------------- cross-sectional books
+# A ranked long-short book (``portfolio: {method: cross_sectional}``): every family
+# below holds the top ``fraction`` of the names ranked by its score long and the bottom
+# ``fraction`` short, dollar-neutral; a held name stays while it ranks within
+# ``fraction + buffer``; the books are chosen afresh every ``rebalance`` bars.
+XS_FACTOR_KINDS: dict[str, str] = {
+    "roc": "roc(close, {w})",
+    "sma_gap": "close / sma(close, {w})",
+    "zscore": "zscore(close, {w})",
+    "volatility": "std(roc(close, 1), {w})",
+    "rsi": "rsi(close, {w})",
+}
+"""``xs_factor``'s grammar: a template per ``kind`` (``{w}`` is ``window``), times
+``sign`` (+1 ranks high values first, -1 low values first)."""
+
+
+def _xs_book(score: str, p: Mapping[str, Any]) -> StrategySpec:
+    fraction, buffer = float(p["fraction"]), float(p["buffer"])
+    return StrategySpec.model_validate({"portfolio": {
+        "method": "cross_sectional", "score": score, "long": fraction, "short": fraction,
+        # a fraction of the ranked names lies in (0, 1]: no buffer is the count 0
+        "buffer": buffer if buffer > 0 else 0, "rebalance_every": int(p["rebalance"]),
+        "weighting": str(p.get("weighting", "equal"))}})
+
+
+def _xs_momentum(p: Mapping[str, Any]) -> StrategySpec:
+    window, skip = int(p["window"]), int(p["skip"])
+    # the return from ``window`` bars ago to ``skip`` bars ago (12-1 momentum: 252, 21)
+    score = (f"roc(close, {_n(window)})" if skip == 0
+             else f"roc(lag(close, {_n(skip)}), {_n(window - skip)})")
+    return _xs_book(score, p)
+
+
+def _xs_reversal(p: Mapping[str, Any]) -> StrategySpec:
+    return _xs_book(f"-roc(close, {_n(p['window'])})", p)
+
+
+def _xs_low_volatility(p: Mapping[str, Any]) -> StrategySpec:
+    return _xs_book(f"-std(roc(close, 1), {_n(p['window'])})", p)
+
+
+def _xs_factor(p: Mapping[str, Any]) -> StrategySpec:
+    body = XS_FACTOR_KINDS[str(p["kind"])].format(w=_n(p["window"]))
+    return _xs_book(body if int(p["sign"]) > 0 else f"-({body})", p)
+
+
+def _xs_params(**params: Param) -> dict[str, Param]:
+    """``params`` followed by the book's knobs (long = short = ``fraction`` <= 0.5, so
+    the two books never need more than all the names)."""
+    return {**params, "fraction": FloatParam(0.1, 0.3, 0.1, limit=0.5),
+            "buffer": FloatParam(0.0, 0.2, 0.1, limit=0.5)}
+
+
 def _lt(a: str, b: str) -> Rule:
     return Rule(f"{a} < {b}", lambda p: p[a] < p[b])
 
@@ -475,6 +528,30 @@ _FAMILY_LIST: tuple[Family, ...] = (
            "fraction of the cross-section",
            {"window": IntParam(20, 250, 10), "top": FloatParam(0.1, 0.5, 0.1, limit=0.9)},
            (), _rank_momentum),
+    Family("xs_momentum", "long the top fraction, short the bottom fraction of the names "
+           "ranked by their return from window to skip bars ago (dollar-neutral, buffered)",
+           {"window": IntParam(20, 260, 20), "skip": ChoiceParam((0, 5, 21)),
+            **_xs_params(rebalance=ChoiceParam((1, 5, 21)),
+                         weighting=ChoiceParam(("equal", "rank")))},
+           (_lt("skip", "window"),), _xs_momentum),
+    Family("xs_reversal", "long the names that fell most over the last window bars, "
+           "short those that rose most (dollar-neutral, buffered)",
+           {"window": IntParam(1, 10, 1),
+            **_xs_params(rebalance=ChoiceParam((1, 2, 5)),
+                         weighting=ChoiceParam(("equal", "rank")))},
+           (), _xs_reversal),
+    Family("xs_low_volatility", "long the names with the lowest std of daily returns over "
+           "window bars, short the highest (dollar-neutral, buffered)",
+           {"window": IntParam(20, 260, 20),
+            **_xs_params(rebalance=ChoiceParam((5, 21, 63)),
+                         weighting=ChoiceParam(("equal", "rank")))},
+           (), _xs_low_volatility),
+    Family("xs_factor", "a long-short book ranked by sign * one of "
+           + ", ".join(XS_FACTOR_KINDS.values()),
+           {"kind": ChoiceParam(tuple(XS_FACTOR_KINDS)), "sign": ChoiceParam((1, -1)),
+            "window": IntParam(10, 250, 20),
+            **_xs_params(rebalance=ChoiceParam((1, 5, 21)))},
+           (), _xs_factor),
 )
 
 FAMILIES: dict[str, Family] = {f.name: f for f in _FAMILY_LIST}
