@@ -21,6 +21,7 @@ from alphaloop.evaluation.factors import (
     FactorError,
     cross_correlation,
     evaluate_factor,
+    factor_columns,
     forward_returns,
     newey_west_t,
 )
@@ -127,3 +128,22 @@ def test_the_cli_prints_json_writes_the_page_and_refuses_bad_input(tmp_path: Pat
     assert len(data["quantile_returns"]) == 5 and data["horizon"] == 5
     bad = runner.invoke(app, ["factor", "close > 1", "--data", "synth_100"])
     assert bad.exit_code == 2 and "must be a numeric expression" in bad.stderr
+
+
+def test_factor_columns_are_the_books_factor_reports_at_their_horizon() -> None:
+    """Each ranked book carries its score's rank IC at its rebalance horizon, as
+    ``evaluate_factor`` reports it; a sleeve strategy has none (NaN)."""
+    from alphaloop.strategy.spec import StrategySpec
+
+    bars = generate(12, 400, seed=5)
+    book = StrategySpec.from_dict({"portfolio": {
+        "method": "cross_sectional", "score": "roc(close, 10)", "long": 3,
+        "rebalance_every": 5}})
+    sleeve = StrategySpec(entry="close > sma(close, 5)", exit="close < sma(close, 5)")
+    cols = factor_columns([book, sleeve, book], bars)
+    rep = evaluate_factor("roc(close, 10)", bars, horizon=5)
+    assert cols["rank_ic_t"].iloc[0] == rep.rank_ic_t
+    assert cols["rank_ic_mean"].iloc[2] == rep.rank_ic_mean
+    assert math.isnan(cols["rank_ic_t"].iloc[1]) and math.isnan(cols["rank_ic_mean"].iloc[1])
+    short = generate(MIN_NAMES - 1, 400, seed=5)  # too few names: no evidence, t = 0
+    assert factor_columns([book], short)["rank_ic_t"].iloc[0] == 0.0

@@ -208,6 +208,32 @@ def test_robustness_gates_applied_with_values() -> None:
                              "dsr not evaluated (no value given): min_dsr 0.95 not applied"]
 
 
+def test_the_factor_gate_judges_ranked_books_only() -> None:
+    """min_rank_ic_t reads a ranked book's rank-IC t; a sleeve strategy (no value) is
+    not concerned and gets no reason; a book without evidence (t 0) fails."""
+    factor = POLICY.model_copy(update={
+        "gates": POLICY.gates.model_copy(update={"min_rank_ic_t": 2.0})})
+    sleeve = score(GOOD, factor)
+    assert sleeve.passed and sleeve.reasons == []
+    weak = score(GOOD, factor, extras={"rank_ic_t": 1.5})
+    assert not weak.passed and weak.failed_gates == ["min_rank_ic_t"]
+    assert weak.reasons == ["rank_ic_t 1.5 < min_rank_ic_t 2"]
+    assert score(GOOD, factor, extras={"rank_ic_t": 0.0}).failed_gates == ["min_rank_ic_t"]
+    assert score(GOOD, factor, extras={"rank_ic_t": 2.0}).passed  # inclusive
+    frame = pd.DataFrame([{**GOOD, "rank_ic_t": v} for v in (NAN, 1.5, 3.0)])
+    assert score_frame(frame, factor)["passed"].tolist() == [True, False, True]
+
+
+def test_a_gate_added_later_leaves_earlier_policies_hashes_alone() -> None:
+    """min_rank_ic_t off is absent from the canonical JSON, so the content hash of a
+    policy written before the gate existed (and recorded by runs) is unchanged."""
+    assert "min_rank_ic_t" not in POLICY.canonical_json()
+    on = POLICY.model_copy(update={
+        "gates": POLICY.gates.model_copy(update={"min_rank_ic_t": 2.0})})
+    assert '"min_rank_ic_t":2.0' in on.canonical_json()
+    assert on.content_hash != POLICY.content_hash
+
+
 # ============================================================ NaN and missing metrics
 def test_nan_metric_scores_zero_and_fails_its_gate_closed() -> None:
     # sharpe NaN → component 0; turnover 5 → 0.75; score = 100 * (0 + 0.75) / 4 = 18.75
@@ -499,7 +525,8 @@ def test_bundled_default_policy() -> None:
     assert {"default", "score-v1", "score-v2"} <= set(bundled_policies())
     p = load_policy("default")
     assert p.policy_version == "score-v2"
-    assert all(v is not None for v in p.gates.model_dump().values())  # every gate in force
+    # every gate in force, but the factor gate, which only ranked books can meet
+    assert all(v is not None for k, v in p.gates.model_dump().items() if k != "min_rank_ic_t")
     assert p.penalties.data_quality_warning > 0 and p.penalties.execution_warning > 0
     assert load_policy("default") is p  # parsed once
 

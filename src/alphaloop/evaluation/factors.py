@@ -25,8 +25,10 @@ fills, in both engines) to the open of bar ``t+1+H``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from scipy.stats import rankdata
 
@@ -34,6 +36,7 @@ from alphaloop.data.bars import Bars
 from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.errors import AlphaloopError, ErrorClass
 from alphaloop.strategy.expression import parse
+from alphaloop.strategy.spec import StrategySpec
 
 MIN_NAMES = 3
 DECAY_HORIZONS = (1, 2, 5, 10, 20)
@@ -197,3 +200,27 @@ def _plain(x: np.ndarray) -> list[float | None]:
 
 __all__ = ["FactorReport", "cross_correlation", "evaluate_factor", "forward_returns",
            "newey_west_t"]
+
+
+def factor_columns(specs: Sequence[StrategySpec], bars: Bars) -> pd.DataFrame:
+    """``rank_ic_mean`` and ``rank_ic_t`` of each ranked book's score on ``bars``, at
+    its rebalance horizon (one evaluation per distinct score and horizon): the
+    columns the score policy's factor gate reads. A sleeve strategy has NaN (the gate
+    does not concern it); a book whose IC cannot be measured has a t of 0 and no
+    mean (no evidence of a ranking skill)."""
+    seen: dict[tuple[str, int], tuple[float, float]] = {}
+    mean, t_stat = np.full(len(specs), np.nan), np.full(len(specs), np.nan)
+    for k, spec in enumerate(specs):
+        pf = spec.portfolio
+        if not pf.cross_sectional or pf.score is None:
+            continue
+        key = (str(spec.score_node), pf.rebalance_every)
+        if key not in seen:
+            try:
+                rep = evaluate_factor(pf.score, bars, horizon=pf.rebalance_every)
+                seen[key] = (math.nan if rep.rank_ic_mean is None else rep.rank_ic_mean,
+                             0.0 if rep.rank_ic_t is None else rep.rank_ic_t)
+            except FactorError:  # too few names or bars: no evidence
+                seen[key] = (math.nan, 0.0)
+        mean[k], t_stat[k] = seen[key]
+    return pd.DataFrame({"rank_ic_mean": mean, "rank_ic_t": t_stat})

@@ -42,6 +42,7 @@ from alphaloop.engines.engine_a import run_batch
 from alphaloop.engines.metrics import BENCHMARK_METRICS, relative_metrics, return_metrics
 from alphaloop.errors import AlphaloopError
 from alphaloop.evaluation.benchmark import Benchmark, resolve_benchmark
+from alphaloop.evaluation.factors import factor_columns
 from alphaloop.evaluation.scoring import ScoringPolicy, score_frame
 from alphaloop.evaluation.statistics import (
     expected_max_sharpe,
@@ -165,7 +166,8 @@ RELATIVE_COLUMNS = ("benchmark", "beta", "beta_t", "alpha_ann", "alpha_t",
                     "information_ratio", "tracking_error", "active_return", "up_capture",
                     "down_capture", *BENCHMARK_METRICS, "excess_psr", "excess_dsr")
 EVALUATION_COLUMNS = ("rank", "score_total", "passed", "failed_gates", "reasons", "psr",
-                      "dsr", "pbo", "n_trials", *RELATIVE_COLUMNS)
+                      "dsr", "pbo", "n_trials", "rank_ic_mean", "rank_ic_t",
+                      *RELATIVE_COLUMNS)
 
 
 def sweep_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -240,6 +242,8 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
         frame[col] = stats[col]
     frame["pbo"] = np.nan if pbo is None else pbo
     frame["n_trials"] = trials
+    for name, values in factor_columns(specs, bars).items():  # ranked books' rank IC
+        frame[name] = values.to_numpy()
     bench = resolve_benchmark(benchmark or policy.benchmark, full, costs)
     rel = _relative(frame, rets, bench, split, trials, ppy, spa_reps, seed)
     try:

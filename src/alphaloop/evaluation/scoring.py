@@ -17,6 +17,7 @@ A policy is a small, versioned YAML document::
       max_pbo: 0.3
       min_excess_dsr: 0.95            # relative gates: only when a benchmark was given
       min_information_ratio: 0.3
+      min_rank_ic_t: 2.0              # factor gate: ranked books only (optional)
     penalties:                        # points off score_total, per warning
       data_quality_warning: 5
       execution_warning: 10
@@ -56,6 +57,12 @@ one vectorized implementation, so a frame row scores exactly like a single call)
   extra or column) and quotes the strategy's and the benchmark's Sharpe ratios
   (``sharpe``, ``benchmark_sharpe``): ``"excess_dsr 0.31 < min_excess_dsr 0.95 against
   benchmark equal_weight (Sharpe 0.80 vs the benchmark's 0.83)"``.
+- **Factor gate** ``min_rank_ic_t`` reads the Newey-West t-statistic of the rank IC
+  of a cross-sectional book's score (``rank_ic_t``, see
+  :mod:`alphaloop.evaluation.factors`), measured at the book's rebalance horizon on
+  the same window as the metrics. It concerns ranked books only: a row without a
+  value (NaN: a sleeve strategy) is not judged by it and gets no reason; a ranked book
+  whose IC could not be measured carries 0 (no evidence), which fails.
 - **passed** is True when no gate failed. ``reasons`` lists, in a fixed order, every
   failed gate with its actual value and threshold (``"n_trades 12 < min_trades
   30"``), then the robustness gates not evaluated, the penalties and the components
@@ -128,7 +135,7 @@ POLICY_DIR = Path(__file__).resolve().parent / "policies"
 #: Inputs besides the core metrics: robustness values, benchmark-relative values and
 #: warning counts.
 EXTRA_KEYS: tuple[str, ...] = ("dsr", "pbo", "excess_dsr", "information_ratio",
-                               "benchmark_sharpe", "data_quality_warnings",
+                               "benchmark_sharpe", "rank_ic_t", "data_quality_warnings",
                                "execution_warnings")
 
 #: The benchmark's name (text): named in the relative gates' reasons.
@@ -152,10 +159,16 @@ GATE_METRICS: dict[str, str] = {
     "max_pbo": "pbo",
     "min_excess_dsr": "excess_dsr",
     "min_information_ratio": "information_ratio",
+    "min_rank_ic_t": "rank_ic_t",
 }
 # applied only when a value is given (robustness stage, a benchmark): else "not evaluated"
 _ROBUSTNESS_GATES = ("min_dsr", "max_pbo", "min_excess_dsr", "min_information_ratio")
 _RELATIVE_GATES = ("min_excess_dsr", "min_information_ratio")
+# ranked books only: NaN = a sleeve strategy, to which the gate does not apply
+_FACTOR_GATES = ("min_rank_ic_t",)
+# gates added after policies were written: absent from the canonical JSON when off, so
+# the content hash of an earlier policy does not change
+_LATER_GATES = _FACTOR_GATES
 _WARNING_COUNTS = ("data_quality_warnings", "execution_warnings")
 
 _VERSION_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a safe file name
@@ -216,6 +229,7 @@ class Gates(_Strict):
     max_pbo: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     min_excess_dsr: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     min_information_ratio: float | None = Field(default=None, allow_inf_nan=False)
+    min_rank_ic_t: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class Penalties(_Strict):
@@ -265,6 +279,9 @@ class ScoringPolicy(_Strict):
         data = self.model_dump(mode="json")
         if data["benchmark"] is None:
             del data["benchmark"]
+        for gate in _LATER_GATES:
+            if data["gates"][gate] is None:
+                del data["gates"][gate]
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @property
@@ -586,6 +603,8 @@ def _evaluate(cols: Mapping[str, np.ndarray], n: int, policy: ScoringPolicy,
         x = col(metric)
         # robustness gates: NaN = no value given = not evaluated; others fail closed
         absent = np.isnan(x) if gate in _ROBUSTNESS_GATES else np.zeros(n, dtype=bool)
+        if gate in _FACTOR_GATES:  # not a ranked book: the gate does not concern it
+            absent = np.isnan(x)
         isnan = np.isnan(x) & ~absent
         with np.errstate(invalid="ignore"):
             if gate == "max_drawdown":
@@ -611,6 +630,8 @@ def _evaluate(cols: Mapping[str, np.ndarray], n: int, policy: ScoringPolicy,
                                              col("benchmark_sharpe")))
             else:
                 reasons[i].append(f"{metric} {_num(x[i], thr)} {op} {gate} {_num(thr)}")
+        if gate in _FACTOR_GATES:
+            continue
         for i in np.flatnonzero(absent):
             pending[i].append(f"{metric} not evaluated (no value given): {gate} {_num(thr)} "
                               f"not applied")

@@ -185,7 +185,8 @@ class Portfolio(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Portfolio:
         if self.method == "sleeves":
-            if self.model_fields_set - {"method"}:
+            fields = type(self).model_fields
+            if any(getattr(self, k) != f.default for k, f in fields.items() if k != "method"):
                 raise ValueError("only method cross_sectional takes score, "
                                  "long, short, buffer, weighting, gross, net, "
                                  "rebalance_every or max_weight")
