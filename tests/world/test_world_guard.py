@@ -128,3 +128,38 @@ def test_the_worlds_drawdown_over_all_its_strategies_halts_every_one(
     assert resumed.exit_code == 0, resumed.output
     after = json.loads(second_state.read_text())
     assert (len(after["returns"]), after["halted"]) == (k + 1, None)
+
+
+def test_every_world_limit_over_the_summed_accounts() -> None:
+    """The world's return, drawdown, leverage and orders from bar records, by hand."""
+    from alphaloop.world.models import PaperBar
+    from alphaloop.world.policy import WorldGuard
+    from alphaloop.world.riskguard import world_breaches
+
+    def bar(ts: str, sid: str, equity: float, ret: float, gross: float,
+            fills: int) -> PaperBar:
+        return PaperBar(bar_ts=ts, strategy_id=sid, equity=equity, ret=ret, gross=gross,
+                        n_fills=fills)
+
+    rows = [  # a and b start with 100 each (equity / (1 + ret) before their first bar)
+        bar("t1", "a", 98.0, -0.02, 150.0, 2), bar("t1", "b", 101.0, 0.01, 50.0, 3),
+        bar("t2", "a", 95.0, 95.0 / 98.0 - 1, 150.0, 0),  # b reports no t2: flat at 101
+        bar("t3", "b", 90.0, 90.0 / 101.0 - 1, 0.0, 1)]  # a flat at 95
+
+    def seen(**limits: float) -> list[tuple[str, str, float, float]]:
+        return list(world_breaches(WorldGuard(**limits), iter(rows)))  # type: ignore[arg-type]
+
+    r1, r2, r3 = (199 - 200) / 200, (196 - 199) / 199, (185 - 196) / 196
+    index = [1 + r1, (1 + r1) * (1 + r2), (1 + r1) * (1 + r2) * (1 + r3)]
+    assert [b[:2] for b in seen(max_daily_loss=0.01)] == [("t2", "max_daily_loss"),
+                                                          ("t3", "max_daily_loss")]
+    assert seen(max_daily_loss=0.01)[1][2] == pytest.approx(-r3)
+    dd = seen(max_drawdown=0.05)
+    assert [(b[0], b[1]) for b in dd] == [("t3", "max_drawdown")]
+    assert dd[0][2] == pytest.approx(1 - index[2])  # the peak is the start (1.0)
+    lev = seen(max_leverage=1.0)
+    assert [(b[0], b[2]) for b in lev] == [("t1", pytest.approx(200 / 199)),
+                                           ("t2", pytest.approx(200 / 196))]
+    assert [(b[0], b[2]) for b in seen(max_orders_per_day=4)] == [("t1", 5.0)]
+    assert seen(max_drawdown=0.2, max_daily_loss=0.2, max_leverage=5,
+                max_orders_per_day=10) == []
