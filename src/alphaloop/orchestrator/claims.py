@@ -198,7 +198,9 @@ def _decode_json(text: str, payload: bytes | None) -> Any:
     return json.loads(text)
 
 
-A_CODEC: Codec[tuple[dict[str, Any], np.ndarray]] = Codec(_encode_a, _decode_a)
+# looked up at each call, so that a profiler's wrapper of the module's functions sees them
+A_CODEC: Codec[tuple[dict[str, Any], np.ndarray]] = Codec(
+    lambda result: _encode_a(result), lambda text, payload: _decode_a(text, payload))
 """Engine A's result per candidate: its metrics row (JSON: Python floats print and
 parse back exactly, NaN included) and its per-bar returns (float32 bytes)."""
 

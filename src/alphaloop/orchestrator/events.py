@@ -4,7 +4,9 @@ Events: ``STAGE_STARTED``, ``STAGE_COMPLETED`` (SUCCESS/PARTIAL), ``STAGE_FAILED
 ``STAGE_RETRY_SCHEDULED``, ``STAGE_STOPPED``, ``BRANCH_TAKEN`` (seed 004), the retry
 outcomes ``ITER_RETRY_SCHEDULED`` / ``ITER_RETRY_SUCCESS`` / ``ITER_RETRY_FAIL``
 (seed 003 §6.3), the state moves ``RUN_STATE`` / ``ITERATION_STATE``, and
-``WORLD_SUBMITTED`` (a survivor handed to a world, with the world's answer). Each line
+``WORLD_SUBMITTED`` (a survivor handed to a world, with the world's answer) and
+``WORK_SHARED`` (what a backtesting stage computed itself and what it read from
+another run's claim on the same knowledge base). Each line
 carries at least the seed's fields: run_id, iteration_id, stage_id, status_before,
 status_after, attempt, max_attempts, error_code, stop_reason, ts.
 """
@@ -20,8 +22,9 @@ from alphaloop.orchestrator.artifacts import append_line, read_lines
 EVENTS = ("STAGE_STARTED", "STAGE_COMPLETED", "STAGE_FAILED", "STAGE_RETRY_SCHEDULED",
           "STAGE_STOPPED", "BRANCH_TAKEN", "ITER_RETRY_SCHEDULED", "ITER_RETRY_SUCCESS",
           "ITER_RETRY_FAIL", "RUN_STATE", "ITERATION_STATE",
-          # not in seed 004: the hand-off of survivors to a world (seed 000)
-          "WORLD_SUBMITTED")
+          # not in seed 004: the hand-off of survivors to a world (seed 000), and the
+          # work shared with other runs on one knowledge base (claims)
+          "WORLD_SUBMITTED", "WORK_SHARED")
 FILE = "pipeline_events.jsonl"
 
 

@@ -225,6 +225,7 @@ class Runner:
         self.claims = ClaimBook(self.kb, cfg.run_id, lease_s=cfg.kb.claim_lease_s,
                                 poll_s=cfg.kb.claim_poll_s)
         self.shared: dict[str, int] = {"computed": 0, "taken": 0, "unclaimed": 0}
+        self._at: tuple[int, str] = (0, "")  # the stage running now (for its events)
         self.run_sharpes: dict[str, float] = {}
         self.run_tested: set[str] = set()
         self.backtests = 0
@@ -368,6 +369,7 @@ class Runner:
     # ------------------------------------------------------------ one iteration
     def _iteration(self, i: int) -> None:
         self._kb_catch_up()  # seed 004 §6.5 B: queued writes go first
+        self.claims.down = self._kb_down  # claims again once the database takes writes
         self._hashes: dict[str, str] = {}  # this iteration's stage inputs
         self._loaded: set[str] = set()  # this iteration's stages loaded, not run (resume)
         im = iteration_machine()
@@ -541,6 +543,7 @@ class Runner:
             try:
                 if self.fault is not None:
                     self.fault(i, stage_id, attempt)
+                self._at = (i, stage_id)
                 out = fn()
             except Exception as exc:
                 attempt = self._stage_error(i, stage_id, sm, attempt, h, exc)
@@ -703,9 +706,11 @@ class Runner:
     def _shared(self, key: str, ids: list[str], compute: Callable[[list[str]], dict[str, R]],
                 codec: Codec[R], batch: int) -> dict[str, R]:
         got, how = self.claims.run(key, ids, compute, codec, batch=max(batch, 1))
-        for k, v in how.as_dict().items():
-            if k in self.shared:
-                self.shared[k] += v
+        counts: dict[str, Any] = how.as_dict()
+        for k in self.shared:
+            self.shared[k] += counts[k]
+        i, stage_id = self._at
+        self.events.emit("WORK_SHARED", iteration=i, stage_id=stage_id, **counts)
         return got
 
     def _evaluator(self, window: str) -> SignalEvaluator:
@@ -973,10 +978,12 @@ class Runner:
                ) -> rec.IterationBatch:
         """The KB records of the iteration. The holdout is not among them."""
         rid = self.cfg.run_id
-        fam = {c["strategy_id"]: (c["family"], c["params"]) for c in ded.fresh}
-        strategies = [rec.StrategyRecord(strategy_id=sid, spec=s.model_dump(mode="json"),
-                                         family=fam[sid][0], params=fam[sid][1])
-                      for sid, s in specs.items()]
+        # the spec's JSON form as S20 made it (the same dict as ``model_dump``)
+        fam = {c["strategy_id"]: c for c in ded.fresh}
+        strategies = [rec.StrategyRecord(strategy_id=sid, spec=fam[sid]["spec"],
+                                         family=fam[sid]["family"],
+                                         params=fam[sid]["params"])
+                      for sid in specs]
         backtests = [_backtest_record(rid, i, {str(k): v for k, v in row.items()}, "A",
                                       "search", self.search_ref)
                      for row in a.metrics.to_dict("records")]

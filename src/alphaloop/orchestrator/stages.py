@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -241,12 +241,18 @@ class Generator:
         return hit if hit is not None else StrategySpec.model_validate(candidate["spec"])
 
     def tell(self, scored: pd.DataFrame) -> None:
-        """Feed model-based samplers the search-window scores (never the holdout)."""
-        for row in scored.to_dict("records"):
-            smp = self.samplers.get(str(row["family"]))
-            value = float(row["score_total"])
-            if smp is not None and math.isfinite(value):
-                smp.tell(json.loads(str(row["params"])), value)
+        """Feed model-based samplers the search-window scores (never the holdout).
+        Samplers that ignore what they are told (grid, random, Sobol) are not told."""
+        listening = {f for f, smp in self.samplers.items()
+                     if type(smp).tell is not Sampler.tell}
+        if not listening:
+            return
+        for fam, params, total in zip(scored["family"], scored["params"],
+                                      scored["score_total"], strict=True):
+            smp = self.samplers.get(str(fam))
+            value = float(total)
+            if smp is not None and str(fam) in listening and math.isfinite(value):
+                smp.tell(json.loads(str(params)), value)
 
 
 def baseline_candidate() -> dict[str, Any]:
@@ -549,7 +555,7 @@ def failure_records(scored: pd.DataFrame, short: Shortlist, threshold: float,
     r = {x["strategy_id"]: x for x in robust}
     out: list[dict[str, Any]] = []
     for raw in scored.to_dict("records"):
-        row = {str(k): v for k, v in raw.items()}
+        row = cast(dict[str, Any], raw)  # the frame's columns are names
         sid = str(row["strategy_id"])
         found = diagnose(_evidence(row, short, threshold, b.get(sid), r.get(sid),
                                    lookahead.get(sid), gates, costs, promo))
