@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     first_w, first_c, res = timed(lambda: alphaloop_batch(params, bars))
     runs = [timed(lambda: alphaloop_batch(params, bars)) for _ in range(a.repeats)]
     walls, cpus = [r[0] for r in runs], [r[1] for r in runs]
-    al = {"first_call_s": first_w, "first_call_cpu_s": first_c,
+    al: dict[str, Any] = {"first_call_s": first_w, "first_call_cpu_s": first_c,
           "wall_median_s": statistics.median(walls), "wall_best_s": min(walls),
           "cpu_median_s": statistics.median(cpus), "walls": walls}
     al["per_candidate_wall_s"] = al["wall_median_s"] / a.candidates
@@ -251,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     vfirst_w, vfirst_c, _ = timed(lambda: vbt_run(params[plain[0]], close, open_))
     t_walls, t_cpus, v_walls, v_cpus, diffs, ref_diffs = [], [], [], [], [], []
     for k, i in enumerate(plain):
-        tw, tc, size_k = timed(lambda i=i: targets(params[i], close))
-        vw, vc, value = timed(lambda i=i: vbt_run(params[i], close, open_))
+        p_k = params[i]
+        tw, tc, size_k = timed(lambda: targets(p_k, close))  # noqa: B023 (called now)
+        vw, vc, value = timed(lambda: vbt_run(p_k, close, open_))  # noqa: B023
         t_walls.append(tw)
         t_cpus.append(tc)
         v_walls.append(vw)
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k:2d} {params[i]}: {vw:.2f} s (targets {tw:.2f} s); max |equity diff| "
               f"alphaloop-vectorbt {diff:.2e}, alphaloop-reference {ref:.2e}", flush=True)
     rejected = vbt_rejections(params[plain[0]], close, open_)
-    vb = {"first_call_s": vfirst_w, "first_call_cpu_s": vfirst_c,
+    vb: dict[str, Any] = {"first_call_s": vfirst_w, "first_call_cpu_s": vfirst_c,
           "per_candidate_wall_s": statistics.mean(v_walls),
           "per_candidate_cpu_s": statistics.mean(v_cpus),
           "targets_share": statistics.mean(t_walls) / statistics.mean(v_walls),
