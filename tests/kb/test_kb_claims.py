@@ -90,10 +90,13 @@ def test_a_claim_past_its_lease_is_taken_over_and_one_within_it_is_not(kb_url: s
 def test_a_run_takes_its_own_claims_back_at_once(kb_url: str) -> None:
     """A resumed run (same run id) does not wait for the lease its killed self took."""
     kb = KnowledgeBase(kb_url)
-    kb.claim(KEY, ["s1"], "run-a", lease_until_ns=10**18, now_ns=0)
+    kb.claim(KEY, ["s1"], "run-a", lease_until_ns=1_500, now_ns=0)
     again = kb.claim(KEY, ["s1"], "run-a", lease_until_ns=2_000, now_ns=1_000)
     assert (again["s1"].run_id, again["s1"].lease_until_ns, again["s1"].takeovers) == (
         "run-a", 2_000, 0)
+    # another run asking at the same moment gets nothing: the lease holds
+    other = kb.claim(KEY, ["s1"], "run-b", lease_until_ns=3_000, now_ns=1_000)
+    assert (other["s1"].run_id, other["s1"].lease_until_ns) == ("run-a", 2_000)
 
 
 def test_a_done_claim_keeps_its_first_result_and_is_never_taken_over(kb_url: str) -> None:

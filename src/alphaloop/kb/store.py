@@ -946,6 +946,8 @@ class KnowledgeBase:
                     update(table)
                     .where(table.c.work_key == work_key, table.c.strategy_id.in_(part),
                            table.c.status == CLAIMED,
+                           # not the rows just inserted (their lease is this one already)
+                           table.c.lease_until_ns < lease_until_ns,
                            (table.c.run_id == run_id) | (table.c.lease_until_ns < now_ns))
                     .values(takeovers=table.c.takeovers + case(
                         (table.c.run_id == run_id, 0), else_=1),
