@@ -27,6 +27,9 @@ Timeline of a bar ``t`` (a run):
    rebalance bar (``t % rebalance_every == 0``) the books are chosen afresh.
 
 Rank and weight definitions are in :class:`alphaloop.strategy.spec.Portfolio`.
+
+Arrays are *time-major* here ((T, N), the market (8, T, N)), unlike the sleeve
+kernels: a bar visits every name, so the names of one bar sit together in memory.
 """
 
 from __future__ import annotations
@@ -68,11 +71,11 @@ N_STATE = 13
 def rank_order(score: np.ndarray, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per bar, the eligible names best first: ``order[t, :count[t]]`` (ties by name).
 
-    ``eligible`` (N, T) is already the causal test (tradable at t, score defined,
+    ``score`` and ``eligible`` are (T, N); ``eligible`` is already the causal test (tradable at t, score defined,
     entry true, exit not); computing the ranking once serves every run that shares
     the score and the eligibility.
     """
-    n_sym, n_bars = score.shape
+    n_bars, n_sym = score.shape
     order = np.empty((n_bars, n_sym), dtype=np.int32)
     count = np.zeros(n_bars, dtype=np.int64)
     keys = np.empty(n_sym)
@@ -80,8 +83,8 @@ def rank_order(score: np.ndarray, eligible: np.ndarray) -> tuple[np.ndarray, np.
     for t in range(n_bars):
         n = 0
         for i in range(n_sym):
-            if eligible[i, t]:
-                keys[n] = -score[i, t]
+            if eligible[t, i]:
+                keys[n] = -score[t, i]
                 idx[n] = i
                 n += 1
         perm = np.argsort(keys[:n], kind="mergesort")  # stable: ties keep name order
@@ -103,49 +106,47 @@ def _book_size(value: float, is_count: float, n: int) -> int:
 
 @njit(cache=True)
 def _select(order: np.ndarray, n: int, qty: np.ndarray, cfg: np.ndarray,
-            side: np.ndarray) -> None:
-    """Fill ``side`` (N) with +1 (long book), -1 (short book) or 0, from the ranking
-    ``order[:n]``: held names within their book's size plus the buffer stay, free
-    places go to the best (worst for shorts) names not yet chosen."""
-    side[:] = 0
+            side: np.ndarray, chosen: np.ndarray) -> tuple[int, int]:
+    """Choose the books from the ranking ``order[:n]``: held names within their book's
+    size plus the buffer stay, free places go to the best (worst for shorts) names not
+    yet chosen. ``chosen`` receives the long book best first, then the short book
+    worst first; ``side`` (all 0 on entry, the caller resets it) marks them +1 / -1.
+    Returns the two books' sizes."""
     n_long = _book_size(cfg[C_LONG], cfg[C_LONG_COUNT], n)
     n_short = min(_book_size(cfg[C_SHORT], cfg[C_SHORT_COUNT], n), n - n_long)
     buf = 0
     if cfg[C_BUFFER] > 0.0:
         buf = _book_size(cfg[C_BUFFER], cfg[C_BUFFER_COUNT], n)
     taken = 0
-    for j in range(min(n_long + buf, n)):  # held longs inside the buffer, best first
-        i = order[j]
-        if taken < n_long and qty[i] > 0.0:
-            side[i] = 1
-            taken += 1
-    j = 0
-    while taken < n_long and j < n:
-        i = order[j]
-        if side[i] == 0:
-            side[i] = 1
-            taken += 1
-        j += 1
-    taken = 0
-    for j in range(min(n_short + buf, n)):  # held shorts, worst first
-        i = order[n - 1 - j]
-        if taken < n_short and qty[i] < 0.0 and side[i] == 0:
-            side[i] = -1
-            taken += 1
-    j = 0
-    while taken < n_short and j < n:
-        i = order[n - 1 - j]
-        if side[i] == 0:
-            side[i] = -1
-            taken += 1
-        j += 1
+    for book in (1, -1):
+        want = n_long if book == 1 else n_short
+        first = taken
+        for j in range(min(want + buf, n)):  # held names inside the buffer stay
+            i = order[j] if book == 1 else order[n - 1 - j]
+            if taken - first < want and qty[i] * book > 0.0 and side[i] == 0:
+                side[i] = book
+                chosen[taken] = i
+                taken += 1
+        j = 0
+        while taken - first < want and j < n:  # free places: best names not chosen
+            i = order[j] if book == 1 else order[n - 1 - j]
+            if side[i] == 0:
+                side[i] = book
+                chosen[taken] = i
+                taken += 1
+            j += 1
+        if book == 1:
+            n_long = taken
+    return n_long, taken - n_long
 
 
 @njit(cache=True)
-def _weights(order: np.ndarray, n: int, side: np.ndarray, score_t: np.ndarray,
-             vol_t: np.ndarray, cfg: np.ndarray, w: np.ndarray) -> None:
-    """Target weights (fractions of equity, signed) of the chosen names into ``w``."""
-    w[:] = 0.0
+def _weights(chosen: np.ndarray, n_long: int, n_short: int, order: np.ndarray, n: int,
+             side: np.ndarray, score_t: np.ndarray, vol_t: np.ndarray, cfg: np.ndarray,
+             w: np.ndarray) -> None:
+    """Target weights (fractions of equity, signed) of the chosen names into ``w``
+    (zero elsewhere: the caller resets it). A book's members are in ``chosen`` and
+    marked in ``side``; ``rank`` weighting ranks them in ranking order."""
     how = int(cfg[C_WEIGHTING])
     median = 0.0
     if how == SCORE and n > 0:
@@ -153,22 +154,25 @@ def _weights(order: np.ndarray, n: int, side: np.ndarray, score_t: np.ndarray,
         for j in range(n):
             vals[j] = score_t[order[j]]
         median = np.median(vals)
+    cap = cfg[C_MAX_WEIGHT]
     for book in (1, -1):
-        members = 0
-        for j in range(n):
-            if side[order[j]] == book:
-                members += 1
+        lo, members = (0, n_long) if book == 1 else (n_long, n_short)
         if members == 0:
             continue
         total = 0.0
-        rank = 0
-        for jj in range(n):  # best first in this book's own direction
-            i = order[jj] if book == 1 else order[n - 1 - jj]
-            if side[i] != book:
-                continue
+        if how == RANK:  # in ranking order: the book's best gets ``members`` parts
+            pos = 0
+            for j in range(n):
+                i = order[j] if book == 1 else order[n - 1 - j]
+                if side[i] == book:
+                    w[i] = float(members - pos)
+                    total += w[i]
+                    pos += 1
+        for k in range(lo, lo + members):
+            i = chosen[k]
             if how == RANK:
-                raw = float(members - rank)
-            elif how == SCORE:
+                continue
+            if how == SCORE:
                 raw = abs(score_t[i] - median)
             elif how == INVERSE_VOL:
                 raw = 1.0 / vol_t[i]
@@ -176,17 +180,14 @@ def _weights(order: np.ndarray, n: int, side: np.ndarray, score_t: np.ndarray,
                 raw = 1.0
             w[i] = raw
             total += raw
-            rank += 1
         gross = cfg[C_GROSS_LONG] if book == 1 else cfg[C_GROSS_SHORT]
-        for i in range(side.shape[0]):
-            if side[i] == book:
-                # all scores at the median: no preference, so equal weights
-                share = w[i] / total if total > 0.0 else 1.0 / members
-                w[i] = book * gross * share
-    cap = cfg[C_MAX_WEIGHT]
-    if cap > 0.0:
-        for i in range(w.shape[0]):
-            w[i] = min(max(w[i], -cap), cap)
+        for k in range(lo, lo + members):
+            i = chosen[k]
+            # all scores at the median: no preference, so equal weights
+            share = w[i] / total if total > 0.0 else 1.0 / members
+            w[i] = book * gross * share
+            if cap > 0.0:
+                w[i] = min(max(w[i], -cap), cap)
 
 
 @njit(cache=True)
@@ -198,8 +199,8 @@ def _trade(s: np.ndarray, i: int, t: int, q: float, ref: float, reason: int,
     cash, costs, ledger, and the trade list when a position opens or closes."""
     side = 1.0 if q > 0 else -1.0
     aq = abs(q)
-    price, comm, spc, imc = kb._execute(side, aq, ref, m[kb.M_RANGE, i, t],
-                                        m[kb.M_ADV, i, t], m[kb.M_SIGMA, i, t], prm)
+    price, comm, spc, imc = kb._execute(side, aq, ref, m[kb.M_RANGE, t, i],
+                                        m[kb.M_ADV, t, i], m[kb.M_SIGMA, t, i], prm)
     flow = -q * price - comm
     acct[0] += flow
     traded[t] += aq * price
@@ -213,7 +214,7 @@ def _trade(s: np.ndarray, i: int, t: int, q: float, ref: float, reason: int,
         row = fills[nf]
         row[0], row[1], row[2], row[3] = t, i, side, aq
         row[4], row[5], row[6], row[7], row[8] = price, ref, comm, spc, imc
-        vol, adv = m[kb.M_V, i, t], m[kb.M_ADV, i, t]
+        vol, adv = m[kb.M_V, t, i], m[kb.M_ADV, t, i]
         row[9] = aq / vol if vol > 0 else np.nan
         row[10] = aq / adv if adv > 0 else np.nan
         row[11] = reason
@@ -244,13 +245,22 @@ def _leave(s: np.ndarray, m: np.ndarray, state: np.ndarray, t: int, prm: np.ndar
            trades: np.ndarray, n_rec: np.ndarray) -> None:
     """Phase 0: names that left the universe at t close at their last close."""
     for i in range(s.shape[1]):
-        if state[i, t] == LIVE or state[i, t - 1] != LIVE:
+        if state[t, i] == LIVE or state[t - 1, i] != LIVE:
             continue
         _drop_order(s, i, s[MARK, i], stats)
         if s[QTY, i] != 0.0:
-            why = EXIT_DELISTED if state[i, t] == OUT else EXIT_DATA
+            why = EXIT_DELISTED if state[t, i] == OUT else EXIT_DATA
             _trade(s, i, t, -s[QTY, i], s[MARK, i], why, m, prm, acct, traded, stats,
                    fills, trades, n_rec)
+
+
+@njit(cache=True, inline="always")
+def _cap(m: np.ndarray, t: int, i: int, max_part: float, lot: float) -> float:
+    """Shares the volume cap allows in bar t (``kernel_b._cap`` in this layout)."""
+    if max_part == math.inf:
+        return math.inf
+    v = m[kb.M_ADV, t, i]
+    return kb._round_lots(max_part * v, lot) if v > 0 else 0.0
 
 
 @njit(cache=True, inline="always")
@@ -268,25 +278,26 @@ def _drop_order(s: np.ndarray, i: int, price: float, stats: np.ndarray) -> None:
 @njit(cache=True)
 def _open(s: np.ndarray, m: np.ndarray, valid: np.ndarray, state: np.ndarray, t: int,
           prm: np.ndarray, acct: np.ndarray, traded: np.ndarray, stats: np.ndarray,
-          fills: np.ndarray, trades: np.ndarray, n_rec: np.ndarray) -> None:
-    """Phase 2: pending orders fill at t's open, reductions first."""
+          fills: np.ndarray, trades: np.ndarray, n_rec: np.ndarray) -> bool:
+    """Phase 2: pending orders fill at t's open, reductions first. True while some
+    order is still pending (not filled yet, or waiting for a bar)."""
     n_sym = s.shape[1]
     equity, gross = acct[0], 0.0
     for i in range(n_sym):
         if s[QTY, i] != 0.0:
-            px = m[kb.M_O, i, t] if valid[i, t] else s[MARK, i]
+            px = m[kb.M_O, t, i] if valid[t, i] else s[MARK, i]
             equity += s[QTY, i] * px
             gross += abs(s[QTY, i]) * px
     lot, max_part = prm[kb.P_LOT], prm[kb.P_MAX_PART]
     for i in range(n_sym):  # weights decided at the last close become shares now
-        if s[PENDING, i] > 0.0 and s[FRESH, i] > 0.0 and valid[i, t]:
-            want = s[W, i] * equity / m[kb.M_O, i, t]
+        if s[PENDING, i] > 0.0 and s[FRESH, i] > 0.0 and valid[t, i]:
+            want = s[W, i] * equity / m[kb.M_O, t, i]
             s[TARGET, i] = math.copysign(kb._round_lots(abs(want), lot), want)
             s[FRESH, i] = 0.0
     for phase in range(2):  # 0: reduce (sells fund buys), 1: add
         for i in range(n_sym):
-            if s[PENDING, i] == 0.0 or s[FRESH, i] > 0.0 or not valid[i, t] \
-                    or state[i, t] != LIVE:
+            if s[PENDING, i] == 0.0 or s[FRESH, i] > 0.0 or not valid[t, i] \
+                    or state[t, i] != LIVE:
                 continue
             qty, target = s[QTY, i], s[TARGET, i]
             if phase == 0:  # the part of the order that reduces |position|
@@ -297,8 +308,8 @@ def _open(s: np.ndarray, m: np.ndarray, valid: np.ndarray, state: np.ndarray, t:
                 if target == 0.0 or target * qty < 0.0 or abs(target) <= abs(qty):
                     continue
                 q = target - qty
-            ref = m[kb.M_O, i, t]
-            room = kb._cap(m, i, t, max_part, lot) - s[USED, i]
+            ref = m[kb.M_O, t, i]
+            room = _cap(m, t, i, max_part, lot) - s[USED, i]
             aq = min(abs(q), max(room, 0.0))
             if phase == 1 and prm[kb.P_MAX_LEV] < math.inf:
                 lev_room = kb._round_lots(
@@ -313,32 +324,52 @@ def _open(s: np.ndarray, m: np.ndarray, valid: np.ndarray, state: np.ndarray, t:
             before = abs(s[QTY, i])
             _trade(s, i, t, math.copysign(aq, q), ref, int(s[REASON, i]), m, prm, acct,
                    traded, stats, fills, trades, n_rec)
+            if aq == abs(q) and s[QTY, i] != 0.0:  # the leg is complete: land exactly on
+                s[QTY, i] = target  # the target, not an ulp beside it (a phantom order)
             gross += (abs(s[QTY, i]) - before) * ref
             if s[QTY, i] == s[TARGET, i]:
                 s[PENDING, i] = 0.0
+    left = False
+    for i in range(n_sym):
+        if s[PENDING, i] > 0.0:
+            if s[FRESH, i] == 0.0 and s[QTY, i] == s[TARGET, i]:
+                s[PENDING, i] = 0.0  # nothing to trade (a target equal to the holding)
+            else:
+                left = True
+    return left
 
 
 @njit(cache=True)
-def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, order: np.ndarray,
-         count: np.ndarray, score: np.ndarray, vol: np.ndarray, use_vol: bool,
-         xa: np.ndarray, xb: np.ndarray, xop: int, cfg: np.ndarray, prm: np.ndarray,
-         dt_years: np.ndarray, capital: float, equity: np.ndarray, traded: np.ndarray,
-         gross: np.ndarray, net: np.ndarray, stats: np.ndarray, fills: np.ndarray,
-         trades: np.ndarray, n_rec: np.ndarray, positions: np.ndarray) -> None:
-    """One run over the whole panel (the timeline in the module docstring)."""
-    n_sym, n_bars = valid.shape
+def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, leaves: np.ndarray,
+         order: np.ndarray, count: np.ndarray, score: np.ndarray, vol: np.ndarray,
+         use_vol: bool, xa: np.ndarray, xb: np.ndarray, xop: int, has_exit: bool,
+         cfg: np.ndarray, prm: np.ndarray, dt_years: np.ndarray, capital: float,
+         equity: np.ndarray, traded: np.ndarray, gross: np.ndarray, net: np.ndarray,
+         stats: np.ndarray, fills: np.ndarray, trades: np.ndarray, n_rec: np.ndarray,
+         positions: np.ndarray) -> None:
+    """One run over the whole panel (the timeline in the module docstring).
+
+    ``leaves[t]``: some name leaves the universe at t; ``has_exit``: the exit signal is
+    true somewhere. Both only let the loop skip passes that would find nothing."""
+    n_bars, n_sym = valid.shape
     s = np.zeros((N_STATE, n_sym))
     s[MARK] = np.nan
     acct = np.array([capital])  # cash
     side = np.zeros(n_sym, dtype=np.int64)
     w = np.zeros(n_sym)
+    chosen = np.zeros(n_sym, dtype=np.int64)
+    n_chosen = 0
     every = int(cfg[C_REBALANCE])
     keep_pos = positions.shape[0] > 0
+    capped = prm[kb.P_MAX_PART] < math.inf
+    orders = False  # any order pending
     stats[kb.S_RUINED] = -1.0
     for t in range(n_bars):
-        s[USED] = 0.0
+        if capped:
+            s[USED] = 0.0
         if t > 0:
-            _leave(s, m, state, t, prm, acct, traded, stats, fills, trades, n_rec)
+            if leaves[t]:
+                _leave(s, m, state, t, prm, acct, traded, stats, fills, trades, n_rec)
             if prm[kb.P_BORROW] > 0.0:
                 for i in range(n_sym):
                     if s[QTY, i] < 0.0:
@@ -346,11 +377,13 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, order: np.ndarray,
                         acct[0] -= cost
                         s[FLOW, i] -= cost
                         stats[kb.S_BORROW] += cost
-            _open(s, m, valid, state, t, prm, acct, traded, stats, fills, trades, n_rec)
+            if orders:
+                orders = _open(s, m, valid, state, t, prm, acct, traded, stats, fills,
+                               trades, n_rec)
         eq_t, gross_t, net_t = acct[0], 0.0, 0.0
         for i in range(n_sym):
-            if valid[i, t] and state[i, t] == LIVE:
-                s[MARK, i] = m[kb.M_C, i, t]
+            if valid[t, i] and state[t, i] == LIVE:
+                s[MARK, i] = m[kb.M_C, t, i]
             if s[QTY, i] != 0.0:
                 value = s[QTY, i] * s[MARK, i]
                 eq_t += value
@@ -365,31 +398,50 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, order: np.ndarray,
             return
         if t + 1 >= n_bars:
             break
-        for i in range(n_sym):  # 4. exits between rebalances
-            closing = s[PENDING, i] > 0.0 and s[FRESH, i] == 0.0 and s[TARGET, i] == 0.0
-            if s[QTY, i] != 0.0 and not closing and valid[i, t] \
-                    and _is_true(xa[i, t], xb[i, t], xop):
-                _drop_order(s, i, s[MARK, i], stats)
-                s[PENDING, i], s[FRESH, i], s[TARGET, i], s[W, i] = 1.0, 0.0, 0.0, 0.0
-                s[REASON, i] = EXIT_SIGNAL
-                stats[kb.S_ORDERS] += 1.0
-        if t % every == 0:
-            n = count[t]
-            _select(order[t], n, s[QTY], cfg, side)
-            _weights(order[t], n, side, score[:, t], vol[:, t] if use_vol else score[:, t],
-                     cfg, w)
+        if has_exit:  # 4. exits between rebalances
             for i in range(n_sym):
-                if w[i] == 0.0 and s[QTY, i] == 0.0:
+                closing = (s[PENDING, i] > 0.0 and s[FRESH, i] == 0.0
+                           and s[TARGET, i] == 0.0)
+                if s[QTY, i] != 0.0 and not closing and valid[t, i] \
+                        and _is_true(xa[t, i], xb[t, i], xop):
                     _drop_order(s, i, s[MARK, i], stats)
-                    continue
-                if s[PENDING, i] > 0.0 and s[FRESH, i] == 0.0 and s[TARGET, i] == 0.0 \
-                        and w[i] == 0.0:
-                    continue  # already closing
-                _drop_order(s, i, s[MARK, i], stats)
-                s[PENDING, i], s[FRESH, i], s[W, i] = 1.0, 1.0, w[i]
-                s[REASON, i] = REASON_REBALANCE
-                stats[kb.S_ORDERS] += 1.0
+                    s[PENDING, i], s[FRESH, i], s[TARGET, i], s[W, i] = 1.0, 0.0, 0.0, 0.0
+                    s[REASON, i] = EXIT_SIGNAL
+                    stats[kb.S_ORDERS] += 1.0
+                    orders = True
+        if t % every == 0:
+            for k in range(n_chosen):  # forget the last books
+                side[chosen[k]] = 0
+                w[chosen[k]] = 0.0
+            n = count[t]
+            n_long, n_short = _select(order[t], n, s[QTY], cfg, side, chosen)
+            n_chosen = n_long + n_short
+            _weights(chosen, n_long, n_short, order[t], n, side, score[t],
+                     vol[t] if use_vol else score[t], cfg, w)
+            if _decide(s, w, stats):
+                orders = True
     _finish(s, stats, trades, n_rec, n_bars)
+
+
+@njit(cache=True)
+def _decide(s: np.ndarray, w: np.ndarray, stats: np.ndarray) -> bool:
+    """A rebalance: every chosen or held name gets its new weight as an order (a name
+    no longer chosen: 0); orders for names that are neither lapse. True if any order."""
+    any_order = False
+    for i in range(s.shape[1]):
+        if w[i] == 0.0 and s[QTY, i] == 0.0:
+            if s[PENDING, i] > 0.0:
+                _drop_order(s, i, s[MARK, i], stats)
+            continue
+        any_order = True
+        if s[PENDING, i] > 0.0 and s[FRESH, i] == 0.0 and s[TARGET, i] == 0.0 \
+                and w[i] == 0.0:
+            continue  # already closing
+        _drop_order(s, i, s[MARK, i], stats)
+        s[PENDING, i], s[FRESH, i], s[W, i] = 1.0, 1.0, w[i]
+        s[REASON, i] = REASON_REBALANCE
+        stats[kb.S_ORDERS] += 1.0
+    return any_order
 
 
 @njit(cache=True)
@@ -415,19 +467,19 @@ def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, orders: Any,
              prm: np.ndarray, dt_years: np.ndarray, capitals: np.ndarray,
              fills: np.ndarray, trades: np.ndarray, positions: np.ndarray
              ) -> tuple[np.ndarray, ...]:
-    """Simulate R runs of cross-sectional books over an (N, T) panel.
+    """Simulate R runs of cross-sectional books over a (T, N) panel (time-major).
 
-    ``m`` is engine B's (8, N, T) market array (``kernel_b.M_*`` rows); ``orders`` and
-    ``counts`` typed lists of :func:`rank_order` results, ``operands`` a typed list of
-    (N, T) float arrays; ``runs[r]`` = [ranking, score operand, vol operand (-1 none),
-    exit a, exit b, exit op]; ``cfg[r]`` the portfolio settings (``C_*``); ``prm`` the
+    ``m`` is engine B's market array as (8, T, N) (``kernel_b.M_*`` rows), ``valid`` and
+    ``state`` (T, N); ``orders`` and ``counts`` typed lists of :func:`rank_order`
+    results, ``operands`` a typed list of (T, N) float arrays; ``runs[r]`` = [ranking, score operand, vol operand (-1 none),
+    exit a, exit b, exit op, exit ever true (0/1)]; ``cfg[r]`` the portfolio settings (``C_*``); ``prm`` the
     execution model (``kernel_b.P_*``) for every run; ``capitals[r]`` the starting
-    cash. Run 0 alone writes ``fills``, ``trades`` and ``positions`` when they have
-    rows. Returns equity, traded notional, gross and net exposure (R, T), stats
+    cash. Run 0 alone writes ``fills``, ``trades`` and ``positions`` ((N, T), as engine
+    B reports them) when they have rows. Returns equity, traded notional, gross and net exposure (R, T), stats
     (R, ``kernel_b.N_STATS``) and the trade count ``n_rec[0]``.
     """
     n_runs = runs.shape[0]
-    n_bars = valid.shape[1]
+    n_bars = valid.shape[0]
     equity = np.zeros((n_runs, n_bars))
     traded = np.zeros((n_runs, n_bars))
     gross = np.zeros((n_runs, n_bars))
@@ -437,12 +489,18 @@ def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, orders: Any,
     none_f = np.empty((0, len(kb.FILL_FIELDS)))
     none_t = np.empty((0, len(TRADE_FIELDS)))
     none_p = np.empty((0, 0))
+    leaves = np.zeros(n_bars, dtype=np.bool_)
+    for t in range(1, n_bars):
+        for i in range(valid.shape[1]):
+            if state[t - 1, i] == LIVE and state[t, i] != LIVE:
+                leaves[t] = True
+                break
     for r in prange(n_runs):
         ru = runs[r]
         first = r == 0
-        _run(m, valid, state, orders[ru[0]], counts[ru[0]], operands[ru[1]],
+        _run(m, valid, state, leaves, orders[ru[0]], counts[ru[0]], operands[ru[1]],
              operands[max(ru[2], 0)], ru[2] >= 0, operands[ru[3]], operands[ru[4]],
-             int(ru[5]), cfg[r], prm, dt_years, capitals[r], equity[r], traded[r],
-             gross[r], net[r], stats[r], fills if first else none_f,
+             int(ru[5]), ru[6] > 0, cfg[r], prm, dt_years, capitals[r], equity[r],
+             traded[r], gross[r], net[r], stats[r], fills if first else none_f,
              trades if first else none_t, n_rec, positions if first else none_p)
     return equity, traded, gross, net, stats, n_rec

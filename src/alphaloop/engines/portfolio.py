@@ -95,13 +95,14 @@ def xs_inputs(specs: Sequence[StrategySpec], ev: SignalEvaluator,
     counts: list[np.ndarray] = []
     tradable = uni.live & ev.valid
 
-    def index(arr: np.ndarray) -> int:
+    def index(arr: np.ndarray) -> int:  # the kernel's time-major copy, once per array
         if id(arr) not in slot:
             slot[id(arr)] = len(operands)
-            operands.append(arr)
+            operands.append(np.ascontiguousarray(arr.T))
         return slot[id(arr)]
 
-    runs = np.empty((len(specs), 6), dtype=np.int64)
+    runs = np.empty((len(specs), 7), dtype=np.int64)
+    exits: dict[str, bool] = {}
     for r, spec in enumerate(specs):
         p = spec.portfolio
         score = ev.values(spec.score_node) if spec.score_node is not None else None
@@ -116,12 +117,15 @@ def xs_inputs(specs: Sequence[StrategySpec], ev: SignalEvaluator,
                         & ~ev.signal(spec.exit_node, canonical=True))
             if vol is not None:
                 eligible &= np.isfinite(vol) & (vol > 0)
-            order, count = kx.rank_order(score, eligible)
+            order, count = kx.rank_order(np.ascontiguousarray(score.T),
+                                         np.ascontiguousarray(eligible.T))
             rankings[key] = len(orders)
             orders.append(order)
             counts.append(count)
+        if key[2] not in exits:  # a never-true exit (the default) skips its pass
+            exits[key[2]] = bool(ev.signal(spec.exit_node, canonical=True).any())
         runs[r] = (rankings[key], index(score), index(vol) if vol is not None else -1,
-                   index(xa), index(xb), xop)
+                   index(xa), index(xb), xop, exits[key[2]])
     cfg = np.stack([portfolio_row(s.portfolio) for s in specs])
     return XsInputs(orders=NumbaList(orders), counts=NumbaList(counts),
                     operands=NumbaList(operands), runs=runs, cfg=cfg)
@@ -159,12 +163,15 @@ def simulate_xs(market: np.ndarray, ev: SignalEvaluator, uni: Universe,
     n_fills = n_sym * FILL_ROWS_PER_BAR + n_bars if record else 0
     n_trades = n_sym * n_bars // 4 + 16 if record else 0
     prm = model.kernel_params()
+    market_t = np.ascontiguousarray(market.transpose(0, 2, 1))  # time-major (8, T, N)
+    valid_t = np.ascontiguousarray(ev.valid.T)
+    state_t = np.ascontiguousarray(uni.state.T)
     for _ in range(2):
         fills = np.empty((n_fills, len(kb.FILL_FIELDS)))
         trades = np.empty((n_trades, len(kx.TRADE_FIELDS)))
         positions = np.zeros((n_sym, n_bars) if record else (0, 0))
         equity, traded, gross, net, stats, n_rec = kx.simulate(
-            market, ev.valid, uni.state, inputs.orders, inputs.counts, inputs.operands,
+            market_t, valid_t, state_t, inputs.orders, inputs.counts, inputs.operands,
             inputs.runs, inputs.cfg, prm, dt_years, capitals, fills, trades, positions)
         need_f, need_t = int(stats[0, kb.S_FILLS]), int(stats[0, kb.S_TRADES])
         if not record or (need_f <= n_fills and need_t <= n_trades):

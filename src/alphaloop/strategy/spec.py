@@ -178,7 +178,7 @@ class Portfolio(BaseModel):
         if isinstance(v, int):
             if v < (0 if info.field_name == "buffer" else 1):
                 raise ValueError(f"a count of names must be >= 1, got {v}")
-        elif not 0 < v <= 1:
+        elif not (0 <= v <= 1 if info.field_name == "buffer" else 0 < v <= 1):
             raise ValueError(f"a fraction of the ranked names must be in (0, 1], got {v:g}")
         return v
 
