@@ -1,8 +1,8 @@
 """The risk guard's world limits (MOD-482, issue 12 item 5): all of a world's paper
-strategies summed. Two strategies paper-trade in one world (real server, SQLite,
-loopback); the world's drawdown crosses its limit though the first strategy alone never
-did; the world halts every strategy, on the bar computed here by hand; the halt
-survives a restart and only an operator re-activates the world."""
+strategies summed. Two strategies paper-trade in one world (a real server on loopback,
+on SQLite and on PostgreSQL); the world's drawdown crosses its limit though the first
+strategy alone never did; the world halts every strategy, on the bar computed here by
+hand; the halt survives a restart and only an operator re-activates the world."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def _paper(srv: Server, world: str, spec: StrategySpec, tmp: Path, env: dict[str
 
 
 def test_the_worlds_drawdown_over_all_its_strategies_halts_every_one(
-        sqlite_server: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
-    srv, toks = sqlite_server
+        world_server: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
+    srv, toks = world_server  # on SQLite and on PostgreSQL
     w = "world-guard"
     bars = load_bars(DATA)
     x = verify(FIRST, bars, capacity=False).equity.to_numpy()[START - 1:START + N]
