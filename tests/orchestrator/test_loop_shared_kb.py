@@ -134,3 +134,16 @@ def test_a_claim_whose_owner_died_is_taken_over(make_config: Callable[..., Any],
     assert {r.run_id for r in rows.values()} == {"next"}
     assert {(r.status, r.takeovers) for r in rows.values()} == {("done", 1)}
 
+
+
+def test_a_run_told_it_is_alone_claims_nothing_and_ends_the_same(
+        make_config: Callable[..., Any], planted_path: Path, tmp_path: Path) -> None:
+    """``kb.share_work: false``: no claim is written, the numbers are the same."""
+    shared = Runner(make_config(planted_path, run_id="shared", **OVER,
+                                kb={"url": f"sqlite:///{tmp_path / 'a.sqlite'}"})).run()
+    cfg = make_config(planted_path, run_id="alone", **OVER,
+                      kb={"url": f"sqlite:///{tmp_path / 'b.sqlite'}", "share_work": False})
+    alone = Runner(cfg).run()
+    assert alone.comparable() == shared.comparable()
+    assert len(KnowledgeBase(cfg.kb.url).claims_of("alone")) == 0
+    assert len(KnowledgeBase(f"sqlite:///{tmp_path / 'a.sqlite'}").claims_of("shared")) > 0

@@ -166,6 +166,12 @@ class KBConfig(_Strict):
     """Any SQLAlchemy URL; None = ``sqlite:///$ALPHALOOP_HOME/kb.sqlite``."""
     busy_timeout_s: float = Field(default=5.0, ge=0, le=600)
     """How long a write waits for another writer's lock before it counts as locked."""
+    share_work: bool = True
+    """Claim each backtest in the knowledge base first and store its result there, so
+    that runs sharing the database backtest no strategy twice
+    (:mod:`alphaloop.orchestrator.claims`). ``false`` saves that cost (a result's
+    metrics and per-bar returns written once more) for a run that knows it is alone;
+    results are the same either way."""
     claim_lease_s: float = Field(default=60.0, gt=0, le=86400)
     """How long a claim on a batch of backtests holds without its owner renewing it;
     past it, another run sharing the knowledge base takes the work over

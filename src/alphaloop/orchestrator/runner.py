@@ -224,6 +224,7 @@ class Runner:
                                        for v in prior["sharpe_per_period"]], dtype=float)
         self.claims = ClaimBook(self.kb, cfg.run_id, lease_s=cfg.kb.claim_lease_s,
                                 poll_s=cfg.kb.claim_poll_s)
+        self.claims.down = not cfg.kb.share_work
         self.shared: dict[str, int] = {"computed": 0, "taken": 0, "unclaimed": 0}
         self._at: tuple[int, str] = (0, "")  # the stage running now (for its events)
         self.run_sharpes: dict[str, float] = {}
@@ -369,7 +370,8 @@ class Runner:
     # ------------------------------------------------------------ one iteration
     def _iteration(self, i: int) -> None:
         self._kb_catch_up()  # seed 004 §6.5 B: queued writes go first
-        self.claims.down = self._kb_down  # claims again once the database takes writes
+        # claims again once the database takes writes (unless the config says no sharing)
+        self.claims.down = self._kb_down or not self.cfg.kb.share_work
         self._hashes: dict[str, str] = {}  # this iteration's stage inputs
         self._loaded: set[str] = set()  # this iteration's stages loaded, not run (resume)
         im = iteration_machine()
