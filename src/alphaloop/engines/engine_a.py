@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 from numba.typed import List as NumbaList
@@ -30,21 +31,30 @@ from alphaloop.data.bars import Bars
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.kernel_a import (
     BOTH,
-    EXIT_REASONS,
     LONG,
     SHORT,
+    cuts,
     portfolio_series,
     simulate_batch,
+    simulate_blocked,
 )
+from alphaloop.engines.kernel_b import FILL_REASONS
 from alphaloop.engines.metrics import CORE_METRICS, core_metrics
 from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.engines.sizing import size_arrays
 from alphaloop.engines.universe import Universe, UniverseRule, build_universe
-from alphaloop.strategy.expression import lookback
 from alphaloop.strategy.spec import StrategySpec
 
 _DIRECTION = {"long": LONG, "short": SHORT, "both": BOTH}
 ENGINE_VERSION = "engine-a-v1"
+BLOCK_BARS = 128
+"""Bars per time block of :func:`kernel_a.simulate_blocked` (indicator segments of all
+the distinct operands stay in a core's cache)."""
+OPERAND_BUDGET = 1 << 30
+"""Bytes of distinct (N, T) operand arrays one chunk may hold: a chunk ends early
+rather than pass more (each spec can bring two arrays of its own)."""
+METRIC_CELLS = 1 << 23
+"""Return cells (rows × T) per :func:`core_metrics` call: its temporaries stay small."""
 
 
 @dataclass
@@ -138,7 +148,8 @@ def trade_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
         "exit_time": exit_time,
         "qty": rows[:, 4], "entry_price": rows[:, 5], "exit_price": rows[:, 6],
         "pnl": rows[:, 7], "return": rows[:, 8],
-        "reason": np.asarray(EXIT_REASONS, dtype=object)[rows[:, 9].astype(np.int64)],
+        # engine B's fill reasons extend the exit reasons (a ranked book's "rebalance")
+        "reason": np.asarray(FILL_REASONS, dtype=object)[rows[:, 9].astype(np.int64)],
     })
 
 
@@ -158,30 +169,49 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
         raise ValueError("run_batch needs at least one spec")
     if record_trades and len(specs) != 1:
         raise ValueError("record_trades needs exactly one spec")
+    if any(s.portfolio.cross_sectional for s in specs):  # ranked books: their own kernel
+        from alphaloop.engines.portfolio import run_mixed_batch  # it builds on this module
+        return run_mixed_batch(specs, bars, costs, evaluator=evaluator,
+                               chunk_size=chunk_size, progress=progress,
+                               record_trades=record_trades, universe=universe)
     ev = evaluator or SignalEvaluator(bars)
     uni = build_universe(ev.valid, bars.index, universe or UniverseRule(),
                          member=member_rows(bars))
     k_total, n_bars = len(specs), ev.shape[1]
     equity = np.empty((k_total, n_bars))
-    traded = np.empty((k_total, n_bars))
-    gross = np.empty((k_total, n_bars))
+    returns = np.empty((k_total, n_bars))
+    turnover_sum = np.empty(k_total)
+    exposure = np.empty(k_total)
     stats = np.empty((k_total, 4))
-    for start in range(0, k_total, chunk_size):
-        chunk = specs[start:start + chunk_size]
-        out = _simulate_chunk(chunk, ev, bars, uni, costs, record_trades)
-        sl = slice(start, start + len(chunk))
-        equity[sl], traded[sl], gross[sl], stats[sl], trades, n_rec = out
-        trades = trades[: n_rec[0]]
+    trades = np.empty((0, 10))
+    start = 0
+    while start < k_total:
+        n_take, operands, signals = _operands(specs, start, chunk_size, ev)
+        sl = slice(start, start + n_take)
+        if record_trades:
+            eq, traded, gross, stats[sl], trades, n_rec = _simulate_chunk(
+                specs[sl], operands, signals, ev, bars, uni, costs, record_trades=True)
+            trades = trades[: n_rec[0]]
+            returns[sl], turnover_sum[sl], exposure[sl] = portfolio_series(eq, traded, gross)
+            equity[sl] = eq
+        else:
+            turnover_sum[sl], exposure[sl], stats[sl] = _simulate_blocked(
+                specs[sl], operands, signals, ev, bars, uni, costs, equity[sl], returns[sl])
+        start = sl.stop
         if progress is not None:
-            progress(sl.stop)
-    returns, turnover_sum, exposure = portfolio_series(equity, traded, gross)
+            progress(start)
     ppy = bars.periods_per_year
     turnover = turnover_sum / (n_bars / ppy)
     hist = effective_years(specs, bars)
-    m = core_metrics(returns, ppy, n_trades=stats[:, 0], n_wins=stats[:, 1],
-                     gross_profit=stats[:, 2], gross_loss=stats[:, 3], turnover=turnover,
-                     exposure=exposure, effective_history_years=hist)
-    frame = pd.DataFrame({k: np.asarray(m[k]) for k in CORE_METRICS},
+    rows = max(1, METRIC_CELLS // max(n_bars, 1))  # bounded temporaries, same numbers
+    parts = [core_metrics(returns[a:a + rows], ppy, n_trades=stats[a:a + rows, 0],
+                          n_wins=stats[a:a + rows, 1], gross_profit=stats[a:a + rows, 2],
+                          gross_loss=stats[a:a + rows, 3], turnover=turnover[a:a + rows],
+                          exposure=exposure[a:a + rows],
+                          effective_history_years=hist[a:a + rows])
+             for a in range(0, k_total, rows)]
+    frame = pd.DataFrame({k: np.concatenate([np.asarray(m[k]) for m in parts])
+                          for k in CORE_METRICS},
                          index=pd.Index([s.strategy_id for s in specs], name="strategy_id"))
     frame["n_trades"] = frame["n_trades"].astype(np.int64)
     return BatchResult(specs=specs, index=bars.index, returns=returns, equity=equity,
@@ -190,35 +220,73 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
                        extra={"trades": trades} if record_trades else {})
 
 
-def _simulate_chunk(chunk: list[StrategySpec], ev: SignalEvaluator, bars: Bars,
-                    uni: Universe, costs: CostModel,
-                    record_trades: bool = False) -> tuple[np.ndarray, ...]:
+def _operands(specs: list[StrategySpec], start: int, chunk_size: int, ev: SignalEvaluator
+              ) -> tuple[int, Any, np.ndarray]:
+    """The next chunk from ``specs[start]``: (how many specs, their distinct operand
+    arrays as a typed list, signals (n, 2, 3) indexing it). Shared indicators are
+    handed over as the evaluator's cached arrays, never copied. A chunk holds at most
+    ``chunk_size`` specs and, past its first spec, at most :data:`OPERAND_BUDGET`
+    bytes of operands, so that memory does not grow with the chunk."""
     operands: list[np.ndarray] = []
     slot: dict[int, int] = {}  # id(array) -> position in operands
+    held = 0
 
     def index(arr: np.ndarray) -> int:
+        nonlocal held
         if id(arr) not in slot:
             slot[id(arr)] = len(operands)
             operands.append(arr)
+            held += arr.nbytes
         return slot[id(arr)]
 
-    signals = np.empty((len(chunk), 2, 3), dtype=np.int64)
-    for j, spec in enumerate(chunk):
+    stop = min(len(specs), start + max(chunk_size, 1))
+    signals = np.empty((stop - start, 2, 3), dtype=np.int64)
+    n = 0
+    for spec in specs[start:stop]:
+        if n > 0 and held >= OPERAND_BUDGET:
+            break
         for side, node in enumerate((spec.entry_node, spec.exit_node)):
             a, b, op = ev.comparison(node)
-            signals[j, side] = (index(a), index(b), op)
-    sizes, size_idx = size_arrays(chunk, ev.fields, bars)
+            signals[n, side] = (index(a), index(b), op)
+        n += 1
+    return n, NumbaList(operands), signals[:n]
+
+
+def _risk_arrays(chunk: list[StrategySpec]) -> tuple[np.ndarray, ...]:
     risk = [s.risk for s in chunk]
+    return (np.array([_DIRECTION[s.direction] for s in chunk], dtype=np.int64),
+            np.array([r.stop_loss or 0.0 for r in risk]),
+            np.array([r.trailing_stop or 0.0 for r in risk]),
+            np.array([r.take_profit or 0.0 for r in risk]),
+            np.array([r.max_bars or 0 for r in risk], dtype=np.int64))
+
+
+def _simulate_chunk(chunk: list[StrategySpec], operands: Any, signals: np.ndarray,
+                    ev: SignalEvaluator, bars: Bars, uni: Universe, costs: CostModel,
+                    record_trades: bool = False) -> tuple[np.ndarray, ...]:
+    """One chunk through :func:`kernel_a.simulate_batch` (per-bar traded notional and
+    gross exposure come back as (n, T) arrays; the trade list on request)."""
+    sizes, size_idx = size_arrays(chunk, ev.fields, bars)
     f = ev.fields
     return simulate_batch(
         f["open"], f["high"], f["low"], f["close"], ev.valid, uni.state, uni.alloc,
-        boundaries(uni), uni.reallocate, NumbaList(operands), signals,
-        np.array([_DIRECTION[s.direction] for s in chunk], dtype=np.int64),
-        np.array([r.stop_loss or 0.0 for r in risk]),
-        np.array([r.trailing_stop or 0.0 for r in risk]),
-        np.array([r.take_profit or 0.0 for r in risk]),
-        np.array([r.max_bars or 0 for r in risk], dtype=np.int64),
+        boundaries(uni), uni.reallocate, operands, signals, *_risk_arrays(chunk),
         size_idx, sizes, costs.fee, costs.slippage, record_trades)
+
+
+def _simulate_blocked(chunk: list[StrategySpec], operands: Any, signals: np.ndarray,
+                      ev: SignalEvaluator, bars: Bars, uni: Universe, costs: CostModel,
+                      equity: np.ndarray, returns: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One chunk through :func:`kernel_a.simulate_blocked`, which fills ``equity`` and
+    ``returns`` (views of the batch's rows) and returns (turnover, exposure, stats)."""
+    sizes, size_idx = size_arrays(chunk, ev.fields, bars)
+    starts, at_bound = cuts(boundaries(uni), ev.shape[1], BLOCK_BARS)
+    f = ev.fields
+    return simulate_blocked(
+        f["open"], f["high"], f["low"], f["close"], ev.valid, uni.state, uni.alloc,
+        starts, at_bound, uni.reallocate, operands, signals, *_risk_arrays(chunk),
+        size_idx, sizes, costs.fee, costs.slippage, numba.get_num_threads(), equity,
+        returns)
 
 
 def member_rows(bars: Bars) -> np.ndarray | None:
@@ -238,7 +306,8 @@ def boundaries(uni: Universe) -> np.ndarray:
 def effective_years(specs: list[StrategySpec], bars: Bars) -> np.ndarray:
     """Years from the first bar where any symbol's signals are defined to the end:
     the first bar with a close in the panel plus the expressions' static warm-up."""
+    from alphaloop.engines.portfolio import warmup_bars  # it builds on this module
     valid = ~np.isnan(bars.close)
     first = int(valid.any(axis=1).argmax()) if valid.any() else bars.n_bars
-    warm = np.array([max(lookback(s.entry_node), lookback(s.exit_node)) for s in specs])
+    warm = np.array([warmup_bars(s) for s in specs])
     return np.maximum(bars.n_bars - first - warm, 0) / bars.periods_per_year

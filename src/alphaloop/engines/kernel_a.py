@@ -50,10 +50,13 @@ EXIT_REASONS = ("signal", "stop_loss", "trailing_stop", "take_profit", "max_bars
 TRADE_FIELDS = ("symbol", "entry_bar", "exit_bar", "side", "qty", "entry_price",
                 "exit_price", "pnl", "return", "reason")
 # a sleeve's state between simulation segments (ints and flags stored as floats)
+# and the sleeve's own trade statistics (see :func:`_finish` for why per sleeve)
 SLEEVE_FIELDS = ("cash", "qty", "pos", "entry", "extreme", "eq_before", "held", "pending",
-                 "target", "w_next", "mark", "entry_bar", "why", "ruin", "peak")
+                 "target", "w_next", "mark", "entry_bar", "why", "ruin", "peak",
+                 "n_trades", "n_wins", "gross_profit", "gross_loss")
 (CASH, QTY, POS, ENTRY, EXTREME, EQ_BEFORE, HELD, PENDING, TARGET, W_NEXT, MARK, ENTRY_BAR,
- WHY, RUIN, PEAK) = range(15)
+ WHY, RUIN, PEAK, STATS) = range(16)
+N_STATS = 4
 # what a sleeve does at a bar (:func:`_bar_codes`)
 TRADE, NO_BAR, NOT_TRADABLE = 0, 1, 2
 
@@ -146,13 +149,15 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, code: n
             xop: int, size: np.ndarray, use_size: bool,
             direction: int, sl: float, ts: float, tp: float, max_bars: int,
             fee: float, slip: float, t0: int, t1: int, st: np.ndarray, sym: int,
-            equity: np.ndarray, traded: np.ndarray, gross: np.ndarray,
-            stats: np.ndarray, trades: np.ndarray, n_rec: np.ndarray) -> None:
+            equity: np.ndarray, traded: np.ndarray, gross: np.ndarray, off: int,
+            trades: np.ndarray, n_rec: np.ndarray) -> None:
     """Simulate sleeve ``sym`` over bars ``t0..t1-1``, adding its equity, traded
-    notional and gross exposure into the candidate's rows. ``st[sym]`` carries the
-    sleeve's state (:data:`SLEEVE_FIELDS`) between calls: the portfolio re-splits its
-    capital between them (:func:`_boundary`). ``stats`` accumulates
-    [n_trades, n_wins, gross_profit, gross_loss]. When ``trades`` has rows, every
+    notional and gross exposure into the candidate's rows (bar t at index ``t - off``).
+    ``st[sym]`` carries the sleeve's state (:data:`SLEEVE_FIELDS`) between calls: the
+    portfolio re-splits its capital between them (:func:`_boundary`), and a blocked
+    run (:func:`simulate_blocked`) cuts time into blocks; where the calls are cut
+    changes nothing. The sleeve's own [n_trades, n_wins, gross_profit, gross_loss]
+    accumulate in ``st[sym, STATS:]``. When ``trades`` has rows, every
     trade is also written there (columns :data:`TRADE_FIELDS`), ``n_rec[0]`` counting.
 
     The (N, T) arrays are read at row ``sym``. The entry signal at t is
@@ -171,11 +176,13 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, code: n
     w_next, mark, entry_bar = st[sym, W_NEXT], st[sym, MARK], int(st[sym, ENTRY_BAR])
     exit_why, ruin_reachable, peak = int(st[sym, WHY]), st[sym, RUIN] > 0.0, st[sym, PEAK]
     record = trades.shape[0] > 0
+    stats = st[sym, STATS:STATS + N_STATS]
     o_s, h_s, lo_s, c_s = o[sym, t0:t1], h[sym, t0:t1], lo[sym, t0:t1], c[sym, t0:t1]
     code_s, ea_s, eb_s = code[sym, t0:t1], ea[sym, t0:t1], eb[sym, t0:t1]
     xa_s, xb_s = xa[sym, t0:t1], xb[sym, t0:t1]
     size_s = size[sym, t0:t1] if use_size else size[0, :0]
-    equity_s, traded_s, gross_s = equity[t0:t1], traded[t0:t1], gross[t0:t1]
+    equity_s = equity[t0 - off:t1 - off]
+    traded_s, gross_s = traded[t0 - off:t1 - off], gross[t0 - off:t1 - off]
     for j in range(t1 - t0):
         t = t0 + j
         bar = code_s[j]
@@ -267,6 +274,255 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, code: n
 
 
 @njit(cache=True)
+def _first_true(code: np.ndarray, a: np.ndarray, b: np.ndarray, op: int, j: int,
+                stop: int) -> int:
+    """The first index in ``j..stop-1`` with a bar where ``a <op> b`` is known true
+    (:func:`_is_true`), else ``stop``. One loop per operator, so that the test inside
+    the loop is a single comparison; the loops index views from 0 (an index numba
+    knows to be non-negative needs no wrap-around test)."""
+    cs, av, bv = code[j:stop], a[j:stop], b[j:stop]
+    n = cs.shape[0]
+    if op == 0:
+        for q in range(n):
+            if av[q] > bv[q] and cs[q] == TRADE:
+                return j + q
+    elif op == 1:
+        for q in range(n):
+            if av[q] >= bv[q] and cs[q] == TRADE:
+                return j + q
+    elif op == 2:
+        for q in range(n):
+            if av[q] == bv[q] and cs[q] == TRADE:
+                return j + q
+    else:
+        for q in range(n):
+            if _is_true(av[q], bv[q], op) and cs[q] == TRADE:
+                return j + q
+    return stop
+
+
+@njit(cache=True)
+def _flat_run(code: np.ndarray, ea: np.ndarray, eb: np.ndarray, eop: int,
+              xa: np.ndarray, xb: np.ndarray, xop: int, direction: int, j: int,
+              stop: int) -> tuple[int, int]:
+    """A flat sleeve without an order, from bar index ``j``: (the first index before
+    ``stop`` whose close places an order (``stop`` if none), the last index with a bar
+    before it (-1 if none)). Orders follow :func:`_decide` with ``pos = 0``."""
+    j0 = j
+    if direction == BOTH:
+        cs, eav, ebv = code[j:stop], ea[j:stop], eb[j:stop]
+        xav, xbv = xa[j:stop], xb[j:stop]
+        end = stop
+        for q in range(cs.shape[0]):
+            if cs[q] == TRADE and (_is_true(eav[q], ebv[q], eop)
+                                   != _is_true(xav[q], xbv[q], xop)):
+                end = j0 + q
+                break
+        j = end
+    else:
+        while j < stop:
+            j = _first_true(code, ea, eb, eop, j, stop)
+            if j >= stop or not _is_true(xa[j], xb[j], xop):
+                break
+            j += 1
+    back = code[j0:j]
+    for q in range(back.shape[0]):
+        if back[back.shape[0] - 1 - q] == TRADE:
+            return j, j - 1 - q
+    return j, -1
+
+
+@njit(cache=True)
+def _held_run(code: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray,
+              xa: np.ndarray, xb: np.ndarray, xop: int, pos: int,
+              ruin_reachable: bool, ruin: float, j: int, stop: int) -> int:
+    """A one-sided sleeve holding without an order, from ``j``: the first index before
+    ``stop`` with a bar where its exit signal fires or its ruin level is touched
+    (:func:`_protective_exit` with the stops off), else ``stop``."""
+    end = _first_true(code, xa, xb, xop, j, stop)
+    if not ruin_reachable:
+        return end
+    cs, ov = code[j:end], o[j:end]
+    if pos > 0:
+        lv = lo[j:end]
+        for q in range(cs.shape[0]):
+            if cs[q] == TRADE and (ov[q] <= ruin or lv[q] <= ruin):
+                return j + q
+    else:
+        hv = h[j:end]
+        for q in range(cs.shape[0]):
+            if cs[q] == TRADE and (ov[q] >= ruin or hv[q] >= ruin):
+                return j + q
+    return end
+
+
+@njit(cache=True)
+def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                  code: np.ndarray, ea: np.ndarray, eb: np.ndarray, eop: int, xa: np.ndarray,
+                  xb: np.ndarray, xop: int, size: np.ndarray, use_size: bool,
+                  direction: int, fee: float, slip: float, t0: int, t1: int,
+                  st: np.ndarray, sym: int, equity: np.ndarray, traded: np.ndarray,
+                  gross: np.ndarray, off: int) -> None:
+    """:func:`_sleeve` for a candidate without stop loss, trailing stop, take profit or
+    holding limit, and without a trade list: the same state, the same numbers, faster.
+
+    Between events the sleeve's bars are simple: flat without an order, equity is the
+    cash (:func:`_flat_run` only looks for the next entry); holding without an order,
+    equity is cash plus position at the close, and only the exit signal and the
+    always-on ruin level are read. Those stretches run in tight loops; every bar where
+    something happens (an order is placed, filled or lapses, the ruin level is
+    touched, the panel's last bar) goes through the same per-bar code as
+    :func:`_sleeve`, with the stops off. ``extreme`` (used by trailing stops only) is
+    not kept."""
+    n_bars = c.shape[1]
+    cash, qty, pos = st[sym, CASH], st[sym, QTY], int(st[sym, POS])
+    entry, eq_before = st[sym, ENTRY], st[sym, EQ_BEFORE]
+    held, pending, target = int(st[sym, HELD]), st[sym, PENDING] > 0.0, int(st[sym, TARGET])
+    w_next, mark, entry_bar = st[sym, W_NEXT], st[sym, MARK], int(st[sym, ENTRY_BAR])
+    exit_why, ruin_reachable, peak = int(st[sym, WHY]), st[sym, RUIN] > 0.0, st[sym, PEAK]
+    stats = st[sym, STATS:STATS + N_STATS]
+    o_s, h_s, lo_s, c_s = o[sym, t0:t1], h[sym, t0:t1], lo[sym, t0:t1], c[sym, t0:t1]
+    code_s, ea_s, eb_s = code[sym, t0:t1], ea[sym, t0:t1], eb[sym, t0:t1]
+    xa_s, xb_s = xa[sym, t0:t1], xb[sym, t0:t1]
+    size_s = size[sym, t0:t1] if use_size else size[0, :0]
+    equity_s = equity[t0 - off:t1 - off]
+    traded_s, gross_s = traded[t0 - off:t1 - off], gross[t0 - off:t1 - off]
+    n = t1 - t0
+    # the panel's last bar places no order: it always takes the per-bar path
+    quiet_end = n - 1 if t1 == n_bars else n
+    j = 0
+    while j < n:
+        if not pending and j < quiet_end:
+            if pos == 0:
+                stop, last = _flat_run(code_s, ea_s, eb_s, eop, xa_s, xb_s, xop,
+                                       direction, j, quiet_end)
+                eq_v = equity_s[j:stop]
+                for q in range(eq_v.shape[0]):
+                    eq_v[q] += cash
+                if last >= 0:
+                    mark = c_s[last]
+                j = stop
+            elif direction != BOTH:
+                stop = _held_run(code_s, o_s, h_s, lo_s, xa_s, xb_s, xop, pos,
+                                 ruin_reachable, -cash / qty, j, quiet_end)
+                cs, cv = code_s[j:stop], c_s[j:stop]
+                eq_v, gr_v = equity_s[j:stop], gross_s[j:stop]
+                for q in range(cs.shape[0]):
+                    if cs[q] == TRADE:
+                        mark = cv[q]
+                        held += 1
+                    value = qty * mark
+                    eq_v[q] += cash + value
+                    gr_v[q] += abs(value)
+                j = stop
+            else:
+                ruin = -cash / qty
+                while j < quiet_end:
+                    bar = code_s[j]
+                    if bar != TRADE:
+                        value = qty * mark
+                        equity_s[j] += cash + value
+                        gross_s[j] += abs(value)
+                        j += 1
+                        continue
+                    if ruin_reachable:
+                        if pos > 0 and (o_s[j] <= ruin or lo_s[j] <= ruin):
+                            break
+                        if pos < 0 and (o_s[j] >= ruin or h_s[j] >= ruin):
+                            break
+                    if direction == BOTH:
+                        en = _is_true(ea_s[j], eb_s[j], eop)
+                        ex = _is_true(xa_s[j], xb_s[j], xop)
+                        if en != ex and (1 if en else -1) != pos:
+                            break
+                    elif _is_true(xa_s[j], xb_s[j], xop):
+                        break
+                    ct = c_s[j]
+                    mark = ct
+                    value = qty * ct
+                    equity_s[j] += cash + value
+                    gross_s[j] += abs(value)
+                    held += 1
+                    j += 1
+            if j >= n:
+                break
+        # one bar through :func:`_sleeve`'s code, stops off
+        t = t0 + j
+        bar = code_s[j]
+        if bar != TRADE:
+            if bar == NOT_TRADABLE:
+                pending = False
+            value = qty * mark if qty != 0.0 else 0.0
+            equity_s[j] += cash + value
+            gross_s[j] += abs(value)
+            j += 1
+            continue
+        ot, ct = o_s[j], c_s[j]
+        if pending:
+            pending = False
+            if pos != 0:
+                p = ot * (1.0 - slip) if pos > 0 else ot * (1.0 + slip)
+                cash, traded_s[j] = _close(cash, qty, p, fee, traded_s[j])
+                _book(stats, cash - eq_before)
+                qty = 0.0
+                pos = 0
+            if target != 0 and cash > 0 and w_next > 0:
+                p = ot * (1.0 + slip) if target > 0 else ot * (1.0 - slip)
+                q = w_next * cash / (p * (1.0 + fee))
+                eq_before = cash
+                cash -= target * q * p + q * p * fee
+                qty = target * q
+                peak = q
+                traded_s[j] += q * p
+                pos = target
+                entry = p
+                held = 0
+                entry_bar = t
+                stats[0] += 1.0
+                ruin_reachable = pos < 0 or cash < 0
+        if pos != 0 and ruin_reachable:
+            raw, why = _protective_exit(pos, ot, h_s[j], lo_s[j], entry, entry, 0.0, 0.0,
+                                        0.0, -cash / qty)
+            if not np.isnan(raw):
+                p = raw * (1.0 - slip) if pos > 0 else raw * (1.0 + slip)
+                cash, traded_s[j] = _close(cash, qty, p, fee, traded_s[j])
+                _book(stats, cash - eq_before)
+                qty = 0.0
+                pos = 0
+        mark = ct
+        if pos != 0:
+            value = qty * ct
+            equity_s[j] += cash + value
+            gross_s[j] += abs(value)
+            held += 1
+        else:
+            equity_s[j] += cash
+        if direction == BOTH:
+            en = _is_true(ea_s[j], eb_s[j], eop)
+            ex = _is_true(xa_s[j], xb_s[j], xop)
+        elif pos == 0:
+            en = _is_true(ea_s[j], eb_s[j], eop)
+            ex = en and _is_true(xa_s[j], xb_s[j], xop)
+        else:
+            en = False
+            ex = _is_true(xa_s[j], xb_s[j], xop)
+        want = _decide(pos, en, ex, direction, held, 0)
+        if want != pos and t + 1 < n_bars:
+            exit_why = EXIT_SIGNAL
+            pending = True
+            target = want
+            w_next = size_s[j] if use_size else 1.0
+            if np.isnan(w_next):
+                w_next = 0.0
+        j += 1
+    st[sym, CASH], st[sym, QTY], st[sym, POS] = cash, qty, pos
+    st[sym, ENTRY], st[sym, EQ_BEFORE] = entry, eq_before
+    st[sym, HELD], st[sym, PENDING], st[sym, TARGET] = held, 1.0 if pending else 0.0, target
+    st[sym, W_NEXT], st[sym, MARK], st[sym, ENTRY_BAR] = w_next, mark, entry_bar
+    st[sym, WHY], st[sym, RUIN], st[sym, PEAK] = exit_why, 1.0 if ruin_reachable else 0.0, peak
+
+
+@njit(cache=True)
 def _bar_codes(valid: np.ndarray, state: np.ndarray) -> np.ndarray:
     """One code per (symbol, bar) for the sleeves' loop: :data:`TRADE` (tradable, with
     a bar), :data:`NO_BAR` (tradable, no bar: hold) or :data:`NOT_TRADABLE`."""
@@ -321,11 +577,12 @@ def _book(stats: np.ndarray, pnl: float) -> None:
 @njit(cache=True)
 def _boundary(st: np.ndarray, o: np.ndarray, valid: np.ndarray, state: np.ndarray,
               alloc: np.ndarray, reallocate: bool, t: int, pool: float, fee: float,
-              slip: float, traded: np.ndarray, stats: np.ndarray, trades: np.ndarray,
+              slip: float, traded: np.ndarray, tt: int, trades: np.ndarray,
               n_rec: np.ndarray) -> float:
     """Before bar t's open: close the positions of symbols that left the universe at
     their last close (with costs), then re-split capital if the allocation set
-    changed. Returns the cash left unallocated."""
+    changed. Returns the cash left unallocated. Bar t's traded notional is
+    ``traded[tt]``."""
     record = trades.shape[0] > 0
     for i in range(st.shape[0]):
         if t == 0 or state[i, t - 1] != LIVE or state[i, t] == LIVE:
@@ -335,9 +592,9 @@ def _boundary(st: np.ndarray, o: np.ndarray, valid: np.ndarray, state: np.ndarra
             continue
         qty, mark = st[i, QTY], st[i, MARK]
         p = mark * (1.0 - slip) if qty > 0 else mark * (1.0 + slip)
-        cash, traded[t] = _close(st[i, CASH], qty, p, fee, traded[t])
+        cash, traded[tt] = _close(st[i, CASH], qty, p, fee, traded[tt])
         pnl = cash - st[i, EQ_BEFORE]
-        _book(stats, pnl)
+        _book(st[i, STATS:STATS + N_STATS], pnl)
         if record:
             why = EXIT_DELISTED if state[i, t] == OUT else EXIT_DATA
             _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), t, np.sign(qty) * st[i, PEAK],
@@ -345,7 +602,7 @@ def _boundary(st: np.ndarray, o: np.ndarray, valid: np.ndarray, state: np.ndarra
         st[i, CASH], st[i, QTY], st[i, POS], st[i, RUIN] = cash, 0.0, 0.0, 0.0
     if not reallocate:
         return pool
-    return _reallocate(st, o[:, t], valid[:, t], alloc[:, t], pool, fee, slip, traded, t)
+    return _reallocate(st, o[:, t], valid[:, t], alloc[:, t], pool, fee, slip, traded, tt)
 
 
 @njit(cache=True)
@@ -405,16 +662,20 @@ def _open_value(st: np.ndarray, o: np.ndarray, valid: np.ndarray, i: int) -> flo
 
 @njit(cache=True)
 def _finish(st: np.ndarray, stats: np.ndarray, trades: np.ndarray, n_rec: np.ndarray) -> None:
-    """End of data: an open trade counts at the last close, as equity values it."""
+    """End of data: an open trade counts at the last close, as equity values it; the
+    candidate's statistics are its sleeves' in symbol order. (Each sleeve sums its own
+    trades in time order, so the sums do not depend on how a run cuts time: the plain
+    and the blocked kernel add the same numbers in the same order.)"""
     for i in range(st.shape[0]):
-        if st[i, POS] == 0:
-            continue
-        pnl = st[i, CASH] + st[i, QTY] * st[i, MARK] - st[i, EQ_BEFORE]
-        _book(stats, pnl)
-        if trades.shape[0] > 0:
-            _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), -1,
-                    np.sign(st[i, QTY]) * st[i, PEAK], st[i, ENTRY], st[i, MARK], pnl,
-                    st[i, EQ_BEFORE], OPEN_AT_END)
+        if st[i, POS] != 0:
+            pnl = st[i, CASH] + st[i, QTY] * st[i, MARK] - st[i, EQ_BEFORE]
+            _book(st[i, STATS:STATS + N_STATS], pnl)
+            if trades.shape[0] > 0:
+                _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), -1,
+                        np.sign(st[i, QTY]) * st[i, PEAK], st[i, ENTRY], st[i, MARK], pnl,
+                        st[i, EQ_BEFORE], OPEN_AT_END)
+        for m in range(N_STATS):
+            stats[m] += st[i, STATS + m]
 
 
 @njit(cache=True)
@@ -477,18 +738,160 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
             for i in range(n_sym):
                 _sleeve(o, h, lo, c, code, ea, eb, en[2], xa, xb, ex[2], size, si >= 0,
                         direction[k], stop_loss[k], trailing[k], take_profit[k],
-                        max_bars[k], fee, slip, t0, t1, st, i, eq_k, traded_k, gross_k,
-                        stats_k, trades, n_rec)
+                        max_bars[k], fee, slip, t0, t1, st, i, eq_k, traded_k, gross_k, 0,
+                        trades, n_rec)
             for t in range(t0, t1):
                 eq_k[t] += pool
             if t1 < n_bars:
                 pool = _boundary(st, o, valid, state, alloc, reallocate[t1], t1, pool, fee,
-                                 slip, traded_k, stats_k, trades, n_rec)
+                                 slip, traded_k, t1, trades, n_rec)
             t0 = t1
         _finish(st, stats_k, trades, n_rec)
     # the caller trims ``trades`` to ``n_rec[0]`` rows: slicing here by a count written
     # inside the parallel loop returned stale results (numba 0.68 parfor hoisting)
     return equity, traded, gross, stats, trades, n_rec
+
+
+def cuts(bounds: np.ndarray, n_bars: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks of a blocked run: (starts, at_bound). ``starts`` are the sorted bars
+    where a block begins (0, every ``block`` bars, and every universe boundary), with
+    ``n_bars`` appended; ``at_bound[b]`` says that ``starts[b]`` is a boundary."""
+    grid = np.arange(0, n_bars, max(int(block), 1), dtype=np.int64)
+    starts = np.union1d(grid, bounds.astype(np.int64))
+    at_bound = np.isin(starts, bounds)
+    return np.append(starts, np.int64(n_bars)), at_bound
+
+
+@njit(cache=True, parallel=True)
+def simulate_blocked(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                     valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
+                     starts: np.ndarray, at_bound: np.ndarray, reallocate: np.ndarray,
+                     operands: Any, signals: np.ndarray, direction: np.ndarray,
+                     stop_loss: np.ndarray, trailing: np.ndarray, take_profit: np.ndarray,
+                     max_bars: np.ndarray, size_idx: np.ndarray, sizes: np.ndarray,
+                     fee: float, slip: float, n_groups: int, equity: np.ndarray,
+                     returns: np.ndarray, fast: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`simulate_batch` followed by :func:`portfolio_series`, cut into time blocks
+    so that the indicator rows stay in cache: the same numbers, bit for bit.
+
+    :func:`simulate_batch` runs one candidate at a time over all symbols and bars, so
+    each candidate streams its operand rows (N × T each) from memory; a grid of K
+    candidates over a few distinct indicators reads them K times. Here the candidates
+    are split into ``n_groups`` groups (one per thread), and a group walks the blocks
+    of :func:`cuts` in time order: per block, per symbol, every candidate of the group
+    runs its sleeve over the block, reading the same few short indicator segments
+    while they are in cache. A sleeve's state is carried between blocks in its
+    :data:`SLEEVE_FIELDS` row, exactly as between the segments of
+    :func:`simulate_batch` (blocks also begin at every universe boundary, where
+    :func:`_boundary` runs as there); per bar, equity still adds the sleeves in symbol
+    order and then the unallocated cash, and the trade statistics are summed per
+    sleeve (:func:`_finish`). Per-bar traded notional and gross exposure live only
+    in block buffers: the portfolio pass (:func:`portfolio_series`' arithmetic) runs
+    on each finished block, so no (K, T) array but ``equity`` and ``returns`` is
+    written.
+
+    With ``fast``, a candidate without stops or holding limit runs through
+    :func:`_sleeve_plain` (the common case: same numbers, a fraction of the work).
+
+    ``equity`` and ``returns`` (K, T) are filled in place (``equity`` after the ruin
+    rule, as :func:`portfolio_series` leaves it). Returns turnover (K,), exposure (K,)
+    and stats (K, 4). Trades are not recorded (use :func:`simulate_batch`).
+    """
+    n_cand = signals.shape[0]
+    n_sym, n_bars = c.shape
+    turnover = np.zeros(n_cand)
+    exposure = np.zeros(n_cand)
+    stats = np.zeros((n_cand, 4))
+    code = _bar_codes(valid, state)
+    n_blocks = starts.shape[0] - 1
+    width = 1
+    for b in range(n_blocks):
+        width = max(width, starts[b + 1] - starts[b])
+    per = (n_cand + n_groups - 1) // n_groups
+    for g in prange(n_groups):
+        k0 = g * per
+        m = min(n_cand, k0 + per) - k0
+        if m <= 0:
+            continue
+        st = np.zeros((m, n_sym, len(SLEEVE_FIELDS)))
+        st[:, :, MARK] = np.nan
+        pool = np.ones(m)
+        prev = np.ones(m)
+        tsum = np.zeros(m)
+        esum = np.zeros(m)
+        eq_b = np.zeros((m, width + 1))
+        tr_b = np.zeros((m, width + 1))
+        gr_b = np.zeros((m, width + 1))
+        trades = np.empty((0, len(TRADE_FIELDS)))
+        n_rec = np.zeros(1, dtype=np.int64)
+        plain = np.zeros(m, dtype=np.bool_)
+        for kk in range(m):
+            k = k0 + kk
+            plain[kk] = fast and (stop_loss[k] == 0.0 and trailing[k] == 0.0
+                                  and take_profit[k] == 0.0 and max_bars[k] == 0)
+        for b in range(n_blocks):
+            t0, t1 = starts[b], starts[b + 1]
+            n = t1 - t0
+            for kk in range(m):
+                carry = tr_b[kk, width] if b > 0 else 0.0  # a boundary's notional at t0
+                for j in range(n):
+                    eq_b[kk, j] = 0.0
+                    tr_b[kk, j] = 0.0
+                    gr_b[kk, j] = 0.0
+                tr_b[kk, 0] = carry
+                tr_b[kk, width] = 0.0
+            for i in range(n_sym):
+                for kk in range(m):
+                    k = k0 + kk
+                    si = size_idx[k]
+                    en, ex = signals[k, 0], signals[k, 1]
+                    size = sizes[si] if si >= 0 else sizes[0]
+                    if plain[kk]:
+                        _sleeve_plain(o, h, lo, c, code, operands[en[0]], operands[en[1]],
+                                      en[2], operands[ex[0]], operands[ex[1]], ex[2], size,
+                                      si >= 0, direction[k], fee, slip, t0, t1, st[kk], i,
+                                      eq_b[kk], tr_b[kk], gr_b[kk], t0)
+                    else:
+                        _sleeve(o, h, lo, c, code, operands[en[0]], operands[en[1]], en[2],
+                                operands[ex[0]], operands[ex[1]], ex[2], size, si >= 0,
+                                direction[k], stop_loss[k], trailing[k], take_profit[k],
+                                max_bars[k], fee, slip, t0, t1, st[kk], i, eq_b[kk],
+                                tr_b[kk], gr_b[kk], t0, trades, n_rec)
+            for kk in range(m):
+                k = k0 + kk
+                eq_r, tr_r, gr_r = eq_b[kk], tr_b[kk], gr_b[kk]
+                for j in range(n):
+                    eq_r[j] += pool[kk]
+                if t1 < n_bars and at_bound[b + 1]:
+                    # the boundary's notional belongs to bar t1: the next block's first
+                    pool[kk] = _boundary(st[kk], o, valid, state, alloc, reallocate[t1], t1,
+                                         pool[kk], fee, slip, tr_r, width, trades, n_rec)
+                # the portfolio pass of :func:`portfolio_series`, on the finished block
+                p, ts_k, es_k = prev[kk], tsum[kk], esum[kk]
+                eq_out, ret_out = equity[k], returns[k]
+                for j in range(n):
+                    t = t0 + j
+                    e = eq_r[j]
+                    if p <= 0.0:
+                        eq_out[t] = 0.0
+                        ret_out[t] = 0.0
+                        continue
+                    if e <= 0.0:
+                        e = 0.0
+                    eq_out[t] = e
+                    ret_out[t] = e / p - 1.0
+                    ts_k += tr_r[j] / p
+                    if e > 0:
+                        es_k += gr_r[j] / e
+                    p = e
+                prev[kk], tsum[kk], esum[kk] = p, ts_k, es_k
+        for kk in range(m):
+            k = k0 + kk
+            _finish(st[kk], stats[k], trades, n_rec)
+            turnover[k] = tsum[kk]
+            exposure[k] = esum[kk] / n_bars
+    return turnover, exposure, stats
 
 
 @njit(cache=True, parallel=True)
