@@ -33,11 +33,11 @@ fill at open × (1 ± slippage), fees on the filled notional, no margin or cash 
 written from the documented semantics. alphaloop must equal it (the script exits 1
 when the largest absolute difference of the equity curves, which start at 1.0,
 exceeds ``--tol``). vectorbt is the same simulation but for one rule of its own: it
-limits a short sale by its free cash (``cash - 2 × debt``-style margin; with
-``lock_cash=False`` still), so when a dollar-neutral book's free cash dips below 0 a
-small addition to a short is rejected (``MinSizeNotReached``) and the position keeps
-its old size; the difference is reported, with the number of rejected orders of the
-first subset candidate (one extra, untimed call with ``log=True``).
+tracks a free cash (cash net of what the shorts borrowed) and, while that is negative,
+rejects orders as ``MinSizeNotReached`` (small resizes of held names, buys and sells),
+so those positions keep their old size; the difference is reported, with the number of
+rejected orders of the first subset candidate (one extra, untimed call with
+``log=True``).
 
 Timing: the first call of each side (numba compile or cache load) separately; then
 ``--repeats`` steady calls of alphaloop (best and median) and one pass over the
@@ -182,7 +182,7 @@ def vbt_run(p: dict[str, Any], close: np.ndarray, open_: np.ndarray) -> np.ndarr
 
 
 def vbt_rejections(p: dict[str, Any], close: np.ndarray, open_: np.ndarray) -> int:
-    """Orders vectorbt rejected for candidate ``p`` (its short-margin rule)."""
+    """Orders vectorbt rejected for candidate ``p`` (its free-cash rule)."""
     from vectorbt.portfolio.enums import OrderStatus
 
     logs = vbt_portfolio(targets(p, close), close, open_, log=True).logs.records
@@ -284,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{out['ratio_wall_subset']:.1f}×)")
     print(f"agreement on {len(plain)} candidates: alphaloop vs the numpy reference "
           f"{max(ref_diffs):.2e} (tol {a.tol:g}); alphaloop vs vectorbt {max(diffs):.2e} "
-          f"(vectorbt rejected {rejected} short additions of candidate 0 for want of "
-          "free cash)")
+          f"(vectorbt rejected {rejected} orders of candidate 0 while its free cash was "
+          "negative)")
     _write(a.json, out)
     return 0 if max(ref_diffs) <= a.tol else 1
 
