@@ -78,6 +78,9 @@ def _scored(panel: Path, tmp_path: Path, *benchmark: str) -> pd.DataFrame:
     assert "policy score-v2" in re.sub(r"\s+", " ", text)  # the default policy
     frame = pd.read_parquet(scored)
     assert len(frame) == 24 and (frame["n_trials"] == 24).all()
+    # 24 different books, not one strategy 24 times (a ranked book run as sleeves of
+    # "close > 0" would be the same buy-and-hold for every candidate)
+    assert frame["sharpe"].round(6).nunique() == 24
     return frame
 
 
