@@ -66,6 +66,9 @@ class VerificationResult:
       price, ref_price, fee, spread_cost, impact_cost, participation, adv_util,
       slippage, reason); costs in currency, ``price`` after spread and impact,
       ``slippage`` = spread_cost + impact_cost.
+    - ``orders``: the order ledger, one row per order in the order placed
+      (:func:`orders_frame`); ``len(orders) == execution["n_orders"]``, and each
+      fill belongs to exactly one order.
     - ``trades``: round trips as in engine A, but ``pnl`` in account currency
       (after every cost, borrow included) and ``qty`` the largest size held.
     - ``positions``: shares held at each close (T × N).
@@ -75,7 +78,7 @@ class VerificationResult:
       (``excluded`` says which, from which bar and why).
     - ``output_hash``: sha256 of equity, fills and positions, for determinism checks.
 
-    The frames (``fills``, ``trades``, ``positions``, ``daily_returns``) are built
+    The frames (``fills``, ``orders``, ``trades``, ``positions``, ``daily_returns``) are built
     from the kernel's arrays on first access, so a caller that needs only the metrics
     (a sweep of verifications) does not pay for them.
     """
@@ -90,6 +93,7 @@ class VerificationResult:
     fill_rows: np.ndarray = field(repr=False)
     trade_rows: np.ndarray = field(repr=False)
     position_rows: np.ndarray = field(repr=False)
+    order_rows: np.ndarray = field(repr=False)
     status: str
     excluded: list[dict[str, Any]]
     data_ref: str
@@ -113,6 +117,10 @@ class VerificationResult:
     @cached_property
     def fills(self) -> pd.DataFrame:
         return fills_frame(self.fill_rows, self.bars)
+
+    @cached_property
+    def orders(self) -> pd.DataFrame:
+        return orders_frame(self.order_rows, self.bars)
 
     @cached_property
     def trades(self) -> pd.DataFrame:
@@ -161,11 +169,12 @@ def verify(spec: StrategySpec, bars: Bars, model: ExecutionModel | None = None, 
         xs = simulate_xs(market_array(evaluator, model), evaluator, uni,
                          xs_inputs([spec] * len(capitals), evaluator, uni), model,
                          years_between(bars.index.asi8), capitals, record=True)
-        out = (xs.equity, xs.traded, xs.gross, xs.stats, xs.fills, xs.trades, xs.positions)
+        out = (xs.equity, xs.traded, xs.gross, xs.stats, xs.fills, xs.trades, xs.positions,
+               xs.orders)
         extra["net_exposure"] = xs.net[0] / np.where(xs.equity[0] > 0, xs.equity[0], np.nan)
     else:
         out = _simulate(_kernel_inputs(spec, bars, model, evaluator, uni), capitals)
-    equity, traded, gross, stats, fills, trades, positions = out
+    equity, traded, gross, stats, fills, trades, positions, orders = out
     cap = model.initial_capital
     # portfolio_series wants equity starting at 1.0; it also zeroes a ruined run
     scaled = equity[:1] / cap
@@ -190,6 +199,7 @@ def verify(spec: StrategySpec, bars: Bars, model: ExecutionModel | None = None, 
     return VerificationResult(
         spec=spec, model=model, returns=ret, equity=eq, metrics=metrics, execution=execution,
         bars=bars, fill_rows=fills, trade_rows=trades, position_rows=positions,
+        order_rows=orders,
         status="PARTIAL" if excluded else "SUCCESS", excluded=excluded,
         data_ref=bars.data_ref, periods_per_year=ppy, output_hash=digest.hexdigest(),
         extra={"ruined_bar": int(st[kb.S_RUINED]),
@@ -348,20 +358,23 @@ def _simulate(x: _Inputs, capitals: np.ndarray) -> tuple[np.ndarray, ...]:
     n_sym, n_bars = x.valid.shape
     # room for a trade every 8 bars per symbol: more than a realistic strategy needs
     n_trades = n_sym * n_bars // 8 + 16
-    n_fills = 2 * n_trades
+    n_fills = n_orders = 2 * n_trades
     positions = np.zeros((n_sym, n_bars))
     for _ in range(2):
         fills = np.empty((n_fills, len(kb.FILL_FIELDS)))
+        orders = np.empty((n_orders, len(kb.ORDER_FIELDS)))
         trades = np.empty((n_trades, len(TRADE_FIELDS)))
         u = x.universe
         equity, traded, gross, stats, n_rec = kb.simulate(
             x.market, x.valid, u.state, u.alloc, u.reallocate, x.en, x.ex, x.size, x.use_size, x.dt_years, x.params,
-            capitals, fills, trades, positions)
+            capitals, fills, orders, trades, positions)
         need_fills, need_trades = int(stats[0, kb.S_FILLS]), int(stats[0, kb.S_TRADES])
-        if need_fills <= n_fills and need_trades <= n_trades:
+        need_orders = int(stats[0, kb.S_ORDERS])
+        if need_fills <= n_fills and need_trades <= n_trades and need_orders <= n_orders:
             return (equity, traded, gross, stats, fills[:need_fills],
-                    trades[: n_rec[0]], positions)
+                    trades[: n_rec[0]], positions, orders[:need_orders])
         n_fills, n_trades = max(n_fills, need_fills), max(n_trades, need_trades)
+        n_orders = max(n_orders, need_orders)
     raise AssertionError("engine B ledger sizing did not converge")  # pragma: no cover
 
 
@@ -384,6 +397,38 @@ def fills_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
     cols["slippage"] = rows[:, 7] + rows[:, 8]
     cols["reason"] = np.asarray(kb.FILL_REASONS, dtype=object)[rows[:, 11].astype(np.int64)]
     return pd.DataFrame(cols)
+
+
+def orders_frame(rows: np.ndarray, bars: Bars) -> pd.DataFrame:
+    """The kernel's order rows as the order ledger frame, one row per order in the
+    order placed: timestamp (the bar it was decided at: at that bar's close for a
+    signal or a rebalance, fills from the next open; inside the bar for a stop; at the
+    open for a universe change), symbol, side (buy, sell, or None while not known:
+    a rebalance or a cross-sectional target is sized at the open), quantity (the
+    shares asked; NaN until known), target_weight (signed; of the sleeve's equity, or
+    of the book's for a cross-sectional order; 0 for a close, NaN for a universe
+    resize), reason (as the fills'), filled_quantity, n_fills, last_fill and ended
+    (timestamps, NaT when none) and status (``kernel_b.ORDER_STATUSES``: pending,
+    filled, partial_cancelled, cancelled, no_trade)."""
+    def when(col: int) -> pd.Series:
+        at = rows[:, col].astype(np.int64)
+        out = pd.Series(bars.index.take(np.maximum(at, 0)))
+        return out.where(at >= 0)  # NaT where none
+
+    sides = np.array(["sell", None, "buy"], dtype=object)
+    return pd.DataFrame({
+        "timestamp": bars.index.take(rows[:, kb.O_BAR].astype(np.int64)),
+        "symbol": np.asarray(bars.symbols, dtype=object)[rows[:, kb.O_SYMBOL].astype(np.int64)],
+        "side": sides[np.sign(rows[:, kb.O_SIDE]).astype(np.int64) + 1],
+        "quantity": rows[:, kb.O_QTY],
+        "target_weight": rows[:, kb.O_WEIGHT],
+        "reason": np.asarray(kb.FILL_REASONS, dtype=object)[rows[:, kb.O_REASON].astype(np.int64)],
+        "filled_quantity": rows[:, kb.O_FILLED],
+        "n_fills": rows[:, kb.O_NFILLS].astype(np.int64),
+        "last_fill": when(kb.O_LAST),
+        "ended": when(kb.O_END),
+        "status": np.asarray(kb.ORDER_STATUSES, dtype=object)[rows[:, kb.O_STATUS].astype(np.int64)],
+    })
 
 
 def daily_returns(returns: pd.Series) -> pd.Series:

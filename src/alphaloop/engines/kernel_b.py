@@ -27,8 +27,10 @@ cash) look across sleeves.
 
 All settings arrive in one float vector (indices ``P_*``), built by
 :meth:`ExecutionModel.kernel_params` and :func:`strategy_params`. Several capital
-levels run in parallel (the capacity curve); only level 0 records fills, trades and
-positions.
+levels run in parallel (the capacity curve); only level 0 records fills, orders,
+trades and positions. Every order placed (a signal's, a rebalance, a triggered stop, a
+position closed or resized because the universe changed) is counted in ``S_ORDERS``
+and has one row in the orders ledger, and every fill belongs to one order.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ N_MARKET = 8
 
 # sleeve state rows of the (N_STATE, N) array ``s`` (ints and flags stored as floats)
 (CASH, QTY, ENTRY, EXTREME, EQ_BEFORE, HELD, MARK, ENTRY_BAR, RUIN_REACH, PEAK, USED,
- P_ON, P_TARGET, P_W, P_CLOSE, P_OPEN, P_FORCED, P_REB, P_REASON, P_AGE) = range(20)
-N_STATE = 20
+ P_ON, P_TARGET, P_W, P_CLOSE, P_OPEN, P_FORCED, P_REB, P_REASON, P_AGE, P_ROW) = range(21)
+N_STATE = 21  # P_ROW: the pending order's row in the orders ledger (-1: none)
 
 # why a fill happened: the exit reasons of engine A, then entries and rebalances
 REASON_ENTRY, REASON_REBALANCE, REASON_UNIVERSE = range(len(EXIT_REASONS),
@@ -76,6 +78,25 @@ FILL_REASONS = (*EXIT_REASONS, "entry", "rebalance", "universe")
 # fills ledger columns (one float64 row per fill)
 FILL_FIELDS = ("bar", "symbol", "side", "qty", "price", "ref_price", "commission",
                "spread_cost", "impact_cost", "participation", "adv_util", "reason")
+# orders ledger columns (one float64 row per order, in the order they were placed): the
+# bar it was decided at (a stop: the bar it triggered in), symbol, side (+1 buy, -1
+# sell, 0 not known yet: a rebalance, or a cross-sectional target, is sized at the
+# open), the quantity asked (NaN until known; an entry is sized at the open it first
+# fills at), the target weight (signed fraction of the sleeve's equity, or of the
+# book's for a cross-sectional order; 0 for a close; NaN for a universe resize), the
+# reason (FILL_REASONS), then its outcome: quantity filled, number of fills, the bar
+# of its last fill and of its end (-1: none), and its status (ORDER_STATUSES)
+ORDER_FIELDS = ("bar", "symbol", "side", "qty", "target_weight", "reason", "filled",
+                "n_fills", "last_fill_bar", "end_bar", "status")
+(O_BAR, O_SYMBOL, O_SIDE, O_QTY, O_WEIGHT, O_REASON, O_FILLED, O_NFILLS, O_LAST, O_END,
+ O_STATUS) = range(11)
+# pending: still working when the data ended; filled: every share asked; partial_cancelled:
+# part filled, the rest cancelled (by a new decision, a stop, the TTL, the symbol
+# leaving) or dropped (cut by the leverage cap, a best-effort resize the volume cap
+# cut short); cancelled: nothing filled; no_trade: once sized, nothing to trade (a
+# rebalance within its threshold, a target equal to the holding, a size under a lot)
+ORDER_STATUSES = ("pending", "filled", "partial_cancelled", "cancelled", "no_trade")
+ST_PENDING, ST_FILLED, ST_PARTIAL_CANCELLED, ST_CANCELLED, ST_NO_TRADE = range(5)
 # per capital level: accumulated statistics (the first four as engine A's ``stats``)
 STAT_FIELDS = ("n_trades", "n_wins", "gross_profit", "gross_loss", "commission",
                "spread_cost", "impact_cost", "borrow_cost", "filled_notional",
@@ -95,6 +116,67 @@ def strategy_params(params: np.ndarray, direction: int, stop_loss: float, traili
     out[P_SL], out[P_TS], out[P_TP] = stop_loss, trailing, take_profit
     out[P_MAX_BARS] = max_bars
     return out
+
+
+@njit(cache=True)
+def _order(orders: np.ndarray, stats: np.ndarray, t: int, i: int, side: float, qty: float,
+           weight: float, reason: int) -> float:
+    """Place an order: counted in ``stats[S_ORDERS]``, whose value before is its row in
+    the ledger (written when the ledger has room: level 0). Returns that row."""
+    n = int(stats[S_ORDERS])
+    if n < orders.shape[0]:
+        row = orders[n]
+        row[O_BAR], row[O_SYMBOL], row[O_SIDE], row[O_QTY] = t, i, side, qty
+        row[O_WEIGHT], row[O_REASON], row[O_FILLED], row[O_NFILLS] = weight, reason, 0.0, 0.0
+        row[O_LAST], row[O_END], row[O_STATUS] = -1.0, -1.0, ST_PENDING
+    stats[S_ORDERS] = n + 1
+    return float(n)
+
+
+@njit(cache=True, inline="always")
+def _order_sized(orders: np.ndarray, row: float, side: float, qty: float) -> None:
+    """The order's side and (more) quantity, once known."""
+    r = int(row)
+    if 0 <= r < orders.shape[0]:
+        if side != 0.0:
+            orders[r, O_SIDE] = side
+        q = orders[r, O_QTY]
+        orders[r, O_QTY] = qty if np.isnan(q) else q + qty
+
+
+@njit(cache=True, inline="always")
+def _order_fill(orders: np.ndarray, row: float, t: int, q: float) -> None:
+    r = int(row)
+    if 0 <= r < orders.shape[0]:
+        orders[r, O_FILLED] += q
+        orders[r, O_NFILLS] += 1.0
+        orders[r, O_LAST] = t
+
+
+@njit(cache=True)
+def _order_end(orders: np.ndarray, row: float, t: int, cancelled: bool) -> None:
+    """The order is over at bar t: ``cancelled`` (replaced, expired, superseded) or
+    done (nothing more to fill; a remainder the rules dropped makes it partial)."""
+    r = int(row)
+    if not 0 <= r < orders.shape[0] or orders[r, O_STATUS] != ST_PENDING:
+        return
+    o = orders[r]
+    o[O_END] = t
+    filled, asked = o[O_FILLED], o[O_QTY]
+    if filled > 0.0:
+        whole = not cancelled and not filled < asked * (1.0 - 1e-9)
+        o[O_STATUS] = ST_FILLED if whole else ST_PARTIAL_CANCELLED
+    elif cancelled or asked != 0.0:
+        o[O_STATUS] = ST_CANCELLED
+    else:
+        o[O_STATUS] = ST_NO_TRADE
+
+
+@njit(cache=True, inline="always")
+def _end(s: np.ndarray, orders: np.ndarray, i: int, t: int, cancelled: bool) -> None:
+    """Symbol i's pending order is over (see :func:`_order_end`)."""
+    _order_end(orders, s[P_ROW, i], t, cancelled)
+    s[P_ROW, i] = -1.0
 
 
 @njit(cache=True)
@@ -152,7 +234,7 @@ def _entry_qty(budget: float, side: float, m: np.ndarray, i: int, t: int, ref: f
 @njit(cache=True)
 def _fill(s: np.ndarray, m: np.ndarray, i: int, t: int, side: float, q: float, ref: float,
           reason: int, prm: np.ndarray, acct: np.ndarray, traded: np.ndarray,
-          stats: np.ndarray, fills: np.ndarray) -> float:
+          stats: np.ndarray, fills: np.ndarray, orders: np.ndarray) -> float:
     """Trade ``q`` shares of symbol ``i``: cash, costs, ledger. Returns the price.
     The caller updates the position (it knows whether this opens or closes)."""
     adv = m[M_ADV, i, t]
@@ -176,6 +258,7 @@ def _fill(s: np.ndarray, m: np.ndarray, i: int, t: int, side: float, q: float, r
         row[10] = q / adv if adv > 0 else np.nan
         row[11] = reason
     stats[S_FILLS] = n + 1
+    _order_fill(orders, s[P_ROW, i], t, q)
     return price
 
 
@@ -194,8 +277,9 @@ def _close_trade(s: np.ndarray, i: int, t: int, price: float, reason: int,
 
 
 @njit(cache=True)
-def _cancel(s: np.ndarray, i: int, price: float, stats: np.ndarray) -> None:
-    """Drop symbol ``i``'s pending order; what it had not filled is reported."""
+def _cancel(s: np.ndarray, i: int, t: int, price: float, stats: np.ndarray,
+            orders: np.ndarray) -> None:
+    """Drop symbol ``i``'s pending order at bar t; what it had not filled is reported."""
     left = s[P_CLOSE, i]
     if not np.isnan(s[P_OPEN, i]):
         left += s[P_OPEN, i]
@@ -203,6 +287,7 @@ def _cancel(s: np.ndarray, i: int, price: float, stats: np.ndarray) -> None:
     stats[S_CANCELLED] += 1.0
     s[P_ON, i] = 0.0
     s[P_FORCED, i] = 0.0
+    _end(s, orders, i, t, True)
 
 
 @njit(cache=True)
@@ -217,7 +302,7 @@ def _cap(m: np.ndarray, i: int, t: int, max_part: float, lot: float) -> float:
 
 @njit(cache=True)
 def _close_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
-               acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray,
+               acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray, orders: np.ndarray,
                trades: np.ndarray, n_rec: np.ndarray) -> None:
     """The reducing part of a pending order, at the open."""
     ref = m[M_O, i, t]
@@ -229,7 +314,7 @@ def _close_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
     if full:
         q = s[P_CLOSE, i]
     reason = int(s[P_REASON, i])
-    price = _fill(s, m, i, t, side, q, ref, reason, prm, acct, traded, stats, fills)
+    price = _fill(s, m, i, t, side, q, ref, reason, prm, acct, traded, stats, fills, orders)
     acct[1] -= q * ref
     if full:
         s[P_CLOSE, i] = 0.0
@@ -237,6 +322,7 @@ def _close_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
         if s[P_TARGET, i] == 0.0:
             s[P_ON, i] = 0.0
             s[P_FORCED, i] = 0.0
+            _end(s, orders, i, t, False)
     else:
         s[QTY, i] += side * q
         s[P_CLOSE, i] -= q
@@ -246,7 +332,7 @@ def _close_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
 @njit(cache=True)
 def _add(s: np.ndarray, m: np.ndarray, i: int, t: int, side: float, want: float,
          reason: int, prm: np.ndarray, acct: np.ndarray, traded: np.ndarray,
-         stats: np.ndarray, fills: np.ndarray) -> float:
+         stats: np.ndarray, fills: np.ndarray, orders: np.ndarray) -> float:
     """Buy (side +1) or short (side -1) up to ``want`` shares at the open, within the
     bar's volume and the leverage cap. Returns the shares filled."""
     ref = m[M_O, i, t]
@@ -254,7 +340,7 @@ def _add(s: np.ndarray, m: np.ndarray, i: int, t: int, side: float, want: float,
     if q <= 0.0:
         return 0.0
     cash_before = s[CASH, i]
-    price = _fill(s, m, i, t, side, q, ref, reason, prm, acct, traded, stats, fills)
+    price = _fill(s, m, i, t, side, q, ref, reason, prm, acct, traded, stats, fills, orders)
     acct[1] += q * ref
     if s[QTY, i] == 0.0:  # a new trade
         s[EQ_BEFORE, i] = cash_before
@@ -292,31 +378,35 @@ def _leverage_room(ref: float, prm: np.ndarray, acct: np.ndarray, stats: np.ndar
 @njit(cache=True)
 def _open_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
               acct: np.ndarray, traded: np.ndarray, stats: np.ndarray,
-              fills: np.ndarray) -> None:
+              fills: np.ndarray, orders: np.ndarray) -> None:
     """The opening part of a pending order (after any closing part), at the open."""
     ref = m[M_O, i, t]
     if s[P_REB, i] > 0.0:
-        _rebalance(s, m, i, t, prm, acct, traded, stats, fills)
+        _rebalance(s, m, i, t, prm, acct, traded, stats, fills, orders)
         return
     target = s[P_TARGET, i]
     if target == 0.0:
         s[P_ON, i] = 0.0
+        _end(s, orders, i, t, False)
         return
     if np.isnan(s[P_OPEN, i]):  # size now, from the (flat) sleeve's equity: its cash
         cap_q = _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT])
         q = 0.0
         if s[CASH, i] > 0 and s[P_W, i] > 0:
             q = _entry_qty(s[P_W, i] * s[CASH, i], target, m, i, t, ref, cap_q, prm)
+        _order_sized(orders, s[P_ROW, i], target, q)
         s[P_OPEN, i] = _leverage_room(ref, prm, acct, stats, q)
         if s[P_OPEN, i] <= 0.0:
             s[P_ON, i] = 0.0
+            _end(s, orders, i, t, False)
             return
     else:
         s[P_OPEN, i] = _leverage_room(ref, prm, acct, stats, s[P_OPEN, i])
-    q = _add(s, m, i, t, target, s[P_OPEN, i], REASON_ENTRY, prm, acct, traded, stats, fills)
+    q = _add(s, m, i, t, target, s[P_OPEN, i], REASON_ENTRY, prm, acct, traded, stats, fills, orders)
     s[P_OPEN, i] -= q
     if s[P_OPEN, i] <= 0.0:
         s[P_ON, i] = 0.0
+        _end(s, orders, i, t, False)
     elif q > 0.0:
         stats[S_PARTIAL] += 1.0
 
@@ -324,12 +414,14 @@ def _open_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
 @njit(cache=True)
 def _rebalance(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
                acct: np.ndarray, traded: np.ndarray, stats: np.ndarray,
-               fills: np.ndarray) -> None:
+               fills: np.ndarray, orders: np.ndarray) -> None:
     """Resize a held position to its sizing target when it drifted past the
     threshold. Best effort within the bar: a remainder is reported, not carried."""
     s[P_ON, i] = 0.0
     held = abs(s[QTY, i])
     if held == 0.0:
+        _order_sized(orders, s[P_ROW, i], 0.0, 0.0)
+        _end(s, orders, i, t, False)
         return
     ref = m[M_O, i, t]
     side = 1.0 if s[QTY, i] > 0 else -1.0
@@ -337,24 +429,32 @@ def _rebalance(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
     goal = _entry_qty(budget, side, m, i, t, ref, _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT]), prm)
     delta = goal - held
     if goal <= 0.0 or abs(delta) <= prm[P_REB_THRESH] * goal:
+        _order_sized(orders, s[P_ROW, i], 0.0, 0.0)
+        _end(s, orders, i, t, False)
         return
     if delta > 0:
+        _order_sized(orders, s[P_ROW, i], side, delta)
         want = _leverage_room(ref, prm, acct, stats, delta)
-        q = _add(s, m, i, t, side, want, REASON_REBALANCE, prm, acct, traded, stats, fills)
+        q = _add(s, m, i, t, side, want, REASON_REBALANCE, prm, acct, traded, stats, fills,
+                 orders)
         stats[S_UNFILLED] += (want - q) * ref
+        _end(s, orders, i, t, False)
         return
+    _order_sized(orders, s[P_ROW, i], -side, -delta)
     q = min(-delta, _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT]) - s[USED, i])
     q = min(_round_lots(q, prm[P_LOT]), held)
     if q > 0.0:
-        _fill(s, m, i, t, -side, q, ref, REASON_REBALANCE, prm, acct, traded, stats, fills)
+        _fill(s, m, i, t, -side, q, ref, REASON_REBALANCE, prm, acct, traded, stats, fills,
+              orders)
         acct[1] -= q * ref
         s[QTY, i] -= side * q
     stats[S_UNFILLED] += (-delta - q) * ref
+    _end(s, orders, i, t, False)
 
 
 @njit(cache=True)
 def _protect(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
-             acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray,
+             acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray, orders: np.ndarray,
              trades: np.ndarray, n_rec: np.ndarray) -> None:
     """Stops and take-profit inside bar t. A fill the volume cap cuts short leaves a
     forced close for the next opens, which signals cannot cancel."""
@@ -368,20 +468,24 @@ def _protect(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
         else:
             s[EXTREME, i] = min(s[EXTREME, i], m[M_L, i, t])
         return
-    stats[S_ORDERS] += 1.0  # the resting stop/limit order that just triggered
+    held = abs(s[QTY, i])
+    # the resting stop/limit order that just triggered
+    row = _order(orders, stats, t, i, -float(pos), held, 0.0, why)
     if s[P_ON, i] > 0.0:  # the stop supersedes a pending order; the rest of an
         # entry still filling is reported (a pending close is taken over by the stop)
         if not np.isnan(s[P_OPEN, i]) and s[P_OPEN, i] > 0.0:
             stats[S_UNFILLED] += s[P_OPEN, i] * raw
             stats[S_CANCELLED] += 1.0
         s[P_ON, i], s[P_FORCED, i] = 0.0, 0.0
-    held = abs(s[QTY, i])
+        _end(s, orders, i, t, True)
+    s[P_ROW, i] = row
     q = min(held, _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT]) - s[USED, i])
     if q > 0.0:
         side = -float(pos)
-        price = _fill(s, m, i, t, side, q, raw, why, prm, acct, traded, stats, fills)
+        price = _fill(s, m, i, t, side, q, raw, why, prm, acct, traded, stats, fills, orders)
         if q >= held:
             _close_trade(s, i, t, price, why, stats, trades, n_rec)
+            _end(s, orders, i, t, False)
             return
         s[QTY, i] += side * q
         stats[S_PARTIAL] += 1.0
@@ -391,7 +495,8 @@ def _protect(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
 
 @njit(cache=True)
 def _decide_next(s: np.ndarray, i: int, t: int, n_bars: int, en: bool, ex: bool,
-                 w: float, price: float, prm: np.ndarray, stats: np.ndarray) -> None:
+                 w: float, price: float, prm: np.ndarray, stats: np.ndarray,
+                 orders: np.ndarray) -> None:
     """At bar t's close: the signals decide symbol i's order for the next open."""
     if s[P_FORCED, i] > 0.0:  # a stop is still closing the position
         return
@@ -404,9 +509,9 @@ def _decide_next(s: np.ndarray, i: int, t: int, n_bars: int, en: bool, ex: bool,
             s[P_AGE, i] += 1.0
             ttl = prm[P_TTL]
             if ttl > 0 and s[P_AGE, i] >= ttl:
-                _cancel(s, i, price, stats)
+                _cancel(s, i, t, price, stats, orders)
             return
-        _cancel(s, i, price, stats)  # the signals no longer ask for it
+        _cancel(s, i, t, price, stats, orders)  # the signals no longer ask for it
     if t + 1 >= n_bars:
         return
     if want != pos:
@@ -414,12 +519,16 @@ def _decide_next(s: np.ndarray, i: int, t: int, n_bars: int, en: bool, ex: bool,
         s[P_CLOSE, i] = abs(qty)
         s[P_OPEN, i], s[P_FORCED, i], s[P_REB, i], s[P_AGE, i] = np.nan, 0.0, 0.0, 0.0
         s[P_REASON, i] = EXIT_MAX_BARS if (want == 0 and not ex) else EXIT_SIGNAL
-        stats[S_ORDERS] += 1.0
+        # the close part is known now, an opening part once sized at the open
+        s[P_ROW, i] = _order(orders, stats, t, i, 1.0 if want > pos else -1.0,
+                             abs(qty) if qty != 0.0 else np.nan, want * s[P_W, i],
+                             REASON_ENTRY if want != 0 else int(s[P_REASON, i]))
     elif prm[P_REB_EVERY] > 0 and pos != 0 and held % int(prm[P_REB_EVERY]) == 0:
         s[P_ON, i], s[P_TARGET, i], s[P_W, i] = 1.0, pos, (0.0 if np.isnan(w) else w)
         s[P_CLOSE, i], s[P_OPEN, i], s[P_FORCED, i] = 0.0, np.nan, 0.0
         s[P_REB, i], s[P_REASON, i], s[P_AGE, i] = 1.0, REASON_REBALANCE, 0.0
-        stats[S_ORDERS] += 1.0
+        s[P_ROW, i] = _order(orders, stats, t, i, 0.0, np.nan, pos * s[P_W, i],
+                             REASON_REBALANCE)
 
 
 @njit(cache=True)
@@ -442,7 +551,7 @@ def _finish(s: np.ndarray, stats: np.ndarray, trades: np.ndarray, n_rec: np.ndar
 
 @njit(cache=True)
 def _leave(s: np.ndarray, m: np.ndarray, state: np.ndarray, t: int, prm: np.ndarray,
-           acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray,
+           acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray, orders: np.ndarray,
            trades: np.ndarray, n_rec: np.ndarray) -> None:
     """Phase 0: a symbol that left the universe at t (delisted, or excluded by the
     data gate) has its order cancelled and its position closed at its last close,
@@ -451,15 +560,17 @@ def _leave(s: np.ndarray, m: np.ndarray, state: np.ndarray, t: int, prm: np.ndar
         if state[i, t - 1] != LIVE or state[i, t] == LIVE:
             continue
         if s[P_ON, i] > 0.0:
-            _cancel(s, i, s[MARK, i], stats)
+            _cancel(s, i, t, s[MARK, i], stats, orders)
         held = abs(s[QTY, i])
         if held == 0.0:
             continue
         why = EXIT_DELISTED if state[i, t] == OUT else EXIT_DATA
         side = -1.0 if s[QTY, i] > 0 else 1.0
+        s[P_ROW, i] = _order(orders, stats, t, i, side, held, 0.0, why)
         price = _fill(s, m, i, t, side, held, s[MARK, i], why, prm, acct, traded, stats,
-                      fills)
+                      fills, orders)
         _close_trade(s, i, t, price, why, stats, trades, n_rec)
+        _end(s, orders, i, t, False)
 
 
 @njit(cache=True)
@@ -473,7 +584,7 @@ def _worth(s: np.ndarray, m: np.ndarray, valid: np.ndarray, i: int, t: int) -> f
 @njit(cache=True)
 def _reallocate(s: np.ndarray, m: np.ndarray, valid: np.ndarray, alloc: np.ndarray,
                 t: int, pool: float, prm: np.ndarray, acct: np.ndarray,
-                traded: np.ndarray, stats: np.ndarray, fills: np.ndarray) -> float:
+                traded: np.ndarray, stats: np.ndarray, fills: np.ndarray, orders: np.ndarray) -> float:
     """Split equity equally among the allocation set at t's open (the rule of
     :func:`kernel_a._reallocate`): held positions with a bar and no pending order
     are resized in proportion, within the volume cap and whole lots (best effort:
@@ -498,13 +609,19 @@ def _reallocate(s: np.ndarray, m: np.ndarray, valid: np.ndarray, alloc: np.ndarr
             continue
         held = abs(s[QTY, i])
         room = _cap(m, i, t, prm[P_MAX_PART], prm[P_LOT]) - s[USED, i]
-        q = _round_lots(min(abs(held * (target / worth - 1.0)), room), prm[P_LOT])
+        need = abs(held * (target / worth - 1.0))
+        q = _round_lots(min(need, room), prm[P_LOT])
         if q <= 0.0:
             continue
         side = 1.0 if s[QTY, i] > 0 else -1.0
         if target < worth:  # shrink: trade against the position
             side = -side
-        _fill(s, m, i, t, side, q, ref, REASON_UNIVERSE, prm, acct, traded, stats, fills)
+        # an order (asked: the whole resize, in lots) that fills what the cap allows
+        s[P_ROW, i] = _order(orders, stats, t, i, side, max(_round_lots(need, prm[P_LOT]), q),
+                             np.nan, REASON_UNIVERSE)
+        _fill(s, m, i, t, side, q, ref, REASON_UNIVERSE, prm, acct, traded, stats, fills,
+              orders)
+        _end(s, orders, i, t, False)
         s[QTY, i] += side * q
         s[PEAK, i] = max(s[PEAK, i], abs(s[QTY, i]))
     total = pool  # again, after the costs of resizing
@@ -525,13 +642,14 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
          reallocate: np.ndarray, en: np.ndarray, ex: np.ndarray,
          size: np.ndarray, use_size: bool, dt_years: np.ndarray, prm: np.ndarray,
          capital: float, equity: np.ndarray, traded: np.ndarray, gross: np.ndarray,
-         stats: np.ndarray, fills: np.ndarray, trades: np.ndarray, n_rec: np.ndarray,
+         stats: np.ndarray, fills: np.ndarray, orders: np.ndarray, trades: np.ndarray, n_rec: np.ndarray,
          positions: np.ndarray) -> None:
     """One capital level over the whole panel (phases in the module docstring)."""
     n_sym, n_bars = valid.shape
     s = np.zeros((N_STATE, n_sym))
     s[MARK] = np.nan
     s[P_OPEN] = np.nan
+    s[P_ROW] = -1.0
     pool = capital  # cash not allocated to a sleeve yet
     acct = np.zeros(2)  # equity and gross exposure at the open
     protective = prm[P_SL] > 0 or prm[P_TS] > 0 or prm[P_TP] > 0
@@ -546,10 +664,10 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
                     s[CASH, i] -= cost
                     stats[S_BORROW] += cost
         if t > 0:  # 0. the universe: leavers close, capital is re-split
-            _leave(s, m, state, t, prm, acct, traded, stats, fills, trades, n_rec)
+            _leave(s, m, state, t, prm, acct, traded, stats, fills, orders, trades, n_rec)
             if reallocate[t]:
                 pool = _reallocate(s, m, valid, alloc, t, pool, prm, acct, traded, stats,
-                                   fills)
+                                   fills, orders)
         if prm[P_MAX_LEV] < math.inf:
             acct[:] = 0.0
             acct[0] = pool
@@ -562,11 +680,11 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
         for i in range(n_sym):  # 2a. the open: reductions first (sells fund buys)
             if (valid[i, t] and state[i, t] == LIVE and s[P_ON, i] > 0.0
                     and s[P_CLOSE, i] > 0.0):
-                _close_leg(s, m, i, t, prm, acct, traded, stats, fills, trades, n_rec)
+                _close_leg(s, m, i, t, prm, acct, traded, stats, fills, orders, trades, n_rec)
         for i in range(n_sym):  # 2b. then openings, additions and rebalances
             if (valid[i, t] and state[i, t] == LIVE and s[P_ON, i] > 0.0
                     and s[P_CLOSE, i] == 0.0):
-                _open_leg(s, m, i, t, prm, acct, traded, stats, fills)
+                _open_leg(s, m, i, t, prm, acct, traded, stats, fills, orders)
         eq_t, gross_t = pool, 0.0
         for i in range(n_sym):
             qty = s[QTY, i]
@@ -578,7 +696,7 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
                     positions[i, t] = qty
                 continue
             if qty != 0.0 and (protective or s[RUIN_REACH, i] > 0.0):  # 3. inside the bar
-                _protect(s, m, i, t, prm, acct, traded, stats, fills, trades, n_rec)
+                _protect(s, m, i, t, prm, acct, traded, stats, fills, orders, trades, n_rec)
                 qty = s[QTY, i]
             ct = m[M_C, i, t]  # 4. the close
             s[MARK, i] = ct
@@ -592,7 +710,7 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
             if keep_pos:
                 positions[i, t] = qty
             _decide_next(s, i, t, n_bars, en[i, t], ex[i, t],
-                         size[i, t] if use_size else 1.0, ct, prm, stats)
+                         size[i, t] if use_size else 1.0, ct, prm, stats, orders)
         equity[t] = eq_t
         gross[t] = gross_t
         if eq_t <= 0.0:  # ruined: nothing is left to trade with
@@ -606,7 +724,7 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
 def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
              reallocate: np.ndarray, en: np.ndarray, ex: np.ndarray,
              size: np.ndarray, use_size: bool, dt_years: np.ndarray, prm: np.ndarray,
-             capitals: np.ndarray, fills: np.ndarray, trades: np.ndarray,
+             capitals: np.ndarray, fills: np.ndarray, orders: np.ndarray, trades: np.ndarray,
              positions: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Run one strategy at each of ``capitals`` (in parallel).
@@ -616,9 +734,10 @@ def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndar
     (:class:`alphaloop.engines.universe.Universe`), ``en``/``ex`` (N, T) are the entry/exit signals at each close, ``size``
     (N, T) the sleeve fraction (read when ``use_size``), ``dt_years`` (T,) the
     calendar time since the previous bar (ACT/365). Level 0 writes ``fills`` rows
-    (:data:`FILL_FIELDS`), ``trades`` rows (``kernel_a.TRADE_FIELDS``) and
-    ``positions`` (N, T) as far as they have room; ``stats[k, S_FILLS]`` and
-    ``stats[k, S_TRADES]`` say how many rows were needed.
+    (:data:`FILL_FIELDS`), ``orders`` rows (:data:`ORDER_FIELDS`), ``trades`` rows
+    (``kernel_a.TRADE_FIELDS``) and ``positions`` (N, T) as far as they have room;
+    ``stats[k, S_FILLS]``, ``stats[k, S_ORDERS]`` and ``stats[k, S_TRADES]`` say how
+    many rows were needed.
     Returns equity (C, T), traded notional (C, T), gross exposure (C, T),
     stats (C, N_STATS) and the trade-row count ``n_rec``.
     """
@@ -632,12 +751,12 @@ def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndar
     for k in prange(n_cap):
         if k == 0:
             _run(m, valid, state, alloc, reallocate, en, ex, size, use_size, dt_years, prm,
-                 capitals[k], equity[k], traded[k], gross[k], stats[k], fills, trades, n_rec,
+                 capitals[k], equity[k], traded[k], gross[k], stats[k], fills, orders, trades, n_rec,
                  positions)
         else:
             _run(m, valid, state, alloc, reallocate, en, ex, size, use_size, dt_years, prm,
                  capitals[k], equity[k], traded[k], gross[k], stats[k],
-                 np.empty((0, fills.shape[1])),
+                 np.empty((0, fills.shape[1])), np.empty((0, orders.shape[1])),
                  np.empty((0, trades.shape[1])), np.zeros(1, dtype=np.int64),
                  np.empty((0, 0)))
     return equity, traded, gross, stats, n_rec

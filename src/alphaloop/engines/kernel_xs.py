@@ -26,6 +26,11 @@ Timeline of a bar ``t`` (a run):
 4. the decision: a held name whose exit signal is true is set to close; on a
    rebalance bar (``t % rebalance_every == 0``) the books are chosen afresh.
 
+Orders: an exit, each chosen or held name's new weight on a rebalance (its shares and
+side are known at the next open), and the close of a name that left the universe.
+Each is counted in ``S_ORDERS`` and has one row in the orders ledger
+(``kernel_b.ORDER_FIELDS``) when one is kept; every fill belongs to one order.
+
 Rank and weight definitions are in :class:`alphaloop.strategy.spec.Portfolio`.
 
 Arrays are *time-major* here ((T, N), the market (8, T, N)), unlike the sleeve
@@ -63,8 +68,8 @@ WEIGHTINGS = ("equal", "rank", "score", "inverse_vol")
 REASON_REBALANCE = kb.REASON_REBALANCE
 # per-name state rows of the (N_STATE, N) array
 (QTY, TARGET, W, PENDING, FRESH, MARK, FLOW, ENTRY, ENTRY_BAR, BASIS, PEAK, USED,
- REASON) = range(13)
-N_STATE = 13
+ REASON, ROW) = range(14)
+N_STATE = 14  # ROW: the pending order's row in the orders ledger (-1: none)
 
 
 @njit(cache=True)
@@ -193,7 +198,7 @@ def _weights(chosen: np.ndarray, n_long: int, n_short: int, order: np.ndarray, n
 @njit(cache=True)
 def _trade(s: np.ndarray, i: int, t: int, q: float, ref: float, reason: int,
            m: np.ndarray, prm: np.ndarray, acct: np.ndarray, traded: np.ndarray,
-           stats: np.ndarray, fills: np.ndarray, trades: np.ndarray,
+           stats: np.ndarray, fills: np.ndarray, orders: np.ndarray, trades: np.ndarray,
            n_rec: np.ndarray) -> None:
     """Fill ``q`` shares (signed: + buys) of name ``i`` at reference price ``ref``:
     cash, costs, ledger, and the trade list when a position opens or closes."""
@@ -219,6 +224,7 @@ def _trade(s: np.ndarray, i: int, t: int, q: float, ref: float, reason: int,
         row[10] = aq / adv if adv > 0 else np.nan
         row[11] = reason
     stats[kb.S_FILLS] = nf + 1
+    kb._order_fill(orders, s[ROW, i], t, aq)
     before = s[QTY, i]
     if before == 0.0:  # a new trade
         s[FLOW, i], s[ENTRY, i], s[ENTRY_BAR, i] = 0.0, price, t
@@ -241,17 +247,20 @@ def _trade(s: np.ndarray, i: int, t: int, q: float, ref: float, reason: int,
 
 @njit(cache=True)
 def _leave(s: np.ndarray, m: np.ndarray, state: np.ndarray, t: int, prm: np.ndarray,
-           acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray,
+           acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray, orders: np.ndarray,
            trades: np.ndarray, n_rec: np.ndarray) -> None:
     """Phase 0: names that left the universe at t close at their last close."""
     for i in range(s.shape[1]):
         if state[t, i] == LIVE or state[t - 1, i] != LIVE:
             continue
-        _drop_order(s, i, s[MARK, i], stats)
+        _drop_order(s, i, t, s[MARK, i], stats, orders)
         if s[QTY, i] != 0.0:
             why = EXIT_DELISTED if state[t, i] == OUT else EXIT_DATA
+            s[ROW, i] = kb._order(orders, stats, t, i, -1.0 if s[QTY, i] > 0 else 1.0,
+                                  abs(s[QTY, i]), 0.0, why)
             _trade(s, i, t, -s[QTY, i], s[MARK, i], why, m, prm, acct, traded, stats,
-                   fills, trades, n_rec)
+                   fills, orders, trades, n_rec)
+            _end(s, orders, i, t, False)
 
 
 @njit(cache=True, inline="always")
@@ -264,7 +273,15 @@ def _cap(m: np.ndarray, t: int, i: int, max_part: float, lot: float) -> float:
 
 
 @njit(cache=True, inline="always")
-def _drop_order(s: np.ndarray, i: int, price: float, stats: np.ndarray) -> None:
+def _end(s: np.ndarray, orders: np.ndarray, i: int, t: int, cancelled: bool) -> None:
+    """Name i's order is over at bar t (:func:`kernel_b._order_end`)."""
+    kb._order_end(orders, s[ROW, i], t, cancelled)
+    s[ROW, i] = -1.0
+
+
+@njit(cache=True, inline="always")
+def _drop_order(s: np.ndarray, i: int, t: int, price: float, stats: np.ndarray,
+                orders: np.ndarray) -> None:
     """A pending order that will not fill further: its remainder is reported."""
     if s[PENDING, i] > 0.0:
         if s[FRESH, i] == 0.0:
@@ -273,12 +290,13 @@ def _drop_order(s: np.ndarray, i: int, price: float, stats: np.ndarray) -> None:
                 stats[kb.S_UNFILLED] += left * price
                 stats[kb.S_CANCELLED] += 1.0
         s[PENDING, i] = 0.0
+        _end(s, orders, i, t, True)
 
 
 @njit(cache=True)
 def _open(s: np.ndarray, m: np.ndarray, valid: np.ndarray, state: np.ndarray, t: int,
           prm: np.ndarray, acct: np.ndarray, traded: np.ndarray, stats: np.ndarray,
-          fills: np.ndarray, trades: np.ndarray, n_rec: np.ndarray) -> bool:
+          fills: np.ndarray, orders: np.ndarray, trades: np.ndarray, n_rec: np.ndarray) -> bool:
     """Phase 2: pending orders fill at t's open, reductions first. True while some
     order is still pending (not filled yet, or waiting for a bar)."""
     n_sym = s.shape[1]
@@ -294,6 +312,9 @@ def _open(s: np.ndarray, m: np.ndarray, valid: np.ndarray, state: np.ndarray, t:
             want = s[W, i] * equity / m[kb.M_O, t, i]
             s[TARGET, i] = math.copysign(kb._round_lots(abs(want), lot), want)
             s[FRESH, i] = 0.0
+            delta = s[TARGET, i] - s[QTY, i]
+            kb._order_sized(orders, s[ROW, i], 1.0 if delta > 0 else (-1.0 if delta < 0
+                                                                       else 0.0), abs(delta))
     for phase in range(2):  # 0: reduce (sells fund buys), 1: add
         for i in range(n_sym):
             if s[PENDING, i] == 0.0 or s[FRESH, i] > 0.0 or not valid[t, i] \
@@ -323,17 +344,19 @@ def _open(s: np.ndarray, m: np.ndarray, valid: np.ndarray, state: np.ndarray, t:
                 stats[kb.S_PARTIAL] += 1.0
             before = abs(s[QTY, i])
             _trade(s, i, t, math.copysign(aq, q), ref, int(s[REASON, i]), m, prm, acct,
-                   traded, stats, fills, trades, n_rec)
+                   traded, stats, fills, orders, trades, n_rec)
             if aq == abs(q) and s[QTY, i] != 0.0:  # the leg is complete: land exactly on
                 s[QTY, i] = target  # the target, not an ulp beside it (a phantom order)
             gross += (abs(s[QTY, i]) - before) * ref
             if s[QTY, i] == s[TARGET, i]:
                 s[PENDING, i] = 0.0
+                _end(s, orders, i, t, False)
     left = False
     for i in range(n_sym):
         if s[PENDING, i] > 0.0:
             if s[FRESH, i] == 0.0 and s[QTY, i] == s[TARGET, i]:
                 s[PENDING, i] = 0.0  # nothing to trade (a target equal to the holding)
+                _end(s, orders, i, t, False)
             else:
                 left = True
     return left
@@ -345,7 +368,7 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, leaves: np.ndarray
          use_vol: bool, xa: np.ndarray, xb: np.ndarray, xop: int, has_exit: bool,
          cfg: np.ndarray, prm: np.ndarray, dt_years: np.ndarray, capital: float,
          equity: np.ndarray, traded: np.ndarray, gross: np.ndarray, net: np.ndarray,
-         stats: np.ndarray, fills: np.ndarray, trades: np.ndarray, n_rec: np.ndarray,
+         stats: np.ndarray, fills: np.ndarray, orders: np.ndarray, trades: np.ndarray, n_rec: np.ndarray,
          positions: np.ndarray) -> None:
     """One run over the whole panel (the timeline in the module docstring).
 
@@ -354,6 +377,7 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, leaves: np.ndarray
     n_bars, n_sym = valid.shape
     s = np.zeros((N_STATE, n_sym))
     s[MARK] = np.nan
+    s[ROW] = -1.0
     acct = np.array([capital])  # cash
     side = np.zeros(n_sym, dtype=np.int64)
     w = np.zeros(n_sym)
@@ -362,14 +386,14 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, leaves: np.ndarray
     every = int(cfg[C_REBALANCE])
     keep_pos = positions.shape[0] > 0
     capped = prm[kb.P_MAX_PART] < math.inf
-    orders = False  # any order pending
+    working = False  # any order pending
     stats[kb.S_RUINED] = -1.0
     for t in range(n_bars):
         if capped:
             s[USED] = 0.0
         if t > 0:
             if leaves[t]:
-                _leave(s, m, state, t, prm, acct, traded, stats, fills, trades, n_rec)
+                _leave(s, m, state, t, prm, acct, traded, stats, fills, orders, trades, n_rec)
             if prm[kb.P_BORROW] > 0.0:
                 for i in range(n_sym):
                     if s[QTY, i] < 0.0:
@@ -377,8 +401,8 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, leaves: np.ndarray
                         acct[0] -= cost
                         s[FLOW, i] -= cost
                         stats[kb.S_BORROW] += cost
-            if orders:
-                orders = _open(s, m, valid, state, t, prm, acct, traded, stats, fills,
+            if working:
+                working = _open(s, m, valid, state, t, prm, acct, traded, stats, fills, orders,
                                trades, n_rec)
         eq_t, gross_t, net_t = acct[0], 0.0, 0.0
         for i in range(n_sym):
@@ -404,11 +428,13 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, leaves: np.ndarray
                            and s[TARGET, i] == 0.0)
                 if s[QTY, i] != 0.0 and not closing and valid[t, i] \
                         and _is_true(xa[t, i], xb[t, i], xop):
-                    _drop_order(s, i, s[MARK, i], stats)
+                    _drop_order(s, i, t, s[MARK, i], stats, orders)
                     s[PENDING, i], s[FRESH, i], s[TARGET, i], s[W, i] = 1.0, 0.0, 0.0, 0.0
                     s[REASON, i] = EXIT_SIGNAL
-                    stats[kb.S_ORDERS] += 1.0
-                    orders = True
+                    s[ROW, i] = kb._order(orders, stats, t, i,
+                                          -1.0 if s[QTY, i] > 0 else 1.0, abs(s[QTY, i]),
+                                          0.0, EXIT_SIGNAL)
+                    working = True
         if t % every == 0:
             for k in range(n_chosen):  # forget the last books
                 side[chosen[k]] = 0
@@ -418,29 +444,31 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, leaves: np.ndarray
             n_chosen = n_long + n_short
             _weights(chosen, n_long, n_short, order[t], n, side, score[t],
                      vol[t] if use_vol else score[t], cfg, w)
-            if _decide(s, w, stats):
-                orders = True
+            if _decide(s, w, t, stats, orders):
+                working = True
     _finish(s, stats, trades, n_rec, n_bars)
 
 
 @njit(cache=True)
-def _decide(s: np.ndarray, w: np.ndarray, stats: np.ndarray) -> bool:
+def _decide(s: np.ndarray, w: np.ndarray, t: int, stats: np.ndarray,
+            orders: np.ndarray) -> bool:
     """A rebalance: every chosen or held name gets its new weight as an order (a name
     no longer chosen: 0); orders for names that are neither lapse. True if any order."""
     any_order = False
     for i in range(s.shape[1]):
         if w[i] == 0.0 and s[QTY, i] == 0.0:
             if s[PENDING, i] > 0.0:
-                _drop_order(s, i, s[MARK, i], stats)
+                _drop_order(s, i, t, s[MARK, i], stats, orders)
             continue
         any_order = True
         if s[PENDING, i] > 0.0 and s[FRESH, i] == 0.0 and s[TARGET, i] == 0.0 \
                 and w[i] == 0.0:
             continue  # already closing
-        _drop_order(s, i, s[MARK, i], stats)
+        _drop_order(s, i, t, s[MARK, i], stats, orders)
         s[PENDING, i], s[FRESH, i], s[W, i] = 1.0, 1.0, w[i]
         s[REASON, i] = REASON_REBALANCE
-        stats[kb.S_ORDERS] += 1.0
+        # shares (and so the side) are set at the next open, from the equity there
+        s[ROW, i] = kb._order(orders, stats, t, i, 0.0, np.nan, w[i], REASON_REBALANCE)
     return any_order
 
 
@@ -465,7 +493,8 @@ def _finish(s: np.ndarray, stats: np.ndarray, trades: np.ndarray, n_rec: np.ndar
 def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, orders: Any,
              counts: Any, operands: Any, runs: np.ndarray, cfg: np.ndarray,
              prm: np.ndarray, dt_years: np.ndarray, capitals: np.ndarray,
-             fills: np.ndarray, trades: np.ndarray, positions: np.ndarray
+             fills: np.ndarray, order_rows: np.ndarray, trades: np.ndarray,
+             positions: np.ndarray
              ) -> tuple[np.ndarray, ...]:
     """Simulate R runs of cross-sectional books over a (T, N) panel (time-major).
 
@@ -474,8 +503,9 @@ def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, orders: Any,
     results, ``operands`` a typed list of (T, N) float arrays; ``runs[r]`` = [ranking, score operand, vol operand (-1 none),
     exit a, exit b, exit op, exit ever true (0/1)]; ``cfg[r]`` the portfolio settings (``C_*``); ``prm`` the
     execution model (``kernel_b.P_*``) for every run; ``capitals[r]`` the starting
-    cash. Run 0 alone writes ``fills``, ``trades`` and ``positions`` ((N, T), as engine
-    B reports them) when they have rows. Returns equity, traded notional, gross and net exposure (R, T), stats
+    cash. Run 0 alone writes ``fills``, ``order_rows`` (the orders ledger,
+    ``kernel_b.ORDER_FIELDS``: one row per order counted in ``S_ORDERS``), ``trades``
+    and ``positions`` ((N, T), as engine B reports them) when they have rows. Returns equity, traded notional, gross and net exposure (R, T), stats
     (R, ``kernel_b.N_STATS``) and the trade count ``n_rec[0]``.
     """
     n_runs = runs.shape[0]
@@ -487,6 +517,7 @@ def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, orders: Any,
     stats = np.zeros((n_runs, kb.N_STATS))
     n_rec = np.zeros(1, dtype=np.int64)
     none_f = np.empty((0, len(kb.FILL_FIELDS)))
+    none_o = np.empty((0, len(kb.ORDER_FIELDS)))
     none_t = np.empty((0, len(TRADE_FIELDS)))
     none_p = np.empty((0, 0))
     leaves = np.zeros(n_bars, dtype=np.bool_)
@@ -502,5 +533,5 @@ def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, orders: Any,
              operands[max(ru[2], 0)], ru[2] >= 0, operands[ru[3]], operands[ru[4]],
              int(ru[5]), ru[6] > 0, cfg[r], prm, dt_years, capitals[r], equity[r],
              traded[r], gross[r], net[r], stats[r], fills if first else none_f,
-             trades if first else none_t, n_rec, positions if first else none_p)
+             order_rows if first else none_o, trades if first else none_t, n_rec, positions if first else none_p)
     return equity, traded, gross, net, stats, n_rec

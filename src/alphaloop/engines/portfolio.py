@@ -151,33 +151,40 @@ class XsOutput:
     fills: np.ndarray
     trades: np.ndarray
     positions: np.ndarray
+    orders: np.ndarray  # run 0's orders ledger (``kernel_b.ORDER_FIELDS``) with record
 
 
 def simulate_xs(market: np.ndarray, ev: SignalEvaluator, uni: Universe,
                 inputs: XsInputs, model: ExecutionModel, dt_years: np.ndarray,
                 capitals: np.ndarray, *, record: bool = False) -> XsOutput:
-    """Run the kernel; with ``record`` run 0 keeps its ledger, trades and positions
-    (rerun once with the exact ledger size if the first guess was too small: the
-    simulation is deterministic, so the second run is the same run)."""
+    """Run the kernel; with ``record`` run 0 keeps its ledgers (fills, orders), trades
+    and positions (rerun once with the exact ledger sizes if the first guess was too
+    small: the simulation is deterministic, so the second run is the same run)."""
     n_sym, n_bars = ev.shape
     n_fills = n_sym * FILL_ROWS_PER_BAR + n_bars if record else 0
     n_trades = n_sym * n_bars // 4 + 16 if record else 0
+    n_orders = n_fills
     prm = model.kernel_params()
     market_t = np.ascontiguousarray(market.transpose(0, 2, 1))  # time-major (8, T, N)
     valid_t = np.ascontiguousarray(ev.valid.T)
     state_t = np.ascontiguousarray(uni.state.T)
     for _ in range(2):
         fills = np.empty((n_fills, len(kb.FILL_FIELDS)))
+        orders = np.empty((n_orders, len(kb.ORDER_FIELDS)))
         trades = np.empty((n_trades, len(kx.TRADE_FIELDS)))
         positions = np.zeros((n_sym, n_bars) if record else (0, 0))
         equity, traded, gross, net, stats, n_rec = kx.simulate(
             market_t, valid_t, state_t, inputs.orders, inputs.counts, inputs.operands,
-            inputs.runs, inputs.cfg, prm, dt_years, capitals, fills, trades, positions)
+            inputs.runs, inputs.cfg, prm, dt_years, capitals, fills, orders, trades,
+            positions)
         need_f, need_t = int(stats[0, kb.S_FILLS]), int(stats[0, kb.S_TRADES])
-        if not record or (need_f <= n_fills and need_t <= n_trades):
+        need_o = int(stats[0, kb.S_ORDERS])
+        if not record or (need_f <= n_fills and need_t <= n_trades and need_o <= n_orders):
             return XsOutput(equity, traded, gross, net, stats, fills[:need_f] if record
-                            else fills, trades[: n_rec[0]], positions)
+                            else fills, trades[: n_rec[0]], positions,
+                            orders[:need_o] if record else orders)
         n_fills, n_trades = max(n_fills, need_f), max(n_trades, need_t)
+        n_orders = max(n_orders, need_o)
     raise AssertionError("ledger sizing did not converge")  # pragma: no cover
 
 
