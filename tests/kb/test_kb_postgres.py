@@ -24,13 +24,13 @@ from alphaloop.errors import ErrorClass
 from alphaloop.kb import KBError, KnowledgeBase, dispose_engines, migrations
 from alphaloop.kb.models import Base
 
-HEAD = "0009"
+HEAD = "0010"
 TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "backtests",
           "scores", "failures", "constraint_sets", "constraints",
           "worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
           "risk_snapshots", "control_events", "api_tokens", "audit_log", "campaign_actions",
           "live_approvals", "live_candidates", "risk_trips",
-          "paper_fills", "claims", "paper_bars"}
+          "paper_fills", "claims", "paper_bars", "paper_orders"}
 
 
 def _plain(url: str) -> str:

@@ -38,6 +38,7 @@ from alphaloop.world.errors import WorldError
 from alphaloop.world.fills import list_fills, record_fills
 from alphaloop.world.governance import Governance
 from alphaloop.world.hub import latest_snapshot, post_snapshot
+from alphaloop.world.orders import list_orders, record_orders
 from alphaloop.world.riskguard import RiskGuard
 from alphaloop.world.schemas import (
     ActivationIn,
@@ -61,6 +62,9 @@ from alphaloop.world.schemas import (
     FillsIn,
     FillsOut,
     GuardOut,
+    OrderOut,
+    OrdersIn,
+    OrdersOut,
     PlanOut,
     PolicyOut,
     ResetIn,
@@ -478,6 +482,23 @@ def _fill_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
                   strategy_id: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
                   _: str = reader) -> list[FillOut]:
         return list_fills(service, world_id, strategy_id)
+
+    @app.post("/worlds/{world_id}/paper/orders", response_model=OrdersOut, tags=["paper"])
+    def post_orders(world_id: WorldId, body: OrdersIn,
+                    actor: str = Depends(auth.require("paper.record"))) -> OrdersOut:
+        """A paper run's orders as of one bar (``as_of``): new ones are inserted, ones
+        stored as of an earlier bar updated (fills, end, status); as of the same or a
+        later bar they are left as they are, so a bar posted again adds nothing."""
+        return record_orders(service, world_id, body, actor)
+
+    @app.get("/worlds/{world_id}/paper/orders", response_model=list[OrderOut],
+             tags=["paper"])
+    def get_orders(world_id: WorldId,
+                   strategy_id: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+                   _: str = reader) -> list[OrderOut]:
+        """A paper run's orders, one per order, by the bar they were decided at:
+        each with its outcome as of the last bar that reported it."""
+        return list_orders(service, world_id, strategy_id)
 
 
 def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:

@@ -37,6 +37,8 @@ from alphaloop.world.schemas import (
     FillOut,
     FillsOut,
     GuardOut,
+    OrderOut,
+    OrdersOut,
     PlanOut,
     PolicyOut,
     RunOut,
@@ -187,6 +189,18 @@ class WorldClient:
         rows = self.request("GET", f"/worlds/{world_id}/paper/fills",
                             params={"strategy_id": strategy_id})
         return TypeAdapter(list[FillOut]).validate_python(rows)
+
+    # -- paper orders
+    def post_orders(self, world_id: str, strategy_id: str, as_of: str,
+                    orders: Sequence[Mapping[str, Any]]) -> OrdersOut:
+        return self._typed(OrdersOut, "POST", f"/worlds/{world_id}/paper/orders",
+                           json={"strategy_id": strategy_id, "as_of": as_of,
+                                 "orders": list(orders)})
+
+    def orders(self, world_id: str, strategy_id: str) -> list[OrderOut]:
+        rows = self.request("GET", f"/worlds/{world_id}/paper/orders",
+                            params={"strategy_id": strategy_id})
+        return TypeAdapter(list[OrderOut]).validate_python(rows)
 
     # -- risk guard
     def guard(self, world_id: str, strategy_id: str) -> GuardOut:

@@ -25,6 +25,9 @@ table                       key (what makes a write idempotent)
 ``paper_fills``             ``(world_id, strategy_id, fill_ts, seq)`` (migration ``0007``)
 ``paper_bars``              ``(world_id, strategy_id, bar_ts)``: a paper bar's equity,
                             exposure and order accounting (migration ``0009``)
+``paper_orders``            ``(world_id, strategy_id, order_ts, symbol, seq)``: a paper
+                            order and its outcome as of a bar; only a later bar's
+                            report updates it (migration ``0010``)
 ==========================  ======================================================
 
 Times are UNIX seconds (UTC) as doubles: the service, unlike the loop's store, must
@@ -56,7 +59,7 @@ HASH = String(64)  # sha256 hex
 WORLD_TABLES = ("worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
                 "risk_snapshots", "control_events", "api_tokens", "audit_log",
                 "campaign_actions", "live_approvals", "live_candidates", "risk_trips",
-                "paper_fills", "paper_bars")
+                "paper_fills", "paper_bars", "paper_orders")
 
 
 class World(Base):
@@ -283,6 +286,33 @@ class PaperBar(Base):
     pending_notional: Mapped[float] = mapped_column(Double)
     untradable: Mapped[list[str]] = mapped_column(JSON(none_as_null=True))
     recorded_at: Mapped[float] = mapped_column(Double)
+
+
+class PaperOrder(Base):
+    """One order of a paper run's engine B (``VerificationResult.orders``): decided at
+    ``order_ts`` (its bar), the ``seq``-th of its symbol's orders decided there; what it
+    asked and its outcome as of the bar ``as_of_ts``."""
+
+    __tablename__ = "paper_orders"
+
+    world_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("worlds.world_id", ondelete="CASCADE"), primary_key=True)
+    strategy_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_ts: Mapped[str] = mapped_column(String(64), primary_key=True)  # ISO, UTC
+    symbol: Mapped[str] = mapped_column(NAME, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    side: Mapped[str | None] = mapped_column(String(16))  # None: not sized yet
+    quantity: Mapped[float | None] = mapped_column(Double)  # None: not known yet
+    target_weight: Mapped[float | None] = mapped_column(Double)
+    reason: Mapped[str] = mapped_column(String(64))
+    filled_quantity: Mapped[float] = mapped_column(Double)
+    n_fills: Mapped[int] = mapped_column(Integer)
+    last_fill_ts: Mapped[str | None] = mapped_column(String(64))
+    ended_ts: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    as_of_ts: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
 
 
 def table(model: type[Base]) -> Table:

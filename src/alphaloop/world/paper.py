@@ -16,13 +16,17 @@ Feeds: ``replay:DATA[@SPEED]`` replays a dataset (catalog name or file) from
 every Parquet/CSV file of a folder that grows, and trades the bars newer than the
 state's last one. After every bar the runner posts a snapshot to the risk hub
 (``as_of`` = now; ``realized_returns`` since the start; ``provenance`` with the bar,
-the equity and ``n_trades`` = fills since the start), the bar's fills, and the bar
-itself (``POST /worlds/{id}/paper/bars``) with an operator token.
+the equity and ``n_trades`` = fills since the start), the bar's fills, its orders
+(``POST /worlds/{id}/paper/orders``: engine B's order ledger, one record per order,
+for the orders decided, filled or ended in the bar and those still working, each as
+of the bar; a later bar's report updates a record, a bar posted again adds nothing),
+and the bar itself (``POST /worlds/{id}/paper/bars``) with an operator token.
 
 The bar's record says what became of its orders, so an order engine B could not fill
 is never silently dropped: engine B's own counters of the run up to ``t`` less those
 of the run up to ``t - 1`` (the kernel is causal, so the difference is bar ``t``'s):
-orders sent for the bar (decided at the previous close, plus stops triggered in it),
+orders sent for the bar (decided at the previous close, plus stops triggered in it and
+positions closed or resized because the universe changed),
 fills, partial fills (the volume cap left a remainder, carried to later bars),
 orders clipped by the leverage cap, orders cancelled, the notional filled and left
 unfilled; the notional still pending after the bar (a remainder carried, or an order
@@ -69,6 +73,7 @@ class PaperState:
     guard_from: int = 0  # drawdown is measured from this return on (the last reset)
     counters: dict[str, float] | None = None  # engine B's order counters up to last_ts
     bar_report: dict[str, Any] | None = None  # the last bar's record (POST paper/bars)
+    bar_orders: list[dict[str, Any]] = field(default_factory=list)  # as of the last bar
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -105,6 +110,34 @@ def _last_close(bars: Any, t: int) -> np.ndarray:
 
     last: np.ndarray = pd.DataFrame(bars.close[: t + 1]).ffill().to_numpy()[-1]
     return last
+
+
+def _bar_orders(result: Any, bars: Any, t: int) -> list[dict[str, Any]]:
+    """Engine B's orders as of bar ``t`` that bar ``t`` may have changed: decided at
+    ``t - 1``'s close or later (they first appear in the run up to ``t``), filled or
+    ended since then, or still working. Each is keyed by its bar, its symbol and its
+    place among that symbol's orders decided at that bar: the kernel is causal, so a
+    later bar's run has the same orders up to ``t`` in the same places."""
+    import pandas as pd
+
+    orders = result.orders
+    if not len(orders):
+        return []
+    seq = orders.groupby(["timestamp", "symbol"], sort=False).cumcount()
+    since = bars.index[t - 1] if t > 0 else bars.index[0]
+    touched = ((orders["timestamp"] >= since) | (orders["last_fill"] >= since)
+               | (orders["ended"] >= since) | (orders["status"] == "pending"))
+
+    def opt(x: Any) -> Any:
+        return None if pd.isna(x) else (_iso(x) if isinstance(x, pd.Timestamp) else float(x))
+
+    return [{"ts": _iso(o.timestamp), "symbol": str(o.symbol), "seq": int(k),
+             "side": o.side, "quantity": opt(o.quantity),
+             "target_weight": opt(o.target_weight), "reason": str(o.reason),
+             "filled_quantity": float(o.filled_quantity), "n_fills": int(o.n_fills),
+             "last_fill": opt(o.last_fill), "ended": opt(o.ended), "status": str(o.status)}
+            for o, k, keep in zip(orders.itertuples(index=False), seq, touched, strict=True)
+            if keep]
 
 
 class Feed:
@@ -306,6 +339,7 @@ class PaperRunner:
              "quantity": float(f.quantity), "price": float(f.price), "fee": float(f.fee),
              "slippage": float(f.slippage), "reason": str(f.reason)}
             for i, f in enumerate(now.itertuples(index=False))]
+        state.bar_orders = _bar_orders(result, bars, t)
         counters = _counters(result)
         before = state.counters
         orders: dict[str, Any] = {name: counters[k] - before[k] for k, name in _COUNTERS.items()}
@@ -339,6 +373,13 @@ class PaperRunner:
         if self.post and state.bar_fills:
             self.client.post_fills(self.world_id, self.spec.strategy_id, state.bar_fills)
 
+    def _post_orders(self, state: PaperState) -> None:
+        """The orders the last bar decided, filled or ended, and those still working,
+        as of that bar (kept in the state until the next bar), to the KB."""
+        if self.post and state.bar_orders and state.last_ts is not None:
+            self.client.post_orders(self.world_id, self.spec.strategy_id, state.last_ts,
+                                    state.bar_orders)
+
     def _post_bar(self, state: PaperState) -> Any:
         """The last bar's record (kept in the state until the next bar); the world's
         answer says whether the strategy or the world is halted."""
@@ -351,6 +392,7 @@ class PaperRunner:
         idempotent), then the halt checked with the world."""
         self._post(state)
         self._post_fills(state)
+        self._post_orders(state)
         self._post_bar(state)
         if state.halted is not None and not state.trip_sent and self.post:
             self._send_trip(state)
@@ -392,6 +434,7 @@ class PaperRunner:
                 state.save(self.state_path)  # the bar is done: then tell the world
                 self._post(state)
                 self._post_fills(state)
+                self._post_orders(state)
                 recorded = self._post_bar(state)
                 if state.halted is None and recorded is not None and recorded.halted:
                     self._halt_by(state, recorded.trip)  # the world's limits

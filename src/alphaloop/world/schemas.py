@@ -577,6 +577,76 @@ class FillOut(BaseModel):
     reason: str
 
 
+# ------------------------------------------------------------------ paper orders
+
+OrderStatus = Literal["pending", "filled", "partial_cancelled", "cancelled", "no_trade"]
+OptionalNumber = float | None
+
+
+class OrderIn(_In):
+    """One engine B order (``VerificationResult.orders``) as of the posted bar: the bar
+    it was decided at (``ts``), its symbol and ``seq`` (its place among that symbol's
+    orders decided at that bar); side and quantity asked (None while not known: a
+    rebalance, or a cross-sectional target, is sized at the next open), the target
+    weight, the reason; then quantity filled, fills, last fill, end and status
+    (pending; filled; partial_cancelled: part filled, the rest cancelled or dropped;
+    cancelled: nothing filled; no_trade: once sized, nothing to trade)."""
+
+    ts: AwareDatetime
+    symbol: Annotated[str, Field(min_length=1, max_length=128)]
+    seq: Annotated[int, Field(ge=0)] = 0
+    side: Side | None = None
+    quantity: Annotated[float, Field(ge=0)] | None = None
+    target_weight: OptionalNumber = None
+    reason: Annotated[str, Field(max_length=64)] = ""
+    filled_quantity: Annotated[float, Field(ge=0)] = 0.0
+    n_fills: Annotated[int, Field(ge=0)] = 0
+    last_fill: AwareDatetime | None = None
+    ended: AwareDatetime | None = None
+    status: OrderStatus = "pending"
+
+
+class OrdersIn(_In):
+    """A paper run's orders as of one bar (``as_of``; a producer's, operator role): an
+    order not stored yet is inserted; one stored as of an earlier bar is updated; as of
+    the same or a later bar it is left as it is (a bar posted again adds nothing)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{
+        "strategy_id": "4d512c22" + "0" * 56, "as_of": "2026-11-30T00:00:00Z", "orders": [{
+            "ts": "2026-11-27T00:00:00Z", "symbol": "SPX", "seq": 0, "side": "buy",
+            "quantity": 120.0, "target_weight": 1.0, "reason": "entry",
+            "filled_quantity": 80.0, "n_fills": 2, "last_fill": "2026-11-30T00:00:00Z",
+            "status": "pending"}]}]})
+    strategy_id: StrategyId
+    as_of: AwareDatetime
+    orders: Annotated[list[OrderIn], Field(max_length=10_000)]
+
+
+class OrdersOut(BaseModel):
+    world_id: str
+    strategy_id: str
+    inserted: int
+    updated: int
+    existing: int
+
+
+class OrderOut(BaseModel):
+    ts: datetime
+    symbol: str
+    seq: int
+    side: Side | None
+    quantity: float | None
+    target_weight: float | None
+    reason: str
+    filled_quantity: float
+    n_fills: int
+    last_fill: datetime | None
+    ended: datetime | None
+    status: OrderStatus
+    as_of: datetime
+
+
 # -------------------------------------------------------------------- paper bars
 
 NonNegative = Annotated[float, Field(ge=0)]

@@ -39,7 +39,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # the risk guard: producers report trips, and only operators re-activate
     "risk.trip": frozenset({"operator", "admin"}),
     "risk.reset": frozenset({"operator", "admin"}),
-    "paper.record": frozenset({"operator", "admin"}),  # the paper runner's fills
+    "paper.record": frozenset({"operator", "admin"}),  # the paper runner's records
     "token.manage": frozenset({"admin"}),
 }
 _DUMMY_HASH = hashlib.sha256(b"no such token").hexdigest()
