@@ -198,3 +198,21 @@ def test_retriever_tokens_include_the_score() -> None:
     tokens = expression_tokens(spec.entry, spec.exit, spec.portfolio.score)
     assert {"score:neg", "score:std", "score:roc", "score:close"} <= tokens
     assert not {t for t in expression_tokens(spec.entry, spec.exit) if t.startswith("score")}
+
+
+@pytest.mark.parametrize(("name", "kind"), [("xs_momentum", "tpe"), ("xs_reversal", "random"),
+                                            ("xs_low_volatility", "grid"),
+                                            ("xs_factor", "sobol")])
+def test_a_sweep_backtests_each_family_as_ranked_books(name: str, kind: str) -> None:
+    from alphaloop.data.synthetic import generate
+    from alphaloop.engines.sweep import run_sweep
+
+    bars = generate(12, 400, seed=4)
+    frame = run_sweep(name, bars, n=6, sampler=kind, seed=2, round_size=3)
+    assert len(frame) == 6 and frame["strategy_id"].is_unique
+    assert (frame["family"] == name).all()
+    assert np.isfinite(frame["sharpe"]).all()
+    # six different books, not six copies of the buy-and-hold "close > 0" sleeves
+    assert frame["sharpe"].round(9).nunique() == 6
+    specs = [StrategySpec.model_validate_json(s) for s in frame["spec"]]
+    assert all(s.portfolio.cross_sectional for s in specs)
