@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -96,12 +97,11 @@ def test_each_guard_rule_halts_on_the_first_bar_that_crosses_it(tmp_path: Path) 
         assert state.halted["value"] == pytest.approx(value, rel=1e-9)
 
 
-def test_orders_engine_b_cannot_fill_are_recorded_not_dropped(tmp_path: Path) -> None:
-    """A symbol missing its bar keeps its order pending (and is named untradable while
-    held); a volume cap fills part and carries the rest: each bar's record says so, and
-    its fills are engine B's ledger fills of that bar."""
-    import pandas as pd
-
+def _gaps(tmp_path: Path) -> tuple[Path, Any, Any]:
+    """The panel with a gap and a thin market, as a Parquet file: the bar of the first
+    paper exit (a long position's, in engine B's fills) is missing, and the volume of
+    another symbol in the 30 bars before its first paper entry is a thousandth of its
+    own. Returns the file, that exit fill and that entry fill (on the whole panel)."""
     bars = load_bars(DATA)
     base = verify(SPEC, bars, capacity=False).fills
     paper = base[base["timestamp"] >= bars.index[START]]
@@ -116,6 +116,18 @@ def test_orders_engine_b_cannot_fill_are_recorded_not_dropped(tmp_path: Path) ->
     long.loc[thin, "volume"] *= 1e-3  # the ADV before the entry: a thousandth
     path = tmp_path / "gaps.parquet"
     long[~gone].to_parquet(path)
+    return path, exit_, entry
+
+
+def test_orders_engine_b_cannot_fill_are_recorded_not_dropped(tmp_path: Path) -> None:
+    """A symbol missing its bar keeps its order pending (and is named untradable while
+    held); a volume cap fills part and carries the rest: each bar's record says so, and
+    its fills are engine B's ledger fills of that bar."""
+    import pandas as pd
+
+    bars = load_bars(DATA)
+    path, exit_, entry = _gaps(tmp_path)
+    t_entry = bars.index.get_loc(entry.timestamp)
     t_gap = bars.index.get_loc(exit_.timestamp)
     sym = list(bars.symbols).index(exit_.symbol)
 
@@ -305,3 +317,114 @@ def test_a_drawdown_breach_halts_the_strategy_until_an_operator_resets_it(
     assert resumed.exit_code == 0, resumed.output
     after = json.loads(state.read_text())
     assert (len(after["returns"]), after["guard_from"], after["halted"]) == (k + 2, k + 1, None)
+
+
+def _expected_orders(ledger: Any, since: Any) -> list[tuple[Any, ...]]:
+    """Engine B's orders a paper run from bar ``since`` on reports: those decided at
+    the bar before it or later, ended since then, or still working; as (bar, symbol,
+    side, quantity, reason, filled, fills, last fill, end, status)."""
+    import pandas as pd
+
+    keep = ((ledger["timestamp"] >= since) | (ledger["ended"] >= since)
+            | (ledger["status"] == "pending"))
+
+    def opt(x: Any) -> Any:
+        return None if pd.isna(x) else x
+
+    return sorted(((r.timestamp, r.symbol, opt(r.side), opt(r.quantity), r.reason,
+                    r.filled_quantity, r.n_fills, opt(r.last_fill), opt(r.ended), r.status)
+                   for r in ledger[keep].itertuples()), key=lambda x: (x[0], x[1]))
+
+
+def _stored_orders(stored: list[Any]) -> list[tuple[Any, ...]]:
+    return sorted(((o.ts, o.symbol, o.side, o.quantity, o.reason, o.filled_quantity,
+                    o.n_fills, o.last_fill, o.ended, o.status) for o in stored),
+                  key=lambda x: (x[0], x[1]))
+
+
+def test_orders_that_cannot_fill_are_stored_with_their_status(
+        sqlite_server: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
+    """Through a real server: the exit whose bar is missing is stored pending with
+    nothing filled while the gap lasts, then filled on the next bar (the same record,
+    updated); the entry the volume cap cuts short is stored pending, part filled, on
+    its first bar."""
+    srv, toks = sqlite_server
+    w, sid = "orders", SPEC.strategy_id
+    bars = load_bars(DATA)
+    path, exit_, entry = _gaps(tmp_path)
+    gapped = load_bars(str(path))
+    t_gap, t_entry = bars.index.get_loc(exit_.timestamp), bars.index.get_loc(entry.timestamp)
+    last = max(t_gap, t_entry) + 2
+    seen: dict[int, dict[tuple[Any, str], Any]] = {}
+    stored: list[Any] = []
+    done_to = START - 1
+    for stop in sorted({t_gap, t_entry, last}):  # run to each bar, then look
+        with WorldClient(srv.url, toks["operator"]) as op:
+            if done_to == START - 1:
+                op.create_world(w)
+            runner = PaperRunner(op, w, SPEC, tmp_path / "orders.json")
+            runner.run(ReplayFeed(str(path)), start=START, max_bars=stop - done_to)
+        done_to = stop
+        with WorldClient(srv.url, toks["viewer"]) as c:
+            stored = c.orders(w, sid)
+        seen[stop] = {(o.ts, o.symbol): o for o in stored}
+    exit_key = (bars.index[t_gap - 1], exit_.symbol)  # decided at the close before
+    at_gap = seen[t_gap][exit_key]
+    assert (at_gap.side, at_gap.reason, at_gap.quantity) == ("sell", "signal", exit_.quantity)
+    assert (at_gap.status, at_gap.filled_quantity, at_gap.n_fills) == ("pending", 0.0, 0)
+    assert at_gap.as_of == bars.index[t_gap] and at_gap.ended is None
+    done = seen[last][exit_key]
+    assert (done.status, done.filled_quantity, done.n_fills) == ("filled", exit_.quantity, 1)
+    assert done.last_fill == done.ended == bars.index[t_gap + 1]  # the next bar
+    capped = seen[t_entry][(bars.index[t_entry - 1], entry.symbol)]
+    fills = verify(SPEC, gapped.slice(0, t_entry + 1), capacity=False).fills
+    got = fills[(fills["symbol"] == entry.symbol) & (fills["timestamp"] == entry.timestamp)]
+    assert capped.side == "buy" and capped.n_fills == len(got) == 1
+    assert capped.filled_quantity == float(got["quantity"].iloc[0])
+    assert capped.quantity is not None and capped.filled_quantity < capped.quantity
+    assert capped.status == "pending" and capped.ended is None
+    assert capped.last_fill == entry.timestamp
+    # every order the run touched, once, as engine B has it at the run's last bar
+    ledger = verify(SPEC, gapped.slice(0, last + 1), capacity=False).orders
+    assert _stored_orders(stored) == _expected_orders(ledger, bars.index[START - 1])
+    assert len(stored) == len(_expected_orders(ledger, bars.index[START - 1])) > 2
+
+
+def test_posting_orders_is_idempotent_and_only_a_later_bar_updates(
+        sqlite_server: tuple[Server, dict[str, str]]) -> None:
+    import httpx
+
+    srv, toks = sqlite_server
+    w, sid = "orders-api", SPEC.strategy_id
+    order = {"ts": "2026-11-27T00:00:00Z", "symbol": "SPX", "seq": 0, "side": "buy",
+             "quantity": 120.0, "target_weight": 1.0, "reason": "entry",
+             "filled_quantity": 80.0, "n_fills": 2, "last_fill": "2026-11-30T00:00:00Z",
+             "status": "pending"}
+    later = {**order, "filled_quantity": 120.0, "n_fills": 3,
+             "last_fill": "2026-12-01T00:00:00Z", "ended": "2026-12-01T00:00:00Z",
+             "status": "filled"}
+    with WorldClient(srv.url, toks["operator"]) as op:
+        op.create_world(w)
+        first = op.post_orders(w, sid, "2026-11-30T00:00:00Z", [order])
+        again = op.post_orders(w, sid, "2026-11-30T00:00:00Z", [order])
+        older = op.post_orders(w, sid, "2026-11-29T00:00:00Z", [later])
+        update = op.post_orders(w, sid, "2026-12-01T00:00:00Z", [later])
+        same = op.post_orders(w, sid, "2026-12-02T00:00:00Z", [later])
+        audit = [e.action for e in op.audit(w)]
+    assert [(r.inserted, r.updated, r.existing) for r in (first, again, older, update, same)] \
+        == [(1, 0, 0), (0, 0, 1), (0, 0, 1), (0, 1, 0), (0, 0, 1)]
+    assert audit.count("paper.orders") == 2  # the insert and the update
+    with WorldClient(srv.url, toks["viewer"]) as c:
+        (stored,) = c.orders(w, sid)
+    assert (stored.status, stored.filled_quantity, stored.n_fills) == ("filled", 120.0, 3)
+    assert stored.as_of.isoformat() == "2026-12-01T00:00:00+00:00"
+    url = f"{srv.url}/worlds/{w}/paper/orders"
+    body = {"strategy_id": sid, "as_of": "2026-12-03T00:00:00Z", "orders": [order]}
+    assert httpx.post(url, json=body).status_code == 401
+    for role in ("viewer", "submitter", "approver"):
+        r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {toks[role]}"})
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN")
+    assert httpx.get(url, params={"strategy_id": sid}).status_code == 401
+    bad = {**body, "orders": [{**order, "status": "lost"}]}
+    r = httpx.post(url, json=bad, headers={"Authorization": f"Bearer {toks['operator']}"})
+    assert r.status_code == 422

@@ -1,6 +1,7 @@
 """SIGKILL of the paper runner, then of the server, mid-run: the run resumes at the next
 bar with the equity of an uninterrupted one, and every bar's snapshot is at the hub
-exactly once."""
+exactly once; every fill and every order is in the KB once, each order as engine B has
+it at the run's last bar."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 from conftest import Server, make_tokens
 
@@ -109,6 +111,30 @@ def test_sigkill_of_runner_and_server_loses_and_duplicates_no_bar(tmp_path: Path
         b.isoformat() for b in bars.index[START:START + N]]
     assert [e for _, e, _ in recorded] == [float(full[t]) for t in range(START, START + N)]
     assert sum(n for _, _, n in recorded) == len(window)
+    # the orders: every one the run decided, filled, ended or kept working, once, with
+    # its outcome as of the last bar (a later bar's report replaced an earlier one)
+    ledger = verify(SPEC, bars.slice(0, START + N), capacity=False).orders
+    since = bars.index[START - 1]  # the first paper bar posts the orders of its open
+    keep = ((ledger["timestamp"] >= since) | (ledger["ended"] >= since)
+            | (ledger["status"] == "pending"))
+
+    def iso(x: object) -> str | None:
+        return None if pd.isna(x) else x.isoformat()  # type: ignore[union-attr]
+
+    expected = sorted((r.timestamp.isoformat(), r.symbol, r.side, r.quantity,
+                       r.filled_quantity, r.n_fills, iso(r.last_fill), iso(r.ended), r.status)
+                      for r in ledger[keep].itertuples())
+    con = sqlite3.connect(db)
+    try:
+        orders = con.execute("SELECT order_ts, symbol, side, quantity, filled_quantity, "
+                             "n_fills, last_fill_ts, ended_ts, status, as_of_ts "
+                             "FROM paper_orders").fetchall()
+    finally:
+        con.close()
+    assert sorted(o[:-1] for o in orders) == expected
+    assert len(expected) > len(window) // 2 > 0  # orders, not an empty match
+    last = bars.index[START + N - 1].isoformat()
+    assert {o[-1] for o in orders if o[-2] == "pending"} <= {last}
     lengths = [len(b["realized_returns"]) for b in bodies]
     assert lengths == list(range(2, N + 1))  # every bar's snapshot, once, in order
     assert bodies[-1]["realized_returns"] == done["returns"]
