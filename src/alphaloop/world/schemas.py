@@ -655,7 +655,8 @@ Count = Annotated[int, Field(ge=0)]
 
 class BarOrders(_In):
     """Engine B's order accounting for one bar: orders sent for the bar (decided at
-    the previous close, plus stops triggered in it), fills, partial fills (the volume
+    the previous close, plus stops triggered in it and positions closed or resized
+    because the universe changed; each is a record of ``paper/orders``), fills, partial fills (the volume
     cap left a remainder, carried to later bars), orders clipped by the leverage cap,
     orders cancelled; the notional filled, left unfilled (clipped or cancelled) and
     still pending after the bar; and the held symbols that had no bar (not tradable)."""
