@@ -19,8 +19,8 @@ cash``), what a market-neutral book is meant to beat. Against the default
 equal-weight buy-and-hold of this synthetic universe the excess-DSR gate rejects the
 planted books: 50 independent GBM names with a 5 % drift make an index with Sharpe
 ≈ 1.4 (2.8 % volatility), and the excess of a beta-≈-0 book over it (book minus
-index) is deflated by trials whose excess Sharpes vary with the parameters (reported
-on the issue: the planted books pass every other gate there).
+index) is deflated by trials whose excess Sharpes vary with the parameters: the best
+books fail only that gate there (excess DSR 0.79 and 0.81 with 24 trials, DSR 1.00).
 """
 
 from __future__ import annotations
