@@ -275,84 +275,77 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, code: n
 
 @njit(cache=True)
 def _first_true(code: np.ndarray, a: np.ndarray, b: np.ndarray, op: int, j: int,
-                stop: int) -> int:
+                stop: int) -> Any:
     """The first index in ``j..stop-1`` with a bar where ``a <op> b`` is known true
     (:func:`_is_true`), else ``stop``. One loop per operator, so that the test inside
-    the loop is a single comparison; the loops index views from 0 (an index numba
-    knows to be non-negative needs no wrap-around test)."""
-    cs, av, bv = code[j:stop], a[j:stop], b[j:stop]
-    n = cs.shape[0]
+    the loop is a single comparison. The helpers of :func:`_sleeve_plain` index with
+    unsigned loop variables: numba then emits no wrap-around test, and, unlike views
+    (a reference count each), they cost nothing per call."""
+    u0, u1 = np.uint64(j), np.uint64(stop)
     if op == 0:
-        for q in range(n):
-            if av[q] > bv[q] and cs[q] == TRADE:
-                return j + q
+        for q in range(u0, u1):
+            if a[q] > b[q] and code[q] == TRADE:
+                return np.int64(q)
     elif op == 1:
-        for q in range(n):
-            if av[q] >= bv[q] and cs[q] == TRADE:
-                return j + q
+        for q in range(u0, u1):
+            if a[q] >= b[q] and code[q] == TRADE:
+                return np.int64(q)
     elif op == 2:
-        for q in range(n):
-            if av[q] == bv[q] and cs[q] == TRADE:
-                return j + q
+        for q in range(u0, u1):
+            if a[q] == b[q] and code[q] == TRADE:
+                return np.int64(q)
     else:
-        for q in range(n):
-            if _is_true(av[q], bv[q], op) and cs[q] == TRADE:
-                return j + q
+        for q in range(u0, u1):
+            if _is_true(a[q], b[q], op) and code[q] == TRADE:
+                return np.int64(q)
     return stop
 
 
 @njit(cache=True)
 def _flat_run(code: np.ndarray, ea: np.ndarray, eb: np.ndarray, eop: int,
-              xa: np.ndarray, xb: np.ndarray, xop: int, direction: int, j: int,
-              stop: int) -> tuple[int, int]:
+              xa: np.ndarray, xb: np.ndarray, xop: int, direction: int, j: Any,
+              stop: int) -> tuple[Any, int]:
     """A flat sleeve without an order, from bar index ``j``: (the first index before
     ``stop`` whose close places an order (``stop`` if none), the last index with a bar
     before it (-1 if none)). Orders follow :func:`_decide` with ``pos = 0``."""
     j0 = j
     if direction == BOTH:
-        cs, eav, ebv = code[j:stop], ea[j:stop], eb[j:stop]
-        xav, xbv = xa[j:stop], xb[j:stop]
-        end = stop
-        for q in range(cs.shape[0]):
-            if cs[q] == TRADE and (_is_true(eav[q], ebv[q], eop)
-                                   != _is_true(xav[q], xbv[q], xop)):
-                end = j0 + q
+        j = stop
+        for q in range(np.uint64(j0), np.uint64(stop)):
+            if code[q] == TRADE and (_is_true(ea[q], eb[q], eop)
+                                     != _is_true(xa[q], xb[q], xop)):
+                j = np.int64(q)
                 break
-        j = end
     else:
         while j < stop:
             j = _first_true(code, ea, eb, eop, j, stop)
-            if j >= stop or not _is_true(xa[j], xb[j], xop):
+            if j >= stop or not _is_true(xa[np.uint64(j)], xb[np.uint64(j)], xop):
                 break
             j += 1
-    back = code[j0:j]
-    for q in range(back.shape[0]):
-        if back[back.shape[0] - 1 - q] == TRADE:
-            return j, j - 1 - q
-    return j, -1
+    last = j - 1
+    while last >= j0 and code[np.uint64(last)] != TRADE:
+        last -= 1
+    return j, (last if last >= j0 else -1)
 
 
 @njit(cache=True)
 def _held_run(code: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray,
               xa: np.ndarray, xb: np.ndarray, xop: int, pos: int,
-              ruin_reachable: bool, ruin: float, j: int, stop: int) -> int:
+              ruin_reachable: bool, ruin: float, j: int, stop: int) -> Any:
     """A one-sided sleeve holding without an order, from ``j``: the first index before
     ``stop`` with a bar where its exit signal fires or its ruin level is touched
     (:func:`_protective_exit` with the stops off), else ``stop``."""
     end = _first_true(code, xa, xb, xop, j, stop)
     if not ruin_reachable:
         return end
-    cs, ov = code[j:end], o[j:end]
     if pos > 0:
-        lv = lo[j:end]
-        for q in range(cs.shape[0]):
-            if cs[q] == TRADE and (ov[q] <= ruin or lv[q] <= ruin):
-                return j + q
+        for q in range(np.uint64(j), np.uint64(end)):
+            if code[q] == TRADE and (o[q] <= ruin or lo[q] <= ruin):
+                return np.int64(q)
     else:
-        hv = h[j:end]
-        for q in range(cs.shape[0]):
-            if cs[q] == TRADE and (ov[q] >= ruin or hv[q] >= ruin):
-                return j + q
+        for q in range(np.uint64(j), np.uint64(end)):
+            if code[q] == TRADE and (o[q] >= ruin or h[q] >= ruin):
+                return np.int64(q)
     return end
 
 
@@ -396,24 +389,21 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
             if pos == 0:
                 stop, last = _flat_run(code_s, ea_s, eb_s, eop, xa_s, xb_s, xop,
                                        direction, j, quiet_end)
-                eq_v = equity_s[j:stop]
-                for q in range(eq_v.shape[0]):
-                    eq_v[q] += cash
+                for q in range(np.uint64(j), np.uint64(stop)):
+                    equity_s[q] += cash
                 if last >= 0:
                     mark = c_s[last]
                 j = stop
             elif direction != BOTH:
                 stop = _held_run(code_s, o_s, h_s, lo_s, xa_s, xb_s, xop, pos,
                                  ruin_reachable, -cash / qty, j, quiet_end)
-                cs, cv = code_s[j:stop], c_s[j:stop]
-                eq_v, gr_v = equity_s[j:stop], gross_s[j:stop]
-                for q in range(cs.shape[0]):
-                    if cs[q] == TRADE:
-                        mark = cv[q]
+                for q in range(np.uint64(j), np.uint64(stop)):
+                    if code_s[q] == TRADE:
+                        mark = c_s[q]
                         held += 1
                     value = qty * mark
-                    eq_v[q] += cash + value
-                    gr_v[q] += abs(value)
+                    equity_s[q] += cash + value
+                    gross_s[q] += abs(value)
                 j = stop
             else:
                 ruin = -cash / qty
@@ -481,8 +471,8 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                 stats[0] += 1.0
                 ruin_reachable = pos < 0 or cash < 0
         if pos != 0 and ruin_reachable:
-            raw, why = _protective_exit(pos, ot, h_s[j], lo_s[j], entry, entry, 0.0, 0.0,
-                                        0.0, -cash / qty)
+            raw, _ = _protective_exit(pos, ot, h_s[j], lo_s[j], entry, entry, 0.0, 0.0,
+                                      0.0, -cash / qty)
             if not np.isnan(raw):
                 p = raw * (1.0 - slip) if pos > 0 else raw * (1.0 + slip)
                 cash, traded_s[j] = _close(cash, qty, p, fee, traded_s[j])
