@@ -82,6 +82,25 @@ def test_cash_benchmark_leaves_sharpe_and_no_beta() -> None:
     assert math.isnan(m["up_capture"]) and math.isnan(m["down_capture"])
 
 
+def test_the_benchmark_at_a_stated_net_exposure() -> None:
+    """e = r - x·b, x per row: x = 0 (a dollar-neutral book) is the cash yardstick, x =
+    0.5 half the benchmark; beta and alpha still regress on b itself."""
+    r = np.array([[0.02, -0.01, 0.03, 0.00, -0.02]] * 3)
+    b = np.array([0.01, -0.02, 0.01, 0.01, -0.01])
+    x = np.array([1.0, 0.0, 0.5])
+    e = excess_returns(r, b, x)
+    np.testing.assert_array_equal(e[0], r[0] - b)
+    np.testing.assert_array_equal(e[1], r[1])
+    # by hand: r - 0.5 b = [0.015, 0.0, 0.025, -0.005, -0.015]
+    np.testing.assert_allclose(e[2], [0.015, 0.0, 0.025, -0.005, -0.015], atol=1e-15)
+    m = relative_metrics(r, b, 4, exposure=x)
+    assert m["information_ratio"][1] == pytest.approx(return_metrics(r[1], 4)["sharpe"])
+    assert m["active_return"][2] == pytest.approx(0.004 * 4)  # mean(e[2]) = 0.02 / 5, x ppy
+    assert m["beta"][0] == m["beta"][1] == m["beta"][2]  # the regression ignores x
+    with pytest.raises(ValueError, match="one per row"):
+        excess_returns(r, b, np.ones(2))
+
+
 def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="shape"):
         excess_returns(np.zeros(5), np.zeros(4))

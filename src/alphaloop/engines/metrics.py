@@ -49,7 +49,9 @@ Definitions (``r`` one row of returns, ``T`` its length):
 ==========================  =====================================================
 
 Relative metrics (:func:`relative_metrics`, ``b`` the benchmark's returns over the
-same bars, ``e = r - b`` the excess return series):
+same bars, ``e = r - x b`` the excess return series, ``x`` the strategy's stated net
+exposure to the benchmark: 1 unless the caller says otherwise, 0 for a dollar-neutral
+book, whose yardstick is then cash):
 
 ==========================  =====================================================
 ``beta``, ``alpha_ann``     OLS ``r_t = alpha + beta * b_t + u_t``
@@ -367,15 +369,24 @@ def core_metrics(
     return {name: values[name] for name in CORE_METRICS}
 
 
-def excess_returns(returns: np.ndarray, benchmark: np.ndarray) -> np.ndarray:
-    """``returns - benchmark`` per bar: shape ``(T,)`` or ``(K, T)`` against a ``(T,)``
-    benchmark. Raises ``ValueError`` for bad returns or a length mismatch."""
+def excess_returns(returns: np.ndarray, benchmark: np.ndarray,
+                   exposure: np.ndarray | float = 1.0) -> np.ndarray:
+    """``returns - exposure * benchmark`` per bar: shape ``(T,)`` or ``(K, T)`` against a
+    ``(T,)`` benchmark; ``exposure`` is a number or one per row (the strategies' stated
+    net exposures, 1 by default). Raises ``ValueError`` for bad returns or a length
+    mismatch."""
     r = _check_returns(returns)
     b = _check_returns(benchmark)
     if b.ndim != 1 or b.shape[0] != r.shape[-1]:
         raise ValueError(f"benchmark returns must have shape ({r.shape[-1]},) to match the "
                          f"returns; got {b.shape}")
-    return r - b
+    x = np.asarray(exposure, dtype=np.float64)
+    if x.ndim == 0:
+        return r - float(x) * b if float(x) != 1.0 else r - b
+    if r.ndim != 2 or x.shape != (r.shape[0],):
+        raise ValueError(f"exposure must be a number or one per row ({r.shape[0]},); "
+                         f"got {x.shape}")
+    return r - x[:, None] * b[None, :]
 
 
 def _ols_rows(r2: np.ndarray, b: np.ndarray, b_flat: bool) -> np.ndarray:
@@ -409,13 +420,17 @@ def _capture(r2: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def relative_metrics(returns: np.ndarray, benchmark: np.ndarray,
-                     periods_per_year: float) -> dict[str, np.ndarray | float]:
+                     periods_per_year: float, *,
+                     exposure: np.ndarray | float = 1.0) -> dict[str, np.ndarray | float]:
     """:data:`RELATIVE_METRICS` and :data:`BENCHMARK_METRICS` of ``returns`` (``(T,)``
     or ``(K, T)``) against the ``(T,)`` ``benchmark`` returns over the same bars
     (definitions in the module docstring). A cash benchmark is all zeros: beta and
     alpha are then NaN and the information ratio equals the Sharpe ratio.
+    ``exposure`` (a number or one per row) scales the benchmark in the excess series
+    (information ratio, tracking error, active return); beta, alpha and the captures
+    are measured against the benchmark itself.
     """
-    e = excess_returns(returns, benchmark)  # checks both
+    e = excess_returns(returns, benchmark, exposure)  # checks both
     ppy = _check_ppy(periods_per_year)
     r2 = np.atleast_2d(np.asarray(returns, dtype=np.float64))
     b = np.asarray(benchmark, dtype=np.float64)

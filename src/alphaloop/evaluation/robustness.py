@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,7 +246,8 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     for name, values in factor_columns(specs, bars).items():  # ranked books' rank IC
         frame[name] = values.to_numpy()
     bench = resolve_benchmark(benchmark or policy.benchmark, full, costs)
-    rel = _relative(frame, rets, bench, split, trials, ppy, spa_reps, seed)
+    exposure = benchmark_exposure(specs)
+    rel = _relative(frame, rets, bench, split, trials, ppy, spa_reps, seed, exposure)
     try:
         scored = score_frame(frame, policy)
     except ValueError as exc:
@@ -271,7 +273,7 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
                    for r, i in zip(reports, picked, strict=True)]
     warnings = [f"{i.code}: {i.message}" for i in survivorship_issues(full)]
     reports = [_with_relative(r, scored.iloc[i], bench, rel, held, order[i], split,
-                              full.periods_per_year)
+                              full.periods_per_year, float(exposure[order[i]]))
                for r, i in zip(reports, picked, strict=True)]
     reports = [r.model_copy(update={"data_warnings": warnings}) for r in reports]
     # "beat significantly": the policy's excess-DSR gate, else the usual 95 %
@@ -356,38 +358,60 @@ def _deflation(rets: np.ndarray, n_trials: int,
 
 
 def relative_columns(rets: np.ndarray, benchmark: np.ndarray, label: str, trials: int,
-                     ppy: float, var_trials: float | None = None) -> pd.DataFrame:
+                     ppy: float, var_trials: float | None = None,
+                     exposure: np.ndarray | None = None) -> pd.DataFrame:
     """One row per candidate (``rets`` (K, T)) against ``benchmark`` (T,) over the same
     bars: :data:`RELATIVE_COLUMNS` (``benchmark`` is ``label``), with the PSR/DSR of the
     excess returns deflated by ``trials`` as the plain DSR is (by ``var_trials``, the
     variance of all the trials' Sharpe ratios, when the caller knows more trials than
     ``rets``: the research loop). The relative gates read these columns; merge them
-    into a frame before :func:`score_frame`."""
-    rel = relative_metrics(rets, benchmark, ppy)
+    into a frame before :func:`score_frame`.
+
+    ``exposure`` (K,) is each candidate's stated net exposure to the benchmark
+    (:func:`benchmark_exposure`; None: 1 for all): the excess series is
+    ``r - exposure * b``, so a dollar-neutral book is measured against cash, a
+    long-only book against the whole benchmark, and the label says which."""
+    x = np.ones(rets.shape[0]) if exposure is None else np.asarray(exposure, float)
+    rel = relative_metrics(rets, benchmark, ppy, exposure=x)
     out = pd.DataFrame({k: np.atleast_1d(np.asarray(v, dtype=np.float64))
                         for k, v in rel.items()})
-    out.insert(0, "benchmark", label)
-    ex = _deflation(rets - benchmark[None, :], trials, var_trials)
+    out.insert(0, "benchmark", [label if v == 1.0 else f"{label} x {v:g} (net exposure)"
+                                for v in x])
+    # a scaled benchmark's Sharpe is the benchmark's (same sign), none at exposure 0
+    out.loc[x == 0.0, "benchmark_sharpe"] = np.nan
+    ex = _deflation(rets - x[:, None] * benchmark[None, :], trials, var_trials)
     out["excess_psr"], out["excess_dsr"] = ex["psr"], ex["dsr"]
     return out
 
 
+def benchmark_exposure(specs: Sequence[StrategySpec]) -> np.ndarray:
+    """Each strategy's stated net exposure to a long benchmark: a ranked book's ``net``
+    (0 for a dollar-neutral book, whose yardstick is then cash; 1 for a long-only book of
+    gross 1), and 1 for a sleeve strategy (whose rules state none: measured against the
+    whole benchmark, as before)."""
+    return np.array([s.portfolio.net_exposure if s.portfolio.cross_sectional else 1.0
+                     for s in specs])
+
+
 def _relative(frame: pd.DataFrame, rets: np.ndarray, bench: Benchmark, split: int,
-              trials: int, ppy: float, spa_reps: int, seed: int) -> dict[str, Any]:
+              trials: int, ppy: float, spa_reps: int, seed: int,
+              exposure: np.ndarray) -> dict[str, Any]:
     """Add the relative columns to ``frame`` (selection window); return the benchmark's
-    own metrics and the SPA p-value of the best against it."""
+    own metrics and the SPA p-value of the best against it (each candidate against the
+    benchmark at its own net exposure)."""
     b = bench.returns[:split]
-    cols = relative_columns(rets, b, bench.label, trials, ppy)
+    cols = relative_columns(rets, b, bench.label, trials, ppy, exposure=exposure)
     for name in cols.columns:
         frame[name] = cols[name].to_numpy()
-    spa = (spa_test(rets.T, b, reps=spa_reps, seed=seed).pvalue_consistent
+    excess = rets - exposure[:, None] * b[None, :]
+    spa = (spa_test(excess.T, None, reps=spa_reps, seed=seed).pvalue_consistent
            if rets.shape[0] > 1 else None)
     return {"benchmark_metrics": _finite_metrics(b, ppy), "spa": spa}
 
 
 def _with_relative(report: RobustnessReport, row: pd.Series, bench: Benchmark,
                    rel: dict[str, Any], held: np.ndarray | None, k: int, split: int,
-                   ppy: float) -> RobustnessReport:
+                   ppy: float, exposure: float) -> RobustnessReport:
     keys = ("beta", "alpha_ann", "alpha_t", "information_ratio", "tracking_error",
             "up_capture", "down_capture", "excess_psr", "excess_dsr")
     update: dict[str, Any] = {k2: finite(row[k2]) for k2 in keys}
@@ -395,15 +419,17 @@ def _with_relative(report: RobustnessReport, row: pd.Series, bench: Benchmark,
                "benchmark_metrics": rel["benchmark_metrics"],
                "spa_pvalue_benchmark": rel["spa"]}
     if held is not None:
-        update["holdout_relative"] = _holdout_relative(held[k], bench.returns[split:], ppy)
+        update["holdout_relative"] = _holdout_relative(held[k], bench.returns[split:], ppy,
+                                                       exposure)
     return report.model_copy(update=update)
 
 
-def _holdout_relative(r: np.ndarray, b: np.ndarray, ppy: float) -> dict[str, float | None]:
-    rel = relative_metrics(r, b, ppy)
+def _holdout_relative(r: np.ndarray, b: np.ndarray, ppy: float,
+                      exposure: float) -> dict[str, float | None]:
+    rel = relative_metrics(r, b, ppy, exposure=exposure)
     out = {k: finite(rel[k]) for k in ("beta", "alpha_ann", "alpha_t", "information_ratio",
                                      "tracking_error", "up_capture", "down_capture")}
-    m = return_moments(r - b)
+    m = return_moments(r - exposure * b)
     try:
         out["excess_psr"] = finite(psr(m.sr, 0.0, m.n_obs, m.skew, m.kurtosis))
     except ValueError:  # no variation or too short: no evidence
