@@ -776,10 +776,9 @@ def families() -> None:
     from alphaloop.strategy.templates import FAMILIES
 
     for fam in FAMILIES.values():
-        entry, exit_, left = _templates(fam)
+        rows, left = _templates(fam)
         out.print(f"[bold]{fam.name}[/] — {escape(fam.description)} ({fam.size()} grid "
                   "points)", highlight=False)
-        rows = [("entry", entry), ("exit", exit_)]
         rows += [(k, _range_text(v)) for k, v in fam.describe()["params"].items()]
         rows += [("rule", r) for r in fam.describe().get("rules", [])]
         if left:  # a parameter that enters the rules transformed (e.g. 1 - top)
@@ -797,11 +796,12 @@ def _range_text(d: dict[str, Any]) -> str:
     return f"{d['low']:g} .. {d['high']:g}{step}"
 
 
-def _templates(fam: Any) -> tuple[str, str, dict[str, Any]]:
-    """The family's entry and exit with ``{param}`` where a parameter goes: built at a
-    grid point whose numbers are all different (and not 0 or 1, which rules use as
-    constants), then each number replaced by its name. Also the parameters that could
-    not be placed, with the values the rules were built at."""
+def _templates(fam: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The family's entry and exit (a ranked book's score and book) with ``{param}``
+    where a parameter goes: built at a grid point whose numbers are all different (and
+    not 0 or 1, which rules use as constants), then each number replaced by its name.
+    Also the parameters that could not be placed, with the values the rules were built
+    at."""
     import re
 
     from alphaloop.strategy.expression import format_number
@@ -810,7 +810,13 @@ def _templates(fam: Any) -> tuple[str, str, dict[str, Any]]:
     point = next((p for p in points[len(points) // 2:] + points if _distinct(p)),
                  points[len(points) // 2])
     spec = fam.build(point)
-    texts = [spec.entry, spec.exit]
+    labels, texts = ["entry", "exit"], [spec.entry, spec.exit]
+    pf = spec.portfolio
+    if pf.cross_sectional:
+        books = ", ".join(f"{k} {v}" for k, v in (("long", pf.long), ("short", pf.short),
+                                                 ("buffer", pf.buffer)) if v is not None)
+        labels, texts = ["score", "book"], [str(pf.score), (
+            f"{books}, {pf.weighting} weights, rebalance every {pf.rebalance_every} bars")]
     left: dict[str, Any] = {}
     for name, value in point.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -819,7 +825,7 @@ def _templates(fam: Any) -> tuple[str, str, dict[str, Any]]:
             if placed == texts:
                 left[name] = value
             texts = placed
-    return texts[0], texts[1], left
+    return list(zip(labels, texts, strict=True)), left
 
 
 def _distinct(point: dict[str, Any]) -> bool:
