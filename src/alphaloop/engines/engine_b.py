@@ -298,6 +298,8 @@ def market_array(ev: SignalEvaluator, model: ExecutionModel | None) -> np.ndarra
 
 def _kernel_inputs(spec: StrategySpec, bars: Bars, model: ExecutionModel,
                    ev: SignalEvaluator, uni: Universe) -> _Inputs:
+    if spec.portfolio.cross_sectional:  # its entry/exit are filters, not a strategy
+        raise ValueError("a ranked book cannot run as sleeves (use engines.portfolio)")
     f = ev.fields
     market = market_array(ev, model)
     sizes, idx = size_arrays([spec], f, bars)
