@@ -277,3 +277,21 @@ def test_plain_long_round_trip_by_hand() -> None:
     np.testing.assert_allclose(res.equity[0], expected, rtol=1e-12)
     np.testing.assert_array_equal(res.equity[1], res.equity[0])
     assert res.metrics["n_trades"].tolist() == [1, 1]
+
+
+def test_specs_sharing_a_boolean_tree_share_one_operand_array() -> None:
+    """A boolean tree that is not a single comparison reaches the kernel as float codes
+    (compared > 1.5); two specs with the same tree get the same cached array."""
+    rng = np.random.default_rng(4)
+    close = 10.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, (30, 2)), axis=0))
+    idx = pd.date_range("2021-01-01", periods=30, freq="B", tz="UTC")
+    bars = Bars(index=idx, symbols=("A", "B"), open=close, high=close, low=close,
+                close=close, volume=np.ones_like(close))
+    tree = "close > 10 and close > lag(close, 1)"
+    specs = [StrategySpec(entry=tree, exit="close < 9"),
+             StrategySpec(entry=tree, exit="close < 8", direction="short")]
+    ev, _, operands, signals = _kernel_inputs(bars, specs)
+    assert signals[0, 0, 0] == signals[1, 0, 0]  # one array for both entries
+    codes = operands[signals[0, 0, 0]]
+    expected = ev.signal(specs[0].entry_node, canonical=True)
+    np.testing.assert_array_equal(codes > 1.5, expected)

@@ -29,6 +29,13 @@ times the size fraction (``q = w·E / (p·(1+fee))``), as an all-in broker order
 A position still open at the end is valued at the last close, with no exit cost, in
 equity and in the trade statistics alike (the same bar would be valued so if the data
 went on).
+
+Two drivers run these sleeves. :func:`simulate_batch` is the general one (one candidate
+at a time, every bar through :func:`_sleeve`; it also records trade lists).
+:func:`simulate_blocked` is the one ``run_batch`` uses: groups of candidates walk time
+blocks, the portfolio pass is fused in, and a candidate without stops or holding limit
+runs through :func:`_sleeve_plain`, which skips quiet stretches in tight loops. Both
+give the same numbers bit for bit (tests/engines/test_fast_path.py).
 """
 
 from __future__ import annotations
@@ -394,9 +401,25 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                 if last >= 0:
                     mark = c_s[last]
                 j = stop
+                if j < quiet_end:
+                    # the entry bar (a bar, flat, no order yet): its close places one
+                    mark = c_s[j]
+                    equity_s[j] += cash
+                    if direction == BOTH:
+                        target = 1 if _is_true(ea_s[j], eb_s[j], eop) else -1
+                    else:
+                        target = direction
+                    exit_why = EXIT_SIGNAL
+                    pending = True
+                    w_next = size_s[j] if use_size else 1.0
+                    if np.isnan(w_next):
+                        w_next = 0.0
+                    j += 1
+                    continue
             elif direction != BOTH:
+                ruin = -cash / qty
                 stop = _held_run(code_s, o_s, h_s, lo_s, xa_s, xb_s, xop, pos,
-                                 ruin_reachable, -cash / qty, j, quiet_end)
+                                 ruin_reachable, ruin, j, quiet_end)
                 for q in range(np.uint64(j), np.uint64(stop)):
                     if code_s[q] == TRADE:
                         mark = c_s[q]
@@ -405,6 +428,25 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                     equity_s[q] += cash + value
                     gross_s[q] += abs(value)
                 j = stop
+                if j < quiet_end and not (ruin_reachable and (
+                        (pos > 0 and (o_s[j] <= ruin or lo_s[j] <= ruin))
+                        or (pos < 0 and (o_s[j] >= ruin or h_s[j] >= ruin)))):
+                    # the exit bar (a bar, the ruin level not touched): marked to the
+                    # close, its close places the exit order
+                    ct = c_s[j]
+                    mark = ct
+                    value = qty * ct
+                    equity_s[j] += cash + value
+                    gross_s[j] += abs(value)
+                    held += 1
+                    target = 0
+                    exit_why = EXIT_SIGNAL
+                    pending = True
+                    w_next = size_s[j] if use_size else 1.0
+                    if np.isnan(w_next):
+                        w_next = 0.0
+                    j += 1
+                    continue
             else:
                 ruin = -cash / qty
                 while j < quiet_end:

@@ -196,10 +196,17 @@ class SignalEvaluator:
         """
         if isinstance(node, Call) and node.op in _COMPARE:
             return self._array(node.args[0]), self._array(node.args[1]), _COMPARE[node.op]
-        codes = self._eval(node)
-        if isinstance(codes, float):
-            raise TypeError("a boolean expression evaluated to a constant")
-        return codes.astype(np.float64), self.constant(1.5), _COMPARE["gt"]
+        # the float codes are cached like an indicator: specs of a batch that share a
+        # boolean tree share one array, not one copy each
+        key = f"codes({node})"
+        hit = self.cache.get(key)
+        if hit is None:
+            codes = self._eval(node)
+            if isinstance(codes, float):
+                raise TypeError("a boolean expression evaluated to a constant")
+            hit = codes.astype(np.float64)
+            self._remember(key, hit)
+        return hit, self.constant(1.5), _COMPARE["gt"]
 
 
 def _window(node: Node) -> int:
