@@ -77,7 +77,8 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
         "claim", "finish_claims", "claims")],
                ("alphaloop.orchestrator.claims", "_encode_a"),
                ("alphaloop.orchestrator.claims", "_decode_a"),
-               ("alphaloop.orchestrator.claims", "assemble_a")],
+               ("alphaloop.orchestrator.claims", "assemble_a"),
+               ("alphaloop.orchestrator.claims", "split_a")],
 }
 
 

@@ -89,11 +89,16 @@ def test_TEST_620_transient_error_is_retried_with_backoff(make_config: Make,
     assert slept == [policy.backoff(1, "S50", 1), policy.backoff(1, "S50", 2)]
     assert 1.0 <= slept[0] < 2.0 and 2.0 <= slept[1] < 4.0  # base·2^k·[1, 2)
     ev = [e for e in events_of(cfg) if e["stage_id"] == "S50" and e["iteration_id"] == 1]
-    kinds = [(e["event"], e["attempt"]) for e in ev if e["event"] != "ITER_RETRY_SCHEDULED"]
+    kinds = [(e["event"], e["attempt"]) for e in ev
+             if e["event"] not in ("ITER_RETRY_SCHEDULED", "WORK_SHARED")]
     assert kinds == [("STAGE_STARTED", 1), ("STAGE_RETRY_SCHEDULED", 1),
                      ("STAGE_STARTED", 2), ("STAGE_RETRY_SCHEDULED", 2),
                      ("STAGE_STARTED", 3), ("STAGE_COMPLETED", 3), ("ITER_RETRY_SUCCESS", 3)]
     assert all(e["max_attempts"] == 3 for e in ev if e["event"].startswith("STAGE"))
+    # the one attempt that ran engine A computed every candidate itself (alone on its KB)
+    shared = [e for e in ev if e["event"] == "WORK_SHARED"]
+    assert [(e["computed"], e["taken"]) for e in shared] == [
+        (summary.iterations[0].tested_A, 0)]
     clean = make_config(noise_path, run_id="r2", kb={"url": cfg.kb.url.replace(
         "kb.sqlite", "kb2.sqlite")})
     assert Runner(clean).run().comparable() == summary.comparable()

@@ -12,9 +12,9 @@ reads it from there instead of computing it.
 
 **What a run sees does not depend on who computed.** Engine A and engine B are
 deterministic (same strategy, data and costs: the same numbers, whatever the batch a
-candidate ran in), the result is stored exactly (JSON text with NaN kept, returns as
-their float32 bytes), and every result, computed here or read back, goes through the
-same encode/decode. So a stage's output is the same bytes either way, and a run's
+candidate ran in), the result is stored exactly (engine A's metrics as float64 and its
+returns as float32 bytes; the checks' rows as JSON, NaN kept), and every result,
+computed here or read back, goes through the same encode/decode. So a stage's output is the same bytes either way, and a run's
 RunSummary is that of a run alone on the database: a result taken from another run
 counts for this run as a test it made (``tested_A``, ``backtests``, the budget), as
 it would have had the run been alone. (Runs that had *finished* before this one began
@@ -31,7 +31,10 @@ polls every ``poll_s``) for the batches other runs hold.
 
 **No database, no sharing**: when the knowledge base cannot take a claim (locked,
 read-only, unreachable: a TRANSIENT error), the run computes what is left on its own.
-That costs duplicate work at worst, never a wrong or lost result.
+That costs duplicate work at worst, never a wrong or lost result. ``kb.share_work:
+false`` turns claims off for a run that knows it is alone (it saves writing each
+result once more). Each backtesting stage logs a ``WORK_SHARED`` event: how many
+results it computed, read from another run's claim, or computed unclaimed.
 """
 
 from __future__ import annotations
@@ -171,23 +174,29 @@ class ClaimBook:
 
 
 # ------------------------------------------------------------------ the stages' codecs
-def _py(value: Any) -> Any:
-    """numpy scalars as Python numbers (ints stay ints), exactly."""
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
+METRICS = (*CORE_METRICS, "sr_per_period", "skew", "kurtosis", "n_obs")
+"""Engine A's numbers per candidate that S50 keeps (:func:`executors.backtest_chunk`)."""
+INTEGER_METRICS = ("n_trades", "n_obs")  # counts: int64 columns
+_A_HEADER = json.dumps({"metrics": list(METRICS), "returns": "float32"})
+
+AResult = tuple[np.ndarray, np.ndarray]
+"""Engine A's result for one candidate: its METRICS as float64, its per-bar returns."""
 
 
-def _encode_a(result: tuple[dict[str, Any], np.ndarray]) -> Encoded:
-    row, returns = result
-    text = json.dumps({str(k): _py(v) for k, v in row.items()}, allow_nan=True)
-    return text, np.ascontiguousarray(returns, dtype=np.float32).tobytes()
+def _encode_a(result: AResult) -> Encoded:
+    values, returns = result
+    payload = (np.ascontiguousarray(values, dtype=np.float64).tobytes()
+               + np.ascontiguousarray(returns, dtype=np.float32).tobytes())
+    return _A_HEADER, payload
 
 
-def _decode_a(text: str, payload: bytes | None) -> tuple[dict[str, Any], np.ndarray]:
-    return json.loads(text), np.frombuffer(payload or b"", dtype=np.float32)
+def _decode_a(text: str, payload: bytes | None) -> AResult:
+    names = METRICS if text == _A_HEADER else tuple(json.loads(text)["metrics"])
+    cut = 8 * len(names)
+    values = np.frombuffer(payload or b"", dtype=np.float64, count=len(names))
+    if names != METRICS:  # written by another version: its columns, by name
+        values = np.array([values[names.index(m)] for m in METRICS])
+    return values, np.frombuffer(payload or b"", dtype=np.float32, offset=cut)
 
 
 def _encode_json(result: Any) -> Encoded:
@@ -199,28 +208,33 @@ def _decode_json(text: str, payload: bytes | None) -> Any:
 
 
 # looked up at each call, so that a profiler's wrapper of the module's functions sees them
-A_CODEC: Codec[tuple[dict[str, Any], np.ndarray]] = Codec(
-    lambda result: _encode_a(result), lambda text, payload: _decode_a(text, payload))
-"""Engine A's result per candidate: its metrics row (JSON: Python floats print and
-parse back exactly, NaN included) and its per-bar returns (float32 bytes)."""
+A_CODEC: Codec[AResult] = Codec(lambda result: _encode_a(result),
+                                lambda text, payload: _decode_a(text, payload))
+"""Engine A's result per candidate, stored exactly: a JSON header naming the metrics,
+then their float64 bytes and the returns' float32 bytes (NaN and -0.0 kept)."""
 
 JSON_CODEC: Codec[Any] = Codec(_encode_json, _decode_json)
-"""A JSON-ready result (engine B's row, the validation check's row)."""
+"""A JSON-ready result (engine B's row, the validation check's row): Python floats
+print and parse back exactly, NaN included."""
 
 
-def assemble_a(results: Sequence[tuple[dict[str, Any], np.ndarray]], n_bars: int
+def split_a(metrics: pd.DataFrame, returns: np.ndarray) -> dict[str, AResult]:
+    """Engine A's batch output (:func:`executors.backtest_all`) per candidate."""
+    values = metrics[list(METRICS)].to_numpy(dtype=np.float64)
+    return {str(sid): (values[k], returns[k])
+            for k, sid in enumerate(metrics["strategy_id"])}
+
+
+def assemble_a(ids: Sequence[str], results: Sequence[AResult], n_bars: int
                ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Engine A's metrics frame and returns matrix from per-candidate results, in their
-    order, with one dtype per column whatever computed them (int64 where every value
-    is an integer, float64 otherwise)."""
-    columns = ["strategy_id", *CORE_METRICS, "sr_per_period", "skew", "kurtosis", "n_obs"]
-    if not results:
-        return pd.DataFrame(columns=columns), np.zeros((0, n_bars), np.float32)
-    data: dict[str, Any] = {"strategy_id": [str(r["strategy_id"]) for r, _ in results]}
-    for c in columns[1:]:
-        values = [r[c] for r, _ in results]
-        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
-        data[c] = np.array([float("nan") if v is None else v for v in values],
-                           dtype=np.int64 if ints else np.float64)
-    returns = np.stack([ret for _, ret in results]).astype(np.float32, copy=False)
-    return pd.DataFrame(data, columns=columns), returns
+    """Engine A's metrics frame (``strategy_id`` then METRICS, counts as int64) and
+    returns matrix from per-candidate results, in their order, whatever computed them."""
+    if not results:  # as :func:`executors.backtest_all` gives it for no spec
+        return (pd.DataFrame(columns=["strategy_id", *METRICS]),
+                np.zeros((0, n_bars), np.float32))
+    frame = pd.DataFrame(np.stack([v for v, _ in results]), columns=list(METRICS))
+    for c in INTEGER_METRICS:
+        frame[c] = frame[c].astype(np.int64)
+    frame.insert(0, "strategy_id", [str(s) for s in ids])
+    returns = np.stack([r for _, r in results]).astype(np.float32, copy=False)
+    return frame, returns

@@ -69,9 +69,11 @@ from alphaloop.orchestrator.artifacts import (
 from alphaloop.orchestrator.claims import (
     A_CODEC,
     JSON_CODEC,
+    AResult,
     ClaimBook,
     Codec,
     assemble_a,
+    split_a,
     work_key,
 )
 from alphaloop.orchestrator.config import (
@@ -646,15 +648,13 @@ class Runner:
         on this knowledge base computed (or is computing) is read back, not rerun."""
         by_id = {s.strategy_id: s for s in specs}
 
-        def compute(ids: list[str]) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
-            metrics, returns = backtest_all(self.executor, [by_id[s] for s in ids],
-                                            self.search_end, self.costs)
-            rows = [{str(c): v for c, v in r.items()} for r in metrics.to_dict("records")]
-            return {str(r["strategy_id"]): (r, returns[k]) for k, r in enumerate(rows)}
+        def compute(ids: list[str]) -> dict[str, AResult]:
+            return split_a(*backtest_all(self.executor, [by_id[s] for s in ids],
+                                         self.search_end, self.costs))
 
         batch = max(CHUNK, 2 * CHUNK * self.executor.workers)
         got = self._shared(self.search_key, list(by_id), compute, A_CODEC, batch)
-        metrics, returns = assemble_a([got[s] for s in by_id], self.search_end)
+        metrics, returns = assemble_a(list(by_id), [got[s] for s in by_id], self.search_end)
         return st.BacktestA(metrics, returns, st.pbo_of(returns))
 
     def _verify_b(self, specs: dict[str, StrategySpec], ids: list[str]) -> st.Verified:
