@@ -302,7 +302,8 @@ def _cap(m: np.ndarray, i: int, t: int, max_part: float, lot: float) -> float:
 
 @njit(cache=True)
 def _close_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
-               acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray, orders: np.ndarray,
+               acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray,
+               orders: np.ndarray,
                trades: np.ndarray, n_rec: np.ndarray) -> None:
     """The reducing part of a pending order, at the open."""
     ref = m[M_O, i, t]
@@ -402,7 +403,8 @@ def _open_leg(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
             return
     else:
         s[P_OPEN, i] = _leverage_room(ref, prm, acct, stats, s[P_OPEN, i])
-    q = _add(s, m, i, t, target, s[P_OPEN, i], REASON_ENTRY, prm, acct, traded, stats, fills, orders)
+    q = _add(s, m, i, t, target, s[P_OPEN, i], REASON_ENTRY, prm, acct, traded, stats, fills,
+             orders)
     s[P_OPEN, i] -= q
     if s[P_OPEN, i] <= 0.0:
         s[P_ON, i] = 0.0
@@ -454,7 +456,8 @@ def _rebalance(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
 
 @njit(cache=True)
 def _protect(s: np.ndarray, m: np.ndarray, i: int, t: int, prm: np.ndarray,
-             acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray, orders: np.ndarray,
+             acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray,
+             orders: np.ndarray,
              trades: np.ndarray, n_rec: np.ndarray) -> None:
     """Stops and take-profit inside bar t. A fill the volume cap cuts short leaves a
     forced close for the next opens, which signals cannot cancel."""
@@ -551,7 +554,8 @@ def _finish(s: np.ndarray, stats: np.ndarray, trades: np.ndarray, n_rec: np.ndar
 
 @njit(cache=True)
 def _leave(s: np.ndarray, m: np.ndarray, state: np.ndarray, t: int, prm: np.ndarray,
-           acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray, orders: np.ndarray,
+           acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray,
+           orders: np.ndarray,
            trades: np.ndarray, n_rec: np.ndarray) -> None:
     """Phase 0: a symbol that left the universe at t (delisted, or excluded by the
     data gate) has its order cancelled and its position closed at its last close,
@@ -584,7 +588,8 @@ def _worth(s: np.ndarray, m: np.ndarray, valid: np.ndarray, i: int, t: int) -> f
 @njit(cache=True)
 def _reallocate(s: np.ndarray, m: np.ndarray, valid: np.ndarray, alloc: np.ndarray,
                 t: int, pool: float, prm: np.ndarray, acct: np.ndarray,
-                traded: np.ndarray, stats: np.ndarray, fills: np.ndarray, orders: np.ndarray) -> float:
+                traded: np.ndarray, stats: np.ndarray, fills: np.ndarray,
+                orders: np.ndarray) -> float:
     """Split equity equally among the allocation set at t's open (the rule of
     :func:`kernel_a._reallocate`): held positions with a bar and no pending order
     are resized in proportion, within the volume cap and whole lots (best effort:
@@ -642,7 +647,8 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndarray,
          reallocate: np.ndarray, en: np.ndarray, ex: np.ndarray,
          size: np.ndarray, use_size: bool, dt_years: np.ndarray, prm: np.ndarray,
          capital: float, equity: np.ndarray, traded: np.ndarray, gross: np.ndarray,
-         stats: np.ndarray, fills: np.ndarray, orders: np.ndarray, trades: np.ndarray, n_rec: np.ndarray,
+         stats: np.ndarray, fills: np.ndarray, orders: np.ndarray, trades: np.ndarray,
+         n_rec: np.ndarray,
          positions: np.ndarray) -> None:
     """One capital level over the whole panel (phases in the module docstring)."""
     n_sym, n_bars = valid.shape
@@ -751,7 +757,8 @@ def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, alloc: np.ndar
     for k in prange(n_cap):
         if k == 0:
             _run(m, valid, state, alloc, reallocate, en, ex, size, use_size, dt_years, prm,
-                 capitals[k], equity[k], traded[k], gross[k], stats[k], fills, orders, trades, n_rec,
+                 capitals[k], equity[k], traded[k], gross[k], stats[k], fills, orders, trades,
+                 n_rec,
                  positions)
         else:
             _run(m, valid, state, alloc, reallocate, en, ex, size, use_size, dt_years, prm,

@@ -247,7 +247,8 @@ def _trade(s: np.ndarray, i: int, t: int, q: float, ref: float, reason: int,
 
 @njit(cache=True)
 def _leave(s: np.ndarray, m: np.ndarray, state: np.ndarray, t: int, prm: np.ndarray,
-           acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray, orders: np.ndarray,
+           acct: np.ndarray, traded: np.ndarray, stats: np.ndarray, fills: np.ndarray,
+           orders: np.ndarray,
            trades: np.ndarray, n_rec: np.ndarray) -> None:
     """Phase 0: names that left the universe at t close at their last close."""
     for i in range(s.shape[1]):
@@ -368,7 +369,8 @@ def _run(m: np.ndarray, valid: np.ndarray, state: np.ndarray, leaves: np.ndarray
          use_vol: bool, xa: np.ndarray, xb: np.ndarray, xop: int, has_exit: bool,
          cfg: np.ndarray, prm: np.ndarray, dt_years: np.ndarray, capital: float,
          equity: np.ndarray, traded: np.ndarray, gross: np.ndarray, net: np.ndarray,
-         stats: np.ndarray, fills: np.ndarray, orders: np.ndarray, trades: np.ndarray, n_rec: np.ndarray,
+         stats: np.ndarray, fills: np.ndarray, orders: np.ndarray, trades: np.ndarray,
+         n_rec: np.ndarray,
          positions: np.ndarray) -> None:
     """One run over the whole panel (the timeline in the module docstring).
 
@@ -533,5 +535,6 @@ def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, orders: Any,
              operands[max(ru[2], 0)], ru[2] >= 0, operands[ru[3]], operands[ru[4]],
              int(ru[5]), ru[6] > 0, cfg[r], prm, dt_years, capitals[r], equity[r],
              traded[r], gross[r], net[r], stats[r], fills if first else none_f,
-             order_rows if first else none_o, trades if first else none_t, n_rec, positions if first else none_p)
+             order_rows if first else none_o, trades if first else none_t, n_rec,
+             positions if first else none_p)
     return equity, traded, gross, net, stats, n_rec
