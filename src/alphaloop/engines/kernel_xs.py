@@ -502,13 +502,15 @@ def simulate(m: np.ndarray, valid: np.ndarray, state: np.ndarray, orders: Any,
 
     ``m`` is engine B's market array as (8, T, N) (``kernel_b.M_*`` rows), ``valid`` and
     ``state`` (T, N); ``orders`` and ``counts`` typed lists of :func:`rank_order`
-    results, ``operands`` a typed list of (T, N) float arrays; ``runs[r]`` = [ranking, score operand, vol operand (-1 none),
-    exit a, exit b, exit op, exit ever true (0/1)]; ``cfg[r]`` the portfolio settings (``C_*``); ``prm`` the
-    execution model (``kernel_b.P_*``) for every run; ``capitals[r]`` the starting
-    cash. Run 0 alone writes ``fills``, ``order_rows`` (the orders ledger,
-    ``kernel_b.ORDER_FIELDS``: one row per order counted in ``S_ORDERS``), ``trades``
-    and ``positions`` ((N, T), as engine B reports them) when they have rows. Returns equity, traded notional, gross and net exposure (R, T), stats
-    (R, ``kernel_b.N_STATS``) and the trade count ``n_rec[0]``.
+    results, ``operands`` a typed list of (T, N) float arrays; ``runs[r]`` = [ranking,
+    score operand, vol operand (-1 none), exit a, exit b, exit op, exit ever true
+    (0/1)]; ``cfg[r]`` the portfolio settings (``C_*``); ``prm`` the execution model
+    (``kernel_b.P_*``) for every run; ``capitals[r]`` the starting cash. Run 0 alone
+    writes ``fills``, ``order_rows`` (the orders ledger, ``kernel_b.ORDER_FIELDS``: one
+    row per order counted in ``S_ORDERS``), ``trades`` and ``positions`` ((N, T), as
+    engine B reports them) when they have rows. Returns equity, traded notional, gross
+    and net exposure (R, T), stats (R, ``kernel_b.N_STATS``) and the trade count
+    ``n_rec[0]``.
     """
     n_runs = runs.shape[0]
     n_bars = valid.shape[0]
