@@ -54,6 +54,7 @@ from alphaloop.errors import ErrorClass
 from alphaloop.kb.store import CLAIMED, DONE, ClaimRow, KBError, KnowledgeBase
 
 R = TypeVar("R")
+T = TypeVar("T")
 Encoded = tuple[str, bytes | None]
 
 
@@ -148,27 +149,35 @@ class ClaimBook:
     def _claim(self, key: str, ids: list[str]) -> dict[str, ClaimRow] | None:
         if self.down:
             return None
-        now = self.clock()
-        try:
+
+        def claim() -> dict[str, ClaimRow]:
+            now = self.clock()
             return self.kb.claim(key, ids, self.run_id, lease_until_ns=now + self.lease_ns,
                                  now_ns=now)
-        except KBError as exc:
-            if exc.error_class is not ErrorClass.TRANSIENT:
-                raise
-            self.down = True
-            return None
+
+        return self._try(claim)
+
+    def _try(self, write: Callable[[], T]) -> T | None:
+        """``write()``, once more after a TRANSIENT failure (a PostgreSQL deadlock
+        victim, a lock held a moment too long); None, and no more claims until the
+        runner says the database takes writes again, when that fails too."""
+        for attempt in (1, 2):
+            try:
+                return write()
+            except KBError as exc:
+                if exc.error_class is not ErrorClass.TRANSIENT:
+                    raise
+                if attempt == 1:
+                    self.sleep(self.poll_s)
+        self.down = True
+        return None
 
     def _compute(self, key: str, ids: list[str], compute: Callable[[list[str]], dict[str, R]],
                  codec: Codec[R], out: dict[str, R], *, claimed: bool) -> None:
         results = compute(ids)
         encoded = {s: codec.encode(results[s]) for s in ids}
-        if claimed and not self.down:
-            try:
-                self.kb.finish_claims(key, self.run_id, encoded)
-            except KBError as exc:  # the claims lapse; another run recomputes them
-                if exc.error_class is not ErrorClass.TRANSIENT:
-                    raise
-                self.down = True
+        if claimed and not self.down:  # if this fails the claims lapse: others redo them
+            self._try(lambda: self.kb.finish_claims(key, self.run_id, encoded))
         for s, (text, payload) in encoded.items():
             out[s] = codec.decode(text, payload)
 
