@@ -5,8 +5,8 @@
 Panels (synthetic, :func:`alphaloop.data.synthetic.generate`, seeded):
 
 - **daily**: ``generate(500, 5040)``: 500 symbols × 5,040 business days (20 years);
-- **minute**: ``generate(50, 200000)`` re-indexed to consecutive minutes (the generator
-  draws daily bars; only the timestamps change, so annualization uses minute bars).
+- **minute**: 50 symbols × 200,000 bars on a 1-minute index, chained from
+  ``generate(50, 50000)`` pieces (see :func:`make_panel`); annualization uses minute bars.
 
 Candidates: 2,000 specs drawn with a fixed seed from five families a sweep proposes
 (SMA and EMA crossovers, RSI thresholds, channel breakouts, a z-score reversion), long,
@@ -46,17 +46,32 @@ PANELS = {"daily": (500, 5040), "minute": (50, 200_000)}
 
 
 def make_panel(kind: str, n_symbols: int, n_bars: int) -> Any:
-    import dataclasses
-
+    """The daily panel is ``generate(n_symbols, n_bars)``. The generator's index is
+    business days, and 200,000 of them run past pandas' last timestamp (2262), so the
+    minute panel chains pieces of at most 50,000 bars (seeds SEED, SEED + 1, ...), each
+    rescaled so that its first open is the previous piece's last close, on a 1-minute UTC index."""
+    import numpy as np
     import pandas as pd
 
+    from alphaloop.data.bars import Bars
     from alphaloop.data.synthetic import generate
 
-    bars = generate(n_symbols, n_bars, seed=SEED, name=f"synthetic-{kind}")
-    if kind == "minute":
-        index = pd.date_range("2024-01-02 00:00", periods=n_bars, freq="1min", tz="UTC")
-        bars = dataclasses.replace(bars, index=index.as_unit("ns"))
-    return bars
+    if kind == "daily":
+        return generate(n_symbols, n_bars, seed=SEED, name="synthetic-daily")
+    fields: dict[str, list[Any]] = {f: [] for f in ("open", "high", "low", "close", "volume")}
+    level = np.ones(n_symbols)
+    done = 0
+    while done < n_bars:
+        piece = generate(n_symbols, min(50_000, n_bars - done), seed=SEED + len(fields["close"]))
+        scale = level / piece.open[0] if done else np.ones(n_symbols)  # opens at the last close
+        for f in ("open", "high", "low", "close"):
+            fields[f].append(getattr(piece, f) * scale)
+        fields["volume"].append(piece.volume)
+        level = fields["close"][-1][-1]
+        done += piece.n_bars
+    index = pd.date_range("2024-01-02 00:00", periods=n_bars, freq="1min", tz="UTC")
+    return Bars(index=index.as_unit("ns"), symbols=piece.symbols,
+                **{f: np.concatenate(v) for f, v in fields.items()}, name="synthetic-minute")
 
 
 def candidates(n: int, seed: int = SEED) -> list[Any]:
@@ -161,10 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     mem = PeakRSS()
     kinds = ["daily", "minute"] if args.panel == "both" else [args.panel]
     rows = []
+    info = machine_info(peers=())
     for kind in kinds:
         n = args.candidates if kind == "daily" else (args.minute_candidates or args.candidates)
         rows.append(run_panel(kind, n, args.chunk_size, mem))
-    info = machine_info(peers=())
+        print(json.dumps(rows[-1], default=float), flush=True)  # kept if a later panel fails
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+                           "machine": info, "memory_method": mem.method, "results": rows},
+                          fh, indent=2, default=float)
     print(f"\nmachine: {info['nproc']} CPUs ({info['cpu_model']}), "
           f"{info['ram_bytes'] / 2**30:.1f} GiB RAM; numba {info['numba']} "
           f"({info['numba_threads']} threads); memory: {mem.method}; "
@@ -179,10 +200,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['bar_evals_per_s']:>13.3g}{r['peak_rss'] / 2**20:>8,.0f} MiB"
               f"{r['delta_rss'] / 2**20:>7,.0f} MiB{r['kt_outputs_bytes'] / 2**20:>8,.0f} MiB")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
-                       "machine": info, "memory_method": mem.method, "results": rows},
-                      fh, indent=2, default=float)
         print(f"wrote {args.json}")
     return 0
 

@@ -362,7 +362,7 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                   xb: np.ndarray, xop: int, size: np.ndarray, use_size: bool,
                   direction: int, fee: float, slip: float, t0: int, t1: int,
                   st: np.ndarray, sym: int, equity: np.ndarray, traded: np.ndarray,
-                  gross: np.ndarray, off: int) -> None:
+                  gross: np.ndarray, off: int, floor: float, ceil: float) -> None:
     """:func:`_sleeve` for a candidate without stop loss, trailing stop, take profit or
     holding limit, and without a trade list: the same state, the same numbers, faster.
 
@@ -373,7 +373,9 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
     something happens (an order is placed, filled or lapses, the ruin level is
     touched, the panel's last bar) goes through the same per-bar code as
     :func:`_sleeve`, with the stops off. ``extreme`` (used by trailing stops only) is
-    not kept."""
+    not kept. ``floor`` / ``ceil`` are the symbol's lowest and highest open, low or
+    high over the panel: a ruin level below (a long's) or above (a short's) them cannot
+    be touched, and is not looked for."""
     n_bars = c.shape[1]
     cash, qty, pos = st[sym, CASH], st[sym, QTY], int(st[sym, POS])
     entry, eq_before = st[sym, ENTRY], st[sym, EQ_BEFORE]
@@ -418,8 +420,9 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                     continue
             elif direction != BOTH:
                 ruin = -cash / qty
-                stop = _held_run(code_s, o_s, h_s, lo_s, xa_s, xb_s, xop, pos,
-                                 ruin_reachable, ruin, j, quiet_end)
+                reach = ruin_reachable and (ruin >= floor if pos > 0 else ruin <= ceil)
+                stop = _held_run(code_s, o_s, h_s, lo_s, xa_s, xb_s, xop, pos, reach, ruin,
+                                 j, quiet_end)
                 for q in range(np.uint64(j), np.uint64(stop)):
                     if code_s[q] == TRADE:
                         mark = c_s[q]
@@ -784,6 +787,28 @@ def simulate_batch(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
     return equity, traded, gross, stats, trades, n_rec
 
 
+@njit(cache=True)
+def _price_range(o: np.ndarray, h: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per symbol, the lowest open or low and the highest open or high (NaN skipped;
+    +inf / -inf for a symbol without bars)."""
+    n_sym, n_bars = o.shape
+    floor = np.full(n_sym, np.inf)
+    ceil = np.full(n_sym, -np.inf)
+    for i in range(n_sym):
+        f, c = np.inf, -np.inf
+        for t in range(n_bars):  # a NaN compares false: skipped
+            if o[i, t] < f:
+                f = o[i, t]
+            if lo[i, t] < f:
+                f = lo[i, t]
+            if o[i, t] > c:
+                c = o[i, t]
+            if h[i, t] > c:
+                c = h[i, t]
+        floor[i], ceil[i] = f, c
+    return floor, ceil
+
+
 def cuts(bounds: np.ndarray, n_bars: int, block: int) -> tuple[np.ndarray, np.ndarray]:
     """The blocks of a blocked run: (starts, at_bound). ``starts`` are the sorted bars
     where a block begins (0, every ``block`` bars, and every universe boundary), with
@@ -836,6 +861,7 @@ def simulate_blocked(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray
     exposure = np.zeros(n_cand)
     stats = np.zeros((n_cand, 4))
     code = _bar_codes(valid, state)
+    floor, ceil = _price_range(o, h, lo)
     n_blocks = starts.shape[0] - 1
     width = 1
     for b in range(n_blocks):
@@ -883,7 +909,7 @@ def simulate_blocked(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray
                         _sleeve_plain(o, h, lo, c, code, operands[en[0]], operands[en[1]],
                                       en[2], operands[ex[0]], operands[ex[1]], ex[2], size,
                                       si >= 0, direction[k], fee, slip, t0, t1, st[kk], i,
-                                      eq_b[kk], tr_b[kk], gr_b[kk], t0)
+                                      eq_b[kk], tr_b[kk], gr_b[kk], t0, floor[i], ceil[i])
                     else:
                         _sleeve(o, h, lo, c, code, operands[en[0]], operands[en[1]], en[2],
                                 operands[ex[0]], operands[ex[1]], ex[2], size, si >= 0,
