@@ -280,7 +280,7 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, code: n
     st[sym, WHY], st[sym, RUIN], st[sym, PEAK] = exit_why, 1.0 if ruin_reachable else 0.0, peak
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _first_true(code: np.ndarray, a: np.ndarray, b: np.ndarray, op: int, j: int,
                 stop: int) -> Any:
     """The first index in ``j..stop-1`` with a bar where ``a <op> b`` is known true
@@ -308,7 +308,7 @@ def _first_true(code: np.ndarray, a: np.ndarray, b: np.ndarray, op: int, j: int,
     return stop
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _flat_run(code: np.ndarray, ea: np.ndarray, eb: np.ndarray, eop: int,
               xa: np.ndarray, xb: np.ndarray, xop: int, direction: int, j: Any,
               stop: int) -> tuple[Any, int]:
@@ -335,7 +335,7 @@ def _flat_run(code: np.ndarray, ea: np.ndarray, eb: np.ndarray, eop: int,
     return j, (last if last >= j0 else -1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _held_run(code: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray,
               xa: np.ndarray, xb: np.ndarray, xop: int, pos: int,
               ruin_reachable: bool, ruin: float, j: int, stop: int) -> Any:
