@@ -51,7 +51,12 @@ from alphaloop.engines.execution import ExecutionModel
 from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.errors import AlphaloopError, DataError, ErrorClass, LookaheadError
 from alphaloop.evaluation.benchmark import resolve_benchmark
-from alphaloop.evaluation.robustness import holdout_split, relative_columns
+from alphaloop.evaluation.factors import factor_columns
+from alphaloop.evaluation.robustness import (
+    benchmark_exposure,
+    holdout_split,
+    relative_columns,
+)
 from alphaloop.evaluation.scoring import load_policy
 from alphaloop.kb import records as rec
 from alphaloop.kb.store import KBError, KnowledgeBase
@@ -440,7 +445,10 @@ class Runner:
                        self.policy.policy_version, self.bench.name),
             lambda: st.shortlist(a.metrics, a.returns, cand_frame, self.policy,
                                  cfg.policies.promotion, trials, var, a.pbo, top_k,
-                                 threshold, self._relative(a.returns, trials, var)), timings)
+                                 threshold, self._relative(
+                                     a.returns, trials, var,
+                                     [fresh_specs[str(sid)] for sid in a.metrics["strategy_id"]])),
+            timings)
         self.generator.tell(short.scored)
         look = self._stage(i, "S65", (short.shortlist,),
                            lambda: self._lookahead(short.shortlist, fresh_specs), timings)
@@ -727,12 +735,21 @@ class Runner:
                                                             max_cache_bytes=EVALUATOR_BYTES)
         return ev
 
-    def _relative(self, returns: np.ndarray, trials: int, var: float) -> pd.DataFrame:
-        """Each candidate against the run's benchmark over the search window: what the
-        policy's relative gates read (IR, beta, alpha, ...; the DSR of the excess
-        returns deflated exactly as the plain DSR: by every trial of the run and the KB)."""
-        return relative_columns(returns.astype(np.float64), self.bench.returns,
-                                self.bench.name, trials, self.search.periods_per_year, var)
+    def _relative(self, returns: np.ndarray, trials: int, var: float,
+                  specs: list[StrategySpec]) -> pd.DataFrame:
+        """Each candidate against the run's benchmark (at its stated net exposure: a
+        dollar-neutral book against cash) over the search window: what the policy's
+        relative gates read (IR, beta, alpha, ...; the DSR of the excess returns deflated
+        exactly as the plain DSR: by every trial of the run and the KB). With a factor
+        gate in the policy, ranked books also carry their score's rank IC (``rank_ic_t``)
+        on the search window."""
+        cols = relative_columns(returns.astype(np.float64), self.bench.returns,
+                                self.bench.name, trials, self.search.periods_per_year, var,
+                                exposure=benchmark_exposure(specs))
+        if self.policy.gates.min_rank_ic_t is not None:
+            factors = factor_columns(specs, self.search)
+            cols = pd.concat([cols, factors.reset_index(drop=True)], axis=1)
+        return cols
 
     def _lookahead(self, ids: list[str], specs: dict[str, StrategySpec]) -> dict[str, str]:
         """Every shortlisted candidate's signals recomputed on truncated data; a
