@@ -161,12 +161,6 @@ class Generator:
         lifted = {constraint_id(r) for r in self.constraints} - {constraint_id(r) for r in rules}
         self.constraints = rules
         for family, smp in list(self.samplers.items()):
-            if smp.constraints == tuple(rules):
-                # the same rules again (most constraint updates change nothing): what
-                # set_constraints would do but the recount of the allowed grid points,
-                # which the same rules give the same (a whole grid walk per family)
-                smp._exhausted = False
-                continue
             if lifted and smp.kind == "grid":
                 fresh = make_sampler("grid", smp.family, seed=smp.seed, constraints=rules)
                 fresh.carry_over(smp)

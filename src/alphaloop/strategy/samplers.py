@@ -153,17 +153,22 @@ class Sampler(ABC):
         self._seen |= earlier._seen
         self.soft_breaks.update(earlier.soft_breaks)
         self.explore_seed = earlier.explore_seed
-        self.set_constraints(self.constraints)  # the capacity depends on both
+        self._capacity = None  # the capacity depends on both: count it again
+        self.set_constraints(self.constraints)
 
     def set_constraints(self, constraints: Sequence[ConstraintLike]) -> None:
         """Replace the rules for the draws to come (the constraint update of an
         iteration, or a branch that disables the newest rules). What was proposed stays
         proposed; a grid sampler does not go back to points it already skipped (make a
-        new sampler and :meth:`carry_over` for that)."""
-        self.constraints: tuple[ConstraintLike, ...] = tuple(constraints)
+        new sampler and :meth:`carry_over` for that). The same rules again (most
+        constraint updates change nothing) only reopen the draws: the allowed count they
+        give is the one already known, so the grid is not walked again."""
+        rules = tuple(constraints)
+        same = rules == getattr(self, "constraints", None) and self._capacity is not None
+        self.constraints: tuple[ConstraintLike, ...] = rules
         self._hard, self._soft = split_rules(self.constraints)
         self._exhausted = False
-        if self.counts_capacity:
+        if self.counts_capacity and not same:
             self._capacity = _allowed_count(self.family, self.proposable)
 
     def explores(self, params: Mapping[str, Any]) -> bool:
