@@ -15,8 +15,19 @@ for ``--duration`` seconds after a 2 s warm-up. Reported per endpoint: requests,
 throughput, p50/p99/max latency, errors (any non-200 or transport error). The client
 runs on the same machine as the server and shares its cores.
 
+Two load models:
+
+- **closed loop** (default): each client sends its next request as soon as the last
+  one is answered. This measures capacity: with N clients and a server that completes
+  X requests/s, latency is N / X whatever the server does (Little's law).
+- **open loop** (``--rate R``): each client sends R requests/s on a fixed schedule (a
+  random phase per client), whether or not earlier ones were answered — how 50
+  strategies reporting on their own clocks load a service. Latency is measured from
+  the *scheduled* send time, so a server that falls behind is charged for the wait
+  (no coordinated omission).
+
     .venv/bin/python benchmarks/bench_world.py [--clients 50] [--duration 60]
-        [--json benchmarks/results/bench_world.json]
+        [--rate R] [--json benchmarks/results/bench_world.json]
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import socket
 import subprocess
 import sys
@@ -74,22 +86,43 @@ def _token(db: Path) -> str:
 
 
 async def _client(url: str, token: str, worker: int, until: float, warm_until: float,
-                  lat: dict[str, list[float]], errors: dict[str, int]) -> None:
+                  lat: dict[str, list[float]], errors: dict[str, int],
+                  rate: float | None) -> None:
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30,
+                                 limits=limits) as http:
+        if rate is None:  # closed loop: the next request when the last is answered
+            i = 0
+            while (now := time.perf_counter()) < until:
+                await _one(http, worker, i, now, now >= warm_until, lat, errors)
+                i += 1
+            return
+        # open loop: on schedule, each request in its own task
+        start = time.perf_counter() + random.Random(worker).random() / rate
+        tasks = []
         i = 0
-        while (now := time.perf_counter()) < until:
-            kind = "evaluate" if i % 2 == 0 else "snapshot"
-            path, body = _request(kind, worker, i)
-            t0 = time.perf_counter()
-            try:
-                ok = (await http.post(path, json=body)).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            if now >= warm_until:
-                lat[kind].append(time.perf_counter() - t0)
-                errors[kind] += 0 if ok else 1
+        while (due := start + i / rate) < until:
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(
+                _one(http, worker, i, due, due >= warm_until, lat, errors)))
             i += 1
+        await asyncio.gather(*tasks)
+
+
+async def _one(http: httpx.AsyncClient, worker: int, i: int, t0: float, record: bool,
+               lat: dict[str, list[float]], errors: dict[str, int]) -> None:
+    """One request; its latency counts from ``t0`` (the send time, or the scheduled
+    one in the open loop)."""
+    kind = "evaluate" if i % 2 == 0 else "snapshot"
+    path, body = _request(kind, worker, i)
+    try:
+        ok = (await http.post(path, json=body)).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if record:
+        lat[kind].append(time.perf_counter() - t0)
+        errors[kind] += 0 if ok else 1
 
 
 def _request(kind: str, worker: int, i: int) -> tuple[str, dict[str, Any]]:
@@ -117,12 +150,13 @@ def _summary(lat: list[float], errors: int, seconds: float) -> dict[str, Any]:
             "max_ms": float(ms.max()) if len(ms) else None}
 
 
-async def _load(url: str, token: str, clients: int, duration: float) -> dict[str, Any]:
+async def _load(url: str, token: str, clients: int, duration: float,
+                rate: float | None) -> dict[str, Any]:
     lat: dict[str, list[float]] = {"evaluate": [], "snapshot": []}
     errors = {"evaluate": 0, "snapshot": 0}
     start = time.perf_counter()
     warm_until, until = start + 2.0, start + 2.0 + duration
-    await asyncio.gather(*(_client(url, token, w, until, warm_until, lat, errors)
+    await asyncio.gather(*(_client(url, token, w, until, warm_until, lat, errors, rate)
                            for w in range(clients)))
     return {k: _summary(lat[k], errors[k], duration) for k in lat}
 
@@ -131,6 +165,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=None,
+                        help="open loop: requests per second per client (default: "
+                             "closed loop, no pause)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,13 +180,15 @@ def main() -> None:
             httpx.post(f"{url}/worlds", json={"world_id": "bench"},
                        headers={"Authorization": f"Bearer {token}"}).raise_for_status()
             server_cpu0, client_cpu0 = _cpu_s(server.pid), time.process_time()
-            result = asyncio.run(_load(url, token, args.clients, args.duration))
+            result = asyncio.run(_load(url, token, args.clients, args.duration, args.rate))
             result["server_cpu_s"] = _cpu_s(server.pid) - server_cpu0
             result["client_cpu_s"] = time.process_time() - client_cpu0
         finally:
             server.terminate()
             server.wait()
-    report = {"clients": args.clients, "duration_s": args.duration, "cpus": os.cpu_count(),
+    report = {"clients": args.clients, "duration_s": args.duration,
+              "load_model": "closed" if args.rate is None else f"open {args.rate:g}/s/client",
+              "cpus": os.cpu_count(),
               "python": platform.python_version(), "machine": platform.machine(),
               "load_avg": os.getloadavg(), **result}
     for kind in ("evaluate", "snapshot"):
