@@ -192,11 +192,19 @@ def test_engine_b_frictions_cost_a_ranked_book_something() -> None:
     ({"method": "cross_sectional", "score": "close", "long": 3, "net": 0}, "net must"),
     ({"method": "cross_sectional", "score": "close"}, "long, short or both"),
     ({"long": 0.1}, "only method cross_sectional"),
+    ({"method": "cross_sectional", "score": "close", "long": 2, "buffer": -0.5},
+     r"\[0, 1\]"),
 ])
 def test_bad_portfolios_name_the_field(portfolio: dict[str, object], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         StrategySpec.from_dict({"entry": "close > 1", "exit": "close < 1",
                                 "portfolio": portfolio})
+
+
+def test_an_empty_buffer_is_allowed_as_a_count_or_a_fraction() -> None:
+    pf = {"method": "cross_sectional", "score": "close", "long": 2}
+    zero = [StrategySpec.from_dict({"portfolio": {**pf, "buffer": b}}) for b in (0, 0.0)]
+    assert all(z.portfolio.buffer == 0 for z in zero)
 
 
 def test_a_ranked_book_refuses_sleeve_settings() -> None:

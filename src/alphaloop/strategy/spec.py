@@ -175,11 +175,13 @@ class Portfolio(BaseModel):
             return v
         if isinstance(v, bool):
             raise ValueError("expected a count (an integer >= 1) or a fraction in (0, 1]")
+        buffer = info.field_name == "buffer"  # may be empty: 0 names, or 0.0 of them
         if isinstance(v, int):
-            if v < (0 if info.field_name == "buffer" else 1):
-                raise ValueError(f"a count of names must be >= 1, got {v}")
-        elif not (0 <= v <= 1 if info.field_name == "buffer" else 0 < v <= 1):
-            raise ValueError(f"a fraction of the ranked names must be in (0, 1], got {v:g}")
+            if v < (0 if buffer else 1):
+                raise ValueError(f"a count of names must be >= {0 if buffer else 1}, got {v}")
+        elif not (0 <= v <= 1 if buffer else 0 < v <= 1):
+            raise ValueError(f"a fraction of the ranked names must be in "
+                             f"{'[0, 1]' if buffer else '(0, 1]'}, got {v:g}")
         return v
 
     @model_validator(mode="after")
