@@ -349,6 +349,11 @@ class Campaigns:
             state = service.load(conn, world_id)
             found = self._recommended(conn, state, key)
             if found is None or found.action is None:
+                # a concurrent execution of the key may have committed between the two
+                # reads (each statement sees the latest commit): it moved the strategy on
+                done = self._executed(conn, world_id, key)
+                if done is not None:
+                    return self._out(done, executed=False)
                 raise _not_recommended(key)
             action = found.action
             body = action.suggested_body
