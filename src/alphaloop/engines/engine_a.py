@@ -205,7 +205,21 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
         start = sl.stop
         if progress is not None:
             progress(start)
+    frame = metrics_frame(specs, returns, stats, turnover_sum, exposure, bars)
+    return BatchResult(specs=specs, index=bars.index, returns=returns, equity=equity,
+                       metrics=frame, costs=costs, data_ref=bars.data_ref,
+                       periods_per_year=bars.periods_per_year,
+                       extra={"trades": trades} if record_trades else {})
+
+
+def metrics_frame(specs: list[StrategySpec], returns: np.ndarray, stats: np.ndarray,
+                  turnover_sum: np.ndarray, exposure: np.ndarray, bars: Bars
+                  ) -> pd.DataFrame:
+    """The core metrics, one row per spec (index ``strategy_id``): ``stats`` (K, >= 4)
+    starts with [n_trades, n_wins, gross_profit, gross_loss], ``turnover_sum`` is
+    traded notional over equity summed over the bars (annualized here)."""
     ppy = bars.periods_per_year
+    n_bars = returns.shape[1]
     turnover = turnover_sum / (n_bars / ppy)
     hist = effective_years(specs, bars)
     rows = max(1, METRIC_CELLS // max(n_bars, 1))  # bounded temporaries, same numbers
@@ -214,15 +228,12 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
                           gross_loss=stats[a:a + rows, 3], turnover=turnover[a:a + rows],
                           exposure=exposure[a:a + rows],
                           effective_history_years=hist[a:a + rows])
-             for a in range(0, k_total, rows)]
+             for a in range(0, len(specs), rows)]
     frame = pd.DataFrame({k: np.concatenate([np.asarray(m[k]) for m in parts])
                           for k in CORE_METRICS},
                          index=pd.Index([s.strategy_id for s in specs], name="strategy_id"))
     frame["n_trades"] = frame["n_trades"].astype(np.int64)
-    return BatchResult(specs=specs, index=bars.index, returns=returns, equity=equity,
-                       metrics=frame, costs=costs, data_ref=bars.data_ref,
-                       periods_per_year=ppy,
-                       extra={"trades": trades} if record_trades else {})
+    return frame
 
 
 def _operands(specs: list[StrategySpec], start: int, chunk_size: int, ev: SignalEvaluator

@@ -81,6 +81,20 @@ def _is_true(a: float, b: float, op: int) -> bool:
     return a != b and not np.isnan(a) and not np.isnan(b)
 
 
+@njit(cache=True, inline="always")
+def _signals(direction: int, pos: int, ea: float, eb: float, eop: int, xa: float,
+             xb: float, xop: int) -> tuple[bool, bool]:
+    """(entry, exit) at a close, compared lazily: a flat one-sided sleeve reads its exit
+    only when the entry fires, an open one reads only its exit (scalars, not arrays,
+    cross the call)."""
+    if direction == BOTH:
+        return _is_true(ea, eb, eop), _is_true(xa, xb, xop)
+    if pos == 0:
+        en = _is_true(ea, eb, eop)
+        return en, en and _is_true(xa, xb, xop)
+    return False, _is_true(xa, xb, xop)
+
+
 @njit(cache=True)
 def _decide(pos: int, en: bool, ex: bool, direction: int, held: int, max_bars: int) -> int:
     """Desired position sign after the close, given the signals."""
@@ -254,17 +268,7 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, code: n
             held += 1
         else:
             equity_s[j] += cash
-        # compare lazily: a flat one-sided sleeve reads its exit only when the entry
-        # fires, an open one reads only its exit (scalars, not arrays, cross calls)
-        if direction == BOTH:
-            en = _is_true(ea_s[j], eb_s[j], eop)
-            ex = _is_true(xa_s[j], xb_s[j], xop)
-        elif pos == 0:
-            en = _is_true(ea_s[j], eb_s[j], eop)
-            ex = en and _is_true(xa_s[j], xb_s[j], xop)
-        else:
-            en = False
-            ex = _is_true(xa_s[j], xb_s[j], xop)
+        en, ex = _signals(direction, pos, ea_s[j], eb_s[j], eop, xa_s[j], xb_s[j], xop)
         want = _decide(pos, en, ex, direction, held, max_bars)
         if want != pos and t + 1 < n_bars:
             exit_why = EXIT_MAX_BARS if (want == 0 and not ex) else EXIT_SIGNAL
@@ -532,15 +536,7 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
             held += 1
         else:
             equity_s[j] += cash
-        if direction == BOTH:
-            en = _is_true(ea_s[j], eb_s[j], eop)
-            ex = _is_true(xa_s[j], xb_s[j], xop)
-        elif pos == 0:
-            en = _is_true(ea_s[j], eb_s[j], eop)
-            ex = en and _is_true(xa_s[j], xb_s[j], xop)
-        else:
-            en = False
-            ex = _is_true(xa_s[j], xb_s[j], xop)
+        en, ex = _signals(direction, pos, ea_s[j], eb_s[j], eop, xa_s[j], xb_s[j], xop)
         want = _decide(pos, en, ex, direction, held, 0)
         if want != pos and t + 1 < n_bars:
             exit_why = EXIT_SIGNAL

@@ -33,7 +33,6 @@ from alphaloop.engines import kernel_xs as kx
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.execution import ExecutionModel
 from alphaloop.engines.kernel_a import portfolio_series
-from alphaloop.engines.metrics import CORE_METRICS, core_metrics
 from alphaloop.engines.signals import SignalEvaluator
 from alphaloop.engines.sizing import bar_returns
 from alphaloop.engines.universe import Universe, UniverseRule, build_universe
@@ -205,7 +204,7 @@ def run_mixed_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel,
     """Engine A's batch when it holds cross-sectional specs: those run through
     :mod:`kernel_xs`, the others through :func:`engine_a.run_batch`; one result in the
     order of ``specs``, with the same metrics code for both."""
-    from alphaloop.engines.engine_a import BatchResult, member_rows, run_batch
+    from alphaloop.engines.engine_a import BatchResult, member_rows, metrics_frame, run_batch
 
     specs = list(specs)
     ev = evaluator or SignalEvaluator(bars)
@@ -244,19 +243,3 @@ def run_mixed_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel,
                        metrics=frame, costs=costs, data_ref=bars.data_ref,
                        periods_per_year=bars.periods_per_year, extra=extra)
 
-
-def metrics_frame(specs: list[StrategySpec], returns: np.ndarray, stats: np.ndarray,
-                  turnover_sum: np.ndarray, exposure: np.ndarray, bars: Bars
-                  ) -> pd.DataFrame:
-    """The core metrics of cross-sectional runs, one row per spec (engine A's frame)."""
-    from alphaloop.engines.engine_a import effective_years
-
-    ppy = bars.periods_per_year
-    m = core_metrics(returns, ppy, n_trades=stats[:, kb.S_TRADES], n_wins=stats[:, kb.S_WINS],
-                     gross_profit=stats[:, kb.S_GPROFIT], gross_loss=stats[:, kb.S_GLOSS],
-                     turnover=turnover_sum / (bars.n_bars / ppy), exposure=exposure,
-                     effective_history_years=effective_years(specs, bars))
-    frame = pd.DataFrame({k: np.asarray(m[k]) for k in CORE_METRICS},
-                         index=pd.Index([s.strategy_id for s in specs], name="strategy_id"))
-    frame["n_trades"] = frame["n_trades"].astype(np.int64)
-    return frame
