@@ -12,6 +12,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.lib.stride_tricks import sliding_window_view
 
 from alphaloop.engines import indicators as ind
 
@@ -86,6 +89,62 @@ def test_std_of_a_constant_window_is_exactly_zero() -> None:
     want = pd.Series(x[0]).rolling(20).std().to_numpy()
     assert (want[-6:] == 0.0).all()
     np.testing.assert_array_equal(ind.rolling_std(x, 20)[0, -6:], 0.0)
+
+
+def _std_reference(x: np.ndarray, n: int) -> np.ndarray:
+    """Two-pass sample std of every window, written with numpy: NaN where the window
+    holds a NaN or an infinity, exactly 0 where all its values are equal."""
+    out = np.full(x.shape, np.nan)
+    for i, row in enumerate(x):
+        for t, w in enumerate(sliding_window_view(row, n), start=n - 1):
+            if np.isnan(w).any():
+                continue
+            if (w == w[0]).all():
+                out[i, t] = 0.0
+            elif np.isfinite(w).all():
+                out[i, t] = math.sqrt(((w - w.mean()) ** 2).sum() / (n - 1))
+    return out
+
+
+def test_std_high_level_small_moves_keeps_precision() -> None:
+    # minute prices: level 1e5, moves of 1e-2, 20,000 bars. A sum of squares of the
+    # raw values would cancel to nothing (1e10 vs a variance of ~1e-3); the kernel
+    # slides sums of deviations from a recent value and re-sums every n bars
+    rng = np.random.default_rng(7)
+    x = np.ascontiguousarray((1e5 + np.cumsum(rng.normal(0, 0.01, 20_000)))[None, :])
+    for n in (5, 50, 390):
+        np.testing.assert_allclose(ind.rolling_std(x, n), _std_reference(x, n),
+                                   rtol=1e-8, atol=0, equal_nan=True)
+
+
+_cell = st.one_of(st.floats(-1e3, 1e3, allow_nan=False), st.sampled_from(
+    [np.nan, np.inf, -np.inf, 1.0, 1.0, 1.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_cell, min_size=1, max_size=60), st.integers(2, 8))
+def test_std_matches_two_pass_reference_with_gaps_infinities_and_flats(
+        values: list[float], n: int) -> None:
+    x = np.array([values])
+    if x.shape[1] < n:
+        return
+    np.testing.assert_allclose(ind.rolling_std(x, n), _std_reference(x, n),
+                               rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_cell, min_size=1, max_size=60), st.integers(1, 8))
+def test_highest_lowest_match_numpy_windows_with_gaps_and_infinities(
+        values: list[float], n: int) -> None:
+    # numpy's max/min over each window of the previous n bars (a NaN in it gives
+    # NaN); pandas is no reference here, its rolling windows read infinities as NaN
+    x = np.array([values])
+    want_hi, want_lo = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
+    if x.shape[1] > n:
+        windows = sliding_window_view(x[0, :-1], n)
+        want_hi[0, n:], want_lo[0, n:] = windows.max(axis=1), windows.min(axis=1)
+    np.testing.assert_array_equal(ind.highest_prev(x, n), want_hi)
+    np.testing.assert_array_equal(ind.lowest_prev(x, n), want_lo)
 
 
 @pytest.mark.parametrize("n", [1, 3, 10])

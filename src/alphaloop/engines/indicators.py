@@ -78,33 +78,87 @@ def sma(x: np.ndarray, n: int) -> np.ndarray:
 
 @njit(cache=True, parallel=True)
 def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
-    """Sample standard deviation (ddof = 1) of the last ``n`` values, two-pass per window.
+    """Sample standard deviation (ddof = 1) of the last ``n`` values, in O(T) per symbol.
 
-    A window of equal values gives exactly 0 (the two-pass mean can be an ulp off,
-    which would otherwise leave a std of ~1e-17 and an absurd z-score).
+    Sums of ``x - ref`` and its square slide with the window; ``ref`` is a recent value
+    and the sums are recomputed exactly every ``n`` bars, so that a price level far from
+    zero (1e5 with moves of 1e-2) does not cancel away the variance, and rounding drift
+    cannot build up. A window of equal values gives exactly 0 (as pandas does; a
+    z-score over a flat stretch is then NaN, not an absurd number), a window holding an
+    infinity gives NaN, and a variance lost to rounding falls back to the two-pass sum.
     """
     out = np.full(x.shape, NAN)
     for i in prange(x.shape[0]):
         run = 0  # consecutive non-NaN values ending at t
+        same = 0  # consecutive equal values ending at t
+        infs = 0  # infinities among the last min(run, n) values
+        fresh = True  # the sums must be rebuilt before they are used
+        since = 0
+        ref = s1 = s2 = 0.0
         for t in range(x.shape[1]):
-            run = 0 if np.isnan(x[i, t]) else run + 1
-            if run >= n:
-                m = 0.0
-                lo = np.inf
-                hi = -np.inf
+            v = x[i, t]
+            if np.isnan(v):
+                run = same = infs = 0
+                fresh = True
+                continue
+            same = same + 1 if run > 0 and v == x[i, t - 1] else 1
+            run += 1
+            if np.isinf(v):
+                infs += 1
+            if run > n and np.isinf(x[i, t - n]):
+                infs -= 1
+            if run < n:
+                continue
+            if same >= n:
+                out[i, t] = 0.0
+                fresh = True
+                continue
+            if infs > 0:
+                fresh = True
+                continue
+            if fresh or since >= n:
+                ref = v
+                s1 = 0.0
+                s2 = 0.0
                 for k in range(t - n + 1, t + 1):
-                    m += x[i, k]
-                    lo = min(lo, x[i, k])
-                    hi = max(hi, x[i, k])
-                if lo == hi:
-                    out[i, t] = 0.0
-                    continue
-                m /= n
-                ss = 0.0
-                for k in range(t - n + 1, t + 1):
-                    d = x[i, k] - m
-                    ss += d * d
-                out[i, t] = np.sqrt(ss / (n - 1))
+                    d = x[i, k] - ref
+                    s1 += d
+                    s2 += d * d
+                fresh = False
+                since = 0
+            else:
+                d_new = v - ref
+                d_old = x[i, t - n] - ref
+                s1 += d_new - d_old
+                s2 += d_new * d_new - d_old * d_old
+                since += 1
+            var = (s2 - s1 * s1 / n) / (n - 1)
+            out[i, t] = np.sqrt(var) if var > 0.0 else _two_pass_std(x, i, t, n)
+    return out
+
+
+@njit(cache=True)
+def _two_pass_std(x: np.ndarray, i: int, t: int, n: int) -> float:
+    m = 0.0
+    for k in range(t - n + 1, t + 1):
+        m += x[i, k]
+    m /= n
+    ss = 0.0
+    for k in range(t - n + 1, t + 1):
+        d = x[i, k] - m
+        ss += d * d
+    return float(np.sqrt(ss / (n - 1)))
+
+
+@njit(cache=True, parallel=True)
+def standardize(x: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """``(x - mean) / sd`` where ``sd > 0``, NaN elsewhere: a z-score in one pass
+    (the same arithmetic as numpy's, without its three temporaries)."""
+    out = np.empty(x.shape)
+    for i in prange(x.shape[0]):
+        for t in range(x.shape[1]):
+            s = sd[i, t]
+            out[i, t] = (x[i, t] - mean[i, t]) / s if s > 0.0 else NAN
     return out
 
 
@@ -200,26 +254,46 @@ def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndar
     return out
 
 
-@njit(cache=True, parallel=True)
 def highest_prev(x: np.ndarray, n: int) -> np.ndarray:
     """Max of x over the previous n bars (t-n .. t-1); NaN if any is NaN."""
-    out = np.full(x.shape, NAN)
-    for i in prange(x.shape[0]):
-        for t in range(n, x.shape[1]):
-            m = -np.inf
-            for k in range(t - n, t):
-                v = x[i, k]
-                if np.isnan(v):
-                    m = NAN
-                    break
-                m = max(m, v)
-            out[i, t] = m
-    return out
+    return _extreme_prev(x, n, True)
 
 
 def lowest_prev(x: np.ndarray, n: int) -> np.ndarray:
-    """Min of x over the previous n bars (t-n .. t-1): the mirror of :func:`highest_prev`."""
-    return -highest_prev(-x, n)
+    """Min of x over the previous n bars (t-n .. t-1); NaN if any is NaN."""
+    return _extreme_prev(x, n, False)
+
+
+@njit(cache=True, parallel=True)
+def _extreme_prev(x: np.ndarray, n: int, take_max: bool) -> np.ndarray:
+    """The max (or min) over bars t-n .. t-1 in O(T) per symbol: a monotone queue of
+    the window's candidate indices (van Herk's deque), the best at its head."""
+    n_bars = x.shape[1]
+    out = np.full(x.shape, NAN)
+    for i in prange(x.shape[0]):
+        queue = np.empty(n_bars, dtype=np.int64)
+        head = 0
+        tail = 0
+        last_nan = -1
+        for j in range(n_bars - 1):  # bar j enters the window of bar t = j + 1
+            v = x[i, j]
+            if np.isnan(v):
+                last_nan = j
+                head = tail = 0
+            else:
+                while tail > head and (x[i, queue[tail - 1]] <= v if take_max
+                                       else x[i, queue[tail - 1]] >= v):
+                    tail -= 1
+                queue[tail] = j
+                tail += 1
+            t = j + 1
+            if t < n:
+                continue
+            while head < tail and queue[head] < t - n:
+                head += 1
+            if last_nan < t - n:
+                out[i, t] = x[i, queue[head]]
+    return out
 
 
 @njit(cache=True)

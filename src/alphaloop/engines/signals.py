@@ -102,11 +102,9 @@ class SignalEvaluator:
             return ind.atr(f["high"], f["low"], f["close"], _window(args[0]))
         if op == "zscore":
             x, n = args[0], args[1]
-            mean = self._eval(Call("sma", (x, n)))
-            sd = self._eval(Call("std", (x, n)))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                z = (self._eval(x) - mean) / sd
-            return np.where(sd > 0, z, np.nan)
+            mean = self._array(Call("sma", (x, n)))
+            sd = self._array(Call("std", (x, n)))
+            return ind.standardize(self._array(x), mean, sd)
         if op == "roc":
             past = self._eval(Call("lag", (args[0], args[1])))
             with np.errstate(divide="ignore", invalid="ignore"):
