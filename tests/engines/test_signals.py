@@ -245,3 +245,31 @@ def test_canonical_rewrites_keep_three_valued_meaning(a: str, b: str) -> None:
     raw_a, raw_b = parse(a, expect="bool"), parse(b, expect="bool")
     np.testing.assert_array_equal(ev._eval(raw_a), ev._eval(raw_b))
     assert canonical_text(a, expect="bool") == canonical_text(b, expect="bool")
+
+
+def test_cache_evicts_least_recently_used_first() -> None:
+    # room for three arrays: sma 3, sma 5, sma 7 fill it; sma 3 is used again, so
+    # sma 9 pushes out sma 5 (the least recently used), not everything
+    bars = make_bars()
+    ev = SignalEvaluator(bars, max_cache_bytes=3 * 8 * bars.n_bars * bars.n_symbols)
+    for n in (3, 5, 7, 3, 9):
+        ev.values(parse(f"sma(close, {n})"))
+    assert list(ev.cache) == ["sma(close,7)", "sma(close,3)", "sma(close,9)"]
+    assert ev._cache_bytes == 3 * 8 * bars.n_bars * bars.n_symbols
+
+
+def test_cached_arrays_count_against_the_budget() -> None:
+    bars = make_bars()
+    one = 8 * bars.n_bars * bars.n_symbols
+    ev = SignalEvaluator(bars, max_cache_bytes=2 * one)
+    calls: list[int] = []
+
+    def make() -> np.ndarray:
+        calls.append(1)
+        return np.zeros(ev.shape)
+
+    a = ev.cached("x", make)
+    assert ev.cached("x", make) is a and len(calls) == 1  # a hit computes nothing
+    ev.values(parse("sma(close, 3)"))
+    ev.values(parse("sma(close, 5)"))  # the budget holds two: "x" goes
+    assert "x" not in ev.cache and ev._cache_bytes == 2 * one

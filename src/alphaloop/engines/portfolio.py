@@ -132,12 +132,8 @@ def xs_inputs(specs: Sequence[StrategySpec], ev: SignalEvaluator,
 
 def _volatility(ev: SignalEvaluator, window: int) -> np.ndarray:
     """Per-bar std of close-to-close returns over ``window`` bars ending at t."""
-    key = f"xs_vol({window})"
-    hit = ev.cache.get(key)
-    if hit is None:
-        hit = ind.rolling_std(bar_returns(ev.fields["close"]), window)
-        ev.cache[key] = hit
-    return hit
+    return ev.cached(f"xs_vol({window})",
+                     lambda: ind.rolling_std(bar_returns(ev.fields["close"]), window))
 
 
 @dataclass

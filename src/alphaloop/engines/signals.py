@@ -76,20 +76,39 @@ class SignalEvaluator:
         if isinstance(node, Field):
             return self.fields[node.name]
         key = str(node)
-        hit = self.cache.get(key)
+        hit = self._lookup(key)
         if hit is not None:
             return hit
         out = self._compute(node)
+        # boolean nodes are cheap to recompute and numerous in a sweep: only numeric
+        # intermediate results (the indicators) are worth keeping.
         if isinstance(out, np.ndarray) and out.dtype == np.float64:
             self._remember(key, out)
         return out
 
+    def cached(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The array cached under ``key``, computed by ``compute()`` on a miss and kept
+        within the cache's byte budget (for arrays that are not expression nodes)."""
+        hit = self._lookup(key)
+        if hit is None:
+            hit = compute()
+            self._remember(key, hit)
+        return hit
+
+    def _lookup(self, key: str) -> np.ndarray | None:
+        hit = self.cache.pop(key, None)
+        if hit is not None:
+            self.cache[key] = hit  # the most recently used go last
+        return hit
+
     def _remember(self, key: str, arr: np.ndarray) -> None:
-        # boolean nodes are cheap to recompute and numerous in a sweep: only numeric
-        # intermediate results (the indicators) are worth keeping.
-        if self._cache_bytes + arr.nbytes > self.max_cache_bytes:
-            self.cache.clear()
-            self._cache_bytes = 0
+        # least recently used out first: a batch keeps what it reuses (a comparison's
+        # constant, a shared indicator) when one-off indicators overflow the budget
+        old = self.cache.pop(key, None)
+        if old is not None:
+            self._cache_bytes -= old.nbytes
+        while self.cache and self._cache_bytes + arr.nbytes > self.max_cache_bytes:
+            self._cache_bytes -= self.cache.pop(next(iter(self.cache))).nbytes
         self.cache[key] = arr
         self._cache_bytes += arr.nbytes
 
@@ -177,12 +196,7 @@ class SignalEvaluator:
 
     def constant(self, value: float) -> np.ndarray:
         """A cached (N × T) array filled with ``value`` (kernels take arrays only)."""
-        key = f"const({value!r})"
-        hit = self.cache.get(key)
-        if hit is None:
-            hit = np.full(self.shape, value)
-            self._remember(key, hit)
-        return hit
+        return self.cached(f"const({value!r})", lambda: np.full(self.shape, value))
 
     def comparison(self, node: Node) -> tuple[np.ndarray, np.ndarray, int]:
         """A canonical boolean tree as one comparison ``(a, b, op)`` for the kernel.
@@ -196,15 +210,14 @@ class SignalEvaluator:
             return self._array(node.args[0]), self._array(node.args[1]), _COMPARE[node.op]
         # the float codes are cached like an indicator: specs of a batch that share a
         # boolean tree share one array, not one copy each
-        key = f"codes({node})"
-        hit = self.cache.get(key)
-        if hit is None:
-            codes = self._eval(node)
-            if isinstance(codes, float):
-                raise TypeError("a boolean expression evaluated to a constant")
-            hit = codes.astype(np.float64)
-            self._remember(key, hit)
-        return hit, self.constant(1.5), _COMPARE["gt"]
+        return (self.cached(f"codes({node})", lambda: self._float_codes(node)),
+                self.constant(1.5), _COMPARE["gt"])
+
+    def _float_codes(self, node: Node) -> np.ndarray:
+        codes = self._eval(node)
+        if isinstance(codes, float):
+            raise TypeError("a boolean expression evaluated to a constant")
+        return codes.astype(np.float64)
 
 
 def _window(node: Node) -> int:
