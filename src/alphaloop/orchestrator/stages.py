@@ -453,14 +453,16 @@ class Verified:
 def verify_b(specs: dict[str, StrategySpec], ids: list[str], bars: Bars,
              model: ExecutionModel, *, evaluator: SignalEvaluator | None = None) -> Verified:
     """Engine B on the search window; a rerun checks determinism (two evaluations).
-    ``evaluator`` (on ``bars``) shares indicators between candidates and the rerun."""
+    ``evaluator`` (on ``bars``) shares indicators between candidates; the rerun computes
+    its own, so that an indicator that is not deterministic (a registered operator's)
+    is caught as well."""
     rows = []
     for sid in ids:
         spec = specs[sid]
         res = verify(spec, bars, model, capacity=False, evaluator=evaluator)
 
         def rerun(s: StrategySpec = spec) -> Any:
-            return verify(s, bars, model, capacity=False, evaluator=evaluator)
+            return verify(s, bars, model, capacity=False)
 
         fails = classify_failures(res, rerun=rerun)
         sharpe = float(res.metrics["sharpe"])
