@@ -17,6 +17,9 @@ from sqlalchemy.orm import Session
 
 from alphaloop.world.models import AuditEntry, ControlEvent, table
 
+_RECORD = insert(table(AuditEntry))  # built once: every write appends through these
+_EMIT = insert(table(ControlEvent))
+
 
 def content_hash(value: Any) -> str:
     """sha256 of the canonical JSON form (sorted keys, no spaces)."""
@@ -27,14 +30,13 @@ def content_hash(value: Any) -> str:
 def record(conn: Session, *, actor: str, action: str, target: str,
            world_id: str | None = None, before: str | None = None,
            after: str | None = None) -> None:
-    conn.execute(insert(table(AuditEntry)), dict(
+    conn.execute(_RECORD, dict(
         world_id=world_id, actor=actor, action=action, target=target,
         before_hash=before, after_hash=after, ts=time.time()))
 
 
 def emit(conn: Session, world_id: str, type_: str, payload: dict[str, Any]) -> None:
-    conn.execute(insert(table(ControlEvent)), dict(world_id=world_id, type=type_,
-                                                   payload=payload, ts=time.time()))
+    conn.execute(_EMIT, dict(world_id=world_id, type=type_, payload=payload, ts=time.time()))
 
 
 def entries(conn: Session, world_id: str | None, after: int, limit: int) -> list[Any]:

@@ -45,7 +45,6 @@ from alphaloop.world.errors import WorldError
 from alphaloop.world.hub import hub_view, latest_row, stale_reasons
 from alphaloop.world.models import (
     CampaignAction,
-    EvaluationRevision,
     EvaluationRun,
     LiveApproval,
     LiveCandidate,
@@ -63,7 +62,7 @@ from alphaloop.world.schemas import (
     WindowMeasure,
     WindowProgress,
 )
-from alphaloop.world.service import WorldService, WorldState, ts
+from alphaloop.world.service import Revision, WorldService, WorldState, ts
 
 DAYS_PER_YEAR = 365.25
 BACKTEST_PPY = 252.0
@@ -200,7 +199,7 @@ class Campaigns:
         return out
 
     def _judged(self, conn: Session, state: WorldState, run: EvaluationRun, stage: str,
-                now: float) -> tuple[EvaluationRevision, list[str]]:
+                now: float) -> tuple[Revision, list[str]]:
         """The run's newest revision, and why its rung is not cleared (stale, failed)."""
         blocked = rung(run, stage, state.policy.freshness.evaluation_max_age, now)
         latest = WorldService._revision(conn, run.world_id, run.run_id, run.revision)

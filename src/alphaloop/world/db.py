@@ -50,6 +50,8 @@ class Database:
         self.url = url
         # a pool as large as the thread pool that serves requests: no request waits for one
         self.engine = create_engine(url, pool_size=40, max_overflow=20)
+        # built once: an engine with options is a new object each time it is asked for
+        self._write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
         # SQLite has one writer: queue this process's writers on a lock, first come first
         # served, instead of letting them poll the file lock (its backoff sleeps make
         # tail latencies of seconds under load). Other processes still meet the file lock.
@@ -66,7 +68,7 @@ class Database:
     def write(self) -> Iterator[Session]:
         """One write transaction: all of it is committed, or none of it."""
         try:
-            with (self._writer, self.engine.execution_options(**{WRITE_OPTION: True}).begin() as conn,
+            with (self._writer, self._write_engine.begin() as conn,
                   Session(bind=conn) as session):
                 if self._server_lock:
                     # PostgreSQL's counterpart of SQLite's one writer: writes read what they

@@ -11,12 +11,13 @@ paths are refused, so a request cannot make the service read other files).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from alphaloop.world import audit
@@ -27,6 +28,24 @@ from alphaloop.world.service import WorldService, WorldState, ts
 from alphaloop.world.sourcing import HubView, resolve_ref
 
 _FUTURE_SKEW_S = 300.0  # clocks differ; an as_of further ahead than this is an error
+_SNAP = table(RiskSnapshot)
+# built once (a statement costs more to build than to run)
+_BY_HASH = select(_SNAP).where(_SNAP.c.content_hash == bindparam("content_hash"))
+_INSERT = insert(_SNAP).returning(_SNAP.c.snapshot_id)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A ``risk_snapshots`` row (what :func:`snapshot_out` reads)."""
+
+    snapshot_id: int
+    content_hash: str
+    world_id: str
+    strategy_id: str
+    as_of: float
+    ttl_s: float
+    ingested_at: float
+    body: dict[str, Any]
 
 
 def read_returns(path: Path) -> np.ndarray:
@@ -48,7 +67,7 @@ def read_returns(path: Path) -> np.ndarray:
     return values
 
 
-def stale_reasons(row: RiskSnapshot, state: WorldState, now: float) -> list[str]:
+def stale_reasons(row: RiskSnapshot | Snapshot, state: WorldState, now: float) -> list[str]:
     reasons = []
     if now > row.ingested_at + row.ttl_s:
         reasons.append("TTL_EXPIRED")
@@ -82,7 +101,7 @@ def hub_view(conn: Session, refs_root: Path, state: WorldState,
                    float(body.get("periods_per_year", 252.0)))
 
 
-def snapshot_out(row: RiskSnapshot, state: WorldState, created: bool) -> SnapshotOut:
+def snapshot_out(row: RiskSnapshot | Snapshot, state: WorldState, created: bool) -> SnapshotOut:
     reasons = stale_reasons(row, state, time.time())
     return SnapshotOut(snapshot_id=row.snapshot_id, content_hash=row.content_hash,
                        world_id=row.world_id, strategy_id=row.strategy_id, as_of=ts(row.as_of),
@@ -111,22 +130,20 @@ def post_snapshot(service: WorldService, snap: SnapshotIn, actor: str) -> Snapsh
     digest = audit.content_hash(body)
     with service.db.write() as conn:
         state = service.load(conn, snap.world_id)
-        found = conn.execute(select(RiskSnapshot).where(
-            RiskSnapshot.content_hash == digest)).scalar_one_or_none()
+        found = conn.execute(_BY_HASH, {"content_hash": digest}).first()
         if found is not None:
-            return snapshot_out(found, state, created=False)
+            return snapshot_out(Snapshot(**found._mapping), state, created=False)
         ttl = snap.ttl_s if snap.ttl_s is not None else state.policy.freshness.snapshot_ttl
         values = dict(content_hash=digest, world_id=snap.world_id, strategy_id=snap.strategy_id,
                       as_of=snap.as_of.timestamp(), ttl_s=ttl, ingested_at=time.time(),
                       body=body)
-        stmt = insert(table(RiskSnapshot)).returning(table(RiskSnapshot).c.snapshot_id)
-        snapshot_id = conn.execute(stmt, values).scalar_one()
+        snapshot_id = conn.execute(_INSERT, values).scalar_one()
         audit.record(conn, actor=actor, action="snapshot.post", world_id=snap.world_id,
                      target=f"{snap.strategy_id or '*'}#{snapshot_id}", after=digest)
         audit.emit(conn, snap.world_id, "risk_snapshot_updated",
                    {"snapshot_id": snapshot_id, "strategy_id": snap.strategy_id,
                     "content_hash": digest, "as_of": body["as_of"]})
-        return snapshot_out(RiskSnapshot(snapshot_id=snapshot_id, **values), state, True)
+        return snapshot_out(Snapshot(snapshot_id=snapshot_id, **values), state, True)  # type: ignore[arg-type]
 
 
 def latest_snapshot(service: WorldService, world_id: str, strategy_id: str) -> SnapshotOut:

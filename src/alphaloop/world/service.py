@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from alphaloop.errors import AlphaloopError
@@ -49,6 +50,27 @@ from alphaloop.world.sourcing import (
 
 _POLICIES: dict[str, Policy] = {}
 
+# The hot path's statements, built once: building a statement (and its cache key) costs
+# several times what executing it does. Values are bound at execution.
+_W, _P = table(World), table(WorldPolicy)
+_RUN, _REV = table(EvaluationRun), table(EvaluationRevision)
+_LOAD = (select(_W.c.world_id, _W.c.name, _W.c.data, _W.c.policy_version, _W.c.created_at,
+                _P.c.version, _P.c.ruleset_hash)
+         .select_from(_W.outerjoin(_P, (_P.c.world_id == _W.c.world_id)
+                                   & (_P.c.version == _W.c.policy_version)))
+         .where(_W.c.world_id == bindparam("world_id")))
+_POLICY_BODY = select(_P.c.body).where(_P.c.world_id == bindparam("world_id"),
+                                       _P.c.version == bindparam("version"))
+_RUN_ROW = select(_RUN.c.strategy_id, _RUN.c.stage, _RUN.c.revision).where(
+    _RUN.c.world_id == bindparam("world_id"), _RUN.c.run_id == bindparam("run_id"))
+_REVISION = select(_REV).where(_REV.c.world_id == bindparam("world_id"),
+                               _REV.c.run_id == bindparam("run_id"),
+                               _REV.c.revision == bindparam("revision"))
+_INSERT_RUN = insert(_RUN)
+_INSERT_REVISION = insert(_REV)
+_RUN_KEY = (_RUN.c.world_id == bindparam("w_id")) & (_RUN.c.run_id == bindparam("r_id"))
+_REVISE_RUN = update(_RUN).where(_RUN_KEY)
+
 
 def _policy(ruleset_hash: str, body: dict[str, Any]) -> Policy:
     """A stored policy, parsed once: versions never change, so their hash names them."""
@@ -63,10 +85,40 @@ def ts(seconds: float) -> datetime:
 
 
 @dataclass(frozen=True)
+class WorldRow:
+    """A world's stored fields (the ``worlds`` row) as one read saw them."""
+
+    world_id: str
+    name: str
+    data: str | None
+    policy_version: int | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Revision:
+    """An ``evaluation_revisions`` row as written (what :meth:`revision_out` reads)."""
+
+    world_id: str
+    run_id: str
+    revision: int
+    content_hash: str
+    policy_version: int
+    ruleset_hash: str
+    metrics: dict[str, Any]
+    metric_sources: list[str]
+    risk: dict[str, Any] | None
+    rules: list[dict[str, Any]]
+    outcome: str
+    actor: str
+    created_at: float
+
+
+@dataclass(frozen=True)
 class WorldState:
     """A world with its current policy, as one read sees them."""
 
-    world: World
+    world: WorldRow
     policy: Policy
     version: int
     ruleset_hash: str
@@ -113,14 +165,20 @@ class WorldService:
     # ------------------------------------------------------------------ worlds
 
     def load(self, conn: Session, world_id: str) -> WorldState:
-        world = conn.execute(select(World).where(World.world_id == world_id)).scalar_one_or_none()
-        if world is None:
+        """The world and its current policy: one query, and the policy's body only when
+        its ruleset hash was never parsed here (a version's body never changes)."""
+        row = conn.execute(_LOAD, {"world_id": world_id}).first()
+        if row is None:
             raise not_found("world", world_id, "world_id")
-        row = conn.execute(select(WorldPolicy).where(
-            WorldPolicy.world_id == world_id,
-            WorldPolicy.version == world.policy_version)).scalar_one()
-        return WorldState(world, _policy(row.ruleset_hash, row.body), row.version,
-                          row.ruleset_hash)
+        if row.ruleset_hash is None:
+            raise NoResultFound(f"world {world_id!r} has no policy v{row.policy_version}")
+        policy = _POLICIES.get(row.ruleset_hash)
+        if policy is None:
+            body = conn.execute(_POLICY_BODY, {"world_id": world_id,
+                                               "version": row.version}).scalar_one()
+            policy = _policy(row.ruleset_hash, body)
+        world = WorldRow(row.world_id, row.name, row.data, row.policy_version, row.created_at)
+        return WorldState(world, policy, row.version, row.ruleset_hash)
 
     def world_out(self, state: WorldState, created: bool = False) -> WorldOut:
         w = state.world
@@ -281,13 +339,11 @@ class WorldService:
         return Judged(subj.run_id, subj.strategy_id, subj.stage, spec, sourced, outcome,
                       [r.model_dump() for r in results], state)
 
-    def write(self, conn: Session, j: Judged, actor: str) -> tuple[EvaluationRevision, bool]:
+    def write(self, conn: Session, j: Judged, actor: str) -> tuple[Revision, bool]:
         """Store one judged evaluation as the run's next revision, unless it equals the
         latest one (a retried request). Returns the latest revision and whether written."""
         world_id = j.state.world.world_id
-        run = conn.execute(select(EvaluationRun).where(
-            EvaluationRun.world_id == world_id,
-            EvaluationRun.run_id == j.run_id)).scalar_one_or_none()
+        run = conn.execute(_RUN_ROW, {"world_id": world_id, "run_id": j.run_id}).first()
         digest = audit.content_hash(j.content())
         if run is not None:
             latest = self._revision(conn, world_id, j.run_id, run.revision)
@@ -299,13 +355,13 @@ class WorldService:
                 return latest, False
         now = time.time()
         number = 1 if run is None else run.revision + 1
-        self._upsert_run(conn, j, run, number, now)
+        self._upsert_run(conn, j, run is not None, number, now)
         values = dict(world_id=world_id, run_id=j.run_id, revision=number, content_hash=digest,
                       policy_version=j.state.version, ruleset_hash=j.state.ruleset_hash,
                       metrics=j.sourced.metrics, metric_sources=j.sourced.sources,
                       risk=j.sourced.risk, rules=j.rules, outcome=j.outcome, actor=actor,
                       created_at=now)
-        conn.execute(insert(table(EvaluationRevision)), values)
+        conn.execute(_INSERT_REVISION, values)
         before = None if run is None else latest.content_hash
         audit.record(conn, actor=actor,
                      action="evaluation.revise" if run else "evaluation.create",
@@ -314,39 +370,38 @@ class WorldService:
         audit.emit(conn, world_id, "evaluation_run_updated",
                    {"run_id": j.run_id, "revision": number, "strategy_id": j.strategy_id,
                     "stage": j.stage, "outcome": j.outcome})
-        return EvaluationRevision(**values), True
+        return Revision(**values), True  # type: ignore[arg-type]
 
     @staticmethod
-    def _upsert_run(conn: Session, j: Judged, run: EvaluationRun | None, number: int,
-                    now: float) -> None:
+    def _upsert_run(conn: Session, j: Judged, exists: bool, number: int, now: float) -> None:
         world_id = j.state.world.world_id
-        if run is None:
-            conn.execute(insert(table(EvaluationRun)), dict(
+        if not exists:
+            conn.execute(_INSERT_RUN, dict(
                 world_id=world_id, run_id=j.run_id, strategy_id=j.strategy_id, stage=j.stage,
                 spec=j.spec, revision=number, outcome=j.outcome, created_at=now,
                 updated_at=now))
             return
-        conn.execute(update(EvaluationRun).where(
-            EvaluationRun.world_id == world_id, EvaluationRun.run_id == j.run_id)
-            .values(revision=number, outcome=j.outcome, updated_at=now,
-                    spec=j.spec if j.spec is not None else run.spec))
+        values: dict[str, Any] = dict(revision=number, outcome=j.outcome, updated_at=now)
+        if j.spec is not None:  # without one the stored spec stays
+            values["spec"] = j.spec
+        # the SET clause is the parameters' columns
+        conn.execute(_REVISE_RUN, {**values, "w_id": world_id, "r_id": j.run_id})
 
     @staticmethod
-    def _revision(conn: Session, world_id: str, run_id: str,
-                  number: int) -> EvaluationRevision:
-        return conn.execute(select(EvaluationRevision).where(
-            EvaluationRevision.world_id == world_id, EvaluationRevision.run_id == run_id,
-            EvaluationRevision.revision == number)).scalar_one()
+    def _revision(conn: Session, world_id: str, run_id: str, number: int) -> Revision:
+        row = conn.execute(_REVISION, {"world_id": world_id, "run_id": run_id,
+                                       "revision": number}).one()
+        return Revision(**row._mapping)
 
     @staticmethod
-    def revision_out(rev: EvaluationRevision) -> RevisionOut:
+    def revision_out(rev: Revision | EvaluationRevision) -> RevisionOut:
         return RevisionOut(revision=rev.revision, content_hash=rev.content_hash,
                            policy_version=rev.policy_version, ruleset_hash=rev.ruleset_hash,
                            metrics=rev.metrics, metric_sources=rev.metric_sources, risk=rev.risk,
                            rules=rev.rules, outcome=rev.outcome,  # type: ignore[arg-type]
                            actor=rev.actor, created_at=ts(rev.created_at))
 
-    def evaluation_out(self, j: Judged, rev: EvaluationRevision, written: bool) -> EvaluationOut:
+    def evaluation_out(self, j: Judged, rev: Revision, written: bool) -> EvaluationOut:
         return EvaluationOut(world_id=j.state.world.world_id, run_id=j.run_id,
                              strategy_id=j.strategy_id, stage=j.stage,  # type: ignore[arg-type]
                              written=written, latest=self.revision_out(rev))
