@@ -567,6 +567,44 @@ def test_docs_carry_request_examples(world_server: Any) -> None:
     assert {"application/json", "application/yaml"} <= set(policy_body)
 
 
+def test_answers_serialized_by_the_routes_are_their_response_models_json(
+        world_server: Any) -> None:
+    """The hot routes answer the service's model serialized at once (no second validation):
+    the same bytes FastAPI's ``response_model`` would send, and the docs still name it."""
+    from alphaloop.world.schemas import CohortOut, DecisionEnvelope, EvaluationOut, SnapshotOut
+
+    _world(world_server, "w-bytes")
+    spec = _spec(12).model_dump()
+    metrics = {"sharpe": 1e-7, "max_drawdown": -0.1, "n_trades": 40, "cagr": 1.2345678901234567e16}
+    snap = {"world_id": "w-bytes", "as_of": "2026-11-30T10:00:00+09:00", "weights": {"é": 0.5},
+            "realized_returns": [1e-9, 0.25], "provenance": {"note": "ü\u2028", "n": None}}
+    answers = [
+        (EvaluationOut, _raw(world_server, "POST", "/worlds/w-bytes/evaluate", "operator",
+                             json={"run_id": "r", "spec": spec, "metrics": metrics})),
+        (EvaluationOut, _raw(world_server, "POST", "/worlds/w-bytes/evaluate", "operator",
+                             json={"run_id": "r", "spec": spec, "metrics": metrics})),
+        (CohortOut, _raw(world_server, "POST", "/worlds/w-bytes/evaluate-cohort", "operator",
+                         json={"run_id": "c", "items": [{"spec": spec, "metrics": metrics}]})),
+        (SnapshotOut, _raw(world_server, "POST", "/risk-hub/snapshots", "operator", json=snap)),
+        (SnapshotOut, _raw(world_server, "GET", "/risk-hub/snapshots/latest", "viewer",
+                           params={"world": "w-bytes"})),
+        (DecisionEnvelope, _raw(world_server, "GET", "/worlds/w-bytes/decide", "viewer",
+                                params={"strategy_id": _spec(12).strategy_id}))]
+    for model, r in answers:
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/json"
+        assert r.content == model.model_validate_json(r.content).model_dump_json().encode()
+    assert [r.json()["written"] for _, r in answers[:2]] == [True, False]
+    docs = httpx.get(f"{world_server[0].url}/openapi.json").json()["paths"]
+    for path, method, name in (("/worlds/{world_id}/evaluate", "post", "EvaluationOut"),
+                               ("/worlds/{world_id}/evaluate-cohort", "post", "CohortOut"),
+                               ("/worlds/{world_id}/decide", "get", "DecisionEnvelope"),
+                               ("/risk-hub/snapshots", "post", "SnapshotOut"),
+                               ("/risk-hub/snapshots/latest", "get", "SnapshotOut")):
+        schema = docs[path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{name}"}, path
+
+
 def test_concurrent_writes_to_one_run_number_its_revisions_without_gaps(
         world_server: Any) -> None:
     from concurrent.futures import ThreadPoolExecutor

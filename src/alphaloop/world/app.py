@@ -25,7 +25,8 @@ import anyio
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -91,6 +92,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "unknown world, run or snapshot"), (409, "conflicts with stored data"),
         (413, "body too large"), (422, "invalid request: the message names the field"),
         (503, "database unavailable; retry"))}
+
+
+def _answer(model: BaseModel) -> Response:
+    """``model`` as its route's ``response_model`` answers it (the same bytes: pydantic's
+    JSON of the model), for a model the service has just built and so validated: FastAPI
+    would validate it once more, in a second trip to the thread pool."""
+    return Response(model.__pydantic_serializer__.to_json(model), media_type="application/json")
 
 
 def _error(status: int, code: str, message: str, field: str | None = None,
@@ -321,21 +329,19 @@ def _world_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
         return result
 
     @app.post("/worlds/{world_id}/evaluate", response_model=EvaluationOut, tags=["evaluation"])
-    def evaluate(world_id: WorldId, body: EvaluateIn,
-                 who: Identity = submitter) -> EvaluationOut:
+    def evaluate(world_id: WorldId, body: EvaluateIn, who: Identity = submitter) -> Response:
         """Judge one strategy; the same ``run_id`` adds a revision to the same run."""
         _evidence_allowed(who, body.stage, body.metrics is not None
                           or body.realized_returns is not None)
-        return service.evaluate(world_id, body, who.actor)
+        return _answer(service.evaluate(world_id, body, who.actor))
 
     @app.post("/worlds/{world_id}/evaluate-cohort", response_model=CohortOut,
               tags=["evaluation"])
-    def evaluate_cohort(world_id: WorldId, body: CohortIn,
-                        who: Identity = submitter) -> CohortOut:
+    def evaluate_cohort(world_id: WorldId, body: CohortIn, who: Identity = submitter) -> Response:
         _evidence_allowed(who, body.stage, any(i.metrics is not None
                                                or i.realized_returns is not None
                                                for i in body.items))
-        return service.evaluate_cohort(world_id, body, who.actor)
+        return _answer(service.evaluate_cohort(world_id, body, who.actor))
 
     @app.get("/worlds/{world_id}/runs/{run_id}", response_model=RunOut, tags=["evaluation"])
     def get_run(world_id: WorldId, run_id: Annotated[str, PathParam(pattern=_KEY)],
@@ -345,9 +351,9 @@ def _world_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
     @app.get("/worlds/{world_id}/decide", response_model=DecisionEnvelope, tags=["evaluation"])
     def get_decision(world_id: WorldId,
                      strategy_id: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
-                     _: str = reader) -> DecisionEnvelope:
+                     _: str = reader) -> Response:
         """Where the strategy may run now; stale after ``as_of + ttl_s``."""
-        return decide(service, world_id, strategy_id)
+        return _answer(decide(service, world_id, strategy_id))
 
     @app.get("/worlds/{world_id}/audit", response_model=list[AuditOut], tags=["audit"])
     def world_audit(world_id: WorldId, after: Annotated[int, Query(ge=0)] = 0,
@@ -506,17 +512,17 @@ def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
 
     @app.post("/risk-hub/snapshots", response_model=SnapshotOut, tags=["risk hub"])
     def post(body: SnapshotIn,
-             actor: str = Depends(auth.require("snapshot.post"))) -> SnapshotOut:
+             actor: str = Depends(auth.require("snapshot.post"))) -> Response:
         """Store a snapshot; the same content again is a no-op (``created: false``)."""
-        return post_snapshot(service, body, actor)
+        return _answer(post_snapshot(service, body, actor))
 
     @app.get("/risk-hub/snapshots/latest", response_model=SnapshotOut, tags=["risk hub"])
     def latest(world: Annotated[str, Query(pattern=_KEY)],
                strategy_id: Annotated[str, Query(pattern=r"^([0-9a-f]{64})?$")] = "",
-               _: str = reader) -> SnapshotOut:
+               _: str = reader) -> Response:
         """The newest snapshot of a world's strategy (``strategy_id`` empty: the
         portfolio), with ``stale`` and why (TTL since ingestion, age of ``as_of``)."""
-        return latest_snapshot(service, world, strategy_id)
+        return _answer(latest_snapshot(service, world, strategy_id))
 
     @app.get("/events", tags=["control bus"])
     async def events(world: Annotated[str, Query(pattern=_KEY)],
