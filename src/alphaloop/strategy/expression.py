@@ -76,6 +76,11 @@ class Call:
             self.__dict__["_text"] = text  # a frozen dataclass: around __setattr__
         return text
 
+    def __hash__(self) -> int:
+        # the memos (parse, canonical form, look-back) hash whole trees: hashing the
+        # kept text costs O(1) instead of a walk (equal trees print the same text)
+        return hash(str(self))
+
 
 Node = Num | Field | Call
 
