@@ -6,6 +6,7 @@ rule. Expected counts and words are written out below, not recomputed."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,20 @@ def test_similar_refuses_unknown_and_ambiguous_ids(url: str) -> None:
     assert code == 2 and "no strategy id starts with 'zzz'" in stderr
     code, _, stderr = _run("kb", "similar", "abc1", "--url", url, "--by", "colour")
     assert code == 2 and "--by takes spec or profile" in stderr
+
+
+# ----------------------------------------------------------------- kb prune-claims
+def test_prune_claims_deletes_what_ended_long_enough_ago(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'claims.sqlite'}"
+    kb = open_kb(tmp_path / "claims.sqlite")
+    hour = 3600 * 10**9
+    now = time.time_ns()  # the command prunes against the clock
+    kb.claim("k", ["old"], "run-a", lease_until_ns=now - 30 * hour, now_ns=0)
+    kb.finish_claims("k", "run-a", {"old": ("{}", b"r" * 6_000)})
+    kb.claim("k", ["recent"], "run-a", lease_until_ns=now - 2 * hour, now_ns=0)
+    kb.finish_claims("k", "run-a", {"recent": ("{}", None)})
+    code, stdout, _ = _run("kb", "prune-claims", "--url", url, "--older-than", "24")
+    assert code == 0 and "1 claim(s) deleted" in stdout  # 30 h ago: gone; 2 h ago: kept
+    assert sorted(kb.claims("k", ["old", "recent"])) == ["recent"]
+    code, _, stderr = _run("kb", "prune-claims", "--url", url, "--older-than", "-1")
+    assert code == 2 and "older-than" in stderr

@@ -110,3 +110,23 @@ def test_a_done_claim_keeps_its_first_result_and_is_never_taken_over(kb_url: str
     assert (later["s1"].result, later["s1"].payload) == ('{"sharpe": NaN, "n": 3}', blob)
     assert (later["s2"].status, later["s2"].run_id) == (CLAIMED, "run-b")  # lease passed
     assert list(kb.claims_of("run-a")["strategy_id"]) == ["s1"]
+
+
+def test_pruning_deletes_done_and_dead_claims_past_the_cutoff_and_never_live_work(
+        kb_url: str) -> None:
+    kb = KnowledgeBase(kb_url)
+    kb.claim(KEY, ["done-old", "dead"], "run-a", lease_until_ns=1_000, now_ns=0)
+    kb.finish_claims(KEY, "run-a", {"done-old": ("{}", b"x" * 6_000)})
+    kb.claim(KEY, ["done-new"], "run-a", lease_until_ns=9_000, now_ns=8_000)
+    kb.finish_claims(KEY, "run-a", {"done-new": ("{}", None)})
+    kb.claim(KEY, ["live"], "run-b", lease_until_ns=20_000, now_ns=8_000)
+    # now 10,000 ns; prune what ended more than 5,000 ns ago: leases before 5,000
+    assert kb.prune_claims(5e-6, now_ns=10_000) == 2
+    assert sorted(kb.claims(KEY, ["done-old", "dead", "done-new", "live"])) == [
+        "done-new", "live"]
+    # older_than 0: everything whose lease has ended, never a lease that holds
+    assert kb.prune_claims(0, now_ns=10_000) == 1
+    assert sorted(kb.claims(KEY, ["done-new", "live"])) == ["live"]
+    # a pruned strategy is free again: the next run to ask owns it
+    again = kb.claim(KEY, ["done-old"], "run-c", lease_until_ns=30_000, now_ns=10_000)
+    assert (again["done-old"].status, again["done-old"].run_id) == (CLAIMED, "run-c")

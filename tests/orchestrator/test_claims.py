@@ -81,6 +81,25 @@ def test_a_second_run_reads_what_the_first_computed(tmp_path: Path) -> None:
     assert list(second) == ids
 
 
+def test_after_pruning_a_run_computes_again_and_gets_the_same_numbers(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'kb.sqlite'}"
+    ids = [f"s{k}" for k in range(4)]
+    computed: list[str] = []
+
+    def compute(some: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        computed.extend(some)
+        return {s: _result(int(s[1:])) for s in some}
+
+    first, _ = _book(url, "a").run("key", ids, compute, A_CODEC)
+    assert KnowledgeBase(url).prune_claims(0, now_ns=2**62) == 4  # far past every lease
+    again, how = _book(url, "b").run("key", ids, compute, A_CODEC)
+    assert computed == ids + ids and len(how.computed) == 4 and not how.taken
+    for s in ids:
+        assert again[s][0].tobytes() == first[s][0].tobytes()
+        assert again[s][1].tobytes() == first[s][1].tobytes()
+
+
 class _Flaky(KnowledgeBase):
     """A knowledge base whose claims fail ``failures`` times with a TRANSIENT error."""
 

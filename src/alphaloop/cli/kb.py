@@ -1,5 +1,5 @@
 """``alphaloop kb stats | runs | strategies | show | import-runs | failures | constraints |
-similar``: the knowledge base."""
+similar | prune-claims``: the knowledge base."""
 
 from __future__ import annotations
 
@@ -66,6 +66,21 @@ def kb_import_runs(url: UrlOpt = None) -> None:
     with _kb(url) as kb:
         n = import_runs(kb)
     out.print(f"{n} run folder(s) under {runs_dir()} indexed in the knowledge base",
+              highlight=False)
+
+
+@kb_app.command("prune-claims")
+@_friendly
+def kb_prune_claims(
+        url: UrlOpt = None,
+        older_than: Annotated[float, typer.Option(
+            "--older-than", min=0.0, help="Hours since the claim's lease ended.")] = 24.0,
+) -> None:
+    """Delete the shared-work claims (and the results they store) whose lease ended
+    more than --older-than hours ago. Safe while runs are going: a run that misses a
+    claim computes the result again (the same numbers)."""
+    n = _kb(url).prune_claims(older_than * 3600.0)
+    out.print(f"{n} claim(s) deleted (lease ended more than {older_than:g} h ago)",
               highlight=False)
 
 

@@ -57,6 +57,7 @@ from sqlalchemy import (
     bindparam,
     case,
     create_engine,
+    delete,
     event,
     func,
     inspect,
@@ -977,6 +978,24 @@ class KnowledgeBase:
                 for sid, (res, pay) in sorted(results.items())]
         with self._writing(f"finish {len(rows)} claims of run {run_id}") as conn:
             conn.execute(stmt, rows)
+
+    def prune_claims(self, older_than_s: float, *, now_ns: int | None = None) -> int:
+        """Delete the claims whose lease ended more than ``older_than_s`` seconds ago
+        (done work, and work whose owner died); returns how many.
+
+        A done claim keeps its result (engine A: about 6 kB a candidate) only to spare
+        a concurrent run the recomputation: a run that finds a claim gone claims it
+        again and computes the same numbers, so pruning costs work, never a result.
+        A claim whose lease still holds (work in progress) is never deleted. SQLite
+        reuses the freed pages (``VACUUM`` gives them back to the file system)."""
+        if not older_than_s >= 0:
+            raise ValueError(f"older_than_s must be >= 0 seconds; got {older_than_s!r}")
+        now = time.time_ns() if now_ns is None else now_ns
+        table = _t(Claim)
+        cutoff = min(now - int(older_than_s * 1e9), now)
+        with self._writing(f"prune claims older than {older_than_s:g} s") as conn:
+            return int(conn.execute(delete(table).where(table.c.lease_until_ns < cutoff))
+                       .rowcount)
 
     def claims_of(self, run_id: str) -> pd.DataFrame:
         """Every claim ``run_id`` holds or did (``work_key``, ``strategy_id``,
