@@ -15,10 +15,13 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from alphaloop.world.db import Prepared
 from alphaloop.world.models import AuditEntry, ControlEvent, table
 
-_RECORD = insert(table(AuditEntry))  # built once: every write appends through these
-_EMIT = insert(table(ControlEvent))
+# every write appends through these
+_RECORD = Prepared(insert(table(AuditEntry)), ("world_id", "actor", "action", "target",
+                                                "before_hash", "after_hash", "ts"))
+_EMIT = Prepared(insert(table(ControlEvent)), ("world_id", "type", "payload", "ts"))
 
 
 def content_hash(value: Any) -> str:
@@ -30,13 +33,13 @@ def content_hash(value: Any) -> str:
 def record(conn: Session, *, actor: str, action: str, target: str,
            world_id: str | None = None, before: str | None = None,
            after: str | None = None) -> None:
-    conn.execute(_RECORD, dict(
+    _RECORD.run(conn, dict(
         world_id=world_id, actor=actor, action=action, target=target,
         before_hash=before, after_hash=after, ts=time.time()))
 
 
 def emit(conn: Session, world_id: str, type_: str, payload: dict[str, Any]) -> None:
-    conn.execute(_EMIT, dict(world_id=world_id, type=type_, payload=payload, ts=time.time()))
+    _EMIT.run(conn, dict(world_id=world_id, type=type_, payload=payload, ts=time.time()))
 
 
 def entries(conn: Session, world_id: str | None, after: int, limit: int) -> list[Any]:

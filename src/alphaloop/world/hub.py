@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from alphaloop.world import audit
+from alphaloop.world.db import Prepared
 from alphaloop.world.errors import WorldError, invalid
 from alphaloop.world.models import RiskSnapshot, table
 from alphaloop.world.schemas import SnapshotIn, SnapshotOut
@@ -31,7 +32,9 @@ _FUTURE_SKEW_S = 300.0  # clocks differ; an as_of further ahead than this is an 
 _SNAP = table(RiskSnapshot)
 # built once (a statement costs more to build than to run)
 _BY_HASH = select(_SNAP).where(_SNAP.c.content_hash == bindparam("content_hash"))
-_INSERT = insert(_SNAP).returning(_SNAP.c.snapshot_id)
+_INSERT = Prepared(insert(_SNAP).returning(_SNAP.c.snapshot_id),
+                   ("content_hash", "world_id", "strategy_id", "as_of", "ttl_s", "ingested_at",
+                    "body"))
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def post_snapshot(service: WorldService, snap: SnapshotIn, actor: str) -> Snapsh
         values = dict(content_hash=digest, world_id=snap.world_id, strategy_id=snap.strategy_id,
                       as_of=snap.as_of.timestamp(), ttl_s=ttl, ingested_at=time.time(),
                       body=body)
-        snapshot_id = conn.execute(_INSERT, values).scalar_one()
+        snapshot_id = _INSERT.run(conn, values)
         audit.record(conn, actor=actor, action="snapshot.post", world_id=snap.world_id,
                      target=f"{snap.strategy_id or '*'}#{snapshot_id}", after=digest)
         audit.emit(conn, snap.world_id, "risk_snapshot_updated",

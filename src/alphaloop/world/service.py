@@ -8,6 +8,7 @@ made inside that transaction, which holds the write lock from its first statemen
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from alphaloop.errors import AlphaloopError
 from alphaloop.world import audit
-from alphaloop.world.db import Database
+from alphaloop.world.db import Database, Prepared
 from alphaloop.world.errors import WorldError, invalid, not_found
 from alphaloop.world.models import EvaluationRevision, EvaluationRun, World, WorldPolicy, table
 from alphaloop.world.policy import WorldPolicy as Policy
@@ -51,23 +52,28 @@ from alphaloop.world.sourcing import (
 _POLICIES: dict[str, Policy] = {}
 
 # The hot path's statements, built once: building a statement (and its cache key) costs
-# several times what executing it does. Values are bound at execution.
+# several times what executing it does. Values are bound at execution; the Prepared ones
+# run on SQLite's driver in write transactions (see alphaloop.world.db.Prepared).
 _W, _P = table(World), table(WorldPolicy)
 _RUN, _REV = table(EvaluationRun), table(EvaluationRevision)
-_LOAD = (select(_W.c.world_id, _W.c.name, _W.c.data, _W.c.policy_version, _W.c.created_at,
-                _P.c.version, _P.c.ruleset_hash)
-         .select_from(_W.outerjoin(_P, (_P.c.world_id == _W.c.world_id)
-                                   & (_P.c.version == _W.c.policy_version)))
-         .where(_W.c.world_id == bindparam("world_id")))
+_LOAD = Prepared(
+    select(_W.c.world_id, _W.c.name, _W.c.data, _W.c.policy_version, _W.c.created_at,
+           _P.c.version, _P.c.ruleset_hash)
+    .select_from(_W.outerjoin(_P, (_P.c.world_id == _W.c.world_id)
+                              & (_P.c.version == _W.c.policy_version)))
+    .where(_W.c.world_id == bindparam("world_id")))
 _POLICY_BODY = select(_P.c.body).where(_P.c.world_id == bindparam("world_id"),
                                        _P.c.version == bindparam("version"))
-_RUN_ROW = select(_RUN.c.strategy_id, _RUN.c.stage, _RUN.c.revision).where(
-    _RUN.c.world_id == bindparam("world_id"), _RUN.c.run_id == bindparam("run_id"))
+_RUN_ROW = Prepared(select(_RUN.c.strategy_id, _RUN.c.stage, _RUN.c.revision).where(
+    _RUN.c.world_id == bindparam("world_id"), _RUN.c.run_id == bindparam("run_id")))
 _REVISION = select(_REV).where(_REV.c.world_id == bindparam("world_id"),
                                _REV.c.run_id == bindparam("run_id"),
                                _REV.c.revision == bindparam("revision"))
-_INSERT_RUN = insert(_RUN)
-_INSERT_REVISION = insert(_REV)
+_INSERT_RUN = Prepared(insert(_RUN), ("world_id", "run_id", "strategy_id", "stage", "spec",
+                                      "revision", "outcome", "created_at", "updated_at"))
+_INSERT_REVISION = Prepared(insert(_REV), (
+    "world_id", "run_id", "revision", "content_hash", "policy_version", "ruleset_hash",
+    "metrics", "metric_sources", "risk", "rules", "outcome", "actor", "created_at"))
 _RUN_KEY = (_RUN.c.world_id == bindparam("w_id")) & (_RUN.c.run_id == bindparam("r_id"))
 _REVISE_RUN = update(_RUN).where(_RUN_KEY)
 
@@ -77,6 +83,30 @@ def _policy(ruleset_hash: str, body: dict[str, Any]) -> Policy:
     found = _POLICIES.get(ruleset_hash)
     if found is None:
         found = _POLICIES[ruleset_hash] = Policy.model_validate(body)
+    return found
+
+
+_SPECS: dict[str, Any] = {}  # a spec's JSON (sorted keys) -> its StrategySpec (frozen)
+_SPECS_MAX = 4096
+
+
+def _parsed_spec(spec: dict[str, Any], source: str) -> Any:
+    """``StrategySpec.from_dict(spec)``, remembered by the spec's JSON: strategies are
+    submitted again and again, and parsing one and hashing its id cost more than the rest
+    of a judgement. Only specs that parse are remembered (an error names its ``source``)."""
+    from alphaloop.strategy.spec import StrategySpec
+
+    try:
+        key = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # not JSON (not from a request): not remembered
+        return StrategySpec.from_dict(spec, source=source)
+    found = _SPECS.get(key)
+    if found is None:
+        found = StrategySpec.from_dict(spec, source=source)
+        _ = found.strategy_id  # computed once (a cached property of the frozen spec)
+        if len(_SPECS) >= _SPECS_MAX:
+            _SPECS.clear()
+        _SPECS[key] = found
     return found
 
 
@@ -167,18 +197,19 @@ class WorldService:
     def load(self, conn: Session, world_id: str) -> WorldState:
         """The world and its current policy: one query, and the policy's body only when
         its ruleset hash was never parsed here (a version's body never changes)."""
-        row = conn.execute(_LOAD, {"world_id": world_id}).first()
+        row = _LOAD.first(conn, {"world_id": world_id})
         if row is None:
             raise not_found("world", world_id, "world_id")
-        if row.ruleset_hash is None:
-            raise NoResultFound(f"world {world_id!r} has no policy v{row.policy_version}")
-        policy = _POLICIES.get(row.ruleset_hash)
+        world = WorldRow(*row[:5])
+        version, ruleset_hash = row[5:]
+        if ruleset_hash is None:
+            raise NoResultFound(f"world {world_id!r} has no policy v{world.policy_version}")
+        policy = _POLICIES.get(ruleset_hash)
         if policy is None:
             body = conn.execute(_POLICY_BODY, {"world_id": world_id,
-                                               "version": row.version}).scalar_one()
-            policy = _policy(row.ruleset_hash, body)
-        world = WorldRow(row.world_id, row.name, row.data, row.policy_version, row.created_at)
-        return WorldState(world, policy, row.version, row.ruleset_hash)
+                                               "version": version}).scalar_one()
+            policy = _policy(ruleset_hash, body)
+        return WorldState(world, policy, version, ruleset_hash)
 
     def world_out(self, state: WorldState, created: bool = False) -> WorldOut:
         w = state.world
@@ -265,8 +296,6 @@ class WorldService:
                 returns: list[float] | None, ppy: float, where: str = "") -> Subject:
         """Check what a request names: the spec parses, the id matches, the world or
         the knowledge base knows a strategy given by id only."""
-        from alphaloop.strategy.spec import StrategySpec
-
         if returns is not None and stage not in LIVE_LIKE:
             raise invalid(f"{where}realized_returns",
                           f"realized returns belong to the paper, live, shadow or dryrun "
@@ -274,7 +303,7 @@ class WorldService:
         parsed = None
         if spec is not None:
             try:
-                parsed = StrategySpec.from_dict(spec, source=f"{where}spec")
+                parsed = _parsed_spec(spec, f"{where}spec")
             except AlphaloopError as exc:
                 raise WorldError(exc.message, code="SPEC_INVALID", field=f"{where}spec") from exc
             if strategy_id is not None and strategy_id != parsed.strategy_id:
@@ -343,25 +372,26 @@ class WorldService:
         """Store one judged evaluation as the run's next revision, unless it equals the
         latest one (a retried request). Returns the latest revision and whether written."""
         world_id = j.state.world.world_id
-        run = conn.execute(_RUN_ROW, {"world_id": world_id, "run_id": j.run_id}).first()
+        run = _RUN_ROW.first(conn, {"world_id": world_id, "run_id": j.run_id})
         digest = audit.content_hash(j.content())
         if run is not None:
-            latest = self._revision(conn, world_id, j.run_id, run.revision)
-            if (run.strategy_id, run.stage) != (j.strategy_id, j.stage):
+            strategy_id, stage, revision = run
+            latest = self._revision(conn, world_id, j.run_id, revision)
+            if (strategy_id, stage) != (j.strategy_id, j.stage):
                 raise WorldError(f"run_id: run {j.run_id!r} is about strategy "
-                                 f"{run.strategy_id[:12]}… at stage {run.stage}",
+                                 f"{strategy_id[:12]}… at stage {stage}",
                                  code="RUN_ID_CONFLICT", status=409, field="run_id")
             if latest.content_hash == digest:
                 return latest, False
         now = time.time()
-        number = 1 if run is None else run.revision + 1
+        number = 1 if run is None else run[2] + 1
         self._upsert_run(conn, j, run is not None, number, now)
         values = dict(world_id=world_id, run_id=j.run_id, revision=number, content_hash=digest,
                       policy_version=j.state.version, ruleset_hash=j.state.ruleset_hash,
                       metrics=j.sourced.metrics, metric_sources=j.sourced.sources,
                       risk=j.sourced.risk, rules=j.rules, outcome=j.outcome, actor=actor,
                       created_at=now)
-        conn.execute(_INSERT_REVISION, values)
+        _INSERT_REVISION.run(conn, values)
         before = None if run is None else latest.content_hash
         audit.record(conn, actor=actor,
                      action="evaluation.revise" if run else "evaluation.create",
@@ -376,7 +406,7 @@ class WorldService:
     def _upsert_run(conn: Session, j: Judged, exists: bool, number: int, now: float) -> None:
         world_id = j.state.world.world_id
         if not exists:
-            conn.execute(_INSERT_RUN, dict(
+            _INSERT_RUN.run(conn, dict(
                 world_id=world_id, run_id=j.run_id, strategy_id=j.strategy_id, stage=j.stage,
                 spec=j.spec, revision=number, outcome=j.outcome, created_at=now,
                 updated_at=now))
