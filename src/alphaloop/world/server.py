@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 
 import uvicorn
@@ -13,6 +14,10 @@ from alphaloop.world.app import create_app
 def serve(db_url: str, host: str = "127.0.0.1", port: int = 8080,
           refs_root: Path | None = None, log_level: str = "warning") -> None:
     app = create_app(db_url, refs_root=refs_root)
+    # what starting made (modules, schemas, the engine) lives as long as the process: out
+    # of the collector's way, a full collection no longer walks it under load
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
