@@ -73,3 +73,29 @@ def test_sizing_identity() -> None:
                                                            target_vol=0.1, vol_estimator="std")
     assert sid(method="vol_target", target_vol=0.1) != sid(method="vol_target",
                                                            target_vol=0.1, vol_estimator="atr")
+
+
+def test_a_batch_computes_each_sizing_rule_once_across_its_chunks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from alphaloop.engines import sizing
+
+    calls: list[tuple[object, ...]] = []
+    real = sizing.fraction_array
+
+    def counting(key: sizing.SizingKey, fields: dict[str, np.ndarray],
+                 bars: Bars) -> np.ndarray:
+        calls.append(key)
+        return real(key, fields, bars)
+
+    monkeypatch.setattr(sizing, "fraction_array", counting)
+    rng = np.random.default_rng(3)
+    c = list(100 * np.exp(np.cumsum(rng.normal(0, 0.01, 60))))
+    bars = _bars(c, [x * 1.01 for x in c], [x * 0.99 for x in c], c)
+    vol = {"method": "vol_target", "target_vol": 0.1, "vol_window": 5}
+    specs = [StrategySpec(entry=f"close > sma(close, {n})", exit=f"close < sma(close, {n})",
+                          sizing=vol) for n in (3, 4, 6)]
+    one_chunk = run_batch(specs, bars, ZERO)
+    calls.clear()
+    chunked = run_batch(specs, bars, ZERO, chunk_size=1)  # three chunks, one rule
+    assert len(calls) == 1
+    np.testing.assert_array_equal(chunked.returns, one_chunk.returns)

@@ -288,7 +288,7 @@ def _simulate_chunk(chunk: list[StrategySpec], operands: Any, signals: np.ndarra
                     record_trades: bool = False) -> tuple[np.ndarray, ...]:
     """One chunk through :func:`kernel_a.simulate_batch` (per-bar traded notional and
     gross exposure come back as (n, T) arrays; the trade list on request)."""
-    sizes, size_idx = size_arrays(chunk, ev.fields, bars)
+    sizes, size_idx = size_arrays(chunk, ev.fields, bars, ev.cached)
     f = ev.fields
     return simulate_batch(
         f["open"], f["high"], f["low"], f["close"], ev.valid, uni.state, uni.alloc,
@@ -301,7 +301,7 @@ def _simulate_blocked(chunk: list[StrategySpec], operands: Any, signals: np.ndar
                       equity: np.ndarray, returns: np.ndarray) -> tuple[np.ndarray, ...]:
     """One chunk through :func:`kernel_a.simulate_blocked`, which fills ``equity`` and
     ``returns`` (views of the batch's rows) and returns (turnover, exposure, stats)."""
-    sizes, size_idx = size_arrays(chunk, ev.fields, bars)
+    sizes, size_idx = size_arrays(chunk, ev.fields, bars, ev.cached)
     starts, at_bound = cuts(boundaries(uni), ev.shape[1], BLOCK_BARS)
     f = ev.fields
     return simulate_blocked(

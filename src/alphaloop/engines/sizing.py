@@ -10,7 +10,7 @@ Volatility is annualized with the bar spacing known up to the signal bar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -58,10 +58,15 @@ def bar_returns(close: np.ndarray) -> np.ndarray:
     return rets
 
 
+Cache = Callable[[str, Callable[[], np.ndarray]], np.ndarray]
+
+
 def size_arrays(specs: Sequence[StrategySpec], fields: dict[str, np.ndarray],
-                bars: Bars) -> tuple[np.ndarray, np.ndarray]:
+                bars: Bars, cached: Cache | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(sizes (M, N, T), size_idx (K,)): ``size_idx[k]`` picks spec k's fraction array,
-    -1 for the whole sleeve. Specs with the same rule share one array."""
+    -1 for the whole sleeve. Specs with the same rule share one array. ``cached(key,
+    compute)`` (a :class:`SignalEvaluator`'s) keeps fraction arrays between calls: the
+    chunks of one batch then compute each rule once."""
     keys: dict[SizingKey, int] = {}
     arrays: list[np.ndarray] = []
     idx = np.full(len(specs), -1, dtype=np.int64)
@@ -71,7 +76,8 @@ def size_arrays(specs: Sequence[StrategySpec], fields: dict[str, np.ndarray],
             continue
         if key not in keys:
             keys[key] = len(arrays)
-            arrays.append(fraction_array(key, fields, bars))
+            arrays.append(fraction_array(key, fields, bars) if cached is None else
+                          cached(f"sizing{key!r}", lambda k=key: fraction_array(k, fields, bars)))
         idx[j] = keys[key]
     if not arrays:
         return np.ones((1, 1, 1)), idx
