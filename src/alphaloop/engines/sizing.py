@@ -11,6 +11,7 @@ Volatility is annualized with the bar spacing known up to the signal bar
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def size_arrays(specs: Sequence[StrategySpec], fields: dict[str, np.ndarray],
         if key not in keys:
             keys[key] = len(arrays)
             arrays.append(fraction_array(key, fields, bars) if cached is None else
-                          cached(f"sizing{key!r}", lambda k=key: fraction_array(k, fields, bars)))
+                          cached(f"sizing{key!r}", partial(fraction_array, key, fields, bars)))
         idx[j] = keys[key]
     if not arrays:
         return np.ones((1, 1, 1)), idx
