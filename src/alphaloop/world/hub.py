@@ -32,6 +32,8 @@ _FUTURE_SKEW_S = 300.0  # clocks differ; an as_of further ahead than this is an 
 _SNAP = table(RiskSnapshot)
 # built once (a statement costs more to build than to run)
 _BY_HASH = select(_SNAP).where(_SNAP.c.content_hash == bindparam("content_hash"))
+_SEEN = Prepared(select(_SNAP.c.snapshot_id).where(
+    _SNAP.c.content_hash == bindparam("content_hash")))  # the whole row only when seen
 _INSERT = Prepared(insert(_SNAP).returning(_SNAP.c.snapshot_id),
                    ("content_hash", "world_id", "strategy_id", "as_of", "ttl_s", "ingested_at",
                     "body"))
@@ -133,8 +135,8 @@ def post_snapshot(service: WorldService, snap: SnapshotIn, actor: str) -> Snapsh
     digest = audit.content_hash(body)
     with service.db.write() as conn:
         state = service.load(conn, snap.world_id)
-        found = conn.execute(_BY_HASH, {"content_hash": digest}).first()
-        if found is not None:
+        if _SEEN.first(conn, {"content_hash": digest}) is not None:
+            found = conn.execute(_BY_HASH, {"content_hash": digest}).one()
             return snapshot_out(Snapshot(**found._mapping), state, created=False)
         ttl = snap.ttl_s if snap.ttl_s is not None else state.policy.freshness.snapshot_ttl
         values = dict(content_hash=digest, world_id=snap.world_id, strategy_id=snap.strategy_id,
