@@ -286,52 +286,30 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, code: n
 
 @njit(cache=True, inline="always")
 def _first_true(code: np.ndarray, a: np.ndarray, b: np.ndarray, op: int, j: int,
-                stop: int) -> Any:
+                stop: int, dense: bool = False) -> Any:
     """The first index in ``j..stop-1`` with a bar where ``a <op> b`` is known true
     (:func:`_is_true`), else ``stop``. One loop per operator, so that the test inside
     the loop is a single comparison. The helpers of :func:`_sleeve_plain` index with
     unsigned loop variables: numba then emits no wrap-around test, and, unlike views
-    (a reference count each), they cost nothing per call."""
+    (a reference count each), they cost nothing per call. ``dense``: every bar of the
+    stretch is a tradable bar, so the codes are not read (the test is loop-invariant:
+    the compiler makes a loop without the load)."""
     u0, u1 = np.uint64(j), np.uint64(stop)
     if op == 0:
         for q in range(u0, u1):
-            if a[q] > b[q] and code[q] == TRADE:
+            if a[q] > b[q] and (dense or code[q] == TRADE):
                 return np.int64(q)
     elif op == 1:
         for q in range(u0, u1):
-            if a[q] >= b[q] and code[q] == TRADE:
+            if a[q] >= b[q] and (dense or code[q] == TRADE):
                 return np.int64(q)
     elif op == 2:
         for q in range(u0, u1):
-            if a[q] == b[q] and code[q] == TRADE:
+            if a[q] == b[q] and (dense or code[q] == TRADE):
                 return np.int64(q)
     else:
         for q in range(u0, u1):
-            if _is_true(a[q], b[q], op) and code[q] == TRADE:
-                return np.int64(q)
-    return stop
-
-
-@njit(cache=True, inline="always")
-def _first_true_dense(a: np.ndarray, b: np.ndarray, op: int, j: int, stop: int) -> Any:
-    """:func:`_first_true` for a stretch where every bar is a tradable bar (no code
-    to read: one load less per bar)."""
-    u0, u1 = np.uint64(j), np.uint64(stop)
-    if op == 0:
-        for q in range(u0, u1):
-            if a[q] > b[q]:
-                return np.int64(q)
-    elif op == 1:
-        for q in range(u0, u1):
-            if a[q] >= b[q]:
-                return np.int64(q)
-    elif op == 2:
-        for q in range(u0, u1):
-            if a[q] == b[q]:
-                return np.int64(q)
-    else:
-        for q in range(u0, u1):
-            if _is_true(a[q], b[q], op):
+            if _is_true(a[q], b[q], op) and (dense or code[q] == TRADE):
                 return np.int64(q)
     return stop
 
@@ -339,7 +317,7 @@ def _first_true_dense(a: np.ndarray, b: np.ndarray, op: int, j: int, stop: int) 
 @njit(cache=True, inline="always")
 def _flat_run(code: np.ndarray, ea: np.ndarray, eb: np.ndarray, eop: int,
               xa: np.ndarray, xb: np.ndarray, xop: int, direction: int, j: Any,
-              stop: int) -> tuple[Any, int]:
+              stop: int, dense: bool = False) -> tuple[Any, int]:
     """A flat sleeve without an order, from bar index ``j``: (the first index before
     ``stop`` whose close places an order (``stop`` if none), the last index with a bar
     before it (-1 if none)). Orders follow :func:`_decide` with ``pos = 0``."""
@@ -353,12 +331,12 @@ def _flat_run(code: np.ndarray, ea: np.ndarray, eb: np.ndarray, eop: int,
                 break
     else:
         while j < stop:
-            j = _first_true(code, ea, eb, eop, j, stop)
+            j = _first_true(code, ea, eb, eop, j, stop, dense)
             if j >= stop or not _is_true(xa[np.uint64(j)], xb[np.uint64(j)], xop):
                 break
             j += 1
     last = j - 1
-    while last >= j0 and code[np.uint64(last)] != TRADE:
+    while not dense and last >= j0 and code[np.uint64(last)] != TRADE:
         last -= 1
     return j, (last if last >= j0 else -1)
 
@@ -425,18 +403,8 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
     while j < n:
         if not pending and j < quiet_end:
             if pos == 0:
-                if dense and direction != BOTH:
-                    stop = j
-                    while stop < quiet_end:
-                        stop = _first_true_dense(ea_s, eb_s, eop, stop, quiet_end)
-                        if stop >= quiet_end or not _is_true(xa_s[np.uint64(stop)],
-                                                             xb_s[np.uint64(stop)], xop):
-                            break
-                        stop += 1
-                    last = stop - 1 if stop > j else -1
-                else:
-                    stop, last = _flat_run(code_s, ea_s, eb_s, eop, xa_s, xb_s, xop,
-                                           direction, j, quiet_end)
+                stop, last = _flat_run(code_s, ea_s, eb_s, eop, xa_s, xb_s, xop,
+                                       direction, j, quiet_end, dense)
                 for q in range(np.uint64(j), np.uint64(stop)):
                     equity_s[q] += cash
                 if last >= 0:
@@ -463,7 +431,7 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                 if dense and not reach:
                     # every bar a tradable bar, no ruin level to watch: the scan reads
                     # the exit only, and the marking loop has no branch
-                    stop = _first_true_dense(xa_s, xb_s, xop, j, quiet_end)
+                    stop = _first_true(code_s, xa_s, xb_s, xop, j, quiet_end, True)
                     for q in range(np.uint64(j), np.uint64(stop)):
                         value = qty * c_s[q]
                         equity_s[q] += cash + value
