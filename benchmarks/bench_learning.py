@@ -15,6 +15,9 @@ bollinger_reversion, donchian_breakout), Sobol sampling, 80 candidates per itera
 rules that would end a run early are off, so both runs of a pair spend the same
 iterations. ``learning.enabled`` is the only difference within a pair.
 
+``--panel noise`` runs the pair on the planted panel's twin without the effect (the
+same seed and symbols, no drift): nothing may survive, with or without learning.
+
 ``--panel xs`` runs the pair on one seeded 50-name panel with a planted
 cross-sectional momentum effect (``CrossSectionalEffect(0.04, 60)``: rank IC about 0.04)
 with the four ranked-book families (xs_momentum, xs_reversal, xs_low_volatility,
@@ -22,7 +25,7 @@ xs_factor): a planted effect strong enough to survive the deflated gates, so tha
 learning does to the share of rejected candidates and to the best verified score shows.
 
     .venv/bin/python benchmarks/bench_learning.py [--iterations 12] [--candidates 80]
-        [--panel trend|xs] [--json benchmarks/results/bench_learning.json]
+        [--panel trend|xs|noise] [--json benchmarks/results/bench_learning.json]
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ def planted_panel(path: Path) -> Path:
     effect = PlantedEffect(symbols=tuple(range(6)), strength=0.3, lookback=20)
     generate(6, 2520, seed=21, mu=0.0, planted=effect,
              name="planted").to_long().to_parquet(path)
+    return path
+
+
+def noise_panel(path: Path) -> Path:
+    """The planted panel's twin without the effect: six symbols, no drift (seed 21)."""
+    from alphaloop.data.synthetic import generate
+
+    generate(6, 2520, seed=21, mu=0.0, name="noise").to_long().to_parquet(path)
     return path
 
 
@@ -132,13 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", type=int, default=80)
     ap.add_argument("--families", default=None,
                     help="comma-separated (default: the panel's families)")
-    ap.add_argument("--panel", choices=("trend", "xs"), default="trend")
+    ap.add_argument("--panel", choices=("trend", "xs", "noise"), default="trend")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench_learning_"))
     if args.panel == "xs":
         sources = [str(xs_panel(work / "xs_planted.parquet"))]
         families = (args.families or ",".join(XS_FAMILIES)).split(",")
+    elif args.panel == "noise":
+        sources = [str(noise_panel(work / "noise.parquet"))]
+        families = (args.families or ",".join(FAMILIES)).split(",")
     else:
         sources = ["us_indices", str(planted_panel(work / "planted.parquet"))]
         families = (args.families or ",".join(FAMILIES)).split(",")
