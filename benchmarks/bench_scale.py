@@ -18,8 +18,9 @@ built from the panel, is inside it), candidates/s, bar-evaluations/s (candidates
 symbols × bars / s) and peak RSS. Memory method: as in ``bench_engine_a.py``: the
 kernel's RSS high-water mark is reset before the call (``/proc/self/clear_refs``) and
 ``VmHWM`` read after it; "delta" is the peak minus the RSS just before the call (the
-panel and the interpreter excluded). What the batch must keep is its (K, T) returns and
-equity: 2 × K × T × 8 bytes, reported as "(K, T) outputs".
+panel and the interpreter excluded). What the batch must keep is its (K, T) returns
+(K × T × 8 bytes; with ``--keep-equity`` its equity curves too, as ``run_batch`` keeps
+them by default; a sweep does not), reported as "(K, T) outputs".
 
 Usage::
 
@@ -121,7 +122,8 @@ def candidates(n: int, seed: int = SEED) -> list[Any]:
     return out
 
 
-def run_panel(kind: str, n_cand: int, chunk_size: int, mem: PeakRSS) -> dict[str, Any]:
+def run_panel(kind: str, n_cand: int, chunk_size: int, mem: PeakRSS,
+              keep_equity: bool = False) -> dict[str, Any]:
     import numpy as np
 
     from alphaloop.engines.costs import CostModel
@@ -146,7 +148,7 @@ def run_panel(kind: str, n_cand: int, chunk_size: int, mem: PeakRSS) -> dict[str
     c0 = time.process_time()
     w0 = time.perf_counter()
     res = run_batch(specs, bars, CostModel(fees_bps=10, slippage_bps=5), chunk_size=chunk_size,
-                    progress=progress)
+                    progress=progress, keep_equity=keep_equity)
     wall = time.perf_counter() - w0
     cpu = time.process_time() - c0
     peak = mem.peak()
@@ -154,7 +156,7 @@ def run_panel(kind: str, n_cand: int, chunk_size: int, mem: PeakRSS) -> dict[str
     out_bytes = res.returns.nbytes + res.equity.nbytes
     return {
         "panel": kind, "symbols": n_sym, "bars": n_bars, "candidates": n_cand,
-        "chunk_size": chunk_size, "wall_s": wall, "cpu_s": cpu,
+        "chunk_size": chunk_size, "keep_equity": keep_equity, "wall_s": wall, "cpu_s": cpu,
         "candidates_per_s": n_cand / wall,
         "bar_evals_per_s": n_cand * n_sym * n_bars / wall,
         "peak_rss": peak, "base_rss": base, "delta_rss": max(peak - base, 0),
@@ -171,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minute-candidates", type=int, default=None,
                    help="candidates for the minute panel (default: --candidates)")
     p.add_argument("--chunk-size", type=int, default=256)
+    p.add_argument("--keep-equity", action="store_true",
+                   help="keep the (K, T) equity curves too (run_batch's default)")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     mem = PeakRSS()
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(peers=())
     for kind in kinds:
         n = args.candidates if kind == "daily" else (args.minute_candidates or args.candidates)
-        rows.append(run_panel(kind, n, args.chunk_size, mem))
+        rows.append(run_panel(kind, n, args.chunk_size, mem, args.keep_equity))
         print(json.dumps(rows[-1], default=float), flush=True)  # kept if a later panel fails
         if args.json:
             with open(args.json, "w") as fh:

@@ -295,3 +295,24 @@ def test_specs_sharing_a_boolean_tree_share_one_operand_array() -> None:
     codes = operands[signals[0, 0, 0]]
     expected = ev.signal(specs[0].entry_node, canonical=True)
     np.testing.assert_array_equal(codes > 1.5, expected)
+
+
+def test_a_batch_without_equity_curves_has_the_same_numbers() -> None:
+    # keep_equity=False (what a sweep asks for): no (K, T) equity, every other number
+    # bit for bit the same, for sleeves (chunks smaller than the batch) and ranked books
+    rng = np.random.default_rng(11)
+    n_bars, n_sym = 120, 5
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.02, (n_bars, n_sym)), axis=0))
+    idx = pd.date_range("2023-01-02", periods=n_bars, freq="B", tz="UTC")
+    bars = Bars(index=idx, symbols=tuple(f"S{i}" for i in range(n_sym)), open=close * 0.999,
+                high=close * 1.01, low=close * 0.99, close=close, volume=np.full(close.shape, 1e6))
+    specs = [StrategySpec(entry=e, exit=x, direction=d)
+             for (e, x) in ENTRIES[:4] for d in ("long", "both")]
+    specs.append(StrategySpec(entry="close > 0", exit="close < 0", portfolio={
+        "method": "cross_sectional", "score": "roc(close, 10)", "long": 2, "short": 2}))
+    for chunk in (3, 256):
+        kept = run_batch(specs, bars, COSTS, chunk_size=chunk)
+        lean = run_batch(specs, bars, COSTS, chunk_size=chunk, keep_equity=False)
+        assert kept.equity.shape == (len(specs), n_bars) and lean.equity.shape == (0, n_bars)
+        assert lean.returns.tobytes() == kept.returns.tobytes()
+        pd.testing.assert_frame_equal(lean.metrics, kept.metrics, check_exact=True)

@@ -68,8 +68,9 @@ on the cut: every metric is computed row by row)."""
 class BatchResult:
     """Results of a batch, row k for ``specs[k]``.
 
-    ``returns`` are per-bar simple portfolio returns (K, T); ``metrics`` has one row
-    per candidate (index ``strategy_id``) and the :data:`CORE_METRICS` columns.
+    ``returns`` are per-bar simple portfolio returns (K, T); ``equity`` the equity
+    curves (K, T), or (0, T) for a batch run with ``keep_equity=False``; ``metrics`` has
+    one row per candidate (index ``strategy_id``) and the :data:`CORE_METRICS` columns.
     """
 
     specs: list[StrategySpec]
@@ -164,11 +165,14 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
               evaluator: SignalEvaluator | None = None, chunk_size: int = 256,
               progress: Callable[[int], None] | None = None,
               record_trades: bool = False,
-              universe: UniverseRule | None = None) -> BatchResult:
+              universe: UniverseRule | None = None,
+              keep_equity: bool = True) -> BatchResult:
     """Backtest many specs on one panel; ``progress(n_done)`` is called per chunk.
 
     ``record_trades`` (one spec only) puts the kernel's trade rows in ``extra["trades"]``.
     ``universe`` says when a symbol that stopped printing bars counts as delisted.
+    ``keep_equity=False`` (a sweep, which needs the returns only) keeps no equity
+    curves: the result's memory is halved, every number is the same.
     """
     costs = costs or CostModel()
     specs = list(specs)
@@ -180,12 +184,15 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
         from alphaloop.engines.portfolio import run_mixed_batch  # it builds on this module
         return run_mixed_batch(specs, bars, costs, evaluator=evaluator,
                                chunk_size=chunk_size, progress=progress,
-                               record_trades=record_trades, universe=universe)
+                               record_trades=record_trades, universe=universe,
+                               keep_equity=keep_equity)
     ev = evaluator or SignalEvaluator(bars)
     uni = build_universe(ev.valid, bars.index, universe or UniverseRule(),
                          member=member_rows(bars))
     k_total, n_bars = len(specs), ev.shape[1]
-    equity = np.empty((k_total, n_bars))
+    equity = np.empty((k_total if keep_equity else 0, n_bars))
+    # without kept curves the kernel writes each chunk's into one scratch block
+    scratch = None if keep_equity else np.empty((min(chunk_size, k_total), n_bars))
     returns = np.empty((k_total, n_bars))
     turnover_sum = np.empty(k_total)
     exposure = np.empty(k_total)
@@ -200,10 +207,12 @@ def run_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel | None
                 specs[sl], operands, signals, ev, bars, uni, costs, record_trades=True)
             trades = trades[: n_rec[0]]
             returns[sl], turnover_sum[sl], exposure[sl] = portfolio_series(eq, traded, gross)
-            equity[sl] = eq
+            if keep_equity:
+                equity[sl] = eq
         else:
+            eq_rows = equity[sl] if scratch is None else scratch[:n_take]
             turnover_sum[sl], exposure[sl], stats[sl] = _simulate_blocked(
-                specs[sl], operands, signals, ev, bars, uni, costs, equity[sl], returns[sl])
+                specs[sl], operands, signals, ev, bars, uni, costs, eq_rows, returns[sl])
         start = sl.stop
         if progress is not None:
             progress(start)

@@ -196,10 +196,11 @@ def run_mixed_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel,
                     evaluator: SignalEvaluator | None = None, chunk_size: int = 256,
                     progress: Callable[[int], None] | None = None,
                     record_trades: bool = False,
-                    universe: UniverseRule | None = None) -> BatchResult:
+                    universe: UniverseRule | None = None,
+                    keep_equity: bool = True) -> BatchResult:
     """Engine A's batch when it holds cross-sectional specs: those run through
     :mod:`kernel_xs`, the others through :func:`engine_a.run_batch`; one result in the
-    order of ``specs``, with the same metrics code for both."""
+    order of ``specs``, with the same metrics code for both (``keep_equity`` as there)."""
     from alphaloop.engines.engine_a import BatchResult, member_rows, metrics_frame, run_batch
 
     specs = list(specs)
@@ -207,13 +208,16 @@ def run_mixed_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel,
     xs = [k for k, s in enumerate(specs) if is_cross_sectional(s)]
     rest = [k for k, s in enumerate(specs) if not is_cross_sectional(s)]
     n_bars = ev.shape[1]
-    returns, equity = np.empty((len(specs), n_bars)), np.empty((len(specs), n_bars))
+    returns = np.empty((len(specs), n_bars))
+    equity = np.empty((len(specs) if keep_equity else 0, n_bars))
     frames: list[pd.DataFrame] = []
     extra: dict[str, Any] = {}
     if rest:
         sub = run_batch([specs[k] for k in rest], bars, costs, evaluator=ev,
-                        chunk_size=chunk_size, universe=universe)
-        returns[rest], equity[rest] = sub.returns, sub.equity
+                        chunk_size=chunk_size, universe=universe, keep_equity=keep_equity)
+        returns[rest] = sub.returns
+        if keep_equity:
+            equity[rest] = sub.equity
         frames.append(sub.metrics)
     uni = build_universe(ev.valid, bars.index, universe or UniverseRule(),
                          member=member_rows(bars))
@@ -227,7 +231,9 @@ def run_mixed_batch(specs: Sequence[StrategySpec], bars: Bars, costs: CostModel,
         out = simulate_xs(market, ev, uni, xs_inputs(chunk, ev, uni), model, dt,
                           np.ones(len(chunk)), record=record_trades)
         ret, turnover, exposure = portfolio_series(out.equity, out.traded, out.gross)
-        returns[rows], equity[rows] = ret, out.equity
+        returns[rows] = ret
+        if keep_equity:
+            equity[rows] = out.equity
         frames.append(metrics_frame(chunk, ret, out.stats, turnover, exposure, bars))
         if record_trades:
             extra = {"trades": out.trades, "net": out.net[0]}

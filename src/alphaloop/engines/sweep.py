@@ -61,7 +61,7 @@ def run_sweep(family: str, bars: Bars, *, n: int, sampler: str = "sobol", seed: 
         specs = _distinct([fam.build(p) for p in params], seen)
         if specs:
             res = run_batch(specs, bars, costs, evaluator=ev,
-                            progress=_offset(progress, done))
+                            progress=_offset(progress, done), keep_equity=False)
             frames.append(_rows(specs, res.metrics, bars, costs, sampler, seed))
             for spec, value in zip(specs, res.metrics[objective].to_numpy(), strict=True):
                 smp.tell(spec.params, float(value) if np.isfinite(value) else -1e9)

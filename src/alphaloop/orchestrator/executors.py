@@ -118,7 +118,7 @@ def backtest_chunk(job: tuple[list[str], int, float, float]) -> tuple[pd.DataFra
     bars, evaluator = _window(stop)
     specs = [StrategySpec.model_validate(json.loads(s)) for s in spec_json]
     res = run_batch(specs, bars, CostModel(fees_bps=fees_bps, slippage_bps=slippage_bps),
-                    evaluator=evaluator)
+                    evaluator=evaluator, keep_equity=False)
     frame = res.metrics.reset_index()
     sr, skew, kurt = return_moments_rows(res.returns)
     frame["sr_per_period"], frame["skew"], frame["kurtosis"] = sr, skew, kurt
