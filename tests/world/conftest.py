@@ -62,6 +62,7 @@ class Server:
     refs_root: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    workers: int = 1
 
     @property
     def db_url(self) -> str:
@@ -76,7 +77,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "alphaloop", "world", "serve", "--db",
              self.db_url, "--host", "127.0.0.1", "--port", str(self.port),
-             "--refs-root", str(self.refs_root)], env=env)
+             "--refs-root", str(self.refs_root), "--workers", str(self.workers)], env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

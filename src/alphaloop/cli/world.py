@@ -48,11 +48,13 @@ def _db_url(url: str | None) -> str:
 @_friendly
 def serve(db: DbOpt = None, host: str = "127.0.0.1", port: int = 8080,
           refs_root: Annotated[Path | None, typer.Option(
-              help="Where realized_returns_ref files live (default ./refs).")] = None) -> None:
+              help="Where realized_returns_ref files live (default ./refs).")] = None,
+          workers: Annotated[int, typer.Option(
+              min=1, help="Server processes on one socket (one per core).")] = 1) -> None:
     """Serve the WorldService (uvicorn) on the knowledge base database."""
     from alphaloop.world.server import serve as run
 
-    run(_db_url(db), host, port, refs_root)
+    run(_db_url(db), host, port, refs_root, workers=workers)
 
 
 @token_app.command("create")

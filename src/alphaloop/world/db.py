@@ -13,6 +13,7 @@ reason: writers are serialized across processes, readers never wait.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -112,6 +113,40 @@ class Prepared:
         return cursor.fetchone()[0] if self.returns else None
 
 
+class WriterLock:
+    """One writer at a time: a thread lock for this process's threads, then an
+    exclusive ``flock`` on ``<database>.write-lock`` that every server process of the
+    same SQLite file takes (the kernel queues the waiters: no polling, and a process
+    that dies releases it). An in-memory database has the thread lock only."""
+
+    def __init__(self, database: str | None) -> None:
+        self._thread = threading.Lock()
+        self._path = None if database in (None, "", ":memory:") else f"{database}.write-lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> WriterLock:
+        self._thread.acquire()
+        try:
+            if self._path is not None and self._fd is None:
+                try:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                except OSError:  # a read-only folder: SQLite's own lock still serializes
+                    self._path = None
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
+
+
 class Database:
     """The engine of one knowledge base URL, migrated to the newest schema."""
 
@@ -127,9 +162,11 @@ class Database:
         self.engine = create_engine(url, pool_size=40, max_overflow=20)
         # built once: an engine with options is a new object each time it is asked for
         self._write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
-        # SQLite has one writer: queue this process's writers on a lock, first come first
-        # served, instead of letting them poll the file lock (its backoff sleeps make
-        # tail latencies of seconds under load). Other processes still meet the file lock.
+        # SQLite has one writer: queue the writers on a lock instead of letting them poll
+        # SQLite's file lock (its backoff sleeps make tail latencies of seconds under
+        # load): a thread lock in this process, then an flock shared by every server
+        # process on the same file (``alphaloop world serve --workers N``); any other
+        # process still meets SQLite's own lock.
         self._writer: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         self._server_lock = self.engine.dialect.name == "postgresql"
         self._sqlite = self.engine.dialect.name == "sqlite"
@@ -138,7 +175,7 @@ class Database:
             configure_sqlite(self.engine, busy_timeout_s)
             _durable_commits(self.engine, synchronous
                              or os.environ.get("ALPHALOOP_WORLD_SQLITE_SYNC", "FULL"))
-            self._writer = threading.Lock()
+            self._writer = WriterLock(self.engine.url.database)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:

@@ -4,21 +4,47 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from alphaloop.world.app import create_app
+from alphaloop.world.db import Database
+
+_DB, _REFS = "ALPHALOOP_WORLD_DB", "ALPHALOOP_WORLD_REFS"
 
 
 def serve(db_url: str, host: str = "127.0.0.1", port: int = 8080,
-          refs_root: Path | None = None, log_level: str = "warning") -> None:
-    app = create_app(db_url, refs_root=refs_root)
+          refs_root: Path | None = None, log_level: str = "warning",
+          workers: int = 1) -> None:
+    """Serve until stopped. ``workers`` > 1 runs that many server processes on one
+    socket (uvicorn's supervisor), each with its own app on the same database: on
+    SQLite their writers queue on one file lock (:class:`alphaloop.world.db.WriterLock`)."""
+    if workers > 1:
+        Database(db_url).close()  # migrate once, before the workers start
+        os.environ[_DB] = db_url
+        os.environ[_REFS] = "" if refs_root is None else str(refs_root)
+        uvicorn.run("alphaloop.world.server:worker_app", factory=True, host=host, port=port,
+                    log_level=log_level, access_log=False, workers=workers)
+        return
+    uvicorn.run(_frozen(create_app(db_url, refs_root=refs_root)), host=host, port=port,
+                log_level=log_level, access_log=False)
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of :func:`serve` (its settings come by environment)."""
+    refs = os.environ.get(_REFS) or None
+    return _frozen(create_app(os.environ[_DB], refs_root=None if refs is None else Path(refs)))
+
+
+def _frozen(app: FastAPI) -> FastAPI:
     # what starting made (modules, schemas, the engine) lives as long as the process: out
     # of the collector's way, a full collection no longer walks it under load
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,8 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--refs-root", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    serve(args.db, args.host, args.port, args.refs_root)
+    serve(args.db, args.host, args.port, args.refs_root, workers=args.workers)
 
 
 if __name__ == "__main__":
