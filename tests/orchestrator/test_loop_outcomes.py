@@ -4,8 +4,10 @@ RunSummary whatever the run id or the number of workers."""
 
 from __future__ import annotations
 
+import gc
 import json
 import pickle
+import weakref
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +107,30 @@ def _failures(cfg: RunConfig) -> list[tuple[object, ...]]:
                       "WHERE run_id = ?", (cfg.run_id,)).fetchall()
     db.close()
     return [(i, s, st, c, json.dumps(json.loads(e), sort_keys=True)) for i, s, st, c, e in rows]
+
+
+def test_what_a_run_froze_out_of_the_collector_is_collectable_after_it(
+        make_config: Make, noise_path: Path) -> None:
+    """The loop hides what it holds from the cyclic collector at each iteration
+    (gc.freeze, for speed); when the run ends, a reference cycle that was garbage at
+    a freeze must be collectable again, or every run would leak its cycles."""
+    class Cycle:
+        me: object
+
+    enabled = gc.isenabled()
+    gc.disable()  # so that nothing collects the cycle before the loop freezes it
+    try:
+        cycle = Cycle()
+        cycle.me = cycle
+        ref = weakref.ref(cycle)
+        del cycle
+        Runner(make_config(noise_path, budgets={"max_iterations": 1})).run()
+    finally:
+        if enabled:
+            gc.enable()
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert ref() is None
 
 
 def test_max_backtests_is_never_exceeded(make_config: Make, planted_path: Path) -> None:
