@@ -7,8 +7,8 @@ from __future__ import annotations
 import gc
 import json
 import pickle
-import weakref
 import sqlite3
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
