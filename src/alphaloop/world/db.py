@@ -7,7 +7,9 @@ tables). The service then keeps its own engine: for SQLite, WAL with
 transaction begins IMMEDIATE, so it holds the write lock before it reads what it will
 change (revision numbers, latest snapshot) and never fails halfway. On PostgreSQL every
 write transaction first takes one advisory lock (held until it ends) for the same
-reason: writers are serialized across processes, readers never wait.
+reason: writers are serialized across processes, readers never wait. The hot writes
+go through :meth:`Database.transact`, which on SQLite lets concurrent requests share one
+transaction and its fsync (:mod:`alphaloop.world.commit`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Double, Engine, Integer, String, create_engine, event, text
+from sqlalchemy import JSON, Connection, Double, Engine, Integer, String, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
@@ -29,7 +31,10 @@ from sqlalchemy.sql import Insert, Select
 
 from alphaloop.kb import KBError, KnowledgeBase
 from alphaloop.kb.store import WRITE_OPTION, configure_sqlite
+from alphaloop.world.commit import GroupCommit, Work
 from alphaloop.world.errors import WorldError, unavailable
+
+T = TypeVar("T")
 
 WORLD_WRITE_LOCK = 0x776F726C64  # "world": the advisory lock every PostgreSQL write takes
 
@@ -176,32 +181,48 @@ class Database:
             _durable_commits(self.engine, synchronous
                              or os.environ.get("ALPHALOOP_WORLD_SQLITE_SYNC", "FULL"))
             self._writer = WriterLock(self.engine.url.database)
+        # SQLite's commits wait for an fsync each: concurrent writes share them
+        self._group = None if not self._sqlite else GroupCommit(
+            self._transaction, self._session, _world_error)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A write transaction on a connection, the writer lock held until it ends; it
+        commits on a clean exit."""
+        with self._writer, self._write_engine.begin() as conn:
+            if self._server_lock:
+                # PostgreSQL's counterpart of SQLite's one writer: writes read what they
+                # change (revision numbers, latest snapshot), so they queue on a lock
+                # held until commit, across every process of the service
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                             {"key": WORLD_WRITE_LOCK})
+            yield conn
+
+    def _session(self, conn: Connection) -> Session:
+        # "rollback_only": the session never commits, nor (closing) rolls back, the
+        # connection's transaction or a savepoint it is in; whoever opened them does
+        info = {_SQLITE: conn.connection.driver_connection} if self._sqlite else {}
+        return Session(bind=conn, join_transaction_mode="rollback_only", info=info)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction: all of it is committed, or none of it."""
         try:
-            with (self._writer, self._write_engine.begin() as conn,
-                  Session(bind=conn) as session):
-                if self._server_lock:
-                    # PostgreSQL's counterpart of SQLite's one writer: writes read what they
-                    # change (revision numbers, latest snapshot), so they queue on a lock
-                    # held until commit, across every process of the service
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                 {"key": WORLD_WRITE_LOCK})
-                if self._sqlite:
-                    session.info[_SQLITE] = conn.connection.driver_connection
+            with self._transaction() as conn, self._session(conn) as session:
                 yield session
-        except sa_exc.IntegrityError as exc:
-            raise WorldError(f"the write conflicts with stored data: {exc.orig}",
-                             code="CONFLICT", status=409) from exc
-        except sqlite3.IntegrityError as exc:  # from a Prepared statement
-            raise WorldError(f"the write conflicts with stored data: {exc}",
-                             code="CONFLICT", status=409) from exc
-        except sa_exc.OperationalError as exc:
-            raise unavailable(f"the database is unavailable: {exc.orig}") from exc
-        except sqlite3.OperationalError as exc:
-            raise unavailable(f"the database is unavailable: {exc}") from exc
+        except (sa_exc.IntegrityError, sqlite3.IntegrityError,
+                sa_exc.OperationalError, sqlite3.OperationalError) as exc:
+            raise _world_error(exc) from exc
+
+    def transact(self, work: Work[T]) -> T:
+        """``work``'s result once its writes are committed, as :meth:`write` would
+        commit them. On SQLite, requests running this concurrently share transactions
+        (:class:`alphaloop.world.commit.GroupCommit`: one fsync for many, each request
+        in its own savepoint); elsewhere it is :meth:`write`."""
+        if self._group is None:
+            with self.write() as session:
+                return work(session)
+        return self._group.run(work)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -213,3 +234,18 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _world_error(exc: BaseException) -> BaseException:
+    """The error a write answers for a database error: a constraint violation is a 409,
+    an unavailable database a 503 (retry); anything else is itself."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    if isinstance(exc, sa_exc.IntegrityError | sqlite3.IntegrityError):
+        error = WorldError(f"the write conflicts with stored data: {orig}",
+                           code="CONFLICT", status=409)
+    elif isinstance(exc, sa_exc.OperationalError | sqlite3.OperationalError):
+        error = unavailable(f"the database is unavailable: {orig}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error

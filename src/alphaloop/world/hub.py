@@ -133,11 +133,12 @@ def post_snapshot(service: WorldService, snap: SnapshotIn, actor: str) -> Snapsh
     ``risk_snapshot_updated`` event); the same content again changes nothing."""
     body = _checked_body(service, snap)
     digest = audit.content_hash(body)
-    with service.db.write() as conn:
+
+    def store(conn: Session) -> tuple[Snapshot, WorldState, bool]:
         state = service.load(conn, snap.world_id)
         if _SEEN.first(conn, {"content_hash": digest}) is not None:
             found = conn.execute(_BY_HASH, {"content_hash": digest}).one()
-            return snapshot_out(Snapshot(**found._mapping), state, created=False)
+            return Snapshot(**found._mapping), state, False
         ttl = snap.ttl_s if snap.ttl_s is not None else state.policy.freshness.snapshot_ttl
         values = dict(content_hash=digest, world_id=snap.world_id, strategy_id=snap.strategy_id,
                       as_of=snap.as_of.timestamp(), ttl_s=ttl, ingested_at=time.time(),
@@ -148,7 +149,10 @@ def post_snapshot(service: WorldService, snap: SnapshotIn, actor: str) -> Snapsh
         audit.emit(conn, snap.world_id, "risk_snapshot_updated",
                    {"snapshot_id": snapshot_id, "strategy_id": snap.strategy_id,
                     "content_hash": digest, "as_of": body["as_of"]})
-        return snapshot_out(Snapshot(snapshot_id=snapshot_id, **values), state, True)  # type: ignore[arg-type]
+        return Snapshot(snapshot_id=snapshot_id, **values), state, True  # type: ignore[arg-type]
+
+    row, state, created = service.db.transact(store)  # the answer is built after commit
+    return snapshot_out(row, state, created)
 
 
 def latest_snapshot(service: WorldService, world_id: str, strategy_id: str) -> SnapshotOut:

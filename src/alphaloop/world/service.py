@@ -456,14 +456,15 @@ class WorldService:
     def evaluate(self, world_id: str, body: EvaluateIn, actor: str) -> EvaluationOut:
         """Judge one strategy under the world's current policy and store the run."""
         if body.metrics is not None:  # nothing to source: read, judge and write at once
-            with self.db.write() as conn:
+            def judge_and_write(conn: Session) -> tuple[Judged, Revision, bool]:
                 judged = self._judge_request(conn, world_id, body)
-                rev, written = self.write(conn, judged, actor)
+                return judged, *self.write(conn, judged, actor)
+
+            judged, rev, written = self.db.transact(judge_and_write)
             return self.evaluation_out(judged, rev, written)
         with self.db.read() as conn:  # sourcing may run engine B: not under the write lock
             judged = self._judge_request(conn, world_id, body)
-        with self.db.write() as conn:
-            rev, written = self.write(conn, judged, actor)
+        rev, written = self.db.transact(lambda conn: self.write(conn, judged, actor))
         return self.evaluation_out(judged, rev, written)
 
     def _judge_request(self, conn: Session, world_id: str, body: EvaluateIn) -> Judged:
@@ -483,8 +484,7 @@ class WorldService:
         run_ids = [j.run_id for j in judged]
         if len(set(run_ids)) != len(run_ids):
             raise invalid("items", "two items resolve to the same run_id", "DUPLICATE_RUN_ID")
-        with self.db.write() as conn:
-            written = [self.write(conn, j, actor) for j in judged]
+        written = self.db.transact(lambda conn: [self.write(conn, j, actor) for j in judged])
         return CohortOut(world_id=world_id, run_id=body.run_id,
                          results=[self.evaluation_out(j, rev, w)
                                   for j, (rev, w) in zip(judged, written, strict=True)])
