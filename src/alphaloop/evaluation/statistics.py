@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -205,15 +204,22 @@ def annualized_to_per_period_variance(var_annual: float, periods_per_year: float
 # ---------------------------------------------------------------------------
 
 
-def _sharpe_columns(r: FloatArray) -> FloatArray:
-    """Per-period Sharpe (ddof=1) of each column of a (T, N) matrix; NaN if std is 0."""
-    mean = r.mean(axis=0)
-    std = r.std(axis=0, ddof=1)
-    scale = np.max(np.abs(r), axis=0)
+def _sharpe_rows(r: FloatArray) -> FloatArray:
+    """Per-period Sharpe (ddof=1) of each row of a C-contiguous (K, T) matrix; NaN if
+    the std is 0. Rows are reduced along their own contiguous axis (numpy's pairwise
+    sum), so a row gives the same bits alone or among any other rows."""
+    mean = r.mean(axis=1)
+    std = r.std(axis=1, ddof=1)
+    scale = np.max(np.abs(r), axis=1)
     zero = std <= _ZERO_STD_ULPS * np.finfo(np.float64).eps * scale
-    out = np.full(r.shape[1], np.nan)
+    out = np.full(r.shape[0], np.nan)
     np.divide(mean, std, out=out, where=~zero)
     return out
+
+
+def _sharpe_columns(r: FloatArray) -> FloatArray:
+    """:func:`_sharpe_rows` of each column of a (T, N) matrix."""
+    return _sharpe_rows(np.ascontiguousarray(r.T))
 
 
 def sharpe_per_period(returns: Any) -> float | FloatArray:
@@ -246,26 +252,31 @@ def return_moments(returns: Any) -> ReturnMoments:
     ``m_k = mean((r - mean(r))**k)``. For constant returns all three are NaN.
     """
     r = _as_returns_1d(returns)
-    sr = float(_sharpe_columns(r[:, None])[0])
-    if math.isnan(sr):
-        return ReturnMoments(sr=math.nan, skew=math.nan, kurtosis=math.nan, n_obs=r.shape[0])
-    skew = float(stats.skew(r, bias=True))
-    kurt = float(stats.kurtosis(r, fisher=False, bias=True))
-    return ReturnMoments(sr=sr, skew=skew, kurtosis=kurt, n_obs=r.shape[0])
+    sr, skew, kurt = _moments_rows(r[None, :])
+    return ReturnMoments(sr=float(sr[0]), skew=float(skew[0]), kurtosis=float(kurt[0]),
+                         n_obs=r.shape[0])
 
 
 def return_moments_rows(returns: Any) -> tuple[FloatArray, FloatArray, FloatArray]:
     """:func:`return_moments` of each row of a (K, T) matrix at once: (Sharpe, skew,
     kurtosis) arrays of length K, NaN for constant rows. Every row is reduced on its
     own, so a row's moments do not depend on the other rows."""
-    r = np.asarray(returns, dtype=np.float64).T  # (T, K): one column per series
-    sr = _sharpe_columns(r)
-    # constant rows make scipy warn of cancellation; their moments are set to NaN below
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        skew = np.asarray(stats.skew(r, axis=0, bias=True), dtype=np.float64)
-        kurt = np.asarray(stats.kurtosis(r, axis=0, fisher=False, bias=True), dtype=np.float64)
+    return _moments_rows(np.ascontiguousarray(returns, dtype=np.float64))
+
+
+def _moments_rows(r: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    # One code path for a series and for a batch, reduced row by row along contiguous
+    # rows: scipy.stats.skew gives a 1-D series and the same series inside a matrix
+    # results that differ in the last bit (its reductions run along another axis), and
+    # the loop's batch statistics must be the series function's, bit for bit.
+    sr = _sharpe_rows(r)
     constant = np.isnan(sr)
+    d = r - r.mean(axis=1, keepdims=True)
+    d2 = d * d
+    m2 = d2.mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        skew = (d2 * d).mean(axis=1) / m2**1.5
+        kurt = (d2 * d2).mean(axis=1) / (m2 * m2)
     skew[constant] = np.nan
     kurt[constant] = np.nan
     return sr, skew, kurt
