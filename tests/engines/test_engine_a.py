@@ -15,6 +15,7 @@ Unless a test says otherwise costs are zero so that the numbers stay readable.
 from __future__ import annotations
 
 import math
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
@@ -426,6 +427,40 @@ def test_deterministic_finite_and_complete(bars: Bars) -> None:
     assert not np.isnan(a.returns).any() and not np.isnan(a.equity).any()
     assert list(a.metrics.columns) == list(CORE_METRICS)
     assert a.returns.shape == (len(SPECS), bars.n_bars)
+
+
+CONSTANT_SIDES = [
+    spec("rsi(close, 3) < 40", "rsi(close, 3) > 60"),
+    spec("close > 10.5", "close < 10.5", direction="both"),
+    spec("10.4 < close", "rsi(close, 5) >= 70", direction="short", risk={"stop_loss": 0.05}),
+    spec("close > sma(close, 4) and rsi(close, 3) < 50", "close < 10"),  # codes > 1.5
+    spec("close > sma(close, 5)", "close < sma(close, 5)"),  # no constant: C-typed list
+]
+
+
+@FAST
+@given(bars=panels)
+def test_constant_operands_are_views_with_the_numbers_of_full_arrays(bars: Bars) -> None:
+    """A comparison's constant side reaches the kernel as a zero-stride view of one
+    number (SignalEvaluator._flat), not an (N x T) array; the results must be those
+    of the materialized constant, bit for bit, in both kernels."""
+    from alphaloop.engines.signals import SignalEvaluator
+
+    ev = SignalEvaluator(bars)
+    flat = ev.comparison(CONSTANT_SIDES[0].entry_node)[0]  # canonical: 40 > rsi(...)
+    assert flat.strides == (0, 0) and flat.shape == ev.shape and not flat.flags.writeable
+    assert ev._cache_bytes == sum(a.nbytes for a in ev.cache.values())
+    views = run_batch(CONSTANT_SIDES, bars, DEFAULT)
+    trades = [run_batch([s], bars, DEFAULT, record_trades=True) for s in CONSTANT_SIDES]
+    with patch.object(SignalEvaluator, "_flat", SignalEvaluator.constant):
+        full = run_batch(CONSTANT_SIDES, bars, DEFAULT)
+        full_trades = [run_batch([s], bars, DEFAULT, record_trades=True)
+                       for s in CONSTANT_SIDES]
+    np.testing.assert_array_equal(views.equity, full.equity)
+    pd.testing.assert_frame_equal(views.metrics, full.metrics)
+    for a, b_ in zip(trades, full_trades, strict=True):
+        np.testing.assert_array_equal(a.extra["trades"], b_.extra["trades"])
+        np.testing.assert_array_equal(a.returns, b_.returns)
 
 
 LONG_ONLY = [

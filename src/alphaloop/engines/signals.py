@@ -46,6 +46,7 @@ class SignalEvaluator:
         self.cache: dict[str, np.ndarray] = {}
         self.max_cache_bytes = max_cache_bytes
         self._cache_bytes = 0
+        self._flats: dict[str, np.ndarray] = {}  # constant operands (8 bytes each)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -207,11 +208,32 @@ class SignalEvaluator:
         codes compared ``> 1.5`` (true only where the code is TRUE).
         """
         if isinstance(node, Call) and node.op in _COMPARE:
-            return self._array(node.args[0]), self._array(node.args[1]), _COMPARE[node.op]
+            return self._operand(node.args[0]), self._operand(node.args[1]), _COMPARE[node.op]
         # the float codes are cached like an indicator: specs of a batch that share a
         # boolean tree share one array, not one copy each
         return (self.cached(f"codes({node})", lambda: self._float_codes(node)),
-                self.constant(1.5), _COMPARE["gt"])
+                self._flat(1.5), _COMPARE["gt"])
+
+    def _operand(self, node: Node) -> np.ndarray:
+        out = self._eval(node)
+        return self._flat(out) if isinstance(out, float) else out
+
+    def _flat(self, value: float) -> np.ndarray:
+        """A constant operand of a comparison: a read-only (N × T) view of one number.
+
+        Why not :meth:`constant`: a threshold such as ``rsi(close, 14) < 30`` would be a
+        full array per distinct value (80 MB on a 50 × 200,000 minute panel) that the
+        kernel streams from memory on every bar it scans. The view's strides are zero:
+        8 bytes, whose reads stay in the CPU's cache. The kernels take operands in any
+        layout (``engine_a.OPERAND``); a consumer that needs a contiguous array copies.
+        """
+        key = repr(value)
+        hit = self._flats.get(key)
+        if hit is None:
+            hit = np.lib.stride_tricks.as_strided(np.array([value]), shape=self.shape,
+                                                  strides=(0, 0), writeable=False)
+            self._flats[key] = hit
+        return hit
 
     def _float_codes(self, node: Node) -> np.ndarray:
         codes = self._eval(node)
