@@ -31,7 +31,7 @@ from alphaloop.kb import dispose_engines
 from alphaloop.world import audit
 from alphaloop.world.app import create_app
 from alphaloop.world.commit import GroupCommit
-from alphaloop.world.db import Database
+from alphaloop.world.db import _SQLITE, Database
 from alphaloop.world.errors import WorldError, invalid
 from alphaloop.world.models import AuditEntry, EvaluationRevision, EvaluationRun, World, table
 from alphaloop.world.schemas import EvaluateIn, WorldIn
@@ -136,6 +136,22 @@ def test_a_failed_commit_fails_and_stores_none_of_its_group(db: Database) -> Non
     group.transaction = real
     assert db.transact(_record("after")) == "after"  # the queue is not stuck
     assert _targets(db) == ["after"]
+
+
+def test_a_transaction_lost_midway_fails_the_rest_of_its_group(db: Database) -> None:
+    def lost(conn: Session) -> None:  # SQLite rolls the whole transaction back itself
+        audit.record(conn, actor="t", action="test.write", target="lost")  # on a full disk
+        conn.info[_SQLITE].execute("ROLLBACK")
+
+    futures = _in_one_group(db, [_record("alone"), _record("a"), lost, _record("b")])
+    assert futures[0].result() == "alone"
+    for future in futures[1:]:
+        with pytest.raises(WorldError) as failed:
+            future.result()
+        assert failed.value.status == 503
+    assert _targets(db) == ["alone"]  # "a" was in the lost transaction, "b" never ran
+    assert db.transact(_record("after")) == "after"
+    assert _targets(db) == ["after", "alone"]
 
 
 def test_one_run_twice_in_one_group_is_revisions_1_and_2(db: Database, tmp_path: Path) -> None:

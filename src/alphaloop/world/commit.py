@@ -114,11 +114,12 @@ class GroupCommit:
         with self.transaction() as conn:
             driver = conn.connection.driver_connection
             for request in group:
+                self._apply(conn, request)
                 # SQLite rolls a whole transaction back on some errors (a full disk, I/O):
-                # a later savepoint would then begin and commit a transaction of its own
+                # a later savepoint would then begin a transaction of its own, and the
+                # requests before would be answered as stored
                 if isinstance(driver, sqlite3.Connection) and not driver.in_transaction:
                     raise sqlite3.OperationalError("the write transaction was rolled back")
-                self._apply(conn, request)
         self.groups += 1
         self.writes += len(group)
 
