@@ -98,6 +98,8 @@ def one_run(source: str, learning: bool, work: Path, iterations: int,
              "rejected_share": it.failures_created / it.tested_A if it.tested_A else None,
              "forbidden_share": it.forbidden_share,
              "best_verified_so_far": it.best_verified_so_far, "survivors": it.survivors,
+             "hurdle_sr": quality.get(it.iteration, {}).get("hurdle_sr"),
+             "best_sr": quality.get(it.iteration, {}).get("best_sr"),
              "constraints_added": it.constraints_added} for it in summary.iterations]
     first = next((r["iteration"] for r in rows if r["survivors"]), None)
     return {"run_id": tag, "learning": learning, "wall_s": wall, "status": summary.status,
@@ -120,13 +122,43 @@ def _quality(url: str, run_id: str) -> dict[int, dict[str, float]]:
 
     kb = KnowledgeBase(url)
     scores, fails = kb.scores(run_id), kb.failures(run_id)
+    hurdles = _hurdles(kb, run_id)
     out: dict[int, dict[str, float]] = {}
     for it, group in scores.groupby("iteration"):
         f = fails[fails["iteration"] == it] if len(fails) else fails
         region = int(f["code"].isin(REGION_CODES).sum()) if len(f) else 0
         out[int(it)] = {"mean_score": float(group["score_total"].mean()),
-                        "region_share": region / len(group)}
+                        "region_share": region / len(group), **hurdles.get(int(it), {})}
     return out
+
+
+def _hurdles(kb: Any, run_id: str) -> dict[int, dict[str, float]]:
+    """Per iteration, over the run's engine A trials so far (the loop deflates by them;
+    each run here has a knowledge base of its own): the DSR's noise hurdle SR0
+    (``expected_max_sharpe`` of N trials with the sample variance of their per-period
+    Sharpe ratios, as the loop computes it) and the best trial Sharpe, both annualized
+    (x sqrt(252)). A candidate's DSR is above one half only when its Sharpe is above
+    SR0: this is why a planted effect that many trials capture fails the deflated gates."""
+    import math
+
+    import numpy as np
+
+    from alphaloop.evaluation.statistics import expected_max_sharpe
+
+    run = kb.get_run(run_id)
+    frame = kb.tested(run.data_ref) if run is not None else None
+    if frame is None or frame.empty:
+        return {}
+    out: dict[int, dict[str, float]] = {}
+    for it in sorted(frame["iteration"].unique()):
+        sr = frame.loc[frame["iteration"] <= it, "sharpe_per_period"].astype(float).to_numpy()
+        sr = sr[np.isfinite(sr)]
+        if sr.size < 2:
+            continue
+        hurdle = expected_max_sharpe(sr.size, float(np.var(sr, ddof=1)))
+        out[int(it)] = {"hurdle_sr": hurdle * math.sqrt(252), "best_sr": sr.max() * math.sqrt(252)}
+    return out
+
 
 
 def _half_means(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -183,14 +215,16 @@ def _print(result: dict[str, Any]) -> None:
               f"rejected {_fmt(r['rejected_first_half'], True)} -> "
               f"{_fmt(r['rejected_second_half'], True)} (first -> second half), "
               f"{r['wall_s']:.1f} s")
-        print("  it  tested  rejected  region-coded  forbidden  mean score  best verified")
+        print("  it  tested  rejected  region-coded  forbidden  mean score  best verified"
+              "  DSR hurdle SR0  best trial SR")
         for row in r["rows"]:
             print(f"  {row['iteration']:>2}  {row['tested']:>6}  "
                   f"{_fmt(row['rejected_share'], True):>8}  "
                   f"{_fmt(row['region_share'], True):>12}  "
                   f"{_fmt(row['forbidden_share'], True):>9}  "
                   f"{_fmt(row['mean_score']):>10}  "
-                  f"{_fmt(row['best_verified_so_far']):>13}")
+                  f"{_fmt(row['best_verified_so_far']):>13}  "
+                  f"{_fmt(row.get('hurdle_sr')):>14}  {_fmt(row.get('best_sr')):>13}")
 
 
 if __name__ == "__main__":
