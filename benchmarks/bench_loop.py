@@ -40,6 +40,7 @@ engine, a statistic or KB I/O as overhead; that sum is reported too.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -115,6 +116,30 @@ def _planted_panel(work: Path) -> Path:
     return path
 
 
+class GCPauses:
+    """The cyclic collector's pauses while active: seconds in all, collections per
+    generation (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.count = {0: 0, 1: 0, 2: 0}
+        self._t = 0.0
+
+    def _hook(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._t
+            self.count[info["generation"]] += 1
+
+    def __enter__(self) -> GCPauses:
+        gc.callbacks.append(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._hook)
+
+
 def _owner(path: str) -> Any:
     import importlib
 
@@ -141,10 +166,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of --data: a panel of the same size (100 x 2,520) with a "
                          "planted causal trend on every symbol, so that candidates reach "
                          "the shortlist and the evaluation stages (S65-S80) run")
+    ap.add_argument("--no-freeze", action="store_true",
+                    help="for comparison: the loop does not freeze what it holds at each "
+                         "iteration (gc.freeze), as before that change")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
     from alphaloop.orchestrator import RunConfig, Runner
+
+    if args.no_freeze:
+        import alphaloop.orchestrator.runner as runner_module
+
+        runner_module._age_out_of_gc = lambda: None  # type: ignore[attr-defined]
+    gc_pauses = GCPauses()
 
     _add_band_family()
     timer = PhaseTimer()
@@ -183,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                                "max_branch_repeats": 10**6}},
         "kb": {"url": f"sqlite:///{work / 'kb.sqlite'}"}, "out_dir": str(work / "runs")})
     t0 = time.perf_counter()
-    summary = Runner(cfg, progress=progress).run()
+    with gc_pauses:
+        summary = Runner(cfg, progress=progress).run()
     total = time.perf_counter() - t0
     timer.restore()
 
@@ -226,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                   "iterations_evaluation_below_sweep": sum(
                       r["evaluation_s"] < r["sweep_s"] for r in rows),
                   "iterations_with_evaluation": sum(r["promoted_to_B"] > 0 for r in rows)},
-              "backtests": summary.stats.backtests, "rows": rows}
+              "backtests": summary.stats.backtests, "freeze": not args.no_freeze,
+              "gc_pause_s": gc_pauses.seconds, "gc_collections": gc_pauses.count,
+              "rows": rows}
     _print(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
@@ -244,6 +281,10 @@ def _print(r: dict[str, Any]) -> None:
     print(f"  not engine, statistic or KB I/O (the issue's overhead) "
           f"{100 * r['overhead_by_the_issue']:.2f} %; with the claims counted as overhead "
           f"too {100 * r['overhead_by_the_issue_with_claims']:.2f} %")
+    print(f"garbage collector pauses (whole run, inside every group above): "
+          f"{r['gc_pause_s']:.2f} s in {sum(r['gc_collections'].values())} collections "
+          f"{r['gc_collections']} (loop {'freezes' if r['freeze'] else 'does not freeze'} "
+          f"what it holds at each iteration)")
     print("time by stage (all iterations):")
     for s, v in sorted(r["stage_s_total"].items()):
         print(f"  {s:<5} {v:8.2f} s")
