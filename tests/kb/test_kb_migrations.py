@@ -24,10 +24,10 @@ from alphaloop.errors import ErrorClass
 from alphaloop.kb import KBError, KnowledgeBase, StageRunRecord, dispose_engines, migrations
 from alphaloop.kb.models import Base
 
-HEAD = "0010"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables,
+HEAD = "0011"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables,
 # v0004 the campaign loop's executed actions, v0005 live approvals and candidates,
 # v0006 risk guard trips, v0007 paper fills, v0008 backtest claims and runs.finished_ns,
-# v0009 paper bars, v0010 paper orders
+# v0009 paper bars, v0010 paper orders, v0011 world guard marks
 TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "backtests",
           "scores", "failures", "constraint_sets", "constraints",
           # the WorldService shares the database (migration 0003)
@@ -39,7 +39,8 @@ TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "back
           "paper_fills",  # migration 0007
           "claims",  # migration 0008
           "paper_bars",  # migration 0009
-          "paper_orders"}  # migration 0010
+          "paper_orders",  # migration 0010
+          "world_guard_marks"}  # migration 0011
 
 
 def _tables(path: Path) -> set[str]:
@@ -61,10 +62,10 @@ def _at_revision(path: Path, revision: str) -> None:
     engine.dispose()
 
 
-def test_the_packaged_migrations_form_one_line_of_ten_revisions() -> None:
+def test_the_packaged_migrations_form_one_line_of_eleven_revisions() -> None:
     assert migrations.head() == HEAD
     assert migrations.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006",
-                                            "0007", "0008", "0009", "0010"}
+                                            "0007", "0008", "0009", "0010", "0011"}
 
 
 def test_a_database_of_revision_0007_gains_claims_and_the_finish_time_of_ended_runs(

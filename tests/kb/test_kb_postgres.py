@@ -18,19 +18,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
+from test_kb_migrations import HEAD, TABLES  # one list of the migrations' tables
 
 import alphaloop.world.models  # noqa: F401  (the world's tables join Base.metadata)
 from alphaloop.errors import ErrorClass
 from alphaloop.kb import KBError, KnowledgeBase, dispose_engines, migrations
 from alphaloop.kb.models import Base
-
-HEAD = "0010"
-TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "backtests",
-          "scores", "failures", "constraint_sets", "constraints",
-          "worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
-          "risk_snapshots", "control_events", "api_tokens", "audit_log", "campaign_actions",
-          "live_approvals", "live_candidates", "risk_trips",
-          "paper_fills", "claims", "paper_bars", "paper_orders"}
 
 
 def _plain(url: str) -> str:

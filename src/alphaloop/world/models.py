@@ -28,6 +28,8 @@ table                       key (what makes a write idempotent)
 ``paper_orders``            ``(world_id, strategy_id, order_ts, symbol, seq)``: a paper
                             order and its outcome as of a bar; only a later bar's
                             report updates it (migration ``0010``)
+``world_guard_marks``       ``world_id``: where the world's risk guard got to, so
+                            that a new bar is summed from there (migration ``0011``)
 ==========================  ======================================================
 
 Times are UNIX seconds (UTC) as doubles: the service, unlike the loop's store, must
@@ -59,7 +61,7 @@ HASH = String(64)  # sha256 hex
 WORLD_TABLES = ("worlds", "world_policies", "evaluation_runs", "evaluation_revisions",
                 "risk_snapshots", "control_events", "api_tokens", "audit_log",
                 "campaign_actions", "live_approvals", "live_candidates", "risk_trips",
-                "paper_fills", "paper_bars", "paper_orders")
+                "paper_fills", "paper_bars", "paper_orders", "world_guard_marks")
 
 
 class World(Base):
@@ -312,6 +314,23 @@ class PaperOrder(Base):
     status: Mapped[str] = mapped_column(String(32))
     as_of_ts: Mapped[str] = mapped_column(String(64))
     recorded_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class WorldGuardMark(Base):
+    """The world's risk guard, summed up to a bar time (``riskguard.WorldBook``): the
+    book after every paper bar before ``upto`` since the reset ``since`` ('' for none),
+    under the world limits ``limits`` (their JSON). A new bar at ``upto`` or later is
+    summed from here instead of from the reset."""
+
+    __tablename__ = "world_guard_marks"
+
+    world_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("worlds.world_id", ondelete="CASCADE"), primary_key=True)
+    since: Mapped[str] = mapped_column(String(64))
+    limits: Mapped[str] = mapped_column(Text)
+    upto: Mapped[str] = mapped_column(String(64))  # ISO, UTC
+    book: Mapped[str] = mapped_column(Text)  # JSON text: key order is summation order
     updated_at: Mapped[float] = mapped_column(Double)
 
 

@@ -20,12 +20,21 @@ trips the world (``strategy_id`` empty): every strategy of the world is halted, 
 those that never breached their own limits, until an operator resets the world. The
 world is judged on what has been reported when a bar arrives; a breach seen then
 stands (a trip is never undone by later data, only by an operator).
+
+The world's book is not summed from the reset on every bar: each check leaves a mark
+(``world_guard_marks``: the book before its latest bar time, that time, and the reset
+and limits it was summed under), and a bar at that time or later is summed from the
+mark. The earlier bar times are final by then; a bar reported for an earlier time, a
+reset or new limits sum from the reset again. So the first breach is the one a sum from
+the reset finds, to the bit (a property test compares the two).
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC
 from itertools import groupby
 
@@ -34,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from alphaloop.world import audit
 from alphaloop.world.errors import WorldError
-from alphaloop.world.models import PaperBar, RiskTrip, table
+from alphaloop.world.models import PaperBar, RiskTrip, WorldGuardMark, table
 from alphaloop.world.policy import WorldGuard
 from alphaloop.world.schemas import BarIn, BarOrders, BarOut, GuardOut, TripIn, TripOut
 from alphaloop.world.service import WorldService, WorldState, ts
@@ -154,7 +163,7 @@ class RiskGuard:
                 audit.record(conn, actor=actor, action="paper.bar", world_id=world_id,
                              target=f"{body.strategy_id}@{bar_ts}",
                              after=audit.content_hash(values))
-                self._check_world(conn, state, actor)
+                self._check_world(conn, state, actor, bar_ts)
             row = found or PaperBar(**values)
             trip = active_trip(conn, world_id, body.strategy_id)
             return _bar_out(row, created=found is None,
@@ -168,7 +177,7 @@ class RiskGuard:
                 .order_by(PaperBar.bar_ts)).scalars().all()
         return [_bar_out(r) for r in rows]
 
-    def _check_world(self, conn: Session, state: WorldState, actor: str) -> None:
+    def _check_world(self, conn: Session, state: WorldState, actor: str, new_ts: str) -> None:
         limits = state.policy.risk_guard.world
         world_id = state.world.world_id
         if limits == WorldGuard() or _own_trip(conn, world_id, WORLD) is not None:
@@ -177,53 +186,114 @@ class RiskGuard:
             RiskTrip.world_id == world_id, RiskTrip.strategy_id == WORLD,
             RiskTrip.reset_at.is_not(None)).order_by(RiskTrip.trip_id.desc()).limit(1)
         ).scalar_one_or_none()
+        key = (since or "", limits.model_dump_json())
+        mark = conn.get(WorldGuardMark, world_id)
+        resume = mark is not None and (mark.since, mark.limits) == key and new_ts >= mark.upto
+        book = WorldBook.from_json(mark.book) if resume and mark is not None else WorldBook()
         stmt = select(PaperBar).where(PaperBar.world_id == world_id)
         if since is not None:  # measured afresh after the operator's reset
             stmt = stmt.where(PaperBar.bar_ts > since)
+        if resume and mark is not None:  # the bar times before the mark are final
+            stmt = stmt.where(PaperBar.bar_ts >= mark.upto)
         rows = conn.execute(stmt.order_by(PaperBar.bar_ts, PaperBar.strategy_id)).scalars()
-        for bar_ts, rule, value, limit in world_breaches(limits, rows):
-            values = dict(world_id=world_id, strategy_id=WORLD, rule=rule, value=value,
-                          limit_value=limit, bar=bar_ts, tripped_at=time.time(),
-                          actor=actor, reset_at=None, reset_by=None)
-            stmt_trip = insert(table(RiskTrip)).returning(table(RiskTrip).c.trip_id)
-            trip_id = conn.execute(stmt_trip, values).scalar_one()
-            audit.record(conn, actor=actor, action="risk_guard.trip", world_id=world_id,
-                         target=f"world#{trip_id}:{rule}",
-                         after=audit.content_hash({k: v for k, v in values.items()
-                                                   if k != "tripped_at"}))
-            audit.emit(conn, world_id, "RISK_GUARD_TRIPPED",
-                       {"trip_id": trip_id, "strategy_id": WORLD, "scope": "world",
-                        "rule": rule, "value": value, "limit": limit, "bar": bar_ts,
-                        "severity": "CRITICAL"})
-            return  # the first breach trips; the world is halted
+        breach = book.first_breach(limits, rows)
+        if breach is None:
+            _save_mark(conn, world_id, mark, key, book)
+            return
+        bar_ts, rule, value, limit = breach
+        values = dict(world_id=world_id, strategy_id=WORLD, rule=rule, value=value,
+                      limit_value=limit, bar=bar_ts, tripped_at=time.time(),
+                      actor=actor, reset_at=None, reset_by=None)
+        stmt_trip = insert(table(RiskTrip)).returning(table(RiskTrip).c.trip_id)
+        trip_id = conn.execute(stmt_trip, values).scalar_one()
+        audit.record(conn, actor=actor, action="risk_guard.trip", world_id=world_id,
+                     target=f"world#{trip_id}:{rule}",
+                     after=audit.content_hash({k: v for k, v in values.items()
+                                               if k != "tripped_at"}))
+        audit.emit(conn, world_id, "RISK_GUARD_TRIPPED",
+                   {"trip_id": trip_id, "strategy_id": WORLD, "scope": "world",
+                    "rule": rule, "value": value, "limit": limit, "bar": bar_ts,
+                    "severity": "CRITICAL"})
 
 
-def world_breaches(limits: WorldGuard, rows: Iterator[PaperBar]
-                   ) -> Iterator[tuple[str, str, float, float]]:
-    """(bar_ts, rule, value, limit) of every world limit crossed, bar by bar, over
-    paper bars sorted by time (the module docstring says how the world is summed)."""
-    last: dict[str, tuple[float, float]] = {}  # strategy -> (equity, gross) last reported
-    index = peak = 1.0
-    for bar_ts, group in groupby(rows, key=lambda r: r.bar_ts):
-        bars = list(group)
+def _save_mark(conn: Session, world_id: str, mark: WorldGuardMark | None,
+               key: tuple[str, str], book: WorldBook) -> None:
+    """Where the world's book got to (the book before its latest bar time)."""
+    if book.upto is None:  # no bar summed: the mark, if any, still holds
+        return
+    values = dict(since=key[0], limits=key[1], upto=book.upto, book=book.marked_json,
+                  updated_at=time.time())
+    t = table(WorldGuardMark)
+    if mark is None:
+        conn.execute(insert(t), {"world_id": world_id, **values})
+    else:
+        conn.execute(update(t).where(t.c.world_id == world_id), values)
+        conn.expire(mark)
+
+
+Breach = tuple[str, str, float, float]  # bar_ts, rule, value, limit
+
+
+@dataclass
+class WorldBook:
+    """The world summed over its strategies' paper bars, bar time by bar time (the
+    module docstring says how). ``upto`` is the latest bar time summed and
+    ``marked_json`` the book before it: where the next check may resume."""
+
+    last: dict[str, list[float]] = field(default_factory=dict)  # strategy -> equity, gross
+    index: float = 1.0
+    peak: float = 1.0
+    upto: str | None = None
+    _before: tuple[dict[str, list[float]], float, float] = field(
+        default=({}, 1.0, 1.0), init=False, repr=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorldBook:
+        data = json.loads(text)  # key order kept: it is the order of the sums
+        return cls(last=data["last"], index=data["index"], peak=data["peak"])
+
+    @property
+    def marked_json(self) -> str:
+        """The book before ``upto`` as JSON (floats round-trip exactly)."""
+        last, index, peak = self._before
+        return json.dumps({"last": last, "index": index, "peak": peak})
+
+    def first_breach(self, limits: WorldGuard, rows: Iterable[PaperBar]) -> Breach | None:
+        """Sum ``rows`` (sorted by time) on; the first world limit crossed, if any."""
+        return next(self.breaches(limits, rows), None)
+
+    def breaches(self, limits: WorldGuard, rows: Iterable[PaperBar]) -> Iterator[Breach]:
+        for bar_ts, group in groupby(rows, key=lambda r: r.bar_ts):
+            # a shallow copy: a strategy's entry is replaced, never changed in place
+            self._before, self.upto = (dict(self.last), self.index, self.peak), bar_ts
+            for rule, value in self._step(list(group)).items():
+                limit = getattr(limits, rule)
+                if limit is not None and value > limit:
+                    yield bar_ts, rule, value, float(limit)
+
+    def _step(self, bars: list[PaperBar]) -> dict[str, float]:
+        """Add one bar time's reports; what the limits are measured against."""
+        last = self.last
         before = {r.strategy_id: r.equity / (1.0 + r.ret) for r in bars}
         base = sum(eq for sid, (eq, _) in last.items() if sid not in before)
         base += sum(before.values())
         pnl = sum(r.equity - before[r.strategy_id] for r in bars)
         for r in bars:
-            last[r.strategy_id] = (r.equity, r.gross)
+            last[r.strategy_id] = [r.equity, r.gross]
         ret = pnl / base if base > 0 else 0.0
-        index *= 1.0 + ret
-        peak = max(peak, index)
+        self.index *= 1.0 + ret
+        self.peak = max(self.peak, self.index)
         equity = sum(eq for eq, _ in last.values())
-        seen = {"max_drawdown": 1.0 - index / peak, "max_daily_loss": -ret,
+        return {"max_drawdown": 1.0 - self.index / self.peak, "max_daily_loss": -ret,
                 "max_leverage": sum(g for _, g in last.values()) / equity if equity > 0
                 else 0.0,
                 "max_orders_per_day": float(sum(r.n_fills for r in bars))}
-        for rule, value in seen.items():
-            limit = getattr(limits, rule)
-            if limit is not None and value > limit:
-                yield bar_ts, rule, value, float(limit)
+
+
+def world_breaches(limits: WorldGuard, rows: Iterable[PaperBar]) -> Iterator[Breach]:
+    """(bar_ts, rule, value, limit) of every world limit crossed, bar by bar, over
+    paper bars sorted by time, summed from the start (the module docstring says how)."""
+    return WorldBook().breaches(limits, rows)
 
 
 def _bar_out(row: PaperBar, created: bool = False, trip: TripOut | None = None) -> BarOut:
