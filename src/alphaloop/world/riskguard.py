@@ -88,20 +88,8 @@ class RiskGuard:
             found = _own_trip(conn, world_id, body.strategy_id)
             if found is not None:  # halted already: the first trip stands
                 return _out(found)
-            values = dict(world_id=world_id, strategy_id=body.strategy_id, rule=body.rule,
-                          value=body.value, limit_value=body.limit, bar=bar,
-                          tripped_at=time.time(), actor=actor, reset_at=None, reset_by=None)
-            stmt = insert(table(RiskTrip)).returning(table(RiskTrip).c.trip_id)
-            trip_id = conn.execute(stmt, values).scalar_one()
-            audit.record(conn, actor=actor, action="risk_guard.trip", world_id=world_id,
-                         target=f"{body.strategy_id}#{trip_id}:{body.rule}",
-                         after=audit.content_hash({k: v for k, v in values.items()
-                                                   if k != "tripped_at"}))
-            audit.emit(conn, world_id, "RISK_GUARD_TRIPPED",
-                       {"trip_id": trip_id, "strategy_id": body.strategy_id,
-                        "rule": body.rule, "value": body.value, "limit": body.limit,
-                        "bar": bar, "severity": "CRITICAL"})
-            return _out(RiskTrip(trip_id=trip_id, **values), created=True)
+            return _out(_store_trip(conn, world_id, actor, body.strategy_id,
+                                    (bar, body.rule, body.value, body.limit)), created=True)
 
     def status(self, world_id: str, strategy_id: str) -> GuardOut:
         with self.service.db.read() as conn:
@@ -200,20 +188,29 @@ class RiskGuard:
         if breach is None:
             _save_mark(conn, world_id, mark, key, book)
             return
-        bar_ts, rule, value, limit = breach
-        values = dict(world_id=world_id, strategy_id=WORLD, rule=rule, value=value,
-                      limit_value=limit, bar=bar_ts, tripped_at=time.time(),
-                      actor=actor, reset_at=None, reset_by=None)
-        stmt_trip = insert(table(RiskTrip)).returning(table(RiskTrip).c.trip_id)
-        trip_id = conn.execute(stmt_trip, values).scalar_one()
-        audit.record(conn, actor=actor, action="risk_guard.trip", world_id=world_id,
-                     target=f"world#{trip_id}:{rule}",
-                     after=audit.content_hash({k: v for k, v in values.items()
-                                               if k != "tripped_at"}))
-        audit.emit(conn, world_id, "RISK_GUARD_TRIPPED",
-                   {"trip_id": trip_id, "strategy_id": WORLD, "scope": "world",
-                    "rule": rule, "value": value, "limit": limit, "bar": bar_ts,
-                    "severity": "CRITICAL"})
+        _store_trip(conn, world_id, actor, WORLD, breach)
+
+
+def _store_trip(conn: Session, world_id: str, actor: str, strategy_id: str,
+                breach: Breach) -> RiskTrip:
+    """Store a trip (a strategy's, or the world's: ``strategy_id`` empty), audited and
+    announced on the control bus, in the caller's transaction."""
+    bar, rule, value, limit = breach
+    values = dict(world_id=world_id, strategy_id=strategy_id, rule=rule, value=value,
+                  limit_value=limit, bar=bar, tripped_at=time.time(), actor=actor,
+                  reset_at=None, reset_by=None)
+    stmt = insert(table(RiskTrip)).returning(table(RiskTrip).c.trip_id)
+    trip_id = conn.execute(stmt, values).scalar_one()
+    who = "world" if strategy_id == WORLD else strategy_id
+    audit.record(conn, actor=actor, action="risk_guard.trip", world_id=world_id,
+                 target=f"{who}#{trip_id}:{rule}",
+                 after=audit.content_hash({k: v for k, v in values.items()
+                                           if k != "tripped_at"}))
+    scope = {"scope": "world"} if strategy_id == WORLD else {}
+    audit.emit(conn, world_id, "RISK_GUARD_TRIPPED",
+               {"trip_id": trip_id, "strategy_id": strategy_id, **scope, "rule": rule,
+                "value": value, "limit": limit, "bar": bar, "severity": "CRITICAL"})
+    return RiskTrip(trip_id=trip_id, **values)
 
 
 def _save_mark(conn: Session, world_id: str, mark: WorldGuardMark | None,
