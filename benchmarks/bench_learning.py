@@ -74,14 +74,14 @@ def xs_panel(path: Path) -> Path:
 
 
 def one_run(source: str, learning: bool, work: Path, iterations: int,
-            candidates: int, families: list[str]) -> dict[str, Any]:
+            candidates: int, families: list[str], sampler: str = "sobol") -> dict[str, Any]:
     from alphaloop.orchestrator import RunConfig, Runner
 
     tag = f"{Path(source).stem}-{'learn' if learning else 'plain'}"
     cfg = RunConfig.from_dict({
         "run_id": tag, "seed": 3, "data": {"source": source},
         "budgets": {"max_iterations": iterations, "max_backtests": 10**6},
-        "generation": {"families": families, "sampler": "sobol",
+        "generation": {"families": families, "sampler": sampler,
                        "candidates_per_iteration": candidates, "max_growth": 1.0},
         "learning": {"enabled": learning},
         "policies": {"early_stop": {"patience_iters": 10**6},
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", default=None,
                     help="comma-separated (default: the panel's families)")
     ap.add_argument("--panel", choices=("trend", "xs", "noise"), default="trend")
+    ap.add_argument("--sampler", choices=("grid", "random", "sobol", "tpe"), default="sobol")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench_learning_"))
@@ -188,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sources = ["us_indices", str(planted_panel(work / "planted.parquet"))]
         families = (args.families or ",".join(FAMILIES)).split(",")
-    runs = [one_run(src, learn, work, args.iterations, args.candidates, families)
+    runs = [one_run(src, learn, work, args.iterations, args.candidates, families,
+                    args.sampler)
             for src in sources for learn in (False, True)]
     for r in runs:
         r["rejected_first_half"], r["rejected_second_half"] = _half_means(r["rows"])
-    result = {"machine": machine_info(peers=()), "panel": args.panel,
+    result = {"machine": machine_info(peers=()), "panel": args.panel, "sampler": args.sampler,
               "iterations": args.iterations,
               "candidates_per_iteration": args.candidates, "families": families,
               "runs": runs}
