@@ -109,6 +109,31 @@ def test_evidence_carries_value_threshold_and_stage() -> None:
     assert oos.evidence["OOS_DECAY"]["threshold"] == 0.5
 
 
+def test_relative_gates_carry_their_values() -> None:
+    # the excess DSR and information ratio a relative gate read are its evidence,
+    # as the plain DSR is for min_dsr (they were recorded as None before)
+    gates = {**GATES, "min_excess_dsr": 0.95, "min_information_ratio": 0.2}
+    sc = ScoringEvidence(metrics=HEALTHY, gates=gates, score_total=70.0, score_threshold=50.0,
+                         failed_gates=("min_excess_dsr", "min_information_ratio"),
+                         excess_dsr=0.92, information_ratio=0.05)
+    d = diagnose(candidate(sc))
+    # an information ratio this small is the undeflated lesson, so it comes first
+    assert d is not None and d.codes == ("LOW_INFORMATION_RATIO", "BENCHMARK_NOT_BEATEN")
+    assert d.evidence["BENCHMARK_NOT_BEATEN"] == {"stage": "S60", "gate": "min_excess_dsr",
+                                                  "threshold": 0.95, "value": 0.92}
+    assert d.evidence["LOW_INFORMATION_RATIO"]["value"] == 0.05
+
+
+def test_deflation_against_cash_comes_before_the_benchmark() -> None:
+    # Sharpe 4.1 against a benchmark's -0.3 (a loop's planted panel): the candidate beats
+    # the benchmark by far; what rejects it is deflation by the number of trials
+    gates = {**GATES, "min_excess_dsr": 0.95}
+    sc = ScoringEvidence(metrics=HEALTHY, gates=gates, score_total=70.0, score_threshold=50.0,
+                         failed_gates=("min_dsr", "min_excess_dsr"), dsr=0.70, excess_dsr=0.92)
+    d = diagnose(candidate(sc))
+    assert d is not None and d.codes == ("OVERFIT_DSR", "BENCHMARK_NOT_BEATEN")
+
+
 def test_no_trades_replaces_too_few_trades() -> None:
     d = diagnose(SCENARIOS["NO_TRADES"])
     assert d is not None

@@ -572,7 +572,9 @@ def _evidence(row: dict[str, Any], short: Shortlist, threshold: float,
         metrics=metrics, failed_gates=tuple(map(str, row["failed_gates"])), gates=gates,
         score_total=finite(row["score_total"]), score_threshold=threshold,
         gross=estimate_gross(metrics, costs.fees_bps, costs.slippage_bps),
-        dsr=finite(row.get("dsr")), pbo=finite(row.get("pbo")), correlated_with=twin,
+        dsr=finite(row.get("dsr")), pbo=finite(row.get("pbo")),
+        excess_dsr=finite(row.get("excess_dsr")),
+        information_ratio=finite(row.get("information_ratio")), correlated_with=twin,
         correlation_threshold=promo.cluster_correlation if twin else None)
     verification = None if b is None else _engine_b(b)
     validation = None if r is None else ValidationEvidence(

@@ -32,9 +32,12 @@ one whose lesson the constraint learner should draw. In order:
 5. ``EXECUTION_INFEASIBLE``, ``RISK_MODEL_FAILURE`` -- engine B could not trade it or
    its risk controls did not hold;
 6. ``DRAWDOWN_BREACH`` before ``LOW_SHARPE`` (the risk lever, stops and sizing, is
-   the one to change first), then the benchmark gates;
+   the one to change first), then ``LOW_INFORMATION_RATIO`` (the excess over the
+   benchmark is small before any deflation);
 7. ``OVERFIT_DSR``, ``OVERFIT_PBO`` -- a Sharpe that looked fine but not after
-   deflation by the number of trials;
+   deflation by the number of trials; then ``BENCHMARK_NOT_BEATEN``, the deflated
+   excess over the benchmark: a candidate whose Sharpe does not survive deflation
+   against cash fails for that reason first, whatever its margin over the benchmark;
 8. ``UNSTABLE_PARAMS``, ``OOS_DECAY`` -- robustness diagnoses of candidates that got
    that far;
 9. ``LOW_SCORE`` -- every gate passed but the score stayed below the threshold.
@@ -85,8 +88,8 @@ PRECEDENCE: tuple[str, ...] = (
     "DUPLICATE",
     "COST_DOMINATED", "EXCESSIVE_TURNOVER",
     "EXECUTION_INFEASIBLE", "RISK_MODEL_FAILURE",
-    "DRAWDOWN_BREACH", "LOW_SHARPE", "BENCHMARK_NOT_BEATEN", "LOW_INFORMATION_RATIO",
-    "OVERFIT_DSR", "OVERFIT_PBO",
+    "DRAWDOWN_BREACH", "LOW_SHARPE", "LOW_INFORMATION_RATIO",
+    "OVERFIT_DSR", "OVERFIT_PBO", "BENCHMARK_NOT_BEATEN",
     "UNSTABLE_PARAMS", "OOS_DECAY",
     "LOW_SCORE",
 )
@@ -148,6 +151,8 @@ class ScoringEvidence(_In):
     gross: GrossOfCost | None = None
     dsr: float | None = None
     pbo: float | None = None
+    excess_dsr: float | None = None
+    information_ratio: float | None = None
     correlated_with: str | None = None
     correlation: float | None = None
     correlation_threshold: float | None = None
@@ -275,7 +280,8 @@ def _gate_value(s: ScoringEvidence, gate: str) -> float | int | None:
     m = s.metrics
     values: dict[str, float | int | None] = {
         "min_trades": m.n_trades, "min_sharpe": m.sharpe, "max_drawdown": m.max_drawdown,
-        "max_turnover": m.turnover, "min_dsr": s.dsr, "max_pbo": s.pbo}
+        "max_turnover": m.turnover, "min_dsr": s.dsr, "max_pbo": s.pbo,
+        "min_excess_dsr": s.excess_dsr, "min_information_ratio": s.information_ratio}
     return values.get(gate)
 
 
