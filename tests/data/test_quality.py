@@ -354,6 +354,37 @@ def test_report_weekends_and_holidays_are_not_gaps_but_a_hole_is() -> None:
     assert bars.index[110].isoformat() in gaps[0].message
 
 
+def _hourly(index: pd.DatetimeIndex, holes: list[slice]) -> Bars:
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, (len(index), 1)), axis=0))
+    for hole in holes:
+        close[hole] = np.nan
+    return Bars(index=index, symbols=("H",), open=close, high=close * 1.001,
+                low=close * 0.999, close=close, volume=np.where(np.isnan(close), np.nan, 1e5))
+
+
+def test_nights_of_hourly_session_data_are_not_gaps_but_holes_are() -> None:
+    """Hourly bars 14:00-20:00 UTC on weekdays: every night (18 h) and weekend is a
+    break, not a gap; a week missing, or five hours missing inside one day (a 6 h
+    spacing, over 5× the median 1 h), are."""
+    days = pd.bdate_range("2024-01-01", periods=120, tz="UTC")
+    index = pd.DatetimeIndex([d + pd.Timedelta(hours=h) for d in days for h in range(14, 21)])
+    assert "DQ_GAP" not in quality_report(_hourly(index, [])).codes()
+    hours_7 = 7  # bars a day
+    holes = [slice(40 * hours_7, 47 * hours_7),      # 7 weekdays (9 calendar days) missing
+             slice(80 * hours_7 + 1, 80 * hours_7 + 6)]  # 15:00-19:00 of one day missing
+    gaps = [i for i in quality_report(_hourly(index, holes)).warnings if i.code == "DQ_GAP"]
+    assert [(g.symbol, g.count) for g in gaps] == [("H", 2)]
+
+
+def test_a_night_missing_in_round_the_clock_hourly_data_is_a_gap() -> None:
+    index = pd.date_range("2024-01-01", periods=24 * 60, freq="h", tz="UTC")
+    assert "DQ_GAP" not in quality_report(_hourly(index, [])).codes()
+    night = slice(24 * 10 + 20, 24 * 11 + 6)  # 20:00 to 06:00 of the next day
+    gaps = [i for i in quality_report(_hourly(index, [night])).warnings if i.code == "DQ_GAP"]
+    assert [(g.symbol, g.count) for g in gaps] == [("H", 1)]
+
+
 def test_report_stale_run_and_short_history() -> None:
     close = 100.0 + np.arange(100.0)[:, None] * np.ones((1, 2))
     close[40:46, 0] = 55.0                          # 6 identical closes on S0

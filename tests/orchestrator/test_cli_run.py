@@ -32,6 +32,11 @@ def _write(tmp: Path, source: Path, **over: object) -> Path:
     ({"generation": {"families": ["no_such_family"]}}, "no_such_family"),
     ({"data": {"source": "/nowhere/prices.csv"}}, "data.source"),
     ({"mode": "yolo"}, "mode"),
+    ({"budgets": {"max_iterations": True}}, "budgets.max_iterations"),  # not 1
+    ({"budgets": {"max_iterations": 2.5}}, "budgets.max_iterations"),  # not 2
+    ({"data": {"period": {"start": "not-a-date"}}}, "data.period.start"),
+    ({"data": {"period": {"start": "2020-01-01", "end": "2019-01-01"}}}, "data.period"),
+    ({"data": {"bar_interval": "banana"}}, "data.bar_interval"),
 ])
 def test_a_bad_config_stops_before_anything_is_written(tmp_path: Path, noise_path: Path,
                                                        over: dict[str, object],
@@ -41,6 +46,25 @@ def test_a_bad_config_stops_before_anything_is_written(tmp_path: Path, noise_pat
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "INVALID_CONFIG" in lines[0] and needle in lines[0]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "kb.sqlite").exists()
+
+
+def test_a_bar_interval_the_data_does_not_have_is_refused(tmp_path: Path,
+                                                         noise_path: Path) -> None:
+    """The panel is daily (conftest); a config that says hourly stops before writing."""
+    path = _write(tmp_path, noise_path, data={"source": str(noise_path), "bar_interval": "1h"})
+    res = runner.invoke(app, ["run", str(path)])
+    assert res.exit_code == 2 and "data.bar_interval is 1h" in res.stderr
+    assert "1 days" in res.stderr and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["status", "../runs/cli1"], ["resume", "../cli1"], ["status", "cli*"],
+    ["report", "--run", "cl*1"], ["report", "--run", "../../etc"]])
+def test_run_ids_name_folders_only(tmp_path: Path, command: list[str]) -> None:
+    """A run id is a folder name: no path, no glob (one line, exit 2)."""
+    res = runner.invoke(app, [*command, "--out-dir", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert "INVALID_CONFIG" in res.stderr and "letters, digits" in res.stderr
 
 
 def test_malformed_yaml_is_one_line(tmp_path: Path) -> None:
@@ -69,6 +93,12 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     assert json.loads(stats.stdout)["tables"]["runs"] == 1
     listed = runner.invoke(app, ["kb", "runs", "--url", url, "--json"])
     assert [r["run_id"] for r in json.loads(listed.stdout)] == ["cli1"]
+    table = runner.invoke(app, ["kb", "runs", "--url", url])  # one line per run
+    assert table.exit_code == 0 and "cli1" in table.stdout and "noise.par" in table.stdout
+    assert "candidates_per_iteration" not in table.stdout and len(table.stdout.splitlines()) < 12
+    for bad in ("0", "-1"):
+        refused = runner.invoke(app, ["kb", "strategies", "--url", url, "--top", bad])
+        assert refused.exit_code == 2 and "--top" in refused.stderr
     top = runner.invoke(app, ["kb", "strategies", "--url", url, "--top", "3", "--json"])
     best = json.loads(top.stdout)
     assert len(best) == 3
@@ -76,3 +106,13 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     assert shown.exit_code == 0 and best[0]["strategy_id"] in shown.stdout
     missing = runner.invoke(app, ["resume", "nope", "--out-dir", runs])
     assert missing.exit_code == 2 and "RUN_NOT_FOUND" in missing.stderr
+    # the run report, from a custom out_dir: its survivors (none on noise) and the rules
+    # in force after each iteration next to the rules added in it
+    page_path = tmp_path / "cli1.html"
+    made = runner.invoke(app, ["report", "--run", "cli1", "--out-dir", runs,
+                               "--out", str(page_path)])
+    assert made.exit_code == 0, made.stderr
+    page = page_path.read_text()
+    assert 'id="section-survivors"' in page and "No strategy passed every gate" in page
+    assert "<th>constraints</th>" in page and "<th>constraints_added</th>" in page
+    assert "This page needs no network" in page

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -59,7 +60,7 @@ def _tested(tmp: Path, run_id: str) -> set[str]:
 
 
 def test_sigkill_at_random_points_then_resume_ends_like_an_uninterrupted_run(
-        tmp_path: Path, planted_path: Path) -> None:
+        tmp_path: Path, planted_path: Path, noise_path: Path) -> None:
     ref_dir = tmp_path / "reference"
     ref_dir.mkdir()
     t0 = time.monotonic()
@@ -76,10 +77,55 @@ def test_sigkill_at_random_points_then_resume_ends_like_an_uninterrupted_run(
         time.sleep(wall * (frac + rng.uniform(-0.1, 0.1)))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        _status_tells_it_was_killed(work, run_id)
         summary = _resume_until_done(work, config, run_id, rng, wall)
         got = RunSummary.model_validate(summary).comparable()
         assert got == RunSummary.model_validate(reference).comparable(), f"kill {k}"
         assert _tested(work, run_id) == _tested(ref_dir, "ref")
+    _interrupt_change_the_data_then_resume(tmp_path / "interrupted", planted_path,
+                                           noise_path, reference)
+
+
+def _status_tells_it_was_killed(work: Path, run_id: str) -> None:
+    """A killed run's last summary says RUNNING; `status` adds that nothing runs it."""
+    if not (work / "runs" / run_id / "loop.json").exists():
+        return  # killed before the run was created: there is nothing to ask about
+    proc = _cli("status", run_id, "--out-dir", str(work / "runs"))
+    out, errs = proc.communicate(timeout=120)
+    assert proc.returncode == 0, errs
+    assert "RUNNING" in out and f"no process is running {run_id}" in errs
+
+
+def _interrupt_change_the_data_then_resume(work: Path, planted: Path, noise: Path,
+                                           reference: dict[str, Any]) -> None:
+    """Ctrl-C after the first iteration pauses the run and exits 130; a resume on data
+    rewritten since refuses (exit 2, one line, nothing stored changes); on the data it
+    started on, the resume ends where the uninterrupted run ended."""
+    work.mkdir()
+    data = work / "panel.parquet"
+    shutil.copyfile(planted, data)
+    config = _config(work, data, "sigint")
+    proc = _cli("run", str(config), "--json")
+    summary_file = work / "runs" / "sigint" / "summary.json"
+    deadline = time.monotonic() + 300
+    while not summary_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, errs = proc.communicate(timeout=300)
+    assert proc.returncode == 130, errs
+    paused = json.loads(out)
+    assert (paused["status"], paused["stop_reason"]) == ("PAUSED", "interrupted")
+    shutil.copyfile(noise, data)  # the data is rewritten after the run started
+    before = summary_file.read_bytes(), _tested(work, "sigint")
+    proc = _cli("resume", "sigint", "--out-dir", str(work / "runs"), "--json")
+    out, errs = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and out == ""
+    assert len(errs.strip().splitlines()) == 1 and "DATA_CHANGED" in errs, errs
+    assert (summary_file.read_bytes(), _tested(work, "sigint")) == before
+    shutil.copyfile(planted, data)
+    done = _finish(_cli("resume", "sigint", "--out-dir", str(work / "runs"), "--json"))
+    assert RunSummary.model_validate(done).comparable() == \
+        RunSummary.model_validate(reference).comparable()
 
 
 def _resume_until_done(work: Path, config: Path, run_id: str, rng: np.random.Generator,

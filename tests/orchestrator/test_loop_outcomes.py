@@ -60,6 +60,25 @@ def _rewrite_holdout(src: Path, dst: Path, holdout: float) -> Path:
     return dst
 
 
+def test_a_symbol_listed_in_the_holdout_is_not_in_the_search_universe(
+        make_config: Make, planted_path: Path, tmp_path: Path) -> None:
+    """NEWCO trades only in the holdout window: the search window (engine A and B) must
+    not know it exists, so engine B's data gate never sees it empty."""
+    long = pd.read_parquet(planted_path)
+    first = long[long["symbol"] == long["symbol"].iloc[0]]
+    late = first.iloc[-round(0.1 * len(first)):].assign(symbol="NEWCO")
+    path = tmp_path / "newco.parquet"
+    pd.concat([long, late], ignore_index=True).to_parquet(path)
+    run = Runner(make_config(path, budgets={"max_iterations": 2}))
+    assert "NEWCO" in run.bars.symbols and "NEWCO" not in run.search.symbols
+    assert "NEWCO" not in run.validation.symbols
+    summary = run.run()
+    assert sum(it.promoted_to_B for it in summary.iterations) > 0
+    failures = KnowledgeBase(run.cfg.kb.url).failures(run.cfg.run_id)
+    codes = set(failures["code"]).union(*(s or [] for s in failures["secondary"]))
+    assert "DATA_FAILURE" not in codes
+
+
 def _generated(cfg: RunConfig) -> list[list[str]]:
     root = runs_root(cfg.out_dir) / cfg.run_id
     out = []

@@ -4,6 +4,7 @@ similar | prune-claims``: the knowledge base."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -36,14 +37,22 @@ def kb_stats(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
 
 @kb_app.command("runs")
 @_friendly
-def kb_runs(url: UrlOpt = None, limit: int = 50, as_json: JsonOpt = False) -> None:
-    """The latest runs."""
-    _frame(_kb(url).list_runs(limit=limit), as_json)
+def kb_runs(url: UrlOpt = None,
+            limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 50,
+            as_json: JsonOpt = False) -> None:
+    """The latest runs (--json: every field, config and summary included)."""
+    frame = _kb(url).list_runs(limit=limit)
+    if as_json:
+        _frame(frame, True)
+        return
+    _frame(_run_rows(frame), False)
 
 
 @kb_app.command("strategies")
 @_friendly
-def kb_strategies(url: UrlOpt = None, top: int = 20, as_json: JsonOpt = False) -> None:
+def kb_strategies(url: UrlOpt = None,
+                  top: Annotated[int, typer.Option(min=1, help="How many.")] = 20,
+                  as_json: JsonOpt = False) -> None:
     """The best-scored strategies of every run."""
     _frame(_kb(url).top_strategies(top), as_json)
 
@@ -280,9 +289,30 @@ def _finite(value: Any) -> float | None:
     return None if value is None or value != value else float(value)
 
 
+def _run_rows(frame: Any) -> Any:
+    """One row per run for a terminal: its status, data file, counts and survivors
+    (the full config, summary and data_ref are in --json)."""
+    import pandas as pd
+
+    def stat(summary: Any, key: str) -> Any:
+        return (summary or {}).get("stats", {}).get(key)
+
+    return pd.DataFrame({
+        "run_id": frame["run_id"], "status": frame["status"],
+        "data": [Path(str((c or {}).get("data", {}).get("source"))).name
+                 for c in frame["config"]],
+        "created": pd.to_datetime(frame["created_ns"], unit="ns", utc=True)
+        .dt.strftime("%Y-%m-%d %H:%M"),
+        "iters": [stat(s, "iterations") for s in frame["summary"]],
+        "backtests": [stat(s, "backtests") for s in frame["summary"]],
+        "survivors": [len((s or {}).get("best_strategies", ())) for s in frame["summary"]],
+    })
+
+
 def _frame(frame: Any, as_json: bool) -> None:
-    if as_json:
-        out.print_json(frame.to_json(orient="records", default_handler=str))
+    if as_json:  # the numbers as stored (15 significant digits, not pandas' 10)
+        out.print_json(frame.to_json(orient="records", default_handler=str,
+                                     double_precision=15))
         return
     from rich.table import Table
 

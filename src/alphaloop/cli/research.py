@@ -462,6 +462,9 @@ def report(
     self_contained: Annotated[bool, typer.Option(
         "--self-contained", help="Inline plotly.js (~4.5 MB) for a page that travels "
         "alone; by default it is written once per folder as plotly.min.js.")] = False,
+    out_dir: Annotated[str | None, typer.Option(
+        "--out-dir", help="Where loop runs live (a run config's out_dir; default "
+        "$ALPHALOOP_HOME/runs).")] = None,
 ) -> None:
     """Write an HTML report of one strategy or one run (in ./reports/ unless --out);
     print its path. The page opens offline next to the plotly.min.js it shares with
@@ -476,11 +479,11 @@ def report(
         from alphaloop.kb.runs import find_run, load_run
         from alphaloop.orchestrator.reporting import find_loop_run, loop_iterations
 
-        loop = find_loop_run(run)
+        loop = find_loop_run(run, out_dir)
         if loop is not None:  # a research loop run: iteration by iteration
-            frame, title = loop_iterations(loop)
+            frame, title, best = loop_iterations(loop)
             path = out_path or Path("reports") / f"run_{loop.name[:16]}.html"
-            out.print(str(write_run_report(path, frame, title=title,
+            out.print(str(write_run_report(path, frame, title=title, survivors=best,
                                            self_contained=self_contained)), highlight=False)
             return
         rec = load_run(find_run(run))

@@ -37,6 +37,7 @@ def run(config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml",
                   soft_wrap=True)
     _print_summary(summary, as_json)
     _write_report(runner.root, as_json)
+    _exit_if_interrupted(summary)
 
 
 @_friendly
@@ -50,20 +51,28 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
         summary = Runner.resume(run_id, out_dir=out_dir, progress=view.update)
     _print_summary(summary, as_json)
     _write_report(runs_root(out_dir) / run_id, as_json)
+    _exit_if_interrupted(summary)
 
 
 @_friendly
 def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
            as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
     """Where a run stands: its state and the summary of the iterations so far."""
-    from alphaloop.orchestrator.config import ConfigError, RunSummary
-    from alphaloop.orchestrator.runner import SUMMARY_FILE, runs_root
+    from alphaloop.orchestrator.config import ConfigError, RunSummary, check_run_id
+    from alphaloop.orchestrator.runner import CONFIG_FILE, SUMMARY_FILE, loop_alive, runs_root
 
-    path = runs_root(out_dir) / run_id / SUMMARY_FILE
-    if not path.exists():
-        raise ConfigError(f"no run {run_id!r} with a summary under {path.parent.parent}",
-                          code="RUN_NOT_FOUND")
-    _print_summary(RunSummary.model_validate_json(path.read_text(encoding="utf-8")), as_json)
+    folder = runs_root(out_dir) / check_run_id(run_id)
+    if not (folder / CONFIG_FILE).exists():
+        raise ConfigError(f"no run {run_id!r} under {folder.parent}", code="RUN_NOT_FOUND")
+    path = folder / SUMMARY_FILE
+    summary = (RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
+               if path.exists() else RunSummary(run_id=run_id, status="RUNNING"))
+    _print_summary(summary, as_json)
+    if summary.status in ("RUNNING", "RUN_CREATED") and not loop_alive(folder):
+        # the summary is the last one written: the process that wrote it is gone
+        err.print(f"no process is running {run_id} (it was killed or crashed after "
+                  f"{summary.stats.iterations} iteration(s)): `alphaloop resume {run_id}` "
+                  "continues it", highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -72,15 +81,21 @@ def register(app: typer.Typer) -> None:
 
 
 # ------------------------------------------------------------------ output
+def _exit_if_interrupted(summary: Any) -> None:
+    """Ctrl-C pauses the run (its summary says so) and exits 130, as shells expect."""
+    if summary.status == "PAUSED" and summary.stop_reason == "interrupted":
+        raise typer.Exit(130)
+
+
 def _write_report(folder: Path, as_json: bool) -> None:
     """The run report (HTML) next to the run's files; its path on stderr."""
     from alphaloop.evaluation.reports import write_run_report
     from alphaloop.orchestrator.reporting import loop_iterations
 
-    frame, title = loop_iterations(folder)
+    frame, title, best = loop_iterations(folder)
     if frame.empty:
         return
-    path = write_run_report(folder / "report.html", frame, title=title)
+    path = write_run_report(folder / "report.html", frame, title=title, survivors=best)
     (err if as_json else out).print(f"run report: {path}", highlight=False)
 
 

@@ -530,6 +530,9 @@ def _gap_warnings(bars: Bars, gap_factor: float) -> list[QualityIssue]:
 
     ``prev[t, j]`` is the row of symbol j's previous valid bar (a running maximum
     of valid row numbers), so the spacing at each valid bar is one subtraction.
+    Intraday data with trading sessions (hourly equities: every night is a break of
+    many bars) judges a hole that spans a change of date as daily data does
+    (``gap_factor`` days), and a hole within a date by the median bar spacing.
     """
     if bars.n_bars < 3:
         return []
@@ -537,11 +540,31 @@ def _gap_warnings(bars: Bars, gap_factor: float) -> list[QualityIssue]:
     step = float(np.median(np.diff(ts)))
     valid, prev = _previous_valid(bars)
     has_prev = valid & (prev >= 0)
-    spacing = np.where(has_prev, ts[:, None] - ts[np.maximum(prev, 0)], 0)
-    gaps = has_prev & (spacing > gap_factor * step)
+    before = np.maximum(prev, 0)
+    spacing = np.where(has_prev, ts[:, None] - ts[before], 0)
+    limit = np.full(spacing.shape, gap_factor * step)
+    sessions = _sessions(ts, gap_factor * step)
+    if sessions:
+        day = ts // _DAY_NS
+        limit[day[:, None] != day[before]] = gap_factor * _DAY_NS
+    gaps = has_prev & (spacing > limit)
+    rule = (f"gap longer than {gap_factor:g} days across dates or {gap_factor:g}× the "
+            "median bar spacing within one" if sessions else
+            f"gap longer than {gap_factor:g}× the median bar spacing")
     return _per_symbol(bars, "DQ_GAP", "warning", gaps,
-                       f"gap longer than {gap_factor:g}× the median bar spacing "
-                       "(timestamp of the bar after the hole)", unit="gap")
+                       f"{rule} (timestamp of the bar after the hole)", unit="gap")
+
+
+_DAY_NS = 86_400 * 10**9
+
+
+def _sessions(ts: np.ndarray, limit: float) -> bool:
+    """Intraday bars whose typical change of (UTC) date is a break of more than
+    ``limit``: a market that closes every night, not a 24/7 one."""
+    crossing = np.diff(ts // _DAY_NS) > 0
+    if limit >= _DAY_NS or not crossing.any():
+        return False
+    return bool(np.median(np.diff(ts)[crossing]) > limit)
 
 
 def _stale_warnings(bars: Bars, stale_run: int) -> list[QualityIssue]:

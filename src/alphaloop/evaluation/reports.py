@@ -499,7 +499,7 @@ def _page(title: str, subtitle: str, sections: Sequence[str],
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if plotly_src is None:
         script = f'<script type="text/javascript">{get_plotlyjs()}</script>'
-        offline = "self-contained (plotly.js is inlined) and needs no network"
+        offline = "is self-contained (plotly.js is inlined) and needs no network"
     else:
         script = f'<script type="text/javascript" src="{_esc(plotly_src)}"></script>'
         offline = (f"needs no network: it loads plotly.js from {_esc(plotly_src)} in its "
@@ -518,7 +518,7 @@ def _page(title: str, subtitle: str, sections: Sequence[str],
         "<body>",
         "<main>",
         f"<h1>{_esc(title)}</h1>",
-        f'<p class="note">{subtitle} Generated {generated} by alphaloop. This page is '
+        f'<p class="note">{subtitle} Generated {generated} by alphaloop. This page '
         f"{offline}.</p>",
         *sections,
         "</main>",
@@ -1066,7 +1066,7 @@ def run_figures(iterations: pd.DataFrame) -> dict[str, go.Figure]:
 
 
 def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
-               plotly_src: str | None = None) -> str:
+               plotly_src: str | None = None, survivors: pd.DataFrame | None = None) -> str:
     """A self-contained HTML page for one research run, iteration by iteration.
 
     ``iterations`` has one row per iteration and these columns:
@@ -1086,7 +1086,8 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
     ==================  ==============================================================
 
     Other columns are shown in the table only. Raises ``ValueError`` naming a missing,
-    non-numeric or duplicated column.
+    non-numeric or duplicated column. ``survivors`` (one row per strategy that passed
+    every gate, its id as the index) is listed as given, after the summary.
     """
     frame = _check_run_frame(iterations)
     figs = run_figures(frame)
@@ -1107,6 +1108,10 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
     ], cls="summary")
     sections = [
         _section("summary", "Run", summary),
+        *([_section("survivors", "Survivors", _frame_table(
+            survivors.reset_index(), MAX_TRADE_ROWS, "survivors-table")
+            if len(survivors) else '<p class="note">No strategy passed every gate.</p>')]
+          if survivors is not None else []),
         _section("best_score", "Best score per iteration", _figure_block(_Figure(
             "best_score", figs["best_score"],
             "The best score_total of each iteration's candidates (markers; gaps where none "
@@ -1120,7 +1125,8 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
             if fails else '<p class="note">No failure:&lt;CODE&gt; columns were given.</p>'),
         _section("constraints", "Constraints over iterations", _figure_block(_Figure(
             "constraints", figs["constraints"],
-            "Constraints active in each iteration (learned rules the samplers obey)."))
+            "Constraints in force per iteration (learned rules the samplers obey; in a "
+            "loop run, the set in force after the iteration)."))
             if "constraints" in figs else
             '<p class="note">No constraints column was given.</p>'),
         *([_section("learning", "Learning from failure", _figure_block(_Figure(
@@ -1141,14 +1147,16 @@ def _count(value: Any) -> int | float:
 
 
 def write_run_report(path: str | os.PathLike[str], iterations: pd.DataFrame, *,
-                     title: str = "alphaloop run report", self_contained: bool = False) -> Path:
+                     title: str = "alphaloop run report", self_contained: bool = False,
+                     survivors: pd.DataFrame | None = None) -> Path:
     """Write :func:`run_report` to ``path`` atomically (temporary file, then rename),
     with plotly.js in :data:`PLOTLY_FILE` next to it (``self_contained``: inlined)."""
     src = None if self_contained else _shared_plotly(Path(path).parent)
-    return _atomic_write(Path(path), run_report(iterations, title=title, plotly_src=src))
+    return _atomic_write(Path(path), run_report(iterations, title=title, plotly_src=src,
+                                                survivors=survivors))
 
 
-def _frame_table(frame: pd.DataFrame, limit: int) -> str:
+def _frame_table(frame: pd.DataFrame, limit: int, table_id: str = "iterations-table") -> str:
     cols = list(frame.columns)
     head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
     rows = []
@@ -1159,7 +1167,7 @@ def _frame_table(frame: pd.DataFrame, limit: int) -> str:
         rows.append(f"<tr>{cells}</tr>")
     note = (f'<p class="note">Showing the first {limit} of {len(frame)} rows.</p>'
             if len(frame) > limit else "")
-    return (f'{note}<div class="scroll"><table class="iterations" id="iterations-table"><thead><tr>{head}</tr>'
+    return (f'{note}<div class="scroll"><table class="iterations" id="{table_id}"><thead><tr>{head}</tr>'
             "</thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>")
 
 

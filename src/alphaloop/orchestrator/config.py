@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from alphaloop.errors import AlphaloopError
 from alphaloop.yamlio import read_yaml, validate_mapping
@@ -26,6 +26,36 @@ class ConfigError(AlphaloopError):
     code = "INVALID_CONFIG"
 
 
+def utc(value: str) -> pd.Timestamp:
+    """A date or time as a UTC timestamp (a naive one is read as UTC)."""
+    ts = pd.Timestamp(value)
+    if ts is pd.NaT:
+        raise ValueError(f"{value!r} is not a date")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _is_run_id(value: str) -> bool:
+    # it names a folder: nothing in it may climb out of the runs folder or glob
+    return 0 < len(value) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_")
+                                        for c in value)
+
+
+def check_run_id(value: str) -> str:
+    """``value`` if it is a run id (or a prefix of one), else ``ConfigError``."""
+    if not _is_run_id(value):
+        raise ConfigError(f"run id {value!r}: {RUN_ID_RULE}", code="INVALID_CONFIG")
+    return value
+
+
+RUN_ID_RULE = "use 1-64 letters, digits, '-' or '_'"
+
+
+# YAML says what it means: ``true`` is not 1, ``2.5`` is not 2, ``"3"`` is not a number
+Int = Annotated[int, Strict()]
+Num = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -33,17 +63,35 @@ class _Strict(BaseModel):
 class Budgets(_Strict):
     """A budget is a promise: the run stops at whichever is reached first."""
 
-    max_iterations: int = Field(default=200, ge=1, le=10_000_000)
-    max_backtests: int = Field(default=5000, ge=1)
+    max_iterations: Int = Field(default=200, ge=1, le=10_000_000)
+    max_backtests: Int = Field(default=5000, ge=1)
     """Every engine A and engine B evaluation counts; the run never exceeds it."""
-    max_walltime_sec: float = Field(default=86400.0, gt=0)
-    target_survivors: int | None = Field(default=None, ge=1)
+    max_walltime_sec: Num = Field(default=86400.0, gt=0)
+    target_survivors: Int | None = Field(default=None, ge=1)
     """Stop with DONE_SUCCESS once this many strategies survived every gate."""
 
 
 class Period(_Strict):
+    """The part of the data the run uses, both ends included (dates, read as UTC)."""
+
     start: str | None = None
     end: str | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _a_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                utc(value)
+            except (ValueError, TypeError):
+                raise ValueError(f"{value!r} is not a date (e.g. 2015-01-31)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Period:
+        if self.start and self.end and utc(self.start) > utc(self.end):
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
 
 
 class Windows(_Strict):
@@ -51,8 +99,8 @@ class Windows(_Strict):
     (robustness: what the loop may learn from) and the final holdout, read only for a
     candidate about to become a survivor and never fed back."""
 
-    validation: float = Field(default=0.2, gt=0, lt=0.5)
-    holdout: float = Field(default=0.2, gt=0, lt=0.5)
+    validation: Num = Field(default=0.2, gt=0, lt=0.5)
+    holdout: Num = Field(default=0.2, gt=0, lt=0.5)
 
 
 class DataConfig(_Strict):
@@ -61,46 +109,61 @@ class DataConfig(_Strict):
     asset_class: Literal["equity", "crypto"] = "equity"
     universe_version: str = "v1"
     period: Period = Field(default_factory=Period)
-    bar_interval: str = "1d"
+    bar_interval: str | None = None
+    """The data's bar spacing (``1d``, ``1h``, ``5min``): when given, the run refuses
+    data whose typical (median) spacing is another; None takes the data as it is."""
     windows: Windows = Field(default_factory=Windows)
+
+    @field_validator("bar_interval")
+    @classmethod
+    def _an_interval(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            step = pd.Timedelta(value)
+        except (ValueError, TypeError):
+            step = pd.Timedelta(0)
+        if step <= pd.Timedelta(0):
+            raise ValueError(f"{value!r} is not a bar interval (e.g. 1d, 1h, 5min)")
+        return value
 
 
 class Engines(_Strict):
     exploration_engine: Literal["A"] = "A"
     verification_engine: Literal["B"] = "B"
-    fees_bps: float = Field(default=10.0, ge=0, le=1000)
-    slippage_bps: float = Field(default=5.0, ge=0, le=1000)
+    fees_bps: Num = Field(default=10.0, ge=0, le=1000)
+    slippage_bps: Num = Field(default=5.0, ge=0, le=1000)
     execution: str | None = None
     """Engine B's execution model: a YAML path (``alphaloop verify --costs``); None =
     the realistic defaults."""
 
 
 class EarlyStop(_Strict):
-    patience_iters: int = Field(default=30, ge=1)
-    min_improve: float = Field(default=0.02, ge=0)
+    patience_iters: Int = Field(default=30, ge=1)
+    min_improve: Num = Field(default=0.02, ge=0)
     """Relative: the best score must rise by more than ``min_improve × |best|``."""
 
 
 class Retry(_Strict):
     """Seed 003 §6 and seed 004 §4: retries for TRANSIENT errors only."""
 
-    max_retries: int = Field(default=3, ge=0, le=100)
-    base_backoff_sec: float = Field(default=2.0, ge=0, le=3600)
-    max_backoff_sec: float = Field(default=15.0, ge=0, le=86400)
-    max_total_retries_per_iteration: int = Field(default=5, ge=0)
-    stage_max_attempts: dict[str, int] = Field(
+    max_retries: Int = Field(default=3, ge=0, le=100)
+    base_backoff_sec: Num = Field(default=2.0, ge=0, le=3600)
+    max_backoff_sec: Num = Field(default=15.0, ge=0, le=86400)
+    max_total_retries_per_iteration: Int = Field(default=5, ge=0)
+    stage_max_attempts: dict[str, Int] = Field(
         default_factory=lambda: {"S40": 1, "S50": 2, "S70": 2, "S95": 3})
     """Attempts per stage id (seed 004 §4.1); other stages get ``default_attempts``."""
-    default_attempts: int = Field(default=2, ge=1, le=100)
+    default_attempts: Int = Field(default=2, ge=1, le=100)
 
 
 class Promotion(_Strict):
-    top_k_to_verify: int = Field(default=20, ge=1)
-    score_threshold: float = Field(default=70.0, ge=0, le=100)
-    max_per_cluster: int = Field(default=1, ge=1)
+    top_k_to_verify: Int = Field(default=20, ge=1)
+    score_threshold: Num = Field(default=70.0, ge=0, le=100)
+    max_per_cluster: Int = Field(default=1, ge=1)
     """Seed 003 §8: at most this many per similarity cluster go to verification."""
-    cluster_correlation: float = Field(default=0.9, gt=0, le=1)
-    min_oos_ratio: float = Field(default=0.3, ge=0, le=10)
+    cluster_correlation: Num = Field(default=0.9, gt=0, le=1)
+    min_oos_ratio: Num = Field(default=0.3, ge=0, le=10)
     """Robustness: the validation-window Sharpe must be positive and at least this
     share of the search-window Sharpe (out-of-sample decay)."""
 
@@ -108,14 +171,14 @@ class Promotion(_Strict):
 class Stops(_Strict):
     """Soft stops of seed 004 §5.2 and safety stops of seed 003 §7.3."""
 
-    empty_shortlist_iters: int = Field(default=3, ge=1)
-    min_deduped: int = Field(default=10, ge=0)
-    low_generation_iters: int = Field(default=3, ge=1)
-    b_failure_rate: float = Field(default=0.7, gt=0, le=1)
-    max_lookahead: int = Field(default=1, ge=1)
-    max_non_deterministic: int = Field(default=2, ge=1)
-    max_dq_critical: int = Field(default=1, ge=1)
-    max_branch_repeats: int = Field(default=2, ge=1)
+    empty_shortlist_iters: Int = Field(default=3, ge=1)
+    min_deduped: Int = Field(default=10, ge=0)
+    low_generation_iters: Int = Field(default=3, ge=1)
+    b_failure_rate: Num = Field(default=0.7, gt=0, le=1)
+    max_lookahead: Int = Field(default=1, ge=1)
+    max_non_deterministic: Int = Field(default=2, ge=1)
+    max_dq_critical: Int = Field(default=1, ge=1)
+    max_branch_repeats: Int = Field(default=2, ge=1)
     """A branch taken this many times in a row without effect, once more, raises
     ``PIPE_BRANCH_LOOP_DETECTED`` (seed 004 §8)."""
 
@@ -130,7 +193,7 @@ class Policies(_Strict):
 
 
 class Scenario(_Strict):
-    enabled: bool = False
+    enabled: Bool = False
     scenario_id: str | None = None
     path: str | None = None
     """A research brief (YAML): families to favour or avoid (DESIGN §5)."""
@@ -140,11 +203,11 @@ class Scenario(_Strict):
 class Generation(_Strict):
     families: tuple[str, ...] = ("sma_cross",)
     sampler: Literal["grid", "random", "sobol", "tpe"] = "sobol"
-    candidates_per_iteration: int = Field(default=200, ge=1, le=1_000_000)
-    max_growth: float = Field(default=4.0, ge=1.0, le=100.0)
+    candidates_per_iteration: Int = Field(default=200, ge=1, le=1_000_000)
+    max_growth: Num = Field(default=4.0, ge=1.0, le=100.0)
     """After an empty shortlist the next iteration asks for twice the candidates (seed
     004 §6.3 branch C), up to this multiple of ``candidates_per_iteration``."""
-    max_widenings: int = Field(default=3, ge=0, le=20)
+    max_widenings: Int = Field(default=3, ge=0, le=20)
     """When nothing new is left to test, a family's ranges grow by their own width
     (seed 004 §6.2 branch A) at most this many times a run; 0 turns the branch off."""
 
@@ -164,19 +227,19 @@ class Generation(_Strict):
 class KBConfig(_Strict):
     url: str | None = None
     """Any SQLAlchemy URL; None = ``sqlite:///$ALPHALOOP_HOME/kb.sqlite``."""
-    busy_timeout_s: float = Field(default=5.0, ge=0, le=600)
+    busy_timeout_s: Num = Field(default=5.0, ge=0, le=600)
     """How long a write waits for another writer's lock before it counts as locked."""
-    share_work: bool = True
+    share_work: Bool = True
     """Claim each backtest in the knowledge base first and store its result there, so
     that runs sharing the database backtest no strategy twice
     (:mod:`alphaloop.orchestrator.claims`). ``false`` saves that cost (a result's
     metrics and per-bar returns written once more) for a run that knows it is alone;
     results are the same either way."""
-    claim_lease_s: float = Field(default=60.0, gt=0, le=86400)
+    claim_lease_s: Num = Field(default=60.0, gt=0, le=86400)
     """How long a claim on a batch of backtests holds without its owner renewing it;
     past it, another run sharing the knowledge base takes the work over
     (:mod:`alphaloop.orchestrator.claims`)."""
-    claim_poll_s: float = Field(default=0.2, gt=0, le=60)
+    claim_poll_s: Num = Field(default=0.2, gt=0, le=60)
     """How often a run waiting for another run's claimed work looks again."""
 
 
@@ -185,7 +248,7 @@ class ExecutorConfig(_Strict):
     :mod:`alphaloop.orchestrator.executors`)."""
 
     kind: Literal["local", "ray"] = "local"
-    workers: int | None = Field(default=None, ge=1, le=1024)
+    workers: Int | None = Field(default=None, ge=1, le=1024)
     """Processes (local; None = 1) or chunks at once (ray; None = the cluster's CPUs)."""
     address: str | None = Field(default=None, min_length=1, max_length=500)
     """Ray only: ``auto``, ``host:port`` (a head node), ``ray://host:port`` (Ray Client),
@@ -207,7 +270,7 @@ class ExecutorConfig(_Strict):
 
 
 class Learning(_Strict):
-    enabled: bool = True
+    enabled: Bool = True
 
 
 class WorldLink(_Strict):
@@ -224,7 +287,7 @@ class RunConfig(_Strict):
 
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     mode: Literal["exploration", "verification", "mixed"] = "mixed"
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    seed: Int = Field(default=0, ge=0, le=2**63 - 1)
     budgets: Budgets = Field(default_factory=Budgets)
     data: DataConfig = Field(default_factory=DataConfig)
     engines: Engines = Field(default_factory=Engines)
@@ -245,8 +308,8 @@ class RunConfig(_Strict):
     @field_validator("run_id")
     @classmethod
     def _safe_id(cls, value: str) -> str:
-        if not value or not all(c.isalnum() or c in "-_" for c in value) or len(value) > 64:
-            raise ValueError("run_id must be 1-64 letters, digits, '-' or '_'")
+        if not _is_run_id(value):
+            raise ValueError(RUN_ID_RULE)
         return value
 
     @model_validator(mode="after")

@@ -134,7 +134,7 @@ def _window(stop: int) -> tuple[Bars, SignalEvaluator]:
     hit = _WINDOWS.get(key)
     if hit is None:
         _WINDOWS.clear()  # one window at a time: the search window, mostly
-        bars = _PANEL["bars"].slice(0, stop)
+        bars = _PANEL["bars"].slice(0, stop, drop_empty=True)  # as the runner's windows
         hit = _WINDOWS[key] = (bars, SignalEvaluator(bars))
     return hit
 

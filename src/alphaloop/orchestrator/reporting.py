@@ -12,14 +12,14 @@ from pathlib import Path
 import pandas as pd
 
 from alphaloop.kb.store import KnowledgeBase
-from alphaloop.orchestrator.config import ConfigError, RunConfig, RunSummary
+from alphaloop.orchestrator.config import ConfigError, RunConfig, RunSummary, check_run_id
 from alphaloop.orchestrator.runner import CONFIG_FILE, SUMMARY_FILE, runs_root
 
 
 def find_loop_run(prefix: str, out_dir: str | None = None) -> Path | None:
     """The one loop run folder whose id starts with ``prefix`` (None if none)."""
     root = runs_root(out_dir)
-    hits = sorted(p for p in root.glob(f"{prefix}*") if (p / CONFIG_FILE).is_file()) \
+    hits = sorted(p for p in root.glob(f"{check_run_id(prefix)}*") if (p / CONFIG_FILE).is_file()) \
         if prefix and root.is_dir() else []
     if len(hits) > 1:
         raise ConfigError(f"{len(hits)} loop runs match {prefix!r} under {root}",
@@ -27,9 +27,10 @@ def find_loop_run(prefix: str, out_dir: str | None = None) -> Path | None:
     return hits[0] if hits else None
 
 
-def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str]:
+def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
     """(iteration frame with ``iteration, best_score, tried, passed``, the failure codes as
-    ``failure:<CODE>``, ``constraints`` and the learning curves; a title)."""
+    ``failure:<CODE>``, ``constraints`` (rules in force after the iteration),
+    ``constraints_added`` and the learning curves; a title; the survivors, best first)."""
     cfg = RunConfig.model_validate(json.loads((folder / CONFIG_FILE).read_text("utf-8")))
     summary = RunSummary.model_validate_json((folder / SUMMARY_FILE).read_text("utf-8"))
     frame = pd.DataFrame({
@@ -38,7 +39,7 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str]:
                        for it in summary.iterations],
         "tried": [it.tested_A + it.reused_A for it in summary.iterations],
         "passed": [it.survivors for it in summary.iterations],
-        "constraints": [it.constraints_added for it in summary.iterations],
+        "constraints_added": [it.constraints_added for it in summary.iterations],
         # issue 10's three curves: what learning changes, iteration by iteration
         "rejected_share": [it.failures_created / it.tested_A if it.tested_A else float("nan")
                            for it in summary.iterations],
@@ -47,7 +48,12 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str]:
         "best_verified_score": [it.best_verified_so_far if it.best_verified_so_far is not None
                                 else float("nan") for it in summary.iterations],
     })
-    failures = KnowledgeBase(cfg.kb.url).failures(cfg.run_id)
+    kb = KnowledgeBase(cfg.kb.url)
+    sizes = {s: len(kb.constraints(s)) for s in {it.constraint_set_id
+                                                 for it in summary.iterations} if s}
+    frame.insert(5, "constraints", [sizes.get(it.constraint_set_id or "", 0)
+                                    for it in summary.iterations])
+    failures = kb.failures(cfg.run_id)
     if len(failures):
         counts = failures.groupby(["iteration", "code"]).size().unstack(fill_value=0)
         counts.columns = [f"failure:{c}" for c in counts.columns]
@@ -55,4 +61,4 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str]:
         frame = frame.fillna({c: 0 for c in counts.columns})
     title = (f"run {cfg.run_id[:12]}: {summary.status}, {summary.stats.iterations} "
              f"iterations, {summary.stats.backtests} backtests on {cfg.data.source}")
-    return frame, title
+    return frame, title, summary.best_frame

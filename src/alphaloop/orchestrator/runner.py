@@ -38,6 +38,7 @@ import gc
 import json
 import math
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +90,8 @@ from alphaloop.orchestrator.config import (
     RunConfig,
     RunStats,
     RunSummary,
+    check_run_id,
+    utc,
 )
 from alphaloop.orchestrator.events import EventLog
 from alphaloop.orchestrator.executors import CHUNK, backtest_all, make_executor
@@ -126,6 +129,8 @@ DQ_FILE = "dq_report.json"  # OBS-540
 WAL_FILE = "kb_wal.jsonl"
 CLOCK_FILE = "clock.json"  # wall time used by earlier sessions (max_walltime_sec spans them)
 PENDING_FILE = "kb_pending.jsonl"  # transitions and stage runs written while the KB was locked
+DATA_REF_FILE = "data_ref.json"  # the data the run started on: a resume needs the same
+OWNER_FILE = "owner.json"  # the process running the loop now (gone when it ends)
 WORLD_FILE = "world_submissions.jsonl"  # what the world decided for each survivor handed off
 _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
     "record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord}
@@ -177,17 +182,21 @@ class Runner:
         try:
             bars = load_bars(cfg.data.source)
         except DataError as exc:
-            raise ConfigError(f"data.source: {exc.message}", code="INVALID_CONFIG") from None
+            raise ConfigError(f"data.source ({exc.code}): {exc.message}",
+                              code="INVALID_CONFIG") from None
         self.bars = _period(bars, cfg.data.period.start, cfg.data.period.end)
+        _check_interval(self.bars, cfg.data.bar_interval)
         n = self.bars.n_bars
         self.val_end = holdout_split(n, cfg.data.windows.holdout)
         self.search_end = self.val_end - round(cfg.data.windows.validation * n)
         if self.search_end < 60:
             raise ConfigError(f"data: {n} bars leave {self.search_end} for the search "
                               "window; at least 60 are needed", code="INVALID_CONFIG")
-        self.search = self.bars.slice(0, self.search_end)
+        # a window knows only the symbols that have a bar in it: one listed later is not
+        # in the search universe (and engine B's data gate never sees it empty)
+        self.search = self.bars.slice(0, self.search_end, drop_empty=True)
         self.search_ref = self.search.data_ref
-        self.validation = self.bars.slice(0, self.val_end)  # search + validation windows
+        self.validation = self.bars.slice(0, self.val_end, drop_empty=True)  # search + val.
         self._evaluators: dict[str, SignalEvaluator] = {}
         try:
             self.policy = load_policy(cfg.policies.scoring)
@@ -274,6 +283,7 @@ class Runner:
                               f"`alphaloop resume {self.cfg.run_id}`", code="INVALID_CONFIG")
         self._open(resuming=False)
         write_json(self.root / CONFIG_FILE, self.cfg.model_dump(mode="json"))
+        write_json(self.root / DATA_REF_FILE, self._data_refs())
         now = self.created_ns
         self.kb.save_run(rec.RunRecord(run_id=self.cfg.run_id, status=RunState.RUN_CREATED,
                                        seed=self.cfg.seed, data_ref=self.search_ref,
@@ -287,7 +297,7 @@ class Runner:
     def resume(cls, run_id: str, *, out_dir: str | None = None, kb_url: str | None = None,
                **kwargs: Any) -> RunSummary:
         """Continue a stopped or killed run; a finished one returns its RunSummary."""
-        path = runs_root(out_dir) / run_id / CONFIG_FILE
+        path = runs_root(out_dir) / check_run_id(run_id) / CONFIG_FILE
         if not path.exists():
             raise ConfigError(f"no run {run_id!r} under {path.parent.parent}",
                               code="RUN_NOT_FOUND")
@@ -301,15 +311,35 @@ class Runner:
         if status in FINAL_RUN_STATES and (runner.root / SUMMARY_FILE).exists():
             return RunSummary.model_validate_json(
                 (runner.root / SUMMARY_FILE).read_text(encoding="utf-8"))
+        runner._same_data(stored)
         machine = run_machine(RunState.PAUSED if status == RunState.PAUSED
                               else RunState.RUNNING)
         if machine.state == RunState.PAUSED:
             runner._move_run(machine, RunState.RUNNING)
         return runner._loop(machine)
 
+    def _data_refs(self) -> dict[str, str]:
+        return {"search": self.search_ref, "validation": self.validation.data_ref,
+                "all": self.bars.data_ref}
+
+    def _same_data(self, stored: rec.RunRecord | None) -> None:
+        """A resumed run continues on the data it started on, or not at all: mixing
+        results of two data versions in one run would make its numbers nobody's."""
+        path = self.root / DATA_REF_FILE
+        then = (json.loads(path.read_text(encoding="utf-8")) if path.exists()
+                else {"search": stored.data_ref} if stored is not None else {})
+        now = self._data_refs()
+        changed = [w for w, ref in then.items() if now.get(w) != ref]
+        if changed:
+            raise ConfigError(f"run {self.cfg.run_id}: its data ({self.cfg.data.source}) "
+                              f"changed since the run started ({', '.join(changed)} "
+                              "window); resume needs the same data: start a new run",
+                              code="DATA_CHANGED")
+
     # ------------------------------------------------------------ the loop
     def _loop(self, machine: Machine[RunState]) -> RunSummary:
         final, reason = RunState.DONE_BUDGET_EXHAUSTED, "max_iterations"
+        write_json(self.root / OWNER_FILE, {"pid": os.getpid(), "host": socket.gethostname()})
         try:
             self._kb_catch_up()
             i = 0
@@ -332,6 +362,7 @@ class Runner:
         finally:
             self.executor.close()
             gc.unfreeze()  # what the run held is the collector's again
+            (self.root / OWNER_FILE).unlink(missing_ok=True)
         self._move_run(machine, final, error_code=None if final != RunState.FAILED_FATAL
                        else reason.split(":")[0])
         summary = self._write_summary(final, reason)
@@ -1203,10 +1234,38 @@ def _period(bars: Bars, start: str | None, end: str | None) -> Bars:
     if start is None and end is None:
         return bars
     idx = bars.index
-    lo = 0 if start is None else int(idx.searchsorted(pd.Timestamp(start, tz="UTC")))
-    hi = len(idx) if end is None else int(idx.searchsorted(pd.Timestamp(end, tz="UTC"),
-                                                           side="right"))
+    lo = 0 if start is None else int(idx.searchsorted(utc(start)))
+    hi = len(idx) if end is None else int(idx.searchsorted(utc(end), side="right"))
     return bars.slice(lo, hi, drop_empty=True)
+
+
+def loop_alive(folder: Path) -> bool:
+    """Whether a process is running the loop of this run folder now: False for a run
+    that ended or whose process was killed; True for one started on another machine
+    (nothing here can tell)."""
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
+        if owner["host"] != socket.gethostname():
+            return True
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # the pid exists, owned by someone else
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no owner file (or an unreadable one): no process claims the run
+    return True
+
+
+def _check_interval(bars: Bars, interval: str | None) -> None:
+    """``data.bar_interval``, when given, must be the data's typical bar spacing."""
+    if interval is None or bars.n_bars < 2:
+        return
+    spacing = pd.Series(bars.index).diff().median()
+    if spacing != pd.Timedelta(interval):
+        raise ConfigError(f"data.bar_interval is {interval} but the bars of "
+                          f"{bars.n_bars} dates are {spacing} apart (median)",
+                          code="INVALID_CONFIG")
 
 
 def _read_brief(cfg: RunConfig) -> dict[str, Any] | None:
