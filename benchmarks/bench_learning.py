@@ -24,8 +24,13 @@ with the four ranked-book families (xs_momentum, xs_reversal, xs_low_volatility,
 xs_factor): a planted effect strong enough to survive the deflated gates, so that what
 learning does to the share of rejected candidates and to the best verified score shows.
 
+``--learn-deflated`` is an experiment: the learner also learns rules from the deflated
+selection gates (OVERFIT_DSR, BENCHMARK_NOT_BEATEN), which the loop deliberately does
+not (see ``alphaloop.orchestrator.stages.LEARNING``); it shows what that choice avoids.
+
     .venv/bin/python benchmarks/bench_learning.py [--iterations 12] [--candidates 80]
-        [--panel trend|xs|noise] [--json benchmarks/results/bench_learning.json]
+        [--panel trend|xs|noise] [--learn-deflated]
+        [--json benchmarks/results/bench_learning.json]
 """
 
 from __future__ import annotations
@@ -161,6 +166,16 @@ def _hurdles(kb: Any, run_id: str) -> dict[int, dict[str, float]]:
 
 
 
+def _learn_from_deflated_gates() -> None:
+    """The experiment's one change: the loop's learning config without the deflated
+    selection codes in its skip list (the stage reads the module attribute per call)."""
+    from alphaloop.orchestrator import stages
+
+    deflated = {"OVERFIT_DSR", "BENCHMARK_NOT_BEATEN"}
+    skip = tuple(c for c in stages.LEARNING.skip_codes if c not in deflated)
+    stages.LEARNING = stages.LEARNING.model_copy(update={"skip_codes": skip})
+
+
 def _half_means(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
     shares = [r["rejected_share"] for r in rows if r["rejected_share"] is not None]
     if len(shares) < 2:
@@ -177,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated (default: the panel's families)")
     ap.add_argument("--panel", choices=("trend", "xs", "noise"), default="trend")
     ap.add_argument("--sampler", choices=("grid", "random", "sobol", "tpe"), default="sobol")
+    ap.add_argument("--learn-deflated", action="store_true",
+                    help="experiment: learn rules from OVERFIT_DSR and BENCHMARK_NOT_BEATEN too")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.learn_deflated:
+        _learn_from_deflated_gates()
     work = Path(tempfile.mkdtemp(prefix="bench_learning_"))
     if args.panel == "xs":
         sources = [str(xs_panel(work / "xs_planted.parquet"))]
@@ -195,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         r["rejected_first_half"], r["rejected_second_half"] = _half_means(r["rows"])
     result = {"machine": machine_info(peers=()), "panel": args.panel, "sampler": args.sampler,
+              "learn_deflated": args.learn_deflated,
               "iterations": args.iterations,
               "candidates_per_iteration": args.candidates, "families": families,
               "runs": runs}
