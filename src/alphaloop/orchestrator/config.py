@@ -10,6 +10,7 @@ learner switch. Unknown keys are refused, naming the key.
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +33,19 @@ def utc(value: str) -> pd.Timestamp:
     if ts is pd.NaT:
         raise ValueError(f"{value!r} is not a date")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def bar_interval(value: str) -> pd.Timedelta:
+    """``1d``, ``4h``, ``5min``, ``30s``, ``1w`` (any case) as a time span."""
+    text = value.strip().lower()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number):]
+    if not number.isdigit() or int(number) == 0 or unit not in _UNITS:
+        raise ValueError(f"{value!r} is not a bar interval (e.g. 1d, 1h, 5min)")
+    return pd.Timedelta(seconds=int(number) * _UNITS[unit])
 
 
 def _is_run_id(value: str) -> bool:
@@ -77,6 +91,12 @@ class Period(_Strict):
     start: str | None = None
     end: str | None = None
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _yaml_date(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2020-01-31 as a date: take it as the text it was
+        return value.isoformat() if isinstance(value, date) else value
+
     @field_validator("start", "end")
     @classmethod
     def _a_date(cls, value: str | None) -> str | None:
@@ -117,14 +137,8 @@ class DataConfig(_Strict):
     @field_validator("bar_interval")
     @classmethod
     def _an_interval(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        try:
-            step = pd.Timedelta(value)
-        except (ValueError, TypeError):
-            step = pd.Timedelta(0)
-        if step <= pd.Timedelta(0):
-            raise ValueError(f"{value!r} is not a bar interval (e.g. 1d, 1h, 5min)")
+        if value is not None:
+            bar_interval(value)
         return value
 
 

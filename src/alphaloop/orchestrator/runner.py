@@ -90,6 +90,7 @@ from alphaloop.orchestrator.config import (
     RunConfig,
     RunStats,
     RunSummary,
+    bar_interval,
     check_run_id,
     utc,
 )
@@ -1262,7 +1263,7 @@ def _check_interval(bars: Bars, interval: str | None) -> None:
     if interval is None or bars.n_bars < 2:
         return
     spacing = pd.Series(bars.index).diff().median()
-    if spacing != pd.Timedelta(interval):
+    if spacing != bar_interval(interval):
         raise ConfigError(f"data.bar_interval is {interval} but the bars of "
                           f"{bars.n_bars} dates are {spacing} apart (median)",
                           code="INVALID_CONFIG")

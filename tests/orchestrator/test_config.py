@@ -1,0 +1,81 @@
+"""RunConfig as a user writes it: what it refuses, with the key named, and what it
+takes (seed 003 §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alphaloop.orchestrator.config import ConfigError, RunConfig, bar_interval, check_run_id
+
+
+def _refused(data: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict(data)
+    assert info.value.code == "INVALID_CONFIG" and needle in str(info.value)
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ({"budgets": {"max_iterations": True}}, "budgets.max_iterations"),
+    ({"budgets": {"max_backtests": 10.0}}, "budgets.max_backtests"),
+    ({"budgets": {"max_walltime_sec": "60"}}, "budgets.max_walltime_sec"),
+    ({"engines": {"fees_bps": False}}, "engines.fees_bps"),
+    ({"learning": {"enabled": "yes please"}}, "learning.enabled"),
+    ({"seed": 1.5}, "seed"),
+])
+def test_numbers_and_switches_are_strict(data: dict[str, object], needle: str) -> None:
+    """A bool is not 1, 10.0 is not a count, a quoted number is not a number."""
+    _refused(data, needle)
+
+
+def test_whole_numbers_where_floats_are_wanted_are_fine() -> None:
+    cfg = RunConfig.from_dict({"budgets": {"max_walltime_sec": 60}, "engines": {"fees_bps": 0}})
+    assert cfg.budgets.max_walltime_sec == 60.0 and cfg.engines.fees_bps == 0.0
+
+
+def test_period_dates_quoted_unquoted_or_zoned(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"  # YAML reads the unquoted date as a date
+    path.write_text("data:\n  period:\n    start: 2020-01-31\n    end: '2021-06-30T16:00-04:00'\n")
+    period = RunConfig.from_yaml(path).data.period
+    assert (period.start, period.end) == ("2020-01-31", "2021-06-30T16:00-04:00")
+    _refused({"data": {"period": {"start": "not-a-date"}}}, "data.period.start")
+    _refused({"data": {"period": {"start": "2021-01-01", "end": "2020-12-31"}}},
+             "is after end")
+
+
+@pytest.mark.parametrize(("interval", "seconds"), [
+    ("1d", 86400), ("1D", 86400), ("4h", 4 * 3600), ("5min", 300), ("30s", 30),
+    ("1w", 7 * 86400)])
+def test_bar_intervals_that_parse(interval: str, seconds: int) -> None:
+    assert RunConfig.from_dict({"data": {"bar_interval": interval}}).data.bar_interval \
+        == interval
+    assert bar_interval(interval).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("interval", ["banana", "0d", "-1h", "", "1.5h", "d", "1 fortnight"])
+def test_bar_intervals_that_do_not(interval: str) -> None:
+    _refused({"data": {"bar_interval": interval}}, "data.bar_interval")
+
+
+@given(st.text(alphabet=st.sampled_from("abcXYZ019-_"), min_size=1, max_size=64))
+def test_safe_run_ids_are_taken(run_id: str) -> None:
+    assert check_run_id(run_id) == run_id
+    assert RunConfig.from_dict({"run_id": run_id}).run_id == run_id
+
+
+@given(st.text(min_size=1, max_size=20).filter(
+    lambda s: any(not (c.isascii() and (c.isalnum() or c in "-_")) for c in s)))
+def test_run_ids_with_anything_else_are_refused(run_id: str) -> None:
+    """'/', '.', '*', spaces, non-ASCII letters: a run id names one folder, no more."""
+    with pytest.raises(ConfigError):
+        check_run_id(run_id)
+    _refused({"run_id": run_id}, "run_id")
+
+
+def test_too_long_or_empty_run_ids_are_refused() -> None:
+    for bad in ("", "x" * 65):
+        with pytest.raises(ConfigError):
+            check_run_id(bad)
