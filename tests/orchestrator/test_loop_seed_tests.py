@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import N_BARS
 
 from alphaloop.errors import AlphaloopError, ErrorClass, SpecError
 from alphaloop.kb.store import KnowledgeBase
@@ -186,6 +187,9 @@ def test_TEST_622_lookahead_stops_the_run_with_its_evidence(
     assert evidence and all("peek" in v for v in evidence.values())
     assert (root / "dq_report.json").exists() and (root / "summary.json").exists()
     assert summary.stats.iterations == 1 and not summary.best_strategies
+    # the DQ report says which bars it judged: the search window (60 % of the panel)
+    checked = json.loads((root / "dq_report.json").read_text())["checked"]
+    assert checked["window"] == "search" and checked["bars"] == round(0.6 * N_BARS)
 
 
 def test_a_calendar_break_is_refused_before_anything_is_written(make_config: Make,

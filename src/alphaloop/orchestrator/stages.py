@@ -288,11 +288,15 @@ def dedup(candidates: list[dict[str, Any]], run_tested: set[str], prior_tested: 
 
 
 # ------------------------------------------------------------------ S40
-def data_quality(bars: Bars) -> dict[str, Any]:
-    """OBS-540: the panel's quality report; CRITICAL codes found (calendar breaks)."""
+def data_quality(bars: Bars, window: str = "search") -> dict[str, Any]:
+    """OBS-540: the panel's quality report; CRITICAL codes found (calendar breaks); and
+    which bars were checked (its counts, e.g. DQ_SHORT_HISTORY's, are of that window)."""
     report = quality_report(bars)
     critical = sorted({i.code for i in report.errors if i.code in CRITICAL_CODES})
-    return {"report": report.to_dict(), "critical": critical}
+    checked = {"window": window, "bars": bars.n_bars, "symbols": bars.n_symbols,
+               "start": bars.index[0].isoformat() if bars.n_bars else None,
+               "end": bars.index[-1].isoformat() if bars.n_bars else None}
+    return {"checked": checked, "report": report.to_dict(), "critical": critical}
 
 
 # ------------------------------------------------------------------ S50
