@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from alphaloop.strategy.constraints import (
     Clause,
+    Column,
     Constraint,
     ConstraintLike,
     constraint_id,
@@ -121,3 +124,43 @@ def test_bad_rules_are_refused() -> None:
 def test_rules_are_frozen() -> None:
     with pytest.raises(ValidationError, match="frozen"):
         SHORT_FAST.rule_id = "other"
+
+
+# ------------------------------------------------------------ many points at once
+_VALUES = st.one_of(st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from([None, True, False, "long", "short", "3", ""]),
+                    st.just(2.0 + 1e-12))
+_MISSING = object()
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(_VALUES, st.just(_MISSING)), min_size=1, max_size=30),
+       op=st.sampled_from(["<", "<=", ">", ">=", "==", "!="]),
+       want=st.one_of(st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=True),
+                      st.sampled_from(["long", "short", "3", ""])))
+def test_a_clause_on_a_column_is_the_clause_on_each_point(values: list[Any], op: Any,
+                                                           want: Any) -> None:
+    """Clause.mask over a column = Clause.holds point by point: strings, numbers, NaN,
+    None, bools, infinities, points without the parameter."""
+    clause = Clause(param="x", op=op, value=want)
+    rows = [{} if v is _MISSING else {"x": v} for v in values]
+    got = clause.mask(Column.table(rows), len(rows)).tolist()
+    assert got == [clause.holds(r) for r in rows]
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(st.fixed_dictionaries({"a": st.integers(0, 9), "b": _VALUES}),
+                     min_size=1, max_size=20),
+       clauses=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]),
+                                  st.sampled_from(["<", ">=", "==", "!="]),
+                                  st.one_of(st.integers(0, 9), st.just("long"))),
+                        max_size=3),
+       family=st.sampled_from([None, "f", "g"]), active=st.booleans())
+def test_a_rule_on_a_table_is_the_rule_on_each_point(rows: list[dict[str, Any]],
+                                                     clauses: list[Any], family: Any,
+                                                     active: bool) -> None:
+    rule = Constraint(rule_id="r", family=family,
+                      clauses=[Clause(param=p, op=o, value=v) for p, o, v in clauses],
+                      status="active" if active else "expired")
+    got = rule.mask("f", Column.table(rows), len(rows)).tolist()
+    assert got == [rule.forbids("f", r) for r in rows]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alphaloop.strategy.constraints import Clause, Constraint
+from alphaloop.strategy.constraints import Clause, Constraint, forbidden_by
 from alphaloop.strategy.samplers import TPESampler, make_sampler, params_key
 from alphaloop.strategy.templates import get_family
 
@@ -209,3 +209,46 @@ def test_a_widened_sampler_keeps_the_exploration_points() -> None:
     region = [p for p in SMA.grid() if SLOW.forbids("sma_cross", p)]
     assert [new.explores(p) for p in region] == [old.explores(p) for p in region]
     assert any(old.explores(p) for p in region)
+
+
+RSI = get_family("rsi_reversion")
+
+
+def _rule_strategy(family: Any) -> Any:
+    params = list(family.params)
+    clause = st.builds(lambda p, op, q: Clause(param=p, op=op, value=q),
+                       st.sampled_from([*params, "hold_bars"]),
+                       st.sampled_from(["<", "<=", ">", ">=", "==", "!="]),
+                       st.integers(0, 90))
+    return st.builds(lambda i, hard, cs: Constraint(rule_id=f"r{i}", family=family.name,
+                                                    hard=hard, clauses=cs),
+                     st.integers(0, 10**6), st.booleans(), st.lists(clause, max_size=3))
+
+
+def _features(family: str, params: Any) -> dict[str, float]:
+    return {"hold_bars": 2.0 * params["window"]}  # a derived quantity rules may name
+
+
+@settings(max_examples=40, deadline=None)
+@given(rules=st.lists(_rule_strategy(RSI), max_size=4), seed=st.integers(0, 2**16),
+       explore=st.sampled_from([0.0, 0.1, 0.5]), with_features=st.booleans(),
+       with_callable=st.booleans())
+def test_the_allowed_count_is_the_count_of_proposable_points(
+        rules: list[Constraint], seed: int, explore: float, with_features: bool,
+        with_callable: bool) -> None:
+    """The capacity a sampler counts with every rule at once over the grid's columns
+    equals asking :meth:`proposable` point by point (hard rules, soft rules lifted at
+    exploration points, derived features, a callable rule)."""
+    extra = [lambda f, p: p["lower"] + 5 >= p["upper"] - 50] if with_callable else []
+    features = _features if with_features else None
+    smp = make_sampler("sobol", RSI, seed=seed, constraints=[*rules, *extra],
+                       explore=explore, features=features)
+    hard = [r for r in [*rules, *extra] if not isinstance(r, Constraint) or r.hard]
+    soft = [r for r in rules if not r.hard]
+    allowed = 0
+    for p in RSI.grid():  # the rules asked one point at a time, by the scalar path
+        view = p if features is None else {**features(RSI.name, p), **p}
+        expected = (forbidden_by(hard, RSI.name, view), forbidden_by(soft, RSI.name, view))
+        assert smp.rules_against(p) == expected  # read off the count's masks
+        allowed += not expected[0] and (not expected[1] or smp.explores(p))
+    assert smp._capacity == allowed

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from alphaloop.strategy.expression import format_number
@@ -33,6 +34,8 @@ from alphaloop.strategy.expression import format_number
 ClauseOp = Literal["<", "<=", ">", ">=", "==", "!="]
 _ORDER: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_ORDER_ARRAYS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
 
 
 class Clause(BaseModel):
@@ -57,6 +60,13 @@ class Clause(BaseModel):
         if self.param not in params:
             return False
         return _compare(params[self.param], self.op, self.value)
+
+    def mask(self, columns: Mapping[str, Column], n: int) -> np.ndarray:
+        """:meth:`holds` for ``n`` points at once (``columns``: one per name)."""
+        column = columns.get(self.param)
+        if column is None:
+            return np.zeros(n, dtype=bool)
+        return column.present & _compare_mask(column, self.op, self.value)
 
     def __str__(self) -> str:
         shown = repr(self.value) if isinstance(self.value, str) else format_number(self.value)
@@ -118,6 +128,15 @@ class Constraint(BaseModel):
             return False
         return all(clause.holds(params) for clause in self.clauses)
 
+    def mask(self, family: str, columns: Mapping[str, Column], n: int) -> np.ndarray:
+        """:meth:`forbids` for ``n`` points of ``family`` at once."""
+        out = np.full(n, self.active and (self.family is None or self.family == family))
+        for clause in self.clauses:
+            if not out.any():
+                break
+            out &= clause.mask(columns, n)
+        return out
+
     def __str__(self) -> str:
         scope = self.family or "*"
         body = " and ".join(str(c) for c in self.clauses) or "always"
@@ -173,6 +192,53 @@ def _compare(have: Any, op: ClauseOp, want: float | str) -> bool:
         equal = math.isclose(number, want, rel_tol=1e-9, abs_tol=1e-12)
         return equal if op == "==" else not equal
     return _ORDER[op](number, want)
+
+
+class Column:
+    """One parameter (or feature) over many points, as :meth:`Clause.mask` reads it:
+    where it is present, which values are strings, and the others as numbers (NaN for
+    what is not a number: None, a bool, NaN itself). A ``None`` in ``values`` marks a
+    point without it only where ``present`` says so."""
+
+    __slots__ = ("is_str", "number", "present", "text")
+
+    def __init__(self, values: Sequence[Any], present: np.ndarray | None = None) -> None:
+        n = len(values)
+        self.present = np.ones(n, dtype=bool) if present is None else present
+        self.is_str = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=n)
+        self.text = np.array([v if isinstance(v, str) else "" for v in values], dtype=object)
+        self.number = np.fromiter((math.nan if isinstance(v, str) or (x := _as_number(v)) is None
+                                   else x for v in values), dtype=float, count=n)
+
+    @classmethod
+    def table(cls, rows: Sequence[Mapping[str, Any]]) -> dict[str, Column]:
+        """A column per name that any row has (rows without it: not present)."""
+        names = dict.fromkeys(k for row in rows for k in row)
+        out: dict[str, Column] = {}
+        for name in names:
+            present = np.fromiter((name in row for row in rows), dtype=bool, count=len(rows))
+            out[name] = cls([row.get(name) for row in rows], present)
+        return out
+
+
+def _compare_mask(column: Column, op: ClauseOp, want: float | str) -> np.ndarray:
+    """:func:`_compare` over a column (the same cases, in the same order)."""
+    if isinstance(want, str):
+        if op not in ("==", "!="):
+            return np.zeros(len(column.is_str), dtype=bool)
+        equal = column.is_str & (column.text == want)
+        return equal if op == "==" else ~equal
+    a, b = column.number, float(want)
+    with np.errstate(invalid="ignore"):
+        valid = ~np.isnan(a)  # strings are NaN here too
+        if op in ("==", "!="):
+            # math.isclose: an infinity is close only to itself
+            near = np.isfinite(a) & math.isfinite(b) & (np.abs(a - b) <= np.maximum(
+                1e-9 * np.maximum(np.abs(a), abs(b)), 1e-12))
+            close = valid & ((a == b) | near)
+            return close if op == "==" else ~close
+        ordered: np.ndarray = _ORDER_ARRAYS[op](a, b)
+        return valid & ordered
 
 
 def _as_number(value: Any) -> float | None:

@@ -50,7 +50,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from alphaloop.errors import SpecError
-from alphaloop.strategy.constraints import ConstraintLike, forbidden_by, split_rules
+from alphaloop.strategy.constraints import (
+    Column,
+    Constraint,
+    ConstraintLike,
+    constraint_id,
+    forbidden_by,
+    split_rules,
+)
 from alphaloop.strategy.templates import (
     ChoiceParam,
     Family,
@@ -112,6 +119,12 @@ class Sampler(ABC):
         self._seen: set[Key] = set()
         self._exhausted = False
         self._capacity: int | None = None
+        self._grid: _GridTable | Literal[False] | None = None  # built at the first count
+        #: per rule (hard, soft), the grid points it forbids: set by each count
+        self._masks: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+        self._explored: dict[Key, bool] = {}  # explores(), per point
+        self._explore_known: np.ndarray | None = None  # ... and per grid point
+        self._explore_mask: np.ndarray | None = None
         self.set_constraints(constraints)
 
     # ------------------------------------------------------------ public
@@ -153,6 +166,7 @@ class Sampler(ABC):
         self._seen |= earlier._seen
         self.soft_breaks.update(earlier.soft_breaks)
         self.explore_seed = earlier.explore_seed
+        self._explored, self._explore_known = {}, None  # they were of the other seed
         self._capacity = None  # the capacity depends on both: count it again
         self.set_constraints(self.constraints)
 
@@ -169,20 +183,34 @@ class Sampler(ABC):
         self._hard, self._soft = split_rules(self.constraints)
         self._exhausted = False
         if self.counts_capacity and not same:
-            self._capacity = _allowed_count(self.family, self.proposable)
+            self._capacity = self._count_allowed()
 
     def explores(self, params: Mapping[str, Any]) -> bool:
         """True when ``params`` (normalized) is an exploration point, where soft rules
         do not apply: a sha256 of (``explore_seed``, family, params) read as a number in
-        [0, 1) falls below ``explore``. Deterministic and independent of the draw order."""
+        [0, 1) falls below ``explore``. Deterministic and independent of the draw order
+        (remembered per point: the screen and the capacity count ask again and again)."""
         if self.explore <= 0.0:
             return False
-        text = f"{self.explore_seed}|{self.family.name}|{params_key(params)!r}"
-        digest = hashlib.sha256(text.encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2.0**64 < self.explore
+        key = params_key(params)
+        hit = self._explored.get(key)
+        if hit is None:
+            text = f"{self.explore_seed}|{self.family.name}|{key!r}"
+            digest = hashlib.sha256(text.encode()).digest()
+            hit = self._explored[key] = int.from_bytes(digest[:8], "big") / 2.0**64 \
+                < self.explore
+        return hit
 
     def rules_against(self, params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """Ids of the hard and of the soft rules that forbid ``params`` (normalized)."""
+        at = None if self._masks is None or not self._grid else \
+            self._grid.index.get(params_key(params))
+        if at is not None and self._masks is not None:  # read off the last count's masks
+            hard_masks, soft_masks = self._masks
+            return ([constraint_id(r) for r, m in zip(self._hard, hard_masks, strict=True)
+                     if m[at]],
+                    [constraint_id(r) for r, m in zip(self._soft, soft_masks, strict=True)
+                     if m[at]])
         view: Mapping[str, Any] = params
         if self.features is not None:  # rules may also talk about derived features
             view = {**self.features(self.family.name, params), **params}
@@ -193,6 +221,36 @@ class Sampler(ABC):
         """True when the rules let ``params`` (normalized) be proposed at all."""
         hard, soft = self.rules_against(params)
         return not hard and (not soft or self.explores(params))
+
+    def _count_allowed(self) -> int | None:
+        """How many grid points :meth:`proposable` allows, or None (no grid, or too big
+        to count). Lets random, Sobol and TPE samplers notice that everything has been
+        proposed instead of drawing duplicates until their attempt budget runs out.
+        Every rule is asked about every point at once (:meth:`Constraint.mask`); only
+        the points a soft rule alone forbids are asked whether they explore."""
+        if self._grid is None:
+            self._grid = _GridTable.of(self.family, self.features) or False
+        grid = self._grid
+        if grid is False:
+            return None
+        family = self.family.name
+        self._masks = ([grid.forbidden(r, family) for r in self._hard],
+                       [grid.forbidden(r, family) for r in self._soft])
+        hard = _any(self._masks[0], grid.n)
+        soft = _any(self._masks[1], grid.n) & ~hard
+        return grid.n - int(hard.sum()) - int((soft & ~self._exploring(grid, soft)).sum())
+
+    def _exploring(self, grid: _GridTable, asked: np.ndarray) -> np.ndarray:
+        """Which grid points explore (known at least where ``asked``): each point's
+        hash is taken once per sampler, the first time a count needs it."""
+        if self._explore_known is None or len(self._explore_known) != grid.n:
+            self._explore_known = np.zeros(grid.n, dtype=bool)
+            self._explore_mask = np.zeros(grid.n, dtype=bool)
+        assert self._explore_mask is not None
+        for i in np.flatnonzero(asked & ~self._explore_known).tolist():
+            self._explore_mask[i] = self.explores(grid.point(i))
+        self._explore_known |= asked
+        return self._explore_mask
 
     def broken_soft_rules(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         """Ids of the soft rules a proposal of this sampler broke (empty: none)."""
@@ -407,17 +465,50 @@ def _distribution(param: Param) -> BaseDistribution:
     raise TypeError(f"unsupported parameter space {param!r}")
 
 
-def _allowed_count(family: Family, allowed: Callable[[Params], bool],
-                   limit: int = 200_000) -> int | None:
-    """How many grid points are valid and allowed, or None (no grid, or too big to count).
+def _any(masks: Sequence[np.ndarray], n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    for mask in masks:
+        out |= mask
+    return out
 
-    Lets random, Sobol and TPE samplers notice that everything has been proposed
-    instead of drawing duplicates until their attempt budget runs out.
-    """
-    sizes = [p.n_points for p in family.params.values()]
-    if any(s is None for s in sizes) or math.prod(s for s in sizes if s is not None) > limit:
-        return None
-    return sum(1 for p in family.grid() if allowed(p))
+
+class _GridTable:
+    """A family's valid grid as columns (a sampler builds it once): the capacity count
+    asks each rule about all points at once, and the screen then reads a drawn point's
+    rules off those masks by the point's index."""
+
+    def __init__(self, family: Family, features: Features | None) -> None:
+        self.names = list(family.params)
+        self.values = [tuple(p[n] for n in self.names) for p in family.grid()]
+        self.n = len(self.values)
+        self.family, self.features = family.name, features
+        self.columns = Column.table([self.view(i) for i in range(self.n)])
+        self.index = {params_key(self.point(i)): i for i in range(self.n)}
+
+    @classmethod
+    def of(cls, family: Family, features: Features | None,
+           limit: int = 200_000) -> _GridTable | None:
+        """The table, or None when a parameter has no grid or the grid is over ``limit``."""
+        sizes = [p.n_points for p in family.params.values()]
+        if any(s is None for s in sizes) or math.prod(s for s in sizes if s is not None) > limit:
+            return None
+        return cls(family, features)
+
+    def point(self, i: int) -> Params:
+        return dict(zip(self.names, self.values[i], strict=True))
+
+    def view(self, i: int) -> Mapping[str, Any]:
+        """What rules see at point ``i``: its features, and its parameters over them."""
+        params = self.point(i)
+        return params if self.features is None else {**self.features(self.family, params),
+                                                     **params}
+
+    def forbidden(self, rule: ConstraintLike, family: str) -> np.ndarray:
+        """The points ``rule`` forbids (a callable rule is asked point by point)."""
+        if isinstance(rule, Constraint):
+            return rule.mask(family, self.columns, self.n)
+        return np.fromiter((bool(rule(family, self.view(i))) for i in range(self.n)),
+                           dtype=bool, count=self.n)
 
 
 _KINDS: dict[str, type[Sampler]] = {
