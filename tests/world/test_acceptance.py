@@ -196,9 +196,10 @@ def test_one_strategy_from_submit_to_live_then_every_refusal(
     # ---- a second strategy: a missing snapshot, then the cooldown and max_live
     assert Runner.submit(B, W, url=srv.url, token=toks["submitter"]).stage == "paper"
     assert world.step() == [("start_paper", B.strategy_id)]
-    world.blocked(B.strategy_id, ["RISK_SNAPSHOT_MISSING", "PAPER_WINDOW_SAMPLES_UNKNOWN",
-                                  "LIVE_APPROVAL_MISSING", "LIVE_COOLDOWN",
-                                  "LIVE_MAX_REACHED"])
+    # its paper run has no paper evidence yet: its gates fail until a snapshot comes in
+    world.blocked(B.strategy_id, ["PAPER_GATES_FAILED", "RISK_SNAPSHOT_MISSING",
+                                  "PAPER_WINDOW_SAMPLES_UNKNOWN", "LIVE_APPROVAL_MISSING",
+                                  "LIVE_COOLDOWN", "LIVE_MAX_REACHED"])
     status, code, message = world.refused("approver", lambda c: c.approve(W, B.strategy_id))
     assert (status, code) == (409, "PROMOTION_BLOCKED") and "RISK_SNAPSHOT_MISSING" in message
     world.paper(B, "--start", str(START), "--max-bars", "25")

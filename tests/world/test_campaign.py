@@ -33,8 +33,9 @@ POLICY = {
                  "paper": {"window": {"min_samples": 20}}},
 }
 # every reason a paper-phase strategy has with no snapshot under POLICY (allow_live false,
-# mode disabled), in the order the campaign lists them
-NO_SNAPSHOT = ["RISK_SNAPSHOT_MISSING", "PAPER_WINDOW_SAMPLES_UNKNOWN", "LIVE_NOT_ALLOWED",
+# mode disabled), in the order the campaign lists them: without paper evidence its paper
+# run's gates fail (a backtest's numbers are not paper evidence)
+NO_SNAPSHOT = ["PAPER_GATES_FAILED", "RISK_SNAPSHOT_MISSING", "PAPER_WINDOW_SAMPLES_UNKNOWN", "LIVE_NOT_ALLOWED",
                "LIVE_PROMOTION_DISABLED"]
 
 
@@ -206,8 +207,10 @@ def test_the_same_key_twice_has_one_effect(server: Any) -> None:
         run = c.get_run("c-exec", f"campaign:{a[:16]}:paper")
         audit = [e.action for e in c.audit("c-exec")]
         after = c.tick("c-exec").actions
+    # the paper run starts with no paper evidence yet (a backtest's numbers are none):
+    # its gates fail (NO_METRICS) until the risk hub's realized returns come in
     assert (first.executed, first.kind, first.revision, first.outcome) == (
-        True, "start_paper", 1, "pass")
+        True, "start_paper", 1, "fail")
     assert (second.executed, second.revision, second.executed_at) == (
         False, 1, first.executed_at)
     assert (run.stage, len(run.revisions)) == ("paper", 1)
@@ -332,7 +335,7 @@ def test_campaign_loop_once_executes_then_finds_nothing(server: Any) -> None:
     env = {"ALPHALOOP_WORLD_TOKEN": toks["operator"]}
     first = runner.invoke(app, args, env=env)
     assert first.exit_code == 0, first.output
-    assert f"executed start_paper {a[:12]} -> campaign:{a[:16]}:paper rev 1 pass" in first.output
+    assert f"executed start_paper {a[:12]} -> campaign:{a[:16]}:paper rev 1 fail" in first.output
     second = runner.invoke(app, args, env=env)
     assert (second.exit_code, second.output.strip()) == (0, "no actions")
     bad = runner.invoke(app, [*args[:-2], "--url", srv.url, "--every", "soon"], env=env)
@@ -500,13 +503,51 @@ def test_auto_apply_never_skips_the_paper_window_or_the_snapshot(server: Any) ->
         plans = {sid: op.plan_activation(w, sid) for sid in (short, missing, stale)}
         assert op.tick(w).actions == []
     assert plans[short].reasons == ["PAPER_WINDOW_SAMPLES_SHORT"]
-    assert plans[missing].reasons == ["RISK_SNAPSHOT_MISSING", "PAPER_WINDOW_SAMPLES_UNKNOWN"]
+    assert plans[missing].reasons == ["PAPER_GATES_FAILED", "RISK_SNAPSHOT_MISSING",
+                                      "PAPER_WINDOW_SAMPLES_UNKNOWN"]
     assert plans[stale].reasons == ["RISK_SNAPSHOT_STALE:TTL_EXPIRED",
                                     "PAPER_WINDOW_SAMPLES_UNKNOWN"]
     assert not any(p.allowed for p in plans.values())
     with _client(server, "viewer") as c:  # and the decision never says live for them
         assert [c.decide(w, sid).stage for sid in (short, missing, stale)] == ["paper"] * 3
         assert c.decide(w, short).reasons[-1] == "LIVE_ACTIVATION_PENDING"
+
+
+def test_a_failed_backtest_never_goes_live_through_a_paper_evaluation(server: Any) -> None:
+    """A submitter asks for a paper evaluation of a strategy whose backtest failed: the
+    backtest's numbers are not paper evidence, the campaign names the failed rung, and
+    no tick, however long the loop runs, activates it (auto_apply included)."""
+    w = "g-bypass"
+    with _client(server, "operator") as op:
+        op.create_world(w, name=w, policy={**POLICY, "allow_live": True,
+                                           "governance": {"live_promotion":
+                                                          {"mode": "auto_apply"}}})
+    sid = _backtest(server, w, 131, {**READY, "sharpe": 0.2})  # min_sharpe 0.5: fails
+    with _client(server, "submitter") as c:
+        sneaked = c.evaluate(w, {"run_id": "sneak", "strategy_id": sid, "stage": "paper"})
+    assert sneaked.latest.metric_sources == [] and sneaked.latest.outcome == "fail"
+    _snapshot(server, w, sid, RETURNS, trades=25)
+    with _client(server, "operator") as op:
+        for _ in range(3):  # evaluate_paper runs; activate_live must never be offered
+            campaign_step(op, w)
+        assert "activate_live" not in [a.kind for a in op.tick(w).actions]
+    view = _by_id(server, w)[sid]
+    assert view.phase == "paper_campaign" and view.reasons[0] == "BACKTEST_GATES_FAILED"
+    assert not view.promotable and view.candidate is None
+    with _client(server, "viewer") as c:
+        assert c.decide(w, sid).stage == "backtest"
+
+
+def test_paper_metrics_come_from_paper_evidence_only(server: Any) -> None:
+    """The paper run's trade count is the snapshot producer's, not the backtest's."""
+    w = "g-paper-trades"
+    a = _paper_ready(server, w, 141)
+    _snapshot(server, w, a, [*RETURNS, 0.001], trades=5)
+    with _client(server, "operator") as op:
+        assert [d.kind for d in campaign_step(op, w).executed] == ["evaluate_paper"]
+    view = _by_id(server, w)[a]
+    assert view.metrics["n_trades"] == 5 != READY["n_trades"]
+    assert view.window.trades.observed == 5
 
 
 def test_cli_status_approve_and_apply(server: Any) -> None:

@@ -190,6 +190,12 @@ def test_sourcing_1_the_latest_run_of_the_same_stage(world_server: Any) -> None:
         sourced = c.evaluate("w-src1", {"run_id": "second", "spec": spec})
     assert sourced.latest.metric_sources == ["previous_run:first@1"]  # same stage wins
     assert (sourced.latest.metrics["sharpe"], sourced.latest.metrics["n_trades"]) == (1.2, 40)
+    with _client(world_server, "operator") as c:  # a shadow run: paper's kind, not backtest's
+        shadow = c.evaluate("w-src1", {"run_id": "shadow", "stage": "shadow", "spec": spec})
+        live = c.evaluate("w-src1", {"run_id": "live", "stage": "live", "spec": spec})
+    assert shadow.latest.metric_sources == ["previous_run:paper-again@1"]
+    assert live.latest.metric_sources == []  # no live run, and a backtest is no evidence
+    assert live.latest.metrics == {}
 
 
 def test_sourcing_2_the_risk_hub_snapshot_and_its_realized_returns(world_server: Any) -> None:
@@ -254,6 +260,10 @@ def test_sourcing_for_backtest_runs_engine_b_on_the_worlds_data(world_server: An
     assert out.latest.metric_sources == [f"engine_b:{local.data_ref[:16]}"]
     assert out.latest.metrics["sharpe"] == pytest.approx(local.metrics["sharpe"], rel=1e-12)
     assert out.latest.metrics["n_trades"] == local.metrics["n_trades"]
+    with _client(world_server, "submitter") as c:  # a retry finds what the first try found
+        again = [c.evaluate("w-engine", {"run_id": "bt", "spec": spec.model_dump()})
+                 for _ in range(2)]
+    assert [(a.written, a.latest.revision) for a in again] == [(False, 1)] * 2
 
 
 def test_a_backtest_without_world_data_says_why_it_has_no_metrics(world_server: Any) -> None:

@@ -192,7 +192,8 @@ class Campaigns:
         for sid in sids:
             paper = newest.get((sid, "paper"))
             if paper is not None:
-                out.append(self._paper(conn, state, sid, paper, now, live))
+                out.append(self._paper(conn, state, sid, paper, now, live,
+                                       newest.get((sid, "backtest"))))
             elif (sid, "backtest") in newest:
                 out.append(self._backtest(conn, state, sid, newest[(sid, "backtest")], now,
                                           live))
@@ -228,9 +229,14 @@ class Campaigns:
         return View(view, action, list(reasons), None)
 
     def _paper(self, conn: Session, state: WorldState, sid: str, run: EvaluationRun,
-               now: float, live: Live) -> View:
+               now: float, live: Live, backtest: EvaluationRun | None) -> View:
         policy = state.policy
         rev, reasons = self._judged(conn, state, run, "paper", now)
+        # the ladder's first rung holds here too: no paper campaign goes live without a
+        # fresh passed backtest (what /decide reads), however the paper run came about
+        below = rung(backtest, "backtest", policy.freshness.evaluation_max_age, now)
+        if below:
+            reasons.insert(0, below)
         samples = days = trades = None
         fresh_hash = None
         row = latest_row(conn, state.world.world_id, sid)

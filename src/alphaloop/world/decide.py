@@ -28,8 +28,7 @@ from alphaloop.world.models import EvaluationRun, LiveCandidate
 from alphaloop.world.riskguard import active_trip, trip_reason
 from alphaloop.world.schemas import DecisionEnvelope
 from alphaloop.world.service import WorldService, WorldState, ts
-
-PAPER_LIKE = ("paper", "dryrun", "shadow")
+from alphaloop.world.sourcing import PAPER_LIKE
 
 
 def _newest(conn: Session, world_id: str, strategy_id: str,

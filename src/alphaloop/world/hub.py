@@ -102,8 +102,16 @@ def hub_view(conn: Session, refs_root: Path, state: WorldState,
     risk = {"snapshot_hash": row.content_hash, "as_of": ts(row.as_of).isoformat(),
             "weights": body.get("weights"), "covariance": body.get("covariance"),
             "stress": body.get("stress")}
+    trades = (body.get("provenance") or {}).get("n_trades")
     return HubView(row.content_hash, stale_reasons(row, state, time.time()), risk, returns,
-                   float(body.get("periods_per_year", 252.0)))
+                   float(body.get("periods_per_year", 252.0)),
+                   None if trades is None else _count(trades))
+
+
+def _count(value: Any) -> float:
+    """A count as stated: 5 stays 5 (the metrics show what the producer posted)."""
+    number = float(value)
+    return int(number) if number.is_integer() else number
 
 
 def snapshot_out(row: RiskSnapshot | Snapshot, state: WorldState, created: bool) -> SnapshotOut:

@@ -42,6 +42,7 @@ from alphaloop.world.schemas import (
 )
 from alphaloop.world.sourcing import (
     LIVE_LIKE,
+    PAPER_LIKE,
     MetricMap,
     Previous,
     Sourced,
@@ -335,15 +336,20 @@ class WorldService:
         except ValueError:  # a stored spec this version cannot read: as if unknown
             return None
 
-    def previous(self, conn: Session, world_id: str, strategy_id: str,
-                 stage: str) -> Previous | None:
-        """The newest revision of the strategy's runs here: same stage first."""
+    def previous(self, conn: Session, world_id: str, strategy_id: str, stage: str,
+                 run_id: str) -> Previous | None:
+        """The newest revision of the strategy's *other* runs here at ``stage``, else at
+        a stage of the same kind (paper, dryrun, shadow; live): the run's own earlier
+        revision is not a source (a retry must find what the first try found), and a
+        backtest's numbers are never paper or live evidence, nor the other way round."""
+        kind = (stage,) if stage in ("backtest", "live") else PAPER_LIKE
         base = (select(EvaluationRun.run_id, EvaluationRun.revision)
                 .where(EvaluationRun.world_id == world_id,
-                       EvaluationRun.strategy_id == strategy_id)
+                       EvaluationRun.strategy_id == strategy_id,
+                       EvaluationRun.run_id != run_id)
                 .order_by(EvaluationRun.updated_at.desc()).limit(1))
         row = conn.execute(base.where(EvaluationRun.stage == stage)).first() \
-            or conn.execute(base).first()
+            or conn.execute(base.where(EvaluationRun.stage.in_(kind))).first()
         if row is None:
             return None
         metrics = conn.execute(select(EvaluationRevision.metrics).where(
@@ -359,7 +365,8 @@ class WorldService:
         else:
             world_id = state.world.world_id
             sourced = source(
-                subj.stage, previous=self.previous(conn, world_id, subj.strategy_id, subj.stage),
+                subj.stage, previous=self.previous(conn, world_id, subj.strategy_id, subj.stage,
+                                                   subj.run_id),
                 hub=hub_view(conn, self.refs_root, state, subj.strategy_id),
                 request_returns=subj.returns, ppy=subj.ppy, spec=subj.spec,
                 data=state.world.data, refs_root=self.refs_root)

@@ -2,14 +2,18 @@
 
 In the seed's order, each step adding to what the step before found:
 
-1. ``previous_run:<run_id>@<revision>`` — the metrics of the strategy's newest
-   evaluation run in this world, one of the same stage first (any stage otherwise);
+1. ``previous_run:<run_id>@<revision>`` — the metrics of the strategy's newest other
+   evaluation run in this world, one of the same stage first, else one of the same
+   kind (paper, dryrun and shadow are one kind): a backtest's numbers are never paper or
+   live evidence, and a run is not its own source (a retry finds what the first try
+   found, so it writes nothing);
 2. ``risk_hub:<hash>`` — the newest *fresh* risk signal hub snapshot of the strategy
    adds covariance, stress results and weights (``risk``) and its realized returns; a
    stale one is named (``risk_hub:stale:<reasons>``) and not used (fail-closed);
 3. for paper / live / shadow / dryrun, ``realized_returns:<request|risk_hub>`` — the v1
-   return metrics computed from the realized return series; being newer evidence than
-   a reused run, they replace its values (this is how paper metrics move with time);
+   return metrics computed from the realized return series (with the hub's, the trade
+   count its producer stated, ``provenance.n_trades``); being newer evidence than a
+   reused run, they replace its values (this is how paper metrics move with time);
    for backtest, ``engine_b:<data_ref>`` — when no earlier run exists the service runs
    engine B on the world's data itself.
 
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from alphaloop.strategy.spec import StrategySpec
 
 LIVE_LIKE = ("paper", "live", "shadow", "dryrun")
+PAPER_LIKE = ("paper", "dryrun", "shadow")  # the rung between backtest and live
 MetricMap = dict[str, float | int | None]
 
 
@@ -59,6 +64,7 @@ class HubView:
     risk: dict[str, Any]
     returns: np.ndarray | None
     periods_per_year: float
+    n_trades: float | None = None  # the producer's provenance.n_trades
 
 
 def returns_metrics(returns: np.ndarray, periods_per_year: float) -> MetricMap:
@@ -123,6 +129,8 @@ def _fill_from_returns(out: Sourced, stage: str, request_returns: np.ndarray | N
         out.sources.append("realized_returns:request")
     elif hub is not None and not hub.stale_reasons and hub.returns is not None:
         out.metrics.update(returns_metrics(hub.returns, hub.periods_per_year))
+        if hub.n_trades is not None:
+            out.metrics["n_trades"] = hub.n_trades
         out.sources.append("realized_returns:risk_hub")
 
 
