@@ -469,7 +469,7 @@ def test_run_report_synthetic_frame(run_frame: pd.DataFrame, tmp_path: Path) -> 
     assert summary["iterations"] == "12"
     assert summary["candidates tried"] == str(int(frame["tried"].sum()))
     assert summary["candidates passed"] == str(int(frame["passed"].sum()))
-    assert float(summary["best score"]) == frame["best_score"].max()
+    assert float(summary["best score of any candidate"]) == frame["best_score"].max()
     assert summary["best at iteration"] == str(it[int(np.nanargmax(frame["best_score"]))])
     table = page.rows["iterations-table"]
     assert table[0] == list(frame.columns)
@@ -498,7 +498,7 @@ def test_run_report_draws_the_learning_curves_when_given(run_frame: pd.DataFrame
     n = len(core)
     frame = core.assign(rejected_share=np.linspace(0.9, 0.5, n),
                         forbidden_share=np.linspace(0.0, 0.4, n),
-                        best_verified_score=[np.nan, *np.linspace(40, 60, n - 1)])
+                        best_verified_so_far=[np.nan, *np.linspace(40, 60, n - 1)])
     page = Page(run_report(frame, title="learning"))
     assert "learning" in page.figure_divs and "learning" in page.sections
     fig = learning_figure(frame)

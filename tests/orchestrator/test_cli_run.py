@@ -67,6 +67,39 @@ def test_run_ids_name_folders_only(tmp_path: Path, command: list[str]) -> None:
     assert "INVALID_CONFIG" in res.stderr and "letters, digits" in res.stderr
 
 
+def test_a_run_is_found_by_prefix_and_by_the_out_dir_the_kb_recorded(
+        tmp_path: Path, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`status`, `resume` and `report --run` without --out-dir: a unique prefix of the
+    id, in a folder only the default knowledge base knows (the config's out_dir)."""
+    monkeypatch.setenv("ALPHALOOP_HOME", str(tmp_path / "home"))
+    config = _write(tmp_path, noise_path, run_id="elsewhere-run", kb={})  # default KB
+    assert runner.invoke(app, ["run", str(config), "--json"]).exit_code == 0
+    status = runner.invoke(app, ["status", "elsewh", "--json"])
+    assert status.exit_code == 0, status.stderr
+    assert json.loads(status.stdout)["run_id"] == "elsewhere-run"
+    again = runner.invoke(app, ["resume", "elsewhere", "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout) == json.loads(status.stdout)
+    page = tmp_path / "page.html"
+    made = runner.invoke(app, ["report", "--run", "elsewhere-run", "--out", str(page)])
+    assert made.exit_code == 0 and "elsewhere-ru" in page.read_text()
+    lost = runner.invoke(app, ["status", "nowhere"])
+    assert lost.exit_code == 2 and "RUN_NOT_FOUND" in lost.stderr and "--out-dir" in lost.stderr
+
+
+def test_an_out_dir_that_is_a_file_or_empty_windows_stop_before_writing(
+        tmp_path: Path, noise_path: Path) -> None:
+    afile = tmp_path / "not_a_folder"
+    afile.write_text("x")
+    for over, needle in (({"out_dir": str(afile)}, "is a file, not a folder"),
+                         ({"data": {"source": str(noise_path),
+                                    "windows": {"validation": 0.0001, "holdout": 0.2}}},
+                          "data.windows.validation")):
+        res = runner.invoke(app, ["run", str(_write(tmp_path, noise_path, **over))])
+        assert res.exit_code == 2, res.output
+        assert len(res.stderr.strip().splitlines()) == 1 and needle in res.stderr
+    assert not (tmp_path / "kb.sqlite").exists() and not (tmp_path / "runs").exists()
+
+
 def test_malformed_yaml_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("budgets: {max_iterations: [\n")
@@ -94,7 +127,7 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     listed = runner.invoke(app, ["kb", "runs", "--url", url, "--json"])
     assert [r["run_id"] for r in json.loads(listed.stdout)] == ["cli1"]
     table = runner.invoke(app, ["kb", "runs", "--url", url])  # one line per run
-    assert table.exit_code == 0 and "cli1" in table.stdout and "noise.par" in table.stdout
+    assert table.exit_code == 0 and "cli1" in table.stdout and "noise.parquet" in table.stdout
     assert "candidates_per_iteration" not in table.stdout and len(table.stdout.splitlines()) < 12
     for bad in ("0", "-1"):
         refused = runner.invoke(app, ["kb", "strategies", "--url", url, "--top", bad])

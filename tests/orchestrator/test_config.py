@@ -79,3 +79,13 @@ def test_too_long_or_empty_run_ids_are_refused() -> None:
     for bad in ("", "x" * 65):
         with pytest.raises(ConfigError):
             check_run_id(bad)
+
+
+@pytest.mark.parametrize(("retry", "needle"), [
+    ({"stage_max_attempts": {"S5O": 2}}, "unknown stage id(s) ['S5O']"),
+    ({"stage_max_attempts": {"S50": 0}}, "a stage has 1 to 100 attempts"),
+    ({"base_backoff_sec": 100, "max_backoff_sec": 1}, "is above max_backoff_sec"),
+])
+def test_retry_settings_that_cannot_mean_anything(retry: dict[str, object],
+                                                  needle: str) -> None:
+    _refused({"policies": {"retry": retry}}, needle)

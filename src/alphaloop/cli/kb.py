@@ -45,7 +45,13 @@ def kb_runs(url: UrlOpt = None,
     if as_json:
         _frame(frame, True)
         return
-    _frame(_run_rows(frame), False)
+    from rich import box
+
+    rows = _run_rows(frame)  # no vertical rules: the ids and states fit 80 columns whole
+    table = _table(*rows.columns, no_wrap=("run", "status"), box=box.SIMPLE_HEAD)
+    for row in rows.itertuples(index=False):
+        table.add_row(*[_cell(v) for v in row])
+    out.print(table)
 
 
 @kb_app.command("strategies")
@@ -223,10 +229,10 @@ def kb_similar(strategy_id: Annotated[str, typer.Argument(help="An id or a uniqu
     out.print(table)
 
 
-def _table(*columns: str, no_wrap: tuple[str, ...] = ()) -> Any:
+def _table(*columns: str, no_wrap: tuple[str, ...] = (), box: Any = None) -> Any:
     from rich.table import Table
 
-    table = Table()
+    table = Table() if box is None else Table(box=box, pad_edge=False, collapse_padding=True)
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=col in no_wrap)
     return table
@@ -290,19 +296,18 @@ def _finite(value: Any) -> float | None:
 
 
 def _run_rows(frame: Any) -> Any:
-    """One row per run for a terminal: its status, data file, counts and survivors
-    (the full config, summary and data_ref are in --json)."""
+    """One row per run for a terminal, in 80 columns: its id (12 characters: `status`,
+    `resume` and `report --run` take a unique prefix), status, data file, counts and
+    survivors; --json has every field (config, summary, data_ref, times)."""
     import pandas as pd
 
     def stat(summary: Any, key: str) -> Any:
         return (summary or {}).get("stats", {}).get(key)
 
     return pd.DataFrame({
-        "run_id": frame["run_id"], "status": frame["status"],
-        "data": [Path(str((c or {}).get("data", {}).get("source"))).name
+        "run": [str(r)[:12] for r in frame["run_id"]], "status": frame["status"],
+        "data": [Path(str((c or {}).get("data", {}).get("source"))).name[:16]
                  for c in frame["config"]],
-        "created": pd.to_datetime(frame["created_ns"], unit="ns", utc=True)
-        .dt.strftime("%Y-%m-%d %H:%M"),
         "iters": [stat(s, "iterations") for s in frame["summary"]],
         "backtests": [stat(s, "backtests") for s in frame["summary"]],
         "survivors": [len((s or {}).get("best_strategies", ())) for s in frame["summary"]],

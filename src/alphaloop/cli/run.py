@@ -45,12 +45,13 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
            as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
     """Continue a stopped or killed run (a finished one just prints its summary)."""
     from alphaloop.orchestrator import Runner
-    from alphaloop.orchestrator.runner import runs_root
+    from alphaloop.orchestrator.runner import run_folder
 
+    folder = run_folder(run_id, out_dir)
     with _LiveView(None, None) as view:
-        summary = Runner.resume(run_id, out_dir=out_dir, progress=view.update)
+        summary = Runner.resume(folder.name, out_dir=str(folder.parent), progress=view.update)
     _print_summary(summary, as_json)
-    _write_report(runs_root(out_dir) / run_id, as_json)
+    _write_report(folder, as_json)
     _exit_if_interrupted(summary)
 
 
@@ -58,21 +59,21 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
 def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
            as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
     """Where a run stands: its state and the summary of the iterations so far."""
-    from alphaloop.orchestrator.config import ConfigError, RunSummary, check_run_id
-    from alphaloop.orchestrator.runner import CONFIG_FILE, SUMMARY_FILE, loop_alive, runs_root
+    from alphaloop.orchestrator.config import RunSummary
+    from alphaloop.orchestrator.runner import SUMMARY_FILE, loop_alive, run_folder, runs_root
 
-    folder = runs_root(out_dir) / check_run_id(run_id)
-    if not (folder / CONFIG_FILE).exists():
-        raise ConfigError(f"no run {run_id!r} under {folder.parent}", code="RUN_NOT_FOUND")
+    folder = run_folder(run_id, out_dir)
     path = folder / SUMMARY_FILE
     summary = (RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
-               if path.exists() else RunSummary(run_id=run_id, status="RUNNING"))
+               if path.exists() else RunSummary(run_id=folder.name, status="RUNNING"))
     _print_summary(summary, as_json)
     if summary.status in ("RUNNING", "RUN_CREATED") and not loop_alive(folder):
         # the summary is the last one written: the process that wrote it is gone
-        err.print(f"no process is running {run_id} (it was killed or crashed after "
-                  f"{summary.stats.iterations} iteration(s)): `alphaloop resume {run_id}` "
-                  "continues it", highlight=False, markup=False, soft_wrap=True)
+        where = "" if folder.parent == runs_root(None) else f" --out-dir {folder.parent}"
+        err.print(f"no process is running {folder.name} (it was killed or crashed after "
+                  f"{summary.stats.iterations} iteration(s)): `alphaloop resume "
+                  f"{folder.name}{where}` continues it", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

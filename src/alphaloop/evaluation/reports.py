@@ -330,7 +330,7 @@ def constraints_figure(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
-LEARNING_COLUMNS = ("rejected_share", "forbidden_share", "best_verified_score")
+LEARNING_COLUMNS = ("rejected_share", "forbidden_share", "best_verified_so_far")
 
 
 def learning_figure(frame: pd.DataFrame) -> go.Figure:
@@ -347,7 +347,7 @@ def learning_figure(frame: pd.DataFrame) -> go.Figure:
                         ("forbidden_share", "space forbidden by the rules")):
         fig.add_trace(go.Scatter(x=x, y=_values(frame[name]), mode="lines+markers",
                                  name=label))
-    fig.add_trace(go.Scatter(x=x, y=_values(frame["best_verified_score"]), yaxis="y2",
+    fig.add_trace(go.Scatter(x=x, y=_values(frame["best_verified_so_far"]), yaxis="y2",
                              mode="lines+markers", name="best verified score",
                              line={"dash": "dot", "shape": "hv"}))
     return fig
@@ -1071,19 +1071,19 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
 
     ``iterations`` has one row per iteration and these columns:
 
-    ==================  ==============================================================
-    ``iteration``       iteration number (unique; rows are sorted by it)
-    ``best_score``      best ``score_total`` among the iteration's candidates
-                        (NaN when none was scored)
-    ``tried``           candidates generated and backtested in the iteration
-    ``passed``          candidates that passed the gates
-    ``failure:<CODE>``  optional, one per failure code (``failure:TOO_FEW_TRADES``):
-                        rejected candidates with that code in the iteration
-    ``constraints``     optional: constraints active during the iteration
-    ``rejected_share``, optional, all three: the learning chart (share of candidates
-    ``forbidden_share``, rejected, share of the space the rules forbid, best score
-    ``best_verified_score`` verified by engine B so far)
-    ==================  ==============================================================
+    ========================  ========================================================
+    ``iteration``             iteration number (unique; rows are sorted by it)
+    ``best_score``            best ``score_total`` among the iteration's candidates,
+                              rejected ones included (NaN when none was scored)
+    ``tried``                 candidates generated and backtested in the iteration
+    ``passed``                candidates that passed the gates
+    ``failure:<CODE>``        optional, one per failure code (``failure:TOO_FEW_TRADES``):
+                              rejected candidates with that code in the iteration
+    ``constraints``           optional: constraints in force in the iteration
+    ``rejected_share``        optional, all three: the learning chart (share of
+    ``forbidden_share``       candidates rejected, share of the space the rules forbid,
+    ``best_verified_so_far``  best score engine B verified so far)
+    ========================  ========================================================
 
     Other columns are shown in the table only. Raises ``ValueError`` naming a missing,
     non-numeric or duplicated column. ``survivors`` (one row per strategy that passed
@@ -1102,7 +1102,8 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
             _esc(_fmt(_count(frame["beat_benchmark"].sum()))))]
           if "beat_benchmark" in frame.columns else []),
         ("pass rate", _esc(_fmt(passed / tried, percent=True) if tried else "—")),
-        ("best score", _esc(_fmt(float(best.max())) if best.notna().any() else "—")),
+        ("best score of any candidate",
+         _esc(_fmt(float(best.max())) if best.notna().any() else "—")),
         ("best at iteration", _esc(frame["iteration"].iloc[int(np.nanargmax(best.to_numpy()))])
          if best.notna().any() else "—"),
     ], cls="summary")

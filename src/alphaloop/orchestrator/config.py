@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, mode
 from alphaloop.errors import AlphaloopError
 from alphaloop.yamlio import read_yaml, validate_mapping
 
+STAGE_IDS = ("S10", "S20", "S30", "S40", "S50", "S60", "S65", "S70", "S75", "S80", "S85",
+             "S90", "S95")
+"""The iteration's stages (seed 004), in order."""
+
 
 class ConfigError(AlphaloopError):
     """A run config that cannot be run (seed 004 ``INVALID_CONFIG``)."""
@@ -169,6 +173,24 @@ class Retry(_Strict):
         default_factory=lambda: {"S40": 1, "S50": 2, "S70": 2, "S95": 3})
     """Attempts per stage id (seed 004 §4.1); other stages get ``default_attempts``."""
     default_attempts: Int = Field(default=2, ge=1, le=100)
+
+    @field_validator("stage_max_attempts")
+    @classmethod
+    def _known_stages(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(STAGE_IDS))
+        if unknown:
+            raise ValueError(f"unknown stage id(s) {unknown}; the stages are {list(STAGE_IDS)}")
+        few = sorted(k for k, v in value.items() if not 1 <= v <= 100)
+        if few:
+            raise ValueError(f"{few}: a stage has 1 to 100 attempts")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> Retry:
+        if self.base_backoff_sec > self.max_backoff_sec:
+            raise ValueError(f"base_backoff_sec {self.base_backoff_sec:g} is above "
+                             f"max_backoff_sec {self.max_backoff_sec:g}")
+        return self
 
 
 class Promotion(_Strict):

@@ -12,19 +12,19 @@ from pathlib import Path
 import pandas as pd
 
 from alphaloop.kb.store import KnowledgeBase
-from alphaloop.orchestrator.config import ConfigError, RunConfig, RunSummary, check_run_id
-from alphaloop.orchestrator.runner import CONFIG_FILE, SUMMARY_FILE, runs_root
+from alphaloop.orchestrator.config import ConfigError, RunConfig, RunSummary
+from alphaloop.orchestrator.runner import CONFIG_FILE, SUMMARY_FILE, run_folder
 
 
 def find_loop_run(prefix: str, out_dir: str | None = None) -> Path | None:
-    """The one loop run folder whose id starts with ``prefix`` (None if none)."""
-    root = runs_root(out_dir)
-    hits = sorted(p for p in root.glob(f"{check_run_id(prefix)}*") if (p / CONFIG_FILE).is_file()) \
-        if prefix and root.is_dir() else []
-    if len(hits) > 1:
-        raise ConfigError(f"{len(hits)} loop runs match {prefix!r} under {root}",
-                          code="RUN_NOT_FOUND")
-    return hits[0] if hits else None
+    """The one loop run folder whose id starts with ``prefix`` (None if none; see
+    :func:`~alphaloop.orchestrator.runner.run_folder` for where it looks)."""
+    try:
+        return run_folder(prefix, out_dir)
+    except ConfigError as exc:
+        if exc.code == "RUN_NOT_FOUND":  # perhaps an evaluate run: the caller looks there
+            return None
+        raise
 
 
 def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
@@ -45,7 +45,7 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
                            for it in summary.iterations],
         "forbidden_share": [it.forbidden_share if it.forbidden_share is not None
                             else float("nan") for it in summary.iterations],
-        "best_verified_score": [it.best_verified_so_far if it.best_verified_so_far is not None
+        "best_verified_so_far": [it.best_verified_so_far if it.best_verified_so_far is not None
                                 else float("nan") for it in summary.iterations],
     })
     kb = KnowledgeBase(cfg.kb.url)

@@ -137,6 +137,7 @@ _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
     "record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord}
 
 R = TypeVar("R")
+MIN_WINDOW_BARS = 20  # in the validation and in the holdout window
 EVALUATOR_BYTES = 512 << 20  # each of the run's three shared signal evaluators
 
 Fault = Callable[[int, str, int], None]
@@ -161,6 +162,52 @@ def runs_root(out_dir: str | None) -> Path:
     from alphaloop.data.catalog import home
 
     return Path(out_dir).expanduser() if out_dir else home() / "runs"
+
+
+def run_folder(run_id: str, out_dir: str | None = None) -> Path:
+    """The folder of the loop run ``run_id`` (or of the one run whose id starts with
+    it) under ``out_dir``; without ``out_dir``, under the default runs folder, else
+    where the default knowledge base says the run's config put it (a run with its own
+    ``out_dir``). ``ConfigError`` ``RUN_NOT_FOUND`` naming where it looked."""
+    root = runs_root(out_dir)
+    found = _match(root, check_run_id(run_id))
+    if found is None and out_dir is None:
+        recorded = _recorded_out_dir(run_id)
+        if recorded is not None:
+            found = _match(runs_root(recorded), run_id)
+    if found is None:
+        raise ConfigError(f"no run {run_id!r} under {root}"
+                          + ("" if out_dir else " (nor one the default knowledge base "
+                                                "knows); give --out-dir"),
+                          code="RUN_NOT_FOUND")
+    return found
+
+
+def _match(root: Path, prefix: str) -> Path | None:
+    if (root / prefix / CONFIG_FILE).is_file():
+        return root / prefix
+    hits = sorted(p for p in root.glob(f"{prefix}*") if (p / CONFIG_FILE).is_file()) \
+        if root.is_dir() else []
+    if len(hits) > 1:
+        raise ConfigError(f"{len(hits)} runs under {root} start with {prefix!r}: "
+                          + ", ".join(p.name for p in hits[:5]), code="RUN_AMBIGUOUS")
+    return hits[0] if hits else None
+
+
+def _recorded_out_dir(run_id: str) -> str | None:
+    """The out_dir the default knowledge base recorded for the run (None if the file
+    or the run is not there; a database that cannot be read is not an answer either)."""
+    from alphaloop.kb.store import default_url
+
+    if not Path(default_url().removeprefix("sqlite:///")).is_file():
+        return None
+    try:
+        with KnowledgeBase(None) as kb:
+            found = kb.find_run(run_id)
+    except (KBError, AlphaloopError):
+        return None
+    out = (found.config or {}).get("out_dir")
+    return str(out) if out else None
 
 
 class Runner:
@@ -193,6 +240,15 @@ class Runner:
         if self.search_end < 60:
             raise ConfigError(f"data: {n} bars leave {self.search_end} for the search "
                               "window; at least 60 are needed", code="INVALID_CONFIG")
+        for window, length in (("validation", self.val_end - self.search_end),
+                               ("holdout", n - self.val_end)):
+            if length < MIN_WINDOW_BARS:  # a Sharpe ratio of a few bars decides nothing
+                raise ConfigError(f"data.windows.{window}: {length} of {n} bars; at least "
+                                  f"{MIN_WINDOW_BARS} are needed", code="INVALID_CONFIG")
+        out = runs_root(cfg.out_dir)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"out_dir: {out} is a file, not a folder",
+                              code="INVALID_CONFIG")
         # a window knows only the symbols that have a bar in it: one listed later is not
         # in the search universe (and engine B's data gate never sees it empty)
         self.search = self.bars.slice(0, self.search_end, drop_empty=True)
@@ -297,17 +353,15 @@ class Runner:
     @classmethod
     def resume(cls, run_id: str, *, out_dir: str | None = None, kb_url: str | None = None,
                **kwargs: Any) -> RunSummary:
-        """Continue a stopped or killed run; a finished one returns its RunSummary."""
-        path = runs_root(out_dir) / check_run_id(run_id) / CONFIG_FILE
-        if not path.exists():
-            raise ConfigError(f"no run {run_id!r} under {path.parent.parent}",
-                              code="RUN_NOT_FOUND")
+        """Continue a stopped or killed run; a finished one returns its RunSummary.
+        ``run_id`` may be a unique prefix; see :func:`run_folder` for where it is found."""
+        path = run_folder(run_id, out_dir) / CONFIG_FILE
         data = json.loads(path.read_text(encoding="utf-8"))
         if kb_url is not None:
             data["kb"] = {"url": kb_url}
         runner = cls(RunConfig.from_dict(data, source=str(path)), **kwargs)
         runner._open(resuming=True)
-        stored = runner.kb.get_run(run_id)
+        stored = runner.kb.get_run(runner.cfg.run_id)
         status = RunState(stored.status) if stored else RunState.RUNNING
         if status in FINAL_RUN_STATES and (runner.root / SUMMARY_FILE).exists():
             return RunSummary.model_validate_json(
