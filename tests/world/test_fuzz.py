@@ -162,3 +162,17 @@ def test_world_data_by_absolute_path_inside_the_refs_root(
     r = http.post("/worlds", json={"world_id": "fz-abs",
                                    "data": str(srv.refs_root / "garbage.csv")})
     assert r.status_code == 200
+
+
+def test_a_return_below_minus_100_percent_is_refused_by_index(http: httpx.Client) -> None:
+    spec = {"entry": "sma(close, 9) > sma(close, 90)", "exit": "sma(close, 9) < sma(close, 90)"}
+    r = http.post("/worlds/fz/evaluate", json={"run_id": "wipe", "stage": "paper", "spec": spec,
+                                               "realized_returns": [0.01, -1.5, 0.2]})
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "realized_returns.1")
+
+
+@pytest.mark.parametrize("raw", [b'{"world_id": "a",}', b"{bad json", b"\xff\xfe{"])
+def test_a_body_that_is_not_json_is_one_400(http: httpx.Client, raw: bytes) -> None:
+    r = http.post("/worlds", content=raw, headers={"Content-Type": "application/json"})
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "MALFORMED_BODY")
+    assert r.json()["error"]["field"] in ("body", None)

@@ -427,6 +427,11 @@ def test_events_are_streamed_and_resumable_with_last_event_id(world_server: Any)
                    headers={"Last-Event-ID": str(ids[0])})
     assert [line for line in resumed.text.splitlines() if line.startswith("event: ")] == [
         "event: risk_snapshot_updated"]
+    bad = _raw(world_server, "GET", "/events", "viewer",  # not an id: not "from the start"
+               params={"world": "w-events", "follow": "false"}, headers={"Last-Event-ID": "abc"})
+    assert (bad.status_code, bad.json()["error"]["field"]) == (422, "Last-Event-ID")
+    audit = _raw(world_server, "GET", "/audit", "operator")
+    assert audit.status_code == 403 and "audit.read_all" in audit.json()["error"]["message"]
 
 
 def test_a_followed_stream_delivers_an_event_posted_later(world_server: Any) -> None:
@@ -487,6 +492,8 @@ def test_tokens_are_created_revoked_and_audited(world_server: Any) -> None:
     ok = httpx.get(f"{srv.url}/worlds/w-tokens", headers={"Authorization": f"Bearer {token}"})
     bad = httpx.get(f"{srv.url}/worlds/w-tokens", headers={"Authorization": f"Bearer {forged}"})
     assert (ok.status_code, bad.status_code) == (200, 401)
+    assert _raw(world_server, "DELETE", f"/tokens/{token_id}", "admin").status_code == 200
+    # revoking it again answers the same and records nothing more
     assert _raw(world_server, "DELETE", f"/tokens/{token_id}", "admin").status_code == 200
     gone = httpx.get(f"{srv.url}/worlds/w-tokens", headers={"Authorization": f"Bearer {token}"})
     assert gone.status_code == 401

@@ -35,7 +35,7 @@ from alphaloop.world import audit, tokens
 from alphaloop.world.campaign import Campaigns
 from alphaloop.world.db import Database
 from alphaloop.world.decide import decide
-from alphaloop.world.errors import WorldError
+from alphaloop.world.errors import WorldError, invalid
 from alphaloop.world.fills import list_fills, record_fills
 from alphaloop.world.governance import Governance
 from alphaloop.world.hub import latest_snapshot, post_snapshot
@@ -157,6 +157,17 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     return field, f"{field}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}"
 
 
+def _damaged(exc: BaseException) -> bool:
+    """SQLite's word for a file whose pages do not hold together (found when a request
+    reads them: the header check at start-up passes)."""
+    import sqlite3
+
+    from sqlalchemy import exc as sa_exc
+
+    inner = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    return isinstance(inner, sqlite3.DatabaseError) and "malformed" in str(inner)
+
+
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(WorldError)
     async def _world(_: Request, exc: WorldError) -> JSONResponse:
@@ -164,6 +175,12 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":  # not a field's fault: the body's
+            at = next((x for x in first.get("loc", ()) if isinstance(x, int)), None)
+            where = "" if at is None else f" at character {at}"
+            return _error(400, "MALFORMED_BODY", f"the body is not valid JSON{where}",
+                          "body")
         field, message = _validation_message(exc)
         return _error(422, "INVALID_REQUEST", message, field)
 
@@ -175,6 +192,10 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:  # a bug: say so
+        if _damaged(exc):  # not a bug of ours: the file's pages are (CRITICAL)
+            log.critical("the database file is damaged: %s", exc)
+            return _error(503, "KB_CORRUPT", "the database file is damaged (SQLite: "
+                          "malformed disk image); restore it from a backup")
         log.exception("unhandled error")
         return _error(500, "INTERNAL", f"internal error ({type(exc).__name__})")
 
@@ -530,7 +551,10 @@ def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
                      follow: bool = True, _: str = reader) -> EventSourceResponse:
         """Server-Sent Events of one world, resumable with ``Last-Event-ID``;
         ``follow=false`` sends what is stored and ends."""
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        if last_event_id is not None and not last_event_id.isdigit():
+            raise invalid("Last-Event-ID", f"{last_event_id[:40]!r} is not an event id (a "
+                          "whole number this stream sent)")
+        after = int(last_event_id) if last_event_id else 0
         await anyio.to_thread.run_sync(service.get_world, world)  # 404 for an unknown world
         return EventSourceResponse(_stream(service, world, after, follow), ping=15)
 
@@ -574,7 +598,7 @@ def _admin_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
     @app.get("/audit", response_model=list[AuditOut], tags=["admin"])
     def global_audit(after: Annotated[int, Query(ge=0)] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-                     _: str = admin) -> list[AuditOut]:
+                     _: str = Depends(auth.require("audit.read_all"))) -> list[AuditOut]:
         """Audit records of no single world (token changes)."""
         with service.db.read() as conn:
             return [_audit_out(r) for r in audit.entries(conn, None, after, limit)]

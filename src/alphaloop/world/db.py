@@ -160,7 +160,7 @@ class Database:
         try:
             KnowledgeBase(url, busy_timeout_s=busy_timeout_s).close()
         except KBError as exc:
-            raise WorldError(str(exc), code=exc.code, status=503,
+            raise WorldError(exc.message, code=exc.code, status=503,
                              error_class=exc.error_class) from exc
         self.url = url
         # a pool as large as the thread pool that serves requests: no request waits for one

@@ -17,7 +17,9 @@ Key = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._
 StrategyId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Role = Literal["viewer", "submitter", "operator", "approver", "admin"]
 DecidedStage = Literal["backtest", "paper", "live"]
-Returns = Annotated[list[float], Field(min_length=2, max_length=200_000)]
+# a period return below -100 % would leave negative equity: no series holds one
+Returns = Annotated[list[Annotated[float, Field(gt=-1)]], Field(min_length=2,
+                                                               max_length=200_000)]
 Ppy = Annotated[float, Field(gt=0, le=1_000_000)]
 Name = Annotated[str, Field(max_length=200)]
 _SMA: dict[str, Any] = {"entry": "sma(close, 10) > sma(close, 50)", "exit": "sma(close, 10) < sma(close, 50)"}

@@ -41,6 +41,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "risk.reset": frozenset({"operator", "admin"}),
     "paper.record": frozenset({"operator", "admin"}),  # the paper runner's records
     "token.manage": frozenset({"admin"}),
+    "audit.read_all": frozenset({"admin"}),  # every world's audit log at once
 }
 _DUMMY_HASH = hashlib.sha256(b"no such token").hexdigest()
 
@@ -69,6 +70,8 @@ def revoke(conn: Session, token_id: str, actor: str) -> ApiToken:
     if row is None:
         raise WorldError(f"token {token_id!r} does not exist", code="TOKEN_NOT_FOUND",
                          status=404, field="token_id")
+    if row.revoked:  # revoked already: a repeated request changes nothing, records nothing
+        return row
     before = audit.content_hash({"role": row.role, "name": row.name, "revoked": row.revoked})
     conn.execute(update(ApiToken).where(ApiToken.token_id == token_id).values(revoked=True))
     audit.record(conn, actor=actor, action="token.revoke", target=token_id, before=before,
