@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from alphaloop.kb import dispose_engines
 from alphaloop.world.db import Database
+from alphaloop.world.errors import WorldError
 from alphaloop.world.models import PaperBar, RiskTrip, WorldGuardMark
 from alphaloop.world.policy import WorldGuard
 from alphaloop.world.riskguard import WORLD, RiskGuard, WorldBook
@@ -104,6 +105,13 @@ def test_the_guard_from_its_mark_trips_where_a_sum_from_the_reset_trips(
                 body = BarIn(strategy_id=sid, ts=T0 + timedelta(days=day), equity=equity,
                              ret=ret, gross=gross, orders=BarOrders(placed=fills,
                                                                      filled=fills))
+                before = ref.bars.get((sid, body.ts.isoformat()))
+                if before is not None and (before.equity, before.ret, before.gross,
+                                           before.n_fills) != (equity, ret, gross, fills):
+                    with pytest.raises(WorldError) as refused:  # history is not rewritten
+                        guard.record_bar("w", body, "op#1")
+                    assert refused.value.code == "BAR_CONFLICT"
+                    continue
                 stored = guard.record_bar("w", body, "op#1")
                 ref.record(PaperBar(strategy_id=sid, bar_ts=stored.ts.isoformat(),
                                     equity=equity, ret=ret, gross=gross, n_fills=fills))

@@ -152,6 +152,11 @@ class RiskGuard:
                              target=f"{body.strategy_id}@{bar_ts}",
                              after=audit.content_hash(values))
                 self._check_world(conn, state, actor, bar_ts)
+            elif any(getattr(found, k) != v for k, v in values.items()):
+                # a retry adds nothing; other numbers for a stored bar would rewrite history
+                raise WorldError(f"the bar {bar_ts} of {body.strategy_id[:12]}… is stored "
+                                 "with other values; a recorded bar is never rewritten",
+                                 code="BAR_CONFLICT", status=409, field="ts")
             row = found or PaperBar(**values)
             trip = active_trip(conn, world_id, body.strategy_id)
             return _bar_out(row, created=found is None,
