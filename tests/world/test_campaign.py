@@ -411,8 +411,11 @@ def test_manual_approval_walk_with_every_refusal_on_the_way(server: Any) -> None
     with _client(server, "operator") as op:
         status, code, _ = _refused(lambda: op.apply(w, blocked))  # made before the approval
         assert (status, code) == (409, "PLAN_STALE")
-        done = op.apply(w, op.plan_activation(w, a))
+        plan = op.plan_activation(w, a)
+        done = op.apply(w, plan)
+        again = op.apply(w, plan)  # a retry of the applied plan: the same answer, no change
     assert (done.target, done.broker, done.applied) == ("live", "paper", True)
+    assert (again.target, again.applied, again.plan_hash) == ("live", False, done.plan_hash)
     state = _by_id(server, w)[a]
     assert (state.phase, state.promotable, state.next_phase) == ("live_campaign", False, None)
     with _client(server, "viewer") as c:

@@ -154,6 +154,15 @@ class Governance:
         refusal = None
         with self.db.write() as conn:
             state = self.campaigns.service.load(conn, world_id)
+            done = conn.execute(select(LiveCandidate).where(
+                LiveCandidate.world_id == world_id, LiveCandidate.strategy_id == sid)
+            ).scalar_one_or_none()
+            if done is not None and (done.plan_hash, done.status, done.target,
+                                     done.broker) == (plan_hash, target, target, broker):
+                # this very plan was applied: a retry answers it again and changes nothing
+                return ActivationOut(world_id=world_id, strategy_id=sid, target=target,  # type: ignore[arg-type]
+                                     broker=broker, plan_hash=plan_hash, applied=False,
+                                     updated_at=ts(done.updated_at))
             plan = plan_for(state, self._view(conn, state, sid, now), target, broker)
             if plan.plan_hash != plan_hash:
                 raise WorldError("plan_hash: the state the plan was made from has changed "
