@@ -139,6 +139,9 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     assert shown.exit_code == 0 and best[0]["strategy_id"] in shown.stdout
     missing = runner.invoke(app, ["resume", "nope", "--out-dir", runs])
     assert missing.exit_code == 2 and "RUN_NOT_FOUND" in missing.stderr
+    as_json = runner.invoke(app, ["status", "nope", "--out-dir", runs, "--json"])
+    assert as_json.exit_code == 2 and len(as_json.stderr.strip().splitlines()) == 1
+    assert json.loads(as_json.stdout)["error"]["code"] == "RUN_NOT_FOUND"  # one object
     # the run report, from a custom out_dir: its survivors (none on noise) and the rules
     # in force after each iteration next to the rules added in it
     page_path = tmp_path / "cli1.html"

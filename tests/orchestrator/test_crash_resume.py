@@ -122,7 +122,7 @@ def _interrupt_change_the_data_then_resume(work: Path, planted: Path, noise: Pat
     before = summary_file.read_bytes(), _tested(work, "sigint")
     proc = _cli("resume", "sigint", "--out-dir", str(work / "runs"), "--json")
     out, errs = proc.communicate(timeout=300)
-    assert proc.returncode == 2 and out == ""
+    assert proc.returncode == 2 and json.loads(out)["error"]["code"] == "DATA_CHANGED"
     assert len(errs.strip().splitlines()) == 1 and "DATA_CHANGED" in errs, errs
     assert (summary_file.read_bytes(), _tested(work, "sigint")) == before
     shutil.copyfile(planted, data)

@@ -3,6 +3,7 @@ formatting and table writing. Light imports only (CLI start-up time matters)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -37,6 +38,9 @@ def _friendly(fn: F) -> F:
             # the message echoes user input (an expression, a path): never read it as markup
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True,
                       soft_wrap=True)
+            if kwargs.get("as_json"):  # --json promises one JSON object on stdout: this one
+                print(json.dumps({"error": {"code": exc.code, "class": str(exc.error_class),
+                                            "message": exc.message}}))
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
