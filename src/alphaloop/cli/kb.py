@@ -48,10 +48,8 @@ def kb_runs(url: UrlOpt = None,
     from rich import box
 
     rows = _run_rows(frame)  # no vertical rules: the ids and states fit 80 columns whole
-    table = _table(*rows.columns, no_wrap=("run", "status"), box=box.SIMPLE_HEAD)
-    for row in rows.itertuples(index=False):
-        table.add_row(*[_cell(v) for v in row])
-    out.print(table)
+    _frame(rows, False, _table(*rows.columns, no_wrap=("run", "status"),
+                               box=box.SIMPLE_HEAD))
 
 
 @kb_app.command("strategies")
@@ -314,16 +312,15 @@ def _run_rows(frame: Any) -> Any:
     })
 
 
-def _frame(frame: Any, as_json: bool) -> None:
+def _frame(frame: Any, as_json: bool, table: Any = None) -> None:
+    """The frame as JSON records, or its rows in ``table`` (default: one folding
+    column per frame column)."""
     if as_json:  # the numbers as stored (15 significant digits, not pandas' 10)
         out.print_json(frame.to_json(orient="records", default_handler=str,
                                      double_precision=15))
         return
-    from rich.table import Table
-
-    table = Table()
-    for col in frame.columns:
-        table.add_column(str(col), overflow="fold")
+    if table is None:
+        table = _table(*map(str, frame.columns))
     for row in frame.itertuples(index=False):
         table.add_row(*[_cell(v) for v in row])
     out.print(table)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from alphaloop.strategy.constraints import ConstraintLike, forbidden_by
+from alphaloop.strategy.samplers import rule_view
 from alphaloop.strategy.templates import Family
 
 
@@ -53,7 +54,7 @@ def forbidden_share(family: Family, rules: Sequence[ConstraintLike], *, samples:
         if family.broken_rules(raw):
             continue  # outside the family's space: the prior never proposes it
         valid += 1
-        view = raw if features is None else {**features(family.name, raw), **raw}
+        view = rule_view(features, family.name, raw)
         hit += bool(forbidden_by(rules, family.name, view))
     if valid == 0:
         return SpaceShare(family.name, 0.0, math.nan, 0, samples, seed)

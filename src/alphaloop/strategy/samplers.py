@@ -203,17 +203,14 @@ class Sampler(ABC):
 
     def rules_against(self, params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """Ids of the hard and of the soft rules that forbid ``params`` (normalized)."""
-        at = None if self._masks is None or not self._grid else \
-            self._grid.index.get(params_key(params))
+        at = self._grid.index.get(params_key(params)) if self._grid else None
         if at is not None and self._masks is not None:  # read off the last count's masks
             hard_masks, soft_masks = self._masks
             return ([constraint_id(r) for r, m in zip(self._hard, hard_masks, strict=True)
                      if m[at]],
                     [constraint_id(r) for r, m in zip(self._soft, soft_masks, strict=True)
                      if m[at]])
-        view: Mapping[str, Any] = params
-        if self.features is not None:  # rules may also talk about derived features
-            view = {**self.features(self.family.name, params), **params}
+        view = rule_view(self.features, self.family.name, params)
         return (forbidden_by(self._hard, self.family.name, view),
                 forbidden_by(self._soft, self.family.name, view))
 
@@ -233,9 +230,8 @@ class Sampler(ABC):
         grid = self._grid
         if grid is False:
             return None
-        family = self.family.name
-        self._masks = ([grid.forbidden(r, family) for r in self._hard],
-                       [grid.forbidden(r, family) for r in self._soft])
+        self._masks = ([grid.forbidden(r) for r in self._hard],
+                       [grid.forbidden(r) for r in self._soft])
         hard = _any(self._masks[0], grid.n)
         soft = _any(self._masks[1], grid.n) & ~hard
         return grid.n - int(hard.sum()) - int((soft & ~self._exploring(grid, soft)).sum())
@@ -465,6 +461,12 @@ def _distribution(param: Param) -> BaseDistribution:
     raise TypeError(f"unsupported parameter space {param!r}")
 
 
+def rule_view(features: Features | None, family: str,
+              params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What rules see of ``params``: its derived features, and the parameters over them."""
+    return params if features is None else {**features(family, params), **params}
+
+
 def _any(masks: Sequence[np.ndarray], n: int) -> np.ndarray:
     out = np.zeros(n, dtype=bool)
     for mask in masks:
@@ -498,16 +500,13 @@ class _GridTable:
         return dict(zip(self.names, self.values[i], strict=True))
 
     def view(self, i: int) -> Mapping[str, Any]:
-        """What rules see at point ``i``: its features, and its parameters over them."""
-        params = self.point(i)
-        return params if self.features is None else {**self.features(self.family, params),
-                                                     **params}
+        return rule_view(self.features, self.family, self.point(i))
 
-    def forbidden(self, rule: ConstraintLike, family: str) -> np.ndarray:
+    def forbidden(self, rule: ConstraintLike) -> np.ndarray:
         """The points ``rule`` forbids (a callable rule is asked point by point)."""
         if isinstance(rule, Constraint):
-            return rule.mask(family, self.columns, self.n)
-        return np.fromiter((bool(rule(family, self.view(i))) for i in range(self.n)),
+            return rule.mask(self.family, self.columns, self.n)
+        return np.fromiter((bool(rule(self.family, self.view(i))) for i in range(self.n)),
                            dtype=bool, count=self.n)
 
 

@@ -108,7 +108,7 @@ def hub_view(conn: Session, refs_root: Path, state: WorldState,
                    None if trades is None else _count(trades))
 
 
-def _count(value: Any) -> float:
+def _count(value: Any) -> int | float:
     """A count as stated: 5 stays 5 (the metrics show what the producer posted)."""
     number = float(value)
     return int(number) if number.is_integer() else number

@@ -64,7 +64,7 @@ class HubView:
     risk: dict[str, Any]
     returns: np.ndarray | None
     periods_per_year: float
-    n_trades: float | None = None  # the producer's provenance.n_trades
+    n_trades: int | float | None = None  # the producer's provenance.n_trades
 
 
 def returns_metrics(returns: np.ndarray, periods_per_year: float) -> MetricMap:
