@@ -27,9 +27,11 @@ learning does to the share of rejected candidates and to the best verified score
 ``--learn-deflated`` is an experiment: the learner also learns rules from the deflated
 selection gates (OVERFIT_DSR, BENCHMARK_NOT_BEATEN), which the loop deliberately does
 not (see ``alphaloop.orchestrator.stages.LEARNING``); it shows what that choice avoids.
+``--learn-deflated-below MARGIN`` learns from them only where the gate's value (the DSR
+or the excess DSR) is below MARGIN: candidates far below the hurdle, not near misses.
 
     .venv/bin/python benchmarks/bench_learning.py [--iterations 12] [--candidates 80]
-        [--panel trend|xs|noise] [--learn-deflated]
+        [--panel trend|xs|noise] [--learn-deflated | --learn-deflated-below 0.001]
         [--json benchmarks/results/bench_learning.json]
 """
 
@@ -176,6 +178,32 @@ def _learn_from_deflated_gates() -> None:
     stages.LEARNING = stages.LEARNING.model_copy(update={"skip_codes": skip})
 
 
+def _learn_from_hopeless_deflation(margin: float) -> None:
+    """The second experiment: learn from the deflated gates only where the candidate
+    failed them by far (the gate's value, a DSR or an excess DSR, below ``margin``).
+    The hurdle only rises with the trials, so such a candidate would fail at any later
+    point of the run too; near misses stay out of learning."""
+    from alphaloop.orchestrator import runner
+
+    _learn_from_deflated_gates()
+    deflated = {"OVERFIT_DSR", "BENCHMARK_NOT_BEATEN"}
+    update = runner.Runner._constraint_update
+
+    def far_only(self: Any, i: int, fresh: Any, fails: list[dict[str, Any]],
+                 timings: Any) -> Any:
+        kept = []
+        for f in fails:
+            ev = f.get("evidence") or {}
+            codes = [c for c in (f["code"], *f["secondary"]) if c not in deflated or (
+                isinstance(ev.get(c), dict) and ev[c].get("value") is not None
+                and ev[c]["value"] < margin)]
+            if codes:
+                kept.append({**f, "code": codes[0], "secondary": codes[1:]})
+        return update(self, i, fresh, kept, timings)
+
+    runner.Runner._constraint_update = far_only  # type: ignore[method-assign]
+
+
 def _half_means(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
     shares = [r["rejected_share"] for r in rows if r["rejected_share"] is not None]
     if len(shares) < 2:
@@ -194,10 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sampler", choices=("grid", "random", "sobol", "tpe"), default="sobol")
     ap.add_argument("--learn-deflated", action="store_true",
                     help="experiment: learn rules from OVERFIT_DSR and BENCHMARK_NOT_BEATEN too")
+    ap.add_argument("--learn-deflated-below", type=float, default=None, metavar="MARGIN",
+                    help="experiment: ... only from candidates whose DSR (excess DSR) is "
+                         "below MARGIN, far below the hurdle")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.learn_deflated:
         _learn_from_deflated_gates()
+    if args.learn_deflated_below is not None:
+        _learn_from_hopeless_deflation(args.learn_deflated_below)
     work = Path(tempfile.mkdtemp(prefix="bench_learning_"))
     if args.panel == "xs":
         sources = [str(xs_panel(work / "xs_planted.parquet"))]
@@ -215,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         r["rejected_first_half"], r["rejected_second_half"] = _half_means(r["rows"])
     result = {"machine": machine_info(peers=()), "panel": args.panel, "sampler": args.sampler,
               "learn_deflated": args.learn_deflated,
+              "learn_deflated_below": args.learn_deflated_below,
               "iterations": args.iterations,
               "candidates_per_iteration": args.candidates, "families": families,
               "runs": runs}

@@ -20,7 +20,8 @@ is wrapped with a ``perf_counter`` (the wrapped calls do not nest, so the sums a
   candidates' metrics against the benchmark (beta, alpha, IR, excess DSR);
 - KB I/O: building the iteration's records and every KnowledgeBase write and read the
   runner makes;
-- generation: the samplers and building the candidate specs (the strategy layer);
+- generation: the samplers (their rule updates and, after a widening, the new
+  sampler with its grid table) and building the candidate specs (the strategy layer);
 - analysis: the failure records of the rejected candidates (root cause);
 - learning: the constraint update (rules learned from every candidate of the run so
   far, re-tests, the share of the space the rules forbid);
@@ -62,7 +63,8 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
                    ("alphaloop.orchestrator.stages", "pbo_of"),
                    ("alphaloop.orchestrator.runner", "relative_columns")],
     "generation": [("alphaloop.orchestrator.stages.Generator", "generate"),
-                   ("alphaloop.orchestrator.stages.Generator", "set_constraints")],
+                   ("alphaloop.orchestrator.stages.Generator", "set_constraints"),
+                   ("alphaloop.orchestrator.stages.Generator", "widen")],
     "analysis": [("alphaloop.orchestrator.stages", "failure_records")],
     "learning": [("alphaloop.orchestrator.stages", "learn_constraints")],
     "artifacts": [("alphaloop.orchestrator.artifacts.StageStore", "save"),

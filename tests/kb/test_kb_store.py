@@ -423,3 +423,20 @@ def test_failures_carry_code_and_evidence(kb: KnowledgeBase) -> None:
     assert list(failures["code"]) == ["TOO_FEW_TRADES"]
     assert failures["evidence"][0] == {"n_trades": 3}
     assert failures["iteration"].tolist() == [0]
+
+
+def test_show_lists_the_runs_a_strategy_survived_with_their_recorded_numbers(
+        kb: KnowledgeBase) -> None:
+    """The holdout Sharpe is never a backtest record (nothing in a loop may read it);
+    `kb show` takes it, with the rest of the survivor's row, from each run's recorded
+    RunSummary, as the run printed it."""
+    kb.save_run(run())
+    kb.persist_iteration(batch(iteration=0))
+    best = {"strategy_id": "s0a", "score_total": 81.5, "iteration": 0, "sharpe_search": 1.9,
+            "sharpe_validation": 1.4, "sharpe_holdout": 0.8, "dsr": 0.97,
+            "engine_b_sharpe": 1.7}
+    assert kb.strategy("s0a")["survived"] == []  # the run has not ended yet
+    kb.set_run_status("run-a", "DONE_SUCCESS", {"run_id": "run-a", "best_strategies": [best]})
+    assert kb.strategy("s0a")["survived"] == [{"run_id": "run-a", **best}]
+    assert kb.strategy("s0b")["survived"] == []
+    assert all(b["window"] != "holdout" for b in kb.strategy("s0a")["backtests"])

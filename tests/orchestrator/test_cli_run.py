@@ -76,9 +76,11 @@ def test_a_run_is_found_by_prefix_and_by_the_out_dir_the_kb_recorded(
     assert runner.invoke(app, ["run", str(config), "--json"]).exit_code == 0
     status = runner.invoke(app, ["status", "elsewh", "--json"])
     assert status.exit_code == 0, status.stderr
-    assert json.loads(status.stdout)["run_id"] == "elsewhere-run"
+    told = json.loads(status.stdout)
+    assert told.pop("process_alive") is False  # finished: nothing runs it any more
+    assert told["run_id"] == "elsewhere-run"
     again = runner.invoke(app, ["resume", "elsewhere", "--json"])
-    assert again.exit_code == 0 and json.loads(again.stdout) == json.loads(status.stdout)
+    assert again.exit_code == 0 and json.loads(again.stdout) == told
     page = tmp_path / "page.html"
     made = runner.invoke(app, ["report", "--run", "elsewhere-run", "--out", str(page)])
     assert made.exit_code == 0 and "elsewhere-ru" in page.read_text()
@@ -118,7 +120,7 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     assert 'id="figure-learning"' in page  # issue 10's curves, from the recorded summary
     runs = str(tmp_path / "runs")
     status = runner.invoke(app, ["status", "cli1", "--out-dir", runs, "--json"])
-    assert json.loads(status.stdout) == summary
+    assert json.loads(status.stdout) == {**summary, "process_alive": False}
     again = runner.invoke(app, ["resume", "cli1", "--out-dir", runs, "--json"])
     assert again.exit_code == 0 and json.loads(again.stdout) == summary  # finished: as is
     url = f"sqlite:///{tmp_path / 'kb.sqlite'}"

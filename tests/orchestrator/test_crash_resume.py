@@ -93,6 +93,7 @@ def _status_tells_it_was_killed(work: Path, run_id: str) -> None:
     proc = _cli("status", run_id, "--out-dir", str(work / "runs"), "--json")
     out, errs = proc.communicate(timeout=120)
     assert proc.returncode == 0, errs
+    assert json.loads(out)["process_alive"] is False
     if json.loads(out)["status"] != "RUNNING":  # it had ended before the kill (a slow
         assert "no process is running" not in errs  # machine): nothing to tell
         return

@@ -18,7 +18,7 @@ import pandas as pd
 from alphaloop.data.bars import Bars
 from alphaloop.kb.store import KnowledgeBase
 from alphaloop.orchestrator.config import RunConfig
-from alphaloop.orchestrator.runner import Runner, runs_root
+from alphaloop.orchestrator.runner import RUN_GC_THRESHOLD, Runner, runs_root
 
 Make = Callable[..., RunConfig]
 
@@ -138,16 +138,23 @@ def test_what_a_run_froze_out_of_the_collector_is_collectable_after_it(
 
     enabled = gc.isenabled()
     gc.disable()  # so that nothing collects the cycle before the loop freezes it
+    before = gc.get_threshold()
+    during: list[tuple[int, ...]] = []
     try:
         cycle = Cycle()
         cycle.me = cycle
         ref = weakref.ref(cycle)
         del cycle
-        Runner(make_config(noise_path, budgets={"max_iterations": 1})).run()
+        runner = Runner(make_config(noise_path, budgets={"max_iterations": 1}))
+        runner.progress = lambda _: during.append(gc.get_threshold())
+        runner.run()
     finally:
         if enabled:
             gc.enable()
     assert gc.get_freeze_count() == 0
+    # the run's own thresholds held while it ran, and the caller's are back
+    assert during and set(during) == {RUN_GC_THRESHOLD} != {before}
+    assert gc.get_threshold() == before
     gc.collect()
     assert ref() is None
 

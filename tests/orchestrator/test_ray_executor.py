@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -137,13 +139,17 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("ray"))
+def cluster() -> Iterator[Cluster]:
+    # a short folder: Ray's socket paths under it must stay within AF_UNIX's 107 bytes,
+    # which pytest's own temporary folders exceed under xdist (…/popen-gw1/ray0/…)
+    root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    c = Cluster(root)
     try:
         c.start_head()
         yield c
     finally:
         c.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

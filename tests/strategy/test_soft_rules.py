@@ -252,3 +252,51 @@ def test_the_allowed_count_is_the_count_of_proposable_points(
         assert smp.rules_against(p) == expected  # read off the count's masks
         allowed += not expected[0] and (not expected[1] or smp.explores(p))
     assert smp._capacity == allowed
+
+
+def _state(smp: Any) -> tuple[Any, ...]:
+    return (dict(smp.rejected_by_constraint), smp.rejected_invalid, smp.duplicates,
+            smp.soft_breaks, smp.exhausted, smp.proposed)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules=st.lists(_rule_strategy(RSI), max_size=4),
+       later=st.lists(_rule_strategy(RSI), max_size=3), seed=st.integers(0, 2**16),
+       kind=st.sampled_from(["sobol", "random"]), explore=st.sampled_from([0.0, 0.1, 0.5]),
+       asks=st.lists(st.integers(0, 120), min_size=1, max_size=6),
+       with_features=st.booleans())
+def test_the_block_screen_proposes_what_the_one_by_one_screen_proposes(
+        rules: list[Constraint], later: list[Constraint], seed: int, kind: str,
+        explore: float, asks: list[int], with_features: bool) -> None:
+    """Random and Sobol samplers over a counted grid screen a block of draws at once;
+    the base class's loop screens one draw at a time (``Sampler.ask``). The same seed,
+    rules and asks give the same proposals, in order, and the same rejection counters
+    and exhaustion either way — also across a rule change, and up to the end of the
+    space (the RSI grid has about 900 points; the asks total up to 720)."""
+    from alphaloop.strategy.samplers import Sampler
+
+    features = _features if with_features else None
+    block, single = (make_sampler(kind, RSI, seed=seed, constraints=rules, explore=explore,
+                                  features=features) for _ in range(2))
+    for k, n in enumerate(asks):
+        if k == len(asks) // 2:  # a constraint update in the middle of the run
+            for smp in (block, single):
+                smp.set_constraints([*rules, *later])
+        assert block.ask(n) == Sampler.ask(single, n)
+        assert _state(block) == _state(single)
+
+
+def test_the_block_screen_runs_where_a_grid_is_counted() -> None:
+    """The fast path is the one taken (a counted grid) and it ends the space as the
+    one-by-one screen does: every allowed point once, then an empty list."""
+    from alphaloop.strategy.samplers import Sampler
+
+    smp = make_sampler("sobol", SMA, seed=5, constraints=[FAST, SLOW], explore=0.1)
+    twin = make_sampler("sobol", SMA, seed=5, constraints=[FAST, SLOW], explore=0.1)
+    assert smp._blocked is not None and smp._capacity is not None
+    got = smp.ask(smp._capacity)  # exactly what is left: not yet known to be exhausted
+    assert got == Sampler.ask(twin, smp._capacity)
+    assert _state(smp) == _state(twin) and not smp.exhausted
+    assert len(got) == smp._capacity and len({params_key(p) for p in got}) == len(got)
+    assert all(not FAST.forbids("sma_cross", p) for p in got)
+    assert smp.ask(5) == [] == Sampler.ask(twin, 5) and smp.exhausted and twin.exhausted

@@ -66,8 +66,9 @@ def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
     path = folder / SUMMARY_FILE
     summary = (RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
                if path.exists() else RunSummary(run_id=folder.name, status="RUNNING"))
-    _print_summary(summary, as_json)
-    if summary.status in ("RUNNING", "RUN_CREATED") and not loop_alive(folder):
+    alive = loop_alive(folder)
+    _print_summary(summary, as_json, extra={"process_alive": alive})
+    if summary.status in ("RUNNING", "RUN_CREATED") and not alive:
         # the summary is the last one written: the process that wrote it is gone
         where = "" if folder.parent == runs_root(None) else f" --out-dir {folder.parent}"
         err.print(f"no process is running {folder.name} (it was killed or crashed after "
@@ -100,9 +101,11 @@ def _write_report(folder: Path, as_json: bool) -> None:
     (err if as_json else out).print(f"run report: {path}", highlight=False)
 
 
-def _print_summary(summary: Any, as_json: bool) -> None:
+def _print_summary(summary: Any, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """The summary as a table, or as one JSON object (with ``extra`` keys beside it:
+    ``status`` adds whether a process still runs the run)."""
     if as_json:  # plain print: a console could wrap long lines inside strings
-        print(json.dumps(summary.model_dump(mode="json")))
+        print(json.dumps({**summary.model_dump(mode="json"), **(extra or {})}))
         return
     from rich.table import Table
 

@@ -1087,7 +1087,10 @@ class KnowledgeBase:
 
     def strategy(self, id_or_prefix: str) -> dict[str, Any]:
         """A strategy's canonical spec with every backtest, score and failure it got,
-        each list oldest first. Accepts a unique prefix of the id."""
+        each list oldest first, and ``survived``: its entry in the ``best_strategies`` of
+        each run it survived (the holdout Sharpe is there only: the holdout is never a
+        backtest record, so that nothing in a loop reads it). Accepts a unique prefix
+        of the id."""
         with self._reading() as conn:
             row = conn.execute(select(_t(Strategy))
                                .where(Strategy.strategy_id == id_or_prefix)).one_or_none()
@@ -1099,6 +1102,11 @@ class KnowledgeBase:
             for name, model in (("backtests", Backtest), ("scores", Score),
                                 ("failures", Failure)):
                 out[name] = self._history(conn, model, sid)
+            runs = conn.execute(select(Run.run_id, Run.summary).where(Run.summary.is_not(None))
+                                .order_by(Run.created_ns, Run.run_id))
+            out["survived"] = [{"run_id": run_id, **best} for run_id, summary in runs
+                               for best in (summary or {}).get("best_strategies", [])
+                               if best.get("strategy_id") == sid]
         return out
 
     @staticmethod

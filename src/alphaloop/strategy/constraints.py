@@ -211,6 +211,16 @@ class Column:
                                    else x for v in values), dtype=float, count=n)
 
     @classmethod
+    def indexed(cls, values: Sequence[Any], at: np.ndarray) -> Column:
+        """``values[at]`` as a column, each distinct value converted once (a grid
+        parameter's values, at each point's index into them)."""
+        small = cls(values)
+        out = cls.__new__(cls)
+        out.present = np.ones(len(at), dtype=bool)
+        out.is_str, out.text, out.number = small.is_str[at], small.text[at], small.number[at]
+        return out
+
+    @classmethod
     def table(cls, rows: Sequence[Mapping[str, Any]]) -> dict[str, Column]:
         """A column per name that any row has (rows without it: not present)."""
         names = dict.fromkeys(k for row in rows for k in row)

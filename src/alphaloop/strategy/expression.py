@@ -237,6 +237,8 @@ def _excerpt(text: str, limit: int = 80) -> str:
 
 @lru_cache(maxsize=1 << 16)
 def _parse(text: str, expect: Kind | None, where: str) -> Node:
+    if "#" in text:  # the shapes' slot marker (a comment in the text): no template
+        return _parse_text(text, expect, where)
     shape, literals = _shape(text)
     template = _TEMPLATES.get(shape)
     if template is not None and len(text) <= MAX_SOURCE_LEN:

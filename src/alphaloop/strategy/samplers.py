@@ -40,6 +40,7 @@ of ``ask``/``tell`` calls give the same proposals.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import warnings
 from abc import ABC, abstractmethod
@@ -125,6 +126,10 @@ class Sampler(ABC):
         self._explored: dict[Key, bool] = {}  # explores(), per point
         self._explore_known: np.ndarray | None = None  # ... and per grid point
         self._explore_mask: np.ndarray | None = None
+        #: from the last count: the grid points the rules keep closed, and those a soft
+        #: rule forbids (open where they explore)
+        self._blocked: np.ndarray | None = None
+        self._soft_any: np.ndarray | None = None
         self.set_constraints(constraints)
 
     # ------------------------------------------------------------ public
@@ -195,15 +200,17 @@ class Sampler(ABC):
         key = params_key(params)
         hit = self._explored.get(key)
         if hit is None:
-            text = f"{self.explore_seed}|{self.family.name}|{key!r}"
-            digest = hashlib.sha256(text.encode()).digest()
-            hit = self._explored[key] = int.from_bytes(digest[:8], "big") / 2.0**64 \
-                < self.explore
+            hit = self._explored[key] = _explore_hit(f"{self._explore_prefix}{key!r}",
+                                                     self.explore)
         return hit
+
+    @property
+    def _explore_prefix(self) -> str:
+        return f"{self.explore_seed}|{self.family.name}|"
 
     def rules_against(self, params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """Ids of the hard and of the soft rules that forbid ``params`` (normalized)."""
-        at = self._grid.index.get(params_key(params)) if self._grid else None
+        at = self._grid.index_of(params) if self._grid else None
         if at is not None and self._masks is not None:  # read off the last count's masks
             hard_masks, soft_masks = self._masks
             return ([constraint_id(r) for r, m in zip(self._hard, hard_masks, strict=True)
@@ -234,7 +241,9 @@ class Sampler(ABC):
                        [grid.forbidden(r) for r in self._soft])
         hard = _any(self._masks[0], grid.n)
         soft = _any(self._masks[1], grid.n) & ~hard
-        return grid.n - int(hard.sum()) - int((soft & ~self._exploring(grid, soft)).sum())
+        self._blocked = hard | (soft & ~self._exploring(grid, soft))
+        self._soft_any = soft
+        return grid.n - int(self._blocked.sum())
 
     def _exploring(self, grid: _GridTable, asked: np.ndarray) -> np.ndarray:
         """Which grid points explore (known at least where ``asked``): each point's
@@ -243,8 +252,10 @@ class Sampler(ABC):
             self._explore_known = np.zeros(grid.n, dtype=bool)
             self._explore_mask = np.zeros(grid.n, dtype=bool)
         assert self._explore_mask is not None
-        for i in np.flatnonzero(asked & ~self._explore_known).tolist():
-            self._explore_mask[i] = self.explores(grid.point(i))
+        todo = np.flatnonzero(asked & ~self._explore_known)
+        if len(todo) and self.explore > 0.0:
+            self._explore_mask[todo] = [_explore_hit(self._explore_prefix + text, self.explore)
+                                        for text in grid.key_texts(todo)]
         self._explore_known |= asked
         return self._explore_mask
 
@@ -303,19 +314,128 @@ class _UnitCubeSampler(Sampler):
     """Draws points of the unit cube and maps them through the parameters' unit maps.
 
     Knows the grid size when the family has one, and stops once every valid grid
-    point has been proposed.
+    point has been proposed. There, :meth:`ask` screens a block of draws at once
+    (:meth:`_ask_block`): the same draws in the same order get the same verdicts as the
+    one-by-one screen, read off the grid's masks, so a seed proposes the same sets
+    either way; only the cost differs (a learned rule can make most draws rejections).
     """
 
     counts_capacity = True
+    block = 64
+
+    def __init__(self, family: Family, *, seed: int, constraints: Sequence[ConstraintLike] = (),
+                 explore: float = EXPLORE_SHARE, features: Features | None = None) -> None:
+        self._points = np.empty((0, len(family.params)))  # drawn, not yet screened
+        self._seen_at: np.ndarray | None = None  # grid points in ``_seen``
+        self._seen_n = 0  # ... when there were this many
+        super().__init__(family, seed=seed, constraints=constraints, explore=explore,
+                         features=features)
+
+    def ask(self, n: int) -> list[Params]:
+        if not isinstance(self._grid, _GridTable) or self._blocked is None \
+                or self._capacity is None:
+            return super().ask(n)
+        return self._ask_block(n, self._grid)
 
     def _draw(self) -> Params | None:
         if self._capacity is not None and len(self._seen) >= self._capacity:
             return None
-        return self.family.from_unit(self._unit_point())
+        point = self._next_points()[0]
+        self._points = self._points[1:]
+        return self.family.from_unit(point.tolist())
+
+    def _next_points(self) -> np.ndarray:
+        """The draws to come (at least one): the buffer, refilled a block at a time."""
+        if not len(self._points):
+            self._points = self._unit_block(self.block)
+        return self._points
 
     @abstractmethod
-    def _unit_point(self) -> Sequence[float]:
-        """One point of [0, 1)^d, d = number of parameters."""
+    def _unit_block(self, n: int) -> np.ndarray:
+        """The next ``n`` points of [0, 1)^d (d = number of parameters), in order."""
+
+    # ------------------------------------------------------------ block screen
+    def _ask_block(self, n: int, grid: _GridTable) -> list[Params]:
+        """:meth:`Sampler.ask` for a counted grid, a block of draws at a time."""
+        assert self._blocked is not None and self._soft_any is not None
+        assert self._capacity is not None
+        out: list[Params] = []
+        budget = min(self.max_attempts, max(self.min_attempts, self.attempts_per_item * n))
+        seen = self._seen_mask(grid)
+        while len(out) < n and budget > 0 and not self._exhausted:
+            if len(self._seen) >= self._capacity:
+                self._exhausted = True
+                break
+            points = self._next_points()[:budget]
+            at = grid.locate(points)
+            valid = at >= 0
+            g = np.where(valid, at, 0)
+            open_ = valid & ~self._blocked[g]
+            first = np.zeros(len(g), dtype=bool)
+            first[np.unique(np.where(open_, g, -1), return_index=True)[1]] = True
+            new = open_ & first & ~seen[g]
+            m, stop = self._consumed(new, n - len(out), self._capacity - len(self._seen))
+            self._points = self._points[m:]
+            budget -= m
+            self._count(g[:m], valid[:m], open_[:m], new[:m])
+            for i in g[:m][new[:m]].tolist():
+                out.append(self._accept(grid, i, seen))
+            self._exhausted = stop
+        return out
+
+    @staticmethod
+    def _consumed(new: np.ndarray, wanted: int, room: int) -> tuple[int, bool]:
+        """How many of the block's draws the one-by-one loop would make: up to the
+        ``wanted``-th new set, or until ``room`` new sets fill the capacity (then the
+        next draw finds the space exhausted: True)."""
+        taken = np.cumsum(new)
+        if room < wanted and taken[-1] >= room:
+            return int(np.searchsorted(taken, room)) + 1, True
+        if taken[-1] >= wanted:
+            return int(np.searchsorted(taken, wanted)) + 1, False
+        return len(new), False
+
+    def _count(self, g: np.ndarray, valid: np.ndarray, open_: np.ndarray,
+               new: np.ndarray) -> None:
+        """The rejection counters the one-by-one screen keeps, for a screened block."""
+        self.rejected_invalid += int((~valid).sum())
+        self.duplicates += int((open_ & ~new).sum())
+        closed = g[valid & ~open_]
+        if not len(closed) or self._masks is None:
+            return
+        hard_masks, soft_masks = self._masks
+        hard_hit = _any([m[closed] for m in hard_masks], len(closed))
+        for rules, masks, rows in ((self._hard, hard_masks, hard_hit),
+                                   (self._soft, soft_masks, ~hard_hit)):
+            for rule, mask in zip(rules, masks, strict=True):
+                k = int((mask[closed] & rows).sum())
+                if k:
+                    self.rejected_by_constraint[constraint_id(rule)] += k
+
+    def _accept(self, grid: _GridTable, i: int, seen: np.ndarray) -> Params:
+        assert self._soft_any is not None and self._masks is not None
+        clean = grid.point(i)
+        key = params_key(clean)
+        self._seen.add(key)
+        self._seen_n += 1
+        seen[i] = True
+        if self._soft_any[i]:
+            self.soft_breaks[key] = tuple(constraint_id(r) for r, m in
+                                          zip(self._soft, self._masks[1], strict=True) if m[i])
+        return clean
+
+    def _seen_mask(self, grid: _GridTable) -> np.ndarray:
+        """The grid points already proposed (rebuilt when ``_seen`` grew elsewhere)."""
+        # ``_seen`` only grows, and the block screen adds to both: a new length means
+        # that sets were added elsewhere (the one-by-one screen, :meth:`carry_over`)
+        if self._seen_at is None or self._seen_n != len(self._seen):
+            self._seen_at = np.zeros(grid.n, dtype=bool)
+            for key in self._seen:
+                at = grid.index_of(dict(key))
+                if at is not None:
+                    self._seen_at[at] = True
+        self._seen_n = len(self._seen)
+        return self._seen_at
 
 
 class RandomSampler(_UnitCubeSampler):
@@ -323,34 +443,31 @@ class RandomSampler(_UnitCubeSampler):
 
     def __init__(self, family: Family, *, seed: int, constraints: Sequence[ConstraintLike] = (),
                  explore: float = EXPLORE_SHARE, features: Features | None = None) -> None:
+        self._rng = np.random.default_rng(seed)
         super().__init__(family, seed=seed, constraints=constraints, explore=explore,
                          features=features)
-        self._rng = np.random.default_rng(seed)
 
-    def _unit_point(self) -> Sequence[float]:
-        return list(self._rng.random(len(self.family.params)))
+    def _unit_block(self, n: int) -> np.ndarray:
+        # one (n, d) draw is the same stream as n draws of d numbers
+        return self._rng.random((n, len(self.family.params)))
 
 
 class SobolSampler(_UnitCubeSampler):
     """Scrambled Sobol points, drawn in blocks of 64 (a power of two keeps balance)."""
 
     kind = "sobol"
-    block = 64
 
     def __init__(self, family: Family, *, seed: int, constraints: Sequence[ConstraintLike] = (),
                  explore: float = EXPLORE_SHARE, features: Features | None = None) -> None:
-        super().__init__(family, seed=seed, constraints=constraints, explore=explore,
-                         features=features)
         from scipy.stats import qmc
 
         # ``seed=`` works on every scipy we support (>= 1.11); ``rng=`` only on >= 1.15
         self._engine = qmc.Sobol(len(family.params), scramble=True, seed=seed)
-        self._buffer: list[list[float]] = []
+        super().__init__(family, seed=seed, constraints=constraints, explore=explore,
+                         features=features)
 
-    def _unit_point(self) -> Sequence[float]:
-        if not self._buffer:
-            self._buffer = self._engine.random(self.block).tolist()[::-1]
-        return self._buffer.pop()
+    def _unit_block(self, n: int) -> np.ndarray:
+        return np.asarray(self._engine.random(n))
 
 
 class TPESampler(Sampler):
@@ -467,6 +584,13 @@ def rule_view(features: Features | None, family: str,
     return params if features is None else {**features(family, params), **params}
 
 
+def _explore_hit(text: str, share: float) -> bool:
+    """Whether the point named ``text`` explores: its sha256 read as a number in [0, 1)
+    falls below ``share``."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < share
+
+
 def _any(masks: Sequence[np.ndarray], n: int) -> np.ndarray:
     out = np.zeros(n, dtype=bool)
     for mask in masks:
@@ -477,27 +601,83 @@ def _any(masks: Sequence[np.ndarray], n: int) -> np.ndarray:
 class _GridTable:
     """A family's valid grid as columns (a sampler builds it once): the capacity count
     asks each rule about all points at once, and the screen then reads a drawn point's
-    rules off those masks by the point's index."""
+    rules off those masks by the point's index.
+
+    Point ``i`` is kept as its index into the product of the parameters' grids
+    (row-major, the order of :meth:`Family.grid`); parameter columns are built from
+    those indices, so a grid of a million points costs arrays, not a million dicts.
+    Derived features are asked point by point (the function is the caller's), hence
+    the smaller limit with ``features``."""
 
     def __init__(self, family: Family, features: Features | None) -> None:
         self.names = list(family.params)
-        self.values = [tuple(p[n] for n in self.names) for p in family.grid()]
-        self.n = len(self.values)
         self.family, self.features = family.name, features
-        self.columns = Column.table([self.view(i) for i in range(self.n)])
-        self.index = {params_key(self.point(i)): i for i in range(self.n)}
+        self._grids = [family.params[n].grid() for n in self.names]
+        self.sizes = [len(g) for g in self._grids]
+        self._where = [{v: k for k, v in enumerate(g)} for g in self._grids]
+        self._strides = [math.prod(self.sizes[j + 1:]) for j in range(len(self.sizes))]
+        product = itertools.product(*self._grids)
+        if family.rules:
+            self.flat = np.fromiter(
+                (k for k, values in enumerate(product)
+                 if not family.broken_rules(dict(zip(self.names, values, strict=True)))),
+                dtype=np.int64)
+        else:
+            self.flat = np.arange(math.prod(self.sizes), dtype=np.int64)
+        self.n = len(self.flat)
+        self._at_flat = np.full(math.prod(self.sizes), -1, dtype=np.int64)
+        self._at_flat[self.flat] = np.arange(self.n)
+        digits = [self.flat // stride % size
+                  for stride, size in zip(self._strides, self.sizes, strict=True)]
+        if features is None:
+            self.columns = {name: Column.indexed(grid, d) for name, grid, d
+                            in zip(self.names, self._grids, digits, strict=True)}
+        else:
+            self.columns = Column.table([self.view(i) for i in range(self.n)])
 
     @classmethod
-    def of(cls, family: Family, features: Features | None,
-           limit: int = 200_000) -> _GridTable | None:
-        """The table, or None when a parameter has no grid or the grid is over ``limit``."""
+    def of(cls, family: Family, features: Features | None) -> _GridTable | None:
+        """The table, or None when a parameter has no grid or the grid is too big."""
         sizes = [p.n_points for p in family.params.values()]
+        limit = GRID_TABLE_LIMIT if features is None else GRID_TABLE_LIMIT // 5
         if any(s is None for s in sizes) or math.prod(s for s in sizes if s is not None) > limit:
             return None
         return cls(family, features)
 
     def point(self, i: int) -> Params:
-        return dict(zip(self.names, self.values[i], strict=True))
+        flat = int(self.flat[i])
+        return {name: grid[flat // stride % size] for name, grid, stride, size
+                in zip(self.names, self._grids, self._strides, self.sizes, strict=True)}
+
+    def key_texts(self, at: np.ndarray) -> list[str]:
+        """``repr(params_key(self.point(i)))`` for each ``i`` in ``at``, from each grid
+        value's text made once (what :meth:`Sampler.explores` hashes)."""
+        order = sorted(range(len(self.names)), key=lambda j: self.names[j])
+        items = [[f"({self.names[j]!r}, {v!r})" for v in self._grids[j]] for j in order]
+        flat = self.flat[at]
+        digits = [(flat // self._strides[j] % self.sizes[j]).tolist() for j in order]
+        close = ",)" if len(order) == 1 else ")"  # a 1-tuple's repr keeps its comma
+        return ["(" + ", ".join(texts[d] for texts, d in zip(items, row, strict=True)) + close
+                for row in zip(*digits, strict=True)]
+
+    def index_of(self, params: Mapping[str, Any]) -> int | None:
+        """The index of a normalized parameter set, or None (off the grid, invalid)."""
+        flat = 0
+        for name, where, size in zip(self.names, self._where, self.sizes, strict=True):
+            k = where.get(params.get(name, _MISSING))
+            if k is None:
+                return None
+            flat = flat * size + k
+        at = int(self._at_flat[flat])
+        return at if at >= 0 else None
+
+    def locate(self, points: np.ndarray) -> np.ndarray:
+        """Each unit-cube point's grid index, as the parameters' unit maps place it
+        (-1: the family's rules make that combination invalid)."""
+        flat = np.zeros(len(points), dtype=np.int64)
+        for j, size in enumerate(self.sizes):
+            flat = flat * size + np.minimum((points[:, j] * size).astype(np.int64), size - 1)
+        return self._at_flat[flat]
 
     def view(self, i: int) -> Mapping[str, Any]:
         return rule_view(self.features, self.family, self.point(i))
@@ -508,6 +688,11 @@ class _GridTable:
             return rule.mask(self.family, self.columns, self.n)
         return np.fromiter((bool(rule(self.family, self.view(i))) for i in range(self.n)),
                            dtype=bool, count=self.n)
+
+
+_MISSING = object()
+#: The largest grid (product of the parameters' grids) a sampler keeps as a table.
+GRID_TABLE_LIMIT = 1_000_000
 
 
 _KINDS: dict[str, type[Sampler]] = {
