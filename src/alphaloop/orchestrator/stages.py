@@ -213,10 +213,12 @@ class Generator:
         if wider is None:
             return None
         self.widenings[family] = done + 1
+        # the rules after carry_over: which points explore depends on the old sampler's
+        # seed, so counting under the rules before it would hash every point twice
         new = make_sampler(kind, wider, seed=derive_seed(seed, "sampler", family,
-                                                          "widened", done + 1) % (2**32),
-                           constraints=self.constraints)
+                                                          "widened", done + 1) % (2**32))
         new.carry_over(old)
+        new.set_constraints(self.constraints)
         self.samplers[family] = new
         before = old.family.describe()["params"]
         return {k: v for k, v in wider.describe()["params"].items() if v != before[k]}

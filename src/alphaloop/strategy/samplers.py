@@ -254,7 +254,8 @@ class Sampler(ABC):
         assert self._explore_mask is not None
         todo = np.flatnonzero(asked & ~self._explore_known)
         if len(todo) and self.explore > 0.0:
-            self._explore_mask[todo] = [_explore_hit(self._explore_prefix + text, self.explore)
+            prefix, share = self._explore_prefix, self.explore
+            self._explore_mask[todo] = [_explore_hit(prefix + text, share)
                                         for text in grid.key_texts(todo)]
         self._explore_known |= asked
         return self._explore_mask
