@@ -665,7 +665,10 @@ class _GridTable:
         """The index of a normalized parameter set, or None (off the grid, invalid)."""
         flat = 0
         for name, where, size in zip(self.names, self._where, self.sizes, strict=True):
-            k = where.get(params.get(name, _MISSING))
+            try:
+                k = where.get(params.get(name, _MISSING))
+            except TypeError:  # an unhashable value is on no grid
+                return None
             if k is None:
                 return None
             flat = flat * size + k
