@@ -454,3 +454,29 @@ def test_the_row_cache_learns_exactly_what_learning_from_scratch_learns() -> Non
     secondary = LearningConfig(use_secondary=True)
     assert (learn(cloud, FAMILIES, config=secondary, cache=cache)
             == learn(cloud, FAMILIES, config=secondary))
+
+
+def test_the_row_cache_indexes_observations_as_they_arrive() -> None:
+    """What :func:`learn` asks per family (its observations, codes, feature names) is
+    indexed once per observation; a list that is not an extension of the indexed one
+    (another first observation, or shorter) is indexed again from scratch."""
+    from alphaloop.research.learning import RowCache
+
+    def ob(family: str, code: str = "", **features: float) -> Observation:
+        return Observation(family=family, params={"window": 10}, codes=(code,) if code else (),
+                           features=features)
+
+    first = [ob("momentum", "LOW_SHARPE", warmup=10.0), ob("sma_cross")]
+    cache = RowCache()
+    cache.index(first)
+    more = [*first, ob("momentum", "TOO_FEW_TRADES"), ob("sma_cross", "NO_TRADES")]
+    cache.index(more)
+    assert cache.family("momentum") == [more[0], more[2]]
+    assert cache.codes("momentum", False) == {"LOW_SHARPE", "TOO_FEW_TRADES"}
+    assert cache.features("momentum") == {"warmup"} and cache.features("sma_cross") == set()
+    other = [ob("sma_cross", "DRAWDOWN_BREACH"), *more[1:]]  # the first one replaced
+    cache.index(other)
+    assert cache.family("momentum") == [more[2]]
+    assert cache.codes("sma_cross", False) == {"DRAWDOWN_BREACH", "NO_TRADES"}
+    cache.index(other[:1])  # shorter: from scratch
+    assert cache.family("momentum") == [] and cache.family("sma_cross") == other[:1]

@@ -156,15 +156,21 @@ class _Column:
         return self.name != self.param
 
 
-def _columns(family: Family, obs: Sequence[Observation]) -> list[_Column]:
+def _columns(family: Family, features: Iterable[str]) -> list[_Column]:
+    """The tree's columns: the parameters (a choice one-hot) and the ``features`` that
+    the observations carry besides them."""
     cols: list[_Column] = []
     for name, space in family.params.items():
         if isinstance(space, ChoiceParam):  # why: a tree cannot order "none" vs 0.05
             cols += [_Column(f"{name}={c!r}", name, c) for c in space.choices]
         else:
             cols.append(_Column(name, name))
-    feats = sorted({k for o in obs for k in o.features} - set(family.params))
+    feats = sorted(set(features) - set(family.params))
     return cols + [_Column(f, f) for f in feats]
+
+
+def _feature_names(obs: Iterable[Observation]) -> set[str]:
+    return {k for o in obs for k in o.features}
 
 
 def _row(o: Observation, cols: Sequence[_Column]) -> list[float] | None:
@@ -194,13 +200,17 @@ class _Design:
     def __init__(self, cols: Sequence[_Column]) -> None:
         self.cols = list(cols)
         self.obs: list[Observation] = []
+        self._source: Sequence[Observation] | None = None  # the list last extended from
         self.x = np.empty((0, len(self.cols)), dtype=np.float64)
         self.ok = np.empty(0, dtype=bool)
         self.primary = np.empty(0, dtype=object)
 
     def prefix_of(self, obs: Sequence[Observation]) -> bool:
-        return len(self.obs) <= len(obs) and all(a is b for a, b in zip(self.obs, obs,
-                                                                          strict=False))
+        if len(self.obs) > len(obs):
+            return False
+        if obs is self._source:  # a RowCache's own per-family list: it only grows
+            return True
+        return all(a is b for a, b in zip(self.obs, obs, strict=False))
 
     def extend(self, new: Sequence[Observation]) -> None:
         if not new:
@@ -214,6 +224,10 @@ class _Design:
             [o.codes[0] if o.codes else "" for o in new], dtype=object)])
         self.obs += new
 
+    def extend_from(self, obs: Sequence[Observation]) -> None:
+        self.extend(obs[len(self.obs):])
+        self._source = obs
+
 
 class RowCache:
     """Observations' feature rows, kept from one constraint update to the next (the
@@ -226,6 +240,7 @@ class RowCache:
 
     def __init__(self) -> None:
         self._designs: dict[tuple[str, tuple[str, ...]], _Design] = {}
+        self._reset_index()
 
     def design(self, family: str, obs: Sequence[Observation],
                cols: Sequence[_Column]) -> _Design:
@@ -233,8 +248,44 @@ class RowCache:
         found = self._designs.get(key)
         if found is None or not found.prefix_of(obs):
             found = self._designs[key] = _Design(cols)
-        found.extend(obs[len(found.obs):])
+        found.extend_from(obs)
         return found
+
+    # -- the run's observations by family, indexed as they arrive (what :func:`learn`
+    # would otherwise sort out of the whole list at every update)
+    def _reset_index(self) -> None:
+        self._indexed: list[Observation] = []
+        self._by_family: dict[str, list[Observation]] = {}
+        self._codes: dict[tuple[str, bool], set[str]] = {}
+        self._features: dict[str, set[str]] = {}
+
+    def index(self, obs: Sequence[Observation]) -> None:
+        """Index the observations appended to ``obs`` since the last call; a list that
+        is not an extension of the last one is indexed from scratch. An extension is
+        recognized by the identity of the observations at the first, the last indexed
+        and 16 evenly spaced positions (the loop's list only grows)."""
+        n = len(self._indexed)
+        probes = {0, n - 1, *range(0, n, max(n // 16, 1))} if n else set()
+        if n > len(obs) or any(obs[i] is not self._indexed[i] for i in probes):
+            self._reset_index()
+        for o in obs[len(self._indexed):]:
+            self._by_family.setdefault(o.family, []).append(o)
+            self._codes.setdefault((o.family, False), set()).update(o.codes[:1])
+            self._codes.setdefault((o.family, True), set()).update(o.codes)
+            self._features.setdefault(o.family, set()).update(o.features)
+        self._indexed = list(obs)
+
+    def family(self, name: str) -> list[Observation]:
+        """The indexed observations of family ``name``, in order (the same list object
+        from call to call, which only grows)."""
+        return self._by_family.setdefault(name, [])
+
+    def codes(self, family: str, secondary: bool) -> set[str]:
+        """The primary codes (with ``secondary``: all codes) observed in ``family``."""
+        return self._codes.get((family, secondary), set())
+
+    def features(self, family: str) -> set[str]:
+        return self._features.get(family, set())
 
 
 def learn_rules(observations: Iterable[Observation], family: Family, code: str, *,
@@ -253,16 +304,19 @@ def learn_rules(observations: Iterable[Observation], family: Family, code: str, 
     """
     obs = [o for o in observations if o.family == family.name]
     return _learn_family(obs, None, family, code, config or LearningConfig(), iteration,
-                         monotone, cache or RowCache())
+                         monotone, cache or RowCache(), _feature_names(obs))
 
 
 def _learn_family(obs: list[Observation], usable: np.ndarray | None, family: Family,
                   code: str, cfg: LearningConfig, iteration: int | None,
-                  monotone: Mapping[str, int] | None, cache: RowCache) -> list[Constraint]:
+                  monotone: Mapping[str, int] | None, cache: RowCache,
+                  features: set[str]) -> list[Constraint]:
     """:func:`learn_rules` on ``family``'s observations ``obs``, of which only the
-    ``usable`` ones (a mask; None: all) count."""
-    sub = obs if usable is None else [o for o, u in zip(obs, usable, strict=True) if u]
-    cols = _columns(family, sub)
+    ``usable`` ones (a mask; None: all) count; ``features``: the feature names ``obs``
+    carry (those of the usable ones are found here)."""
+    if usable is not None:
+        features = _feature_names(o for o, u in zip(obs, usable, strict=True) if u)
+    cols = _columns(family, features)
     design = cache.design(family.name, obs, cols)
     sel = design.ok if usable is None else design.ok & usable
     if not sel.any():
@@ -301,20 +355,21 @@ def learn(observations: Iterable[Observation], families: Mapping[str, Family], *
     no longer holds, and learning from it again would bring the rule straight back.
     """
     cfg = config or LearningConfig()
-    obs = list(observations)
+    obs = observations if isinstance(observations, list) else list(observations)
     gone = [r for r in retired if r.status == "expired"]
     rows = cache or RowCache()  # an observation's row is the same for every code
+    rows.index(obs)
     out: list[Constraint] = []
     for name in sorted(families):
-        mine = [o for o in obs if o.family == name]
-        seen = sorted({c for o in mine for c in (o.codes if cfg.use_secondary else o.codes[:1])}
-                      - set(cfg.skip_codes))
+        mine = rows.family(name)
+        seen = sorted(rows.codes(name, cfg.use_secondary) - set(cfg.skip_codes))
         for code in (cfg.codes if cfg.codes is not None else tuple(seen)):
             mono = None if monotone is None else monotone.get(name, {})
             usable = (np.array([not _discredited(o, code, gone) for o in mine], dtype=bool)
                       if gone else None)
             out += sorted(_learn_family(mine, usable, families[name], code, cfg, iteration,
-                                        mono, rows), key=lambda r: r.rule_id)
+                                        mono, rows, rows.features(name)),
+                          key=lambda r: r.rule_id)
     return out
 
 
