@@ -24,7 +24,7 @@ from alphaloop.research.learning import (
     wilson_interval,
 )
 from alphaloop.research.rootcause import CandidateEvidence, ScoringEvidence, SearchMetrics, diagnose
-from alphaloop.strategy.constraints import Clause
+from alphaloop.strategy.constraints import Clause, Constraint
 from alphaloop.strategy.templates import FAMILIES, get_family
 
 SMA = get_family("sma_cross")
@@ -480,3 +480,63 @@ def test_the_row_cache_indexes_observations_as_they_arrive() -> None:
     assert cache.codes("sma_cross", False) == {"DRAWDOWN_BREACH", "NO_TRADES"}
     cache.index(other[:1])  # shorter: from scratch
     assert cache.family("momentum") == [] and cache.family("sma_cross") == other[:1]
+
+
+def _left_out(o: Observation, code: str, expired: list[Constraint]) -> bool:
+    """The rule, one observation at a time: an expired rule about ``code`` covers ``o``
+    (every clause holds on its parameters and features) and ``o`` predates its expiry
+    (or either iteration is unknown)."""
+    for r in expired:
+        if r.code != code or (r.family is not None and r.family != o.family):
+            continue
+        before = (o.iteration is None or r.expired_at_iteration is None
+                  or o.iteration < r.expired_at_iteration)
+        if before and all(c.holds({**o.features, **o.params}) for c in r.clauses):
+            return True
+    return False
+
+
+def test_evidence_left_out_by_expired_rules_is_what_the_rule_says() -> None:
+    """RowCache.usable (all observations at once, extended as they arrive) leaves out
+    exactly the observations the scalar rule above leaves out: several expired rules,
+    other codes and families, unknown iterations, a feature clause, a string choice."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from alphaloop.research.learning import RowCache
+
+    windows, stops = [5, 10, 20, 40, 80], ["none", 0.02, 0.05]
+    obs_st = st.builds(
+        lambda w, s, code, it, warm: Observation(
+            family="donchian_breakout" if s != "none" else "momentum",
+            params={"window": w, "stop_loss": s}, codes=(code,) if code else (),
+            iteration=it, features={"warmup": warm} if warm is not None else {}),
+        st.sampled_from(windows), st.sampled_from(stops),
+        st.sampled_from(["", "LOW_SHARPE", "TOO_FEW_TRADES"]),
+        st.one_of(st.none(), st.integers(1, 8)), st.one_of(st.none(), st.integers(5, 90)))
+    clause_st = st.builds(lambda p, op, v: Clause(param=p, op=op, value=v),
+                          st.sampled_from(["window", "warmup", "stop_loss"]),
+                          st.sampled_from(["<", "<=", ">", ">=", "==", "!="]),
+                          st.one_of(st.sampled_from([10, 20, 0.02]), st.just("none")))
+    rule_st = st.builds(
+        lambda fam, code, cs, at: Constraint(rule_id="x", family=fam, hard=False, code=code,
+                                             clauses=cs, status="expired",
+                                             expired_at_iteration=at),
+        st.sampled_from([None, "momentum", "donchian_breakout"]),
+        st.sampled_from(["LOW_SHARPE", "TOO_FEW_TRADES"]), st.lists(clause_st, max_size=2),
+        st.one_of(st.none(), st.integers(1, 8)))
+
+    @settings(max_examples=60, deadline=None)
+    @given(obs=st.lists(obs_st, min_size=1, max_size=40), split=st.integers(0, 40),
+           expired=st.lists(rule_st, min_size=1, max_size=3))
+    def check(obs: list[Observation], split: int, expired: list[Constraint]) -> None:
+        cache = RowCache()
+        for upto in (min(split, len(obs)), len(obs)):  # as the loop's updates add them
+            cache.index(obs[:upto])
+            for family in ("momentum", "donchian_breakout"):
+                for code in ("LOW_SHARPE", "TOO_FEW_TRADES"):
+                    mine = [o for o in obs[:upto] if o.family == family]
+                    expected = [not _left_out(o, code, expired) for o in mine]
+                    assert cache.usable(family, code, expired).tolist() == expected
+
+    check()

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -164,3 +165,20 @@ def test_a_rule_on_a_table_is_the_rule_on_each_point(rows: list[dict[str, Any]],
                       status="active" if active else "expired")
     got = rule.mask("f", Column.table(rows), len(rows)).tolist()
     assert got == [rule.forbids("f", r) for r in rows]
+
+
+def test_column_tables_concatenate_as_one_table_of_all_rows() -> None:
+    """Column.concat of consecutive tables equals the table of all their rows at once,
+    a name one part lacks included (those rows do not have it)."""
+    from alphaloop.strategy.constraints import Column
+
+    rows = [{"a": 1, "s": "none"}, {"a": 2.5}, {"s": 0.05, "b": True}, {"a": None}]
+    whole = Column.table(rows)
+    parts = Column.concat([(Column.table(rows[:2]), 2), (Column.table(rows[2:]), 2)])
+    assert list(parts) == list(whole)
+    for name, col in whole.items():
+        got = parts[name]
+        assert got.present.tolist() == col.present.tolist()
+        assert got.is_str.tolist() == col.is_str.tolist()
+        assert got.text.tolist() == col.text.tolist()
+        assert np.array_equal(got.number, col.number, equal_nan=True)

@@ -56,7 +56,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from alphaloop.research.rootcause import Diagnosis
-from alphaloop.strategy.constraints import Clause, Constraint
+from alphaloop.strategy.constraints import Clause, Column, Constraint
 from alphaloop.strategy.templates import ChoiceParam, Family
 
 TRADE_SPARSITY_MONOTONE: dict[str, dict[str, int]] = {
@@ -258,6 +258,10 @@ class RowCache:
         self._by_family: dict[str, list[Observation]] = {}
         self._codes: dict[tuple[str, bool], set[str]] = {}
         self._features: dict[str, set[str]] = {}
+        # per family, built when first asked and then extended: what rules see of each
+        # observation as columns, and each one's iteration (NaN: unknown)
+        self._views: dict[str, tuple[dict[str, Column], int]] = {}
+        self._iterations: dict[str, np.ndarray] = {}
 
     def index(self, obs: Sequence[Observation]) -> None:
         """Index the observations appended to ``obs`` since the last call; a list that
@@ -286,6 +290,34 @@ class RowCache:
 
     def features(self, family: str) -> set[str]:
         return self._features.get(family, set())
+
+    def usable(self, family: str, code: str, expired: Sequence[Constraint]) -> np.ndarray:
+        """Which of ``family``'s indexed observations still count for ``code``: not
+        those inside an expired rule about ``code`` from before it expired (or of
+        unknown iteration)."""
+        obs = self.family(family)
+        n = len(obs)
+        table, done = self._views.get(family, ({}, 0))
+        if done < n:
+            new = Column.table([o.view for o in obs[done:]])
+            table = Column.concat([(table, done), (new, n - done)])
+            self._views[family] = (table, n)
+        it = self._iterations.get(family, np.empty(0))
+        if len(it) < n:
+            it = self._iterations[family] = np.concatenate([it, np.array(
+                [math.nan if o.iteration is None else o.iteration for o in obs[len(it):]],
+                dtype=float)])
+        out = np.ones(n, dtype=bool)
+        for r in expired:
+            if r.code != code or (r.family is not None and r.family != family):
+                continue
+            inside = np.ones(n, dtype=bool)
+            for clause in r.clauses:
+                inside &= clause.mask(table, n)
+            if r.expired_at_iteration is not None:
+                inside &= np.isnan(it) | (it < r.expired_at_iteration)
+            out &= ~inside
+        return out
 
 
 def learn_rules(observations: Iterable[Observation], family: Family, code: str, *,
@@ -365,24 +397,11 @@ def learn(observations: Iterable[Observation], families: Mapping[str, Family], *
         seen = sorted(rows.codes(name, cfg.use_secondary) - set(cfg.skip_codes))
         for code in (cfg.codes if cfg.codes is not None else tuple(seen)):
             mono = None if monotone is None else monotone.get(name, {})
-            usable = (np.array([not _discredited(o, code, gone) for o in mine], dtype=bool)
-                      if gone else None)
+            usable = rows.usable(name, code, gone) if gone else None
             out += sorted(_learn_family(mine, usable, families[name], code, cfg, iteration,
                                         mono, rows, rows.features(name)),
                           key=lambda r: r.rule_id)
     return out
-
-
-def _discredited(o: Observation, code: str, expired: Sequence[Constraint]) -> bool:
-    """True when an expired rule about ``code`` covers ``o`` and ``o`` predates it."""
-    for r in expired:
-        if r.code != code or (r.family is not None and r.family != o.family):
-            continue
-        before = (o.iteration is None or r.expired_at_iteration is None
-                  or o.iteration < r.expired_at_iteration)
-        if before and all(c.holds(o.view) for c in r.clauses):
-            return True
-    return False
 
 
 def _default_monotone(family: str, code: str) -> dict[str, int]:

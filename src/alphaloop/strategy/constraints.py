@@ -221,6 +221,27 @@ class Column:
         return out
 
     @classmethod
+    def absent(cls, n: int) -> Column:
+        """A column of ``n`` points that do not have it."""
+        out = cls.__new__(cls)
+        out.present, out.is_str = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        out.text, out.number = np.full(n, "", dtype=object), np.full(n, math.nan)
+        return out
+
+    @classmethod
+    def concat(cls, parts: Sequence[tuple[Mapping[str, Column], int]]) -> dict[str, Column]:
+        """Tables of consecutive points (each with its number of points) as one table;
+        where a part lacks a name, its points do not have it."""
+        names = dict.fromkeys(k for table, _ in parts for k in table)
+        out: dict[str, Column] = {}
+        for name in names:
+            pieces = [table.get(name) or cls.absent(n) for table, n in parts]
+            col = out[name] = cls.__new__(cls)
+            for slot in cls.__slots__:
+                setattr(col, slot, np.concatenate([getattr(p, slot) for p in pieces]))
+        return out
+
+    @classmethod
     def table(cls, rows: Sequence[Mapping[str, Any]]) -> dict[str, Column]:
         """A column per name that any row has (rows without it: not present)."""
         names = dict.fromkeys(k for row in rows for k in row)
