@@ -211,22 +211,26 @@ class Column:
                                    else x for v in values), dtype=float, count=n)
 
     @classmethod
+    def _of(cls, present: np.ndarray, is_str: np.ndarray, text: np.ndarray,
+            number: np.ndarray) -> Column:
+        """A column from its arrays, as :meth:`__init__` would have made them."""
+        out = cls.__new__(cls)
+        out.present, out.is_str, out.text, out.number = present, is_str, text, number
+        return out
+
+    @classmethod
     def indexed(cls, values: Sequence[Any], at: np.ndarray) -> Column:
         """``values[at]`` as a column, each distinct value converted once (a grid
         parameter's values, at each point's index into them)."""
         small = cls(values)
-        out = cls.__new__(cls)
-        out.present = np.ones(len(at), dtype=bool)
-        out.is_str, out.text, out.number = small.is_str[at], small.text[at], small.number[at]
-        return out
+        return cls._of(np.ones(len(at), dtype=bool), small.is_str[at], small.text[at],
+                       small.number[at])
 
     @classmethod
     def absent(cls, n: int) -> Column:
         """A column of ``n`` points that do not have it."""
-        out = cls.__new__(cls)
-        out.present, out.is_str = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        out.text, out.number = np.full(n, "", dtype=object), np.full(n, math.nan)
-        return out
+        return cls._of(np.zeros(n, dtype=bool), np.zeros(n, dtype=bool),
+                       np.full(n, "", dtype=object), np.full(n, math.nan))
 
     @classmethod
     def concat(cls, parts: Sequence[tuple[Mapping[str, Column], int]]) -> dict[str, Column]:
@@ -236,9 +240,8 @@ class Column:
         out: dict[str, Column] = {}
         for name in names:
             pieces = [table.get(name) or cls.absent(n) for table, n in parts]
-            col = out[name] = cls.__new__(cls)
-            for slot in cls.__slots__:
-                setattr(col, slot, np.concatenate([getattr(p, slot) for p in pieces]))
+            out[name] = cls._of(*(np.concatenate([getattr(p, a) for p in pieces])
+                                  for a in ("present", "is_str", "text", "number")))
         return out
 
     @classmethod

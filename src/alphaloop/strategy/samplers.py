@@ -628,8 +628,7 @@ class _GridTable:
         self.n = len(self.flat)
         self._at_flat = np.full(math.prod(self.sizes), -1, dtype=np.int64)
         self._at_flat[self.flat] = np.arange(self.n)
-        digits = [self.flat // stride % size
-                  for stride, size in zip(self._strides, self.sizes, strict=True)]
+        digits = self._digits(self.flat)
         if features is None:
             self.columns = {name: Column.indexed(grid, d) for name, grid, d
                             in zip(self.names, self._grids, digits, strict=True)}
@@ -645,18 +644,22 @@ class _GridTable:
             return None
         return cls(family, features)
 
+    def _digits(self, flat: Any) -> list[Any]:
+        """Per parameter, the index into its grid of each product index in ``flat``."""
+        return [flat // stride % size
+                for stride, size in zip(self._strides, self.sizes, strict=True)]
+
     def point(self, i: int) -> Params:
-        flat = int(self.flat[i])
-        return {name: grid[flat // stride % size] for name, grid, stride, size
-                in zip(self.names, self._grids, self._strides, self.sizes, strict=True)}
+        return {name: grid[d] for name, grid, d
+                in zip(self.names, self._grids, self._digits(int(self.flat[i])), strict=True)}
 
     def key_texts(self, at: np.ndarray) -> list[str]:
         """``repr(params_key(self.point(i)))`` for each ``i`` in ``at``, from each grid
         value's text made once (what :meth:`Sampler.explores` hashes)."""
         order = sorted(range(len(self.names)), key=lambda j: self.names[j])
         items = [[f"({self.names[j]!r}, {v!r})" for v in self._grids[j]] for j in order]
-        flat = self.flat[at]
-        digits = [(flat // self._strides[j] % self.sizes[j]).tolist() for j in order]
+        every = self._digits(self.flat[at])
+        digits = [every[j].tolist() for j in order]
         close = ",)" if len(order) == 1 else ")"  # a 1-tuple's repr keeps its comma
         return ["(" + ", ".join(texts[d] for texts, d in zip(items, row, strict=True)) + close
                 for row in zip(*digits, strict=True)]
