@@ -166,6 +166,19 @@ def second_node(cluster: Cluster) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
+def _locations(ref: Any, wait_s: float = 10.0) -> list[str]:
+    """The nodes holding a finished task's result. The owner learns them a moment after
+    ``ray.wait`` says the task is done (the node reports asynchronously): wait for it."""
+    import ray
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        where: list[str] = ray.experimental.get_object_locations([ref])[ref]["node_ids"]
+        if where or time.monotonic() > deadline:
+            return where
+        time.sleep(0.02)
+
+
 def _run(cfg: RunConfig, **kwargs: Any) -> tuple[RunSummary, Runner]:
     runner = Runner(cfg, **kwargs)
     return runner.run(), runner
@@ -210,7 +223,7 @@ def test_a_loop_on_a_two_node_cluster_gives_the_local_summary(
 def test_killing_the_second_nodes_raylet_mid_iteration_changes_nothing(
         cluster: Cluster, second_node: subprocess.Popen[bytes], local_summary: RunSummary,
         planted_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In iteration 2's engine A stage, once a finished chunk's result is waiting in the
+    """In engine A stage of iteration 2 (or 3), once a finished chunk's result is waiting in the
     second node's object store (not yet fetched, further chunks in flight), that node's
     raylet is SIGKILLed: the result is lost and Ray must run the chunk again elsewhere."""
     import ray
@@ -221,9 +234,9 @@ def test_killing_the_second_nodes_raylet_mid_iteration_changes_nothing(
     real_get: Callable[..., Any] = ray_executor.RayExecutor._get
 
     def kill_then_get(self: ray_executor.RayExecutor, ref: Any) -> Any:
-        if not killed and stage.get("iteration") == 2 and stage.get("stage") == "S50":
+        if not killed and stage.get("iteration", 0) >= 2 and stage.get("stage") == "S50":
             head = ray.get_runtime_context().get_node_id()  # the driver runs on the head
-            where = ray.experimental.get_object_locations([ref])[ref]["node_ids"]
+            where = _locations(ref)
             if where and head not in where:
                 os.kill(raylet, signal.SIGKILL)
                 killed.append(stage["iteration"])
@@ -234,7 +247,10 @@ def test_killing_the_second_nodes_raylet_mid_iteration_changes_nothing(
                  executor={"kind": "ray", "address": cluster.address, "workers": 2})
     # the runner's stage hook says which stage starts (it injects no fault here)
     summary, runner = _run(cfg, fault=lambda i, s, _a: stage.update(iteration=i, stage=s))
-    assert killed == [2], "the raylet was never killed: no chunk of iteration 2 ran there"
+    # iteration 2 or, where the head happened to run all of its chunks, iteration 3
+    assert len(killed) == 1 and killed[0] >= 2, \
+        f"the raylet was never killed: no chunk of iterations 2-3 ran there; " \
+        f"{runner.executor.describe()}"
     second_node.wait(30)  # its `ray start --block` saw the raylet die and ended the node
     assert summary.comparable() == local_summary.comparable()
     assert cluster.alive_nodes() == 1
