@@ -24,10 +24,11 @@ from alphaloop.errors import ErrorClass
 from alphaloop.kb import KBError, KnowledgeBase, StageRunRecord, dispose_engines, migrations
 from alphaloop.kb.models import Base
 
-HEAD = "0011"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables,
+HEAD = "0012"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables,
 # v0004 the campaign loop's executed actions, v0005 live approvals and candidates,
 # v0006 risk guard trips, v0007 paper fills, v0008 backtest claims and runs.finished_ns,
-# v0009 paper bars, v0010 paper orders, v0011 world guard marks
+# v0009 paper bars, v0010 paper orders, v0011 world guard marks,
+# v0012 the policy version of a live approval
 TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "backtests",
           "scores", "failures", "constraint_sets", "constraints",
           # the WorldService shares the database (migration 0003)
@@ -62,10 +63,11 @@ def _at_revision(path: Path, revision: str) -> None:
     engine.dispose()
 
 
-def test_the_packaged_migrations_form_one_line_of_eleven_revisions() -> None:
+def test_the_packaged_migrations_form_one_line_of_twelve_revisions() -> None:
     assert migrations.head() == HEAD
     assert migrations.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006",
-                                            "0007", "0008", "0009", "0010", "0011"}
+                                            "0007", "0008", "0009", "0010", "0011",
+                                            "0012"}
 
 
 def test_a_database_of_revision_0007_gains_claims_and_the_finish_time_of_ended_runs(

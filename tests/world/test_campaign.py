@@ -631,3 +631,101 @@ def test_a_rejection_blocks_until_a_newer_approval(server: Any) -> None:
     with _client(server, "viewer") as c:
         actions = [e.action for e in c.audit(w)]
     assert actions.count("live.reject") == 1 and actions.count("live.approve") == 1
+
+
+def _go_live(server: Any, w: str, a: str) -> None:
+    """Approve ``a`` and apply its live plan (a manual_approval world)."""
+    with _client(server, "approver") as ap:
+        ap.approve(w, a)
+    with _client(server, "operator") as op:
+        assert op.apply(w, op.plan_activation(w, a)).applied is True
+        assert op.decide(w, a).stage == "live"
+
+
+def test_a_policy_changed_and_changed_back_asks_for_a_new_approval(server: Any) -> None:
+    """An approval holds under the policy version it was given under: the same content
+    again (a later version) is a change, and a plan made before it is stale."""
+    w = "g-revert"
+    first = {**POLICY, **_manual([])}
+    a = _paper_ready(server, w, 161, **_manual([]))
+    with _client(server, "approver") as ap:
+        approval = ap.approve(w, a)
+    with _client(server, "operator") as op:
+        old_plan = op.plan_activation(w, a)
+        assert old_plan.allowed is True
+        changed = op.put_policy(w, {**POLICY, **_manual([], max_live=5)})
+        back = op.put_policy(w, first)
+        assert (approval.policy_version, changed.version, back.version) == (1, 2, 3)
+        assert back.ruleset_hash == approval.ruleset_hash  # the same content as v1
+        assert _by_id(server, w)[a].reasons == ["LIVE_APPROVAL_MISSING"]
+        assert _refused(lambda: op.apply(w, old_plan))[:2] == (409, "PLAN_STALE")
+        plan = op.plan_activation(w, a)
+        assert (plan.allowed, plan.reasons) == (False, ["LIVE_APPROVAL_MISSING"])
+        assert op.decide(w, a).stage == "paper"
+    with _client(server, "approver") as ap:
+        assert ap.approve(w, a).policy_version == 3
+    with _client(server, "operator") as op:
+        assert op.apply(w, op.plan_activation(w, a)).applied is True
+
+
+def test_switching_live_off_and_on_again_takes_a_new_activation(server: Any) -> None:
+    """``allow_live: false`` (or mode disabled) sends every live target back to paper,
+    audited; switching live on again does not revive the old approval or target."""
+    w = "g-toggle"
+    a = _paper_ready(server, w, 171, **_manual([]))
+    _go_live(server, w, a)
+    on = {**POLICY, **_manual([])}
+    with _client(server, "operator") as op:
+        op.put_policy(w, {**on, "allow_live": False})
+        assert (op.decide(w, a).stage, op.decide(w, a).reasons[-1]) == (
+            "paper", "LIVE_NOT_ALLOWED")
+        cand = _by_id(server, w)[a].candidate
+        assert cand is not None and (cand.target, cand.status, cand.reasons) == (
+            "paper", "paper", ["LIVE_NOT_ALLOWED"])
+        op.put_policy(w, on)  # live allowed again: a new version
+        decision = op.decide(w, a)
+        assert (decision.stage, decision.reasons[-1]) == ("paper", "LIVE_REQUIRES_APPROVAL")
+        assert _by_id(server, w)[a].reasons == ["LIVE_APPROVAL_MISSING"]
+        # the same for mode disabled, under auto_apply: no activation comes back by itself
+        op.put_policy(w, {**POLICY, "allow_live": True,
+                          "governance": {"live_promotion": {"mode": "disabled"}}})
+        actions = [e.action for e in op.audit(w)]
+    assert actions.count("activation.revoke") == 1  # the second switch-off found none live
+    assert actions.count("activation.apply") == 1
+
+
+def test_a_plan_for_the_target_a_strategy_has_changes_nothing(server: Any) -> None:
+    """Live already: a live plan says what keeps it from trading live now (a risk trip),
+    and applying an allowed one writes nothing (no audit record, the candidate as is)."""
+    w = "g-noop"
+    a = _paper_ready(server, w, 181, **_manual([]))
+    _go_live(server, w, a)
+    with _client(server, "operator") as op:
+        before = _by_id(server, w)[a].candidate
+        n_audit = len(op.audit(w))
+        plan = op.plan_activation(w, a)
+        assert (plan.current, plan.allowed, plan.reasons) == ("live", True, [])
+        done = op.apply(w, plan)
+        assert (done.applied, done.target) == (False, "live")
+        assert [e.action for e in op.audit(w)][n_audit:] == ["activation.plan"]
+        assert _by_id(server, w)[a].candidate == before
+        op.trip(w, {"strategy_id": a, "rule": "max_drawdown", "value": 0.3, "limit": 0.2,
+                    "bar": datetime.now(UTC).isoformat()})
+        halted = op.plan_activation(w, a)
+        assert halted.allowed is False and halted.reasons == ["RISK_GUARD_TRIPPED:max_drawdown"]
+        assert _refused(lambda: op.apply(w, halted))[:2] == (409, "PROMOTION_BLOCKED")
+        cand = _by_id(server, w)[a].candidate
+        assert cand is not None and (cand.target, cand.status) == ("live", "live")
+        stale = _refused(lambda: op.apply(w, plan.model_copy(update={"target": "paper"})))
+    assert stale[:2] == (409, "PLAN_STALE") and "another target" in stale[2]
+
+
+def test_a_strategy_with_live_evaluations_only_has_no_campaign(server: Any) -> None:
+    w = "g-liveonly"
+    with _client(server, "operator") as op:
+        op.create_world(w, name=w, policy=POLICY)
+        sid, spec = _sid(191)
+        op.evaluate(w, {"run_id": "l1", "stage": "live", "spec": spec,
+                        "metrics": {"sharpe": 1.0}})
+        status, code, message = _refused(lambda: op.plan_activation(w, sid))
+    assert (status, code) == (409, "NO_CAMPAIGN") and "live" in message

@@ -642,3 +642,70 @@ def test_concurrent_writes_to_one_run_number_its_revisions_without_gaps(
     assert [r.revision for r in run.revisions] == list(range(1, 17))
     assert sorted(r.metrics["sharpe"] for r in run.revisions) == [i / 10 for i in range(16)]
     assert _actions(world_server, "w-race").count("evaluation.revise") == 15
+
+
+# ------------------------------------------------- numbers a database cannot hold, lax types
+
+BIG = 10**20  # beyond a 64-bit integer column (SQLite INTEGER, PostgreSQL BIGINT)
+
+
+def test_integers_beyond_a_database_column_are_a_422_naming_the_field(
+        world_server: Any) -> None:
+    _world(world_server, "w-big")
+    sid = _spec(31).strategy_id
+    now = "2026-11-30T00:00:00Z"
+    bodies = {
+        "/worlds/w-big/paper/fills": ({"strategy_id": sid, "fills": [{
+            "ts": now, "seq": BIG, "symbol": "SPX", "side": "buy", "quantity": 1.0,
+            "price": 1.0}]}, "fills.0.seq"),
+        "/worlds/w-big/paper/orders": ({"strategy_id": sid, "as_of": now, "orders": [{
+            "ts": now, "symbol": "SPX", "seq": BIG}]}, "orders.0.seq"),
+        "/worlds/w-big/paper/bars": ({"strategy_id": sid, "ts": now, "equity": 1.0,
+                                      "ret": 0.0, "gross": 0.0, "orders": {"placed": BIG}},
+                                     "orders.placed"),
+    }
+    for path, (body, field) in bodies.items():
+        r = _raw(world_server, "POST", path, "operator", json=body)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["error"]["field"] == field, r.text
+    for path in ("/audit", "/worlds/w-big/audit"):
+        r = _raw(world_server, "GET", f"{path}?after={BIG}", "admin")
+        assert (r.status_code, r.json()["error"]["field"]) == (422, "after"), r.text
+    # too large; '²' (sent as latin-1, as HTTP headers are read): a digit to str.isdigit
+    for bad in (str(BIG).encode(), "²".encode("latin-1")):
+        r = _raw(world_server, "GET", "/events?world=w-big&follow=false", "viewer",
+                 headers={"Last-Event-ID": bad})
+        assert (r.status_code, r.json()["error"]["field"]) == (422, "Last-Event-ID"), bad
+    with _client(world_server, "operator") as c:  # nothing was stored by any of them
+        assert (c.fills("w-big", sid), c.orders("w-big", sid), c.bars("w-big", sid)) == (
+            [], [], [])
+
+
+@pytest.mark.parametrize(("policy", "field"), [
+    ({"allow_live": "yes"}, "policy.allow_live"),
+    ({"allow_live": 1}, "policy.allow_live"),
+    ({"gates": {"paper": {"min_sharpe": "0.5"}}}, "policy.gates.paper.min_sharpe"),
+    ({"gates": {"backtest": {"min_trades": "10"}}}, "policy.gates.backtest.min_trades"),
+    ({"governance": {"live_promotion": {"max_live": True}}},
+     "policy.governance.live_promotion.max_live"),
+    ({"governance": {"live_promotion": {"cooldown": True}}},
+     "policy.governance.live_promotion.cooldown"),
+])
+def test_a_policy_value_of_the_wrong_type_is_refused_not_converted(
+        world_server: Any, policy: dict[str, Any], field: str) -> None:
+    r = _raw(world_server, "POST", "/worlds", "operator",
+             json={"world_id": "w-lax", "policy": policy})
+    assert r.status_code == 422, r.text
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == ("POLICY_INVALID", field)
+    assert _raw(world_server, "GET", "/worlds/w-lax", "viewer").status_code == 404
+
+
+@pytest.mark.parametrize("metrics", [{"sharpe": True}, {"n_trades": "7"}, {"sharpe": "1.2"}])
+def test_metrics_of_the_wrong_type_are_refused_not_converted(world_server: Any,
+                                                             metrics: dict[str, Any]) -> None:
+    _world(world_server, "w-laxm")
+    r = _raw(world_server, "POST", "/worlds/w-laxm/evaluate", "operator",
+             json={"run_id": "m", "spec": _spec(32).model_dump(), "metrics": metrics})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == f"metrics.{next(iter(metrics))}"
+    assert _raw(world_server, "GET", "/worlds/w-laxm/runs/m", "viewer").status_code == 404

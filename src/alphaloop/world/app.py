@@ -42,6 +42,7 @@ from alphaloop.world.hub import latest_snapshot, post_snapshot
 from alphaloop.world.orders import list_orders, record_orders
 from alphaloop.world.riskguard import RiskGuard
 from alphaloop.world.schemas import (
+    SQL_INT_MAX,
     ActivationIn,
     ActivationOut,
     ApplyIn,
@@ -377,7 +378,7 @@ def _world_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
         return _answer(decide(service, world_id, strategy_id))
 
     @app.get("/worlds/{world_id}/audit", response_model=list[AuditOut], tags=["audit"])
-    def world_audit(world_id: WorldId, after: Annotated[int, Query(ge=0)] = 0,
+    def world_audit(world_id: WorldId, after: Annotated[int, Query(ge=0, le=SQL_INT_MAX)] = 0,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
                     _: str = reader) -> list[AuditOut]:
         """The world's append-only audit log, oldest first (page with ``after``)."""
@@ -440,7 +441,7 @@ def _governance_routes(app: FastAPI, gov: Governance, auth: Auth) -> None:
                 who: Identity = approver) -> ApprovalOut:
         """An approver's approve or reject of a paper-campaign strategy going live
         (``manual_approval`` worlds; the token's name must be in ``approvers`` when the
-        policy lists any). An approval holds under the ruleset it was given under."""
+        policy lists any). An approval holds under the policy version it was given under."""
         return gov.approve(world_id, body, who.name, who.actor)
 
     @app.post("/worlds/{world_id}/activation", response_model=PlanOut, tags=["governance"])
@@ -551,7 +552,9 @@ def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
                      follow: bool = True, _: str = reader) -> EventSourceResponse:
         """Server-Sent Events of one world, resumable with ``Last-Event-ID``;
         ``follow=false`` sends what is stored and ends."""
-        if last_event_id is not None and not last_event_id.isdigit():
+        if last_event_id is not None and not (
+                last_event_id.isascii() and last_event_id.isdigit()
+                and int(last_event_id) <= SQL_INT_MAX):
             raise invalid("Last-Event-ID", f"{last_event_id[:40]!r} is not an event id (a "
                           "whole number this stream sent)")
         after = int(last_event_id) if last_event_id else 0
@@ -596,7 +599,7 @@ def _admin_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
         return TokenOut(token_id=row.token_id, role=row.role, name=row.name)  # type: ignore[arg-type]
 
     @app.get("/audit", response_model=list[AuditOut], tags=["admin"])
-    def global_audit(after: Annotated[int, Query(ge=0)] = 0,
+    def global_audit(after: Annotated[int, Query(ge=0, le=SQL_INT_MAX)] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200,
                      _: str = Depends(auth.require("audit.read_all"))) -> list[AuditOut]:
         """Audit records of no single world (token changes)."""

@@ -24,7 +24,7 @@ and stores its key in the same transaction: a key is executed once.
 Live promotion (seed §5) is judged here too, fail-closed, in this order: the paper
 evidence (fresh passed paper run, filled window, fresh risk snapshot the run was judged
 on), ``allow_live`` (false blocks whatever the mode or role), the mode (``disabled``
-never promotes; ``manual_approval`` needs the newest approval under the current ruleset
+never promotes; ``manual_approval`` needs the newest approval under the current policy version
 to be ``approve``), ``cooldown`` since the world's last live activation and ``max_live``
 strategies live at once. ``auto_apply`` skips only the approval.
 """
@@ -106,7 +106,7 @@ class Live:
         reasons = []
         if rules.mode == "manual_approval":
             approval = self.approvals.get(sid)
-            if approval is None or approval.ruleset_hash != state.ruleset_hash:
+            if approval is None or approval.policy_version != state.version:
                 reasons.append("LIVE_APPROVAL_MISSING")
             elif approval.decision != "approve":
                 reasons.append("LIVE_APPROVAL_REJECTED")

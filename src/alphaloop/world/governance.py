@@ -4,7 +4,8 @@ target in two phases (plan, then apply with the plan's hash).
 Fail-closed: ``allow_live: false`` blocks every switch to live whatever the mode or the
 role; the paper evidence (fresh passed paper run, filled paper window, fresh risk
 snapshot the run was judged on) is required in every mode, ``auto_apply`` included;
-``manual_approval`` needs an approval under the current ruleset from an approver-role
+``manual_approval`` needs an approval under the current policy version (a policy
+changed and changed back is a change) from an approver-role
 token (named in ``approvers`` when the policy lists any); ``cooldown`` and ``max_live``
 hold in every mode. A refused approval or apply stores its reasons on the strategy's
 candidate row (shown by ``GET /worlds/{id}/campaign``) and is audited; switching back
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 from alphaloop.world import audit
 from alphaloop.world.campaign import Campaigns, View
 from alphaloop.world.errors import WorldError, invalid, not_found
-from alphaloop.world.models import LiveApproval, LiveCandidate, table
+from alphaloop.world.models import EvaluationRun, LiveApproval, LiveCandidate, table
 from alphaloop.world.schemas import (
     ActivationOut,
     ApprovalIn,
@@ -89,11 +90,14 @@ def plan_for(state: WorldState, view: View, target: str, broker: str) -> PlanOut
             reasons.append("PAPER_CAMPAIGN_REQUIRED")
         elif phase == "paper_campaign":
             reasons += [r for r in view.state.reasons if r not in reasons]
+        else:  # live already: what keeps it from trading live now (a trip, failed gates)
+            reasons += [r for r in view.evidence if r not in reasons]
     sid = view.state.strategy_id
     plan_hash = audit.content_hash({
         "world_id": state.world.world_id, "strategy_id": sid, "current": current,
         "target": target, "broker": broker, "basis": view.live_basis,
-        "ruleset_hash": state.ruleset_hash, "reasons": reasons})
+        "policy_version": state.version, "ruleset_hash": state.ruleset_hash,
+        "reasons": reasons})
     return PlanOut(world_id=state.world.world_id, strategy_id=sid, current=current,  # type: ignore[arg-type]
                    target=target, broker=broker, allowed=not reasons, reasons=reasons,  # type: ignore[arg-type]
                    plan_hash=plan_hash)
@@ -126,9 +130,17 @@ class Governance:
 
     def _view(self, conn: Session, state: WorldState, sid: str, now: float) -> View:
         views = self.campaigns.views(conn, state, now, sid)
-        if not views:
-            raise not_found("strategy", sid, "strategy_id")
-        return views[0]
+        if views:
+            return views[0]
+        stages = sorted(set(conn.execute(select(EvaluationRun.stage).where(
+            EvaluationRun.world_id == state.world.world_id,
+            EvaluationRun.strategy_id == sid)).scalars()))
+        if stages:  # known here, but only from evaluations that start no campaign (live)
+            raise WorldError(f"strategy_id: the strategy has no campaign in this world (its "
+                             f"evaluations: {', '.join(stages)}); a campaign starts with a "
+                             "backtest evaluation", code="NO_CAMPAIGN", status=409,
+                             field="strategy_id")
+        raise not_found("strategy", sid, "strategy_id")
 
     def plan(self, world_id: str, sid: str, target: str, broker: str,
              actor: str) -> PlanOut:
@@ -138,7 +150,7 @@ class Governance:
         with self.db.write() as conn:
             state = self.campaigns.service.load(conn, world_id)
             plan = plan_for(state, self._view(conn, state, sid, now), target, broker)
-            if plan.current is not None:
+            if plan.current not in (None, plan.target):  # a switch to come (not a no-op)
                 upsert_candidate(conn, world_id, sid, actor, now, plan_hash=plan.plan_hash,
                                  reasons=plan.reasons,
                                  status="planned" if plan.allowed else "blocked")
@@ -165,13 +177,19 @@ class Governance:
                                      updated_at=ts(done.updated_at))
             plan = plan_for(state, self._view(conn, state, sid, now), target, broker)
             if plan.plan_hash != plan_hash:
-                raise WorldError("plan_hash: the state the plan was made from has changed "
-                                 f"(now {', '.join(plan.reasons) or 'allowed'}); plan again",
+                raise WorldError(f"plan_hash: not the hash of a plan for {target} at {broker} "
+                                 "now (the state it was made from has changed, or it was "
+                                 f"made for another target or broker; now "
+                                 f"{', '.join(plan.reasons) or 'allowed'}); plan again",
                                  code="PLAN_STALE", status=409, field="plan_hash")
+            if plan.allowed and plan.current == plan.target:  # nothing to switch or write
+                return ActivationOut(world_id=world_id, strategy_id=sid, target=target,  # type: ignore[arg-type]
+                                     broker=broker, plan_hash=plan_hash, applied=False,
+                                     updated_at=ts(now if done is None else done.updated_at))
             if plan.allowed:
                 return switch(conn, plan, actor, now)
             refusal = _blocked("PROMOTION_BLOCKED", plan.reasons)
-            if plan.current is not None:
+            if plan.current not in (None, plan.target):
                 upsert_candidate(conn, world_id, sid, actor, now, status="blocked",
                                  reasons=plan.reasons)
             audit.record(conn, actor=actor, action="activation.refused", world_id=world_id,
@@ -216,7 +234,8 @@ class Governance:
                 now: float) -> ApprovalOut:
         world_id, sid = state.world.world_id, body.strategy_id
         values = dict(world_id=world_id, strategy_id=sid, decision=body.decision,
-                      ruleset_hash=state.ruleset_hash, paper_run_id=view.state.run_id,
+                      ruleset_hash=state.ruleset_hash, policy_version=state.version,
+                      paper_run_id=view.state.run_id,
                       paper_revision=view.state.revision, comment=body.comment, actor=actor,
                       created_at=now)
         stmt = insert(table(LiveApproval)).returning(table(LiveApproval).c.approval_id)
@@ -230,6 +249,7 @@ class Governance:
                    {"approval_id": approval_id, "strategy_id": sid, "decision": body.decision})
         return ApprovalOut(approval_id=approval_id, world_id=world_id, strategy_id=sid,
                            decision=body.decision, ruleset_hash=state.ruleset_hash,
+                           policy_version=state.version,
                            paper_run_id=str(view.state.run_id),
                            paper_revision=int(view.state.revision or 0),
                            comment=body.comment, actor=actor, created_at=ts(now))

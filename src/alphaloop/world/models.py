@@ -18,7 +18,8 @@ table                       key (what makes a write idempotent)
 ``audit_log``               ``audit_id`` (append-only: no API updates or deletes)
 ``campaign_actions``        ``(world_id, idempotency_key)``: an executed campaign
                             action (migration ``0004``); a key is executed once
-``live_approvals``          ``approval_id`` (append-only; migration ``0005``)
+``live_approvals``          ``approval_id`` (append-only; migration ``0005``; the
+                            policy version it holds under, ``0012``)
 ``live_candidates``         ``(world_id, strategy_id)``: the execution target, status
                             and last refusal reasons (migration ``0005``)
 ``risk_trips``              ``trip_id``; ``reset_at`` set once (migration ``0006``)
@@ -204,7 +205,10 @@ class LiveApproval(Base):
     world_id: Mapped[str] = mapped_column(ID, ForeignKey("worlds.world_id", ondelete="CASCADE"))
     strategy_id: Mapped[str] = mapped_column(ID)
     decision: Mapped[str] = mapped_column(NAME)  # approve | reject
-    ruleset_hash: Mapped[str] = mapped_column(HASH)  # an approval holds under this policy only
+    ruleset_hash: Mapped[str] = mapped_column(HASH)  # the content of that policy version
+    # an approval holds under this policy version only; None (given before migration
+    # 0012) holds under none
+    policy_version: Mapped[int | None] = mapped_column(Integer)
     paper_run_id: Mapped[str] = mapped_column(ID)
     paper_revision: Mapped[int] = mapped_column(Integer)
     comment: Mapped[str] = mapped_column(Text)

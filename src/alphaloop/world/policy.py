@@ -32,7 +32,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 
 from alphaloop.world.audit import content_hash
 from alphaloop.world.errors import WorldError
@@ -45,8 +45,24 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 
 
+def _number_only(value: Any) -> Any:
+    """JSON numbers only: ``"0.5"``, ``true`` and ``false`` are refused, not converted
+    (a quoted or mistyped threshold must not pass for a number)."""
+    if isinstance(value, bool | str):
+        raise ValueError(f"must be a number, got {type(value).__name__} {value!r}")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number_only)]
+"""A float field that takes a JSON number only (an integer is a number)."""
+Integer = Annotated[int, BeforeValidator(_number_only)]
+"""An int field that takes a JSON number only (a whole float such as 7.0 is one)."""
+
+
 def _seconds(value: Any) -> Any:
     """``"7d"`` → 604800.0; numbers pass through (pydantic then checks them)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration (seconds or <number><s|m|h|d>)")
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
@@ -66,23 +82,23 @@ class _Strict(BaseModel):
 class StageGates(_Strict):
     """Thresholds over the core metrics and robustness statistics of one stage."""
 
-    min_sharpe: float | None = None
-    max_drawdown: float | None = Field(default=None, ge=0, le=1)
-    min_dsr: float | None = Field(default=None, ge=0, le=1)
-    min_psr: float | None = Field(default=None, ge=0, le=1)
-    min_trades: int | None = Field(default=None, ge=0)
-    min_effective_history_years: float | None = Field(default=None, ge=0)
-    min_total_return: float | None = None
-    max_ann_volatility: float | None = Field(default=None, ge=0)
+    min_sharpe: Number | None = None
+    max_drawdown: Number | None = Field(default=None, ge=0, le=1)
+    min_dsr: Number | None = Field(default=None, ge=0, le=1)
+    min_psr: Number | None = Field(default=None, ge=0, le=1)
+    min_trades: Integer | None = Field(default=None, ge=0)
+    min_effective_history_years: Number | None = Field(default=None, ge=0)
+    min_total_return: Number | None = None
+    max_ann_volatility: Number | None = Field(default=None, ge=0)
     warn_only: list[GateName] = Field(default_factory=list)
 
 
 class Window(_Strict):
     """The minimum observation a campaign phase needs before it may be left."""
 
-    min_days: float | None = Field(default=None, ge=0)
-    min_samples: int | None = Field(default=None, ge=0)
-    min_trades: int | None = Field(default=None, ge=0)
+    min_days: Number | None = Field(default=None, ge=0)
+    min_samples: Integer | None = Field(default=None, ge=0)
+    min_trades: Integer | None = Field(default=None, ge=0)
 
 
 class CampaignPhase(_Strict):
@@ -97,7 +113,7 @@ class Campaign(_Strict):
 class LivePromotion(_Strict):
     mode: Literal["disabled", "manual_approval", "auto_apply"] = "disabled"
     cooldown: Duration = 0.0
-    max_live: int | None = Field(default=None, ge=0)
+    max_live: Integer | None = Field(default=None, ge=0)
     approvers: list[str] = Field(default_factory=list)
 
 
@@ -119,10 +135,10 @@ class WorldGuard(_Strict):
     service on every bar a paper runner reports (:mod:`alphaloop.world.riskguard`); a
     breach halts every strategy of the world until an operator resets the world."""
 
-    max_drawdown: float | None = Field(default=None, gt=0, le=1)  # of the summed equity
-    max_daily_loss: float | None = Field(default=None, gt=0, le=1)  # one bar's world loss
-    max_leverage: float | None = Field(default=None, gt=0)  # summed gross / summed equity
-    max_orders_per_day: int | None = Field(default=None, ge=0)  # fills on one bar, summed
+    max_drawdown: Number | None = Field(default=None, gt=0, le=1)  # of the summed equity
+    max_daily_loss: Number | None = Field(default=None, gt=0, le=1)  # one bar's world loss
+    max_leverage: Number | None = Field(default=None, gt=0)  # summed gross / summed equity
+    max_orders_per_day: Integer | None = Field(default=None, ge=0)  # fills on one bar, summed
 
 
 class RiskGuard(_Strict):
@@ -131,11 +147,11 @@ class RiskGuard(_Strict):
     (or, for ``world``, every strategy of the world) until an operator resets it. A
     limit left out is not checked."""
 
-    max_drawdown: float | None = Field(default=None, gt=0, le=1)  # since start or reset
-    max_daily_loss: float | None = Field(default=None, gt=0, le=1)  # one bar's loss
-    max_leverage: float | None = Field(default=None, gt=0)  # gross exposure / equity
-    max_order_adv_share: float | None = Field(default=None, gt=0, le=1)  # one fill vs ADV
-    max_orders_per_day: int | None = Field(default=None, ge=0)  # fills on one bar
+    max_drawdown: Number | None = Field(default=None, gt=0, le=1)  # since start or reset
+    max_daily_loss: Number | None = Field(default=None, gt=0, le=1)  # one bar's loss
+    max_leverage: Number | None = Field(default=None, gt=0)  # gross exposure / equity
+    max_order_adv_share: Number | None = Field(default=None, gt=0, le=1)  # one fill vs ADV
+    max_orders_per_day: Integer | None = Field(default=None, ge=0)  # fills on one bar
     world: WorldGuard = Field(default_factory=WorldGuard)
 
 
@@ -150,7 +166,7 @@ class WorldPolicy(_Strict):
 
     gates: Gates = Field(default_factory=Gates)
     campaign: Campaign = Field(default_factory=Campaign)
-    allow_live: bool = False
+    allow_live: StrictBool = False
     governance: Governance = Field(default_factory=Governance)
     freshness: Freshness = Field(default_factory=Freshness)
     risk_guard: RiskGuard = Field(default_factory=RiskGuard)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from alphaloop.world.policy import Outcome, RuleResult, Stage
+from alphaloop.world.policy import Integer, Number, Outcome, RuleResult, Stage
 
 Key = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+-]+$")]
 StrategyId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -22,6 +22,10 @@ Returns = Annotated[list[Annotated[float, Field(gt=-1)]], Field(min_length=2,
                                                                max_length=200_000)]
 Ppy = Annotated[float, Field(gt=0, le=1_000_000)]
 Name = Annotated[str, Field(max_length=200)]
+SQL_INT_MAX = 2**63 - 1
+"""The largest integer a database column holds (SQLite INTEGER, PostgreSQL BIGINT)."""
+Index = Annotated[int, Field(ge=0, le=SQL_INT_MAX)]
+"""A count, sequence number or row id in a request: beyond it a 422, not a database error."""
 _SMA: dict[str, Any] = {"entry": "sma(close, 10) > sma(close, 50)", "exit": "sma(close, 10) < sma(close, 50)"}
 
 
@@ -32,22 +36,22 @@ class _In(BaseModel):
 class Metrics(_In):
     """The v1 core metrics plus the robustness statistics gates may use; None = unknown."""
 
-    total_return: float | None = None
-    cagr: float | None = None
-    ann_volatility: float | None = None
-    sharpe: float | None = None
-    sortino: float | None = None
-    max_drawdown: float | None = Field(default=None, ge=-1, le=0)
-    calmar: float | None = None
-    turnover: float | None = Field(default=None, ge=0)
-    exposure: float | None = Field(default=None, ge=0)
-    n_trades: int | None = Field(default=None, ge=0)
-    win_rate: float | None = Field(default=None, ge=0, le=1)
-    profit_factor: float | None = Field(default=None, ge=0)
-    effective_history_years: float | None = Field(default=None, ge=0)
-    dsr: float | None = Field(default=None, ge=0, le=1)
-    psr: float | None = Field(default=None, ge=0, le=1)
-    pbo: float | None = Field(default=None, ge=0, le=1)
+    total_return: Number | None = None
+    cagr: Number | None = None
+    ann_volatility: Number | None = None
+    sharpe: Number | None = None
+    sortino: Number | None = None
+    max_drawdown: Number | None = Field(default=None, ge=-1, le=0)
+    calmar: Number | None = None
+    turnover: Number | None = Field(default=None, ge=0)
+    exposure: Number | None = Field(default=None, ge=0)
+    n_trades: Integer | None = Field(default=None, ge=0)
+    win_rate: Number | None = Field(default=None, ge=0, le=1)
+    profit_factor: Number | None = Field(default=None, ge=0)
+    effective_history_years: Number | None = Field(default=None, ge=0)
+    dsr: Number | None = Field(default=None, ge=0, le=1)
+    psr: Number | None = Field(default=None, ge=0, le=1)
+    pbo: Number | None = Field(default=None, ge=0, le=1)
 
 
 class WorldIn(_In):
@@ -424,7 +428,8 @@ class ApprovalOut(BaseModel):
     world_id: str
     strategy_id: str
     decision: Literal["approve", "reject"]
-    ruleset_hash: str  # the approval holds while the policy is this one
+    ruleset_hash: str  # the content of the policy it was given under
+    policy_version: int  # the approval holds while the policy is this version
     paper_run_id: str
     paper_revision: int
     comment: str
@@ -536,7 +541,7 @@ Side = Literal["buy", "sell"]
 
 class FillIn(_In):
     ts: AwareDatetime
-    seq: Annotated[int, Field(ge=0)]
+    seq: Index
     symbol: Annotated[str, Field(min_length=1, max_length=128)]
     side: Side
     quantity: float
@@ -596,13 +601,13 @@ class OrderIn(_In):
 
     ts: AwareDatetime
     symbol: Annotated[str, Field(min_length=1, max_length=128)]
-    seq: Annotated[int, Field(ge=0)] = 0
+    seq: Index = 0
     side: Side | None = None
     quantity: Annotated[float, Field(ge=0)] | None = None
     target_weight: OptionalNumber = None
     reason: Annotated[str, Field(max_length=64)] = ""
     filled_quantity: Annotated[float, Field(ge=0)] = 0.0
-    n_fills: Annotated[int, Field(ge=0)] = 0
+    n_fills: Index = 0
     last_fill: AwareDatetime | None = None
     ended: AwareDatetime | None = None
     status: OrderStatus = "pending"
@@ -652,7 +657,7 @@ class OrderOut(BaseModel):
 # -------------------------------------------------------------------- paper bars
 
 NonNegative = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(ge=0)]
+Count = Index
 
 
 class BarOrders(_In):

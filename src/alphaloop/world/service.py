@@ -24,7 +24,14 @@ from alphaloop.errors import AlphaloopError
 from alphaloop.world import audit
 from alphaloop.world.db import Database, Prepared
 from alphaloop.world.errors import WorldError, invalid, not_found
-from alphaloop.world.models import EvaluationRevision, EvaluationRun, World, WorldPolicy, table
+from alphaloop.world.models import (
+    EvaluationRevision,
+    EvaluationRun,
+    LiveCandidate,
+    World,
+    WorldPolicy,
+    table,
+)
 from alphaloop.world.policy import WorldPolicy as Policy
 from alphaloop.world.policy import judge as judge_gates
 from alphaloop.world.policy import parse_policy
@@ -280,15 +287,43 @@ class WorldService:
                 return PolicyOut(world_id=world_id, version=state.version, ruleset_hash=new_hash,
                                  policy=policy.model_dump(mode="json"), created=False)
             version = state.version + 1
-            self._insert_policy(conn, world_id, version, policy, actor, time.time())
+            now = time.time()
+            self._insert_policy(conn, world_id, version, policy, actor, now)
             conn.execute(update(World).where(World.world_id == world_id)
                          .values(policy_version=version))
             audit.record(conn, actor=actor, action="policy.update", target=f"v{version}",
                          world_id=world_id, before=state.ruleset_hash, after=new_hash)
             audit.emit(conn, world_id, "policy_updated",
                        {"version": version, "ruleset_hash": new_hash})
+            off = "LIVE_NOT_ALLOWED" if not policy.allow_live else (
+                "LIVE_PROMOTION_DISABLED"
+                if policy.governance.live_promotion.mode == "disabled" else None)
+            if off is not None:
+                self._revoke_live(conn, world_id, off, actor, now)
         return PolicyOut(world_id=world_id, version=version, ruleset_hash=new_hash,
                          policy=policy.model_dump(mode="json"), created=True)
+
+    @staticmethod
+    def _revoke_live(conn: Session, world_id: str, reason: str, actor: str,
+                     now: float) -> None:
+        """Live switched off (``allow_live: false`` or mode ``disabled``) applies at once
+        and lasts: every live target goes back to paper, each switch audited, so that
+        switching live on again takes a new activation (and, under ``manual_approval``,
+        a new approval) instead of reviving the old one."""
+        rows = conn.execute(select(LiveCandidate.strategy_id, LiveCandidate.broker).where(
+            LiveCandidate.world_id == world_id, LiveCandidate.target == "live")).all()
+        for sid, broker in rows:
+            conn.execute(update(LiveCandidate).where(
+                LiveCandidate.world_id == world_id, LiveCandidate.strategy_id == sid)
+                .values(target="paper", status="paper", reasons=[reason], plan_hash=None,
+                        updated_at=now, actor=actor))
+            audit.record(conn, actor=actor, action="activation.revoke", world_id=world_id,
+                         target=f"{sid}:live->paper@{broker}",
+                         before=audit.content_hash({"target": "live"}),
+                         after=audit.content_hash({"target": "paper", "reason": reason}))
+            audit.emit(conn, world_id, "activation_updated",
+                       {"strategy_id": sid, "from": "live", "to": "paper", "broker": broker,
+                        "plan_hash": None, "applied": True, "reason": reason})
 
     # ------------------------------------------------------------- evaluation
 
