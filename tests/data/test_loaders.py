@@ -223,3 +223,15 @@ def test_wrong_columns_name_missing_and_unexpected(tmp_path: Path) -> None:
     p.write_text("Date,Open,Close,Foo\n2020-01-02,1,2,3\n")
     expect("DQ_FORMAT", lambda: load_bars(p), "odd.csv", "missing columns ['high', 'low']",
            "unexpected columns ['foo']")
+
+
+def test_a_column_of_symbols_under_another_name_is_refused_not_dropped(tmp_path: Path) -> None:
+    """Prices with a 'Ticker' column are a long file whose symbol column has another
+    name: read as one symbol, two symbols' rows would be mixed (or called duplicates)."""
+    p = tmp_path / "renamed.csv"
+    p.write_text("DATE,Ticker,open,high,low,Close,volume\n"
+                 "2021-03-01,AAA,10,11,9,10.5,100\n2021-03-01,BBB,20,21,19,20.5,100\n")
+    expect("DQ_FORMAT", lambda: load_bars(p), "renamed.csv", "['Ticker']", "'symbol'")
+    p.write_text("Date,Open,High,Low,Close,Dividends,Stock Splits\n"  # numbers: kept out
+                 "2021-03-01,10,11,9,10.5,0,0\n2021-03-02,10.5,12,10,11,0.1,0\n")
+    assert load_bars(p).close[:, 0].tolist() == [10.5, 11.0]

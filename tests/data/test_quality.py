@@ -397,6 +397,19 @@ def test_report_stale_run_and_short_history() -> None:
     assert "DQ_SHORT_HISTORY" not in quality_report(panel(close), min_years=0.2).codes()
 
 
+def test_a_one_bar_spike_that_reverts_is_a_warning_a_lasting_move_is_not() -> None:
+    close = 100.0 + np.arange(60.0)[:, None] * np.ones((1, 3))
+    close[30, 0] *= 100.0                            # S0: a bad print, back the next bar
+    close[20, 1] /= 10.0                             # S1: the same, downwards
+    close[40:, 2] *= 6.0                             # S2: a lasting jump (no revert)
+    spikes = [(i.symbol, i.count, i.first) for i in quality_report(panel(close.copy()))
+              .warnings if i.code == "DQ_SPIKE"]
+    assert spikes == [("S0", 1, 30), ("S1", 1, 20)]
+    close[30, 0] = close[29, 0] * 4.0                # 4x: below the factor of 5
+    assert [i.symbol for i in quality_report(panel(close.copy())).warnings
+            if i.code == "DQ_SPIKE"] == ["S1"]
+
+
 def _stale_runs_reference(col: np.ndarray, k: int) -> int:
     """Plain-Python count of runs of >= k identical (non-NaN) values."""
     runs, length = 0, 1

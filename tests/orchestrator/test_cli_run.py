@@ -154,3 +154,69 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     assert 'id="section-survivors"' in page and "No strategy passed every gate" in page
     assert "<th>constraints</th>" in page and "<th>constraints_added</th>" in page
     assert "This page needs no network" in page
+
+
+def test_data_without_volume_is_refused_before_a_verifying_run(tmp_path: Path,
+                                                                noise_path: Path) -> None:
+    """Engine B's default model caps participation by volume: a panel without any
+    volume could verify nothing, so the run stops before it starts (exit 2, one line);
+    exploration, which never verifies, runs on it."""
+    import pandas as pd
+
+    long = pd.read_parquet(noise_path)
+    long["volume"] = 0.0
+    data = tmp_path / "no_volume.parquet"
+    long.to_parquet(data)
+    res = runner.invoke(app, ["run", str(_write(tmp_path, data))])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "positive volume" in lines[0], res.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "kb.sqlite").exists()
+    ok = runner.invoke(app, ["run", str(_write(tmp_path, data, mode="exploration",
+                                               budgets={"max_iterations": 1}))])
+    assert ok.exit_code == 0, ok.stderr
+
+
+def test_a_failed_run_exits_1_and_names_its_code_once(tmp_path: Path, noise_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from alphaloop.errors import SpecError
+    from alphaloop.orchestrator import runner as loop
+
+    def refuse(*_: object, **__: object) -> None:
+        raise SpecError("candidate spec invalid", code="SCHEMA_MISMATCH_TEST")
+
+    monkeypatch.setattr(loop, "backtest_all", refuse)  # a PERMANENT error in S50
+    config = _write(tmp_path, noise_path)
+    res = runner.invoke(app, ["run", str(config), "--json"])
+    assert res.exit_code == 1, res.output
+    summary = json.loads(res.stdout)
+    assert (summary["status"], summary["stop_reason"]) == (
+        "FAILED_FATAL", "SCHEMA_MISMATCH_TEST: S50: candidate spec invalid")
+    again = runner.invoke(app, ["resume", "cli1", "--out-dir", str(tmp_path / "runs"),
+                                "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout) == summary  # ended: as is
+
+
+def test_the_run_report_names_what_passed_and_shows_the_recorded_funnel(
+        tmp_path: Path, planted_path: Path) -> None:
+    """The report's 'passed' counts survivors and says so; the candidates that passed
+    the score gates are the knowledge base's own count (read here with plain SQL)."""
+    import sqlite3
+
+    from alphaloop.orchestrator.reporting import LOOP_PASSED, loop_iterations
+
+    config = _write(tmp_path, planted_path, generation={
+        "families": ["sma_cross", "momentum"], "candidates_per_iteration": 24})
+    res = runner.invoke(app, ["run", str(config), "--json"])
+    assert res.exit_code == 0, res.stderr
+    summary = json.loads(res.stdout)
+    with sqlite3.connect(tmp_path / "kb.sqlite") as con:
+        recorded = dict(con.execute("SELECT iteration, SUM(passed) FROM scores "
+                                    "WHERE run_id = 'cli1' GROUP BY iteration").fetchall())
+    frame, _, _ = loop_iterations(tmp_path / "runs" / "cli1")
+    assert frame["passed_score_gates"].tolist() == [recorded.get(i, 0)
+                                                   for i in frame["iteration"]]
+    assert frame["passed"].tolist() == [it["survivors"] for it in summary["iterations"]]
+    assert sum(recorded.values()) > frame["passed"].sum()  # the gates after scoring bite
+    page = (tmp_path / "runs" / "cli1" / "report.html").read_text()
+    assert f"candidates that {LOOP_PASSED}" in page and "<th>passed_score_gates</th>" in page

@@ -119,6 +119,11 @@ def _interrupt_change_the_data_then_resume(work: Path, planted: Path, noise: Pat
     assert proc.returncode == 130, errs
     paused = json.loads(out)
     assert (paused["status"], paused["stop_reason"]) == ("PAUSED", "interrupted")
+    events = [json.loads(line) for line in
+              (work / "runs" / "sigint" / "pipeline_events.jsonl").read_text().splitlines()]
+    assert _open_stages(events) == []  # a stage the interrupt cut is STAGE_STOPPED
+    last = [e for e in events if e["event"] == "RUN_STATE"][-1]
+    assert (last["status_after"], last["stop_reason"]) == ("PAUSED", "interrupted")
     shutil.copyfile(noise, data)  # the data is rewritten after the run started
     before = summary_file.read_bytes(), _tested(work, "sigint")
     proc = _cli("resume", "sigint", "--out-dir", str(work / "runs"), "--json")
@@ -130,6 +135,19 @@ def _interrupt_change_the_data_then_resume(work: Path, planted: Path, noise: Pat
     done = _finish(_cli("resume", "sigint", "--out-dir", str(work / "runs"), "--json"))
     assert RunSummary.model_validate(done).comparable() == \
         RunSummary.model_validate(reference).comparable()
+
+
+def _open_stages(events: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(iteration, stage) of every stage attempt started and never closed in the log."""
+    open_: dict[tuple[int, str], int] = {}
+    for e in events:
+        key = (e.get("iteration_id"), e.get("stage_id"))
+        if e["event"] == "STAGE_STARTED":
+            open_[key] = open_.get(key, 0) + 1
+        elif e["event"] in ("STAGE_COMPLETED", "STAGE_STOPPED", "STAGE_FAILED",
+                            "STAGE_RETRY_SCHEDULED") and open_.get(key):
+            open_[key] -= 1
+    return [k for k, n in open_.items() if n]
 
 
 def _resume_until_done(work: Path, config: Path, run_id: str, rng: np.random.Generator,

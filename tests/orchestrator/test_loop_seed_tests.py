@@ -125,6 +125,33 @@ def test_MOD400_11_2_a_transient_error_past_its_budget_pauses_the_run(
     assert attempts == [1, 2]  # S50's budget: 2 attempts (seed 004 §4.1)
 
 
+def test_an_interrupt_inside_a_stage_stops_it_in_the_log_and_pauses_the_run(
+        make_config: Make, noise_path: Path) -> None:
+    """Ctrl-C (KeyboardInterrupt) in iteration 2's engine A stage: STAGE_STOPPED closes
+    that stage (seed 004 §3.1), the run is PAUSED with its stop reason in the final
+    RUN_STATE event, and a resume runs the stage again from its first attempt."""
+    def fault(i: int, stage: str, attempt: int) -> None:
+        if (i, stage) == (2, "S50"):
+            raise KeyboardInterrupt
+
+    cfg = make_config(noise_path)
+    summary = Runner(cfg, fault=fault).run()
+    assert (summary.status, summary.stop_reason) == ("PAUSED", "interrupted")
+    events = events_of(cfg)
+    s50 = [(e["event"], e["stop_reason"]) for e in events
+           if e["stage_id"] == "S50" and e["iteration_id"] == 2]
+    assert s50 == [("STAGE_STARTED", None), ("STAGE_STOPPED", "interrupted")]
+    runs = [(e["status_after"], e["stop_reason"]) for e in events if e["event"] == "RUN_STATE"]
+    assert runs[-1] == ("PAUSED", "interrupted")
+    done = Runner.resume(cfg.run_id, out_dir=cfg.out_dir)
+    assert done.status != "PAUSED"
+    again = [(e["event"], e["attempt"]) for e in events_of(cfg) if e["stage_id"] == "S50"
+             and e["iteration_id"] == 2 and e["event"].startswith("STAGE_")]
+    assert again[2:] == [("STAGE_STARTED", 1), ("STAGE_COMPLETED", 1)]
+    final = [e for e in events_of(cfg) if e["event"] == "RUN_STATE"][-1]
+    assert (final["status_after"], final["stop_reason"]) == (done.status, done.stop_reason)
+
+
 # ------------------------------------------------------------ TEST-621
 def test_TEST_621_permanent_error_fails_without_retry(make_config: Make,
                                                       noise_path: Path) -> None:

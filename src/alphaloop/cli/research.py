@@ -477,13 +477,14 @@ def report(
     if strategy is None and run is not None:
         from alphaloop.evaluation.reports import write_run_report
         from alphaloop.kb.runs import find_run, load_run
-        from alphaloop.orchestrator.reporting import find_loop_run, loop_iterations
+        from alphaloop.orchestrator.reporting import LOOP_PASSED, find_loop_run, loop_iterations
 
         loop = find_loop_run(run, out_dir)
         if loop is not None:  # a research loop run: iteration by iteration
             frame, title, best = loop_iterations(loop)
             path = out_path or Path("reports") / f"run_{loop.name[:16]}.html"
             out.print(str(write_run_report(path, frame, title=title, survivors=best,
+                                           passed_label=LOOP_PASSED,
                                            self_contained=self_contained)), highlight=False)
             return
         rec = load_run(find_run(run))

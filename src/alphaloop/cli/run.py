@@ -37,22 +37,28 @@ def run(config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml",
                   soft_wrap=True)
     _print_summary(summary, as_json)
     _write_report(runner.root, as_json)
-    _exit_if_interrupted(summary)
+    _exit_for(summary)
 
 
 @_friendly
 def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
            as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
-    """Continue a stopped or killed run (a finished one just prints its summary)."""
+    """Continue a stopped or killed run (a finished one just prints its summary and
+    exits 0)."""
     from alphaloop.orchestrator import Runner
-    from alphaloop.orchestrator.runner import run_folder
+    from alphaloop.orchestrator.runner import SUMMARY_FILE, run_folder
+    from alphaloop.orchestrator.states import FINAL_RUN_STATES
 
     folder = run_folder(run_id, out_dir)
+    stored = folder / SUMMARY_FILE
+    ended = stored.exists() and json.loads(stored.read_text(encoding="utf-8")).get(
+        "status") in FINAL_RUN_STATES
     with _LiveView(None, None) as view:
         summary = Runner.resume(folder.name, out_dir=str(folder.parent), progress=view.update)
     _print_summary(summary, as_json)
     _write_report(folder, as_json)
-    _exit_if_interrupted(summary)
+    if not ended:  # what this resume did decides the exit code
+        _exit_for(summary)
 
 
 @_friendly
@@ -83,21 +89,26 @@ def register(app: typer.Typer) -> None:
 
 
 # ------------------------------------------------------------------ output
-def _exit_if_interrupted(summary: Any) -> None:
-    """Ctrl-C pauses the run (its summary says so) and exits 130, as shells expect."""
-    if summary.status == "PAUSED" and summary.stop_reason == "interrupted":
-        raise typer.Exit(130)
+def _exit_for(summary: Any) -> None:
+    """A run that did not end DONE_* exits non-zero: 130 when Ctrl-C paused it (as
+    shells expect), 75 (EX_TEMPFAIL) when exhausted retries paused it (resume it later),
+    1 when it failed (FAILED_FATAL)."""
+    if summary.status == "PAUSED":
+        raise typer.Exit(130 if summary.stop_reason == "interrupted" else 75)
+    if summary.status == "FAILED_FATAL":
+        raise typer.Exit(1)
 
 
 def _write_report(folder: Path, as_json: bool) -> None:
     """The run report (HTML) next to the run's files; its path on stderr."""
     from alphaloop.evaluation.reports import write_run_report
-    from alphaloop.orchestrator.reporting import loop_iterations
+    from alphaloop.orchestrator.reporting import LOOP_PASSED, loop_iterations
 
     frame, title, best = loop_iterations(folder)
     if frame.empty:
         return
-    path = write_run_report(folder / "report.html", frame, title=title, survivors=best)
+    path = write_run_report(folder / "report.html", frame, title=title, survivors=best,
+                            passed_label=LOOP_PASSED)
     (err if as_json else out).print(f"run report: {path}", highlight=False)
 
 

@@ -101,6 +101,14 @@ def detect_layout(df: pd.DataFrame) -> Layout:
     if "symbol" in cols:
         return "long"
     if any(c in cols for c in PRICES):
+        # a column of text beside the prices is most likely the symbols under another
+        # name ('Ticker'): read as one symbol, its rows would be silently mixed
+        text = [str(df.columns[i]).strip() for i, c in enumerate(cols)
+                if c not in _KNOWN and c != "timestamp" and not _mostly_numeric(df.iloc[:, i])]
+        if text:
+            raise DataError(f"a file of prices without a 'symbol' column has text "
+                            f"column(s) {text}: name the column of symbols 'symbol' (long "
+                            f"layout), or drop it; {_LAYOUTS}", code="DQ_FORMAT")
         return "single"
     if (len(cols) >= 2 and _is_date_column(df.iloc[:, 0])
             and all(_mostly_numeric(df.iloc[:, i]) for i in range(1, len(cols)))):

@@ -37,6 +37,8 @@ Codes (all ``DQ_*``) and what they mean:
 ``DQ_NEGATIVE_VOLUME``     volume < 0
 ``DQ_GAP``                 (warning) a hole much longer than the usual bar spacing
 ``DQ_STALE_RUN``           (warning) many identical closes in a row
+``DQ_SPIKE``               (warning) a one-bar spike: a close ``spike_factor`` times above
+                           (or below) both neighbours, which agree with each other
 ``DQ_SHORT_HISTORY``       (warning) fewer bars than ``min_years`` of history
 ``DQ_DUPLICATE_DAY``       daily data with two bars of one symbol on one UTC date (CRITICAL)
 ``DQ_OFF_CALENDAR``        (warning) Saturday/Sunday bars in weekday-calendar data
@@ -429,7 +431,7 @@ class QualityReport:
 
 
 def quality_report(bars: Bars, *, min_years: float = 1.0, stale_run: int = 5,
-                   gap_factor: float = 5.0) -> QualityReport:
+                   gap_factor: float = 5.0, spike_factor: float = 5.0) -> QualityReport:
     """Check a panel; return every finding instead of raising.
 
     Errors: ``DQ_NONPOSITIVE_PRICE``, ``DQ_HIGH_LT_LOW``, ``DQ_CLOSE_OUTSIDE_RANGE``,
@@ -440,8 +442,10 @@ def quality_report(bars: Bars, *, min_years: float = 1.0, stale_run: int = 5,
     anyway, the mark of a time-zone shift), ``DQ_GAP`` (two consecutive
     bars of a symbol further apart than ``gap_factor`` × the panel's median bar
     spacing — for daily bars a hole of more than ~5 calendar days, while weekends and
-    holidays pass), ``DQ_STALE_RUN`` (``stale_run`` or more identical closes in a row)
-    and ``DQ_SHORT_HISTORY`` (fewer than ``min_years`` × bars-per-year bars).
+    holidays pass), ``DQ_STALE_RUN`` (``stale_run`` or more identical closes in a row),
+    ``DQ_SPIKE`` (a close at least ``spike_factor`` times above or below both its
+    neighbours' closes while they differ by less than 1.5×: a bad print that reverts,
+    not a move) and ``DQ_SHORT_HISTORY`` (fewer than ``min_years`` × bars-per-year bars).
     One issue per (code, symbol), with the number of offending bars as ``count``.
     """
     if bars.n_bars == 0 or bars.n_symbols == 0:
@@ -452,6 +456,7 @@ def quality_report(bars: Bars, *, min_years: float = 1.0, stale_run: int = 5,
     issues += _calendar_warnings(bars)
     issues += _gap_warnings(bars, gap_factor)
     issues += _stale_warnings(bars, stale_run)
+    issues += _spike_warnings(bars, spike_factor)
     issues += _history_warnings(bars, min_years)
     issues += survivorship_issues(bars)
     return QualityReport(tuple(issues))
@@ -585,6 +590,21 @@ def _stale_warnings(bars: Bars, stale_run: int) -> list[QualityIssue]:
     return _per_symbol(bars, "DQ_STALE_RUN", "warning", starts,
                        f"{stale_run} or more identical closes in a row "
                        f"(timestamp of the {stale_run}th)", unit="run")
+
+
+def _spike_warnings(bars: Bars, factor: float) -> list[QualityIssue]:
+    """Closes ``factor`` times away from both neighbours that agree with each other."""
+    if bars.n_bars < 3:
+        return []
+    c = bars.close
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up, down = c[1:-1] / c[:-2], c[1:-1] / c[2:]
+        around = c[2:] / c[:-2]
+    spike = (((up >= factor) & (down >= factor)) | ((up <= 1 / factor) & (down <= 1 / factor))) \
+        & (around < 1.5) & (around > 1 / 1.5)
+    edge = np.zeros((1, bars.n_symbols), bool)
+    return _per_symbol(bars, "DQ_SPIKE", "warning", np.vstack([edge, spike, edge]),
+                       f"a close {factor:g}x away from both neighbouring closes")
 
 
 def _history_warnings(bars: Bars, min_years: float) -> list[QualityIssue]:

@@ -231,8 +231,7 @@ def data_gate(bars: Bars, model: ExecutionModel, valid: np.ndarray,
         j = col[issue.symbol]
         fail_bar[j] = min(int(fail_bar[j]), issue.first if issue.first is not None else 0)
         reasons.setdefault(issue.symbol, []).append(f"{issue.code}: {issue.message}")
-    needs_volume = model.volume.max_participation is not None or model.impact.k > 0
-    volume = np.ascontiguousarray(bars.volume.T) if needs_volume else None
+    volume = np.ascontiguousarray(bars.volume.T) if model.needs_volume else None
     uni = build_universe(valid, bars.index, rule, volume=volume, fail_bar=fail_bar,
                          member=member_rows(bars))
     if volume is not None:

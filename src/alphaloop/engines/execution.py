@@ -170,6 +170,12 @@ class ExecutionModel(BaseModel):
                          malformed="EXEC_CONFIG_MALFORMED_YAML")
         return cls.from_dict(data, source=str(path))
 
+    @property
+    def needs_volume(self) -> bool:
+        """Whether fills depend on bar volume (a participation cap or impact): then a
+        bar without positive volume cannot be traded."""
+        return self.volume.max_participation is not None or self.impact.k > 0
+
     # --------------------------------------------------------- for kernels
     @property
     def version(self) -> str:

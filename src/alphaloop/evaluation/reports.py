@@ -1066,7 +1066,8 @@ def run_figures(iterations: pd.DataFrame) -> dict[str, go.Figure]:
 
 
 def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
-               plotly_src: str | None = None, survivors: pd.DataFrame | None = None) -> str:
+               plotly_src: str | None = None, survivors: pd.DataFrame | None = None,
+               passed_label: str = "passed the gates") -> str:
     """A self-contained HTML page for one research run, iteration by iteration.
 
     ``iterations`` has one row per iteration and these columns:
@@ -1076,7 +1077,8 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
     ``best_score``            best ``score_total`` among the iteration's candidates,
                               rejected ones included (NaN when none was scored)
     ``tried``                 candidates generated and backtested in the iteration
-    ``passed``                candidates that passed the gates
+    ``passed``                candidates that passed the gates (``passed_label`` says
+                              which: a research loop counts its survivors here)
     ``failure:<CODE>``        optional, one per failure code (``failure:TOO_FEW_TRADES``):
                               rejected candidates with that code in the iteration
     ``constraints``           optional: constraints in force in the iteration
@@ -1097,7 +1099,7 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
     summary = _kv_table([
         ("iterations", _esc(len(frame))),
         ("candidates tried", _esc(_fmt(tried))),
-        ("candidates passed", _esc(_fmt(passed))),
+        (f"candidates that {passed_label}", _esc(_fmt(passed))),
         *([("beat the benchmark significantly",
             _esc(_fmt(_count(frame["beat_benchmark"].sum()))))]
           if "beat_benchmark" in frame.columns else []),
@@ -1119,7 +1121,8 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
             "was scored) and the best so far (dotted)."))),
         _section("tried_passed", "Candidates tried vs passed", _figure_block(_Figure(
             "tried_passed", figs["tried_passed"],
-            "Candidates backtested and candidates that passed the gates, per iteration."))),
+            f"Candidates backtested and candidates that {_esc(passed_label)}, per "
+            "iteration."))),
         _section("failure_codes", "Failure codes over iterations", _figure_block(_Figure(
             "failure_codes", figs["failure_codes"],
             "Rejected candidates per failure code (columns failure:&lt;CODE&gt;), stacked."))
@@ -1149,12 +1152,14 @@ def _count(value: Any) -> int | float:
 
 def write_run_report(path: str | os.PathLike[str], iterations: pd.DataFrame, *,
                      title: str = "alphaloop run report", self_contained: bool = False,
-                     survivors: pd.DataFrame | None = None) -> Path:
+                     survivors: pd.DataFrame | None = None,
+                     passed_label: str = "passed the gates") -> Path:
     """Write :func:`run_report` to ``path`` atomically (temporary file, then rename),
     with plotly.js in :data:`PLOTLY_FILE` next to it (``self_contained``: inlined)."""
     src = None if self_contained else _shared_plotly(Path(path).parent)
     return _atomic_write(Path(path), run_report(iterations, title=title, plotly_src=src,
-                                                survivors=survivors))
+                                                survivors=survivors,
+                                                passed_label=passed_label))
 
 
 def _frame_table(frame: pd.DataFrame, limit: int, table_id: str = "iterations-table") -> str:

@@ -27,8 +27,14 @@ def find_loop_run(prefix: str, out_dir: str | None = None) -> Path | None:
         raise
 
 
+LOOP_PASSED = "survived every gate (scores, engine B, robustness, holdout)"
+"""What a loop run's ``passed`` column counts (the run report's label for it)."""
+
+
 def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
-    """(iteration frame with ``iteration, best_score, tried, passed``, the failure codes as
+    """(iteration frame with ``iteration, best_score, tried, passed`` (the survivors,
+    :data:`LOOP_PASSED`) and the funnel before them (``passed_score_gates`` as the
+    knowledge base's scores record it, ``passed_B``, ``passed_robustness``), the failure codes as
     ``failure:<CODE>``, ``constraints`` (rules in force after the iteration),
     ``constraints_added`` and the learning curves; a title; the survivors, best first)."""
     cfg = RunConfig.model_validate(json.loads((folder / CONFIG_FILE).read_text("utf-8")))
@@ -39,6 +45,8 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
                        for it in summary.iterations],
         "tried": [it.tested_A + it.reused_A for it in summary.iterations],
         "passed": [it.survivors for it in summary.iterations],
+        "passed_B": [it.passed_B for it in summary.iterations],
+        "passed_robustness": [it.passed_robustness for it in summary.iterations],
         "constraints_added": [it.constraints_added for it in summary.iterations],
         # issue 10's three curves: what learning changes, iteration by iteration
         "rejected_share": [it.failures_created / it.tested_A if it.tested_A else float("nan")
@@ -49,6 +57,10 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
                                 else float("nan") for it in summary.iterations],
     })
     kb = KnowledgeBase(cfg.kb.url)
+    scores = kb.scores(cfg.run_id)
+    passed = (scores[scores["passed"].astype(bool)].groupby("iteration").size()
+              if len(scores) else pd.Series(dtype=int))
+    frame.insert(4, "passed_score_gates", [int(passed.get(i, 0)) for i in frame["iteration"]])
     sizes = {s: len(kb.constraints(s)) for s in {it.constraint_set_id
                                                  for it in summary.iterations} if s}
     frame.insert(5, "constraints", [sizes.get(it.constraint_set_id or "", 0)

@@ -34,15 +34,19 @@ What the runner guarantees (seeds 003 and 004, DESIGN §3 "Orchestrator"):
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import math
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -137,6 +141,32 @@ _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
     "record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord}
 
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT held back (blocked, then delivered on leaving) in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _uninterrupted(move: F) -> F:
+    """A state move is recorded everywhere (state machine, knowledge base, event log)
+    or nowhere: Ctrl-C during it is raised right after it, not half-way."""
+    @functools.wraps(move)
+    def held(*args: Any, **kwargs: Any) -> Any:
+        with _sigint_held():
+            return move(*args, **kwargs)
+    return cast(F, held)
+
+
 MIN_WINDOW_BARS = 20  # in the validation and in the holdout window
 EVALUATOR_BYTES = 512 << 20  # each of the run's three shared signal evaluators
 
@@ -261,6 +291,14 @@ class Runner:
                           if cfg.engines.execution else ExecutionModel())
         except AlphaloopError as exc:
             raise ConfigError(f"{exc.message}", code="INVALID_CONFIG") from None
+        if cfg.mode != "exploration" and self.model.needs_volume \
+                and not np.any(self.search.volume > 0):
+            # engine B could trade nothing: say so now, not after an iteration of work
+            raise ConfigError(
+                "data: no symbol has a bar with positive volume in the search window, and "
+                "engine B's execution model caps participation or charges impact by "
+                "volume; give the data volume, set engines.execution to a model without "
+                "them, or use mode exploration", code="INVALID_CONFIG")
         self.costs = CostModel(fees_bps=cfg.engines.fees_bps,
                                slippage_bps=cfg.engines.slippage_bps)
         # S50's work key in the claims table: engine A, the search window, the costs
@@ -422,7 +460,7 @@ class Runner:
             gc.set_threshold(*thresholds)
             (self.root / OWNER_FILE).unlink(missing_ok=True)
         self._move_run(machine, final, error_code=None if final != RunState.FAILED_FATAL
-                       else reason.split(":")[0])
+                       else reason.split(":")[0], stop_reason=reason)
         summary = self._write_summary(final, reason)
         self._kb_catch_up()
         try:
@@ -645,16 +683,24 @@ class Runner:
         while True:
             self._smove(i, stage_id, sm, StageStatus.RUNNING, attempt, h, "STAGE_STARTED")
             try:
-                if self.fault is not None:
-                    self.fault(i, stage_id, attempt)
-                self._at = (i, stage_id)
-                out = fn()
-            except Exception as exc:
-                attempt = self._stage_error(i, stage_id, sm, attempt, h, exc)
-                continue
+                try:
+                    if self.fault is not None:
+                        self.fault(i, stage_id, attempt)
+                    self._at = (i, stage_id)
+                    out = fn()
+                except Exception as exc:
+                    attempt = self._stage_error(i, stage_id, sm, attempt, h, exc)
+                    continue
+                srid = stage_run_id(self.cfg.run_id, i, stage_id, attempt, h)
+                ref = self.store.save(i, stage_id, h, srid, out)
+            except KeyboardInterrupt:
+                # the run pauses: the stage is closed in the log (seed 004 STAGE_STOPPED);
+                # a stored output without its move to SUCCESS is found again on resume
+                if sm.state in (StageStatus.RUNNING, StageStatus.RETRYING):
+                    self._smove(i, stage_id, sm, StageStatus.STOPPED, attempt, h,
+                                "STAGE_STOPPED", stop_reason="interrupted")
+                raise
             status = StageStatus.PARTIAL if getattr(out, "partial", False) else StageStatus.SUCCESS
-            srid = stage_run_id(self.cfg.run_id, i, stage_id, attempt, h)
-            ref = self.store.save(i, stage_id, h, srid, out)
             self._smove(i, stage_id, sm, status, attempt, h, "STAGE_COMPLETED", output_ref=ref)
             if attempt > 1:
                 self.events.emit("ITER_RETRY_SUCCESS", iteration=i, stage_id=stage_id,
@@ -688,11 +734,12 @@ class Runner:
         if attempt > 1:
             self.events.emit("ITER_RETRY_FAIL", iteration=i, stage_id=stage_id,
                              attempt=attempt, error_code=code)
+        # the code once: str() of an AlphaloopError starts with it already
+        detail = exc.message if isinstance(exc, AlphaloopError) else str(exc)
         if cls is ErrorClass.TRANSIENT:
-            raise RetryBudgetExceeded(f"{stage_id}: {code} after {attempt} attempt(s): {exc}",
-                                      code="PIPE_RETRY_BUDGET_EXCEEDED") from exc
-        raise StageFailed(f"{stage_id}: [{code}] {exc}", code=code,
-                          error_class=cls) from exc
+            raise RetryBudgetExceeded(f"{stage_id}: {code} after {attempt} attempt(s): "
+                                      f"{detail}", code="PIPE_RETRY_BUDGET_EXCEEDED") from exc
+        raise StageFailed(f"{stage_id}: {detail}", code=code, error_class=cls) from exc
 
     # ------------------------------------------------------------ stage bodies
     def _scenario(self, i: int, timings: dict[str, float]) -> st.ScenarioOutcome | None:
@@ -1161,21 +1208,23 @@ class Runner:
                     "message": exc.message})
 
     # ------------------------------------------------------------ recording
+    @_uninterrupted
     def _move_run(self, machine: Machine[RunState], to: RunState, *,
-                  error_code: str | None = None) -> None:
+                  error_code: str | None = None, stop_reason: str | None = None) -> None:
         before = machine.state
         if before == to:
             return
         moved = machine.move(to, error_code=error_code)
         self._record(moved, None, None)
         self.events.emit("RUN_STATE", status_before=str(before), status_after=str(to),
-                         error_code=error_code)
+                         error_code=error_code, stop_reason=stop_reason)
         try:
             self.kb.set_run_status(self.cfg.run_id, str(to))
         except KBError as exc:
             if exc.error_class is not ErrorClass.TRANSIENT:
                 raise
 
+    @_uninterrupted
     def _imove(self, i: int, im: Machine[IterationState], to: IterationState, *,
                error_code: str | None = None) -> None:
         before = im.state
@@ -1186,6 +1235,7 @@ class Runner:
             self.progress({"iteration": i, "state": str(to), "backtests": self.backtests,
                            "best": self.best_so_far, "survivors": len(self.survivors)})
 
+    @_uninterrupted
     def _smove(self, i: int, stage_id: str, sm: Machine[StageStatus], to: StageStatus,
                attempt: int, h: str, event: str, *, error_code: str | None = None,
                stop_reason: str | None = None, output_ref: str | None = None,
