@@ -675,3 +675,61 @@ def test_report_uses_the_newest_run(tmp_path: Path) -> None:
     assert page.source["run"].startswith(runs[0.1])
     page = _report_page(sid, tmp_path / "old.html", "--run", runs[0.3][:12])
     _assert_page_is_report(page, printed["0.3"][sid])
+
+
+def test_evaluate_out_names_its_windows_like_the_printed_table(tmp_path: Path) -> None:
+    """`evaluate --out` holds the selection window's metrics (also as sharpe_sel) and,
+    for the reported top, the printed table's holdout and 2x-cost Sharpe, the same
+    numbers as `--json`; evaluating the file again gives the same scores."""
+    import pandas as pd
+
+    res, scored = tmp_path / "res.parquet", tmp_path / "scored.parquet"
+    assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "12", "--out", str(res))[0] == 0
+    code, out, err = _run("evaluate", str(res), "--top", "3", "--holdout", "0.3",
+                          "--out", str(scored), "--json")
+    assert code == 0, err
+    reports = {r["strategy_id"]: r for r in json.loads(out)}
+    table = pd.read_parquet(scored).set_index("strategy_id")
+    assert (table["sharpe_sel"] == table["sharpe"]).all()
+    top = table.loc[list(reports)]
+    assert top["sharpe_holdout"].tolist() == [r["sharpe_holdout"] for r in reports.values()]
+    assert top["2x_cost"].tolist() == [r["cost_stress"]["sharpe_at_survive"]
+                                       for r in reports.values()]
+    assert table.drop(index=list(reports))["sharpe_holdout"].isna().all()
+    code, again, err = _run("evaluate", str(scored), "--top", "3", "--holdout", "0.3", "--json")
+    assert code == 0, err
+    assert [r["score_total"] for r in json.loads(again)] == [
+        r["score_total"] for r in reports.values()]
+
+
+def test_a_refused_option_with_json_is_one_json_object_on_stdout(spec_file: Path) -> None:
+    """Usage errors go through the console script (click's parser, before any command
+    runs): a real subprocess, as a user's shell runs it."""
+    exe = Path(sys.executable).with_name("alphaloop")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "alphaloop"]
+    for args in (["backtest", str(spec_file), "--data", "sp500", "--json", "--fees-bps", "x"],
+                 ["verify", str(spec_file), "--data", "sp500", "--json", "--bogus"]):
+        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+        error = json.loads(proc.stdout)["error"]
+        assert error["code"] == "USAGE_ERROR" and error["class"] == "PERMANENT"
+    plain = subprocess.run([*cmd, "verify", str(spec_file), "--bogus"], capture_output=True,
+                           text=True, timeout=300)
+    assert plain.returncode == 2 and plain.stdout == ""  # without --json: stderr only
+
+
+def test_evaluate_json_carries_a_ranked_books_rank_ic(tmp_path: Path) -> None:
+    """The factor gate's statistic is in `--json` as it is in `--out` (one number)."""
+    import pandas as pd
+
+    res, scored = tmp_path / "xs.parquet", tmp_path / "scored.parquet"
+    assert _run("sweep", "xs_momentum", "--data", "synth_100", "--n", "3", "--out",
+                str(res))[0] == 0
+    code, out, err = _run("evaluate", str(res), "--top", "3", "--out", str(scored), "--json")
+    assert code == 0, err
+    table = pd.read_parquet(scored).set_index("strategy_id")
+    for rep in json.loads(out):
+        assert rep["rank_ic_t"] is not None
+        assert (rep["rank_ic_mean"], rep["rank_ic_t"]) == tuple(
+            table.loc[rep["strategy_id"], ["rank_ic_mean", "rank_ic_t"]])

@@ -121,6 +121,11 @@ def test_families_show_templates_and_ranges(tmp_path: Path) -> None:
     assert "fast   5 .. 50 step 5" in proc.stdout
     assert "stop_loss     one of none, 0.02, 0.05, 0.1" in proc.stdout
     assert "exit       roc(close, {window}) < 0" in proc.stdout
+    # xs_momentum's score holds window - skip: neither is a placeholder there, and the
+    # values it was built at are named (not a half-filled template)
+    flat = " ".join(proc.stdout.split())
+    assert "score roc(lag(close, 21), 119)" in flat and "shown at window=140 skip=21" in flat
+    assert "entry rank(roc(close, {window})) >= 0.9" in flat  # 1 - top is a number, window not
 
 
 def test_data_show_states_data_ref_once_and_whole(tmp_path: Path) -> None:

@@ -127,20 +127,25 @@ class OneLineTyper(typer.Typer):
         try:
             code = super().__call__(*args, standalone_mode=False, **kwargs)
         except ClickException as exc:
-            _usage_error(exc)
+            argv = kwargs.get("args", args[0] if args else sys.argv[1:])
+            _usage_error(exc, as_json="--json" in (argv or ()))
         except typer.Abort:
             err.print("aborted", highlight=False)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def _usage_error(exc: Any) -> NoReturn:
+def _usage_error(exc: Any, *, as_json: bool = False) -> NoReturn:
     if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
         sys.exit(exc.exit_code)
     ctx = getattr(exc, "ctx", None)
     where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
     err.print(f"[bold red]error:[/] {escape(exc.format_message())}{escape(where)}",
               highlight=False, soft_wrap=True)
+    if as_json:  # --json promises one JSON object on stdout, a refused option included
+        print(json.dumps({"error": {"code": "USAGE_ERROR",
+                                    "class": str(ErrorClass.PERMANENT),
+                                    "message": exc.format_message()}}))
     sys.exit(2)
 
 

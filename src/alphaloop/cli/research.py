@@ -333,9 +333,7 @@ def evaluate(
                              benchmark=benchmark)
     run_path = _record_run(ev, results_path, source, bars, policy_hash, holdout, top, kb_url)
     if out_path is not None:
-        _write_table(ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
-                                     failed_gates=ev.frame["failed_gates"].map(",".join)),
-                     out_path)
+        _write_table(_scored_table(ev, holdout), out_path)
     if as_json:
         sys.stdout.write(json.dumps([json.loads(r.to_json()) for r in ev.reports]) + "\n")
         return
@@ -691,6 +689,34 @@ def _single(frame: Any, column: str) -> str:
     return str(values.pop())
 
 
+def _late_column(holdout: float) -> str:
+    # with a holdout: its Sharpe; without: the window's last 30 %, which the selection saw
+    return "sharpe_holdout" if holdout > 0 else "sharpe_last30"
+
+
+def _report_windows(r: Any) -> tuple[float | None, float | None]:
+    """A report's Sharpe after the selection (holdout, else the last 30 % of the
+    selection window) and its Sharpe at twice the costs."""
+    if r.holdout_metrics is not None:
+        late = r.holdout_metrics.get("sharpe")
+    else:
+        late = r.selection_split.oos_metrics.get("sharpe") if r.selection_split else None
+    return late, (r.cost_stress.sharpe_at_survive if r.cost_stress else None)
+
+
+def _scored_table(ev: Any, holdout: float) -> Any:
+    """``evaluate --out``: every candidate's row (metrics of the selection window, also
+    as ``sharpe_sel``) and, for the reported top, the columns of the printed table."""
+    late = {r.strategy_id: _report_windows(r) for r in ev.reports}
+    ids = ev.frame["strategy_id"]
+    return ev.frame.assign(
+        reasons=ev.frame["reasons"].map("; ".join),
+        failed_gates=ev.frame["failed_gates"].map(",".join),
+        sharpe_sel=ev.frame["sharpe"],
+        **{_late_column(holdout): ids.map(lambda s: late.get(s, (None, None))[0]).astype(float),
+           "2x_cost": ids.map(lambda s: late.get(s, (None, None))[1]).astype(float)})
+
+
 def _print_evaluation(ev: Any, path: Path, bars: Any, holdout: float) -> None:
     pbo = "n/a" if ev.pbo is None else f"{ev.pbo:.2f}"
     spa = "n/a" if ev.spa_pvalue is None else f"{ev.spa_pvalue:.3f}"
@@ -706,19 +732,14 @@ def _print_evaluation(ev: Any, path: Path, bars: Any, holdout: float) -> None:
               f"data-snooping adjusted): {spa}.", highlight=False)
     _print_benchmark(ev)
     table = Table(title=f"top {len(ev.reports)} by score", box=box.SIMPLE_HEAD, pad_edge=False)
-    # with a holdout: its Sharpe; without: the window's last 30 %, which the selection saw
-    late = "sharpe_holdout" if holdout > 0 else "sharpe_last30"
+    late = _late_column(holdout)
     wide = out.width >= 100  # at 80 columns params move below the table
     heads = ["#", "id", *(["params"] if wide else []), "score", "gates", "sharpe_sel", "DSR",
              late, "2x_cost"]
     for h in heads:
         _add_column(table, h, numeric=h not in ("id", "params"))
     for r in ev.reports:
-        if r.holdout_metrics is not None:
-            oos = r.holdout_metrics.get("sharpe")
-        else:
-            oos = r.selection_split.oos_metrics.get("sharpe") if r.selection_split else None
-        stress = r.cost_stress.sharpe_at_survive if r.cost_stress else None
+        oos, stress = _report_windows(r)
         table.add_row(str(r.rank), short_id(r.strategy_id),
                       *([_params_text(r.params)] if wide else []), f"{r.score_total:.1f}",
                       "passed" if r.passed else "failed", _fmt("sharpe", r.sharpe_sel),
@@ -804,32 +825,58 @@ def _templates(fam: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """The family's entry and exit (a ranked book's score and book) with ``{param}``
     where a parameter goes: built at a grid point whose numbers are all different (and
     not 0 or 1, which rules use as constants), then each number replaced by its name.
-    Also the parameters that could not be placed, with the values the rules were built
-    at."""
+    A parameter is placed only where the text at another of its values reads the same
+    (one that also enters a derived number, as ``window - skip``, stays a number). Also
+    the parameters that could not be placed, with the values the texts were built at."""
+    points = list(fam.grid())
+    point = next((p for p in points[len(points) // 2:] + points if _distinct(p)),
+                 points[len(points) // 2])
+    labels, texts = _family_texts(fam, point)
+    template, left = _place(texts, point, set(point))
+    unsound = set()
+    for name in set(point) - set(left):
+        # another value of this parameter alone, one that is no number of the texts
+        other = next((v for v in fam.params[name].grid() if v != point[name]
+                      and name in _place(texts, {name: v}, {name})[1]
+                      and fam.is_valid({**point, name: v})), None)
+        if other is not None and _place(_family_texts(fam, {**point, name: other})[1],
+                                        {name: other}, {name})[0] != _place(
+                                            texts, point, {name})[0]:
+            unsound.add(name)
+    if unsound:
+        template, left = _place(texts, point, set(point) - unsound)
+        left |= {name: point[name] for name in unsound}
+    return list(zip(labels, template, strict=True)), left
+
+
+def _family_texts(fam: Any, point: dict[str, Any]) -> tuple[list[str], list[str]]:
+    spec = fam.build(point)
+    pf = spec.portfolio
+    if not pf.cross_sectional:
+        return ["entry", "exit"], [spec.entry, spec.exit]
+    books = ", ".join(f"{k} {v}" for k, v in (("long", pf.long), ("short", pf.short),
+                                             ("buffer", pf.buffer)) if v is not None)
+    return ["score", "book"], [str(pf.score), (
+        f"{books}, {pf.weighting} weights, rebalance every {pf.rebalance_every} bars")]
+
+
+def _place(texts: list[str], point: dict[str, Any],
+           names: set[str]) -> tuple[list[str], dict[str, Any]]:
+    """``texts`` with the numbers of ``point``'s parameters in ``names`` replaced by
+    ``{name}``; and the numeric ones of them that appear nowhere."""
     import re
 
     from alphaloop.strategy.expression import format_number
 
-    points = list(fam.grid())
-    point = next((p for p in points[len(points) // 2:] + points if _distinct(p)),
-                 points[len(points) // 2])
-    spec = fam.build(point)
-    labels, texts = ["entry", "exit"], [spec.entry, spec.exit]
-    pf = spec.portfolio
-    if pf.cross_sectional:
-        books = ", ".join(f"{k} {v}" for k, v in (("long", pf.long), ("short", pf.short),
-                                                 ("buffer", pf.buffer)) if v is not None)
-        labels, texts = ["score", "book"], [str(pf.score), (
-            f"{books}, {pf.weighting} weights, rebalance every {pf.rebalance_every} bars")]
     left: dict[str, Any] = {}
     for name, value in point.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if name in names and isinstance(value, int | float) and not isinstance(value, bool):
             pattern = rf"(?<![\w.]){re.escape(format_number(float(value)))}(?![\w.])"
             placed = [re.sub(pattern, "{" + name + "}", t) for t in texts]
             if placed == texts:
                 left[name] = value
             texts = placed
-    return list(zip(labels, texts, strict=True)), left
+    return texts, left
 
 
 def _distinct(point: dict[str, Any]) -> bool:

@@ -143,6 +143,10 @@ class RobustnessReport(BaseModel):
     # the same on the untouched holdout (excess_psr: one read, nothing to deflate by)
     holdout_relative: dict[str, float | None] | None = None
     data_warnings: list[str] = []
+    # a ranked book's score on the selection window, what the factor gate reads (None
+    # for sleeve strategies)
+    rank_ic_mean: float | None = None
+    rank_ic_t: float | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -168,7 +172,9 @@ RELATIVE_COLUMNS = ("benchmark", "beta", "beta_t", "alpha_ann", "alpha_t",
                     "down_capture", *BENCHMARK_METRICS, "excess_psr", "excess_dsr")
 EVALUATION_COLUMNS = ("rank", "score_total", "passed", "failed_gates", "reasons", "psr",
                       "dsr", "pbo", "n_trials", "rank_ic_mean", "rank_ic_t",
-                      *RELATIVE_COLUMNS)
+                      *RELATIVE_COLUMNS,
+                      # and what `evaluate --out` adds: the printed table's window columns
+                      "sharpe_sel", "sharpe_holdout", "sharpe_last30", "2x_cost")
 
 
 def sweep_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -460,6 +466,7 @@ def _report(row: pd.Series, spec: StrategySpec, rets: np.ndarray, bars: Bars, co
         "sharpe_sel": finite(row.get("sharpe")), "psr": finite(row["psr"]), "dsr": finite(row["dsr"]),
         "n_trials": int(row["n_trials"]), "var_trial_sharpe": stats["var"],
         "expected_max_sharpe": stats["sr0"] * math.sqrt(ppy), "pbo": pbo, "spa_pvalue": spa,
+        "rank_ic_mean": finite(row.get("rank_ic_mean")), "rank_ic_t": finite(row.get("rank_ic_t")),
     }
     if detail and np.std(rets) > 0:
         ci = sharpe_confidence_interval(rets, reps=500, seed=seed, periods_per_year=ppy)
