@@ -524,3 +524,17 @@ def test_MOD400_7_3_frequent_non_determinism_stops_the_run(
     assert summary.status == "DONE_EARLY_STOPPED"
     assert summary.stop_reason.startswith("NON_DETERMINISTIC")
     assert calls["n"] >= 4  # at least two candidates verified twice each
+
+
+def test_ctrl_c_during_a_state_move_is_raised_after_it() -> None:
+    """SIGINT that arrives while a move is being recorded waits for the move to end."""
+    import os
+    import signal
+
+    from alphaloop.orchestrator.runner import _sigint_held
+
+    done: list[str] = []
+    with pytest.raises(KeyboardInterrupt), _sigint_held():
+        os.kill(os.getpid(), signal.SIGINT)  # delivered only when the block ends
+        done.append("recorded")
+    assert done == ["recorded"]

@@ -146,15 +146,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @contextmanager
 def _sigint_held() -> Iterator[None]:
-    """SIGINT held back (blocked, then delivered on leaving) in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
+    """SIGINT held back until the block ends, then delivered as it would have been.
+    A handler that only notes it, not a blocked signal mask: a signal sent to the
+    process may reach any of its threads (numba's, pyarrow's), and Python raises it in
+    the main thread whichever thread the C handler ran in. Main thread only (where
+    Python lets a handler be set)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is None:  # a handler Python did not set
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # to the handler that was there before
 
 
 def _uninterrupted(move: F) -> F:
