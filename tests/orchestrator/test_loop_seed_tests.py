@@ -526,6 +526,29 @@ def test_MOD400_7_3_frequent_non_determinism_stops_the_run(
     assert calls["n"] >= 4  # at least two candidates verified twice each
 
 
+def test_ctrl_c_while_a_stage_start_is_recorded_still_stops_that_stage(
+        make_config: Make, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real SIGINT sent while STAGE_STARTED of iteration 2's S40 is being written: it
+    is raised when that move ends, and the stage is closed with STAGE_STOPPED."""
+    import os
+    import signal
+
+    real_emit = EventLog.emit
+
+    def emit(self: EventLog, event: str, **kw: Any) -> dict[str, Any]:
+        row = real_emit(self, event, **kw)
+        if (event, kw.get("iteration"), kw.get("stage_id")) == ("STAGE_STARTED", 2, "S40"):
+            os.kill(os.getpid(), signal.SIGINT)
+        return row
+
+    monkeypatch.setattr(EventLog, "emit", emit)
+    cfg = make_config(noise_path)
+    summary = Runner(cfg).run()
+    assert (summary.status, summary.stop_reason) == ("PAUSED", "interrupted")
+    s40 = [e["event"] for e in events_of(cfg) if e["stage_id"] == "S40" and e["iteration_id"] == 2]
+    assert s40 == ["STAGE_STARTED", "STAGE_STOPPED"]
+
+
 def test_ctrl_c_during_a_state_move_is_raised_after_it() -> None:
     """SIGINT that arrives while a move is being recorded waits for the move to end."""
     import os

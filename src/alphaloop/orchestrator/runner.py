@@ -689,8 +689,9 @@ class Runner:
         attempt = 1
         t0 = time.monotonic()
         while True:
-            self._smove(i, stage_id, sm, StageStatus.RUNNING, attempt, h, "STAGE_STARTED")
             try:
+                # inside: a Ctrl-C held during the move is raised as it ends, stage started
+                self._smove(i, stage_id, sm, StageStatus.RUNNING, attempt, h, "STAGE_STARTED")
                 try:
                     if self.fault is not None:
                         self.fault(i, stage_id, attempt)
