@@ -146,6 +146,19 @@ def test_constant_returns_have_zero_vol_and_nan_sharpe() -> None:
         assert math.isnan(m["sharpe"]), value
 
 
+def test_a_flat_equity_with_a_rounding_residue_has_no_sharpe() -> None:
+    """Zero trades, one return of -1.1e-16 (an ulp of the equity 1.0, left by rounding):
+    the sample Sharpe of that is -1/sqrt(n) (a black-box run found -1.02 annualized),
+    which says nothing; the std is noise, so volatility is 0 and the Sharpe NaN. A real
+    series of small returns (1e-9 a period) keeps its Sharpe."""
+    r = np.zeros(240)
+    r[100] = -1.1e-16
+    m = return_metrics(r, 252.0)
+    assert m["ann_volatility"] == 0.0 and math.isnan(m["sharpe"])
+    small = np.random.default_rng(3).normal(0.0, 1e-9, 240)
+    assert math.isfinite(return_metrics(small, 252.0)["sharpe"])
+
+
 def test_single_period() -> None:
     # T = 1: the sample std (ddof=1) is undefined -> ann_volatility and sharpe NaN.
     # r = [-0.02], ppy = 4: downside deviation = sqrt(0.02^2 / 1) = 0.02,

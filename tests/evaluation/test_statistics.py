@@ -331,6 +331,9 @@ def test_psr_from_returns_uses_the_stated_units() -> None:
 def test_constant_returns_give_nan_not_a_pass() -> None:
     flat = np.full(50, 0.001)
     assert math.isnan(sharpe_per_period(flat))
+    residue = np.zeros(50)
+    residue[7] = -1.1e-16  # a flat equity's rounding: no Sharpe of -1/sqrt(50) either
+    assert math.isnan(sharpe_per_period(residue))
     assert math.isnan(psr_from_returns(flat))
     assert math.isnan(deflated_sharpe_ratio_from_returns(flat, n_trials=10, var_trial_sharpe=0.01))
 

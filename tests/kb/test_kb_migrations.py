@@ -218,6 +218,20 @@ def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("delete",)
 
 
+def test_a_knowledge_base_missing_a_table_is_refused_as_corrupt(tmp_path: Path) -> None:
+    """At the head revision a dropped table is damage (CRITICAL), not a read error to
+    retry (a black-box test got a TRANSIENT KB_READ_FAIL from `kb stats`)."""
+    path = tmp_path / "kb.sqlite"
+    open_kb(path).save_run(run())
+    dispose_engines()
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE failures")
+    con.commit()
+    con.close()
+    err = _refused(path, "KB_CORRUPT")
+    assert "failures" in err.message
+
+
 def test_another_alembic_application_with_a_known_revision_id_is_refused(tmp_path: Path
                                                                         ) -> None:
     path = tmp_path / "kb.sqlite"

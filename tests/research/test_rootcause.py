@@ -124,6 +124,34 @@ def test_relative_gates_carry_their_values() -> None:
     assert d.evidence["LOW_INFORMATION_RATIO"]["value"] == 0.05
 
 
+def test_a_short_history_carries_the_history_it_measured() -> None:
+    """The evidence of SHORT_HISTORY is the effective history the gate read, from the
+    same metrics row (it was recorded as None)."""
+    short = SearchMetrics.of({"n_trades": 60, "sharpe": 1.0, "max_drawdown": -0.1,
+                              "turnover": 4.0, "effective_history_years": 0.892857})
+    d = diagnose(candidate(scoring(short, failed_gates=("min_history_years",))))
+    assert d is not None and d.codes == ("SHORT_HISTORY",)
+    assert d.evidence["SHORT_HISTORY"] == {"stage": "S60", "gate": "min_history_years",
+                                           "threshold": 3.0, "value": 0.892857}
+
+
+def test_the_loop_learns_no_rule_from_the_datas_short_span() -> None:
+    """Data too short for every candidate: TOO_FEW_TRADES comes first in precedence, so
+    SHORT_HISTORY is the primary code exactly where enough trades happen, and a rule
+    learned from it would forbid that region (a black-box run's). The loop's learner
+    learns the trade sparsity and nothing from the span."""
+    from alphaloop.orchestrator.stages import LEARNING
+    from alphaloop.research.learning import Observation, learn
+    from alphaloop.strategy.templates import FAMILIES
+
+    obs = [Observation(family="momentum", params={"window": w, "threshold": t},
+                       codes=("TOO_FEW_TRADES", "SHORT_HISTORY") if w > 30
+                       else ("SHORT_HISTORY",))
+           for w in range(5, 121, 5) for t in (0.0, 0.01, 0.02, 0.03)]
+    codes = {r.code for r in learn(obs, {"momentum": FAMILIES["momentum"]}, config=LEARNING)}
+    assert codes == {"TOO_FEW_TRADES"}
+
+
 def test_deflation_against_cash_comes_before_the_benchmark() -> None:
     # Sharpe 4.1 against a benchmark's -0.3 (a loop's planted panel): the candidate beats
     # the benchmark by far; what rejects it is deflation by the number of trials

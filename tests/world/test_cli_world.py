@@ -54,3 +54,19 @@ def test_token_create_and_revoke_on_the_database(tmp_path: Path) -> None:
     assert gone.exit_code == 0
     again = runner.invoke(app, ["world", "token", "revoke", "0" * 16, "--db", db])
     assert again.exit_code == 2 and "TOKEN_NOT_FOUND" in again.output
+
+
+def test_out_of_range_numbers_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    from alphaloop.world.hub import _count
+
+    cli = runner
+    port = cli.invoke(app, ["world", "serve", "--port", "99999"])  # not 99999 - 65536
+    assert port.exit_code == 2 and "--port" in port.output
+    bars = cli.invoke(app, ["world", "paper", "--world", "w", "--strategy", "x.yaml",
+                            "--feed", "replay:synth_planted", "--state",
+                            str(tmp_path / "s.json"), "--max-bars", "0"])
+    assert bars.exit_code == 2 and "--max-bars" in bars.output
+    assert not (tmp_path / "s.json").exists()
+    # a trade count stored before the hub checked it reads as unknown, not as a 500
+    assert (_count("lots"), _count(float("nan")), _count(5.0), _count(2.5)) == (
+        None, None, 5, 2.5)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from alphaloop.cli import app
 from alphaloop.data.loaders import load_bars
 from alphaloop.engines.engine_b import verify
+from alphaloop.errors import AlphaloopError
 from alphaloop.strategy.spec import StrategySpec
 from alphaloop.world.client import WorldClient, campaign_step
 from alphaloop.world.paper import FolderFeed, PaperRunner, PaperState, ReplayFeed, parse_feed
@@ -185,13 +186,53 @@ def test_a_folder_feed_trades_only_the_bars_that_arrive(tmp_path: Path) -> None:
     assert len(grown.returns) == 10
 
 
-def test_feeds_are_parsed_or_refused() -> None:
+def test_feeds_are_parsed_or_refused(tmp_path: Path) -> None:
     assert parse_feed("replay:synth_planted@20") == ReplayFeed("synth_planted", 20.0)
     assert parse_feed("replay:data/x.parquet") == ReplayFeed("data/x.parquet", None)
-    assert parse_feed("folder:/tmp/bars") == FolderFeed(Path("/tmp/bars"))
-    for bad in ("replay:", "tape:x", "replay:x@fast"):
-        with pytest.raises(Exception, match="--feed"):
+    assert parse_feed(f"folder:{tmp_path}") == FolderFeed(tmp_path)
+    for bad in ("replay:", "tape:x", "replay:x@fast", "replay:x@-5", "replay:x@0",
+                "replay:x@nan", f"folder:{tmp_path / 'nowhere'}"):
+        with pytest.raises(AlphaloopError, match="--feed") as err:
             parse_feed(bad)
+        assert err.value.code == "FEED_INVALID", bad
+
+
+def test_a_start_past_the_feeds_bars_is_refused(tmp_path: Path) -> None:
+    bars = load_bars(DATA)
+    for start in ("2100-01-02", bars.n_bars):
+        with pytest.raises(AlphaloopError) as err:
+            _runner(tmp_path / "s.json").run(ReplayFeed(DATA), start=start, max_bars=1)
+        assert err.value.code == "START_INVALID"
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_a_feed_that_restates_traded_bars_is_refused(tmp_path: Path) -> None:
+    """A folder file that rewrites a bar already paper-traded would re-simulate the past
+    (a black-box run posted +43 % with a return of 0): refused, the state as it was.
+    A symbol that appears only later changes nothing before it, and is accepted."""
+    bars = load_bars(DATA)
+    folder = tmp_path / "feed"
+    folder.mkdir()
+    bars.slice(0, START).to_long().to_parquet(folder / "0-history.parquet")
+    _runner(tmp_path / "f.json").run(FolderFeed(folder))
+    bars.slice(START, START + 5).to_long().to_parquet(folder / "1-new.parquet")
+    traded = _runner(tmp_path / "f.json").run(FolderFeed(folder))
+    assert len(traded.returns) == 5
+    later = bars.slice(START + 5, START + 8).to_long()
+    newcomer = later[later["symbol"] == later["symbol"].iloc[0]].assign(symbol="NEWCO")
+    import pandas as pd
+
+    pd.concat([later, newcomer]).to_parquet(folder / "2-more.parquet")
+    grown = _runner(tmp_path / "f.json").run(FolderFeed(folder))
+    assert len(grown.returns) == 8
+    saved = (tmp_path / "f.json").read_bytes()
+    restated = bars.slice(START + 2, START + 3).to_long()
+    restated[["open", "high", "low", "close"]] *= 1.5
+    restated.to_parquet(folder / "3-restated.parquet")
+    with pytest.raises(AlphaloopError) as err:
+        _runner(tmp_path / "f.json").run(FolderFeed(folder))
+    assert err.value.code == "DATA_RESTATED"
+    assert (tmp_path / "f.json").read_bytes() == saved
 
 
 def _paper_args(srv: Server, world: str, tmp_path: Path) -> tuple[list[str], Path]:

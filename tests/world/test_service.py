@@ -709,3 +709,24 @@ def test_metrics_of_the_wrong_type_are_refused_not_converted(world_server: Any,
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == f"metrics.{next(iter(metrics))}"
     assert _raw(world_server, "GET", "/worlds/w-laxm/runs/m", "viewer").status_code == 404
+
+
+def test_a_snapshots_trade_count_must_be_a_count(world_server: Any) -> None:
+    """provenance.n_trades is the paper window's trade count: text or a number beyond a
+    database integer is a 422 at the hub (it was stored, then every campaign read of
+    the world failed with a 500); metrics.n_trades beyond one is a 422 too."""
+    _world(world_server, "w-prov")
+    sid = _spec(33).strategy_id
+    base = {"world_id": "w-prov", "strategy_id": sid,
+            "as_of": datetime.now(UTC).isoformat(), "realized_returns": [0.01, -0.01, 0.0]}
+    for bad in ("lots", BIG, -1, 2.5, True):
+        r = _raw(world_server, "POST", "/risk-hub/snapshots", "operator",
+                 json={**base, "provenance": {"n_trades": bad}})
+        assert (r.status_code, r.json()["error"]["field"]) == (422, "provenance"), (bad, r.text)
+    ok = _raw(world_server, "POST", "/risk-hub/snapshots", "operator",
+              json={**base, "provenance": {"n_trades": 12, "producer": "test"}})
+    assert ok.status_code == 200, ok.text
+    r = _raw(world_server, "POST", "/worlds/w-prov/evaluate", "operator",
+             json={"run_id": "big", "spec": _spec(33).model_dump(), "metrics": {"n_trades": BIG}})
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "metrics.n_trades"), r.text
+    assert _raw(world_server, "GET", "/worlds/w-prov/campaign", "viewer").status_code == 200

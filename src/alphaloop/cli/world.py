@@ -46,7 +46,8 @@ def _db_url(url: str | None) -> str:
 
 @world_app.command("serve")
 @_friendly
-def serve(db: DbOpt = None, host: str = "127.0.0.1", port: int = 8080,
+def serve(db: DbOpt = None, host: str = "127.0.0.1",
+          port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
           refs_root: Annotated[Path | None, typer.Option(
               help="Where realized_returns_ref files live (default ./refs).")] = None,
           workers: Annotated[int, typer.Option(
@@ -274,7 +275,8 @@ def paper(world: Annotated[str, typer.Option("--world", help="The world's id.")]
           start: Annotated[str | None, typer.Option(
               help="First paper bar: an index or an ISO time (default: after the bars "
                    "present).")] = None,
-          max_bars: Annotated[int | None, typer.Option(help="Stop after this many bars.")] = None,
+          max_bars: Annotated[int | None, typer.Option(
+              min=1, help="Stop after this many bars.")] = None,
           follow: Annotated[bool, typer.Option(help="folder: keep polling for files.")] = False,
           url: UrlOpt = _URL, token_env: TokenEnvOpt = _TOKEN_ENV, db: DbOpt = None) -> None:
     """Paper-trade a strategy with engine B bar by bar; post its realized returns to the

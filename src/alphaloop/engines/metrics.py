@@ -74,8 +74,10 @@ book, whose yardstick is then cash):
 
 "The std is 0" is judged with a floating-point tolerance: a series whose
 values are all equal can have a computed sample std of a few ulps (the mean is
-rounded), so a std ``<= 16 * eps * max|r|`` counts as zero; ``ann_volatility``
-is then reported as exactly 0.0 and ``sharpe`` as NaN.
+rounded), and the returns of a flat equity near 1 can carry residues of an ulp of
+1 (~1e-16), so a std ``<= 16 * eps * max(max|r|, 1)`` counts as zero
+(:func:`negligible_std`); ``ann_volatility`` is then reported as exactly 0.0 and
+``sharpe`` as NaN.
 """
 
 from __future__ import annotations
@@ -136,8 +138,16 @@ RELATIVE_METRICS: tuple[str, ...] = (
 
 BENCHMARK_METRICS: tuple[str, ...] = tuple(f"benchmark_{m}" for m in RETURN_METRICS)
 
-# A sample std at or below this multiple of eps * max|r| is treated as zero.
+# A sample std at or below this multiple of eps * max(max|r|, 1) is treated as zero.
 _ZERO_STD_ULPS = 16.0
+
+
+def negligible_std(std: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Where the sample ``std`` of each row of ``r`` (returns, fractions of an equity
+    near 1) is floating-point noise: at most 16 ulps of the row's largest ``|r|`` or of
+    1, whichever is larger (a flat equity's returns can carry ~1e-16 residues)."""
+    scale = np.maximum(np.abs(r).max(axis=-1), 1.0)
+    return np.asarray(std <= _ZERO_STD_ULPS * np.finfo(np.float64).eps * scale)
 
 MetricValue = np.ndarray | float | int
 MetricDict = dict[str, MetricValue]
@@ -220,8 +230,7 @@ def return_metrics(returns: np.ndarray, periods_per_year: float) -> dict[str, np
         mean = r2.mean(axis=1)
         if t >= 2:
             std = r2.std(axis=1, ddof=1)
-            scale = np.abs(r2).max(axis=1)
-            zero_std = std <= _ZERO_STD_ULPS * np.finfo(np.float64).eps * scale
+            zero_std = negligible_std(std, r2)
             std = np.where(zero_std, 0.0, std)
             ann_volatility = std * sqrt_ppy
             sharpe = np.where(zero_std, np.nan, mean / np.where(zero_std, 1.0, std) * sqrt_ppy)

@@ -69,6 +69,8 @@ from arch.bootstrap import SPA, StationaryBootstrap, optimal_block_length
 from scipy import stats
 from scipy.special import ndtr
 
+from alphaloop.engines.metrics import negligible_std
+
 __all__ = [
     "EULER_GAMMA",
     "PBOResult",
@@ -97,10 +99,6 @@ IntArray = npt.NDArray[np.int64]
 
 #: Euler–Mascheroni constant γ used by the expected-maximum formula.
 EULER_GAMMA: float = float(np.euler_gamma)
-
-# A sample std at or below this multiple of eps * max|r| counts as zero (same
-# rule as alphaloop.engines.metrics).
-_ZERO_STD_ULPS = 16.0
 
 
 # ---------------------------------------------------------------------------
@@ -210,8 +208,7 @@ def _sharpe_rows(r: FloatArray) -> FloatArray:
     sum), so a row gives the same bits alone or among any other rows."""
     mean = r.mean(axis=1)
     std = r.std(axis=1, ddof=1)
-    scale = np.max(np.abs(r), axis=1)
-    zero = std <= _ZERO_STD_ULPS * np.finfo(np.float64).eps * scale
+    zero = negligible_std(std, r)
     out = np.full(r.shape[0], np.nan)
     np.divide(mean, std, out=out, where=~zero)
     return out

@@ -331,6 +331,13 @@ def _revision_of(catalog: _Catalog, where: str) -> str | None:
     if "runs" not in tables:
         raise _refuse("KB_FOREIGN", f"{where} has alembic revision {versions[0]} but no "
                                     "'runs' table; it was left untouched")
+    # at the head every table of the knowledge base's own models must be there: one
+    # dropped since is damage no retry mends (read errors would call it TRANSIENT)
+    missing = sorted(set(TABLES) - tables) if versions[0] == migrations.head() else []
+    if missing:
+        raise _refuse("KB_CORRUPT", f"{where} is at schema revision {versions[0]} but "
+                                    f"lacks table(s) {missing}; it is damaged and was left "
+                                    "untouched")
     return versions[0]
 
 

@@ -597,10 +597,13 @@ def _evidence(row: dict[str, Any], short: Shortlist, threshold: float,
 #: space. Not from the deflated selection statistics (OVERFIT_DSR, OVERFIT_PBO and the
 #: excess DSR's BENCHMARK_NOT_BEATEN harden with the number of trials, not with the
 #: parameters: a rule would steer away from the best region as the run grows), the
-#: score threshold (LOW_SCORE), duplicates (exact ones are hard rules of their own) or
-#: data and lookahead failures (about the data and the operators, not the parameters).
+#: score threshold (LOW_SCORE), duplicates (exact ones are hard rules of their own),
+#: data and lookahead failures (about the data and the operators, not the parameters)
+#: or a history too short (SHORT_HISTORY: the data's span, which no parameter changes;
+#: learned, it marks where the other gates passed, e.g. enough trades).
 LEARNING = LearningConfig(skip_codes=("DATA_FAILURE", "LOOKAHEAD", "DUPLICATE", "LOW_SCORE",
-                                      "OVERFIT_DSR", "OVERFIT_PBO", "BENCHMARK_NOT_BEATEN"))
+                                      "OVERFIT_DSR", "OVERFIT_PBO", "BENCHMARK_NOT_BEATEN",
+                                      "SHORT_HISTORY"))
 
 
 @dataclass

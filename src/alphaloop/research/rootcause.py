@@ -117,13 +117,15 @@ class SearchMetrics(_In):
     turnover: float | None = None
     total_return: float | None = None
     ann_volatility: float | None = None
+    effective_history_years: float | None = None
 
     @classmethod
     def of(cls, metrics: Mapping[str, Any]) -> SearchMetrics:
         """From a row of engine A's metrics (a dict or a pandas row): NaN and missing
         values become None, as "undefined" is what they mean there."""
         values: dict[str, float | None] = {}
-        for name in ("sharpe", "max_drawdown", "turnover", "total_return", "ann_volatility"):
+        for name in ("sharpe", "max_drawdown", "turnover", "total_return", "ann_volatility",
+                     "effective_history_years"):
             v = float(metrics.get(name, math.nan))
             values[name] = v if math.isfinite(v) else None
         return cls(n_trades=int(metrics["n_trades"]), **values)
@@ -280,7 +282,8 @@ def _gate_value(s: ScoringEvidence, gate: str) -> float | int | None:
     m = s.metrics
     values: dict[str, float | int | None] = {
         "min_trades": m.n_trades, "min_sharpe": m.sharpe, "max_drawdown": m.max_drawdown,
-        "max_turnover": m.turnover, "min_dsr": s.dsr, "max_pbo": s.pbo,
+        "max_turnover": m.turnover, "min_history_years": m.effective_history_years,
+        "min_dsr": s.dsr, "max_pbo": s.pbo,
         "min_excess_dsr": s.excess_dsr, "min_information_ratio": s.information_ratio}
     return values.get(gate)
 

@@ -105,13 +105,17 @@ def hub_view(conn: Session, refs_root: Path, state: WorldState,
     trades = (body.get("provenance") or {}).get("n_trades")
     return HubView(row.content_hash, stale_reasons(row, state, time.time()), risk, returns,
                    float(body.get("periods_per_year", 252.0)),
-                   None if trades is None else _count(trades))
+                   _count(trades))
 
 
-def _count(value: Any) -> int | float:
-    """A count as stated: 5 stays 5 (the metrics show what the producer posted)."""
-    number = float(value)
-    return int(number) if number.is_integer() else number
+def _count(value: Any) -> int | float | None:
+    """A count as stated: 5 stays 5 (the metrics show what the producer posted); a
+    stored value that is no finite number (posted before ingestion checked it) is
+    unknown, not a failure of every read of the world."""
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not np.isfinite(value):
+        return None
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def snapshot_out(row: RiskSnapshot | Snapshot, state: WorldState, created: bool) -> SnapshotOut:

@@ -39,6 +39,7 @@ world is halted, the runner stops there, as on its own breach.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -70,6 +71,9 @@ class PaperState:
     halted: dict[str, Any] | None = None  # the risk guard's trip, until an operator resets it
     trip_sent: bool = False  # the world has the trip
     bar_fills: list[dict[str, Any]] = field(default_factory=list)  # the last bar's fills
+    # data_ref of the bars up to last_ts as they were traded (symbols with a bar by
+    # then): a feed that later restates them is refused, the past is not re-simulated
+    history_ref: str | None = None
     guard_from: int = 0  # drawdown is measured from this return on (the last reset)
     counters: dict[str, float] | None = None  # engine B's order counters up to last_ts
     bar_report: dict[str, Any] | None = None  # the last bar's record (POST paper/bars)
@@ -86,6 +90,24 @@ class PaperState:
     @classmethod
     def load(cls, path: Path) -> PaperState | None:
         return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def _history_ref(bars: Any, stop: int) -> str:
+    """The content of bars ``0 .. stop - 1``, of the symbols that have a bar in them (a
+    symbol listed later changes nothing before it)."""
+    return str(bars.slice(0, stop, drop_empty=True).data_ref)
+
+
+def _same_history(bars: Any, stop: int, state: PaperState) -> None:
+    """Refuse a feed whose bars up to the last one stepped are not those stepped."""
+    ref = _history_ref(bars, stop)
+    if state.history_ref is None:  # a state from before the check: from now on
+        state.history_ref = ref
+    elif ref != state.history_ref:
+        raise AlphaloopError(f"feed: the bars up to {state.last_ts}, already paper-traded, "
+                             "differ from those traded (a file restates or adds past bars);"
+                             " the run keeps its past: remove that file, or start a new "
+                             "--state", code="DATA_RESTATED")
 
 
 def _iso(ts: Any) -> str:
@@ -198,10 +220,16 @@ def parse_feed(text: str) -> Feed:
     if kind == "replay" and rest:
         source, _, speed = rest.rpartition("@") if "@" in rest else (rest, "", "")
         try:
-            return ReplayFeed(source, float(speed) if speed else None)
+            rate = float(speed) if speed else None
         except ValueError:
-            pass
+            rate = -1.0
+        if rate is None or (math.isfinite(rate) and rate > 0):
+            return ReplayFeed(source, rate)
+        raise AlphaloopError(f"--feed: the speed of {text!r} must be a positive number of "
+                             "bars per second", code="FEED_INVALID")
     if kind == "folder" and rest:
+        if not Path(rest).is_dir():
+            raise AlphaloopError(f"--feed: {rest!r} is not a folder", code="FEED_INVALID")
         return FolderFeed(Path(rest))
     raise AlphaloopError(f"--feed: {text!r} is not replay:DATA[@SPEED] or folder:PATH",
                          code="FEED_INVALID")
@@ -306,7 +334,8 @@ class PaperRunner:
                                      "time", code="START_INVALID") from exc
             when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
             first = int(bars.index.searchsorted(when))
-        if not 1 <= first <= bars.n_bars:
+        # without --start a run begins after the bars present; a --start must name one
+        if not 1 <= first <= bars.n_bars - (start is not None):
             raise AlphaloopError(f"--start: {start!r} leaves no bar of history before the "
                                  "paper run, or lies past the feed's bars",
                                  code="START_INVALID")
@@ -421,6 +450,7 @@ class PaperRunner:
                 guard = self._guard() if self.post or self.guard is not None else RiskGuard()
             assert state.last_ts is not None
             first = int(bars.index.searchsorted(pd.Timestamp(state.last_ts), side="right"))
+            _same_history(bars, first, state)
             for t in range(first, bars.n_bars):
                 if max_bars is not None and done >= max_bars:
                     return state
@@ -431,6 +461,7 @@ class PaperRunner:
                                     "bar": state.last_ts}
                 state.as_of = datetime.now(UTC).isoformat()
                 state.periods_per_year = float(bars.periods_per_year)
+                state.history_ref = _history_ref(bars, t + 1)
                 state.save(self.state_path)  # the bar is done: then tell the world
                 self._post(state)
                 self._post_fills(state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from alphaloop.world.policy import Integer, Number, Outcome, RuleResult, Stage
 
@@ -45,7 +45,7 @@ class Metrics(_In):
     calmar: Number | None = None
     turnover: Number | None = Field(default=None, ge=0)
     exposure: Number | None = Field(default=None, ge=0)
-    n_trades: Integer | None = Field(default=None, ge=0)
+    n_trades: Integer | None = Field(default=None, ge=0, le=SQL_INT_MAX)
     win_rate: Number | None = Field(default=None, ge=0, le=1)
     profit_factor: Number | None = Field(default=None, ge=0)
     effective_history_years: Number | None = Field(default=None, ge=0)
@@ -215,6 +215,17 @@ class SnapshotIn(_In):
     provenance: Annotated[dict[Annotated[str, Field(max_length=128)],
                                Annotated[str, Field(max_length=1024)] | float | bool | None],
                           Field(max_length=100)] = Field(default_factory=dict)
+
+    @field_validator("provenance", mode="before")
+    @classmethod
+    def _trade_count(cls, value: Any) -> Any:
+        # n_trades is read as the paper window's trade count: a count, or absent
+        n = value.get("n_trades") if isinstance(value, dict) else None
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int | float)
+                              or n != n or n < 0 or n > SQL_INT_MAX or int(n) != n):
+            raise ValueError(f"n_trades must be a whole number of trades in 0..{SQL_INT_MAX}, "
+                             f"got {n!r}")
+        return value
 
 
 class SnapshotOut(BaseModel):
