@@ -570,10 +570,13 @@ def test_cli_status_approve_and_apply(server: Any) -> None:
     blocked = cli("operator", "apply", w, a)
     assert blocked.exit_code == 2 and "LIVE_APPROVAL_MISSING" in blocked.output
     assert cli("operator", "approve", w, a).exit_code == 2  # FORBIDDEN: not an approver role
-    approved = cli("approver", "approve", w, a, "--comment", "fine")
+    # the 12 characters `status` prints are enough, as everywhere an id is asked for
+    approved = cli("approver", "approve", w, a[:12], "--comment", "fine")
     assert approved.exit_code == 0 and re.match(rf"approve #\d+ of {a[:12]} in {w}",
                                                 approved.output)
-    done = cli("operator", "apply", w, a)
+    unknown = cli("operator", "apply", w, "zz")
+    assert unknown.exit_code == 2 and "STRATEGY_NOT_FOUND" in unknown.output
+    done = cli("operator", "apply", w, a[:12])
     assert done.exit_code == 0, done.output
     assert f"switched {a[:12]} -> live on broker paper" in done.output
     status = json.loads(cli("viewer", "status", w, "--json").output)

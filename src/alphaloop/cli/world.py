@@ -218,11 +218,30 @@ def status(world: Annotated[str, typer.Argument(help="The world's id.")], url: U
     out.print(table)
 
 
+def _campaign_id(client: Any, world: str, prefix: str) -> str:
+    """A strategy id of the world's campaign from a unique prefix (as `world status`
+    prints them); a full id is taken as it is."""
+    wanted = prefix.strip().lower()
+    if len(wanted) == 64:
+        return wanted
+    ids = sorted({s.strategy_id for s in client.campaign(world).strategies
+                  if s.strategy_id.startswith(wanted)}) if wanted else []
+    if len(ids) == 1:
+        return ids[0]
+    if not ids:
+        raise AlphaloopError(f"strategy_id: no strategy of {world}'s campaign starts with "
+                             f"{prefix!r}", code="STRATEGY_NOT_FOUND")
+    raise AlphaloopError(f"strategy_id: {prefix!r} is the start of {len(ids)} strategies of "
+                         f"{world}'s campaign ({', '.join(i[:12] for i in ids[:5])}); give "
+                         "more of it", code="AMBIGUOUS_ID")
+
+
 def _decide(world: str, strategy_id: str, decision: str, comment: str, url: str,
             token_env: str) -> None:
     from alphaloop.world.client import WorldClient
 
     with WorldClient(url, _token(token_env)) as client:
+        strategy_id = _campaign_id(client, world, strategy_id)
         done = client.approve(world, strategy_id, decision, comment)
     out.print(f"{decision} #{done.approval_id} of {strategy_id[:12]} in {world} "
               f"(paper run {done.paper_run_id} rev {done.paper_revision})", highlight=False)
@@ -253,6 +272,7 @@ def apply(world: str, strategy_id: str,
     from alphaloop.world.client import WorldClient
 
     with WorldClient(url, _token(token_env)) as client:
+        strategy_id = _campaign_id(client, world, strategy_id)
         plan = client.plan_activation(world, strategy_id, target, broker)
         if not plan.allowed:
             raise AlphaloopError(f"{strategy_id[:12]} may not go {target}: "
