@@ -218,16 +218,21 @@ def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("delete",)
 
 
+def _tampered(path: Path, sql: str) -> Path:
+    """A knowledge base with one run, then ``sql`` run on the file behind its back."""
+    open_kb(path).save_run(run())
+    dispose_engines()  # let the last connection fold the WAL back into the file
+    con = sqlite3.connect(path)
+    con.execute(sql)
+    con.commit()
+    con.close()
+    return path
+
+
 def test_a_knowledge_base_missing_a_table_is_refused_as_corrupt(tmp_path: Path) -> None:
     """At the head revision a dropped table is damage (CRITICAL), not a read error to
     retry (a black-box test got a TRANSIENT KB_READ_FAIL from `kb stats`)."""
-    path = tmp_path / "kb.sqlite"
-    open_kb(path).save_run(run())
-    dispose_engines()
-    con = sqlite3.connect(path)
-    con.execute("DROP TABLE failures")
-    con.commit()
-    con.close()
+    path = _tampered(tmp_path / "kb.sqlite", "DROP TABLE failures")
     err = _refused(path, "KB_CORRUPT")
     assert "failures" in err.message
 
@@ -245,13 +250,7 @@ def test_another_alembic_application_with_a_known_revision_id_is_refused(tmp_pat
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "kb.sqlite"
-    open_kb(path).save_run(run())
-    dispose_engines()  # let the last connection fold the WAL back into the file
-    con = sqlite3.connect(path)
-    con.execute("UPDATE alembic_version SET version_num = '0107'")
-    con.commit()
-    con.close()
+    path = _tampered(tmp_path / "kb.sqlite", "UPDATE alembic_version SET version_num = '0107'")
     err = _refused(path, "KB_SCHEMA_NEWER")
     assert "0107" in err.message
     con = sqlite3.connect(path)

@@ -707,14 +707,14 @@ def _report_windows(r: Any) -> tuple[float | None, float | None]:
 def _scored_table(ev: Any, holdout: float) -> Any:
     """``evaluate --out``: every candidate's row (metrics of the selection window, also
     as ``sharpe_sel``) and, for the reported top, the columns of the printed table."""
-    late = {r.strategy_id: _report_windows(r) for r in ev.reports}
+    windows = {r.strategy_id: _report_windows(r) for r in ev.reports}
     ids = ev.frame["strategy_id"]
     return ev.frame.assign(
         reasons=ev.frame["reasons"].map("; ".join),
         failed_gates=ev.frame["failed_gates"].map(",".join),
         sharpe_sel=ev.frame["sharpe"],
-        **{_late_column(holdout): ids.map(lambda s: late.get(s, (None, None))[0]).astype(float),
-           "2x_cost": ids.map(lambda s: late.get(s, (None, None))[1]).astype(float)})
+        **{name: ids.map({sid: w[k] for sid, w in windows.items()}).astype(float)
+           for k, name in enumerate((_late_column(holdout), "2x_cost"))})
 
 
 def _print_evaluation(ev: Any, path: Path, bars: Any, holdout: float) -> None:

@@ -46,13 +46,12 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
     """Continue a stopped or killed run (a finished one just prints its summary and
     exits 0)."""
     from alphaloop.orchestrator import Runner
-    from alphaloop.orchestrator.runner import SUMMARY_FILE, run_folder
+    from alphaloop.orchestrator.runner import run_folder
     from alphaloop.orchestrator.states import FINAL_RUN_STATES
 
     folder = run_folder(run_id, out_dir)
-    stored = folder / SUMMARY_FILE
-    ended = stored.exists() and json.loads(stored.read_text(encoding="utf-8")).get(
-        "status") in FINAL_RUN_STATES
+    stored = _stored_summary(folder)
+    ended = stored is not None and stored.status in FINAL_RUN_STATES
     with _LiveView(None, None) as view:
         summary = Runner.resume(folder.name, out_dir=str(folder.parent), progress=view.update)
     _print_summary(summary, as_json)
@@ -66,12 +65,10 @@ def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
            as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
     """Where a run stands: its state and the summary of the iterations so far."""
     from alphaloop.orchestrator.config import RunSummary
-    from alphaloop.orchestrator.runner import SUMMARY_FILE, loop_alive, run_folder, runs_root
+    from alphaloop.orchestrator.runner import loop_alive, run_folder, runs_root
 
     folder = run_folder(run_id, out_dir)
-    path = folder / SUMMARY_FILE
-    summary = (RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
-               if path.exists() else RunSummary(run_id=folder.name, status="RUNNING"))
+    summary = _stored_summary(folder) or RunSummary(run_id=folder.name, status="RUNNING")
     alive = loop_alive(folder)
     _print_summary(summary, as_json, extra={"process_alive": alive})
     if summary.status in ("RUNNING", "RUN_CREATED") and not alive:
@@ -89,6 +86,16 @@ def register(app: typer.Typer) -> None:
 
 
 # ------------------------------------------------------------------ output
+def _stored_summary(folder: Path) -> Any:
+    """The run's last written RunSummary, or None before its first one."""
+    from alphaloop.orchestrator.config import RunSummary
+    from alphaloop.orchestrator.runner import SUMMARY_FILE
+
+    path = folder / SUMMARY_FILE
+    return (RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
+            if path.exists() else None)
+
+
 def _exit_for(summary: Any) -> None:
     """A run that did not end DONE_* exits non-zero: 130 when Ctrl-C paused it (as
     shells expect), 75 (EX_TEMPFAIL) when exhausted retries paused it (resume it later),
