@@ -102,7 +102,7 @@ def _add_band_family() -> None:
         "sma_band", "SMA cross with an entry band (benchmark only)",
         {"fast": t.IntParam(5, 50, 5), "slow": t.IntParam(20, 200, 10),
          "band": t.FloatParam(0.0, 0.05, 0.0001)},
-        (t.Rule("fast < slow", lambda p: p["fast"] < p["slow"]),), build)
+        (t.Rule.less("fast", "slow"),), build)
 
 
 def _planted_panel(work: Path) -> Path:

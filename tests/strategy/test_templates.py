@@ -230,3 +230,25 @@ def test_random_unit_points_build_when_valid(name: str, data: st.DataObject) -> 
         assert family.build(params).params == params
     else:
         assert family.broken_rules(params)
+
+
+# ------------------------------------------------------------- column rules
+NUMBERS = st.one_of(st.integers(-10**6, 10**6),
+                    st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False))
+
+
+@given(a=st.lists(NUMBERS, min_size=1, max_size=30), data=st.data())
+def test_column_form_of_the_ready_made_rules_agrees_with_check(a: list[float],
+                                                               data: st.DataObject) -> None:
+    """``Rule.less`` / ``Rule.at_most`` asked about columns give, point by point, what
+    ``check`` gives about each parameter set (ints, floats and their mix)."""
+    b = data.draw(st.lists(NUMBERS, min_size=len(a), max_size=len(a)))
+    for rule in (Rule.less("x", "y"), Rule.at_most("x", "y")):
+        assert rule.columns is not None
+        got = rule.columns({"x": np.asarray(a), "y": np.asarray(b)})
+        assert got.tolist() == [rule.check({"x": x, "y": y}) for x, y in zip(a, b, strict=True)]
+
+
+def test_a_plain_rule_has_no_column_form() -> None:
+    rule = Rule("fast < slow", lambda p: p["fast"] < p["slow"])
+    assert rule.columns is None and rule.check({"fast": 5, "slow": 10})

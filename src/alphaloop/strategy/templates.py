@@ -250,10 +250,28 @@ def _same_choice(choice: Value, value: Any) -> bool:
 
 # ------------------------------------------------------------------ family
 class Rule(NamedTuple):
-    """A validity rule over a whole parameter set, e.g. ``("fast < slow", pred)``."""
+    """A validity rule over a whole parameter set, e.g. ``("fast < slow", pred)``.
+
+    ``columns``, when given, is the same predicate over columns: parameter name ->
+    a numpy array of values (one entry per point), returning a boolean array. A
+    sampler's grid table then asks it about every point at once instead of calling
+    ``check`` a million times; it must agree with ``check`` point by point, as
+    :meth:`less` and :meth:`at_most` do.
+    """
 
     description: str
     check: Callable[[Mapping[str, Any]], bool]
+    columns: Callable[[Mapping[str, Any]], Any] | None = None
+
+    @staticmethod
+    def less(a: str, b: str) -> Rule:
+        """Valid where parameter ``a`` is below parameter ``b`` (fast < slow)."""
+        return Rule(f"{a} < {b}", lambda p: p[a] < p[b], lambda c: c[a] < c[b])
+
+    @staticmethod
+    def at_most(a: str, b: str) -> Rule:
+        """Valid where parameter ``a`` is at most parameter ``b``."""
+        return Rule(f"{a} <= {b}", lambda p: p[a] <= p[b], lambda c: c[a] <= c[b])
 
 
 @dataclass(frozen=True)
@@ -483,30 +501,22 @@ def _xs_params(**params: Param) -> dict[str, Param]:
             "buffer": FloatParam(0.0, 0.2, 0.1, limit=0.5)}
 
 
-def _lt(a: str, b: str) -> Rule:
-    return Rule(f"{a} < {b}", lambda p: p[a] < p[b])
-
-
-def _le(a: str, b: str) -> Rule:
-    return Rule(f"{a} <= {b}", lambda p: p[a] <= p[b])
-
-
 _FAMILY_LIST: tuple[Family, ...] = (
     Family("sma_cross", "long while the fast simple moving average is above the slow one",
            {"fast": IntParam(5, 50, 5), "slow": IntParam(20, 200, 10)},
-           (_lt("fast", "slow"),), _ma_cross("sma")),
+           (Rule.less("fast", "slow"),), _ma_cross("sma")),
     Family("ema_cross", "long while the fast exponential moving average is above the slow one",
            {"fast": IntParam(5, 50, 5), "slow": IntParam(20, 200, 10)},
-           (_lt("fast", "slow"),), _ma_cross("ema")),
+           (Rule.less("fast", "slow"),), _ma_cross("ema")),
     Family("rsi_reversion", "buy when RSI is oversold (< lower), sell when overbought (> upper)",
            {"window": IntParam(2, 30, 2), "lower": IntParam(10, 40, 5, limit=100),
             "upper": IntParam(55, 90, 5, limit=100)},
-           (_lt("lower", "upper"),), _rsi_reversion),
+           (Rule.less("lower", "upper"),), _rsi_reversion),
     Family("donchian_breakout", "buy a break above the previous n-bar high, sell a break "
            "below the previous m-bar low; optional stop loss",
            {"entry_window": IntParam(10, 100, 10), "exit_window": IntParam(5, 50, 5),
             "stop_loss": ChoiceParam(("none", 0.02, 0.05, 0.1))},
-           (_le("exit_window", "entry_window"),), _donchian),
+           (Rule.at_most("exit_window", "entry_window"),), _donchian),
     Family("bollinger_reversion", "buy below the lower Bollinger band (sma - k*std), "
            "sell back above the moving average",
            {"window": IntParam(10, 50, 5), "k": FloatParam(1.0, 3.0, 0.25)},
@@ -523,7 +533,7 @@ _FAMILY_LIST: tuple[Family, ...] = (
            "recovers above -exit_z",
            {"window": IntParam(10, 60, 5), "entry_z": FloatParam(1.0, 3.0, 0.25),
             "exit_z": FloatParam(0.0, 1.0, 0.25)},
-           (_lt("exit_z", "entry_z"),), _zscore),
+           (Rule.less("exit_z", "entry_z"),), _zscore),
     Family("rank_momentum", "hold the symbols whose n-bar return ranks in the top "
            "fraction of the cross-section",
            {"window": IntParam(20, 250, 10), "top": FloatParam(0.1, 0.5, 0.1, limit=0.9)},
@@ -533,7 +543,7 @@ _FAMILY_LIST: tuple[Family, ...] = (
            {"window": IntParam(20, 260, 20), "skip": ChoiceParam((0, 5, 21)),
             **_xs_params(rebalance=ChoiceParam((1, 5, 21)),
                          weighting=ChoiceParam(("equal", "rank")))},
-           (_lt("skip", "window"),), _xs_momentum),
+           (Rule.less("skip", "window"),), _xs_momentum),
     Family("xs_reversal", "long the names that fell most over the last window bars, "
            "short those that rose most (dollar-neutral, buffered)",
            {"window": IntParam(1, 10, 1),
