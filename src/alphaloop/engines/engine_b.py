@@ -73,7 +73,10 @@ class VerificationResult:
       (after every cost, borrow included) and ``qty`` the largest size held.
     - ``positions``: shares held at each close (T × N).
     - ``execution``: fill rate, costs by component, participation and ADV
-      utilization p95, order counts and the capacity estimate.
+      utilization p95, order counts and the capacity estimate. ``filled_notional``,
+      ``unfilled_notional`` and ``pending_at_end_notional`` value shares at the
+      reference price (the fills' ``ref_price``, before spread and impact), so that the
+      fill rate compares like with like; the cost of the fills is in ``costs``.
     - ``status``: ``SUCCESS``, or ``PARTIAL`` when symbols failed the data gate
       (``excluded`` says which, from which bar and why).
     - ``output_hash``: sha256 of equity, fills and positions, for determinism checks.

@@ -677,7 +677,10 @@ class BarOrders(_In):
     because the universe changed; each is a record of ``paper/orders``), fills, partial fills (the volume
     cap left a remainder, carried to later bars), orders clipped by the leverage cap,
     orders cancelled; the notional filled, left unfilled (clipped or cancelled) and
-    still pending after the bar; and the held symbols that had no bar (not tradable)."""
+    still pending after the bar, each valued at the reference price (the bar's open,
+    before spread and impact: engine B's ``ref_price``, so a bar's ``filled_notional``
+    is the sum of its fills' quantity × ``ref_price``, not × ``price``); and the held
+    symbols that had no bar (not tradable)."""
 
     placed: Count = 0
     filled: Count = 0
