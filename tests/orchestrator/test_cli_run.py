@@ -137,6 +137,11 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     top = runner.invoke(app, ["kb", "strategies", "--url", url, "--top", "3", "--json"])
     best = json.loads(top.stdout)
     assert len(best) == 3
+    table = runner.invoke(app, ["kb", "strategies", "--url", url, "--top", "3"])
+    lines = table.stdout.splitlines()  # whole ids and runs, no cell broken mid-word
+    assert all(f"{b['strategy_id'][:12]}  {b['family']}" in table.stdout for b in best)
+    assert all(f"cli1/{b['iteration']}" in table.stdout for b in best)
+    assert max(map(len, lines)) <= 80 and len(lines) <= 3 + 2 * 3
     shown = runner.invoke(app, ["kb", "show", best[0]["strategy_id"][:10], "--url", url])
     assert shown.exit_code == 0 and best[0]["strategy_id"] in shown.stdout
     missing = runner.invoke(app, ["resume", "nope", "--out-dir", runs])

@@ -57,8 +57,17 @@ def kb_runs(url: UrlOpt = None,
 def kb_strategies(url: UrlOpt = None,
                   top: Annotated[int, typer.Option(min=1, help="How many.")] = 20,
                   as_json: JsonOpt = False) -> None:
-    """The best-scored strategies of every run."""
-    _frame(_kb(url).top_strategies(top), as_json)
+    """The best-scored strategies of every run (--json: every field, psr and the
+    policy version included)."""
+    frame = _kb(url).top_strategies(top)
+    if as_json:
+        _frame(frame, True)
+        return
+    from rich import box
+
+    rows = _strategy_rows(frame)
+    _frame(rows, False, _table(*rows.columns, no_wrap=("id", "family", "run/it"),
+                               box=box.SIMPLE_HEAD))
 
 
 @kb_app.command("show")
@@ -309,6 +318,24 @@ def _run_rows(frame: Any) -> Any:
         "iters": [stat(s, "iterations") for s in frame["summary"]],
         "backtests": [stat(s, "backtests") for s in frame["summary"]],
         "survivors": [len((s or {}).get("best_strategies", ())) for s in frame["summary"]],
+    })
+
+
+def _strategy_rows(frame: Any) -> Any:
+    """One row per strategy for a terminal, in 80 columns: its id (12 characters, any
+    unique prefix works for `kb show`), family, parameters as name=value, score, the
+    verdict and DSR, and the run (12 characters) and iteration that scored it."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "id": [str(r)[:12] for r in frame["strategy_id"]],
+        "family": [str(f or "-") for f in frame["family"]],
+        "params": [_params_text(p or {}) for p in frame["params"]],
+        "score": [_num(v, ".2f") for v in frame["score_total"]],
+        "passed": ["yes" if bool(v) else "no" for v in frame["passed"]],
+        "dsr": [_num(v) for v in frame["dsr"]],
+        "run/it": [f"{str(r)[:12]}/{i}" for r, i in zip(frame["run_id"], frame["iteration"],
+                                                       strict=True)],
     })
 
 
