@@ -152,6 +152,70 @@ def test_an_interrupt_inside_a_stage_stops_it_in_the_log_and_pauses_the_run(
     assert (final["status_after"], final["stop_reason"]) == (done.status, done.stop_reason)
 
 
+class _Killed(BaseException):
+    """The process dies here (SIGKILL): nothing of the runner's handles it."""
+
+
+def _stop_after_storing(monkeypatch: pytest.MonkeyPatch, at: tuple[int, str],
+                        exc: type[BaseException]) -> None:
+    """Raise ``exc`` once, right after the stage ``at`` stored its output and marker
+    (before the runner moves it to SUCCESS and writes its KB row)."""
+    from alphaloop.orchestrator.artifacts import StageStore
+
+    save, fired = StageStore.save, []
+
+    def dying(self: StageStore, iteration: int, stage_id: str, *a: Any) -> str:
+        ref = save(self, iteration, stage_id, *a)
+        if (iteration, stage_id) == at and not fired:
+            fired.append(1)
+            raise exc
+        return ref
+
+    monkeypatch.setattr(StageStore, "save", dying)
+
+
+def _stage_rows(cfg: RunConfig) -> list[tuple[int, str, int, str]]:
+    rows = KnowledgeBase(cfg.kb.url).stage_runs(cfg.run_id)
+    return sorted(zip(rows["iteration"], rows["stage_id"], rows["attempt"], rows["status"],
+                      strict=True))
+
+
+def test_a_stage_stored_just_before_the_process_died_gets_its_row_on_resume(
+        make_config: Make, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between storing S30's output and recording it: the resume reuses the
+    output and fills in its stage_runs row, so the KB holds the rows of an
+    uninterrupted run (a black-box report found the row lost for good)."""
+    cfg = make_config(noise_path, run_id="dies")
+    ref = make_config(noise_path, run_id="lives", kb={"url": cfg.kb.url.replace(
+        "kb.sqlite", "kb_ref.sqlite")})
+    expected = Runner(ref).run()
+    with monkeypatch.context() as m:
+        _stop_after_storing(m, (1, "S30"), _Killed)
+        with pytest.raises(_Killed):
+            Runner(cfg).run()
+    assert (1, "S30", 1, "SUCCESS") not in _stage_rows(cfg)
+    done = Runner.resume(cfg.run_id, out_dir=cfg.out_dir)
+    assert done.comparable() == expected.comparable()
+    assert _stage_rows(cfg) == _stage_rows(ref)
+
+
+def test_an_interrupt_after_a_stage_stored_its_output_completes_that_stage(
+        make_config: Make, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C right after S30 stored its output: the stage is done (SUCCESS in the log
+    and the KB, not STOPPED), the run pauses, and the resume reuses that output."""
+    cfg = make_config(noise_path)
+    _stop_after_storing(monkeypatch, (1, "S30"), KeyboardInterrupt)
+    summary = Runner(cfg).run()
+    assert (summary.status, summary.stop_reason) == ("PAUSED", "interrupted")
+    s30 = [(e["event"], e["status_after"]) for e in events_of(cfg)
+           if e["stage_id"] == "S30" and e["iteration_id"] == 1]
+    assert s30 == [("STAGE_STARTED", "RUNNING"), ("STAGE_COMPLETED", "SUCCESS")]
+    assert [r for r in _stage_rows(cfg) if r[:2] == (1, "S30")] == [(1, "S30", 1, "SUCCESS")]
+    done = Runner.resume(cfg.run_id, out_dir=cfg.out_dir)
+    assert done.status != "PAUSED"
+    assert [r for r in _stage_rows(cfg) if r[:2] == (1, "S30")] == [(1, "S30", 1, "SUCCESS")]
+
+
 # ------------------------------------------------------------ TEST-621
 def test_TEST_621_permanent_error_fails_without_retry(make_config: Make,
                                                       noise_path: Path) -> None:

@@ -779,6 +779,13 @@ class KnowledgeBase:
         with self._writing(f"save stage run {record.stage_run_id}") as conn:
             _upsert(conn, _t(StageRun), [_row(record)])
 
+    def add_stage_run(self, record: StageRunRecord) -> None:
+        """Insert one attempt of one stage unless its ``stage_run_id`` is there already
+        (a resumed run filling in the row of a stage whose output was stored just
+        before the process died; a row written then is left as it is)."""
+        with self._writing(f"add stage run {record.stage_run_id}") as conn:
+            _upsert(conn, _t(StageRun), [_row(record)], update_=False)
+
     def persist_iteration(self, batch: IterationBatch) -> None:
         """Store everything of one iteration in ONE transaction: all of it or none.
 

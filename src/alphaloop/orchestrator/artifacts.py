@@ -112,6 +112,15 @@ class StageStore:
         with open(folder / OUTPUT, "rb") as fh:
             return pickle.load(fh)
 
+    def marker(self, iteration: int, stage_id: str) -> dict[str, Any]:
+        """The completion marker of a stored stage ({} when unreadable or absent)."""
+        try:
+            meta = json.loads((self.folder(iteration, stage_id) / DONE).read_text(
+                encoding="utf-8"))
+        except (json.JSONDecodeError, OSError):
+            return {}
+        return meta if isinstance(meta, dict) else {}
+
     def save(self, iteration: int, stage_id: str, inputs: str, run_stage_id: str,
              output: Any) -> str:
         """Write the output, then the marker (the marker last: its presence means done)."""

@@ -69,6 +69,7 @@ from alphaloop.kb.store import KBError, KnowledgeBase
 from alphaloop.numbers import finite
 from alphaloop.orchestrator import stages as st
 from alphaloop.orchestrator.artifacts import (
+    OUTPUT,
     StageStore,
     append_line,
     inputs_hash,
@@ -138,10 +139,16 @@ DATA_REF_FILE = "data_ref.json"  # the data the run started on: a resume needs t
 OWNER_FILE = "owner.json"  # the process running the loop now (gone when it ends)
 WORLD_FILE = "world_submissions.jsonl"  # what the world decided for each survivor handed off
 _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
-    "record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord}
+    "record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord,
+    "add_stage_run": rec.StageRunRecord}
 
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _done_status(out: Any) -> StageStatus:
+    """How a stage that returned ``out`` ends: PARTIAL when the output says so."""
+    return StageStatus.PARTIAL if getattr(out, "partial", False) else StageStatus.SUCCESS
 
 
 @contextmanager
@@ -679,6 +686,7 @@ class Runner:
         stored = self.store.load(i, stage_id, h)
         if stored is not None:
             self._loaded.add(stage_id)
+            self._stored_stage_run(i, stage_id, h, stored)
             if on_load is not None:
                 on_load(stored)
             self.events.emit("STAGE_COMPLETED", iteration=i, stage_id=stage_id,
@@ -688,6 +696,7 @@ class Runner:
             return stored
         attempt = 1
         t0 = time.monotonic()
+        srid: str | None = None
         while True:
             try:
                 # inside: a Ctrl-C held during the move is raised as it ends, stage started
@@ -703,20 +712,45 @@ class Runner:
                 srid = stage_run_id(self.cfg.run_id, i, stage_id, attempt, h)
                 ref = self.store.save(i, stage_id, h, srid, out)
             except KeyboardInterrupt:
-                # the run pauses: the stage is closed in the log (seed 004 STAGE_STOPPED);
-                # a stored output without its move to SUCCESS is found again on resume
-                if sm.state in (StageStatus.RUNNING, StageStatus.RETRYING):
+                # the run pauses: the stage is closed in the log (seed 004 STAGE_STOPPED),
+                # or, its output stored already, completed (a resume reuses that output)
+                if srid is not None and sm.state is StageStatus.RUNNING \
+                        and self.store.marker(i, stage_id).get("stage_run_id") == srid:
+                    self._smove(i, stage_id, sm, _done_status(out), attempt, h,
+                                "STAGE_COMPLETED", output_ref=self._output_ref(i, stage_id))
+                elif sm.state in (StageStatus.RUNNING, StageStatus.RETRYING):
                     self._smove(i, stage_id, sm, StageStatus.STOPPED, attempt, h,
                                 "STAGE_STOPPED", stop_reason="interrupted")
                 raise
-            status = StageStatus.PARTIAL if getattr(out, "partial", False) else StageStatus.SUCCESS
-            self._smove(i, stage_id, sm, status, attempt, h, "STAGE_COMPLETED", output_ref=ref)
+            self._smove(i, stage_id, sm, _done_status(out), attempt, h, "STAGE_COMPLETED",
+                        output_ref=ref)
             if attempt > 1:
                 self.events.emit("ITER_RETRY_SUCCESS", iteration=i, stage_id=stage_id,
                                  attempt=attempt)
             timings[stage_id] = round((time.monotonic() - t0) * 1000.0, 3)
             self._report(i, stage_id)
             return out
+
+    def _stored_stage_run(self, i: int, stage_id: str, h: str, out: Any) -> None:
+        """The KB row of a stage loaded from its stored output, where it is missing: a
+        process killed between storing the output and moving the stage to SUCCESS left
+        the output but not the row. The attempt is the one whose ``stage_run_id`` the
+        marker holds; the times are unknown (now, zero duration)."""
+        srid = self.store.marker(i, stage_id).get("stage_run_id")
+        tries = range(1, self.retry.max_attempts(stage_id) + 1)
+        attempt = next((a for a in tries
+                        if stage_run_id(self.cfg.run_id, i, stage_id, a, h) == srid), None)
+        if attempt is None:
+            return
+        now = time.time()
+        self._kb_write("add_stage_run", rec.StageRunRecord(
+            stage_run_id=str(srid), run_id=self.cfg.run_id, iteration=i, stage_id=stage_id,
+            attempt=attempt, inputs_hash=h, status=str(_done_status(out)), started_ts=now,
+            finished_ts=now, error_code=None, error_class=None,
+            output_ref=self._output_ref(i, stage_id)))
+
+    def _output_ref(self, i: int, stage_id: str) -> str:
+        return str(self.store.folder(i, stage_id) / OUTPUT)
 
     def _stage_error(self, i: int, stage_id: str, sm: Machine[StageStatus], attempt: int,
                      h: str, exc: Exception) -> int:
