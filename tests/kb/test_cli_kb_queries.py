@@ -246,10 +246,25 @@ def test_constraints_of_a_chosen_set_and_of_a_run(url: str) -> None:
 
 
 def test_constraints_on_an_empty_kb(tmp_path: Path) -> None:
+    open_kb(tmp_path / "empty.sqlite")
     url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
     assert _json("kb", "constraints", "--url", url) == {"constraint_set": None, "rules": []}
     code, text, _ = _run("kb", "constraints", "--url", url)
     assert code == 0 and "no constraint set in the knowledge base" in text
+
+
+@pytest.mark.parametrize("command", [["stats"], ["runs"], ["strategies"], ["failures"],
+                                     ["constraints"], ["show", "abc"], ["similar", "abc"],
+                                     ["prune-claims"]])
+def test_reading_a_knowledge_base_that_does_not_exist_creates_none(
+        tmp_path: Path, command: list[str]) -> None:
+    """A mistyped --url is one line (KB_NOT_FOUND, exit 2), not an empty history, and
+    leaves no database or folder behind (a black-box report found both)."""
+    where = tmp_path / "typo" / "kb.sqlite"
+    code, _, err = _run("kb", *command, "--url", f"sqlite:///{where}")
+    assert code == 2 and "KB_NOT_FOUND" in err and str(where) in err
+    assert len(err.strip().splitlines()) == 1
+    assert not where.parent.exists()
 
 
 # ------------------------------------------------------------------ kb similar

@@ -183,14 +183,31 @@ def test_a_database_of_revision_0002_gains_the_world_tables_with_its_data(
 
 
 def _refused(path: Path, code: str) -> KBError:
-    before = _sha(path)
+    before, files = _sha(path), sorted(os.listdir(path.parent))
     with pytest.raises(KBError) as err:
         open_kb(path)
     assert err.value.code == code
     assert err.value.error_class is ErrorClass.CRITICAL
     assert str(path) in err.value.message
     assert _sha(path) == before  # not a byte changed
+    assert sorted(os.listdir(path.parent)) == files  # no -wal or -shm left beside it
     return err.value
+
+
+def test_a_truncated_knowledge_base_in_wal_mode_is_refused_without_side_files(
+        tmp_path: Path) -> None:
+    """A real KB file (WAL mode in its header) cut short: refused, and the -wal/-shm
+    files the read-only look created are gone again (a black-box report found them)."""
+    whole = tmp_path / "whole.sqlite"
+    kb = open_kb(whole)
+    for k in range(40):
+        kb.save_run(run(f"run-{k}"))
+    dispose_engines()
+    path = tmp_path / "cut" / "kb.sqlite"
+    path.parent.mkdir()
+    data = whole.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    _refused(path, "KB_CORRUPT")
 
 
 def test_garbage_bytes_are_refused_as_corrupt(tmp_path: Path) -> None:

@@ -17,10 +17,12 @@ UrlOpt = Annotated[str | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _kb(url: str | None) -> Any:
+def _kb(url: str | None, *, create: bool = False) -> Any:
+    """The knowledge base the command reads (one that does not exist is an error:
+    a mistyped --url must not leave an empty database behind)."""
     from alphaloop.kb.store import KnowledgeBase
 
-    return KnowledgeBase(url)
+    return KnowledgeBase(url, create=create)
 
 
 @kb_app.command("stats")
@@ -85,7 +87,7 @@ def kb_import_runs(url: UrlOpt = None) -> None:
     wrote to the knowledge base (idempotent: an indexed run is left as it is)."""
     from alphaloop.kb.runs import import_runs, runs_dir
 
-    with _kb(url) as kb:
+    with _kb(url, create=True) as kb:
         n = import_runs(kb)
     out.print(f"{n} run folder(s) under {runs_dir()} indexed in the knowledge base",
               highlight=False)

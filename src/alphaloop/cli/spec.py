@@ -75,7 +75,7 @@ def _from_kb(prefix: str) -> Any:
     url = default_url()
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         return None  # no knowledge base yet: don't create one just to look
-    with KnowledgeBase(url) as kb:
+    with KnowledgeBase(url, create=False) as kb:
         try:
             record = kb.strategy(prefix)
         except AlphaloopError as exc:

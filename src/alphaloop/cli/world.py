@@ -311,7 +311,7 @@ def paper(world: Annotated[str, typer.Option("--world", help="The world's id.")]
     if "spec" not in body:  # a full id: its spec from the local knowledge base
         from alphaloop.kb import KnowledgeBase
 
-        with KnowledgeBase(_db_url(db)) as kb:
+        with KnowledgeBase(_db_url(db), create=False) as kb:
             body = {"spec": kb.strategy(body["strategy_id"])["spec"]}
     spec = StrategySpec.model_validate(body["spec"])
     if wanted is not None and spec.strategy_id != wanted:

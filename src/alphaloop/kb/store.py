@@ -282,6 +282,24 @@ def _read_sqlite_catalog(path: Path) -> _Catalog:
     return tables, versions
 
 
+@contextlib.contextmanager
+def _left_as_it_was(path: Path) -> Iterator[None]:
+    """A WAL-mode file makes even a read-only reader create its -wal and -shm files.
+    When the block refuses the file (raises), those the reader created are removed, so
+    that a file refused is left as it was; a file accepted is opened next and uses them."""
+    side = [path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    there = [p.exists() for p in side]
+    try:
+        yield
+    except BaseException:
+        for p, existed in zip(side, there, strict=True):
+            # a read-only connection writes no frames: a -wal it made is empty
+            if not existed and p.exists() and (p.name.endswith("-shm")
+                                               or p.stat().st_size == 0):
+                p.unlink(missing_ok=True)
+        raise
+
+
 def _inspect_sqlite(path: Path) -> _Catalog:
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         return set(), []
@@ -579,9 +597,12 @@ class KnowledgeBase:
     ``busy_timeout_s`` is how long a SQLite write waits for another writer's lock before
     it fails with ``DB_LOCKED``. Opening the same URL again in one process reuses the
     pooled engine; :meth:`close` ends this handle only (see :func:`dispose_engines`).
+    ``create=False`` (a reader) refuses a SQLite file that does not exist with
+    ``KB_NOT_FOUND`` instead of creating an empty knowledge base there.
     """
 
-    def __init__(self, url: str | None = None, *, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str | None = None, *, busy_timeout_s: float = 5.0,
+                 create: bool = True) -> None:
         self.url = url or default_url()
         try:
             parsed = make_url(self.url)
@@ -595,8 +616,14 @@ class KnowledgeBase:
         self._closed = False
         # look before touching: a file is inspected read-only before any engine opens it
         if self.path is not None:
+            if not create and not self.path.exists():
+                # a reader's typo must not leave an empty knowledge base behind
+                raise KBError(f"no knowledge base at {self.path} (a run creates one; "
+                              "--url names another)", code="KB_NOT_FOUND",
+                              error_class=_PERMANENT)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            revision = _revision_of(_inspect_sqlite(self.path), str(self.path))
+            with _left_as_it_was(self.path):
+                revision = _revision_of(_inspect_sqlite(self.path), str(self.path))
             self._engine = self._open_engine(busy_timeout_s)
         else:
             self._engine = self._open_engine(busy_timeout_s)
