@@ -75,6 +75,18 @@ def test_forward_returns_start_at_the_next_open_and_ignore_the_rest() -> None:
     assert forward_returns(_panel(changed), 2)[0, 0] == fwd[0, 0]
     with pytest.raises(FactorError, match="horizon"):
         forward_returns(_panel(opens), 0)
+    for horizon in (4, 5, 9):  # no forward return fits in 5 bars: all NaN, no crash
+        assert np.isnan(forward_returns(_panel(opens), horizon)).all()
+
+
+@pytest.mark.parametrize("horizon", [5, 6, 50])
+def test_a_horizon_as_long_as_the_data_is_too_few_bars(horizon: int) -> None:
+    """--horizon at or past the panel's length is refused as EVAL_TOO_FEW_BARS (a
+    black-box report found a broadcasting ValueError at exactly the length)."""
+    opens = np.linspace(10.0, 12.0, 6 * 4).reshape(6, 4)
+    with pytest.raises(FactorError) as err:
+        evaluate_factor("roc(close, 1)", _panel(opens), horizon=horizon)
+    assert err.value.code == "EVAL_TOO_FEW_BARS"
 
 
 def test_quantile_returns_match_a_pandas_hand_calculation() -> None:

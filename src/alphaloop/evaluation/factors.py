@@ -82,8 +82,10 @@ def forward_returns(bars: Bars, horizon: int) -> np.ndarray:
                               code="EVAL_BAD_HORIZON")
     o = np.asarray(bars.open, dtype=np.float64)
     out = np.full(o.shape, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[: o.shape[0] - 1 - horizon] = o[1 + horizon:] / o[1:o.shape[0] - horizon] - 1.0
+    m = o.shape[0] - 1 - horizon  # bars with a forward return; none at all is all NaN
+    if m > 0:  # (a negative m would slice from the end)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:m] = o[1 + horizon:] / o[1:1 + m] - 1.0
     return out
 
 
