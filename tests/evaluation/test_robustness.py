@@ -225,3 +225,18 @@ def test_a_scored_frame_evaluates_like_its_sweep(setup) -> None:  # type: ignore
     first = evaluate_candidates(results, bars, policy, detail=False)
     again = evaluate_candidates(first.frame, bars, policy, detail=False)
     pd.testing.assert_frame_equal(again.frame, first.frame)
+
+
+@pytest.mark.parametrize(("n_bars", "holdout", "window"), [
+    (10, 0.3, "selection"), (19, 0.0, "selection"), (60, 0.3, "holdout")])
+def test_a_window_of_fewer_than_20_bars_is_refused(setup, n_bars: int, holdout: float,  # type: ignore[no-untyped-def]
+                                                   window: str) -> None:
+    """A selection or holdout window under 20 bars is EVAL_TOO_FEW_BARS, the loop's own
+    floor (a black-box report: 10 bars crashed in the SPA bootstrap's block length;
+    30 bars reported a 9-bar holdout without a word)."""
+    bars, results, policy = setup
+    short = bars.slice(0, n_bars)
+    with pytest.raises(EvaluationError) as err:
+        evaluate_candidates(results.assign(data_ref=short.data_ref), short, policy,
+                            holdout=holdout, spa_reps=20)
+    assert err.value.code == "EVAL_TOO_FEW_BARS" and f"the {window} window" in str(err.value)

@@ -167,6 +167,9 @@ class Evaluation:
 
 # columns an evaluation adds to a sweep's rows: dropped before evaluating again, so a
 # scored frame (`evaluate`'s own --out file, a run's stored candidates) evaluates too
+MIN_WINDOW_BARS = 20
+"""Bars a selection or holdout window needs at least: a Sharpe ratio (or a bootstrap)
+over a few bars decides nothing. The research loop holds its windows to it too."""
 RELATIVE_COLUMNS = ("benchmark", "beta", "beta_t", "alpha_ann", "alpha_t",
                     "information_ratio", "tracking_error", "active_return", "up_capture",
                     "down_capture", *BENCHMARK_METRICS, "excess_psr", "excess_dsr")
@@ -231,6 +234,12 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
     if holdout > 0 and (split < 2 or split == bars.n_bars):
         raise EvaluationError(f"holdout {holdout} leaves no usable selection or holdout "
                               f"window in {bars.n_bars} bars", code="EVAL_INVALID")
+    for window, length in (("selection", split if holdout > 0 else bars.n_bars),
+                           ("holdout", bars.n_bars - split if holdout > 0 else None)):
+        if length is not None and length < MIN_WINDOW_BARS:
+            raise EvaluationError(f"the {window} window has {length} of {bars.n_bars} bars; "
+                                  f"at least {MIN_WINDOW_BARS} are needed (more data, or "
+                                  "another --holdout)", code="EVAL_TOO_FEW_BARS")
     full = bars
     bars = bars.slice(0, split) if holdout > 0 else bars  # the selection window
     batch = run_batch(specs, bars, costs)

@@ -59,6 +59,7 @@ from alphaloop.errors import AlphaloopError, DataError, ErrorClass, LookaheadErr
 from alphaloop.evaluation.benchmark import resolve_benchmark
 from alphaloop.evaluation.factors import factor_columns
 from alphaloop.evaluation.robustness import (
+    MIN_WINDOW_BARS,
     benchmark_exposure,
     holdout_split,
     relative_columns,
@@ -182,7 +183,6 @@ def _uninterrupted(move: F) -> F:
     return cast(F, held)
 
 
-MIN_WINDOW_BARS = 20  # in the validation and in the holdout window
 EVALUATOR_BYTES = 512 << 20  # each of the run's three shared signal evaluators
 
 Fault = Callable[[int, str, int], None]
