@@ -213,6 +213,31 @@ def test_single_symbol_adjusted_and_raw(tmp_path: Path) -> None:
     assert raw.symbols == ("NDX100",) and raw.high[:, 0].tolist() == [210.0, 220.0]
 
 
+@pytest.mark.parametrize(("row", "missing"), [
+    ("2020-01-03,210,220,200,220,,6", "['adj_close']"),  # prices but no Adj Close
+    ("2020-01-03,210,220,200,,110,6", "['close']")])      # Adj Close but no Close
+def test_a_row_missing_part_of_its_adjustment_is_refused(tmp_path: Path, row: str,
+                                                         missing: str) -> None:
+    """Adjusted, such a row would become an empty bar and vanish: refused like a
+    partial row of the long layout (a black-box report found the bar dropped). A row
+    empty throughout stays no bar."""
+    p = tmp_path / "QQQ.csv"
+    p.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n2020-01-02,200,210,190,200,"
+                 f"100,5\n{row}\n2020-01-06,210,220,200,220,110,6\n")
+    expect("DQ_NAN_VALUES", lambda: load_file(p), missing, "2020-01-03", "--no-adjust")
+    p.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n2020-01-02,200,210,190,200,"
+                 "100,5\n2020-01-03,,,,,,\n2020-01-06,210,220,200,220,110,6\n")
+    assert load_file(p).n_bars == 2
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
+    """pandas renames a second 'close' to 'close.1' and the first would win silently."""
+    p = tmp_path / "dup.csv"
+    p.write_text("timestamp,symbol,open,high,low,close,close\n"
+                 "2020-01-02,AAA,10,11,9,10,10.9\n2020-01-03,AAA,10,11,9,10.5,9.5\n")
+    expect("DQ_DUPLICATE_COLUMN", lambda: load_bars(p), "dup.csv", "['close']")
+
+
 def test_symbol_option_only_for_single_symbol_files(tmp_path: Path, bars: Bars) -> None:
     p = write(bars.to_long(), tmp_path / "long.csv")
     expect("DQ_FORMAT", lambda: load_file(p, symbol="X"), "only for a single-symbol file")

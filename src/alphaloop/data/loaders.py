@@ -73,9 +73,21 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     except Exception as exc:  # pyarrow, parser, codec, OS errors: all mean "cannot read"
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         raise DataError(f"{p}: cannot read as {fmt}: {reason}", code="DQ_READ_FAILED") from exc
+    if fmt == "csv":
+        _header_once(p)
     if not isinstance(df.index, pd.RangeIndex):
         df = df.reset_index()
     return df
+
+
+def _header_once(path: Path) -> None:
+    """Refuse a CSV header naming a column twice. pandas renames the second ``close``
+    to ``close.1`` and the first would silently win; the header as written is checked
+    like any frame's columns (``DQ_DUPLICATE_COLUMN``)."""
+    from alphaloop.data.quality import normalize_columns
+
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    normalize_columns(pd.DataFrame(columns=header.iloc[0].tolist()))
 
 
 def standard_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -186,7 +198,9 @@ def _adjusted(df: pd.DataFrame, adjust: bool, notes: list[str]) -> pd.DataFrame:
     from alphaloop.data.quality import to_float
 
     close = to_float(df["close"], "column 'close'")
-    ratio = to_float(df["adj_close"], "column 'adj close'") / close
+    adj = to_float(df["adj_close"], "column 'adj close'")
+    _whole_rows(df, adj)
+    ratio = adj / close
     out = df.drop(columns="adj_close")
     for col in PRICES:
         out[col] = to_float(df[col], f"column {col!r}") * ratio
@@ -195,6 +209,26 @@ def _adjusted(df: pd.DataFrame, adjust: bool, notes: list[str]) -> pd.DataFrame:
     notes.append(f"adjusted open/high/low/close by Adj Close / Close{span}; volume "
                  "unchanged (--no-adjust keeps the raw prices)")
     return out
+
+
+def _whole_rows(df: pd.DataFrame, adj: np.ndarray) -> None:
+    """Refuse a row with some of open/high/low/close/Adj Close but not all: adjusted, it
+    would become an empty bar and vanish (an empty row, no bar, stays allowed)."""
+    from alphaloop.data.quality import to_float
+
+    cols = [*PRICES, "adj_close"]
+    values = np.column_stack([*(to_float(df[c], f"column {c!r}") for c in PRICES), adj])
+    nan = np.isnan(values)
+    part = nan.any(axis=1) & ~nan.all(axis=1)
+    if part.any():
+        rows = np.flatnonzero(part)
+        r = int(rows[0])
+        missing = [c for c, k in zip(cols, nan[part].any(axis=0), strict=True) if k]
+        raise DataError(
+            f"partially missing prices (NaN in {missing}) for symbol {df['symbol'].iat[r]!r} "
+            f"at {df['timestamp'].iat[r]} (row {r}; {len(rows)} "
+            f"row(s) in all); a bar needs all of open/high/low/close and Adj Close, or "
+            "none (--no-adjust ignores Adj Close)", code="DQ_NAN_VALUES")
 
 
 def load_file(path: str | Path, *, name: str | None = None, sort: bool = False,
