@@ -544,6 +544,36 @@ def test_trade_list_reasons_by_hand() -> None:
     assert t["return"].iloc[0] == pytest.approx(10.45 / 11.0 - 1.0)
 
 
+def test_a_trade_resized_by_a_re_split_returns_its_pnl_over_its_capital_at_entry() -> None:
+    """AAA alone from bar 0 (opens 100, 100, 103, 105, 107, 108; closes 100, 102, 104,
+    106, 108, 110), BBB lists at bar 3; entry `close > 0`, no costs. Hand calculation:
+    bar 0's close buys at bar 1's open 100 with the whole 1.0: 0.01 shares. At bar 4's
+    open (107) the split moves to 1/2 each: AAA's sleeve is worth 1.07, sells 0.005 for
+    0.535. At the end the 0.005 left is worth 0.55. pnl = 0.535 + 0.55 - 1.0 = 0.085;
+    return 0.085 / 1.0 (the sleeve's equity at entry) = 8.5 %, not pnl over the 0.465
+    left invested after the sale (18.3 %, what both engines said before) — AAA rose
+    10 %. BBB enters at bar 5's open 52 with 0.535 and is marked at 51: -1/52."""
+    from alphaloop.engines.engine_b import verify
+    from alphaloop.engines.execution import ExecutionModel
+
+    a = [(100, 101, 99, 100), (100, 102, 99, 102), (103, 104, 102, 104), (105, 106, 104, 106),
+         (107, 108, 106, 108), (108, 110, 107, 110)]
+    b = [(50, 51, 49, 50), (52, 53, 51, 52), (51, 52, 50, 51)]
+    idx = pd.bdate_range("2024-01-01", periods=len(a), tz="UTC")
+    rows = [dict(timestamp=t, symbol=sym, open=o, high=h, low=lo, close=c, volume=1e6)
+            for sym, prices, times in (("AAA", a, idx), ("BBB", b, idx[3:]))
+            for t, (o, h, lo, c) in zip(times, prices, strict=True)]
+    bars = Bars.from_long(pd.DataFrame(rows))
+    spec = StrategySpec(entry="close > 0", exit="close < 0")
+    a_trades = backtest(spec, bars, CostModel(fees_bps=0, slippage_bps=0)).trades
+    b_trades = verify(spec, bars, ExecutionModel.frictionless(), capacity=False).trades
+    for trades in (a_trades, b_trades):
+        got = trades.set_index("symbol")
+        assert got.loc["AAA", "pnl"] == pytest.approx(0.085, abs=1e-12)
+        assert got.loc["AAA", "return"] == pytest.approx(0.085, abs=1e-12)
+        assert got.loc["BBB", "return"] == pytest.approx(51 / 52 - 1, abs=1e-12)
+
+
 # ----------------------------------------------------------------------- ruin
 def test_short_sleeve_is_stopped_out_where_its_equity_reaches_zero() -> None:
     """Short from the t1 open at 100 with capital 1: q = 1/100 = 0.01, cash 2.

@@ -58,11 +58,14 @@ TRADE_FIELDS = ("symbol", "entry_bar", "exit_bar", "side", "qty", "entry_price",
                 "exit_price", "pnl", "return", "reason")
 # a sleeve's state between simulation segments (ints and flags stored as floats)
 # and the sleeve's own trade statistics (see :func:`_finish` for why per sleeve)
+# ``eq_before`` is the trade's pnl baseline (it moves with the cash a re-split moves in
+# or out, so a transfer is never profit); ``eq_entry`` the sleeve's equity when the trade
+# was entered, which a trade's return is measured against
 SLEEVE_FIELDS = ("cash", "qty", "pos", "entry", "extreme", "eq_before", "held", "pending",
-                 "target", "w_next", "mark", "entry_bar", "why", "ruin", "peak",
+                 "target", "w_next", "mark", "entry_bar", "why", "ruin", "peak", "eq_entry",
                  "n_trades", "n_wins", "gross_profit", "gross_loss")
 (CASH, QTY, POS, ENTRY, EXTREME, EQ_BEFORE, HELD, PENDING, TARGET, W_NEXT, MARK, ENTRY_BAR,
- WHY, RUIN, PEAK, STATS) = range(16)
+ WHY, RUIN, PEAK, EQ_ENTRY, STATS) = range(17)
 N_STATS = 4
 # what a sleeve does at a bar (:func:`_bar_codes`)
 TRADE, NO_BAR, NOT_TRADABLE = 0, 1, 2
@@ -224,13 +227,14 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, code: n
                 _book(stats, cash - eq_before)
                 if record:
                     _record(trades, n_rec, sym, entry_bar, t, np.sign(qty) * peak, entry, p,
-                            cash - eq_before, eq_before, exit_why)
+                            cash - eq_before, st[sym, EQ_ENTRY], exit_why)
                 qty = 0.0
                 pos = 0
             if target != 0 and cash > 0 and w_next > 0:
                 p = ot * (1.0 + slip) if target > 0 else ot * (1.0 - slip)
                 q = w_next * cash / (p * (1.0 + fee))
                 eq_before = cash
+                st[sym, EQ_ENTRY] = cash
                 cash -= target * q * p + q * p * fee
                 qty = target * q
                 peak = q
@@ -253,7 +257,7 @@ def _sleeve(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, code: n
                 _book(stats, cash - eq_before)
                 if record:
                     _record(trades, n_rec, sym, entry_bar, t, np.sign(qty) * peak, entry, p,
-                            cash - eq_before, eq_before, why)
+                            cash - eq_before, st[sym, EQ_ENTRY], why)
                 qty = 0.0
                 pos = 0
             elif pos > 0:
@@ -524,6 +528,7 @@ def _sleeve_plain(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                 p = ot * (1.0 + slip) if target > 0 else ot * (1.0 - slip)
                 q = w_next * cash / (p * (1.0 + fee))
                 eq_before = cash
+                st[sym, EQ_ENTRY] = cash
                 cash -= target * q * p + q * p * fee
                 qty = target * q
                 peak = q
@@ -593,8 +598,10 @@ def _close(cash: float, qty: float, p: float, fee: float, traded: float) -> tupl
 
 @njit(cache=True)
 def _record(trades: np.ndarray, n_rec: np.ndarray, sym: int, entry_bar: int, exit_bar: int,
-            qty: float, entry: float, exit_price: float, pnl: float, eq_before: float,
+            qty: float, entry: float, exit_price: float, pnl: float, eq_entry: float,
             reason: int) -> None:
+    """One trade row; its return is ``pnl`` over ``eq_entry``, the capital the trade
+    started from (its sleeve's equity at entry, not moved by later re-splits)."""
     r = n_rec[0]
     if r >= trades.shape[0]:
         return
@@ -606,7 +613,7 @@ def _record(trades: np.ndarray, n_rec: np.ndarray, sym: int, entry_bar: int, exi
     trades[r, 5] = entry
     trades[r, 6] = exit_price
     trades[r, 7] = pnl
-    trades[r, 8] = pnl / eq_before if eq_before > 0 else np.nan
+    trades[r, 8] = pnl / eq_entry if eq_entry > 0 else np.nan
     trades[r, 9] = reason
     n_rec[0] = r + 1
 
@@ -644,7 +651,7 @@ def _boundary(st: np.ndarray, o: np.ndarray, valid: np.ndarray, state: np.ndarra
         if record:
             why = EXIT_DELISTED if state[i, t] == OUT else EXIT_DATA
             _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), t, np.sign(qty) * st[i, PEAK],
-                    st[i, ENTRY], p, pnl, st[i, EQ_BEFORE], why)
+                    st[i, ENTRY], p, pnl, st[i, EQ_ENTRY], why)
         st[i, CASH], st[i, QTY], st[i, POS], st[i, RUIN] = cash, 0.0, 0.0, 0.0
     if not reallocate:
         return pool
@@ -719,7 +726,7 @@ def _finish(st: np.ndarray, stats: np.ndarray, trades: np.ndarray, n_rec: np.nda
             if trades.shape[0] > 0:
                 _record(trades, n_rec, i, int(st[i, ENTRY_BAR]), -1,
                         np.sign(st[i, QTY]) * st[i, PEAK], st[i, ENTRY], st[i, MARK], pnl,
-                        st[i, EQ_BEFORE], OPEN_AT_END)
+                        st[i, EQ_ENTRY], OPEN_AT_END)
         for m in range(N_STATS):
             stats[m] += st[i, STATS + m]
 

@@ -67,9 +67,12 @@ M_O, M_H, M_L, M_C, M_V, M_SIGMA, M_ADV, M_RANGE = range(8)
 N_MARKET = 8
 
 # sleeve state rows of the (N_STATE, N) array ``s`` (ints and flags stored as floats)
+# EQ_BEFORE: the trade's pnl baseline, moved by re-split transfers; EQ_ENTRY: the
+# sleeve's equity at entry, which the trade's return is measured against
 (CASH, QTY, ENTRY, EXTREME, EQ_BEFORE, HELD, MARK, ENTRY_BAR, RUIN_REACH, PEAK, USED,
- P_ON, P_TARGET, P_W, P_CLOSE, P_OPEN, P_FORCED, P_REB, P_REASON, P_AGE, P_ROW) = range(21)
-N_STATE = 21  # P_ROW: the pending order's row in the orders ledger (-1: none)
+ P_ON, P_TARGET, P_W, P_CLOSE, P_OPEN, P_FORCED, P_REB, P_REASON, P_AGE, P_ROW,
+ EQ_ENTRY) = range(22)
+N_STATE = 22  # P_ROW: the pending order's row in the orders ledger (-1: none)
 
 # why a fill happened: the exit reasons of engine A, then entries and rebalances
 REASON_ENTRY, REASON_REBALANCE, REASON_UNIVERSE = range(len(EXIT_REASONS),
@@ -272,7 +275,7 @@ def _close_trade(s: np.ndarray, i: int, t: int, price: float, reason: int,
     if trades.shape[0] > 0:
         sign = 1.0 if s[QTY, i] > 0 else -1.0
         _record(trades, n_rec, i, int(s[ENTRY_BAR, i]), t, sign * s[PEAK, i],
-                s[ENTRY, i], price, pnl, s[EQ_BEFORE, i], reason)
+                s[ENTRY, i], price, pnl, s[EQ_ENTRY, i], reason)
     s[QTY, i] = 0.0
 
 
@@ -345,6 +348,7 @@ def _add(s: np.ndarray, m: np.ndarray, i: int, t: int, side: float, want: float,
     acct[1] += q * ref
     if s[QTY, i] == 0.0:  # a new trade
         s[EQ_BEFORE, i] = cash_before
+        s[EQ_ENTRY, i] = cash_before
         s[ENTRY, i] = price
         s[EXTREME, i] = price
         s[HELD, i] = 0.0
@@ -549,7 +553,7 @@ def _finish(s: np.ndarray, stats: np.ndarray, trades: np.ndarray, n_rec: np.ndar
         if trades.shape[0] > 0:
             sign = 1.0 if s[QTY, i] > 0 else -1.0
             _record(trades, n_rec, i, int(s[ENTRY_BAR, i]), -1, sign * s[PEAK, i],
-                    s[ENTRY, i], s[MARK, i], pnl, s[EQ_BEFORE, i], OPEN_AT_END)
+                    s[ENTRY, i], s[MARK, i], pnl, s[EQ_ENTRY, i], OPEN_AT_END)
 
 
 @njit(cache=True)
