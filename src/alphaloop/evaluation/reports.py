@@ -644,7 +644,8 @@ def _trades_table(trades: pd.DataFrame, limit: int = MAX_TRADE_ROWS) -> str:
     why = ", ".join(f"{_esc(k)}: {int(v)}" for k, v in reasons.items())
     caption = ('<p class="caption">pnl is in units of the starting capital (1.0), after '
                "costs; return is the trade's pnl over its sleeve's equity at entry; "
-               f"a trade still open at the end is valued at the last close less the exit fee. "
+               "a trade still open at the end is valued at the last close, with no exit "
+               "cost (as the equity curve values it). "
                f"Exit reasons: {why or '—'}.</p>")
     return (f'{note}\n<div class="scroll"><table class="trades" id="trades-table"><thead>'
             f"<tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) +
