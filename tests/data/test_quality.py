@@ -397,6 +397,20 @@ def test_report_stale_run_and_short_history() -> None:
     assert "DQ_SHORT_HISTORY" not in quality_report(panel(close), min_years=0.2).codes()
 
 
+def test_symbols_equal_but_for_case_are_a_warning() -> None:
+    """'AAA' and 'aaa' are kept apart (symbols are case-sensitive), but a file that
+    spells one symbol both ways is the likelier story: warned, not refused."""
+    close = 100.0 + np.arange(30.0)[:, None] * np.ones((1, 3))
+    bars = panel(close)
+    bars = Bars(index=bars.index, symbols=("AAA", "aaa", "BBB"), open=bars.open,
+                high=bars.high, low=bars.low, close=bars.close, volume=bars.volume)
+    report = quality_report(bars)
+    case = [i for i in report.warnings if i.code == "DQ_SYMBOL_CASE"]
+    assert [(i.symbol, i.count) for i in case] == [("AAA", 2)]
+    assert "['AAA', 'aaa']" in case[0].message and report.ok
+    assert "DQ_SYMBOL_CASE" not in quality_report(panel(close)).codes()
+
+
 def test_a_one_bar_spike_that_reverts_is_a_warning_a_lasting_move_is_not() -> None:
     close = 100.0 + np.arange(60.0)[:, None] * np.ones((1, 3))
     close[30, 0] *= 100.0                            # S0: a bad print, back the next bar

@@ -40,6 +40,7 @@ Codes (all ``DQ_*``) and what they mean:
 ``DQ_SPIKE``               (warning) a one-bar spike: a close ``spike_factor`` times above
                            (or below) both neighbours, which agree with each other
 ``DQ_SHORT_HISTORY``       (warning) fewer bars than ``min_years`` of history
+``DQ_SYMBOL_CASE``         (warning) symbols that differ only in case (``AAA``, ``aaa``)
 ``DQ_DUPLICATE_DAY``       daily data with two bars of one symbol on one UTC date (CRITICAL)
 ``DQ_OFF_CALENDAR``        (warning) Saturday/Sunday bars in weekday-calendar data
 ``DQ_SURVIVORSHIP_UNKNOWN`` (warning) several symbols and no membership table: the
@@ -445,7 +446,9 @@ def quality_report(bars: Bars, *, min_years: float = 1.0, stale_run: int = 5,
     holidays pass), ``DQ_STALE_RUN`` (``stale_run`` or more identical closes in a row),
     ``DQ_SPIKE`` (a close at least ``spike_factor`` times above or below both its
     neighbours' closes while they differ by less than 1.5×: a bad print that reverts,
-    not a move) and ``DQ_SHORT_HISTORY`` (fewer than ``min_years`` × bars-per-year bars).
+    not a move), ``DQ_SHORT_HISTORY`` (fewer than ``min_years`` × bars-per-year bars)
+    and ``DQ_SYMBOL_CASE`` (symbols that differ only in case, such as ``AAA`` and
+    ``aaa``: most likely one symbol split in two, each with holes).
     One issue per (code, symbol), with the number of offending bars as ``count``.
     """
     if bars.n_bars == 0 or bars.n_symbols == 0:
@@ -458,8 +461,20 @@ def quality_report(bars: Bars, *, min_years: float = 1.0, stale_run: int = 5,
     issues += _stale_warnings(bars, stale_run)
     issues += _spike_warnings(bars, spike_factor)
     issues += _history_warnings(bars, min_years)
+    issues += _case_warnings(bars)
     issues += survivorship_issues(bars)
     return QualityReport(tuple(issues))
+
+
+def _case_warnings(bars: Bars) -> list[QualityIssue]:
+    """Symbols equal but for case (symbols are case-sensitive: nothing merges them)."""
+    groups: dict[str, list[str]] = {}
+    for sym in bars.symbols:
+        groups.setdefault(str(sym).casefold(), []).append(str(sym))
+    return [QualityIssue("DQ_SYMBOL_CASE", "warning",
+                         f"symbols {names} differ only in case: one symbol split in two? "
+                         "(symbols are case-sensitive)", symbol=names[0], count=len(names))
+            for names in groups.values() if len(names) > 1]
 
 
 def _per_symbol(bars: Bars, code: str, severity: Severity, mask: np.ndarray,
