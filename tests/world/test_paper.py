@@ -348,8 +348,13 @@ def test_a_drawdown_breach_halts_the_strategy_until_an_operator_resets_it(
         r = httpx.post(url, json={"strategy_id": sid},
                        headers={"Authorization": f"Bearer {toks[role]}"})
         assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN")
+    # a prefix resolves among the world's campaign (this paper-only strategy is not in
+    # it): one line naming the way out, nothing reset
+    short = runner.invoke(app, ["world", "guard-reset", w, sid[:12], "--url", srv.url],
+                          env=env)
+    assert short.exit_code == 2 and "full 64-character id" in short.output
     reset = runner.invoke(app, ["world", "guard-reset", w, sid, "--url", srv.url], env=env)
-    assert reset.exit_code == 0 and "reset trip #" in reset.output
+    assert reset.exit_code == 0 and "reset trip #" in reset.output, reset.output
     with WorldClient(srv.url, toks["viewer"]) as c:
         assert c.guard(w, sid).halted is False
         assert [e.action for e in c.audit(w)].count("risk_guard.reset") == 1

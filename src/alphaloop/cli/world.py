@@ -230,7 +230,8 @@ def _campaign_id(client: Any, world: str, prefix: str) -> str:
         return ids[0]
     if not ids:
         raise AlphaloopError(f"strategy_id: no strategy of {world}'s campaign starts with "
-                             f"{prefix!r}", code="STRATEGY_NOT_FOUND")
+                             f"{prefix!r}; give its full 64-character id",
+                             code="STRATEGY_NOT_FOUND")
     raise AlphaloopError(f"strategy_id: {prefix!r} is the start of {len(ids)} strategies of "
                          f"{world}'s campaign ({', '.join(i[:12] for i in ids[:5])}); give "
                          "more of it", code="AMBIGUOUS_ID")
@@ -336,10 +337,13 @@ def guard_reset(world: str, strategy_id: Annotated[str | None, typer.Argument(
                     help="The halted strategy; left out: the world (its world limits' "
                          "trip).")] = None,
                 url: UrlOpt = _URL, token_env: TokenEnvOpt = _TOKEN_ENV) -> None:
-    """Re-activate a strategy the risk guard halted, or the world (operator; audited)."""
+    """Re-activate a strategy the risk guard halted (a unique prefix of its id, as
+    `world status` prints it), or the world (operator; audited)."""
     from alphaloop.world.client import WorldClient
 
     with WorldClient(url, _token(token_env)) as client:
+        if strategy_id is not None:
+            strategy_id = _campaign_id(client, world, strategy_id)
         done = client.reset_guard(world, strategy_id)
     what = "the world" if strategy_id is None else strategy_id[:12]
     out.print(f"reset trip #{done.trip_id} ({done.rule}) of {what} in {world}",
