@@ -105,6 +105,12 @@ def test_rewriting_the_holdout_changes_no_candidate_and_no_learned_record(
     assert len(_failures(cfg)) > 0
     learned = _constraints(cfg)  # what the learner made of them: the same rules
     assert learned and learned == _constraints(other)
+    # the versions form a chain the KB resolves: each parent is a stored set, or None
+    # for the first version (grown from no rule; a black-box report found the parent
+    # named a set that was never stored)
+    ids = {row[0] for row in learned}
+    parents = [row[1] for row in learned]
+    assert None in parents and all(p is None or p in ids for p in parents)
 
 
 def _constraints(cfg: RunConfig) -> list[tuple[object, ...]]:

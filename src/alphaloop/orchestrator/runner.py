@@ -123,7 +123,7 @@ from alphaloop.orchestrator.states import (
     run_machine,
     stage_machine,
 )
-from alphaloop.research.learning import ConstraintSet, Observation, RowCache
+from alphaloop.research.learning import ConstraintSet, Observation, RowCache, set_id
 from alphaloop.strategy.constraints import Constraint
 from alphaloop.strategy.spec import StrategySpec
 
@@ -1219,8 +1219,10 @@ class Runner:
         if cs is None or cs.iteration != i or not cs.changes:  # no new version this time
             return [], []
         note = "; ".join(f"{c.action} {c.rule_id}: {c.why}" for c in cs.changes)
+        # the first version grows from no rule at all, a set never stored: it is a root
+        parent = None if cs.parent_id == set_id(()) else cs.parent_id
         sets = [rec.ConstraintSetRecord(constraint_set_id=cs.constraint_set_id,
-                                        parent_id=cs.parent_id, run_id=self.cfg.run_id,
+                                        parent_id=parent, run_id=self.cfg.run_id,
                                         iteration=i, note=note)]
         rules = [rec.ConstraintRecord(
             constraint_id=f"{cs.constraint_set_id}:{r.rule_id}",
