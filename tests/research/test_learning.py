@@ -19,6 +19,7 @@ from alphaloop.research.learning import (
     learn,
     learn_rules,
     retests_of,
+    soft_rule,
     structural_rule,
     update_set,
     wilson_interval,
@@ -257,6 +258,29 @@ def test_sets_are_versioned_by_content() -> None:
     assert update_set(s1, learned=rules, iteration=2) is s1
 
 
+def test_a_rule_inside_an_active_rule_of_its_code_is_not_added() -> None:
+    """`slow >= 140` learned while `slow >= 110` (same family, kind and code) is in
+    force forbids nothing more: not added, no new version (a black-box report saw it
+    counted as a constraint change, the share forbidden unchanged). A wider rule, one
+    of another code, or one beside an expired rule is added."""
+    def rule(low: float, code: str = "TOO_FEW_TRADES", it: int = 1) -> Constraint:
+        return soft_rule("sma_cross", code, [Clause(param="slow", op=">=", value=low)],
+                         hits=20, support=22, lower=0.7, iteration=it)
+
+    s1 = update_set(None, learned=[rule(110)], iteration=1)
+    assert update_set(s1, learned=[rule(140, it=2)], iteration=2) is s1
+    narrower = rule(140, it=2).model_copy(update={"clauses": [
+        Clause(param="slow", op=">=", value=140), Clause(param="fast", op="<=", value=10)]})
+    assert update_set(s1, learned=[narrower], iteration=2) is s1
+    for other in (rule(100, it=2), rule(140, "LOW_SHARPE", it=2)):
+        grown = update_set(s1, learned=[other], iteration=2)
+        assert [c.action for c in grown.changes] == ["added"]
+    expired = s1.rules[0].model_copy(update={"status": "expired"})
+    retired = ConstraintSet.build([expired])
+    assert [c.action for c in update_set(retired, learned=[rule(140, it=2)],
+                                         iteration=2).changes] == ["added"]
+
+
 def test_hard_rules() -> None:
     hard = duplicate_rules("sma_cross", [{"fast": 5, "slow": 20}, {"slow": 20, "fast": 5}])
     assert len(hard) == 1 and hard[0].kind == "hard"
@@ -325,7 +349,8 @@ def test_retests_of_reads_primary_codes() -> None:
 
 def test_branch_b_leaves_out_the_newest_soft_rules() -> None:
     old = a_rule()[0]
-    new = old.model_copy(update={"rule_id": "r-new", "created_at_iteration": 4})
+    new = old.model_copy(update={"rule_id": "r-new", "created_at_iteration": 4,
+                                 "clauses": [Clause(param="fast", op="<=", value=10)]})
     hard = structural_rule("sma_cross", [Clause(param="slow", op=">", value=5000)], "wall",
                            iteration=4)
     cs = update_set(None, learned=[old, new, hard], iteration=4)

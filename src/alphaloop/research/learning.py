@@ -697,7 +697,7 @@ def _retire(base: ConstraintSet, retests: Iterable[Retest], iteration: int | Non
 def _commit(base: ConstraintSet, rules: dict[str, Constraint], changes: list[Change],
             learned: Iterable[Constraint], iteration: int | None) -> ConstraintSet:
     for rule in learned:
-        if rule.rule_id not in rules:
+        if rule.rule_id not in rules and not _subsumed(rule, rules.values()):
             rules[rule.rule_id] = rule
             changes.append(Change(action="added", rule_id=rule.rule_id,
                                   why=rule.reason or "added"))
@@ -705,6 +705,14 @@ def _commit(base: ConstraintSet, rules: dict[str, Constraint], changes: list[Cha
         return base
     return ConstraintSet.build(rules.values(), parent_id=base.constraint_set_id,
                                iteration=iteration, changes=changes)
+
+
+def _subsumed(rule: Constraint, rules: Iterable[Constraint]) -> bool:
+    """A rule inside an active rule of the same family, kind and code adds nothing: it
+    would count as a constraint change (resetting the loop's patience) while the space
+    forbidden stays the same."""
+    return any(r.active and (r.family, r.hard, r.code) == (rule.family, rule.hard, rule.code)
+               and _contains(r.clauses, rule.clauses) for r in rules)
 
 
 def _tally(rules: dict[str, Constraint], retests: list[Retest], changes: list[Change]) -> None:
