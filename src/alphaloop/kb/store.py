@@ -583,6 +583,21 @@ def _read_wal(wal_path: Path) -> list[IterationBatch]:
     return batches
 
 
+def _not_verified(record: Mapping[str, Any], loops: set[str]) -> list[dict[str, Any]]:
+    """The loop runs where the strategy passed every score gate and was neither
+    rejected, verified by engine B nor a survivor: the shortlist's top K left it out.
+    Not a failure (nothing about the strategy failed), so no failure record says it."""
+    done = ({f["run_id"] for f in record["failures"]}
+            | {b["run_id"] for b in record["backtests"] if b["engine"] == "B"}
+            | {b["run_id"] for b in record["survived"]})
+    return [{"run_id": s["run_id"], "iteration": s["iteration"],
+             "why": "passed every score gate; below the shortlist's top_k_to_verify, so not "
+                    "verified (mode: verification takes the best earlier candidates "
+                    "through engine B)"}
+            for s in record["scores"]
+            if s["passed"] and s["run_id"] in loops and s["run_id"] not in done]
+
+
 # ------------------------------------------------------------------- the store
 
 
@@ -1148,6 +1163,9 @@ class KnowledgeBase:
             out["survived"] = [{"run_id": run_id, **best} for run_id, summary in runs
                                for best in (summary or {}).get("best_strategies", [])
                                if best.get("strategy_id") == sid]
+            loops = set(conn.execute(select(Iteration.run_id).distinct().where(
+                Iteration.run_id.in_({s["run_id"] for s in out["scores"]}))).scalars())
+        out["not_verified"] = _not_verified(out, loops)
         return out
 
     @staticmethod
