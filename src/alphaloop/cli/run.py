@@ -131,7 +131,8 @@ def _print_summary(summary: Any, as_json: bool, extra: dict[str, Any] | None = N
     out.print(f"run {summary.run_id}: [bold]{summary.status}[/]"
               + (f" ({summary.stop_reason})" if summary.stop_reason else ""))
     out.print(f"iterations {s.iterations}, backtests {s.backtests}, trials {s.trials} "
-              f"(reused {s.reused}), failures {s.failures}, constraints {s.constraints_added}")
+              f"(deflating the DSR: this run's and earlier runs' on the same data; reused "
+              f"{s.reused}), failures {s.failures}, constraints {s.constraints_added}")
     if not summary.best_strategies:
         out.print("no strategy survived every gate (score, engine B, robustness, holdout)")
         return

@@ -1099,7 +1099,8 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
     best = frame["best_score"].astype(float)
     summary = _kv_table([
         ("iterations", _esc(len(frame))),
-        ("candidates tried", _esc(_fmt(tried))),
+        ("candidates tried", _esc(_fmt(tried) + " (backtested by this run, or reused from "
+                                  "earlier runs on the same data)")),
         (f"candidates that {passed_label}", _esc(_fmt(passed))),
         *([("beat the benchmark significantly",
             _esc(_fmt(_count(frame["beat_benchmark"].sum()))))]
