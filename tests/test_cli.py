@@ -733,3 +733,10 @@ def test_evaluate_json_carries_a_ranked_books_rank_ic(tmp_path: Path) -> None:
         assert rep["rank_ic_t"] is not None
         assert (rep["rank_ic_mean"], rep["rank_ic_t"]) == tuple(
             table.loc[rep["strategy_id"], ["rank_ic_mean", "rank_ic_t"]])
+
+
+def test_names_print_as_written_not_as_emoji() -> None:
+    """Rich turns ":sa:" into an emoji by default; an id or a name the user typed must
+    come back verbatim (a black-box report saw "desk:sa:cool" printed as an emoji)."""
+    code, _, err = _run("data", "show", "desk:sa:cool")
+    assert code == 2 and "'desk:sa:cool'" in err

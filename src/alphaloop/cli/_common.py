@@ -17,8 +17,10 @@ from rich.markup import escape
 
 from alphaloop.errors import AlphaloopError, ErrorClass
 
-out = Console()
-err = Console(stderr=True)
+# no emoji codes: ids and run names such as "desk:sa:cool" print as they are (Rich
+# would turn ":sa:" into an emoji)
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 DataOpt = Annotated[str, typer.Option("--data", "-d",
