@@ -1,8 +1,8 @@
 """Reading YAML the strict way, for every file a user writes (specs, policies, configs).
 
-PyYAML's SafeLoader silently keeps the last of two equal keys and reads ``1e-3`` as
-a string (YAML 1.1). :class:`StrictLoader` rejects duplicate keys with their lines
-and reads exponent floats as numbers (YAML 1.2). :func:`read_yaml` turns every
+PyYAML's SafeLoader silently keeps the last of two equal keys, reads ``1e-3`` as
+a string and ``yes``/``on`` as true (YAML 1.1). :class:`StrictLoader` rejects duplicate
+keys with their lines and reads exponent floats and booleans as YAML 1.2 does. :func:`read_yaml` turns every
 failure into the caller's error class with the file, line and column.
 """
 
@@ -21,7 +21,17 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys and reads ``1e-3`` as a float."""
+    """SafeLoader that rejects duplicate keys, reads ``1e-3`` as a float and only
+    ``true``/``false`` as booleans (YAML 1.2: ``yes``, ``no``, ``on`` and ``off`` stay
+    words, so a strict boolean such as a policy's ``allow_live`` refuses them)."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+StrictLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:

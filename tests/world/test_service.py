@@ -700,6 +700,26 @@ def test_a_policy_value_of_the_wrong_type_is_refused_not_converted(
     assert _raw(world_server, "GET", "/worlds/w-lax", "viewer").status_code == 404
 
 
+@pytest.mark.parametrize(("word", "world"), [("yes", "w-yaml-1"), ("on", "w-yaml-2"),
+                                             ("no", "w-yaml-3"), ("off", "w-yaml-4"),
+                                             ("Yes", "w-yaml-5")])
+def test_a_yaml_policy_switches_live_with_true_or_false_only(world_server: Any, word: str,
+                                                             world: str) -> None:
+    """YAML 1.1 reads yes/on/no/off as booleans; the policy's live switch takes the
+    words true/false only, as JSON does (a black-box report had `allow_live: yes`
+    switch live on)."""
+    _world(world_server, world)
+    put = f"/worlds/{world}/policy"
+    yaml_body = {"headers": {"Content-Type": "application/yaml"}}
+    r = _raw(world_server, "PUT", put, "operator", content=f"allow_live: {word}\n".encode(),
+             **yaml_body)
+    assert r.status_code == 422, r.text
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (
+        "POLICY_INVALID", "policy.allow_live")
+    r = _raw(world_server, "PUT", put, "operator", content=b"allow_live: true\n", **yaml_body)
+    assert r.status_code == 200 and r.json()["policy"]["allow_live"] is True, r.text
+
+
 @pytest.mark.parametrize("metrics", [{"sharpe": True}, {"n_trades": "7"}, {"sharpe": "1.2"}])
 def test_metrics_of_the_wrong_type_are_refused_not_converted(world_server: Any,
                                                              metrics: dict[str, Any]) -> None:
