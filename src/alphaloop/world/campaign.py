@@ -40,7 +40,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from alphaloop.world import audit
-from alphaloop.world.decide import PAPER_LIKE, rung
+from alphaloop.world.decide import PAPER_LIKE, approval_reason, rung
 from alphaloop.world.errors import WorldError
 from alphaloop.world.hub import hub_view, latest_row, stale_reasons
 from alphaloop.world.models import (
@@ -105,11 +105,9 @@ class Live:
         rules = state.policy.governance.live_promotion
         reasons = []
         if rules.mode == "manual_approval":
-            approval = self.approvals.get(sid)
-            if approval is None or approval.policy_version != state.version:
-                reasons.append("LIVE_APPROVAL_MISSING")
-            elif approval.decision != "approve":
-                reasons.append("LIVE_APPROVAL_REJECTED")
+            missing = approval_reason(self.approvals.get(sid), state.version)
+            if missing is not None:
+                reasons.append(missing)
         if self.last_live_at is not None and now - self.last_live_at < rules.cooldown:
             reasons.append("LIVE_COOLDOWN")
         if rules.max_live is not None and self.n_live >= rules.max_live:

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alphaloop.world.hub import latest_row, stale_reasons
-from alphaloop.world.models import EvaluationRun, LiveCandidate
+from alphaloop.world.models import EvaluationRun, LiveApproval, LiveCandidate
 from alphaloop.world.riskguard import active_trip, trip_reason
 from alphaloop.world.schemas import DecisionEnvelope
 from alphaloop.world.service import WorldService, WorldState, ts
@@ -73,8 +73,27 @@ def _live_blocker(conn: Session, state: WorldState, strategy_id: str,
         LiveCandidate.world_id == state.world.world_id,
         LiveCandidate.strategy_id == strategy_id)).scalar_one_or_none()
     if target != "live":
-        return "LIVE_REQUIRES_APPROVAL" if mode == "manual_approval" else "LIVE_ACTIVATION_PENDING"
+        if mode == "manual_approval" and not _approved(conn, state, strategy_id):
+            return "LIVE_REQUIRES_APPROVAL"
+        return "LIVE_ACTIVATION_PENDING"  # approved (or auto_apply): the plan is applied next
     return None
+
+
+def _approved(conn: Session, state: WorldState, strategy_id: str) -> bool:
+    newest = conn.execute(select(LiveApproval).where(
+        LiveApproval.world_id == state.world.world_id,
+        LiveApproval.strategy_id == strategy_id)
+        .order_by(LiveApproval.approval_id.desc()).limit(1)).scalar_one_or_none()
+    return approval_reason(newest, state.version) is None
+
+
+def approval_reason(newest: LiveApproval | None, version: int) -> str | None:
+    """Why the newest approval decision for a strategy does not let it go live under
+    policy ``version`` (an approval holds under the version it was given under only),
+    or None when it does."""
+    if newest is None or newest.policy_version != version:
+        return "LIVE_APPROVAL_MISSING"
+    return None if newest.decision == "approve" else "LIVE_APPROVAL_REJECTED"
 
 
 def decide(service: WorldService, world_id: str, strategy_id: str) -> DecisionEnvelope:
