@@ -264,6 +264,13 @@ def test_show_names_the_loop_runs_where_a_strategy_passed_but_was_not_verified(
         backtests=[backtest("run-a", 0, "s0a", 0.04, engine="B")])
     kb.persist_iteration(verified)
     assert kb.strategy("s0a")["not_verified"] == []
+    # an exploration run verifies nothing: that is the reason given, not the top K
+    kb.save_run(run("run-x", created_ns=2_000).model_copy(
+        update={"config": {"mode": "exploration"}}))
+    kb.persist_iteration(batch("run-x", iteration=0))
+    left = kb.strategy("s0a")["not_verified"]
+    assert [x["run_id"] for x in left] == ["run-x"] and "exploration" in left[0]["why"]
+    assert "top_k" not in left[0]["why"]
 
 
 def test_a_later_write_of_the_same_key_updates_it(kb: KnowledgeBase) -> None:
