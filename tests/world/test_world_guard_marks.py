@@ -39,7 +39,8 @@ limits = st.fixed_dictionaries({}, optional={
 
 class Reference:
     """The guard as it was before the marks: on every new bar, every stored bar since
-    the last reset summed from the start; the first breach trips the world."""
+    the last reset summed from the start; the first breach at the new bar's time or
+    later trips the world."""
 
     def __init__(self, guard: WorldGuard) -> None:
         self.guard = guard
@@ -58,8 +59,9 @@ class Reference:
         rows = sorted((b for b in self.bars.values()
                        if self.since is None or b.bar_ts > self.since),
                       key=lambda b: (b.bar_ts, b.strategy_id))
-        book = WorldBook()
-        first = book.first_breach(self.guard, rows)
+        book = WorldBook()  # the new bar's time and later are judged: the past was
+        first = next((b for b in book.breaches(self.guard, rows) if b[0] >= bar.bar_ts),
+                     None)
         if first is not None:
             self.trip = (first[0], first[1], first[2])
         elif book.upto is not None:
@@ -179,3 +181,41 @@ def test_after_a_reset_the_guard_sums_from_the_reset_not_from_its_old_mark(
     assert _world_trip(db) is None
     db.close()
     dispose_engines()
+
+
+def test_a_limit_set_later_and_a_reset_never_trip_the_world_on_its_past() -> None:
+    """One strategy's bars 100, 90, 95, 100 (a 10 % drawdown in the past), then a world
+    max_drawdown of 5 % is set. Hand calculation: a new high of 101 is 0 % drawdown:
+    no trip (before, the new limit tripped on the 90 of the past). A fall to 95 is
+    1 - 95/101 = 5.94 % > 5 %: the world trips on that bar. After the operator's reset
+    the book starts at that bar: 96 is up, no trip (before, the reset only moved on to
+    the next breach of the past)."""
+    sid = SIDS[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(f"sqlite:///{Path(tmp) / 'kb.sqlite'}")
+        try:
+            service = WorldService(db, Path(tmp))
+            service.create_world(WorldIn(world_id="w"), "op#1")
+            guard = RiskGuard(service)
+            equity = [100.0]
+
+            def bar(day: int, value: float) -> bool:
+                ret = value / equity[-1] - 1.0 if day else 0.0
+                equity.append(value)
+                body = BarIn(strategy_id=sid, ts=T0 + timedelta(days=day), equity=value,
+                             ret=ret, gross=value, orders=BarOrders())
+                return guard.record_bar("w", body, "op#1").halted
+
+            assert not any(bar(d, v) for d, v in enumerate((100.0, 90.0, 95.0, 100.0)))
+            service.put_policy("w", {"risk_guard": {"world": {"max_drawdown": 0.05}}},
+                               "op#1")
+            assert not bar(4, 101.0)
+            assert bar(5, 95.0)
+            trip = _world_trip(db)
+            assert trip is not None and trip[0] == (T0 + timedelta(days=5)).isoformat()
+            assert trip[2] == pytest.approx(1 - 95 / 101, abs=1e-12)
+            guard.reset("w", None, "op#1")
+            assert not bar(6, 96.0)
+            assert _world_trip(db) is None
+        finally:
+            dispose_engines()

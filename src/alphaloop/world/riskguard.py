@@ -15,10 +15,13 @@ return is the strategies' summed profit on ``t`` over their summed equity before
 strategy that reported no bar at ``t`` counts as flat, its last equity carried); the
 world's drawdown is that of the compounded returns (from 1.0 at the last reset), its
 leverage the summed gross exposure over the summed equity (last reports), its orders
-the fills summed over the strategies' bars at ``t``. The first bar that crosses a limit
-trips the world (``strategy_id`` empty): every strategy of the world is halted, also
-those that never breached their own limits, until an operator resets the world. The
-world is judged on what has been reported when a bar arrives; a breach seen then
+the fills summed over the strategies' bars at ``t``. A bar time is judged when its bar
+arrives (a bar at an earlier time than the latest judges the times from its own on):
+the first that crosses a limit trips the world (``strategy_id`` empty): every strategy
+of the world is halted, also those that never breached their own limits, until an
+operator resets the world. Bar times judged before are not judged again, so a limit
+set later, or a reset, never trips the world on its past: after a reset the book is
+summed from the tripped bar on, and the next breach must be a new one. A breach seen
 stands (a trip is never undone by later data, only by an operator).
 
 The world's book is not summed from the reset on every bar: each check leaves a mark
@@ -189,7 +192,11 @@ class RiskGuard:
         if resume and mark is not None:  # the bar times before the mark are final
             stmt = stmt.where(PaperBar.bar_ts >= mark.upto)
         rows = conn.execute(stmt.order_by(PaperBar.bar_ts, PaperBar.strategy_id)).scalars()
-        breach = book.first_breach(limits, rows)
+        # only the bar being recorded (its time and later) is judged: earlier bar times
+        # were judged when they arrived, under the limits then in force, so a new limit
+        # or a reset never trips the world on its past (the book still sums it: the
+        # drawdown is measured from the peak since the reset)
+        breach = next((b for b in book.breaches(limits, rows) if b[0] >= new_ts), None)
         if breach is None:
             _save_mark(conn, world_id, mark, key, book)
             return
