@@ -482,6 +482,32 @@ def test_a_role_that_may_not_act_is_403(world_server: Any, role: str, method: st
     assert r.json()["error"]["code"] == "FORBIDDEN"
 
 
+def test_a_submitter_cannot_assert_backtest_metrics_where_the_world_runs_engine_b(
+        world_server: Any) -> None:
+    """In a world with data the service runs engine B itself: a submitter's own
+    backtest numbers would override its verdict (a black-box report took a strategy
+    with engine B's Sharpe -6.8 to paper by posting sharpe 9). Refused (403, nothing
+    stored); an operator, a producer, may still assert them; a world without data has
+    only the submitter's numbers, and takes them."""
+    _world(world_server, "w-assert", data="synth_planted")
+    _world(world_server, "w-nodata")
+    spec = StrategySpec.model_validate(SMA).model_dump()
+    fake = {"sharpe": 9.0, "effective_history_years": 5.0, "n_trades": 100}
+    body = {"run_id": "fake", "spec": spec, "metrics": fake}
+    r = _raw(world_server, "POST", "/worlds/w-assert/evaluate", "submitter", json=body)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN"), r.text
+    assert "engine B" in r.json()["error"]["message"]
+    cohort = {"run_id": "fake-c", "items": [{"spec": spec, "metrics": fake}]}
+    r = _raw(world_server, "POST", "/worlds/w-assert/evaluate-cohort", "submitter",
+             json=cohort)
+    assert r.status_code == 403, r.text
+    assert _raw(world_server, "GET", "/worlds/w-assert/runs/fake", "viewer").status_code == 404
+    r = _raw(world_server, "POST", "/worlds/w-assert/evaluate", "operator", json=body)
+    assert r.status_code == 200, r.text
+    r = _raw(world_server, "POST", "/worlds/w-nodata/evaluate", "submitter", json=body)
+    assert r.status_code == 200, r.text
+
+
 def test_tokens_are_created_revoked_and_audited(world_server: Any) -> None:
     _world(world_server, "w-tokens")
     made = _raw(world_server, "POST", "/tokens", "admin", json={"role": "viewer", "name": "tmp"})

@@ -272,15 +272,24 @@ class Auth:
         return check
 
 
-def _evidence_allowed(who: Identity, stage: str, evidence: bool) -> None:
-    """Metrics or returns a client asserts for a paper/live stage would let it write its
-    own way up the ladder: only producers (operator, admin) may post them; submitters
-    get such stages judged on what the world sources (the risk hub)."""
-    if stage != "backtest" and evidence and not tokens.allowed(who.role, "evaluation.evidence"):
+def _evidence_allowed(who: Identity, stage: str, evidence: bool,
+                      world_data: Callable[[], bool]) -> None:
+    """Metrics or returns a client asserts would let it write its own way up the ladder:
+    only producers (operator, admin) may post them for a paper/live stage, and for the
+    backtest stage of a world with data (the service runs engine B on it); submitters
+    get those judged on what the world sources (the risk hub, engine B). A world without
+    data takes a submitter's backtest metrics: it has nothing else to judge."""
+    if not evidence or tokens.allowed(who.role, "evaluation.evidence"):
+        return
+    if stage != "backtest":
         raise WorldError(f"role {who.role!r} may not supply metrics or realized returns for "
                          f"stage {stage}; post them to the risk hub as a producer, or leave "
                          "them out to have them sourced", code="FORBIDDEN", status=403,
                          field="metrics")
+    if world_data():
+        raise WorldError(f"role {who.role!r} may not supply backtest metrics in a world with "
+                         "data: leave them out, and the service runs engine B on the "
+                         "world's data", code="FORBIDDEN", status=403, field="metrics")
 
 
 THREADS = int(os.environ.get("ALPHALOOP_WORLD_THREADS", "8"))
@@ -354,7 +363,8 @@ def _world_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
     def evaluate(world_id: WorldId, body: EvaluateIn, who: Identity = submitter) -> Response:
         """Judge one strategy; the same ``run_id`` adds a revision to the same run."""
         _evidence_allowed(who, body.stage, body.metrics is not None
-                          or body.realized_returns is not None)
+                          or body.realized_returns is not None,
+                          lambda: service.get_world(world_id).data is not None)
         return _answer(service.evaluate(world_id, body, who.actor))
 
     @app.post("/worlds/{world_id}/evaluate-cohort", response_model=CohortOut,
@@ -362,7 +372,8 @@ def _world_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
     def evaluate_cohort(world_id: WorldId, body: CohortIn, who: Identity = submitter) -> Response:
         _evidence_allowed(who, body.stage, any(i.metrics is not None
                                                or i.realized_returns is not None
-                                               for i in body.items))
+                                               for i in body.items),
+                          lambda: service.get_world(world_id).data is not None)
         return _answer(service.evaluate_cohort(world_id, body, who.actor))
 
     @app.get("/worlds/{world_id}/runs/{run_id}", response_model=RunOut, tags=["evaluation"])
