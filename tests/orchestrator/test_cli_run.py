@@ -37,6 +37,10 @@ def _write(tmp: Path, source: Path, **over: object) -> Path:
     ({"data": {"period": {"start": "not-a-date"}}}, "data.period.start"),
     ({"data": {"period": {"start": "2020-01-01", "end": "2019-01-01"}}}, "data.period"),
     ({"data": {"bar_interval": "banana"}}, "data.bar_interval"),
+    # a ranked book on the two-name panel: long, short and buffer cover every name, so
+    # the book never changes (a black-box report: 2 trades in 20 years)
+    ({"data": {"source": "us_indices"}, "generation": {"families": ["xs_momentum"]}},
+     "needs at least 4"),
 ])
 def test_a_bad_config_stops_before_anything_is_written(tmp_path: Path, noise_path: Path,
                                                        over: dict[str, object],

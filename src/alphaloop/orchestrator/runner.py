@@ -43,7 +43,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -145,6 +145,25 @@ _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
 
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+MIN_BOOK_NAMES = 4
+"""Names a loop's ranked-book family needs: with fewer, a long book, a short book and a
+buffer between them cover the whole panel, and the book never changes."""
+
+
+def _book_families(names: Iterable[str]) -> list[str]:
+    """The families among ``names`` whose specs are ranked books (cross-sectional)."""
+    from alphaloop.strategy.templates import get_family
+
+    out = []
+    for name in names:
+        family = get_family(name)
+        first = next(family.grid(), None) if all(
+            p.n_points is not None for p in family.params.values()) else None
+        if first is not None and family.build(first).portfolio.cross_sectional:
+            out.append(name)
+    return out
 
 
 def _done_status(out: Any) -> StageStatus:
@@ -298,6 +317,14 @@ class Runner:
         # in the search universe (and engine B's data gate never sees it empty)
         self.search = self.bars.slice(0, self.search_end, drop_empty=True)
         self.search_ref = self.search.data_ref
+        books = _book_families(cfg.generation.families)
+        if books and self.search.n_symbols < MIN_BOOK_NAMES:
+            raise ConfigError(
+                f"generation.families: {', '.join(books)} rank the names of the panel, "
+                f"which has {self.search.n_symbols} in the search window; a ranked book "
+                f"needs at least {MIN_BOOK_NAMES} (a long book, a short book and room "
+                "between them), or it holds the same names whatever the ranks",
+                code="INVALID_CONFIG")
         self.validation = self.bars.slice(0, self.val_end, drop_empty=True)  # search + val.
         self._evaluators: dict[str, SignalEvaluator] = {}
         try:
