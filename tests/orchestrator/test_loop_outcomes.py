@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from alphaloop.data.bars import Bars
 from alphaloop.kb.store import KnowledgeBase
-from alphaloop.orchestrator.config import RunConfig
+from alphaloop.orchestrator.config import ConfigError, RunConfig
 from alphaloop.orchestrator.runner import RUN_GC_THRESHOLD, Runner, runs_root
 
 Make = Callable[..., RunConfig]
@@ -190,7 +191,14 @@ def test_verification_mode_verifies_the_best_earlier_candidates(make_config: Mak
                                                                 planted_path: Path) -> None:
     """An exploration run (engine A only) maps the space; a verification run on the same
     knowledge base takes its best candidates through engine B, robustness and the
-    holdout, without generating new ones."""
+    holdout, without generating new ones. Before any run backtested on the data there
+    is nothing to verify: refused before anything is written (a black-box report saw
+    three empty iterations end as DONE_EARLY_STOPPED)."""
+    early = make_config(planted_path, run_id="v0", mode="verification")
+    with pytest.raises(ConfigError) as nothing:
+        Runner(early)
+    assert "holds none" in nothing.value.message
+    assert not Path(early.kb.url.removeprefix("sqlite:///")).exists()
     explore = Runner(make_config(planted_path, mode="exploration",
                                  budgets={"max_iterations": 2})).run()
     assert explore.best_strategies == ()  # no engine B in exploration

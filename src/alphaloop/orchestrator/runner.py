@@ -317,6 +317,8 @@ class Runner:
         # in the search universe (and engine B's data gate never sees it empty)
         self.search = self.bars.slice(0, self.search_end, drop_empty=True)
         self.search_ref = self.search.data_ref
+        if cfg.mode == "verification":
+            self._something_to_verify()
         books = _book_families(cfg.generation.families)
         if books and self.search.n_symbols < MIN_BOOK_NAMES:
             raise ConfigError(
@@ -351,6 +353,23 @@ class Runner:
         except AlphaloopError as exc:
             raise ConfigError(f"benchmark: {exc.message}", code="INVALID_CONFIG") from None
         self.brief = _read_brief(cfg)
+
+    def _something_to_verify(self) -> None:
+        """Mode verification takes earlier runs' candidates on this search window: with
+        none in the knowledge base there is nothing to run (and no KB is created)."""
+        try:
+            with KnowledgeBase(self.cfg.kb.url, create=False) as kb:
+                n = len(kb.tested(self.search_ref, engine="A", window="search",
+                                  exclude_run=self.cfg.run_id))
+        except KBError as exc:
+            if exc.code != "KB_NOT_FOUND":
+                raise
+            n = 0
+        if n == 0:
+            raise ConfigError("mode: verification takes the candidates earlier runs "
+                              "backtested on this data, and the knowledge base holds none; "
+                              "run mode exploration or mixed on it first",
+                              code="INVALID_CONFIG")
 
     def _open(self, *, resuming: bool) -> None:
         cfg = self.cfg
