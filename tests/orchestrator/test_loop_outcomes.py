@@ -239,3 +239,15 @@ def test_the_loop_does_not_promote_beta(make_config: Make, tmp_path: Path) -> No
         assert e["BENCHMARK_NOT_BEATEN"]["threshold"] == 0.95  # score-v2's min_excess_dsr
         assert any(r.startswith("excess_dsr") and "against benchmark equal_weight" in r
                    for r in e["reasons"])
+
+
+def test_a_strategy_tested_before_and_again_is_one_trial_in_the_variance() -> None:
+    """The DSR's trial count counts a strategy an earlier run tested once, also when a
+    verification run backtests it again; its trial-Sharpe variance must use the same
+    trials (a black-box report found 156 trials deflated with the variance of 216)."""
+    from alphaloop.orchestrator.runner import trial_sharpes
+
+    prior = np.array([0.1, 0.2])  # earlier runs: a and b
+    got = trial_sharpes(prior, {"a", "b"}, {"a": 0.1000001, "c": 0.3})
+    assert got == [0.1, 0.2, 0.3]  # a once (the earlier run's), c new
+    assert trial_sharpes(np.array([]), set(), {"c": 0.3}) == [0.3]

@@ -43,7 +43,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -145,6 +145,15 @@ _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
 
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def trial_sharpes(prior: np.ndarray, prior_ids: set[str],
+                  run: Mapping[str, float]) -> list[float]:
+    """The per-period Sharpe of each trial the DSR counts: the earlier runs' (``prior``,
+    one per id of ``prior_ids``) and this run's new ones. A strategy an earlier run
+    tested and this one backtests again (mode verification) is one trial, counted once,
+    as in the trial count."""
+    return [*prior.tolist(), *(sr for sid, sr in run.items() if sid not in prior_ids)]
 
 
 MIN_BOOK_NAMES = 4
@@ -625,7 +634,7 @@ class Runner:
             self.run_sharpes[str(sid)] = float(sr)
         self.run_tested |= set(fresh_specs) | set(ded.reused)
         trials = len(self.prior_ids) + len(set(self.run_sharpes) - self.prior_ids)
-        var = _variance([*self.prior_sharpes.tolist(), *self.run_sharpes.values()])
+        var = _variance(trial_sharpes(self.prior_sharpes, self.prior_ids, self.run_sharpes))
         cand_frame = pd.DataFrame([{"strategy_id": c["strategy_id"], "family": c["family"],
                                     "params": _json(c["params"])} for c in ded.fresh],
                                   columns=["strategy_id", "family", "params"])
