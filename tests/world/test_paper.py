@@ -263,6 +263,8 @@ def test_one_strategy_walks_from_backtest_to_live_on_the_paper_broker(
     runner = CliRunner()
     first = runner.invoke(app, [*args, "--start", str(START), "--max-bars", "15"], env=env)
     assert first.exit_code == 0, first.output
+    # one return has no volatility: the first bar says it posts no snapshot, once
+    assert first.output.count("no risk snapshot yet") == 1
     with WorldClient(srv.url, toks["viewer"]) as c:  # 15 < 20 samples: not yet
         assert "PAPER_WINDOW_SAMPLES_SHORT" in c.campaign(w).strategies[0].reasons
     second = runner.invoke(app, [*args, "--max-bars", "10"], env=env)  # resumes at bar 16

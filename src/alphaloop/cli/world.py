@@ -327,7 +327,9 @@ def paper(world: Annotated[str, typer.Option("--world", help="The world's id.")]
                              log=lambda line: out.print(line, highlight=False))
         done = runner.run(source, start=first, max_bars=max_bars)
     out.print(f"paper {spec.strategy_id[:12]} in {world}: {len(done.returns)} bars since "
-              f"{done.start_ts or '-'}, equity {done.equity or 0:,.2f}, fills {done.n_fills}, "
+              f"{done.start_ts or '-'}, equity "
+              f"{'-' if done.equity is None else format(done.equity, ',.2f')}, "
+              f"fills {done.n_fills}, "
               f"state {state}", highlight=False)
 
 

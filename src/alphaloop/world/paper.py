@@ -388,7 +388,11 @@ class PaperRunner:
     def _post(self, state: PaperState) -> None:
         """The snapshot of the state's last bar (its ``as_of`` is in the state, so
         posting it again after a crash is the same content: a no-op at the hub)."""
-        if not self.post or len(state.returns) < 2 or state.as_of is None:
+        if not self.post or state.as_of is None:
+            return
+        if len(state.returns) < 2:  # a return series of one bar has no volatility
+            self.log(f"bar {state.last_ts}: no risk snapshot yet (the hub takes one from "
+                     "the second paper bar on)")
             return
         self.client.post_snapshot({
             "world_id": self.world_id, "strategy_id": self.spec.strategy_id,
