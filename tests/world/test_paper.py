@@ -332,7 +332,12 @@ def test_a_drawdown_breach_halts_the_strategy_until_an_operator_resets_it(
         status = c.guard(w, sid)
         decision = c.decide(w, sid)
         audit = [e.action for e in c.audit(w)]
+        listed = c.bars(w, sid)
     assert status.halted and status.trip is not None
+    # the bar that tripped is listed with its trip, as its POST answered (a black-box
+    # report found the listing said halted: false); the bars before it are not
+    assert [b.halted for b in listed] == [False] * k + [True]
+    assert listed[-1].trip is not None and listed[-1].trip.trip_id == status.trip.trip_id
     assert (status.trip.rule, status.trip.bar.isoformat(), status.trip.limit) == (
         "max_drawdown", bars.index[START + k].isoformat(), limit)
     assert (decision.stage, decision.reasons) == ("backtest", ["RISK_GUARD_TRIPPED:max_drawdown"])

@@ -166,12 +166,19 @@ class RiskGuard:
                             trip=None if trip is None else _out(trip))
 
     def bars(self, world_id: str, strategy_id: str) -> list[BarOut]:
+        """The strategy's stored bars; a bar on which it or its world tripped carries
+        that trip (``halted``), as the answer to its POST did."""
         with self.service.db.read() as conn:
             self.service.load(conn, world_id)
             rows = conn.execute(select(PaperBar).where(
                 PaperBar.world_id == world_id, PaperBar.strategy_id == strategy_id)
                 .order_by(PaperBar.bar_ts)).scalars().all()
-        return [_bar_out(r) for r in rows]
+            trips = conn.execute(select(RiskTrip).where(
+                RiskTrip.world_id == world_id,
+                RiskTrip.strategy_id.in_((strategy_id, WORLD)))
+                .order_by(RiskTrip.trip_id)).scalars().all()
+        on = {t.bar: _out(t) for t in trips}  # the newest trip of a bar time last
+        return [_bar_out(r, trip=on.get(r.bar_ts)) for r in rows]
 
     def _check_world(self, conn: Session, state: WorldState, actor: str, new_ts: str) -> None:
         limits = state.policy.risk_guard.world
