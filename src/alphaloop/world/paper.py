@@ -66,6 +66,8 @@ class PaperState:
     equity: float | None = None
     returns: list[float] = field(default_factory=list)
     n_fills: int = 0
+    # trades (round trips, as a backtest counts them) entered since the first paper bar
+    n_trades: int = 0
     periods_per_year: float = 252.0
     as_of: str | None = None  # of the last bar's snapshot: re-posting it is a no-op
     halted: dict[str, Any] | None = None  # the risk guard's trip, until an operator resets it
@@ -362,6 +364,8 @@ class PaperRunner:
         fills = result.fills
         begun = pd.Timestamp(state.start_ts)
         state.n_fills = int((fills["timestamp"] >= begun).sum()) if len(fills) else 0
+        trades = result.trades
+        state.n_trades = int((trades["entry_time"] >= begun).sum()) if len(trades) else 0
         now = fills[fills["timestamp"] == bars.index[t]] if len(fills) else fills
         state.bar_fills = [
             {"ts": _iso(f.timestamp), "seq": i, "symbol": str(f.symbol), "side": str(f.side),
@@ -399,7 +403,7 @@ class PaperRunner:
             "as_of": state.as_of, "realized_returns": state.returns,
             "periods_per_year": state.periods_per_year,
             "provenance": {"producer": "paper-runner", "last_bar": state.last_ts,
-                           "equity": state.equity, "n_trades": state.n_fills}})
+                           "equity": state.equity, "n_trades": state.n_trades}})
 
     def _post_fills(self, state: PaperState) -> None:
         """The last bar's fills (kept in the state until the next bar), to the KB."""
