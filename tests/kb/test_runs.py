@@ -75,8 +75,13 @@ def test_find_run_needs_a_unique_complete_match(tmp_path: Path) -> None:
     assert find_run("abc1", root=tmp_path).name.startswith("abc1")
     with pytest.raises(RunError, match="2 runs match 'abc'"):
         find_run("abc", root=tmp_path)
-    with pytest.raises(RunError, match="no recorded run matches 'abd'"):
+    with pytest.raises(RunError, match="no recorded run matches 'abd'") as err:
         find_run("abd", root=tmp_path)
+    # a folder that is no evaluate run (a research loop's) gets the way to its page
+    assert "report --run" in err.value.message
+    with pytest.raises(RunError) as err:
+        find_run("zzz", root=tmp_path)
+    assert "report --run" not in err.value.message
 
 
 def _save(root: Path, rid: str, **kw: Any) -> Path:

@@ -566,7 +566,10 @@ def _pick_run(strategy: str, run_prefix: str | None, results_path: Path | None,
                         f" with policy {policy}" if policy else "",
                         f" on data {data}" if data else ""])
         raise RunError(f"no recorded run evaluated a strategy {strategy!r}{what}; run "
-                       "`alphaloop evaluate RESULTS.parquet` first", code="RUN_NOT_FOUND")
+                       "`alphaloop evaluate RESULTS.parquet` first (a strategy report reads "
+                       "evaluate runs; a research loop's strategies are in its page, "
+                       "`alphaloop report --run RUN`, and in `alphaloop kb show ID`)",
+                       code="RUN_NOT_FOUND")
     return runs[0]
 
 

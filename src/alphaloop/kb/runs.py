@@ -262,7 +262,10 @@ def find_run(prefix: str, root: Path | None = None) -> Path:
         if prefix and root.is_dir() else []
     if len(hits) != 1:
         what = "no recorded run matches" if not hits else f"{len(hits)} runs match"
-        raise RunError(f"{what} {prefix!r} under {root}", code="RUN_NOT_FOUND")
+        loop = " (a research-loop run? its page is `alphaloop report --run`, without "\
+            "--strategy)" if not hits and prefix and root.is_dir() \
+            and any(p.is_dir() for p in root.glob(f"{prefix}*")) else ""
+        raise RunError(f"{what} {prefix!r} under {root}{loop}", code="RUN_NOT_FOUND")
     return hits[0]
 
 
