@@ -400,6 +400,9 @@ def test_manual_approval_walk_with_every_refusal_on_the_way(server: Any) -> None
         assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN")
     r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {toks['admin']}"})
     assert (r.status_code, r.json()["error"]["code"]) == (403, "NOT_AN_APPROVER")  # not listed
+    with _client(server, "admin") as ad:  # the attempt is on record, nothing else changed
+        refused = [e for e in ad.audit(w) if e.action == "live.approve.refused"]
+    assert len(refused) == 1 and refused[0].target == a
     with _client(server, "approver") as ap:
         approval = ap.approve(w, a, comment="ok")
     assert (approval.decision, approval.paper_run_id, approval.paper_revision) == (

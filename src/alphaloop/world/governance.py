@@ -210,23 +210,26 @@ class Governance:
                                  "approvals apply to manual_approval only",
                                  code="APPROVAL_NOT_APPLICABLE", status=409, field="decision")
             if rules.approvers and approver not in rules.approvers:
-                raise WorldError(f"{approver!r} is not one of the world's approvers",
-                                 code="NOT_AN_APPROVER", status=403)
-            view = self._view(conn, state, sid, now)
-            if view.state.phase != "paper_campaign":
-                raise WorldError(f"strategy_id: the strategy is in {view.state.phase}, not "
-                                 "paper_campaign", code="NOT_A_CANDIDATE", status=409,
-                                 field="strategy_id")
-            if body.decision == "approve" and view.evidence:
+                # an attempt on the live switch by someone not listed stays on record
+                audit.record(conn, actor=actor, action="live.approve.refused",
+                             world_id=world_id, target=sid,
+                             after=audit.content_hash(["NOT_AN_APPROVER", approver]))
+                refusal = WorldError(f"{approver!r} is not one of the world's approvers",
+                                     code="NOT_AN_APPROVER", status=403)
+            else:
+                view = self._view(conn, state, sid, now)
+                if view.state.phase != "paper_campaign":
+                    raise WorldError(f"strategy_id: the strategy is in {view.state.phase}, "
+                                     "not paper_campaign", code="NOT_A_CANDIDATE",
+                                     status=409, field="strategy_id")
+                if body.decision != "approve" or not view.evidence:
+                    return self._record(conn, state, view, body, actor, now)
                 upsert_candidate(conn, world_id, sid, actor, now, status="blocked",
                                  reasons=view.evidence)
                 audit.record(conn, actor=actor, action="live.approve.refused",
                              world_id=world_id, target=sid,
                              after=audit.content_hash(view.evidence))
                 refusal = _blocked("PROMOTION_BLOCKED", view.evidence)
-            else:
-                return self._record(conn, state, view, body, actor, now)
-        assert refusal is not None
         raise refusal
 
     @staticmethod
