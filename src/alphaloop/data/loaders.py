@@ -214,21 +214,11 @@ def _adjusted(df: pd.DataFrame, adjust: bool, notes: list[str]) -> pd.DataFrame:
 def _whole_rows(df: pd.DataFrame, adj: np.ndarray) -> None:
     """Refuse a row with some of open/high/low/close/Adj Close but not all: adjusted, it
     would become an empty bar and vanish (an empty row, no bar, stays allowed)."""
-    from alphaloop.data.quality import to_float
+    from alphaloop.data.quality import refuse_partial_rows, to_float
 
-    cols = [*PRICES, "adj_close"]
     values = np.column_stack([*(to_float(df[c], f"column {c!r}") for c in PRICES), adj])
-    nan = np.isnan(values)
-    part = nan.any(axis=1) & ~nan.all(axis=1)
-    if part.any():
-        rows = np.flatnonzero(part)
-        r = int(rows[0])
-        missing = [c for c, k in zip(cols, nan[part].any(axis=0), strict=True) if k]
-        raise DataError(
-            f"partially missing prices (NaN in {missing}) for symbol {df['symbol'].iat[r]!r} "
-            f"at {df['timestamp'].iat[r]} (row {r}; {len(rows)} "
-            f"row(s) in all); a bar needs all of open/high/low/close and Adj Close, or "
-            "none (--no-adjust ignores Adj Close)", code="DQ_NAN_VALUES")
+    refuse_partial_rows(df, values, [*PRICES, "adj_close"],
+                        "open/high/low/close and Adj Close (--no-adjust ignores Adj Close)")
 
 
 def load_file(path: str | Path, *, name: str | None = None, sort: bool = False,

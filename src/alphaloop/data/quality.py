@@ -58,6 +58,7 @@ Every check is a vectorized numpy expression over whole columns or the whole
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -253,13 +254,21 @@ def _drop_empty_bars(df: pd.DataFrame) -> pd.DataFrame:
     return df[~empty] if empty.any() else df
 
 
-def _check_long_nans(df: pd.DataFrame) -> None:
-    prices = df[list(PRICES)].to_numpy()
-    part = np.isnan(prices).any(axis=1)
+def refuse_partial_rows(df: pd.DataFrame, values: np.ndarray, columns: Sequence[str],
+                        need: str) -> None:
+    """``DQ_NAN_VALUES`` naming the first row of ``df`` (with ``symbol`` and
+    ``timestamp``) that has some of ``values``' columns (named ``columns``) but not all;
+    ``need`` says what a bar needs. A row with none of them is no bar, and passes."""
+    nan = np.isnan(values)
+    part = nan.any(axis=1) & ~nan.all(axis=1)
     if part.any():
-        cols = [c for c, k in zip(PRICES, np.isnan(prices[part]).any(axis=0), strict=True) if k]
+        cols = [c for c, k in zip(columns, nan[part].any(axis=0), strict=True) if k]
         _fail("DQ_NAN_VALUES", f"partially missing prices (NaN in {cols}) for {_where(df, part)}; "
-              "a bar needs all of open/high/low/close, or none")
+              f"a bar needs all of {need}, or none")
+
+
+def _check_long_nans(df: pd.DataFrame) -> None:
+    refuse_partial_rows(df, df[list(PRICES)].to_numpy(), PRICES, "open/high/low/close")
     inf = np.isinf(df[list(NUMERIC)].to_numpy()).any(axis=1)
     if inf.any():
         _fail("DQ_INFINITE", f"infinite price or volume for {_where(df, inf)}")

@@ -384,6 +384,7 @@ class Runner:
         cfg = self.cfg
         self.kb = KnowledgeBase(cfg.kb.url, busy_timeout_s=cfg.kb.busy_timeout_s)
         self._kb_down = False
+        self._stage_run_ids: set[str] | None = None  # see _recorded_stage_runs
         self.events = EventLog(self.root, cfg.run_id)
         self.store = StageStore(self.root)
         self.retry = RetryPolicy(cfg.policies.retry, cfg.seed)
@@ -792,6 +793,8 @@ class Runner:
         the output but not the row. The attempt is the one whose ``stage_run_id`` the
         marker holds; the times are unknown (now, zero duration)."""
         srid = self.store.marker(i, stage_id).get("stage_run_id")
+        if srid in self._recorded_stage_runs():  # the common case: nothing to write
+            return
         tries = range(1, self.retry.max_attempts(stage_id) + 1)
         attempt = next((a for a in tries
                         if stage_run_id(self.cfg.run_id, i, stage_id, a, h) == srid), None)
@@ -803,6 +806,20 @@ class Runner:
             attempt=attempt, inputs_hash=h, status=str(_done_status(out)), started_ts=now,
             finished_ts=now, error_code=None, error_class=None,
             output_ref=self._output_ref(i, stage_id)))
+
+    def _recorded_stage_runs(self) -> set[str]:
+        """The run's stage_run_ids in the KB, read once per session (a resume loads every
+        finished stage again; one read instead of a write for each). A KB that cannot
+        be read now answers nothing: the insert-if-absent writes are safe anyway."""
+        if self._stage_run_ids is None:
+            try:
+                frame = self.kb.stage_runs(self.cfg.run_id)
+                self._stage_run_ids = set(frame["stage_run_id"]) if len(frame) else set()
+            except KBError as exc:
+                if exc.error_class is not ErrorClass.TRANSIENT:
+                    raise
+                return set()
+        return self._stage_run_ids
 
     def _output_ref(self, i: int, stage_id: str) -> str:
         return str(self.store.folder(i, stage_id) / OUTPUT)
