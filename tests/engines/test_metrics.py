@@ -489,3 +489,26 @@ def test_vectorized_property(r: np.ndarray) -> None:
     for key, values in batch.items():
         rows = np.array([return_metrics(row, 252.0)[key] for row in r])
         np.testing.assert_allclose(values, rows, rtol=1e-12, atol=1e-300, equal_nan=True)
+
+
+def _path_by_numpy(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Total return and max drawdown written with numpy's array operations (the
+    definitions of the module docstring, one (K, T) array per step)."""
+    with np.errstate(all="ignore"):
+        equity = np.cumprod(1.0 + r, axis=1)
+        running_max = np.maximum(np.maximum.accumulate(equity, axis=1), 1.0)
+        drawdown = (equity / running_max - 1.0).min(axis=1)
+        return equity[:, -1] - 1.0, np.minimum(np.maximum(drawdown, -1.0), 0.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(r=hnp.arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 40)),
+                    elements=st.one_of(st.floats(-3.0, 3.0),
+                                       st.sampled_from([-1.0, 0.0, 1e300, 1e308]))))
+def test_equity_path_is_numpys_array_arithmetic_bit_for_bit(r: np.ndarray) -> None:
+    # the one-pass kernel does numpy's operations in numpy's order: the same bits,
+    # overflowed (NaN) paths included
+    total, mdd = return_metrics(r, 252.0)["total_return"], return_metrics(r, 252.0)["max_drawdown"]
+    want_total, want_mdd = _path_by_numpy(r)
+    np.testing.assert_array_equal(total, want_total)
+    np.testing.assert_array_equal(mdd, want_mdd)

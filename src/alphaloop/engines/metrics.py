@@ -87,6 +87,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 __all__ = [
     "BENCHMARK_METRICS",
@@ -216,10 +217,7 @@ def return_metrics(returns: np.ndarray, periods_per_year: float) -> dict[str, np
     sqrt_ppy = math.sqrt(ppy)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # Equity path, starting at 1.0 before the first return.
-        equity = np.cumprod(1.0 + r2, axis=1)
-        total_return = equity[:, -1] - 1.0
-
+        total_return, max_drawdown = _equity_path(r2)
         growth = 1.0 + total_return
         cagr = np.where(
             growth > 0.0,
@@ -244,12 +242,6 @@ def return_metrics(returns: np.ndarray, periods_per_year: float) -> dict[str, np
             no_downside, np.nan, mean / np.where(no_downside, 1.0, downside) * sqrt_ppy
         )
 
-        # The initial 1.0 is a peak: running max is at least 1.0 (so never 0).
-        running_max = np.maximum(np.maximum.accumulate(equity, axis=1), 1.0)
-        drawdown = equity / running_max - 1.0
-        max_drawdown = np.maximum(drawdown.min(axis=1), -1.0)
-        max_drawdown = np.minimum(max_drawdown, 0.0)
-
         no_dd = max_drawdown == 0.0
         calmar = np.where(no_dd, np.nan, cagr / np.where(no_dd, 1.0, -max_drawdown))
 
@@ -262,6 +254,42 @@ def return_metrics(returns: np.ndarray, periods_per_year: float) -> dict[str, np
         "max_drawdown": _out(max_drawdown, scalar),
         "calmar": _out(calmar, scalar),
     }
+
+
+@njit(cache=True, error_model="numpy")
+def _equity_path(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (total return, max drawdown in [-1, 0]) of the equity path that starts
+    at 1.0 before the first return.
+
+    One pass per row, where numpy needs a (K, T) cumulative product, a running maximum
+    and a drawdown array (each along rows, which numpy walks slowly): the same
+    operations in the same order (a product is sequential either way), so the same
+    bits. The initial 1.0 is a peak: the running maximum is at least 1.0 (never 0). A
+    NaN (an equity that overflowed) propagates as numpy's maximum and minimum
+    propagate it."""
+    k_rows, n = r.shape
+    total = np.empty(k_rows)
+    mdd = np.empty(k_rows)
+    for k in range(k_rows):
+        e = 1.0
+        peak = -np.inf  # np.maximum.accumulate starts at the first value
+        low = np.inf
+        for t in range(n):
+            e = e * (1.0 + r[k, t])
+            if e != e or peak != peak:
+                peak = np.nan
+            elif e > peak:
+                peak = e
+            top = peak if (peak != peak or peak >= 1.0) else 1.0
+            dd = e / top - 1.0
+            if dd != dd or low != low:
+                low = np.nan
+            elif dd < low:
+                low = dd
+        total[k] = e - 1.0
+        # clipped to [-1, 0] as np.maximum / np.minimum clip (NaN stays NaN)
+        mdd[k] = low if low != low else min(max(low, -1.0), 0.0)
+    return total, mdd
 
 
 def _nonneg(name: str, value: Any) -> np.ndarray:

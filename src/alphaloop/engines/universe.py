@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
 OUT, LIVE, FAILED = 0, 1, 2
@@ -71,6 +72,25 @@ class Universe:
         return np.asarray(self.state == LIVE)
 
 
+@njit(cache=True)
+def _listed(seen: np.ndarray, days: np.ndarray, after_bars: int, after_days: float
+            ) -> np.ndarray:
+    """(N, T) bool: symbol i has had a bar at or before t (``seen``), and not so long
+    ago that it counts as delisted: fewer than ``after_bars`` panel bars since its
+    latest bar, or fewer than ``after_days`` calendar days (``days``: each bar's
+    timestamp in days). One pass per symbol that reads bars up to t only."""
+    n_sym, n_bars = seen.shape
+    live = np.zeros((n_sym, n_bars), dtype=np.bool_)
+    for i in range(n_sym):
+        last = -1  # the latest bar up to t
+        for t in range(n_bars):
+            if seen[i, t]:
+                last = t
+            if last >= 0:
+                live[i, t] = not (t - last >= after_bars and days[t] - days[last] >= after_days)
+    return live
+
+
 def build_universe(valid: np.ndarray, index: pd.DatetimeIndex, rule: UniverseRule, *,
                    volume: np.ndarray | None = None,
                    fail_bar: np.ndarray | None = None,
@@ -87,19 +107,14 @@ def build_universe(valid: np.ndarray, index: pd.DatetimeIndex, rule: UniverseRul
     if volume is not None:
         has_vol = np.maximum.accumulate(np.nan_to_num(volume, nan=0.0) > 0, axis=1)
         bars_seen = valid & has_vol
-    rows = np.arange(n_bars)
-    last = np.where(bars_seen, rows, -1)
-    last = np.maximum.accumulate(last, axis=1)  # row of the latest bar up to t (-1: none)
-    missing = rows[None, :] - last  # panel bars since that bar
-    ts = index.asi8.astype(np.float64) / 86_400e9
-    days = ts[None, :] - ts[np.maximum(last, 0)]
-    gone = (missing >= rule.delist_after_bars) & (days >= rule.delist_after_days)
-    live = (last >= 0) & ~gone
+    ts = index.as_unit("ns").asi8.astype(np.float64) / 86_400e9  # any resolution
+    live = _listed(np.ascontiguousarray(bars_seen, dtype=np.bool_), ts,
+                   rule.delist_after_bars, float(rule.delist_after_days))
     if member is not None:
         live &= np.asarray(member, dtype=np.bool_)
     state = np.where(live, LIVE, OUT).astype(np.int8)
     if fail_bar is not None:
-        failed = rows[None, :] >= np.asarray(fail_bar)[:, None]
+        failed = np.arange(n_bars)[None, :] >= np.asarray(fail_bar)[:, None]
         state[failed] = FAILED
     is_live = state == LIVE
     alloc = np.zeros_like(is_live)
