@@ -38,6 +38,21 @@ def codes(ev: SignalEvaluator, src: str) -> np.ndarray:
     return out
 
 
+# ------------------------------------------------------------ asset-major fields
+def test_evaluators_of_one_panel_share_its_asset_major_copies() -> None:
+    bars = make_bars()
+    a, b = SignalEvaluator(bars), SignalEvaluator(bars)
+    for name in ("open", "high", "low", "close", "volume"):
+        assert a.fields[name] is b.fields[name]  # made once per panel
+        np.testing.assert_array_equal(a.fields[name], getattr(bars, name).T)
+        assert a.fields[name].flags.c_contiguous
+    assert a.valid is b.valid
+    # a bar exists where all of OHLC do: the third symbol from bar 10
+    assert not a.valid[2, :10].any() and a.valid[2, 10:].all() and a.valid[:2].all()
+    # another panel (even with equal content) gets its own
+    assert SignalEvaluator(make_bars()).fields["close"] is not a.fields["close"]
+
+
 # ------------------------------------------------------------ three-valued
 def test_negation_is_never_true_during_warmup() -> None:
     ev = SignalEvaluator(make_bars())

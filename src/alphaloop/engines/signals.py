@@ -13,6 +13,7 @@ symbol has no bar, even when the condition is negated.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -32,17 +33,33 @@ _NUMERIC: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+_ASSET_MAJOR: weakref.WeakKeyDictionary[Bars, tuple[dict[str, np.ndarray], np.ndarray]] = (
+    weakref.WeakKeyDictionary())
+
+
+def asset_major(bars: Bars) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The panel's fields as (N, T) C-contiguous copies, and its bar mask (a bar exists
+    where all of OHLC do; the kernels test this one mask).
+
+    Made once per panel and shared by every evaluator of it, as long as the panel
+    lives: a sweep calls the engine again and again on one panel, and the transposed
+    copies cost more than a small batch's own Python work. Bars' arrays are read-only,
+    so the copies cannot go stale; the kernels and indicators only read them."""
+    hit = _ASSET_MAJOR.get(bars)
+    if hit is None:
+        f = {name: np.array(bars.field(name).T, order="C") for name in FIELDS}
+        valid = ~(np.isnan(f["open"]) | np.isnan(f["high"]) | np.isnan(f["low"])
+                  | np.isnan(f["close"]))
+        hit = _ASSET_MAJOR[bars] = (f, valid)
+    return hit
+
+
 class SignalEvaluator:
     """Evaluates canonical expression trees on one panel, caching numeric results."""
 
     def __init__(self, bars: Bars, *, max_cache_bytes: int = 2 << 30) -> None:
         self.bars = bars
-        self.fields: dict[str, np.ndarray] = {
-            f: np.array(bars.field(f).T, order="C") for f in FIELDS}  # private copies
-        f = self.fields
-        # a bar exists where all of OHLC do; the kernels test this one mask
-        self.valid = ~(np.isnan(f["open"]) | np.isnan(f["high"]) | np.isnan(f["low"])
-                       | np.isnan(f["close"]))
+        self.fields, self.valid = asset_major(bars)
         self.cache: dict[str, np.ndarray] = {}
         self.max_cache_bytes = max_cache_bytes
         self._cache_bytes = 0
