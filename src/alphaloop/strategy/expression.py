@@ -25,7 +25,7 @@ import math
 import operator
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -242,9 +242,13 @@ def _parse(text: str, expect: Kind | None, where: str) -> Node:
     shape, literals = _shape(text)
     template = _TEMPLATES.get(shape)
     if template is not None and len(text) <= MAX_SOURCE_LEN:
-        node = _from_template(template, literals)
+        node = _from_template(template.tree, literals)
         if node is not None:
-            _check_kind(check_types(node, where), expect, text, where)
+            # the operators, arities and kinds are the template's, checked when it was
+            # learned: only the values in window positions can be wrong
+            for path, spec, i in template.windows:
+                _check_filled_window(node, path, spec, i)
+            _check_kind(template.kind, expect, text, where)
             return node
     node = _parse_text(text, expect, where)
     if template is None and literals and len(_TEMPLATES) < _MAX_TEMPLATES:
@@ -264,17 +268,25 @@ _POINT = rf"(?:{_DIGITS})?\.{_DIGITS}|{_DIGITS}\."
 _LITERAL = re.compile(rf"(?<![\w.])(?:(?:{_POINT}|{_DIGITS})[eE][+-]?{_DIGITS}|{_POINT}"
                       rf"|[1-9](?:_?\d)*|0+(?:_?0)*)(?![\w.])")
 _MAX_TEMPLATES = 4096
-_TEMPLATES: dict[str, Node] = {}  # shape -> tree whose Num(-k - 1) is the k-th literal
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A shape's tree, whose ``Num(-k - 1)`` is the k-th literal; the kind of every
+    tree it gives; and its window arguments, as (path of argument indices to the
+    call, the call's operator, the argument's index), in the order :func:`check_types`
+    checks them (so a fill reports the same first error as a full check)."""
+
+    tree: Node
+    kind: Kind
+    windows: tuple[tuple[tuple[int, ...], OpSpec, int], ...]
+
+
+_TEMPLATES: dict[str, _Template] = {}  # shape -> template
 
 
 def _shape(text: str) -> tuple[str, list[str]]:
-    literals: list[str] = []
-
-    def slot(m: re.Match[str]) -> str:
-        literals.append(m.group())
-        return "#"
-
-    return _LITERAL.sub(slot, text), literals
+    return _LITERAL.sub("#", text), _LITERAL.findall(text)
 
 
 def _literal_value(token: str) -> float:
@@ -315,7 +327,32 @@ def _learn_template(shape: str, literals: list[str], node: Node) -> None:
         return
     template = _marks(tree)
     if template is not None and _from_template(template, literals) == node:
-        _TEMPLATES[shape] = template
+        _TEMPLATES[shape] = _Template(template, check_types(node),
+                                      tuple(_window_slots(template, ())))
+
+
+def _window_slots(node: Node, path: tuple[int, ...]
+                  ) -> Iterator[tuple[tuple[int, ...], OpSpec, int]]:
+    """The window arguments under ``node`` (at ``path``), in :func:`check_types`'
+    order: an argument's own windows before the argument itself."""
+    if not isinstance(node, Call):
+        return
+    spec = OPS[node.op]
+    for i, (arg, kind) in enumerate(zip(node.args, spec.args, strict=True)):
+        yield from _window_slots(arg, (*path, i))
+        if kind == "window":
+            yield path, spec, i
+
+
+def _check_filled_window(node: Node, path: tuple[int, ...], spec: OpSpec, i: int) -> None:
+    call = node
+    for step in path:
+        assert isinstance(call, Call)
+        call = call.args[step]
+    assert isinstance(call, Call)
+    arg = call.args[i]
+    kind = "num" if isinstance(arg, Num) else check_types(arg)
+    _check_window(spec, f"{spec.name}: argument {i + 1} ({spec.arg_names[i]})", arg, kind)
 
 
 def _marks(node: Node) -> Node | None:
