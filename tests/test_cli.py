@@ -448,6 +448,11 @@ def test_evaluate_indexes_its_run_in_the_knowledge_base(tmp_path: Path) -> None:
     db.close()
     code, out, _ = _run("kb", "runs", "--json")
     assert code == 0 and run.record.run_id in out
+    # the table names the data and marks the run as an evaluate (no loop counts)
+    code, out, _ = _run("kb", "runs")
+    (line,) = [ln for ln in out.splitlines() if run.record.run_id[:12] in ln]
+    n_passed = int(run.candidates["passed"].astype(bool).sum())
+    assert line.split()[1:] == ["DONE_SUCCESS", "sp500", "eval", "-", str(n_passed)]
 
 
 def test_kb_import_runs_indexes_folders_recorded_before_the_kb(tmp_path: Path) -> None:

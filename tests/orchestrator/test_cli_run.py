@@ -90,6 +90,13 @@ def test_a_run_is_found_by_prefix_and_by_the_out_dir_the_kb_recorded(
     assert made.exit_code == 0 and "elsewhere-ru" in page.read_text()
     lost = runner.invoke(app, ["status", "nowhere"])
     assert lost.exit_code == 2 and "RUN_NOT_FOUND" in lost.stderr and "--out-dir" in lost.stderr
+    # a second run there: the shared prefix is ambiguous, not unknown (a black-box report)
+    other = _write(tmp_path, noise_path, run_id="elsewhere-two", kb={})
+    assert runner.invoke(app, ["run", str(other), "--json"]).exit_code == 0
+    for command in (["status", "elsewh"], ["resume", "elsewh"], ["report", "--run", "elsewh"]):
+        both = runner.invoke(app, command)
+        assert both.exit_code == 2 and "RUN_AMBIGUOUS" in both.stderr, (command, both.stderr)
+        assert "elsewh" in both.stderr
 
 
 def test_an_out_dir_that_is_a_file_or_empty_windows_stop_before_writing(

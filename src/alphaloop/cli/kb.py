@@ -310,17 +310,25 @@ def _run_rows(frame: Any) -> Any:
     survivors; --json has every field (config, summary, data_ref, times)."""
     import pandas as pd
 
-    def stat(summary: Any, key: str) -> Any:
-        return (summary or {}).get("stats", {}).get(key)
+    def row(config: Any, summary: Any) -> tuple[str, str, str, int]:
+        c, s = config or {}, summary or {}
+        if c.get("kind") == "evaluate":  # a recorded `evaluate`: one scoring, no loop
+            return str(c.get("data_source", "-")), "eval", "-", int(s.get("passed", 0))
+        stats = s.get("stats", {})
+        return (str(c.get("data", {}).get("source", "-")), _count(stats.get("iterations")),
+                _count(stats.get("backtests")), len(s.get("best_strategies", ())))
 
+    rows = [row(c, s) for c, s in zip(frame["config"], frame["summary"], strict=True)]
     return pd.DataFrame({
         "run": [str(r)[:12] for r in frame["run_id"]], "status": frame["status"],
-        "data": [Path(str((c or {}).get("data", {}).get("source"))).name[:16]
-                 for c in frame["config"]],
-        "iters": [stat(s, "iterations") for s in frame["summary"]],
-        "backtests": [stat(s, "backtests") for s in frame["summary"]],
-        "survivors": [len((s or {}).get("best_strategies", ())) for s in frame["summary"]],
+        "data": [Path(r[0]).name[:16] for r in rows],
+        "iters": [r[1] for r in rows], "backtests": [r[2] for r in rows],
+        "survivors": [r[3] for r in rows],
     })
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None else str(int(value))
 
 
 def _strategy_rows(frame: Any) -> Any:

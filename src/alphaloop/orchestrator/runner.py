@@ -277,7 +277,12 @@ def _recorded_out_dir(run_id: str) -> str | None:
     try:
         with KnowledgeBase(None) as kb:
             found = kb.find_run(run_id)
-    except (KBError, AlphaloopError):
+    except KBError as exc:
+        if exc.code == "KB_AMBIGUOUS":  # many runs start with it: say so, not "none"
+            raise ConfigError(f"{exc.message}; give more of the id",
+                              code="RUN_AMBIGUOUS") from None
+        return None
+    except AlphaloopError:
         return None
     out = (found.config or {}).get("out_dir")
     return str(out) if out else None
