@@ -352,7 +352,7 @@ def _check_filled_window(node: Node, path: tuple[int, ...], spec: OpSpec, i: int
     assert isinstance(call, Call)
     arg = call.args[i]
     kind = "num" if isinstance(arg, Num) else check_types(arg)
-    _check_window(spec, f"{spec.name}: argument {i + 1} ({spec.arg_names[i]})", arg, kind)
+    _check_window(spec, _arg_label(spec, i + 1), arg, kind)
 
 
 def _marks(node: Node) -> Node | None:
@@ -544,7 +544,7 @@ def check_types(node: Node, where: str = "expression") -> Kind:
         raise ExpressionError(f"{spec.name}: expects {len(spec.args)} argument(s) ({sig}), "
                               f"got {len(node.args)}", code="EXPRESSION_ARGUMENT")
     for i, (arg, kind) in enumerate(zip(node.args, spec.args, strict=True), start=1):
-        label = f"{spec.name}: argument {i} ({spec.arg_names[i - 1]})"
+        label = _arg_label(spec, i)
         got = check_types(arg, where)  # before any folding: abs() cannot be evaluated
         if kind == "window":
             _check_window(spec, label, arg, got)
@@ -555,6 +555,11 @@ def check_types(node: Node, where: str = "expression") -> Kind:
             raise ExpressionError(f"{label} must be {want}, got a {have} expression: {arg}",
                                   code="EXPRESSION_TYPE")
     return spec.result
+
+
+def _arg_label(spec: OpSpec, i: int) -> str:
+    """How errors name argument ``i`` (from 1) of ``spec``."""
+    return f"{spec.name}: argument {i} ({spec.arg_names[i - 1]})"
 
 
 def _check_window(spec: OpSpec, label: str, arg: Node, kind: Kind) -> None:
