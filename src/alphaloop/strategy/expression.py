@@ -665,7 +665,7 @@ def _canonical(node: Node) -> Node:
         if len(args) == 1:
             return args[0]
         return _nest(op, args)
-    if len(args) == len(node.args) and all(a is b for a, b in zip(args, node.args)):
+    if len(args) == len(node.args) and all(a is b for a, b in zip(args, node.args, strict=True)):
         return node  # already canonical: the same node keeps its printed text
     return Call(op, tuple(args))
 
