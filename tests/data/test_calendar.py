@@ -44,6 +44,10 @@ def us_hourly(days: int = 120) -> pd.DatetimeIndex:
 
 CALENDARS = {
     "weekday_daily": (pd.bdate_range("2020-01-01", periods=600, tz="UTC"), 252.0),
+    # Tokyo's weekdays stamped at local midnight: Sunday to Thursday in UTC (a black-box
+    # report: counted as Saturday/Sunday bars, this was annualized as 365)
+    "tokyo_daily": (pd.bdate_range("2021-03-01", periods=300).tz_localize("Asia/Tokyo")
+                    .tz_convert("UTC"), 252.0),
     "crypto_daily": (pd.date_range("2020-01-01", periods=600, freq="D", tz="UTC"), 365.0),
     "us_hourly": (us_hourly(), 1764.0),
     "hourly_24_7": (pd.date_range("2020-01-01", periods=24 * 90, freq="h", tz="UTC"), 8760.0),
@@ -224,6 +228,14 @@ def test_weekend_bars_in_weekday_data_are_a_warning() -> None:
     for needle in ("'S1'", "2 bars", "2020-02-01T05:00:00+00:00", "Saturday/Sunday"):
         assert needle in off[0].message
     assert report.ok                                           # a warning, not an error
+
+
+def test_a_weekday_calendar_east_of_utc_is_not_off_calendar() -> None:
+    index = CALENDARS["tokyo_daily"][0]
+    assert set(np.asarray(index.day_of_week)) == {6, 0, 1, 2, 3}  # Sunday..Thursday UTC
+    bars = panel(index, n=2)
+    assert not [i for i in quality_report(bars).issues if i.code == "DQ_OFF_CALENDAR"]
+    np.testing.assert_array_equal(bars.periods_per_year_until(20)[1:], 252.0)
 
 
 def test_seven_day_calendars_are_not_off_calendar() -> None:

@@ -23,7 +23,8 @@ FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 DAY_SECONDS = 86400.0
 WEEKEND_SHARE = 0.05
-"""Above this share of Saturday/Sunday bars a calendar trades every day (365 days/year)."""
+"""Above this share of bars on the two quietest weekdays (the weekend) a calendar trades every
+day (365 days/year)."""
 SESSION_SECONDS = 6.5 * 3600.0
 """A regular US equity session (09:30-16:00), the per-bar guess of bars per day."""
 MIN_WINDOW = 5
@@ -38,9 +39,10 @@ def periods_per_year_for(step_seconds: float, *, mean_step_seconds: float | None
 
     ``step`` is the spacing between consecutive bars (``step_seconds`` its median,
     ``mean_step_seconds`` its mean, defaulting to the median) and ``weekend_share``
-    the fraction of bars stamped on a Saturday or Sunday (UTC). Days per year are
+    the fraction of bars stamped on the calendar's two quietest UTC weekdays (Saturday
+    and Sunday for a market west of Asia; :func:`quiet_days`). Days per year are
     365 when ``weekend_share > 0.05`` (the market trades every day: crypto) and 252
-    otherwise (weekday sessions).
+    otherwise (weekday sessions, in any time zone).
 
     (a) *Calendar data*, median step > 3 days: 365.25 days / **mean** step (weekly
         52.18, month-end 12.0; the mean, because month lengths vary and the median
@@ -77,8 +79,28 @@ def _rule(median: np.ndarray, mean: np.ndarray, weekend: np.ndarray,
     return np.where(np.isnan(median) | np.isnan(mean), 252.0, out)
 
 
-def _is_weekend(index: pd.DatetimeIndex) -> np.ndarray:
-    return np.asarray(index.day_of_week >= 5)
+def quiet_days(counts: np.ndarray) -> np.ndarray:
+    """The calendar's weekend: of bar counts per UTC weekday (..., 7), the two weekdays
+    with the fewest bars (..., 2), in weekday order where counts tie.
+
+    Not Saturday and Sunday: a weekday market's days fall on other UTC weekdays east of
+    UTC (Tokyo's Monday at local midnight is Sunday 15:00 UTC), but every weekday
+    calendar leaves two weekdays (nearly) empty, and a 7-day one none."""
+    return np.argsort(counts, axis=-1, kind="stable")[..., :2]
+
+
+def _weekday_counts(index: pd.DatetimeIndex) -> np.ndarray:
+    """(T + 1, 7): bars per UTC weekday among the first t bars, t = 0..T."""
+    onehot = np.zeros((len(index) + 1, 7), dtype=np.int64)
+    onehot[np.arange(1, len(index) + 1), np.asarray(index.day_of_week)] = 1
+    return np.cumsum(onehot, axis=0)
+
+
+def _weekend_share(counts: np.ndarray) -> np.ndarray:
+    """The share of bars on the calendar's two quiet weekdays (see :func:`quiet_days`)
+    of counts per weekday (..., 7)."""
+    quiet = np.take_along_axis(counts, quiet_days(counts), axis=-1).sum(axis=-1)
+    return quiet / np.maximum(counts.sum(axis=-1), 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,7 +208,8 @@ class Bars:
         _, per_date = np.unique(ts // int(DAY_SECONDS * 1e9), return_counts=True)
         return periods_per_year_for(float(np.median(steps)),
                                     mean_step_seconds=float(np.mean(steps)),
-                                    weekend_share=float(np.mean(_is_weekend(self.index))),
+                                    weekend_share=float(_weekend_share(
+                                        _weekday_counts(self.index)[-1])),
                                     bars_per_day=float(np.median(per_date)))
 
     def periods_per_year_until(self, window: int) -> np.ndarray:
@@ -217,8 +240,8 @@ class Bars:
         rows = np.arange(t)
         week_ago = np.searchsorted(ts, ts - int(7 * DAY_SECONDS * 1e9), side="right")
         lo = np.minimum(np.maximum(rows - w, 0), week_ago)
-        cum = np.concatenate([[0], np.cumsum(_is_weekend(self.index))])
-        weekend = (cum[rows + 1] - cum[lo]) / (rows + 1 - lo)
+        cum = _weekday_counts(self.index)
+        weekend = _weekend_share(cum[rows + 1] - cum[lo])
         return np.asarray(_rule(median, mean, weekend, None), dtype=float)
 
     # ------------------------------------------------------------ slicing

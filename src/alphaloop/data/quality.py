@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 import numpy as np
 import pandas as pd
 
-from alphaloop.data.bars import WEEKEND_SHARE
+from alphaloop.data.bars import WEEKEND_SHARE, quiet_days
 from alphaloop.errors import DataError, ErrorClass
 
 if TYPE_CHECKING:
@@ -544,14 +544,22 @@ def _calendar_errors(bars: Bars) -> list[QualityIssue]:
 
 
 def _calendar_warnings(bars: Bars) -> list[QualityIssue]:
-    """``DQ_OFF_CALENDAR``: weekend bars in data whose calendar is weekdays."""
-    weekend = np.asarray(bars.index.day_of_week >= 5)
+    """``DQ_OFF_CALENDAR``: bars on the weekend of data whose calendar is weekdays (the
+    two quietest UTC weekdays: Saturday and Sunday west of Asia, see
+    :func:`~alphaloop.data.bars.quiet_days`)."""
+    dow = np.asarray(bars.index.day_of_week)
+    counts = np.bincount(dow, minlength=7)
+    quiet = np.sort(quiet_days(counts))
+    weekend = np.isin(dow, quiet)
     if not weekend.any() or weekend.mean() > WEEKEND_SHARE:
         return []
     mask = weekend[:, None] & ~np.isnan(bars.close)
+    names = "/".join(_WEEKDAYS[d] for d in quiet)
     return _per_symbol(bars, "DQ_OFF_CALENDAR", "warning", mask,
-                       "bars on Saturday/Sunday (UTC) in weekday-calendar data "
-                       "(a time-zone shift?)")
+                       f"bars on {names} (UTC) in weekday-calendar data (a time-zone shift?)")
+
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def _gap_warnings(bars: Bars, gap_factor: float) -> list[QualityIssue]:
