@@ -54,6 +54,19 @@ def test_bad_tables_name_the_row(rows: list[tuple[str, str | None, str | None]],
     assert info.value.code == "DQ_MEMBERSHIP"
 
 
+def test_membership_dates_are_read_in_the_one_order_they_allow() -> None:
+    # 31/07/2020 can only be day first: 01/08/2020 is then the 1st of August (a black-box
+    # report: it was stored as 8 January)
+    frame = pd.DataFrame({"symbol": ["AAA", "BBB"], "start": ["31/07/2019", "15/01/2019"],
+                          "end": ["01/08/2020", None]})
+    assert membership_from_frame(frame).to_records() == [
+        ["AAA", "2019-07-31", "2020-08-01"], ["BBB", "2019-01-15", None]]
+    both = pd.DataFrame({"symbol": ["AAA"], "start": ["01/02/2019"], "end": ["01/08/2020"]})
+    with pytest.raises(DataError) as info:
+        membership_from_frame(both)
+    assert info.value.code == "DQ_AMBIGUOUS_DATE"
+
+
 def test_missing_column(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     path.write_text("symbol,start\nA,2024-01-01\n")

@@ -128,6 +128,52 @@ def test_missing_timestamp() -> None:
     raises("DQ_BAD_TIMESTAMP", lambda: check_long_frame(df), f"row {ROW}")
 
 
+def _dated(texts: list[str]) -> pd.DataFrame:
+    """One symbol, a bar per text date (written out by hand in each test)."""
+    df = long_frame(n=len(texts), symbols=("AAA",))
+    df["timestamp"] = pd.Series(texts, dtype=object)
+    return df
+
+
+def test_day_first_dates_are_read_day_first() -> None:
+    # 13/01 can only be the 13th of January: the whole column is day/month
+    out = check_long_frame(_dated(["12/01/2020", "13/01/2020", "14/01/2020 09:30"]))
+    assert [str(t) for t in out["timestamp"]] == [
+        "2020-01-12 00:00:00+00:00", "2020-01-13 00:00:00+00:00", "2020-01-14 09:30:00+00:00"]
+
+
+def test_month_first_dates_are_read_month_first() -> None:
+    out = check_long_frame(_dated(["01/12/2020", "01/13/2020", "01/14/2020"]))
+    assert [t.date().isoformat() for t in out["timestamp"]] == [
+        "2020-01-12", "2020-01-13", "2020-01-14"]
+
+
+def test_dates_that_read_both_ways_are_refused() -> None:
+    # a black-box report: month starts written day first (01/02/2020 = 1 February)
+    # became twelve days of January, silently
+    months = [f"01/{m:02d}/2020" for m in range(1, 13)]
+    raises("DQ_AMBIGUOUS_DATE", lambda: check_long_frame(_dated(months)),
+           "'01/01/2020'", "day/month and as month/day", "YYYY-MM-DD")
+
+
+@pytest.mark.parametrize(("texts", "needle"), [
+    (["01/02/20", "01/03/20"], "four digits"),                      # two-digit year
+    (["13/01/2020", "01/13/2020"], "day first and last"),           # both orders in one column
+])
+def test_dates_that_cannot_be_read_one_way_are_refused(texts: list[str], needle: str) -> None:
+    raises("DQ_BAD_TIMESTAMP", lambda: check_long_frame(_dated(texts)), needle)
+
+
+def test_iso_dates_with_offsets_parse_without_warnings() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas' format-guess warnings must not leak
+        out = check_long_frame(_dated(["2021-03-01T00:00:00+09:00", "2021-03-02T00:00:00+09:00"]))
+        check_long_frame(_dated(["13/01/2020", "14/01/2020"]))
+    assert str(out["timestamp"].iloc[0]) == "2021-02-28 15:00:00+00:00"
+
+
 def test_numeric_timestamp_is_refused() -> None:
     df = long_frame()
     df["timestamp"] = np.arange(len(df)) * 86400

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from alphaloop.data.dates import numeric_dates_as_iso
 from alphaloop.errors import DataError
 
 _COLUMNS = ("symbol", "start", "end")
@@ -74,13 +76,29 @@ class Membership:
         return membership_from_frame(frame, source=source)
 
 
+def _day_month_as_iso(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """``start`` and ``end`` as ISO dates when they are written day and month as numbers:
+    one order for the whole table (see :mod:`alphaloop.data.dates`)."""
+    n = len(df)
+    both = pd.concat([df["start"], df["end"]], ignore_index=True).astype(object)
+    both = both.where(both.notna() & (both.astype(str).str.strip() != ""), None)
+    iso = numeric_dates_as_iso(both, f"{source}: start/end", code="DQ_MEMBERSHIP")
+    if iso is None:
+        return df
+    out = df.copy()
+    out["start"], out["end"] = iso.iloc[:n].to_numpy(), iso.iloc[n:].to_numpy()
+    return out
+
+
 def _dates(values: pd.Series, what: str, source: str, *, optional: bool) -> pd.Series:
     text = values.astype(object).where(values.notna(), None)
     blank = text.map(lambda v: v is None or str(v).strip() == "")
     if blank.any() and not optional:
         row = int(np.flatnonzero(blank.to_numpy())[0])
         raise DataError(f"{source}: row {row + 1}: {what} is empty", code="DQ_MEMBERSHIP")
-    parsed = pd.to_datetime(text.where(~blank, None), errors="coerce", utc=True)
+    with warnings.catch_warnings():  # pandas' format guesses: _day_month_as_iso decides
+        warnings.simplefilter("ignore", UserWarning)
+        parsed = pd.to_datetime(text.where(~blank, None), errors="coerce", utc=True)
     bad = parsed.isna() & ~blank
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
@@ -104,6 +122,7 @@ def membership_from_frame(frame: pd.DataFrame, *, source: str = "membership") ->
     if empty.any():
         row = int(np.flatnonzero(empty.to_numpy())[0])
         raise DataError(f"{source}: row {row + 1}: symbol is empty", code="DQ_MEMBERSHIP")
+    df = _day_month_as_iso(df, source)
     start = _dates(df["start"], "start", source, optional=False)
     end = _dates(df["end"], "end", source, optional=True)
     before = end.notna() & (end < start)

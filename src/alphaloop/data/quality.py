@@ -57,6 +57,7 @@ Every check is a vectorized numpy expression over whole columns or the whole
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ import numpy as np
 import pandas as pd
 
 from alphaloop.data.bars import WEEKEND_SHARE, quiet_days
+from alphaloop.data.dates import numeric_dates_as_iso
 from alphaloop.errors import DataError, ErrorClass
 
 if TYPE_CHECKING:
@@ -138,16 +140,31 @@ def parse_timestamps(values: pd.Series | pd.Index, what: str = "timestamp") -> p
 
 
 def _parse_text_times(s: pd.Series, what: str) -> pd.Series:
-    """Strings/objects → UTC datetimes; a value that cannot parse is an error."""
-    try:
-        return pd.to_datetime(s, utc=True)
-    except (ValueError, TypeError, OverflowError):
-        pass  # mixed formats or a bad value: parse element by element to find out
-    parsed = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+    """Strings/objects → UTC datetimes; a value that cannot parse is an error.
+
+    ISO 8601 first; then dates with the day and the month as numbers, in the one order
+    every value allows (:mod:`alphaloop.data.dates`: both possible is an error, never a
+    guess); anything else (month names, ...) as pandas reads it, without its warnings.
+    """
+    given = s  # errors name the values as written
+    if s.map(lambda v: isinstance(v, str)).all():
+        try:
+            return pd.to_datetime(s, utc=True, format="ISO8601")
+        except (ValueError, TypeError, OverflowError):
+            iso = numeric_dates_as_iso(s, what)
+            if iso is not None:
+                s = iso
+    with warnings.catch_warnings():  # its format guesses: the checks above decide
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return pd.to_datetime(s, utc=True)
+        except (ValueError, TypeError, OverflowError):
+            pass  # mixed formats or a bad value: parse element by element to find out
+        parsed = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
     bad = (parsed.isna() & s.notna()).to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        _fail("DQ_BAD_TIMESTAMP", f"{what} value {s.iloc[row]!r} at row {row} is not a "
+        _fail("DQ_BAD_TIMESTAMP", f"{what} value {given.iloc[row]!r} at row {row} is not a "
               f"date/time ({_plural(int(bad.sum()), 'bad value')})")
     return parsed
 
