@@ -140,6 +140,25 @@ def test_data_list_show_import(tmp_path: Path) -> None:
     assert "mine" in _run("data", "list")[1]
 
 
+def test_data_show_lists_every_quality_code(tmp_path: Path) -> None:
+    # seven short histories, a spike and two case splits: every code is shown, with the
+    # count of the rest (a black-box report: the list was cut at five, silently)
+    csv = tmp_path / "seven.csv"
+    days = pd.bdate_range("2020-01-01", periods=100)
+    frames = [pd.DataFrame({"timestamp": days, "symbol": sym, "open": 10.0, "high": 11.0,
+                            "low": 9.0, "close": 10.5, "volume": 1000.0})
+              for sym in ("S0", "S1", "S2", "S3", "S4", "AAA", "aaa", "BBB", "bbb")]
+    frames[4].loc[50, ["open", "high", "close"]] = [10.0, 110.0, 105.0]  # a one-bar spike
+    pd.concat(frames).to_csv(csv, index=False)
+    assert _run("data", "import", str(csv), "--name", "seven")[0] == 0
+    code, out, _ = _run("data", "show", "seven")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0
+    for needle in ("DQ_SPIKE", "DQ_SHORT_HISTORY", "(+8 more", "DQ_SYMBOL_CASE",
+                   "(+1 more: BBB)", "DQ_SURVIVORSHIP_UNKNOWN"):
+        assert needle in text, needle
+
+
 def test_data_import_membership(tmp_path: Path) -> None:
     csv = tmp_path / "two.csv"
     days = pd.bdate_range("2020-01-01", periods=300)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -54,8 +55,24 @@ def data_show(name: Annotated[str, typer.Argument(help="Data set name.")]) -> No
         table.add_row("instrument", "index levels: volume is not a tradable instrument's, "
                       "so participation and capacity are not meaningful")
     table.add_row("quality", "ok" if report.ok and not report.warnings else
-                  "; ".join(f"{i.code}: {i.message}" for i in report.issues[:5]))
+                  "\n".join(_issue_lines(report.issues)))
     out.print(table)
+
+
+def _issue_lines(issues: Sequence[Any]) -> list[str]:
+    """Every code of a quality report, one line each: its first message, and how many
+    more issues of that code there are and for which symbols (none is left out)."""
+    by_code: dict[str, list[Any]] = {}
+    for issue in issues:
+        by_code.setdefault(issue.code, []).append(issue)
+    lines = []
+    for code, group in by_code.items():
+        line = f"{code}: {group[0].message}"
+        if len(group) > 1:
+            names: list[object] = [i.symbol for i in group[1:] if i.symbol is not None]
+            line += f" (+{len(group) - 1} more" + (f": {_listed(names)})" if names else ")")
+        lines.append(line)
+    return lines
 
 
 @data_app.command("import")
