@@ -260,3 +260,37 @@ def test_a_column_of_symbols_under_another_name_is_refused_not_dropped(tmp_path:
     p.write_text("Date,Open,High,Low,Close,Dividends,Stock Splits\n"  # numbers: kept out
                  "2021-03-01,10,11,9,10.5,0,0\n2021-03-02,10.5,12,10,11,0.1,0\n")
     assert load_bars(p).close[:, 0].tolist() == [10.5, 11.0]
+
+
+# ------------------------------------------------------- what the import left as it was
+def test_what_an_import_leaves_out_is_said(tmp_path: Path) -> None:
+    """A black-box report: an empty Yahoo row, extra columns, a missing volume and naive
+    intraday times all passed without a word."""
+    p = tmp_path / "m.csv"
+    p.write_text("timestamp,symbol,open,high,low,close,volume,dividend\n"
+                 "2021-03-01 14:30,AAA,10,11,9,10.5,100,0\n"
+                 "2021-03-01 14:31,AAA,,,,,,0\n"          # no price: no bar
+                 "2021-03-01 14:32,AAA,10.5,12,10,11,,0\n"  # a bar without volume
+                 "2021-03-01 14:33,AAA,11,12,10,11.5,120,0\n")
+    notes: list[str] = []
+    loaded = load_file(p, notes=notes)
+    assert loaded.n_bars == 3
+    assert [n.split(":")[0] for n in notes] == [
+        "DQ_IGNORED_COLUMNS", "DQ_EMPTY_ROWS", "DQ_VOLUME_MISSING", "DQ_NAIVE_TIMES"]
+    assert "['dividend']" in notes[0] and "row 1 (2021-03-01 14:31, AAA)" in notes[1]
+    assert notes[2].startswith("DQ_VOLUME_MISSING: 1 bar(s)")
+
+
+def test_a_clean_file_gets_no_notes(tmp_path: Path) -> None:
+    p = tmp_path / "c.csv"
+    p.write_text("timestamp,symbol,open,high,low,close,volume\n"
+                 "2021-03-01T09:30:00-05:00,AAA,10,11,9,10.5,100\n"
+                 "2021-03-01T09:31:00-05:00,AAA,10.5,12,10,11,90\n"
+                 "2021-03-01T09:32:00-05:00,AAA,11,12,10,11.5,120\n")
+    notes: list[str] = []
+    load_file(p, notes=notes)
+    daily = tmp_path / "d.csv"  # dates without a zone are not intraday times
+    daily.write_text("date,open,high,low,close\n2021-03-01,10,11,9,10.5\n"
+                     "2021-03-02,10.5,12,10,11\n")
+    load_file(daily, notes=notes)
+    assert notes == []

@@ -19,6 +19,7 @@ columns. Every error names the file it came from, with a stable ``DQ_*`` code.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from alphaloop.data.bars import Bars
-from alphaloop.data.quality import PRICES, parse_timestamps, quality_report
+from alphaloop.data.quality import PRICES, parse_timestamps, quality_report, to_float
 from alphaloop.errors import DataError
 
 FORMATS: dict[str, str] = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet",
@@ -183,8 +184,55 @@ def frame_to_bars(df: pd.DataFrame, *, name: str = "", sort: bool = False,
         raise _layout_error(list(std.columns))
     if layout == "single":
         std = std.assign(symbol=symbol or default_symbol or name or "SYMBOL")
-    std = _adjusted(std, adjust, notes if notes is not None else [])
-    return Bars.from_long(std, name=name, sort=sort, validate=validate)
+    said = notes if notes is not None else []
+    std = _adjusted(std, adjust, said)
+    bars = Bars.from_long(std, name=name, sort=sort, validate=validate)
+    said += _what_was_left(std, bars)
+    return bars
+
+
+def _what_was_left(std: pd.DataFrame, bars: Bars) -> list[str]:
+    """What the import did not take as it was, said in words: ignored columns, rows
+    without any price (no bar), bars without volume, and intraday times without a zone
+    (read as UTC)."""
+    said = []
+    ignored = [str(c) for c in std.columns if c not in _KNOWN and c != "timestamp"]
+    if ignored:
+        said.append(f"DQ_IGNORED_COLUMNS: {ignored} not read (only timestamp, symbol, "
+                    "open/high/low/close, volume and Adj Close are)")
+    prices = np.column_stack([to_float(std[c], f"column {c!r}") for c in PRICES])
+    empty = np.flatnonzero(np.isnan(prices).all(axis=1))
+    if len(empty):
+        first = std.iloc[int(empty[0])]
+        said.append(f"DQ_EMPTY_ROWS: {len(empty)} row(s) without any price dropped (no "
+                    f"bar), the first at row {int(empty[0])} ({first['timestamp']}, "
+                    f"{first['symbol']})")
+    has_bar = ~np.isnan(bars.close)
+    no_volume = int((has_bar & np.isnan(bars.volume)).sum())
+    if 0 < no_volume < int(has_bar.sum()):
+        said.append(f"DQ_VOLUME_MISSING: {no_volume} bar(s) without volume (kept as "
+                    "missing)")
+    if _naive(std["timestamp"]) and bars.n_bars > 1 and \
+            float(np.median(np.diff(bars.index.asi8))) < 0.5 * DAY_NS:
+        said.append("DQ_NAIVE_TIMES: intraday timestamps without a time zone were read as "
+                    "UTC; exchange times are usually local: write the offset "
+                    "(2021-03-01T09:30:00-05:00)")
+    return said
+
+
+DAY_NS = 86_400 * 10**9
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+
+
+def _naive(times: pd.Series) -> bool:
+    """Whether the timestamps carry no time zone (datetimes without one, or text
+    without an offset)."""
+    if isinstance(times.dtype, pd.DatetimeTZDtype):
+        return False
+    if pd.api.types.is_datetime64_any_dtype(times.dtype):
+        return True
+    text = times.dropna().astype(str).str.strip()
+    return bool(len(text)) and not text.str.contains(_OFFSET).any()
 
 
 def _adjusted(df: pd.DataFrame, adjust: bool, notes: list[str]) -> pd.DataFrame:
