@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from alphaloop.data import Bars, load_bars, quality_report, read_frame, synthetic
 from alphaloop.data.loaders import load_file
+from alphaloop.errors import DataError
 
 
 @pytest.fixture(autouse=True)
@@ -294,3 +295,13 @@ def test_a_clean_file_gets_no_notes(tmp_path: Path) -> None:
                      "2021-03-02,10.5,12,10,11\n")
     load_file(daily, notes=notes)
     assert notes == []
+
+
+def test_a_wide_table_with_a_text_column_names_it(tmp_path: Path) -> None:
+    # a black-box report: the error said "missing columns open/high/low/close" and listed
+    # the good symbol columns, lower-cased, as unexpected
+    p = tmp_path / "w.csv"
+    p.write_text("date,AAA,BBB,CCC\n2021-03-01,10,20,x\n2021-03-02,11,21,y\n")
+    with pytest.raises(DataError) as info:
+        load_file(p)
+    assert info.value.code == "DQ_DTYPE" and "['CCC']" in info.value.message

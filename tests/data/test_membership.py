@@ -80,6 +80,18 @@ def test_unknown_membership_is_a_warning_on_several_symbols() -> None:
     assert "DQ_SURVIVORSHIP_UNKNOWN" not in quality_report(_bars(("A",))).codes()
 
 
+def test_a_member_whose_periods_cover_none_of_its_bars_is_a_warning() -> None:
+    from dataclasses import replace
+
+    # B's only period starts after the last bar (a date typo): B is never traded
+    m = _members([("A", "2020-01-01", None), ("B", "2030-01-01", None)])
+    report = quality_report(replace(_bars(), membership=m))
+    (never,) = [i for i in report.issues if i.code == "DQ_NEVER_A_MEMBER"]
+    assert never.severity == "warning" and "symbol(s) B have bars" in never.message
+    fine = _members([("A", "2020-01-01", None), ("B", "2020-01-01", None)])
+    assert "DQ_NEVER_A_MEMBER" not in quality_report(replace(_bars(), membership=fine)).codes()
+
+
 def test_removed_members_without_bars_fail_critically() -> None:
     # C left the index on 2024-01-03, and the data set has no bars of C: survivors only
     m = _members([("A", "2020-01-01", None), ("B", "2020-01-01", None),

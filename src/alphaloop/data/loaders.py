@@ -123,9 +123,15 @@ def detect_layout(df: pd.DataFrame) -> Layout:
                             f"column(s) {text}: name the column of symbols 'symbol' (long "
                             f"layout), or drop it; {_LAYOUTS}", code="DQ_FORMAT")
         return "single"
-    if (len(cols) >= 2 and _is_date_column(df.iloc[:, 0])
-            and all(_mostly_numeric(df.iloc[:, i]) for i in range(1, len(cols)))):
-        return "wide"
+    if len(cols) >= 2 and _is_date_column(df.iloc[:, 0]):
+        text = [str(df.columns[i]).strip() for i in range(1, len(cols))
+                if not _mostly_numeric(df.iloc[:, i])]
+        if not text:
+            return "wide"
+        if len(text) < len(cols) - 1:  # dates, closes, and a column of something else
+            raise DataError(f"a wide table (date, then one close column per symbol) has "
+                            f"text in column(s) {text}; drop them, or {_LAYOUTS}",
+                            code="DQ_DTYPE")
     raise _layout_error(cols)
 
 

@@ -49,6 +49,7 @@ Codes (all ``DQ_*``) and what they mean:
                            (the universe was filtered with hindsight; CRITICAL)
 ``DQ_MEMBER_MISSING``      (warning) a current member has no bars
 ``DQ_NOT_A_MEMBER``        a symbol of the bars that the membership table never lists
+``DQ_NEVER_A_MEMBER``      (warning) a listed symbol none of whose bars is inside its periods
 =========================  ==============================================================
 
 Every check is a vectorized numpy expression over whole columns or the whole
@@ -697,4 +698,13 @@ def survivorship_issues(bars: Bars) -> list[QualityIssue]:
         out.append(QualityIssue("DQ_MEMBER_MISSING", "warning",
                                 f"member(s) {', '.join(current[:5])} have no bars",
                                 count=len(current)))
+    # listed, but no period covers a bar of theirs: never traded (a date typo?)
+    has_bar = ~np.isnan(bars.close)
+    covered = (bars.member_mask() & has_bar).any(axis=0)
+    never = [s for j, s in enumerate(bars.symbols)
+             if s in m.symbols and has_bar[:, j].any() and not covered[j]]
+    if never:
+        out.append(QualityIssue("DQ_NEVER_A_MEMBER", "warning",
+                                f"symbol(s) {', '.join(never[:5])} have bars but none inside "
+                                "their membership periods: never traded", count=len(never)))
     return out
