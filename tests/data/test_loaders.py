@@ -305,3 +305,23 @@ def test_a_wide_table_with_a_text_column_names_it(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_file(p)
     assert info.value.code == "DQ_DTYPE" and "['CCC']" in info.value.message
+
+
+def test_a_zero_adj_close_is_named(tmp_path: Path) -> None:
+    p = tmp_path / "Z.csv"
+    p.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n"
+                 "2020-01-02,200,210,190,200,100,5\n2020-01-03,210,220,200,220,0,6\n")
+    with pytest.raises(DataError) as info:
+        load_file(p)
+    assert info.value.code == "DQ_NONPOSITIVE_PRICE"
+    assert "Adj Close <= 0" in info.value.message
+    assert "2020-01-03T00:00:00+00:00 (row 1" in info.value.message
+
+
+def test_compact_integer_dates_are_refused_by_name(tmp_path: Path) -> None:
+    p = tmp_path / "c.csv"
+    p.write_text("date,open,high,low,close\n20200102,10,11,9,10.5\n20200103,10.5,12,10,11\n")
+    with pytest.raises(DataError) as info:
+        load_file(p)
+    assert info.value.code == "DQ_BAD_TIMESTAMP", info.value
+    assert "YYYYMMDD" in info.value.message, info.value.message

@@ -27,7 +27,13 @@ import numpy as np
 import pandas as pd
 
 from alphaloop.data.bars import Bars
-from alphaloop.data.quality import PRICES, parse_timestamps, quality_report, to_float
+from alphaloop.data.quality import (
+    PRICES,
+    parse_timestamps,
+    quality_report,
+    rows_where,
+    to_float,
+)
 from alphaloop.errors import DataError
 
 FORMATS: dict[str, str] = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet",
@@ -254,6 +260,9 @@ def _adjusted(df: pd.DataFrame, adjust: bool, notes: list[str]) -> pd.DataFrame:
     close = to_float(df["close"], "column 'close'")
     adj = to_float(df["adj_close"], "column 'adj close'")
     _whole_rows(df, adj)
+    if (adj <= 0).any():  # NaN compares false: an empty row passes
+        raise DataError(f"Adj Close <= 0 for {rows_where(df, adj <= 0)}: it would scale "
+                        "open/high/low/close to zero or below", code="DQ_NONPOSITIVE_PRICE")
     ratio = adj / close
     out = df.drop(columns="adj_close")
     for col in PRICES:

@@ -94,8 +94,14 @@ def _fail(code: str, message: str, *, error_class: ErrorClass | None = None) -> 
 
 
 def _ts(value: Any) -> str:
-    """A timestamp as ISO text for messages."""
-    return pd.Timestamp(value).isoformat()
+    """A timestamp as ISO text in UTC for messages (a naive one is UTC, as parsed)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            t = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        return str(value)  # a raw value that is no date: as written
+    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).isoformat()
 
 
 def _plural(count: int, word: str) -> str:
@@ -125,9 +131,13 @@ def parse_timestamps(values: pd.Series | pd.Index, what: str = "timestamp") -> p
     """
     s = pd.Series(values).reset_index(drop=True)
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        first = s.iloc[0]
+        compact = 19000101 <= first <= 21001231 and float(first).is_integer()
         _fail("DQ_BAD_TIMESTAMP",
-              f"{what} is numeric (first value {s.iloc[0]!r}); epoch units are ambiguous — "
-              "give datetimes or ISO-8601 strings")
+              f"{what} is numeric (first value {first!r}); "
+              + ("numbers like YYYYMMDD are refused: write the dates as text, 2020-01-02 "
+                 "(ISO 8601)" if compact else
+                 "epoch units are ambiguous — give datetimes or ISO-8601 strings"))
     if not pd.api.types.is_datetime64_any_dtype(s.dtype):
         s = _parse_text_times(s, what)
     else:
@@ -248,7 +258,7 @@ def _parse_symbols(s: pd.Series) -> np.ndarray:
     return np.asarray(text.to_numpy(dtype=object))
 
 
-def _where(df: pd.DataFrame, mask: np.ndarray) -> str:
+def rows_where(df: pd.DataFrame, mask: np.ndarray) -> str:
     """'symbol 'X' at <ts> (row r; k rows)' for the first row where ``mask``."""
     rows = np.flatnonzero(mask)
     r = int(rows[0])
@@ -281,7 +291,7 @@ def refuse_partial_rows(df: pd.DataFrame, values: np.ndarray, columns: Sequence[
     part = nan.any(axis=1) & ~nan.all(axis=1)
     if part.any():
         cols = [c for c, k in zip(columns, nan[part].any(axis=0), strict=True) if k]
-        _fail("DQ_NAN_VALUES", f"partially missing prices (NaN in {cols}) for {_where(df, part)}; "
+        _fail("DQ_NAN_VALUES", f"partially missing prices (NaN in {cols}) for {rows_where(df, part)}; "
               f"a bar needs all of {need}, or none")
 
 
@@ -289,13 +299,13 @@ def _check_long_nans(df: pd.DataFrame) -> None:
     refuse_partial_rows(df, df[list(PRICES)].to_numpy(), PRICES, "open/high/low/close")
     inf = np.isinf(df[list(NUMERIC)].to_numpy()).any(axis=1)
     if inf.any():
-        _fail("DQ_INFINITE", f"infinite price or volume for {_where(df, inf)}")
+        _fail("DQ_INFINITE", f"infinite price or volume for {rows_where(df, inf)}")
 
 
 def _check_duplicates(df: pd.DataFrame) -> None:
     dup = df.duplicated(["symbol", "timestamp"], keep="first").to_numpy()
     if dup.any():
-        _fail("DQ_DUPLICATE_TIMESTAMP", f"duplicate (symbol, timestamp): {_where(df, dup)} repeats an "
+        _fail("DQ_DUPLICATE_TIMESTAMP", f"duplicate (symbol, timestamp): {rows_where(df, dup)} repeats an "
               "earlier row",
               error_class=ErrorClass.CRITICAL)
 
@@ -306,7 +316,7 @@ def _check_order(df: pd.DataFrame, sort: bool) -> pd.DataFrame:
         return df.sort_values(["symbol", "timestamp"], kind="stable")
     back = (df.groupby("symbol", sort=False)["timestamp"].diff() < pd.Timedelta(0)).to_numpy()
     if back.any():
-        _fail("DQ_UNSORTED", f"timestamps go backwards within a symbol: {_where(df, back)} comes "
+        _fail("DQ_UNSORTED", f"timestamps go backwards within a symbol: {rows_where(df, back)} comes "
               "after a later bar of that symbol; sort the file by symbol and timestamp "
               "(or pass sort=True to load_bars)")
     return df
@@ -316,7 +326,7 @@ def _check_long_values(df: pd.DataFrame) -> None:
     o, h, lo, c, v = (df[k].to_numpy() for k in NUMERIC)
     for code, mask, what in _price_violations(o, h, lo, c, v):
         if mask.any():
-            _fail(code, f"{what}: {_where(df, mask)}")
+            _fail(code, f"{what}: {rows_where(df, mask)}")
 
 
 def _price_violations(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
