@@ -155,7 +155,8 @@ def test_data_show_lists_every_quality_code(tmp_path: Path) -> None:
     text = " ".join(out.replace("│", " ").split())
     assert code == 0
     for needle in ("DQ_SPIKE", "DQ_SHORT_HISTORY", "(+8 more", "DQ_SYMBOL_CASE",
-                   "(+1 more: BBB)", "DQ_SURVIVORSHIP_UNKNOWN"):
+                   "(+1 more: BBB)", "DQ_SURVIVORSHIP_UNKNOWN",
+                   "periods_per_year 252 (annualization)"):  # weekday daily bars
         assert needle in text, needle
 
 

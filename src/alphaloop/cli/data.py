@@ -51,6 +51,8 @@ def data_show(name: Annotated[str, typer.Argument(help="Data set name.")]) -> No
         if value not in (None, "", []):
             shown = _listed(value) if isinstance(value, list) else str(value)
             table.add_row(key, shown)
+    # the whole panel's rule (decisions inside a backtest use the causal per-bar value)
+    table.add_row("periods_per_year", f"{bars.periods_per_year:.6g} (annualization)")
     if is_index_data(name, bars.symbols):
         table.add_row("instrument", "index levels: volume is not a tradable instrument's, "
                       "so participation and capacity are not meaningful")
