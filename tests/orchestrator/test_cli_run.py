@@ -155,6 +155,10 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     assert max(map(len, lines)) <= 80 and len(lines) <= 3 + 2 * 3
     shown = runner.invoke(app, ["kb", "show", best[0]["strategy_id"][:10], "--url", url])
     assert shown.exit_code == 0 and best[0]["strategy_id"] in shown.stdout
+    # every backtest says the costs its run set (the config's defaults: 10 + 5 bps)
+    backtests = json.loads(shown.stdout)["backtests"]
+    assert backtests and all(b["costs"] == {"fees_bps": 10.0, "slippage_bps": 5.0}
+                             for b in backtests if b["engine"] == "A")
     missing = runner.invoke(app, ["resume", "nope", "--out-dir", runs])
     assert missing.exit_code == 2 and "RUN_NOT_FOUND" in missing.stderr
     as_json = runner.invoke(app, ["status", "nope", "--out-dir", runs, "--json"])

@@ -76,8 +76,31 @@ def kb_strategies(url: UrlOpt = None,
 @_friendly
 def kb_show(strategy_id: Annotated[str, typer.Argument(help="An id or a unique prefix.")],
             url: UrlOpt = None) -> None:
-    """One strategy: its canonical spec, backtests, scores and failures."""
-    out.print_json(json.dumps(_kb(url).strategy(strategy_id), default=str))
+    """One strategy: its canonical spec, backtests (with the costs their run recorded),
+    scores and failures."""
+    kb = _kb(url)
+    record = kb.strategy(strategy_id)
+    configs: dict[str, Any] = {}
+    for bt in record["backtests"]:
+        if bt["run_id"] not in configs:
+            run = kb.get_run(bt["run_id"])
+            configs[bt["run_id"]] = (run.config if run is not None else None) or {}
+        costs = _loop_costs(configs[bt["run_id"]], bt["engine"])
+        if costs is not None:
+            bt["costs"] = costs
+    out.print_json(json.dumps(record, default=str))
+
+
+def _loop_costs(config: dict[str, Any], engine: str) -> dict[str, Any] | None:
+    """The costs a research loop's config set for ``engine`` (A: fees and slippage in
+    bps per side; B: its execution model); None for a run that is no loop (an
+    `evaluate` scores a sweep's results, whose costs its file carries)."""
+    engines = config.get("engines")
+    if config.get("kind") == "evaluate" or not isinstance(engines, dict):
+        return None
+    if engine == "A":
+        return {"fees_bps": engines.get("fees_bps"), "slippage_bps": engines.get("slippage_bps")}
+    return {"execution": engines.get("execution") or "the realistic defaults"}
 
 
 @kb_app.command("import-runs")
