@@ -304,7 +304,9 @@ def test_a_wide_table_with_a_text_column_names_it(tmp_path: Path) -> None:
     p.write_text("date,AAA,BBB,CCC\n2021-03-01,10,20,x\n2021-03-02,11,21,y\n")
     with pytest.raises(DataError) as info:
         load_file(p)
-    assert info.value.code == "DQ_DTYPE" and "['CCC']" in info.value.message
+    msg = info.value.message
+    assert info.value.code == "DQ_FORMAT" and "column(s) ['CCC'] hold text" in msg
+    assert "unexpected columns ['AAA', 'BBB', 'CCC']" in msg  # as the file writes them
 
 
 def test_a_zero_adj_close_is_named(tmp_path: Path) -> None:

@@ -129,25 +129,29 @@ def detect_layout(df: pd.DataFrame) -> Layout:
                             f"column(s) {text}: name the column of symbols 'symbol' (long "
                             f"layout), or drop it; {_LAYOUTS}", code="DQ_FORMAT")
         return "single"
+    words: list[str] = []  # after a date column, the columns of text
     if len(cols) >= 2 and _is_date_column(df.iloc[:, 0]):
-        text = [str(df.columns[i]).strip() for i in range(1, len(cols))
-                if not _mostly_numeric(df.iloc[:, i])]
-        if not text:
+        words = [str(df.columns[i]).strip() for i in range(1, len(cols))
+                 if not _mostly_numeric(df.iloc[:, i])]
+        if not words:
             return "wide"
-        if len(text) < len(cols) - 1:  # dates, closes, and a column of something else
-            raise DataError(f"a wide table (date, then one close column per symbol) has "
-                            f"text in column(s) {text}; drop them, or {_LAYOUTS}",
-                            code="DQ_DTYPE")
-    raise _layout_error(cols)
+    raise _layout_error(cols, [str(c).strip() for c in df.columns], words)
 
 
-def _layout_error(cols: list[str]) -> DataError:
+def _layout_error(cols: list[str], written: list[str] | None = None,
+                  text: list[str] | None = None) -> DataError:
+    """``DQ_FORMAT`` naming the missing columns, the unexpected ones as the file writes
+    them, and (after a date column) the columns of text that keep it from being wide."""
+    names = written or cols
     missing = [c for c in ("timestamp", *PRICES) if c not in cols]
     if missing and missing[0] == "timestamp":
         missing[0] = "date (or timestamp, datetime, time)"
-    unexpected = [c for c in cols if c not in _KNOWN and c != "timestamp"]
+    unexpected = [w for c, w in zip(cols, names, strict=True)
+                  if c not in _KNOWN and c != "timestamp"]
+    hint = (f"; column(s) {text} hold text, so it is not a wide table (date, then "
+            "numbers)" if text else "")
     return DataError(f"cannot tell the layout: missing columns {missing}, unexpected "
-                     f"columns {unexpected}; {_LAYOUTS}", code="DQ_FORMAT")
+                     f"columns {unexpected}{hint}; {_LAYOUTS}", code="DQ_FORMAT")
 
 
 def _mostly_numeric(col: pd.Series) -> bool:
