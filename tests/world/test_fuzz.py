@@ -176,3 +176,15 @@ def test_a_body_that_is_not_json_is_one_400(http: httpx.Client, raw: bytes) -> N
     r = http.post("/worlds", content=raw, headers={"Content-Type": "application/json"})
     assert (r.status_code, r.json()["error"]["code"]) == (400, "MALFORMED_BODY")
     assert r.json()["error"]["field"] in ("body", None)
+
+
+@pytest.mark.parametrize("endpoint", POSTS)
+def test_a_nul_character_in_any_text_is_a_422(http: httpx.Client, endpoint: str) -> None:
+    """A NUL in a world's data path was a 500 (ValueError), in a token's name a 500 on
+    PostgreSQL (its text cannot hold one); the fuzzer found them now and then."""
+    body = VALID[endpoint]
+    for where in [*_paths(body), ["unknown_key"]]:
+        for value in ("\x00", "a\x00b", {"k\x00": 1}, ["\x00"]):
+            r = http.post(endpoint, json=_mutate(body, where, value))
+            _check(r)
+            assert r.status_code == 422 and "NUL character" in r.text, (where, r.text)
