@@ -486,3 +486,27 @@ def test_posting_orders_is_idempotent_and_only_a_later_bar_updates(
     bad = {**body, "orders": [{**order, "status": "lost"}]}
     r = httpx.post(url, json=bad, headers={"Authorization": f"Bearer {toks['operator']}"})
     assert r.status_code == 422
+
+
+def test_the_reported_annualization_is_of_the_bars_so_far(tmp_path: Path) -> None:
+    """A black-box report: the runner reported the whole replay panel's annualization,
+    so hourly bars *after* the paper window turned 252 into 365 for its first bars."""
+    import numpy as np
+    import pandas as pd
+
+    days = pd.bdate_range("2021-01-04", periods=300, tz="UTC")
+    hours = pd.date_range(days[-1] + pd.Timedelta(hours=1), periods=900, freq="h")
+    rows = []
+    for i, t in enumerate(days.append(hours)):
+        c = 100.0 * float(np.exp(0.001 * i + 0.02 * np.sin(i / 7.0)))
+        rows.append({"timestamp": t.isoformat(), "symbol": "AAA", "open": c, "high": c * 1.01,
+                     "low": c * 0.99, "close": c, "volume": 1e6})
+    full = tmp_path / "full.csv"
+    pd.DataFrame(rows).to_csv(full, index=False)
+    cut = tmp_path / "cut.csv"
+    pd.DataFrame(rows[:260]).to_csv(cut, index=False)
+    assert load_bars(str(full)).periods_per_year != 252.0  # the whole panel is intraday
+    states = [_runner(tmp_path / f"{p.stem}.json").run(ReplayFeed(str(p)), start=250,
+                                                       max_bars=10) for p in (cut, full)]
+    assert states[0].returns == states[1].returns
+    assert states[0].periods_per_year == states[1].periods_per_year == 252.0

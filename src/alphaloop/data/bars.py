@@ -199,17 +199,24 @@ class Bars:
         inside a backtest use :meth:`periods_per_year_until`, which sees only past
         timestamps.
         """
+        return self.periods_per_year_through(self.n_bars - 1)
+
+    def periods_per_year_through(self, t: int) -> float:
+        """:attr:`periods_per_year` of the bars up to ``t`` (0-based, inclusive) only:
+        what a report at bar t may say (a paper run's bars so far), never changed by
+        later bars."""
         if self.annualization is not None:
             return self.annualization
-        if self.n_bars < 2:
+        index = self.index[: max(int(t), -1) + 1]
+        if len(index) < 2:
             return 252.0
-        ts = self.index.asi8
+        ts = index.asi8
         steps = np.diff(ts) / 1e9
         _, per_date = np.unique(ts // int(DAY_SECONDS * 1e9), return_counts=True)
         return periods_per_year_for(float(np.median(steps)),
                                     mean_step_seconds=float(np.mean(steps)),
                                     weekend_share=float(_weekend_share(
-                                        _weekday_counts(self.index)[-1])),
+                                        _weekday_counts(index)[-1])),
                                     bars_per_day=float(np.median(per_date)))
 
     def periods_per_year_until(self, window: int) -> np.ndarray:

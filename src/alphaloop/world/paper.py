@@ -468,7 +468,8 @@ class PaperRunner:
                     state.halted = {"rule": hit[0], "value": hit[1], "limit": hit[2],
                                     "bar": state.last_ts}
                 state.as_of = datetime.now(UTC).isoformat()
-                state.periods_per_year = float(bars.periods_per_year)
+                # of the bars so far: a later bar must not re-annualize this one's report
+                state.periods_per_year = bars.periods_per_year_through(t)
                 state.history_ref = _history_ref(bars, t + 1)
                 state.save(self.state_path)  # the bar is done: then tell the world
                 self._post(state)
