@@ -184,6 +184,21 @@ def test_duplicate_day_is_raised_before_price_errors() -> None:
     expect("DQ_DUPLICATE_DAY", report.raise_for_errors, "'AAA'", "2020-03-03", "more errors")
 
 
+def test_bars_after_a_duplicate_day_cannot_hide_it() -> None:
+    """A black-box causality report: an intraday symbol listing after the error pulled
+    the whole panel's median step below half a day, and the error vanished."""
+    df = two_stamps_frame()
+    later = pd.date_range("2020-04-01", periods=600, freq="h")
+    hourly = pd.DataFrame({"timestamp": later, "symbol": "HHH", "open": 50.0, "high": 51.0,
+                           "low": 49.0, "close": 50.0, "volume": 1.0})
+    full = Bars.from_long(pd.concat([df, hourly], ignore_index=True), validate=False)
+    assert np.median(np.diff(full.index.asi8)) < 12 * 3600e9  # intraday as a whole
+    for bars in (Bars.from_long(df), full):
+        (dup,) = [i for i in quality_report(bars).issues if i.code == "DQ_DUPLICATE_DAY"]
+        assert (dup.symbol, dup.count, str(bars.index[dup.first])) == (
+            "AAA", 1, "2020-03-03 21:00:00+00:00")
+
+
 def test_intraday_bars_on_one_date_are_not_duplicate_days() -> None:
     assert "DQ_DUPLICATE_DAY" not in quality_report(panel(us_hourly(30))).codes()
     assert quality_report(panel(CALENDARS["weekday_daily"][0], n=3)).ok

@@ -548,24 +548,37 @@ def _previous_valid(bars: Bars) -> tuple[np.ndarray, np.ndarray]:
     return valid, prev
 
 
+_DAILY_STEPS = 5
+"""Steps of a symbol's own history that say whether it is daily (:func:`_calendar_errors`)."""
+
+
 def _calendar_errors(bars: Bars) -> list[QualityIssue]:
     """``DQ_DUPLICATE_DAY``: a symbol's bar on the same UTC date as its previous bar,
-    in daily (or coarser) data."""
+    in daily (or coarser) data. Whether a symbol's data is daily at bar t is judged on
+    its own spacing before t: most of its last :data:`_DAILY_STEPS` steps before the
+    one into t are half a day or longer (a symbol's first step has none before it and
+    is not judged). So bars after t, or another symbol's (an intraday one listing
+    later), cannot hide or invent an error at t."""
     ts = bars.index.asi8
-    if bars.n_bars < 2 or np.median(np.diff(ts)) < _DAY_NS // 2:
-        return []
-    valid, prev = _previous_valid(bars)
     day = ts // _DAY_NS
-    dup = valid & (prev >= 0) & (day[:, None] == day[np.maximum(prev, 0)])
+    has_bar = np.ascontiguousarray(~np.isnan(bars.close).T)  # (N, T): a row per symbol
     out = []
-    for j in np.flatnonzero(dup.any(axis=0)):
-        t = int(dup[:, j].argmax())
-        n = int(dup[:, j].sum())
-        s = bars.symbols[j]
+    for j, s in enumerate(bars.symbols):
+        rows = np.flatnonzero(has_bar[j])
+        same = day[rows[1:]] == day[rows[:-1]]  # the step into rows[k + 1]
+        if not same.any():
+            continue
+        long = np.concatenate([[0], np.cumsum(np.diff(ts[rows]) >= _DAY_NS // 2)])
+        k = np.arange(len(rows) - 1)
+        lo = np.maximum(k - _DAILY_STEPS, 0)  # the steps before it: lo..k-1
+        dup = np.flatnonzero(same & (2 * (long[k] - long[lo]) > k - lo))
+        if not len(dup):
+            continue
+        prev, t, n = int(rows[dup[0]]), int(rows[dup[0] + 1]), len(dup)
         out.append(QualityIssue(
             "DQ_DUPLICATE_DAY", "error",
             f"more than one bar on one UTC date in daily data: symbol {s!r} on "
-            f"{bars.index[t].date().isoformat()} ({_ts(bars.index[prev[t, j]])} and "
+            f"{bars.index[t].date().isoformat()} ({_ts(bars.index[prev])} and "
             f"{_ts(bars.index[t])}; {_plural(n, 'extra bar')} in all) — mixed time zones "
             "or session stamps?", symbol=s, count=n, first=t))
     return out
