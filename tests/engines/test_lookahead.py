@@ -232,6 +232,42 @@ def test_non_causal_custom_operator_is_caught_and_named(
     assert f"operator {name!r}" in str(err) and f"bar {first.bar}" in str(err)
 
 
+def _late_listing(bars: Bars, symbol: int, first: int) -> Bars:
+    arrays = {f: np.array(getattr(bars, f)) for f in ("open", "high", "low", "close",
+                                                      "volume")}
+    for a in arrays.values():
+        a[:first, symbol] = np.nan
+    return Bars(index=bars.index, symbols=bars.symbols, name="late", **arrays)
+
+
+def test_an_operator_that_counts_symbols_listing_later_is_caught(bars: Bars) -> None:
+    """A black-box report: a cross-sectional demean dividing by the panel's symbol count
+    (which includes symbols not listed yet) passed, because the cut panels kept the later
+    symbols as empty columns."""
+    late = _late_listing(bars, 4, 450)  # EEE lists at bar 450: most cuts come before
+
+    def by_panel_count(x: np.ndarray) -> np.ndarray:
+        return x - np.nansum(x, axis=0, keepdims=True) / x.shape[0]
+
+    def by_listed_count(x: np.ndarray) -> np.ndarray:  # causal: the symbols with a value
+        import warnings
+
+        with warnings.catch_warnings():  # a bar where no symbol has a value: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return x - np.nanmean(x, axis=0, keepdims=True)
+
+    spec = "{0}(roc(close, 5)) > 0"
+    with custom_operator("xsdm", by_panel_count, args=("num",)):
+        report = check_lookahead(StrategySpec(entry=spec.format("xsdm"), exit="close < open"),
+                                 late)
+    assert not report.ok and report.findings[0].operator == "xsdm"
+    assert report.findings[0].cut < 450
+    with custom_operator("xsmean", by_listed_count, args=("num",)):
+        fine = check_lookahead(StrategySpec(entry=spec.format("xsmean"), exit="close < open"),
+                               late)
+    assert fine.ok, [f.describe() for f in fine.findings]
+
+
 def test_shift_backwards_finding_matches_hand_derivation(bars: Bars) -> None:
     with custom_operator("peek", peek):
         report = check_lookahead(StrategySpec(entry="peek(close, 1) > close",

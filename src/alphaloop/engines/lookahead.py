@@ -7,7 +7,8 @@ is trusted, :func:`check_lookahead` tests the promise on the data at hand:
 
 1. **Truncation.** Every sub-expression of the entry and exit trees (indicator
    values and boolean conditions) is evaluated on the full panel and on panels that
-   end at sampled bars t (``bars.slice(0, t + 1)``); values at bars <= t must be
+   end at sampled bars t (``bars.slice(0, t + 1, drop_empty=True)``: the symbols with a
+   bar by t, as the data at t knew them); values at bars <= t must be
    identical (NaN == NaN; booleans compared as their three-valued codes). Cut points
    are drawn with a seeded generator among the bars where a signal fires or changes
    (freqtrade re-runs at every entry and exit) plus a few uniform ones.
@@ -209,19 +210,28 @@ def _event_bars(codes: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------- truncation
 def _truncation_findings(nodes: list[tuple[Signal, Call]], bars: Bars, full: SignalEvaluator,
                          cuts: tuple[int, ...]) -> list[LookaheadFinding]:
-    cut_evs = [(t, SignalEvaluator(bars.slice(0, t + 1))) for t in cuts]
+    """The cut panel knows only the symbols with a bar by t (``drop_empty``), as the
+    data at t did: an operator that reads how many symbols exist later is caught too."""
+    cut_evs = []
+    for t in cuts:
+        part_bars = bars.slice(0, t + 1, drop_empty=True)
+        if part_bars.n_symbols:
+            kept = np.array([bars.symbols.index(s) for s in part_bars.symbols])
+            cut_evs.append((t, kept, SignalEvaluator(part_bars)))
     flagged: set[str] = set()
     findings: list[LookaheadFinding] = []
     for label, node in nodes:  # children first: the first finding names the culprit
         whole = _raw(full, node)
-        for t, ev in cut_evs:
+        for t, kept, ev in cut_evs:
             part = _raw(ev, node)
-            diff = _first_difference(whole[:, :t + 1], part, exact=True)
+            diff = _first_difference(whole[kept, :t + 1], part, exact=True)
             if diff is None:
                 continue
             if not flagged & _descendants(node):  # else an input already explains it
-                findings.append(_finding("truncation", label, node, bars, t, diff,
-                                         whole, part))
+                aligned = np.full((whole.shape[0], t + 1), np.nan)  # part, by full rows
+                aligned[kept] = part
+                findings.append(_finding("truncation", label, node, bars, t,
+                                         (int(kept[diff[0]]), diff[1]), whole, aligned))
             flagged.add(str(node))
             break
     return findings
