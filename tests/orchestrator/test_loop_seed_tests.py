@@ -377,6 +377,46 @@ def test_TEST_624_persist_failure_falls_back_and_loses_nothing(
 
 
 # ------------------------------------------------------------ MOD-400 §11.3
+def test_a_candidate_close_only_to_a_clusters_second_member_starts_its_own() -> None:
+    """A black-box report (two runs sharing candidates crashed in S60 with a KeyError):
+    b joins a's cluster; c correlates with b above the threshold but not with a, the
+    cluster's representative. c is compared with representatives only: its own cluster."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(0, 0.01, 5000)
+    b = a + 0.45 * rng.normal(0, 0.01, 5000)
+    c = b + 0.45 * rng.normal(0, 0.01, 5000)
+    corr = np.corrcoef([a, b, c])
+    # by hand: corr(a, b) = 1/sqrt(1.2025) = 0.91, corr(b, c) = sqrt(1.2025/1.405) = 0.93,
+    # corr(a, c) = 1/sqrt(1.405) = 0.84, around the 0.9 threshold as intended
+    assert corr[0, 1] > 0.9 and corr[1, 2] > 0.9 and corr[0, 2] < 0.9
+    ids = ["a", "b", "c"]
+    metrics = pd.DataFrame({"strategy_id": ids, "sharpe": [2.0, 1.9, 1.8],
+                            "sr_per_period": [0.2, 0.19, 0.18], "skew": 0.0,
+                            "kurtosis": 3.0, "n_obs": 5000})
+    cands = pd.DataFrame({"strategy_id": ids, "family": "f",
+                          "params": ['{"n": 10}', '{"n": 20}', '{"n": 30}']})
+
+    def fake_score(frame: pd.DataFrame, policy: Any) -> pd.DataFrame:
+        out = frame.copy()
+        out["score_total"] = 50 * out["sharpe"]
+        out["passed"] = True
+        out["failed_gates"] = [[] for _ in ids]
+        out["reasons"] = [[] for _ in ids]
+        return out
+
+    orig = st.score_frame
+    st.score_frame = fake_score  # type: ignore[assignment]
+    try:
+        got = st.shortlist(metrics, np.stack([a, b, c]).astype(np.float32), cands,
+                           None,  # type: ignore[arg-type]
+                           Promotion(max_per_cluster=2, cluster_correlation=0.9), trials=3,
+                           var_trials=0.001, pbo=None, top_k=3, threshold=0)
+    finally:
+        st.score_frame = orig  # type: ignore[assignment]
+    assert got.shortlist == ["a", "b", "c"] and got.dropped_by_cluster == {}
+    assert st.diversity(got)["clusters"] == 2
+
+
 def test_MOD400_11_3_promotion_top_k_and_one_per_cluster() -> None:
     """Four candidates pass; B is A's twin (correlation 1): with top_k 2 and one per
     cluster, A and then C (not B) are promoted."""

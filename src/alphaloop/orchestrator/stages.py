@@ -375,7 +375,9 @@ def shortlist(metrics: pd.DataFrame, returns: np.ndarray, candidates: pd.DataFra
     for sid in eligible["strategy_id"]:
         if len(picked) >= top_k:
             break
-        twin = _closest(returns, row_of, sid, picked, promo.cluster_correlation)
+        # compared with each cluster's first member (its representative) only: a later
+        # member as the twin had no count of its own (a KeyError that ended runs)
+        twin = _closest(returns, row_of, sid, list(members), promo.cluster_correlation)
         if twin is None:
             picked.append(sid)
             members[sid] = 1
@@ -436,11 +438,11 @@ def diversity(short: Shortlist) -> dict[str, Any]:
             "param_spread": round(float(np.mean(spreads)), 6) if spreads else None}
 
 
-def _closest(returns: np.ndarray, row_of: dict[str, int], sid: str, picked: list[str],
+def _closest(returns: np.ndarray, row_of: dict[str, int], sid: str, reps: list[str],
              threshold: float) -> str | None:
-    """The first picked representative whose returns correlate >= threshold."""
+    """The first cluster representative whose returns correlate >= threshold."""
     a = returns[row_of[sid]].astype(np.float64)
-    for rep in picked:
+    for rep in reps:
         b = returns[row_of[rep]].astype(np.float64)
         if a.std() == 0 or b.std() == 0:
             continue
