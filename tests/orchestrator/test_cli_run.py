@@ -148,6 +148,15 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     top = runner.invoke(app, ["kb", "strategies", "--url", url, "--top", "3", "--json"])
     best = json.loads(top.stdout)
     assert len(best) == 3
+    # every digit as stored (a black-box report: the JSON rounded to 15 decimals)
+    from alphaloop.kb.store import KnowledgeBase
+
+    with KnowledgeBase(url) as kb:
+        stored = kb.scores("cli1").set_index(["strategy_id", "iteration"])
+    for b in best:
+        row = stored.loc[(b["strategy_id"], b["iteration"])]
+        assert (b["score_total"], b["dsr"], b["psr"]) == (
+            float(row["score_total"]), float(row["dsr"]), float(row["psr"]))
     table = runner.invoke(app, ["kb", "strategies", "--url", url, "--top", "3"])
     lines = table.stdout.splitlines()  # whole ids and runs, no cell broken mid-word
     assert all(f"{b['strategy_id'][:12]}  {b['family']}" in table.stdout for b in best)
