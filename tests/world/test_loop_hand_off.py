@@ -82,6 +82,28 @@ def test_survivors_reach_the_world_once_and_the_world_decides(
             assert now.revisions[0].content_hash == run.revisions[0].content_hash
 
 
+def test_a_world_without_data_gets_the_numbers_the_loop_recorded(
+        world_server: tuple[Server, dict[str, str]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A black-box report: survivors reached a world without data with no metrics at
+    all, and its policy failed every one (METRIC_MISSING). Now the loop sends what it
+    recorded: engine B's Sharpe and the scoring's DSR, the summary's own numbers."""
+    srv, toks = world_server
+    with WorldClient(srv.url, toks["operator"]) as c:
+        c.create_world("bare", name="bare", data=None)
+    monkeypatch.setenv("ALPHALOOP_WORLD_TOKEN", toks["submitter"])
+    cfg = _config(tmp_path, _panel(tmp_path / "planted.parquet"),
+                  {"url": srv.url, "id": "bare"}, "bare-run")
+    summary = Runner(cfg).run()
+    assert summary.best_strategies, "the planted panel gave no survivor to hand off"
+    with WorldClient(srv.url, toks["viewer"]) as c:
+        for best in summary.best_strategies:
+            (rev,) = c.get_run("bare", f"bare-run:{best.strategy_id[:16]}").revisions
+            assert rev.metrics["sharpe"] == best.engine_b_sharpe
+            assert rev.metrics["dsr"] == best.dsr and rev.metrics["pbo"] == best.pbo
+            assert not any("unavailable" in source for source in rev.metric_sources)
+
+
 def test_an_unreachable_world_does_not_stop_the_research(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:

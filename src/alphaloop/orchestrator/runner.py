@@ -288,6 +288,25 @@ def _recorded_out_dir(run_id: str) -> str | None:
     return str(out) if out else None
 
 
+def _recorded_claims(survivors: list[BestStrategy], verified: list[dict[str, Any]],
+                     scored: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per survivor, the numbers the loop recorded that a world's policy may gate on:
+    engine B's core metrics (the verification on the search window) and the scoring's
+    DSR, PSR and PBO, only the keys a world's metrics have, None where unknown."""
+    from alphaloop.world.schemas import Metrics
+
+    keys = set(Metrics.model_fields)
+    b_metrics = {v["strategy_id"]: v["metrics"] for v in verified}
+    rows = scored.set_index("strategy_id")
+    out: dict[str, dict[str, Any]] = {}
+    for b in survivors:
+        claim = {k: v for k, v in b_metrics.get(b.strategy_id, {}).items() if k in keys}
+        for k in ("dsr", "psr", "pbo"):
+            claim[k] = finite(rows.at[b.strategy_id, k]) if k in rows.columns else None
+        out[b.strategy_id] = claim
+    return out
+
+
 class Runner:
     """Runs (or resumes) one research loop; see the module docstring."""
 
@@ -435,6 +454,7 @@ class Runner:
         self.extra_families: tuple[str, ...] = ()
         self.force_baseline = False
         self.pending_world: list[StrategySpec] = []  # survivors the world has not seen
+        self.pending_claims: dict[str, dict[str, Any]] = {}  # their recorded metrics
         self.observations: list[Observation] = []  # every candidate of the run (MOD-450)
         self.row_cache = RowCache()  # their feature rows, built once (a resume rebuilds)
         self.disabled_rules: tuple[str, ...] = ()  # seed 004 §6.2 B, for one generation
@@ -729,7 +749,8 @@ class Runner:
         # the batch is a function of the earlier stages' inputs (their outputs are)
         self._stage(i, "S95", tuple(sorted(self._hashes.items())),
                     lambda: self._persist(i, batch), timings)
-        self._hand_off(i, [fresh_specs[b.strategy_id] for b in survivors])
+        self._hand_off(i, [fresh_specs[b.strategy_id] for b in survivors],
+                       _recorded_claims(survivors, verified, short.scored))
         self._imove(i, im, IterationState.ITER_DONE)
         return summary
 
@@ -1077,35 +1098,46 @@ class Runner:
         self.generator.set_constraints(self.cset.active_without(self.disabled_rules))
 
     # ------------------------------------------------------------ the world
-    def _hand_off(self, i: int, survivors: list[StrategySpec]) -> None:
+    def _hand_off(self, i: int, survivors: list[StrategySpec],
+                  claims: dict[str, dict[str, Any]]) -> None:
         """Seed 000: survivors go to the configured world at the end of their iteration,
         through the SDK client only (DESIGN §2), as one cohort whose evaluation runs
         are keyed by this run: sending them again (a retry, a resumed run walking its
         iterations) changes nothing. The world's policy decides what they may do; the
         loop records the answer in ``world_submissions.jsonl``. An unreachable world
         leaves them pending for the next iteration; a refusal is recorded, and the
-        research goes on (the knowledge base holds everything)."""
+        research goes on (the knowledge base holds everything).
+
+        A world with data of its own sources the backtest metrics itself (engine B on
+        its data); to a world without, the loop sends the numbers it recorded for each
+        survivor (``claims``: engine B's core metrics, its DSR, PSR and PBO), as
+        :func:`_recorded_claims` takes them."""
         link = self.cfg.world
         if link is None:  # no world: nothing to hand off, nothing to keep
             return
         self.pending_world += [s for s in survivors if s not in self.pending_world]
+        self.pending_claims |= claims
         if not self.pending_world:
             return
-        from alphaloop.world.client import WorldClientError, submit_many
+        from alphaloop.world.client import WorldClient, WorldClientError, submit_many
 
         token = os.environ.get(link.token_env)
         try:
-            results = submit_many(link.url, link.id, token, self.pending_world,
-                                  self.cfg.run_id)
+            with WorldClient(link.url, token) as http:
+                sourced = http.get_world(link.id).data is not None
+            results = submit_many(
+                link.url, link.id, token, self.pending_world, self.cfg.run_id,
+                metrics=None if sourced else {s.strategy_id: self.pending_claims.get(
+                    s.strategy_id, {}) for s in self.pending_world})
         except WorldClientError as exc:
             self.events.emit("WORLD_SUBMITTED", iteration=i, error_code=exc.code,
                              message=exc.message, pending=len(self.pending_world))
             append_line(self.root / WORLD_FILE, {"iteration": i, "error_code": exc.code,
                                                  "message": exc.message})
             if exc.error_class is not ErrorClass.TRANSIENT:
-                self.pending_world = []
+                self.pending_world, self.pending_claims = [], {}
             return
-        self.pending_world = []
+        self.pending_world, self.pending_claims = [], {}
         for r in results:
             row: dict[str, Any] = {
                 "world_id": r.world_id, "strategy_id": r.strategy_id, "stage": r.stage,
