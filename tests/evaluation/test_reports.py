@@ -325,6 +325,19 @@ def test_robustness_panel_flattens(page: Page) -> None:
     assert "robustness-status" in page.attrs_by_id
 
 
+def test_the_status_line_names_the_policy_and_neighbours_are_a_share(
+        result: BacktestResult, sp500: Bars) -> None:
+    # a black-box report: "Robustness failed" over checks that all passed (it is the
+    # gates' verdict), and "1 of the neighbours" for a fraction of 1.0
+    robustness = {"passed": False, "stability": {
+        "metric": "sharpe", "centre_value": 1.2, "fraction_ok": 0.75, "threshold": 0.5,
+        "stable": True, "neighbours": [
+            {"changed": "fast", "direction": 1, "params": {"fast": 12}, "value": 1.0}]}}
+    html_text = " ".join(strategy_report(result, sp500, robustness=robustness).split())
+    assert "Policy verdict: failed a gate" in html_text and "Robustness failed" not in html_text
+    assert "75% of the neighbours hold at least 0.5× of it: stable" in html_text
+
+
 def test_robustness_absent_and_model_like(result: BacktestResult, sp500: Bars) -> None:
     page = Page(strategy_report(result, sp500))
     assert "robustness" in page.sections and "robustness-table" not in page.rows
@@ -383,6 +396,9 @@ def test_recorded_numbers_replace_the_backtests_own(result: BacktestResult,
     assert cells[("max_drawdown", "holdout")] == "-0.25"
     assert cells[("n_trades", "holdout")] is None  # shown as "—"
     assert repr(result.metrics["sharpe"]) not in text
+    # the trade list spans every bar; the page says its count is not the table's
+    assert "trades-span" in page.attrs_by_id
+    assert "trades-span" not in Page(strategy_report(result, sp500)).attrs_by_id
     metric_rows = page.rows["metrics-table"]
     assert metric_rows[0] == ["metric", "key", "selection (recorded)", "holdout (recorded)"]
     assert [r[1] for r in metric_rows[1:]] == ["total_return", "sharpe", "max_drawdown",

@@ -668,8 +668,10 @@ def _robustness_panel(robustness: Mapping[str, Any] | None) -> str:
     status = ""
     if "passed" in robustness:
         ok = bool(robustness["passed"])
+        # the scoring policy's verdict (its gates), not a verdict of the checks below
         status = (f'<p class="{"pass" if ok else "fail"}" id="robustness-status">'
-                  f'Robustness {"passed" if ok else "failed"}</p>')
+                  f'Policy verdict: {"passed every gate" if ok else "failed a gate"} (the '
+                  'checks below are evidence; the gates decide)</p>')
     parts: list[str] = []
     rest: dict[str, Any] = {}
     for key, value in robustness.items():
@@ -773,10 +775,16 @@ def _neighbours_part(key: str, value: Any) -> str | None:
     stable = "stable" if value.get("stable") else "not stable"
     why = f" ({value.get('reason')})" if value.get("reason") else ""
     note = (f"{value.get('metric', 'metric')} at the centre {_fmt(value.get('centre_value'))}; "
-            f"{_fmt(value.get('fraction_ok'))} of the neighbours hold at least "
+            f"{_share(value.get('fraction_ok'))} of the neighbours hold at least "
             f"{_fmt(value.get('threshold'))}× of it: {stable}{why}.")
     return _grid("neighbours", "Parameter neighbours (±1 grid step)",
                  ["changed", "params", str(value.get("metric", "value"))], rows, _esc(note))
+
+
+def _share(value: Any) -> str:
+    """A fraction as a percentage (0.75 -> '75%'); as given when it is no number."""
+    return f"{value:.0%}" if isinstance(value, (int, float)) and math.isfinite(value) \
+        else _fmt(value)
 
 
 def _subperiods_part(key: str, value: Any) -> str | None:
@@ -913,7 +921,11 @@ def strategy_report(result: BacktestResult, bars: Bars, *,
     sections += [_section(p.name, titles[p.name], _figure_block(p)) for p in parts]
     sections.append(_section("relative", "Against the benchmark",
                              _relative_panel(robustness, bench)))
-    sections.append(_section("trades", "Trades", _trades_table(result.trades)))
+    span = ("" if recorded is None else
+            '<p class="note" id="trades-span">Every trade over all the bars of the charts, '
+            "holdout included: the Metrics table's trade count is the evaluation's own "
+            "window's.</p>\n")
+    sections.append(_section("trades", "Trades", span + _trades_table(result.trades)))
     sections.append(_section("robustness", "Robustness", _robustness_panel(robustness)))
     spec = result.spec
     page_title = title or f"Strategy report — {spec.name or spec.family or 'strategy'} " \
