@@ -1089,11 +1089,13 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
     ``iteration``             iteration number (unique; rows are sorted by it)
     ``best_score``            best ``score_total`` among the iteration's candidates,
                               rejected ones included (NaN when none was scored)
-    ``tried``                 candidates generated and backtested in the iteration
+    ``tried``                 candidates of the iteration: backtested, or reused from
+                              earlier runs on the same data
     ``passed``                candidates that passed the gates (``passed_label`` says
                               which: a research loop counts its survivors here)
     ``failure:<CODE>``        optional, one per failure code (``failure:TOO_FEW_TRADES``):
-                              rejected candidates with that code in the iteration
+                              rejected candidates with that code in the iteration (a
+                              loop: the primary code; evaluate: every failed gate)
     ``constraints``           optional: constraints in force in the iteration
     ``rejected_share``        optional, all three: the learning chart (share of
     ``forbidden_share``       candidates rejected, share of the space the rules forbid,
@@ -1135,11 +1137,14 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
             "was scored) and the best so far (dotted)."))),
         _section("tried_passed", "Candidates tried vs passed", _figure_block(_Figure(
             "tried_passed", figs["tried_passed"],
-            f"Candidates backtested and candidates that {_esc(passed_label)}, per "
-            "iteration."))),
+            f"Candidates tried (backtested, or reused from earlier runs on the same "
+            f"data) and candidates that {_esc(passed_label)}, per iteration."))),
         _section("failure_codes", "Failure codes over iterations", _figure_block(_Figure(
             "failure_codes", figs["failure_codes"],
-            "Rejected candidates per failure code (columns failure:&lt;CODE&gt;), stacked."))
+            "Failure codes of the rejected candidates (columns failure:&lt;CODE&gt;), "
+            "stacked: a research loop counts each candidate's primary code (one each); an "
+            "<code>evaluate</code> run every gate it failed (one candidate can add to "
+            "several)."))
             if fails else '<p class="note">No failure:&lt;CODE&gt; columns were given.</p>'),
         _section("constraints", "Constraints over iterations", _figure_block(_Figure(
             "constraints", figs["constraints"],
