@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from alphaloop.data.bars import Bars
+from alphaloop.data.bars import DAY_SECONDS, Bars
 from alphaloop.data.quality import (
     PRICES,
     parse_timestamps,
@@ -229,14 +229,13 @@ def _what_was_left(std: pd.DataFrame, bars: Bars) -> list[str]:
         said.append(f"DQ_VOLUME_MISSING: {no_volume} bar(s) without volume (kept as "
                     "missing)")
     if _naive(std["timestamp"]) and bars.n_bars > 1 and \
-            float(np.median(np.diff(bars.index.asi8))) < 0.5 * DAY_NS:
+            float(np.median(np.diff(bars.index.asi8))) < 0.5 * DAY_SECONDS * 1e9:
         said.append("DQ_NAIVE_TIMES: intraday timestamps without a time zone were read as "
                     "UTC; exchange times are usually local: write the offset "
                     "(2021-03-01T09:30:00-05:00)")
     return said
 
 
-DAY_NS = 86_400 * 10**9
 _OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 
 
