@@ -496,11 +496,12 @@ def test_the_reported_annualization_is_of_the_bars_so_far(tmp_path: Path) -> Non
 
     days = pd.bdate_range("2021-01-04", periods=300, tz="UTC")
     hours = pd.date_range(days[-1] + pd.Timedelta(hours=1), periods=900, freq="h")
-    rows = []
+    rows = []  # AAA daily; BBB, listing after the paper window, hourly
     for i, t in enumerate(days.append(hours)):
         c = 100.0 * float(np.exp(0.001 * i + 0.02 * np.sin(i / 7.0)))
-        rows.append({"timestamp": t.isoformat(), "symbol": "AAA", "open": c, "high": c * 1.01,
-                     "low": c * 0.99, "close": c, "volume": 1e6})
+        rows.append({"timestamp": t.isoformat(), "symbol": "AAA" if i < 300 else "BBB",
+                     "open": c, "high": c * 1.01, "low": c * 0.99, "close": c,
+                     "volume": 1e6})
     full = tmp_path / "full.csv"
     pd.DataFrame(rows).to_csv(full, index=False)
     cut = tmp_path / "cut.csv"
