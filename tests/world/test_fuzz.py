@@ -188,3 +188,13 @@ def test_a_nul_character_in_any_text_is_a_422(http: httpx.Client, endpoint: str)
             r = http.post(endpoint, json=_mutate(body, where, value))
             _check(r)
             assert r.status_code == 422 and "NUL character" in r.text, (where, r.text)
+
+
+def test_a_nul_character_in_a_policy_is_a_422(http: httpx.Client) -> None:
+    """PUT /worlds/{id}/policy parses its own body (JSON or YAML): the same rule."""
+    policy = {"governance": {"live_promotion": {"approvers": ["a\x00b"]}}}
+    r = http.put("/worlds/fz/policy", json=policy)
+    assert r.status_code == 422 and "NUL character" in r.text, r.text
+    r = http.put("/worlds/fz/policy", content=b'allow_live: false\nwarn_only: ["a\\0b"]\n',
+                 headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 422 and "NUL character" in r.text, r.text

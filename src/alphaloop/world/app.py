@@ -80,6 +80,7 @@ from alphaloop.world.schemas import (
     TripOut,
     WorldIn,
     WorldOut,
+    nul_at,
 )
 from alphaloop.world.service import WorldService, ts
 
@@ -412,12 +413,16 @@ async def _policy_body(request: Request) -> Any:
     kind = request.headers.get("content-type", "application/json")
     try:
         text = raw.decode()
-        if "yaml" in kind:
-            return parse_yaml(text, "policy", WorldError, "POLICY_MALFORMED")
-        return json.loads(text)
+        data = (parse_yaml(text, "policy", WorldError, "POLICY_MALFORMED") if "yaml" in kind
+                else json.loads(text))
     except (UnicodeDecodeError, ValueError) as exc:
         raise WorldError(f"policy: body is not valid JSON or YAML ({exc})",
                          code="POLICY_MALFORMED", field="policy") from exc
+    where = nul_at(data, "policy")  # as every JSON body: PostgreSQL cannot store one
+    if where is not None:
+        raise WorldError(f"{where} holds a NUL character (\\x00), which no text may hold",
+                         code="POLICY_INVALID", field="policy")
+    return data
 
 
 def _campaign_routes(app: FastAPI, campaigns: Campaigns, auth: Auth) -> None:

@@ -44,24 +44,24 @@ class _In(BaseModel):
     def _no_nul(cls, data: Any) -> Any:
         """No text of a request holds a NUL character: PostgreSQL cannot store one, and a
         path cannot name one (both were a 500)."""
-        where = _nul_at(data, "body")
+        where = nul_at(data, "body")
         if where is not None:
             raise ValueError(f"{where} holds a NUL character (\\x00), which no text may hold")
         return data
 
 
-def _nul_at(value: Any, where: str) -> str | None:
+def nul_at(value: Any, where: str) -> str | None:
     """The first place in ``value`` (dicts, lists, keys too) with a NUL character."""
     if isinstance(value, str):
         return where if "\x00" in value else None
     if isinstance(value, dict):
         for key, item in value.items():
-            found = _nul_at(key, f"{where}: a key") or _nul_at(item, f"{where}.{key}")
+            found = nul_at(key, f"{where}: a key") or nul_at(item, f"{where}.{key}")
             if found is not None:
                 return found
     if isinstance(value, list):
         for i, item in enumerate(value):
-            found = _nul_at(item, f"{where}[{i}]")
+            found = nul_at(item, f"{where}[{i}]")
             if found is not None:
                 return found
     return None
