@@ -97,6 +97,13 @@ def test_a_run_is_found_by_prefix_and_by_the_out_dir_the_kb_recorded(
         both = runner.invoke(app, command)
         assert both.exit_code == 2 and "RUN_AMBIGUOUS" in both.stderr, (command, both.stderr)
         assert "elsewh" in both.stderr
+    # one run under the default runs folder and others elsewhere: still ambiguous, not the
+    # local one picked silently (a black-box retest)
+    home_run = _write(tmp_path, noise_path, run_id="elsewhome", kb={}, out_dir=None)
+    assert runner.invoke(app, ["run", str(home_run), "--json"]).exit_code == 0
+    picked = runner.invoke(app, ["status", "elsewh"])
+    assert picked.exit_code == 2 and "RUN_AMBIGUOUS" in picked.stderr, picked.stderr
+    assert runner.invoke(app, ["status", "elsewho"]).exit_code == 0
 
 
 def test_an_out_dir_that_is_a_file_or_empty_windows_stop_before_writing(

@@ -244,10 +244,17 @@ def run_folder(run_id: str, out_dir: str | None = None) -> Path:
     ``out_dir``). ``ConfigError`` ``RUN_NOT_FOUND`` naming where it looked."""
     root = runs_root(out_dir)
     found = _match(root, check_run_id(run_id))
-    if found is None and out_dir is None:
+    if out_dir is None and (found is None or found.name != run_id):
+        # a prefix: the default KB may know another run with it in a folder of its own
         recorded = _recorded_out_dir(run_id)
         if recorded is not None:
-            found = _match(runs_root(recorded), run_id)
+            elsewhere = _match(runs_root(recorded), run_id)
+            if found is not None and elsewhere is not None and elsewhere != found:
+                raise ConfigError(f"runs {found.name!r} (under {root}) and "
+                                  f"{elsewhere.name!r} (under {runs_root(recorded)}) both "
+                                  f"start with {run_id!r}; give more of the id",
+                                  code="RUN_AMBIGUOUS")
+            found = found or elsewhere
     if found is None:
         raise ConfigError(f"no run {run_id!r} under {root}"
                           + ("" if out_dir else " (nor one the default knowledge base "
