@@ -469,6 +469,12 @@ def test_evaluate_indexes_its_run_in_the_knowledge_base(tmp_path: Path) -> None:
     code, out, _ = _run("kb", "runs", "--json")
     assert code == 0 and run.record.run_id in out
     # the table names the data and marks the run as an evaluate (no loop counts)
+    # kb show: the evaluate's backtests carry the sweep's costs, as its file has them
+    swept = pd.read_parquet(res)
+    code, out, _ = _run("kb", "show", str(run.candidates["strategy_id"].iloc[0]))
+    (bt,) = [b for b in json.loads(out)["backtests"] if b["run_id"] == run.record.run_id]
+    assert bt["costs"] == {"fees_bps": float(swept["fees_bps"].iloc[0]),
+                           "slippage_bps": float(swept["slippage_bps"].iloc[0])}
     code, out, _ = _run("kb", "runs")
     (line,) = [ln for ln in out.splitlines() if run.record.run_id[:12] in ln]
     n_passed = int(run.candidates["passed"].astype(bool).sum())

@@ -94,11 +94,14 @@ def kb_show(strategy_id: Annotated[str, typer.Argument(help="An id or a unique p
 
 
 def _loop_costs(config: dict[str, Any], engine: str) -> dict[str, Any] | None:
-    """The costs a research loop's config set for ``engine`` (A: fees and slippage in
-    bps per side; B: its execution model); None for a run that is no loop (an
-    `evaluate` scores a sweep's results, whose costs its file carries)."""
+    """The costs a run recorded for ``engine``: a research loop's config (A: fees and
+    slippage in bps per side; B: its execution model), an `evaluate`'s the costs of the
+    sweep it scored (as its results file recorded them); None where none was recorded."""
+    if config.get("kind") == "evaluate":
+        costs = config.get("costs")
+        return dict(costs) if isinstance(costs, dict) else None
     engines = config.get("engines")
-    if config.get("kind") == "evaluate" or not isinstance(engines, dict):
+    if not isinstance(engines, dict):
         return None
     if engine == "A":
         return {"fees_bps": engines.get("fees_bps"), "slippage_bps": engines.get("slippage_bps")}

@@ -380,7 +380,7 @@ def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash
         benchmark_sharpe=bench.get("sharpe"),
         spa_pvalue_benchmark=ev.extra["spa_pvalue_benchmark"],
         n_beat_benchmark=ev.extra["n_beat_benchmark"],
-        data_warnings=ev.extra["data_warnings"])
+        data_warnings=ev.extra["data_warnings"], costs=_results_costs(ev.frame))
     candidates = ev.frame.assign(reasons=ev.frame["reasons"].map("; ".join),
                                  failed_gates=ev.frame["failed_gates"].map(",".join))
     reports = [json.loads(r.to_json()) for r in ev.reports]
@@ -389,6 +389,15 @@ def _record_run(ev: Any, results_path: Path, source: str, bars: Any, policy_hash
     with KnowledgeBase(kb_url) as kb:  # beside the loop's runs: `alphaloop kb runs`
         record_in_kb(kb, record, ev.frame, row)
     return path
+
+
+def _results_costs(frame: Any) -> dict[str, float] | None:
+    """The sweep's costs as its results file recorded them (``fees_bps``,
+    ``slippage_bps`` per side), when one value each holds for every candidate."""
+    cols = [c for c in ("fees_bps", "slippage_bps") if c in frame.columns]
+    if len(cols) < 2 or any(frame[c].nunique(dropna=False) != 1 for c in cols):
+        return None
+    return {c: float(frame[c].iloc[0]) for c in cols}
 
 
 # -------------------------------------------------------------------- factor

@@ -88,6 +88,8 @@ class RunRecord(BaseModel):
     spa_pvalue_benchmark: float | None = None
     n_beat_benchmark: int | None = None
     data_warnings: list[str] = []
+    # the results file's costs (bps per side), when every candidate had the same
+    costs: dict[str, float] | None = None
 
     def order_key(self) -> tuple[int, str]:
         """Sort key, oldest first: ``created_ns`` (else ``created_at``), then run_id."""
