@@ -419,7 +419,7 @@ def test_evaluate_records_a_run_that_report_renders(tmp_path: Path) -> None:
     # the same evaluation again is the same run, not a second one
     assert _run("evaluate", str(res), "--top", "2")[0] == 0
     assert len([p for p in runs_dir().iterdir() if not p.name.startswith(".")]) == 1
-    html = tmp_path / "run.html"
+    html = tmp_path / ("a-folder-name-long-enough-to-pass-eighty-columns-" * 2) / "run.html"
     code, out, err = _run("report", "--run", run_dir.name[:8], "--out", str(html))
     assert code == 0, err
     assert out.strip() == str(html)

@@ -492,7 +492,8 @@ def report(
             path = out_path or Path("reports") / f"run_{loop.name[:16]}.html"
             out.print(str(write_run_report(path, frame, title=title, survivors=best,
                                            passed_label=LOOP_PASSED,
-                                           self_contained=self_contained)), highlight=False)
+                                           self_contained=self_contained)), highlight=False,
+                      soft_wrap=True)  # a path whole, to copy
             return
         rec = load_run(find_run(run))
         r = rec.record
@@ -500,7 +501,8 @@ def report(
                  f"{r.data_source}, policy {r.policy_version}")
         path = out_path or Path("reports") / f"run_{r.run_id[:16]}.html"
         out.print(str(write_run_report(path, rec.iterations, title=title,
-                                       self_contained=self_contained)), highlight=False)
+                                       self_contained=self_contained)), highlight=False,
+                      soft_wrap=True)  # a path whole, to copy
         return
     assert strategy is not None
     _strategy_report(strategy, run, results_path, policy, data, out_path, self_contained)
@@ -539,7 +541,7 @@ def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path |
     written = write_strategy_report(path, result, bars, robustness=robustness,
                                     recorded=recorded, self_contained=self_contained,
                                     benchmark=bench)
-    out.print(str(written), highlight=False)
+    out.print(str(written), highlight=False, soft_wrap=True)  # a path whole, to copy
 
 
 def _pick_run(strategy: str, run_prefix: str | None, results_path: Path | None,
