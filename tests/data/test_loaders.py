@@ -278,7 +278,8 @@ def test_what_an_import_leaves_out_is_said(tmp_path: Path) -> None:
     assert loaded.n_bars == 3
     assert [n.split(":")[0] for n in notes] == [
         "DQ_IGNORED_COLUMNS", "DQ_EMPTY_ROWS", "DQ_VOLUME_MISSING", "DQ_NAIVE_TIMES"]
-    assert "['dividend']" in notes[0] and "row 1 (2021-03-01 14:31, AAA)" in notes[1]
+    assert "['dividend']" in notes[0]
+    assert "row 1 (2021-03-01T14:31:00+00:00, AAA)" in notes[1]
     assert notes[2].startswith("DQ_VOLUME_MISSING: 1 bar(s)")
 
 
@@ -327,3 +328,14 @@ def test_compact_integer_dates_are_refused_by_name(tmp_path: Path) -> None:
         load_file(p)
     assert info.value.code == "DQ_BAD_TIMESTAMP", info.value
     assert "YYYYMMDD" in info.value.message, info.value.message
+
+
+def test_errors_give_day_first_dates_as_read(tmp_path: Path) -> None:
+    # a black-box retest: the Adj Close checks ran on the raw text, and printed 10/01/2020
+    # (10 January, as the file reads) as 1 October
+    p = tmp_path / "D.csv"
+    p.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n"
+                 "13/01/2020,200,210,190,200,100,5\n10/01/2020,210,220,200,220,0,6\n")
+    with pytest.raises(DataError) as info:
+        load_file(p)
+    assert "2020-01-10T00:00:00+00:00" in info.value.message, info.value.message

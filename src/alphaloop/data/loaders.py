@@ -200,14 +200,20 @@ def frame_to_bars(df: pd.DataFrame, *, name: str = "", sort: bool = False,
         raise _layout_error(list(std.columns))
     if layout == "single":
         std = std.assign(symbol=symbol or default_symbol or name or "SYMBOL")
+    # parsed first, under the file's own column name: every later message then gives
+    # the dates as read (a day-first file's 10/01 is 10 January there too)
+    written = str(df.columns[list(std.columns).index("timestamp")]).strip()
+    naive = _naive(std["timestamp"])
+    std = std.assign(timestamp=pd.Series(
+        parse_timestamps(std["timestamp"], f"column {written!r}"), index=std.index))
     said = notes if notes is not None else []
     std = _adjusted(std, adjust, said)
     bars = Bars.from_long(std, name=name, sort=sort, validate=validate)
-    said += _what_was_left(std, bars)
+    said += _what_was_left(std, bars, naive)
     return bars
 
 
-def _what_was_left(std: pd.DataFrame, bars: Bars) -> list[str]:
+def _what_was_left(std: pd.DataFrame, bars: Bars, naive: bool) -> list[str]:
     """What the import did not take as it was, said in words: ignored columns, rows
     without any price (no bar), bars without volume, and intraday times without a zone
     (read as UTC)."""
@@ -221,14 +227,14 @@ def _what_was_left(std: pd.DataFrame, bars: Bars) -> list[str]:
     if len(empty):
         first = std.iloc[int(empty[0])]
         said.append(f"DQ_EMPTY_ROWS: {len(empty)} row(s) without any price dropped (no "
-                    f"bar), the first at row {int(empty[0])} ({first['timestamp']}, "
-                    f"{first['symbol']})")
+                    f"bar), the first at row {int(empty[0])} "
+                    f"({first['timestamp'].isoformat()}, {first['symbol']})")
     has_bar = ~np.isnan(bars.close)
     no_volume = int((has_bar & np.isnan(bars.volume)).sum())
     if 0 < no_volume < int(has_bar.sum()):
         said.append(f"DQ_VOLUME_MISSING: {no_volume} bar(s) without volume (kept as "
                     "missing)")
-    if _naive(std["timestamp"]) and bars.n_bars > 1 and \
+    if naive and bars.n_bars > 1 and \
             float(np.median(np.diff(bars.index.asi8))) < 0.5 * DAY_SECONDS * 1e9:
         said.append("DQ_NAIVE_TIMES: intraday timestamps without a time zone were read as "
                     "UTC; exchange times are usually local: write the offset "

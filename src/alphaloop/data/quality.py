@@ -131,7 +131,7 @@ def parse_timestamps(values: pd.Series | pd.Index, what: str = "timestamp") -> p
     """
     s = pd.Series(values).reset_index(drop=True)
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
-        first = s.iloc[0]
+        first = s.iloc[0].item()  # a Python number in the message, not np.int64(...)
         compact = 19000101 <= first <= 21001231 and float(first).is_integer()
         _fail("DQ_BAD_TIMESTAMP",
               f"{what} is numeric (first value {first!r}); "
