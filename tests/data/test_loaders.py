@@ -328,6 +328,15 @@ def test_compact_integer_dates_are_refused_by_name(tmp_path: Path) -> None:
         load_file(p)
     assert info.value.code == "DQ_BAD_TIMESTAMP", info.value
     assert "YYYYMMDD" in info.value.message, info.value.message
+    wide = tmp_path / "w.csv"  # a wide table too (it was "cannot tell the layout")
+    wide.write_text("date,AAA,BBB
+20200102,10,20
+20200103,11,21
+")
+    with pytest.raises(DataError) as info:
+        load_file(wide)
+    assert info.value.code == "DQ_BAD_TIMESTAMP" and "YYYYMMDD" in info.value.message
+    assert "(first value 20200102)" in info.value.message
 
 
 def test_errors_give_day_first_dates_as_read(tmp_path: Path) -> None:

@@ -129,6 +129,9 @@ def detect_layout(df: pd.DataFrame) -> Layout:
                             f"column(s) {text}: name the column of symbols 'symbol' (long "
                             f"layout), or drop it; {_LAYOUTS}", code="DQ_FORMAT")
         return "single"
+    first = df.iloc[:, 0] if len(cols) else None
+    if first is not None and pd.api.types.is_integer_dtype(first.dtype):
+        parse_timestamps(first, f"column {str(df.columns[0]).strip()!r}")  # names YYYYMMDD
     words: list[str] = []  # after a date column, the columns of text
     if len(cols) >= 2 and _is_date_column(df.iloc[:, 0]):
         words = [str(df.columns[i]).strip() for i in range(1, len(cols))
