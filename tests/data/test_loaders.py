@@ -329,10 +329,7 @@ def test_compact_integer_dates_are_refused_by_name(tmp_path: Path) -> None:
     assert info.value.code == "DQ_BAD_TIMESTAMP", info.value
     assert "YYYYMMDD" in info.value.message, info.value.message
     wide = tmp_path / "w.csv"  # a wide table too (it was "cannot tell the layout")
-    wide.write_text("date,AAA,BBB
-20200102,10,20
-20200103,11,21
-")
+    wide.write_text("date,AAA,BBB\n20200102,10,20\n20200103,11,21\n")
     with pytest.raises(DataError) as info:
         load_file(wide)
     assert info.value.code == "DQ_BAD_TIMESTAMP" and "YYYYMMDD" in info.value.message
