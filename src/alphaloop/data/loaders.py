@@ -130,8 +130,9 @@ def detect_layout(df: pd.DataFrame) -> Layout:
                             f"layout), or drop it; {_LAYOUTS}", code="DQ_FORMAT")
         return "single"
     first = df.iloc[:, 0] if len(cols) else None
-    if first is not None and pd.api.types.is_integer_dtype(first.dtype):
-        parse_timestamps(first, f"column {str(df.columns[0]).strip()!r}")  # names YYYYMMDD
+    if first is not None and pd.api.types.is_integer_dtype(first.dtype) and len(first) \
+            and first.between(19000101, 21001231).all():  # dates written as YYYYMMDD
+        parse_timestamps(first, f"column {str(df.columns[0]).strip()!r}")  # says so
     words: list[str] = []  # after a date column, the columns of text
     if len(cols) >= 2 and _is_date_column(df.iloc[:, 0]):
         words = [str(df.columns[i]).strip() for i in range(1, len(cols))
