@@ -377,6 +377,16 @@ def test_TEST_624_persist_failure_falls_back_and_loses_nothing(
 
 
 # ------------------------------------------------------------ MOD-400 §11.3
+def _score_everything(frame: pd.DataFrame, policy: Any) -> pd.DataFrame:
+    """A scoring stub: score = 50 × Sharpe, every gate passes."""
+    out = frame.copy()
+    out["score_total"] = 50 * out["sharpe"]
+    out["passed"] = True
+    out["failed_gates"] = [[] for _ in range(len(out))]
+    out["reasons"] = [[] for _ in range(len(out))]
+    return out
+
+
 def test_a_candidate_close_only_to_a_clusters_second_member_starts_its_own() -> None:
     """A black-box report (two runs sharing candidates crashed in S60 with a KeyError):
     b joins a's cluster; c correlates with b above the threshold but not with a, the
@@ -396,16 +406,8 @@ def test_a_candidate_close_only_to_a_clusters_second_member_starts_its_own() -> 
     cands = pd.DataFrame({"strategy_id": ids, "family": "f",
                           "params": ['{"n": 10}', '{"n": 20}', '{"n": 30}']})
 
-    def fake_score(frame: pd.DataFrame, policy: Any) -> pd.DataFrame:
-        out = frame.copy()
-        out["score_total"] = 50 * out["sharpe"]
-        out["passed"] = True
-        out["failed_gates"] = [[] for _ in ids]
-        out["reasons"] = [[] for _ in ids]
-        return out
-
     orig = st.score_frame
-    st.score_frame = fake_score  # type: ignore[assignment]
+    st.score_frame = _score_everything  # type: ignore[assignment]
     try:
         got = st.shortlist(metrics, np.stack([a, b, c]).astype(np.float32), cands,
                            None,  # type: ignore[arg-type]
@@ -434,16 +436,8 @@ def test_MOD400_11_3_promotion_top_k_and_one_per_cluster() -> None:
     class Everything:  # a policy stub: score = 50 × Sharpe, every gate passes
         policy_version = "stub"
 
-    def fake_score(frame: pd.DataFrame, policy: Any) -> pd.DataFrame:
-        out = frame.copy()
-        out["score_total"] = 50 * out["sharpe"]
-        out["passed"] = True
-        out["failed_gates"] = [[] for _ in ids]
-        out["reasons"] = [[] for _ in ids]
-        return out
-
     orig = st.score_frame
-    st.score_frame = fake_score  # type: ignore[assignment]
+    st.score_frame = _score_everything  # type: ignore[assignment]
     try:
         short = st.shortlist(metrics, returns, cands, Everything(),  # type: ignore[arg-type]
                              Promotion(max_per_cluster=1), trials=4, var_trials=0.001,
