@@ -469,6 +469,11 @@ def test_evaluate_indexes_its_run_in_the_knowledge_base(tmp_path: Path) -> None:
     code, out, _ = _run("kb", "runs", "--json")
     assert code == 0 and run.record.run_id in out
     # the table names the data and marks the run as an evaluate (no loop counts)
+    # status is for research loops: an evaluate run is named as one (a black-box retest:
+    # it said the default knowledge base did not know the run)
+    code, _, err = _run("status", run.record.run_id)
+    assert code == 2 and "RUN_NOT_FOUND" in err and "is an `evaluate` run" in err
+    assert "report --run" in err
     # kb show: the evaluate's backtests carry the sweep's costs, as its file has them
     swept = pd.read_parquet(res)
     code, out, _ = _run("kb", "show", str(run.candidates["strategy_id"].iloc[0]))

@@ -291,6 +291,10 @@ def _recorded_out_dir(run_id: str) -> str | None:
         return None
     except AlphaloopError:
         return None
+    if (found.config or {}).get("kind") == "evaluate":  # known, but no research loop
+        raise ConfigError(f"run {found.run_id[:16]!r} is an `evaluate` run, not a research "
+                          f"loop: `alphaloop report --run {found.run_id[:8]}` shows it",
+                          code="RUN_NOT_FOUND")
     out = (found.config or {}).get("out_dir")
     return str(out) if out else None
 
