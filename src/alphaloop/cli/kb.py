@@ -4,11 +4,9 @@ similar | prune-claims``: the knowledge base."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from alphaloop.cli._common import _compact, _friendly, _params_text, out, short_id
@@ -381,8 +379,9 @@ def _frame(frame: Any, as_json: bool, table: Any = None) -> None:
     """The frame as JSON records, or its rows in ``table`` (default: one folding
     column per frame column)."""
     if as_json:  # the numbers as stored, every digit (pandas' to_json rounds them)
-        records = [{str(k): _plain(v) for k, v in row.items()}
-                   for row in frame.to_dict(orient="records")]
+        from alphaloop.engines.metrics import to_jsonable
+
+        records = [to_jsonable(row) for row in frame.to_dict(orient="records")]
         out.print_json(json.dumps(records, default=str, allow_nan=False))
         return
     if table is None:
@@ -390,20 +389,6 @@ def _frame(frame: Any, as_json: bool, table: Any = None) -> None:
     for row in frame.itertuples(index=False):
         table.add_row(*[_cell(v) for v in row])
     out.print(table)
-
-
-def _plain(v: Any) -> Any:
-    """A frame cell as JSON has it: numpy scalars as Python numbers, NaN and infinities
-    as null, containers cell by cell (floats keep their shortest exact repr)."""
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def _cell(v: Any) -> str:
