@@ -760,8 +760,9 @@ class Runner:
         # the batch is a function of the earlier stages' inputs (their outputs are)
         self._stage(i, "S95", tuple(sorted(self._hashes.items())),
                     lambda: self._persist(i, batch), timings)
-        self._hand_off(i, [fresh_specs[b.strategy_id] for b in survivors],
-                       _recorded_claims(survivors, verified, short.scored))
+        if cfg.world is not None:  # no world, nothing to hand off
+            self._hand_off(i, [fresh_specs[b.strategy_id] for b in survivors],
+                           _recorded_claims(survivors, verified, short.scored))
         self._imove(i, im, IterationState.ITER_DONE)
         return summary
 
