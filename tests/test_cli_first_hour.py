@@ -307,3 +307,23 @@ def test_readme_use_section_names_real_commands_and_options() -> None:
         assert res.exit_code == 0, line
         for option in re.findall(r"(--[a-z][a-z-]*)", line):
             assert option in res.stdout, (line, option)
+
+
+def test_command_listings_keep_each_summary_in_one_paragraph() -> None:
+    """`alphaloop --help` and a group's --help list each command's summary as flowing
+    text: the docstrings' own line breaks used to cut sentences mid-listing ("on the data
+    before" / "the holdout")."""
+    from typer.testing import CliRunner
+
+    from alphaloop.cli import app
+
+    for group in ([], ["kb"], ["world"]):
+        res = CliRunner().invoke(app, [*group, "--help"], env={"COLUMNS": "300"})
+        assert res.exit_code == 0
+        rows = [line for line in res.stdout.splitlines() if line.startswith("│ ")]
+        # at 300 columns every summary fits on its command's row: no continuation rows
+        continuation = [r for r in rows if r.startswith("│  ") and not r.strip("│ ")
+                        .startswith("-")]
+        assert continuation == [], (group, continuation)
+    listing = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "300"}).stdout
+    assert "on the data before the holdout, each against its benchmark" in listing

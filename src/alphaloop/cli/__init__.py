@@ -31,6 +31,8 @@ the command functions: this package is imported on every ``alphaloop`` start.
 
 from __future__ import annotations
 
+import typer
+
 from alphaloop.cli._common import OneLineTyper, use_user_numba_cache
 
 # before anything imports numba: compiled kernels are kept per user across calls
@@ -46,6 +48,22 @@ app = OneLineTyper(add_completion=False, no_args_is_help=True, pretty_exceptions
 _COMMAND_MODULES = (research, spec, run, data, kb, world)
 for _module in _COMMAND_MODULES:
     _module.register(app)
+
+
+def _listing_lines(typer_app: typer.Typer) -> None:
+    """A command listing (the top level's and each group's) shows each command's first
+    docstring paragraph as one paragraph: Rich keeps the docstring's line breaks, which
+    cut its sentences in the middle of the listing's narrow column."""
+    for info in typer_app.registered_commands:
+        doc = (info.callback.__doc__ or "") if info.callback else ""
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.strip().split("\n\n")[0].split())
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _listing_lines(group.typer_instance)
+
+
+_listing_lines(app)
 
 __all__ = ["app", "main"]
 
