@@ -101,6 +101,24 @@ def test_a_run_starts_from_a_stored_set_and_branch_B_lifts_its_newest_rule(
     assert tested[3] == rest
 
 
+def test_a_base_set_the_kb_does_not_hold_stops_the_run_before_anything_is_written(
+        make_config: Make, noise_path: Path, tiny: str) -> None:
+    """A misspelt base_constraint_set_id used to start the run from no rule, silently."""
+    from alphaloop.orchestrator.config import ConfigError
+
+    cfg = make_config(noise_path, base_constraint_set_id="cs-earlierr")
+    kb_file = Path(cfg.kb.url.removeprefix("sqlite:///"))
+    with pytest.raises(ConfigError, match="no constraint set 'cs-earlierr'") as exc:
+        Runner(cfg).run()  # no knowledge base at all yet
+    assert exc.value.code == "INVALID_CONFIG"
+    assert not kb_file.exists()
+    _store_base_set(cfg.kb.url)  # a KB with another set: still refused, nothing written
+    with pytest.raises(ConfigError, match="cs-earlierr"):
+        Runner(cfg).run()
+    assert list(KnowledgeBase(cfg.kb.url).list_runs()["run_id"]) == ["earlier"]
+    assert not (runs_root(cfg.out_dir) / cfg.run_id).exists()
+
+
 def test_learning_switched_off_learns_and_applies_nothing(make_config: Make,
                                                          noise_path: Path) -> None:
     on = Runner(make_config(noise_path, run_id="on", budgets={"max_iterations": 3})).run()

@@ -318,6 +318,10 @@ class WorldLink(_Strict):
     token_env: str = "ALPHALOOP_WORLD_TOKEN"
 
 
+BASE_SET = "cs_base"
+"""The default ``base_constraint_set_id``: no rule (no database needs to hold it)."""
+
+
 class RunConfig(_Strict):
     """Everything a run needs; the same config and data give the same RunSummary."""
 
@@ -328,7 +332,9 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     engines: Engines = Field(default_factory=Engines)
     policies: Policies = Field(default_factory=Policies)
-    base_constraint_set_id: str = "cs_base"
+    base_constraint_set_id: str = BASE_SET
+    """The constraint set the run starts from: the default starts from no rule; any
+    other id must name a set the knowledge base holds."""
     scenario: Scenario = Field(default_factory=Scenario)
     generation: Generation = Field(default_factory=Generation)
     kb: KBConfig = Field(default_factory=KBConfig)

@@ -90,6 +90,7 @@ from alphaloop.orchestrator.claims import (
     work_key,
 )
 from alphaloop.orchestrator.config import (
+    BASE_SET,
     BestStrategy,
     ConfigError,
     IterationSummary,
@@ -363,6 +364,8 @@ class Runner:
         self.search_ref = self.search.data_ref
         if cfg.mode == "verification":
             self._something_to_verify()
+        if cfg.base_constraint_set_id != BASE_SET:
+            self._base_set_known()
         books = _book_families(cfg.generation.families)
         if books and self.search.n_symbols < MIN_BOOK_NAMES:
             raise ConfigError(
@@ -413,6 +416,23 @@ class Runner:
             raise ConfigError("mode: verification takes the candidates earlier runs "
                               "backtested on this data, and the knowledge base holds none; "
                               "run mode exploration or mixed on it first",
+                              code="INVALID_CONFIG")
+
+    def _base_set_known(self) -> None:
+        """A base set the user names must be one the knowledge base holds: a misspelt
+        id would otherwise start the run from no rule at all, silently."""
+        wanted = self.cfg.base_constraint_set_id
+        try:
+            with KnowledgeBase(self.cfg.kb.url, create=False) as kb:
+                known = kb.constraint_set(wanted) is not None
+        except KBError as exc:
+            if exc.code != "KB_NOT_FOUND":
+                raise
+            known = False
+        if not known:
+            raise ConfigError(f"base_constraint_set_id: the knowledge base holds no "
+                              f"constraint set {wanted!r} (`alphaloop kb constraints` "
+                              f"lists them); leave it out to start from no rule",
                               code="INVALID_CONFIG")
 
     def _open(self, *, resuming: bool) -> None:
