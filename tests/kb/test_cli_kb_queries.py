@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _kb_records import open_kb, run
+from _kb_records import backtest, batch, open_kb, run
 from typer.testing import CliRunner
 
 from alphaloop.cli import app
@@ -23,6 +23,7 @@ from alphaloop.kb import (
     FailureRecord,
     IterationBatch,
     IterationRecord,
+    KnowledgeBase,
     StrategyRecord,
 )
 from alphaloop.strategy.constraints import Clause, Constraint
@@ -309,3 +310,41 @@ def test_prune_claims_deletes_what_ended_long_enough_ago(tmp_path: Path) -> None
     assert sorted(kb.claims("k", ["old", "recent"])) == ["recent"]
     code, _, stderr = _run("kb", "prune-claims", "--url", url, "--older-than", "-1")
     assert code == 2 and "older-than" in stderr
+
+
+def test_show_names_the_loop_runs_where_a_strategy_passed_but_was_not_verified(
+        kb_url: str) -> None:
+    """s0a passed the score gates of run-a's iteration 0 and got no failure, no engine B
+    backtest and no survival there: the shortlist's top K left it out, which `kb show`
+    says (a black-box report found such strategies silent). Once engine B has run it in
+    that run, it is no longer listed; s0b, rejected, never is."""
+    kb = KnowledgeBase(kb_url)
+
+    def left(sid: str) -> list[dict[str, Any]]:
+        code, stdout, stderr = _run("kb", "show", sid, "--url", kb_url)
+        assert code == 0, stderr
+        return list(json.loads(stdout)["not_verified"])
+
+    kb.save_run(run())
+    kb.persist_iteration(batch(iteration=0))
+    shown = left("s0a")
+    assert [(x["run_id"], x["iteration"]) for x in shown] == [("run-a", 0)]
+    assert "top_k_to_verify" in shown[0]["why"]
+    assert left("s0b") == []
+    verified = IterationBatch(
+        iteration=IterationRecord(run_id="run-a", iteration=0, state="ITER_DONE", summary={}),
+        backtests=[backtest("run-a", 0, "s0a", 0.04, engine="B")])
+    kb.persist_iteration(verified)
+    assert left("s0a") == []
+    # an exploration run verifies nothing: that is the reason given, not the top K
+    kb.save_run(run("run-x", created_ns=2_000).model_copy(
+        update={"config": {"mode": "exploration"}}))
+    kb.persist_iteration(batch("run-x", iteration=0))
+    shown = left("s0a")
+    assert [x["run_id"] for x in shown] == ["run-x"] and "exploration" in shown[0]["why"]
+    assert "top_k" not in shown[0]["why"]
+    # an `evaluate` run's passing score is no loop's shortlist: never listed
+    kb.save_run(run("eval-1", created_ns=3_000).model_copy(
+        update={"config": {"kind": "evaluate"}}))
+    kb.persist_iteration(batch("eval-1", iteration=0))
+    assert [x["run_id"] for x in left("s0a")] == ["run-x"]

@@ -247,32 +247,6 @@ def test_a_known_strategy_keeps_its_spec(kb: KnowledgeBase) -> None:
     assert kb.strategy("s0a")["params"] == {"fast": 5}
 
 
-def test_show_names_the_loop_runs_where_a_strategy_passed_but_was_not_verified(
-        kb: KnowledgeBase) -> None:
-    """s0a passed the score gates of run-a's iteration 0 and got no failure, no engine B
-    backtest and no survival there: the shortlist's top K left it out, which `kb show`
-    says (a black-box report found such strategies silent). Once engine B has run it in
-    that run, it is no longer listed; s0b, rejected, never is."""
-    kb.save_run(run())
-    kb.persist_iteration(batch(iteration=0))
-    left = kb.strategy("s0a")["not_verified"]
-    assert [(x["run_id"], x["iteration"]) for x in left] == [("run-a", 0)]
-    assert "top_k_to_verify" in left[0]["why"]
-    assert kb.strategy("s0b")["not_verified"] == []
-    verified = IterationBatch(
-        iteration=IterationRecord(run_id="run-a", iteration=0, state="ITER_DONE", summary={}),
-        backtests=[backtest("run-a", 0, "s0a", 0.04, engine="B")])
-    kb.persist_iteration(verified)
-    assert kb.strategy("s0a")["not_verified"] == []
-    # an exploration run verifies nothing: that is the reason given, not the top K
-    kb.save_run(run("run-x", created_ns=2_000).model_copy(
-        update={"config": {"mode": "exploration"}}))
-    kb.persist_iteration(batch("run-x", iteration=0))
-    left = kb.strategy("s0a")["not_verified"]
-    assert [x["run_id"] for x in left] == ["run-x"] and "exploration" in left[0]["why"]
-    assert "top_k" not in left[0]["why"]
-
-
 def test_a_later_write_of_the_same_key_updates_it(kb: KnowledgeBase) -> None:
     kb.save_run(run())
     kb.persist_iteration(batch(iteration=0))

@@ -80,15 +80,37 @@ def kb_show(strategy_id: Annotated[str, typer.Argument(help="An id or a unique p
     scores and failures."""
     kb = _kb(url)
     record = kb.strategy(strategy_id)
-    configs: dict[str, Any] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    for row in [*record["backtests"], *record["scores"]]:
+        if row["run_id"] not in configs:
+            run = kb.get_run(row["run_id"])
+            configs[row["run_id"]] = (run.config if run is not None else None) or {}
     for bt in record["backtests"]:
-        if bt["run_id"] not in configs:
-            run = kb.get_run(bt["run_id"])
-            configs[bt["run_id"]] = (run.config if run is not None else None) or {}
         costs = _loop_costs(configs[bt["run_id"]], bt["engine"])
         if costs is not None:
             bt["costs"] = costs
+    modes = {run_id: config.get("mode") for run_id, config in configs.items()
+             if config.get("kind") != "evaluate"}  # the research loop's runs
+    record["not_verified"] = _not_verified(record, modes)
     out.print_json(json.dumps(record, default=str))
+
+
+def _not_verified(record: dict[str, Any], modes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The loop runs (``modes``: run id -> the config's mode) where the strategy passed
+    every score gate and was neither rejected, verified by engine B nor a survivor: an
+    exploration run verifies nothing, in the others the shortlist's top K left it out.
+    Not a failure (nothing about the strategy failed), so no failure record says it."""
+    done = ({f["run_id"] for f in record["failures"]}
+            | {b["run_id"] for b in record["backtests"] if b["engine"] == "B"}
+            | {b["run_id"] for b in record["survived"]})
+    later = "mode: verification takes the best earlier candidates through engine B"
+    return [{"run_id": s["run_id"], "iteration": s["iteration"],
+             "why": (f"passed every score gate of an exploration run, which verifies "
+                     f"nothing ({later})" if modes[s["run_id"]] == "exploration" else
+                     f"passed every score gate; below the shortlist's top_k_to_verify, so "
+                     f"not verified ({later})")}
+            for s in record["scores"]
+            if s["passed"] and s["run_id"] in modes and s["run_id"] not in done]
 
 
 def _loop_costs(config: dict[str, Any], engine: str) -> dict[str, Any] | None:

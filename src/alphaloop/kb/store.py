@@ -583,25 +583,6 @@ def _read_wal(wal_path: Path) -> list[IterationBatch]:
     return batches
 
 
-def _not_verified(record: Mapping[str, Any], modes: Mapping[str, str | None]
-                  ) -> list[dict[str, Any]]:
-    """The loop runs (``modes``: run id -> the config's mode) where the strategy passed
-    every score gate and was neither rejected, verified by engine B nor a survivor: an
-    exploration run verifies nothing, in the others the shortlist's top K left it out.
-    Not a failure (nothing about the strategy failed), so no failure record says it."""
-    done = ({f["run_id"] for f in record["failures"]}
-            | {b["run_id"] for b in record["backtests"] if b["engine"] == "B"}
-            | {b["run_id"] for b in record["survived"]})
-    later = "mode: verification takes the best earlier candidates through engine B"
-    return [{"run_id": s["run_id"], "iteration": s["iteration"],
-             "why": (f"passed every score gate of an exploration run, which verifies "
-                     f"nothing ({later})" if modes[s["run_id"]] == "exploration" else
-                     f"passed every score gate; below the shortlist's top_k_to_verify, so "
-                     f"not verified ({later})")}
-            for s in record["scores"]
-            if s["passed"] and s["run_id"] in modes and s["run_id"] not in done]
-
-
 # ------------------------------------------------------------------- the store
 
 
@@ -1167,12 +1148,6 @@ class KnowledgeBase:
             out["survived"] = [{"run_id": run_id, **best} for run_id, summary in runs
                                for best in (summary or {}).get("best_strategies", [])
                                if best.get("strategy_id") == sid]
-            scored = {s["run_id"] for s in out["scores"]}
-            loops = set(conn.execute(select(Iteration.run_id).distinct().where(
-                Iteration.run_id.in_(scored))).scalars())
-            modes = {r: (c or {}).get("mode") for r, c in conn.execute(
-                select(Run.run_id, Run.config).where(Run.run_id.in_(loops)))}
-        out["not_verified"] = _not_verified(out, modes)
         return out
 
     @staticmethod
