@@ -42,7 +42,10 @@ from the bars before:
   valued at the close where it was cancelled. ``null`` = unlimited volume. An
   order's size is fixed in shares when it first fills, so with no leverage cap a
   rising price (or a second minimum commission) can take cash below zero.
-- **lot_size**: orders are rounded down to whole lots (0 = fractional shares).
+- **lot_size**: positions stay in whole lots (0 = fractional shares). A sleeve's
+  orders are rounded down to whole lots; a ranked book's share targets are rounded
+  toward zero to whole lots, so a reduction may sell up to one lot more than the
+  exact target asks (target 10.7 shares with 12 held, lot 1: sell 2).
 - **borrow_bps**: a short held over a bar boundary pays ``borrow_bps/1e4 ·
   days/365 · |q| · previous close`` (ACT/365 calendar days).
 - **max_leverage**: an order that adds exposure is cut so that portfolio gross

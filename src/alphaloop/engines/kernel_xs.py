@@ -16,7 +16,8 @@ Timeline of a bar ``t`` (a run):
    the data gate) are closed at their last close, with costs;
 1. shorts held overnight pay borrow on their value at the last close;
 2. the open: weights decided at t-1 become share targets from the equity at this
-   open (positions at the open, the last close where a name has no bar); then every
+   open (positions at the open, the last close where a name has no bar), rounded
+   toward zero to whole lots (so positions stay in lots); then every
    order that reduces a position fills (sells fund buys), then every order that adds
    — each within the bar's volume cap (a share of the volume *before* the bar),
    rounded down to lots, adds cut to the leverage cap; what is not filled waits for

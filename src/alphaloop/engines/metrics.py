@@ -43,8 +43,13 @@ Definitions (``r`` one row of returns, ``T`` its length):
 ``profit_factor``           ``gross_profit / gross_loss`` (``gross_loss`` given
                             as a positive number); ``+inf`` when
                             ``gross_loss == 0 < gross_profit``; NaN when both 0
-``turnover``, ``exposure``, passed through unchanged: the engine computes them.
-``n_trades``,
+``turnover``                passed through: per year, ``sum_t(traded_t /
+                            equity_{t-1}) * ppy / T`` (traded notional at fill
+                            prices; 2.0 = the whole equity bought and sold once
+                            a year); engines A and B compute it
+``exposure``                passed through: ``mean_t(gross_t / equity_t)``, the
+                            mean gross position value over equity
+``n_trades``,               passed through
 ``effective_history_years``
 ==========================  =====================================================
 
