@@ -247,6 +247,16 @@ def test_a_known_strategy_keeps_its_spec(kb: KnowledgeBase) -> None:
     assert kb.strategy("s0a")["params"] == {"fast": 5}
 
 
+def test_strategy_rows_are_the_stored_rows_of_the_ids_asked(kb: KnowledgeBase) -> None:
+    kb.save_run(run())
+    kb.persist_iteration(batch(iteration=0))
+    rows = kb.strategy_rows(["s0b", "nope", "s0a", "s0b"])
+    assert sorted(rows) == ["s0a", "s0b"]
+    assert rows["s0a"]["params"] == {"fast": 5} and rows["s0b"]["family"] == "sma_cross"
+    assert rows["s0a"]["spec"] == {"family": "sma_cross", "entry": "sma(close, 5) > close"}
+    assert kb.strategy_rows([]) == {}
+
+
 def test_a_later_write_of_the_same_key_updates_it(kb: KnowledgeBase) -> None:
     kb.save_run(run())
     kb.persist_iteration(batch(iteration=0))

@@ -1217,6 +1217,16 @@ class KnowledgeBase:
             found: str | None = conn.execute(stmt).scalar_one_or_none()
         return found
 
+    def strategy_rows(self, strategy_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored rows (``strategy_id``, ``family``, ``params``, ``spec``) of these
+        strategies, by id; ids the knowledge base does not hold are left out."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._reading() as conn:
+            for part in _parts(list(dict.fromkeys(strategy_ids))):
+                rows = conn.execute(select(_t(Strategy)).where(Strategy.strategy_id.in_(part)))
+                out.update({r.strategy_id: dict(r._mapping) for r in rows})
+        return out
+
     def strategy_index(self) -> pd.DataFrame:
         """One row per strategy, sorted by id: ``strategy_id``, ``family``, ``params``,
         ``spec``, ``best_score`` (its best ``score_total`` anywhere, NaN if never scored)

@@ -943,11 +943,13 @@ class Runner:
             return []
         pool = tested[~tested["strategy_id"].isin(done | self.run_tested)]
         pool = pool.sort_values(["sharpe", "strategy_id"], ascending=[False, True]).head(n)
+        ids = [str(sid) for sid in pool["strategy_id"]]
+        stored = self.kb.strategy_rows(ids)  # every tested strategy has its row
         out = []
-        for sid in pool["strategy_id"]:
-            stored = self.kb.strategy(str(sid))
-            out.append({"strategy_id": str(sid), "spec": stored["spec"],
-                        "family": stored.get("family"), "params": stored.get("params") or {}})
+        for sid in ids:
+            row = stored[sid]
+            out.append({"strategy_id": sid, "spec": row["spec"],
+                        "family": row.get("family"), "params": row.get("params") or {}})
         return out
 
     def _advance(self, alloc: dict[str, int]) -> None:
