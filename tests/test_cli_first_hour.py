@@ -327,3 +327,28 @@ def test_command_listings_keep_each_summary_in_one_paragraph() -> None:
         assert continuation == [], (group, continuation)
     listing = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "300"}).stdout
     assert "on the data before the holdout, each against its benchmark" in listing
+
+
+def test_an_error_message_with_its_own_line_breaks_is_printed_as_one_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """psycopg's "connection refused" carries a second line ("\\n\\tIs the server
+    running...?"): the CLI's error is still one line, and so is the --json message."""
+    import typer
+
+    from alphaloop.cli._common import _friendly
+    from alphaloop.errors import ErrorClass
+    from alphaloop.kb import KBError
+
+    @_friendly
+    def command(as_json: bool = False) -> None:
+        raise KBError("cannot read db: refused\n\tIs the server running?",
+                      code="KB_READ_FAIL", error_class=ErrorClass.TRANSIENT)
+
+    with pytest.raises(typer.Exit) as exc:
+        command(as_json=True)
+    assert exc.value.exit_code == 2
+    got = capsys.readouterr()
+    assert got.err.strip().splitlines() == [
+        "error: [KB_READ_FAIL] cannot read db: refused Is the server running?"]
+    assert json.loads(got.out)["error"]["message"] == \
+        "cannot read db: refused Is the server running?"

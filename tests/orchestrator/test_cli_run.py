@@ -120,6 +120,61 @@ def test_an_out_dir_that_is_a_file_or_empty_windows_stop_before_writing(
     assert not (tmp_path / "kb.sqlite").exists() and not (tmp_path / "runs").exists()
 
 
+def test_an_out_dir_that_cannot_be_made_is_one_line_not_a_traceback(
+        tmp_path: Path, noise_path: Path) -> None:
+    """The system refuses the run's folder (here: a file where a folder should be above
+    it; a read-only folder is the same OSError): one line naming the path, exit 2, and
+    with --json one JSON object (a black-box report got a PermissionError traceback)."""
+    (tmp_path / "plain").write_text("a file")
+    path = _write(tmp_path, noise_path, out_dir=str(tmp_path / "plain" / "runs"))
+    res = runner.invoke(app, ["run", str(path), "--json"])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "IO_ERROR" in lines[0] and "plain" in lines[0], lines
+    err = json.loads(res.stdout)["error"]
+    assert err["code"] == "IO_ERROR" and err["class"] == "PERMANENT"
+
+
+@pytest.mark.parametrize(("name", "commands"), [
+    ("loop.json", (["resume"],)), ("summary.json", (["resume"], ["status"]))])
+def test_a_damaged_run_file_is_one_line_naming_it(tmp_path: Path, noise_path: Path,
+                                                  name: str,
+                                                  commands: tuple[list[str], ...]) -> None:
+    path = _write(tmp_path, noise_path, budgets={"max_iterations": 1})
+    assert runner.invoke(app, ["run", str(path)]).exit_code == 0
+    (tmp_path / "runs" / "cli1" / name).write_text("{bad")
+    for command in commands:
+        res = runner.invoke(app, [*command, "cli1", "--out-dir", str(tmp_path / "runs")])
+        assert res.exit_code == 2, res.output
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "RUN_DAMAGED" in lines[0] and name in lines[0], lines
+
+
+def test_json_stdout_is_one_object_whatever_the_run_writes_to_the_process_stdout(
+        tmp_path: Path, noise_path: Path) -> None:
+    """A Ray cluster losing a node writes its log to the process's stdout (from C++ and
+    its own threads); with --json that used to come before the RunSummary."""
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, noise_path, budgets={"max_iterations": 1})
+    code = ("import os\n"
+            "from alphaloop.orchestrator import Runner\n"
+            "plain = Runner.run\n"
+            "def run(self):\n"
+            "    os.write(1, b'(raylet) a node is gone\\n')\n"
+            "    print('a library speaks')\n"
+            "    return plain(self)\n"
+            "Runner.run = run\n"
+            "from alphaloop.cli import app\n"
+            f"app(['run', {str(path)!r}, '--json'])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["status"] == "DONE_BUDGET_EXHAUSTED"
+    assert "(raylet) a node is gone" in res.stderr and "a library speaks" in res.stderr
+
+
 def test_malformed_yaml_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("budgets: {max_iterations: [\n")

@@ -20,7 +20,7 @@ from conftest import N_BARS
 from alphaloop.errors import AlphaloopError, ErrorClass, SpecError
 from alphaloop.kb.store import KnowledgeBase
 from alphaloop.orchestrator import stages as st
-from alphaloop.orchestrator.config import Promotion, Retry, RunConfig
+from alphaloop.orchestrator.config import ConfigError, Promotion, Retry, RunConfig
 from alphaloop.orchestrator.events import EventLog
 from alphaloop.orchestrator.policies import EarlyStop, RetryPolicy
 from alphaloop.orchestrator.runner import Runner, runs_root
@@ -289,7 +289,6 @@ def test_a_calendar_break_is_refused_before_anything_is_written(make_config: Mak
     CRITICAL data-quality code): the loader refuses the panel, so the run is refused
     as a bad config, with no folder and no KB record."""
     from alphaloop.data.synthetic import generate
-    from alphaloop.orchestrator.config import ConfigError
 
     long = generate(2, 400, seed=3).to_long()
     extra = long.iloc[[10]].copy()
@@ -374,6 +373,92 @@ def test_TEST_624_persist_failure_falls_back_and_loses_nothing(
     assert len(a.iterations(cfg.run_id)) == 2
     for table in ("backtests", "scores", "failures", "strategies", "iterations"):
         assert a.stats()["tables"][table] == b.stats()["tables"][table], table
+
+
+def test_a_kb_locked_past_the_last_iteration_is_reported_and_caught_up_by_resume(
+        make_config: Make, noise_path: Path) -> None:
+    """The lock is held from the last iteration's S95 until after the run: the run says
+    the KB is behind (the CLI exits 75) instead of ending as if all were stored; resume
+    of the finished run replays its logs (it used to return the summary and write
+    nothing: the KB held the run but none of its iterations)."""
+    cfg = make_config(noise_path, budgets={"max_iterations": 1})
+    cfg = cfg.model_copy(update={"kb": cfg.kb.model_copy(update={"busy_timeout_s": 0.2})})
+    db = Path(cfg.kb.url.removeprefix("sqlite:///"))
+    KnowledgeBase(cfg.kb.url).close()
+    lock = sqlite3.connect(db, timeout=0, isolation_level=None)
+
+    def fault(i: int, stage: str, attempt: int) -> None:
+        if stage == "S95" and attempt == 1:
+            lock.execute("BEGIN EXCLUSIVE")
+
+    runner = Runner(cfg, fault=fault, sleep=lambda s: None)
+    summary = runner.run()
+    assert summary.status == "DONE_BUDGET_EXHAUSTED" and runner.kb_behind
+    lock.execute("COMMIT")
+    lock.close()
+    assert len(KnowledgeBase(cfg.kb.url).iterations(cfg.run_id)) == 0
+    again = Runner.of_run(cfg.run_id, out_dir=cfg.out_dir, sleep=lambda s: None)
+    assert again.resume_run() == summary and not again.kb_behind
+    kb = KnowledgeBase(cfg.kb.url)
+    assert len(kb.iterations(cfg.run_id)) == 1
+    assert kb.get_run(cfg.run_id).status == "DONE_BUDGET_EXHAUSTED"
+    assert kb.stats()["tables"]["backtests"] == summary.stats.backtests
+
+
+def test_a_run_killed_before_its_kb_row_resumes_and_a_taken_run_id_is_refused(
+        make_config: Make, noise_path: Path, tmp_path: Path) -> None:
+    """Killed after its folder's files but before its KB row: resume used to fail on
+    the KB's foreign key and run on 'exists already', forever. A run_id the KB holds
+    (a run of another out_dir) used to be taken over silently, the two runs' records
+    merged under one id."""
+    cfg = make_config(noise_path, budgets={"max_iterations": 1})
+
+    class Killed(Exception):
+        pass
+
+    def killed() -> None:
+        raise Killed
+
+    first = Runner(cfg)
+    first._start = killed  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        first.run()
+    assert KnowledgeBase(cfg.kb.url).get_run(cfg.run_id) is None
+    summary = Runner.resume(cfg.run_id, out_dir=cfg.out_dir)
+    assert summary.status == "DONE_BUDGET_EXHAUSTED"
+    alone = Runner(make_config(noise_path, run_id="alone", budgets={"max_iterations": 1},
+                               kb={"url": f"sqlite:///{tmp_path / 'alone.sqlite'}"})).run()
+    assert summary.stats == alone.stats and summary.best_strategies == alone.best_strategies
+    assert KnowledgeBase(cfg.kb.url).get_run(cfg.run_id).status == "DONE_BUDGET_EXHAUSTED"
+    elsewhere = cfg.model_copy(update={"out_dir": str(tmp_path / "elsewhere")})
+    with pytest.raises(ConfigError, match="exists already in the knowledge base"):
+        Runner(elsewhere).run()
+    assert not (tmp_path / "elsewhere" / cfg.run_id).exists()
+
+
+def test_resume_of_a_run_another_live_process_runs_is_refused(
+        make_config: Make, noise_path: Path) -> None:
+    """A black-box report: `resume` beside a running `run` ran the same stages twice."""
+    import json
+    import socket
+    import subprocess
+
+    from alphaloop.orchestrator.runner import OWNER_FILE
+
+    cfg = make_config(noise_path, budgets={"max_iterations": 1})
+    summary = Runner(cfg).run()
+    root = runs_root(cfg.out_dir) / cfg.run_id
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (root / OWNER_FILE).write_text(json.dumps({"pid": other.pid,
+                                                   "host": socket.gethostname()}))
+        with pytest.raises(ConfigError, match=f"process {other.pid}") as exc:
+            Runner.resume(cfg.run_id, out_dir=cfg.out_dir)
+        assert exc.value.code == "RUN_BUSY"
+    finally:
+        other.kill()
+        other.wait()
+    assert Runner.resume(cfg.run_id, out_dir=cfg.out_dir) == summary  # its process is gone
 
 
 # ------------------------------------------------------------ MOD-400 §11.3

@@ -3,6 +3,7 @@ formatting and table writing. Light imports only (CLI start-up time matters)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -30,22 +31,41 @@ SlipOpt = Annotated[float | None, typer.Option("--slippage-bps", help="Slippage 
 
 
 def _friendly(fn: F) -> F:
-    """Turn alphaloop's own errors into one line on stderr and exit code 2."""
+    """Turn alphaloop's own errors, and the system's refusals (OSError), into one line
+    on stderr and exit code 2 (75 for a full disk)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except AlphaloopError as exc:
-            # the message echoes user input (an expression, a path): never read it as markup
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True,
-                      soft_wrap=True)
-            if kwargs.get("as_json"):  # --json promises one JSON object on stdout: this one
-                print(json.dumps({"error": {"code": exc.code, "class": str(exc.error_class),
-                                            "message": exc.message}}))
+            _error_line(str(exc), exc.code, str(exc.error_class), exc.message,
+                        as_json=bool(kwargs.get("as_json")))
             raise typer.Exit(2) from None
+        except OSError as exc:
+            # a folder that cannot be written, a full disk: where it arose is said, no
+            # traceback; a full disk may pass (TRANSIENT, 75), a refusal will not
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            where = f": {exc.filename}" if exc.filename else ""
+            text = f"{exc.strerror or exc}{where}"
+            _error_line(f"[IO_ERROR] {text}", "IO_ERROR",
+                        str(ErrorClass.TRANSIENT if full else ErrorClass.PERMANENT), text,
+                        as_json=bool(kwargs.get("as_json")))
+            raise typer.Exit(75 if full else 2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error_line(line: str, code: str, error_class: str, message: str, *,
+                as_json: bool) -> None:
+    """One line on stderr (a message's own line breaks, e.g. a database driver's hint,
+    are folded into it) and, with ``--json``, the one JSON object on stdout."""
+    # the message echoes user input (an expression, a path): never read it as markup
+    err.print(f"[bold red]error:[/] {escape(' '.join(line.split()))}", highlight=False,
+              markup=True, soft_wrap=True)
+    if as_json:  # --json promises one JSON object on stdout: this one
+        print(json.dumps({"error": {"code": code, "class": error_class,
+                                    "message": " ".join(message.split())}}))
 
 
 def _costs(fees_bps: float | None, slippage_bps: float | None) -> Any:

@@ -7,6 +7,10 @@ the RunSummary ends every command.
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +32,8 @@ def run(config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml",
     from alphaloop.orchestrator import RunConfig, Runner
 
     cfg = RunConfig.from_yaml(config)
-    with _LiveView(cfg.budgets.max_iterations, cfg.budgets.max_backtests) as view:
+    with _stdout_kept(as_json), _LiveView(cfg.budgets.max_iterations,
+                                          cfg.budgets.max_backtests) as view:
         runner = Runner(cfg, progress=view.update)
         summary = runner.run()
     executor = getattr(runner, "executor", None)
@@ -36,6 +41,7 @@ def run(config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml",
         err.print(f"work ran on {executor.describe()}", highlight=False, markup=False,
                   soft_wrap=True)
     _print_summary(summary, as_json)
+    _kb_behind(runner)
     _write_report(runner.root, as_json)
     _exit_for(summary)
 
@@ -52,9 +58,11 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
     folder = run_folder(run_id, out_dir)
     stored = _stored_summary(folder)
     ended = stored is not None and stored.status in FINAL_RUN_STATES
-    with _LiveView(None, None) as view:
-        summary = Runner.resume(folder.name, out_dir=str(folder.parent), progress=view.update)
+    with _stdout_kept(as_json), _LiveView(None, None) as view:
+        runner = Runner.of_run(folder.name, out_dir=str(folder.parent), progress=view.update)
+        summary = runner.resume_run()
     _print_summary(summary, as_json)
+    _kb_behind(runner)
     _write_report(folder, as_json)
     if not ended:  # what this resume did decides the exit code
         _exit_for(summary)
@@ -86,14 +94,45 @@ def register(app: typer.Typer) -> None:
 
 
 # ------------------------------------------------------------------ output
+@contextmanager
+def _stdout_kept(as_json: bool) -> Iterator[None]:
+    """With ``--json``, whatever the run's libraries write to the process's stdout
+    (Ray's log of a lost node, from its own threads and C++ core) goes to stderr: stdout
+    holds the one JSON object printed after the run."""
+    if not as_json:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _stored_summary(folder: Path) -> Any:
     """The run's last written RunSummary, or None before its first one."""
     from alphaloop.orchestrator.config import RunSummary
-    from alphaloop.orchestrator.runner import SUMMARY_FILE
+    from alphaloop.orchestrator.runner import SUMMARY_FILE, read_run_file
 
     path = folder / SUMMARY_FILE
-    return (RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
-            if path.exists() else None)
+    return read_run_file(path, RunSummary.model_validate_json) if path.exists() else None
+
+
+def _kb_behind(runner: Any) -> None:
+    """The run's last records wait in its logs when the knowledge base could not take
+    them (locked, unreachable): say so, and exit 75 (EX_TEMPFAIL, try again later)
+    instead of a report that would read a knowledge base without them."""
+    if not getattr(runner, "kb_behind", False):
+        return
+    err.print(f"warning: the knowledge base did not take this run's last records; they "
+              f"wait in the run's folder ({runner.root}), and `alphaloop resume "
+              f"{runner.cfg.run_id} --out-dir {runner.root.parent}` writes them",
+              highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(75)
 
 
 def _exit_for(summary: Any) -> None:

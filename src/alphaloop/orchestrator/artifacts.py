@@ -109,8 +109,13 @@ class StageStore:
             return None
         if meta.get("inputs_hash") != inputs:
             return None
-        with open(folder / OUTPUT, "rb") as fh:
-            return pickle.load(fh)
+        try:
+            with open(folder / OUTPUT, "rb") as fh:
+                return pickle.load(fh)
+        except Exception:  # damaged bytes raise any type while they are unpickled
+            # a damaged output (a disk error, a hand edit) is no output: the stage runs
+            # again, with the same numbers, instead of stopping the resume
+            return None
 
     def marker(self, iteration: int, stage_id: str) -> dict[str, Any]:
         """The completion marker of a stored stage ({} when unreadable or absent)."""

@@ -439,6 +439,7 @@ class Runner:
         cfg = self.cfg
         self.kb = KnowledgeBase(cfg.kb.url, busy_timeout_s=cfg.kb.busy_timeout_s)
         self._kb_down = False
+        self.kb_behind = False  # see _settle
         self._stage_run_ids: set[str] | None = None  # see _recorded_stage_runs
         self.events = EventLog(self.root, cfg.run_id)
         self.store = StageStore(self.root)
@@ -504,8 +505,16 @@ class Runner:
             raise ConfigError(f"run {self.cfg.run_id} exists already: use "
                               f"`alphaloop resume {self.cfg.run_id}`", code="INVALID_CONFIG")
         self._open(resuming=False)
+        if self.kb.get_run(self.cfg.run_id) is not None:  # a run of another out_dir
+            raise ConfigError(f"run {self.cfg.run_id} exists already in the knowledge base "
+                              f"({self.cfg.kb.url}): give the new run another run_id",
+                              code="INVALID_CONFIG")
         write_json(self.root / CONFIG_FILE, self.cfg.model_dump(mode="json"))
         write_json(self.root / DATA_REF_FILE, self._data_refs())
+        return self._start()
+
+    def _start(self) -> RunSummary:
+        """The run's KB row (RUN_CREATED), then RUNNING and the loop."""
         now = self.created_ns
         self.kb.save_run(rec.RunRecord(run_id=self.cfg.run_id, status=RunState.RUN_CREATED,
                                        seed=self.cfg.seed, data_ref=self.search_ref,
@@ -520,23 +529,50 @@ class Runner:
                **kwargs: Any) -> RunSummary:
         """Continue a stopped or killed run; a finished one returns its RunSummary.
         ``run_id`` may be a unique prefix; see :func:`run_folder` for where it is found."""
+        return cls.of_run(run_id, out_dir=out_dir, kb_url=kb_url, **kwargs).resume_run()
+
+    @classmethod
+    def of_run(cls, run_id: str, *, out_dir: str | None = None, kb_url: str | None = None,
+               **kwargs: Any) -> Runner:
+        """A runner for the stored run ``run_id`` (a unique prefix works), to resume."""
         path = run_folder(run_id, out_dir) / CONFIG_FILE
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_run_file(path, json.loads)
         if kb_url is not None:
             data["kb"] = {"url": kb_url}
-        runner = cls(RunConfig.from_dict(data, source=str(path)), **kwargs)
+        return cls(RunConfig.from_dict(data, source=str(path)), **kwargs)
+
+    def resume_run(self) -> RunSummary:
+        """:meth:`resume` on this runner."""
+        runner = self
+        busy = _running_here(self.root)
+        if busy is not None:  # two processes would run one run's stages twice
+            raise ConfigError(f"run {self.cfg.run_id} is running now, in process {busy} "
+                              f"on this machine: wait for it to end (or stop it) before "
+                              f"resuming", code="RUN_BUSY")
         runner._open(resuming=True)
         stored = runner.kb.get_run(runner.cfg.run_id)
         status = RunState(stored.status) if stored else RunState.RUNNING
-        if status in FINAL_RUN_STATES and (runner.root / SUMMARY_FILE).exists():
-            return RunSummary.model_validate_json(
-                (runner.root / SUMMARY_FILE).read_text(encoding="utf-8"))
+        ended = runner._ended()
+        if ended is not None:
+            runner._settle(ended)  # what the KB could not take when the run ended
+            return ended
         runner._same_data(stored)
+        if stored is None:  # killed (or refused) before its KB row was written
+            return runner._start()
         machine = run_machine(RunState.PAUSED if status == RunState.PAUSED
                               else RunState.RUNNING)
         if machine.state == RunState.PAUSED:
             runner._move_run(machine, RunState.RUNNING)
         return runner._loop(machine)
+
+    def _ended(self) -> RunSummary | None:
+        """The final RunSummary the run wrote when it ended, else None. The file, not
+        the KB, says so: the KB may not have taken the final status."""
+        path = self.root / SUMMARY_FILE
+        if not path.exists():
+            return None
+        summary = read_run_file(path, RunSummary.model_validate_json)
+        return summary if summary.status in FINAL_RUN_STATES else None
 
     def _data_refs(self) -> dict[str, str]:
         return {"search": self.search_ref, "validation": self.validation.data_ref,
@@ -546,7 +582,7 @@ class Runner:
         """A resumed run continues on the data it started on, or not at all: mixing
         results of two data versions in one run would make its numbers nobody's."""
         path = self.root / DATA_REF_FILE
-        then = (json.loads(path.read_text(encoding="utf-8")) if path.exists()
+        then = (read_run_file(path, json.loads) if path.exists()
                 else {"search": stored.data_ref} if stored is not None else {})
         now = self._data_refs()
         changed = [w for w, ref in then.items() if now.get(w) != ref]
@@ -589,15 +625,23 @@ class Runner:
         self._move_run(machine, final, error_code=None if final != RunState.FAILED_FATAL
                        else reason.split(":")[0], stop_reason=reason)
         summary = self._write_summary(final, reason)
+        self._settle(summary)
+        return summary
+
+    def _settle(self, summary: RunSummary) -> None:
+        """The knowledge base takes what waits in the run's logs and the run's status.
+        Where it cannot now (locked, unreachable), ``kb_behind`` says so: the logs and
+        the summary file keep it all, and ``resume`` writes it later."""
         self._kb_catch_up()
         try:
-            self.kb.set_run_status(self.cfg.run_id, str(final),
+            self.kb.set_run_status(self.cfg.run_id, summary.status,
                                    summary=summary.model_dump(mode="json"),
-                                   finished=final in FINAL_RUN_STATES)
-        except KBError as exc:  # the summary file has it; `resume` records it later
+                                   finished=summary.status in FINAL_RUN_STATES)
+        except KBError as exc:
             if exc.error_class is not ErrorClass.TRANSIENT:
                 raise
-        return summary
+            self._kb_down = True
+        self.kb_behind = self._kb_down
 
     def _budget_stop(self, done: int) -> str | None:
         b = self.cfg.budgets
@@ -1559,6 +1603,32 @@ def loop_alive(folder: Path) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False  # no owner file (or an unreadable one): no process claims the run
     return True
+
+
+def read_run_file(path: Path, parse: Callable[[str], R]) -> R:
+    """One of a run folder's own files, parsed; a damaged one (a disk error, a hand
+    edit) is one ``ConfigError`` ``RUN_DAMAGED`` naming it, not a traceback."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        return parse(text)
+    except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError both
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path} cannot be read ({first}): the run folder is damaged",
+                          code="RUN_DAMAGED") from None
+
+
+def _running_here(folder: Path) -> int | None:
+    """The pid of another live process of this machine running this run, else None
+    (an owner on another machine cannot be checked from here: not refused)."""
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
+        pid = int(owner["pid"])
+        same_host = owner["host"] == socket.gethostname()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not same_host or pid == os.getpid() or not loop_alive(folder):
+        return None
+    return pid
 
 
 def _check_interval(bars: Bars, interval: str | None) -> None:
