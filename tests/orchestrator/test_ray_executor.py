@@ -42,7 +42,10 @@ CLUSTER_ENV = {
     "RAY_health_check_initial_delay_ms": "0",
     # every task result goes to the object store of the node that made it (none is sent
     # inline to the caller): a result on a node that dies is lost, not already delivered
-    "RAY_max_direct_call_object_size": "1024"}
+    "RAY_max_direct_call_object_size": "1024",
+    # a token a user's own Ray left in ~/.ray must not turn this loopback cluster's
+    # token authentication on (its second node then fails to join)
+    "RAY_AUTH_MODE": "disabled"}
 OVER = {"generation": {"families": ["sma_cross", "momentum"], "sampler": "sobol",
                        "candidates_per_iteration": 96},
         "budgets": {"max_iterations": 3, "max_backtests": 2000}}
