@@ -92,6 +92,19 @@ def test_a_bad_url_is_a_permanent_error() -> None:
     assert (err.value.code, err.value.error_class) == ("KB_INVALID_URL", ErrorClass.PERMANENT)
 
 
+def test_a_reader_refuses_an_empty_file_and_leaves_it_empty(tmp_path: Path) -> None:
+    """A zero-byte kb.sqlite used to be read as an empty KB, and the reader's migration
+    wrote the schema into it; a run (a writer) still makes its KB there."""
+    path = tmp_path / "kb.sqlite"
+    path.write_bytes(b"")
+    with pytest.raises(KBError, match="empty file") as err:
+        KnowledgeBase(f"sqlite:///{path}", create=False)
+    assert err.value.code == "KB_NOT_FOUND" and path.stat().st_size == 0
+    with KnowledgeBase(f"sqlite:///{path}") as kb:
+        kb.save_run(run())
+    assert KnowledgeBase(f"sqlite:///{path}", create=False).get_run("run-a") is not None
+
+
 def test_close_ends_the_handle(tmp_path: Path) -> None:
     with open_kb(tmp_path / "kb.sqlite") as kb:
         kb.save_run(run())

@@ -621,6 +621,12 @@ class KnowledgeBase:
                 raise KBError(f"no knowledge base at {self.path} (a run creates one; "
                               "--url names another)", code="KB_NOT_FOUND",
                               error_class=_PERMANENT)
+            if not create and self.path.is_file() and self.path.stat().st_size == 0:
+                # SQLite would take an empty file for an empty database and a reader's
+                # migration would write the schema into it: a reader writes nothing
+                raise KBError(f"{self.path} is an empty file (0 bytes), not a knowledge "
+                              "base (a run creates one there)", code="KB_NOT_FOUND",
+                              error_class=_PERMANENT)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with _left_as_it_was(self.path):
                 revision = _revision_of(_inspect_sqlite(self.path), str(self.path))
