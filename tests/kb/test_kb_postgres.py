@@ -148,6 +148,20 @@ def test_an_unreachable_server_is_a_transient_read_failure() -> None:
     assert err.value.code == "KB_READ_FAIL" and err.value.error_class is ErrorClass.TRANSIENT
 
 
+@pytest.mark.parametrize("who, database", [("postgres", "no_such_database"),
+                                            ("no_such_role", "postgres")])
+def test_a_server_refusing_the_login_is_a_permanent_failure(postgres_server: str, who: str,
+                                                            database: str) -> None:
+    """A missing database or role will be missing on the next try too: retrying it, or
+    a loop pausing on it as on an unreachable server, would only wait."""
+    host = postgres_server.split("@", 1)[1].rsplit("/", 1)[0]
+    with pytest.raises(KBError) as err:
+        KnowledgeBase(f"postgresql+psycopg://{who}@{host}/{database}")
+    assert err.value.code == "KB_ACCESS_DENIED"
+    assert err.value.error_class is ErrorClass.PERMANENT
+    assert "does not exist" in str(err.value)
+
+
 def test_json_columns_keep_nested_values_and_nulls(pg: str) -> None:
     kb = KnowledgeBase(pg)
     kb.save_run(run())

@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -138,7 +139,8 @@ class KBError(AlphaloopError):
     - TRANSIENT ``DB_LOCKED`` / ``KB_WRITE_FAIL`` / ``KB_READ_FAIL``: try again later,
       or queue the write (:meth:`KnowledgeBase.persist_or_queue`).
     - PERMANENT ``KB_NOT_FOUND`` / ``KB_AMBIGUOUS`` / ``KB_INTEGRITY`` /
-      ``KB_INVALID_URL`` / ``KB_CLOSED``: the request itself is wrong.
+      ``KB_INVALID_URL`` / ``KB_ACCESS_DENIED`` / ``KB_CLOSED``: the request itself is
+      wrong (``KB_ACCESS_DENIED``: a server refused the login or has no such database).
     """
 
     code = "KB_ERROR"
@@ -367,6 +369,17 @@ def _is_lock(exc: BaseException | None) -> bool:
 def _is_readonly(exc: BaseException | None) -> bool:
     text_ = str(exc).lower()
     return "readonly" in text_ or "read-only" in text_
+
+
+# what a PostgreSQL server says when it rejects a login (psycopg gives no SQLSTATE for a
+# failed connection, only the server's text)
+_REFUSAL = re.compile(r"password authentication failed|no pg_hba\.conf entry|no password "
+                      r"supplied|permission denied for database|(database|role) \".*\" "
+                      r"does not exist")
+
+
+def _is_refusal(exc: BaseException | None) -> bool:
+    return _REFUSAL.search(str(exc)) is not None
 
 
 # ------------------------------------------------------------------------ JSON forms
@@ -653,8 +666,16 @@ class KnowledgeBase:
         try:
             return read()
         except sa_exc.OperationalError as exc:
-            raise KBError(f"cannot read {self._where}: {exc.orig}", code="KB_READ_FAIL",
-                          error_class=_TRANSIENT) from exc
+            raise self._read_error(exc) from exc
+
+    def _read_error(self, exc: sa_exc.OperationalError) -> KBError:
+        """A server that refused us (no such database or role, a wrong password) will
+        refuse again: PERMANENT. Anything else (unreachable, restarting) may pass."""
+        if _is_refusal(exc.orig):
+            return KBError(f"{self._where} refused the connection: {exc.orig}",
+                           code="KB_ACCESS_DENIED", error_class=_PERMANENT)
+        return KBError(f"cannot read {self._where}: {exc.orig}", code="KB_READ_FAIL",
+                       error_class=_TRANSIENT)
 
     def _upgrade(self) -> None:
         """Migrate to head in one IMMEDIATE transaction (a concurrent opener waits)."""
@@ -761,8 +782,7 @@ class KnowledgeBase:
         except KBError:
             raise
         except sa_exc.OperationalError as exc:
-            raise KBError(f"cannot read {self._where}: {exc.orig}", code="KB_READ_FAIL",
-                          error_class=_TRANSIENT) from exc
+            raise self._read_error(exc) from exc
 
     def _frame(self, stmt: Select[Any]) -> pd.DataFrame:
         with self._reading() as conn:
