@@ -150,6 +150,22 @@ def test_a_damaged_run_file_is_one_line_naming_it(tmp_path: Path, noise_path: Pa
         assert len(lines) == 1 and "RUN_DAMAGED" in lines[0] and name in lines[0], lines
 
 
+def test_an_unfinished_run_with_a_damaged_data_ref_is_one_line_naming_it(
+        tmp_path: Path, noise_path: Path) -> None:
+    """Resuming reads which data the run used from data_ref.json before anything else;
+    without its summary the run counts as unfinished, so the damaged file is read."""
+    path = _write(tmp_path, noise_path, budgets={"max_iterations": 1})
+    assert runner.invoke(app, ["run", str(path)]).exit_code == 0
+    folder = tmp_path / "runs" / "cli1"
+    (folder / "summary.json").unlink()
+    (folder / "data_ref.json").write_text("{bad")
+    res = runner.invoke(app, ["resume", "cli1", "--out-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "RUN_DAMAGED" in lines[0] and "data_ref.json" in lines[0], lines
+    assert (folder / "data_ref.json").read_text() == "{bad"  # left as found
+
+
 def test_json_stdout_is_one_object_whatever_the_run_writes_to_the_process_stdout(
         tmp_path: Path, noise_path: Path) -> None:
     """A Ray cluster losing a node writes its log to the process's stdout (from C++ and
