@@ -1,3 +1,3 @@
-from alphaloop.cli import main
+from alphaloop._console import main
 
 main()

@@ -41,7 +41,7 @@ stages.run_batch = _counted_batch(stages.run_batch)  # type: ignore[assignment]
 stages.verify = _counted_verify(stages.verify)  # type: ignore[assignment]
 
 if __name__ == "__main__":
-    from alphaloop.cli import main
+    from alphaloop._console import main
 
     sys.argv = ["alphaloop", *sys.argv[2:]]
     main()

@@ -117,6 +117,7 @@ def _interrupt_change_the_data_then_resume(work: Path, planted: Path, noise: Pat
     proc.send_signal(signal.SIGINT)
     out, errs = proc.communicate(timeout=300)
     assert proc.returncode == 130, errs
+    assert f"paused: `alphaloop resume sigint --out-dir {work / 'runs'}` continues it" in errs
     paused = json.loads(out)
     assert (paused["status"], paused["stop_reason"]) == ("PAUSED", "interrupted")
     events = [json.loads(line) for line in

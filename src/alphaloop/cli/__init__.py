@@ -65,8 +65,4 @@ def _listing_lines(typer_app: typer.Typer) -> None:
 
 _listing_lines(app)
 
-__all__ = ["app", "main"]
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+__all__ = ["app"]

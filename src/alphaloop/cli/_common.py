@@ -32,7 +32,7 @@ SlipOpt = Annotated[float | None, typer.Option("--slippage-bps", help="Slippage 
 
 def _friendly(fn: F) -> F:
     """Turn alphaloop's own errors, and the system's refusals (OSError), into one line
-    on stderr and exit code 2 (75 for a full disk)."""
+    on stderr and exit code 2 (75 for a full disk); Ctrl-C into one line and 130."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -52,6 +52,16 @@ def _friendly(fn: F) -> F:
                         str(ErrorClass.TRANSIENT if full else ErrorClass.PERMANENT), text,
                         as_json=bool(kwargs.get("as_json")))
             raise typer.Exit(75 if full else 2) from None
+        except KeyboardInterrupt:
+            # a run in progress pauses itself and says how to resume; what reaches here
+            # was stopped before one started, or is a command of its own (writes go
+            # to a temporary file first, so none is left half-written)
+            from alphaloop._console import said_interrupted
+
+            _error_line("interrupted (Ctrl-C)", "INTERRUPTED", str(ErrorClass.TRANSIENT),
+                        "interrupted (Ctrl-C)", as_json=bool(kwargs.get("as_json")))
+            said_interrupted()
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -43,7 +43,7 @@ def run(config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml",
     _print_summary(summary, as_json)
     _kb_behind(runner)
     _write_report(runner.root, as_json)
-    _exit_for(summary)
+    _exit_for(summary, runner.root)
 
 
 @_friendly
@@ -65,7 +65,7 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
     _kb_behind(runner)
     _write_report(folder, as_json)
     if not ended:  # what this resume did decides the exit code
-        _exit_for(summary)
+        _exit_for(summary, folder)
 
 
 @_friendly
@@ -73,7 +73,7 @@ def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
            as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
     """Where a run stands: its state and the summary of the iterations so far."""
     from alphaloop.orchestrator.config import RunSummary
-    from alphaloop.orchestrator.runner import loop_alive, run_folder, runs_root
+    from alphaloop.orchestrator.runner import loop_alive, run_folder
 
     folder = run_folder(run_id, out_dir)
     summary = _stored_summary(folder) or RunSummary(run_id=folder.name, status="RUNNING")
@@ -81,11 +81,16 @@ def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
     _print_summary(summary, as_json, extra={"process_alive": alive})
     if summary.status in ("RUNNING", "RUN_CREATED") and not alive:
         # the summary is the last one written: the process that wrote it is gone
-        where = "" if folder.parent == runs_root(None) else f" --out-dir {folder.parent}"
         err.print(f"no process is running {folder.name} (it was killed or crashed after "
-                  f"{summary.stats.iterations} iteration(s)): `alphaloop resume "
-                  f"{folder.name}{where}` continues it", highlight=False, markup=False,
-                  soft_wrap=True)
+                  f"{summary.stats.iterations} iteration(s)): {_resume_hint(folder)}",
+                  highlight=False, markup=False, soft_wrap=True)
+
+
+def _resume_hint(folder: Path) -> str:
+    from alphaloop.orchestrator.runner import runs_root
+
+    where = "" if folder.parent == runs_root(None) else f" --out-dir {folder.parent}"
+    return f"`alphaloop resume {folder.name}{where}` continues it"
 
 
 def register(app: typer.Typer) -> None:
@@ -135,12 +140,19 @@ def _kb_behind(runner: Any) -> None:
     raise typer.Exit(75)
 
 
-def _exit_for(summary: Any) -> None:
+def _exit_for(summary: Any, folder: Path) -> None:
     """A run that did not end DONE_* exits non-zero: 130 when Ctrl-C paused it (as
     shells expect), 75 (EX_TEMPFAIL) when exhausted retries paused it (resume it later),
-    1 when it failed (FAILED_FATAL)."""
+    1 when it failed (FAILED_FATAL). A paused run says how it continues."""
     if summary.status == "PAUSED":
-        raise typer.Exit(130 if summary.stop_reason == "interrupted" else 75)
+        err.print(f"paused: {_resume_hint(folder)}", highlight=False, markup=False,
+                  soft_wrap=True)
+        if summary.stop_reason == "interrupted":
+            from alphaloop._console import said_interrupted
+
+            said_interrupted()  # the summary says it
+            raise typer.Exit(130)
+        raise typer.Exit(75)
     if summary.status == "FAILED_FATAL":
         raise typer.Exit(1)
 

@@ -1,0 +1,67 @@
+"""The ``alphaloop`` console script: Ctrl-C at any moment is one line and exit 130.
+
+A run in progress pauses itself on Ctrl-C and says how to resume; a command stopped
+inside its body says so through the CLI's error handler. What is left is the start:
+importing the CLI (Typer, Rich, pydantic, the command modules) and Typer's own work
+before a command runs, where Ctrl-C would print a traceback from inside some import,
+or nothing at all (Typer exits 130 silently), and the imports a command makes, where
+a C extension cut short in its initialization turns the interrupt into an ImportError.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+LINE = "error: interrupted (Ctrl-C)\n"
+
+
+class _Interrupt:
+    seen = False  # a SIGINT arrived
+    said = False  # and a line on stderr already says so
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    _Interrupt.seen = True
+    raise KeyboardInterrupt
+
+
+def said_interrupted() -> None:
+    """Called by whoever reported the interrupt, so that it is said once."""
+    _Interrupt.said = True
+
+
+def _late_sigint_exits(code: object) -> None:
+    """The command is over and has said what it did. A Ctrl-C while the interpreter
+    shuts down (joining worker threads, exit hooks) ends the process at once with the
+    command's own exit code, not by the signal from inside some library's hook."""
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+
+    def _now(signum: int, frame: FrameType | None) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+    signal.signal(signal.SIGINT, _now)
+
+
+def main() -> None:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)  # the default's behaviour, noted
+    try:
+        from alphaloop.cli import app
+
+        app()
+    except SystemExit as exc:
+        if exc.code == 130 and not _Interrupt.said:
+            sys.stderr.write(LINE)
+        _late_sigint_exits(exc.code)
+        raise
+    except BaseException as exc:
+        if not (_Interrupt.seen or isinstance(exc, KeyboardInterrupt)):
+            raise
+        if not _Interrupt.said:
+            sys.stderr.write(LINE)
+        raise SystemExit(130) from None

@@ -1,0 +1,99 @@
+"""The console script: Ctrl-C at any moment of a command is one line and exit 130.
+
+Each case runs ``alphaloop._console.main`` in a subprocess (it installs a SIGINT
+handler, which a test must not leave in pytest's own process) with the interrupt
+delivered for real, by ``signal.raise_signal``, at the moment named.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alphaloop.cli import app
+
+LINE = "error: interrupted (Ctrl-C)"
+
+
+def _main_with(prelude: str, *args: str) -> subprocess.CompletedProcess[str]:
+    script = textwrap.dedent(prelude) + textwrap.dedent("""
+        import sys
+        from alphaloop._console import main
+        sys.argv = ["alphaloop", *sys.argv[1:]]
+        main()
+    """)
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_ctrl_c_while_the_cli_is_imported_is_one_line_not_a_traceback() -> None:
+    done = _main_with("""
+        import importlib.abc, signal, sys
+
+        class CutShort(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "alphaloop.cli":
+                    signal.raise_signal(signal.SIGINT)
+                return None
+
+        sys.meta_path.insert(0, CutShort())
+    """, "families")
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == LINE and done.stdout == ""
+
+
+def test_an_import_that_ctrl_c_cut_short_is_the_interrupt_not_its_import_error() -> None:
+    """A C extension interrupted in its initialization raises ImportError (seen with
+    scipy); after a SIGINT that is the interrupt, said as such."""
+    done = _main_with("""
+        import signal
+        import alphaloop.cli
+
+        def cut_short_import():
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                raise ImportError("initialization failed") from None
+
+        alphaloop.cli.app = cut_short_import
+    """)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == LINE
+
+
+def test_an_import_error_without_ctrl_c_is_not_called_an_interrupt() -> None:
+    done = _main_with("""
+        import alphaloop.cli
+
+        def broken():
+            raise ImportError("a broken install")
+
+        alphaloop.cli.app = broken
+    """)
+    assert done.returncode == 1 and "ImportError: a broken install" in done.stderr
+    assert LINE not in done.stderr
+
+
+def test_ctrl_c_inside_a_command_is_one_line_exit_130_and_nothing_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before a run exists (its config being read) nothing is written."""
+    from alphaloop.orchestrator import RunConfig
+
+    def interrupted(path: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunConfig, "from_yaml", staticmethod(interrupted))
+    monkeypatch.setenv("ALPHALOOP_HOME", str(tmp_path))
+    config = tmp_path / "run.yaml"
+    config.write_text("seed: 1\n")
+    res = CliRunner().invoke(app, ["run", str(config), "--json"])
+    assert res.exit_code == 130
+    assert res.stderr.strip() == LINE
+    assert json.loads(res.stdout)["error"]["code"] == "INTERRUPTED"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
