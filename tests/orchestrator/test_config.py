@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alphaloop.orchestrator.config import ConfigError, RunConfig, bar_interval, check_run_id
+from alphaloop.orchestrator.config import (
+    ConfigError,
+    RunConfig,
+    bar_interval,
+    check_run_id,
+    run_label,
+)
 
 
 def _refused(data: dict[str, object], needle: str) -> None:
@@ -89,3 +95,16 @@ def test_too_long_or_empty_run_ids_are_refused() -> None:
 def test_retry_settings_that_cannot_mean_anything(retry: dict[str, object],
                                                   needle: str) -> None:
     _refused({"policies": {"retry": retry}}, needle)
+
+
+def test_a_generated_run_id_is_shown_short_and_a_chosen_name_in_full() -> None:
+    """A black-box report: `bb_planted_1h` and `bb_planted_1x` both showed as
+    `bb_planted_1` in `kb runs` and the run report's title."""
+    uuid_hex = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"  # what RunConfig generates (uuid4().hex)
+    sha = "ab" * 32  # an evaluation's run id (sha256 hex)
+    assert run_label(uuid_hex) == "0f1e2d3c4b5a"
+    assert run_label(sha) == "abababababab"
+    assert run_label("bb_planted_1h") == "bb_planted_1h"
+    assert run_label("0F1E2D3C4B5A69788796A5B4C3D2E1F0") == "0F1E2D3C4B5A69788796A5B4C3D2E1F0"
+    generated = RunConfig().run_id
+    assert run_label(generated) == generated[:12]

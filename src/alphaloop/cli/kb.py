@@ -358,6 +358,8 @@ def _run_rows(frame: Any) -> Any:
     survivors; --json has every field (config, summary, data_ref, times)."""
     import pandas as pd
 
+    from alphaloop.orchestrator.config import run_label
+
     def row(config: Any, summary: Any) -> tuple[str, str, str, int]:
         c, s = config or {}, summary or {}
         if c.get("kind") == "evaluate":  # a recorded `evaluate`: one scoring, no loop
@@ -368,7 +370,7 @@ def _run_rows(frame: Any) -> Any:
 
     rows = [row(c, s) for c, s in zip(frame["config"], frame["summary"], strict=True)]
     return pd.DataFrame({
-        "run": [str(r)[:12] for r in frame["run_id"]], "status": frame["status"],
+        "run": [run_label(str(r)) for r in frame["run_id"]], "status": frame["status"],
         "data": [Path(r[0]).name[:16] for r in rows],
         "iters": [r[1] for r in rows], "backtests": [r[2] for r in rows],
         "survivors": [r[3] for r in rows],
@@ -382,8 +384,10 @@ def _count(value: Any) -> str:
 def _strategy_rows(frame: Any) -> Any:
     """One row per strategy for a terminal, in 80 columns: its id (12 characters, any
     unique prefix works for `kb show`), family, parameters as name=value, score, the
-    verdict and DSR, and the run (12 characters) and iteration that scored it."""
+    verdict and DSR, and the run (:func:`run_label`) and iteration that scored it."""
     import pandas as pd
+
+    from alphaloop.orchestrator.config import run_label
 
     return pd.DataFrame({
         "id": [str(r)[:12] for r in frame["strategy_id"]],
@@ -392,8 +396,9 @@ def _strategy_rows(frame: Any) -> Any:
         "score": [_num(v, ".2f") for v in frame["score_total"]],
         "passed": ["yes" if bool(v) else "no" for v in frame["passed"]],
         "dsr": [_num(v) for v in frame["dsr"]],
-        "run/it": [f"{str(r)[:12]}/{i}" for r, i in zip(frame["run_id"], frame["iteration"],
-                                                       strict=True)],
+        "run/it": [f"{run_label(str(r))}/{i}" for r, i in zip(frame["run_id"],
+                                                                frame["iteration"],
+                                                                strict=True)],
     })
 
 

@@ -68,6 +68,15 @@ def check_run_id(value: str) -> str:
 RUN_ID_RULE = "use 1-64 letters, digits, '-' or '_'"
 
 
+def run_label(run_id: str) -> str:
+    """How a run is named in tables and titles: a generated id (a loop run's uuid, 32
+    hex digits; an evaluation's sha256, 64) by its first 12, which any command takes
+    as a prefix; a name the user chose in full, since two names may share their first
+    12 characters."""
+    generated = len(run_id) >= 32 and all(c in "0123456789abcdef" for c in run_id)
+    return run_id[:12] if generated else run_id
+
+
 # YAML says what it means: ``true`` is not 1, ``2.5`` is not 2, ``"3"`` is not a number
 Int = Annotated[int, Strict()]
 Num = Annotated[float, Strict()]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from alphaloop.kb.store import KnowledgeBase
-from alphaloop.orchestrator.config import ConfigError, RunConfig, RunSummary
+from alphaloop.orchestrator.config import ConfigError, RunConfig, RunSummary, run_label
 from alphaloop.orchestrator.runner import CONFIG_FILE, SUMMARY_FILE, run_folder
 
 
@@ -71,6 +71,6 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
         counts.columns = [f"failure:{c}" for c in counts.columns]
         frame = frame.merge(counts, left_on="iteration", right_index=True, how="left")
         frame = frame.fillna({c: 0 for c in counts.columns})
-    title = (f"run {cfg.run_id[:12]}: {summary.status}, {summary.stats.iterations} "
+    title = (f"run {run_label(cfg.run_id)}: {summary.status}, {summary.stats.iterations} "
              f"iterations, {summary.stats.backtests} backtests on {cfg.data.source}")
     return frame, title, summary.best_frame
