@@ -32,13 +32,23 @@ def test_pure_noise_gives_no_survivor(make_config: Make, noise_path: Path) -> No
 
 def test_a_planted_effect_is_found_and_survives_the_holdout(make_config: Make,
                                                             planted_path: Path) -> None:
-    summary = Runner(make_config(planted_path, budgets={"max_iterations": 4})).run()
+    cfg = make_config(planted_path, budgets={"max_iterations": 4})
+    summary = Runner(cfg).run()
     assert summary.best_strategies, summary.iterations
     for best in summary.best_strategies:
         assert best.sharpe_holdout > 0 and best.sharpe_validation > 0
         assert best.dsr >= 0.95 and best.engine_b_sharpe > 0
     # the planted effect is a trend: the survivors are trend followers
     assert {b.family for b in summary.best_strategies} <= {"sma_cross", "momentum"}
+    # an engine B record fills its own columns from its metrics, as engine A's do (a
+    # black-box report found them empty in `kb show`)
+    verified = KnowledgeBase(cfg.kb.url).backtests(cfg.run_id).query("engine == 'B'")
+    assert len(verified) >= len(summary.best_strategies)
+    for row in verified.to_dict("records"):
+        m = row["metrics"]
+        assert (row["total_return"], row["max_drawdown"], row["n_trades"]) == (
+            m["total_return"], m["max_drawdown"], m["n_trades"]), row
+        assert row["n_trades"] > 0
 
 
 def _rewrite_holdout(src: Path, dst: Path, holdout: float) -> Path:

@@ -1378,7 +1378,7 @@ class Runner:
         backtests += [rec.BacktestRecord(
             run_id=rid, iteration=i, strategy_id=v["strategy_id"], engine="B",
             window="search", data_ref=self.search_ref, sharpe=finite(v["sharpe"]),
-            metrics=v["metrics"]) for v in verified]
+            **_headline(v["metrics"]), metrics=v["metrics"]) for v in verified]
         backtests += [rec.BacktestRecord(
             run_id=rid, iteration=i, strategy_id=x["strategy_id"], engine="A",
             window="validation", data_ref=self.search_ref,
@@ -1668,6 +1668,14 @@ def _loads(text: Any) -> dict[str, Any]:
     return dict(json.loads(str(text)))
 
 
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A record's own columns, from its engine's metrics (as engine A's rows fill them)."""
+    trades = metrics.get("n_trades")
+    return {"total_return": finite(metrics.get("total_return")),
+            "max_drawdown": finite(metrics.get("max_drawdown")),
+            "n_trades": None if trades is None else int(trades)}
+
+
 def _backtest_record(rid: str, i: int, row: dict[str, Any], engine: str, window: str,
                      data_ref: str) -> rec.BacktestRecord:
     metrics = {k: finite(v) for k, v in row.items() if k != "strategy_id"}
@@ -1675,6 +1683,4 @@ def _backtest_record(rid: str, i: int, row: dict[str, Any], engine: str, window:
                               engine=engine, window=window, data_ref=data_ref,
                               sharpe=finite(row["sharpe"]),
                               sharpe_per_period=finite(row["sr_per_period"]),
-                              total_return=finite(row["total_return"]),
-                              max_drawdown=finite(row["max_drawdown"]),
-                              n_trades=int(row["n_trades"]), metrics=metrics)
+                              **_headline(row), metrics=metrics)
