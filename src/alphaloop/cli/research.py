@@ -332,8 +332,8 @@ def evaluate(
     ev = evaluate_candidates(results, bars, pol, top=top, n_trials=n_trials, holdout=holdout,
                              benchmark=benchmark)
     run_path = _record_run(ev, results_path, source, bars, policy_hash, holdout, top, kb_url)
-    if out_path is not None:
-        _write_table(_scored_table(ev, holdout), out_path)
+    if out_path is not None:  # each row names the run, for `report --results OUT`
+        _write_table(_scored_table(ev, holdout).assign(evaluated_by=run_path.name), out_path)
     if as_json:
         sys.stdout.write(json.dumps([json.loads(r.to_json()) for r in ev.reports]) + "\n")
         return
@@ -561,6 +561,9 @@ def _pick_run(strategy: str, run_prefix: str | None, results_path: Path | None,
         if not results_path.is_file():
             raise AlphaloopError(f"results file not found: {results_path}",
                                  code="EVAL_NOT_FOUND")
+        scored_by = _evaluated_by(results_path)
+        if scored_by is not None and policy is None and data is None:
+            return _pick_run(strategy, scored_by, None, None, None)
         digest = file_sha256(results_path)
     if policy is not None:
         from alphaloop.evaluation.scoring import load_policy
@@ -582,6 +585,21 @@ def _pick_run(strategy: str, run_prefix: str | None, results_path: Path | None,
                        "`alphaloop report --run RUN`, and in `alphaloop kb show ID`)",
                        code="RUN_NOT_FOUND")
     return runs[0]
+
+
+def _evaluated_by(path: Path) -> str | None:
+    """The run that wrote ``path`` when it is an ``evaluate --out`` table (every row
+    names it), else None (a sweep's results: the run is found by their content)."""
+    import pandas as pd
+
+    try:
+        frame = (pd.read_csv(path, usecols=["evaluated_by"])
+                 if path.suffix.lower() == ".csv" else
+                 pd.read_parquet(path, columns=["evaluated_by"]))
+    except Exception:  # no such column, or not a table at all: not a scored table
+        return None
+    names = set(frame["evaluated_by"].dropna().astype(str))
+    return names.pop() if len(names) == 1 else None
 
 
 def _recorded_numbers(run: Any, row: Any, result: Any, bars: Any,
