@@ -337,10 +337,10 @@ def test_report_writes_html_for_one_strategy(tmp_path: Path) -> None:
     assert code == 2 and "no recorded run evaluated a strategy 'zzzz'" in err
     # evaluate's own --out table names the run that scored it: the same page from it
     scored = tmp_path / "scored.csv"
-    code, out, _ = _run("evaluate", str(res), "--top", "1", "--out", str(scored))
+    code, _, _ = _run("evaluate", str(res), "--top", "1", "--out", str(scored))
     assert code == 0
-    code, out2, err = _run("report", "--strategy", sid[:12], "--results", str(scored),
-                           "--out", str(tmp_path / "from_scored.html"))
+    code, _, err = _run("report", "--strategy", sid[:12], "--results", str(scored),
+                         "--out", str(tmp_path / "from_scored.html"))
     assert code == 0, err
     stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")  # when it was written
     assert stamp.sub("", (tmp_path / "from_scored.html").read_text()) == stamp.sub("", text)

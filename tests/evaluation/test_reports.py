@@ -278,7 +278,8 @@ def test_monthly_heatmap_matches_pandas_compounding(page: Page, result: Backtest
     assert np.prod(1 + z) - 1 == pytest.approx(result.metrics["total_return"], rel=1e-9)
 
 
-def test_rolling_sharpe_trace(page: Page, result: BacktestResult, sp500: Bars) -> None:
+def test_rolling_sharpe_trace(page: Page, page_html: str, result: BacktestResult,
+                              sp500: Bars) -> None:
     trace, bench = page.figure("rolling_sharpe")["data"]
     assert bench["name"] == "benchmark" and len(bench["y"]) == sp500.n_bars
     y = ys(trace)
@@ -291,6 +292,7 @@ def test_rolling_sharpe_trace(page: Page, result: BacktestResult, sp500: Bars) -
         win = r.iloc[t - w + 1: t + 1]
         expected = win.mean() / win.std(ddof=1) * math.sqrt(sp500.periods_per_year)
         assert y[t] == pytest.approx(expected, rel=1e-9), t
+    assert f"Sharpe of the trailing {w} bars" in page_html
 
 
 def test_trade_table_lists_every_trade(page: Page, result: BacktestResult) -> None:
@@ -643,3 +645,18 @@ def test_relative_panel_shows_the_recorded_numbers(result: BacktestResult, sp500
     assert rows["DSR of the excess returns (all trials)"] == ["0.44", "—"]
     without = Page(strategy_report(result, sp500))
     assert "robustness-relative" not in without.rows
+
+
+@pytest.mark.parametrize(("ppy", "n_bars", "window"), [
+    (252, 5000, 126),      # daily: six months, as before
+    (252, 400, 100),       # a short daily panel: a quarter of it
+    (8760, 30000, 4380),   # hourly, 24/7: half a year is 8,760 / 2 bars
+    (8760, 3000, 750),     # a short hourly panel
+    (19656, 3120, 780),    # 5-minute equity bars, 40 sessions
+    (52.18, 520, 26),      # weekly
+    (12, 6, 2),            # too short for more than the minimum
+])
+def test_the_rolling_window_is_half_a_year_of_the_datas_own_bars(ppy: float, n_bars: int,
+                                                                  window: int) -> None:
+    """A black-box report: 126 bars were five days of hourly crypto bars."""
+    assert reports.rolling_window(ppy, n_bars) == window

@@ -7,8 +7,8 @@ it was run on:
 - a header: strategy id, entry/exit rules, direction, risk and sizing, costs, the data
   it ran on (``data_ref``, period, symbols) and the core metrics, with the annualization
   (``bars.periods_per_year``) stated;
-- equity, drawdown and rolling Sharpe (126 bars by default) against the benchmark
-  (:mod:`alphaloop.evaluation.benchmark`: by default the causal equal-weight
+- equity, drawdown and rolling Sharpe (half a year of bars by default) against the
+  benchmark (:mod:`alphaloop.evaluation.benchmark`: by default the causal equal-weight
   buy-and-hold of the universe, run through engine A with the strategy's costs), a
   monthly returns heatmap (years × months, compounded);
 - a relative panel: beta, alpha with its t, information ratio, tracking error, capture
@@ -98,7 +98,15 @@ __all__ = [
 PLOTLY_FILE = "plotly.min.js"
 """plotly.js, written once per reports folder next to the pages that load it."""
 DEFAULT_ROLLING_WINDOW = 126
-"""Bars in the rolling-Sharpe window (about six months of daily bars)."""
+"""Bars in the rolling-Sharpe window of daily bars (about six months)."""
+
+
+def rolling_window(periods_per_year: float, n_bars: int) -> int:
+    """The strategy page's rolling-Sharpe window: half a year of the data's own bars
+    (126 daily, 4,380 hourly on a 24/7 market), at most a quarter of the panel so that
+    a short intraday panel still draws a curve, and at least 2 bars."""
+    half_year = round(periods_per_year * DEFAULT_ROLLING_WINDOW / 252)
+    return max(2, min(half_year, n_bars // 4))
 MAX_TRADE_ROWS = 500
 """The trade table shows at most this many trades (the first ones, in time order)."""
 RUN_COLUMNS: tuple[str, ...] = ("iteration", "best_score", "tried", "passed")
@@ -838,17 +846,19 @@ _PARTS: dict[str, Any] = {
 
 
 def strategy_figures(result: BacktestResult, bars: Bars, *,
-                     window: int = DEFAULT_ROLLING_WINDOW,
+                     window: int | None = None,
                      holdout_start: pd.Timestamp | None = None,
                      benchmark: Benchmark | None = None) -> dict[str, go.Figure]:
     """The strategy report's charts by name: ``equity``, ``drawdown``, ``monthly``,
     ``rolling_sharpe``, each time chart with the ``benchmark`` (default: the equal-weight
     buy-and-hold with the result's costs); with ``holdout_start``, the time charts mark
-    where it begins."""
+    where it begins. ``window``: the rolling Sharpe's, in bars (default
+    :func:`rolling_window`)."""
     _check_inputs(result, bars)
     bench = benchmark or resolve_benchmark(None, bars, result.costs)
     eq = benchmark_equity(bench, bars.index)
     ppy = bars.periods_per_year
+    window = window or rolling_window(ppy, bars.n_bars)
     figs = {
         "equity": equity_figure(result.equity, eq, benchmark_name=bench.label),
         "drawdown": drawdown_figure(drawdown_series(result.equity), drawdown_series(eq)),
@@ -874,7 +884,7 @@ def _mark_holdout(fig: go.Figure, x: str) -> None:
 
 def strategy_report(result: BacktestResult, bars: Bars, *,
                     robustness: Mapping[str, Any] | None = None, title: str | None = None,
-                    window: int = DEFAULT_ROLLING_WINDOW,
+                    window: int | None = None,
                     recorded: Recorded | None = None, plotly_src: str | None = None,
                     benchmark: Benchmark | None = None) -> str:
     """A self-contained HTML page for one backtest ``result`` on the ``bars`` it ran on
@@ -883,9 +893,10 @@ def strategy_report(result: BacktestResult, bars: Bars, *,
 
     ``robustness`` is any mapping (for a pydantic model, pass ``model.model_dump()``;
     an object with ``model_dump`` is accepted too) shown as key/value rows. ``window``
-    is the rolling-Sharpe window in bars. ``recorded``: the numbers an evaluation
-    recorded, shown instead of ``result.metrics`` (see :class:`Recorded`). Raises
-    ``ValueError`` when ``bars`` is not the panel the result was computed on.
+    is the rolling-Sharpe window in bars (default :func:`rolling_window`).
+    ``recorded``: the numbers an evaluation recorded, shown instead of
+    ``result.metrics`` (see :class:`Recorded`). Raises ``ValueError`` when ``bars`` is
+    not the panel the result was computed on.
     """
     if robustness is not None and not isinstance(robustness, Mapping):
         dump = getattr(robustness, "model_dump", None)
@@ -894,6 +905,7 @@ def strategy_report(result: BacktestResult, bars: Bars, *,
         robustness = dump()
     start = recorded.holdout_start if recorded is not None else None
     bench = benchmark or resolve_benchmark(None, bars, result.costs)
+    window = window or rolling_window(bars.periods_per_year, bars.n_bars)
     figs = strategy_figures(result, bars, window=window, holdout_start=start,
                             benchmark=bench)
     ppy = _fmt(bars.periods_per_year)
@@ -1023,7 +1035,7 @@ def write_factor_report(path: str | os.PathLike[str], report: Any, *,
 
 def write_strategy_report(path: str | os.PathLike[str], result: BacktestResult, bars: Bars,
                           *, robustness: Mapping[str, Any] | None = None,
-                          title: str | None = None, window: int = DEFAULT_ROLLING_WINDOW,
+                          title: str | None = None, window: int | None = None,
                           recorded: Recorded | None = None,
                           self_contained: bool = False,
                           benchmark: Benchmark | None = None) -> Path:
