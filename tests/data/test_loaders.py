@@ -331,3 +331,23 @@ def test_errors_give_day_first_dates_as_read(tmp_path: Path) -> None:
     p.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n"
                  "13/01/2020,200,210,190,200,100,5\n10/01/2020,210,220,200,220,0,6\n")
     expect("DQ_NONPOSITIVE_PRICE", lambda: load_file(p), "2020-01-10T00:00:00+00:00")
+
+
+def test_epoch_times_load_in_the_unit_their_magnitude_names(tmp_path: Path) -> None:
+    """A crypto exchange's export: milliseconds since 1970 (UTC), here 1609459200000 =
+    2021-01-01T00:00:00Z (86,400 s × 18,628 days from 1970-01-01 to 2021-01-01), hourly;
+    epoch times are UTC, so no note about naive times."""
+    ms = 1_609_459_200_000
+    single = tmp_path / "btc.csv"
+    single.write_text("timestamp,open,high,low,close,volume\n"
+                      + "".join(f"{ms + i * 3_600_000},10,11,9,10.5,5\n" for i in range(30)))
+    notes: list[str] = []
+    bars = load_file(single, notes=notes)
+    assert bars.index[0] == pd.Timestamp("2021-01-01T00:00:00Z")
+    assert bars.index[-1] == pd.Timestamp("2021-01-02T05:00:00Z")  # 29 hours later
+    assert not any("DQ_NAIVE_TIMES" in n for n in notes)
+    wide = tmp_path / "wide.csv"  # a wide table's first column too, in seconds
+    wide.write_text("time,AAA,BBB\n" + "".join(f"{ms // 1000 + d * 86_400},10,20\n"
+                                               for d in range(3)))
+    assert list(load_file(wide).index.strftime("%Y-%m-%d")) == [
+        "2021-01-01", "2021-01-02", "2021-01-03"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alphaloop.data import Bars, quality_report, synthetic
-from alphaloop.data.quality import check_long_frame, check_wide_frame
+from alphaloop.data.quality import check_long_frame, check_wide_frame, parse_timestamps
 from alphaloop.errors import DataError, ErrorClass
 
 
@@ -176,8 +177,36 @@ def test_iso_dates_with_offsets_parse_without_warnings() -> None:
 
 def test_numeric_timestamp_is_refused() -> None:
     df = long_frame()
-    df["timestamp"] = np.arange(len(df)) * 86400
+    df["timestamp"] = np.arange(len(df)) * 86400  # seconds from 1970: before 1980
     raises("DQ_BAD_TIMESTAMP", lambda: check_long_frame(df), "numeric", "timestamp")
+
+
+@pytest.mark.parametrize("values", [
+    [1_609_459_200, 1_609_459_200_000],      # seconds and milliseconds mixed
+    [1_609_459_200.5, 1_609_459_201.0],      # not whole seconds
+    [float(2**60), float(2**60 + 2**40)],    # nanoseconds as floats: not exact
+    [20200102, 20200103],                    # YYYYMMDD, not a time
+])
+def test_numbers_that_name_no_single_epoch_unit_are_refused(values: list[float]) -> None:
+    raises("DQ_BAD_TIMESTAMP", lambda: parse_timestamps(pd.Series(values)), "numeric")
+
+
+_UNITS = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+
+
+@settings(max_examples=200, deadline=None)
+@given(when=st.datetimes(min_value=datetime(1980, 1, 1), max_value=datetime(2262, 1, 1)),
+       unit=st.sampled_from(sorted(_UNITS)))
+def test_an_epoch_time_in_any_unit_is_read_as_the_instant_it_counts(when: datetime,
+                                                                    unit: str) -> None:
+    """The integer is counted here with Python's own datetime arithmetic (whole
+    microseconds; nanoseconds add three zeros), not with the code under test."""
+    since = when.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    micros = (since.days * 86_400 + since.seconds) * 10**6 + since.microseconds
+    count = micros * 1000 if unit == "ns" else micros * _UNITS[unit] // 10**6
+    expected = pd.Timestamp(when.replace(tzinfo=UTC)).floor(unit)
+    got = parse_timestamps(pd.Series([count, count + _UNITS[unit]]))
+    assert got[0] == expected and got[1] - got[0] == pd.Timedelta(seconds=1)
 
 
 def test_bad_symbol() -> None:

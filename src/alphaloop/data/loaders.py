@@ -29,6 +29,7 @@ import pandas as pd
 from alphaloop.data.bars import DAY_SECONDS, Bars
 from alphaloop.data.quality import (
     PRICES,
+    epoch_unit,
     parse_timestamps,
     quality_report,
     rows_where,
@@ -171,7 +172,7 @@ def _is_date_column(col: pd.Series) -> bool:
     if pd.api.types.is_datetime64_any_dtype(col.dtype):
         return True
     if pd.api.types.is_numeric_dtype(col.dtype):
-        return False
+        return not pd.api.types.is_bool_dtype(col.dtype) and epoch_unit(col) is not None
     head = col.dropna().head(20)
     try:
         return len(head) > 0 and not pd.to_datetime(head, utc=True, format="mixed").isna().any()
@@ -251,8 +252,9 @@ _OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 
 def _naive(times: pd.Series) -> bool:
     """Whether the timestamps carry no time zone (datetimes without one, or text
-    without an offset)."""
-    if isinstance(times.dtype, pd.DatetimeTZDtype):
+    without an offset; epoch numbers are UTC)."""
+    if isinstance(times.dtype, pd.DatetimeTZDtype) or (
+            pd.api.types.is_numeric_dtype(times.dtype)):  # epoch times count in UTC
         return False
     if pd.api.types.is_datetime64_any_dtype(times.dtype):
         return True

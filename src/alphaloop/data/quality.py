@@ -22,7 +22,8 @@ Codes (all ``DQ_*``) and what they mean:
 ``DQ_MISSING_COLUMN``      a required column is absent
 ``DQ_DUPLICATE_COLUMN``    two columns have the same name after lowercasing/stripping
 ``DQ_EMPTY``               no rows (or no symbols)
-``DQ_BAD_TIMESTAMP``       a timestamp that does not parse (or is missing, or numeric)
+``DQ_BAD_TIMESTAMP``       a timestamp that does not parse (or is missing, or a number
+                          that is not an epoch time of a readable unit)
 ``DQ_BAD_SYMBOL``          a missing or empty symbol
 ``DQ_DUPLICATE_SYMBOL``    a wide frame with two columns for one symbol
 ``DQ_DTYPE``               a value that is not a number
@@ -124,20 +125,26 @@ def normalize_columns(df: pd.DataFrame) -> pd.DataFrame:
 def parse_timestamps(values: pd.Series | pd.Index, what: str = "timestamp") -> pd.DatetimeIndex:
     """Parse to a UTC, nanosecond DatetimeIndex.
 
-    Naive times are taken to be UTC; aware ones are converted. Numbers are refused:
-    an integer could be epoch seconds, milliseconds or nanoseconds, and guessing
-    wrong silently shifts the data by decades. The error names the first value that
+    Naive times are taken to be UTC; aware ones are converted. Whole numbers are epoch
+    times (UTC) only where their magnitude names the unit (:func:`epoch_unit`, e.g. a
+    crypto exchange's milliseconds); any other number is refused, since guessing the
+    unit wrong would shift the data by decades. The error names the first value that
     does not parse and its row.
     """
     s = pd.Series(values).reset_index(drop=True)
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        unit = epoch_unit(s)
+        if unit is not None:
+            return pd.DatetimeIndex(pd.to_datetime(s.astype(np.int64), unit=unit,
+                                                   utc=True)).as_unit("ns")
         first = s.iloc[0].item()  # a Python number in the message, not np.int64(...)
         compact = 19000101 <= first <= 21001231 and float(first).is_integer()
         _fail("DQ_BAD_TIMESTAMP",
               f"{what} is numeric (first value {first!r}); "
               + ("numbers like YYYYMMDD are refused: write the dates as text, 2020-01-02 "
                  "(ISO 8601)" if compact else
-                 "epoch units are ambiguous — give datetimes or ISO-8601 strings"))
+                 "numbers are read as epoch times only in one unit (s, ms, us or ns) "
+                 "between 1980 and 2286 — give those, datetimes or ISO-8601 strings"))
     if not pd.api.types.is_datetime64_any_dtype(s.dtype):
         s = _parse_text_times(s, what)
     else:
@@ -148,6 +155,28 @@ def parse_timestamps(values: pd.Series | pd.Index, what: str = "timestamp") -> p
         _fail("DQ_BAD_TIMESTAMP", f"{what} is missing at row {row} "
               f"({_plural(int(missing.sum()), 'missing value')})")
     return pd.DatetimeIndex(s).as_unit("ns")
+
+
+# Epoch times from 1980 to 2286 in seconds, milliseconds, microseconds and nanoseconds
+# fall in four ranges that do not overlap, so the magnitude reads the unit; anything
+# outside them (YYYYMMDD, row numbers, 1970 in seconds) is not taken for a time.
+_EPOCH_1980 = 315_532_800  # 1980-01-01T00:00:00Z in seconds
+EpochUnit = Literal["s", "ms", "us", "ns"]
+_EPOCH_UNITS: tuple[tuple[EpochUnit, int, int], ...] = (
+    ("s", _EPOCH_1980, 10**10), ("ms", _EPOCH_1980 * 10**3, 10**13),
+    ("us", _EPOCH_1980 * 10**6, 10**16), ("ns", _EPOCH_1980 * 10**9, 2**63 - 1))
+
+
+def epoch_unit(s: pd.Series) -> EpochUnit | None:
+    """The unit of a column of epoch times when every value lies in one unit's range
+    (whole numbers; floats only below 2**53, where they are exact), else None."""
+    v = s.to_numpy()
+    if len(v) == 0 or not np.isfinite(v.astype(np.float64)).all():
+        return None
+    if v.dtype.kind == "f" and not ((v == np.floor(v)).all() and np.abs(v).max() < 2**53):
+        return None
+    lo, hi = v.min(), v.max()
+    return next((unit for unit, start, end in _EPOCH_UNITS if start <= lo and hi < end), None)
 
 
 def _parse_text_times(s: pd.Series, what: str) -> pd.Series:
