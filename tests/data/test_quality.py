@@ -275,6 +275,20 @@ def test_nonpositive_price(column: str) -> None:
     raises("DQ_NONPOSITIVE_PRICE", lambda: check_long_frame(df), "'BBB'", ROW_TS)
 
 
+def test_a_price_too_small_to_size_a_position_is_refused() -> None:
+    """A black-box report: closes of 1e-320 (a denormal) were imported, and a backtest
+    then died on NaN returns (capital / price overflows); 1e-99 is still a price."""
+    df = long_frame()
+    df.loc[ROW, ["open", "high", "low", "close"]] = 1e-320
+    raises("DQ_TINY_PRICE", lambda: check_long_frame(df), "'BBB'", ROW_TS, "1e-100")
+    df.loc[ROW, ["open", "high", "low", "close"]] = 1e-99
+    check_long_frame(df)
+    wide = wide_frame()
+    wide.iloc[2, 1] = 1e-320
+    raises("DQ_TINY_PRICE", lambda: check_wide_frame(wide), "'BBB'",
+           "2021-01-06T00:00:00+00:00")
+
+
 def test_high_below_low() -> None:
     df = long_frame()
     df.loc[ROW, ["high", "low"]] = [111.0, 113.0]  # open 111.5 and close 112 sit between

@@ -33,6 +33,7 @@ Codes (all ``DQ_*``) and what they mean:
 ``DQ_DUPLICATE_TIMESTAMP`` the same symbol twice at one timestamp (CRITICAL)
 ``DQ_UNSORTED``            timestamps going backwards within a symbol
 ``DQ_NONPOSITIVE_PRICE``   a price <= 0
+``DQ_TINY_PRICE``          a positive price below ``MIN_PRICE`` (1e-100)
 ``DQ_HIGH_LT_LOW``         high below low
 ``DQ_CLOSE_OUTSIDE_RANGE`` close or open outside [low, high]
 ``DQ_NEGATIVE_VOLUME``     volume < 0
@@ -79,6 +80,9 @@ PRICES: tuple[str, ...] = ("open", "high", "low", "close")
 NUMERIC: tuple[str, ...] = (*PRICES, "volume")
 REQUIRED: tuple[str, ...] = ("timestamp", "symbol", *PRICES)
 REL_TOL = 1e-9
+MIN_PRICE = 1e-100
+"""The smallest price taken: far below any traded asset's, far above the floats whose
+reciprocal overflows (a position of capital / price shares would be infinite)."""
 """Relative tolerance for ``low <= open, close <= high`` (float round-off in vendor data)."""
 
 _NULL_TOKENS = frozenset({"", "nan", "none", "null", "na", "n/a", "<na>", "nat"})
@@ -358,6 +362,10 @@ def _check_long_values(df: pd.DataFrame) -> None:
             _fail(code, f"{what}: {rows_where(df, mask)}")
 
 
+def _tiny(prices: np.ndarray) -> np.ndarray:
+    return (prices > 0) & (prices < MIN_PRICE)
+
+
 def _price_violations(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                       v: np.ndarray) -> list[tuple[str, np.ndarray, str]]:
     """The price invariants as boolean masks (NaN compares False, so holes pass).
@@ -369,6 +377,9 @@ def _price_violations(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarra
         return [
             ("DQ_NONPOSITIVE_PRICE", (o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0),
              "price <= 0 in open/high/low/close"),
+            ("DQ_TINY_PRICE", _tiny(o) | _tiny(h) | _tiny(lo) | _tiny(c),
+             f"price below {MIN_PRICE:g} in open/high/low/close (too small to size a "
+             "position)"),
             ("DQ_HIGH_LT_LOW", h < lo, "high is below low"),
             ("DQ_CLOSE_OUTSIDE_RANGE", (c > up) | (c < down) | (o > up) | (o < down),
              "close or open outside [low, high]"),
@@ -433,6 +444,8 @@ def _check_wide_values(df: pd.DataFrame, check_values: bool) -> pd.DataFrame:
     checks = [("DQ_INFINITE", np.isinf(v), "infinite price")]
     if check_values:
         checks.append(("DQ_NONPOSITIVE_PRICE", v <= 0, "price <= 0"))
+        checks.append(("DQ_TINY_PRICE", _tiny(v), f"price below {MIN_PRICE:g} (too small "
+                                                   "to size a position)"))
     for code, mask, what in checks:
         if mask.any():
             t, j = divmod(int(np.flatnonzero(mask)[0]), v.shape[1])
