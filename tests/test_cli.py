@@ -307,6 +307,20 @@ def test_evaluate_benchmark_option(tmp_path: Path) -> None:
     assert "Traceback" not in err + out
 
 
+def test_evaluate_results_without_ids_are_refused_before_anything_is_recorded(
+        tmp_path: Path) -> None:
+    """A black-box report: without `strategy_id` the evaluation ran, recorded its run
+    as DONE_SUCCESS and then died (KeyError) leaving it without a score."""
+    res = tmp_path / "res.parquet"
+    _run("sweep", "sma_cross", "--data", "sp500", "--n", "4", "--out", str(res))
+    pd.read_parquet(res).drop(columns=["strategy_id"]).to_parquet(res)
+    code, out, err = _run("evaluate", str(res), "--json")
+    assert code == 2 and json.loads(out)["error"]["code"] == "EVAL_MISSING_COLUMN"
+    assert "strategy_id" in err and len(err.strip().splitlines()) == 1
+    home = Path(os.environ["ALPHALOOP_HOME"])
+    assert not (home / "runs").exists() and not (home / "kb.sqlite").exists()
+
+
 def test_evaluate_bad_policy_names_the_key(tmp_path: Path) -> None:
     res = tmp_path / "res.parquet"
     _run("sweep", "sma_cross", "--data", "sp500", "--n", "4", "--out", str(res))

@@ -193,8 +193,8 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
                         benchmark: str | None = None) -> Evaluation:
     """Score, deflate and rank the candidates of ``results`` (a sweep's rows).
 
-    ``results`` needs the columns ``spec`` (JSON), ``data_ref``, ``fees_bps`` and
-    ``slippage_bps``; ``bars`` must be the data they were run on (same data_ref).
+    ``results`` needs the columns ``strategy_id``, ``spec`` (JSON), ``data_ref``,
+    ``fees_bps`` and ``slippage_bps``; ``bars`` must be the data they were run on (same data_ref).
     ``n_trials`` raises the trial count above the number of rows (it never lowers
     it). ``detail=False`` skips the per-candidate reruns of the reports.
     ``spa_reps`` bootstrap replications for SPA (its cost grows with candidates × bars).
@@ -225,7 +225,7 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
                               code="EVAL_INVALID")
     results = sweep_rows(results)
     results = results.drop_duplicates(subset="strategy_id") \
-        if "strategy_id" in results.columns else results
+        if "strategy_id" in results.columns else results  # else refused just below
     if not 0.0 <= holdout < 1.0:
         raise EvaluationError(f"holdout must be a fraction in [0, 1), got {holdout}",
                               code="EVAL_INVALID")
@@ -305,7 +305,7 @@ def evaluate_candidates(results: pd.DataFrame, bars: Bars, policy: ScoringPolicy
 
 
 def _specs_and_costs(results: pd.DataFrame, bars: Bars) -> tuple[list[StrategySpec], CostModel]:
-    missing = [c for c in ("spec", "data_ref", "fees_bps", "slippage_bps")
+    missing = [c for c in ("strategy_id", "spec", "data_ref", "fees_bps", "slippage_bps")
                if c not in results.columns]
     if missing:
         raise EvaluationError(f"results lack column(s) {', '.join(missing)}: evaluate needs "
