@@ -92,6 +92,15 @@ def test_a_bad_url_is_a_permanent_error() -> None:
     assert (err.value.code, err.value.error_class) == ("KB_INVALID_URL", ErrorClass.PERMANENT)
 
 
+def test_a_file_the_system_will_not_create_is_a_permanent_error() -> None:
+    """A black-box report: sqlite:////proc/kb.sqlite ended in a SQLAlchemy traceback.
+    /proc takes no new files, whoever runs the test (root included)."""
+    with pytest.raises(KBError) as err:
+        KnowledgeBase("sqlite:////proc/alphaloop-kb.sqlite")
+    assert (err.value.code, err.value.error_class) == ("KB_INVALID_URL", ErrorClass.PERMANENT)
+    assert "/proc/alphaloop-kb.sqlite" in str(err.value)
+
+
 def test_a_reader_refuses_an_empty_file_and_leaves_it_empty(tmp_path: Path) -> None:
     """A zero-byte kb.sqlite used to be read as an empty KB, and the reader's migration
     wrote the schema into it; a run (a writer) still makes its KB there."""

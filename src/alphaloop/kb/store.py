@@ -712,7 +712,12 @@ class KnowledgeBase:
         if self._engine.dialect.name != "sqlite":
             return
         deadline = time.monotonic() + busy_timeout_s
-        with self._engine.connect() as conn:
+        try:
+            conn_cm = self._engine.connect()
+        except sa_exc.OperationalError as exc:  # a place the system will not open
+            raise KBError(f"cannot open {self._where}: {exc.orig}", code="KB_INVALID_URL",
+                          error_class=_PERMANENT) from exc
+        with conn_cm as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             while True:
