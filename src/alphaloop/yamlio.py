@@ -71,6 +71,8 @@ def parse_yaml(text: str, source: str, error: type[AlphaloopError], code: str) -
         if context and cmark is not None and (mark is None or cmark.line != mark.line):
             problem += f" ({context} started at line {cmark.line + 1}, column {cmark.column + 1})"
         raise error(f"{source}: malformed YAML{where}: {problem}", code=code) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise error(f"{source}: malformed YAML: nested too deeply", code=code) from None
 
 
 def read_yaml(path: str | Path, error: type[AlphaloopError], *, what: str,

@@ -108,3 +108,38 @@ def test_a_generated_run_id_is_shown_short_and_a_chosen_name_in_full() -> None:
     assert run_label("0F1E2D3C4B5A69788796A5B4C3D2E1F0") == "0F1E2D3C4B5A69788796A5B4C3D2E1F0"
     generated = RunConfig().run_id
     assert run_label(generated) == generated[:12]
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ({"kb": {"url": ""}}, "kb.url"),
+    ({"kb": {"url": "sqlite://"}}, "in-memory"),
+    ({"kb": {"url": "sqlite:///:memory:"}}, "in-memory"),
+    ({"out_dir": ""}, "out_dir"),
+    ({"world": {"url": "garbage", "id": "main"}}, "not a WorldService address"),
+    ({"world": {"url": "ftp://host:1", "id": "main"}}, "not a WorldService address"),
+])
+def test_places_that_lose_the_run_or_go_nowhere_are_refused(data: dict[str, object],
+                                                            needle: str) -> None:
+    """A black-box report: these were taken silently (the default KB or folder, a KB
+    in memory that forgets the run, a world that could not be reached at the end)."""
+    _refused(data, needle)
+
+
+def test_an_empty_config_file_is_refused_and_an_empty_mapping_means_defaults(
+        tmp_path: Path) -> None:
+    for text in ("", "null\n", "# nothing\n"):
+        path = tmp_path / "run.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            RunConfig.from_yaml(path)
+        assert info.value.code == "INVALID_CONFIG" and "empty" in str(info.value)
+    path.write_text("{}\n")
+    assert RunConfig.from_yaml(path).mode == "mixed"
+
+
+def test_a_config_nested_too_deeply_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("run_id: d1\nfoo: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_yaml(path)
+    assert info.value.code == "INVALID_CONFIG" and "nested too deeply" in str(info.value)

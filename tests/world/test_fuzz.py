@@ -198,3 +198,15 @@ def test_a_nul_character_in_a_policy_is_a_422(http: httpx.Client) -> None:
     r = http.put("/worlds/fz/policy", content=b'allow_live: false\nwarn_only: ["a\\0b"]\n',
                  headers={"Content-Type": "application/yaml"})
     assert r.status_code == 422 and "NUL character" in r.text, r.text
+
+
+@pytest.mark.parametrize("kind", ["application/json", "application/yaml"])
+def test_a_policy_nested_too_deeply_is_a_4xx(http: httpx.Client, kind: str) -> None:
+    """A black-box report: 5,000 nested lists answered 500 (YAML) or dropped the
+    connection (JSON); the server must say what is wrong and stay up."""
+    body = ('{"a": ' + "[" * 5000 + "]" * 5000 + "}" if kind.endswith("json")
+            else "a: " + "[" * 5000 + "]" * 5000)
+    r = http.put("/worlds/fz/policy", content=body.encode(), headers={"Content-Type": kind})
+    _check(r)
+    assert r.json()["error"]["code"] == "POLICY_MALFORMED" and "nested too deeply" in r.text
+    assert http.get("/worlds/fz").status_code == 200  # still up

@@ -270,8 +270,9 @@ class Generation(_Strict):
 
 
 class KBConfig(_Strict):
-    url: str | None = None
-    """Any SQLAlchemy URL; None = ``sqlite:///$ALPHALOOP_HOME/kb.sqlite``."""
+    url: str | None = Field(default=None, min_length=1)
+    """Any SQLAlchemy URL but an in-memory one (the run's records would vanish with
+    it); None = ``sqlite:///$ALPHALOOP_HOME/kb.sqlite``."""
     busy_timeout_s: Num = Field(default=5.0, ge=0, le=600)
     """How long a write waits for another writer's lock before it counts as locked."""
     share_work: Bool = True
@@ -286,6 +287,23 @@ class KBConfig(_Strict):
     (:mod:`alphaloop.orchestrator.claims`)."""
     claim_poll_s: Num = Field(default=0.2, gt=0, le=60)
     """How often a run waiting for another run's claimed work looks again."""
+
+    @field_validator("url")
+    @classmethod
+    def _kept(cls, value: str | None) -> str | None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(value) if value is not None else None
+        except ArgumentError:
+            return value  # the knowledge base names what is wrong with it when it opens
+        if parsed is not None and parsed.get_backend_name() == "sqlite" \
+                and parsed.database in (None, "", ":memory:"):
+            raise ValueError("an in-memory SQLite database forgets the run when it ends "
+                             "(no status, resume or report): give a file, "
+                             "sqlite:///path/kb.sqlite")
+        return value
 
 
 class ExecutorConfig(_Strict):
@@ -326,6 +344,17 @@ class WorldLink(_Strict):
     id: str = Field(min_length=1)
     token_env: str = "ALPHALOOP_WORLD_TOKEN"
 
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not a WorldService address: use "
+                             "http(s)://host:port")
+        return value
+
 
 BASE_SET = "cs_base"
 """The default ``base_constraint_set_id``: no rule (no database needs to hold it)."""
@@ -347,7 +376,7 @@ class RunConfig(_Strict):
     scenario: Scenario = Field(default_factory=Scenario)
     generation: Generation = Field(default_factory=Generation)
     kb: KBConfig = Field(default_factory=KBConfig)
-    out_dir: str | None = None
+    out_dir: str | None = Field(default=None, min_length=1)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     learning: Learning = Field(default_factory=Learning)
     benchmark: str | None = Field(default=None, min_length=1, max_length=500)
@@ -380,6 +409,9 @@ class RunConfig(_Strict):
     def from_yaml(cls, path: str | Path) -> RunConfig:
         data = read_yaml(path, ConfigError, what="run config", not_found="INVALID_CONFIG",
                          malformed="INVALID_CONFIG")
+        if data is None:  # an empty file is more likely an accident than a choice
+            raise ConfigError(f"{path}: the run config is empty; write {{}} to run with "
+                              "every default", code="INVALID_CONFIG")
         return cls.from_dict(data, source=str(path))
 
     def identity(self) -> dict[str, Any]:

@@ -415,9 +415,10 @@ async def _policy_body(request: Request) -> Any:
         text = raw.decode()
         data = (parse_yaml(text, "policy", WorldError, "POLICY_MALFORMED") if "yaml" in kind
                 else json.loads(text))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise WorldError(f"policy: body is not valid JSON or YAML ({exc})",
-                         code="POLICY_MALFORMED", field="policy") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise WorldError(f"policy: body is not valid JSON or YAML ({why})",
+                         code="POLICY_MALFORMED", field="policy") from None
     where = nul_at(data, "policy")  # as every JSON body: PostgreSQL cannot store one
     if where is not None:
         raise WorldError(f"{where} holds a NUL character (\\x00), which no text may hold",
