@@ -799,3 +799,19 @@ def test_names_print_as_written_not_as_emoji() -> None:
     come back verbatim (a black-box report saw "desk:sa:cool" printed as an emoji)."""
     code, _, err = _run("data", "show", "desk:sa:cool")
     assert code == 2 and "'desk:sa:cool'" in err
+
+
+def test_outputs_and_seeds_that_cannot_work_are_refused_before_the_work(
+        tmp_path: Path, spec_file: Path) -> None:
+    """A black-box report: `--seed -1` and `--seed 10**30` ended in tracebacks (the
+    latter after the sweep, when writing), `verify --fills /tmp` after the whole run."""
+    for seed in ("-1", str(10**30)):
+        code, out, err = _run("sweep", "sma_cross", "--data", "sp500", "--n", "2", "--seed",
+                              seed, "--out", str(tmp_path / "s.parquet"))
+        assert code == 2 and "--seed" in err and "Traceback" not in err + out
+    for args in (["verify", str(spec_file), "--data", "sp500", "--fills", str(tmp_path)],
+                 ["backtest", str(spec_file), "--data", "sp500", "--trades", "t.txt"],
+                 ["sweep", "sma_cross", "--data", "sp500", "--out", str(tmp_path)]):
+        code, out, err = _run(*args)
+        assert code == 2 and "OUTPUT_FORMAT" in err, (args, err)
+        assert "compiling" not in err and len(err.strip().splitlines()) == 1

@@ -109,12 +109,22 @@ def _pct(value: Any) -> str:
     return f"{100 * float(value):.2f}%"
 
 
-def _write_table(frame: Any, path: Path) -> None:
-    """Write CSV or Parquet (by suffix) atomically: a crash never leaves half a file."""
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
+def _check_output(path: Path | None) -> None:
+    """Refuse an output path that cannot take a table before any work is done: not
+    .csv/.parquet, or a folder."""
+    if path is None:
+        return
+    if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise AlphaloopError(f"{path}: output must end in .csv or .parquet",
                              code="OUTPUT_FORMAT")
+    if path.is_dir():
+        raise AlphaloopError(f"{path} is a folder; name a file in it", code="OUTPUT_FORMAT")
+
+
+def _write_table(frame: Any, path: Path) -> None:
+    """Write CSV or Parquet (by suffix) atomically: a crash never leaves half a file."""
+    _check_output(path)
+    suffix = path.suffix.lower()
     from alphaloop.fsutil import atomic_write
 
     try:

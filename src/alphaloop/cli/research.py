@@ -19,6 +19,7 @@ from alphaloop.cli._common import (
     DataOpt,
     FeesOpt,
     SlipOpt,
+    _check_output,
     _costs,
     _fmt,
     _friendly,
@@ -51,6 +52,7 @@ def backtest(
         "--trades", help="Write the trade list (CSV or Parquet by suffix).")] = None,
 ) -> None:
     """Backtest one strategy spec with engine A and print its metrics."""
+    _check_output(trades_path)
     announce_compiles()
     from alphaloop.data import load_bars
     from alphaloop.engines import backtest as run_backtest
@@ -100,6 +102,7 @@ def verify(
     (EXECUTION_INFEASIBLE, DATA_FAILURE, RISK_MODEL_FAILURE, NON_DETERMINISTIC).
     Exit code 0 whether or not the strategy passes; 2 on bad input.
     """
+    _check_output(fills_path)
     announce_compiles()
     from alphaloop.data import load_bars
     from alphaloop.engines.engine_b import verify as run_verify
@@ -201,12 +204,13 @@ def sweep(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Results Parquet file.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Candidates to sample.")] = 500,
     sampler: Annotated[str, typer.Option(help="grid | random | sobol | tpe")] = "sobol",
-    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Sampler seed.")] = 0,
     fees_bps: FeesOpt = None,
     slippage_bps: SlipOpt = None,
     top: Annotated[int, typer.Option(help="Rows of the ranked table to print.")] = 10,
 ) -> None:
     """Sample candidates of FAMILY, run them through engine A, write one row each."""
+    _check_output(out_path)
     announce_compiles()
     from alphaloop.data import load_bars
     from alphaloop.engines.sweep import run_sweep
@@ -317,6 +321,7 @@ def evaluate(
     """Score, deflate (DSR, PBO, SPA) and rank a sweep's candidates on the data before
     the holdout, each against its benchmark (beta, alpha, information ratio, excess
     DSR), then report the top ones on the untouched holdout."""
+    _check_output(out_path)
     announce_compiles()
     import pandas as pd
 
