@@ -210,3 +210,10 @@ def test_a_policy_nested_too_deeply_is_a_4xx(http: httpx.Client, kind: str) -> N
     _check(r)
     assert r.json()["error"]["code"] == "POLICY_MALFORMED" and "nested too deeply" in r.text
     assert http.get("/worlds/fz").status_code == 200  # still up
+
+
+def test_periods_per_year_as_text_is_refused_like_any_number(http: httpx.Client) -> None:
+    """A black-box report: "252" (a string) was taken while string metrics are not."""
+    body = {**VALID["/worlds/fz/evaluate"], "run_id": "ppy-text", "periods_per_year": "252"}
+    r = http.post("/worlds/fz/evaluate", json=body)
+    assert r.status_code == 422 and "periods_per_year" in r.text, r.text

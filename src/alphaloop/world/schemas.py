@@ -27,7 +27,7 @@ DecidedStage = Literal["backtest", "paper", "live"]
 # a period return below -100 % would leave negative equity: no series holds one
 Returns = Annotated[list[Annotated[float, Field(gt=-1)]], Field(min_length=2,
                                                                max_length=200_000)]
-Ppy = Annotated[float, Field(gt=0, le=1_000_000)]
+Ppy = Annotated[Number, Field(gt=0, le=1_000_000)]  # a number, never its text
 Name = Annotated[str, Field(max_length=200)]
 SQL_INT_MAX = 2**63 - 1
 """The largest integer a database column holds (SQLite INTEGER, PostgreSQL BIGINT)."""
