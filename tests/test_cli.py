@@ -809,9 +809,15 @@ def test_outputs_and_seeds_that_cannot_work_are_refused_before_the_work(
         code, out, err = _run("sweep", "sma_cross", "--data", "sp500", "--n", "2", "--seed",
                               seed, "--out", str(tmp_path / "s.parquet"))
         assert code == 2 and "--seed" in err and "Traceback" not in err + out
-    for args in (["verify", str(spec_file), "--data", "sp500", "--fills", str(tmp_path)],
-                 ["backtest", str(spec_file), "--data", "sp500", "--trades", "t.txt"],
-                 ["sweep", "sma_cross", "--data", "sp500", "--out", str(tmp_path)]):
+    folder = tmp_path / "a_folder.parquet"
+    folder.mkdir()
+    for args, code_name in (
+            (["verify", str(spec_file), "--data", "sp500", "--fills", str(folder)],
+             "OUTPUT_WRITE_FAILED"),
+            (["backtest", str(spec_file), "--data", "sp500", "--trades", "t.txt"],
+             "OUTPUT_FORMAT"),
+            (["sweep", "sma_cross", "--data", "sp500", "--out", str(folder)],
+             "OUTPUT_WRITE_FAILED")):
         code, out, err = _run(*args)
-        assert code == 2 and "OUTPUT_FORMAT" in err, (args, err)
+        assert code == 2 and code_name in err, (args, err)
         assert "compiling" not in err and len(err.strip().splitlines()) == 1

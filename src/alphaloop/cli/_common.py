@@ -118,7 +118,8 @@ def _check_output(path: Path | None) -> None:
         raise AlphaloopError(f"{path}: output must end in .csv or .parquet",
                              code="OUTPUT_FORMAT")
     if path.is_dir():
-        raise AlphaloopError(f"{path} is a folder; name a file in it", code="OUTPUT_FORMAT")
+        raise AlphaloopError(f"cannot write {path}: it is a folder; name a file in it",
+                             code="OUTPUT_WRITE_FAILED")
 
 
 def _write_table(frame: Any, path: Path) -> None:
