@@ -193,7 +193,7 @@ def test_import_wrong_columns_lists_missing_and_unexpected(tmp_path: Path) -> No
     proc = cli(tmp_path, "data", "import", str(src))
     assert proc.returncode == 2
     msg = " ".join(proc.stderr.split())
-    assert "missing columns ['date (or timestamp, datetime, time)', 'open', 'high', " \
+    assert "missing columns ['date (or timestamp, datetime, time, open_time)', 'open', 'high', " \
            "'low', 'close']" in msg
     assert "unexpected columns ['when', 'ticker', 'price', 'qty']" in msg
     assert "must be numeric" not in msg

@@ -339,7 +339,7 @@ def test_epoch_times_load_in_the_unit_their_magnitude_names(tmp_path: Path) -> N
     epoch times are UTC, so no note about naive times."""
     ms = 1_609_459_200_000
     single = tmp_path / "btc.csv"
-    single.write_text("timestamp,open,high,low,close,volume\n"
+    single.write_text("open_time,open,high,low,close,volume\n"  # an exchange's name
                       + "".join(f"{ms + i * 3_600_000},10,11,9,10.5,5\n" for i in range(30)))
     notes: list[str] = []
     bars = load_file(single, notes=notes)

@@ -2,7 +2,7 @@
 
 Three layouts are understood, and told apart automatically (column names are matched
 case-insensitively; the time column may be called ``timestamp``, ``date``,
-``datetime`` or ``time``):
+``datetime``, ``time`` or ``open_time``, as crypto exchanges export it):
 
 - **long**: one row per (timestamp, symbol) with ``open, high, low, close`` and
   optionally ``volume`` — recognised by its ``symbol`` column;
@@ -43,7 +43,8 @@ FORMATS: dict[str, str] = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet
 
 Layout = Literal["long", "single", "wide"]
 
-DATE_COLUMNS: tuple[str, ...] = ("timestamp", "date", "datetime", "time")
+DATE_COLUMNS: tuple[str, ...] = ("timestamp", "date", "datetime", "time", "open_time",
+                                  "open time")
 """Accepted names of the time column (any case), in order of preference."""
 _ADJ_CLOSE = frozenset({"adj close", "adj_close", "adjclose", "adjusted close",
                         "adjusted_close"})
@@ -100,8 +101,8 @@ def _header_once(path: Path) -> None:
 
 def standard_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Column names lowercased and stripped, ``Adj Close`` spelled ``adj_close`` and the
-    time column (``date``, ``datetime``, ``time``) called ``timestamp``. A wide table's
-    symbol columns are renamed too; :func:`frame_to_bars` keeps their case."""
+    time column (``date``, ``datetime``, ``time``, ``open_time``) called ``timestamp``. A
+    wide table's symbol columns are renamed too; :func:`frame_to_bars` keeps their case."""
     names = [str(c).strip().lower() for c in df.columns]
     names = ["adj_close" if n in _ADJ_CLOSE else n for n in names]
     if "timestamp" not in names:
@@ -150,7 +151,7 @@ def _layout_error(cols: list[str], written: list[str] | None = None,
     names = written or cols
     missing = [c for c in ("timestamp", *PRICES) if c not in cols]
     if missing and missing[0] == "timestamp":
-        missing[0] = "date (or timestamp, datetime, time)"
+        missing[0] = "date (or timestamp, datetime, time, open_time)"
     unexpected = [w for c, w in zip(cols, names, strict=True)
                   if c not in _KNOWN and c != "timestamp"]
     hint = (f"; column(s) {text} hold text, so it is not a wide table (date, then "
