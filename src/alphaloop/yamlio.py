@@ -23,7 +23,12 @@ M = TypeVar("M", bound=BaseModel)
 class StrictLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate keys, reads ``1e-3`` as a float and only
     ``true``/``false`` as booleans (YAML 1.2: ``yes``, ``no``, ``on`` and ``off`` stay
-    words, so a strict boolean such as a policy's ``allow_live`` refuses them)."""
+    words, so a strict boolean such as a policy's ``allow_live`` refuses them), and a
+    document whose aliases expand past :data:`MAX_EXPANDED_NODES` values."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _expanded(node, {})
+        return super().construct_document(node)
 
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -52,6 +57,32 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
 
 
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+MAX_EXPANDED_NODES = 100_000
+"""The most values a document may hold once its aliases are written out: 40 nested
+anchors each used twice (a few hundred bytes) would otherwise be 2^40 values for
+whatever walks the result (a server would spin on a policy body)."""
+
+
+def _expanded(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values ``node`` holds with every alias written out (a DAG walked once)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # a node that contains itself counts once
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded(k, memo) + _expanded(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    if size > MAX_EXPANDED_NODES:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"the document holds more than {MAX_EXPANDED_NODES:,} values once "
+            "its aliases (*name) are expanded", node.start_mark)
+    memo[key] = size
+    return size
+
 StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),

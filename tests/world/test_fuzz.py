@@ -217,3 +217,20 @@ def test_periods_per_year_as_text_is_refused_like_any_number(http: httpx.Client)
     body = {**VALID["/worlds/fz/evaluate"], "run_id": "ppy-text", "periods_per_year": "252"}
     r = http.post("/worlds/fz/evaluate", json=body)
     assert r.status_code == 422 and "periods_per_year" in r.text, r.text
+
+
+def test_a_policy_whose_aliases_expand_to_billions_of_values_is_a_quick_422(
+        http: httpx.Client) -> None:
+    """A black-box report: 40 anchors each aliased twice (a few hundred bytes, 2^40
+    values written out) held the one-worker server at 100 % CPU past SIGTERM."""
+    lines = ["gates: &a0 {backtest: {min_sharpe: 0.5}}"]
+    lines += [f"x{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 41)]
+    r = http.put("/worlds/fz/policy", content="\n".join(lines).encode(),
+                 headers={"Content-Type": "application/yaml"}, timeout=10)
+    _check(r)
+    assert r.json()["error"]["code"] == "POLICY_MALFORMED" and "aliases" in r.text
+    assert http.get("/worlds/fz").status_code == 200
+    shared = "base: &b {backtest: {min_sharpe: 0.5}}\ngates: *b\n"  # an alias used fairly
+    r = http.put("/worlds/fz/policy", content=shared.encode(),
+                 headers={"Content-Type": "application/yaml"})
+    assert "aliases" not in r.text, r.text
