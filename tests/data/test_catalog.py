@@ -198,7 +198,8 @@ def test_failed_write_removes_temp_file(tmp_path: Path, home: Path,
     assert load_bars("ds").data_ref == first.data_ref
 
 
-@pytest.mark.parametrize("name", ["has space", "slash/name", "", ".hidden", "ü", "sp500"])
+@pytest.mark.parametrize("name", ["has space", "slash/name", "", ".hidden", "ü", "sp500",
+                                  "SP500", "small.csv", "x.Parquet", "y.pq"])
 def test_bad_names(tmp_path: Path, name: str) -> None:
     src = tmp_path / "x.csv"
     small_long().to_csv(src, index=False)

@@ -202,9 +202,13 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 128:
         raise DataError(f"bad dataset name {name!r}: use 1-128 letters, digits, '_', '.', '-' "
                         "(not starting with '.')", code="DQ_BAD_NAME")
-    if name in _BUNDLED:
+    if name.lower() in {b.lower() for b in _BUNDLED}:
         raise DataError(f"bad dataset name {name!r}: it is the name of a bundled dataset",
                         code="DQ_BAD_NAME")
+    if name.lower().endswith((".csv", ".parquet", ".pq")):
+        # `--data small.csv` would then mean the dataset, not the file beside it
+        raise DataError(f"bad dataset name {name!r}: it reads as a file name; drop the "
+                        "suffix", code="DQ_BAD_NAME")
     return name
 
 
