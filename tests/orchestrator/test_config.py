@@ -114,6 +114,7 @@ def test_a_generated_run_id_is_shown_short_and_a_chosen_name_in_full() -> None:
     ({"kb": {"url": ""}}, "kb.url"),
     ({"kb": {"url": "sqlite://"}}, "in-memory"),
     ({"kb": {"url": "sqlite:///:memory:"}}, "in-memory"),
+    ({"kb": {"url": "sqlite:///file::memory:?cache=shared&uri=true"}}, "in-memory"),
     ({"out_dir": ""}, "out_dir"),
     ({"world": {"url": "garbage", "id": "main"}}, "not a WorldService address"),
     ({"world": {"url": "ftp://host:1", "id": "main"}}, "not a WorldService address"),

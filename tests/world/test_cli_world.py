@@ -54,6 +54,12 @@ def test_token_create_and_revoke_on_the_database(tmp_path: Path) -> None:
     assert gone.exit_code == 0
     again = runner.invoke(app, ["world", "token", "revoke", "0" * 16, "--db", db])
     assert again.exit_code == 2 and "TOKEN_NOT_FOUND" in again.output
+    # a database that forgets (a black-box report: a TypeError traceback from the pool)
+    for memory in ("sqlite://", "sqlite:///:memory:"):
+        lost = runner.invoke(app, ["world", "token", "create", "--role", "viewer", "--db",
+                                   memory])
+        assert lost.exit_code == 2 and "KB_INVALID_URL" in lost.output, lost.output
+        assert "Traceback" not in lost.output
 
 
 def test_out_of_range_numbers_are_refused_before_anything_runs(tmp_path: Path) -> None:

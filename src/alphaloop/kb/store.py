@@ -255,6 +255,16 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+def is_in_memory(url: str) -> bool:
+    """Whether ``url`` names an in-memory SQLite database, which forgets everything with
+    its last connection (a run's records, a world's decisions)."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        return False  # opening it says what is wrong
+    return parsed.get_backend_name() == "sqlite" and _sqlite_file(parsed) is None
+
+
 # --------------------------------------------------------------------- opening safely
 
 

@@ -291,15 +291,9 @@ class KBConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _kept(cls, value: str | None) -> str | None:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        from alphaloop.kb.store import is_in_memory
 
-        try:
-            parsed = make_url(value) if value is not None else None
-        except ArgumentError:
-            return value  # the knowledge base names what is wrong with it when it opens
-        if parsed is not None and parsed.get_backend_name() == "sqlite" \
-                and parsed.database in (None, "", ":memory:"):
+        if value is not None and is_in_memory(value):
             raise ValueError("an in-memory SQLite database forgets the run when it ends "
                              "(no status, resume or report): give a file, "
                              "sqlite:///path/kb.sqlite")

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Insert, Select
 
 from alphaloop.kb import KBError, KnowledgeBase
-from alphaloop.kb.store import WRITE_OPTION, configure_sqlite
+from alphaloop.kb.store import WRITE_OPTION, configure_sqlite, is_in_memory
 from alphaloop.world.commit import GroupCommit, Work
 from alphaloop.world.errors import WorldError, unavailable
 
@@ -157,6 +157,10 @@ class Database:
 
     def __init__(self, url: str, *, busy_timeout_s: float = 10.0,
                  synchronous: str | None = None) -> None:
+        if is_in_memory(url):  # every connection of the pool would see another database
+            raise WorldError(f"{url!r} is an in-memory database: a world keeps its "
+                             "decisions in a file (sqlite:///path/world.sqlite) or on a "
+                             "server", code="KB_INVALID_URL", status=400)
         try:
             KnowledgeBase(url, busy_timeout_s=busy_timeout_s).close()
         except KBError as exc:
