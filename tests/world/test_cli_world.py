@@ -76,3 +76,16 @@ def test_out_of_range_numbers_are_refused_before_anything_runs(tmp_path: Path) -
     # a trade count stored before the hub checked it reads as unknown, not as a 500
     assert (_count("lots"), _count(float("nan")), _count(5.0), _count(2.5)) == (
         None, None, 5, 2.5)
+
+
+def test_a_bad_service_address_or_token_is_one_line(monkeypatch: Any) -> None:
+    """A black-box report: `--url 'http://[::1'` and a token with 'ü' in it ended in
+    httpx tracebacks (InvalidURL, UnicodeEncodeError)."""
+    monkeypatch.setenv("ALPHALOOP_WORLD_TOKEN", "x")
+    bad_url = runner.invoke(app, ["world", "status", "main", "--url", "http://[::1"])
+    assert bad_url.exit_code == 2 and "BAD_URL" in bad_url.output, bad_url.output
+    monkeypatch.setenv("ALPHALOOP_WORLD_TOKEN", "t\u00fcken")
+    bad_token = runner.invoke(app, ["world", "status", "main", "--url", "http://127.0.0.1:9"])
+    assert bad_token.exit_code == 2 and "BAD_TOKEN" in bad_token.output, bad_token.output
+    for res in (bad_url, bad_token):
+        assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output

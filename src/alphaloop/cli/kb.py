@@ -146,7 +146,7 @@ def kb_import_runs(url: UrlOpt = None) -> None:
 def kb_prune_claims(
         url: UrlOpt = None,
         older_than: Annotated[float, typer.Option(
-            "--older-than", min=0.0, help="Hours since the claim's lease ended.")] = 24.0,
+            "--older-than", min=0.0, max=1e6, help="Hours since the claim's lease ended.")] = 24.0,
 ) -> None:
     """Delete the shared-work claims (and the results they store) whose lease ended
     more than --older-than hours ago. Safe while runs are going: a run that misses a

@@ -89,8 +89,17 @@ class WorldClient:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
         token = token if token is not None else os.environ.get(TOKEN_ENV)
+        if token and not token.isascii():  # an HTTP header cannot carry it
+            raise WorldClientError("the token holds characters that are not ASCII; tokens "
+                                   "are what `alphaloop world token create` printed",
+                                   code="BAD_TOKEN", status=400)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        try:
+            self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers,
+                                      timeout=timeout)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise WorldClientError(f"{url!r} is not a WorldService address ({exc}): use "
+                                   "http(s)://host:port", code="BAD_URL", status=400) from None
         self.clock = clock
 
     def close(self) -> None:
