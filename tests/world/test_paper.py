@@ -199,11 +199,22 @@ def test_feeds_are_parsed_or_refused(tmp_path: Path) -> None:
 
 def test_a_start_past_the_feeds_bars_is_refused(tmp_path: Path) -> None:
     bars = load_bars(DATA)
-    for start in ("2100-01-02", bars.n_bars):
+    for start in ("2100-01-02", bars.n_bars, "-5", "99999-01-01"):  # out of ns bounds too
         with pytest.raises(AlphaloopError) as err:
             _runner(tmp_path / "s.json").run(ReplayFeed(DATA), start=start, max_bars=1)
         assert err.value.code == "START_INVALID"
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_damaged_state_file_is_refused_and_left_as_found(tmp_path: Path) -> None:
+    """A black-box report: a truncated state file (or a CSV given as --state) was a
+    JSONDecodeError traceback."""
+    for text in ('{"world_id": "w", "strat', "date,close\n2020-01-02,1\n", '{"nope": 1}'):
+        state = tmp_path / "s.json"
+        state.write_text(text)
+        with pytest.raises(AlphaloopError) as err:
+            _runner(state).run(ReplayFeed(DATA), max_bars=1)
+        assert err.value.code == "STATE_DAMAGED" and state.read_text() == text
 
 
 def test_a_feed_that_restates_traded_bars_is_refused(tmp_path: Path) -> None:

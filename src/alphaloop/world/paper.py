@@ -91,7 +91,16 @@ class PaperState:
 
     @classmethod
     def load(cls, path: Path) -> PaperState | None:
-        return cls(**json.loads(path.read_text())) if path.exists() else None
+        """The state saved at ``path``, None when there is none; ``STATE_DAMAGED`` when
+        the file is not one (it is left as found)."""
+        if not path.exists():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError, UnicodeDecodeError, IsADirectoryError) as exc:
+            raise AlphaloopError(f"--state: {path} is not a paper run's state file "
+                                 f"({type(exc).__name__}); name another file, or restore "
+                                 "it", code="STATE_DAMAGED") from None
 
 
 def _history_ref(bars: Any, stop: int) -> str:
@@ -329,13 +338,13 @@ class PaperRunner:
         elif isinstance(start, int):
             first = start
         else:
-            try:
+            try:  # OutOfBoundsDatetime (year -5 against a ns index) is a ValueError
                 when = pd.Timestamp(start)
-            except ValueError as exc:
+                when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+                first = int(bars.index.searchsorted(when))
+            except (ValueError, OverflowError) as exc:
                 raise AlphaloopError(f"--start: {start!r} is neither a bar index nor an ISO "
                                      "time", code="START_INVALID") from exc
-            when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
-            first = int(bars.index.searchsorted(when))
         # without --start a run begins after the bars present; a --start must name one
         if not 1 <= first <= bars.n_bars - (start is not None):
             raise AlphaloopError(f"--start: {start!r} leaves no bar of history before the "
