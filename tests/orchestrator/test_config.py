@@ -118,6 +118,7 @@ def test_a_generated_run_id_is_shown_short_and_a_chosen_name_in_full() -> None:
     ({"out_dir": ""}, "out_dir"),
     ({"world": {"url": "garbage", "id": "main"}}, "not a WorldService address"),
     ({"world": {"url": "ftp://host:1", "id": "main"}}, "not a WorldService address"),
+    ({"world": {"url": "http://host:99999", "id": "main"}}, "not a WorldService address"),
 ])
 def test_places_that_lose_the_run_or_go_nowhere_are_refused(data: dict[str, object],
                                                             needle: str) -> None:

@@ -234,3 +234,10 @@ def test_a_policy_whose_aliases_expand_to_billions_of_values_is_a_quick_422(
     r = http.put("/worlds/fz/policy", content=shared.encode(),
                  headers={"Content-Type": "application/yaml"})
     assert "aliases" not in r.text, r.text
+
+
+@pytest.mark.parametrize("name", [".", "..", "..."])
+def test_a_world_named_like_a_path_step_is_refused(http: httpx.Client, name: str) -> None:
+    """A black-box report: a world `..` was created, and no URL could reach it again."""
+    r = http.post("/worlds", json={"world_id": name})
+    assert r.status_code == 422 and "path step" in r.text, r.text

@@ -344,6 +344,10 @@ class WorldLink(_Strict):
         from urllib.parse import urlsplit
 
         parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018  (reading it checks it: 0-65535)
+        except ValueError:
+            parts = parts._replace(netloc="")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{value!r} is not a WorldService address: use "
                              "http(s)://host:port")

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -20,7 +21,16 @@ from pydantic import (
 
 from alphaloop.world.policy import Integer, Number, Outcome, RuleResult, Stage
 
-Key = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+-]+$")]
+
+def _not_dots(value: str) -> str:
+    # "." and ".." are path steps, not names: a URL holding them reaches another resource
+    if set(value) == {"."}:
+        raise ValueError(f"{value!r} is not a name (it is a path step)")
+    return value
+
+
+Key = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+-]+$"),
+                AfterValidator(_not_dots)]
 StrategyId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Role = Literal["viewer", "submitter", "operator", "approver", "admin"]
 DecidedStage = Literal["backtest", "paper", "live"]
