@@ -54,6 +54,15 @@ def test_token_create_and_revoke_on_the_database(tmp_path: Path) -> None:
     assert gone.exit_code == 0
     again = runner.invoke(app, ["world", "token", "revoke", "0" * 16, "--db", db])
     assert again.exit_code == 2 and "TOKEN_NOT_FOUND" in again.output
+    # the whole token names its id, and its secret is never repeated (a black-box report)
+    whole = json.loads(runner.invoke(app, ["world", "token", "create", "--role", "viewer",
+                                           "--name", "eve", "--db", db, "--json"]).output)
+    secret = whole["token"].split("_", 2)[2]
+    by_token = runner.invoke(app, ["world", "token", "revoke", whole["token"], "--db", db])
+    assert by_token.exit_code == 0 and secret not in by_token.output, by_token.output
+    unknown = runner.invoke(app, ["world", "token", "revoke", f"alw_{'0' * 16}_{secret}",
+                                  "--db", db])
+    assert unknown.exit_code == 2 and secret not in unknown.output
     # a database that forgets (a black-box report: a TypeError traceback from the pool)
     for memory in ("sqlite://", "sqlite:///:memory:"):
         lost = runner.invoke(app, ["world", "token", "create", "--role", "viewer", "--db",

@@ -84,8 +84,9 @@ def token_revoke(token_id: str, db: DbOpt = None) -> None:
     from alphaloop.world.db import Database
 
     with Database(_db_url(db)).write() as conn:
-        tokens.revoke(conn, token_id, actor=f"cli:{getpass.getuser()}")
-    out.print(f"revoked {token_id}", highlight=False)
+        row = tokens.revoke(conn, token_id, actor=f"cli:{getpass.getuser()}")
+        revoked = row.token_id  # the id, even when the whole token (with its secret) was given
+    out.print(f"revoked {revoked}", highlight=False)
 
 
 @_friendly

@@ -66,6 +66,10 @@ def create(conn: Session, role: str, name: str, actor: str) -> tuple[str, str]:
 
 
 def revoke(conn: Session, token_id: str, actor: str) -> ApiToken:
+    """Revoke by id; the whole token (``alw_<id>_<secret>``) names its id too, and its
+    secret is then never repeated in a message."""
+    if token_id.startswith("alw_") and token_id.count("_") >= 2:
+        token_id = token_id.split("_", 2)[1]
     row = conn.execute(select(ApiToken).where(ApiToken.token_id == token_id)).scalar_one_or_none()
     if row is None:
         raise WorldError(f"token {token_id!r} does not exist", code="TOKEN_NOT_FOUND",
