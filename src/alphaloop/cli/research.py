@@ -330,12 +330,14 @@ def evaluate(
     from alphaloop.evaluation.scoring import PolicyRegistry, load_policy
 
     pol = load_policy(policy)
-    policy_hash = PolicyRegistry().record(pol)  # a used version can never change content
+    registry = PolicyRegistry()
+    registry.check(pol)  # a used version can never change content: refused before the work
     results = sweep_rows(_read_results(results_path, pd))  # its own --out file works too
     source = data or _single(results, "data_source")
     bars = load_bars(source)
     ev = evaluate_candidates(results, bars, pol, top=top, n_trials=n_trials, holdout=holdout,
                              benchmark=benchmark)
+    policy_hash = registry.record(pol)  # recorded once the evaluation stands
     run_path = _record_run(ev, results_path, source, bars, policy_hash, holdout, top, kb_url)
     if out_path is not None:  # each row names the run, for `report --results OUT`
         _write_table(_scored_table(ev, holdout).assign(evaluated_by=run_path.name), out_path)

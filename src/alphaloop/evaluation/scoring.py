@@ -447,6 +447,13 @@ class PolicyRegistry:
                 f"{policy.content_hash}); policy versions are immutable once used: give the "
                 f"changed policy a new policy_version", code="POLICY_VERSION_CONFLICT")
 
+    def check(self, policy: ScoringPolicy) -> None:
+        """``POLICY_VERSION_CONFLICT`` now, before any work, if :meth:`record` would
+        refuse ``policy``; records nothing."""
+        stored = self.get(policy.policy_version)
+        if stored is not None:
+            self._check_same(policy, stored)
+
     def record(self, policy: ScoringPolicy) -> str:
         """Record the first use of ``policy.policy_version``; return its content hash."""
         path = self.path(policy.policy_version)
