@@ -818,7 +818,10 @@ def test_outputs_and_seeds_that_cannot_work_are_refused_before_the_work(
             (["backtest", str(spec_file), "--data", "sp500", "--trades", "t.txt"],
              "OUTPUT_FORMAT"),
             (["sweep", "sma_cross", "--data", "sp500", "--out", str(folder)],
-             "OUTPUT_WRITE_FAILED")):
+             "OUTPUT_WRITE_FAILED"),
+            (["factor", "roc(close, 20)", "--data", "sp500", "--out", str(tmp_path)],
+             "OUTPUT_WRITE_FAILED"),
+            (["report", "--run", "nope", "--out", str(tmp_path)], "OUTPUT_WRITE_FAILED")):
         code, out, err = _run(*args)
         assert code == 2 and code_name in err, (args, err)
         assert "compiling" not in err and len(err.strip().splitlines()) == 1

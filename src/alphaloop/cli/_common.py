@@ -109,12 +109,15 @@ def _pct(value: Any) -> str:
     return f"{100 * float(value):.2f}%"
 
 
-def _check_output(path: Path | None) -> None:
-    """Refuse an output path that cannot take a table before any work is done: not
-    .csv/.parquet, or a folder."""
+TABLES = (".csv", ".parquet", ".pq")
+
+
+def _check_output(path: Path | None, suffixes: tuple[str, ...] | None = TABLES) -> None:
+    """Refuse an output path before any work is done: a folder, or (for a table) not
+    .csv/.parquet; ``suffixes=None`` takes any file name (an HTML page)."""
     if path is None:
         return
-    if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+    if suffixes is not None and path.suffix.lower() not in suffixes:
         raise AlphaloopError(f"{path}: output must end in .csv or .parquet",
                              code="OUTPUT_FORMAT")
     if path.is_dir():

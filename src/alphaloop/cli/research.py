@@ -424,6 +424,7 @@ def factor(
     """How well EXPRESSION ranks the symbols, before any backtest: IC and rank IC against
     the forward return (Newey-West t), ICIR, decay over horizons, quantile returns and
     the top-minus-bottom spread."""
+    _check_output(out_path, suffixes=None)
     from alphaloop.data import load_bars
     from alphaloop.evaluation.factors import evaluate_factor
 
@@ -486,6 +487,7 @@ def report(
 
     A strategy report shows the numbers the newest recorded run that evaluated the
     strategy recorded (or the run given by --run), with its holdout and trial count."""
+    _check_output(out_path, suffixes=None)
     if strategy is None and run is None:
         raise AlphaloopError("report needs --strategy ID or --run ID", code="REPORT_TARGET")
     if strategy is None and run is not None:
