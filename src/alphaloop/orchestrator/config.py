@@ -345,10 +345,10 @@ class WorldLink(_Strict):
 
         parts = urlsplit(value)
         try:
-            parts.port  # noqa: B018  (reading it checks it: 0-65535)
+            port_ok = parts.port is None or parts.port >= 0  # reading it checks 0-65535
         except ValueError:
-            parts = parts._replace(netloc="")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+            port_ok = False
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
             raise ValueError(f"{value!r} is not a WorldService address: use "
                              "http(s)://host:port")
         return value
