@@ -50,6 +50,11 @@ def test_token_create_and_revoke_on_the_database(tmp_path: Path) -> None:
     token_id = json.loads(made.output)["token_id"]
     bad = runner.invoke(app, ["world", "token", "create", "--role", "root", "--db", db])
     assert bad.exit_code == 2 and "INVALID_ROLE" in bad.output
+    # a holder without a name (a black-box report: '' was taken) or one too long
+    for name in ("", "   ", "x" * 129):
+        nameless = runner.invoke(app, ["world", "token", "create", "--role", "viewer",
+                                       "--name", name, "--db", db])
+        assert nameless.exit_code == 2 and "INVALID_NAME" in nameless.output, nameless.output
     gone = runner.invoke(app, ["world", "token", "revoke", token_id, "--db", db])
     assert gone.exit_code == 0
     again = runner.invoke(app, ["world", "token", "revoke", "0" * 16, "--db", db])
@@ -98,3 +103,19 @@ def test_a_bad_service_address_or_token_is_one_line(monkeypatch: Any) -> None:
     assert bad_token.exit_code == 2 and "BAD_TOKEN" in bad_token.output, bad_token.output
     for res in (bad_url, bad_token):
         assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+
+
+def test_an_id_the_server_would_refuse_is_refused_before_it_is_sent(
+        world_server: Any, monkeypatch: Any) -> None:
+    """A black-box finding: ids were put into the path as typed. The server decodes
+    '%2F', so 'w/policy' or '..' would have reached another endpoint; now the client
+    checks an id as the server does, before any request (a dead address proves it)."""
+    srv, toks = world_server
+    monkeypatch.setenv("ALPHALOOP_WORLD_TOKEN", toks["operator"])
+    for bad in ("w/policy", "..", "a?b=1", "a b"):
+        for url in ("http://127.0.0.1:9", srv.url):
+            got = runner.invoke(app, ["world", "status", bad, "--url", url])
+            assert got.exit_code == 2 and "INVALID_REQUEST" in got.output, got.output
+            assert "WORLD_UNREACHABLE" not in got.output
+    fine = runner.invoke(app, ["world", "status", "no-such:world@x", "--url", srv.url])
+    assert fine.exit_code == 2 and "NOT_FOUND" in fine.output, fine.output

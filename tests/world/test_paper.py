@@ -255,6 +255,17 @@ def _paper_args(srv: Server, world: str, tmp_path: Path) -> tuple[list[str], Pat
             f"replay:{DATA}", "--state", str(state), "--url", srv.url], state
 
 
+def test_a_world_that_does_not_exist_leaves_no_state(
+        sqlite_server: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
+    """A black-box report: `world paper --world nope` wrote a state file, then failed."""
+    srv, toks = sqlite_server
+    args, state = _paper_args(srv, "nope", tmp_path)
+    got = CliRunner().invoke(app, [*args, "--start", str(START), "--max-bars", "1"],
+                             env={"ALPHALOOP_WORLD_TOKEN": toks["operator"]})
+    assert got.exit_code == 2 and "WORLD_NOT_FOUND" in got.output, got.output
+    assert not state.exists()
+
+
 def test_one_strategy_walks_from_backtest_to_live_on_the_paper_broker(
         sqlite_server: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
     srv, toks = sqlite_server

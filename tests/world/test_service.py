@@ -526,6 +526,9 @@ def test_tokens_are_created_revoked_and_audited(world_server: Any) -> None:
     log = _raw(world_server, "GET", "/audit", "admin", params={"limit": 1000}).json()
     mine = [(e["action"], e["target"]) for e in log if e["target"] == token_id]
     assert mine == [("token.create", token_id), ("token.revoke", token_id)]
+    # a name of spaces only names no holder: refused over HTTP as on the CLI
+    blank = _raw(world_server, "POST", "/tokens", "admin", json={"role": "viewer", "name": " "})
+    assert (blank.status_code, blank.json()["error"]["code"]) == (422, "INVALID_NAME")
 
 
 def test_the_audit_log_cannot_be_edited_through_the_api(world_server: Any) -> None:

@@ -461,10 +461,11 @@ class PaperRunner:
         for bars in feed.panels():
             if state is None:
                 state = self._state(bars, start)
+                # the world is asked first: a world that does not exist leaves no state
+                guard = self._guard() if self.post or self.guard is not None else RiskGuard()
                 self.state_path.parent.mkdir(parents=True, exist_ok=True)
                 state.save(self.state_path)
                 self._resume(state)
-                guard = self._guard() if self.post or self.guard is not None else RiskGuard()
             assert state.last_ts is not None
             first = int(bars.index.searchsorted(pd.Timestamp(state.last_ts), side="right"))
             _same_history(bars, first, state)

@@ -292,11 +292,15 @@ class SnapshotOut(BaseModel):
     stale_reasons: list[str]
 
 
+MAX_TOKEN_NAME = 128
+"""The longest token name (the audit trail and the approvers list name holders by it)."""
+
+
 class TokenIn(_In):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
                               json_schema_extra={"examples": [{"role": "submitter", "name": "ci"}]})
     role: Role
-    name: Annotated[str, Field(min_length=1, max_length=128)]
+    name: Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_NAME)]
 
 
 class TokenOut(BaseModel):

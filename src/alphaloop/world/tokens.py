@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from alphaloop.world import audit
 from alphaloop.world.errors import WorldError
 from alphaloop.world.models import ApiToken, table
+from alphaloop.world.schemas import MAX_TOKEN_NAME
 
 ROLES = ("viewer", "submitter", "operator", "approver", "admin")
 _READ = frozenset(ROLES)
@@ -55,6 +56,10 @@ def create(conn: Session, role: str, name: str, actor: str) -> tuple[str, str]:
     if role not in ROLES:
         raise WorldError(f"role: {role!r} is not one of {', '.join(ROLES)}",
                          code="INVALID_ROLE", field="role")
+    if not name.strip() or len(name) > MAX_TOKEN_NAME:
+        # the audit trail and the approvers list name a token's holder by it
+        raise WorldError(f"name: {name!r} must be 1 to {MAX_TOKEN_NAME} characters, not only "
+                         "spaces", code="INVALID_NAME", field="name")
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     conn.execute(insert(table(ApiToken)), dict(
