@@ -46,6 +46,12 @@ class Executor(Protocol):
 
     workers: int
 
+    @property
+    def in_process(self) -> bool:
+        """Whether :meth:`map` calls ``fn`` in this process (chunks then need no
+        serializing: specs travel as the objects they are)."""
+        ...
+
     def map(self, fn: Callable[..., Any], chunks: Sequence[Any]) -> list[Any]:
         """``[fn(chunk) for chunk in chunks]``, in order, possibly elsewhere."""
         ...
@@ -75,6 +81,10 @@ class LocalExecutor:
         self.workers = workers
         self.bars = bars
         self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def in_process(self) -> bool:
+        return self.workers <= 1
 
     def map(self, fn: Callable[..., Any], chunks: Sequence[Any]) -> list[Any]:
         if self.workers <= 1 or len(chunks) <= 1:
@@ -110,13 +120,16 @@ def make_executor(kind: str, workers: int | None, bars: Bars, *,
 
 
 # ------------------------------------------------------------- the work itself
-def backtest_chunk(job: tuple[list[str], int, float, float]) -> tuple[pd.DataFrame, np.ndarray]:
-    """Engine A on bars ``0..stop-1`` of the worker's panel for specs given as JSON:
-    the core metrics and return moments (for DSR) per candidate, and the per-bar
-    returns as float32 (for PBO and return correlation)."""
-    spec_json, stop, fees_bps, slippage_bps = job
+def backtest_chunk(job: tuple[Sequence[str | StrategySpec], int, float, float]
+                   ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Engine A on bars ``0..stop-1`` of the worker's panel for specs given as JSON
+    (or, in the calling process, as the spec objects): the core metrics and return
+    moments (for DSR) per candidate, and the per-bar returns as float32 (for PBO and
+    return correlation)."""
+    given, stop, fees_bps, slippage_bps = job
     bars, evaluator = _window(stop)
-    specs = [StrategySpec.model_validate(json.loads(s)) for s in spec_json]
+    specs = [s if isinstance(s, StrategySpec) else StrategySpec.model_validate(json.loads(s))
+             for s in given]
     res = run_batch(specs, bars, CostModel(fees_bps=fees_bps, slippage_bps=slippage_bps),
                     evaluator=evaluator, keep_equity=False)
     frame = res.metrics.reset_index()
@@ -145,7 +158,10 @@ def backtest_all(executor: Executor, specs: Sequence[StrategySpec], stop: int,
     if not specs:
         columns = ["strategy_id", *CORE_METRICS, "sr_per_period", "skew", "kurtosis", "n_obs"]
         return pd.DataFrame(columns=columns), np.zeros((0, stop), np.float32)
-    payload = [s.model_dump_json() for s in specs]
+    # in this process the objects themselves: their parse and id are computed already
+    # (JSON and back would validate, parse and hash every spec again)
+    payload: Sequence[str | StrategySpec] = (
+        specs if executor.in_process else [s.model_dump_json() for s in specs])
     # enough chunks to keep every worker busy, each big enough to amortize its overhead
     size = CHUNK if executor.workers <= 1 else max(
         MIN_CHUNK, min(CHUNK, -(-len(payload) // (4 * executor.workers))))

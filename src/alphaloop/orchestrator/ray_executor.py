@@ -113,6 +113,8 @@ class RayExecutor:
         self.processes: set[tuple[str, int]] = set()
         self._names: dict[str, str] = {}  # node id -> address, kept for after close
 
+    in_process = False
+
     def map(self, fn: Callable[..., Any], chunks: Sequence[Any]) -> list[Any]:
         ray = self.ray
         if not chunks:
