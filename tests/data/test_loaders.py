@@ -351,3 +351,18 @@ def test_epoch_times_load_in_the_unit_their_magnitude_names(tmp_path: Path) -> N
                                                for d in range(3)))
     assert list(load_file(wide).index.strftime("%Y-%m-%d")) == [
         "2021-01-01", "2021-01-02", "2021-01-03"]
+
+
+def test_a_long_csvs_symbols_are_read_as_written(tmp_path: Path) -> None:
+    """A black-box report: '0700' was imported as 700, '01' collided with '1', and the
+    ticker 'NA' was read as missing."""
+    names = ["0700", "0005", "01", "1", "NA", "TRUE"]
+    days = pd.bdate_range("2021-01-04", periods=30).strftime("%Y-%m-%d")
+    rows = [f"{d},{s},10,11,9,10.5,100" for d in days for s in names]
+    path = tmp_path / "hk.csv"
+    path.write_text("Date, Symbol ,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
+    got = load_file(path)
+    assert sorted(got.symbols) == sorted(names)
+    blank = tmp_path / "blank.csv"
+    blank.write_text("date,symbol,open,high,low,close\n2021-01-04,,1,1,1,1\n")
+    expect("DQ_BAD_SYMBOL", lambda: load_file(blank), "symbol")

@@ -84,9 +84,21 @@ def read_frame(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{p}: cannot read as {fmt}: {reason}", code="DQ_READ_FAILED") from exc
     if fmt == "csv":
         _header_once(p)
+        df = _symbols_as_written(p, df)
     if not isinstance(df.index, pd.RangeIndex):
         df = df.reset_index()
     return df
+
+
+def _symbols_as_written(path: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """A long CSV's symbols as text, exactly as written: read as numbers, ``0700``
+    would become ``700`` (and ``01`` collide with ``1``); read with pandas' missing
+    markers, the ticker ``NA`` would vanish."""
+    cols = [c for c in df.columns if str(c).strip().lower() == "symbol"]
+    if len(cols) != 1:  # none, or a duplicate the header check refuses
+        return df
+    text = pd.read_csv(path, usecols=cols, dtype=str, keep_default_na=False)
+    return df.assign(**{str(cols[0]): text[cols[0]].to_numpy()})
 
 
 def _header_once(path: Path) -> None:
