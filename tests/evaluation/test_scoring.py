@@ -734,3 +734,26 @@ def test_components_may_score_relative_metrics() -> None:
     with pytest.raises(PolicyError, match="unknown metric 'alpha'"):
         ScoringPolicy.from_dict({"policy_version": "rel-t2", "components": {
             "alpha": {"weight": 1.0, "lo": 0.0, "hi": 1.0}}})
+
+
+def test_a_policy_file_cannot_take_a_bundled_policys_version(tmp_path: Path) -> None:
+    """A black-box report: a file naming itself 'score-v2' was recorded under that
+    version, after which the bundled default was refused as a conflict. The bundled
+    text itself, copied into a file, still loads."""
+    import yaml
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"policy_version": "score-v2", "components": {
+        "sharpe": {"weight": 1, "lo": 0, "hi": 2}}}))
+    for given_as in (str(mine), mine):
+        with pytest.raises(PolicyError) as info:
+            load_policy(given_as)
+        assert info.value.code == "POLICY_VERSION_RESERVED"
+    copy = tmp_path / "copy.yaml"
+    from alphaloop.evaluation import scoring
+
+    copy.write_text((Path(scoring.__file__).parent / "policies" / "score-v2.yaml").read_text())
+    assert load_policy(copy) == load_policy("default")
+    own = tmp_path / "own.yaml"
+    own.write_text(mine.read_text().replace("score-v2", "mine-v1"))
+    assert load_policy(own).policy_version == "mine-v1"

@@ -370,7 +370,7 @@ def load_policy(path_or_name: str | Path | ScoringPolicy) -> ScoringPolicy:
     if isinstance(path_or_name, ScoringPolicy):
         return path_or_name
     if isinstance(path_or_name, Path):
-        return ScoringPolicy.from_yaml(path_or_name)
+        return _not_bundled_version(ScoringPolicy.from_yaml(path_or_name))
     if not isinstance(path_or_name, str):
         raise PolicyError(f"a policy is a path or a bundled name, got "
                           f"{type(path_or_name).__name__}", code="POLICY_NOT_FOUND")
@@ -378,11 +378,25 @@ def load_policy(path_or_name: str | Path | ScoringPolicy) -> ScoringPolicy:
     looks_like_path = ("/" in s or os.sep in s or s.endswith((".yaml", ".yml"))
                        or Path(s).is_file())
     if looks_like_path:
-        return ScoringPolicy.from_yaml(s)
+        return _not_bundled_version(ScoringPolicy.from_yaml(s))
     if s in bundled_policies():
         return _load_bundled(s)
     raise PolicyError(f"no bundled scoring policy named {s!r} and no such file; bundled: "
                       + ", ".join(bundled_policies()), code="POLICY_NOT_FOUND")
+
+
+def _not_bundled_version(policy: ScoringPolicy) -> ScoringPolicy:
+    """A policy file may not take a bundled policy's version with other content: the
+    version names the policy in every record, and the first use would bind the name
+    to the file's rules, so that the bundled policy could no longer be used."""
+    version = policy.policy_version
+    if version in bundled_policies() and version != "default":
+        bundled = _load_bundled(version)
+        if bundled.content_hash != policy.content_hash:
+            raise PolicyError(f"policy_version {version!r} is the bundled policy's (content "
+                              f"sha256 {bundled.content_hash}); give your policy a version "
+                              "of its own", code="POLICY_VERSION_RESERVED")
+    return policy
 
 
 # ============================================================ registry
