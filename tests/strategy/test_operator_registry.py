@@ -124,6 +124,35 @@ def test_strategy_ids_are_distinct_and_stable() -> None:
         assert spec("rmedian2").strategy_id != same_id
 
 
+def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
+    return pd.DataFrame(x.T).rolling(n).mean().to_numpy().T
+
+
+def test_another_implementation_under_the_same_name_gets_other_ids() -> None:
+    """A black-box report: after the operator's code changed, a loop reused the old
+    implementation's results from the knowledge base (the id hashed the name only)."""
+    def spec() -> StrategySpec:
+        return StrategySpec(entry="close > cust(close, 5)", exit="close < sma(close, 5)")
+
+    builtin = StrategySpec(entry="close > sma(close, 5)", exit="close < sma(close, 5)")
+    plain_id = builtin.strategy_id
+    with custom_operator("cust", rolling_median):
+        median_id = spec().strategy_id
+        assert spec().canonical()["operators"]["cust"].startswith("src:")
+        assert "operators" not in builtin.canonical()  # built-ins keep their ids
+    with custom_operator("cust", rolling_mean):  # other source text, other ids
+        assert spec().strategy_id != median_id
+    with custom_operator("cust", rolling_median, version="v7"):
+        pinned = spec().strategy_id
+    with custom_operator("cust", rolling_mean, version="v7"):  # the user's promise
+        assert spec().strategy_id == pinned != median_id
+    assert StrategySpec(entry="close > sma(close, 5)",
+                        exit="close < sma(close, 5)").strategy_id == plain_id
+    with pytest.raises(ExpressionError, match="version"):
+        register_operator("cust", rolling_mean, version=" ")
+    assert registered_operators() == {} and implementation("cust") is None
+
+
 def test_spec_validation_sees_the_registry() -> None:
     data = {"entry": "close > rmedian(close, 5)", "exit": "close < open"}
     with pytest.raises(SpecError, match="rmedian"):

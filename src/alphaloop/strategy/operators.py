@@ -38,6 +38,8 @@ This module evaluates nothing (floor 3): ``fn`` is held opaquely for the engines
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import keyword
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -62,13 +64,15 @@ Implementation = Callable[..., Any]  # (arrays..., windows...) -> array; opaque 
 CODE = "EXPRESSION_OPERATOR_REGISTRY"
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _IMPLEMENTATIONS: dict[str, Implementation] = {}
+_VERSIONS: dict[str, str] = {}  # name -> the implementation's identity (in ids)
 
 
 def register_operator(name: str, fn: Implementation, *,
                       args: Sequence[Kind] = ("num", "window"),
                       arg_names: Sequence[str] | None = None, doc: str = "",
                       min_window: int = 1,
-                      lookback: Callable[..., int] | None = None) -> OpSpec:
+                      lookback: Callable[..., int] | None = None,
+                      version: str | None = None) -> OpSpec:
     """Add operator ``name``, computed by ``fn``; return its signature.
 
     - ``args``: argument kinds in order, ``"num"`` (an expression) or ``"window"`` (a
@@ -76,6 +80,12 @@ def register_operator(name: str, fn: Implementation, *,
     - ``lookback(*windows)``: bars of history the operator adds to its inputs'
       (``n - 1`` for a rolling window of ``n``, ``n`` for a lag); default: the largest
       window, which is never too small for a window-bounded operator.
+    - ``version``: the implementation's identity, part of the id of every spec that
+      uses the operator, so that a knowledge base never hands back results computed
+      by another implementation under the same name. Default: a hash of ``fn``'s
+      source text (any edit of ``fn`` gives new ids; helpers it calls are not seen:
+      give an explicit version, and change it, when they change), or its qualified
+      name where the source cannot be read.
 
     Raises :class:`ExpressionError` (code ``EXPRESSION_OPERATOR_REGISTRY``) naming
     ``name`` when it is taken (a built-in, a bar field, a Python keyword or an
@@ -91,9 +101,30 @@ def register_operator(name: str, fn: Implementation, *,
     lookback_fn = lookback or _largest_window
     _check_lookback(name, lookback_fn, kinds, min_window)
     spec = OpSpec(name, kinds, "num", names, min_window=min_window, doc=str(doc))
+    identity = _version(name, fn, version)
     _IMPLEMENTATIONS[name] = fn
+    _VERSIONS[name] = identity
     add_registered_op(spec, lookback_fn)
     return spec
+
+
+def operator_versions(names: Iterator[str] | Sequence[str] | set[str]) -> dict[str, str]:
+    """The implementation identity (``version``) of each registered operator among
+    ``names``; built-ins have none (the package version pins them)."""
+    return {n: _VERSIONS[n] for n in sorted(set(names)) if n in _VERSIONS}
+
+
+def _version(name: str, fn: Implementation, given: str | None) -> str:
+    if given is not None:
+        if not isinstance(given, str) or not given.strip():
+            raise ExpressionError(f"operator {name!r}: version must be a non-empty string",
+                                  code=CODE)
+        return given
+    try:
+        text = inspect.getsource(fn)
+    except (OSError, TypeError):  # defined in a REPL, a C function, a callable object
+        text = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+    return "src:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def unregister_operator(name: str) -> None:
@@ -104,6 +135,7 @@ def unregister_operator(name: str) -> None:
     if name not in _IMPLEMENTATIONS:
         raise ExpressionError(f"operator {name!r} is not registered", code=CODE)
     del _IMPLEMENTATIONS[name]
+    _VERSIONS.pop(name, None)
     remove_registered_op(name)
 
 

@@ -38,7 +38,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from alphaloop.errors import ExpressionError, SpecError
-from alphaloop.strategy.expression import Node, canonicalize, parse
+from alphaloop.strategy.expression import (
+    Node,
+    canonicalize,
+    operators_used,
+    parse,
+    registered_op_names,
+)
+from alphaloop.strategy.operators import operator_versions
 from alphaloop.yamlio import format_validation_error, read_yaml, validate_mapping
 
 HASH_VERSION = "v1"
@@ -331,7 +338,17 @@ class StrategySpec(BaseModel):
             "direction": self.direction,
             "risk": self.risk.model_dump(),
             "sizing": _sizing_canonical(self.sizing),
-        } | self._portfolio_canonical()
+        } | self._portfolio_canonical() | self._operators_canonical()
+
+    def _operators_canonical(self) -> dict[str, Any]:
+        # a registered operator's implementation is part of the identity: another
+        # function under the same name must not find this one's results in a knowledge
+        # base; specs of built-in operators only keep their ids
+        if not registered_op_names():
+            return {}
+        used = set().union(*(operators_used(root) for _, root in self.expression_nodes()))
+        versions = operator_versions(used & registered_op_names())
+        return {"operators": versions} if versions else {}
 
     def _portfolio_canonical(self) -> dict[str, Any]:
         # sleeves is the default and stays out of the hash: ids of existing specs keep
