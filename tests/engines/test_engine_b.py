@@ -272,6 +272,21 @@ def test_thin_volume_is_execution_infeasible() -> None:
     assert str(fail.error_class) == "PERMANENT"
 
 
+def test_a_strategy_whose_orders_never_fill_is_execution_infeasible() -> None:
+    """A black-box report: with too little capital (here 20 against prices of 50 and
+    up) no order buys one whole unit: orders, no fills, no fill rate, and it was
+    called feasible."""
+    bars = _trend_bars(volume=1e9)
+    spec = StrategySpec(entry="close > sma(close, 10)", exit="close < sma(close, 10)")
+    res = verify(spec, bars, ExecutionModel(initial_capital=20.0), capacity=False)
+    assert res.execution["n_orders"] > 0 and res.execution["n_fills"] == 0
+    assert math.isnan(res.execution["fill_rate"])
+    (fail,) = [f for f in classify_failures(res) if f.code == "EXECUTION_INFEASIBLE"]
+    assert f"none of its {res.execution['n_orders']} orders filled" in fail.message
+    # the check is the fill-rate check's: a policy without one does not make it
+    assert classify_failures(res, VerificationPolicy(min_fill_rate=None)) == []
+
+
 def test_gap_through_the_stop_is_a_risk_model_failure() -> None:
     # enter at bar 1's open (100); bar 2 gaps to 80: a 5 % stop loses 20 %
     o = [100.0, 100.0, 80.0, 80.0]

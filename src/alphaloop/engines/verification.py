@@ -134,6 +134,11 @@ def _execution_failures(result: Any, p: VerificationPolicy) -> list[Verification
             evidence[name] = {"value": float(value), "limit": limit}
 
     check("fill_rate", ex["fill_rate"], p.min_fill_rate, "below")
+    if p.min_fill_rate is not None and ex["n_orders"] > 0 and ex["n_fills"] == 0:
+        # orders for no whole unit (a sleeve smaller than one share's price) have no
+        # notional, so no fill rate: a strategy that never traded is not feasible
+        reasons.append(f"none of its {ex['n_orders']} orders filled")
+        evidence["n_fills"] = {"value": 0, "n_orders": int(ex["n_orders"])}
     check("participation_p95", ex["participation_p95"], p.max_participation_p95, "above")
     check("adv_utilization_p95", ex["adv_utilization_p95"], p.max_adv_utilization_p95,
           "above")
