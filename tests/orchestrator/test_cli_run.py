@@ -327,3 +327,28 @@ def test_the_run_report_names_what_passed_and_shows_the_recorded_funnel(
     assert sum(recorded.values()) > frame["passed"].sum()  # the gates after scoring bite
     page = (tmp_path / "runs" / "cli1" / "report.html").read_text()
     assert f"candidates that {LOOP_PASSED}" in page and "<th>passed_score_gates</th>" in page
+
+
+def test_a_run_of_a_family_added_in_python_can_be_shown_from_the_cli(
+        tmp_path: Path, planted_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A black-box report: `report --run` of such a run was a traceback and `resume` of
+    the ended run exit 2, since the CLI process does not know the family."""
+    from conftest import config, sma_family
+
+    from alphaloop.orchestrator import Runner
+    from alphaloop.strategy import templates as t
+
+    with monkeypatch.context() as m:
+        name = sma_family(m, "py_cross", t.IntParam(5, 15, 5), t.IntParam(20, 40, 10))
+        cfg = config(tmp_path, planted_path, run_id="py1", budgets={"max_iterations": 1},
+                     generation={"families": [name], "candidates_per_iteration": 6})
+        ran = Runner(cfg).run()
+    assert "py_cross" not in t.FAMILIES  # as in a new process
+    runs = str(tmp_path / "runs")
+    report = CliRunner().invoke(app, ["report", "--run", "py1", "--out-dir", runs,
+                                      "--out", str(tmp_path / "r.html")])
+    assert report.exit_code == 0, report.output
+    assert (tmp_path / "r.html").stat().st_size > 0
+    again = CliRunner().invoke(app, ["resume", "py1", "--out-dir", runs, "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["status"] == ran.status

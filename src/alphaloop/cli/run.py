@@ -52,6 +52,7 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
     """Continue a stopped or killed run (a finished one just prints its summary and
     exits 0)."""
     from alphaloop.orchestrator import Runner
+    from alphaloop.orchestrator.config import ConfigError
     from alphaloop.orchestrator.runner import run_folder
     from alphaloop.orchestrator.states import FINAL_RUN_STATES
 
@@ -59,9 +60,19 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
     stored = _stored_summary(folder)
     ended = stored is not None and stored.status in FINAL_RUN_STATES
     with _stdout_kept(as_json), _LiveView(None, None) as view:
-        runner = Runner.of_run(folder.name, out_dir=str(folder.parent), progress=view.update)
-        summary = runner.resume_run()
+        try:
+            runner = Runner.of_run(folder.name, out_dir=str(folder.parent),
+                                   progress=view.update)
+        except ConfigError:
+            if not ended:
+                raise
+            runner = None  # an ended run whose families only its own process knew
+        summary = runner.resume_run() if runner is not None else stored
+    assert summary is not None
     _print_summary(summary, as_json)
+    if runner is None:
+        _write_report(folder, as_json)
+        return
     _kb_behind(runner)
     _write_report(folder, as_json)
     if not ended:  # what this resume did decides the exit code

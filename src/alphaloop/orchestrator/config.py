@@ -15,10 +15,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from alphaloop.errors import AlphaloopError
 from alphaloop.yamlio import read_yaml, validate_mapping
+
+STORED = "stored_run"
+"""Validation context key: the config is a recorded run's, read to show it."""
 
 STAGE_IDS = ("S10", "S20", "S30", "S40", "S50", "S60", "S65", "S70", "S75", "S80", "S85",
              "S90", "S95")
@@ -258,14 +269,19 @@ class Generation(_Strict):
 
     @field_validator("families")
     @classmethod
-    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _known(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         from alphaloop.strategy.templates import FAMILIES
 
         if not value:
             raise ValueError("at least one family is needed")
+        if info.context and info.context.get(STORED):
+            # a recorded run's config, read to show the run: its families may have
+            # been registered by the Python process that ran it, not by this one
+            return value
         unknown = [f for f in value if f not in FAMILIES]
         if unknown:
-            raise ValueError(f"unknown families {unknown}; known: {sorted(FAMILIES)}")
+            raise ValueError(f"unknown families {unknown}; known: {sorted(FAMILIES)} "
+                             "(a family added in Python exists only in that process)")
         return value
 
 

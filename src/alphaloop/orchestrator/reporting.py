@@ -12,7 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from alphaloop.kb.store import KnowledgeBase
-from alphaloop.orchestrator.config import ConfigError, RunConfig, RunSummary, run_label
+from alphaloop.orchestrator.config import (
+    STORED,
+    ConfigError,
+    RunConfig,
+    RunSummary,
+    run_label,
+)
 from alphaloop.orchestrator.runner import CONFIG_FILE, SUMMARY_FILE, run_folder
 
 
@@ -37,7 +43,8 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
     knowledge base's scores record it, ``passed_B``, ``passed_robustness``), the failure codes as
     ``failure:<CODE>``, ``constraints`` (rules in force after the iteration),
     ``constraints_added`` and the learning curves; a title; the survivors, best first)."""
-    cfg = RunConfig.model_validate(json.loads((folder / CONFIG_FILE).read_text("utf-8")))
+    cfg = RunConfig.model_validate(json.loads((folder / CONFIG_FILE).read_text("utf-8")),
+                                   context={STORED: True})
     summary = RunSummary.model_validate_json((folder / SUMMARY_FILE).read_text("utf-8"))
     frame = pd.DataFrame({
         "iteration": [it.iteration for it in summary.iterations],
