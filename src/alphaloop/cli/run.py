@@ -63,8 +63,8 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
         try:
             runner = Runner.of_run(folder.name, out_dir=str(folder.parent),
                                    progress=view.update)
-        except ConfigError:
-            if not ended:
+        except ConfigError as exc:
+            if not ended or exc.code != "INVALID_CONFIG":  # damaged files stay refused
                 raise
             runner = None  # an ended run whose families only its own process knew
         summary = runner.resume_run() if runner is not None else stored
