@@ -461,6 +461,35 @@ def test_resume_of_a_run_another_live_process_runs_is_refused(
     assert Runner.resume(cfg.run_id, out_dir=cfg.out_dir) == summary  # its process is gone
 
 
+def test_two_resumes_started_together_do_not_both_run(make_config: Make,
+                                                      noise_path: Path) -> None:
+    """A black-box report: of three resumes started in one instant, two ran the run
+    (the owner file is written only once the loop starts). A resume now holds the run
+    folder's lock from before its check to its end; another process holding it (here a
+    child process, as a second `alphaloop resume` would) makes a resume RUN_BUSY."""
+    import subprocess
+    import sys
+
+    from alphaloop.orchestrator.runner import LOCK_FILE
+
+    cfg = make_config(noise_path, budgets={"max_iterations": 1})
+    summary = Runner(cfg).run()
+    lock = runs_root(cfg.out_dir) / cfg.run_id / LOCK_FILE
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time\n"
+        f"fh = open({str(lock)!r}, 'a+b'); fcntl.flock(fh, fcntl.LOCK_EX)\n"
+        "print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="being resumed now") as exc:
+            Runner.resume(cfg.run_id, out_dir=cfg.out_dir)
+        assert exc.value.code == "RUN_BUSY"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert Runner.resume(cfg.run_id, out_dir=cfg.out_dir) == summary  # the holder is gone
+
+
 # ------------------------------------------------------------ MOD-400 §11.3
 def _score_everything(frame: pd.DataFrame, policy: Any) -> pd.DataFrame:
     """A scoring stub: score = 50 × Sharpe, every gate passes."""

@@ -85,3 +85,42 @@ def test_two_server_processes_store_every_write_once(tmp_path: Path) -> None:
         assert sum(a["action"].startswith("evaluation.") for a in audit) == len(jobs)
     finally:
         server.stop()
+
+
+def _children_pids(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid):
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_workers_end_with_a_killed_supervisor_and_the_server_restarts(
+        tmp_path: Path) -> None:
+    """A black-box report: after SIGKILL of `world serve --workers 2` its workers went on
+    serving (re-parented to init), and a restart failed: address already in use."""
+    (tmp_path / "refs").mkdir()
+    server = Server(tmp_path / "kb.sqlite", tmp_path / "refs", workers=2)
+    make_tokens(server.db_url)
+    dispose_engines()
+    server.start()
+    assert server.proc is not None
+    workers = _children_pids(server.proc.pid)
+    assert len(workers) >= 2
+    server.kill()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()
+             and (Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
+    assert alive == [], f"workers {alive} outlived their supervisor"
+    again = Server(tmp_path / "kb.sqlite", tmp_path / "refs", port=server.port, workers=2)
+    again.start()  # the same port: free again
+    try:
+        assert httpx.get(f"{again.url}/health", timeout=5).status_code == 200
+    finally:
+        again.stop()

@@ -139,6 +139,7 @@ CLOCK_FILE = "clock.json"  # wall time used by earlier sessions (max_walltime_se
 PENDING_FILE = "kb_pending.jsonl"  # transitions and stage runs written while the KB was locked
 DATA_REF_FILE = "data_ref.json"  # the data the run started on: a resume needs the same
 OWNER_FILE = "owner.json"  # the process running the loop now (gone when it ends)
+LOCK_FILE = "resume.lock"  # held (flock) by the process resuming the run
 WORLD_FILE = "world_submissions.jsonl"  # what the world decided for each survivor handed off
 _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
     "record_transition": rec.TransitionRecord, "save_stage_run": rec.StageRunRecord,
@@ -507,7 +508,7 @@ class Runner:
         self._open(resuming=False)
         if self.kb.get_run(self.cfg.run_id) is not None:  # a run of another out_dir
             raise ConfigError(f"run {self.cfg.run_id} exists already in the knowledge base "
-                              f"({self.cfg.kb.url}): give the new run another run_id",
+                              f"({self.kb.url}): give the new run another run_id",
                               code="INVALID_CONFIG")
         write_json(self.root / CONFIG_FILE, self.cfg.model_dump(mode="json"))
         write_json(self.root / DATA_REF_FILE, self._data_refs())
@@ -543,6 +544,10 @@ class Runner:
 
     def resume_run(self) -> RunSummary:
         """:meth:`resume` on this runner."""
+        with _resume_lock(self.root, self.cfg.run_id):
+            return self._resume_locked()
+
+    def _resume_locked(self) -> RunSummary:
         runner = self
         busy = _running_here(self.root)
         if busy is not None:  # two processes would run one run's stages twice
@@ -1615,6 +1620,27 @@ def read_run_file(path: Path, parse: Callable[[str], R]) -> R:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{path} cannot be read ({first}): the run folder is damaged",
                           code="RUN_DAMAGED") from None
+
+
+@contextmanager
+def _resume_lock(folder: Path, run_id: str) -> Iterator[None]:
+    """One resume of a run at a time on this machine: an exclusive lock on the run
+    folder's lock file, from before the owner check until the resumed run ends (the
+    owner file is written only when the loop starts, so two resumes started together
+    could both pass the check). The system drops the lock of a killed process."""
+    import fcntl
+
+    with open(folder / LOCK_FILE, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"run {run_id} is being resumed now by another process on "
+                              "this machine: wait for it to end (or stop it)",
+                              code="RUN_BUSY") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _running_here(folder: Path) -> int | None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
+import signal
+import sys
 from pathlib import Path
 
 import uvicorn
@@ -14,6 +17,7 @@ from alphaloop.world.app import create_app
 from alphaloop.world.db import Database
 
 _DB, _REFS = "ALPHALOOP_WORLD_DB", "ALPHALOOP_WORLD_REFS"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def serve(db_url: str, host: str = "127.0.0.1", port: int = 8080,
@@ -35,8 +39,26 @@ def serve(db_url: str, host: str = "127.0.0.1", port: int = 8080,
 
 def worker_app() -> FastAPI:
     """The app of one worker process of :func:`serve` (its settings come by environment)."""
+    _end_with_supervisor()
     refs = os.environ.get(_REFS) or None
     return _frozen(create_app(os.environ[_DB], refs_root=None if refs is None else Path(refs)))
+
+
+def _end_with_supervisor() -> None:
+    """A worker ends (SIGTERM: uvicorn's graceful stop) when the supervisor that started
+    it dies, even by SIGKILL, which it cannot pass on: else the workers would go on
+    serving, orphaned, and a restart would find the port taken (a black-box report).
+    Linux's parent-death signal; elsewhere nothing is done."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the supervisor died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _frozen(app: FastAPI) -> FastAPI:
