@@ -355,3 +355,26 @@ def test_engine_a_runs_a_registered_operator() -> None:
     builtin = run_batch([spec("sma")], bars)
     assert np.any(builtin.returns != 0)  # it traded
     np.testing.assert_array_equal(mine.equity, builtin.equity)
+
+
+def test_a_spec_whose_operator_is_gone_is_a_coded_error() -> None:
+    """A black-box report: a spec built while its operator was registered, run after it
+    was unregistered, was a bare ValueError; in a pool worker that never registered it,
+    a pydantic ValidationError (INTERNAL_VALIDATIONERROR)."""
+    from alphaloop.engines.costs import CostModel
+    from alphaloop.orchestrator.executors import _PANEL, backtest_chunk
+
+    bars = panel([[10.0 + i % 7, 20.0 - i % 5] for i in range(60)])
+    with custom_operator("gone", rolling_median):
+        spec = StrategySpec(entry="close > gone(close, 5)", exit="close < gone(close, 5)")
+        text = spec.model_dump_json()
+    with pytest.raises(ExpressionError) as run:
+        run_batch([spec], bars, CostModel())
+    assert run.value.code == "EXPRESSION_UNKNOWN_OPERATOR" and "'gone'" in run.value.message
+    _PANEL["bars"] = bars
+    try:
+        with pytest.raises(SpecError) as chunk:
+            backtest_chunk(([text], 60, 10.0, 5.0))
+    finally:
+        _PANEL.clear()
+    assert chunk.value.code == "SPEC_INVALID" and "gone" in chunk.value.message

@@ -292,4 +292,8 @@ def _elementwise(op: str, v: list[Value]) -> Value:
             return np.maximum(v[0], v[1])
         if op == "not":
             return ind.TRUE - v[0]
-    raise ValueError(f"no evaluation rule for operator {op!r}")
+    # a spec built while a registered operator existed, evaluated after it was
+    # unregistered (or in a process that never registered it)
+    raise ExpressionError(f"operator {op!r} is not registered in this process: register "
+                          "it (alphaloop.register_operator) before evaluating specs that "
+                          "use it", code="EXPRESSION_UNKNOWN_OPERATOR")

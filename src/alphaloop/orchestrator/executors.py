@@ -128,7 +128,9 @@ def backtest_chunk(job: tuple[Sequence[str | StrategySpec], int, float, float]
     return correlation)."""
     given, stop, fees_bps, slippage_bps = job
     bars, evaluator = _window(stop)
-    specs = [s if isinstance(s, StrategySpec) else StrategySpec.model_validate(json.loads(s))
+    # a spec refused here (an operator this worker process never registered) is one
+    # classified SPEC_INVALID naming it, not a pydantic traceback
+    specs = [s if isinstance(s, StrategySpec) else StrategySpec.from_dict(json.loads(s))
              for s in given]
     res = run_batch(specs, bars, CostModel(fees_bps=fees_bps, slippage_bps=slippage_bps),
                     evaluator=evaluator, keep_equity=False)
