@@ -76,7 +76,8 @@ class LookaheadFinding:
                  f"{self.expression!r} at bar {self.bar} ({self.timestamp}, {self.symbol})")
         if self.check == "truncation":
             return (f"{where} is {full} on the full data but {cut} when the data end at "
-                    f"bar {self.cut}: it reads bars after the one it is computed for")
+                    f"bar {self.cut}: it reads bars after the one it is computed for (or "
+                    "is not deterministic: a value must depend on the bars up to it only)")
         return (f"{where} is {full} on the full data but {cut} when the data start at "
                 f"bar {self.cut}: it depends on more history than its declared look-back")
 
