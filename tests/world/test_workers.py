@@ -42,14 +42,7 @@ def test_the_writer_lock_excludes_another_process(tmp_path: Path) -> None:
 
 
 def _children(pid: int) -> int:
-    count = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        count += fields[1] == str(pid)
-    return count
+    return len(_children_pids(pid))
 
 
 def test_two_server_processes_store_every_write_once(tmp_path: Path) -> None:
