@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -330,18 +331,25 @@ def test_the_run_report_names_what_passed_and_shows_the_recorded_funnel(
 
 
 def test_a_run_of_a_family_added_in_python_can_be_shown_from_the_cli(
-        tmp_path: Path, planted_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, planted_path: Path, make_config: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A black-box report: `report --run` of such a run was a traceback and `resume` of
     the ended run exit 2, since the CLI process does not know the family."""
-    from conftest import config, sma_family
-
     from alphaloop.orchestrator import Runner
     from alphaloop.strategy import templates as t
+    from alphaloop.strategy.spec import StrategySpec
+
+    def build(p: dict[str, Any]) -> StrategySpec:
+        f, s = f"sma(close, {p['fast']})", f"sma(close, {p['slow']})"
+        return StrategySpec(entry=f"{f} > {s}", exit=f"{f} < {s}")
 
     with monkeypatch.context() as m:
-        name = sma_family(m, "py_cross", t.IntParam(5, 15, 5), t.IntParam(20, 40, 10))
-        cfg = config(tmp_path, planted_path, run_id="py1", budgets={"max_iterations": 1},
-                     generation={"families": [name], "candidates_per_iteration": 6})
+        m.setitem(t.FAMILIES, "py_cross", t.Family(
+            "py_cross", "an SMA cross added in Python (test only)",
+            {"fast": t.IntParam(5, 15, 5), "slow": t.IntParam(20, 40, 10)}, (), build))
+        cfg = make_config(planted_path, run_id="py1", budgets={"max_iterations": 1},
+                          generation={"families": ["py_cross"],
+                                      "candidates_per_iteration": 6})
         ran = Runner(cfg).run()
     assert "py_cross" not in t.FAMILIES  # as in a new process
     runs = str(tmp_path / "runs")
