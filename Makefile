@@ -31,8 +31,10 @@ demo: $(STAMP)
 world-demo: $(STAMP)
 	BIN=$(BIN) bash scripts/world_demo.sh
 
+# two workers (pytest-xdist), one test file each at a time: a file's module fixtures (a Ray
+# cluster, a PostgreSQL database, a loop run once and read by many tests) stay in one process
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
