@@ -24,6 +24,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from alphaloop.errors import AlphaloopError, ErrorClass
 from alphaloop.world.schemas import (
+    KEY_RULE,
     ActivationOut,
     ApprovalOut,
     AuditOut,
@@ -64,8 +65,13 @@ def _seg(value: str) -> str:
         return _KEY.validate_python(value)
     except ValueError:
         raise WorldClientError(
-            f"id {value!r}: 1 to 128 of A-Z a-z 0-9 . _ : @ + - (not only dots)",
+            f"id {value!r}: {KEY_RULE}",
             code="INVALID_REQUEST", status=422) from None
+
+
+def _world(world_id: str, tail: str = "") -> str:
+    """The path of a world's resource: ``/worlds/<id><tail>``, the id checked."""
+    return f"/worlds/{_seg(world_id)}{tail}"
 
 
 class WorldClientError(AlphaloopError):
@@ -146,106 +152,106 @@ class WorldClient:
         return self._typed(WorldOut, "POST", "/worlds", json=body)
 
     def get_world(self, world_id: str) -> WorldOut:
-        return self._typed(WorldOut, "GET", f"/worlds/{_seg(world_id)}")
+        return self._typed(WorldOut, "GET", _world(world_id))
 
     def put_policy(self, world_id: str, policy: Mapping[str, Any] | str) -> PolicyOut:
         """``policy`` as a mapping, or YAML text (sent as ``application/yaml``)."""
         if isinstance(policy, str):
-            return self._typed(PolicyOut, "PUT", f"/worlds/{_seg(world_id)}/policy",
+            return self._typed(PolicyOut, "PUT", _world(world_id, "/policy"),
                                content=policy.encode(),
                                headers={"Content-Type": "application/yaml"})
-        return self._typed(PolicyOut, "PUT", f"/worlds/{_seg(world_id)}/policy", json=dict(policy))
+        return self._typed(PolicyOut, "PUT", _world(world_id, "/policy"), json=dict(policy))
 
     # -- evaluation and decisions
     def evaluate(self, world_id: str, body: Mapping[str, Any]) -> EvaluationOut:
-        return self._typed(EvaluationOut, "POST", f"/worlds/{_seg(world_id)}/evaluate", json=body)
+        return self._typed(EvaluationOut, "POST", _world(world_id, "/evaluate"), json=body)
 
     def evaluate_cohort(self, world_id: str, body: Mapping[str, Any]) -> CohortOut:
-        return self._typed(CohortOut, "POST", f"/worlds/{_seg(world_id)}/evaluate-cohort", json=body)
+        return self._typed(CohortOut, "POST", _world(world_id, "/evaluate-cohort"), json=body)
 
     def get_run(self, world_id: str, run_id: str) -> RunOut:
-        return self._typed(RunOut, "GET", f"/worlds/{_seg(world_id)}/runs/{_seg(run_id)}")
+        return self._typed(RunOut, "GET", _world(world_id, f"/runs/{_seg(run_id)}"))
 
     def decide(self, world_id: str, strategy_id: str) -> DecisionEnvelope:
-        return self._typed(DecisionEnvelope, "GET", f"/worlds/{_seg(world_id)}/decide",
+        return self._typed(DecisionEnvelope, "GET", _world(world_id, "/decide"),
                            params={"strategy_id": strategy_id})
 
     # -- campaigns
     def campaign(self, world_id: str) -> CampaignOut:
-        return self._typed(CampaignOut, "GET", f"/worlds/{_seg(world_id)}/campaign")
+        return self._typed(CampaignOut, "GET", _world(world_id, "/campaign"))
 
     def tick(self, world_id: str) -> TickOut:
         """The recommended actions (the service writes nothing for a tick)."""
-        return self._typed(TickOut, "POST", f"/worlds/{_seg(world_id)}/campaign/tick")
+        return self._typed(TickOut, "POST", _world(world_id, "/campaign/tick"))
 
     def execute_action(self, world_id: str, idempotency_key: str) -> ExecutedOut:
         """Execute a recommended action; the same key again has no effect
         (``executed`` False)."""
-        return self._typed(ExecutedOut, "POST", f"/worlds/{_seg(world_id)}/campaign/actions",
+        return self._typed(ExecutedOut, "POST", _world(world_id, "/campaign/actions"),
                            json={"idempotency_key": idempotency_key})
 
     # -- live-promotion governance
     def approve(self, world_id: str, strategy_id: str, decision: str = "approve",
                 comment: str = "") -> ApprovalOut:
         """An approver's ``approve`` or ``reject`` (approver-role token)."""
-        return self._typed(ApprovalOut, "POST", f"/worlds/{_seg(world_id)}/approvals", json={
+        return self._typed(ApprovalOut, "POST", _world(world_id, "/approvals"), json={
             "strategy_id": strategy_id, "decision": decision, "comment": comment})
 
     def plan_activation(self, world_id: str, strategy_id: str, target: str = "live",
                         broker: str = "paper") -> PlanOut:
-        return self._typed(PlanOut, "POST", f"/worlds/{_seg(world_id)}/activation", json={
+        return self._typed(PlanOut, "POST", _world(world_id, "/activation"), json={
             "strategy_id": strategy_id, "target": target, "broker": broker})
 
     def apply(self, world_id: str, plan: PlanOut) -> ActivationOut:
         """Apply a plan from :meth:`plan_activation` (refused if its basis changed)."""
-        return self._typed(ActivationOut, "POST", f"/worlds/{_seg(world_id)}/apply", json={
+        return self._typed(ActivationOut, "POST", _world(world_id, "/apply"), json={
             "strategy_id": plan.strategy_id, "target": plan.target, "broker": plan.broker,
             "plan_hash": plan.plan_hash})
 
     # -- paper fills
     def post_fills(self, world_id: str, strategy_id: str,
                    fills: Sequence[Mapping[str, Any]]) -> FillsOut:
-        return self._typed(FillsOut, "POST", f"/worlds/{_seg(world_id)}/paper/fills",
+        return self._typed(FillsOut, "POST", _world(world_id, "/paper/fills"),
                            json={"strategy_id": strategy_id, "fills": list(fills)})
 
     def fills(self, world_id: str, strategy_id: str) -> list[FillOut]:
-        rows = self.request("GET", f"/worlds/{_seg(world_id)}/paper/fills",
+        rows = self.request("GET", _world(world_id, "/paper/fills"),
                             params={"strategy_id": strategy_id})
         return TypeAdapter(list[FillOut]).validate_python(rows)
 
     # -- paper orders
     def post_orders(self, world_id: str, strategy_id: str, as_of: str,
                     orders: Sequence[Mapping[str, Any]]) -> OrdersOut:
-        return self._typed(OrdersOut, "POST", f"/worlds/{_seg(world_id)}/paper/orders",
+        return self._typed(OrdersOut, "POST", _world(world_id, "/paper/orders"),
                            json={"strategy_id": strategy_id, "as_of": as_of,
                                  "orders": list(orders)})
 
     def orders(self, world_id: str, strategy_id: str) -> list[OrderOut]:
-        rows = self.request("GET", f"/worlds/{_seg(world_id)}/paper/orders",
+        rows = self.request("GET", _world(world_id, "/paper/orders"),
                             params={"strategy_id": strategy_id})
         return TypeAdapter(list[OrderOut]).validate_python(rows)
 
     # -- risk guard
     def guard(self, world_id: str, strategy_id: str) -> GuardOut:
-        return self._typed(GuardOut, "GET", f"/worlds/{_seg(world_id)}/risk-guard",
+        return self._typed(GuardOut, "GET", _world(world_id, "/risk-guard"),
                            params={"strategy_id": strategy_id})
 
     def trip(self, world_id: str, body: Mapping[str, Any]) -> TripOut:
-        return self._typed(TripOut, "POST", f"/worlds/{_seg(world_id)}/risk-guard/trips",
+        return self._typed(TripOut, "POST", _world(world_id, "/risk-guard/trips"),
                            json=dict(body))
 
     def reset_guard(self, world_id: str, strategy_id: str | None) -> TripOut:
         """Re-activate a strategy the guard halted, or (None) the world (operator)."""
         body = {} if strategy_id is None else {"strategy_id": strategy_id}
-        return self._typed(TripOut, "POST", f"/worlds/{_seg(world_id)}/risk-guard/reset",
+        return self._typed(TripOut, "POST", _world(world_id, "/risk-guard/reset"),
                            json=body)
 
     def post_bar(self, world_id: str, body: Mapping[str, Any]) -> BarOut:
         """One paper bar; the answer says whether the strategy or its world is halted."""
-        return self._typed(BarOut, "POST", f"/worlds/{_seg(world_id)}/paper/bars", json=dict(body))
+        return self._typed(BarOut, "POST", _world(world_id, "/paper/bars"), json=dict(body))
 
     def bars(self, world_id: str, strategy_id: str) -> list[BarOut]:
-        rows = self.request("GET", f"/worlds/{_seg(world_id)}/paper/bars",
+        rows = self.request("GET", _world(world_id, "/paper/bars"),
                             params={"strategy_id": strategy_id})
         return TypeAdapter(list[BarOut]).validate_python(rows)
 
@@ -258,7 +264,7 @@ class WorldClient:
                            params={"world": world_id, "strategy_id": strategy_id})
 
     def audit(self, world_id: str, *, after: int = 0, limit: int = 1000) -> list[AuditOut]:
-        rows = self.request("GET", f"/worlds/{_seg(world_id)}/audit",
+        rows = self.request("GET", _world(world_id, "/audit"),
                             params={"after": after, "limit": limit})
         return TypeAdapter(list[AuditOut]).validate_python(rows)
 

@@ -29,6 +29,7 @@ def _not_dots(value: str) -> str:
     return value
 
 
+KEY_RULE = "1 to 128 of A-Z a-z 0-9 . _ : @ + - (not only dots)"  # Key, in words
 Key = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+-]+$"),
                 AfterValidator(_not_dots)]
 StrategyId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
