@@ -436,58 +436,48 @@ def test_a_run_killed_before_its_kb_row_resumes_and_a_taken_run_id_is_refused(
     assert not (tmp_path / "elsewhere" / cfg.run_id).exists()
 
 
-def test_resume_of_a_run_another_live_process_runs_is_refused(
-        make_config: Make, noise_path: Path) -> None:
-    """A black-box report: `resume` beside a running `run` ran the same stages twice."""
-    import json
+def _other_process(root: Path, holds: str) -> tuple[Any, str]:
+    """Another process beside a resume, and what the refusal names: a live process named
+    in the run's owner file (a running `run`), or one holding the run folder's lock (a
+    second `resume`, started in the same instant)."""
     import socket
     import subprocess
+    import sys
 
-    from alphaloop.orchestrator.runner import OWNER_FILE
+    from alphaloop.orchestrator.runner import LOCK_FILE, OWNER_FILE
 
-    cfg = make_config(noise_path, budgets={"max_iterations": 1})
-    summary = Runner(cfg).run()
-    root = runs_root(cfg.out_dir) / cfg.run_id
-    other = subprocess.Popen(["sleep", "60"])
-    try:
+    if holds == "owner_file":
+        other = subprocess.Popen(["sleep", "60"])
         (root / OWNER_FILE).write_text(json.dumps({"pid": other.pid,
                                                    "host": socket.gethostname()}))
-        with pytest.raises(ConfigError, match=f"process {other.pid}") as exc:
+        return other, f"process {other.pid}"
+    other = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time\n"
+        f"fh = open({str(root / LOCK_FILE)!r}, 'a+b'); fcntl.flock(fh, fcntl.LOCK_EX)\n"
+        "print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    assert other.stdout is not None and other.stdout.readline().strip() == "held"
+    return other, "being resumed now"
+
+
+@pytest.mark.parametrize("holds", ["owner_file", "lock"])
+def test_a_resume_beside_another_live_process_is_refused(make_config: Make, noise_path: Path,
+                                                         holds: str) -> None:
+    """Two black-box reports: `resume` beside a running `run` ran the same stages twice;
+    of three resumes started in one instant, two ran the run (the owner file is written
+    only once the loop starts, so a resume holds the run folder's lock from before its
+    check to its end). Both are RUN_BUSY now; once the other process is gone the resume
+    returns the run's summary."""
+    cfg = make_config(noise_path, budgets={"max_iterations": 1})
+    summary = Runner(cfg).run()
+    other, names = _other_process(runs_root(cfg.out_dir) / cfg.run_id, holds)
+    try:
+        with pytest.raises(ConfigError, match=names) as exc:
             Runner.resume(cfg.run_id, out_dir=cfg.out_dir)
         assert exc.value.code == "RUN_BUSY"
     finally:
         other.kill()
         other.wait()
-    assert Runner.resume(cfg.run_id, out_dir=cfg.out_dir) == summary  # its process is gone
-
-
-def test_two_resumes_started_together_do_not_both_run(make_config: Make,
-                                                      noise_path: Path) -> None:
-    """A black-box report: of three resumes started in one instant, two ran the run
-    (the owner file is written only once the loop starts). A resume now holds the run
-    folder's lock from before its check to its end; another process holding it (here a
-    child process, as a second `alphaloop resume` would) makes a resume RUN_BUSY."""
-    import subprocess
-    import sys
-
-    from alphaloop.orchestrator.runner import LOCK_FILE
-
-    cfg = make_config(noise_path, budgets={"max_iterations": 1})
-    summary = Runner(cfg).run()
-    lock = runs_root(cfg.out_dir) / cfg.run_id / LOCK_FILE
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time\n"
-        f"fh = open({str(lock)!r}, 'a+b'); fcntl.flock(fh, fcntl.LOCK_EX)\n"
-        "print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(ConfigError, match="being resumed now") as exc:
-            Runner.resume(cfg.run_id, out_dir=cfg.out_dir)
-        assert exc.value.code == "RUN_BUSY"
-    finally:
-        holder.kill()
-        holder.wait()
-    assert Runner.resume(cfg.run_id, out_dir=cfg.out_dir) == summary  # the holder is gone
+    assert Runner.resume(cfg.run_id, out_dir=cfg.out_dir) == summary
 
 
 # ------------------------------------------------------------ MOD-400 §11.3
