@@ -276,11 +276,24 @@ def test_TEST_622_lookahead_stops_the_run_with_its_evidence(
     root = runs_root(cfg.out_dir) / cfg.run_id
     evidence = json.loads((root / "lookahead.json").read_text())
     assert evidence and all("peek" in v for v in evidence.values())
+    for sid, what in evidence.items():  # each finding said once, with where it was found
+        assert sid[:8] in summary.stop_reason and summary.stop_reason.count(what) == 1
     assert (root / "dq_report.json").exists() and (root / "summary.json").exists()
     assert summary.stats.iterations == 1 and not summary.best_strategies
     # the DQ report says which bars it judged: the search window (60 % of the panel)
     checked = json.loads((root / "dq_report.json").read_text())["checked"]
     assert checked["window"] == "search" and checked["bars"] == round(0.6 * N_BARS)
+
+
+def test_the_lookahead_stop_names_each_finding_once_with_its_candidates() -> None:
+    from alphaloop.orchestrator.runner import _grouped
+
+    found = {str(k) * 64: "entry: x" for k in range(6)} | {"ab" * 32: "exit: y"}
+    assert _grouped(found) == ("entry: x [00000000, 11111111, 22222222, 33333333, …]; "
+                               "exit: y [abababab]")
+    many = {str(k) * 64: f"finding {k}" for k in range(5)}
+    assert _grouped(many, shown=2) == ("finding 0 [00000000]; finding 1 [11111111]; "
+                                       "and 3 other finding(s)")
 
 
 def test_a_calendar_break_is_refused_before_anything_is_written(make_config: Make,

@@ -1129,8 +1129,8 @@ class Runner:
         if found:
             write_json(self.root / "lookahead.json", found)
             if len(found) >= self.cfg.policies.stops.max_lookahead:
-                raise LookaheadError(f"lookahead in {len(found)} shortlisted candidate(s): "
-                                     + "; ".join(found.values()),
+                raise LookaheadError(f"lookahead in {len(found)} shortlisted candidate(s) "
+                                     f"(all in lookahead.json): {_grouped(found)}",
                                      code="LOOKAHEAD_POLICY_VIOLATION")
         return found
 
@@ -1710,3 +1710,15 @@ def _backtest_record(rid: str, i: int, row: dict[str, Any], engine: str, window:
                               sharpe=finite(row["sharpe"]),
                               sharpe_per_period=finite(row["sr_per_period"]),
                               **_headline(row), metrics=metrics)
+
+
+def _grouped(found: dict[str, str], shown: int = 3) -> str:
+    """Findings by what was found, each with the ids (8 hex digits) it was found in: one
+    non-causal operator shared by a family repeats the same finding in every candidate."""
+    by_what: dict[str, list[str]] = {}
+    for sid, what in found.items():
+        by_what.setdefault(what, []).append(sid[:8])
+    parts = [f"{what} [{', '.join(ids[:4])}{', …' if len(ids) > 4 else ''}]"
+             for what, ids in list(by_what.items())[:shown]]
+    more = len(by_what) - shown
+    return "; ".join(parts) + (f"; and {more} other finding(s)" if more > 0 else "")
