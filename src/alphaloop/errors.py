@@ -16,6 +16,11 @@ from enum import StrEnum
 
 
 class ErrorClass(StrEnum):
+    """How bad an error is, decided where it arises: ``TRANSIENT`` (may succeed if
+    tried again: retried with backoff), ``PERMANENT`` (the input is wrong: never
+    retried) or ``CRITICAL`` (a result would be untrustworthy: the run stops or the
+    candidate is voided)."""
+
     TRANSIENT = "TRANSIENT"
     PERMANENT = "PERMANENT"
     CRITICAL = "CRITICAL"

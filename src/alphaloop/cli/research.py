@@ -100,7 +100,9 @@ def verify(
 
     Prints the metrics, execution statistics, the cost breakdown and any failure
     (EXECUTION_INFEASIBLE, DATA_FAILURE, RISK_MODEL_FAILURE, NON_DETERMINISTIC).
-    Exit code 0 whether or not the strategy passes; 2 on bad input.
+    Exit code 0 whether or not the strategy passes (DATA_FAILURE among the failures
+    when some symbols fail the data gate); 2 on bad input, which includes data on
+    which no symbol is ever tradable (DATA_FAILURE as the error).
     """
     _check_output(fills_path)
     announce_compiles()

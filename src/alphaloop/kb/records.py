@@ -17,6 +17,9 @@ class _Record(BaseModel):
 
 
 class RunRecord(_Record):
+    """One run (a loop, or a recorded ``evaluate``): its config, the data it read
+    (``data_ref``), its status and, once it has one, its RunSummary as JSON."""
+
     run_id: str
     status: str
     seed: int
@@ -60,6 +63,8 @@ class StageRunRecord(_Record):
 
 
 class StrategyRecord(_Record):
+    """One strategy, by its normalizer hash, with its spec and where it came from."""
+
     strategy_id: str
     spec: dict[str, Any]  # the canonical spec (StrategySpec.model_dump)
     family: str | None = None
@@ -84,6 +89,9 @@ class BacktestRecord(_Record):
 
 
 class ScoreRecord(_Record):
+    """One scoring of one strategy in one iteration: the policy's total, whether it
+    passed every gate (``reasons`` says why not), its DSR and PSR."""
+
     run_id: str
     iteration: int
     strategy_id: str
@@ -108,6 +116,8 @@ class FailureRecord(_Record):
 
 
 class ConstraintSetRecord(_Record):
+    """MOD-450: one version of the rules, its parent, and what changed and why."""
+
     constraint_set_id: str
     parent_id: str | None = None
     run_id: str | None = None
@@ -116,6 +126,9 @@ class ConstraintSetRecord(_Record):
 
 
 class ConstraintRecord(_Record):
+    """One rule of a constraint set: hard (never proposed) or soft (learned, with
+    the support and confidence it was learned with)."""
+
     constraint_id: str
     constraint_set_id: str
     family: str | None = None
@@ -126,6 +139,8 @@ class ConstraintRecord(_Record):
 
 
 class IterationRecord(_Record):
+    """One iteration's final state and its summary (seed 003 §9)."""
+
     run_id: str
     iteration: int
     state: str

@@ -435,6 +435,10 @@ class RunConfig(_Strict):
 
 
 class BestStrategy(_Strict):
+    """A survivor: it passed every gate (scores, engine B, robustness, the holdout).
+    Its Sharpe ratios per window (annualized), the DSR it was deflated to, the
+    iteration's PBO and engine B's Sharpe on the search window."""
+
     strategy_id: str
     score_total: float
     family: str | None = None
@@ -449,6 +453,10 @@ class BestStrategy(_Strict):
 
 
 class RunStats(_Strict):
+    """Seed 003 §3.2 counts of a run: iterations done, backtests (engine A and B
+    evaluations), failure records, constraints added; the trials DSR deflated by (this
+    run's and earlier ones' on the same data) and candidates reused from earlier runs."""
+
     iterations: int = 0
     backtests: int = 0
     failures: int = 0
@@ -489,6 +497,12 @@ class IterationSummary(_Strict):
 
 
 class RunSummary(_Strict):
+    """What a run ended with (seed 003 §3.2): its ``status`` (a final RunState, or
+    ``RUNNING`` while it runs), why it stopped, ``best_strategies`` (only candidates
+    that passed every gate, best first), ``stats`` and one
+    :class:`IterationSummary` per iteration (``iterations_frame`` as a DataFrame).
+    ``Runner(...).run()`` returns it; ``summary.json`` in the run folder holds it."""
+
     run_id: str
     status: str
     stop_reason: str | None = None
