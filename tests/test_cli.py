@@ -206,6 +206,23 @@ def test_console_script_exit_code_and_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_stdout_that_cannot_encode_a_character_gets_it_escaped(tmp_path: Path,
+                                                                   encoding: str) -> None:
+    """A black-box report: in an ASCII locale (or PYTHONIOENCODING=latin-1) `families`
+    (an em dash), `data list` (a multiplication sign) and a `run` whose report path has
+    an accent printed a traceback and exited 1 after doing their work."""
+    exe = Path(sys.executable).with_name("alphaloop")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "alphaloop"]
+    env = {**os.environ, "ALPHALOOP_HOME": str(tmp_path), "PYTHONIOENCODING": encoding}
+    for args in (["families"], ["data", "list"]):
+        proc = subprocess.run([*cmd, *args], capture_output=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert b"Traceback" not in proc.stderr
+    families = subprocess.run([*cmd, "families"], capture_output=True, env=env, timeout=120)
+    assert b"sma_cross \\u2014 long while" in families.stdout  # escaped, not lost
+
+
 def test_backtest_writes_the_trade_list(spec_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "trades.csv"
     code, out, _ = _run("backtest", str(spec_file), "--data", "sp500", "--json",

@@ -47,9 +47,21 @@ def _late_sigint_exits(code: object) -> None:
     signal.signal(signal.SIGINT, _now)
 
 
+def _streams_never_fail() -> None:
+    """A stdout or stderr that cannot encode a character (an ASCII locale, a pipe with
+    PYTHONIOENCODING=latin-1) gets it escaped (``\\xe9``) instead of an exception: a
+    path or an em dash in a message must not turn a command that did its work into a
+    traceback and exit 1."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)  # the default's behaviour, noted
+    _streams_never_fail()
     try:
         from alphaloop.cli import app
 
