@@ -136,14 +136,21 @@ def test_an_out_dir_that_cannot_be_made_is_one_line_not_a_traceback(
     assert err["code"] == "IO_ERROR" and err["class"] == "PERMANENT"
 
 
-@pytest.mark.parametrize(("name", "commands"), [
-    ("loop.json", (["resume"],)), ("summary.json", (["resume"], ["status"]))])
+@pytest.mark.parametrize(("name", "text", "commands"), [
+    ("loop.json", "{bad", (["resume"],)),
+    ("summary.json", "{bad", (["resume"], ["status"], ["report", "--run"])),
+    ("summary.json", "", (["report", "--run"],)),
+    # the wall time used before a kill (a black-box report: a traceback on resume)
+    ("clock.json", "", (["resume"],)), ("clock.json", "{}", (["resume"],)),
+    ("clock.json", '{"elapsed_sec": "abc"}', (["resume"],))])
 def test_a_damaged_run_file_is_one_line_naming_it(tmp_path: Path, noise_path: Path,
-                                                  name: str,
+                                                  name: str, text: str,
                                                   commands: tuple[list[str], ...]) -> None:
     path = _write(tmp_path, noise_path, budgets={"max_iterations": 1})
     assert runner.invoke(app, ["run", str(path)]).exit_code == 0
-    (tmp_path / "runs" / "cli1" / name).write_text("{bad")
+    if name == "clock.json":  # read only when the run is unfinished
+        (tmp_path / "runs" / "cli1" / "summary.json").unlink()
+    (tmp_path / "runs" / "cli1" / name).write_text(text)
     for command in commands:
         res = runner.invoke(app, [*command, "cli1", "--out-dir", str(tmp_path / "runs")])
         assert res.exit_code == 2, res.output

@@ -19,7 +19,12 @@ from alphaloop.orchestrator.config import (
     RunSummary,
     run_label,
 )
-from alphaloop.orchestrator.runner import CONFIG_FILE, SUMMARY_FILE, run_folder
+from alphaloop.orchestrator.runner import (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    read_run_file,
+    run_folder,
+)
 
 
 def find_loop_run(prefix: str, out_dir: str | None = None) -> Path | None:
@@ -43,9 +48,9 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
     knowledge base's scores record it, ``passed_B``, ``passed_robustness``), the failure codes as
     ``failure:<CODE>``, ``constraints`` (rules in force after the iteration),
     ``constraints_added`` and the learning curves; a title; the survivors, best first)."""
-    cfg = RunConfig.model_validate(json.loads((folder / CONFIG_FILE).read_text("utf-8")),
-                                   context={STORED: True})
-    summary = RunSummary.model_validate_json((folder / SUMMARY_FILE).read_text("utf-8"))
+    cfg = read_run_file(folder / CONFIG_FILE, lambda text: RunConfig.model_validate(
+        json.loads(text), context={STORED: True}))
+    summary = read_run_file(folder / SUMMARY_FILE, RunSummary.model_validate_json)
     frame = pd.DataFrame({
         "iteration": [it.iteration for it in summary.iterations],
         "best_score": [it.best_score if it.best_score is not None else float("nan")

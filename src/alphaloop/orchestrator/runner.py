@@ -496,7 +496,7 @@ class Runner:
             self._apply_constraints()
         used = 0.0
         if resuming and (self.root / CLOCK_FILE).exists():
-            used = float(json.loads((self.root / CLOCK_FILE).read_text())["elapsed_sec"])
+            used = read_run_file(self.root / CLOCK_FILE, _elapsed_sec)
         self.started = time.monotonic() - used
 
     # ------------------------------------------------------------ public
@@ -1608,6 +1608,16 @@ def loop_alive(folder: Path) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False  # no owner file (or an unreadable one): no process claims the run
     return True
+
+
+def _elapsed_sec(text: str) -> float:
+    """The wall time earlier sessions of a run used, from its clock file."""
+    data = json.loads(text)
+    value = data.get("elapsed_sec") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"elapsed_sec is not a number of seconds: {value!r}")
+    return float(value)
 
 
 def read_run_file(path: Path, parse: Callable[[str], R]) -> R:
