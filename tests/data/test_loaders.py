@@ -366,3 +366,12 @@ def test_a_long_csvs_symbols_are_read_as_written(tmp_path: Path) -> None:
     blank = tmp_path / "blank.csv"
     blank.write_text("date,symbol,open,high,low,close\n2021-01-04,,1,1,1,1\n")
     expect("DQ_BAD_SYMBOL", lambda: load_file(blank), "symbol")
+
+
+def test_a_path_under_home_is_expanded_as_a_shell_would(tmp_path: Path, bars: Bars,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run config's `data.source: ~/panel.parquet` (a black-box report: file not
+    found, while out_dir and ALPHALOOP_HOME expanded ~)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    bars.to_long().to_parquet(tmp_path / "panel.parquet", index=False)
+    assert load_bars("~/panel.parquet").data_ref == bars.data_ref

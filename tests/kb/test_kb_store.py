@@ -472,3 +472,22 @@ def test_show_lists_the_runs_a_strategy_survived_with_their_recorded_numbers(
     assert kb.strategy("s0a")["survived"] == [{"run_id": "run-a", **best}]
     assert kb.strategy("s0b")["survived"] == []
     assert all(b["window"] != "holdout" for b in kb.strategy("s0a")["backtests"])
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("sqlite:///kb.sqlite", "sqlite:///{cwd}/kb.sqlite"),
+    ("sqlite:///~/kb.sqlite", "sqlite:///{home}/kb.sqlite"),
+    ("sqlite:///sub/kb.sqlite?timeout=5", "sqlite:///{cwd}/sub/kb.sqlite?timeout=5"),
+    ("sqlite:////abs/kb.sqlite", "sqlite:////abs/kb.sqlite"),
+    ("sqlite:///file:kb.sqlite?uri=true", "sqlite:///file:kb.sqlite?uri=true"),
+    ("postgresql+psycopg://u:pw@h:5432/db", "postgresql+psycopg://u:pw@h:5432/db"),
+])
+def test_a_sqlite_file_url_is_anchored_where_it_was_given(
+        url: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative to the working directory and ~ as a shell would, written out by hand;
+    SQLite's own URIs and other databases as given (a password kept)."""
+    from alphaloop.kb.store import anchored_url
+
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    monkeypatch.chdir(tmp_path)
+    assert anchored_url(url) == expected.format(cwd=tmp_path, home=tmp_path / "h")

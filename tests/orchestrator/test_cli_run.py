@@ -72,6 +72,33 @@ def test_run_ids_name_folders_only(tmp_path: Path, command: list[str]) -> None:
     assert "INVALID_CONFIG" in res.stderr and "letters, digits" in res.stderr
 
 
+def test_relative_and_home_paths_are_the_same_places_from_any_directory(
+        tmp_path: Path, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A black-box report: a run started with `out_dir: relout` could not be found by
+    `status` or resumed from another directory, and `kb.url: sqlite:///~/kb.sqlite`
+    created a folder literally named `~` in the working directory. Both are made
+    absolute when the run starts (relative to where it starts, `~` as a shell would)."""
+    home, start, elsewhere = (tmp_path / d for d in ("home", "start", "elsewhere"))
+    for d in (home, start, elsewhere):
+        d.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(start)
+    path = _write(start, noise_path, budgets={"max_iterations": 1}, out_dir="relout",
+                  kb={"url": "sqlite:///~/kb.sqlite"})
+    assert runner.invoke(app, ["run", str(path)]).exit_code == 0
+    assert (start / "relout" / "cli1" / "summary.json").exists()
+    assert (home / "kb.sqlite").exists() and not (start / "~").exists()
+    monkeypatch.chdir(elsewhere)
+    for command in (["status", "cli1", "--out-dir", str(start / "relout")],
+                    ["resume", "cli1", "--out-dir", str(start / "relout")]):
+        res = runner.invoke(app, command)
+        assert res.exit_code == 0, res.output
+        assert "DONE" in res.stdout
+    stats = runner.invoke(app, ["kb", "runs", "--url", "sqlite:///~/kb.sqlite", "--json"])
+    assert stats.exit_code == 0 and "cli1" in stats.stdout, stats.output
+    assert not (elsewhere / "~").exists()
+
+
 def test_a_run_is_found_by_prefix_and_by_the_out_dir_the_kb_recorded(
         tmp_path: Path, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`status`, `resume` and `report --run` without --out-dir: a unique prefix of the

@@ -145,3 +145,19 @@ def test_a_config_nested_too_deeply_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         RunConfig.from_yaml(path)
     assert info.value.code == "INVALID_CONFIG" and "nested too deeply" in str(info.value)
+
+
+def test_where_a_new_run_keeps_its_records_is_made_absolute(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """out_dir and a SQLite kb.url, relative or under ~, against the directory and
+    home of the process that starts the run; a recorded config is read as written."""
+    from alphaloop.orchestrator.config import STORED
+
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig.from_dict({"out_dir": "runs", "kb": {"url": "sqlite:///~/k.sqlite"}})
+    assert cfg.out_dir == f"{tmp_path}/runs"
+    assert cfg.kb.url == f"sqlite:///{tmp_path}/h/k.sqlite"
+    assert RunConfig.from_dict({"out_dir": "~/r"}).out_dir == f"{tmp_path}/h/r"
+    stored = RunConfig.model_validate({"out_dir": "runs"}, context={STORED: True})
+    assert stored.out_dir == "runs"

@@ -361,7 +361,7 @@ def load_bars(source: str | Path, *, name: str | None = None, sort: bool = False
 
     if isinstance(source, str) and catalog.is_dataset(source):
         return catalog.load_dataset(source, name=name, validate=validate)
-    p = Path(source)
+    p = Path(source).expanduser()  # as a shell would: a config file has no shell
     if p.is_file():
         return load_file(p, name=name, sort=sort, validate=validate)
     if isinstance(source, str) and not _looks_like_path(source):

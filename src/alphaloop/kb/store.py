@@ -265,6 +265,24 @@ def is_in_memory(url: str) -> bool:
     return parsed.get_backend_name() == "sqlite" and _sqlite_file(parsed) is None
 
 
+def anchored_url(url: str) -> str:
+    """``url`` with a SQLite file given relative to the working directory, or under
+    ``~``, made absolute: the same database whichever directory a later command (a
+    ``resume``, a ``report``) starts in, and never a folder literally named ``~``.
+    Other URLs (and ``uri=true`` ones, which SQLite parses itself) come back as given."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        return url  # opening it says what is wrong
+    path = _sqlite_file(parsed)
+    if path is None or str(parsed.query.get("uri", "")).lower() in ("true", "1"):
+        return url
+    absolute = path.expanduser().absolute()
+    if absolute == path:
+        return url
+    return parsed.set(database=str(absolute)).render_as_string(hide_password=False)
+
+
 # --------------------------------------------------------------------- opening safely
 
 
@@ -626,7 +644,7 @@ class KnowledgeBase:
 
     def __init__(self, url: str | None = None, *, busy_timeout_s: float = 5.0,
                  create: bool = True) -> None:
-        self.url = url or default_url()
+        self.url = anchored_url(url) if url else default_url()
         try:
             parsed = make_url(self.url)
         except sa_exc.ArgumentError as exc:

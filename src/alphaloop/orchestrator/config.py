@@ -10,6 +10,7 @@ learner switch. Unknown keys are refused, naming the key.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -285,6 +286,16 @@ class Generation(_Strict):
         return value
 
 
+def _anchored(value: str | None, info: ValidationInfo,
+              absolute: Callable[[str], str]) -> str | None:
+    """Where a new run keeps its records, made absolute (and ``~`` expanded) against
+    the directory it starts in, so that ``status``, ``resume`` and ``report`` find them
+    from any other. A recorded run's config is read as it was written."""
+    if value is None or (info.context and info.context.get(STORED)):
+        return value
+    return absolute(value)
+
+
 class KBConfig(_Strict):
     url: str | None = Field(default=None, min_length=1)
     """Any SQLAlchemy URL but an in-memory one (the run's records would vanish with
@@ -306,14 +317,14 @@ class KBConfig(_Strict):
 
     @field_validator("url")
     @classmethod
-    def _kept(cls, value: str | None) -> str | None:
-        from alphaloop.kb.store import is_in_memory
+    def _kept(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from alphaloop.kb.store import anchored_url, is_in_memory
 
         if value is not None and is_in_memory(value):
             raise ValueError("an in-memory SQLite database forgets the run when it ends "
                              "(no status, resume or report): give a file, "
                              "sqlite:///path/kb.sqlite")
-        return value
+        return _anchored(value, info, anchored_url)
 
 
 class ExecutorConfig(_Strict):
@@ -398,6 +409,11 @@ class RunConfig(_Strict):
     causal equal-weight buy-and-hold of the panel), ``cash``, a symbol of the panel or a
     CSV/Parquet series. None: the scoring policy's benchmark, else ``equal_weight``."""
     world: WorldLink | None = None
+
+    @field_validator("out_dir")
+    @classmethod
+    def _absolute_out_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _anchored(value, info, lambda v: str(Path(v).expanduser().absolute()))
 
     @field_validator("run_id")
     @classmethod
