@@ -68,8 +68,12 @@ def _expanded(node: yaml.Node, memo: dict[int, int]) -> int:
     """How many values ``node`` holds with every alias written out (a DAG walked once)."""
     key = id(node)
     if key in memo:
+        if memo[key] < 0:  # reached again while inside it: a collection inside itself
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias (*name) is used inside the collection it names: the "
+                "value would never end", node.start_mark)
         return memo[key]
-    memo[key] = 1  # a node that contains itself counts once
+    memo[key] = -1  # being walked
     if isinstance(node, yaml.SequenceNode):
         size = 1 + sum(_expanded(child, memo) for child in node.value)
     elif isinstance(node, yaml.MappingNode):

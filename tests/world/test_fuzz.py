@@ -236,6 +236,28 @@ def test_a_policy_whose_aliases_expand_to_billions_of_values_is_a_quick_422(
     assert "aliases" not in r.text, r.text
 
 
+def test_a_policy_that_holds_itself_is_a_422(http: httpx.Client) -> None:
+    """A black-box report: `a: &a [*a]` (a list inside itself) was a 500 RecursionError."""
+    r = http.put("/worlds/fz/policy", content=b"a: &a [*a]\n",
+                 headers={"Content-Type": "application/yaml"}, timeout=10)
+    _check(r)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "POLICY_MALFORMED", r.text
+    assert "inside the collection it names" in r.text
+
+
+@pytest.mark.parametrize(("path", "field", "value"), [
+    ("/worlds/fz/paper/bars", ["ts"], "0001-01-01T00:00:00+01:00"),  # UTC: year 0
+    ("/risk-hub/snapshots", ["as_of"], "9999-12-31T23:59:59-23:59"),  # UTC: year 10000
+])
+def test_a_time_that_utc_cannot_represent_is_a_422(http: httpx.Client, path: str,
+                                                    field: list[str], value: str) -> None:
+    """A black-box report: valid ISO times whose UTC form leaves years 1..9999 were a
+    500 OverflowError; the request's time is at fault, and says so."""
+    r = http.post(path, json=_mutate(VALID[path], field, value))
+    _check(r)
+    assert r.status_code == 422 and "UTC" in r.text and field[0] in r.text, r.text
+
+
 @pytest.mark.parametrize("name", [".", "..", "..."])
 def test_a_world_named_like_a_path_step_is_refused(http: httpx.Client, name: str) -> None:
     """A black-box report: a world `..` was created, and no URL could reach it again."""

@@ -26,6 +26,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -88,9 +89,15 @@ log = logging.getLogger("alphaloop.world")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 _KEY = r"^[A-Za-z0-9._:@+-]{1,128}$"
 WorldId = Annotated[str, PathParam(pattern=_KEY)]
+# `Authorization: Bearer <token>`, published as the API's security scheme (so a client
+# generated from the OpenAPI document sends it); a missing or other scheme reaches the
+# check as None, which answers 401 in the API's error shape
+Bearer = Annotated[HTTPAuthorizationCredentials | None,
+                   Depends(HTTPBearer(auto_error=False, description="a token from "
+                                      "`alphaloop world token create`"))]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text} for code, text in (
-        (401, "no valid bearer token"), (403, "the token's role does not allow this"),
+        (400, "the body is not valid JSON (MALFORMED_BODY)"), (401, "no valid bearer token"), (403, "the token's role does not allow this"),
         (404, "unknown world, run or snapshot"), (409, "conflicts with stored data"),
         (413, "body too large"), (422, "invalid request: the message names the field"),
         (503, "database unavailable; retry"))}
@@ -246,12 +253,12 @@ class Auth:
         self._cache[key] = (who, time.monotonic() + self.cache_s)
         return who
 
-    async def _identity(self, authorization: str | None, action: str) -> Identity:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+    async def _identity(self, bearer: HTTPAuthorizationCredentials | None,
+                        action: str) -> Identity:
+        token = bearer.credentials.strip() if bearer is not None else ""
+        if not token:
             raise WorldError("a bearer token is required (Authorization: Bearer …)",
                              code="UNAUTHENTICATED", status=401, field="authorization")
-        token = token.strip()
         who = self._cached(token) or await anyio.to_thread.run_sync(self._lookup, token)
         if who is None:
             raise WorldError("the bearer token is unknown or revoked",
@@ -263,13 +270,13 @@ class Auth:
 
     def require(self, action: str) -> Callable[..., Awaitable[str]]:
         """A dependency answering the actor (``name#token_id``) allowed to do ``action``."""
-        async def check(authorization: Annotated[str | None, Header()] = None) -> str:
-            return (await self._identity(authorization, action)).actor
+        async def check(bearer: Bearer) -> str:
+            return (await self._identity(bearer, action)).actor
         return check
 
     def identity(self, action: str) -> Callable[..., Awaitable[Identity]]:
-        async def check(authorization: Annotated[str | None, Header()] = None) -> Identity:
-            return await self._identity(authorization, action)
+        async def check(bearer: Bearer) -> Identity:
+            return await self._identity(bearer, action)
         return check
 
 
@@ -304,6 +311,41 @@ async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum",
+           "lt": "exclusiveMaximum"}
+
+
+def _standard_bounds(node: Any) -> None:
+    """pydantic writes a bound on a validated number type (the policy's ``Number``) under
+    its Python name (``ge``); validators and client generators know JSON Schema's."""
+    if isinstance(node, list):
+        for item in node:
+            _standard_bounds(item)
+    elif isinstance(node, dict):
+        for key, value in list(node.items()):
+            if key in _BOUNDS and isinstance(value, int | float) \
+                    and _BOUNDS[key] not in node:
+                node[_BOUNDS[key]] = node.pop(key)
+            elif key == "properties" and isinstance(value, dict):
+                for field in value.values():  # a field may be named "ge"
+                    _standard_bounds(field)
+            else:
+                _standard_bounds(value)
+
+
+def _publish_standard_bounds(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = build()  # FastAPI keeps it after the first call
+        if fresh:
+            _standard_bounds(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(db_url: str, *, refs_root: Path | None = None,
                max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The app on the knowledge base at ``db_url`` (migrated on open)."""
@@ -313,6 +355,7 @@ def create_app(db_url: str, *, refs_root: Path | None = None,
     app = FastAPI(title="alphaloop WorldService", version="1", description=__doc__,
                   responses=ERRORS, lifespan=_lifespan)
     app.state.service = service
+    _publish_standard_bounds(app)
     _install_handlers(app)
     _routes(app, service, Auth(db))
     app.add_middleware(BodyLimit, limit=max_body_bytes)
@@ -563,7 +606,11 @@ def _hub_routes(app: FastAPI, service: WorldService, auth: Auth) -> None:
         portfolio), with ``stale`` and why (TTL since ingestion, age of ``as_of``)."""
         return _answer(latest_snapshot(service, world, strategy_id))
 
-    @app.get("/events", tags=["control bus"])
+    @app.get("/events", tags=["control bus"], response_class=EventSourceResponse,
+             responses={200: {"description": "Server-Sent Events: `id:` (the event's "
+                              "number, for Last-Event-ID), `event:` and `data:` (JSON)",
+                              "content": {"text/event-stream": {
+                                  "schema": {"type": "string"}}}}})
     async def events(world: Annotated[str, Query(pattern=_KEY)],
                      last_event_id: Annotated[str | None, Header()] = None,
                      follow: bool = True, _: str = reader) -> EventSourceResponse:

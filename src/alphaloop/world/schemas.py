@@ -6,7 +6,7 @@ a malformed or hostile body is a 422 naming the field, never a 500.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,6 +29,18 @@ def _not_dots(value: str) -> str:
     return value
 
 
+def _in_utc(value: datetime) -> datetime:
+    # the service keeps times in UTC: one whose UTC form leaves years 1..9999
+    # (0001-01-01T00:00:00+01:00) cannot be stored, which is the request's fault
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the times UTC can represent (years 1 to 9999)") from None
+    return value
+
+
+When = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A time in a request: with its zone, and one UTC can represent."""
 KEY_RULE = "1 to 128 of A-Z a-z 0-9 . _ : @ + - (not only dots)"  # Key, in words
 Key = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+-]+$"),
                 AfterValidator(_not_dots)]
@@ -247,7 +259,7 @@ class SnapshotIn(_In):
 
     world_id: Key
     strategy_id: StrategyId | Literal[""] = ""
-    as_of: AwareDatetime
+    as_of: When
     ttl_s: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
     weights: Annotated[dict[Annotated[str, Field(max_length=128)], float],
                        Field(max_length=10_000)] = Field(default_factory=dict)
@@ -389,7 +401,7 @@ class StrategyCampaign(BaseModel):
         "run_id": "submit:4d512c22:backtest", "revision": 1, "outcome": "pass",
         "window": {"stage": "backtest", "filled": False,
                    "days": {"required": 365, "observed": 182.6, "filled": False},
-                   "samples": {"required": None, "observed": 126, "filled": True},
+                   "samples": {"required": 60, "observed": 126, "filled": True},
                    "trades": {"required": 20, "observed": 31, "filled": True}},
         "metrics": {"sharpe": 1.1, "n_trades": 31, "effective_history_years": 0.5},
         "promotable": False, "next_phase": "paper_campaign",
@@ -560,7 +572,7 @@ class TripIn(_In):
     rule: GuardRule
     value: float
     limit: float
-    bar: AwareDatetime
+    bar: When
 
 
 class TripOut(BaseModel):
@@ -600,7 +612,7 @@ Side = Literal["buy", "sell"]
 
 
 class FillIn(_In):
-    ts: AwareDatetime
+    ts: When
     seq: Index
     symbol: Annotated[str, Field(min_length=1, max_length=128)]
     side: Side
@@ -659,7 +671,7 @@ class OrderIn(_In):
     (pending; filled; partial_cancelled: part filled, the rest cancelled or dropped;
     cancelled: nothing filled; no_trade: once sized, nothing to trade)."""
 
-    ts: AwareDatetime
+    ts: When
     symbol: Annotated[str, Field(min_length=1, max_length=128)]
     seq: Index = 0
     side: Side | None = None
@@ -668,8 +680,8 @@ class OrderIn(_In):
     reason: Annotated[str, Field(max_length=64)] = ""
     filled_quantity: Annotated[float, Field(ge=0)] = 0.0
     n_fills: Index = 0
-    last_fill: AwareDatetime | None = None
-    ended: AwareDatetime | None = None
+    last_fill: When | None = None
+    ended: When | None = None
     status: OrderStatus = "pending"
 
 
@@ -686,7 +698,7 @@ class OrdersIn(_In):
             "filled_quantity": 80.0, "n_fills": 2, "last_fill": "2026-11-30T00:00:00Z",
             "status": "pending"}]}]})
     strategy_id: StrategyId
-    as_of: AwareDatetime
+    as_of: When
     orders: Annotated[list[OrderIn], Field(max_length=10_000)]
 
 
@@ -754,7 +766,7 @@ class BarIn(_In):
         "orders": {"placed": 3, "filled": 2, "partial": 1, "pending_notional": 1_200.0,
                    "untradable": ["XYZ"]}}]})
     strategy_id: StrategyId
-    ts: AwareDatetime
+    ts: When
     equity: Annotated[float, Field(gt=0)]
     ret: Annotated[float, Field(gt=-1)]
     gross: NonNegative
