@@ -199,6 +199,38 @@ def test_a_stage_stored_just_before_the_process_died_gets_its_row_on_resume(
     assert _stage_rows(cfg) == _stage_rows(ref)
 
 
+def test_a_resume_writes_again_the_iterations_a_lost_knowledge_base_held(
+        make_config: Make, noise_path: Path, tmp_path: Path) -> None:
+    """A black-box report: a run killed in iteration 2 whose knowledge base was then
+    moved away (as KB_CORRUPT advises) or lost its -wal file was resumed with success,
+    while the KB lacked iteration 1's records for good. The resume writes them again."""
+    from sqlalchemy.engine import make_url
+
+    from alphaloop.kb import dispose_engines
+
+    cfg = make_config(noise_path, run_id="dies")
+    ref = make_config(noise_path, run_id="lives", kb={"url": cfg.kb.url.replace(
+        "kb.sqlite", "kb_ref.sqlite")})
+    expected = Runner(ref).run()
+
+    def fault(i: int, stage: str, attempt: int) -> None:
+        if (i, stage) == (2, "S50"):
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        Runner(cfg, fault=fault).run()
+    dispose_engines()  # the dead process's connections went with it
+    kb_file = Path(str(make_url(cfg.kb.url).database))
+    for p in kb_file.parent.glob(kb_file.name + "*"):
+        p.rename(tmp_path / f"moved_{p.name}")
+    done = Runner.resume(cfg.run_id, out_dir=cfg.out_dir)
+    assert done.comparable() == expected.comparable()
+    got, want = KnowledgeBase(cfg.kb.url), KnowledgeBase(ref.kb.url)
+    assert list(got.iterations("dies")["iteration"]) == list(want.iterations("lives")["iteration"])
+    for table in ("backtests", "scores", "failures"):
+        assert len(getattr(got, table)("dies")) == len(getattr(want, table)("lives")), table
+
+
 def test_an_interrupt_after_a_stage_stored_its_output_completes_that_stage(
         make_config: Make, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C right after S30 stored its output: the stage is done (SUCCESS in the log

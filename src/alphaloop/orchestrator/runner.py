@@ -490,6 +490,7 @@ class Runner:
         self.pending_claims: dict[str, dict[str, Any]] = {}  # their recorded metrics
         self.observations: list[Observation] = []  # every candidate of the run (MOD-450)
         self.row_cache = RowCache()  # their feature rows, built once (a resume rebuilds)
+        self._kb_iterations: set[int] | None = None  # resume: the iterations the KB holds
         self.disabled_rules: tuple[str, ...] = ()  # seed 004 §6.2 B, for one generation
         self.cset = self._base_constraints()
         if cfg.learning.enabled:
@@ -828,7 +829,8 @@ class Runner:
                             learned)
         # the batch is a function of the earlier stages' inputs (their outputs are)
         self._stage(i, "S95", tuple(sorted(self._hashes.items())),
-                    lambda: self._persist(i, batch), timings)
+                    lambda: self._persist(i, batch), timings,
+                    on_load=lambda done: self._persist_again_if_lost(i, batch, done))
         if cfg.world is not None:  # no world, nothing to hand off
             self._hand_off(i, [fresh_specs[b.strategy_id] for b in survivors],
                            _recorded_claims(survivors, verified, short.scored))
@@ -1139,6 +1141,20 @@ class Runner:
         if how == "queued":
             self._branch(i, "S95", "A_LOCAL_FALLBACK", effective=True)
         return {"persisted": how}
+
+    def _persist_again_if_lost(self, i: int, batch: rec.IterationBatch,
+                               done: dict[str, str]) -> None:
+        """Resume: an iteration the knowledge base took once but no longer holds (the file
+        was moved away, as KB_CORRUPT advises, or lost its -wal) is written again from
+        the same stage outputs, so the KB ends as complete as after an unbroken run. A
+        queued batch is not: the run's write-ahead log replays it."""
+        if done.get("persisted") != "persisted":
+            return
+        if self._kb_iterations is None:
+            held = self.kb.iterations(self.cfg.run_id)
+            self._kb_iterations = set() if held.empty else {int(n) for n in held["iteration"]}
+        if i not in self._kb_iterations:
+            self._persist(i, batch)
 
     # ------------------------------------------------------------ learning
     def _base_constraints(self) -> ConstraintSet:
