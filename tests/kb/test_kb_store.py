@@ -491,3 +491,54 @@ def test_a_sqlite_file_url_is_anchored_where_it_was_given(
     monkeypatch.setenv("HOME", str(tmp_path / "h"))
     monkeypatch.chdir(tmp_path)
     assert anchored_url(url) == expected.format(cwd=tmp_path, home=tmp_path / "h")
+
+
+def test_a_full_disk_while_the_schema_is_created_is_a_full_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A black-box report: a KB created on a full disk was a CRITICAL KB_MIGRATION_FAIL
+    (exit 2); it is the system's ENOSPC (the CLI's exit 75: try again once there is
+    room). SQLite's own page limit fills the database for real, mid-migration."""
+    import errno
+
+    from alphaloop.kb import migrations
+
+    upgrade = migrations.upgrade
+
+    def on_a_full_disk(conn: Connection) -> None:
+        conn.exec_driver_sql("PRAGMA max_page_count = 3")  # SQLITE_FULL past 3 pages
+        upgrade(conn)
+
+    monkeypatch.setattr(migrations, "upgrade", on_a_full_disk)
+    with pytest.raises(OSError) as info:
+        KnowledgeBase(f"sqlite:///{tmp_path / 'kb.sqlite'}")
+    assert info.value.errno == errno.ENOSPC and "kb.sqlite" in str(info.value)
+
+
+def test_a_database_the_process_may_not_open_is_not_called_corrupt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A black-box report: a sound KB in a read-only folder was KB_CORRUPT (CRITICAL).
+    As root no folder refuses, so SQLite's refusal and the access check are played
+    here (the access check itself is tested below)."""
+    path = tmp_path / "kb.sqlite"
+    KnowledgeBase(f"sqlite:///{path}").close()
+    store.dispose_engines()
+
+    def refused(_: Path) -> Any:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(store, "_read_sqlite_catalog", refused)
+    monkeypatch.setattr(store, "_openable", lambda _: False)
+    with pytest.raises(KBError) as info:
+        KnowledgeBase(f"sqlite:///{path}")
+    assert info.value.code == "KB_ACCESS_DENIED" and "write in" in info.value.message
+    monkeypatch.setattr(store, "_openable", lambda _: True)  # it opens: something else
+    with pytest.raises(KBError) as info:
+        KnowledgeBase(f"sqlite:///{path}")
+    assert info.value.code == "KB_CORRUPT"
+
+
+def test_a_folder_that_refuses_new_files_is_not_openable(tmp_path: Path) -> None:
+    path = tmp_path / "kb.sqlite"
+    path.write_bytes(b"")
+    assert store._openable(path)
+    assert not store._openable(tmp_path / "missing" / "kb.sqlite")

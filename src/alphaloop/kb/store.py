@@ -32,6 +32,7 @@ later (seed 004 §6.5), so no record is lost.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -341,11 +342,32 @@ def _inspect_sqlite(path: Path) -> _Catalog:
         if _is_lock(exc):
             raise KBError(f"{path} is locked: {exc}", code="DB_LOCKED",
                           error_class=_TRANSIENT) from exc
+        if "unable to open" in str(exc).lower() and not _openable(path):
+            # a sound file that the process may not open, or whose folder it may not
+            # write (SQLite keeps its -wal and -shm files beside it): not damage
+            raise KBError(f"{path} cannot be opened ({exc}): this process needs to read "
+                          f"it and to write in {path.parent} (SQLite's -wal and -shm "
+                          "files); it was left untouched", code="KB_ACCESS_DENIED",
+                          error_class=_PERMANENT) from exc
         raise _refuse("KB_CORRUPT", f"{path} cannot be read as a SQLite database: {exc}; "
                                     "it was left untouched") from exc
     except sqlite3.DatabaseError as exc:
         raise _refuse("KB_CORRUPT", f"{path} is a damaged SQLite database: {exc}; "
                                     "it was left untouched") from exc
+
+
+def _openable(path: Path) -> bool:
+    """Whether this process may read ``path`` and create files beside it (as root, a
+    read-only or immutable folder still refuses SQLite, so try rather than ask)."""
+    try:
+        with open(path, "rb"):
+            pass
+        probe = path.parent / f".{path.name}.{os.getpid()}.probe"
+        probe.touch()
+        probe.unlink()
+    except OSError:
+        return False
+    return True
 
 
 def _inspect_engine(engine: Engine) -> _Catalog:
@@ -723,6 +745,8 @@ class KnowledgeBase:
             if _is_lock(exc.orig):
                 raise KBError(f"{self._where} is locked; schema upgrade deferred: {exc.orig}",
                               code="DB_LOCKED", error_class=_TRANSIENT) from exc
+            if "disk is full" in str(exc.orig).lower():  # SQLITE_FULL: may pass once freed
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._where) from exc
             raise _refuse("KB_MIGRATION_FAIL", f"upgrading {self._where} failed and was "
                                                f"rolled back: {exc.orig}") from exc
         except sa_exc.SQLAlchemyError as exc:
