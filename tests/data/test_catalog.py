@@ -19,6 +19,7 @@ from alphaloop.data import (
     synthetic,
 )
 from alphaloop.data import catalog as catalog_module
+from alphaloop.errors import AlphaloopError
 
 
 @pytest.fixture(autouse=True)
@@ -212,3 +213,20 @@ def test_remove_dataset(tmp_path: Path) -> None:
     import_dataset(src, "gone")
     catalog_module.remove_dataset("gone")
     expect("DQ_UNKNOWN_DATASET", lambda: load_bars("gone"), "gone")
+
+
+def test_one_damaged_import_does_not_hide_the_other_data_sets(home: Path, tmp_path: Path) -> None:
+    """A black-box report: an imported file emptied on disk made `data list` fail for
+    every data set; it is listed as damaged, and loading it still says why."""
+    src = tmp_path / "mine.parquet"
+    small_long().to_parquet(src, index=False)
+    import_dataset(src, "mine")
+    import_dataset(src, "broken")
+    (home / "data" / "broken.parquet").write_bytes(b"")
+    listed = {d.name: d for d in list_datasets()}
+    assert {"us_indices", "mine", "broken"} <= set(listed)
+    assert listed["mine"].n_bars == 60
+    assert listed["broken"].description.startswith("DAMAGED (DQ_READ_FAILED)")
+    with pytest.raises(AlphaloopError) as info:
+        load_bars("broken")
+    assert info.value.code == "DQ_READ_FAILED"

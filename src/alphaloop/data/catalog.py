@@ -365,5 +365,17 @@ def dataset_info(name: str, *, load: bool = True) -> DatasetInfo:
 
 def list_datasets(*, load: bool = False) -> list[DatasetInfo]:
     """Every dataset, bundled then imported. Imported ones always carry their sizes
-    (stored at import); bundled ones only with ``load=True``."""
-    return [dataset_info(n, load=load or n not in _BUNDLED) for n in dataset_names()]
+    (stored at import); bundled ones only with ``load=True``. An imported file that
+    cannot be read is listed with what is wrong as its description (the others stay
+    listed; loading it still raises)."""
+    return [_listed(n, load=load or n not in _BUNDLED) for n in dataset_names()]
+
+
+def _listed(name: str, *, load: bool) -> DatasetInfo:
+    try:
+        return dataset_info(name, load=load)
+    except DataError as exc:
+        if name in _BUNDLED:  # the package itself is broken: say so loudly
+            raise
+        return DatasetInfo(name, "imported", f"DAMAGED ({exc.code}): {exc.message}",
+                           "imported file", "unknown", path=str(_imported_path(name)))
