@@ -838,7 +838,13 @@ def test_outputs_and_seeds_that_cannot_work_are_refused_before_the_work(
              "OUTPUT_WRITE_FAILED"),
             (["factor", "roc(close, 20)", "--data", "sp500", "--out", str(tmp_path)],
              "OUTPUT_WRITE_FAILED"),
-            (["report", "--run", "nope", "--out", str(tmp_path)], "OUTPUT_WRITE_FAILED")):
+            (["report", "--run", "nope", "--out", str(tmp_path)], "OUTPUT_WRITE_FAILED"),
+            # a file where a folder above the output should be (a black-box report: the
+            # sweep ran, then "File exists")
+            (["sweep", "sma_cross", "--data", "sp500", "--out", str(spec_file / "r.parquet")],
+             "is a file, not a folder"),
+            (["report", "--run", "nope", "--out", str(spec_file / "sub" / "r.html")],
+             "is a file, not a folder")):
         code, out, err = _run(*args)
         assert code == 2 and code_name in err, (args, err)
         assert "compiling" not in err and len(err.strip().splitlines()) == 1

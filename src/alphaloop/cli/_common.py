@@ -123,6 +123,10 @@ def _check_output(path: Path | None, suffixes: tuple[str, ...] | None = TABLES) 
     if path.is_dir():
         raise AlphaloopError(f"cannot write {path}: it is a folder; name a file in it",
                              code="OUTPUT_WRITE_FAILED")
+    above = next((p for p in path.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():  # made later, it could not be a folder
+        raise AlphaloopError(f"cannot write {path}: {above} is a file, not a folder",
+                             code="OUTPUT_WRITE_FAILED")
 
 
 def _write_table(frame: Any, path: Path) -> None:
