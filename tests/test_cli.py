@@ -440,6 +440,23 @@ def test_verify_bad_policy_names_the_key(spec_file: Path, tmp_path: Path) -> Non
 
 
 # --------------------------------------------------------------------- runs
+def test_a_damaged_knowledge_base_stops_evaluate_before_it_records_anything(
+        tmp_path: Path) -> None:
+    """A black-box report: with a non-SQLite kb.sqlite, `evaluate` computed for seconds,
+    wrote a whole run folder that `report --run` then showed, and failed at the end."""
+    from alphaloop.kb.runs import runs_dir
+
+    res = tmp_path / "res.parquet"
+    assert _run("sweep", "sma_cross", "--data", "sp500", "--n", "4", "--out", str(res))[0] == 0
+    bad = tmp_path / "bad.sqlite"
+    bad.write_text("not a database at all")
+    code, _, err = _run("evaluate", str(res), "--kb", f"sqlite:///{bad}")
+    assert code == 2 and "KB_CORRUPT" in err, err
+    assert not runs_dir().exists() or not [p for p in runs_dir().iterdir()
+                                           if not p.name.startswith(".")]
+    assert bad.read_text() == "not a database at all"
+
+
 def test_evaluate_records_a_run_that_report_renders(tmp_path: Path) -> None:
     from alphaloop.kb.runs import load_run, runs_dir
 

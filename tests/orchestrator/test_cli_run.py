@@ -72,6 +72,18 @@ def test_run_ids_name_folders_only(tmp_path: Path, command: list[str]) -> None:
     assert "INVALID_CONFIG" in res.stderr and "letters, digits" in res.stderr
 
 
+def test_a_damaged_knowledge_base_file_stops_the_run_before_its_data_is_read(
+        tmp_path: Path) -> None:
+    """A black-box report: a run on a non-SQLite kb.sqlite failed only after its set-up
+    (12-14 s). The file is looked at first: here the data does not even exist."""
+    bad = tmp_path / "kb.sqlite"
+    bad.write_text("not a database at all")
+    path = _write(tmp_path, tmp_path / "no_such_data.csv")
+    res = runner.invoke(app, ["run", str(path)])
+    assert res.exit_code == 2 and "KB_CORRUPT" in res.stderr, res.output
+    assert bad.read_text() == "not a database at all" and not (tmp_path / "runs").exists()
+
+
 def test_relative_and_home_paths_are_the_same_places_from_any_directory(
         tmp_path: Path, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A black-box report: a run started with `out_dir: relout` could not be found by

@@ -330,10 +330,12 @@ def evaluate(
     from alphaloop.data import load_bars
     from alphaloop.evaluation.robustness import evaluate_candidates, sweep_rows
     from alphaloop.evaluation.scoring import PolicyRegistry, load_policy
+    from alphaloop.kb.store import inspect_before_use
 
     pol = load_policy(policy)
     registry = PolicyRegistry()
     registry.check(pol)  # a used version can never change content: refused before the work
+    inspect_before_use(kb_url)  # where the evaluation is recorded: before the work too
     results = sweep_rows(_read_results(results_path, pd))  # its own --out file works too
     source = data or _single(results, "data_source")
     bars = load_bars(source)

@@ -356,6 +356,22 @@ def _inspect_sqlite(path: Path) -> _Catalog:
                                     "it was left untouched") from exc
 
 
+def inspect_before_use(url: str | None) -> None:
+    """Refuse a knowledge base that cannot be used (KB_CORRUPT, KB_FOREIGN, a newer
+    schema, a URL SQLAlchemy cannot read) before a command does its work, where looking
+    is cheap: an existing SQLite file, read only. Nothing is created or written; a
+    missing file (a run creates it) and server databases are left to their opening."""
+    try:
+        parsed = make_url(anchored_url(url) if url else default_url())
+    except sa_exc.ArgumentError as exc:
+        raise KBError(f"invalid knowledge base url {url!r}: {exc}", code="KB_INVALID_URL",
+                      error_class=_PERMANENT) from exc
+    path = _sqlite_file(parsed)
+    if path is not None and path.is_file() and path.stat().st_size > 0:
+        with _left_as_it_was(path):
+            _revision_of(_inspect_sqlite(path), str(path))
+
+
 def _openable(path: Path) -> bool:
     """Whether this process may read ``path`` and create files beside it (as root, a
     read-only or immutable folder still refuses SQLite, so try rather than ask)."""

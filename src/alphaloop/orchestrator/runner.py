@@ -335,8 +335,10 @@ class Runner:
     def _prepare(self) -> None:
         """Everything that can refuse the config, before anything is written."""
         from alphaloop.data import load_bars
+        from alphaloop.kb.store import inspect_before_use
 
         cfg = self.cfg
+        inspect_before_use(cfg.kb.url)  # a damaged KB file stops the run before its work
         try:
             bars = load_bars(cfg.data.source)
         except DataError as exc:
