@@ -258,6 +258,28 @@ def test_a_time_that_utc_cannot_represent_is_a_422(http: httpx.Client, path: str
     assert r.status_code == 422 and "UTC" in r.text and field[0] in r.text, r.text
 
 
+@pytest.mark.parametrize(("path", "field", "value"), [
+    ("/risk-hub/snapshots", ["weights", "SPX"], "0.6"),
+    ("/risk-hub/snapshots", ["weights", "SPX"], True),
+    ("/risk-hub/snapshots", ["ttl_s"], "3600"),
+    ("/worlds/fz/evaluate", ["realized_returns"], [0.01, True]),  # would be a 100 % return
+    ("/worlds/fz/evaluate", ["realized_returns"], ["0.01", 0.02]),
+    ("/worlds/fz/paper/bars", ["equity"], "100"),
+    ("/worlds/fz/paper/bars", ["ret"], False),
+])
+def test_a_number_as_text_or_a_boolean_is_refused(http: httpx.Client, path: str,
+                                                  field: list[str], value: Any) -> None:
+    """A black-box report: numbers given as text or booleans were taken (a paper run was
+    judged on returns [0.01, 1.0] from [\"0.01\", true]); metrics already refused them."""
+    body = _mutate(VALID[path], field, value)
+    if path == "/worlds/fz/evaluate":
+        body |= {"run_id": "typed", "stage": "paper"}
+    r = http.post(path, json=body)
+    _check(r)
+    assert r.status_code == 422 and field[0] in r.text, r.text
+    assert r.json()["error"]["code"] == "INVALID_REQUEST" and "number" in r.text, r.text
+
+
 @pytest.mark.parametrize("name", [".", "..", "..."])
 def test_a_world_named_like_a_path_step_is_refused(http: httpx.Client, name: str) -> None:
     """A black-box report: a world `..` was created, and no URL could reach it again."""
