@@ -97,7 +97,8 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None,
                                       "`alphaloop world token create`"))]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text} for code, text in (
-        (400, "the body is not valid JSON (MALFORMED_BODY)"), (401, "no valid bearer token"), (403, "the token's role does not allow this"),
+        (400, "the body is not valid JSON (MALFORMED_BODY)"),
+        (401, "no valid bearer token"), (403, "the token's role does not allow this"),
         (404, "unknown world, run or snapshot"), (409, "conflicts with stored data"),
         (413, "body too large"), (422, "invalid request: the message names the field"),
         (503, "database unavailable; retry"))}
