@@ -280,6 +280,30 @@ def test_a_number_as_text_or_a_boolean_is_refused(http: httpx.Client, path: str,
     assert r.json()["error"]["code"] == "INVALID_REQUEST" and "number" in r.text, r.text
 
 
+@pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_policy_in_a_type_the_contract_does_not_name_is_refused(http: httpx.Client,
+                                                                   kind: str) -> None:
+    """A black-box report: PUT /policy took any Content-Type and stored a new version."""
+    before = http.get("/worlds/fz").json()
+    r = http.put("/worlds/fz/policy", content=b'{"allow_live": false}',
+                 headers={"Content-Type": kind})
+    _check(r)
+    assert r.status_code == 422 and "Content-Type" in r.text, r.text
+    assert http.get("/worlds/fz").json() == before
+
+
+def test_an_errors_field_is_the_requests_field(http: httpx.Client) -> None:
+    """A black-box report: `field` read `strategy_id.constrained-str` (pydantic's name for
+    the member of a type that refused the value) instead of the request's field."""
+    r = http.post("/risk-hub/snapshots", json=_mutate(VALID["/risk-hub/snapshots"],
+                                                      ["strategy_id"], "abc"))
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "strategy_id"), r.text
+    long_key = "k" * 129
+    r = http.post("/risk-hub/snapshots", json=_mutate(VALID["/risk-hub/snapshots"],
+                                                      ["weights", long_key], 0.5))
+    assert (r.status_code, r.json()["error"]["field"]) == (422, f"weights.{long_key}"), r.text
+
+
 @pytest.mark.parametrize("name", [".", "..", "..."])
 def test_a_world_named_like_a_path_step_is_refused(http: httpx.Client, name: str) -> None:
     """A black-box report: a world `..` was created, and no URL could reach it again."""

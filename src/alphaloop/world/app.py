@@ -160,9 +160,19 @@ class BodyLimit:
                 scope, receive, send)
 
 
+def _type_tag(part: object) -> bool:
+    """pydantic's name for the member of a type that refused a value, in an error's
+    location (``constrained-str``, ``function-after[...]``, ``[key]``): not a field."""
+    return isinstance(part, str) and ("[" in part or "-" in part or part in _TYPE_NAMES)
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
-    loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "header")]
+    loc = [str(x) for x in err.get("loc", ())
+           if x not in ("body", "query", "path", "header") and not _type_tag(x)]
     field = ".".join(loc) or "body"
     return field, f"{field}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}"
 
@@ -454,7 +464,10 @@ async def _policy_body(request: Request) -> Any:
     from alphaloop.yamlio import parse_yaml
 
     raw = await request.body()
-    kind = request.headers.get("content-type", "application/json")
+    kind = request.headers.get("content-type", "application/json").lower()
+    if "json" not in kind and "yaml" not in kind:  # the two the contract names
+        raise WorldError(f"policy: Content-Type {kind[:80]!r} is neither application/json "
+                         "nor application/yaml", code="INVALID_REQUEST", field="policy")
     try:
         text = raw.decode()
         data = (parse_yaml(text, "policy", WorldError, "POLICY_MALFORMED") if "yaml" in kind
