@@ -115,6 +115,8 @@ def read_yaml(path: str | Path, error: type[AlphaloopError], *, what: str,
     """Read and parse a YAML file; a missing, unreadable, non-UTF-8 or malformed file
     raises ``error`` with ``not_found`` / ``malformed`` codes naming the file."""
     p = Path(path)
+    if p.is_dir():
+        raise error(f"{what} file {p} is a folder, not a file", code=not_found)
     if not p.is_file():
         raise error(f"{what} file not found: {p}", code=not_found)
     try:

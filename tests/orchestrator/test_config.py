@@ -139,6 +139,14 @@ def test_an_empty_config_file_is_refused_and_an_empty_mapping_means_defaults(
     assert RunConfig.from_yaml(path).mode == "mixed"
 
 
+def test_a_config_path_that_is_a_folder_says_so(tmp_path: Path) -> None:
+    """A black-box report: `alphaloop run cfgdir.yaml` (a folder) said "not found"."""
+    (tmp_path / "cfgdir.yaml").mkdir()
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_yaml(tmp_path / "cfgdir.yaml")
+    assert info.value.code == "INVALID_CONFIG" and "is a folder, not a file" in str(info.value)
+
+
 def test_a_config_nested_too_deeply_is_one_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "deep.yaml"
     path.write_text("run_id: d1\nfoo: " + "[" * 5000 + "]" * 5000 + "\n")
