@@ -84,6 +84,22 @@ def test_a_damaged_knowledge_base_file_stops_the_run_before_its_data_is_read(
     assert bad.read_text() == "not a database at all" and not (tmp_path / "runs").exists()
 
 
+def test_status_of_a_folder_without_its_summary_reads_the_knowledge_base(
+        tmp_path: Path, noise_path: Path) -> None:
+    """A black-box report: a finished run whose summary.json was lost showed RUNNING, 0
+    iterations, "killed or crashed"; the KB recorded how it ended."""
+    path = _write(tmp_path, noise_path, budgets={"max_iterations": 1})
+    done = runner.invoke(app, ["run", str(path), "--json"])
+    assert done.exit_code == 0, done.output
+    ended = json.loads(done.stdout)
+    (tmp_path / "runs" / "cli1" / "summary.json").unlink()
+    res = runner.invoke(app, ["status", "cli1", "--out-dir", str(tmp_path / "runs"), "--json"])
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.stdout)
+    assert (shown["status"], shown["stats"]) == (ended["status"], ended["stats"])
+    assert "killed or crashed" not in res.stderr
+
+
 def test_relative_and_home_paths_are_the_same_places_from_any_directory(
         tmp_path: Path, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A black-box report: a run started with `out_dir: relout` could not be found by

@@ -87,7 +87,8 @@ def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
     from alphaloop.orchestrator.runner import loop_alive, run_folder
 
     folder = run_folder(run_id, out_dir)
-    summary = _stored_summary(folder) or RunSummary(run_id=folder.name, status="RUNNING")
+    summary = (_stored_summary(folder) or _recorded_summary(folder)
+               or RunSummary(run_id=folder.name, status="RUNNING"))
     alive = loop_alive(folder)
     _print_summary(summary, as_json, extra={"process_alive": alive})
     if summary.status in ("RUNNING", "RUN_CREATED") and not alive:
@@ -136,6 +137,27 @@ def _stored_summary(folder: Path) -> Any:
 
     path = folder / SUMMARY_FILE
     return read_run_file(path, RunSummary.model_validate_json) if path.exists() else None
+
+
+def _recorded_summary(folder: Path) -> Any:
+    """The summary the run's knowledge base recorded when the run ended, for a folder
+    that lost its summary.json (None when the KB has none or cannot be read)."""
+    from alphaloop.kb import KBError, KnowledgeBase
+    from alphaloop.orchestrator.config import STORED, RunConfig, RunSummary
+    from alphaloop.orchestrator.runner import CONFIG_FILE, read_run_file
+
+    if not (folder / CONFIG_FILE).is_file():
+        return None
+    cfg = read_run_file(folder / CONFIG_FILE, lambda text: RunConfig.model_validate(
+        json.loads(text), context={STORED: True}))
+    try:
+        with KnowledgeBase(cfg.kb.url, create=False) as kb:
+            record = kb.get_run(folder.name)
+    except KBError:
+        return None
+    if record is None or record.summary is None:
+        return None
+    return RunSummary.model_validate(record.summary)
 
 
 def _kb_behind(runner: Any) -> None:
