@@ -143,13 +143,12 @@ def _recorded_summary(folder: Path) -> Any:
     """The summary the run's knowledge base recorded when the run ended, for a folder
     that lost its summary.json (None when the KB has none or cannot be read)."""
     from alphaloop.kb import KBError, KnowledgeBase
-    from alphaloop.orchestrator.config import STORED, RunConfig, RunSummary
-    from alphaloop.orchestrator.runner import CONFIG_FILE, read_run_file
+    from alphaloop.orchestrator.config import RunSummary
+    from alphaloop.orchestrator.runner import CONFIG_FILE, read_stored_config
 
     if not (folder / CONFIG_FILE).is_file():
         return None
-    cfg = read_run_file(folder / CONFIG_FILE, lambda text: RunConfig.model_validate(
-        json.loads(text), context={STORED: True}))
+    cfg = read_stored_config(folder)
     try:
         with KnowledgeBase(cfg.kb.url, create=False) as kb:
             record = kb.get_run(folder.name)

@@ -356,17 +356,20 @@ def _inspect_sqlite(path: Path) -> _Catalog:
                                     "it was left untouched") from exc
 
 
+def _parsed(url: str) -> URL:
+    try:
+        return make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise KBError(f"invalid knowledge base url {url!r}: {exc}", code="KB_INVALID_URL",
+                      error_class=_PERMANENT) from exc
+
+
 def inspect_before_use(url: str | None) -> None:
     """Refuse a knowledge base that cannot be used (KB_CORRUPT, KB_FOREIGN, a newer
     schema, a URL SQLAlchemy cannot read) before a command does its work, where looking
     is cheap: an existing SQLite file, read only. Nothing is created or written; a
     missing file (a run creates it) and server databases are left to their opening."""
-    try:
-        parsed = make_url(anchored_url(url) if url else default_url())
-    except sa_exc.ArgumentError as exc:
-        raise KBError(f"invalid knowledge base url {url!r}: {exc}", code="KB_INVALID_URL",
-                      error_class=_PERMANENT) from exc
-    path = _sqlite_file(parsed)
+    path = _sqlite_file(_parsed(anchored_url(url) if url else default_url()))
     if path is not None and path.is_file() and path.stat().st_size > 0:
         with _left_as_it_was(path):
             _revision_of(_inspect_sqlite(path), str(path))
@@ -683,11 +686,7 @@ class KnowledgeBase:
     def __init__(self, url: str | None = None, *, busy_timeout_s: float = 5.0,
                  create: bool = True) -> None:
         self.url = anchored_url(url) if url else default_url()
-        try:
-            parsed = make_url(self.url)
-        except sa_exc.ArgumentError as exc:
-            raise KBError(f"invalid knowledge base url {self.url!r}: {exc}",
-                          code="KB_INVALID_URL", error_class=_PERMANENT) from exc
+        parsed = _parsed(self.url)
         self.path = _sqlite_file(parsed)
         # what messages name: the file, or the URL without its password
         self._where = (str(self.path) if self.path is not None

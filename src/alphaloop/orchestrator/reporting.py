@@ -6,23 +6,20 @@ and the failure records of its knowledge base; nothing is recomputed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from alphaloop.kb.store import KnowledgeBase
 from alphaloop.orchestrator.config import (
-    STORED,
     ConfigError,
-    RunConfig,
     RunSummary,
     run_label,
 )
 from alphaloop.orchestrator.runner import (
-    CONFIG_FILE,
     SUMMARY_FILE,
     read_run_file,
+    read_stored_config,
     run_folder,
 )
 
@@ -48,8 +45,7 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
     knowledge base's scores record it, ``passed_B``, ``passed_robustness``), the failure codes as
     ``failure:<CODE>``, ``constraints`` (rules in force after the iteration),
     ``constraints_added`` and the learning curves; a title; the survivors, best first)."""
-    cfg = read_run_file(folder / CONFIG_FILE, lambda text: RunConfig.model_validate(
-        json.loads(text), context={STORED: True}))
+    cfg = read_stored_config(folder)
     summary = read_run_file(folder / SUMMARY_FILE, RunSummary.model_validate_json)
     frame = pd.DataFrame({
         "iteration": [it.iteration for it in summary.iterations],

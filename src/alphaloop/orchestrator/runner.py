@@ -91,6 +91,7 @@ from alphaloop.orchestrator.claims import (
 )
 from alphaloop.orchestrator.config import (
     BASE_SET,
+    STORED,
     BestStrategy,
     ConfigError,
     IterationSummary,
@@ -1636,6 +1637,13 @@ def _elapsed_sec(text: str) -> float:
             or not math.isfinite(value) or value < 0:
         raise ValueError(f"elapsed_sec is not a number of seconds: {value!r}")
     return float(value)
+
+
+def read_stored_config(folder: Path) -> RunConfig:
+    """A run folder's config as it was recorded (to show the run, not to run it: the
+    families a Python process registered need not exist in this one)."""
+    return read_run_file(folder / CONFIG_FILE, lambda text: RunConfig.model_validate(
+        json.loads(text), context={STORED: True}))
 
 
 def read_run_file(path: Path, parse: Callable[[str], R]) -> R:

@@ -15,7 +15,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    Strict,
     field_validator,
     model_validator,
 )
@@ -48,17 +47,16 @@ Key = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._
 StrategyId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Role = Literal["viewer", "submitter", "operator", "approver", "admin"]
 DecidedStage = Literal["backtest", "paper", "live"]
-Real = Annotated[float, Strict()]
-"""A number in a request: an integer or a decimal, never its text ("0.5") or a boolean
-(``true`` would be taken as 1.0, a 100 % return)."""
-# a period return below -100 % would leave negative equity: no series holds one
-Returns = Annotated[list[Annotated[Real, Field(gt=-1)]], Field(min_length=2,
+# numbers in requests are JSON numbers (Number, Integer): never their text ("0.5") or a
+# boolean (``true`` taken as 1.0 would be a 100 % return). A period return below -100 %
+# would leave negative equity: no series holds one
+Returns = Annotated[list[Annotated[Number, Field(gt=-1)]], Field(min_length=2,
                                                                max_length=200_000)]
 Ppy = Annotated[Number, Field(gt=0, le=1_000_000)]  # a number, never its text
 Name = Annotated[str, Field(max_length=200)]
 SQL_INT_MAX = 2**63 - 1
 """The largest integer a database column holds (SQLite INTEGER, PostgreSQL BIGINT)."""
-Index = Annotated[int, Strict(), Field(ge=0, le=SQL_INT_MAX)]
+Index = Annotated[Integer, Field(ge=0, le=SQL_INT_MAX)]
 """A count, sequence number or row id in a request: beyond it a 422, not a database error."""
 _SMA: dict[str, Any] = {"entry": "sma(close, 10) > sma(close, 50)", "exit": "sma(close, 10) < sma(close, 50)"}
 
@@ -264,14 +262,14 @@ class SnapshotIn(_In):
     world_id: Key
     strategy_id: StrategyId | Literal[""] = ""
     as_of: When
-    ttl_s: Annotated[Real, Field(gt=0, le=365 * 86400)] | None = None
-    weights: Annotated[dict[Annotated[str, Field(max_length=128)], Real],
+    ttl_s: Annotated[Number, Field(gt=0, le=365 * 86400)] | None = None
+    weights: Annotated[dict[Annotated[str, Field(max_length=128)], Number],
                        Field(max_length=10_000)] = Field(default_factory=dict)
     realized_returns: Returns | None = None
     realized_returns_ref: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     periods_per_year: Ppy = 252.0
-    covariance: Annotated[list[list[Real]], Field(max_length=1000)] | None = None
-    stress: Annotated[dict[Annotated[str, Field(max_length=128)], Real],
+    covariance: Annotated[list[list[Number]], Field(max_length=1000)] | None = None
+    stress: Annotated[dict[Annotated[str, Field(max_length=128)], Number],
                       Field(max_length=1000)] | None = None
     provenance: Annotated[dict[Annotated[str, Field(max_length=128)],
                                Annotated[str, Field(max_length=1024)] | float | bool | None],
@@ -574,8 +572,8 @@ class TripIn(_In):
         "limit": 0.2, "bar": "2026-11-30T00:00:00Z"}]})
     strategy_id: StrategyId
     rule: GuardRule
-    value: Real
-    limit: Real
+    value: Number
+    limit: Number
     bar: When
 
 
@@ -620,10 +618,10 @@ class FillIn(_In):
     seq: Index
     symbol: Annotated[str, Field(min_length=1, max_length=128)]
     side: Side
-    quantity: Real
-    price: Real
-    fee: Real = 0.0
-    slippage: Real = 0.0
+    quantity: Number
+    price: Number
+    fee: Number = 0.0
+    slippage: Number = 0.0
     reason: Annotated[str, Field(max_length=64)] = ""
 
 
@@ -663,7 +661,7 @@ class FillOut(BaseModel):
 # ------------------------------------------------------------------ paper orders
 
 OrderStatus = Literal["pending", "filled", "partial_cancelled", "cancelled", "no_trade"]
-OptionalNumber = Real | None
+OptionalNumber = Number | None
 
 
 class OrderIn(_In):
@@ -679,10 +677,10 @@ class OrderIn(_In):
     symbol: Annotated[str, Field(min_length=1, max_length=128)]
     seq: Index = 0
     side: Side | None = None
-    quantity: Annotated[Real, Field(ge=0)] | None = None
+    quantity: Annotated[Number, Field(ge=0)] | None = None
     target_weight: OptionalNumber = None
     reason: Annotated[str, Field(max_length=64)] = ""
-    filled_quantity: Annotated[Real, Field(ge=0)] = 0.0
+    filled_quantity: Annotated[Number, Field(ge=0)] = 0.0
     n_fills: Index = 0
     last_fill: When | None = None
     ended: When | None = None
@@ -732,7 +730,7 @@ class OrderOut(BaseModel):
 
 # -------------------------------------------------------------------- paper bars
 
-NonNegative = Annotated[Real, Field(ge=0)]
+NonNegative = Annotated[Number, Field(ge=0)]
 Count = Index
 
 
@@ -771,8 +769,8 @@ class BarIn(_In):
                    "untradable": ["XYZ"]}}]})
     strategy_id: StrategyId
     ts: When
-    equity: Annotated[Real, Field(gt=0)]
-    ret: Annotated[Real, Field(gt=-1)]
+    equity: Annotated[Number, Field(gt=0)]
+    ret: Annotated[Number, Field(gt=-1)]
     gross: NonNegative
     orders: BarOrders = Field(default_factory=BarOrders)
 
