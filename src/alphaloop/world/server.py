@@ -17,6 +17,7 @@ from alphaloop.world.app import create_app
 from alphaloop.world.db import Database
 
 _DB, _REFS = "ALPHALOOP_WORLD_DB", "ALPHALOOP_WORLD_REFS"
+_SUPERVISOR = "ALPHALOOP_WORLD_SUPERVISOR"  # the pid of the process that starts workers
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -29,6 +30,7 @@ def serve(db_url: str, host: str = "127.0.0.1", port: int = 8080,
     if workers > 1:
         Database(db_url).close()  # migrate once, before the workers start
         os.environ[_DB] = db_url
+        os.environ[_SUPERVISOR] = str(os.getpid())
         os.environ[_REFS] = "" if refs_root is None else str(refs_root)
         uvicorn.run("alphaloop.world.server:worker_app", factory=True, host=host, port=port,
                     log_level=log_level, access_log=False, workers=workers)
@@ -51,13 +53,15 @@ def _end_with_supervisor() -> None:
     Linux's parent-death signal; elsewhere nothing is done."""
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # the supervisor died before the signal was asked for
+    # the supervisor may have died before the signal was asked for (a worker still
+    # importing when it was killed): its pid, not the parent now, says who it was
+    supervisor = os.environ.get(_SUPERVISOR)
+    if supervisor and os.getppid() != int(supervisor):
         os.kill(os.getpid(), signal.SIGTERM)
 
 
