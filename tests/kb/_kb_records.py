@@ -78,17 +78,21 @@ def batch(run_id: str = "run-a", iteration: int = 0) -> IterationBatch:
     )
 
 
-def dump(where: Path | KnowledgeBase) -> dict[str, list[tuple[Any, ...]]]:
+def dump(where: Path | KnowledgeBase, *, stamps: bool = True
+         ) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, sorted, read with plain sqlite3 or psycopg (not the code
-    under test); the transitions' surrogate ``id`` is left out (insertion order only)."""
+    under test); the transitions' surrogate ``id`` is left out (insertion order only),
+    and with ``stamps=False`` the iterations' ``stored_ns`` too (the wall-clock time of
+    the first store: two databases written at different times differ there only)."""
+    left_out = {"id"} if stamps else {"id", "stored_ns"}
     if isinstance(where, KnowledgeBase):
         if where.path is None:
-            return _dump_postgres(where.url)
+            return _dump_postgres(where.url, left_out)
         where = where.path
-    return _dump_sqlite(where)
+    return _dump_sqlite(where, left_out)
 
 
-def _dump_postgres(url: str) -> dict[str, list[tuple[Any, ...]]]:
+def _dump_postgres(url: str, left_out: set[str]) -> dict[str, list[tuple[Any, ...]]]:
     import psycopg
 
     conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -97,19 +101,20 @@ def _dump_postgres(url: str) -> dict[str, list[tuple[Any, ...]]]:
         for table in TABLES:
             cols = [r[0] for r in con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
-                "ORDER BY ordinal_position", (table,)) if r[0] != "id"]
+                "ORDER BY ordinal_position", (table,)) if r[0] not in left_out]
             quoted = ', '.join(f'"{c}"' for c in cols)
             rows = con.execute(f"SELECT {quoted} FROM {table}").fetchall()
             out[table] = sorted(rows, key=repr)
         return out
 
 
-def _dump_sqlite(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+def _dump_sqlite(path: Path, left_out: set[str]) -> dict[str, list[tuple[Any, ...]]]:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         out = {}
         for table in TABLES:
-            cols = [r[1] for r in con.execute(f"PRAGMA table_info({table})") if r[1] != "id"]
+            cols = [r[1] for r in con.execute(f"PRAGMA table_info({table})")
+                    if r[1] not in left_out]
             quoted = ', '.join(f'"{c}"' for c in cols)
             rows = con.execute(f"SELECT {quoted} FROM {table}").fetchall()
             out[table] = sorted(rows, key=repr)

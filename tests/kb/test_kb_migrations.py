@@ -24,11 +24,11 @@ from alphaloop.errors import ErrorClass
 from alphaloop.kb import KBError, KnowledgeBase, StageRunRecord, dispose_engines, migrations
 from alphaloop.kb.models import Base
 
-HEAD = "0012"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables,
+HEAD = "0013"  # v0001 the knowledge base, v0002 stage output refs, v0003 the world's tables,
 # v0004 the campaign loop's executed actions, v0005 live approvals and candidates,
 # v0006 risk guard trips, v0007 paper fills, v0008 backtest claims and runs.finished_ns,
 # v0009 paper bars, v0010 paper orders, v0011 world guard marks,
-# v0012 the policy version of a live approval
+# v0012 the policy version of a live approval, v0013 when an iteration was stored
 TABLES = {"runs", "iterations", "transitions", "stage_runs", "strategies", "backtests",
           "scores", "failures", "constraint_sets", "constraints",
           # the WorldService shares the database (migration 0003)
@@ -63,11 +63,11 @@ def _at_revision(path: Path, revision: str) -> None:
     engine.dispose()
 
 
-def test_the_packaged_migrations_form_one_line_of_twelve_revisions() -> None:
+def test_the_packaged_migrations_form_one_line_of_thirteen_revisions() -> None:
     assert migrations.head() == HEAD
     assert migrations.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006",
                                             "0007", "0008", "0009", "0010", "0011",
-                                            "0012"}
+                                            "0012", "0013"}
 
 
 def test_a_database_of_revision_0007_gains_claims_and_the_finish_time_of_ended_runs(
@@ -89,6 +89,25 @@ def test_a_database_of_revision_0007_gains_claims_and_the_finish_time_of_ended_r
                 for r in ("ended", "failed", "going", "paused")}
     assert finished == {"ended": 20, "failed": 20, "going": None, "paused": None}
     assert kb.claims("any-key", ["s1"]) == {}
+
+
+def test_a_database_of_revision_0012_keeps_its_iterations_without_a_stored_time(
+        tmp_path: Path) -> None:
+    """0013: iterations stored before it get no ``stored_ns`` (NULL); an earlier run's
+    trials then count from its finish time, as they did; new iterations are stamped."""
+    path = tmp_path / "kb.sqlite"
+    _at_revision(path, "0012")
+    con = sqlite3.connect(path)
+    con.execute("INSERT INTO runs VALUES ('old', 'DONE_CONVERGED', 1, 'd', '{}', 10, 20, NULL, 20)")
+    con.execute("INSERT INTO iterations VALUES ('old', 1, 'ITER_DONE', '{}')")
+    con.commit()
+    con.close()
+    kb = open_kb(path)
+    assert kb.revision() == HEAD
+    assert kb.iterations("old")["stored_ns"].isna().all()
+    con = sqlite3.connect(path)
+    assert [r[1] for r in con.execute("PRAGMA table_info(iterations)")][-1] == "stored_ns"
+    con.close()
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["no file", "empty file"])

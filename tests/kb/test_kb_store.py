@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -411,6 +412,44 @@ def test_trial_sharpes_are_the_latest_per_period_sharpes(two_runs: KnowledgeBase
     np.testing.assert_array_equal(two_runs.trial_sharpes("data-1", exclude_run="run-2"),
                                   [0.10, 0.20, np.nan])
     assert two_runs.trial_sharpes("unknown").shape == (0,)
+
+
+def test_earlier_trials_are_the_iterations_stored_before_a_time_whatever_their_run(
+        two_runs: KnowledgeBase) -> None:
+    """Both runs of ``two_runs`` are still RUNNING (killed, say): their stored
+    iterations count as earlier trials of a run created after them, and nothing stored
+    later does. The stamp is the first store's: persisting a batch again (a replayed
+    write-ahead log) does not move an iteration past the cut."""
+    cut = time.time_ns()
+    later = IterationBatch(
+        iteration=IterationRecord(run_id="run-2", iteration=4, state="ITER_DONE", summary={}),
+        strategies=[strategy("s8")], backtests=[backtest("run-2", 4, "s8", 0.3)])
+    two_runs.persist_iteration(later)
+    assert two_runs.trial_count("data-1") == 5  # s8 is in the knowledge base
+    before = two_runs.tested("data-1", stored_before=cut)
+    assert list(before["strategy_id"]) == ["s1", "s2", "s3", "s4"]  # not s8
+    assert list(before["run_id"]) == ["run-1", "run-2", "run-1", "run-2"]
+    np.testing.assert_array_equal(two_runs.trial_sharpes("data-1", stored_before=cut),
+                                  [0.10, 0.25, np.nan, -0.05])
+    again = IterationBatch(
+        iteration=IterationRecord(run_id="run-1", iteration=0, state="ITER_DONE", summary={}),
+        backtests=[backtest("run-1", 0, "s1", 0.10)])
+    two_runs.persist_iteration(again)
+    assert list(two_runs.tested("data-1", stored_before=cut)["strategy_id"]) == \
+        ["s1", "s2", "s3", "s4"]
+    assert two_runs.tested("data-1", stored_before=0).empty
+
+
+def test_iterations_stored_before_the_stamp_existed_count_from_their_runs_finish(
+        two_runs: KnowledgeBase) -> None:
+    """Rows of revision 0012 and older have no ``stored_ns``: their run counts from the
+    time it finished, as before; a run that never finished does not count."""
+    with two_runs._engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE iterations SET stored_ns = NULL")
+        conn.exec_driver_sql("UPDATE runs SET finished_ns = 500 WHERE run_id = 'run-1'")
+    assert list(two_runs.tested("data-1", stored_before=501)["strategy_id"]) == \
+        ["s1", "s2", "s3"]
+    assert two_runs.tested("data-1", stored_before=500).empty
 
 
 def test_top_strategies_ranks_each_by_its_best_score(two_runs: KnowledgeBase) -> None:

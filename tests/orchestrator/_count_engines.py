@@ -7,7 +7,10 @@ seen from outside the code under test (claims, KB records)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from alphaloop.orchestrator import executors, stages
@@ -43,5 +46,16 @@ stages.verify = _counted_verify(stages.verify)  # type: ignore[assignment]
 if __name__ == "__main__":
     from alphaloop._console import main
 
+    go = os.environ.get("COUNT_ENGINES_GO")
+    if go:
+        # start together with the test's other processes: every import done, each says
+        # it is ready and waits for the go file, so that runs meant to be concurrent
+        # are created before either stores an iteration (an earlier trial of the other)
+        import alphaloop.cli.run
+        import alphaloop.orchestrator.runner  # noqa: F401
+
+        Path(sys.argv[1] + ".ready").touch()
+        while not Path(go).exists():
+            time.sleep(0.005)
     sys.argv = ["alphaloop", *sys.argv[2:]]
     main()

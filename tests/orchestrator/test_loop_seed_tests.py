@@ -633,6 +633,30 @@ def test_MOD400_11_4_a_second_run_reuses_and_counts_trials(make_config: Make,
     assert second.stats.trials >= first.stats.trials  # every earlier trial still counts
 
 
+def test_MOD400_11_4_a_killed_runs_stored_trials_count_as_a_finished_runs_do(
+        make_config: Make, noise_path: Path, tmp_path: Path) -> None:
+    """A run killed with SIGKILL stays RUNNING in the knowledge base, its stored
+    iterations in place. A later run on the same data reuses them and deflates by them
+    exactly as it would had the first run finished (the KB state of a kill is made by
+    hand: the first run's status set back to RUNNING, without a finish time)."""
+    seconds = {}
+    for how in ("finished", "killed"):
+        path = tmp_path / f"{how}.sqlite"
+        first = Runner(make_config(noise_path, run_id=f"first-{how}",
+                                   kb={"url": f"sqlite:///{path}"})).run()
+        if how == "killed":
+            con = sqlite3.connect(path)
+            con.execute("UPDATE runs SET status = 'RUNNING', finished_ns = NULL")
+            con.commit()
+            con.close()
+        second = Runner(make_config(noise_path, run_id=f"second-{how}",
+                                    kb={"url": f"sqlite:///{path}"})).run()
+        assert second.stats.reused > 0, how
+        assert second.stats.trials >= first.stats.trials, how
+        seconds[how] = second.comparable()
+    assert seconds["killed"] == seconds["finished"]
+
+
 # ------------------------------------------------------------ MOD-400 §11.5
 def test_MOD400_11_5_early_stop_on_no_improvement_and_reset() -> None:
     stop = EarlyStop(patience=2, min_improve=0.1)

@@ -35,15 +35,32 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1",
 OVER: dict[str, Any] = {"budgets": {"max_iterations": 3, "max_backtests": 2000}}
 
 
-def _spawn(tmp: Path, source: Path, run_id: str, url: str) -> tuple[subprocess.Popen[str], Path]:
+def _spawn(tmp: Path, source: Path, run_id: str, url: str, go: Path | None = None
+           ) -> tuple[subprocess.Popen[str], Path]:
+    """The run in its own process; with ``go``, it starts when that file appears."""
     cfg = config(tmp, source, run_id=run_id, kb={"url": url}, **OVER)
     path = tmp / f"{run_id}.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     log = tmp / f"{run_id}.engines.jsonl"
+    env = ENV if go is None else {**ENV, "COUNT_ENGINES_GO": str(go)}
     proc = subprocess.Popen([sys.executable, str(HERE / "_count_engines.py"), str(log),
                              "run", "--json", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     return proc, log
+
+
+def _together(tmp: Path, source: Path, url: str, run_ids: tuple[str, ...]
+              ) -> dict[str, tuple[subprocess.Popen[str], Path]]:
+    """The runs in processes that start at one moment, their imports done."""
+    go = tmp / "go"
+    started = {rid: _spawn(tmp, source, rid, url, go) for rid in run_ids}
+    deadline = time.monotonic() + 300
+    while not all(Path(f"{log}.ready").exists() for _, log in started.values()):
+        assert time.monotonic() < deadline and all(p.poll() is None for p, _ in
+                                                   started.values()), "a run did not start"
+        time.sleep(0.01)
+    go.touch()
+    return started
 
 
 def _finish(proc: subprocess.Popen[str]) -> RunSummary:
@@ -79,7 +96,7 @@ def test_two_loop_processes_on_one_kb_backtest_nothing_twice_and_lose_nothing(
     assert alone.stats.backtests > 0 and sum(it.promoted_to_B for it in alone.iterations) > 0
     assert alone.best_strategies  # engine A, engine B, validation and holdout all ran
 
-    started = {rid: _spawn(tmp_path, planted_path, rid, url) for rid in ("pa", "pb")}
+    started = _together(tmp_path, planted_path, url, ("pa", "pb"))
     got = {rid: _finish(p) for rid, (p, _) in started.items()}
     calls = {rid: _simulated(log) for rid, (_, log) in started.items()}
 
@@ -89,6 +106,9 @@ def test_two_loop_processes_on_one_kb_backtest_nothing_twice_and_lose_nothing(
     # they ran at the same time: neither had finished when the other was created
     assert pa.finished_ns is not None and pb.finished_ns is not None
     assert pa.created_ns < pb.finished_ns and pb.created_ns < pa.finished_ns
+    # and neither had stored an iteration (an earlier trial of the other) by then
+    assert (kb.iterations("pa")["stored_ns"] > pb.created_ns).all()
+    assert (kb.iterations("pb")["stored_ns"] > pa.created_ns).all()
     # each ends as a run alone on the database would
     for rid, summary in got.items():
         assert summary.comparable() == alone.comparable(), rid

@@ -93,6 +93,9 @@ class Iteration(Base):
     iteration: Mapped[int] = mapped_column(Integer, primary_key=True)
     state: Mapped[str] = mapped_column(NAME)
     summary: Mapped[dict[str, Any]]
+    # revision 0013: when the iteration's records were first stored (set once, never
+    # moved): a later run's "earlier trials" are those stored before it was created
+    stored_ns: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Transition(Base):

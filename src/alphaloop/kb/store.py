@@ -63,6 +63,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -579,7 +580,9 @@ def _write_batch(conn: Connection, batch: IterationBatch) -> None:
     """Every row of one iteration; parents before children so foreign keys hold."""
     _check_batch(conn, batch)
     data = _row(batch)
-    _upsert(conn, _t(Iteration), [data["iteration"]])
+    # stamped when first stored, kept by a replay: what a later run counts as earlier
+    data["iteration"]["stored_ns"] = time.time_ns()
+    _upsert(conn, _t(Iteration), [data["iteration"]], keep=("stored_ns",))
     _upsert(conn, _t(Strategy), data["strategies"], update_=False)  # id = canonical spec
     # a set's id is the hash of its rules: the first run to reach it keeps the record
     _upsert(conn, _t(ConstraintSet), data["constraint_sets"], update_=False)
@@ -1160,24 +1163,28 @@ class KnowledgeBase:
 
     def tested(self, data_ref: str, *, engine: str = "A", window: str = "search",
                exclude_run: str | None = None,
-               finished_before: int | None = None) -> pd.DataFrame:
+               stored_before: int | None = None) -> pd.DataFrame:
         """One row per strategy evaluated on ``data_ref`` by ``engine`` on ``window``,
         with its backtest fields; when several runs evaluated it, the latest run (by
         ``created_ns``, then iteration) wins. ``exclude_run`` leaves a run out (the
-        current one, whose own trials the caller counts itself); ``finished_before``
-        keeps only runs that had finished before that time (``finished_ns``): a run's
-        "earlier runs", the same whenever it asks. Sorted by strategy id.
+        current one, whose own trials the caller counts itself); ``stored_before``
+        keeps only iterations stored before that time (``iterations.stored_ns``; for
+        rows stored before that stamp existed, their run's ``finished_ns``): a run's
+        "earlier trials", whatever became of the runs that made them (one killed
+        mid-way included), and the same whenever it asks. Sorted by strategy id.
         """
         cols = [c.name for c in _t(Backtest).c]
         latest = (Run.created_ns.desc(), Backtest.iteration.desc(), Backtest.run_id.desc())
         rank = func.row_number().over(partition_by=Backtest.strategy_id,
                                       order_by=latest).label("rank")
         where = self._trial_filter(data_ref, engine, window, exclude_run)
-        if finished_before is not None:
-            where.append(Run.finished_ns < finished_before)
-        stmt = (select(*_t(Backtest).c, rank).join(Run, Run.run_id == Backtest.run_id)
-                .where(*where))
-        inner = stmt.subquery()
+        stmt = select(*_t(Backtest).c, rank).join(Run, Run.run_id == Backtest.run_id)
+        if stored_before is not None:
+            stmt = stmt.join(Iteration, (Iteration.run_id == Backtest.run_id)
+                             & (Iteration.iteration == Backtest.iteration))
+            where.append(or_(Iteration.stored_ns < stored_before,
+                             Iteration.stored_ns.is_(None) & (Run.finished_ns < stored_before)))
+        inner = stmt.where(*where).subquery()
         return self._frame(select(*[inner.c[c] for c in cols]).where(inner.c["rank"] == 1)
                            .order_by(inner.c.strategy_id))
 
@@ -1200,12 +1207,12 @@ class KnowledgeBase:
         return count
 
     def trial_sharpes(self, data_ref: str, *, exclude_run: str | None = None,
-                      finished_before: int | None = None) -> np.ndarray:
+                      stored_before: int | None = None) -> np.ndarray:
         """The per-period Sharpe of each trial counted by :meth:`trial_count` (of the
-        runs finished before ``finished_before``, when given), sorted by strategy id;
+        iterations stored before ``stored_before``, when given), sorted by strategy id;
         NaN where none was recorded."""
         frame = self.tested(data_ref, exclude_run=exclude_run,
-                            finished_before=finished_before)
+                            stored_before=stored_before)
         return np.array([np.nan if v is None or pd.isna(v) else float(v)
                          for v in frame["sharpe_per_period"]], dtype=float)
 

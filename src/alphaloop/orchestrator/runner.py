@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import json
 import math
 import os
@@ -139,6 +140,8 @@ WAL_FILE = "kb_wal.jsonl"
 CLOCK_FILE = "clock.json"  # wall time used by earlier sessions (max_walltime_sec spans them)
 PENDING_FILE = "kb_pending.jsonl"  # transitions and stage runs written while the KB was locked
 DATA_REF_FILE = "data_ref.json"  # the data the run started on: a resume needs the same
+INPUTS_FILE = "inputs.json"  # the scoring policy and execution model it started with, by
+# content: a resume needs the same (the config names them by path or name only)
 OWNER_FILE = "owner.json"  # the process running the loop now (gone when it ends)
 LOCK_FILE = "resume.lock"  # held (flock) by the process resuming the run
 WORLD_FILE = "world_submissions.jsonl"  # what the world decided for each survivor handed off
@@ -457,11 +460,12 @@ class Runner:
                                       address=cfg.executor.address)
         stored = self.kb.get_run(cfg.run_id) if resuming else None
         self.created_ns = stored.created_ns if stored is not None else time.time_ns()
-        # the run's "earlier runs": those that had finished before it was created. The
-        # same set whenever the run asks (a resumed run included); runs still going
-        # then share their work through claims instead (see ``claims``)
+        # the run's earlier trials: every other run's iterations stored before it was
+        # created, a killed run's included. The same set whenever the run asks (a
+        # resumed run included); what runs still going store later is shared through
+        # claims instead (see ``claims``)
         prior = self.kb.tested(self.search_ref, engine="A", window="search",
-                               exclude_run=cfg.run_id, finished_before=self.created_ns)
+                               exclude_run=cfg.run_id, stored_before=self.created_ns)
         self.prior_ids = set(prior["strategy_id"]) if len(prior) else set()
         self.prior_sharpes = np.array([np.nan if v is None or pd.isna(v) else float(v)
                                        for v in prior["sharpe_per_period"]], dtype=float)
@@ -516,6 +520,7 @@ class Runner:
                               code="INVALID_CONFIG")
         write_json(self.root / CONFIG_FILE, self.cfg.model_dump(mode="json"))
         write_json(self.root / DATA_REF_FILE, self._data_refs())
+        write_json(self.root / INPUTS_FILE, self._input_refs())
         return self._start()
 
     def _start(self) -> RunSummary:
@@ -566,6 +571,7 @@ class Runner:
             runner._settle(ended)  # what the KB could not take when the run ended
             return ended
         runner._same_data(stored)
+        runner._same_inputs()
         if stored is None:  # killed (or refused) before its KB row was written
             return runner._start()
         machine = run_machine(RunState.PAUSED if status == RunState.PAUSED
@@ -600,6 +606,31 @@ class Runner:
                               f"changed since the run started ({', '.join(changed)} "
                               "window); resume needs the same data: start a new run",
                               code="DATA_CHANGED")
+
+    def _input_refs(self) -> dict[str, str]:
+        """The scoring policy and the execution model the run uses, each by the hash of
+        its content (a file the config names may change while the run is stopped)."""
+        return {key: hashlib.sha256(model.model_dump_json().encode()).hexdigest()
+                for key, model in (("policies.scoring", self.policy),
+                                   ("engines.execution", self.model))}
+
+    def _same_inputs(self) -> None:
+        """A resumed run scores and verifies as it started, or not at all: a policy or
+        a cost model changed in between would rescore finished iterations under other
+        rules and mix two sets of numbers in one run's records."""
+        path = self.root / INPUTS_FILE
+        if not path.exists():  # a folder written before this check existed
+            return
+        then = read_run_file(path, json.loads)
+        now = self._input_refs()
+        changed = [key for key, ref in then.items() if now.get(key) != ref]
+        if changed:
+            named = {"policies.scoring": self.cfg.policies.scoring,
+                     "engines.execution": self.cfg.engines.execution or "the default model"}
+            what = ", ".join(f"{key} ({named.get(key)})" for key in changed)
+            raise ConfigError(f"run {self.cfg.run_id}: {what} changed since the run "
+                              "started; resume needs what it started with: put it back, "
+                              "or start a new run", code="INPUT_CHANGED")
 
     # ------------------------------------------------------------ the loop
     def _loop(self, machine: Machine[RunState]) -> RunSummary:
