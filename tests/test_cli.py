@@ -567,7 +567,11 @@ def test_kb_import_runs_indexes_folders_recorded_before_the_kb(tmp_path: Path) -
 
 def test_report_errors_are_one_line(tmp_path: Path) -> None:
     code, _, err = _run("report", "--run", "abc")
-    assert code == 2 and "no recorded run matches 'abc'" in err
+    assert code == 2 and "no run matches 'abc'" in err
+    # both places it looked: the loop runs (--out-dir) and the recorded evaluates
+    code, _, err = _run("report", "--run", "abc", "--out-dir", str(tmp_path / "loops"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"no loop run under {tmp_path / 'loops'}" in err and "no recorded evaluate" in err
     code, _, err = _run("report")
     assert code == 2 and "report needs --strategy ID or --run ID" in err
     code, _, err = _run("report", "--strategy", "abcd")

@@ -452,6 +452,22 @@ def test_iterations_stored_before_the_stamp_existed_count_from_their_runs_finish
     assert two_runs.tested("data-1", stored_before=500).empty
 
 
+def test_top_strategies_on_equal_scores_rank_what_passed_then_the_higher_dsr(
+        kb: KnowledgeBase) -> None:
+    """Scores are capped at 100, so ties are common: a survivor must not sort below
+    failed candidates by the accident of its id."""
+    kb.save_run(run("run-1", created_ns=100))
+    rows = {"a": (False, 0.99), "b": (True, 0.60), "c": (True, None), "d": (True, 0.97),
+            "e": (False, None)}
+    kb.persist_iteration(IterationBatch(
+        iteration=IterationRecord(run_id="run-1", iteration=1, state="ITER_DONE", summary={}),
+        strategies=[strategy(s) for s in rows],
+        scores=[score("run-1", 1, s, 100.0, passed=p).model_copy(update={"dsr": d})
+                for s, (p, d) in rows.items()]))
+    top = kb.top_strategies()
+    assert list(top["strategy_id"]) == ["d", "b", "c", "a", "e"]
+
+
 def test_top_strategies_ranks_each_by_its_best_score(two_runs: KnowledgeBase) -> None:
     top = two_runs.top_strategies()
     assert list(top["strategy_id"]) == ["s4", "s2", "s1", "s5"]

@@ -184,6 +184,14 @@ def test_similar_refuses_unknown_and_ambiguous_ids(kb: KnowledgeBase) -> None:
     assert info.value.code == "KB_AMBIGUOUS"
 
 
+def test_similar_refuses_data_the_knowledge_base_never_tested_on(kb: KnowledgeBase) -> None:
+    """A mistyped --data-ref would otherwise read as "no profile" on every row."""
+    with pytest.raises(KBError) as info:
+        similar(kb, ID["A"], data_ref="data-9")
+    assert info.value.code == "KB_NOT_FOUND" and "data-9" in info.value.message
+    assert len(similar(kb, ID["A"], data_ref="data-2")) == 4  # E was tested there
+
+
 def test_tried_before_exact_strategy_on_the_same_data(kb: KnowledgeBase) -> None:
     answer = tried_before(kb, sma(10, 50), "data-1", threshold=0.2)
     assert answer and answer.exact and answer.strategy_id == ID["A"]

@@ -657,6 +657,27 @@ def test_MOD400_11_4_a_killed_runs_stored_trials_count_as_a_finished_runs_do(
     assert seconds["killed"] == seconds["finished"]
 
 
+def test_the_knowledge_base_holds_the_summary_so_far_while_a_run_goes(
+        make_config: Make, noise_path: Path) -> None:
+    """A run killed mid-way is told by what it did (`kb runs`, `kb show`, `status`):
+    after each iteration the KB holds the summary the run's folder holds."""
+    cfg = make_config(noise_path)
+    seen: list[tuple[int, str, Any]] = []
+
+    def fault(i: int, stage: str, attempt: int) -> None:
+        if stage == "S50" and attempt == 1:
+            record = KnowledgeBase(cfg.kb.url).get_run(cfg.run_id)
+            assert record is not None
+            path = Path(cfg.out_dir) / cfg.run_id / "summary.json"
+            on_file = json.loads(path.read_text()) if path.exists() else None
+            assert record.summary == on_file
+            seen.append((i, record.status, on_file and on_file["stats"]["iterations"]))
+
+    done = Runner(cfg, fault=fault).run()
+    assert len(seen) == done.stats.iterations >= 2
+    assert seen == [(i, "RUNNING", i - 1 or None) for i in range(1, len(seen) + 1)]
+
+
 # ------------------------------------------------------------ MOD-400 §11.5
 def test_MOD400_11_5_early_stop_on_no_improvement_and_reset() -> None:
     stop = EarlyStop(patience=2, min_improve=0.1)

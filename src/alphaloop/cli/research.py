@@ -496,7 +496,7 @@ def report(
         raise AlphaloopError("report needs --strategy ID or --run ID", code="REPORT_TARGET")
     if strategy is None and run is not None:
         from alphaloop.evaluation.reports import write_run_report
-        from alphaloop.kb.runs import find_run, load_run
+        from alphaloop.kb.runs import load_run
         from alphaloop.orchestrator.reporting import LOOP_PASSED, find_loop_run, loop_iterations
 
         loop = find_loop_run(run, out_dir)
@@ -508,7 +508,7 @@ def report(
                                            self_contained=self_contained)), highlight=False,
                       soft_wrap=True)  # a path whole, to copy
             return
-        rec = load_run(find_run(run))
+        rec = load_run(_evaluate_run(run, out_dir))
         r = rec.record
         title = (f"run {r.run_id[:12]}: {r.kind} of {r.n_candidates} candidates on "
                  f"{r.data_source}, policy {r.policy_version}")
@@ -519,6 +519,22 @@ def report(
         return
     assert strategy is not None
     _strategy_report(strategy, run, results_path, policy, data, out_path, self_contained)
+
+
+def _evaluate_run(prefix: str, out_dir: str | None) -> Path:
+    """The recorded `evaluate` run ``prefix`` names, for ``report --run`` that found no
+    loop run: not found, the message names both places it looked."""
+    from alphaloop.kb.runs import RunError, find_run, runs_dir
+    from alphaloop.orchestrator.runner import runs_root
+
+    try:
+        return find_run(prefix)
+    except RunError as exc:
+        if exc.code != "RUN_NOT_FOUND" or not exc.message.startswith("no recorded run"):
+            raise
+        raise RunError(f"no run matches {prefix!r}: no loop run under {runs_root(out_dir)} "
+                       f"and no recorded evaluate under {runs_dir()}",
+                       code="RUN_NOT_FOUND") from None
 
 
 def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path | None,

@@ -140,8 +140,9 @@ def _stored_summary(folder: Path) -> Any:
 
 
 def _recorded_summary(folder: Path) -> Any:
-    """The summary the run's knowledge base recorded when the run ended, for a folder
-    that lost its summary.json (None when the KB has none or cannot be read)."""
+    """The last summary the run's knowledge base recorded (after each iteration, and
+    when the run ended), for a folder that lost its summary.json (None when the KB has
+    none or cannot be read)."""
     from alphaloop.kb import KBError, KnowledgeBase
     from alphaloop.orchestrator.config import RunSummary
     from alphaloop.orchestrator.runner import CONFIG_FILE, read_stored_config

@@ -94,7 +94,8 @@ def similar(kb: KnowledgeBase, strategy_id_or_prefix: str, *, n: int = 10,
     The profile is read on ``data_ref``; by default the data of the strategy's latest
     backtest. Columns :data:`SIMILAR_COLUMNS`; ``runs`` lists the runs that
     backtested each strategy, oldest first. Raises ``KB_NOT_FOUND``/``KB_AMBIGUOUS``
-    for an id that matches no strategy or several.
+    for an id that matches no strategy or several, and ``KB_NOT_FOUND`` for a
+    ``data_ref`` the knowledge base has no engine A backtest on.
     """
     if n < 1:
         raise KBError(f"n must be at least 1, not {n}", code="KB_BAD_QUERY")
@@ -103,6 +104,10 @@ def similar(kb: KnowledgeBase, strategy_id_or_prefix: str, *, n: int = 10,
                       code="KB_BAD_QUERY")
     target = kb.strategy(strategy_id_or_prefix)
     sid = str(target["strategy_id"])
+    if data_ref is not None and kb.tested(data_ref).empty:  # a typo must not read as "no profile"
+        raise KBError(f"no engine A backtest on data {data_ref!r} in the knowledge base "
+                      "(`alphaloop kb show ID` lists a strategy's data refs)",
+                      code="KB_NOT_FOUND")
     if data_ref is None and target["backtests"]:
         data_ref = str(target["backtests"][-1]["data_ref"])
     index = kb.strategy_index()

@@ -1218,8 +1218,12 @@ class KnowledgeBase:
 
     def top_strategies(self, n: int = 20) -> pd.DataFrame:
         """The ``n`` best strategies by their best ``score_total`` anywhere, with family,
-        params and the run and iteration that scored it (the earliest on ties)."""
-        best = (Score.score_total.desc(), Run.created_ns, Score.iteration, Score.run_id)
+        params and the run and iteration that scored it. Equal scores (the score is
+        capped at 100) rank what passed every gate first, then the higher DSR, then
+        the earliest run; strategies tied on all of these, by id."""
+        # ties (a capped score) go to what passed every gate, then to the higher DSR
+        best = (Score.score_total.desc(), Score.passed.desc(), Score.dsr.desc().nulls_last(),
+                Run.created_ns, Score.iteration, Score.run_id)
         rank = func.row_number().over(partition_by=Score.strategy_id, order_by=best)
         inner = (select(*_t(Score).c, rank.label("rank"))
                  .join(Run, Run.run_id == Score.run_id).subquery())
@@ -1228,7 +1232,8 @@ class KnowledgeBase:
                        inner.c.dsr, inner.c.psr, inner.c.run_id, inner.c.iteration)
                 .join(Strategy, Strategy.strategy_id == inner.c.strategy_id)
                 .where(inner.c["rank"] == 1)
-                .order_by(inner.c.score_total.desc(), inner.c.strategy_id).limit(n))
+                .order_by(inner.c.score_total.desc(), inner.c.passed.desc(),
+                          inner.c.dsr.desc().nulls_last(), inner.c.strategy_id).limit(n))
         return self._frame(stmt)
 
     def strategy(self, id_or_prefix: str) -> dict[str, Any]:

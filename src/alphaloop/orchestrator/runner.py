@@ -649,7 +649,7 @@ class Runner:
                 i += 1
                 _age_out_of_gc()
                 self._iteration(i)
-                self._write_summary(machine.state, None)
+                self._record_so_far(self._write_summary(machine.state, None))
                 write_json(self.root / CLOCK_FILE,
                            {"elapsed_sec": time.monotonic() - self.started})
                 self._after_iteration(i)
@@ -667,6 +667,20 @@ class Runner:
         summary = self._write_summary(final, reason)
         self._settle(summary)
         return summary
+
+    def _record_so_far(self, summary: RunSummary) -> None:
+        """The summary so far in the knowledge base too, so that `kb runs`, `kb show` and
+        `status` tell a run killed mid-way by what it did. A copy: the summary file is
+        the run's own record, and a knowledge base that cannot take it now gets the
+        final one from :meth:`_settle`."""
+        if self._kb_down:
+            return
+        try:
+            self.kb.set_run_status(self.cfg.run_id, summary.status,
+                                   summary=summary.model_dump(mode="json"))
+        except KBError as exc:
+            if exc.error_class is not ErrorClass.TRANSIENT:
+                raise
 
     def _settle(self, summary: RunSummary) -> None:
         """The knowledge base takes what waits in the run's logs and the run's status.
