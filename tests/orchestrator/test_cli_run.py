@@ -383,13 +383,31 @@ def test_the_run_report_names_what_passed_and_shows_the_recorded_funnel(
     with sqlite3.connect(tmp_path / "kb.sqlite") as con:
         recorded = dict(con.execute("SELECT iteration, SUM(passed) FROM scores "
                                     "WHERE run_id = 'cli1' GROUP BY iteration").fetchall())
-    frame, _, _ = loop_iterations(tmp_path / "runs" / "cli1")
+    frame, title, _ = loop_iterations(tmp_path / "runs" / "cli1")
+    # the status as `status` says it: with the stop reason (learning is on here)
+    assert f"{summary['status']} ({summary['stop_reason']})" in title, title
+    assert "learning off" not in title
     assert frame["passed_score_gates"].tolist() == [recorded.get(i, 0)
                                                    for i in frame["iteration"]]
     assert frame["passed"].tolist() == [it["survivors"] for it in summary["iterations"]]
     assert sum(recorded.values()) > frame["passed"].sum()  # the gates after scoring bite
     page = (tmp_path / "runs" / "cli1" / "report.html").read_text()
     assert f"candidates that {LOOP_PASSED}" in page and "<th>passed_score_gates</th>" in page
+
+
+def test_the_report_of_a_paused_run_without_learning_says_both(
+        make_config: Any, noise_path: Path) -> None:
+    from alphaloop.orchestrator import Runner
+    from alphaloop.orchestrator.reporting import loop_iterations
+
+    def fault(i: int, stage: str, attempt: int) -> None:
+        if (i, stage) == (2, "S50"):
+            raise KeyboardInterrupt
+
+    cfg = make_config(noise_path, learning={"enabled": False})
+    assert Runner(cfg, fault=fault).run().status == "PAUSED"
+    _, title, _ = loop_iterations(Path(cfg.out_dir) / cfg.run_id)
+    assert "PAUSED (interrupted), 1 iterations" in title and title.endswith(", learning off")
 
 
 def test_a_run_of_a_family_added_in_python_can_be_shown_from_the_cli(

@@ -18,6 +18,7 @@ from alphaloop.orchestrator.config import (
 )
 from alphaloop.orchestrator.runner import (
     SUMMARY_FILE,
+    loop_alive,
     read_run_file,
     read_stored_config,
     run_folder,
@@ -79,6 +80,17 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
         counts.columns = [f"failure:{c}" for c in counts.columns]
         frame = frame.merge(counts, left_on="iteration", right_index=True, how="left")
         frame = frame.fillna({c: 0 for c in counts.columns})
-    title = (f"run {run_label(cfg.run_id)}: {summary.status}, {summary.stats.iterations} "
-             f"iterations, {summary.stats.backtests} backtests on {cfg.data.source}")
+    title = (f"run {run_label(cfg.run_id)}: {_state(folder, summary)}, "
+             f"{summary.stats.iterations} iterations, {summary.stats.backtests} backtests "
+             f"on {cfg.data.source}{'' if cfg.learning.enabled else ', learning off'}")
     return frame, title, summary.best_frame
+
+
+def _state(folder: Path, summary: RunSummary) -> str:
+    """The run's status as `status` tells it: with its stop reason, and, for a run whose
+    process is gone before it ended, that nothing runs it."""
+    text = summary.status if not summary.stop_reason \
+        else f"{summary.status} ({summary.stop_reason})"
+    if summary.status in ("RUNNING", "RUN_CREATED") and not loop_alive(folder):
+        text += " (no process is running it: killed or crashed; resume continues it)"
+    return text
