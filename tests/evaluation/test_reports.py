@@ -498,6 +498,19 @@ def test_run_report_synthetic_frame(run_frame: pd.DataFrame, tmp_path: Path) -> 
     assert Page(out.read_text(encoding="utf-8")).figure_divs == list(RUN_FIGURES)
 
 
+def test_the_best_so_far_is_carried_over_an_iteration_that_scored_nothing() -> None:
+    """A black-box report: the last iteration of a run scored nothing (all reused) and
+    its "best so far" point was missing, although the run had recorded 100."""
+    frame = pd.DataFrame({"iteration": [1, 2, 3], "best_score": [60.0, 100.0, np.nan],
+                          "tried": [5, 5, 5], "passed": [0, 1, 0]})
+    _, so_far = Page(run_report(frame, title="t")).figure("best_score")["data"]
+    assert ys(so_far).tolist() == [60.0, 100.0, 100.0]  # by hand: max so far
+    recorded = frame.assign(best_score_so_far=[60.0, 100.0, 100.0])
+    _, so_far = Page(run_report(recorded, title="t")).figure("best_score")["data"]
+    assert ys(so_far).tolist() == [60.0, 100.0, 100.0]
+
+
+
 def test_run_report_optional_columns_and_errors(run_frame: pd.DataFrame) -> None:
     core = run_frame[["iteration", "best_score", "tried", "passed"]]
     page = Page(run_report(core, title="core only"))

@@ -293,15 +293,19 @@ def rolling_sharpe_figure(sharpe: pd.Series, window: int,
 
 
 def run_best_score_figure(frame: pd.DataFrame) -> go.Figure:
-    """Best score per iteration (trace 0) and best so far (trace 1)."""
+    """Best score per iteration (trace 0) and best so far (trace 1: the frame's
+    ``best_score_so_far`` where the run recorded it, else the running maximum, carried
+    over iterations that scored nothing)."""
     it = frame["iteration"].tolist()
     best = frame["best_score"].astype(float)
+    so_far = (frame["best_score_so_far"].astype(float) if "best_score_so_far" in frame
+              else best.cummax().ffill())
     fig = go.Figure(layout=_layout("Best score per iteration",
                                    xaxis={"title": {"text": "iteration"}},
                                    yaxis={"title": {"text": "score_total"}}))
     fig.add_trace(go.Scatter(x=it, y=_values(best), mode="lines+markers",
                              name="best this iteration"))
-    fig.add_trace(go.Scatter(x=it, y=_values(best.cummax()), mode="lines",
+    fig.add_trace(go.Scatter(x=it, y=_values(so_far), mode="lines",
                              name="best so far", line={"dash": "dot"}))
     return fig
 
@@ -1101,6 +1105,9 @@ def run_report(iterations: pd.DataFrame, *, title: str = "alphaloop run report",
     ``iteration``             iteration number (unique; rows are sorted by it)
     ``best_score``            best ``score_total`` among the iteration's candidates,
                               rejected ones included (NaN when none was scored)
+    ``best_score_so_far``     optional: the best score up to the iteration as the run
+                              recorded it (default: the running maximum of
+                              ``best_score``, carried over iterations without one)
     ``tried``                 candidates of the iteration: backtested, or reused from
                               earlier runs on the same data
     ``passed``                candidates that passed the gates (``passed_label`` says

@@ -52,6 +52,9 @@ def loop_iterations(folder: Path) -> tuple[pd.DataFrame, str, pd.DataFrame]:
         "iteration": [it.iteration for it in summary.iterations],
         "best_score": [it.best_score if it.best_score is not None else float("nan")
                        for it in summary.iterations],
+        # as the run recorded it (an iteration that scored nothing keeps the earlier best)
+        "best_score_so_far": [it.best_score_so_far if it.best_score_so_far is not None
+                              else float("nan") for it in summary.iterations],
         "tried": [it.tested_A + it.reused_A for it in summary.iterations],
         "passed": [it.survivors for it in summary.iterations],
         "passed_B": [it.passed_B for it in summary.iterations],
