@@ -100,6 +100,22 @@ def test_after_pruning_a_run_computes_again_and_gets_the_same_numbers(
         assert again[s][1].tobytes() == first[s][1].tobytes()
 
 
+def test_a_wait_for_another_runs_claims_is_told_once(tmp_path: Path) -> None:
+    """A run killed while it held claims holds the next run up until the lease passes:
+    the caller is told once, with how many results it waits for."""
+    url = f"sqlite:///{tmp_path / 'kb.sqlite'}"
+    kb = KnowledgeBase(url)
+    kb.claim("key", ["s1", "s2"], "ghost", lease_until_ns=10**6, now_ns=0)
+    clock = iter(range(0, 10**9, 4 * 10**5))  # the ghost's lease ends at the third look
+    told: list[int] = []
+    book = ClaimBook(kb, "b", clock=lambda: next(clock), sleep=lambda s: None)
+    book.on_wait = told.append
+    got, how = book.run("key", ["s0", "s1", "s2"], lambda ids: {s: s.upper() for s in ids},
+                        JSON_CODEC)
+    assert got == {"s0": "S0", "s1": "S1", "s2": "S2"}
+    assert told == [2] and how.waits >= 1
+
+
 class _Flaky(KnowledgeBase):
     """A knowledge base whose claims fail ``failures`` times with a TRANSIENT error."""
 

@@ -143,13 +143,18 @@ def test_a_claim_whose_owner_died_is_taken_over(make_config: Callable[..., Any],
     first_ids = list(KnowledgeBase(f"sqlite:///{tmp_path / 'alone.sqlite'}")
                      .backtests("alone").query("iteration == 1 and engine == 'A' "
                                                "and window == 'search'")["strategy_id"])
-    runner = Runner(cfg)
+    shown: list[dict[str, Any]] = []
+    runner = Runner(cfg, progress=shown.append)
     kb = KnowledgeBase(cfg.kb.url)
     key = runner.search_key
     kb.claim(key, first_ids, "ghost", lease_until_ns=time.time_ns() + 3 * 10**9,
              now_ns=time.time_ns())
     summary = runner.run()
     assert summary.comparable() == alone.comparable()
+    # the live view said why S50 stood still
+    assert [e["stage"] for e in shown if "waiting" in str(e.get("stage"))] == [
+        f"S50, waiting for {len(first_ids)} results another run claimed (a dead run's "
+        f"claims lapse within {cfg.kb.claim_lease_s:g} s)"]
     rows = kb.claims(key, first_ids)
     assert {r.run_id for r in rows.values()} == {"next"}
     assert {(r.status, r.takeovers) for r in rows.values()} == {("done", 1)}

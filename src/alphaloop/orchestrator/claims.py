@@ -106,6 +106,9 @@ class ClaimBook:
         self.poll_s = poll_s
         self.clock, self.sleep = clock, sleep
         self.down = False  # the database refused a claim: compute alone from then on
+        # told once per call that starts to wait, with how many results other runs hold
+        # (a killed run's claims hold the next run up until their lease passes)
+        self.on_wait: Callable[[int], None] | None = None
 
     def run(self, key: str, ids: Sequence[str],
             compute: Callable[[list[str]], dict[str, R]], codec: Codec[R], *,
@@ -124,6 +127,8 @@ class ClaimBook:
             self._round(key, waiting, compute, codec, out, done)
             waiting = [s for s in waiting if s not in out]
             if waiting:
+                if done.waits == 0 and self.on_wait is not None:
+                    self.on_wait(len(waiting))
                 done.waits += 1
                 self.sleep(self.poll_s)
         return {s: out[s] for s in ids}, done

@@ -472,6 +472,7 @@ class Runner:
         self.claims = ClaimBook(self.kb, cfg.run_id, lease_s=cfg.kb.claim_lease_s,
                                 poll_s=cfg.kb.claim_poll_s)
         self.claims.down = not cfg.kb.share_work
+        self.claims.on_wait = self._waiting
         self.shared: dict[str, int] = {"computed": 0, "taken": 0, "unclaimed": 0}
         self._at: tuple[int, str] = (0, "")  # the stage running now (for its events)
         self.run_sharpes: dict[str, float] = {}
@@ -1594,6 +1595,16 @@ class Runner:
         if pending.exists():
             write_atomic(pending, b"")
         self._kb_down = False
+
+    def _waiting(self, n: int) -> None:
+        """The live view says why a stage stands still: another run holds results."""
+        if self.progress is not None:
+            i, stage_id = self._at
+            lease = self.cfg.kb.claim_lease_s
+            self.progress({"iteration": i, "stage": f"{stage_id}, waiting for {n} results "
+                           f"another run claimed (a dead run's claims lapse within "
+                           f"{lease:g} s)", "backtests": self.backtests,
+                           "best": self.best_so_far, "survivors": len(self.survivors)})
 
     def _report(self, i: int, stage_id: str) -> None:
         if self.progress is not None:
