@@ -244,6 +244,11 @@ def test_constraints_of_a_chosen_set_and_of_a_run(url: str) -> None:
     assert data["constraint_set"]["constraint_set_id"] == "cs-a" and data["rules"] == []
     code, _, stderr = _run("kb", "constraints", "--url", url, "--set", "cs-zz")
     assert code == 2 and "no constraint set 'cs-zz'" in stderr
+    # the README's default base set: no rule, and never stored
+    data = _json("kb", "constraints", "--url", url, "--set", "cs_base")
+    assert data == {"constraint_set": {"constraint_set_id": "cs_base"}, "rules": []}
+    code, text, _ = _run("kb", "constraints", "--url", url, "--set", "cs_base")
+    assert code == 0 and "cs_base: the default base set, no rule" in text
 
 
 def test_constraints_on_an_empty_kb(tmp_path: Path) -> None:

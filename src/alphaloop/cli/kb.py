@@ -211,6 +211,7 @@ def kb_constraints(url: UrlOpt = None,
     """The rules of a constraint set: each in words, hard or soft, support, confidence
     (with its Wilson lower bound), the iteration that created it, active or expired."""
     from alphaloop.kb.store import KBError
+    from alphaloop.orchestrator.config import BASE_SET
 
     kb = _kb(url)
     if set_id is None:
@@ -224,6 +225,14 @@ def kb_constraints(url: UrlOpt = None,
                 out.print(f"no constraint set in {where}", highlight=False)
             return
     header = kb.constraint_set(set_id)
+    if header is None and set_id == BASE_SET:  # the default base set: no rule, never stored
+        if as_json:
+            out.print_json(json.dumps({"constraint_set": {"constraint_set_id": BASE_SET},
+                                       "rules": []}))
+        else:
+            out.print(f"constraint set {BASE_SET}: the default base set, no rule",
+                      highlight=False)
+        return
     if header is None:
         raise KBError(f"no constraint set {set_id!r} in the knowledge base",
                       code="KB_NOT_FOUND")
