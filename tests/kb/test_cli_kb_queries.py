@@ -244,6 +244,20 @@ def test_constraints_of_a_chosen_set_and_of_a_run(url: str) -> None:
     assert data["constraint_set"]["constraint_set_id"] == "cs-a" and data["rules"] == []
     code, _, stderr = _run("kb", "constraints", "--url", url, "--set", "cs-zz")
     assert code == 2 and "no constraint set 'cs-zz'" in stderr
+    # a run whose learning reached rules another run had stored first: the set it
+    # used, not the newest set it stored (it stored none)
+    kb = KnowledgeBase(url)
+    kb.save_run(run("run-late", created_ns=3_000))
+    kb.persist_iteration(IterationBatch(iteration=IterationRecord(
+        run_id="run-late", iteration=1, state="ITER_DONE",
+        summary={"constraint_set_id": "cs-b"})))
+    kb.persist_iteration(_iteration("run-late", 2))  # no rule in force (learning off)
+    data = _json("kb", "constraints", "--url", url, "--run", "run-late")
+    assert data["constraint_set"]["constraint_set_id"] == "cs-b"
+    assert data["constraint_set"]["run_id"] == "run-new"  # where it was stored first
+    assert data["in_force"] == {"run_id": "run-late", "iteration": 1}
+    code, text, _ = _run("kb", "constraints", "--url", url, "--run", "run-late")
+    assert code == 0 and "in force in run run-late at iteration 1" in " ".join(text.split())
     # the README's default base set: no rule, and never stored
     data = _json("kb", "constraints", "--url", url, "--set", "cs_base")
     assert data == {"constraint_set": {"constraint_set_id": "cs_base"}, "rules": []}

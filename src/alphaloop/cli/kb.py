@@ -214,9 +214,14 @@ def kb_constraints(url: UrlOpt = None,
     from alphaloop.orchestrator.config import BASE_SET
 
     kb = _kb(url)
+    used: tuple[str, int] | None = None  # (run, iteration) that had the set in force
     if set_id is None:
         run_id = None if run is None else kb.find_run(run).run_id
-        set_id = kb.latest_constraint_set(run_id)
+        in_force = None if run_id is None else kb.run_constraint_set(run_id)
+        if in_force is not None and run_id is not None:
+            set_id, used = in_force[0], (run_id, in_force[1])
+        else:
+            set_id = kb.latest_constraint_set(run_id)
         if set_id is None:
             if as_json:
                 out.print_json(json.dumps({"constraint_set": None, "rules": []}))
@@ -238,11 +243,17 @@ def kb_constraints(url: UrlOpt = None,
                       code="KB_NOT_FOUND")
     rules = [_rule_json(r) for r in kb.constraints(set_id)]
     if as_json:
-        out.print_json(json.dumps({"constraint_set": header, "rules": rules}, default=str))
+        extra = {} if used is None else {"in_force": {"run_id": used[0],
+                                                      "iteration": used[1]}}
+        out.print_json(json.dumps({"constraint_set": header, "rules": rules, **extra},
+                                  default=str))
         return
     out.print(f"constraint set {header['constraint_set_id']} (run {header['run_id']}, "
               f"iteration {header['iteration']}, parent {header['parent_id']}): "
               f"{len(rules)} rule(s)", highlight=False)
+    if used is not None and used[0] != header["run_id"]:
+        out.print(f"in force in run {used[0]} at iteration {used[1]} (the same rules "
+                  f"were first stored by run {header['run_id']})", highlight=False)
     if header["note"]:
         out.print(f"changes: {header['note']}", highlight=False)
     table = _table("rule", "kind", "support", "confidence", "created", "status")

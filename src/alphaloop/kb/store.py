@@ -1327,6 +1327,21 @@ class KnowledgeBase:
             found: str | None = conn.execute(stmt).scalar_one_or_none()
         return found
 
+    def run_constraint_set(self, run_id: str) -> tuple[str, int] | None:
+        """(id, iteration) of the constraint set in force at the newest iteration of
+        ``run_id`` that had one, from its iterations' summaries; None when none had.
+        A set's id is the hash of its rules, so a set two runs reach is stored once,
+        under the first: this is the one *this* run used, wherever it was stored."""
+        with self._reading() as conn:
+            rows = conn.execute(select(Iteration.iteration, Iteration.summary)
+                                .where(Iteration.run_id == run_id)
+                                .order_by(Iteration.iteration.desc())).all()
+        for iteration, summary in rows:
+            found = (summary or {}).get("constraint_set_id")
+            if found:
+                return str(found), int(iteration)
+        return None
+
     def strategy_rows(self, strategy_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The stored rows (``strategy_id``, ``family``, ``params``, ``spec``) of these
         strategies, by id; ids the knowledge base does not hold are left out."""
