@@ -525,7 +525,7 @@ def _evaluate_run(prefix: str, out_dir: str | None) -> Path:
     """The recorded `evaluate` run ``prefix`` names, for ``report --run`` that found no
     loop run: not found, the message names both places it looked."""
     from alphaloop.kb.runs import RunError, find_run, runs_dir
-    from alphaloop.orchestrator.runner import runs_root
+    from alphaloop.orchestrator.folders import runs_root
 
     try:
         return find_run(prefix)

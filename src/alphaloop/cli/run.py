@@ -53,7 +53,7 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
     exits 0)."""
     from alphaloop.orchestrator import Runner
     from alphaloop.orchestrator.config import ConfigError
-    from alphaloop.orchestrator.runner import run_folder
+    from alphaloop.orchestrator.folders import run_folder
     from alphaloop.orchestrator.states import FINAL_RUN_STATES
 
     folder = run_folder(run_id, out_dir)
@@ -84,7 +84,7 @@ def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
            as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
     """Where a run stands: its state and the summary of the iterations so far."""
     from alphaloop.orchestrator.config import RunSummary
-    from alphaloop.orchestrator.runner import loop_alive, run_folder
+    from alphaloop.orchestrator.folders import loop_alive, run_folder
 
     folder = run_folder(run_id, out_dir)
     summary = (_stored_summary(folder) or _recorded_summary(folder)
@@ -99,7 +99,7 @@ def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
 
 
 def _resume_hint(folder: Path) -> str:
-    from alphaloop.orchestrator.runner import runs_root
+    from alphaloop.orchestrator.folders import runs_root
 
     where = "" if folder.parent == runs_root(None) else f" --out-dir {folder.parent}"
     return f"`alphaloop resume {folder.name}{where}` continues it"
@@ -133,7 +133,7 @@ def _stdout_kept(as_json: bool) -> Iterator[None]:
 def _stored_summary(folder: Path) -> Any:
     """The run's last written RunSummary, or None before its first one."""
     from alphaloop.orchestrator.config import RunSummary
-    from alphaloop.orchestrator.runner import SUMMARY_FILE, read_run_file
+    from alphaloop.orchestrator.folders import SUMMARY_FILE, read_run_file
 
     path = folder / SUMMARY_FILE
     return read_run_file(path, RunSummary.model_validate_json) if path.exists() else None
@@ -145,7 +145,7 @@ def _recorded_summary(folder: Path) -> Any:
     none or cannot be read)."""
     from alphaloop.kb import KBError, KnowledgeBase
     from alphaloop.orchestrator.config import RunSummary
-    from alphaloop.orchestrator.runner import CONFIG_FILE, read_stored_config
+    from alphaloop.orchestrator.folders import CONFIG_FILE, read_stored_config
 
     if not (folder / CONFIG_FILE).is_file():
         return None

@@ -16,7 +16,7 @@ from alphaloop.orchestrator.config import (
     RunSummary,
     run_label,
 )
-from alphaloop.orchestrator.runner import (
+from alphaloop.orchestrator.folders import (
     SUMMARY_FILE,
     loop_alive,
     read_run_file,

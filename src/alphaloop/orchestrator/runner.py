@@ -92,7 +92,6 @@ from alphaloop.orchestrator.claims import (
 )
 from alphaloop.orchestrator.config import (
     BASE_SET,
-    STORED,
     BestStrategy,
     ConfigError,
     IterationSummary,
@@ -100,11 +99,20 @@ from alphaloop.orchestrator.config import (
     RunStats,
     RunSummary,
     bar_interval,
-    check_run_id,
     utc,
 )
 from alphaloop.orchestrator.events import EventLog
 from alphaloop.orchestrator.executors import CHUNK, backtest_all, make_executor
+from alphaloop.orchestrator.folders import (  # noqa: F401  (re-exported: the public place)
+    CONFIG_FILE,
+    OWNER_FILE,
+    SUMMARY_FILE,
+    loop_alive,
+    read_run_file,
+    read_stored_config,
+    run_folder,
+    runs_root,
+)
 from alphaloop.orchestrator.policies import (
     BranchLog,
     BranchLoopDetected,
@@ -133,8 +141,6 @@ from alphaloop.strategy.spec import StrategySpec
 if TYPE_CHECKING:  # the SDK is imported when a world is used (it pulls in httpx)
     from alphaloop.world.client import SubmitResult
 
-CONFIG_FILE = "loop.json"
-SUMMARY_FILE = "summary.json"
 DQ_FILE = "dq_report.json"  # OBS-540
 WAL_FILE = "kb_wal.jsonl"
 CLOCK_FILE = "clock.json"  # wall time used by earlier sessions (max_walltime_sec spans them)
@@ -142,7 +148,6 @@ PENDING_FILE = "kb_pending.jsonl"  # transitions and stage runs written while th
 DATA_REF_FILE = "data_ref.json"  # the data the run started on: a resume needs the same
 INPUTS_FILE = "inputs.json"  # the scoring policy and execution model it started with, by
 # content: a resume needs the same (the config names them by path or name only)
-OWNER_FILE = "owner.json"  # the process running the loop now (gone when it ends)
 LOCK_FILE = "resume.lock"  # held (flock) by the process resuming the run
 WORLD_FILE = "world_submissions.jsonl"  # what the world decided for each survivor handed off
 _RECORDS: dict[str, type[rec.TransitionRecord] | type[rec.StageRunRecord]] = {
@@ -235,74 +240,6 @@ class _Stop(Exception):
     def __init__(self, state: RunState, reason: str) -> None:
         super().__init__(reason)
         self.state, self.reason = state, reason
-
-
-def runs_root(out_dir: str | None) -> Path:
-    from alphaloop.data.catalog import home
-
-    return Path(out_dir).expanduser() if out_dir else home() / "runs"
-
-
-def run_folder(run_id: str, out_dir: str | None = None) -> Path:
-    """The folder of the loop run ``run_id`` (or of the one run whose id starts with
-    it) under ``out_dir``; without ``out_dir``, under the default runs folder, else
-    where the default knowledge base says the run's config put it (a run with its own
-    ``out_dir``). ``ConfigError`` ``RUN_NOT_FOUND`` naming where it looked."""
-    root = runs_root(out_dir)
-    found = _match(root, check_run_id(run_id))
-    if out_dir is None and (found is None or found.name != run_id):
-        # a prefix: the default KB may know another run with it in a folder of its own
-        recorded = _recorded_out_dir(run_id)
-        if recorded is not None:
-            elsewhere = _match(runs_root(recorded), run_id)
-            if found is not None and elsewhere is not None and elsewhere != found:
-                raise ConfigError(f"runs {found.name!r} (under {root}) and "
-                                  f"{elsewhere.name!r} (under {runs_root(recorded)}) both "
-                                  f"start with {run_id!r}; give more of the id",
-                                  code="RUN_AMBIGUOUS")
-            found = found or elsewhere
-    if found is None:
-        raise ConfigError(f"no run {run_id!r} under {root}"
-                          + ("" if out_dir else " (nor one the default knowledge base "
-                                                "knows); give --out-dir"),
-                          code="RUN_NOT_FOUND")
-    return found
-
-
-def _match(root: Path, prefix: str) -> Path | None:
-    if (root / prefix / CONFIG_FILE).is_file():
-        return root / prefix
-    hits = sorted(p for p in root.glob(f"{prefix}*") if (p / CONFIG_FILE).is_file()) \
-        if root.is_dir() else []
-    if len(hits) > 1:
-        raise ConfigError(f"{len(hits)} runs under {root} start with {prefix!r}: "
-                          + ", ".join(p.name for p in hits[:5]), code="RUN_AMBIGUOUS")
-    return hits[0] if hits else None
-
-
-def _recorded_out_dir(run_id: str) -> str | None:
-    """The out_dir the default knowledge base recorded for the run (None if the file
-    or the run is not there; a database that cannot be read is not an answer either)."""
-    from alphaloop.kb.store import default_url
-
-    if not Path(default_url().removeprefix("sqlite:///")).is_file():
-        return None
-    try:
-        with KnowledgeBase(None) as kb:
-            found = kb.find_run(run_id)
-    except KBError as exc:
-        if exc.code == "KB_AMBIGUOUS":  # many runs start with it: say so, not "none"
-            raise ConfigError(f"{exc.message}; give more of the id",
-                              code="RUN_AMBIGUOUS") from None
-        return None
-    except AlphaloopError:
-        return None
-    if (found.config or {}).get("kind") == "evaluate":  # known, but no research loop
-        raise ConfigError(f"run {found.run_id[:16]!r} is an `evaluate` run, not a research "
-                          f"loop: `alphaloop report --run {found.run_id[:8]}` shows it",
-                          code="RUN_NOT_FOUND")
-    out = (found.config or {}).get("out_dir")
-    return str(out) if out else None
 
 
 def _recorded_claims(survivors: list[BestStrategy], verified: list[dict[str, Any]],
@@ -1667,24 +1604,6 @@ def _period(bars: Bars, start: str | None, end: str | None) -> Bars:
     return bars.slice(lo, hi, drop_empty=True)
 
 
-def loop_alive(folder: Path) -> bool:
-    """Whether a process is running the loop of this run folder now: False for a run
-    that ended or whose process was killed; True for one started on another machine
-    (nothing here can tell)."""
-    try:
-        owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
-        if owner["host"] != socket.gethostname():
-            return True
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # the pid exists, owned by someone else
-    except (OSError, ValueError, KeyError, TypeError):
-        return False  # no owner file (or an unreadable one): no process claims the run
-    return True
-
-
 def _elapsed_sec(text: str) -> float:
     """The wall time earlier sessions of a run used, from its clock file."""
     data = json.loads(text)
@@ -1693,25 +1612,6 @@ def _elapsed_sec(text: str) -> float:
             or not math.isfinite(value) or value < 0:
         raise ValueError(f"elapsed_sec is not a number of seconds: {value!r}")
     return float(value)
-
-
-def read_stored_config(folder: Path) -> RunConfig:
-    """A run folder's config as it was recorded (to show the run, not to run it: the
-    families a Python process registered need not exist in this one)."""
-    return read_run_file(folder / CONFIG_FILE, lambda text: RunConfig.model_validate(
-        json.loads(text), context={STORED: True}))
-
-
-def read_run_file(path: Path, parse: Callable[[str], R]) -> R:
-    """One of a run folder's own files, parsed; a damaged one (a disk error, a hand
-    edit) is one ``ConfigError`` ``RUN_DAMAGED`` naming it, not a traceback."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        return parse(text)
-    except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError both
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{path} cannot be read ({first}): the run folder is damaged",
-                          code="RUN_DAMAGED") from None
 
 
 @contextmanager
