@@ -1,6 +1,6 @@
 """A loop run's folder: where it is, the files it keeps, and reading them back.
 
-Kept apart from :mod:`alphaloop.orchestrator.runner` (which re-exports all of it) so
+Kept apart from :mod:`alphaloop.orchestrator.runner` (which re-exports its public names) so
 that what only shows a run (``status``, ``report``, ``kb`` queries) does not import the
 engines and the statistics.
 """
@@ -25,6 +25,7 @@ R = TypeVar("R")
 
 
 def runs_root(out_dir: str | None) -> Path:
+    """Where loop runs live: ``out_dir``, else ``$ALPHALOOP_HOME/runs``."""
     from alphaloop.data.catalog import home
 
     return Path(out_dir).expanduser() if out_dir else home() / "runs"
