@@ -84,14 +84,13 @@ def status(run_id: Annotated[str, typer.Argument(help="A run id.")],
            as_json: JsonOpt = False, out_dir: OutDirOpt = None) -> None:
     """Where a run stands: its state and the summary of the iterations so far."""
     from alphaloop.orchestrator.config import RunSummary
-    from alphaloop.orchestrator.folders import loop_alive, run_folder
+    from alphaloop.orchestrator.folders import abandoned, loop_alive, run_folder
 
     folder = run_folder(run_id, out_dir)
     summary = (_stored_summary(folder) or _recorded_summary(folder)
                or RunSummary(run_id=folder.name, status="RUNNING"))
-    alive = loop_alive(folder)
-    _print_summary(summary, as_json, extra={"process_alive": alive})
-    if summary.status in ("RUNNING", "RUN_CREATED") and not alive:
+    _print_summary(summary, as_json, extra={"process_alive": loop_alive(folder)})
+    if abandoned(folder, summary.status):
         # the summary is the last one written: the process that wrote it is gone
         err.print(f"no process is running {folder.name} (it was killed or crashed after "
                   f"{summary.stats.iterations} iteration(s)): {_resume_hint(folder)}",

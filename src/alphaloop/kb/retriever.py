@@ -104,17 +104,18 @@ def similar(kb: KnowledgeBase, strategy_id_or_prefix: str, *, n: int = 10,
                       code="KB_BAD_QUERY")
     target = kb.strategy(strategy_id_or_prefix)
     sid = str(target["strategy_id"])
-    if data_ref is not None and kb.tested(data_ref).empty:  # a typo must not read as "no profile"
+    tested = None if data_ref is None else kb.tested(data_ref)
+    if tested is not None and tested.empty:  # a typo must not read as "no profile"
         raise KBError(f"no engine A backtest on data {data_ref!r} in the knowledge base "
                       "(`alphaloop kb show ID` lists a strategy's data refs)",
                       code="KB_NOT_FOUND")
     if data_ref is None and target["backtests"]:
-        data_ref = str(target["backtests"][-1]["data_ref"])
+        tested = kb.tested(str(target["backtests"][-1]["data_ref"]))
     index = kb.strategy_index()
     spec_d = _spec_distances(index, target.get("family"), target.get("params") or {},
                              _spec_tokens(target.get("spec") or {}))
-    profile_d = (np.full(len(index), np.nan) if data_ref is None
-                 else _profile_distances(kb, index, sid, data_ref))
+    profile_d = (np.full(len(index), np.nan) if tested is None
+                 else _profile_distances(tested, index, sid))
     frame = _result(index, spec_d, profile_d)
     frame = frame[frame["strategy_id"] != sid]
     return _ranked(frame, by).head(n).reset_index(drop=True)
@@ -267,9 +268,10 @@ def _profiles(tested: pd.DataFrame) -> pd.DataFrame:
     return out.astype(float)
 
 
-def _profile_distances(kb: KnowledgeBase, index: pd.DataFrame, sid: str,
-                       data_ref: str) -> np.ndarray:
-    profiles = _profiles(kb.tested(data_ref))
+def _profile_distances(tested: pd.DataFrame, index: pd.DataFrame, sid: str) -> np.ndarray:
+    """Each strategy's distance to ``sid`` by metric profile, over ``tested`` (the
+    engine A search records of one data ref, :meth:`KnowledgeBase.tested`)."""
+    profiles = _profiles(tested)
     if sid not in profiles.index:
         return np.full(len(index), np.nan)
     values = profiles.to_numpy(dtype=float)

@@ -1332,14 +1332,13 @@ class KnowledgeBase:
         ``run_id`` that had one, from its iterations' summaries; None when none had.
         A set's id is the hash of its rules, so a set two runs reach is stored once,
         under the first: this is the one *this* run used, wherever it was stored."""
-        with self._reading() as conn:
-            rows = conn.execute(select(Iteration.iteration, Iteration.summary)
-                                .where(Iteration.run_id == run_id)
-                                .order_by(Iteration.iteration.desc())).all()
-        for iteration, summary in rows:
-            found = (summary or {}).get("constraint_set_id")
-            if found:
-                return str(found), int(iteration)
+        with self._reading() as conn:  # newest first, read only as far as needed
+            for iteration, summary in conn.execute(
+                    select(Iteration.iteration, Iteration.summary)
+                    .where(Iteration.run_id == run_id).order_by(Iteration.iteration.desc())):
+                found = (summary or {}).get("constraint_set_id")
+                if found:
+                    return str(found), int(iteration)
         return None
 
     def strategy_rows(self, strategy_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -111,6 +111,12 @@ def loop_alive(folder: Path) -> bool:
     return True
 
 
+def abandoned(folder: Path, status: str) -> bool:
+    """A run whose last summary says it is still going, and no process runs it: it was
+    killed or crashed (``resume`` continues it)."""
+    return status in ("RUNNING", "RUN_CREATED") and not loop_alive(folder)
+
+
 def read_stored_config(folder: Path) -> RunConfig:
     """A run folder's config as it was recorded (to show the run, not to run it: the
     families a Python process registered need not exist in this one)."""

@@ -18,7 +18,7 @@ from alphaloop.orchestrator.config import (
 )
 from alphaloop.orchestrator.folders import (
     SUMMARY_FILE,
-    loop_alive,
+    abandoned,
     read_run_file,
     read_stored_config,
     run_folder,
@@ -94,6 +94,6 @@ def _state(folder: Path, summary: RunSummary) -> str:
     process is gone before it ended, that nothing runs it."""
     text = summary.status if not summary.stop_reason \
         else f"{summary.status} ({summary.stop_reason})"
-    if summary.status in ("RUNNING", "RUN_CREATED") and not loop_alive(folder):
+    if abandoned(folder, summary.status):
         text += " (no process is running it: killed or crashed; resume continues it)"
     return text

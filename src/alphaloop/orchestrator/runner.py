@@ -534,11 +534,8 @@ class Runner:
     def _same_data(self, stored: rec.RunRecord | None) -> None:
         """A resumed run continues on the data it started on, or not at all: mixing
         results of two data versions in one run would make its numbers nobody's."""
-        path = self.root / DATA_REF_FILE
-        then = (read_run_file(path, json.loads) if path.exists()
-                else {"search": stored.data_ref} if stored is not None else {})
-        now = self._data_refs()
-        changed = [w for w, ref in then.items() if now.get(w) != ref]
+        known = {"search": stored.data_ref} if stored is not None else {}
+        changed = _changed_since_start(self.root / DATA_REF_FILE, self._data_refs(), known)
         if changed:
             raise ConfigError(f"run {self.cfg.run_id}: its data ({self.cfg.data.source}) "
                               f"changed since the run started ({', '.join(changed)} "
@@ -556,12 +553,8 @@ class Runner:
         """A resumed run scores and verifies as it started, or not at all: a policy or
         a cost model changed in between would rescore finished iterations under other
         rules and mix two sets of numbers in one run's records."""
-        path = self.root / INPUTS_FILE
-        if not path.exists():  # a folder written before this check existed
-            return
-        then = read_run_file(path, json.loads)
-        now = self._input_refs()
-        changed = [key for key, ref in then.items() if now.get(key) != ref]
+        # a folder written before this check existed has no file: nothing to compare
+        changed = _changed_since_start(self.root / INPUTS_FILE, self._input_refs(), {})
         if changed:
             named = {"policies.scoring": self.cfg.policies.scoring,
                      "engines.execution": self.cfg.engines.execution or "the default model"}
@@ -611,20 +604,21 @@ class Runner:
         `status` tell a run killed mid-way by what it did. A copy: the summary file is
         the run's own record, and a knowledge base that cannot take it now gets the
         final one from :meth:`_settle`."""
-        if self._kb_down:
-            return
-        try:
-            self.kb.set_run_status(self.cfg.run_id, summary.status,
-                                   summary=summary.model_dump(mode="json"))
-        except KBError as exc:
-            if exc.error_class is not ErrorClass.TRANSIENT:
-                raise
+        if not self._kb_down:
+            self._store_status(summary)
 
     def _settle(self, summary: RunSummary) -> None:
         """The knowledge base takes what waits in the run's logs and the run's status.
         Where it cannot now (locked, unreachable), ``kb_behind`` says so: the logs and
         the summary file keep it all, and ``resume`` writes it later."""
         self._kb_catch_up()
+        if not self._store_status(summary):
+            self._kb_down = True
+        self.kb_behind = self._kb_down
+
+    def _store_status(self, summary: RunSummary) -> bool:
+        """The run's status and summary into the knowledge base; False when it cannot
+        take them now (a TRANSIENT error)."""
         try:
             self.kb.set_run_status(self.cfg.run_id, summary.status,
                                    summary=summary.model_dump(mode="json"),
@@ -632,8 +626,8 @@ class Runner:
         except KBError as exc:
             if exc.error_class is not ErrorClass.TRANSIENT:
                 raise
-            self._kb_down = True
-        self.kb_behind = self._kb_down
+            return False
+        return True
 
     def _budget_stop(self, done: int) -> str | None:
         b = self.cfg.budgets
@@ -1633,6 +1627,14 @@ def _resume_lock(folder: Path, run_id: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _changed_since_start(path: Path, now: dict[str, str], known: dict[str, str]
+                         ) -> list[str]:
+    """The keys whose ref differs from what the run folder's ``path`` recorded when the
+    run started (``known`` when the file is not there)."""
+    then = read_run_file(path, json.loads) if path.exists() else known
+    return [key for key, ref in then.items() if now.get(key) != ref]
 
 
 def _running_here(folder: Path) -> int | None:
