@@ -73,8 +73,9 @@ def test_find_run_needs_a_unique_complete_match(tmp_path: Path) -> None:
                  root=tmp_path)
     (tmp_path / ("abd" + "0" * 61)).mkdir()  # incomplete: not a run
     assert find_run("abc1", root=tmp_path).name.startswith("abc1")
-    with pytest.raises(RunError, match="2 runs match 'abc'"):
+    with pytest.raises(RunError, match=r"2 runs match 'abc'.*abc1.*abc2") as err:
         find_run("abc", root=tmp_path)
+    assert err.value.code == "RUN_AMBIGUOUS"  # not "none": more of the id picks one
     with pytest.raises(RunError, match="no recorded run matches 'abd'") as err:
         find_run("abd", root=tmp_path)
     # a folder that is no evaluate run (a research loop's) gets the way to its page

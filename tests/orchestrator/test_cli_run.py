@@ -309,6 +309,18 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     backtests = json.loads(shown.stdout)["backtests"]
     assert backtests and all(b["costs"] == {"fees_bps": 10.0, "slippage_bps": 5.0}
                              for b in backtests if b["engine"] == "A")
+    # the spec of a loop's strategy, from the loop's own knowledge base, as YAML that
+    # backtest and verify read
+    spec_yaml = runner.invoke(app, ["spec", best[0]["strategy_id"][:10], "--url", url])
+    assert spec_yaml.exit_code == 0, spec_yaml.stderr
+    from alphaloop.strategy.spec import StrategySpec
+
+    got = StrategySpec.from_dict(yaml.safe_load(spec_yaml.stdout))
+    assert got.strategy_id == best[0]["strategy_id"]
+    absent = runner.invoke(app, ["spec", best[0]["strategy_id"][:10], "--url",
+                                 f"sqlite:///{tmp_path / 'none.sqlite'}"])
+    assert absent.exit_code == 2 and "none.sqlite" in absent.stderr
+    assert not (tmp_path / "none.sqlite").exists()  # looking creates no database
     missing = runner.invoke(app, ["resume", "nope", "--out-dir", runs])
     assert missing.exit_code == 2 and "RUN_NOT_FOUND" in missing.stderr
     as_json = runner.invoke(app, ["status", "nope", "--out-dir", runs, "--json"])

@@ -530,7 +530,7 @@ def _evaluate_run(prefix: str, out_dir: str | None) -> Path:
     try:
         return find_run(prefix)
     except RunError as exc:
-        if exc.code != "RUN_NOT_FOUND" or not exc.message.startswith("no recorded run"):
+        if exc.code != "RUN_NOT_FOUND":
             raise
         raise RunError(f"no run matches {prefix!r}: no loop run under {runs_root(out_dir)} "
                        f"and no recorded evaluate under {runs_dir()}",

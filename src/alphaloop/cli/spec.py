@@ -28,14 +28,19 @@ def spec(
     results_path: Annotated[Path | None, typer.Option(
         "--results", help="Sweep or evaluate output to look in (default: recorded runs, "
         "then the knowledge base).")] = None,
+    url: Annotated[str | None, typer.Option(
+        "--url", help="Knowledge base to look in, a SQLAlchemy URL (default "
+        "sqlite:///$ALPHALOOP_HOME/kb.sqlite; a research loop's `kb.url`).")] = None,
 ) -> None:
     """Print one strategy's spec as YAML (save it and pass it to backtest or verify)."""
     found = _from_results(results_path, strategy) if results_path is not None else \
-        _from_runs(strategy) or _from_kb(strategy)
+        _from_runs(strategy) or _from_kb(strategy, url)
     if found is None:
+        where = "the knowledge base" if url is None else f"the knowledge base {url}"
         raise AlphaloopError(
-            f"no strategy {strategy!r} in the recorded runs or the knowledge base; pass "
-            "--results FILE (the sweep's --out)", code="SPEC_NOT_FOUND")
+            f"no strategy {strategy!r} in the recorded runs or {where}; pass "
+            "--results FILE (the sweep's --out) or --url (a loop's `kb.url`)",
+            code="SPEC_NOT_FOUND")
     sys.stdout.write(found.to_yaml())
 
 
@@ -68,12 +73,15 @@ def _from_runs(prefix: str) -> Any:
     return _spec_of(newest[ids.pop()]) if ids else None
 
 
-def _from_kb(prefix: str) -> Any:
+def _from_kb(prefix: str, given: str | None = None) -> Any:
+    """The spec the knowledge base at ``given`` (default: the default one) holds; a
+    default one that does not exist yet holds nothing, a given one must exist."""
     from alphaloop.kb.store import KnowledgeBase, default_url
     from alphaloop.strategy.spec import StrategySpec
 
-    url = default_url()
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+    url = given or default_url()
+    if given is None and url.startswith("sqlite:///") \
+            and not Path(url.removeprefix("sqlite:///")).is_file():
         return None  # no knowledge base yet: don't create one just to look
     with KnowledgeBase(url, create=False) as kb:
         try:

@@ -262,12 +262,16 @@ def find_run(prefix: str, root: Path | None = None) -> Path:
     root = root or runs_dir()
     hits = sorted(p for p in root.glob(f"{prefix}*") if (p / DONE).is_file()) \
         if prefix and root.is_dir() else []
-    if len(hits) != 1:
-        what = "no recorded run matches" if not hits else f"{len(hits)} runs match"
+    if len(hits) > 1:  # not "none": more of the id picks one
+        raise RunError(f"{len(hits)} runs match {prefix!r} under {root}: "
+                       + ", ".join(p.name[:16] for p in hits[:5]) + "; give more of the id",
+                       code="RUN_AMBIGUOUS")
+    if not hits:
         loop = " (a research-loop run? its page is `alphaloop report --run`, without "\
-            "--strategy)" if not hits and prefix and root.is_dir() \
+            "--strategy)" if prefix and root.is_dir() \
             and any(p.is_dir() for p in root.glob(f"{prefix}*")) else ""
-        raise RunError(f"{what} {prefix!r} under {root}{loop}", code="RUN_NOT_FOUND")
+        raise RunError(f"no recorded run matches {prefix!r} under {root}{loop}",
+                       code="RUN_NOT_FOUND")
     return hits[0]
 
 
