@@ -477,6 +477,31 @@ def test_top_strategies_ranks_each_by_its_best_score(two_runs: KnowledgeBase) ->
     assert list(two_runs.top_strategies(n=2)["strategy_id"]) == ["s4", "s2"]
 
 
+def test_top_strategies_on_one_data_set_rank_by_the_scores_on_it(two_runs: KnowledgeBase
+                                                                   ) -> None:
+    """s4 scored 90 on data-1 and 10 in a run on data-2: on data-2 it ranks by its 10,
+    and data-1's strategies are not there."""
+    two_runs.save_run(run("run-3", created_ns=300, data_ref="data-2"))
+    two_runs.persist_iteration(IterationBatch(
+        iteration=IterationRecord(run_id="run-3", iteration=0, state="ITER_DONE", summary={}),
+        scores=[score("run-3", 0, "s4", 10.0), score("run-3", 0, "s7", 30.0)]))
+    on_two = two_runs.top_strategies(data_ref="data-2")
+    assert list(on_two["strategy_id"]) == ["s7", "s4"]
+    assert list(on_two["score_total"]) == [30.0, 10.0]
+    assert set(on_two["data_ref"]) == {"data-2"}
+    anywhere = two_runs.top_strategies()
+    assert list(anywhere["strategy_id"][:2]) == ["s4", "s2"]
+    assert anywhere["data_ref"][0] == "data-1"
+    assert two_runs.data_ref("data-2") == "data-2"
+    with pytest.raises(KBError) as ambiguous:
+        two_runs.data_ref("data-")
+    assert ambiguous.value.code == "KB_AMBIGUOUS"
+    with pytest.raises(KBError) as unknown:
+        two_runs.data_ref("nope")
+    assert unknown.value.code == "KB_NOT_FOUND"
+    assert two_runs.data_ref("data-1") == "data-1"  # itself, though data-1x might exist
+
+
 def test_strategy_shows_spec_and_history_by_prefix(two_runs: KnowledgeBase) -> None:
     shown = two_runs.strategy("s2")
     assert shown["spec"] == {"family": "sma_cross", "entry": "sma(close, 10) > close"}

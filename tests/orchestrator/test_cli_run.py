@@ -303,6 +303,13 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     assert all(f"{b['strategy_id'][:12]}  {b['family']}" in table.stdout for b in best)
     assert all(f"cli1/{b['iteration']}" in table.stdout for b in best)
     assert max(map(len, lines)) <= 80 and len(lines) <= 3 + 2 * 3
+    ref = json.loads(listed.stdout)[0]["data_ref"]
+    assert {b["data_ref"] for b in best} == {ref}
+    on_data = runner.invoke(app, ["kb", "strategies", "--url", url, "--top", "3", "--json",
+                                  "--data-ref", ref[:8]])  # a prefix of the run's data
+    assert json.loads(on_data.stdout) == best
+    unknown = runner.invoke(app, ["kb", "strategies", "--url", url, "--data-ref", "zzz"])
+    assert unknown.exit_code == 2 and "KB_NOT_FOUND" in unknown.stderr
     shown = runner.invoke(app, ["kb", "show", best[0]["strategy_id"][:10], "--url", url])
     assert shown.exit_code == 0 and best[0]["strategy_id"] in shown.stdout
     # every backtest says the costs its run set (the config's defaults: 10 + 5 bps)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from alphaloop.cli._common import _compact, _friendly, _params_text, out, short_id
+from alphaloop.cli._common import _compact, _friendly, _params_text, err, out, short_id
 
 kb_app = typer.Typer(no_args_is_help=True, help="Read the knowledge base.")
 UrlOpt = Annotated[str | None, typer.Option(
@@ -58,10 +58,16 @@ def kb_runs(url: UrlOpt = None,
 @_friendly
 def kb_strategies(url: UrlOpt = None,
                   top: Annotated[int, typer.Option(min=1, help="How many.")] = 20,
+                  data_ref: Annotated[str | None, typer.Option(
+                      "--data-ref", help="Only runs on this data (a data_ref or a unique "
+                                         "prefix; `kb runs --json` lists them).")] = None,
                   as_json: JsonOpt = False) -> None:
-    """The best-scored strategies of every run (--json: every field, psr and the
-    policy version included)."""
-    frame = _kb(url).top_strategies(top)
+    """The best-scored strategies of every run, each by its best score on any data
+    unless --data-ref picks one (--json: every field, psr, the policy version and the
+    data_ref included)."""
+    kb = _kb(url)
+    ref = None if data_ref is None else kb.data_ref(data_ref)
+    frame = kb.top_strategies(top, data_ref=ref)
     if as_json:
         _frame(frame, True)
         return
@@ -70,6 +76,11 @@ def kb_strategies(url: UrlOpt = None,
     rows = _strategy_rows(frame)
     _frame(rows, False, _table(*rows.columns, no_wrap=("id", "family", "run/it"),
                                box=box.SIMPLE_HEAD))
+    refs = frame["data_ref"].nunique()
+    if ref is not None:
+        err.print(f"runs on data {ref[:16]} only")
+    elif refs > 1:  # a best score on one data set is not comparable with another's
+        err.print(f"best scores across {refs} data sets; --data-ref picks one")
 
 
 @kb_app.command("show")

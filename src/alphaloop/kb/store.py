@@ -1216,25 +1216,54 @@ class KnowledgeBase:
         return np.array([np.nan if v is None or pd.isna(v) else float(v)
                          for v in frame["sharpe_per_period"]], dtype=float)
 
-    def top_strategies(self, n: int = 20) -> pd.DataFrame:
-        """The ``n`` best strategies by their best ``score_total`` anywhere, with family,
-        params and the run and iteration that scored it. Equal scores (the score is
-        capped at 100) rank what passed every gate first, then the higher DSR, then
+    def top_strategies(self, n: int = 20, *, data_ref: str | None = None) -> pd.DataFrame:
+        """The ``n`` best strategies by their best ``score_total`` anywhere (or only in
+        runs on ``data_ref``, :meth:`data_ref` resolves a prefix), with family, params,
+        and the run, its data and the iteration that scored it. Equal scores (the score
+        is capped at 100) rank what passed every gate first, then the higher DSR, then
         the earliest run; strategies tied on all of these, by id."""
         # ties (a capped score) go to what passed every gate, then to the higher DSR
         best = (Score.score_total.desc(), Score.passed.desc(), Score.dsr.desc().nulls_last(),
                 Run.created_ns, Score.iteration, Score.run_id)
         rank = func.row_number().over(partition_by=Score.strategy_id, order_by=best)
-        inner = (select(*_t(Score).c, rank.label("rank"))
-                 .join(Run, Run.run_id == Score.run_id).subquery())
+        inner = (select(*_t(Score).c, Run.data_ref, rank.label("rank"))
+                 .join(Run, Run.run_id == Score.run_id))
+        if data_ref is not None:
+            inner = inner.where(Run.data_ref == data_ref)
+        inner = inner.subquery()
         stmt = (select(inner.c.strategy_id, Strategy.family, Strategy.params,
                        inner.c.score_total, inner.c.passed, inner.c.policy_version,
-                       inner.c.dsr, inner.c.psr, inner.c.run_id, inner.c.iteration)
+                       inner.c.dsr, inner.c.psr, inner.c.run_id, inner.c.data_ref,
+                       inner.c.iteration)
                 .join(Strategy, Strategy.strategy_id == inner.c.strategy_id)
                 .where(inner.c["rank"] == 1)
                 .order_by(inner.c.score_total.desc(), inner.c.passed.desc(),
                           inner.c.dsr.desc().nulls_last(), inner.c.strategy_id).limit(n))
         return self._frame(stmt)
+
+    def data_ref(self, ref_or_prefix: str) -> str:
+        """The ``data_ref`` of a run in this knowledge base that is ``ref_or_prefix`` or,
+        failing that, the only one starting with it (``KB_NOT_FOUND`` /
+        ``KB_AMBIGUOUS`` otherwise)."""
+        if not ref_or_prefix:
+            raise KBError("an empty data ref matches everything", code="KB_AMBIGUOUS",
+                          error_class=_PERMANENT)
+        stmt = (select(Run.data_ref).distinct()
+                .where(Run.data_ref.startswith(ref_or_prefix, autoescape=True))
+                .order_by(Run.data_ref).limit(6))
+        with self._reading() as conn:
+            refs = list(conn.execute(stmt).scalars())
+        if ref_or_prefix in refs:
+            return ref_or_prefix
+        if not refs:
+            raise KBError(f"no run in the knowledge base is on data {ref_or_prefix!r} "
+                          "(`alphaloop kb runs --json` lists each run's data_ref)",
+                          code="KB_NOT_FOUND", error_class=_PERMANENT)
+        if len(refs) > 1:
+            raise KBError(f"data ref prefix {ref_or_prefix!r} is ambiguous: {refs[:5]}",
+                          code="KB_AMBIGUOUS", error_class=_PERMANENT)
+        found: str = refs[0]
+        return found
 
     def strategy(self, id_or_prefix: str) -> dict[str, Any]:
         """A strategy's canonical spec with every backtest, score and failure it got,
