@@ -1226,11 +1226,11 @@ class KnowledgeBase:
         best = (Score.score_total.desc(), Score.passed.desc(), Score.dsr.desc().nulls_last(),
                 Run.created_ns, Score.iteration, Score.run_id)
         rank = func.row_number().over(partition_by=Score.strategy_id, order_by=best)
-        inner = (select(*_t(Score).c, Run.data_ref, rank.label("rank"))
-                 .join(Run, Run.run_id == Score.run_id))
+        ranked = (select(*_t(Score).c, Run.data_ref, rank.label("rank"))
+                  .join(Run, Run.run_id == Score.run_id))
         if data_ref is not None:
-            inner = inner.where(Run.data_ref == data_ref)
-        inner = inner.subquery()
+            ranked = ranked.where(Run.data_ref == data_ref)
+        inner = ranked.subquery()
         stmt = (select(inner.c.strategy_id, Strategy.family, Strategy.params,
                        inner.c.score_total, inner.c.passed, inner.c.policy_version,
                        inner.c.dsr, inner.c.psr, inner.c.run_id, inner.c.data_ref,
