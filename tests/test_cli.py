@@ -534,7 +534,7 @@ def test_evaluate_indexes_its_run_in_the_knowledge_base(tmp_path: Path) -> None:
     assert "report --run" in err
     # kb show: the evaluate's backtests carry the sweep's costs, as its file has them
     swept = pd.read_parquet(res)
-    code, out, _ = _run("kb", "show", str(run.candidates["strategy_id"].iloc[0]))
+    code, out, _ = _run("kb", "show", str(run.candidates["strategy_id"].iloc[0]), "--json")
     (bt,) = [b for b in json.loads(out)["backtests"] if b["run_id"] == run.record.run_id]
     assert bt["costs"] == {"fees_bps": float(swept["fees_bps"].iloc[0]),
                            "slippage_bps": float(swept["slippage_bps"].iloc[0])}

@@ -186,11 +186,11 @@ def test_failures_lists_the_latest_records_with_one_line_of_evidence(url: str) -
     assert "failures of all runs: 4" in text
     rows = _rows(text)
     assert rows[:2] == [["TOO_FEW_TRADES", "3", "3", "2"], ["COST_DOMINATED", "1", "1", "1"]]
-    # the records: the primary code's evidence on one line, without its stage
-    assert rows[2] == ["run-new/4", "S60", "TOO_FEW_TRADES", "def4 sma_cross fast=40 slow=200",
-                       "gate=min_trades threshold=10 value=3"]
-    assert rows[5] == ["run-old/1", "S60", "COST_DOMINATED", "abc2 sma_cross fast=8 slow=50",
-                       "net_sharpe=-0.2 gross_sharpe=0.4"]
+    # the records: the primary code over its evidence (without its stage)
+    assert rows[2] == ["run-new/4", "S60", "TOO_FEW_TRADES gate=min_trades threshold=10 value=3",
+                       "def4 sma_cross fast=40 slow=200"]
+    assert rows[5] == ["run-old/1", "S60", "COST_DOMINATED net_sharpe=-0.2 gross_sharpe=0.4",
+                       "abc2 sma_cross fast=8 slow=50"]
 
 
 def test_failures_refuses_an_unknown_grouping_and_an_unknown_run(url: str) -> None:
@@ -340,7 +340,7 @@ def test_show_names_the_loop_runs_where_a_strategy_passed_but_was_not_verified(
     kb = KnowledgeBase(kb_url)
 
     def left(sid: str) -> list[dict[str, Any]]:
-        code, stdout, stderr = _run("kb", "show", sid, "--url", kb_url)
+        code, stdout, stderr = _run("kb", "show", sid, "--url", kb_url, "--json")
         assert code == 0, stderr
         return list(json.loads(stdout)["not_verified"])
 

@@ -302,7 +302,9 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     lines = table.stdout.splitlines()  # whole ids and runs, no cell broken mid-word
     assert all(f"{b['strategy_id'][:12]}  {b['family']}" in table.stdout for b in best)
     assert all(f"cli1/{b['iteration']}" in table.stdout for b in best)
-    assert max(map(len, lines)) <= 80 and len(lines) <= 3 + 2 * 3
+    assert all(f"{k}={v}" in table.stdout for b in best for k, v in b["params"].items())
+    # blank, header, rule, blank around two lines per strategy: family, then params
+    assert max(map(len, lines)) <= 80 and len(lines) <= 4 + 2 * 3
     ref = json.loads(listed.stdout)[0]["data_ref"]
     assert {b["data_ref"] for b in best} == {ref}
     on_data = runner.invoke(app, ["kb", "strategies", "--url", url, "--top", "3", "--json",
@@ -310,12 +312,28 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     assert json.loads(on_data.stdout) == best
     unknown = runner.invoke(app, ["kb", "strategies", "--url", url, "--data-ref", "zzz"])
     assert unknown.exit_code == 2 and "KB_NOT_FOUND" in unknown.stderr
-    shown = runner.invoke(app, ["kb", "show", best[0]["strategy_id"][:10], "--url", url])
+    shown = runner.invoke(app, ["kb", "show", best[0]["strategy_id"][:10], "--url", url,
+                                "--json"])
     assert shown.exit_code == 0 and best[0]["strategy_id"] in shown.stdout
     # every backtest says the costs its run set (the config's defaults: 10 + 5 bps)
-    backtests = json.loads(shown.stdout)["backtests"]
+    record = json.loads(shown.stdout)
+    backtests = record["backtests"]
     assert backtests and all(b["costs"] == {"fees_bps": 10.0, "slippage_bps": 5.0}
                              for b in backtests if b["engine"] == "A")
+    # the same record for a terminal: a table per kind of record, one row each
+    view = runner.invoke(app, ["kb", "show", best[0]["strategy_id"][:10], "--url", url])
+    assert view.exit_code == 0, view.stderr
+    text = view.stdout
+    assert max(map(len, text.splitlines())) <= 80
+    assert text.startswith(f"strategy  {best[0]['strategy_id']}\n")
+    assert f"entry     {record['spec']['entry']}" in text
+    for kind in ("backtests", "scores", "failures"):
+        assert f"{kind}: {len(record[kind]) or 'none'}" in text
+    assert text.count("│ cli1/") == len(backtests) + len(record["scores"]) + \
+        len(record["failures"])  # one row each (their wrapped lines start blank)
+    assert "10+5" in text and f"{best[0]['score_total']:.2f}" in text
+    assert all(f["code"] in text for f in record["failures"])
+    assert "survived: none" in text  # on noise
     # the spec of a loop's strategy, from the loop's own knowledge base, as YAML that
     # backtest and verify read
     spec_yaml = runner.invoke(app, ["spec", best[0]["strategy_id"][:10], "--url", url])

@@ -74,7 +74,7 @@ def kb_strategies(url: UrlOpt = None,
     from rich import box
 
     rows = _strategy_rows(frame)
-    _frame(rows, False, _table(*rows.columns, no_wrap=("id", "family", "run/it"),
+    _frame(rows, False, _table(*rows.columns, no_wrap=("id", "run/it"),
                                box=box.SIMPLE_HEAD))
     refs = frame["data_ref"].nunique()
     if ref is not None:
@@ -86,9 +86,10 @@ def kb_strategies(url: UrlOpt = None,
 @kb_app.command("show")
 @_friendly
 def kb_show(strategy_id: Annotated[str, typer.Argument(help="An id or a unique prefix.")],
-            url: UrlOpt = None) -> None:
+            url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """One strategy: its canonical spec, backtests (with the costs their run recorded),
-    scores and failures."""
+    scores, failures, the runs it survived and those that left it unverified (--json:
+    every field of every record, as stored)."""
     kb = _kb(url)
     record = kb.strategy(strategy_id)
     configs: dict[str, dict[str, Any]] = {}
@@ -103,7 +104,63 @@ def kb_show(strategy_id: Annotated[str, typer.Argument(help="An id or a unique p
     modes = {run_id: config.get("mode") for run_id, config in configs.items()
              if config.get("kind") != "evaluate"}  # the research loop's runs
     record["not_verified"] = _not_verified(record, modes)
-    out.print_json(json.dumps(record, default=str))
+    if as_json:
+        out.print_json(json.dumps(record, default=str))
+        return
+    _print_strategy(record)
+
+
+def _print_strategy(record: dict[str, Any]) -> None:
+    """A strategy's record for a terminal: what it is, then one table per kind of
+    record, oldest first (the numbers rounded for reading; --json has every digit)."""
+    from alphaloop.orchestrator.config import run_label
+
+    spec = record.get("spec") or {}
+    head = [("strategy", record["strategy_id"]),
+            ("family", _strategy_text(record.get("family"), record.get("params")
+                                      ).replace("\n", "  ")),
+            ("entry", spec.get("entry")), ("exit", spec.get("exit")),
+            ("direction", spec.get("direction")),
+            ("risk", _params_text({k: v for k, v in (spec.get("risk") or {}).items()
+                                   if v is not None}) or None)]
+    for key, value in head:
+        if value:
+            out.print(f"{key:<9} {value}", highlight=False, soft_wrap=True)
+
+    def where(row: dict[str, Any]) -> str:
+        return f"{run_label(str(row['run_id']))}/{row['iteration']}"
+
+    tables: dict[str, tuple[tuple[str, ...], list[tuple[str, ...]]]] = {
+        "backtests": (("run/it", "engine", "window", "sharpe", "return", "max dd", "trades",
+                       "costs"),
+                      [(where(b), b["engine"], b["window"], _num(b["sharpe"]),
+                        _num(b["total_return"]), _num(b["max_drawdown"]),
+                        _count(b["n_trades"]), _costs_text(b.get("costs")))
+                       for b in record["backtests"]]),
+        "scores": (("run/it", "policy", "score", "passed", "dsr", "psr"),
+                   [(where(c), str(c["policy_version"]), _num(c["score_total"], ".2f"),
+                     "yes" if c["passed"] else "no", _num(c["dsr"]), _num(c["psr"]))
+                    for c in record["scores"]]),
+        "failures": (("run/it", "stage", "code, evidence", "secondary"),
+                     [(where(f), str(f["stage_id"]),
+                       f"{f['code']}\n{_evidence_line(str(f['code']), f['evidence'] or {})}",
+                       " ".join(f.get("secondary") or ()) or "-")
+                      for f in record["failures"]]),
+        "survived": (("run/it", "score", "sharpe search", "validation", "holdout",
+                      "engine B"),
+                     [(where(v), _num(v["score_total"], ".2f"), _num(v["sharpe_search"]),
+                       _num(v["sharpe_validation"]), _num(v["sharpe_holdout"]),
+                       _num(v["engine_b_sharpe"])) for v in record["survived"]]),
+        "not verified": (("run/it", "why"),
+                         [(where(n), str(n["why"])) for n in record["not_verified"]]),
+    }
+    for title, (columns, rows) in tables.items():
+        out.print(f"{title}: {len(rows) or 'none'}", highlight=False)
+        if rows:
+            table = _table(*columns, no_wrap=("run/it",))
+            for row in rows:
+                table.add_row(*row)
+            out.print(table)
 
 
 def _not_verified(record: dict[str, Any], modes: dict[str, Any]) -> list[dict[str, Any]]:
@@ -200,12 +257,16 @@ def kb_failures(url: UrlOpt = None,
     if counts.empty:
         return
     _frame(counts, False)
-    table = _table("run/it", "stage", "code", "strategy", "evidence", no_wrap=("code",))
+    from alphaloop.orchestrator.config import run_label
+
+    # the code over its evidence, the id and family over the parameters: 80 columns
+    # hold them without cutting a word
+    table = _table("run/it", "stage", "code, evidence", "strategy", no_wrap=("run/it",))
     for r in records.to_dict("records"):
-        table.add_row(f"{r['run_id']}/{r['iteration']}", str(r["stage_id"]), str(r["code"]),
-                      f"{short_id(r['strategy_id'])} {r['family'] or '-'} "
-                      f"{_params_text(r['params'] or {})}",
-                      _evidence_line(str(r["code"]), r["evidence"] or {}))
+        table.add_row(f"{run_label(str(r['run_id']))}/{r['iteration']}", str(r["stage_id"]),
+                      f"{r['code']}\n{_evidence_line(str(r['code']), r['evidence'] or {})}",
+                      f"{short_id(r['strategy_id'])} "
+                      f"{_strategy_text(r['family'], r['params'])}")
     out.print(f"latest {len(records)} record(s):", highlight=False)
     out.print(table)
 
@@ -308,12 +369,14 @@ def kb_similar(strategy_id: Annotated[str, typer.Argument(help="An id or a uniqu
         out.print_json(frame.to_json(orient="records", default_handler=str,
                                      double_precision=15))
         return
+    from alphaloop.orchestrator.config import run_label
+
     table = _table("strategy", "family params", "spec d", "profile d", "best", "runs")
     for r in frame.to_dict("records"):
-        table.add_row(short_id(r["strategy_id"]),
-                      f"{r['family'] or '-'} {_params_text(r['params'] or {})}",
+        table.add_row(short_id(r["strategy_id"]), _strategy_text(r["family"], r["params"]),
                       _num(r["spec_distance"]), _num(r["profile_distance"]),
-                      _num(r["best_score"], ".1f"), ", ".join(r["runs"]) or "-")
+                      _num(r["best_score"], ".1f"),
+                      ", ".join(map(run_label, r["runs"])) or "-")
     out.print(table)
 
 
@@ -408,22 +471,38 @@ def _run_rows(frame: Any) -> Any:
     })
 
 
+def _costs_text(costs: dict[str, Any] | None) -> str:
+    """Engine A's costs as "fees+slippage bps" (per side), others as name=value."""
+    if not costs:
+        return "-"
+    if set(costs) == {"fees_bps", "slippage_bps"}:
+        return f"{_compact(costs['fees_bps'])}+{_compact(costs['slippage_bps'])} bps"
+    return _params_text(costs)
+
+
+def _strategy_text(family: Any, params: Any) -> str:
+    """A strategy in a table cell: its family, then its parameters on the next line."""
+    text = _params_text(params or {})
+    return f"{family or '-'}\n{text}" if text else str(family or "-")
+
+
 def _count(value: Any) -> str:
     return "-" if value is None else str(int(value))
 
 
 def _strategy_rows(frame: Any) -> Any:
     """One row per strategy for a terminal, in 80 columns: its id (12 characters, any
-    unique prefix works for `kb show`), family, parameters as name=value, score, the
-    verdict and DSR, and the run (:func:`run_label`) and iteration that scored it."""
+    unique prefix works for `kb show`), family and, below it, the parameters as
+    name=value (no word is cut: they wrap between parameters), score, the verdict and
+    DSR, and the run (:func:`run_label`) and iteration that scored it."""
     import pandas as pd
 
     from alphaloop.orchestrator.config import run_label
 
     return pd.DataFrame({
         "id": [str(r)[:12] for r in frame["strategy_id"]],
-        "family": [str(f or "-") for f in frame["family"]],
-        "params": [_params_text(p or {}) for p in frame["params"]],
+        "strategy": [_strategy_text(f, p) for f, p in zip(frame["family"], frame["params"],
+                                                          strict=True)],
         "score": [_num(v, ".2f") for v in frame["score_total"]],
         "passed": ["yes" if bool(v) else "no" for v in frame["passed"]],
         "dsr": [_num(v) for v in frame["dsr"]],
