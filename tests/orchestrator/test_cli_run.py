@@ -430,6 +430,51 @@ def test_the_run_report_names_what_passed_and_shows_the_recorded_funnel(
     assert sum(recorded.values()) > frame["passed"].sum()  # the gates after scoring bite
     page = (tmp_path / "runs" / "cli1" / "report.html").read_text()
     assert f"candidates that {LOOP_PASSED}" in page and "<th>passed_score_gates</th>" in page
+    _a_survivors_strategy_report_shows_what_the_run_recorded(tmp_path, summary)
+
+
+def _cells(page: str, metric: str) -> dict[str, float]:
+    """The exact values (``data-value``) of one row of a report's metrics table, by
+    column."""
+    import re
+
+    row = re.search(rf'<tr data-metric="{metric}">(.*?)</tr>', page, re.S)
+    assert row is not None, metric
+    return {c: float(v) for c, v in
+            re.findall(r'data-column="([^"]+)" data-value="([^"]+)"', row.group(1))}
+
+
+def _a_survivors_strategy_report_shows_what_the_run_recorded(tmp: Path,
+                                                             summary: dict[str, Any]) -> None:
+    """`report --strategy` of a loop's survivor: the metrics the knowledge base holds
+    for it (read here with plain SQL) and the holdout Sharpe of its best_strategies
+    entry, digit for digit."""
+    import sqlite3
+
+    (best,) = summary["best_strategies"]  # this config's run has one survivor
+    sid = best["strategy_id"]
+    with sqlite3.connect(tmp / "kb.sqlite") as con:
+        rows = con.execute("SELECT engine, window, sharpe, total_return, max_drawdown, "
+                           "n_trades FROM backtests WHERE run_id = 'cli1' AND strategy_id = ? "
+                           "ORDER BY iteration", (sid,)).fetchall()
+    recorded = {f"{e}_{w}".lower(): dict(zip(("sharpe", "total_return", "max_drawdown",
+                                               "n_trades"), v, strict=True))
+                for e, w, *v in rows}
+    assert {"a_search", "a_validation", "b_search"} <= set(recorded), set(recorded)
+    path = tmp / "survivor.html"
+    made = runner.invoke(app, ["report", "--strategy", sid[:10], "--run", "cli1",
+                               "--out-dir", str(tmp / "runs"), "--out", str(path)])
+    assert made.exit_code == 0, made.stderr
+    page = path.read_text()
+    for metric in ("sharpe", "total_return", "max_drawdown", "n_trades"):
+        assert _cells(page, metric) == {k: v[metric] for k, v in recorded.items()
+                                        if v[metric] is not None} | (
+            {"holdout": best["sharpe_holdout"]} if metric == "sharpe" else {}), metric
+    assert "yes: it passed every gate" in page and 'id="robustness-status"' in page
+    # not a strategy the run tested: one line naming the run
+    other = runner.invoke(app, ["report", "--strategy", "ffff", "--run", "cli1",
+                                "--out-dir", str(tmp / "runs"), "--out", str(path)])
+    assert other.exit_code == 2 and "KB_NOT_FOUND" in other.stderr, other.stderr
 
 
 def test_the_report_of_a_paused_run_without_learning_says_both(
@@ -477,3 +522,28 @@ def test_a_run_of_a_family_added_in_python_can_be_shown_from_the_cli(
     again = CliRunner().invoke(app, ["resume", "py1", "--out-dir", runs, "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["status"] == ran.status
+
+
+def test_a_strategy_report_without_run_finds_the_loop_run_of_the_default_kb(
+        tmp_path: Path, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `evaluate` evaluated the strategy: `report --strategy ID` shows the newest
+    loop run the default knowledge base says tested it, with that run's numbers; the
+    holdout, never read for a candidate that did not survive, has no column."""
+    import sqlite3
+
+    monkeypatch.setenv("ALPHALOOP_HOME", str(tmp_path / "home"))
+    config = _write(tmp_path, noise_path)
+    cfg = yaml.safe_load(config.read_text())
+    del cfg["kb"], cfg["out_dir"]  # the defaults: $ALPHALOOP_HOME/kb.sqlite and runs/
+    config.write_text(yaml.safe_dump(cfg))
+    assert runner.invoke(app, ["run", str(config), "--json"]).exit_code == 0
+    with sqlite3.connect(tmp_path / "home" / "kb.sqlite") as con:
+        sid, sharpe = con.execute("SELECT strategy_id, sharpe FROM backtests WHERE engine = "
+                                  "'A' AND window = 'search' ORDER BY sharpe DESC").fetchone()
+    path = tmp_path / "page.html"
+    made = runner.invoke(app, ["report", "--strategy", sid[:12], "--out", str(path)])
+    assert made.exit_code == 0, made.stderr
+    page = path.read_text()
+    assert _cells(page, "sharpe")["a_search"] == sharpe and "holdout" not in _cells(
+        page, "sharpe")
+    assert "cli1 (research loop" in page and "never read for this strategy" in page

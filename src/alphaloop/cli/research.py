@@ -489,8 +489,10 @@ def report(
     print its path. The page opens offline next to the plotly.min.js it shares with
     the folder's other reports (--self-contained: one file).
 
-    A strategy report shows the numbers the newest recorded run that evaluated the
-    strategy recorded (or the run given by --run), with its holdout and trial count."""
+    A strategy report shows the numbers the newest recorded `evaluate` of the strategy
+    recorded (or the run given by --run, an `evaluate` or a research loop), with its
+    holdout and trial count; a strategy no `evaluate` scored is shown as the newest
+    research loop that tested it recorded it (the default knowledge base's runs)."""
     _check_output(out_path, suffixes=None)
     if strategy is None and run is None:
         raise AlphaloopError("report needs --strategy ID or --run ID", code="REPORT_TARGET")
@@ -518,7 +520,43 @@ def report(
                       soft_wrap=True)  # a path whole, to copy
         return
     assert strategy is not None
-    _strategy_report(strategy, run, results_path, policy, data, out_path, self_contained)
+    _strategy_report(strategy, run, results_path, policy, data, out_path, self_contained,
+                     out_dir)
+
+
+def _loop_strategy_report(folder: Path, strategy: str, out_path: Path | None,
+                          self_contained: bool) -> None:
+    """The strategy as the loop run of ``folder`` recorded it."""
+    from alphaloop.evaluation.reports import write_strategy_report
+    from alphaloop.orchestrator.reporting import loop_strategy_page
+
+    page = loop_strategy_page(folder, strategy)
+    path = out_path or Path("reports") / f"strategy_{page.result.spec.strategy_id[:16]}.html"
+    out.print(str(write_strategy_report(
+        path, page.result, page.bars, robustness=page.robustness, recorded=page.recorded,
+        self_contained=self_contained, benchmark=page.benchmark)), highlight=False,
+        soft_wrap=True)  # a path whole, to copy
+
+
+def _newest_loop_run(strategy: str) -> str | None:
+    """The newest loop run in the default knowledge base that backtested ``strategy``
+    (None without a knowledge base, or when no loop run tested it)."""
+    from alphaloop.kb.store import KBError, KnowledgeBase, default_url
+
+    url = default_url()
+    if not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    with KnowledgeBase(url, create=False) as kb:
+        try:
+            record = kb.strategy(strategy)
+        except KBError as exc:
+            if exc.code == "KB_NOT_FOUND":
+                return None
+            raise
+        runs = {b["run_id"] for b in record["backtests"]}
+        loops = [r for r in (kb.get_run(run_id) for run_id in runs)
+                 if r is not None and (r.config or {}).get("kind") != "evaluate"]
+    return max(loops, key=lambda r: (r.created_ns, r.run_id)).run_id if loops else None
 
 
 def _evaluate_run(prefix: str, out_dir: str | None) -> Path:
@@ -539,9 +577,11 @@ def _evaluate_run(prefix: str, out_dir: str | None) -> Path:
 
 def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path | None,
                      policy: str | None, data: str | None, out_path: Path | None,
-                     self_contained: bool = False) -> None:
+                     self_contained: bool = False, out_dir: str | None = None) -> None:
     """Render the numbers the run recorded; only the drawn series are recomputed, with
-    the run's data and costs."""
+    the run's data and costs. The run is --run's (a loop run, else a recorded
+    `evaluate`), else the newest `evaluate` that evaluated the strategy, else (without
+    the evaluate filters) the newest loop run the default knowledge base says tested it."""
     announce_compiles()
     from alphaloop.data import load_bars
     from alphaloop.engines import CostModel
@@ -549,9 +589,29 @@ def _strategy_report(strategy: str, run_prefix: str | None, results_path: Path |
     from alphaloop.evaluation.benchmark import resolve_benchmark
     from alphaloop.evaluation.reports import write_strategy_report
     from alphaloop.kb.runs import RunError, check_results_file
+    from alphaloop.orchestrator.reporting import find_loop_run
     from alphaloop.strategy.spec import StrategySpec
 
-    run = _pick_run(strategy, run_prefix, results_path, policy, data)
+    filters = (results_path, policy, data) != (None, None, None)
+    loop = find_loop_run(run_prefix, out_dir) if run_prefix and not filters else None
+    if loop is not None:
+        _loop_strategy_report(loop, strategy, out_path, self_contained)
+        return
+    try:
+        run = _pick_run(strategy, run_prefix, results_path, policy, data)
+    except RunError as exc:
+        # no evaluate evaluated it (the one case of this code without --run or filters)
+        newest = (_newest_loop_run(strategy) if exc.code == "RUN_NOT_FOUND"
+                  and run_prefix is None and not filters else None)
+        if newest is None:
+            raise
+        folder = find_loop_run(newest, out_dir)
+        if folder is None:
+            raise RunError(f"run {newest[:12]} tested strategy {strategy!r} but its folder is "
+                           "not where the knowledge base recorded it; give --out-dir DIR",
+                           code="RUN_NOT_FOUND") from None
+        _loop_strategy_report(folder, strategy, out_path, self_contained)
+        return
     from_file = check_results_file(run.record)  # refuses a results file changed since
     sid = _resolve_id(run.candidates, strategy)
     bars = load_bars(run.record.data_source)
@@ -609,9 +669,8 @@ def _pick_run(strategy: str, run_prefix: str | None, results_path: Path | None,
                         f" with policy {policy}" if policy else "",
                         f" on data {data}" if data else ""])
         raise RunError(f"no recorded run evaluated a strategy {strategy!r}{what}; run "
-                       "`alphaloop evaluate RESULTS.parquet` first (a strategy report reads "
-                       "evaluate runs; a research loop's strategies are in its page, "
-                       "`alphaloop report --run RUN`, and in `alphaloop kb show ID`)",
+                       "`alphaloop evaluate RESULTS.parquet` first, or name a research "
+                       "loop's run with --run RUN (and --out-dir DIR if it has its own)",
                        code="RUN_NOT_FOUND")
     return runs[0]
 

@@ -1,15 +1,20 @@
-"""A loop run as the run report's iteration table (``alphaloop report --run ID``).
+"""A loop run as the run report's iteration table (``alphaloop report --run ID``), and
+a strategy it tested as a strategy report (``alphaloop report --strategy ID``).
 
 The numbers are the ones the run recorded: its ``summary.json`` (counts per iteration)
-and the failure records of its knowledge base; nothing is recomputed.
+and the records of its knowledge base; nothing is recomputed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from alphaloop.data.bars import Bars
+from alphaloop.evaluation.reports import MetricColumn, Recorded
 from alphaloop.kb.store import KnowledgeBase
 from alphaloop.orchestrator.config import (
     ConfigError,
@@ -97,3 +102,123 @@ def _state(folder: Path, summary: RunSummary) -> str:
     if abandoned(folder, summary.status):
         text += " (no process is running it: killed or crashed; resume continues it)"
     return text
+
+
+@dataclass(frozen=True)
+class LoopStrategyPage:
+    """What ``report --strategy`` draws for a strategy a loop run tested: the backtest
+    over the run's whole panel (the charts; the holdout marked), the numbers the run
+    recorded (the metrics table, its source and the robustness panel) and the run's
+    benchmark."""
+
+    result: Any
+    bars: Bars
+    robustness: dict[str, Any]
+    recorded: Recorded
+    benchmark: Any
+
+
+def loop_strategy_page(folder: Path, strategy: str) -> LoopStrategyPage:
+    """The page of ``strategy`` (an id or a unique prefix) in the loop run of
+    ``folder``. Only the drawn series are computed here, on the run's data and costs;
+    every number in the tables is one the run recorded in its knowledge base (engine A
+    on the search and validation windows, engine B, the score and, for a survivor, its
+    holdout Sharpe as its ``best_strategies`` entry has it). ``RUN_NOT_FOUND`` if the
+    run did not test it, ``RUN_DATA_CHANGED`` if its data changed since."""
+    from alphaloop.engines import CostModel
+    from alphaloop.engines import backtest as run_backtest
+    from alphaloop.evaluation.benchmark import resolve_benchmark
+    from alphaloop.evaluation.scoring import load_policy
+    from alphaloop.orchestrator.runner import run_windows
+    from alphaloop.strategy.spec import StrategySpec
+
+    cfg = read_stored_config(folder)
+    run_id = cfg.run_id
+    with KnowledgeBase(cfg.kb.url, create=False) as kb:
+        record = kb.strategy(strategy)
+        run = kb.get_run(run_id)
+    mine = [b for b in record["backtests"] if b["run_id"] == run_id]
+    if run is None or not mine:
+        raise ConfigError(f"run {run_label(run_id)} did not test a strategy {strategy!r}",
+                          code="RUN_NOT_FOUND")
+    bars, search_end, val_end = run_windows(cfg)
+    search_ref = bars.slice(0, search_end, drop_empty=True).data_ref
+    if search_ref != run.data_ref:
+        raise ConfigError(f"data {cfg.data.source!r} changed since run {run_label(run_id)} "
+                          f"used it ({run.data_ref} then, {search_ref} now)",
+                          code="RUN_DATA_CHANGED")
+    costs = CostModel(fees_bps=cfg.engines.fees_bps, slippage_bps=cfg.engines.slippage_bps)
+    spec = StrategySpec.from_dict(record["spec"], source="the knowledge base")
+    result = run_backtest(spec, bars, costs)
+    bench = resolve_benchmark(cfg.benchmark or load_policy(cfg.policies.scoring).benchmark,
+                              bars, costs)
+    survived = [s for s in record["survived"] if s["run_id"] == run_id]
+    scores = [s for s in record["scores"] if s["run_id"] == run_id]
+    failures = [f for f in record["failures"] if f["run_id"] == run_id]
+    robustness = {"passed": bool(survived),  # a survivor passed every gate of the loop
+                  **({k: v for k, v in scores[-1].items()
+                      if k not in ("run_id", "strategy_id", "passed")} if scores else {}),
+                  "score_gates_passed": bool(scores[-1]["passed"]) if scores else None,
+                  **({f"survivor_{k}": v for k, v in survived[-1].items()
+                      if k not in ("run_id", "strategy_id", "family", "params")}
+                     if survived else {}),
+                  "failures": [f"{f['code']} ({f['stage_id']}, iteration {f['iteration']})"
+                               for f in failures] or None}
+    recorded = Recorded(
+        source=_loop_source(cfg, run_id, bars, search_end, val_end, mine, survived),
+        metrics=_loop_columns(bars, search_end, val_end, mine, survived),
+        holdout_start=bars.index[val_end])
+    return LoopStrategyPage(result, bars, robustness, recorded, bench)
+
+
+def _loop_columns(bars: Bars, search_end: int, val_end: int, backtests: list[dict[str, Any]],
+                  survived: list[dict[str, Any]]) -> list[MetricColumn]:
+    """One metrics column per window and engine the run recorded (its latest record
+    of each), then the holdout's Sharpe for a survivor."""
+    latest = {(b["engine"], b["window"]): b for b in backtests}  # oldest first: last wins
+    spans = {"search": (0, search_end), "validation": (search_end, val_end)}
+    columns = []
+    for (engine, window), b in sorted(latest.items()):
+        lo, hi = spans.get(window, (0, bars.n_bars))
+        columns.append(MetricColumn(
+            f"{engine}_{window}".lower(),
+            f"{window}, engine {engine}: {_span(bars, lo, hi)} (recorded, iteration "
+            f"{b['iteration']})", _recorded_metrics(b)))
+    if survived:
+        columns.append(MetricColumn(
+            "holdout", f"holdout: {_span(bars, val_end, bars.n_bars)} (recorded: its Sharpe "
+            "only, read once as it entered best_strategies)",
+            {"sharpe": survived[-1]["sharpe_holdout"]}))
+    return columns
+
+
+def _recorded_metrics(backtest: dict[str, Any]) -> dict[str, Any]:
+    """A backtest record's metrics with its headline columns (a validation record
+    keeps those as columns and only its out-of-sample ratio in ``metrics``)."""
+    headline = {k: backtest[k] for k in ("sharpe", "total_return", "max_drawdown",
+                                         "n_trades") if backtest.get(k) is not None}
+    return {**(backtest["metrics"] or {}), **headline}
+
+
+def _loop_source(cfg: Any, run_id: str, bars: Bars, search_end: int, val_end: int,
+                 backtests: list[dict[str, Any]], survived: list[dict[str, Any]]
+                 ) -> list[tuple[str, str]]:
+    holdout = ("read for this strategy only as it entered best_strategies" if survived
+               else "never read for this strategy by the loop (only a candidate about to "
+                    "enter best_strategies is), drawn here for the charts only")
+    return [("run", f"{run_id} (research loop, {cfg.mode})"),
+            ("iterations", ", ".join(sorted({str(b["iteration"]) for b in backtests},
+                                            key=int))),
+            ("data", f"{cfg.data.source}"),
+            ("windows", f"search {_span(bars, 0, search_end)}; validation "
+                        f"{_span(bars, search_end, val_end)}; holdout "
+                        f"{_span(bars, val_end, bars.n_bars)}"),
+            ("holdout", holdout),
+            ("survived", "yes: it passed every gate (scores, engine B, robustness, "
+                         "holdout)" if survived else "no")]
+
+
+def _span(bars: Bars, lo: int, hi: int) -> str:
+    """Bars ``[lo, hi)`` as their first and last dates and count."""
+    return (f"{bars.index[lo]:%Y-%m-%d} .. {bars.index[hi - 1]:%Y-%m-%d} ({hi - lo} bars)"
+            if hi > lo else "none")

@@ -275,29 +275,11 @@ class Runner:
     # ------------------------------------------------------------ set-up
     def _prepare(self) -> None:
         """Everything that can refuse the config, before anything is written."""
-        from alphaloop.data import load_bars
         from alphaloop.kb.store import inspect_before_use
 
         cfg = self.cfg
         inspect_before_use(cfg.kb.url)  # a damaged KB file stops the run before its work
-        try:
-            bars = load_bars(cfg.data.source)
-        except DataError as exc:
-            raise ConfigError(f"data.source ({exc.code}): {exc.message}",
-                              code="INVALID_CONFIG") from None
-        self.bars = _period(bars, cfg.data.period.start, cfg.data.period.end)
-        _check_interval(self.bars, cfg.data.bar_interval)
-        n = self.bars.n_bars
-        self.val_end = holdout_split(n, cfg.data.windows.holdout)
-        self.search_end = self.val_end - round(cfg.data.windows.validation * n)
-        if self.search_end < 60:
-            raise ConfigError(f"data: {n} bars leave {self.search_end} for the search "
-                              "window; at least 60 are needed", code="INVALID_CONFIG")
-        for window, length in (("validation", self.val_end - self.search_end),
-                               ("holdout", n - self.val_end)):
-            if length < MIN_WINDOW_BARS:  # a Sharpe ratio of a few bars decides nothing
-                raise ConfigError(f"data.windows.{window}: {length} of {n} bars; at least "
-                                  f"{MIN_WINDOW_BARS} are needed", code="INVALID_CONFIG")
+        self.bars, self.search_end, self.val_end = run_windows(cfg)
         out = runs_root(cfg.out_dir)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"out_dir: {out} is a file, not a folder",
@@ -1587,6 +1569,33 @@ def _failed_summary(i: int, best: float | None, timings: dict[str, float]) -> It
                             reused_A=0, promoted_to_B=0, passed_B=0, passed_robustness=0,
                             survivors=0, failures_created=0, constraints_added=0,
                             best_score=None, best_score_so_far=best, stage_ms=timings)
+
+
+def run_windows(cfg: RunConfig) -> tuple[Bars, int, int]:
+    """The run's panel (``data.source`` within ``data.period``) and where its windows
+    end: bars ``[0, search_end)`` are the search window, ``[search_end, val_end)`` the
+    validation, ``[val_end, n)`` the holdout. ``ConfigError`` ``INVALID_CONFIG`` for
+    data that cannot be read or windows too short to decide anything."""
+    from alphaloop.data import load_bars
+
+    try:
+        bars = load_bars(cfg.data.source)
+    except DataError as exc:
+        raise ConfigError(f"data.source ({exc.code}): {exc.message}",
+                          code="INVALID_CONFIG") from None
+    bars = _period(bars, cfg.data.period.start, cfg.data.period.end)
+    _check_interval(bars, cfg.data.bar_interval)
+    n = bars.n_bars
+    val_end = holdout_split(n, cfg.data.windows.holdout)
+    search_end = val_end - round(cfg.data.windows.validation * n)
+    if search_end < 60:
+        raise ConfigError(f"data: {n} bars leave {search_end} for the search "
+                          "window; at least 60 are needed", code="INVALID_CONFIG")
+    for window, length in (("validation", val_end - search_end), ("holdout", n - val_end)):
+        if length < MIN_WINDOW_BARS:  # a Sharpe ratio of a few bars decides nothing
+            raise ConfigError(f"data.windows.{window}: {length} of {n} bars; at least "
+                              f"{MIN_WINDOW_BARS} are needed", code="INVALID_CONFIG")
+    return bars, search_end, val_end
 
 
 def _period(bars: Bars, start: str | None, end: str | None) -> Bars:
