@@ -977,24 +977,26 @@ class KnowledgeBase:
         exact = self.get_run(prefix)
         if exact is not None:
             return exact
-        ids = self._ids_starting(Run.run_id, prefix, "run")
+        ids = self._ids_starting(Run.run_id, prefix, "run id")
         run = self.get_run(ids)
         assert run is not None
         return run
 
     def _ids_starting(self, column: Any, prefix: str, what: str) -> str:
         if not prefix:
-            raise KBError(f"an empty {what} id matches everything", code="KB_AMBIGUOUS",
+            raise KBError(f"an empty {what} matches everything", code="KB_AMBIGUOUS",
                           error_class=_PERMANENT)
-        stmt = (select(column).where(column.startswith(prefix, autoescape=True))
+        stmt = (select(column).distinct().where(column.startswith(prefix, autoescape=True))
                 .order_by(column).limit(6))
         with self._reading() as conn:
             ids = list(conn.execute(stmt).scalars())
+        if prefix in ids:  # whole: a longer id that starts with it is another one
+            return prefix
         if not ids:
-            raise KBError(f"no {what} id starts with {prefix!r}", code="KB_NOT_FOUND",
+            raise KBError(f"no {what} starts with {prefix!r}", code="KB_NOT_FOUND",
                           error_class=_PERMANENT)
         if len(ids) > 1:
-            raise KBError(f"{what} id prefix {prefix!r} is ambiguous: {ids[:5]}…",
+            raise KBError(f"{what} prefix {prefix!r} is ambiguous: {ids[:5]}…",
                           code="KB_AMBIGUOUS", error_class=_PERMANENT)
         found: str = ids[0]
         return found
@@ -1244,26 +1246,8 @@ class KnowledgeBase:
     def data_ref(self, ref_or_prefix: str) -> str:
         """The ``data_ref`` of a run in this knowledge base that is ``ref_or_prefix`` or,
         failing that, the only one starting with it (``KB_NOT_FOUND`` /
-        ``KB_AMBIGUOUS`` otherwise)."""
-        if not ref_or_prefix:
-            raise KBError("an empty data ref matches everything", code="KB_AMBIGUOUS",
-                          error_class=_PERMANENT)
-        stmt = (select(Run.data_ref).distinct()
-                .where(Run.data_ref.startswith(ref_or_prefix, autoescape=True))
-                .order_by(Run.data_ref).limit(6))
-        with self._reading() as conn:
-            refs = list(conn.execute(stmt).scalars())
-        if ref_or_prefix in refs:
-            return ref_or_prefix
-        if not refs:
-            raise KBError(f"no run in the knowledge base is on data {ref_or_prefix!r} "
-                          "(`alphaloop kb runs --json` lists each run's data_ref)",
-                          code="KB_NOT_FOUND", error_class=_PERMANENT)
-        if len(refs) > 1:
-            raise KBError(f"data ref prefix {ref_or_prefix!r} is ambiguous: {refs[:5]}",
-                          code="KB_AMBIGUOUS", error_class=_PERMANENT)
-        found: str = refs[0]
-        return found
+        ``KB_AMBIGUOUS`` otherwise; `kb runs --json` lists each run's)."""
+        return self._ids_starting(Run.data_ref, ref_or_prefix, "run's data ref")
 
     def strategy(self, id_or_prefix: str) -> dict[str, Any]:
         """A strategy's canonical spec with every backtest, score and failure it got,
@@ -1275,7 +1259,7 @@ class KnowledgeBase:
             row = conn.execute(select(_t(Strategy))
                                .where(Strategy.strategy_id == id_or_prefix)).one_or_none()
         sid = id_or_prefix if row is not None else self._ids_starting(
-            Strategy.strategy_id, id_or_prefix, "strategy")
+            Strategy.strategy_id, id_or_prefix, "strategy id")
         with self._reading() as conn:
             row = conn.execute(select(_t(Strategy)).where(Strategy.strategy_id == sid)).one()
             out: dict[str, Any] = dict(row._mapping)
