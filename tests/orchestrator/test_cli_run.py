@@ -528,7 +528,7 @@ def test_a_strategy_report_without_run_finds_the_loop_run_of_the_default_kb(
         tmp_path: Path, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No `evaluate` evaluated the strategy: `report --strategy ID` shows the newest
     loop run the default knowledge base says tested it, with that run's numbers; the
-    holdout, never read for a candidate that did not survive, has no column."""
+    holdout, recorded only for a survivor, has no column."""
     import sqlite3
 
     monkeypatch.setenv("ALPHALOOP_HOME", str(tmp_path / "home"))
@@ -546,4 +546,4 @@ def test_a_strategy_report_without_run_finds_the_loop_run_of_the_default_kb(
     page = path.read_text()
     assert _cells(page, "sharpe")["a_search"] == sharpe and "holdout" not in _cells(
         page, "sharpe")
-    assert "cli1 (research loop" in page and "never read for this strategy" in page
+    assert "cli1 (research loop" in page and "records it only for a survivor" in page

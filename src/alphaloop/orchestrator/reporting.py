@@ -203,9 +203,10 @@ def _recorded_metrics(backtest: dict[str, Any]) -> dict[str, Any]:
 def _loop_source(cfg: Any, run_id: str, bars: Bars, search_end: int, val_end: int,
                  backtests: list[dict[str, Any]], survived: list[dict[str, Any]]
                  ) -> list[tuple[str, str]]:
-    holdout = ("read for this strategy only as it entered best_strategies" if survived
-               else "never read for this strategy by the loop (only a candidate about to "
-                    "enter best_strategies is), drawn here for the charts only")
+    holdout = ("its Sharpe, read once as the strategy entered best_strategies" if survived
+               else "no number: the loop reads the holdout only for a candidate that passed "
+                    "every other gate and records it only for a survivor; the charts draw "
+                    "it")
     return [("run", f"{run_id} (research loop, {cfg.mode})"),
             ("iterations", ", ".join(sorted({str(b["iteration"]) for b in backtests},
                                             key=int))),
