@@ -529,10 +529,14 @@ def test_a_strategy_report_without_run_finds_the_loop_run_of_the_default_kb(
     """No `evaluate` evaluated the strategy: `report --strategy ID` shows the newest
     loop run the default knowledge base says tested it, with that run's numbers; the
     holdout, recorded only for a survivor, has no column."""
+    import shutil
     import sqlite3
 
+    import pandas as pd
+
     monkeypatch.setenv("ALPHALOOP_HOME", str(tmp_path / "home"))
-    config = _write(tmp_path, noise_path)
+    data = shutil.copyfile(noise_path, tmp_path / "panel.parquet")
+    config = _write(tmp_path, data)
     cfg = yaml.safe_load(config.read_text())
     del cfg["kb"], cfg["out_dir"]  # the defaults: $ALPHALOOP_HOME/kb.sqlite and runs/
     config.write_text(yaml.safe_dump(cfg))
@@ -547,3 +551,11 @@ def test_a_strategy_report_without_run_finds_the_loop_run_of_the_default_kb(
     assert _cells(page, "sharpe")["a_search"] == sharpe and "holdout" not in _cells(
         page, "sharpe")
     assert "cli1 (research loop" in page and "records it only for a survivor" in page
+    # the last bar's close rewritten (the holdout, which no number of the page is from):
+    # the charts would draw other bars than the run's, so the page is refused
+    frame = pd.read_parquet(data)
+    frame.loc[frame.index[-1], "close"] *= 1.01
+    frame.to_parquet(data)
+    changed = runner.invoke(app, ["report", "--strategy", sid[:12], "--out", str(path)])
+    assert changed.exit_code == 2 and "RUN_DATA_CHANGED" in changed.stderr, changed.stderr
+    assert "changed: the whole panel)" in changed.stderr

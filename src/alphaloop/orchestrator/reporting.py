@@ -104,6 +104,11 @@ def _state(folder: Path, summary: RunSummary) -> str:
     return text
 
 
+WHAT_CHANGED = {"search": "the search window", "validation": "search + validation",
+                "all": "the whole panel"}
+"""The windows ``data_ref.json`` records, as a message names them."""
+
+
 @dataclass(frozen=True)
 class LoopStrategyPage:
     """What ``report --strategy`` draws for a strategy a loop run tested: the backtest
@@ -129,7 +134,7 @@ def loop_strategy_page(folder: Path, strategy: str) -> LoopStrategyPage:
     from alphaloop.engines import backtest as run_backtest
     from alphaloop.evaluation.benchmark import resolve_benchmark
     from alphaloop.evaluation.scoring import load_policy
-    from alphaloop.orchestrator.runner import run_windows
+    from alphaloop.orchestrator.runner import data_changed, run_windows
     from alphaloop.strategy.spec import StrategySpec
 
     cfg = read_stored_config(folder)
@@ -142,10 +147,10 @@ def loop_strategy_page(folder: Path, strategy: str) -> LoopStrategyPage:
         raise ConfigError(f"run {run_label(run_id)} did not test a strategy {strategy!r}",
                           code="RUN_NOT_FOUND")
     bars, search_end, val_end = run_windows(cfg)
-    search_ref = bars.slice(0, search_end, drop_empty=True).data_ref
-    if search_ref != run.data_ref:
+    changed = data_changed(folder, bars, search_end, val_end, run.data_ref)
+    if changed:  # the charts would draw other bars than the run's numbers came from
         raise ConfigError(f"data {cfg.data.source!r} changed since run {run_label(run_id)} "
-                          f"used it ({run.data_ref} then, {search_ref} now)",
+                          f"used it (changed: {', '.join(WHAT_CHANGED[c] for c in changed)})",
                           code="RUN_DATA_CHANGED")
     costs = CostModel(fees_bps=cfg.engines.fees_bps, slippage_bps=cfg.engines.slippage_bps)
     spec = StrategySpec.from_dict(record["spec"], source="the knowledge base")

@@ -510,8 +510,7 @@ class Runner:
         return summary if summary.status in FINAL_RUN_STATES else None
 
     def _data_refs(self) -> dict[str, str]:
-        return {"search": self.search_ref, "validation": self.validation.data_ref,
-                "all": self.bars.data_ref}
+        return window_refs(self.bars, self.search, self.validation)
 
     def _same_data(self, stored: rec.RunRecord | None) -> None:
         """A resumed run continues on the data it started on, or not at all: mixing
@@ -1636,6 +1635,22 @@ def _resume_lock(folder: Path, run_id: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def window_refs(bars: Bars, search: Bars, validation: Bars) -> dict[str, str]:
+    """What a run folder's ``data_ref.json`` records at the start: the data ref of the
+    search window, of search + validation, and of the whole panel."""
+    return {"search": search.data_ref, "validation": validation.data_ref,
+            "all": bars.data_ref}
+
+
+def data_changed(folder: Path, bars: Bars, search_end: int, val_end: int,
+                 search_ref: str) -> list[str]:
+    """The windows of the run in ``folder`` whose data differ from those it started on
+    (``search_ref``, the knowledge base's, for a folder without ``data_ref.json``)."""
+    now = window_refs(bars, bars.slice(0, search_end, drop_empty=True),
+                      bars.slice(0, val_end, drop_empty=True))
+    return _changed_since_start(folder / DATA_REF_FILE, now, {"search": search_ref})
 
 
 def _changed_since_start(path: Path, now: dict[str, str], known: dict[str, str]
