@@ -97,3 +97,19 @@ def test_ctrl_c_inside_a_command_is_one_line_exit_130_and_nothing_written(
     assert res.stderr.strip() == LINE
     assert json.loads(res.stdout)["error"]["code"] == "INTERRUPTED"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
+
+
+@pytest.mark.parametrize("args", [["families"], ["kb", "--help"]])
+def test_a_reader_that_went_away_is_exit_141_and_nothing_on_stderr(args: list[str]) -> None:
+    """`alphaloop families | head -1`: stdout's reader is gone before the command writes.
+    The exit code is the shell's for a tool SIGPIPE ended (128 + 13), not Rich's silent
+    1, and nothing is printed on stderr (a traceback, or an 'Exception ignored')."""
+    script = ("import sys; from alphaloop._console import main; "
+              "sys.argv = ['alphaloop', *sys.argv[1:]]; main()")
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first write
+    errors = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert errors == b""

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import NoReturn
 
 LINE = "error: interrupted (Ctrl-C)\n"
 
@@ -58,10 +59,27 @@ def _streams_never_fail() -> None:
             reconfigure(errors="backslashreplace")
 
 
+BROKEN_PIPE = 141
+"""Exit code when the reader of stdout went away (`| head`): 128 + SIGPIPE, what a shell
+reports for a tool the signal ended."""
+
+
+def _stdout_closed(*_: object) -> NoReturn:
+    """The reader of stdout is gone: write nothing more there (the interpreter's final
+    flush would fail again) and exit :data:`BROKEN_PIPE`, where Rich would exit 1 in
+    silence and Python would print a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(BROKEN_PIPE)
+
+
 def main() -> None:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)  # the default's behaviour, noted
     _streams_never_fail()
+    from rich.console import Console
+
+    Console.on_broken_pipe = _stdout_closed  # type: ignore[method-assign,assignment]  # every console
     try:
         from alphaloop.cli import app
 
@@ -71,6 +89,8 @@ def main() -> None:
             sys.stderr.write(LINE)
         _late_sigint_exits(exc.code)
         raise
+    except BrokenPipeError:  # a plain write (sys.stdout.write) to the gone reader
+        _stdout_closed()
     except BaseException as exc:
         if not (_Interrupt.seen or isinstance(exc, KeyboardInterrupt)):
             raise

@@ -200,6 +200,7 @@ def test_failures_refuses_an_unknown_grouping_and_an_unknown_run(url: str) -> No
     assert len(stderr.strip().splitlines()) == 1
     code, _, stderr = _run("kb", "failures", "--url", url, "--run", "nope")
     assert code == 2 and "no run id starts with 'nope'" in stderr
+    assert "RUN_NOT_FOUND" in stderr  # as `status nope` says it
 
 
 # ------------------------------------------------------------------ kb constraints

@@ -163,16 +163,16 @@ def test_find_run_by_exact_id_or_unique_prefix(kb: KnowledgeBase) -> None:
     assert kb.find_run("ab").run_id == "ab"  # an exact id wins over longer ones
     assert kb.find_run("abc").run_id == "abc1"
     assert kb.find_run("x%").run_id == "x%y"
-    with pytest.raises(KBError) as ambiguous:
+    with pytest.raises(KBError) as ambiguous:  # the codes a run's folder gets
         kb.find_run("a")
-    assert ambiguous.value.code == "KB_AMBIGUOUS"
+    assert ambiguous.value.code == "RUN_AMBIGUOUS"
     assert "abc1" in ambiguous.value.message and "abd2" in ambiguous.value.message
     with pytest.raises(KBError) as missing:
         kb.find_run("zz")
-    assert missing.value.code == "KB_NOT_FOUND"
+    assert missing.value.code == "RUN_NOT_FOUND"
     with pytest.raises(KBError) as wildcard:  # '%' is a character, not a wildcard
         kb.find_run("%")
-    assert wildcard.value.code == "KB_NOT_FOUND"
+    assert wildcard.value.code == "RUN_NOT_FOUND"
 
 
 def test_list_runs_newest_first(kb: KnowledgeBase) -> None:
@@ -500,6 +500,8 @@ def test_top_strategies_on_one_data_set_rank_by_the_scores_on_it(two_runs: Knowl
         two_runs.data_ref("nope")
     assert unknown.value.code == "KB_NOT_FOUND"
     assert two_runs.data_ref("data-1") == "data-1"  # itself, though data-1x might exist
+    two_runs.save_run(run("run-4", created_ns=400, data_ref="sha256:ab12"))
+    assert two_runs.data_ref("ab1") == "sha256:ab12"  # the digits without their scheme
 
 
 def test_strategy_shows_spec_and_history_by_prefix(two_runs: KnowledgeBase) -> None:

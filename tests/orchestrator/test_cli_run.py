@@ -329,8 +329,12 @@ def test_run_status_resume_kb_and_report(tmp_path: Path, noise_path: Path) -> No
     assert f"entry     {record['spec']['entry']}" in text
     for kind in ("backtests", "scores", "failures"):
         assert f"{kind}: {len(record[kind]) or 'none'}" in text
-    assert text.count("│ cli1/") == len(backtests) + len(record["scores"]) + \
+    rows = [line for line in text.splitlines() if line.startswith(" cli1/")]
+    assert len(rows) == len(backtests) + len(record["scores"]) + \
         len(record["failures"])  # one row each (their wrapped lines start blank)
+    # a number whole on its row: the engine A search backtest's Sharpe, as stored
+    (a_search,) = [b for b in backtests if (b["engine"], b["window"]) == ("A", "search")]
+    assert f"{a_search['sharpe']:.3f}" in next(r for r in rows if "A search" in r).split()
     assert "10+5" in text and f"{best[0]['score_total']:.2f}" in text
     assert all(f["code"] in text for f in record["failures"])
     assert "survived: none" in text  # on noise

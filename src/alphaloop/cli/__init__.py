@@ -31,6 +31,8 @@ the command functions: this package is imported on every ``alphaloop`` start.
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 from alphaloop.cli._common import OneLineTyper, use_user_numba_cache
@@ -52,15 +54,25 @@ for _module in _COMMAND_MODULES:
 
 def _listing_lines(typer_app: typer.Typer) -> None:
     """A command listing (the top level's and each group's) shows each command's first
-    docstring paragraph as one paragraph: Rich keeps the docstring's line breaks, which
-    cut its sentences in the middle of the listing's narrow column."""
+    docstring paragraph as one paragraph, and its --help every paragraph as one: Rich
+    keeps a docstring's line breaks, which cut its sentences in the middle of a line
+    (a paragraph whose lines are indented or listed keeps them)."""
     for info in typer_app.registered_commands:
-        doc = (info.callback.__doc__ or "") if info.callback else ""
+        doc = inspect.cleandoc(info.callback.__doc__ or "") if info.callback else ""
         if info.short_help is None and doc:
-            info.short_help = " ".join(doc.strip().split("\n\n")[0].split())
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
+        if info.help is None and doc:
+            info.help = "\n\n".join(_one_line(p) for p in doc.split("\n\n"))
     for group in typer_app.registered_groups:
         if group.typer_instance is not None:
             _listing_lines(group.typer_instance)
+
+
+def _one_line(paragraph: str) -> str:
+    lines = paragraph.split("\n")
+    laid_out = any(line[:1].isspace() or line.lstrip().startswith(("-", "*", "\b"))
+                   for line in lines)
+    return paragraph if laid_out else " ".join(lines)
 
 
 _listing_lines(app)

@@ -50,7 +50,8 @@ def kb_runs(url: UrlOpt = None,
     from rich import box
 
     rows = _run_rows(frame)  # no vertical rules: the ids and states fit 80 columns whole
-    _frame(rows, False, _table(*rows.columns, no_wrap=("run", "status"),
+    _frame(rows, False, _table(*rows.columns, no_wrap=("status", "iters", "backtests",
+                                                       "survivors"),
                                box=box.SIMPLE_HEAD))
 
 
@@ -74,7 +75,7 @@ def kb_strategies(url: UrlOpt = None,
     from rich import box
 
     rows = _strategy_rows(frame)
-    _frame(rows, False, _table(*rows.columns, no_wrap=("id", "run/it"),
+    _frame(rows, False, _table(*rows.columns, no_wrap=("id", "score", "passed", "dsr"),
                                box=box.SIMPLE_HEAD))
     refs = frame["data_ref"].nunique()
     if ref is not None:
@@ -131,9 +132,8 @@ def _print_strategy(record: dict[str, Any]) -> None:
         return f"{run_label(str(row['run_id']))}/{row['iteration']}"
 
     tables: dict[str, tuple[tuple[str, ...], list[tuple[str, ...]]]] = {
-        "backtests": (("run/it", "engine", "window", "sharpe", "return", "max dd", "trades",
-                       "costs"),
-                      [(where(b), b["engine"], b["window"], _num(b["sharpe"]),
+        "backtests": (("run/it", "engine", "sharpe", "return", "max dd", "trades", "costs"),
+                      [(where(b), f"{b['engine']} {b['window']}", _num(b["sharpe"]),
                         _num(b["total_return"]), _num(b["max_drawdown"]),
                         _count(b["n_trades"]), _costs_text(b.get("costs")))
                        for b in record["backtests"]]),
@@ -146,18 +146,22 @@ def _print_strategy(record: dict[str, Any]) -> None:
                        f"{f['code']}\n{_evidence_line(str(f['code']), f['evidence'] or {})}",
                        " ".join(f.get("secondary") or ()) or "-")
                       for f in record["failures"]]),
-        "survived": (("run/it", "score", "sharpe search", "validation", "holdout",
-                      "engine B"),
+        "survived": (("run/it", "score", "search", "validation", "holdout", "engine B"),
                      [(where(v), _num(v["score_total"], ".2f"), _num(v["sharpe_search"]),
                        _num(v["sharpe_validation"]), _num(v["sharpe_holdout"]),
                        _num(v["engine_b_sharpe"])) for v in record["survived"]]),
         "not verified": (("run/it", "why"),
                          [(where(n), str(n["why"])) for n in record["not_verified"]]),
     }
+    from rich import box
+
+    words = ("run/it", "costs", "code, evidence", "secondary", "why", "policy", "engine")
     for title, (columns, rows) in tables.items():
-        out.print(f"{title}: {len(rows) or 'none'}", highlight=False)
-        if rows:
-            table = _table(*columns, no_wrap=("run/it",))
+        what = " (Sharpe by window)" if title == "survived" and rows else ""
+        out.print(f"{title}: {len(rows) or 'none'}{what}", highlight=False)
+        if rows:  # numbers are never cut; run names and words fold
+            table = _table(*columns, no_wrap=tuple(c for c in columns if c not in words),
+                           box=box.SIMPLE_HEAD)
             for row in rows:
                 table.add_row(*row)
             out.print(table)
@@ -261,7 +265,7 @@ def kb_failures(url: UrlOpt = None,
 
     # the code over its evidence, the id and family over the parameters: 80 columns
     # hold them without cutting a word
-    table = _table("run/it", "stage", "code, evidence", "strategy", no_wrap=("run/it",))
+    table = _table("run/it", "stage", "code, evidence", "strategy", no_wrap=("stage",))
     for r in records.to_dict("records"):
         table.add_row(f"{run_label(str(r['run_id']))}/{r['iteration']}", str(r["stage_id"]),
                       f"{r['code']}\n{_evidence_line(str(r['code']), r['evidence'] or {})}",
@@ -371,7 +375,8 @@ def kb_similar(strategy_id: Annotated[str, typer.Argument(help="An id or a uniqu
         return
     from alphaloop.orchestrator.config import run_label
 
-    table = _table("strategy", "family params", "spec d", "profile d", "best", "runs")
+    table = _table("strategy", "family params", "spec d", "profile d", "best", "runs",
+                   no_wrap=("strategy", "spec d", "profile d", "best"))
     for r in frame.to_dict("records"):
         table.add_row(short_id(r["strategy_id"]), _strategy_text(r["family"], r["params"]),
                       _num(r["spec_distance"]), _num(r["profile_distance"]),
@@ -381,6 +386,8 @@ def kb_similar(strategy_id: Annotated[str, typer.Argument(help="An id or a uniqu
 
 
 def _table(*columns: str, no_wrap: tuple[str, ...] = (), box: Any = None) -> Any:
+    """A table whose ``no_wrap`` columns (numbers, codes, ids) are never cut: when 80
+    columns are too few, the others (names, free text) fold."""
     from rich.table import Table
 
     table = Table() if box is None else Table(box=box, pad_edge=False, collapse_padding=True)
@@ -396,9 +403,10 @@ def _num(value: Any, fmt: str = ".3f") -> str:
 def _evidence_line(code: str, evidence: dict[str, Any]) -> str:
     """One line of a failure's evidence: the primary code's numbers, else the reasons."""
     mine = evidence.get(code)
-    if isinstance(mine, dict):
-        shown = [f"{k}={_compact(v)}" for k, v in mine.items()
-                 if k != "stage" and not isinstance(v, dict | list)]
+    if isinstance(mine, dict):  # a strategy id by its 12 first characters, as tables do
+        shown = [f"{k}={_compact(v)[:12] if _is_id(v) else _compact(v)}"
+                 for k, v in mine.items()
+                 if k != "stage" and v is not None and not isinstance(v, dict | list)]
         if shown:
             return " ".join(shown)
     reasons = evidence.get("reasons")
@@ -406,6 +414,12 @@ def _evidence_line(code: str, evidence: dict[str, Any]) -> str:
         return "; ".join(map(str, reasons))
     return " ".join(f"{k}={_compact(v)}" for k, v in evidence.items()
                     if not isinstance(v, dict | list)) or "-"
+
+
+def _is_id(value: Any) -> bool:
+    """A strategy id: 64 hex digits."""
+    return isinstance(value, str) and len(value) == 64 and \
+        all(c in "0123456789abcdef" for c in value)
 
 
 def _failure_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -477,6 +491,8 @@ def _costs_text(costs: dict[str, Any] | None) -> str:
         return "-"
     if set(costs) == {"fees_bps", "slippage_bps"}:
         return f"{_compact(costs['fees_bps'])}+{_compact(costs['slippage_bps'])} bps"
+    if set(costs) == {"execution"}:  # engine B: the model file, or its defaults
+        return str(costs["execution"]).removeprefix("the realistic ")
     return _params_text(costs)
 
 

@@ -973,18 +973,21 @@ class KnowledgeBase:
         return None if row is None else RunRecord(**row._mapping)
 
     def find_run(self, prefix: str) -> RunRecord:
-        """The run whose id is ``prefix`` or, failing that, the only one starting with it."""
+        """The run whose id is ``prefix`` or, failing that, the only one starting with it
+        (``RUN_NOT_FOUND`` / ``RUN_AMBIGUOUS`` otherwise, as for a run's folder)."""
         exact = self.get_run(prefix)
         if exact is not None:
             return exact
-        ids = self._ids_starting(Run.run_id, prefix, "run id")
+        ids = self._ids_starting(Run.run_id, prefix, "run id", not_found="RUN_NOT_FOUND",
+                                 ambiguous="RUN_AMBIGUOUS")  # the codes `status` uses
         run = self.get_run(ids)
         assert run is not None
         return run
 
-    def _ids_starting(self, column: Any, prefix: str, what: str) -> str:
+    def _ids_starting(self, column: Any, prefix: str, what: str, *,
+                      not_found: str = "KB_NOT_FOUND", ambiguous: str = "KB_AMBIGUOUS") -> str:
         if not prefix:
-            raise KBError(f"an empty {what} matches everything", code="KB_AMBIGUOUS",
+            raise KBError(f"an empty {what} matches everything", code=ambiguous,
                           error_class=_PERMANENT)
         stmt = (select(column).distinct().where(column.startswith(prefix, autoescape=True))
                 .order_by(column).limit(6))
@@ -993,11 +996,11 @@ class KnowledgeBase:
         if prefix in ids:  # whole: a longer id that starts with it is another one
             return prefix
         if not ids:
-            raise KBError(f"no {what} starts with {prefix!r}", code="KB_NOT_FOUND",
+            raise KBError(f"no {what} starts with {prefix!r}", code=not_found,
                           error_class=_PERMANENT)
         if len(ids) > 1:
             raise KBError(f"{what} prefix {prefix!r} is ambiguous: {ids[:5]}…",
-                          code="KB_AMBIGUOUS", error_class=_PERMANENT)
+                          code=ambiguous, error_class=_PERMANENT)
         found: str = ids[0]
         return found
 
@@ -1247,7 +1250,13 @@ class KnowledgeBase:
         """The ``data_ref`` of a run in this knowledge base that is ``ref_or_prefix`` or,
         failing that, the only one starting with it (``KB_NOT_FOUND`` /
         ``KB_AMBIGUOUS`` otherwise; `kb runs --json` lists each run's)."""
-        return self._ids_starting(Run.data_ref, ref_or_prefix, "run's data ref")
+        try:
+            return self._ids_starting(Run.data_ref, ref_or_prefix, "run's data ref")
+        except KBError as exc:  # the hex digits without their scheme, as a user types them
+            if exc.code != "KB_NOT_FOUND" or ":" in ref_or_prefix:
+                raise
+            return self._ids_starting(Run.data_ref, f"sha256:{ref_or_prefix}",
+                                      "run's data ref")
 
     def strategy(self, id_or_prefix: str) -> dict[str, Any]:
         """A strategy's canonical spec with every backtest, score and failure it got,

@@ -79,7 +79,7 @@ def _recorded_out_dir(run_id: str) -> str | None:
         with KnowledgeBase(None) as kb:
             found = kb.find_run(run_id)
     except KBError as exc:
-        if exc.code == "KB_AMBIGUOUS":  # many runs start with it: say so, not "none"
+        if exc.code == "RUN_AMBIGUOUS":  # many runs start with it: say so, not "none"
             raise ConfigError(f"{exc.message}; give more of the id",
                               code="RUN_AMBIGUOUS") from None
         return None

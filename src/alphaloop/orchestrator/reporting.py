@@ -160,17 +160,18 @@ def loop_strategy_page(folder: Path, strategy: str) -> LoopStrategyPage:
     survived = [s for s in record["survived"] if s["run_id"] == run_id]
     scores = [s for s in record["scores"] if s["run_id"] == run_id]
     failures = [f for f in record["failures"] if f["run_id"] == run_id]
-    robustness = {"passed": bool(survived),  # a survivor passed every gate of the loop
-                  **({k: v for k, v in scores[-1].items()
-                      if k not in ("run_id", "strategy_id", "passed")} if scores else {}),
-                  "score_gates_passed": bool(scores[-1]["passed"]) if scores else None,
+    # ``passed`` is the score's, as recorded (the policy's gates); a candidate that
+    # passed them may still be held back (a duplicate) or fail engine B or robustness
+    robustness = {**({k: v for k, v in scores[-1].items()
+                      if k not in ("run_id", "strategy_id")} if scores else {}),
+                  "survived_every_gate": bool(survived),
                   **({f"survivor_{k}": v for k, v in survived[-1].items()
                       if k not in ("run_id", "strategy_id", "family", "params")}
                      if survived else {}),
                   "failures": [f"{f['code']} ({f['stage_id']}, iteration {f['iteration']})"
                                for f in failures] or None}
     recorded = Recorded(
-        source=_loop_source(cfg, run_id, bars, search_end, val_end, mine, survived),
+        source=_loop_source(cfg, run, bars, search_end, val_end, mine, survived),
         metrics=_loop_columns(bars, search_end, val_end, mine, survived),
         holdout_start=bars.index[val_end])
     return LoopStrategyPage(result, bars, robustness, recorded, bench)
@@ -205,17 +206,21 @@ def _recorded_metrics(backtest: dict[str, Any]) -> dict[str, Any]:
     return {**(backtest["metrics"] or {}), **headline}
 
 
-def _loop_source(cfg: Any, run_id: str, bars: Bars, search_end: int, val_end: int,
+def _loop_source(cfg: Any, run: Any, bars: Bars, search_end: int, val_end: int,
                  backtests: list[dict[str, Any]], survived: list[dict[str, Any]]
                  ) -> list[tuple[str, str]]:
+    run_id, search_ref = run.run_id, run.data_ref
+    status = ("RUNNING: unfinished (`alphaloop status` says whether a process runs it)"
+              if run.status == "RUNNING" else run.status)
     holdout = ("its Sharpe, read once as the strategy entered best_strategies" if survived
                else "no number: the loop reads the holdout only for a candidate that passed "
                     "every other gate and records it only for a survivor; the charts draw "
                     "it")
-    return [("run", f"{run_id} (research loop, {cfg.mode})"),
-            ("iterations", ", ".join(sorted({str(b["iteration"]) for b in backtests},
-                                            key=int))),
+    return [("run", f"{run_id} (research loop, {cfg.mode}, {status})"),
+            ("iterations with a record", ", ".join(sorted({str(b["iteration"])
+                                                         for b in backtests}, key=int))),
             ("data", f"{cfg.data.source}"),
+            ("data_ref of the search window (the knowledge base's)", search_ref),
             ("windows", f"search {_span(bars, 0, search_end)}; validation "
                         f"{_span(bars, search_end, val_end)}; holdout "
                         f"{_span(bars, val_end, bars.n_bars)}"),
