@@ -113,3 +113,29 @@ def test_a_reader_that_went_away_is_exit_141_and_nothing_on_stderr(args: list[st
     errors = proc.stderr.read()
     assert proc.wait(timeout=120) == 141
     assert errors == b""
+
+
+def test_ctrl_c_swallowed_by_c_code_is_one_line_and_exit_130() -> None:
+    """A Ctrl-C raised inside a C callback (numba compiling a kernel: llvmlite's hook)
+    cannot stop the command there; it is noted, and the command that went on ends with
+    the one line and 130, not with a traceback and 0 (a black-box report)."""
+    done = _main_with("""
+        import ctypes
+        from rich.console import Console
+
+        compare = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+        printed = Console.print
+
+        def raise_in_c(*_):
+            raise KeyboardInterrupt
+
+        def print_after_a_swallowed_ctrl_c(self, *args, **kwargs):
+            items = (ctypes.c_int * 2)(2, 1)
+            ctypes.CDLL(None).qsort(items, 2, ctypes.sizeof(ctypes.c_int),
+                                    compare(raise_in_c))
+            return printed(self, *args, **kwargs)
+
+        Console.print = print_after_a_swallowed_ctrl_c
+    """, "families")
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == LINE + "\n"

@@ -16,6 +16,8 @@ import sys
 from types import FrameType
 from typing import NoReturn
 
+from alphaloop import interrupts
+
 LINE = "error: interrupted (Ctrl-C)\n"
 
 
@@ -77,6 +79,7 @@ def main() -> None:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)  # the default's behaviour, noted
     _streams_never_fail()
+    interrupts.install()  # a Ctrl-C inside a C callback (numba compiling) is noted
     from rich.console import Console
 
     Console.on_broken_pipe = _stdout_closed  # type: ignore[method-assign,assignment]  # every console
@@ -85,10 +88,13 @@ def main() -> None:
 
         app()
     except SystemExit as exc:
-        if exc.code == 130 and not _Interrupt.said:
+        code = exc.code
+        if code in (0, None) and interrupts.pending():  # swallowed, the work went on
+            code = 130
+        if code == 130 and not _Interrupt.said:
             sys.stderr.write(LINE)
-        _late_sigint_exits(exc.code)
-        raise
+        _late_sigint_exits(code)
+        raise SystemExit(code) from None
     except BrokenPipeError:  # a plain write (sys.stdout.write) to the gone reader
         _stdout_closed()
     except BaseException as exc:

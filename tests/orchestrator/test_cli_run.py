@@ -496,6 +496,40 @@ def test_the_report_of_a_paused_run_without_learning_says_both(
     assert "PAUSED (interrupted), 1 iterations" in title and title.endswith(", learning off")
 
 
+def test_a_ctrl_c_swallowed_inside_a_stage_pauses_the_run_after_it(
+        make_config: Any, noise_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while numba compiles lands in llvmlite's C callback, which swallows it:
+    the run pauses once the stage's output is stored (a resume reuses it) instead of
+    going on to its end, and the resume ends as the uninterrupted run."""
+    import ctypes
+    import sys
+
+    from alphaloop import interrupts
+    from alphaloop.orchestrator import Runner
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    interrupts.install()  # what the console script does
+    compare = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+    def raise_in_c(_a: int, _b: int) -> int:
+        raise KeyboardInterrupt
+
+    def fault(i: int, stage: str, attempt: int) -> None:
+        if (i, stage) == (1, "S50"):
+            items = (ctypes.c_int * 2)(2, 1)
+            ctypes.CDLL(None).qsort(items, 2, ctypes.sizeof(ctypes.c_int),
+                                    compare(raise_in_c))
+
+    cfg = make_config(noise_path)
+    paused = Runner(cfg, fault=fault).run()
+    assert (paused.status, paused.stop_reason) == ("PAUSED", "interrupted")
+    assert not interrupts.pending()
+    done = Runner.resume(cfg.run_id, out_dir=cfg.out_dir)
+    reference = Runner(make_config(noise_path, run_id="ref", kb={
+        "url": f"sqlite:///{Path(cfg.out_dir).parent / 'ref.sqlite'}"})).run()
+    assert done.comparable() == reference.comparable()
+
+
 def test_a_run_of_a_family_added_in_python_can_be_shown_from_the_cli(
         tmp_path: Path, planted_path: Path, make_config: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 import pandas as pd
 
+from alphaloop import interrupts
 from alphaloop.data.bars import Bars
 from alphaloop.engines.costs import CostModel
 from alphaloop.engines.execution import ExecutionModel
@@ -837,6 +838,7 @@ class Runner:
                     continue
                 srid = stage_run_id(self.cfg.run_id, i, stage_id, attempt, h)
                 ref = self.store.save(i, stage_id, h, srid, out)
+                interrupts.check()  # a Ctrl-C the stage's C code swallowed pauses here
             except KeyboardInterrupt:
                 # the run pauses: the stage is closed in the log (seed 004 STAGE_STOPPED),
                 # or, its output stored already, completed (a resume reuses that output)
