@@ -105,6 +105,7 @@ def test_bad_input_one_line_exit_2(args: list[str], needle: str, spec_file: Path
     assert needle in err
     assert "Traceback" not in err + out
     assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error:"), err  # no blank line first (a progress bar's end)
 
 
 @pytest.mark.parametrize(("text", "needle"), [

@@ -216,11 +216,11 @@ def sweep(
     announce_compiles()
     from alphaloop.data import load_bars
     from alphaloop.engines.sweep import run_sweep
-
     costs = _costs(fees_bps, slippage_bps)
     bars = load_bars(data)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=True) as bar:
+                  TimeElapsedColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:  # off a terminal: no blank line
         task = bar.add_task(f"{family} on {bars.name or data}", total=n)
         frame = run_sweep(family, bars, n=n, sampler=sampler, seed=seed, costs=costs,
                           progress=lambda done: bar.update(task, completed=done))

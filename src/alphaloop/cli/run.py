@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from alphaloop.cli._common import _friendly, err, out
+from alphaloop.cli._common import _friendly, announce_compiles, err, out
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the RunSummary as one JSON "
                                                        "object on stdout.")]
@@ -32,6 +32,7 @@ def run(config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml",
     from alphaloop.orchestrator import RunConfig, Runner
 
     cfg = RunConfig.from_yaml(config)
+    announce_compiles()
     with _stdout_kept(as_json), _LiveView(cfg.budgets.max_iterations,
                                           cfg.budgets.max_backtests) as view:
         runner = Runner(cfg, progress=view.update)
@@ -57,6 +58,7 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")],
     from alphaloop.orchestrator.states import FINAL_RUN_STATES
 
     folder = run_folder(run_id, out_dir)
+    announce_compiles()
     stored = _stored_summary(folder)
     ended = stored is not None and stored.status in FINAL_RUN_STATES
     with _stdout_kept(as_json), _LiveView(None, None) as view:
